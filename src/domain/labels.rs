@@ -1,0 +1,98 @@
+//! A label set kept sorted by name, which is what fingerprinting and
+//! matcher evaluation both want.
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+pub struct LabelSet(Vec<(String, String)>);
+
+impl LabelSet {
+    pub fn new() -> Self {
+        LabelSet(Vec::new())
+    }
+
+    pub fn with_capacity(n: usize) -> Self {
+        LabelSet(Vec::with_capacity(n))
+    }
+
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.0
+            .binary_search_by(|(k, _)| k.as_str().cmp(name))
+            .ok()
+            .map(|i| self.0[i].1.as_str())
+    }
+
+    /// Inserts or replaces, keeping the order.
+    pub fn insert(&mut self, name: String, value: String) {
+        match self.0.binary_search_by(|(k, _)| k.as_str().cmp(&name)) {
+            Ok(i) => self.0[i].1 = value,
+            Err(i) => self.0.insert(i, (name, value)),
+        }
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.0.iter().map(|(k, v)| (k.as_str(), v.as_str()))
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub fn to_map(&self) -> BTreeMap<String, String> {
+        self.0.iter().cloned().collect()
+    }
+}
+
+impl FromIterator<(String, String)> for LabelSet {
+    fn from_iter<I: IntoIterator<Item = (String, String)>>(iter: I) -> Self {
+        let mut v: Vec<(String, String)> = iter.into_iter().collect();
+        v.sort_by(|a, b| a.0.cmp(&b.0));
+        // Last value wins for a repeated name, as in a JSON object.
+        v.dedup_by(|later, earlier| {
+            if later.0 == earlier.0 {
+                std::mem::swap(&mut earlier.1, &mut later.1);
+                true
+            } else {
+                false
+            }
+        });
+        LabelSet(v)
+    }
+}
+
+impl Serialize for LabelSet {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_map(self.iter())
+    }
+}
+
+impl<'de> Deserialize<'de> for LabelSet {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let m = BTreeMap::<String, String>::deserialize(d)?;
+        Ok(LabelSet(m.into_iter().collect()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sorted_and_last_wins() {
+        let ls: LabelSet = vec![
+            ("b".to_string(), "1".to_string()),
+            ("a".to_string(), "x".to_string()),
+            ("b".to_string(), "2".to_string()),
+        ]
+        .into_iter()
+        .collect();
+        assert_eq!(ls.iter().collect::<Vec<_>>(), vec![("a", "x"), ("b", "2")]);
+        assert_eq!(ls.get("b"), Some("2"));
+        assert_eq!(ls.get("c"), None);
+    }
+}

@@ -1,0 +1,308 @@
+//! Core vocabulary shared by every stage. Depends on nothing else in the crate.
+
+mod fingerprint;
+mod labels;
+mod time;
+
+pub use fingerprint::Fingerprint;
+pub use labels::LabelSet;
+pub use time::{Timestamp, parse_duration};
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// Firing or resolved, as Alertmanager says it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AlertStatus {
+    Firing,
+    Resolved,
+}
+
+impl AlertStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AlertStatus::Firing => "firing",
+            AlertStatus::Resolved => "resolved",
+        }
+    }
+}
+
+/// Which ingress an alert came through; a bounded label value for metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Source {
+    Alertmanager,
+    Api,
+    Pagerduty,
+    Kafka,
+}
+
+impl Source {
+    pub const ALL: [Source; 4] = [
+        Source::Alertmanager,
+        Source::Api,
+        Source::Pagerduty,
+        Source::Kafka,
+    ];
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Source::Alertmanager => "alertmanager",
+            Source::Api => "api",
+            Source::Pagerduty => "pagerduty",
+            Source::Kafka => "kafka",
+        }
+    }
+}
+
+/// The canonical alert every source is normalized into (DESIGN §2).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Alert {
+    pub fingerprint: Fingerprint,
+    pub status: AlertStatus,
+    pub labels: LabelSet,
+    #[serde(default)]
+    pub annotations: LabelSet,
+    pub starts_at: Timestamp,
+    /// When the alert resolved; `None` while firing with no known end.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ends_at: Option<Timestamp>,
+    pub source: Source,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub generator_url: String,
+}
+
+impl Alert {
+    pub fn alertname(&self) -> &str {
+        self.labels.get("alertname").unwrap_or("")
+    }
+
+    /// Event time of this delivery: when it started firing, or when it ended.
+    pub fn event_time(&self) -> Timestamp {
+        match self.status {
+            AlertStatus::Firing => self.starts_at,
+            AlertStatus::Resolved => self.ends_at.unwrap_or(self.starts_at),
+        }
+    }
+}
+
+/// Store-assigned incident identifier.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct IncidentId(pub i64);
+
+impl fmt::Display for IncidentId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+/// Lifecycle state of an incident.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum IncidentState {
+    Open,
+    Acknowledged,
+    Resolved,
+}
+
+impl IncidentState {
+    pub const ALL: [IncidentState; 3] = [
+        IncidentState::Open,
+        IncidentState::Acknowledged,
+        IncidentState::Resolved,
+    ];
+    pub fn as_str(self) -> &'static str {
+        match self {
+            IncidentState::Open => "open",
+            IncidentState::Acknowledged => "acknowledged",
+            IncidentState::Resolved => "resolved",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "open" => Some(Self::Open),
+            "acknowledged" => Some(Self::Acknowledged),
+            "resolved" => Some(Self::Resolved),
+            _ => None,
+        }
+    }
+    /// Open or acknowledged: the incident still needs someone.
+    pub fn is_active(self) -> bool {
+        !matches!(self, IncidentState::Resolved)
+    }
+}
+
+/// ITIL level 1 (highest) ..= 3 (lowest), used for both impact and urgency.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(try_from = "u8", into = "u8")]
+pub struct Level(u8);
+
+impl Level {
+    pub const HIGH: Level = Level(1);
+    pub const MEDIUM: Level = Level(2);
+    pub const LOW: Level = Level(3);
+    pub fn new(v: u8) -> Option<Level> {
+        (1..=3).contains(&v).then_some(Level(v))
+    }
+    pub fn get(self) -> u8 {
+        self.0
+    }
+}
+
+impl TryFrom<u8> for Level {
+    type Error = String;
+    fn try_from(v: u8) -> Result<Self, Self::Error> {
+        Level::new(v).ok_or_else(|| format!("level must be 1 (high), 2 (medium) or 3 (low), got {v}"))
+    }
+}
+
+impl From<Level> for u8 {
+    fn from(l: Level) -> u8 {
+        l.0
+    }
+}
+
+/// Incident priority P1 (most urgent) ..= P5.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Priority(u8);
+
+impl Priority {
+    pub const ALL: [Priority; 5] = [Priority(1), Priority(2), Priority(3), Priority(4), Priority(5)];
+    pub fn new(v: u8) -> Option<Priority> {
+        (1..=5).contains(&v).then_some(Priority(v))
+    }
+    pub fn get(self) -> u8 {
+        self.0
+    }
+    pub fn as_str(self) -> &'static str {
+        ["P1", "P2", "P3", "P4", "P5"][usize::from(self.0 - 1)]
+    }
+    /// Accepts `P1`, `p1` or `1`.
+    pub fn parse(s: &str) -> Option<Priority> {
+        let digits = s.strip_prefix(['P', 'p']).unwrap_or(s);
+        digits.parse::<u8>().ok().and_then(Priority::new)
+    }
+}
+
+impl fmt::Display for Priority {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl Serialize for Priority {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for Priority {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        Priority::parse(&s)
+            .ok_or_else(|| serde::de::Error::custom(format!("priority must be P1..P5, got {s:?}")))
+    }
+}
+
+/// The ITIL impact x urgency → priority matrix. Row = impact, column = urgency.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PriorityMatrix(pub [[Priority; 3]; 3]);
+
+impl Default for PriorityMatrix {
+    fn default() -> Self {
+        let p = |v| Priority(v);
+        PriorityMatrix([[p(1), p(2), p(3)], [p(2), p(3), p(4)], [p(3), p(4), p(5)]])
+    }
+}
+
+impl PriorityMatrix {
+    pub fn priority(&self, impact: Level, urgency: Level) -> Priority {
+        self.0[usize::from(impact.0 - 1)][usize::from(urgency.0 - 1)]
+    }
+}
+
+/// A record of something that happened to an incident, for "why is this here".
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TimelineEntry {
+    pub at: Timestamp,
+    pub kind: TimelineKind,
+    pub message: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub actor: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TimelineKind {
+    Opened,
+    AlertJoined,
+    AlertResolved,
+    AlertRefired,
+    PriorityChanged,
+    RuleApplied,
+    Acknowledged,
+    Resolved,
+    Reopened,
+    Flapping,
+    Assigned,
+}
+
+impl TimelineKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TimelineKind::Opened => "opened",
+            TimelineKind::AlertJoined => "alert_joined",
+            TimelineKind::AlertResolved => "alert_resolved",
+            TimelineKind::AlertRefired => "alert_refired",
+            TimelineKind::PriorityChanged => "priority_changed",
+            TimelineKind::RuleApplied => "rule_applied",
+            TimelineKind::Acknowledged => "acknowledged",
+            TimelineKind::Resolved => "resolved",
+            TimelineKind::Reopened => "reopened",
+            TimelineKind::Flapping => "flapping",
+            TimelineKind::Assigned => "assigned",
+        }
+    }
+}
+
+/// Links an incident carries to other records.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Links {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub runbooks: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub change: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub problem: Option<String>,
+}
+
+/// An ITIL incident as the store keeps it and the API shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Incident {
+    pub id: IncidentId,
+    /// Correlation key: at most one active incident per key.
+    pub key: String,
+    pub state: IncidentState,
+    pub priority: Priority,
+    pub impact: Level,
+    pub urgency: Level,
+    pub title: String,
+    pub root_ci: Option<String>,
+    pub cis: Vec<String>,
+    pub impacted_services: Vec<String>,
+    pub assignment_group: Option<String>,
+    pub alert_fingerprints: Vec<Fingerprint>,
+    /// Deliveries received for this incident's alerts, repeats included.
+    pub alert_count: u64,
+    pub opened_at: Timestamp,
+    pub acknowledged_at: Option<Timestamp>,
+    pub acknowledged_by: Option<String>,
+    pub resolved_at: Option<Timestamp>,
+    pub updated_at: Timestamp,
+    pub reopen_count: u32,
+    pub flapping: bool,
+    /// Rule names that acted on this incident.
+    pub rules: Vec<String>,
+    pub links: Links,
+}

@@ -1,0 +1,151 @@
+//! Event time: milliseconds since the Unix epoch, UTC. Small, `Copy`, and
+//! exact enough for alert timestamps (Alertmanager sends milliseconds).
+
+use chrono::{DateTime, SecondsFormat, TimeZone, Utc};
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::time::Duration;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Timestamp(pub i64);
+
+impl Timestamp {
+    pub const MIN: Timestamp = Timestamp(i64::MIN);
+    pub const MAX: Timestamp = Timestamp(i64::MAX);
+
+    pub fn from_millis(ms: i64) -> Timestamp {
+        Timestamp(ms)
+    }
+
+    pub fn millis(self) -> i64 {
+        self.0
+    }
+
+    pub fn now() -> Timestamp {
+        Timestamp(Utc::now().timestamp_millis())
+    }
+
+    /// RFC 3339. Go's zero time (`0001-01-01T00:00:00Z`) and anything before
+    /// 1970 mean "not set" in Alertmanager payloads, so they map to `None`.
+    pub fn parse_rfc3339(s: &str) -> Result<Option<Timestamp>, chrono::ParseError> {
+        let t = DateTime::parse_from_rfc3339(s)?;
+        let ms = t.timestamp_millis();
+        Ok((ms > 0).then_some(Timestamp(ms)))
+    }
+
+    pub fn to_rfc3339(self) -> String {
+        match Utc.timestamp_millis_opt(self.0).single() {
+            Some(t) => t.to_rfc3339_opts(SecondsFormat::Millis, true),
+            None => format!("@{}ms", self.0),
+        }
+    }
+
+    pub fn saturating_add(self, d: Duration) -> Timestamp {
+        let ms = i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
+        Timestamp(self.0.saturating_add(ms))
+    }
+
+    pub fn saturating_sub(self, d: Duration) -> Timestamp {
+        let ms = i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
+        Timestamp(self.0.saturating_sub(ms))
+    }
+
+    /// `self - earlier`, zero when negative.
+    pub fn since(self, earlier: Timestamp) -> Duration {
+        Duration::from_millis(u64::try_from(self.0.saturating_sub(earlier.0)).unwrap_or(0))
+    }
+}
+
+impl fmt::Display for Timestamp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.to_rfc3339())
+    }
+}
+
+impl Serialize for Timestamp {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.to_rfc3339())
+    }
+}
+
+impl<'de> Deserialize<'de> for Timestamp {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        match Timestamp::parse_rfc3339(&s) {
+            Ok(Some(t)) => Ok(t),
+            Ok(None) => Ok(Timestamp(0)),
+            Err(e) => Err(serde::de::Error::custom(format!(
+                "invalid RFC 3339 time {s:?}: {e}"
+            ))),
+        }
+    }
+}
+
+/// Prometheus-style duration: `30s`, `5m`, `1h30m`, `7d`, `2w`, `250ms`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    if s.is_empty() {
+        return Err("empty duration".into());
+    }
+    if s == "0" {
+        return Ok(Duration::ZERO);
+    }
+    let mut total: u64 = 0;
+    let mut rest = s;
+    while !rest.is_empty() {
+        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+        if digits == 0 {
+            return Err(format!("invalid duration {s:?}: expected a number"));
+        }
+        let n: u64 = rest[..digits]
+            .parse()
+            .map_err(|_| format!("invalid duration {s:?}: number too large"))?;
+        rest = &rest[digits..];
+        let unit_len = rest.bytes().take_while(u8::is_ascii_alphabetic).count();
+        let unit = &rest[..unit_len];
+        rest = &rest[unit_len..];
+        let ms_per: u64 = match unit {
+            "ms" => 1,
+            "s" => 1_000,
+            "m" => 60_000,
+            "h" => 3_600_000,
+            "d" => 86_400_000,
+            "w" => 7 * 86_400_000,
+            "y" => 365 * 86_400_000,
+            "" => return Err(format!("invalid duration {s:?}: missing unit (ms, s, m, h, d, w, y)")),
+            u => return Err(format!("invalid duration {s:?}: unknown unit {u:?}")),
+        };
+        total = n
+            .checked_mul(ms_per)
+            .and_then(|v| total.checked_add(v))
+            .ok_or_else(|| format!("invalid duration {s:?}: too large"))?;
+    }
+    Ok(Duration::from_millis(total))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc3339_roundtrip_and_zero_time() {
+        let t = Timestamp::parse_rfc3339("2026-03-02T08:00:01.000Z").unwrap().unwrap();
+        assert_eq!(t.to_rfc3339(), "2026-03-02T08:00:01.000Z");
+        assert_eq!(Timestamp::parse_rfc3339("0001-01-01T00:00:00Z").unwrap(), None);
+        let nanos = Timestamp::parse_rfc3339("2026-03-02T08:00:01.123456789+01:00").unwrap().unwrap();
+        assert_eq!(nanos.to_rfc3339(), "2026-03-02T07:00:01.123Z");
+        assert!(Timestamp::parse_rfc3339("yesterday").is_err());
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("5m").unwrap(), Duration::from_secs(300));
+        assert_eq!(parse_duration("1h30m").unwrap(), Duration::from_secs(5400));
+        assert_eq!(parse_duration("30d").unwrap(), Duration::from_secs(30 * 86400));
+        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
+        assert_eq!(parse_duration("0").unwrap(), Duration::ZERO);
+        assert!(parse_duration("5").is_err());
+        assert!(parse_duration("5x").is_err());
+        assert!(parse_duration("").is_err());
+    }
+}

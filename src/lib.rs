@@ -1,0 +1,6 @@
+//! incidentd: turns monitoring alert floods into a few correct ITSM incidents.
+//!
+//! The pipeline (DESIGN §2) is a chain of pure stages wrapped by thin async
+//! tasks; `app` is the only place that wires them together.
+
+pub mod domain;
