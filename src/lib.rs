@@ -4,3 +4,6 @@
 //! tasks; `app` is the only place that wires them together.
 
 pub mod domain;
+pub mod dedup;
+pub mod normalize;
+pub mod store;

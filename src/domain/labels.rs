@@ -72,9 +72,26 @@ impl Serialize for LabelSet {
 }
 
 impl<'de> Deserialize<'de> for LabelSet {
+    /// Straight into a sorted `Vec`: no intermediate map on the ingest hot path.
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let m = BTreeMap::<String, String>::deserialize(d)?;
-        Ok(LabelSet(m.into_iter().collect()))
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = LabelSet;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a map of string names to string values")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut m: A) -> Result<LabelSet, A::Error> {
+                let mut v = Vec::with_capacity(m.size_hint().unwrap_or(8));
+                while let Some((k, val)) = m.next_entry::<std::borrow::Cow<'de, str>, std::borrow::Cow<'de, str>>()? {
+                    v.push((k.into_owned(), val.into_owned()));
+                }
+                Ok(v.into_iter().collect())
+            }
+            fn visit_unit<E>(self) -> Result<LabelSet, E> {
+                Ok(LabelSet::new())
+            }
+        }
+        d.deserialize_any(V)
     }
 }
 

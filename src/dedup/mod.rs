@@ -1,0 +1,316 @@
+//! Per-fingerprint alert state: tells a repeat from a state change, drops
+//! stale deliveries, and detects flapping. Pure; the caller owns the clock.
+
+use crate::domain::{Alert, AlertStatus, Fingerprint, IncidentId, Timestamp};
+use rustc_hash::FxHashMap;
+use std::time::Duration;
+
+/// Flapping: `changes` state changes within `window` (event time).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FlapPolicy {
+    pub changes: u32,
+    pub window: Duration,
+}
+
+impl Default for FlapPolicy {
+    fn default() -> Self {
+        FlapPolicy {
+            changes: 4,
+            window: Duration::from_secs(15 * 60),
+        }
+    }
+}
+
+/// What the engine remembers of one alert. Kept small: labels live in the
+/// store, not here, so 100k active alerts cost a few hundred bytes each.
+#[derive(Debug, Clone)]
+pub struct AlertState {
+    pub status: AlertStatus,
+    pub starts_at: Timestamp,
+    pub ends_at: Option<Timestamp>,
+    /// Engine time of the last delivery (drives eviction, not correlation).
+    pub last_seen: Timestamp,
+    pub incident: Option<IncidentId>,
+    /// Correlation key the alert was placed under.
+    pub key: Box<str>,
+    /// Suppressed by a rule: recorded, never in an incident.
+    pub suppressed: bool,
+    pub flapping: bool,
+    /// Event times of recent state changes, oldest first, for flap detection.
+    changes: Vec<Timestamp>,
+    /// Store batch that last wrote this alert's state; an ack for a delivery
+    /// of this alert must wait until that batch is durable.
+    pub written_seq: u64,
+}
+
+impl AlertState {
+    pub fn new(alert: &Alert, now: Timestamp, key: Box<str>) -> AlertState {
+        AlertState {
+            status: alert.status,
+            starts_at: alert.starts_at,
+            ends_at: alert.ends_at,
+            last_seen: now,
+            incident: None,
+            key,
+            suppressed: false,
+            flapping: false,
+            changes: Vec::new(),
+            written_seq: 0,
+        }
+    }
+
+    /// Rebuild from the store after a restart.
+    #[allow(clippy::too_many_arguments)]
+    pub fn restored(
+        status: AlertStatus,
+        starts_at: Timestamp,
+        ends_at: Option<Timestamp>,
+        last_seen: Timestamp,
+        incident: Option<IncidentId>,
+        key: Box<str>,
+        suppressed: bool,
+        flapping: bool,
+    ) -> AlertState {
+        AlertState {
+            status,
+            starts_at,
+            ends_at,
+            last_seen,
+            incident,
+            key,
+            suppressed,
+            flapping,
+            changes: Vec::new(),
+            written_seq: 0,
+        }
+    }
+}
+
+/// How a delivery relates to what we knew.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Observation {
+    /// Never seen (or evicted) and firing.
+    New,
+    /// Never seen and already resolved: nothing to do.
+    UnknownResolved,
+    /// Same status as known: only counters change.
+    Repeat,
+    /// Older than what we know (a late HA twin, an out-of-order resend).
+    Stale,
+    /// Resolved → firing with a new activation.
+    Refired { flapping_started: bool },
+    /// Firing → resolved.
+    Resolved { flapping_started: bool },
+}
+
+#[derive(Default)]
+pub struct AlertTable {
+    pub alerts: FxHashMap<Fingerprint, AlertState>,
+    policy: FlapPolicy,
+}
+
+impl AlertTable {
+    pub fn new(policy: FlapPolicy) -> Self {
+        AlertTable {
+            alerts: FxHashMap::default(),
+            policy,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.alerts.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.alerts.is_empty()
+    }
+
+    pub fn get(&self, fp: &Fingerprint) -> Option<&AlertState> {
+        self.alerts.get(fp)
+    }
+
+    pub fn get_mut(&mut self, fp: &Fingerprint) -> Option<&mut AlertState> {
+        self.alerts.get_mut(fp)
+    }
+
+    pub fn insert(&mut self, fp: Fingerprint, st: AlertState) {
+        self.alerts.insert(fp, st);
+    }
+
+    /// Classify a delivery and apply it to the known state (except for
+    /// `New`, which the caller inserts once it has placed the alert).
+    pub fn observe(&mut self, alert: &Alert, now: Timestamp) -> Observation {
+        let Some(st) = self.alerts.get_mut(&alert.fingerprint) else {
+            return match alert.status {
+                AlertStatus::Firing => Observation::New,
+                AlertStatus::Resolved => Observation::UnknownResolved,
+            };
+        };
+        st.last_seen = now;
+        match (st.status, alert.status) {
+            (AlertStatus::Firing, AlertStatus::Firing) => Observation::Repeat,
+            (AlertStatus::Resolved, AlertStatus::Resolved) => Observation::Repeat,
+            (AlertStatus::Resolved, AlertStatus::Firing) => {
+                // The same activation delivered again after its resolve, or
+                // one that began before the known end: not a new firing.
+                if st.ends_at.is_some_and(|end| alert.starts_at <= end) {
+                    return Observation::Stale;
+                }
+                st.status = AlertStatus::Firing;
+                st.starts_at = alert.starts_at;
+                st.ends_at = None;
+                let flapping_started = record_change(st, alert.starts_at, self.policy);
+                Observation::Refired { flapping_started }
+            }
+            (AlertStatus::Firing, AlertStatus::Resolved) => {
+                let end = alert.ends_at.unwrap_or(now);
+                if end < st.starts_at {
+                    return Observation::Stale;
+                }
+                st.status = AlertStatus::Resolved;
+                st.ends_at = Some(end);
+                let flapping_started = record_change(st, end, self.policy);
+                Observation::Resolved { flapping_started }
+            }
+        }
+    }
+
+    /// Forget resolved alerts not seen for `retention`; returns how many.
+    pub fn evict(&mut self, now: Timestamp, retention: Duration, keep: impl Fn(&AlertState) -> bool) -> usize {
+        let before = self.alerts.len();
+        let cutoff = now.saturating_sub(retention);
+        self.alerts
+            .retain(|_, st| st.status == AlertStatus::Firing || st.last_seen > cutoff || keep(st));
+        before - self.alerts.len()
+    }
+}
+
+/// Record a state change; true when this change makes the alert flapping.
+fn record_change(st: &mut AlertState, at: Timestamp, policy: FlapPolicy) -> bool {
+    if policy.changes == 0 {
+        return false;
+    }
+    let cutoff = at.saturating_sub(policy.window);
+    st.changes.retain(|t| *t > cutoff);
+    st.changes.push(at);
+    let limit = usize::try_from(policy.changes).unwrap_or(usize::MAX);
+    if st.changes.len() > limit {
+        st.changes.remove(0);
+    }
+    let now_flapping = st.changes.len() >= limit;
+    let started = now_flapping && !st.flapping;
+    if now_flapping {
+        st.flapping = true;
+    }
+    started
+}
+
+/// Whether an alert has been quiet (no state change) for the flap window,
+/// so its flapping mark may be cleared.
+pub fn flap_settled(st: &AlertState, now: Timestamp, policy: FlapPolicy) -> bool {
+    st.changes
+        .last()
+        .is_none_or(|last| now.since(*last) >= policy.window)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{LabelSet, Source};
+
+    fn alert(status: AlertStatus, start: i64, end: Option<i64>) -> Alert {
+        Alert {
+            fingerprint: Fingerprint(1),
+            status,
+            labels: LabelSet::new(),
+            annotations: LabelSet::new(),
+            starts_at: Timestamp(start),
+            ends_at: end.map(Timestamp),
+            source: Source::Api,
+            generator_url: String::new(),
+        }
+    }
+
+    const MIN: i64 = 60_000;
+
+    #[test]
+    fn repeat_stale_and_changes() {
+        let mut t = AlertTable::new(FlapPolicy::default());
+        let fire = alert(AlertStatus::Firing, 0, None);
+        assert_eq!(t.observe(&fire, Timestamp(0)), Observation::New);
+        t.insert(fire.fingerprint, AlertState::new(&fire, Timestamp(0), "k".into()));
+        assert_eq!(t.observe(&fire, Timestamp(1)), Observation::Repeat);
+        let res = alert(AlertStatus::Resolved, 0, Some(5 * MIN));
+        assert!(matches!(t.observe(&res, Timestamp(2)), Observation::Resolved { .. }));
+        assert_eq!(t.observe(&res, Timestamp(3)), Observation::Repeat);
+        // The HA twin's late firing copy of the same activation.
+        assert_eq!(t.observe(&fire, Timestamp(4)), Observation::Stale);
+        let again = alert(AlertStatus::Firing, 10 * MIN, None);
+        assert!(matches!(t.observe(&again, Timestamp(5)), Observation::Refired { .. }));
+        // A resolve that ended before the current activation began.
+        assert_eq!(t.observe(&res, Timestamp(6)), Observation::Stale);
+    }
+
+    #[test]
+    fn unknown_resolved_is_not_new() {
+        let mut t = AlertTable::new(FlapPolicy::default());
+        assert_eq!(
+            t.observe(&alert(AlertStatus::Resolved, 0, Some(1)), Timestamp(0)),
+            Observation::UnknownResolved
+        );
+    }
+
+    #[test]
+    fn flapping_after_n_changes_in_window() {
+        let policy = FlapPolicy { changes: 4, window: Duration::from_secs(600) };
+        let mut t = AlertTable::new(policy);
+        let fire = alert(AlertStatus::Firing, 0, None);
+        t.observe(&fire, Timestamp(0));
+        t.insert(fire.fingerprint, AlertState::new(&fire, Timestamp(0), "k".into()));
+        let mut started = vec![];
+        for i in 0..3 {
+            let base = i * 2 * MIN;
+            let r = t.observe(&alert(AlertStatus::Resolved, base, Some(base + MIN)), Timestamp(0));
+            let f = t.observe(&alert(AlertStatus::Firing, base + 2 * MIN, None), Timestamp(0));
+            started.push((r, f));
+        }
+        // Changes: resolve(1m), fire(2m), resolve(3m), fire(4m) → the 4th flaps.
+        assert_eq!(started[0].0, Observation::Resolved { flapping_started: false });
+        assert_eq!(started[1].1, Observation::Refired { flapping_started: true });
+        assert_eq!(started[2].0, Observation::Resolved { flapping_started: false });
+        let st = t.get(&Fingerprint(1)).unwrap();
+        assert!(st.flapping);
+        assert!(!flap_settled(st, Timestamp(6 * MIN), policy));
+        assert!(flap_settled(st, Timestamp(16 * MIN), policy));
+    }
+
+    #[test]
+    fn slow_changes_do_not_flap() {
+        let policy = FlapPolicy { changes: 3, window: Duration::from_secs(60) };
+        let mut t = AlertTable::new(policy);
+        let fire = alert(AlertStatus::Firing, 0, None);
+        t.insert(fire.fingerprint, AlertState::new(&fire, Timestamp(0), "k".into()));
+        for i in 0..5 {
+            let base = i * 10 * MIN;
+            t.observe(&alert(AlertStatus::Resolved, base, Some(base + MIN)), Timestamp(0));
+            t.observe(&alert(AlertStatus::Firing, base + 5 * MIN, None), Timestamp(0));
+        }
+        assert!(!t.get(&Fingerprint(1)).unwrap().flapping);
+    }
+
+    #[test]
+    fn eviction_keeps_firing_and_recent() {
+        let mut t = AlertTable::new(FlapPolicy::default());
+        let fire = alert(AlertStatus::Firing, 0, None);
+        t.insert(Fingerprint(1), AlertState::new(&fire, Timestamp(0), "k".into()));
+        let mut res = AlertState::new(&fire, Timestamp(0), "k".into());
+        res.status = AlertStatus::Resolved;
+        t.insert(Fingerprint(2), res.clone());
+        res.last_seen = Timestamp(100 * MIN);
+        t.insert(Fingerprint(3), res);
+        assert_eq!(t.evict(Timestamp(100 * MIN), Duration::from_secs(3600), |_| false), 1);
+        assert!(t.get(&Fingerprint(1)).is_some());
+        assert!(t.get(&Fingerprint(2)).is_none());
+        assert!(t.get(&Fingerprint(3)).is_some());
+    }
+}

@@ -1,0 +1,199 @@
+//! One pure mapper per source format: request bytes → canonical [`Event`]s.
+//!
+//! Parsing is strict about what matters (types, required fields, times) and
+//! lenient about extras, because senders such as Grafana add their own fields
+//! to the Alertmanager webhook. Every error names the field and the alert index
+//! so the sender can find the bad alert in a batch.
+
+mod alertmanager;
+mod canonical;
+mod pagerduty;
+
+pub use alertmanager::parse_alertmanager;
+pub use canonical::parse_canonical;
+pub use pagerduty::{PagerDutyAction, parse_pagerduty};
+
+use crate::domain::{Alert, Fingerprint, Timestamp};
+use serde::Serialize;
+
+/// What a source hands the pipeline.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    Alert(Alert),
+    /// A sender acknowledged the alert (PagerDuty `acknowledge`): acknowledge
+    /// the incident that holds it.
+    Acknowledge {
+        fingerprint: Fingerprint,
+        at: Timestamp,
+        actor: String,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, thiserror::Error)]
+pub enum NormalizeError {
+    #[error("body is not valid JSON: {message} (line {line}, column {column})")]
+    Syntax {
+        message: String,
+        line: usize,
+        column: usize,
+    },
+    #[error("{field}: {message}")]
+    Field {
+        /// Path of the offending field, e.g. `alerts[3].startsAt`.
+        field: String,
+        /// Index of the offending alert in the batch, when there is one.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        index: Option<usize>,
+        message: String,
+    },
+}
+
+impl NormalizeError {
+    pub fn field(field: impl Into<String>, index: Option<usize>, message: impl Into<String>) -> Self {
+        NormalizeError::Field {
+            field: field.into(),
+            index,
+            message: message.into(),
+        }
+    }
+}
+
+/// Deserialize with the fast parser; only on failure parse again, tracking the
+/// path, so that the error names the field without slowing the good path.
+fn from_slice<'a, T: serde::Deserialize<'a>>(body: &'a [u8]) -> Result<T, NormalizeError> {
+    match serde_json::from_slice::<T>(body) {
+        Ok(v) => Ok(v),
+        Err(first) => {
+            if first.is_syntax() || first.is_eof() {
+                return Err(NormalizeError::Syntax {
+                    message: first.to_string(),
+                    line: first.line(),
+                    column: first.column(),
+                });
+            }
+            let mut de = serde_json::Deserializer::from_slice(body);
+            match serde_path_to_error::deserialize::<_, T>(&mut de) {
+                Ok(v) => Ok(v),
+                Err(e) => {
+                    let path = e.path().to_string();
+                    let index = alert_index(&path);
+                    let inner = e.into_inner();
+                    let mut message = inner.to_string();
+                    // serde_json appends " at line L column C"; the path says more.
+                    if let Some(cut) = message.rfind(" at line ") {
+                        message.truncate(cut);
+                    }
+                    Err(NormalizeError::Field {
+                        field: if path == "." { "body".into() } else { path },
+                        index,
+                        message,
+                    })
+                }
+            }
+        }
+    }
+}
+
+/// `alerts[3].labels` → Some(3); `[7].startsAt` → Some(7).
+fn alert_index(path: &str) -> Option<usize> {
+    let start = path.find('[')? + 1;
+    let end = path[start..].find(']')? + start;
+    path[start..end].parse().ok()
+}
+
+/// Label names must be Prometheus label names; the fingerprint and matchers rely on it.
+fn valid_label_name(name: &str) -> bool {
+    let mut b = name.bytes();
+    matches!(b.next(), Some(c) if c.is_ascii_alphabetic() || c == b'_')
+        && b.all(|c| c.is_ascii_alphanumeric() || c == b'_')
+}
+
+fn check_labels(labels: &crate::domain::LabelSet, prefix: &str, index: Option<usize>) -> Result<(), NormalizeError> {
+    if labels.is_empty() {
+        return Err(NormalizeError::field(
+            format!("{prefix}labels"),
+            index,
+            "an alert needs at least one label",
+        ));
+    }
+    for (name, _) in labels.iter() {
+        if !valid_label_name(name) {
+            return Err(NormalizeError::field(
+                format!("{prefix}labels.{name}"),
+                index,
+                "invalid label name (must match [a-zA-Z_][a-zA-Z0-9_]*)",
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn parse_time(s: &str, field: impl FnOnce() -> String, index: Option<usize>) -> Result<Option<Timestamp>, NormalizeError> {
+    Timestamp::parse_rfc3339(s)
+        .map_err(|e| NormalizeError::field(field(), index, format!("invalid RFC 3339 time {s:?}: {e}")))
+}
+
+/// The body formats `replay` and Kafka accept, told apart by their shape.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Alertmanager,
+    Canonical,
+    PagerDuty,
+}
+
+/// Guess a body's format without a full parse: an object with `alerts` is an
+/// Alertmanager webhook, one with `event_action` is PagerDuty, anything else
+/// (an array or a single alert object) is canonical.
+pub fn detect(body: &[u8]) -> Format {
+    let head = &body[..body.len().min(4096)];
+    let trimmed = head.iter().position(|b| !b.is_ascii_whitespace()).map(|i| head[i]);
+    if trimmed == Some(b'[') {
+        return Format::Canonical;
+    }
+    let has = |needle: &[u8]| body.windows(needle.len()).any(|w| w == needle);
+    if has(b"\"event_action\"") {
+        Format::PagerDuty
+    } else if has(b"\"alerts\"") {
+        Format::Alertmanager
+    } else {
+        Format::Canonical
+    }
+}
+
+/// Parse any supported body, detected by shape.
+pub fn parse_any(body: &[u8], now: Timestamp) -> Result<Vec<Event>, NormalizeError> {
+    match detect(body) {
+        Format::Alertmanager => parse_alertmanager(body, now),
+        Format::Canonical => parse_canonical(body, now),
+        Format::PagerDuty => parse_pagerduty(body, now).map(|(ev, _)| vec![ev]),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn index_from_path() {
+        assert_eq!(alert_index("alerts[3].labels"), Some(3));
+        assert_eq!(alert_index("[12].startsAt"), Some(12));
+        assert_eq!(alert_index("version"), None);
+    }
+
+    #[test]
+    fn label_names() {
+        assert!(valid_label_name("alertname"));
+        assert!(valid_label_name("_x1"));
+        assert!(!valid_label_name("1x"));
+        assert!(!valid_label_name("a-b"));
+        assert!(!valid_label_name(""));
+    }
+
+    #[test]
+    fn detects_formats() {
+        assert_eq!(detect(br#"{"version":"4","alerts":[]}"#), Format::Alertmanager);
+        assert_eq!(detect(br#"  [{"labels":{}}]"#), Format::Canonical);
+        assert_eq!(detect(br#"{"event_action":"trigger"}"#), Format::PagerDuty);
+        assert_eq!(detect(br#"{"labels":{"a":"b"}}"#), Format::Canonical);
+    }
+}

@@ -1,0 +1,166 @@
+//! The incident record. The engine emits [`StoreOp`]s; a single writer task
+//! applies them in batched transactions and reports the last durable batch.
+//! Backends implement [`Store`]; SQLite is the embedded default.
+
+mod sqlite;
+
+pub use sqlite::{SqliteOptions, SqliteStore, Synchronous};
+
+use crate::domain::{
+    AlertStatus, Fingerprint, Incident, IncidentId, IncidentState, LabelSet, Source, TimelineEntry,
+    Timestamp,
+};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+pub type DynStore = Arc<dyn Store>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database error: {0}")]
+    Db(#[from] sqlx::Error),
+    #[error("migration {version} failed: {source}")]
+    Migration {
+        version: i64,
+        #[source]
+        source: sqlx::Error,
+    },
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+    #[error("cannot create data directory {path}: {source}")]
+    DataDir {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// A full alert row, written when an alert is first seen (labels and
+/// annotations only change with a new fingerprint, so later writes skip them).
+#[derive(Debug, Clone, PartialEq)]
+pub struct AlertRecord {
+    pub fingerprint: Fingerprint,
+    pub status: AlertStatus,
+    pub labels: LabelSet,
+    pub annotations: LabelSet,
+    pub starts_at: Timestamp,
+    pub ends_at: Option<Timestamp>,
+    pub source: Source,
+    pub generator_url: String,
+    pub incident: Option<IncidentId>,
+    pub key: String,
+    /// Rule and reason when a rule suppressed the alert.
+    pub suppressed: Option<(String, String)>,
+    pub flapping: bool,
+    pub first_seen: Timestamp,
+    pub last_seen: Timestamp,
+    pub deliveries: u64,
+}
+
+/// Only the fields that change after an alert is first seen.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AlertUpdate {
+    pub fingerprint: Fingerprint,
+    pub status: AlertStatus,
+    pub starts_at: Timestamp,
+    pub ends_at: Option<Timestamp>,
+    pub incident: Option<IncidentId>,
+    pub key: String,
+    pub suppressed: Option<(String, String)>,
+    pub flapping: bool,
+    pub last_seen: Timestamp,
+    pub deliveries: u64,
+}
+
+/// Coalesced repeats: absolute counters, so applying twice is harmless.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Touch {
+    pub fingerprint: Fingerprint,
+    pub last_seen: Timestamp,
+    pub deliveries: u64,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum StoreOp {
+    /// Insert or replace the incident row (its `alert_fingerprints` are
+    /// kept by `LinkAlert`, not by this op).
+    UpsertIncident(Box<Incident>),
+    InsertAlert(Box<AlertRecord>),
+    UpdateAlert(Box<AlertUpdate>),
+    LinkAlert {
+        incident: IncidentId,
+        fingerprint: Fingerprint,
+        at: Timestamp,
+    },
+    Timeline {
+        incident: IncidentId,
+        entry: TimelineEntry,
+    },
+    TouchAlerts(Vec<Touch>),
+    /// Absolute delivery count of an incident after coalesced repeats.
+    TouchIncident {
+        incident: IncidentId,
+        alert_count: u64,
+    },
+}
+
+/// Alert state the engine needs back after a restart.
+#[derive(Debug, Clone)]
+pub struct AlertSnapshot {
+    pub fingerprint: Fingerprint,
+    pub status: AlertStatus,
+    pub starts_at: Timestamp,
+    pub ends_at: Option<Timestamp>,
+    pub incident: Option<IncidentId>,
+    pub key: String,
+    pub suppressed: bool,
+    pub flapping: bool,
+    pub last_seen: Timestamp,
+    pub deliveries: u64,
+}
+
+/// What `load_state` returns: active incidents (with their fingerprints),
+/// incidents resolved since `resolved_since` (for reopen), and the alerts
+/// that are firing or were seen since `alerts_since`.
+#[derive(Debug, Clone, Default)]
+pub struct Snapshot {
+    pub incidents: Vec<Incident>,
+    pub alerts: Vec<AlertSnapshot>,
+    pub max_incident_id: i64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum StateFilter {
+    #[default]
+    Active,
+    Only(IncidentState),
+    All,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct IncidentQuery {
+    pub state: StateFilter,
+    pub limit: u32,
+    /// Return incidents with id < this (newest first paging).
+    pub before: Option<i64>,
+}
+
+pub trait Store: Send + Sync + 'static {
+    /// Apply a batch atomically: all or nothing.
+    fn apply<'a>(&'a self, ops: &'a [StoreOp]) -> BoxFuture<'a, Result<(), StoreError>>;
+    fn load_state(
+        &self,
+        resolved_since: Timestamp,
+        alerts_since: Timestamp,
+    ) -> BoxFuture<'_, Result<Snapshot, StoreError>>;
+    fn list_incidents(&self, q: IncidentQuery) -> BoxFuture<'_, Result<Vec<Incident>, StoreError>>;
+    fn get_incident(&self, id: IncidentId) -> BoxFuture<'_, Result<Option<Incident>, StoreError>>;
+    fn timeline(&self, id: IncidentId) -> BoxFuture<'_, Result<Vec<TimelineEntry>, StoreError>>;
+    /// Alerts of one incident, with labels, for the detail view.
+    fn incident_alerts(&self, id: IncidentId) -> BoxFuture<'_, Result<Vec<AlertRecord>, StoreError>>;
+    fn count_by_state(&self) -> BoxFuture<'_, Result<Vec<(IncidentState, u64)>, StoreError>>;
+    /// Cheap round trip for `/readyz`.
+    fn ping(&self) -> BoxFuture<'_, Result<(), StoreError>>;
+}

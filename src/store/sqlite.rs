@@ -1,0 +1,588 @@
+//! Embedded SQLite store (WAL). One writer connection applies batches; a
+//! small pool serves reads concurrently, which WAL allows.
+
+use super::{
+    AlertRecord, AlertSnapshot, BoxFuture, IncidentQuery, Snapshot, StateFilter, Store, StoreError,
+    StoreOp,
+};
+use crate::domain::{
+    AlertStatus, Fingerprint, Incident, IncidentId, IncidentState, LabelSet, Level, Links, Priority,
+    Source, TimelineEntry, TimelineKind, Timestamp,
+};
+use serde::{Deserialize, Serialize};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
+};
+use sqlx::{Row, Sqlite, Transaction};
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("migrations/sqlite/0001_init.sql"))];
+
+/// `synchronous` pragma. `Normal` in WAL mode survives a process crash
+/// (kill -9) but may lose the last commits on power loss; `Full` survives both.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Synchronous {
+    Normal,
+    #[default]
+    Full,
+}
+
+#[derive(Debug, Clone)]
+pub struct SqliteOptions {
+    pub synchronous: Synchronous,
+    pub read_connections: u32,
+}
+
+impl Default for SqliteOptions {
+    fn default() -> Self {
+        SqliteOptions {
+            synchronous: Synchronous::Full,
+            read_connections: 4,
+        }
+    }
+}
+
+pub struct SqliteStore {
+    writer: SqlitePool,
+    reader: SqlitePool,
+}
+
+/// Lists and links that ride along in `incidents.extra`.
+#[derive(Serialize, Deserialize, Default)]
+struct Extra {
+    #[serde(default)]
+    cis: Vec<String>,
+    #[serde(default)]
+    impacted_services: Vec<String>,
+    #[serde(default)]
+    rules: Vec<String>,
+    #[serde(default)]
+    links: Links,
+}
+
+fn fp_to_db(f: Fingerprint) -> i64 {
+    i64::from_ne_bytes(f.0.to_ne_bytes())
+}
+
+fn fp_from_db(v: i64) -> Fingerprint {
+    Fingerprint(u64::from_ne_bytes(v.to_ne_bytes()))
+}
+
+fn count_to_db(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+impl SqliteStore {
+    /// Open (creating if needed) `dir/incidentd.db` and migrate it.
+    pub async fn open_dir(dir: &Path, opts: SqliteOptions) -> Result<SqliteStore, StoreError> {
+        std::fs::create_dir_all(dir).map_err(|source| StoreError::DataDir {
+            path: dir.display().to_string(),
+            source,
+        })?;
+        let path = dir.join("incidentd.db");
+        let sync = match opts.synchronous {
+            Synchronous::Normal => SqliteSynchronous::Normal,
+            Synchronous::Full => SqliteSynchronous::Full,
+        };
+        let base = SqliteConnectOptions::new()
+            .filename(&path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(sync)
+            .busy_timeout(Duration::from_secs(10))
+            .pragma("cache_size", "-32000");
+        let writer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(base.clone())
+            .await?;
+        migrate(&writer).await?;
+        let reader = SqlitePoolOptions::new()
+            .max_connections(opts.read_connections.max(1))
+            .connect_with(base.read_only(true))
+            .await?;
+        Ok(SqliteStore { writer, reader })
+    }
+
+    /// A private in-memory database (for `replay` and tests): one connection
+    /// serves reads and writes, since each in-memory connection is its own DB.
+    pub async fn in_memory() -> Result<SqliteStore, StoreError> {
+        let opts = SqliteConnectOptions::from_str("sqlite::memory:")?;
+        let pool = SqlitePoolOptions::new()
+            .max_connections(1)
+            .idle_timeout(None)
+            .max_lifetime(None)
+            .connect_with(opts)
+            .await?;
+        migrate(&pool).await?;
+        Ok(SqliteStore {
+            writer: pool.clone(),
+            reader: pool,
+        })
+    }
+
+    pub async fn close(&self) {
+        self.writer.close().await;
+        self.reader.close().await;
+    }
+}
+
+async fn migrate(pool: &SqlitePool) -> Result<(), StoreError> {
+    sqlx::query(
+        "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)",
+    )
+    .execute(pool)
+    .await?;
+    let done: Vec<i64> = sqlx::query_scalar("SELECT version FROM schema_migrations")
+        .fetch_all(pool)
+        .await?;
+    for (version, sql) in MIGRATIONS {
+        if done.contains(version) {
+            continue;
+        }
+        let mut tx = pool.begin().await?;
+        sqlx::raw_sql(sqlx::AssertSqlSafe(*sql))
+            .execute(&mut *tx)
+            .await
+            .map_err(|source| StoreError::Migration {
+                version: *version,
+                source,
+            })?;
+        sqlx::query("INSERT INTO schema_migrations (version, applied_at) VALUES (?, ?)")
+            .bind(version)
+            .bind(Timestamp::now().millis())
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+    }
+    Ok(())
+}
+
+async fn apply_op(tx: &mut Transaction<'_, Sqlite>, op: &StoreOp) -> Result<(), sqlx::Error> {
+    match op {
+        StoreOp::UpsertIncident(inc) => {
+            let extra = Extra {
+                cis: inc.cis.clone(),
+                impacted_services: inc.impacted_services.clone(),
+                rules: inc.rules.clone(),
+                links: inc.links.clone(),
+            };
+            let extra = serde_json::to_string(&extra).unwrap_or_else(|_| "{}".into());
+            sqlx::query(
+                "INSERT INTO incidents (id, key, state, priority, impact, urgency, title, root_ci, assignment_group,
+                   alert_count, opened_at, acknowledged_at, acknowledged_by, resolved_at, updated_at, reopen_count, flapping, extra)
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                 ON CONFLICT(id) DO UPDATE SET key=excluded.key, state=excluded.state, priority=excluded.priority,
+                   impact=excluded.impact, urgency=excluded.urgency, title=excluded.title, root_ci=excluded.root_ci,
+                   assignment_group=excluded.assignment_group, alert_count=excluded.alert_count,
+                   opened_at=excluded.opened_at, acknowledged_at=excluded.acknowledged_at,
+                   acknowledged_by=excluded.acknowledged_by, resolved_at=excluded.resolved_at,
+                   updated_at=excluded.updated_at, reopen_count=excluded.reopen_count,
+                   flapping=excluded.flapping, extra=excluded.extra",
+            )
+            .bind(inc.id.0)
+            .bind(&inc.key)
+            .bind(inc.state.as_str())
+            .bind(i64::from(inc.priority.get()))
+            .bind(i64::from(inc.impact.get()))
+            .bind(i64::from(inc.urgency.get()))
+            .bind(&inc.title)
+            .bind(&inc.root_ci)
+            .bind(&inc.assignment_group)
+            .bind(count_to_db(inc.alert_count))
+            .bind(inc.opened_at.millis())
+            .bind(inc.acknowledged_at.map(Timestamp::millis))
+            .bind(&inc.acknowledged_by)
+            .bind(inc.resolved_at.map(Timestamp::millis))
+            .bind(inc.updated_at.millis())
+            .bind(i64::from(inc.reopen_count))
+            .bind(inc.flapping)
+            .bind(extra)
+            .execute(&mut **tx)
+            .await?;
+        }
+        StoreOp::InsertAlert(a) => {
+            let labels = serde_json::to_string(&a.labels).unwrap_or_else(|_| "{}".into());
+            let annotations = serde_json::to_string(&a.annotations).unwrap_or_else(|_| "{}".into());
+            sqlx::query(
+                "INSERT INTO alerts (fingerprint, status, labels, annotations, starts_at, ends_at, source, generator_url,
+                   incident_id, corr_key, suppressed_rule, suppressed_reason, flapping, first_seen, last_seen, deliveries)
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                 ON CONFLICT(fingerprint) DO UPDATE SET status=excluded.status, labels=excluded.labels,
+                   annotations=excluded.annotations, starts_at=excluded.starts_at, ends_at=excluded.ends_at,
+                   source=excluded.source, generator_url=excluded.generator_url, incident_id=excluded.incident_id,
+                   corr_key=excluded.corr_key, suppressed_rule=excluded.suppressed_rule,
+                   suppressed_reason=excluded.suppressed_reason, flapping=excluded.flapping,
+                   last_seen=excluded.last_seen, deliveries=excluded.deliveries",
+            )
+            .bind(fp_to_db(a.fingerprint))
+            .bind(a.status.as_str())
+            .bind(labels)
+            .bind(annotations)
+            .bind(a.starts_at.millis())
+            .bind(a.ends_at.map(Timestamp::millis))
+            .bind(a.source.as_str())
+            .bind(&a.generator_url)
+            .bind(a.incident.map(|i| i.0))
+            .bind(&a.key)
+            .bind(a.suppressed.as_ref().map(|s| s.0.as_str()))
+            .bind(a.suppressed.as_ref().map(|s| s.1.as_str()))
+            .bind(a.flapping)
+            .bind(a.first_seen.millis())
+            .bind(a.last_seen.millis())
+            .bind(count_to_db(a.deliveries))
+            .execute(&mut **tx)
+            .await?;
+        }
+        StoreOp::UpdateAlert(u) => {
+            sqlx::query(
+                "UPDATE alerts SET status=?, starts_at=?, ends_at=?, incident_id=?, corr_key=?, suppressed_rule=?,
+                   suppressed_reason=?, flapping=?, last_seen=?, deliveries=? WHERE fingerprint=?",
+            )
+            .bind(u.status.as_str())
+            .bind(u.starts_at.millis())
+            .bind(u.ends_at.map(Timestamp::millis))
+            .bind(u.incident.map(|i| i.0))
+            .bind(&u.key)
+            .bind(u.suppressed.as_ref().map(|s| s.0.as_str()))
+            .bind(u.suppressed.as_ref().map(|s| s.1.as_str()))
+            .bind(u.flapping)
+            .bind(u.last_seen.millis())
+            .bind(count_to_db(u.deliveries))
+            .bind(fp_to_db(u.fingerprint))
+            .execute(&mut **tx)
+            .await?;
+        }
+        StoreOp::LinkAlert {
+            incident,
+            fingerprint,
+            at,
+        } => {
+            sqlx::query(
+                "INSERT INTO incident_alerts (incident_id, fingerprint, joined_at) VALUES (?, ?, ?)
+                 ON CONFLICT DO NOTHING",
+            )
+            .bind(incident.0)
+            .bind(fp_to_db(*fingerprint))
+            .bind(at.millis())
+            .execute(&mut **tx)
+            .await?;
+        }
+        StoreOp::Timeline { incident, entry } => {
+            sqlx::query("INSERT INTO timeline (incident_id, at, kind, message, actor) VALUES (?, ?, ?, ?, ?)")
+                .bind(incident.0)
+                .bind(entry.at.millis())
+                .bind(entry.kind.as_str())
+                .bind(&entry.message)
+                .bind(&entry.actor)
+                .execute(&mut **tx)
+                .await?;
+        }
+        StoreOp::TouchAlerts(touches) => {
+            for t in touches {
+                sqlx::query("UPDATE alerts SET last_seen=?, deliveries=? WHERE fingerprint=?")
+                    .bind(t.last_seen.millis())
+                    .bind(count_to_db(t.deliveries))
+                    .bind(fp_to_db(t.fingerprint))
+                    .execute(&mut **tx)
+                    .await?;
+            }
+        }
+        StoreOp::TouchIncident {
+            incident,
+            alert_count,
+        } => {
+            sqlx::query("UPDATE incidents SET alert_count=? WHERE id=?")
+                .bind(count_to_db(*alert_count))
+                .bind(incident.0)
+                .execute(&mut **tx)
+                .await?;
+        }
+    }
+    Ok(())
+}
+
+fn parse_state(s: &str) -> Result<IncidentState, StoreError> {
+    IncidentState::parse(s).ok_or_else(|| StoreError::Corrupt(format!("unknown incident state {s:?}")))
+}
+
+fn level(v: i64, what: &str) -> Result<Level, StoreError> {
+    u8::try_from(v)
+        .ok()
+        .and_then(Level::new)
+        .ok_or_else(|| StoreError::Corrupt(format!("{what} {v} out of range")))
+}
+
+fn ts(v: Option<i64>) -> Option<Timestamp> {
+    v.map(Timestamp)
+}
+
+fn incident_from_row(r: &SqliteRow) -> Result<Incident, StoreError> {
+    let extra: String = r.try_get("extra")?;
+    let extra: Extra = serde_json::from_str(&extra).map_err(|e| StoreError::Corrupt(format!("incidents.extra: {e}")))?;
+    let prio: i64 = r.try_get("priority")?;
+    Ok(Incident {
+        id: IncidentId(r.try_get("id")?),
+        key: r.try_get("key")?,
+        state: parse_state(r.try_get::<&str, _>("state")?)?,
+        priority: u8::try_from(prio)
+            .ok()
+            .and_then(Priority::new)
+            .ok_or_else(|| StoreError::Corrupt(format!("priority {prio} out of range")))?,
+        impact: level(r.try_get("impact")?, "impact")?,
+        urgency: level(r.try_get("urgency")?, "urgency")?,
+        title: r.try_get("title")?,
+        root_ci: r.try_get("root_ci")?,
+        cis: extra.cis,
+        impacted_services: extra.impacted_services,
+        assignment_group: r.try_get("assignment_group")?,
+        alert_fingerprints: Vec::new(),
+        alert_count: u64::try_from(r.try_get::<i64, _>("alert_count")?).unwrap_or(0),
+        opened_at: Timestamp(r.try_get("opened_at")?),
+        acknowledged_at: ts(r.try_get("acknowledged_at")?),
+        acknowledged_by: r.try_get("acknowledged_by")?,
+        resolved_at: ts(r.try_get("resolved_at")?),
+        updated_at: Timestamp(r.try_get("updated_at")?),
+        reopen_count: u32::try_from(r.try_get::<i64, _>("reopen_count")?).unwrap_or(0),
+        flapping: r.try_get("flapping")?,
+        rules: extra.rules,
+        links: extra.links,
+    })
+}
+
+fn parse_status(s: &str) -> Result<AlertStatus, StoreError> {
+    match s {
+        "firing" => Ok(AlertStatus::Firing),
+        "resolved" => Ok(AlertStatus::Resolved),
+        _ => Err(StoreError::Corrupt(format!("unknown alert status {s:?}"))),
+    }
+}
+
+fn parse_source(s: &str) -> Result<Source, StoreError> {
+    Source::ALL
+        .into_iter()
+        .find(|x| x.as_str() == s)
+        .ok_or_else(|| StoreError::Corrupt(format!("unknown alert source {s:?}")))
+}
+
+fn parse_kind(s: &str) -> Result<TimelineKind, StoreError> {
+    serde_json::from_value(serde_json::Value::String(s.to_string()))
+        .map_err(|_| StoreError::Corrupt(format!("unknown timeline kind {s:?}")))
+}
+
+/// Fill `alert_fingerprints` for a set of incidents in one query.
+async fn attach_fingerprints(pool: &SqlitePool, incidents: &mut [Incident]) -> Result<(), StoreError> {
+    if incidents.is_empty() {
+        return Ok(());
+    }
+    let mut index = rustc_hash::FxHashMap::default();
+    for (i, inc) in incidents.iter().enumerate() {
+        index.insert(inc.id.0, i);
+    }
+    let (lo, hi) = incidents
+        .iter()
+        .fold((i64::MAX, i64::MIN), |(lo, hi), i| (lo.min(i.id.0), hi.max(i.id.0)));
+    let rows = sqlx::query(
+        "SELECT incident_id, fingerprint FROM incident_alerts WHERE incident_id BETWEEN ? AND ? ORDER BY incident_id, joined_at, fingerprint",
+    )
+    .bind(lo)
+    .bind(hi)
+    .fetch_all(pool)
+    .await?;
+    for r in rows {
+        let id: i64 = r.try_get(0)?;
+        if let Some(&i) = index.get(&id) {
+            incidents[i].alert_fingerprints.push(fp_from_db(r.try_get(1)?));
+        }
+    }
+    Ok(())
+}
+
+impl Store for SqliteStore {
+    fn apply<'a>(&'a self, ops: &'a [StoreOp]) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(async move {
+            let mut tx = self.writer.begin().await?;
+            for op in ops {
+                apply_op(&mut tx, op).await?;
+            }
+            tx.commit().await?;
+            Ok(())
+        })
+    }
+
+    fn load_state(&self, resolved_since: Timestamp, alerts_since: Timestamp) -> BoxFuture<'_, Result<Snapshot, StoreError>> {
+        Box::pin(async move {
+            let pool = &self.writer;
+            let rows = sqlx::query(
+                "SELECT * FROM incidents WHERE state <> 'resolved' OR resolved_at >= ? ORDER BY id",
+            )
+            .bind(resolved_since.millis())
+            .fetch_all(pool)
+            .await?;
+            let mut incidents = rows.iter().map(incident_from_row).collect::<Result<Vec<_>, _>>()?;
+            attach_fingerprints(pool, &mut incidents).await?;
+            let rows = sqlx::query(
+                "SELECT fingerprint, status, starts_at, ends_at, incident_id, corr_key, suppressed_rule, flapping, last_seen, deliveries
+                 FROM alerts WHERE status = 'firing' OR last_seen >= ?
+                   OR incident_id IN (SELECT id FROM incidents WHERE state <> 'resolved')",
+            )
+            .bind(alerts_since.millis())
+            .fetch_all(pool)
+            .await?;
+            let mut alerts = Vec::with_capacity(rows.len());
+            for r in rows {
+                alerts.push(AlertSnapshot {
+                    fingerprint: fp_from_db(r.try_get(0)?),
+                    status: parse_status(r.try_get::<&str, _>(1)?)?,
+                    starts_at: Timestamp(r.try_get(2)?),
+                    ends_at: ts(r.try_get(3)?),
+                    incident: r.try_get::<Option<i64>, _>(4)?.map(IncidentId),
+                    key: r.try_get(5)?,
+                    suppressed: r.try_get::<Option<String>, _>(6)?.is_some(),
+                    flapping: r.try_get(7)?,
+                    last_seen: Timestamp(r.try_get(8)?),
+                    deliveries: u64::try_from(r.try_get::<i64, _>(9)?).unwrap_or(0),
+                });
+            }
+            let max_incident_id: Option<i64> = sqlx::query_scalar("SELECT MAX(id) FROM incidents")
+                .fetch_one(pool)
+                .await?;
+            Ok(Snapshot {
+                incidents,
+                alerts,
+                max_incident_id: max_incident_id.unwrap_or(0),
+            })
+        })
+    }
+
+    fn list_incidents(&self, q: IncidentQuery) -> BoxFuture<'_, Result<Vec<Incident>, StoreError>> {
+        Box::pin(async move {
+            let limit = i64::from(if q.limit == 0 { 1000 } else { q.limit });
+            let before = q.before.unwrap_or(i64::MAX);
+            let rows = match q.state {
+                StateFilter::All => {
+                    sqlx::query("SELECT * FROM incidents WHERE id < ? ORDER BY id DESC LIMIT ?")
+                        .bind(before)
+                        .bind(limit)
+                        .fetch_all(&self.reader)
+                        .await?
+                }
+                StateFilter::Active => {
+                    sqlx::query("SELECT * FROM incidents WHERE state <> 'resolved' AND id < ? ORDER BY id DESC LIMIT ?")
+                        .bind(before)
+                        .bind(limit)
+                        .fetch_all(&self.reader)
+                        .await?
+                }
+                StateFilter::Only(s) => {
+                    sqlx::query("SELECT * FROM incidents WHERE state = ? AND id < ? ORDER BY id DESC LIMIT ?")
+                        .bind(s.as_str())
+                        .bind(before)
+                        .bind(limit)
+                        .fetch_all(&self.reader)
+                        .await?
+                }
+            };
+            let mut incidents = rows.iter().map(incident_from_row).collect::<Result<Vec<_>, _>>()?;
+            attach_fingerprints(&self.reader, &mut incidents).await?;
+            Ok(incidents)
+        })
+    }
+
+    fn get_incident(&self, id: IncidentId) -> BoxFuture<'_, Result<Option<Incident>, StoreError>> {
+        Box::pin(async move {
+            let row = sqlx::query("SELECT * FROM incidents WHERE id = ?")
+                .bind(id.0)
+                .fetch_optional(&self.reader)
+                .await?;
+            let Some(row) = row else { return Ok(None) };
+            let mut inc = [incident_from_row(&row)?];
+            attach_fingerprints(&self.reader, &mut inc).await?;
+            let [inc] = inc;
+            Ok(Some(inc))
+        })
+    }
+
+    fn timeline(&self, id: IncidentId) -> BoxFuture<'_, Result<Vec<TimelineEntry>, StoreError>> {
+        Box::pin(async move {
+            let rows = sqlx::query("SELECT at, kind, message, actor FROM timeline WHERE incident_id = ? ORDER BY id")
+                .bind(id.0)
+                .fetch_all(&self.reader)
+                .await?;
+            rows.iter()
+                .map(|r| {
+                    Ok(TimelineEntry {
+                        at: Timestamp(r.try_get(0)?),
+                        kind: parse_kind(r.try_get::<&str, _>(1)?)?,
+                        message: r.try_get(2)?,
+                        actor: r.try_get(3)?,
+                    })
+                })
+                .collect()
+        })
+    }
+
+    fn incident_alerts(&self, id: IncidentId) -> BoxFuture<'_, Result<Vec<AlertRecord>, StoreError>> {
+        Box::pin(async move {
+            let rows = sqlx::query(
+                "SELECT a.* FROM incident_alerts ia JOIN alerts a ON a.fingerprint = ia.fingerprint
+                 WHERE ia.incident_id = ? ORDER BY ia.joined_at, a.fingerprint",
+            )
+            .bind(id.0)
+            .fetch_all(&self.reader)
+            .await?;
+            let mut out = Vec::with_capacity(rows.len());
+            for r in rows {
+                let labels: String = r.try_get("labels")?;
+                let annotations: String = r.try_get("annotations")?;
+                let rule: Option<String> = r.try_get("suppressed_rule")?;
+                let reason: Option<String> = r.try_get("suppressed_reason")?;
+                out.push(AlertRecord {
+                    fingerprint: fp_from_db(r.try_get("fingerprint")?),
+                    status: parse_status(r.try_get::<&str, _>("status")?)?,
+                    labels: serde_json::from_str::<LabelSet>(&labels)
+                        .map_err(|e| StoreError::Corrupt(format!("alerts.labels: {e}")))?,
+                    annotations: serde_json::from_str::<LabelSet>(&annotations)
+                        .map_err(|e| StoreError::Corrupt(format!("alerts.annotations: {e}")))?,
+                    starts_at: Timestamp(r.try_get("starts_at")?),
+                    ends_at: ts(r.try_get("ends_at")?),
+                    source: parse_source(r.try_get::<&str, _>("source")?)?,
+                    generator_url: r.try_get("generator_url")?,
+                    incident: r.try_get::<Option<i64>, _>("incident_id")?.map(IncidentId),
+                    key: r.try_get("corr_key")?,
+                    suppressed: rule.zip(reason),
+                    flapping: r.try_get("flapping")?,
+                    first_seen: Timestamp(r.try_get("first_seen")?),
+                    last_seen: Timestamp(r.try_get("last_seen")?),
+                    deliveries: u64::try_from(r.try_get::<i64, _>("deliveries")?).unwrap_or(0),
+                });
+            }
+            Ok(out)
+        })
+    }
+
+    fn count_by_state(&self) -> BoxFuture<'_, Result<Vec<(IncidentState, u64)>, StoreError>> {
+        Box::pin(async move {
+            let rows = sqlx::query("SELECT state, COUNT(*) FROM incidents GROUP BY state")
+                .fetch_all(&self.reader)
+                .await?;
+            rows.iter()
+                .map(|r| {
+                    Ok((
+                        parse_state(r.try_get::<&str, _>(0)?)?,
+                        u64::try_from(r.try_get::<i64, _>(1)?).unwrap_or(0),
+                    ))
+                })
+                .collect()
+        })
+    }
+
+    fn ping(&self) -> BoxFuture<'_, Result<(), StoreError>> {
+        Box::pin(async move {
+            sqlx::query("SELECT 1").execute(&self.reader).await?;
+            Ok(())
+        })
+    }
+}

@@ -1,0 +1,426 @@
+//! End to end with the real monitoring stack: a Prometheus alerting rule
+//! fires, the real Alertmanager posts its webhook to `incidentd serve`, an
+//! incident opens; the metric drops, Alertmanager posts the resolved alert,
+//! the same incident resolves. Prometheus also scrapes incidentd's /metrics.
+//!
+//! Runs only with `INCIDENTD_TEST_E2E=1` (as `.ci/run` sets); it then needs
+//! the Debian packages `prometheus` and `prometheus-alertmanager`, and fails
+//! (rather than skips) when they are missing.
+//!
+//! Timing seen with Prometheus 2.42 and Alertmanager 0.25 (Debian bookworm)
+//! at 1 s scrape/evaluation and 1 s group_wait/group_interval: the first
+//! firing webhook arrives about 7 s after Prometheus is ready (its service
+//! discovery hands targets over at most every 5 s); a flag flip reaches the
+//! webhook receiver, firing or resolved, in about 1-1.5 s. The deadlines
+//! below are several times that, and the whole test is bounded by
+//! `WHOLE_TEST`.
+
+mod support;
+
+use std::io::Write;
+use std::path::Path;
+use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use support::{Children, alertmanager_fingerprint, free_ports, get_json, poll_until};
+
+const ALERTNAME: &str = "IncidentdE2EFlag";
+const EXTERNAL_LABEL: (&str, &str) = ("monitor", "incidentd-e2e");
+const FLAG_JOB: &str = "e2e_flag";
+
+const START_TIMEOUT: Duration = Duration::from_secs(20);
+const SCRAPE_UP_TIMEOUT: Duration = Duration::from_secs(30);
+const OPEN_TIMEOUT: Duration = Duration::from_secs(60);
+const RESOLVE_TIMEOUT: Duration = Duration::from_secs(30);
+const WHOLE_TEST: Duration = Duration::from_secs(170);
+
+#[test]
+fn alertmanager_fingerprint_matches_real_alertmanager() {
+    // Values reported by Alertmanager 0.25's /api/v2/alerts for these labels.
+    assert_eq!(alertmanager_fingerprint(&[]), "cbf29ce484222325");
+    assert_eq!(
+        alertmanager_fingerprint(&[
+            ("severity", "critical"),
+            ("alertname", "IncidentdE2EFlag"),
+            ("job", "e2e_flag"),
+            ("monitor", "incidentd-e2e"),
+            ("instance", "127.0.0.1:19701"),
+        ]),
+        "468dfdea8cb6cfbb"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prometheus_alertmanager_incidentd_end_to_end() {
+    if std::env::var("INCIDENTD_TEST_E2E").as_deref() != Ok("1") {
+        // Straight to stderr, not `eprintln!`: libtest captures the macro's
+        // output of a passing test, and the skip must be visible.
+        let _ = writeln!(
+            std::io::stderr(),
+            "skipped e2e_prometheus: INCIDENTD_TEST_E2E is not 1 (this suite starts real \
+             prometheus and prometheus-alertmanager; .ci/run installs them and sets it)"
+        );
+        return;
+    }
+    // Declared here, outside the time-boxed future, so that on a time-out the
+    // children are still alive to be killed and their logs (kept in `tmp`,
+    // dropped after `children`) are printed by the panic below.
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let mut children = Children::default();
+    if tokio::time::timeout(WHOLE_TEST, run(tmp.path(), &mut children))
+        .await
+        .is_err()
+    {
+        panic!("e2e_prometheus did not finish within {WHOLE_TEST:?}");
+    }
+}
+
+/// The in-test scrape target: `/metrics` says `e2e_flag 1` or `e2e_flag 0`.
+async fn start_flag_server(flag: Arc<AtomicBool>) -> u16 {
+    use axum::{Router, extract::State, http::header, response::IntoResponse, routing::get};
+
+    async fn metrics(State(flag): State<Arc<AtomicBool>>) -> impl IntoResponse {
+        let v = u8::from(flag.load(Ordering::SeqCst));
+        (
+            [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+            format!("# HELP e2e_flag Test switch.\n# TYPE e2e_flag gauge\ne2e_flag {v}\n"),
+        )
+    }
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind flag server");
+    let port = listener.local_addr().expect("flag server addr").port();
+    let app = Router::new()
+        .route("/metrics", get(metrics))
+        .with_state(flag);
+    tokio::spawn(async move {
+        axum::serve(listener, app).await.expect("flag server");
+    });
+    port
+}
+
+fn write(path: &Path, text: &str) {
+    std::fs::write(path, text).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
+}
+
+fn incidents_of(body: &Value) -> Result<Vec<Value>, String> {
+    body.get("incidents")
+        .and_then(Value::as_array)
+        .cloned()
+        .ok_or_else(|| format!("no \"incidents\" array in {body}"))
+}
+
+/// The incidents that belong to our alert: by title or by fingerprint.
+fn ours(incidents: &[Value], fingerprint: &str) -> Vec<Value> {
+    incidents
+        .iter()
+        .filter(|i| {
+            let by_title = i["title"].as_str().is_some_and(|t| t.contains(ALERTNAME));
+            let by_fp = i["alert_fingerprints"]
+                .as_array()
+                .is_some_and(|fps| fps.iter().any(|f| f.as_str() == Some(fingerprint)));
+            by_title || by_fp
+        })
+        .cloned()
+        .collect()
+}
+
+async fn run(dir: &Path, children: &mut Children) {
+    let prometheus_bin = support::find_program(&["/usr/bin/prometheus", "prometheus"])
+        .unwrap_or_else(|| {
+            panic!(
+                "INCIDENTD_TEST_E2E=1 but no Prometheus binary (looked for /usr/bin/prometheus \
+                 and prometheus on PATH): apt-get install prometheus (.ci/run does)"
+            )
+        });
+    let alertmanager_bin = support::find_program(&[
+        "/usr/bin/prometheus-alertmanager",
+        "prometheus-alertmanager",
+        "alertmanager",
+    ])
+    .unwrap_or_else(|| {
+        panic!(
+            "INCIDENTD_TEST_E2E=1 but no Alertmanager binary (looked for \
+             /usr/bin/prometheus-alertmanager, prometheus-alertmanager and alertmanager on \
+             PATH): apt-get install prometheus-alertmanager (.ci/run does)"
+        )
+    });
+
+    let http = reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(2))
+        .timeout(Duration::from_secs(5))
+        .build()
+        .expect("http client");
+
+    // 1. The switchable scrape target, and ports for the three servers.
+    let flag = Arc::new(AtomicBool::new(true));
+    let flag_port = start_flag_server(flag.clone()).await;
+    let [inc_port, prom_port, am_port] = free_ports(3)[..] else {
+        unreachable!("free_ports(3) returns 3 ports")
+    };
+    let inc = format!("http://127.0.0.1:{inc_port}");
+    let prom = format!("http://127.0.0.1:{prom_port}");
+    let am = format!("http://127.0.0.1:{am_port}");
+
+    // 2. incidentd.
+    let config = dir.join("incidentd.toml");
+    write(&config, "[incident]\nauto_resolve_hold = \"0s\"\n");
+    let data_dir = dir.join("incidentd-data");
+    std::fs::create_dir(&data_dir).expect("mkdir data dir");
+    let rules_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("rules");
+    let mut cmd = Command::new(std::env::var("E2E_FAKE_BIN").unwrap_or(env!("CARGO_BIN_EXE_incidentd").into()));
+    cmd.arg("serve")
+        .arg("--config")
+        .arg(&config)
+        .arg("--listen")
+        .arg(format!("127.0.0.1:{inc_port}"))
+        .arg("--data-dir")
+        .arg(&data_dir)
+        .arg("--rules")
+        .arg(&rules_dir)
+        // No ./data or ./deploy/cmdb.yaml of the checkout is picked up.
+        .current_dir(dir);
+    if std::env::var_os("RUST_LOG").is_none() {
+        cmd.env("RUST_LOG", "info,incidentd=debug");
+    }
+    children.spawn("incidentd", cmd, dir);
+    support::wait_http_ok(
+        "incidentd /readyz",
+        &http,
+        &format!("{inc}/readyz"),
+        START_TIMEOUT,
+        children,
+    )
+    .await;
+    let (status, _) = support::get_text(&http, &format!("{inc}/healthz"))
+        .await
+        .expect("incidentd /healthz");
+    assert_eq!(status, 200, "incidentd /healthz");
+
+    // 4 (started before Prometheus, so that Prometheus' first alert
+    // notification finds it). Alertmanager: one receiver, incidentd.
+    let am_config = dir.join("alertmanager.yml");
+    write(
+        &am_config,
+        &format!(
+            "route:
+  receiver: incidentd
+  group_by: ['...']
+  group_wait: 1s
+  group_interval: 1s
+  repeat_interval: 1h
+receivers:
+  - name: incidentd
+    webhook_configs:
+      - url: {inc}/api/v1/alerts/alertmanager
+        send_resolved: true
+        max_alerts: 0
+"
+        ),
+    );
+    let am_data = dir.join("alertmanager-data");
+    std::fs::create_dir(&am_data).expect("mkdir alertmanager data");
+    let mut cmd = Command::new(&alertmanager_bin);
+    cmd.arg(format!("--config.file={}", am_config.display()))
+        .arg(format!("--storage.path={}", am_data.display()))
+        .arg(format!("--web.listen-address=127.0.0.1:{am_port}"))
+        // Empty: no gossip cluster, so no peer wait and no extra port.
+        .arg("--cluster.listen-address=")
+        .current_dir(dir);
+    children.spawn("alertmanager", cmd, dir);
+    support::wait_http_ok(
+        "alertmanager /-/ready",
+        &http,
+        &format!("{am}/-/ready"),
+        START_TIMEOUT,
+        children,
+    )
+    .await;
+
+    // 3. Prometheus: scrapes the flag and incidentd every second, evaluates
+    // the alerting rule every second, notifies Alertmanager.
+    let rule_file = dir.join("e2e-rules.yml");
+    write(
+        &rule_file,
+        &format!(
+            "groups:
+  - name: incidentd-e2e
+    interval: 1s
+    rules:
+      - alert: {ALERTNAME}
+        expr: e2e_flag == 1
+        for: 0s
+        labels:
+          severity: critical
+        annotations:
+          summary: The e2e flag is set.
+"
+        ),
+    );
+    let prom_config = dir.join("prometheus.yml");
+    write(
+        &prom_config,
+        &format!(
+            "global:
+  scrape_interval: 1s
+  scrape_timeout: 1s
+  evaluation_interval: 1s
+  external_labels:
+    {ext_name}: {ext_value}
+rule_files:
+  - {rules}
+alerting:
+  alertmanagers:
+    - static_configs:
+        - targets: ['127.0.0.1:{am_port}']
+scrape_configs:
+  - job_name: {FLAG_JOB}
+    static_configs:
+      - targets: ['127.0.0.1:{flag_port}']
+  - job_name: incidentd
+    static_configs:
+      - targets: ['127.0.0.1:{inc_port}']
+",
+            ext_name = EXTERNAL_LABEL.0,
+            ext_value = EXTERNAL_LABEL.1,
+            rules = rule_file.display(),
+        ),
+    );
+    let prom_data = dir.join("prometheus-data");
+    std::fs::create_dir(&prom_data).expect("mkdir prometheus data");
+    let mut cmd = Command::new(&prometheus_bin);
+    cmd.arg(format!("--config.file={}", prom_config.display()))
+        .arg(format!("--storage.tsdb.path={}", prom_data.display()))
+        .arg(format!("--web.listen-address=127.0.0.1:{prom_port}"))
+        .current_dir(dir);
+    children.spawn("prometheus", cmd, dir);
+    support::wait_http_ok(
+        "prometheus /-/ready",
+        &http,
+        &format!("{prom}/-/ready"),
+        START_TIMEOUT,
+        children,
+    )
+    .await;
+    let prom_ready = Instant::now();
+
+    // The labels Prometheus sends: alertname, the rule's labels, the series'
+    // target labels (instance, job) and the external labels.
+    let instance = format!("127.0.0.1:{flag_port}");
+    let alert_labels = [
+        ("alertname", ALERTNAME),
+        ("severity", "critical"),
+        ("instance", instance.as_str()),
+        ("job", FLAG_JOB),
+        EXTERNAL_LABEL,
+    ];
+    let fingerprint = alertmanager_fingerprint(&alert_labels);
+    let incidents_url = format!("{inc}/api/v1/incidents?state=all");
+
+    // 5. The incident opens, carrying exactly our alert's fingerprint.
+    let opened: Value = poll_until(
+        &format!("an open incident titled with {ALERTNAME}"),
+        OPEN_TIMEOUT,
+        children,
+        async || {
+            let all = incidents_of(&get_json(&http, &incidents_url).await?)?;
+            ours(&all, &fingerprint)
+                .into_iter()
+                .find(|i| i["state"] == "open")
+                .ok_or_else(|| format!("incidents: {}", Value::Array(all)))
+        },
+    )
+    .await;
+    eprintln!(
+        "e2e: incident open {:.1}s after Prometheus was ready: {opened}",
+        prom_ready.elapsed().as_secs_f64()
+    );
+    let id = opened["id"].clone();
+    assert!(id.is_u64(), "incident id should be an integer: {opened}");
+    assert_eq!(
+        opened["alert_fingerprints"],
+        serde_json::json!([fingerprint]),
+        "the incident should carry exactly the fingerprint of {alert_labels:?}: {opened}"
+    );
+
+    // Our fingerprint must be the one Alertmanager itself computed, or the
+    // check above proves nothing.
+    let am_alerts = get_json(&http, &format!("{am}/api/v2/alerts"))
+        .await
+        .expect("alertmanager /api/v2/alerts");
+    let am_fps: Vec<&str> = am_alerts
+        .as_array()
+        .expect("alertmanager alerts array")
+        .iter()
+        .filter(|a| a["labels"]["alertname"] == ALERTNAME)
+        .filter_map(|a| a["fingerprint"].as_str())
+        .collect();
+    assert_eq!(
+        am_fps,
+        [fingerprint.as_str()],
+        "Alertmanager's fingerprint of our alert: {am_alerts}"
+    );
+
+    // 3 (check). Prometheus scrapes incidentd's /metrics successfully.
+    let up_url = format!("{prom}/api/v1/query?query=up%7Bjob%3D%22incidentd%22%7D");
+    poll_until(
+        "Prometheus to report up{job=\"incidentd\"} == 1",
+        SCRAPE_UP_TIMEOUT,
+        children,
+        async || {
+            let body = get_json(&http, &up_url).await?;
+            let value = body["data"]["result"][0]["value"][1].as_str();
+            match value {
+                Some("1") => Ok(()),
+                _ => Err(body.to_string()),
+            }
+        },
+    )
+    .await;
+
+    // 6. The flag drops; Prometheus resolves the alert, Alertmanager sends
+    // the resolved notification, the same incident resolves.
+    flag.store(false, Ordering::SeqCst);
+    let flipped = Instant::now();
+    let resolved: Value = poll_until(
+        &format!("incident {id} to be resolved"),
+        RESOLVE_TIMEOUT,
+        children,
+        async || {
+            let all = incidents_of(&get_json(&http, &incidents_url).await?)?;
+            all.iter()
+                .find(|i| i["id"] == id && i["state"] == "resolved")
+                .cloned()
+                .ok_or_else(|| format!("incidents: {}", Value::Array(all)))
+        },
+    )
+    .await;
+    eprintln!(
+        "e2e: incident resolved {:.1}s after the flag dropped: {resolved}",
+        flipped.elapsed().as_secs_f64()
+    );
+
+    let all = incidents_of(
+        &get_json(&http, &incidents_url)
+            .await
+            .expect("list incidents"),
+    )
+    .expect("incidents list");
+    let mine = ours(&all, &fingerprint);
+    assert_eq!(
+        mine.len(),
+        1,
+        "exactly one incident for {ALERTNAME} (no duplicate from the resolved notification): {mine:?}"
+    );
+    assert_eq!(
+        resolved["alert_fingerprints"],
+        serde_json::json!([fingerprint]),
+        "resolved incident still carries exactly our fingerprint: {resolved}"
+    );
+
+    // 7. The caller's `Children` kills everything started here when it goes
+    // out of scope, also on panic, printing their logs first.
+}

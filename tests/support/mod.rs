@@ -1,0 +1,212 @@
+//! Helpers shared by the integration suites that start real servers:
+//! free ports, child processes that always die with the test, poll loops
+//! with deadlines, and an independent Alertmanager fingerprint.
+//!
+//! Each test file that needs them says `mod support;`; not every file uses
+//! every helper, hence the `dead_code` allowance.
+#![allow(dead_code)]
+
+use std::fs::File;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// `n` distinct free TCP ports on 127.0.0.1. All listeners are held until
+/// every port is chosen, so the ports differ from each other; they are free
+/// again when this returns, for the child processes to bind.
+pub fn free_ports(n: usize) -> Vec<u16> {
+    let listeners: Vec<TcpListener> = (0..n)
+        .map(|_| TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0"))
+        .collect();
+    listeners
+        .iter()
+        .map(|l| l.local_addr().expect("local_addr").port())
+        .collect()
+}
+
+/// Alertmanager's alert fingerprint, written here from its definition rather
+/// than taken from the crate, so the e2e test checks the daemon against an
+/// independent implementation: FNV-1a 64 over the label names sorted
+/// bytewise, each name and each value followed by the byte 0xFF, `%016x`.
+pub fn alertmanager_fingerprint(labels: &[(&str, &str)]) -> String {
+    let mut sorted: Vec<(&str, &str)> = labels.to_vec();
+    sorted.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut feed = |bytes: &[u8]| {
+        for &b in bytes {
+            hash ^= u64::from(b);
+            hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    };
+    for (name, value) in sorted {
+        feed(name.as_bytes());
+        feed(&[0xff]);
+        feed(value.as_bytes());
+        feed(&[0xff]);
+    }
+    format!("{hash:016x}")
+}
+
+/// Finds a program: the first of `candidates` that is an existing file
+/// (absolute paths as given, bare names looked up on `PATH`).
+pub fn find_program(candidates: &[&str]) -> Option<PathBuf> {
+    let path_dirs: Vec<PathBuf> = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).collect())
+        .unwrap_or_default();
+    candidates.iter().find_map(|c| {
+        let c = Path::new(c);
+        if c.is_absolute() {
+            c.is_file().then(|| c.to_path_buf())
+        } else {
+            path_dirs.iter().map(|d| d.join(c)).find(|p| p.is_file())
+        }
+    })
+}
+
+struct Managed {
+    name: String,
+    child: Child,
+    log: PathBuf,
+}
+
+/// The child processes a test started. Dropping it kills each of them by its
+/// own PID (and reaps it); when the drop happens because the test panicked,
+/// it first prints the tail of every child's combined stdout/stderr log.
+#[derive(Default)]
+pub struct Children {
+    procs: Vec<Managed>,
+}
+
+impl Children {
+    /// Spawns `cmd` with stdin closed and stdout+stderr appended to
+    /// `<log_dir>/<name>.log`.
+    pub fn spawn(&mut self, name: &str, mut cmd: Command, log_dir: &Path) {
+        let log = log_dir.join(format!("{name}.log"));
+        let out = File::create(&log).unwrap_or_else(|e| panic!("create {}: {e}", log.display()));
+        let err = out.try_clone().expect("clone log file handle");
+        cmd.stdin(Stdio::null()).stdout(out).stderr(err);
+        let child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {name} ({cmd:?}): {e}"));
+        self.procs.push(Managed {
+            name: name.to_owned(),
+            child,
+            log,
+        });
+    }
+
+    /// Panics, naming the process, if any child has already exited: a dead
+    /// server is reported at once instead of as a time-out later.
+    pub fn assert_alive(&mut self) {
+        for p in &mut self.procs {
+            if let Ok(Some(status)) = p.child.try_wait() {
+                panic!("{} (pid {}) exited early: {status}", p.name, p.child.id());
+            }
+        }
+    }
+
+    fn dump_logs(&self) {
+        const TAIL: usize = 24 * 1024;
+        for p in &self.procs {
+            let text = std::fs::read(&p.log)
+                .map(|b| String::from_utf8_lossy(&b).into_owned())
+                .unwrap_or_else(|e| format!("<cannot read {}: {e}>", p.log.display()));
+            let start = text.len().saturating_sub(TAIL);
+            let start = (start..text.len())
+                .find(|&i| text.is_char_boundary(i))
+                .unwrap_or(text.len());
+            eprintln!(
+                "----- {} (pid {}) log, last {} bytes -----\n{}\n----- end of {} log -----",
+                p.name,
+                p.child.id(),
+                text.len() - start,
+                &text[start..],
+                p.name
+            );
+        }
+    }
+}
+
+impl Drop for Children {
+    fn drop(&mut self) {
+        let failed = std::thread::panicking();
+        for p in &mut self.procs {
+            // SIGKILL by this child's PID; an already-exited child is fine.
+            let _ = p.child.kill();
+            let _ = p.child.wait();
+        }
+        if failed {
+            self.dump_logs();
+        }
+    }
+}
+
+/// Calls `probe` every `every` until it returns `Ok`, checking meanwhile that
+/// the children are alive. Panics after `timeout` with `what` and the last
+/// `Err` the probe gave, so a failure says what was seen, not only "timeout".
+pub async fn poll_until<T>(
+    what: &str,
+    timeout: Duration,
+    children: &mut Children,
+    mut probe: impl AsyncFnMut() -> Result<T, String>,
+) -> T {
+    let every = Duration::from_millis(200);
+    let start = Instant::now();
+    let deadline = start + timeout;
+    loop {
+        children.assert_alive();
+        let last = match probe().await {
+            Ok(v) => return v,
+            Err(e) => e,
+        };
+        if Instant::now() >= deadline {
+            panic!(
+                "timed out after {:.1}s waiting for {what}; last seen: {last}",
+                start.elapsed().as_secs_f64()
+            );
+        }
+        tokio::time::sleep(every).await;
+    }
+}
+
+/// GET `url` and return (status, body); any transport error becomes `Err`.
+pub async fn get_text(client: &reqwest::Client, url: &str) -> Result<(u16, String), String> {
+    let resp = client
+        .get(url)
+        .send()
+        .await
+        .map_err(|e| format!("GET {url}: {e}"))?;
+    let status = resp.status().as_u16();
+    let body = resp
+        .text()
+        .await
+        .map_err(|e| format!("GET {url}: reading body: {e}"))?;
+    Ok((status, body))
+}
+
+/// GET `url`, require 200, parse the body as JSON.
+pub async fn get_json(client: &reqwest::Client, url: &str) -> Result<serde_json::Value, String> {
+    let (status, body) = get_text(client, url).await?;
+    if status != 200 {
+        return Err(format!("GET {url}: HTTP {status}: {body}"));
+    }
+    serde_json::from_str(&body).map_err(|e| format!("GET {url}: bad JSON ({e}): {body}"))
+}
+
+/// GET `url` until it answers 200.
+pub async fn wait_http_ok(
+    what: &str,
+    client: &reqwest::Client,
+    url: &str,
+    timeout: Duration,
+    children: &mut Children,
+) {
+    poll_until(what, timeout, children, async || {
+        match get_text(client, url).await? {
+            (200, _) => Ok(()),
+            (s, body) => Err(format!("HTTP {s}: {body}")),
+        }
+    })
+    .await
+}
