@@ -7,3 +7,6 @@ pub mod domain;
 pub mod dedup;
 pub mod normalize;
 pub mod store;
+pub mod correlate;
+pub mod incident;
+pub mod rules;

@@ -150,6 +150,8 @@ async fn run(dir: &Path, children: &mut Children) {
     });
 
     let http = reqwest::Client::builder()
+        // Only 127.0.0.1 is ever asked; never through a proxy from the environment.
+        .no_proxy()
         .connect_timeout(Duration::from_secs(2))
         .timeout(Duration::from_secs(5))
         .build()
@@ -171,7 +173,7 @@ async fn run(dir: &Path, children: &mut Children) {
     let data_dir = dir.join("incidentd-data");
     std::fs::create_dir(&data_dir).expect("mkdir data dir");
     let rules_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("rules");
-    let mut cmd = Command::new(std::env::var("E2E_FAKE_BIN").unwrap_or(env!("CARGO_BIN_EXE_incidentd").into()));
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_incidentd"));
     cmd.arg("serve")
         .arg("--config")
         .arg(&config)

@@ -38,6 +38,8 @@ pub struct AlertState {
     pub flapping: bool,
     /// Event times of recent state changes, oldest first, for flap detection.
     changes: Vec<Timestamp>,
+    /// Deliveries seen, repeats included.
+    pub deliveries: u64,
     /// Store batch that last wrote this alert's state; an ack for a delivery
     /// of this alert must wait until that batch is durable.
     pub written_seq: u64,
@@ -55,6 +57,7 @@ impl AlertState {
             suppressed: false,
             flapping: false,
             changes: Vec::new(),
+            deliveries: 1,
             written_seq: 0,
         }
     }
@@ -70,6 +73,7 @@ impl AlertState {
         key: Box<str>,
         suppressed: bool,
         flapping: bool,
+        deliveries: u64,
     ) -> AlertState {
         AlertState {
             status,
@@ -81,6 +85,7 @@ impl AlertState {
             suppressed,
             flapping,
             changes: Vec::new(),
+            deliveries,
             written_seq: 0,
         }
     }
@@ -147,6 +152,7 @@ impl AlertTable {
             };
         };
         st.last_seen = now;
+        st.deliveries += 1;
         match (st.status, alert.status) {
             (AlertStatus::Firing, AlertStatus::Firing) => Observation::Repeat,
             (AlertStatus::Resolved, AlertStatus::Resolved) => Observation::Repeat,

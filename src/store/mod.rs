@@ -68,7 +68,8 @@ pub struct AlertUpdate {
     pub ends_at: Option<Timestamp>,
     pub incident: Option<IncidentId>,
     pub key: String,
-    pub suppressed: Option<(String, String)>,
+    /// `None`: leave the stored suppression as it is; `Some(x)`: set it to `x`.
+    pub suppressed: Option<Option<(String, String)>>,
     pub flapping: bool,
     pub last_seen: Timestamp,
     pub deliveries: u64,

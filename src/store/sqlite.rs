@@ -237,17 +237,23 @@ async fn apply_op(tx: &mut Transaction<'_, Sqlite>, op: &StoreOp) -> Result<(), 
             .await?;
         }
         StoreOp::UpdateAlert(u) => {
+            let keep = u.suppressed.is_none();
+            let set = u.suppressed.as_ref().and_then(Option::as_ref);
             sqlx::query(
-                "UPDATE alerts SET status=?, starts_at=?, ends_at=?, incident_id=?, corr_key=?, suppressed_rule=?,
-                   suppressed_reason=?, flapping=?, last_seen=?, deliveries=? WHERE fingerprint=?",
+                "UPDATE alerts SET status=?, starts_at=?, ends_at=?, incident_id=?, corr_key=?,
+                   suppressed_rule = CASE WHEN ? THEN suppressed_rule ELSE ? END,
+                   suppressed_reason = CASE WHEN ? THEN suppressed_reason ELSE ? END,
+                   flapping=?, last_seen=?, deliveries=? WHERE fingerprint=?",
             )
             .bind(u.status.as_str())
             .bind(u.starts_at.millis())
             .bind(u.ends_at.map(Timestamp::millis))
             .bind(u.incident.map(|i| i.0))
             .bind(&u.key)
-            .bind(u.suppressed.as_ref().map(|s| s.0.as_str()))
-            .bind(u.suppressed.as_ref().map(|s| s.1.as_str()))
+            .bind(keep)
+            .bind(set.map(|s| s.0.as_str()))
+            .bind(keep)
+            .bind(set.map(|s| s.1.as_str()))
             .bind(u.flapping)
             .bind(u.last_seen.millis())
             .bind(count_to_db(u.deliveries))

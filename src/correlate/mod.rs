@@ -1,0 +1,87 @@
+//! Where an alert belongs: its correlation key. Alerts with the same key join
+//! the same active incident. Without a CMDB the key is the alert name on the
+//! thing that alerts (the `ci` label, else the host of `instance`, else a
+//! `host`/`hostname` label); an alert that names no target is its own key.
+//! Topology correlation (DESIGN §3) refines this once the CMDB is bound.
+
+use crate::domain::Alert;
+
+/// Host part of a Prometheus `instance` (`host:port`, `[v6]:port`, or a URL).
+pub fn instance_host(instance: &str) -> &str {
+    let s = instance
+        .split_once("://")
+        .map_or(instance, |(_, rest)| rest);
+    let s = s.split(['/', '?']).next().unwrap_or(s);
+    if let Some(rest) = s.strip_prefix('[') {
+        return rest.split(']').next().unwrap_or(rest);
+    }
+    match s.rsplit_once(':') {
+        Some((host, port)) if !host.contains(':') && port.bytes().all(|b| b.is_ascii_digit()) => host,
+        _ => s,
+    }
+}
+
+/// The thing an alert is about, most specific first.
+pub fn target(alert: &Alert) -> Option<String> {
+    let l = &alert.labels;
+    if let Some(ci) = l.get("ci").filter(|v| !v.is_empty()) {
+        return Some(format!("ci:{ci}"));
+    }
+    if let Some(inst) = l.get("instance").filter(|v| !v.is_empty()) {
+        return Some(format!("host:{}", instance_host(inst)));
+    }
+    l.get("host")
+        .or_else(|| l.get("hostname"))
+        .filter(|v| !v.is_empty())
+        .map(|h| format!("host:{h}"))
+}
+
+pub fn correlation_key(alert: &Alert) -> String {
+    match target(alert) {
+        Some(t) => format!("{}|{t}", alert.alertname()),
+        None => format!("fp:{}", alert.fingerprint),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{AlertStatus, Fingerprint, LabelSet, Source, Timestamp};
+
+    fn alert(labels: &[(&str, &str)]) -> Alert {
+        let labels: LabelSet = labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        Alert {
+            fingerprint: Fingerprint::of_labels(&labels),
+            status: AlertStatus::Firing,
+            labels,
+            annotations: LabelSet::new(),
+            starts_at: Timestamp(0),
+            ends_at: None,
+            source: Source::Api,
+            generator_url: String::new(),
+        }
+    }
+
+    #[test]
+    fn hosts_from_instances() {
+        assert_eq!(instance_host("pg-3-a:9187"), "pg-3-a");
+        assert_eq!(instance_host("10.0.0.1:9100"), "10.0.0.1");
+        assert_eq!(instance_host("[::1]:9100"), "::1");
+        assert_eq!(instance_host("https://api.example.com:443/health"), "api.example.com");
+        assert_eq!(instance_host("db-1"), "db-1");
+    }
+
+    #[test]
+    fn keys_group_same_alert_on_same_target() {
+        let a = alert(&[("alertname", "HostDown"), ("instance", "h1:9100"), ("job", "node")]);
+        let b = alert(&[("alertname", "HostDown"), ("instance", "h1:9200"), ("job", "other")]);
+        let c = alert(&[("alertname", "HostDown"), ("instance", "h2:9100")]);
+        assert_eq!(correlation_key(&a), "HostDown|host:h1");
+        assert_eq!(correlation_key(&a), correlation_key(&b));
+        assert_ne!(correlation_key(&a), correlation_key(&c));
+        let d = alert(&[("alertname", "X"), ("ci", "pg-1"), ("instance", "h1:1")]);
+        assert_eq!(correlation_key(&d), "X|ci:pg-1");
+        let e = alert(&[("alertname", "Lonely")]);
+        assert_eq!(correlation_key(&e), format!("fp:{}", e.fingerprint));
+    }
+}
