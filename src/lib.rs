@@ -3,10 +3,12 @@
 //! The pipeline (DESIGN §2) is a chain of pure stages wrapped by thin async
 //! tasks; `app` is the only place that wires them together.
 
-pub mod domain;
-pub mod dedup;
-pub mod normalize;
-pub mod store;
+pub mod config;
 pub mod correlate;
+pub mod dedup;
+pub mod domain;
 pub mod incident;
+pub mod normalize;
 pub mod rules;
+pub mod store;
+pub mod telemetry;

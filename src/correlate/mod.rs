@@ -16,7 +16,9 @@ pub fn instance_host(instance: &str) -> &str {
         return rest.split(']').next().unwrap_or(rest);
     }
     match s.rsplit_once(':') {
-        Some((host, port)) if !host.contains(':') && port.bytes().all(|b| b.is_ascii_digit()) => host,
+        Some((host, port)) if !host.contains(':') && port.bytes().all(|b| b.is_ascii_digit()) => {
+            host
+        }
         _ => s,
     }
 }
@@ -49,7 +51,10 @@ mod tests {
     use crate::domain::{AlertStatus, Fingerprint, LabelSet, Source, Timestamp};
 
     fn alert(labels: &[(&str, &str)]) -> Alert {
-        let labels: LabelSet = labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let labels: LabelSet = labels
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         Alert {
             fingerprint: Fingerprint::of_labels(&labels),
             status: AlertStatus::Firing,
@@ -67,14 +72,25 @@ mod tests {
         assert_eq!(instance_host("pg-3-a:9187"), "pg-3-a");
         assert_eq!(instance_host("10.0.0.1:9100"), "10.0.0.1");
         assert_eq!(instance_host("[::1]:9100"), "::1");
-        assert_eq!(instance_host("https://api.example.com:443/health"), "api.example.com");
+        assert_eq!(
+            instance_host("https://api.example.com:443/health"),
+            "api.example.com"
+        );
         assert_eq!(instance_host("db-1"), "db-1");
     }
 
     #[test]
     fn keys_group_same_alert_on_same_target() {
-        let a = alert(&[("alertname", "HostDown"), ("instance", "h1:9100"), ("job", "node")]);
-        let b = alert(&[("alertname", "HostDown"), ("instance", "h1:9200"), ("job", "other")]);
+        let a = alert(&[
+            ("alertname", "HostDown"),
+            ("instance", "h1:9100"),
+            ("job", "node"),
+        ]);
+        let b = alert(&[
+            ("alertname", "HostDown"),
+            ("instance", "h1:9200"),
+            ("job", "other"),
+        ]);
         let c = alert(&[("alertname", "HostDown"), ("instance", "h2:9100")]);
         assert_eq!(correlation_key(&a), "HostDown|host:h1");
         assert_eq!(correlation_key(&a), correlation_key(&b));

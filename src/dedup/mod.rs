@@ -182,7 +182,12 @@ impl AlertTable {
     }
 
     /// Forget resolved alerts not seen for `retention`; returns how many.
-    pub fn evict(&mut self, now: Timestamp, retention: Duration, keep: impl Fn(&AlertState) -> bool) -> usize {
+    pub fn evict(
+        &mut self,
+        now: Timestamp,
+        retention: Duration,
+        keep: impl Fn(&AlertState) -> bool,
+    ) -> usize {
         let before = self.alerts.len();
         let cutoff = now.saturating_sub(retention);
         self.alerts
@@ -244,15 +249,24 @@ mod tests {
         let mut t = AlertTable::new(FlapPolicy::default());
         let fire = alert(AlertStatus::Firing, 0, None);
         assert_eq!(t.observe(&fire, Timestamp(0)), Observation::New);
-        t.insert(fire.fingerprint, AlertState::new(&fire, Timestamp(0), "k".into()));
+        t.insert(
+            fire.fingerprint,
+            AlertState::new(&fire, Timestamp(0), "k".into()),
+        );
         assert_eq!(t.observe(&fire, Timestamp(1)), Observation::Repeat);
         let res = alert(AlertStatus::Resolved, 0, Some(5 * MIN));
-        assert!(matches!(t.observe(&res, Timestamp(2)), Observation::Resolved { .. }));
+        assert!(matches!(
+            t.observe(&res, Timestamp(2)),
+            Observation::Resolved { .. }
+        ));
         assert_eq!(t.observe(&res, Timestamp(3)), Observation::Repeat);
         // The HA twin's late firing copy of the same activation.
         assert_eq!(t.observe(&fire, Timestamp(4)), Observation::Stale);
         let again = alert(AlertStatus::Firing, 10 * MIN, None);
-        assert!(matches!(t.observe(&again, Timestamp(5)), Observation::Refired { .. }));
+        assert!(matches!(
+            t.observe(&again, Timestamp(5)),
+            Observation::Refired { .. }
+        ));
         // A resolve that ended before the current activation began.
         assert_eq!(t.observe(&res, Timestamp(6)), Observation::Stale);
     }
@@ -268,22 +282,49 @@ mod tests {
 
     #[test]
     fn flapping_after_n_changes_in_window() {
-        let policy = FlapPolicy { changes: 4, window: Duration::from_secs(600) };
+        let policy = FlapPolicy {
+            changes: 4,
+            window: Duration::from_secs(600),
+        };
         let mut t = AlertTable::new(policy);
         let fire = alert(AlertStatus::Firing, 0, None);
         t.observe(&fire, Timestamp(0));
-        t.insert(fire.fingerprint, AlertState::new(&fire, Timestamp(0), "k".into()));
+        t.insert(
+            fire.fingerprint,
+            AlertState::new(&fire, Timestamp(0), "k".into()),
+        );
         let mut started = vec![];
         for i in 0..3 {
             let base = i * 2 * MIN;
-            let r = t.observe(&alert(AlertStatus::Resolved, base, Some(base + MIN)), Timestamp(0));
-            let f = t.observe(&alert(AlertStatus::Firing, base + 2 * MIN, None), Timestamp(0));
+            let r = t.observe(
+                &alert(AlertStatus::Resolved, base, Some(base + MIN)),
+                Timestamp(0),
+            );
+            let f = t.observe(
+                &alert(AlertStatus::Firing, base + 2 * MIN, None),
+                Timestamp(0),
+            );
             started.push((r, f));
         }
         // Changes: resolve(1m), fire(2m), resolve(3m), fire(4m) → the 4th flaps.
-        assert_eq!(started[0].0, Observation::Resolved { flapping_started: false });
-        assert_eq!(started[1].1, Observation::Refired { flapping_started: true });
-        assert_eq!(started[2].0, Observation::Resolved { flapping_started: false });
+        assert_eq!(
+            started[0].0,
+            Observation::Resolved {
+                flapping_started: false
+            }
+        );
+        assert_eq!(
+            started[1].1,
+            Observation::Refired {
+                flapping_started: true
+            }
+        );
+        assert_eq!(
+            started[2].0,
+            Observation::Resolved {
+                flapping_started: false
+            }
+        );
         let st = t.get(&Fingerprint(1)).unwrap();
         assert!(st.flapping);
         assert!(!flap_settled(st, Timestamp(6 * MIN), policy));
@@ -292,14 +333,26 @@ mod tests {
 
     #[test]
     fn slow_changes_do_not_flap() {
-        let policy = FlapPolicy { changes: 3, window: Duration::from_secs(60) };
+        let policy = FlapPolicy {
+            changes: 3,
+            window: Duration::from_secs(60),
+        };
         let mut t = AlertTable::new(policy);
         let fire = alert(AlertStatus::Firing, 0, None);
-        t.insert(fire.fingerprint, AlertState::new(&fire, Timestamp(0), "k".into()));
+        t.insert(
+            fire.fingerprint,
+            AlertState::new(&fire, Timestamp(0), "k".into()),
+        );
         for i in 0..5 {
             let base = i * 10 * MIN;
-            t.observe(&alert(AlertStatus::Resolved, base, Some(base + MIN)), Timestamp(0));
-            t.observe(&alert(AlertStatus::Firing, base + 5 * MIN, None), Timestamp(0));
+            t.observe(
+                &alert(AlertStatus::Resolved, base, Some(base + MIN)),
+                Timestamp(0),
+            );
+            t.observe(
+                &alert(AlertStatus::Firing, base + 5 * MIN, None),
+                Timestamp(0),
+            );
         }
         assert!(!t.get(&Fingerprint(1)).unwrap().flapping);
     }
@@ -308,13 +361,19 @@ mod tests {
     fn eviction_keeps_firing_and_recent() {
         let mut t = AlertTable::new(FlapPolicy::default());
         let fire = alert(AlertStatus::Firing, 0, None);
-        t.insert(Fingerprint(1), AlertState::new(&fire, Timestamp(0), "k".into()));
+        t.insert(
+            Fingerprint(1),
+            AlertState::new(&fire, Timestamp(0), "k".into()),
+        );
         let mut res = AlertState::new(&fire, Timestamp(0), "k".into());
         res.status = AlertStatus::Resolved;
         t.insert(Fingerprint(2), res.clone());
         res.last_seen = Timestamp(100 * MIN);
         t.insert(Fingerprint(3), res);
-        assert_eq!(t.evict(Timestamp(100 * MIN), Duration::from_secs(3600), |_| false), 1);
+        assert_eq!(
+            t.evict(Timestamp(100 * MIN), Duration::from_secs(3600), |_| false),
+            1
+        );
         assert!(t.get(&Fingerprint(1)).is_some());
         assert!(t.get(&Fingerprint(2)).is_none());
         assert!(t.get(&Fingerprint(3)).is_some());

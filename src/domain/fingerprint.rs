@@ -91,7 +91,10 @@ mod tests {
     /// fingerprinting_test.go), the definition Alertmanager uses.
     #[test]
     fn matches_prometheus_common_vectors() {
-        assert_eq!(Fingerprint::of_labels(&LabelSet::default()).0, 14695981039346656037);
+        assert_eq!(
+            Fingerprint::of_labels(&LabelSet::default()).0,
+            14695981039346656037
+        );
         let v = Fingerprint::of_labels(
             &[("name", "garland, briggs"), ("fear", "love is not enough")]
                 .iter()

@@ -80,9 +80,14 @@ impl<'de> Deserialize<'de> for LabelSet {
             fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
                 f.write_str("a map of string names to string values")
             }
-            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut m: A) -> Result<LabelSet, A::Error> {
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut m: A,
+            ) -> Result<LabelSet, A::Error> {
                 let mut v = Vec::with_capacity(m.size_hint().unwrap_or(8));
-                while let Some((k, val)) = m.next_entry::<std::borrow::Cow<'de, str>, std::borrow::Cow<'de, str>>()? {
+                while let Some((k, val)) =
+                    m.next_entry::<std::borrow::Cow<'de, str>, std::borrow::Cow<'de, str>>()?
+                {
                     v.push((k.into_owned(), val.into_owned()));
                 }
                 Ok(v.into_iter().collect())

@@ -6,7 +6,7 @@ mod time;
 
 pub use fingerprint::Fingerprint;
 pub use labels::LabelSet;
-pub use time::{Timestamp, parse_duration};
+pub use time::{Clock, ManualClock, SystemClock, Timestamp, parse_duration};
 
 use serde::{Deserialize, Serialize};
 use std::fmt;
@@ -153,7 +153,8 @@ impl Level {
 impl TryFrom<u8> for Level {
     type Error = String;
     fn try_from(v: u8) -> Result<Self, Self::Error> {
-        Level::new(v).ok_or_else(|| format!("level must be 1 (high), 2 (medium) or 3 (low), got {v}"))
+        Level::new(v)
+            .ok_or_else(|| format!("level must be 1 (high), 2 (medium) or 3 (low), got {v}"))
     }
 }
 
@@ -168,7 +169,13 @@ impl From<Level> for u8 {
 pub struct Priority(u8);
 
 impl Priority {
-    pub const ALL: [Priority; 5] = [Priority(1), Priority(2), Priority(3), Priority(4), Priority(5)];
+    pub const ALL: [Priority; 5] = [
+        Priority(1),
+        Priority(2),
+        Priority(3),
+        Priority(4),
+        Priority(5),
+    ];
     pub fn new(v: u8) -> Option<Priority> {
         (1..=5).contains(&v).then_some(Priority(v))
     }

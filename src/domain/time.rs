@@ -112,7 +112,11 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
             "d" => 86_400_000,
             "w" => 7 * 86_400_000,
             "y" => 365 * 86_400_000,
-            "" => return Err(format!("invalid duration {s:?}: missing unit (ms, s, m, h, d, w, y)")),
+            "" => {
+                return Err(format!(
+                    "invalid duration {s:?}: missing unit (ms, s, m, h, d, w, y)"
+                ));
+            }
             u => return Err(format!("invalid duration {s:?}: unknown unit {u:?}")),
         };
         total = n
@@ -129,10 +133,17 @@ mod tests {
 
     #[test]
     fn rfc3339_roundtrip_and_zero_time() {
-        let t = Timestamp::parse_rfc3339("2026-03-02T08:00:01.000Z").unwrap().unwrap();
+        let t = Timestamp::parse_rfc3339("2026-03-02T08:00:01.000Z")
+            .unwrap()
+            .unwrap();
         assert_eq!(t.to_rfc3339(), "2026-03-02T08:00:01.000Z");
-        assert_eq!(Timestamp::parse_rfc3339("0001-01-01T00:00:00Z").unwrap(), None);
-        let nanos = Timestamp::parse_rfc3339("2026-03-02T08:00:01.123456789+01:00").unwrap().unwrap();
+        assert_eq!(
+            Timestamp::parse_rfc3339("0001-01-01T00:00:00Z").unwrap(),
+            None
+        );
+        let nanos = Timestamp::parse_rfc3339("2026-03-02T08:00:01.123456789+01:00")
+            .unwrap()
+            .unwrap();
         assert_eq!(nanos.to_rfc3339(), "2026-03-02T07:00:01.123Z");
         assert!(Timestamp::parse_rfc3339("yesterday").is_err());
     }
@@ -141,11 +152,52 @@ mod tests {
     fn durations() {
         assert_eq!(parse_duration("5m").unwrap(), Duration::from_secs(300));
         assert_eq!(parse_duration("1h30m").unwrap(), Duration::from_secs(5400));
-        assert_eq!(parse_duration("30d").unwrap(), Duration::from_secs(30 * 86400));
+        assert_eq!(
+            parse_duration("30d").unwrap(),
+            Duration::from_secs(30 * 86400)
+        );
         assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
         assert_eq!(parse_duration("0").unwrap(), Duration::ZERO);
         assert!(parse_duration("5").is_err());
         assert!(parse_duration("5x").is_err());
         assert!(parse_duration("").is_err());
+    }
+}
+
+/// Injected time source, so tests can drive the daemon's clock.
+pub trait Clock: Send + Sync + 'static {
+    fn now(&self) -> Timestamp;
+}
+
+/// The wall clock.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> Timestamp {
+        Timestamp::now()
+    }
+}
+
+/// A clock tests set by hand.
+#[derive(Debug, Default)]
+pub struct ManualClock(std::sync::atomic::AtomicI64);
+
+impl ManualClock {
+    pub fn new(t: Timestamp) -> Self {
+        ManualClock(std::sync::atomic::AtomicI64::new(t.0))
+    }
+    pub fn set(&self, t: Timestamp) {
+        self.0.store(t.0, std::sync::atomic::Ordering::SeqCst);
+    }
+    pub fn advance(&self, d: Duration) {
+        let ms = i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
+        self.0.fetch_add(ms, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl Clock for ManualClock {
+    fn now(&self) -> Timestamp {
+        Timestamp(self.0.load(std::sync::atomic::Ordering::SeqCst))
     }
 }

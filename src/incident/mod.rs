@@ -134,7 +134,10 @@ fn title_for(alert: &Alert) -> String {
         Some(s) if s.contains(name) => s.to_string(),
         Some(s) => format!("{name}: {s}"),
         None => match correlate::target(alert) {
-            Some(t) => format!("{name} on {}", t.split_once(':').map_or(t.as_str(), |(_, v)| v)),
+            Some(t) => format!(
+                "{name} on {}",
+                t.split_once(':').map_or(t.as_str(), |(_, v)| v)
+            ),
             None => name.to_string(),
         },
     }
@@ -248,7 +251,22 @@ impl Engine {
                 IncidentState::Resolved => {}
             }
         }
-        [(IncidentState::Open, open), (IncidentState::Acknowledged, ack)]
+        [
+            (IncidentState::Open, open),
+            (IncidentState::Acknowledged, ack),
+        ]
+    }
+
+    pub fn active_incidents(&self) -> impl Iterator<Item = &Incident> {
+        self.incidents
+            .values()
+            .map(|t| &t.inc)
+            .filter(|i| i.state.is_active())
+    }
+
+    /// The batch number pending ops will be committed under (0 if none).
+    pub fn pending_seq(&self) -> u64 {
+        if self.ops.is_empty() { 0 } else { self.seq }
     }
 
     pub fn incident(&self, id: IncidentId) -> Option<&Incident> {
@@ -273,17 +291,30 @@ impl Engine {
         }
     }
 
-    fn timeline(&mut self, id: IncidentId, at: Timestamp, kind: TimelineKind, message: String, actor: Option<String>) {
+    fn timeline(
+        &mut self,
+        id: IncidentId,
+        at: Timestamp,
+        kind: TimelineKind,
+        message: String,
+        actor: Option<String>,
+    ) {
         self.ops.push(StoreOp::Timeline {
             incident: id,
-            entry: TimelineEntry { at, kind, message, actor },
+            entry: TimelineEntry {
+                at,
+                kind,
+                message,
+                actor,
+            },
         });
     }
 
     fn save_incident(&mut self, id: IncidentId, now: Timestamp) {
         if let Some(t) = self.incidents.get_mut(&id) {
             t.inc.updated_at = now;
-            self.ops.push(StoreOp::UpsertIncident(Box::new(t.inc.clone())));
+            self.ops
+                .push(StoreOp::UpsertIncident(Box::new(t.inc.clone())));
             self.dirty_incidents.remove(&id);
         }
     }
@@ -295,7 +326,11 @@ impl Engine {
             out.accepted += 1;
             match ev {
                 Event::Alert(a) => self.on_alert(a, now, &mut out),
-                Event::Acknowledge { fingerprint, at, actor } => {
+                Event::Acknowledge {
+                    fingerprint,
+                    at,
+                    actor,
+                } => {
                     let target = self.table.get(&fingerprint).and_then(|st| st.incident);
                     match target {
                         Some(id) => match self.acknowledge(id, &actor, at.max(now)) {
@@ -339,7 +374,10 @@ impl Engine {
                 out.ignored += 1;
             }
             Observation::Repeat | Observation::Stale => {
-                let stale = self.table.get(&fp).is_some_and(|st| st.status == AlertStatus::Resolved)
+                let stale = self
+                    .table
+                    .get(&fp)
+                    .is_some_and(|st| st.status == AlertStatus::Resolved)
                     && alert.status == AlertStatus::Firing;
                 if stale {
                     self.stats.stale += 1;
@@ -383,7 +421,13 @@ impl Engine {
 
     /// Run the rules and put a firing alert into an incident (joining,
     /// reopening or opening one). Returns true when a rule suppressed it.
-    fn place(&mut self, alert: &Alert, st: &mut AlertState, now: Timestamp, first_time: bool) -> bool {
+    fn place(
+        &mut self,
+        alert: &Alert,
+        st: &mut AlertState,
+        now: Timestamp,
+        first_time: bool,
+    ) -> bool {
         let facts = self.facts_for(&st.key);
         let decision = self.rules.evaluate(&RuleInput {
             alert,
@@ -395,7 +439,10 @@ impl Engine {
             self.stats.rule_errors += 1;
             tracing::warn!(rule = %rule, error = %err, "rule condition failed; treated as not matched");
         }
-        let suppressed = decision.suppress.as_ref().map(|s| (s.rule.to_string(), s.reason.clone()));
+        let suppressed = decision
+            .suppress
+            .as_ref()
+            .map(|s| (s.rule.to_string(), s.reason.clone()));
         st.suppressed = suppressed.is_some();
         st.incident = None;
         if suppressed.is_none() && decision.open {
@@ -424,18 +471,31 @@ impl Engine {
                 deliveries: st.deliveries,
             })));
         } else {
-            self.ops.push(StoreOp::UpdateAlert(Box::new(update_of(alert.fingerprint, st, Some(suppressed)))));
+            self.ops.push(StoreOp::UpdateAlert(Box::new(update_of(
+                alert.fingerprint,
+                st,
+                Some(suppressed),
+            ))));
         }
         st.suppressed
     }
 
     /// The incident a (non-suppressed) firing alert goes to.
-    fn assign_incident(&mut self, alert: &Alert, key: &str, decision: &Decision, now: Timestamp) -> IncidentId {
-        let urgency = decision
-            .urgency
+    fn assign_incident(
+        &mut self,
+        alert: &Alert,
+        key: &str,
+        decision: &Decision,
+        now: Timestamp,
+    ) -> IncidentId {
+        let urgency = decision.urgency.as_ref().map_or_else(
+            || urgency_from_severity(alert.labels.get("severity")),
+            |(l, _)| *l,
+        );
+        let impact = decision
+            .impact
             .as_ref()
-            .map_or_else(|| urgency_from_severity(alert.labels.get("severity")), |(l, _)| *l);
-        let impact = decision.impact.as_ref().map_or(self.cfg.default_impact, |(l, _)| *l);
+            .map_or(self.cfg.default_impact, |(l, _)| *l);
         let priority = decision
             .priority
             .as_ref()
@@ -451,13 +511,21 @@ impl Engine {
         };
         let at = alert.starts_at;
         let existing = self.by_key.get(key).copied();
-        let id = match existing.and_then(|id| self.incidents.get(&id).map(|t| (id, t.inc.state, t.inc.resolved_at))) {
+        let id = match existing.and_then(|id| {
+            self.incidents
+                .get(&id)
+                .map(|t| (id, t.inc.state, t.inc.resolved_at))
+        }) {
             Some((id, state, _)) if state.is_active() => {
                 self.timeline(
                     id,
                     at,
                     TimelineKind::AlertJoined,
-                    format!("alert {} ({}) joined: same correlation key {key}", alert.alertname(), alert.fingerprint),
+                    format!(
+                        "alert {} ({}) joined: same correlation key {key}",
+                        alert.alertname(),
+                        alert.fingerprint
+                    ),
                     None,
                 );
                 id
@@ -538,7 +606,9 @@ impl Engine {
     }
 
     fn reopen(&mut self, id: IncidentId, alert: &Alert, now: Timestamp) {
-        let Some(t) = self.incidents.get_mut(&id) else { return };
+        let Some(t) = self.incidents.get_mut(&id) else {
+            return;
+        };
         t.inc.state = IncidentState::Open;
         t.inc.resolved_at = None;
         t.inc.acknowledged_at = None;
@@ -569,7 +639,9 @@ impl Engine {
         now: Timestamp,
     ) {
         let mut entries: Vec<(TimelineKind, String)> = Vec::new();
-        let Some(t) = self.incidents.get_mut(&id) else { return };
+        let Some(t) = self.incidents.get_mut(&id) else {
+            return;
+        };
         t.firing += 1;
         if let Some(due) = t.resolve_due.take() {
             self.due.remove(&(due, id));
@@ -605,7 +677,10 @@ impl Engine {
         if t.inc.assignment_group.is_none() {
             if let Some((group, rule)) = &decision.assign {
                 t.inc.assignment_group = Some(group.clone());
-                entries.push((TimelineKind::Assigned, format!("assigned to {group} by rule {rule}")));
+                entries.push((
+                    TimelineKind::Assigned,
+                    format!("assigned to {group} by rule {rule}"),
+                ));
             }
         }
         for rb in runbooks_of(alert, decision) {
@@ -615,7 +690,11 @@ impl Engine {
             if push_unique(&mut t.inc.rules, rule) {
                 entries.push((
                     TimelineKind::RuleApplied,
-                    format!("rule {rule} matched alert {} ({})", alert.alertname(), alert.fingerprint),
+                    format!(
+                        "rule {rule} matched alert {} ({})",
+                        alert.alertname(),
+                        alert.fingerprint
+                    ),
                 ));
             }
         }
@@ -627,8 +706,14 @@ impl Engine {
 
     fn on_refire(&mut self, alert: &Alert, now: Timestamp, flapping_started: bool) {
         let fp = alert.fingerprint;
-        let Some(mut st) = self.table.alerts.remove(&fp) else { return };
-        let current = st.incident.filter(|id| self.incidents.get(id).is_some_and(|t| t.inc.state.is_active()));
+        let Some(mut st) = self.table.alerts.remove(&fp) else {
+            return;
+        };
+        let current = st.incident.filter(|id| {
+            self.incidents
+                .get(id)
+                .is_some_and(|t| t.inc.state.is_active())
+        });
         match current {
             Some(id) if !st.suppressed => {
                 if let Some(t) = self.incidents.get_mut(&id) {
@@ -649,7 +734,8 @@ impl Engine {
                     self.mark_flapping(id, alert);
                 }
                 self.save_incident(id, now);
-                self.ops.push(StoreOp::UpdateAlert(Box::new(update_of(fp, &st, None))));
+                self.ops
+                    .push(StoreOp::UpdateAlert(Box::new(update_of(fp, &st, None))));
             }
             _ => {
                 // Its incident is gone (resolved) or it was suppressed: decide
@@ -669,7 +755,9 @@ impl Engine {
 
     fn on_resolve(&mut self, alert: &Alert, now: Timestamp, flapping_started: bool) {
         let fp = alert.fingerprint;
-        let Some(st) = self.table.get_mut(&fp) else { return };
+        let Some(st) = self.table.get_mut(&fp) else {
+            return;
+        };
         st.written_seq = self.seq;
         let update = update_of(fp, st, None);
         let incident = st.incident;
@@ -694,7 +782,10 @@ impl Engine {
         if flapping_started {
             self.mark_flapping(id, alert);
         }
-        let hold = self.incidents.get(&id).map_or(hold, |t| self.hold_for(&t.inc));
+        let hold = self
+            .incidents
+            .get(&id)
+            .map_or(hold, |t| self.hold_for(&t.inc));
         if let Some(t) = self.incidents.get_mut(&id) {
             t.firing = t.firing.saturating_sub(1);
             t.inc.alert_count += 1;
@@ -711,7 +802,9 @@ impl Engine {
     }
 
     fn mark_flapping(&mut self, id: IncidentId, alert: &Alert) {
-        let Some(t) = self.incidents.get_mut(&id) else { return };
+        let Some(t) = self.incidents.get_mut(&id) else {
+            return;
+        };
         if t.inc.flapping {
             return;
         }
@@ -728,7 +821,12 @@ impl Engine {
     }
 
     /// Acknowledge an active incident.
-    pub fn acknowledge(&mut self, id: IncidentId, actor: &str, now: Timestamp) -> Result<Incident, EngineError> {
+    pub fn acknowledge(
+        &mut self,
+        id: IncidentId,
+        actor: &str,
+        now: Timestamp,
+    ) -> Result<Incident, EngineError> {
         let t = self
             .incidents
             .get_mut(&id)
@@ -740,23 +838,52 @@ impl Engine {
         t.inc.state = IncidentState::Acknowledged;
         t.inc.acknowledged_at = Some(now);
         t.inc.acknowledged_by = Some(actor.to_string());
-        self.timeline(id, now, TimelineKind::Acknowledged, format!("acknowledged by {actor}"), Some(actor.to_string()));
+        self.timeline(
+            id,
+            now,
+            TimelineKind::Acknowledged,
+            format!("acknowledged by {actor}"),
+            Some(actor.to_string()),
+        );
         self.save_incident(id, now);
         Ok(self.incidents[&id].inc.clone())
     }
 
     /// Resolve an active incident by hand.
-    pub fn resolve(&mut self, id: IncidentId, actor: &str, now: Timestamp) -> Result<Incident, EngineError> {
-        let active = self.incidents.get(&id).is_some_and(|t| t.inc.state.is_active());
+    pub fn resolve(
+        &mut self,
+        id: IncidentId,
+        actor: &str,
+        now: Timestamp,
+    ) -> Result<Incident, EngineError> {
+        let active = self
+            .incidents
+            .get(&id)
+            .is_some_and(|t| t.inc.state.is_active());
         if !active {
             return Err(EngineError::NotActive(id));
         }
-        self.do_resolve(id, now, now, format!("resolved by {actor}"), Some(actor.to_string()));
+        self.do_resolve(
+            id,
+            now,
+            now,
+            format!("resolved by {actor}"),
+            Some(actor.to_string()),
+        );
         Ok(self.incidents[&id].inc.clone())
     }
 
-    fn do_resolve(&mut self, id: IncidentId, at: Timestamp, now: Timestamp, why: String, actor: Option<String>) {
-        let Some(t) = self.incidents.get_mut(&id) else { return };
+    fn do_resolve(
+        &mut self,
+        id: IncidentId,
+        at: Timestamp,
+        now: Timestamp,
+        why: String,
+        actor: Option<String>,
+    ) {
+        let Some(t) = self.incidents.get_mut(&id) else {
+            return;
+        };
         t.inc.state = IncidentState::Resolved;
         t.inc.resolved_at = Some(at);
         t.resolved_seen = Some(now);
@@ -776,18 +903,26 @@ impl Engine {
                 break;
             }
             self.due.pop_first();
-            let ready = self
-                .incidents
-                .get(&id)
-                .is_some_and(|t| t.inc.state.is_active() && t.firing == 0 && t.resolve_due == Some(due));
+            let ready = self.incidents.get(&id).is_some_and(|t| {
+                t.inc.state.is_active() && t.firing == 0 && t.resolve_due == Some(due)
+            });
             if ready {
-                let hold = self.incidents.get(&id).map_or(self.cfg.auto_resolve_hold, |t| self.hold_for(&t.inc));
-                let n = self.incidents.get(&id).map_or(0, |t| t.inc.alert_fingerprints.len());
+                let hold = self
+                    .incidents
+                    .get(&id)
+                    .map_or(self.cfg.auto_resolve_hold, |t| self.hold_for(&t.inc));
+                let n = self
+                    .incidents
+                    .get(&id)
+                    .map_or(0, |t| t.inc.alert_fingerprints.len());
                 self.do_resolve(
                     id,
                     due,
                     now,
-                    format!("auto-resolved: all {n} alerts resolved and stayed resolved for {}s", hold.as_secs()),
+                    format!(
+                        "auto-resolved: all {n} alerts resolved and stayed resolved for {}s",
+                        hold.as_secs()
+                    ),
                     None,
                 );
             }
@@ -802,7 +937,8 @@ impl Engine {
         }
         let incidents = &self.incidents;
         self.table.evict(now, self.cfg.alert_retention, |st| {
-            st.incident.is_some_and(|id| incidents.get(&id).is_some_and(|t| t.inc.state.is_active()))
+            st.incident
+                .is_some_and(|id| incidents.get(&id).is_some_and(|t| t.inc.state.is_active()))
         });
     }
 
@@ -840,7 +976,11 @@ impl Engine {
 }
 
 /// `suppressed`: `None` keeps what the row has, `Some(x)` sets it to `x`.
-fn update_of(fp: Fingerprint, st: &AlertState, suppressed: Option<Option<(String, String)>>) -> AlertUpdate {
+fn update_of(
+    fp: Fingerprint,
+    st: &AlertState,
+    suppressed: Option<Option<(String, String)>>,
+) -> AlertUpdate {
     AlertUpdate {
         fingerprint: fp,
         status: st.status,

@@ -5,7 +5,10 @@ const MIN: i64 = 60_000;
 const T0: i64 = 1_772_438_400_000; // 2026-03-02T08:00:00Z
 
 fn labels(pairs: &[(&str, &str)]) -> LabelSet {
-    pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
 }
 
 fn firing(pairs: &[(&str, &str)], start_min: i64) -> Event {
@@ -44,10 +47,22 @@ fn engine() -> Engine {
     Engine::new(EngineConfig::default(), Arc::new(RuleSet::empty()))
 }
 
-const DOWN_A: &[(&str, &str)] = &[("alertname", "HostDown"), ("instance", "a:9100"), ("severity", "critical")];
-const DOWN_A_OTHER_JOB: &[(&str, &str)] =
-    &[("alertname", "HostDown"), ("instance", "a:9100"), ("job", "blackbox"), ("severity", "warning")];
-const DOWN_B: &[(&str, &str)] = &[("alertname", "HostDown"), ("instance", "b:9100"), ("severity", "warning")];
+const DOWN_A: &[(&str, &str)] = &[
+    ("alertname", "HostDown"),
+    ("instance", "a:9100"),
+    ("severity", "critical"),
+];
+const DOWN_A_OTHER_JOB: &[(&str, &str)] = &[
+    ("alertname", "HostDown"),
+    ("instance", "a:9100"),
+    ("job", "blackbox"),
+    ("severity", "warning"),
+];
+const DOWN_B: &[(&str, &str)] = &[
+    ("alertname", "HostDown"),
+    ("instance", "b:9100"),
+    ("severity", "warning"),
+];
 
 fn states(e: &Engine) -> Vec<(i64, IncidentState, usize)> {
     let mut v: Vec<_> = e
@@ -67,29 +82,59 @@ fn opens_one_incident_and_dedups_repeats() {
     let (seq, ops) = e.take_batch().expect("new alert is written");
     assert_eq!(seq, out.wait_seq);
     assert!(ops.iter().any(|o| matches!(o, StoreOp::InsertAlert(_))));
-    assert!(ops.iter().any(|o| matches!(o, StoreOp::UpsertIncident(i) if i.state == IncidentState::Open)));
+    assert!(
+        ops.iter()
+            .any(|o| matches!(o, StoreOp::UpsertIncident(i) if i.state == IncidentState::Open))
+    );
     // HA twin and periodic re-sends: no write at all, only counters.
     let out = e.ingest(vec![firing(DOWN_A, 0), firing(DOWN_A, 0)], at(1));
     assert_eq!((out.new, out.deduplicated), (0, 2));
-    assert!(e.take_batch().is_none(), "repeats must not write immediately");
-    assert_eq!(out.wait_seq, seq, "a repeat waits for the batch that first wrote its alert");
+    assert!(
+        e.take_batch().is_none(),
+        "repeats must not write immediately"
+    );
+    assert_eq!(
+        out.wait_seq, seq,
+        "a repeat waits for the batch that first wrote its alert"
+    );
     e.flush_touches();
     let (_, ops) = e.take_batch().expect("coalesced touch");
     assert!(matches!(&ops[0], StoreOp::TouchAlerts(t) if t.len() == 1 && t[0].deliveries == 3));
-    assert!(ops.iter().any(|o| matches!(o, StoreOp::TouchIncident { alert_count: 3, .. })));
+    assert!(
+        ops.iter()
+            .any(|o| matches!(o, StoreOp::TouchIncident { alert_count: 3, .. }))
+    );
     assert_eq!(states(&e), vec![(1, IncidentState::Open, 1)]);
     let inc = e.incident(IncidentId(1)).unwrap();
-    assert_eq!(inc.priority, Priority::new(2).unwrap(), "critical + default impact medium = P2");
+    assert_eq!(
+        inc.priority,
+        Priority::new(2).unwrap(),
+        "critical + default impact medium = P2"
+    );
     assert_eq!(inc.title, "HostDown on a");
 }
 
 #[test]
 fn same_target_joins_other_target_separate() {
     let mut e = engine();
-    e.ingest(vec![firing(DOWN_B, 0), firing(DOWN_A_OTHER_JOB, 0), firing(DOWN_A, 1)], at(1));
-    assert_eq!(states(&e), vec![(1, IncidentState::Open, 1), (2, IncidentState::Open, 2)]);
+    e.ingest(
+        vec![
+            firing(DOWN_B, 0),
+            firing(DOWN_A_OTHER_JOB, 0),
+            firing(DOWN_A, 1),
+        ],
+        at(1),
+    );
+    assert_eq!(
+        states(&e),
+        vec![(1, IncidentState::Open, 1), (2, IncidentState::Open, 2)]
+    );
     let inc = e.incident(IncidentId(2)).unwrap();
-    assert_eq!(inc.priority.as_str(), "P2", "the critical alert raised the warning incident");
+    assert_eq!(
+        inc.priority.as_str(),
+        "P2",
+        "the critical alert raised the warning incident"
+    );
     let (_, ops) = e.take_batch().unwrap();
     assert!(ops.iter().any(|o| matches!(o,
         StoreOp::Timeline { entry, .. } if entry.kind == TimelineKind::PriorityChanged && entry.message.contains("P3 → P2"))));
@@ -101,16 +146,28 @@ fn auto_resolve_after_hold_and_refire_within_hold_continues() {
     e.ingest(vec![firing(DOWN_A, 0)], at(0));
     e.ingest(vec![resolved(DOWN_A, 0, 10)], at(10));
     e.tick(at(12));
-    assert_eq!(states(&e), vec![(1, IncidentState::Open, 1)], "held for 5 minutes");
+    assert_eq!(
+        states(&e),
+        vec![(1, IncidentState::Open, 1)],
+        "held for 5 minutes"
+    );
     e.ingest(vec![firing(DOWN_A, 13)], at(13));
     e.tick(at(30));
-    assert_eq!(states(&e), vec![(1, IncidentState::Open, 1)], "re-fire cancelled the resolve");
+    assert_eq!(
+        states(&e),
+        vec![(1, IncidentState::Open, 1)],
+        "re-fire cancelled the resolve"
+    );
     e.ingest(vec![resolved(DOWN_A, 13, 31)], at(31));
     e.tick(at(35));
     assert_eq!(states(&e)[0].1, IncidentState::Open);
     e.tick(at(36));
     assert_eq!(states(&e)[0].1, IncidentState::Resolved);
-    assert_eq!(e.incident(IncidentId(1)).unwrap().resolved_at, Some(at(36)), "resolved at end + hold, in event time");
+    assert_eq!(
+        e.incident(IncidentId(1)).unwrap().resolved_at,
+        Some(at(36)),
+        "resolved at end + hold, in event time"
+    );
 }
 
 #[test]
@@ -179,8 +236,14 @@ fn ack_and_manual_resolve() {
     );
     let inc = e.resolve(IncidentId(1), "alice", at(4)).unwrap();
     assert_eq!(inc.state, IncidentState::Resolved);
-    assert_eq!(e.resolve(IncidentId(1), "bob", at(5)), Err(EngineError::NotActive(IncidentId(1))));
-    assert_eq!(e.acknowledge(IncidentId(9), "bob", at(5)), Err(EngineError::NotActive(IncidentId(9))));
+    assert_eq!(
+        e.resolve(IncidentId(1), "bob", at(5)),
+        Err(EngineError::NotActive(IncidentId(1)))
+    );
+    assert_eq!(
+        e.acknowledge(IncidentId(9), "bob", at(5)),
+        Err(EngineError::NotActive(IncidentId(9)))
+    );
     // A repeat of the still-firing alert does not reopen it.
     e.ingest(vec![firing(DOWN_A, 0)], at(6));
     assert_eq!(states(&e)[0].1, IncidentState::Resolved);
@@ -192,11 +255,18 @@ fn pagerduty_style_ack_event_acknowledges_the_incident() {
     e.ingest(vec![firing(DOWN_A, 0)], at(0));
     let fp = Fingerprint::of_labels(&labels(DOWN_A));
     let out = e.ingest(
-        vec![Event::Acknowledge { fingerprint: fp, at: at(1), actor: "pagerduty:x".into() }],
+        vec![Event::Acknowledge {
+            fingerprint: fp,
+            at: at(1),
+            actor: "pagerduty:x".into(),
+        }],
         at(1),
     );
     assert_eq!(out.changed, 1);
-    assert_eq!(e.incident(IncidentId(1)).unwrap().state, IncidentState::Acknowledged);
+    assert_eq!(
+        e.incident(IncidentId(1)).unwrap().state,
+        IncidentState::Acknowledged
+    );
 }
 
 #[test]
@@ -211,7 +281,10 @@ fn unknown_resolved_is_ignored() {
 #[test]
 fn restore_rebuilds_state_and_ids() {
     let mut e = engine();
-    e.ingest(vec![firing(DOWN_A, 0), firing(DOWN_B, 0), resolved(DOWN_B, 0, 2)], at(2));
+    e.ingest(
+        vec![firing(DOWN_A, 0), firing(DOWN_B, 0), resolved(DOWN_B, 0, 2)],
+        at(2),
+    );
     let snapshot = Snapshot {
         incidents: e.incidents.values().map(|t| t.inc.clone()).collect(),
         alerts: e
@@ -239,7 +312,14 @@ fn restore_rebuilds_state_and_ids() {
     let out = r.ingest(vec![firing(DOWN_A, 0)], at(3));
     assert_eq!(out.deduplicated, 1);
     r.tick(at(8));
-    assert_eq!(states(&r), vec![(1, IncidentState::Open, 1), (2, IncidentState::Resolved, 1)]);
+    assert_eq!(
+        states(&r),
+        vec![(1, IncidentState::Open, 1), (2, IncidentState::Resolved, 1)]
+    );
     r.ingest(vec![firing(&[("alertname", "New")], 9)], at(9));
-    assert_eq!(states(&r).last().unwrap().0, 3, "ids continue after the stored maximum");
+    assert_eq!(
+        states(&r).last().unwrap().0,
+        3,
+        "ids continue after the stored maximum"
+    );
 }

@@ -44,7 +44,13 @@ pub fn parse_alertmanager(body: &[u8], now: Timestamp) -> Result<Vec<Event>, Nor
                 format!("unsupported webhook version {v:?} (incidentd accepts version \"4\")"),
             ));
         }
-        None => return Err(NormalizeError::field("version", None, "missing field `version`")),
+        None => {
+            return Err(NormalizeError::field(
+                "version",
+                None,
+                "missing field `version`",
+            ));
+        }
     }
     if hook.truncated_alerts > 0 {
         // Alertmanager dropped alerts from this group because of `max_alerts`;
@@ -141,36 +147,62 @@ mod tests {
         assert_eq!(a[0].annotations.get("summary"), Some("down"));
         assert_eq!(a[0].generator_url, "http://prom/graph");
         assert_eq!(a[1].status, AlertStatus::Resolved);
-        assert_eq!(a[1].ends_at.unwrap().to_rfc3339(), "2026-03-02T08:05:00.000Z");
+        assert_eq!(
+            a[1].ends_at.unwrap().to_rfc3339(),
+            "2026-03-02T08:05:00.000Z"
+        );
     }
 
     #[test]
     fn resolved_without_end_uses_receive_time() {
-        let a = alerts(r#"{"version":"4","alerts":[{"status":"resolved","labels":{"a":"b"},"startsAt":"2026-03-02T07:00:01Z","endsAt":"0001-01-01T00:00:00Z"}]}"#);
+        let a = alerts(
+            r#"{"version":"4","alerts":[{"status":"resolved","labels":{"a":"b"},"startsAt":"2026-03-02T07:00:01Z","endsAt":"0001-01-01T00:00:00Z"}]}"#,
+        );
         assert_eq!(a[0].ends_at, Some(NOW));
     }
 
     #[test]
     fn errors_name_field_and_index() {
-        let e = err(r#"{"version":"4","alerts":[{"status":"firing","labels":{"a":"b"},"startsAt":"2026-03-02T08:00:01Z"},{"status":"firing","labels":{"a":"b"},"startsAt":"noon"}]}"#);
+        let e = err(
+            r#"{"version":"4","alerts":[{"status":"firing","labels":{"a":"b"},"startsAt":"2026-03-02T08:00:01Z"},{"status":"firing","labels":{"a":"b"},"startsAt":"noon"}]}"#,
+        );
         match e {
-            NormalizeError::Field { field, index, message } => {
+            NormalizeError::Field {
+                field,
+                index,
+                message,
+            } => {
                 assert_eq!(field, "alerts[1].startsAt");
                 assert_eq!(index, Some(1));
-                assert!(message.starts_with("invalid RFC 3339 time \"noon\""), "{message}");
+                assert!(
+                    message.starts_with("invalid RFC 3339 time \"noon\""),
+                    "{message}"
+                );
             }
             other => panic!("{other:?}"),
         }
-        match err(r#"{"version":"4","alerts":[{"status":"firing","labels":{"a":3},"startsAt":"2026-03-02T08:00:01Z"}]}"#) {
-            NormalizeError::Field { field, index, message } => {
+        match err(
+            r#"{"version":"4","alerts":[{"status":"firing","labels":{"a":3},"startsAt":"2026-03-02T08:00:01Z"}]}"#,
+        ) {
+            NormalizeError::Field {
+                field,
+                index,
+                message,
+            } => {
                 assert_eq!(field, "alerts[0].labels.a");
                 assert_eq!(index, Some(0));
                 assert!(message.contains("invalid type: integer"), "{message}");
             }
             other => panic!("{other:?}"),
         }
-        match err(r#"{"version":"4","alerts":[{"status":"firing","startsAt":"2026-03-02T08:00:01Z"}]}"#) {
-            NormalizeError::Field { field, index, message } => {
+        match err(
+            r#"{"version":"4","alerts":[{"status":"firing","startsAt":"2026-03-02T08:00:01Z"}]}"#,
+        ) {
+            NormalizeError::Field {
+                field,
+                index,
+                message,
+            } => {
                 assert_eq!(field, "alerts[0]");
                 assert_eq!(index, Some(0));
                 assert!(message.contains("missing field `labels`"), "{message}");
@@ -178,16 +210,37 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert_eq!(
-            err(r#"{"version":"4","alerts":[{"status":"pending","labels":{"a":"b"},"startsAt":"2026-03-02T08:00:01Z"}]}"#),
-            NormalizeError::field("alerts[0].status", Some(0), "must be \"firing\" or \"resolved\", got \"pending\"")
+            err(
+                r#"{"version":"4","alerts":[{"status":"pending","labels":{"a":"b"},"startsAt":"2026-03-02T08:00:01Z"}]}"#
+            ),
+            NormalizeError::field(
+                "alerts[0].status",
+                Some(0),
+                "must be \"firing\" or \"resolved\", got \"pending\""
+            )
         );
         assert_eq!(
-            err(r#"{"version":"4","alerts":[{"status":"firing","labels":{},"startsAt":"2026-03-02T08:00:01Z"}]}"#),
-            NormalizeError::field("alerts[0].labels", Some(0), "an alert needs at least one label")
+            err(
+                r#"{"version":"4","alerts":[{"status":"firing","labels":{},"startsAt":"2026-03-02T08:00:01Z"}]}"#
+            ),
+            NormalizeError::field(
+                "alerts[0].labels",
+                Some(0),
+                "an alert needs at least one label"
+            )
         );
-        assert!(matches!(err(r#"{"version":"3","alerts":[]}"#), NormalizeError::Field { field, .. } if field == "version"));
-        assert!(matches!(err(r#"{"alerts":[]}"#), NormalizeError::Field { field, .. } if field == "version"));
-        assert!(matches!(err(r#"{"version":"4","alerts":[{"#), NormalizeError::Syntax { .. }));
-        assert!(matches!(err(r#"{"version":"4","alerts":{}}"#), NormalizeError::Field { field, .. } if field == "alerts"));
+        assert!(
+            matches!(err(r#"{"version":"3","alerts":[]}"#), NormalizeError::Field { field, .. } if field == "version")
+        );
+        assert!(
+            matches!(err(r#"{"alerts":[]}"#), NormalizeError::Field { field, .. } if field == "version")
+        );
+        assert!(matches!(
+            err(r#"{"version":"4","alerts":[{"#),
+            NormalizeError::Syntax { .. }
+        ));
+        assert!(
+            matches!(err(r#"{"version":"4","alerts":{}}"#), NormalizeError::Field { field, .. } if field == "alerts")
+        );
     }
 }

@@ -73,7 +73,11 @@ fn convert(a: CanonicalAlert<'_>, i: usize, now: Timestamp) -> Result<Alert, Nor
     };
     let fingerprint = match a.fingerprint.as_deref() {
         Some(f) => Fingerprint::parse(f).ok_or_else(|| {
-            NormalizeError::field(format!("[{i}].fingerprint"), idx, format!("must be 16 hex digits, got {f:?}"))
+            NormalizeError::field(
+                format!("[{i}].fingerprint"),
+                idx,
+                format!("must be 16 hex digits, got {f:?}"),
+            )
         })?,
         None => Fingerprint::of_labels(&a.labels),
     };
@@ -124,11 +128,21 @@ mod tests {
         let a = one(r#"[{"labels":{"alertname":"A"},"starts_at":"2026-03-02T07:00:00Z"}]"#);
         assert_eq!(a.status, AlertStatus::Firing);
         assert_eq!(a.source, Source::Api);
-        let b = one(r#"{"labels":{"alertname":"A"},"startsAt":"2026-03-02T07:00:00Z","endsAt":"2026-03-02T07:30:00Z","generatorURL":"g"}"#);
-        assert_eq!(b.status, AlertStatus::Resolved, "endsAt in the past means resolved");
+        let b = one(
+            r#"{"labels":{"alertname":"A"},"startsAt":"2026-03-02T07:00:00Z","endsAt":"2026-03-02T07:30:00Z","generatorURL":"g"}"#,
+        );
+        assert_eq!(
+            b.status,
+            AlertStatus::Resolved,
+            "endsAt in the past means resolved"
+        );
         assert_eq!(b.fingerprint, a.fingerprint);
         let c = one(r#"{"labels":{"alertname":"A"},"endsAt":"2026-03-02T09:00:00Z"}"#);
-        assert_eq!(c.status, AlertStatus::Firing, "endsAt in the future means still firing");
+        assert_eq!(
+            c.status,
+            AlertStatus::Firing,
+            "endsAt in the future means still firing"
+        );
         assert_eq!(c.starts_at, NOW);
     }
 
@@ -140,9 +154,17 @@ mod tests {
 
     #[test]
     fn errors_name_the_field() {
-        let e = parse_canonical(br#"[{"labels":{"a":"b"}},{"labels":{"a":"b"},"statuz":"firing"}]"#, NOW).unwrap_err();
+        let e = parse_canonical(
+            br#"[{"labels":{"a":"b"}},{"labels":{"a":"b"},"statuz":"firing"}]"#,
+            NOW,
+        )
+        .unwrap_err();
         match e {
-            NormalizeError::Field { field, index, message } => {
+            NormalizeError::Field {
+                field,
+                index,
+                message,
+            } => {
                 assert_eq!(index, Some(1));
                 assert_eq!(field, "[1].statuz");
                 assert!(message.contains("unknown field `statuz`"), "{message}");
@@ -150,7 +172,14 @@ mod tests {
             other => panic!("{other:?}"),
         }
         let e = parse_canonical(br#"[{"labels":{"a":"b"},"fingerprint":"xyz"}]"#, NOW).unwrap_err();
-        assert_eq!(e, NormalizeError::field("[0].fingerprint", Some(0), "must be 16 hex digits, got \"xyz\""));
+        assert_eq!(
+            e,
+            NormalizeError::field(
+                "[0].fingerprint",
+                Some(0),
+                "must be 16 hex digits, got \"xyz\""
+            )
+        );
         let e = parse_canonical(br#"[{"labels":{"bad-name":"b"}}]"#, NOW).unwrap_err();
         assert!(matches!(e, NormalizeError::Field { field, .. } if field == "[0].labels.bad-name"));
     }

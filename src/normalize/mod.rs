@@ -49,7 +49,11 @@ pub enum NormalizeError {
 }
 
 impl NormalizeError {
-    pub fn field(field: impl Into<String>, index: Option<usize>, message: impl Into<String>) -> Self {
+    pub fn field(
+        field: impl Into<String>,
+        index: Option<usize>,
+        message: impl Into<String>,
+    ) -> Self {
         NormalizeError::Field {
             field: field.into(),
             index,
@@ -108,7 +112,11 @@ fn valid_label_name(name: &str) -> bool {
         && b.all(|c| c.is_ascii_alphanumeric() || c == b'_')
 }
 
-fn check_labels(labels: &crate::domain::LabelSet, prefix: &str, index: Option<usize>) -> Result<(), NormalizeError> {
+fn check_labels(
+    labels: &crate::domain::LabelSet,
+    prefix: &str,
+    index: Option<usize>,
+) -> Result<(), NormalizeError> {
     if labels.is_empty() {
         return Err(NormalizeError::field(
             format!("{prefix}labels"),
@@ -128,9 +136,14 @@ fn check_labels(labels: &crate::domain::LabelSet, prefix: &str, index: Option<us
     Ok(())
 }
 
-fn parse_time(s: &str, field: impl FnOnce() -> String, index: Option<usize>) -> Result<Option<Timestamp>, NormalizeError> {
-    Timestamp::parse_rfc3339(s)
-        .map_err(|e| NormalizeError::field(field(), index, format!("invalid RFC 3339 time {s:?}: {e}")))
+fn parse_time(
+    s: &str,
+    field: impl FnOnce() -> String,
+    index: Option<usize>,
+) -> Result<Option<Timestamp>, NormalizeError> {
+    Timestamp::parse_rfc3339(s).map_err(|e| {
+        NormalizeError::field(field(), index, format!("invalid RFC 3339 time {s:?}: {e}"))
+    })
 }
 
 /// The body formats `replay` and Kafka accept, told apart by their shape.
@@ -146,7 +159,10 @@ pub enum Format {
 /// (an array or a single alert object) is canonical.
 pub fn detect(body: &[u8]) -> Format {
     let head = &body[..body.len().min(4096)];
-    let trimmed = head.iter().position(|b| !b.is_ascii_whitespace()).map(|i| head[i]);
+    let trimmed = head
+        .iter()
+        .position(|b| !b.is_ascii_whitespace())
+        .map(|i| head[i]);
     if trimmed == Some(b'[') {
         return Format::Canonical;
     }
@@ -191,7 +207,10 @@ mod tests {
 
     #[test]
     fn detects_formats() {
-        assert_eq!(detect(br#"{"version":"4","alerts":[]}"#), Format::Alertmanager);
+        assert_eq!(
+            detect(br#"{"version":"4","alerts":[]}"#),
+            Format::Alertmanager
+        );
         assert_eq!(detect(br#"  [{"labels":{}}]"#), Format::Canonical);
         assert_eq!(detect(br#"{"event_action":"trigger"}"#), Format::PagerDuty);
         assert_eq!(detect(br#"{"labels":{"a":"b"}}"#), Format::Canonical);

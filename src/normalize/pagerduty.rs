@@ -58,7 +58,13 @@ pub fn parse_pagerduty(body: &[u8], now: Timestamp) -> Result<(Event, String), N
     let missing = |f: &str| NormalizeError::field(f, None, format!("missing field `{f}`"));
     match ev.routing_key.as_deref() {
         None => return Err(missing("routing_key")),
-        Some("") => return Err(NormalizeError::field("routing_key", None, "must not be empty")),
+        Some("") => {
+            return Err(NormalizeError::field(
+                "routing_key",
+                None,
+                "must not be empty",
+            ));
+        }
         Some(_) => {}
     }
     let action = match ev.event_action.as_deref() {
@@ -84,7 +90,10 @@ pub fn parse_pagerduty(body: &[u8], now: Timestamp) -> Result<(Event, String), N
         }
     }
     if action != PagerDutyAction::Trigger {
-        let key = ev.dedup_key.ok_or_else(|| missing("dedup_key"))?.into_owned();
+        let key = ev
+            .dedup_key
+            .ok_or_else(|| missing("dedup_key"))?
+            .into_owned();
         let fingerprint = Fingerprint::of_key(&key);
         let event = if action == PagerDutyAction::Acknowledge {
             Event::Acknowledge {
@@ -93,7 +102,9 @@ pub fn parse_pagerduty(body: &[u8], now: Timestamp) -> Result<(Event, String), N
                 actor: format!("pagerduty:{}", ev.client.as_deref().unwrap_or("events-api")),
             }
         } else {
-            let labels: LabelSet = [("dedup_key".to_string(), key.clone())].into_iter().collect();
+            let labels: LabelSet = [("dedup_key".to_string(), key.clone())]
+                .into_iter()
+                .collect();
             Event::Alert(Alert {
                 fingerprint,
                 status: AlertStatus::Resolved,
@@ -110,7 +121,11 @@ pub fn parse_pagerduty(body: &[u8], now: Timestamp) -> Result<(Event, String), N
     let p = ev.payload.ok_or_else(|| missing("payload"))?;
     let summary = p.summary.ok_or_else(|| missing("payload.summary"))?;
     if summary.is_empty() || summary.len() > 1024 {
-        return Err(NormalizeError::field("payload.summary", None, "must be 1..=1024 characters"));
+        return Err(NormalizeError::field(
+            "payload.summary",
+            None,
+            "must be 1..=1024 characters",
+        ));
     }
     let source = p.source.ok_or_else(|| missing("payload.source"))?;
     let severity = p.severity.ok_or_else(|| missing("payload.severity"))?;
@@ -190,9 +205,19 @@ mod tests {
         assert_eq!(a.labels.get("alertname"), Some("DiskFull"));
         assert_eq!(a.labels.get("host"), Some("db-1"));
         assert_eq!(a.annotations.get("details"), Some(r#"{"free":"0%"}"#));
-        let (ack, _) = parse_pagerduty(br#"{"routing_key":"r","event_action":"acknowledge","dedup_key":"disk-42"}"#, NOW).unwrap();
-        assert!(matches!(ack, Event::Acknowledge { fingerprint, .. } if fingerprint == a.fingerprint));
-        let (res, _) = parse_pagerduty(br#"{"routing_key":"r","event_action":"resolve","dedup_key":"disk-42"}"#, NOW).unwrap();
+        let (ack, _) = parse_pagerduty(
+            br#"{"routing_key":"r","event_action":"acknowledge","dedup_key":"disk-42"}"#,
+            NOW,
+        )
+        .unwrap();
+        assert!(
+            matches!(ack, Event::Acknowledge { fingerprint, .. } if fingerprint == a.fingerprint)
+        );
+        let (res, _) = parse_pagerduty(
+            br#"{"routing_key":"r","event_action":"resolve","dedup_key":"disk-42"}"#,
+            NOW,
+        )
+        .unwrap();
         let Event::Alert(r) = res else { panic!() };
         assert_eq!(r.fingerprint, a.fingerprint);
         assert_eq!(r.status, AlertStatus::Resolved);
@@ -213,8 +238,14 @@ mod tests {
             e => panic!("{e:?}"),
         };
         assert_eq!(f(br#"{"event_action":"trigger"}"#), "routing_key");
-        assert_eq!(f(br#"{"routing_key":"r","event_action":"poke"}"#), "event_action");
-        assert_eq!(f(br#"{"routing_key":"r","event_action":"resolve"}"#), "dedup_key");
+        assert_eq!(
+            f(br#"{"routing_key":"r","event_action":"poke"}"#),
+            "event_action"
+        );
+        assert_eq!(
+            f(br#"{"routing_key":"r","event_action":"resolve"}"#),
+            "dedup_key"
+        );
         assert_eq!(f(br#"{"routing_key":"r","event_action":"trigger","payload":{"source":"h","severity":"info"}}"#), "payload.summary");
         assert_eq!(f(br#"{"routing_key":"r","event_action":"trigger","payload":{"summary":"s","source":"h","severity":"fatal"}}"#), "payload.severity");
         assert_eq!(f(br#"{"routing_key":"r","event_action":"trigger","payload":{"summary":"s","source":"h","severity":"info","timestamp":"x"}}"#), "payload.timestamp");

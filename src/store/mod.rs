@@ -160,7 +160,10 @@ pub trait Store: Send + Sync + 'static {
     fn get_incident(&self, id: IncidentId) -> BoxFuture<'_, Result<Option<Incident>, StoreError>>;
     fn timeline(&self, id: IncidentId) -> BoxFuture<'_, Result<Vec<TimelineEntry>, StoreError>>;
     /// Alerts of one incident, with labels, for the detail view.
-    fn incident_alerts(&self, id: IncidentId) -> BoxFuture<'_, Result<Vec<AlertRecord>, StoreError>>;
+    fn incident_alerts(
+        &self,
+        id: IncidentId,
+    ) -> BoxFuture<'_, Result<Vec<AlertRecord>, StoreError>>;
     fn count_by_state(&self) -> BoxFuture<'_, Result<Vec<(IncidentState, u64)>, StoreError>>;
     /// Cheap round trip for `/readyz`.
     fn ping(&self) -> BoxFuture<'_, Result<(), StoreError>>;

@@ -6,12 +6,13 @@ use super::{
     StoreOp,
 };
 use crate::domain::{
-    AlertStatus, Fingerprint, Incident, IncidentId, IncidentState, LabelSet, Level, Links, Priority,
-    Source, TimelineEntry, TimelineKind, Timestamp,
+    AlertStatus, Fingerprint, Incident, IncidentId, IncidentState, LabelSet, Level, Links,
+    Priority, Source, TimelineEntry, TimelineKind, Timestamp,
 };
 use serde::{Deserialize, Serialize};
 use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
+    SqliteSynchronous,
 };
 use sqlx::{Row, Sqlite, Transaction};
 use std::path::Path;
@@ -311,7 +312,8 @@ async fn apply_op(tx: &mut Transaction<'_, Sqlite>, op: &StoreOp) -> Result<(), 
 }
 
 fn parse_state(s: &str) -> Result<IncidentState, StoreError> {
-    IncidentState::parse(s).ok_or_else(|| StoreError::Corrupt(format!("unknown incident state {s:?}")))
+    IncidentState::parse(s)
+        .ok_or_else(|| StoreError::Corrupt(format!("unknown incident state {s:?}")))
 }
 
 fn level(v: i64, what: &str) -> Result<Level, StoreError> {
@@ -327,7 +329,8 @@ fn ts(v: Option<i64>) -> Option<Timestamp> {
 
 fn incident_from_row(r: &SqliteRow) -> Result<Incident, StoreError> {
     let extra: String = r.try_get("extra")?;
-    let extra: Extra = serde_json::from_str(&extra).map_err(|e| StoreError::Corrupt(format!("incidents.extra: {e}")))?;
+    let extra: Extra = serde_json::from_str(&extra)
+        .map_err(|e| StoreError::Corrupt(format!("incidents.extra: {e}")))?;
     let prio: i64 = r.try_get("priority")?;
     Ok(Incident {
         id: IncidentId(r.try_get("id")?),
@@ -379,7 +382,10 @@ fn parse_kind(s: &str) -> Result<TimelineKind, StoreError> {
 }
 
 /// Fill `alert_fingerprints` for a set of incidents in one query.
-async fn attach_fingerprints(pool: &SqlitePool, incidents: &mut [Incident]) -> Result<(), StoreError> {
+async fn attach_fingerprints(
+    pool: &SqlitePool,
+    incidents: &mut [Incident],
+) -> Result<(), StoreError> {
     if incidents.is_empty() {
         return Ok(());
     }
@@ -387,9 +393,9 @@ async fn attach_fingerprints(pool: &SqlitePool, incidents: &mut [Incident]) -> R
     for (i, inc) in incidents.iter().enumerate() {
         index.insert(inc.id.0, i);
     }
-    let (lo, hi) = incidents
-        .iter()
-        .fold((i64::MAX, i64::MIN), |(lo, hi), i| (lo.min(i.id.0), hi.max(i.id.0)));
+    let (lo, hi) = incidents.iter().fold((i64::MAX, i64::MIN), |(lo, hi), i| {
+        (lo.min(i.id.0), hi.max(i.id.0))
+    });
     let rows = sqlx::query(
         "SELECT incident_id, fingerprint FROM incident_alerts WHERE incident_id BETWEEN ? AND ? ORDER BY incident_id, joined_at, fingerprint",
     )
@@ -400,7 +406,9 @@ async fn attach_fingerprints(pool: &SqlitePool, incidents: &mut [Incident]) -> R
     for r in rows {
         let id: i64 = r.try_get(0)?;
         if let Some(&i) = index.get(&id) {
-            incidents[i].alert_fingerprints.push(fp_from_db(r.try_get(1)?));
+            incidents[i]
+                .alert_fingerprints
+                .push(fp_from_db(r.try_get(1)?));
         }
     }
     Ok(())
@@ -418,7 +426,11 @@ impl Store for SqliteStore {
         })
     }
 
-    fn load_state(&self, resolved_since: Timestamp, alerts_since: Timestamp) -> BoxFuture<'_, Result<Snapshot, StoreError>> {
+    fn load_state(
+        &self,
+        resolved_since: Timestamp,
+        alerts_since: Timestamp,
+    ) -> BoxFuture<'_, Result<Snapshot, StoreError>> {
         Box::pin(async move {
             let pool = &self.writer;
             let rows = sqlx::query(
@@ -427,7 +439,10 @@ impl Store for SqliteStore {
             .bind(resolved_since.millis())
             .fetch_all(pool)
             .await?;
-            let mut incidents = rows.iter().map(incident_from_row).collect::<Result<Vec<_>, _>>()?;
+            let mut incidents = rows
+                .iter()
+                .map(incident_from_row)
+                .collect::<Result<Vec<_>, _>>()?;
             attach_fingerprints(pool, &mut incidents).await?;
             let rows = sqlx::query(
                 "SELECT fingerprint, status, starts_at, ends_at, incident_id, corr_key, suppressed_rule, flapping, last_seen, deliveries
@@ -491,7 +506,10 @@ impl Store for SqliteStore {
                         .await?
                 }
             };
-            let mut incidents = rows.iter().map(incident_from_row).collect::<Result<Vec<_>, _>>()?;
+            let mut incidents = rows
+                .iter()
+                .map(incident_from_row)
+                .collect::<Result<Vec<_>, _>>()?;
             attach_fingerprints(&self.reader, &mut incidents).await?;
             Ok(incidents)
         })
@@ -513,10 +531,12 @@ impl Store for SqliteStore {
 
     fn timeline(&self, id: IncidentId) -> BoxFuture<'_, Result<Vec<TimelineEntry>, StoreError>> {
         Box::pin(async move {
-            let rows = sqlx::query("SELECT at, kind, message, actor FROM timeline WHERE incident_id = ? ORDER BY id")
-                .bind(id.0)
-                .fetch_all(&self.reader)
-                .await?;
+            let rows = sqlx::query(
+                "SELECT at, kind, message, actor FROM timeline WHERE incident_id = ? ORDER BY id",
+            )
+            .bind(id.0)
+            .fetch_all(&self.reader)
+            .await?;
             rows.iter()
                 .map(|r| {
                     Ok(TimelineEntry {
@@ -530,7 +550,10 @@ impl Store for SqliteStore {
         })
     }
 
-    fn incident_alerts(&self, id: IncidentId) -> BoxFuture<'_, Result<Vec<AlertRecord>, StoreError>> {
+    fn incident_alerts(
+        &self,
+        id: IncidentId,
+    ) -> BoxFuture<'_, Result<Vec<AlertRecord>, StoreError>> {
         Box::pin(async move {
             let rows = sqlx::query(
                 "SELECT a.* FROM incident_alerts ia JOIN alerts a ON a.fingerprint = ia.fingerprint

@@ -1,0 +1,499 @@
+//! Configuration: TOML file + `INCIDENTD_*` environment overrides, parsed into
+//! serde structs that reject unknown keys, then validated without I/O into
+//! [`Config`], reporting every problem at once.
+
+use crate::dedup::FlapPolicy;
+use crate::domain::{Level, Priority, PriorityMatrix, parse_duration};
+use crate::incident::EngineConfig;
+use crate::store::Synchronous;
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{file}: {message}")]
+    Load { file: String, message: String },
+    #[error("{}", .0.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("\n"))]
+    Invalid(Vec<FieldError>),
+}
+
+/// One invalid setting, named by its dotted path.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {message}")]
+pub struct FieldError {
+    pub field: String,
+    pub message: String,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawConfig {
+    pub listen: Option<String>,
+    pub data_dir: Option<PathBuf>,
+    pub rules_dir: Option<PathBuf>,
+    pub cmdb: Option<PathBuf>,
+    pub log_format: Option<String>,
+    pub log_level: Option<String>,
+    pub http: RawHttp,
+    pub sources: RawSources,
+    pub api: RawApi,
+    pub store: RawStore,
+    pub incident: RawIncident,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawHttp {
+    pub max_body_bytes: Option<u64>,
+    pub request_timeout: Option<String>,
+    pub queue_capacity: Option<u64>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawSources {
+    pub alertmanager: RawSource,
+    pub api: RawSource,
+    pub pagerduty: RawSource,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawSource {
+    /// Bearer token senders must present. Prefer `token_file`.
+    pub token: Option<String>,
+    pub token_file: Option<PathBuf>,
+    /// Requests per second accepted from this source (0 or unset = no limit).
+    pub rate_limit: Option<u32>,
+    pub burst: Option<u32>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawApi {
+    pub token: Option<String>,
+    pub token_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawStore {
+    pub sqlite_synchronous: Option<String>,
+    pub flush_interval: Option<String>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawIncident {
+    pub auto_resolve_hold: Option<String>,
+    pub reopen_window: Option<String>,
+    pub flap_changes: Option<u32>,
+    pub flap_window: Option<String>,
+    pub alert_retention: Option<String>,
+    pub default_impact: Option<u8>,
+    pub priority_matrix: Option<Vec<Vec<String>>>,
+}
+
+/// A secret given inline or by file; files are read by `app`, not here.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Secret {
+    Inline(String),
+    File(PathBuf),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SourceConfig {
+    pub token: Option<Secret>,
+    pub rate_limit: Option<(u32, u32)>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    pub rules_dir: PathBuf,
+    pub cmdb: Option<PathBuf>,
+    pub log_format: LogFormat,
+    pub log_level: String,
+    pub max_body_bytes: usize,
+    pub request_timeout: Duration,
+    pub queue_capacity: usize,
+    pub alertmanager: SourceConfig,
+    pub api_source: SourceConfig,
+    pub pagerduty: SourceConfig,
+    pub api_token: Option<Secret>,
+    pub sqlite_synchronous: Synchronous,
+    pub flush_interval: Duration,
+    pub engine: EngineConfig,
+}
+
+/// Command-line values that override the file.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    pub listen: Option<String>,
+    pub data_dir: Option<PathBuf>,
+    pub rules_dir: Option<PathBuf>,
+    pub cmdb: Option<PathBuf>,
+}
+
+/// Read the file (if any) and `INCIDENTD_CONFIG__*` variables (e.g.
+/// `INCIDENTD_CONFIG__INCIDENT__REOPEN_WINDOW=2h`), then validate. The
+/// distinct prefix keeps unrelated `INCIDENTD_*` variables (the test suite's)
+/// from tripping the unknown-key check.
+pub fn load(file: Option<&Path>, overrides: &Overrides) -> Result<Config, ConfigError> {
+    let mut b = config::Config::builder();
+    if let Some(f) = file {
+        b = b.add_source(
+            config::File::from(f)
+                .format(config::FileFormat::Toml)
+                .required(true),
+        );
+    }
+    b = b.add_source(
+        config::Environment::with_prefix("INCIDENTD_CONFIG")
+            .prefix_separator("__")
+            .separator("__")
+            .try_parsing(true),
+    );
+    let name = file.map_or_else(|| "environment".to_string(), |f| f.display().to_string());
+    let raw: RawConfig =
+        b.build()
+            .and_then(|c| c.try_deserialize())
+            .map_err(|e| ConfigError::Load {
+                file: name,
+                message: e.to_string(),
+            })?;
+    validate(raw, overrides).map_err(ConfigError::Invalid)
+}
+
+fn duration(
+    errs: &mut Vec<FieldError>,
+    field: &str,
+    v: &Option<String>,
+    default: Duration,
+) -> Duration {
+    match v {
+        None => default,
+        Some(s) => parse_duration(s).unwrap_or_else(|m| {
+            errs.push(FieldError {
+                field: field.into(),
+                message: m,
+            });
+            default
+        }),
+    }
+}
+
+fn source(errs: &mut Vec<FieldError>, name: &str, s: &RawSource) -> SourceConfig {
+    let token = match (&s.token, &s.token_file) {
+        (Some(_), Some(_)) => {
+            errs.push(FieldError {
+                field: format!("sources.{name}"),
+                message: "set token or token_file, not both".into(),
+            });
+            None
+        }
+        (Some(t), None) if t.is_empty() => {
+            errs.push(FieldError {
+                field: format!("sources.{name}.token"),
+                message: "must not be empty".into(),
+            });
+            None
+        }
+        (Some(t), None) => Some(Secret::Inline(t.clone())),
+        (None, Some(f)) => Some(Secret::File(f.clone())),
+        (None, None) => None,
+    };
+    let rate_limit = match s.rate_limit {
+        None | Some(0) => None,
+        Some(r) => Some((r, s.burst.unwrap_or(r).max(1))),
+    };
+    SourceConfig { token, rate_limit }
+}
+
+pub fn validate(raw: RawConfig, o: &Overrides) -> Result<Config, Vec<FieldError>> {
+    let mut errs = Vec::new();
+    let listen_s = o
+        .listen
+        .clone()
+        .or(raw.listen.clone())
+        .unwrap_or_else(|| "127.0.0.1:9797".into());
+    let listen = listen_s.parse::<SocketAddr>().unwrap_or_else(|e| {
+        errs.push(FieldError {
+            field: "listen".into(),
+            message: format!("{listen_s:?} is not an address:port ({e})"),
+        });
+        SocketAddr::from(([127, 0, 0, 1], 9797))
+    });
+    let log_format = match raw.log_format.as_deref() {
+        None | Some("text") => LogFormat::Text,
+        Some("json") => LogFormat::Json,
+        Some(other) => {
+            errs.push(FieldError {
+                field: "log_format".into(),
+                message: format!("must be \"text\" or \"json\", got {other:?}"),
+            });
+            LogFormat::Text
+        }
+    };
+    let max_body_bytes = raw.http.max_body_bytes.unwrap_or(10 * 1024 * 1024);
+    if max_body_bytes < 1024 {
+        errs.push(FieldError {
+            field: "http.max_body_bytes".into(),
+            message: "must be at least 1024".into(),
+        });
+    }
+    let queue_capacity = raw.http.queue_capacity.unwrap_or(1024);
+    if queue_capacity == 0 {
+        errs.push(FieldError {
+            field: "http.queue_capacity".into(),
+            message: "must be at least 1".into(),
+        });
+    }
+    let request_timeout = duration(
+        &mut errs,
+        "http.request_timeout",
+        &raw.http.request_timeout,
+        Duration::from_secs(30),
+    );
+    let sqlite_synchronous = match raw.store.sqlite_synchronous.as_deref() {
+        None | Some("full") => Synchronous::Full,
+        Some("normal") => Synchronous::Normal,
+        Some(other) => {
+            errs.push(FieldError {
+                field: "store.sqlite_synchronous".into(),
+                message: format!("must be \"full\" or \"normal\", got {other:?}"),
+            });
+            Synchronous::Full
+        }
+    };
+    let flush_interval = duration(
+        &mut errs,
+        "store.flush_interval",
+        &raw.store.flush_interval,
+        Duration::from_secs(2),
+    );
+    if flush_interval.is_zero() {
+        errs.push(FieldError {
+            field: "store.flush_interval".into(),
+            message: "must be positive".into(),
+        });
+    }
+    let d = EngineConfig::default();
+    let i = &raw.incident;
+    let default_impact = match i.default_impact {
+        None => d.default_impact,
+        Some(v) => Level::new(v).unwrap_or_else(|| {
+            errs.push(FieldError {
+                field: "incident.default_impact".into(),
+                message: format!("must be 1 (high), 2 (medium) or 3 (low), got {v}"),
+            });
+            d.default_impact
+        }),
+    };
+    let matrix = match &i.priority_matrix {
+        None => d.matrix.clone(),
+        Some(rows) => parse_matrix(rows).unwrap_or_else(|m| {
+            errs.push(FieldError {
+                field: "incident.priority_matrix".into(),
+                message: m,
+            });
+            d.matrix.clone()
+        }),
+    };
+    let engine = EngineConfig {
+        auto_resolve_hold: duration(
+            &mut errs,
+            "incident.auto_resolve_hold",
+            &i.auto_resolve_hold,
+            d.auto_resolve_hold,
+        ),
+        reopen_window: duration(
+            &mut errs,
+            "incident.reopen_window",
+            &i.reopen_window,
+            d.reopen_window,
+        ),
+        flap: FlapPolicy {
+            changes: i.flap_changes.unwrap_or(d.flap.changes),
+            window: duration(
+                &mut errs,
+                "incident.flap_window",
+                &i.flap_window,
+                d.flap.window,
+            ),
+        },
+        alert_retention: duration(
+            &mut errs,
+            "incident.alert_retention",
+            &i.alert_retention,
+            d.alert_retention,
+        ),
+        matrix,
+        default_impact,
+    };
+    let alertmanager = source(&mut errs, "alertmanager", &raw.sources.alertmanager);
+    let api_source = source(&mut errs, "api", &raw.sources.api);
+    let pagerduty = source(&mut errs, "pagerduty", &raw.sources.pagerduty);
+    let api_token = source(
+        &mut errs,
+        "api",
+        &RawSource {
+            token: raw.api.token.clone(),
+            token_file: raw.api.token_file.clone(),
+            ..RawSource::default()
+        },
+    )
+    .token;
+    let log_level = raw.log_level.clone().unwrap_or_else(|| "info".into());
+    if tracing_subscriber::EnvFilter::try_new(&log_level).is_err() {
+        errs.push(FieldError {
+            field: "log_level".into(),
+            message: format!(
+                "{log_level:?} is not a valid log filter (e.g. info, incidentd=debug)"
+            ),
+        });
+    }
+    if !errs.is_empty() {
+        return Err(errs);
+    }
+    Ok(Config {
+        listen,
+        data_dir: o
+            .data_dir
+            .clone()
+            .or(raw.data_dir)
+            .unwrap_or_else(|| "./data".into()),
+        rules_dir: o
+            .rules_dir
+            .clone()
+            .or(raw.rules_dir)
+            .unwrap_or_else(|| "./rules".into()),
+        cmdb: o.cmdb.clone().or(raw.cmdb),
+        log_format,
+        log_level,
+        max_body_bytes: usize::try_from(max_body_bytes).unwrap_or(usize::MAX),
+        request_timeout,
+        queue_capacity: usize::try_from(queue_capacity).unwrap_or(1024),
+        alertmanager,
+        api_source,
+        pagerduty,
+        api_token,
+        sqlite_synchronous,
+        flush_interval,
+        engine,
+    })
+}
+
+fn parse_matrix(rows: &[Vec<String>]) -> Result<PriorityMatrix, String> {
+    if rows.len() != 3 || rows.iter().any(|r| r.len() != 3) {
+        return Err("must be 3 rows (impact 1..3) of 3 priorities (urgency 1..3)".into());
+    }
+    let mut m = PriorityMatrix::default();
+    for (i, row) in rows.iter().enumerate() {
+        for (j, p) in row.iter().enumerate() {
+            m.0[i][j] =
+                Priority::parse(p).ok_or_else(|| format!("[{i}][{j}]: {p:?} is not P1..P5"))?;
+        }
+    }
+    Ok(m)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(toml: &str) -> Result<Config, ConfigError> {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("c.toml");
+        std::fs::write(&f, toml).unwrap();
+        load(Some(&f), &Overrides::default())
+    }
+
+    #[test]
+    fn defaults_without_file() {
+        let c = validate(RawConfig::default(), &Overrides::default()).unwrap();
+        assert_eq!(c.listen.to_string(), "127.0.0.1:9797");
+        assert_eq!(c.data_dir, PathBuf::from("./data"));
+        assert_eq!(c.rules_dir, PathBuf::from("./rules"));
+        assert_eq!(c.engine.auto_resolve_hold, Duration::from_secs(300));
+    }
+
+    #[test]
+    fn reports_every_error_at_once() {
+        let e = parse(
+            r#"
+listen = "nowhere"
+log_format = "xml"
+[incident]
+auto_resolve_hold = "5 minutes"
+reopen_window = "1x"
+default_impact = 7
+priority_matrix = [["P1"]]
+[sources.alertmanager]
+token = "a"
+token_file = "/x"
+"#,
+        )
+        .unwrap_err();
+        let ConfigError::Invalid(errs) = e else {
+            panic!("{e}")
+        };
+        let fields: Vec<&str> = errs.iter().map(|e| e.field.as_str()).collect();
+        assert_eq!(
+            fields,
+            vec![
+                "listen",
+                "log_format",
+                "incident.default_impact",
+                "incident.priority_matrix",
+                "incident.auto_resolve_hold",
+                "incident.reopen_window",
+                "sources.alertmanager"
+            ]
+        );
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected() {
+        let e = parse("[incident]\nauto_resolve_hodl = \"1m\"\n").unwrap_err();
+        assert!(e.to_string().contains("auto_resolve_hodl"), "{e}");
+    }
+
+    #[test]
+    fn overrides_win_and_values_parse() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("c.toml");
+        std::fs::write(
+            &f,
+            "listen = \"127.0.0.1:1\"\n[incident]\nauto_resolve_hold = \"0s\"\npriority_matrix = [[\"P1\",\"P1\",\"P2\"],[\"P2\",\"P3\",\"P4\"],[\"P3\",\"P4\",\"P5\"]]\n[sources.api]\nrate_limit = 10\n",
+        )
+        .unwrap();
+        let c = load(
+            Some(&f),
+            &Overrides {
+                listen: Some("127.0.0.1:2".into()),
+                ..Overrides::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(c.listen.port(), 2);
+        assert_eq!(c.engine.auto_resolve_hold, Duration::ZERO);
+        assert_eq!(
+            c.engine
+                .matrix
+                .priority(Level::HIGH, Level::MEDIUM)
+                .as_str(),
+            "P1"
+        );
+        assert_eq!(c.api_source.rate_limit, Some((10, 10)));
+    }
+}
