@@ -3,6 +3,8 @@
 //! The pipeline (DESIGN §2) is a chain of pure stages wrapped by thin async
 //! tasks; `app` is the only place that wires them together.
 
+pub mod api;
+pub mod app;
 pub mod config;
 pub mod correlate;
 pub mod dedup;

@@ -1,1 +1,135 @@
-fn main() {}
+//! CLI parse → app; nothing else.
+
+use clap::{Parser, Subcommand};
+use incidentd::app;
+use incidentd::config::Overrides;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(
+    name = "incidentd",
+    version,
+    about = "Turns monitoring alert floods into a few correct ITSM incidents"
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run the daemon.
+    Serve {
+        #[arg(long, env = "INCIDENTD_CONFIG")]
+        config: Option<PathBuf>,
+        /// Address for the webhook and API (default 127.0.0.1:9797).
+        #[arg(long)]
+        listen: Option<String>,
+        /// Where the SQLite database lives (default ./data).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// Rule directory (default ./rules).
+        #[arg(long)]
+        rules: Option<PathBuf>,
+    },
+    /// Validate config and rules; print every error; exit 1 if any.
+    Check {
+        #[arg(long, env = "INCIDENTD_CONFIG")]
+        config: Option<PathBuf>,
+        #[arg(long)]
+        rules: Option<PathBuf>,
+    },
+    /// Run recorded alert bodies through the pipeline and print the incidents as JSON.
+    Replay {
+        #[arg(long)]
+        config: Option<PathBuf>,
+        #[arg(long)]
+        rules: Option<PathBuf>,
+        /// JSON lines of Alertmanager webhook bodies or canonical alerts, in delivery order.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+    /// Run rule unit tests (YAML cases) in a directory.
+    Test {
+        dir: PathBuf,
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("incidentd: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = rt.block_on(async move {
+        match cli.cmd {
+            Cmd::Serve {
+                config,
+                listen,
+                data_dir,
+                rules,
+            } => app::serve(
+                config,
+                Overrides {
+                    listen,
+                    data_dir,
+                    rules_dir: rules,
+                    cmdb: None,
+                },
+            )
+            .await
+            .map(|()| ExitCode::SUCCESS),
+            Cmd::Check { config, rules } => {
+                let problems = app::check(
+                    config,
+                    Overrides {
+                        rules_dir: rules,
+                        ..Overrides::default()
+                    },
+                )?;
+                if problems.is_empty() {
+                    println!("ok: config and rules are valid");
+                    Ok(ExitCode::SUCCESS)
+                } else {
+                    for p in &problems {
+                        eprintln!("error: {p}");
+                    }
+                    eprintln!("{} error(s)", problems.len());
+                    Ok(ExitCode::from(1))
+                }
+            }
+            Cmd::Replay {
+                config,
+                rules,
+                files,
+            } => {
+                let (engine, rules) = app::offline_setup(config.as_deref(), rules)?;
+                let out = app::replay(engine, rules, &files).await?;
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(
+                        &serde_json::json!({ "incidents": out.incidents })
+                    )?
+                );
+                Ok(ExitCode::SUCCESS)
+            }
+            Cmd::Test { dir, config } => app::run_rule_tests(&dir, config.as_deref()).await,
+        }
+    });
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("incidentd: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,578 @@
+//! HTTP API (DESIGN §5): `fn router(state) -> Router`; handlers stay thin and
+//! every error is JSON `{"error": "...", "detail": ...}` with the right status.
+
+use crate::domain::{Incident, IncidentId, IncidentState, Source, TimelineEntry};
+use crate::incident::EngineError;
+use crate::incident::task::{EngineHandle, PipelineError};
+use crate::normalize::{self, Event, NormalizeError};
+use crate::store::{AlertRecord, DynStore, IncidentQuery, StateFilter};
+use crate::telemetry::Metrics;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Bodies above this size are parsed on the blocking pool, not on a runtime worker.
+const BLOCKING_PARSE_BYTES: usize = 512 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("invalid request body")]
+    Invalid(#[from] NormalizeError),
+    #[error("request body too large (limit {0} bytes)")]
+    TooLarge(usize),
+    #[error("could not read request body: {0}")]
+    Body(String),
+    #[error("missing or wrong bearer token")]
+    Unauthorized,
+    #[error("rate limit exceeded for this source")]
+    RateLimited(Duration),
+    #[error(transparent)]
+    Pipeline(#[from] PipelineError),
+    #[error("incident {0} not found")]
+    NotFound(IncidentId),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("invalid query parameter {field}: {message}")]
+    Query {
+        field: &'static str,
+        message: String,
+    },
+    #[error("store error: {0}")]
+    Store(#[from] crate::store::StoreError),
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, detail, retry_after) = match &self {
+            ApiError::Invalid(e) => (
+                StatusCode::BAD_REQUEST,
+                serde_json::to_value(e).unwrap_or_default(),
+                None,
+            ),
+            ApiError::TooLarge(limit) => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                json!({ "limit_bytes": limit }),
+                None,
+            ),
+            ApiError::Body(_) => (StatusCode::BAD_REQUEST, serde_json::Value::Null, None),
+            ApiError::Unauthorized => (StatusCode::UNAUTHORIZED, serde_json::Value::Null, None),
+            ApiError::RateLimited(wait) => (
+                StatusCode::TOO_MANY_REQUESTS,
+                serde_json::Value::Null,
+                Some(wait.as_secs().max(1)),
+            ),
+            ApiError::Pipeline(PipelineError::Engine(EngineError::NotActive(id))) => (
+                StatusCode::CONFLICT,
+                json!({ "id": id.0, "reason": "not active" }),
+                None,
+            ),
+            ApiError::Pipeline(PipelineError::Engine(EngineError::AlreadyAcknowledged(id))) => (
+                StatusCode::CONFLICT,
+                json!({ "id": id.0, "reason": "already acknowledged" }),
+                None,
+            ),
+            ApiError::Pipeline(PipelineError::Overloaded) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                serde_json::Value::Null,
+                Some(1),
+            ),
+            ApiError::Pipeline(_) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                serde_json::Value::Null,
+                Some(5),
+            ),
+            ApiError::NotFound(id) => (StatusCode::NOT_FOUND, json!({ "id": id.0 }), None),
+            ApiError::Conflict(_) => (StatusCode::CONFLICT, serde_json::Value::Null, None),
+            ApiError::Query { field, .. } => {
+                (StatusCode::BAD_REQUEST, json!({ "field": field }), None)
+            }
+            ApiError::Store(e) => {
+                tracing::error!(error = %e, "store read failed");
+                (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    serde_json::Value::Null,
+                    Some(5),
+                )
+            }
+        };
+        let message = match &self {
+            ApiError::Invalid(e) => e.to_string(),
+            other => other.to_string(),
+        };
+        let mut resp =
+            (status, Json(json!({ "error": message, "detail": detail }))).into_response();
+        if let Some(s) = retry_after {
+            if let Ok(v) = HeaderValue::from_str(&s.to_string()) {
+                resp.headers_mut().insert(header::RETRY_AFTER, v);
+            }
+        }
+        resp
+    }
+}
+
+/// Per-source admission: optional bearer token and rate limit.
+#[derive(Default)]
+pub struct SourceGate {
+    pub token: Option<Vec<u8>>,
+    pub limiter: Option<DefaultDirectRateLimiter>,
+}
+
+impl SourceGate {
+    pub fn new(token: Option<String>, rate: Option<(u32, u32)>) -> SourceGate {
+        let limiter = rate.and_then(|(per_sec, burst)| {
+            let q =
+                Quota::per_second(NonZeroU32::new(per_sec)?).allow_burst(NonZeroU32::new(burst)?);
+            Some(RateLimiter::direct(q))
+        });
+        SourceGate {
+            token: token.map(String::into_bytes),
+            limiter,
+        }
+    }
+}
+
+fn bearer_ok(expected: Option<&[u8]>, headers: &HeaderMap) -> bool {
+    let Some(expected) = expected else {
+        return true;
+    };
+    let Some(got) = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
+    else {
+        return false;
+    };
+    // Constant time, so the token cannot be guessed byte by byte from timing.
+    subtle::ConstantTimeEq::ct_eq(got.trim().as_bytes(), expected).into()
+}
+
+pub struct AppState {
+    pub engine: EngineHandle,
+    pub store: DynStore,
+    pub metrics: Metrics,
+    pub alertmanager: SourceGate,
+    pub api_source: SourceGate,
+    pub pagerduty: SourceGate,
+    pub api_token: Option<Vec<u8>>,
+    pub max_body_bytes: usize,
+    pub clock: Arc<dyn crate::domain::Clock>,
+}
+
+type Shared = Arc<AppState>;
+
+pub fn router(state: Shared) -> Router {
+    let limit = state.max_body_bytes;
+    Router::new()
+        .route("/api/v1/alerts/alertmanager", post(post_alertmanager))
+        .route("/api/v1/alerts", post(post_canonical))
+        .route("/api/v1/alerts/pagerduty", post(post_pagerduty))
+        .route("/api/v1/incidents", get(list_incidents))
+        .route("/api/v1/incidents/{id}", get(get_incident))
+        .route("/api/v1/incidents/{id}/ack", post(ack_incident))
+        .route("/api/v1/incidents/{id}/resolve", post(resolve_incident))
+        .route(
+            "/healthz",
+            get(|| async { Json(json!({ "status": "ok" })) }),
+        )
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .fallback(|| async {
+            ApiError::Query {
+                field: "path",
+                message: "no such endpoint".into(),
+            }
+            .into_response()
+            .map(|b| b)
+        })
+        .layer(DefaultBodyLimit::max(limit))
+        .with_state(state)
+}
+
+#[derive(Serialize)]
+struct IngestResponse {
+    status: &'static str,
+    accepted: u32,
+    new: u32,
+    deduplicated: u32,
+    changed: u32,
+    suppressed: u32,
+    ignored: u32,
+}
+
+fn body_bytes(body: Result<Bytes, BytesRejection>, limit: usize) -> Result<Bytes, ApiError> {
+    body.map_err(|e| {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::TooLarge(limit)
+        } else {
+            ApiError::Body(e.body_text())
+        }
+    })
+}
+
+fn admit(
+    st: &AppState,
+    gate: &SourceGate,
+    source: Source,
+    headers: &HeaderMap,
+) -> Result<(), ApiError> {
+    if !bearer_ok(gate.token.as_deref(), headers) {
+        st.metrics
+            .requests_rejected
+            .with_label_values(&[source.as_str(), "unauthorized"])
+            .inc();
+        return Err(ApiError::Unauthorized);
+    }
+    if let Some(l) = &gate.limiter {
+        if let Err(not_until) = l.check() {
+            st.metrics
+                .requests_rejected
+                .with_label_values(&[source.as_str(), "rate_limited"])
+                .inc();
+            let wait = not_until.wait_time_from(governor::clock::Clock::now(
+                &governor::clock::DefaultClock::default(),
+            ));
+            return Err(ApiError::RateLimited(wait));
+        }
+    }
+    Ok(())
+}
+
+async fn parse<T: Send + 'static>(
+    body: Bytes,
+    f: impl FnOnce(&[u8]) -> Result<T, NormalizeError> + Send + 'static,
+) -> Result<T, ApiError> {
+    if body.len() >= BLOCKING_PARSE_BYTES {
+        tokio::task::spawn_blocking(move || f(&body))
+            .await
+            .map_err(|e| ApiError::Body(e.to_string()))?
+            .map_err(ApiError::from)
+    } else {
+        f(&body).map_err(ApiError::from)
+    }
+}
+
+async fn ingest(
+    st: &AppState,
+    source: Source,
+    events: Vec<Event>,
+) -> Result<IngestResponse, ApiError> {
+    let started = Instant::now();
+    let n = events.len() as u64;
+    let out = st.engine.ingest(events).await.inspect_err(|e| {
+        let reason = if matches!(e, PipelineError::Overloaded) {
+            "overloaded"
+        } else {
+            "unavailable"
+        };
+        st.metrics
+            .requests_rejected
+            .with_label_values(&[source.as_str(), reason])
+            .inc();
+    })?;
+    st.metrics
+        .alerts_received
+        .with_label_values(&[source.as_str()])
+        .inc_by(n);
+    st.metrics
+        .request_seconds
+        .with_label_values(&[source.as_str()])
+        .observe(started.elapsed().as_secs_f64());
+    Ok(IngestResponse {
+        status: "success",
+        accepted: out.accepted,
+        new: out.new,
+        deduplicated: out.deduplicated,
+        changed: out.changed,
+        suppressed: out.suppressed,
+        ignored: out.ignored,
+    })
+}
+
+fn invalid(st: &AppState, source: Source, e: ApiError) -> ApiError {
+    let reason = match e {
+        ApiError::TooLarge(_) => "too_large",
+        _ => "invalid",
+    };
+    st.metrics
+        .requests_rejected
+        .with_label_values(&[source.as_str(), reason])
+        .inc();
+    e
+}
+
+async fn post_alertmanager(
+    State(st): State<Shared>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<IngestResponse>, ApiError> {
+    let src = Source::Alertmanager;
+    admit(&st, &st.alertmanager, src, &headers)?;
+    let body = body_bytes(body, st.max_body_bytes).map_err(|e| invalid(&st, src, e))?;
+    let now = st.clock.now();
+    let events = parse(body, move |b| normalize::parse_alertmanager(b, now))
+        .await
+        .map_err(|e| invalid(&st, src, e))?;
+    Ok(Json(ingest(&st, src, events).await?))
+}
+
+async fn post_canonical(
+    State(st): State<Shared>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<IngestResponse>, ApiError> {
+    let src = Source::Api;
+    admit(&st, &st.api_source, src, &headers)?;
+    let body = body_bytes(body, st.max_body_bytes).map_err(|e| invalid(&st, src, e))?;
+    let now = st.clock.now();
+    let events = parse(body, move |b| normalize::parse_canonical(b, now))
+        .await
+        .map_err(|e| invalid(&st, src, e))?;
+    Ok(Json(ingest(&st, src, events).await?))
+}
+
+async fn post_pagerduty(
+    State(st): State<Shared>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
+    let src = Source::Pagerduty;
+    admit(&st, &st.pagerduty, src, &headers)?;
+    let body = body_bytes(body, st.max_body_bytes).map_err(|e| invalid(&st, src, e))?;
+    let now = st.clock.now();
+    let (event, key) = parse(body, move |b| normalize::parse_pagerduty(b, now))
+        .await
+        .map_err(|e| invalid(&st, src, e))?;
+    ingest(&st, src, vec![event]).await?;
+    // PagerDuty's own answer shape, so its client libraries are satisfied.
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({ "status": "success", "message": "Event processed", "dedup_key": key })),
+    ))
+}
+
+#[derive(Deserialize)]
+struct ListParams {
+    state: Option<String>,
+    limit: Option<u32>,
+    before: Option<i64>,
+}
+
+fn check_api_token(st: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
+    if bearer_ok(st.api_token.as_deref(), headers) {
+        Ok(())
+    } else {
+        Err(ApiError::Unauthorized)
+    }
+}
+
+async fn list_incidents(
+    State(st): State<Shared>,
+    headers: HeaderMap,
+    Query(p): Query<ListParams>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    check_api_token(&st, &headers)?;
+    let state = match p.state.as_deref() {
+        None | Some("active") => StateFilter::Active,
+        Some("all") => StateFilter::All,
+        Some(s) => StateFilter::Only(IncidentState::parse(s).ok_or_else(|| ApiError::Query {
+            field: "state",
+            message: format!("{s:?} is not one of open, acknowledged, resolved, active, all"),
+        })?),
+    };
+    let limit = p.limit.unwrap_or(500);
+    if limit == 0 || limit > 10_000 {
+        return Err(ApiError::Query {
+            field: "limit",
+            message: "must be 1..=10000".into(),
+        });
+    }
+    let incidents = st
+        .store
+        .list_incidents(IncidentQuery {
+            state,
+            limit,
+            before: p.before,
+        })
+        .await?;
+    let next = (incidents.len() == limit as usize)
+        .then(|| incidents.last().map(|i| i.id.0))
+        .flatten();
+    Ok(Json(json!({ "incidents": incidents, "next_before": next })))
+}
+
+#[derive(Serialize)]
+struct IncidentDetail {
+    #[serde(flatten)]
+    incident: Incident,
+    timeline: Vec<TimelineEntry>,
+    alerts: Vec<AlertView>,
+}
+
+#[derive(Serialize)]
+struct AlertView {
+    fingerprint: crate::domain::Fingerprint,
+    status: crate::domain::AlertStatus,
+    labels: crate::domain::LabelSet,
+    annotations: crate::domain::LabelSet,
+    starts_at: crate::domain::Timestamp,
+    ends_at: Option<crate::domain::Timestamp>,
+    source: Source,
+    generator_url: String,
+    flapping: bool,
+    deliveries: u64,
+    first_seen: crate::domain::Timestamp,
+    last_seen: crate::domain::Timestamp,
+}
+
+impl From<AlertRecord> for AlertView {
+    fn from(a: AlertRecord) -> Self {
+        AlertView {
+            fingerprint: a.fingerprint,
+            status: a.status,
+            labels: a.labels,
+            annotations: a.annotations,
+            starts_at: a.starts_at,
+            ends_at: a.ends_at,
+            source: a.source,
+            generator_url: a.generator_url,
+            flapping: a.flapping,
+            deliveries: a.deliveries,
+            first_seen: a.first_seen,
+            last_seen: a.last_seen,
+        }
+    }
+}
+
+fn parse_id(raw: &str) -> Result<IncidentId, ApiError> {
+    raw.parse::<i64>()
+        .map(IncidentId)
+        .map_err(|_| ApiError::Query {
+            field: "id",
+            message: format!("{raw:?} is not an incident id"),
+        })
+}
+
+async fn get_incident(
+    State(st): State<Shared>,
+    headers: HeaderMap,
+    Path(raw): Path<String>,
+) -> Result<Json<IncidentDetail>, ApiError> {
+    check_api_token(&st, &headers)?;
+    let id = parse_id(&raw)?;
+    let incident = st
+        .store
+        .get_incident(id)
+        .await?
+        .ok_or(ApiError::NotFound(id))?;
+    let timeline = st.store.timeline(id).await?;
+    let alerts = st
+        .store
+        .incident_alerts(id)
+        .await?
+        .into_iter()
+        .map(AlertView::from)
+        .collect();
+    Ok(Json(IncidentDetail {
+        incident,
+        timeline,
+        alerts,
+    }))
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct ActionBody {
+    by: Option<String>,
+}
+
+fn actor(body: &Bytes) -> Result<String, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok("api".into());
+    }
+    let b: ActionBody = serde_json::from_slice(body).map_err(|e| {
+        ApiError::Invalid(NormalizeError::field(
+            "body",
+            None,
+            format!("expected {{\"by\": \"name\"}}: {e}"),
+        ))
+    })?;
+    Ok(b.by
+        .filter(|s| !s.trim().is_empty())
+        .unwrap_or_else(|| "api".into()))
+}
+
+async fn ack_incident(
+    State(st): State<Shared>,
+    headers: HeaderMap,
+    Path(raw): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<Incident>, ApiError> {
+    check_api_token(&st, &headers)?;
+    let id = parse_id(&raw)?;
+    let who = actor(&body_bytes(body, st.max_body_bytes)?)?;
+    match st.engine.acknowledge(id, who).await {
+        Err(PipelineError::Engine(EngineError::NotActive(_)))
+            if st.store.get_incident(id).await?.is_none() =>
+        {
+            Err(ApiError::NotFound(id))
+        }
+        other => Ok(Json(other?)),
+    }
+}
+
+async fn resolve_incident(
+    State(st): State<Shared>,
+    headers: HeaderMap,
+    Path(raw): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<Incident>, ApiError> {
+    check_api_token(&st, &headers)?;
+    let id = parse_id(&raw)?;
+    let who = actor(&body_bytes(body, st.max_body_bytes)?)?;
+    match st.engine.resolve(id, who).await {
+        Err(PipelineError::Engine(EngineError::NotActive(_)))
+            if st.store.get_incident(id).await?.is_none() =>
+        {
+            Err(ApiError::NotFound(id))
+        }
+        other => Ok(Json(other?)),
+    }
+}
+
+async fn readyz(State(st): State<Shared>) -> Response {
+    let store_ok = st.store.ping().await.is_ok() && st.engine.store_healthy();
+    let status = if store_ok {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (
+        status,
+        Json(json!({ "ready": store_ok, "store": if store_ok { "ok" } else { "failing" } })),
+    )
+        .into_response()
+}
+
+async fn metrics(State(st): State<Shared>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        st.metrics.render(),
+    )
+        .into_response()
+}

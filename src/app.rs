@@ -1,0 +1,350 @@
+//! Wiring only: builds the stages from config, connects them with channels,
+//! and handles signals and graceful shutdown.
+
+use crate::api::{self, AppState, SourceGate};
+use crate::config::{self, Config, Overrides, Secret};
+use crate::domain::{Clock, Incident, SystemClock, Timestamp};
+use crate::incident::task::{self, PipelineOptions};
+use crate::incident::{Engine, EngineConfig};
+use crate::normalize;
+use crate::rules::RuleSet;
+use crate::store::{DynStore, IncidentQuery, SqliteOptions, SqliteStore, StateFilter, Store};
+use crate::telemetry::{self, Metrics};
+use anyhow::{Context, Result, bail};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+fn read_secret(s: &Option<Secret>, what: &str) -> Result<Option<String>> {
+    match s {
+        None => Ok(None),
+        Some(Secret::Inline(t)) => Ok(Some(t.clone())),
+        Some(Secret::File(p)) => {
+            let t = std::fs::read_to_string(p)
+                .with_context(|| format!("reading {what} token file {}", p.display()))?;
+            let t = t.trim().to_string();
+            if t.is_empty() {
+                bail!("{what} token file {} is empty", p.display());
+            }
+            Ok(Some(t))
+        }
+    }
+}
+
+fn load_rules(dir: &Path) -> Result<RuleSet> {
+    if !dir.exists() {
+        tracing::warn!(dir = %dir.display(), "rules directory does not exist; running without rules");
+        return Ok(RuleSet::empty());
+    }
+    RuleSet::load_dir(dir).map_err(|errs| {
+        let list: Vec<String> = errs.iter().map(ToString::to_string).collect();
+        anyhow::anyhow!("invalid rules:\n  {}", list.join("\n  "))
+    })
+}
+
+/// `incidentd serve`.
+pub async fn serve(config_file: Option<PathBuf>, overrides: Overrides) -> Result<()> {
+    let cfg = config::load(config_file.as_deref(), &overrides)?;
+    telemetry::init_tracing(&cfg.log_level, cfg.log_format == config::LogFormat::Json);
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let store = SqliteStore::open_dir(
+        &cfg.data_dir,
+        SqliteOptions {
+            synchronous: cfg.sqlite_synchronous,
+            ..SqliteOptions::default()
+        },
+    )
+    .await
+    .with_context(|| format!("opening the store in {}", cfg.data_dir.display()))?;
+    let store: DynStore = Arc::new(store);
+    let rules = Arc::new(load_rules(&cfg.rules_dir)?);
+    let metrics = Metrics::new();
+    metrics
+        .rules_loaded
+        .set(i64::try_from(rules.len()).unwrap_or(0));
+    let mut engine = Engine::new(cfg.engine.clone(), rules.clone());
+    let now = clock.now();
+    let snapshot = store
+        .load_state(
+            now.saturating_sub(cfg.engine.reopen_window),
+            now.saturating_sub(cfg.engine.alert_retention),
+        )
+        .await
+        .context("loading state from the store")?;
+    tracing::info!(
+        incidents = snapshot.incidents.len(),
+        alerts = snapshot.alerts.len(),
+        rules = rules.len(),
+        "state restored"
+    );
+    engine.restore(snapshot, now);
+
+    let tracker = TaskTracker::new();
+    let cancel = CancellationToken::new();
+    let handle = task::spawn(
+        engine,
+        store.clone(),
+        clock.clone(),
+        metrics.clone(),
+        PipelineOptions {
+            queue_capacity: cfg.queue_capacity,
+            flush_interval: cfg.flush_interval,
+            tick_interval: Duration::from_secs(1),
+            durable_timeout: cfg.request_timeout,
+        },
+        &tracker,
+        cancel.clone(),
+    );
+    let state = Arc::new(AppState {
+        engine: handle.clone(),
+        store: store.clone(),
+        metrics: metrics.clone(),
+        alertmanager: SourceGate::new(
+            read_secret(&cfg.alertmanager.token, "alertmanager")?,
+            cfg.alertmanager.rate_limit,
+        ),
+        api_source: SourceGate::new(
+            read_secret(&cfg.api_source.token, "api")?,
+            cfg.api_source.rate_limit,
+        ),
+        pagerduty: SourceGate::new(
+            read_secret(&cfg.pagerduty.token, "pagerduty")?,
+            cfg.pagerduty.rate_limit,
+        ),
+        api_token: read_secret(&cfg.api_token, "api")?.map(String::into_bytes),
+        max_body_bytes: cfg.max_body_bytes,
+        clock,
+    });
+    let app = api::router(state).layer(tower_http::timeout::TimeoutLayer::with_status_code(
+        axum::http::StatusCode::SERVICE_UNAVAILABLE,
+        cfg.request_timeout + Duration::from_secs(1),
+    ));
+    let listener = tokio::net::TcpListener::bind(cfg.listen)
+        .await
+        .with_context(|| format!("binding {}", cfg.listen))?;
+    tracing::info!(listen = %cfg.listen, data_dir = %cfg.data_dir.display(), "incidentd serving");
+
+    tracker.spawn(reload_on_sighup(
+        cfg.clone(),
+        handle,
+        metrics,
+        cancel.clone(),
+    ));
+    let shutdown = cancel.clone();
+    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
+        wait_for_stop_signal().await;
+        tracing::info!("shutting down: finishing requests, flushing state");
+        shutdown.cancel();
+    });
+    server.await.context("HTTP server failed")?;
+    cancel.cancel();
+    tracker.close();
+    tracker.wait().await;
+    store.ping().await.ok();
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn wait_for_stop_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+/// SIGHUP: reload rules atomically; a bad file keeps the old rules.
+async fn reload_on_sighup(
+    cfg: Config,
+    engine: task::EngineHandle,
+    metrics: Metrics,
+    cancel: CancellationToken,
+) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let Ok(mut hup) = signal(SignalKind::hangup()) else {
+            tracing::warn!("cannot listen for SIGHUP; rule reload disabled");
+            return;
+        };
+        loop {
+            tokio::select! {
+                () = cancel.cancelled() => return,
+                r = hup.recv() => if r.is_none() { return },
+            }
+            let dir = cfg.rules_dir.clone();
+            let loaded = tokio::task::spawn_blocking(move || load_rules(&dir)).await;
+            match loaded {
+                Ok(Ok(rules)) => {
+                    let n = rules.len();
+                    if engine.set_rules(Arc::new(rules)).await.is_ok() {
+                        metrics.rules_loaded.set(i64::try_from(n).unwrap_or(0));
+                        metrics.rule_reloads.with_label_values(&["success"]).inc();
+                        tracing::info!(rules = n, "rules reloaded");
+                    }
+                }
+                Ok(Err(e)) => {
+                    metrics.rule_reloads.with_label_values(&["failure"]).inc();
+                    tracing::error!(error = %e, "rule reload failed; keeping the previous rules");
+                }
+                Err(e) => tracing::error!(error = %e, "rule reload task failed"),
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = (cfg, engine, metrics, cancel);
+    }
+}
+
+/// `incidentd check`: every problem in config and rules, at once.
+pub fn check(config_file: Option<PathBuf>, overrides: Overrides) -> Result<Vec<String>> {
+    let mut problems = Vec::new();
+    let cfg = match config::load(config_file.as_deref(), &overrides) {
+        Ok(c) => Some(c),
+        Err(config::ConfigError::Invalid(errs)) => {
+            let file = config_file
+                .as_ref()
+                .map_or("config".into(), |f| f.display().to_string());
+            problems.extend(errs.iter().map(|e| format!("{file}: {e}")));
+            None
+        }
+        Err(e) => {
+            problems.push(e.to_string());
+            None
+        }
+    };
+    let rules_dir = cfg
+        .as_ref()
+        .map(|c| c.rules_dir.clone())
+        .or(overrides.rules_dir.clone())
+        .unwrap_or_else(|| PathBuf::from("./rules"));
+    if rules_dir.exists() {
+        match RuleSet::load_dir(&rules_dir) {
+            Ok(rs) => {
+                for w in rs.warnings() {
+                    eprintln!("warning: {w}");
+                }
+            }
+            Err(errs) => problems.extend(errs.iter().map(ToString::to_string)),
+        }
+    } else {
+        problems.push(format!(
+            "{}: rules directory does not exist",
+            rules_dir.display()
+        ));
+    }
+    Ok(problems)
+}
+
+/// Result of a replay: the incidents as the store holds them at the end.
+pub struct ReplayResult {
+    pub incidents: Vec<Incident>,
+}
+
+/// Run recorded bodies (JSON lines or whole JSON documents) through the full
+/// pipeline on event time against an in-memory store.
+pub async fn replay(
+    engine_cfg: EngineConfig,
+    rules: Arc<RuleSet>,
+    files: &[PathBuf],
+) -> Result<ReplayResult> {
+    let store = SqliteStore::in_memory().await?;
+    let mut engine = Engine::new(engine_cfg, rules);
+    let mut clock = Timestamp::MIN;
+    for file in files {
+        let text = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
+        let bodies = split_bodies(&text);
+        for (line, body) in bodies {
+            let provisional = if clock == Timestamp::MIN {
+                Timestamp::now()
+            } else {
+                clock
+            };
+            let events = normalize::parse_any(body, provisional)
+                .with_context(|| format!("{}:{line}", file.display()))?;
+            let body_time = events
+                .iter()
+                .filter_map(|e| match e {
+                    normalize::Event::Alert(a) => Some(a.event_time()),
+                    normalize::Event::Acknowledge { at, .. } => Some(*at),
+                })
+                .max();
+            if let Some(t) = body_time {
+                clock = clock.max(t);
+            }
+            engine.tick(clock);
+            engine.ingest(events, clock);
+            if let Some((_, ops)) = engine.take_batch() {
+                store.apply(&ops).await?;
+            }
+        }
+    }
+    // Let pending auto-resolve holds expire: the stream has settled.
+    while let Some(due) = engine.next_due() {
+        engine.tick(due.max(clock));
+    }
+    engine.flush_touches();
+    if let Some((_, ops)) = engine.take_batch() {
+        store.apply(&ops).await?;
+    }
+    let mut incidents = store
+        .list_incidents(IncidentQuery {
+            state: StateFilter::All,
+            limit: u32::MAX,
+            before: None,
+        })
+        .await?;
+    incidents.reverse();
+    Ok(ReplayResult { incidents })
+}
+
+/// A file is JSON lines, or one JSON document (possibly pretty-printed).
+fn split_bodies(text: &[u8]) -> Vec<(usize, &[u8])> {
+    let whole = text.trim_ascii();
+    if serde_json::from_slice::<serde::de::IgnoredAny>(whole).is_ok() {
+        return vec![(1, whole)];
+    }
+    text.split(|b| *b == b'\n')
+        .enumerate()
+        .map(|(i, l)| (i + 1, l.trim_ascii()))
+        .filter(|(_, l)| !l.is_empty())
+        .collect()
+}
+
+/// Engine settings and rules for offline commands (replay, test).
+pub fn offline_setup(
+    config_file: Option<&Path>,
+    rules_dir: Option<PathBuf>,
+) -> Result<(EngineConfig, Arc<RuleSet>)> {
+    let cfg = config::load(
+        config_file,
+        &Overrides {
+            rules_dir,
+            ..Overrides::default()
+        },
+    )?;
+    let rules = load_rules(&cfg.rules_dir)?;
+    Ok((cfg.engine, Arc::new(rules)))
+}
+
+/// `incidentd test DIR`: stub until the rule-test runner lands.
+pub async fn run_rule_tests(_dir: &Path, _config: Option<&Path>) -> Result<std::process::ExitCode> {
+    bail!("rule tests are not implemented yet")
+}
