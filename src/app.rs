@@ -44,11 +44,27 @@ fn load_rules(dir: &Path) -> Result<RuleSet> {
     })
 }
 
-/// `incidentd serve`.
-pub async fn serve(config_file: Option<PathBuf>, overrides: Overrides) -> Result<()> {
-    let cfg = config::load(config_file.as_deref(), &overrides)?;
-    telemetry::init_tracing(&cfg.log_level, cfg.log_format == config::LogFormat::Json);
-    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+/// A started pipeline: the HTTP router plus what shutdown needs.
+pub struct Running {
+    pub router: axum::Router,
+    pub store: DynStore,
+    pub engine: task::EngineHandle,
+    pub metrics: Metrics,
+    pub tracker: TaskTracker,
+    pub cancel: CancellationToken,
+}
+
+impl Running {
+    /// Stop the pipeline: flush coalesced state, commit, wait for the tasks.
+    pub async fn shutdown(self) {
+        self.cancel.cancel();
+        self.tracker.close();
+        self.tracker.wait().await;
+    }
+}
+
+/// Open the store, restore state, start engine and writer, build the router.
+pub async fn start(cfg: &Config, clock: Arc<dyn Clock>) -> Result<Running> {
     let store = SqliteStore::open_dir(
         &cfg.data_dir,
         SqliteOptions {
@@ -61,9 +77,7 @@ pub async fn serve(config_file: Option<PathBuf>, overrides: Overrides) -> Result
     let store: DynStore = Arc::new(store);
     let rules = Arc::new(load_rules(&cfg.rules_dir)?);
     let metrics = Metrics::new();
-    metrics
-        .rules_loaded
-        .set(i64::try_from(rules.len()).unwrap_or(0));
+    metrics.rules_loaded.set(i64::try_from(rules.len()).unwrap_or(0));
     let mut engine = Engine::new(cfg.engine.clone(), rules.clone());
     let now = clock.now();
     let snapshot = store
@@ -101,50 +115,53 @@ pub async fn serve(config_file: Option<PathBuf>, overrides: Overrides) -> Result
         engine: handle.clone(),
         store: store.clone(),
         metrics: metrics.clone(),
-        alertmanager: SourceGate::new(
-            read_secret(&cfg.alertmanager.token, "alertmanager")?,
-            cfg.alertmanager.rate_limit,
-        ),
-        api_source: SourceGate::new(
-            read_secret(&cfg.api_source.token, "api")?,
-            cfg.api_source.rate_limit,
-        ),
-        pagerduty: SourceGate::new(
-            read_secret(&cfg.pagerduty.token, "pagerduty")?,
-            cfg.pagerduty.rate_limit,
-        ),
+        alertmanager: SourceGate::new(read_secret(&cfg.alertmanager.token, "alertmanager")?, cfg.alertmanager.rate_limit),
+        api_source: SourceGate::new(read_secret(&cfg.api_source.token, "api")?, cfg.api_source.rate_limit),
+        pagerduty: SourceGate::new(read_secret(&cfg.pagerduty.token, "pagerduty")?, cfg.pagerduty.rate_limit),
         api_token: read_secret(&cfg.api_token, "api")?.map(String::into_bytes),
         max_body_bytes: cfg.max_body_bytes,
         clock,
     });
-    let app = api::router(state).layer(tower_http::timeout::TimeoutLayer::with_status_code(
+    let router = api::router(state).layer(tower_http::timeout::TimeoutLayer::with_status_code(
         axum::http::StatusCode::SERVICE_UNAVAILABLE,
         cfg.request_timeout + Duration::from_secs(1),
     ));
+    Ok(Running {
+        router,
+        store,
+        engine: handle,
+        metrics,
+        tracker,
+        cancel,
+    })
+}
+
+/// `incidentd serve`.
+pub async fn serve(config_file: Option<PathBuf>, overrides: Overrides) -> Result<()> {
+    let cfg = config::load(config_file.as_deref(), &overrides)?;
+    telemetry::init_tracing(&cfg.log_level, cfg.log_format == config::LogFormat::Json);
+    let running = start(&cfg, Arc::new(SystemClock)).await?;
     let listener = tokio::net::TcpListener::bind(cfg.listen)
         .await
         .with_context(|| format!("binding {}", cfg.listen))?;
     tracing::info!(listen = %cfg.listen, data_dir = %cfg.data_dir.display(), "incidentd serving");
-
-    tracker.spawn(reload_on_sighup(
+    running.tracker.spawn(reload_on_sighup(
         cfg.clone(),
-        handle,
-        metrics,
-        cancel.clone(),
+        running.engine.clone(),
+        running.metrics.clone(),
+        running.cancel.clone(),
     ));
-    let shutdown = cancel.clone();
-    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
-        wait_for_stop_signal().await;
-        tracing::info!("shutting down: finishing requests, flushing state");
-        shutdown.cancel();
+    let shutdown = running.cancel.clone();
+    let server = axum::serve(listener, running.router.clone()).with_graceful_shutdown(async move {
+        tokio::select! {
+            () = wait_for_stop_signal() => tracing::info!("shutting down: finishing requests, flushing state"),
+            () = shutdown.cancelled() => {}
+        }
     });
-    server.await.context("HTTP server failed")?;
-    cancel.cancel();
-    tracker.close();
-    tracker.wait().await;
-    store.ping().await.ok();
+    let served = server.await.context("HTTP server failed");
+    running.shutdown().await;
     tracing::info!("stopped");
-    Ok(())
+    served
 }
 
 async fn wait_for_stop_signal() {

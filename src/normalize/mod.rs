@@ -30,6 +30,7 @@ pub enum Event {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, thiserror::Error)]
+#[serde(untagged)]
 pub enum NormalizeError {
     #[error("body is not valid JSON: {message} (line {line}, column {column})")]
     Syntax {
