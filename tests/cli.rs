@@ -1,0 +1,68 @@
+//! The CLI as a user runs it: `check` and `replay`.
+
+use std::process::Command;
+
+fn incidentd(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_incidentd"))
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("run incidentd");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into(),
+        String::from_utf8_lossy(&out.stderr).into(),
+    )
+}
+
+#[test]
+fn check_accepts_the_shipped_config_and_rules() {
+    let (code, out, err) = incidentd(&["check", "--config", "deploy/incidentd.toml"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("ok"));
+}
+
+#[test]
+fn check_reports_every_error_with_file_and_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("bad.toml");
+    std::fs::write(&cfg, "listen = \"nowhere\"\n[incident]\nflap_window = \"soon\"\n").unwrap();
+    let rules = dir.path().join("rules");
+    std::fs::create_dir(&rules).unwrap();
+    std::fs::write(rules.join("a.yaml"), "rules:\n  - name: x\n    actions:\n      priority: P9\n").unwrap();
+    std::fs::write(rules.join("b.yaml"), "rules:\n  - name: y\n    matchers: ['severity=~\"(\"']\n    actions:\n      urgency: 1\n").unwrap();
+    let (code, _, err) = incidentd(&["check", "--config", cfg.to_str().unwrap(), "--rules", rules.to_str().unwrap()]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("bad.toml: listen:"), "{err}");
+    assert!(err.contains("incident.flap_window"), "{err}");
+    assert!(err.contains("a.yaml") && err.contains("priority"), "{err}");
+    assert!(err.contains("b.yaml") && err.contains("matchers"), "{err}");
+    assert!(err.contains("4 error(s)"), "{err}");
+}
+
+#[test]
+fn replay_prints_incidents_as_json() {
+    let (code, out, err) = incidentd(&["replay", "tests/data/small-storm.alerts.jsonl"]);
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).expect("JSON on stdout");
+    let incidents = v["incidents"].as_array().unwrap();
+    assert!(!incidents.is_empty());
+    for i in incidents {
+        for field in ["id", "state", "priority", "title", "alert_fingerprints", "opened_at", "root_ci", "impacted_services"] {
+            assert!(i.get(field).is_some(), "incident lacks {field}: {i}");
+        }
+    }
+    // The stream ends with some alerts still firing and all others settled.
+    assert!(incidents.iter().any(|i| i["state"] == "open"));
+    assert!(incidents.iter().any(|i| i["state"] == "resolved"));
+}
+
+#[test]
+fn replay_rejects_a_bad_line_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("in.jsonl");
+    std::fs::write(&f, "{\"version\":\"4\",\"alerts\":[]}\n{\"version\":\"4\",\"alerts\":[{\"status\":\"firing\"}]}\n").unwrap();
+    let (code, _, err) = incidentd(&["replay", f.to_str().unwrap()]);
+    assert_eq!(code, 1);
+    assert!(err.contains("in.jsonl:2") && err.contains("alerts[0]"), "{err}");
+}
