@@ -111,11 +111,10 @@ impl IntoResponse for ApiError {
         };
         let mut resp =
             (status, Json(json!({ "error": message, "detail": detail }))).into_response();
-        if let Some(s) = retry_after {
-            if let Ok(v) = HeaderValue::from_str(&s.to_string()) {
+        if let Some(s) = retry_after
+            && let Ok(v) = HeaderValue::from_str(&s.to_string()) {
                 resp.headers_mut().insert(header::RETRY_AFTER, v);
             }
-        }
         resp
     }
 }
@@ -235,8 +234,8 @@ fn admit(
             .inc();
         return Err(ApiError::Unauthorized);
     }
-    if let Some(l) = &gate.limiter {
-        if let Err(not_until) = l.check() {
+    if let Some(l) = &gate.limiter
+        && let Err(not_until) = l.check() {
             st.metrics
                 .requests_rejected
                 .with_label_values(&[source.as_str(), "rate_limited"])
@@ -246,7 +245,6 @@ fn admit(
             ));
             return Err(ApiError::RateLimited(wait));
         }
-    }
     Ok(())
 }
 

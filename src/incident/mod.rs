@@ -387,12 +387,11 @@ impl Engine {
                 if let Some(st) = self.table.get(&fp) {
                     out.wait_seq = out.wait_seq.max(st.written_seq);
                     self.dirty_alerts.insert(fp);
-                    if let Some(id) = st.incident {
-                        if let Some(t) = self.incidents.get_mut(&id) {
+                    if let Some(id) = st.incident
+                        && let Some(t) = self.incidents.get_mut(&id) {
                             t.inc.alert_count += 1;
                             self.dirty_incidents.insert(id);
                         }
-                    }
                 }
             }
             Observation::Refired { flapping_started } => {
@@ -674,15 +673,14 @@ impl Engine {
             t.inc.impact = impact;
             t.inc.urgency = urgency;
         }
-        if t.inc.assignment_group.is_none() {
-            if let Some((group, rule)) = &decision.assign {
+        if t.inc.assignment_group.is_none()
+            && let Some((group, rule)) = &decision.assign {
                 t.inc.assignment_group = Some(group.clone());
                 entries.push((
                     TimelineKind::Assigned,
                     format!("assigned to {group} by rule {rule}"),
                 ));
             }
-        }
         for rb in runbooks_of(alert, decision) {
             push_unique(&mut t.inc.links.runbooks, &rb);
         }
@@ -741,12 +739,11 @@ impl Engine {
                 // Its incident is gone (resolved) or it was suppressed: decide
                 // afresh, as for a new alert; rules may have changed since.
                 self.place(alert, &mut st, now, false);
-                if flapping_started {
-                    if let Some(id) = st.incident {
+                if flapping_started
+                    && let Some(id) = st.incident {
                         self.mark_flapping(id, alert);
                         self.save_incident(id, now);
                     }
-                }
             }
         }
         st.written_seq = self.seq;

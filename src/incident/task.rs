@@ -209,12 +209,11 @@ async fn engine_loop(
                 update_gauges(&engine, &metrics);
             }
         }
-        if let Some(batch) = engine.take_batch() {
-            if batch_tx.send(batch).await.is_err() {
+        if let Some(batch) = engine.take_batch()
+            && batch_tx.send(batch).await.is_err() {
                 tracing::error!("store writer stopped; engine stops");
                 return;
             }
-        }
         metrics.sync_engine(&prev_stats, &engine.stats);
         prev_stats = engine.stats.clone();
     }
