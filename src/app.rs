@@ -77,7 +77,9 @@ pub async fn start(cfg: &Config, clock: Arc<dyn Clock>) -> Result<Running> {
     let store: DynStore = Arc::new(store);
     let rules = Arc::new(load_rules(&cfg.rules_dir)?);
     let metrics = Metrics::new();
-    metrics.rules_loaded.set(i64::try_from(rules.len()).unwrap_or(0));
+    metrics
+        .rules_loaded
+        .set(i64::try_from(rules.len()).unwrap_or(0));
     let mut engine = Engine::new(cfg.engine.clone(), rules.clone());
     let now = clock.now();
     let snapshot = store
@@ -115,9 +117,18 @@ pub async fn start(cfg: &Config, clock: Arc<dyn Clock>) -> Result<Running> {
         engine: handle.clone(),
         store: store.clone(),
         metrics: metrics.clone(),
-        alertmanager: SourceGate::new(read_secret(&cfg.alertmanager.token, "alertmanager")?, cfg.alertmanager.rate_limit),
-        api_source: SourceGate::new(read_secret(&cfg.api_source.token, "api")?, cfg.api_source.rate_limit),
-        pagerduty: SourceGate::new(read_secret(&cfg.pagerduty.token, "pagerduty")?, cfg.pagerduty.rate_limit),
+        alertmanager: SourceGate::new(
+            read_secret(&cfg.alertmanager.token, "alertmanager")?,
+            cfg.alertmanager.rate_limit,
+        ),
+        api_source: SourceGate::new(
+            read_secret(&cfg.api_source.token, "api")?,
+            cfg.api_source.rate_limit,
+        ),
+        pagerduty: SourceGate::new(
+            read_secret(&cfg.pagerduty.token, "pagerduty")?,
+            cfg.pagerduty.rate_limit,
+        ),
         api_token: read_secret(&cfg.api_token, "api")?.map(String::into_bytes),
         max_body_bytes: cfg.max_body_bytes,
         clock,
@@ -282,35 +293,49 @@ pub async fn replay(
     rules: Arc<RuleSet>,
     files: &[PathBuf],
 ) -> Result<ReplayResult> {
+    let mut bodies = Vec::new();
+    for file in files {
+        let text = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
+        bodies.extend(
+            split_bodies(&text)
+                .into_iter()
+                .map(|(line, body)| (format!("{}:{line}", file.display()), body.to_vec())),
+        );
+    }
+    replay_bodies(engine_cfg, rules, bodies).await
+}
+
+/// [`replay`] over bodies already in memory, in delivery order. Each body
+/// comes with a label (`file:line`, a test case's item) that errors name.
+pub async fn replay_bodies(
+    engine_cfg: EngineConfig,
+    rules: Arc<RuleSet>,
+    bodies: Vec<(String, Vec<u8>)>,
+) -> Result<ReplayResult> {
     let store = SqliteStore::in_memory().await?;
     let mut engine = Engine::new(engine_cfg, rules);
     let mut clock = Timestamp::MIN;
-    for file in files {
-        let text = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
-        let bodies = split_bodies(&text);
-        for (line, body) in bodies {
-            let provisional = if clock == Timestamp::MIN {
-                Timestamp::now()
-            } else {
-                clock
-            };
-            let events = normalize::parse_any(body, provisional)
-                .with_context(|| format!("{}:{line}", file.display()))?;
-            let body_time = events
-                .iter()
-                .filter_map(|e| match e {
-                    normalize::Event::Alert(a) => Some(a.event_time()),
-                    normalize::Event::Acknowledge { at, .. } => Some(*at),
-                })
-                .max();
-            if let Some(t) = body_time {
-                clock = clock.max(t);
-            }
-            engine.tick(clock);
-            engine.ingest(events, clock);
-            if let Some((_, ops)) = engine.take_batch() {
-                store.apply(&ops).await?;
-            }
+    for (label, body) in bodies {
+        let provisional = if clock == Timestamp::MIN {
+            Timestamp::now()
+        } else {
+            clock
+        };
+        let events = normalize::parse_any(&body, provisional).with_context(|| label.clone())?;
+        let body_time = events
+            .iter()
+            .map(|e| match e {
+                normalize::Event::Alert(a) => a.event_time(),
+                normalize::Event::Acknowledge { at, .. } => *at,
+            })
+            .max();
+        if let Some(t) = body_time {
+            clock = clock.max(t);
+        }
+        engine.tick(clock);
+        engine.ingest(events, clock);
+        if let Some((_, ops)) = engine.take_batch() {
+            store.apply(&ops).await?;
         }
     }
     // Let pending auto-resolve holds expire: the stream has settled.
@@ -361,7 +386,13 @@ pub fn offline_setup(
     Ok((cfg.engine, Arc::new(rules)))
 }
 
-/// `incidentd test DIR`: stub until the rule-test runner lands.
-pub async fn run_rule_tests(_dir: &Path, _config: Option<&Path>) -> Result<std::process::ExitCode> {
-    bail!("rule tests are not implemented yet")
+/// `incidentd test DIR`: run the rule unit tests (see [`crate::ruletest`]);
+/// exit 1 when any test fails.
+pub async fn run_rule_tests(dir: &Path, config: Option<&Path>) -> Result<std::process::ExitCode> {
+    let summary = crate::ruletest::run_dir(dir, config, &mut std::io::stdout()).await?;
+    Ok(if summary.failed == 0 {
+        std::process::ExitCode::SUCCESS
+    } else {
+        std::process::ExitCode::from(1)
+    })
 }

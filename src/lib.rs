@@ -12,5 +12,6 @@ pub mod domain;
 pub mod incident;
 pub mod normalize;
 pub mod rules;
+pub mod ruletest;
 pub mod store;
 pub mod telemetry;

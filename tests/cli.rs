@@ -26,12 +26,30 @@ fn check_accepts_the_shipped_config_and_rules() {
 fn check_reports_every_error_with_file_and_field() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("bad.toml");
-    std::fs::write(&cfg, "listen = \"nowhere\"\n[incident]\nflap_window = \"soon\"\n").unwrap();
+    std::fs::write(
+        &cfg,
+        "listen = \"nowhere\"\n[incident]\nflap_window = \"soon\"\n",
+    )
+    .unwrap();
     let rules = dir.path().join("rules");
     std::fs::create_dir(&rules).unwrap();
-    std::fs::write(rules.join("a.yaml"), "rules:\n  - name: x\n    actions:\n      priority: P9\n").unwrap();
-    std::fs::write(rules.join("b.yaml"), "rules:\n  - name: y\n    matchers: ['severity=~\"(\"']\n    actions:\n      urgency: 1\n").unwrap();
-    let (code, _, err) = incidentd(&["check", "--config", cfg.to_str().unwrap(), "--rules", rules.to_str().unwrap()]);
+    std::fs::write(
+        rules.join("a.yaml"),
+        "rules:\n  - name: x\n    actions:\n      priority: P9\n",
+    )
+    .unwrap();
+    std::fs::write(
+        rules.join("b.yaml"),
+        "rules:\n  - name: y\n    matchers: ['severity=~\"(\"']\n    actions:\n      urgency: 1\n",
+    )
+    .unwrap();
+    let (code, _, err) = incidentd(&[
+        "check",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--rules",
+        rules.to_str().unwrap(),
+    ]);
     assert_eq!(code, 1, "{err}");
     assert!(err.contains("bad.toml: listen:"), "{err}");
     assert!(err.contains("incident.flap_window"), "{err}");
@@ -48,7 +66,16 @@ fn replay_prints_incidents_as_json() {
     let incidents = v["incidents"].as_array().unwrap();
     assert!(!incidents.is_empty());
     for i in incidents {
-        for field in ["id", "state", "priority", "title", "alert_fingerprints", "opened_at", "root_ci", "impacted_services"] {
+        for field in [
+            "id",
+            "state",
+            "priority",
+            "title",
+            "alert_fingerprints",
+            "opened_at",
+            "root_ci",
+            "impacted_services",
+        ] {
             assert!(i.get(field).is_some(), "incident lacks {field}: {i}");
         }
     }
@@ -64,5 +91,37 @@ fn replay_rejects_a_bad_line_naming_it() {
     std::fs::write(&f, "{\"version\":\"4\",\"alerts\":[]}\n{\"version\":\"4\",\"alerts\":[{\"status\":\"firing\"}]}\n").unwrap();
     let (code, _, err) = incidentd(&["replay", f.to_str().unwrap()]);
     assert_eq!(code, 1);
-    assert!(err.contains("in.jsonl:2") && err.contains("alerts[0]"), "{err}");
+    assert!(
+        err.contains("in.jsonl:2") && err.contains("alerts[0]"),
+        "{err}"
+    );
+}
+
+#[test]
+fn shipped_rule_tests_pass() {
+    let (code, out, err) = incidentd(&["test", "rules/tests"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains(" passed, 0 failed"), "{out}");
+}
+
+#[test]
+fn rule_test_failure_exits_1_with_a_diff() {
+    let dir = tempfile::tempdir().unwrap();
+    let tests = dir.path().join("tests");
+    std::fs::create_dir(&tests).unwrap();
+    let rules = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("rules");
+    std::fs::write(
+        tests.join("t.yaml"),
+        format!(
+            "rules: {}\ntests:\n  - name: wrong priority\n    alerts:\n      - labels: {{alertname: HostDown, instance: 'h:1', severity: critical}}\n        starts_at: '2026-03-02T08:00:00Z'\n    expect:\n      incidents:\n        - {{priority: P5}}\n",
+            rules.display()
+        ),
+    )
+    .unwrap();
+    let (code, out, err) = incidentd(&["test", tests.to_str().unwrap()]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(
+        out.contains("FAIL") && out.contains("incidents[0].priority: expected P5, got P2"),
+        "{out}"
+    );
 }

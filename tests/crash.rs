@@ -21,13 +21,22 @@ impl Drop for Daemon {
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 async fn start(data: &std::path::Path) -> Daemon {
     let port = free_port();
     let child = Command::new(env!("CARGO_BIN_EXE_incidentd"))
-        .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
+        .args([
+            "serve",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--data-dir",
+        ])
         .arg(data)
         .arg("--rules")
         .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/rules"))
@@ -43,10 +52,10 @@ async fn start(data: &std::path::Path) -> Daemon {
     let client = reqwest::Client::new();
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        if let Ok(r) = client.get(format!("{}/readyz", d.base)).send().await {
-            if r.status().is_success() {
-                return d;
-            }
+        if let Ok(r) = client.get(format!("{}/readyz", d.base)).send().await
+            && r.status().is_success()
+        {
+            return d;
         }
         assert!(Instant::now() < deadline, "incidentd did not become ready");
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -73,7 +82,10 @@ fn body(batch: usize) -> (String, Vec<Fingerprint>) {
         fps.push(Fingerprint::of_labels(&ls));
         alerts.push(json!({"status": "firing", "labels": l, "annotations": {}, "startsAt": "2026-03-02T08:00:00Z", "endsAt": "0001-01-01T00:00:00Z"}));
     }
-    (json!({"version": "4", "status": "firing", "alerts": alerts}).to_string(), fps)
+    (
+        json!({"version": "4", "status": "firing", "alerts": alerts}).to_string(),
+        fps,
+    )
 }
 
 async fn all_incidents(base: &str) -> Vec<Value> {
@@ -104,7 +116,12 @@ async fn kill_9_loses_nothing_and_duplicates_nothing() {
                 let mut b = first;
                 while Instant::now() < stop_at + Duration::from_millis(500) {
                     let (text, fps) = body(b);
-                    match client.post(format!("{base}/api/v1/alerts/alertmanager")).body(text).send().await {
+                    match client
+                        .post(format!("{base}/api/v1/alerts/alertmanager"))
+                        .body(text)
+                        .send()
+                        .await
+                    {
                         Ok(r) if r.status().is_success() => acked.lock().unwrap().extend(fps),
                         _ => {}
                     }
@@ -118,24 +135,44 @@ async fn kill_9_loses_nothing_and_duplicates_nothing() {
             t.await.unwrap();
         }
         next_batch += 4000;
-        eprintln!("round {round}: killed after {kill_after_ms} ms; {} alerts acknowledged so far", acked.lock().unwrap().len());
+        eprintln!(
+            "round {round}: killed after {kill_after_ms} ms; {} alerts acknowledged so far",
+            acked.lock().unwrap().len()
+        );
     }
     let d = start(dir.path()).await;
     let incidents = all_incidents(&d.base).await;
     let mut seen: HashSet<Fingerprint> = HashSet::new();
     let mut keys: HashSet<String> = HashSet::new();
     for i in &incidents {
-        assert!(keys.insert(i["key"].as_str().unwrap().to_string()), "duplicate incident for key {}", i["key"]);
+        assert!(
+            keys.insert(i["key"].as_str().unwrap().to_string()),
+            "duplicate incident for key {}",
+            i["key"]
+        );
         for f in i["alert_fingerprints"].as_array().unwrap() {
             let fp = Fingerprint::parse(f.as_str().unwrap()).unwrap();
             assert!(seen.insert(fp), "alert {fp} is in two incidents");
         }
     }
     let acked = acked.lock().unwrap();
-    assert!(acked.len() > 100, "the test must have delivered alerts ({} acked)", acked.len());
+    assert!(
+        acked.len() > 100,
+        "the test must have delivered alerts ({} acked)",
+        acked.len()
+    );
     let lost: Vec<_> = acked.iter().filter(|f| !seen.contains(f)).collect();
-    assert!(lost.is_empty(), "{} acknowledged alerts lost after kill -9, e.g. {:?}", lost.len(), &lost[..lost.len().min(5)]);
+    assert!(
+        lost.is_empty(),
+        "{} acknowledged alerts lost after kill -9, e.g. {:?}",
+        lost.len(),
+        &lost[..lost.len().min(5)]
+    );
     // Each host has exactly one incident per alert name and the two names
     // never merge: incidents = distinct (host, alertname) pairs delivered.
-    assert_eq!(incidents.len(), seen.len(), "one incident per (alertname, host)");
+    assert_eq!(
+        incidents.len(),
+        seen.len(),
+        "one incident per (alertname, host)"
+    );
 }

@@ -112,9 +112,10 @@ impl IntoResponse for ApiError {
         let mut resp =
             (status, Json(json!({ "error": message, "detail": detail }))).into_response();
         if let Some(s) = retry_after
-            && let Ok(v) = HeaderValue::from_str(&s.to_string()) {
-                resp.headers_mut().insert(header::RETRY_AFTER, v);
-            }
+            && let Ok(v) = HeaderValue::from_str(&s.to_string())
+        {
+            resp.headers_mut().insert(header::RETRY_AFTER, v);
+        }
         resp
     }
 }
@@ -235,16 +236,17 @@ fn admit(
         return Err(ApiError::Unauthorized);
     }
     if let Some(l) = &gate.limiter
-        && let Err(not_until) = l.check() {
-            st.metrics
-                .requests_rejected
-                .with_label_values(&[source.as_str(), "rate_limited"])
-                .inc();
-            let wait = not_until.wait_time_from(governor::clock::Clock::now(
-                &governor::clock::DefaultClock::default(),
-            ));
-            return Err(ApiError::RateLimited(wait));
-        }
+        && let Err(not_until) = l.check()
+    {
+        st.metrics
+            .requests_rejected
+            .with_label_values(&[source.as_str(), "rate_limited"])
+            .inc();
+        let wait = not_until.wait_time_from(governor::clock::Clock::now(
+            &governor::clock::DefaultClock::default(),
+        ));
+        return Err(ApiError::RateLimited(wait));
+    }
     Ok(())
 }
 

@@ -388,10 +388,11 @@ impl Engine {
                     out.wait_seq = out.wait_seq.max(st.written_seq);
                     self.dirty_alerts.insert(fp);
                     if let Some(id) = st.incident
-                        && let Some(t) = self.incidents.get_mut(&id) {
-                            t.inc.alert_count += 1;
-                            self.dirty_incidents.insert(id);
-                        }
+                        && let Some(t) = self.incidents.get_mut(&id)
+                    {
+                        t.inc.alert_count += 1;
+                        self.dirty_incidents.insert(id);
+                    }
                 }
             }
             Observation::Refired { flapping_started } => {
@@ -674,13 +675,14 @@ impl Engine {
             t.inc.urgency = urgency;
         }
         if t.inc.assignment_group.is_none()
-            && let Some((group, rule)) = &decision.assign {
-                t.inc.assignment_group = Some(group.clone());
-                entries.push((
-                    TimelineKind::Assigned,
-                    format!("assigned to {group} by rule {rule}"),
-                ));
-            }
+            && let Some((group, rule)) = &decision.assign
+        {
+            t.inc.assignment_group = Some(group.clone());
+            entries.push((
+                TimelineKind::Assigned,
+                format!("assigned to {group} by rule {rule}"),
+            ));
+        }
         for rb in runbooks_of(alert, decision) {
             push_unique(&mut t.inc.links.runbooks, &rb);
         }
@@ -739,11 +741,10 @@ impl Engine {
                 // Its incident is gone (resolved) or it was suppressed: decide
                 // afresh, as for a new alert; rules may have changed since.
                 self.place(alert, &mut st, now, false);
-                if flapping_started
-                    && let Some(id) = st.incident {
-                        self.mark_flapping(id, alert);
-                        self.save_incident(id, now);
-                    }
+                if flapping_started && let Some(id) = st.incident {
+                    self.mark_flapping(id, alert);
+                    self.save_incident(id, now);
+                }
             }
         }
         st.written_seq = self.seq;
@@ -912,9 +913,15 @@ impl Engine {
                     .incidents
                     .get(&id)
                     .map_or(0, |t| t.inc.alert_fingerprints.len());
+                // Resolved when the last alert ended; the hold only confirmed it.
+                let at = self
+                    .incidents
+                    .get(&id)
+                    .and_then(|t| t.last_end)
+                    .unwrap_or(due);
                 self.do_resolve(
                     id,
-                    due,
+                    at,
                     now,
                     format!(
                         "auto-resolved: all {n} alerts resolved and stayed resolved for {}s",

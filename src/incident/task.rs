@@ -210,10 +210,11 @@ async fn engine_loop(
             }
         }
         if let Some(batch) = engine.take_batch()
-            && batch_tx.send(batch).await.is_err() {
-                tracing::error!("store writer stopped; engine stops");
-                return;
-            }
+            && batch_tx.send(batch).await.is_err()
+        {
+            tracing::error!("store writer stopped; engine stops");
+            return;
+        }
         metrics.sync_engine(&prev_stats, &engine.stats);
         prev_stats = engine.stats.clone();
     }

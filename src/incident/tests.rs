@@ -165,8 +165,8 @@ fn auto_resolve_after_hold_and_refire_within_hold_continues() {
     assert_eq!(states(&e)[0].1, IncidentState::Resolved);
     assert_eq!(
         e.incident(IncidentId(1)).unwrap().resolved_at,
-        Some(at(36)),
-        "resolved at end + hold, in event time"
+        Some(at(31)),
+        "resolved when the last alert ended (event time), confirmed after the hold"
     );
 }
 

@@ -81,13 +81,14 @@ pub fn parse_pagerduty(body: &[u8], now: Timestamp) -> Result<(Event, String), N
         None => return Err(missing("event_action")),
     };
     if let Some(k) = ev.dedup_key.as_deref()
-        && (k.is_empty() || k.len() > MAX_DEDUP_KEY) {
-            return Err(NormalizeError::field(
-                "dedup_key",
-                None,
-                format!("must be 1..={MAX_DEDUP_KEY} characters"),
-            ));
-        }
+        && (k.is_empty() || k.len() > MAX_DEDUP_KEY)
+    {
+        return Err(NormalizeError::field(
+            "dedup_key",
+            None,
+            format!("must be 1..={MAX_DEDUP_KEY} characters"),
+        ));
+    }
     if action != PagerDutyAction::Trigger {
         let key = ev
             .dedup_key
