@@ -27,22 +27,42 @@ fn config(dir: &std::path::Path) -> Config {
 }
 
 async fn start(c: &Config) -> Running {
-    app::start(c, Arc::new(SystemClock)).await.expect("pipeline starts")
+    app::start(c, Arc::new(SystemClock))
+        .await
+        .expect("pipeline starts")
 }
 
-async fn call(r: &Running, method: &str, uri: &str, body: impl Into<Body>, auth: Option<&str>) -> (StatusCode, Value, Option<String>) {
-    let mut req = Request::builder().method(method).uri(uri).header(header::CONTENT_TYPE, "application/json");
+async fn call(
+    r: &Running,
+    method: &str,
+    uri: &str,
+    body: impl Into<Body>,
+    auth: Option<&str>,
+) -> (StatusCode, Value, Option<String>) {
+    let mut req = Request::builder()
+        .method(method)
+        .uri(uri)
+        .header(header::CONTENT_TYPE, "application/json");
     if let Some(t) = auth {
         req = req.header(header::AUTHORIZATION, format!("Bearer {t}"));
     }
-    let resp = r.router.clone().oneshot(req.body(body.into()).unwrap()).await.unwrap();
+    let resp = r
+        .router
+        .clone()
+        .oneshot(req.body(body.into()).unwrap())
+        .await
+        .unwrap();
     let status = resp.status();
-    let retry = resp.headers().get(header::RETRY_AFTER).map(|v| v.to_str().unwrap().to_string());
+    let retry = resp
+        .headers()
+        .get(header::RETRY_AFTER)
+        .map(|v| v.to_str().unwrap().to_string());
     let bytes = resp.into_body().collect().await.unwrap().to_bytes();
     let v = if bytes.is_empty() {
         Value::Null
     } else {
-        serde_json::from_slice(&bytes).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into()))
+        serde_json::from_slice(&bytes)
+            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into()))
     };
     (status, v, retry)
 }
@@ -68,7 +88,14 @@ fn alert(host: &str, status: &str, severity: &str) -> Value {
 }
 
 async fn incidents(r: &Running, state: &str) -> Vec<Value> {
-    let (s, v, _) = call(r, "GET", &format!("/api/v1/incidents?state={state}"), Body::empty(), None).await;
+    let (s, v, _) = call(
+        r,
+        "GET",
+        &format!("/api/v1/incidents?state={state}"),
+        Body::empty(),
+        None,
+    )
+    .await;
     assert_eq!(s, StatusCode::OK, "{v}");
     v["incidents"].as_array().unwrap().clone()
 }
@@ -77,57 +104,137 @@ async fn incidents(r: &Running, state: &str) -> Vec<Value> {
 async fn webhook_opens_dedups_acks_and_resolves() {
     let dir = tempfile::tempdir().unwrap();
     let r = start(&config(dir.path())).await;
-    let body = webhook(json!([alert("db-1", "firing", "critical"), alert("db-2", "firing", "warning")]));
-    let (s, v, _) = call(&r, "POST", "/api/v1/alerts/alertmanager", body.clone(), None).await;
+    let body = webhook(json!([
+        alert("db-1", "firing", "critical"),
+        alert("db-2", "firing", "warning")
+    ]));
+    let (s, v, _) = call(
+        &r,
+        "POST",
+        "/api/v1/alerts/alertmanager",
+        body.clone(),
+        None,
+    )
+    .await;
     assert_eq!(s, StatusCode::OK, "{v}");
-    assert_eq!((v["new"].as_u64(), v["deduplicated"].as_u64()), (Some(2), Some(0)));
+    assert_eq!(
+        (v["new"].as_u64(), v["deduplicated"].as_u64()),
+        (Some(2), Some(0))
+    );
     // Alertmanager HA twin: the same body again changes nothing.
     let (s, v, _) = call(&r, "POST", "/api/v1/alerts/alertmanager", body, None).await;
     assert_eq!(s, StatusCode::OK);
-    assert_eq!((v["new"].as_u64(), v["deduplicated"].as_u64()), (Some(0), Some(2)));
+    assert_eq!(
+        (v["new"].as_u64(), v["deduplicated"].as_u64()),
+        (Some(0), Some(2))
+    );
 
     let open = incidents(&r, "open").await;
     assert_eq!(open.len(), 2);
-    let db1 = open.iter().find(|i| i["title"] == "HostDown: db-1 is down").expect("db-1 incident");
+    let db1 = open
+        .iter()
+        .find(|i| i["title"] == "HostDown: db-1 is down")
+        .expect("db-1 incident");
     assert_eq!(db1["priority"], "P2");
     assert_eq!(db1["alert_fingerprints"].as_array().unwrap().len(), 1);
-    assert_eq!(db1["links"]["runbooks"][0], "https://runbooks.example.com/HostDown");
+    assert_eq!(
+        db1["links"]["runbooks"][0],
+        "https://runbooks.example.com/HostDown"
+    );
     let id = db1["id"].as_i64().unwrap();
 
-    let (s, v, _) = call(&r, "POST", &format!("/api/v1/incidents/{id}/ack"), r#"{"by":"alice"}"#, None).await;
+    let (s, v, _) = call(
+        &r,
+        "POST",
+        &format!("/api/v1/incidents/{id}/ack"),
+        r#"{"by":"alice"}"#,
+        None,
+    )
+    .await;
     assert_eq!(s, StatusCode::OK, "{v}");
     assert_eq!(v["state"], "acknowledged");
     assert_eq!(v["acknowledged_by"], "alice");
-    let (s, v, _) = call(&r, "POST", &format!("/api/v1/incidents/{id}/ack"), Body::empty(), None).await;
+    let (s, v, _) = call(
+        &r,
+        "POST",
+        &format!("/api/v1/incidents/{id}/ack"),
+        Body::empty(),
+        None,
+    )
+    .await;
     assert_eq!(s, StatusCode::CONFLICT, "{v}");
 
     // The alert resolves: with a zero hold the incident resolves on the next tick.
-    let (s, _, _) = call(&r, "POST", "/api/v1/alerts/alertmanager", webhook(json!([alert("db-1", "resolved", "critical")])), None).await;
+    let (s, _, _) = call(
+        &r,
+        "POST",
+        "/api/v1/alerts/alertmanager",
+        webhook(json!([alert("db-1", "resolved", "critical")])),
+        None,
+    )
+    .await;
     assert_eq!(s, StatusCode::OK);
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     loop {
-        let (_, v, _) = call(&r, "GET", &format!("/api/v1/incidents/{id}"), Body::empty(), None).await;
+        let (_, v, _) = call(
+            &r,
+            "GET",
+            &format!("/api/v1/incidents/{id}"),
+            Body::empty(),
+            None,
+        )
+        .await;
         if v["state"] == "resolved" {
-            let kinds: Vec<&str> = v["timeline"].as_array().unwrap().iter().map(|e| e["kind"].as_str().unwrap()).collect();
+            let kinds: Vec<&str> = v["timeline"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|e| e["kind"].as_str().unwrap())
+                .collect();
             assert_eq!(kinds.first(), Some(&"opened"));
-            assert!(kinds.contains(&"acknowledged") && kinds.contains(&"alert_resolved") && kinds.ends_with(&["resolved"]), "{kinds:?}");
+            assert!(
+                kinds.contains(&"acknowledged")
+                    && kinds.contains(&"alert_resolved")
+                    && kinds.ends_with(&["resolved"]),
+                "{kinds:?}"
+            );
             assert_eq!(v["alerts"][0]["labels"]["instance"], "db-1:9100");
             assert_eq!(v["alerts"][0]["deliveries"].as_u64(), Some(3));
             break;
         }
-        assert!(std::time::Instant::now() < deadline, "incident never auto-resolved: {v}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "incident never auto-resolved: {v}"
+        );
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
-    let (s, v, _) = call(&r, "POST", &format!("/api/v1/incidents/{id}/resolve"), Body::empty(), None).await;
+    let (s, v, _) = call(
+        &r,
+        "POST",
+        &format!("/api/v1/incidents/{id}/resolve"),
+        Body::empty(),
+        None,
+    )
+    .await;
     assert_eq!(s, StatusCode::CONFLICT, "{v}");
-    let (s, _, _) = call(&r, "POST", "/api/v1/incidents/999/resolve", Body::empty(), None).await;
+    let (s, _, _) = call(
+        &r,
+        "POST",
+        "/api/v1/incidents/999/resolve",
+        Body::empty(),
+        None,
+    )
+    .await;
     assert_eq!(s, StatusCode::NOT_FOUND);
     let (s, _, _) = call(&r, "GET", "/api/v1/incidents/abc", Body::empty(), None).await;
     assert_eq!(s, StatusCode::BAD_REQUEST);
 
     let (_, m, _) = call(&r, "GET", "/metrics", Body::empty(), None).await;
     let m = m.as_str().unwrap().to_string();
-    assert!(m.contains("incidentd_alerts_received_total{source=\"alertmanager\"} 5"), "{m}");
+    assert!(
+        m.contains("incidentd_alerts_received_total{source=\"alertmanager\"} 5"),
+        "{m}"
+    );
     assert!(m.contains("incidentd_alerts_deduplicated_total 2"), "{m}");
     assert!(m.contains("incidentd_incidents_created_total 2"), "{m}");
     r.shutdown().await;
@@ -139,12 +246,26 @@ async fn bad_input_gets_a_clear_error_and_loses_nothing_accepted() {
     let mut c = config(dir.path());
     c.max_body_bytes = 4096;
     let r = start(&c).await;
-    let (s, _, _) = call(&r, "POST", "/api/v1/alerts/alertmanager", webhook(json!([alert("ok-1", "firing", "critical")])), None).await;
+    let (s, _, _) = call(
+        &r,
+        "POST",
+        "/api/v1/alerts/alertmanager",
+        webhook(json!([alert("ok-1", "firing", "critical")])),
+        None,
+    )
+    .await;
     assert_eq!(s, StatusCode::OK);
 
     let mut bad = alert("db-9", "firing", "critical");
     bad["startsAt"] = json!("yesterday");
-    let (s, v, _) = call(&r, "POST", "/api/v1/alerts/alertmanager", webhook(json!([alert("db-8", "firing", "critical"), bad])), None).await;
+    let (s, v, _) = call(
+        &r,
+        "POST",
+        "/api/v1/alerts/alertmanager",
+        webhook(json!([alert("db-8", "firing", "critical"), bad])),
+        None,
+    )
+    .await;
     assert_eq!(s, StatusCode::BAD_REQUEST);
     assert_eq!(v["detail"]["field"], "alerts[1].startsAt", "{v}");
     assert_eq!(v["detail"]["index"], 1);
@@ -152,24 +273,63 @@ async fn bad_input_gets_a_clear_error_and_loses_nothing_accepted() {
 
     let (s, v, _) = call(&r, "POST", "/api/v1/alerts/alertmanager", "{not json", None).await;
     assert_eq!(s, StatusCode::BAD_REQUEST);
-    assert!(v["error"].as_str().unwrap().contains("not valid JSON"), "{v}");
-    let (s, v, _) = call(&r, "POST", "/api/v1/alerts/alertmanager", r#"{"version":"5","alerts":[]}"#, None).await;
-    assert_eq!((s, v["detail"]["field"].as_str()), (StatusCode::BAD_REQUEST, Some("version")));
-    let (s, v, _) = call(&r, "POST", "/api/v1/alerts", r#"[{"labels":{"a":"b"},"status":"pending"}]"#, None).await;
-    assert_eq!((s, v["detail"]["field"].as_str()), (StatusCode::BAD_REQUEST, Some("[0].status")));
-    let big = webhook(json!((0..40).map(|i| alert(&format!("h{i}"), "firing", "critical")).collect::<Vec<_>>()));
+    assert!(
+        v["error"].as_str().unwrap().contains("not valid JSON"),
+        "{v}"
+    );
+    let (s, v, _) = call(
+        &r,
+        "POST",
+        "/api/v1/alerts/alertmanager",
+        r#"{"version":"5","alerts":[]}"#,
+        None,
+    )
+    .await;
+    assert_eq!(
+        (s, v["detail"]["field"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("version"))
+    );
+    let (s, v, _) = call(
+        &r,
+        "POST",
+        "/api/v1/alerts",
+        r#"[{"labels":{"a":"b"},"status":"pending"}]"#,
+        None,
+    )
+    .await;
+    assert_eq!(
+        (s, v["detail"]["field"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("[0].status"))
+    );
+    let big = webhook(json!(
+        (0..40)
+            .map(|i| alert(&format!("h{i}"), "firing", "critical"))
+            .collect::<Vec<_>>()
+    ));
     let (s, v, _) = call(&r, "POST", "/api/v1/alerts/alertmanager", big, None).await;
     assert_eq!(s, StatusCode::PAYLOAD_TOO_LARGE, "{v}");
     assert_eq!(v["detail"]["limit_bytes"], 4096);
-    let (s, v, _) = call(&r, "POST", "/api/v1/alerts/pagerduty", r#"{"routing_key":"r","event_action":"trigger"}"#, None).await;
-    assert_eq!((s, v["detail"]["field"].as_str()), (StatusCode::BAD_REQUEST, Some("payload")));
+    let (s, v, _) = call(
+        &r,
+        "POST",
+        "/api/v1/alerts/pagerduty",
+        r#"{"routing_key":"r","event_action":"trigger"}"#,
+        None,
+    )
+    .await;
+    assert_eq!(
+        (s, v["detail"]["field"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("payload"))
+    );
 
     // Nothing of the rejected batch was taken; the accepted alert is there.
     let all = incidents(&r, "all").await;
     assert_eq!(all.len(), 1);
     assert_eq!(all[0]["title"], "HostDown: ok-1 is down");
     let (_, m, _) = call(&r, "GET", "/metrics", Body::empty(), None).await;
-    assert!(m.as_str().unwrap().contains(r#"incidentd_ingest_requests_rejected_total{reason="invalid",source="alertmanager"} 3"#));
+    assert!(m.as_str().unwrap().contains(
+        r#"incidentd_ingest_requests_rejected_total{reason="invalid",source="alertmanager"} 3"#
+    ));
     r.shutdown().await;
 }
 
@@ -182,7 +342,11 @@ async fn bearer_tokens_and_rate_limits_per_source() {
     c.api_token = Some(Secret::Inline("ops".into()));
     let r = start(&c).await;
     let body = webhook(json!([alert("db-1", "firing", "critical")]));
-    for (tok, want) in [(None, StatusCode::UNAUTHORIZED), (Some("wrong"), StatusCode::UNAUTHORIZED), (Some("s3cret"), StatusCode::OK)] {
+    for (tok, want) in [
+        (None, StatusCode::UNAUTHORIZED),
+        (Some("wrong"), StatusCode::UNAUTHORIZED),
+        (Some("s3cret"), StatusCode::OK),
+    ] {
         let (s, v, _) = call(&r, "POST", "/api/v1/alerts/alertmanager", body.clone(), tok).await;
         assert_eq!(s, want, "{v}");
     }
@@ -194,8 +358,15 @@ async fn bearer_tokens_and_rate_limits_per_source() {
         codes.push(s);
         retry = retry.or(ra);
     }
-    assert_eq!(&codes[..2], &[StatusCode::OK, StatusCode::OK], "burst of 2 allowed");
-    assert!(codes[2..].contains(&StatusCode::TOO_MANY_REQUESTS), "{codes:?}");
+    assert_eq!(
+        &codes[..2],
+        &[StatusCode::OK, StatusCode::OK],
+        "burst of 2 allowed"
+    );
+    assert!(
+        codes[2..].contains(&StatusCode::TOO_MANY_REQUESTS),
+        "{codes:?}"
+    );
     assert_eq!(retry.as_deref(), Some("1"));
     let (s, _, _) = call(&r, "GET", "/api/v1/incidents", Body::empty(), None).await;
     assert_eq!(s, StatusCode::UNAUTHORIZED);
@@ -212,17 +383,34 @@ async fn pagerduty_events_trigger_ack_resolve() {
     let (s, v, _) = call(&r, "POST", "/api/v1/alerts/pagerduty", trig, None).await;
     assert_eq!(s, StatusCode::ACCEPTED, "{v}");
     assert_eq!(v["dedup_key"], "disk-1");
-    let (s, _, _) = call(&r, "POST", "/api/v1/alerts/pagerduty", r#"{"routing_key":"k","event_action":"acknowledge","dedup_key":"disk-1"}"#, None).await;
+    let (s, _, _) = call(
+        &r,
+        "POST",
+        "/api/v1/alerts/pagerduty",
+        r#"{"routing_key":"k","event_action":"acknowledge","dedup_key":"disk-1"}"#,
+        None,
+    )
+    .await;
     assert_eq!(s, StatusCode::ACCEPTED);
     let all = incidents(&r, "all").await;
     assert_eq!(all.len(), 1);
     assert_eq!(all[0]["state"], "acknowledged");
     assert_eq!(all[0]["title"], "DiskFull: disk full on db-1");
-    let (s, _, _) = call(&r, "POST", "/api/v1/alerts/pagerduty", r#"{"routing_key":"k","event_action":"resolve","dedup_key":"disk-1"}"#, None).await;
+    let (s, _, _) = call(
+        &r,
+        "POST",
+        "/api/v1/alerts/pagerduty",
+        r#"{"routing_key":"k","event_action":"resolve","dedup_key":"disk-1"}"#,
+        None,
+    )
+    .await;
     assert_eq!(s, StatusCode::ACCEPTED);
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     while incidents(&r, "resolved").await.len() != 1 {
-        assert!(std::time::Instant::now() < deadline, "PagerDuty resolve never resolved the incident");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "PagerDuty resolve never resolved the incident"
+        );
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
     r.shutdown().await;
@@ -234,12 +422,23 @@ async fn state_survives_restart() {
     let c = config(dir.path());
     let r = start(&c).await;
     let body = webhook(json!([alert("db-1", "firing", "critical")]));
-    call(&r, "POST", "/api/v1/alerts/alertmanager", body.clone(), None).await;
+    call(
+        &r,
+        "POST",
+        "/api/v1/alerts/alertmanager",
+        body.clone(),
+        None,
+    )
+    .await;
     r.shutdown().await;
     let r = start(&c).await;
     let (s, v, _) = call(&r, "POST", "/api/v1/alerts/alertmanager", body, None).await;
     assert_eq!(s, StatusCode::OK);
-    assert_eq!(v["deduplicated"].as_u64(), Some(1), "a repeat after restart is still a repeat: {v}");
+    assert_eq!(
+        v["deduplicated"].as_u64(),
+        Some(1),
+        "a repeat after restart is still a repeat: {v}"
+    );
     assert_eq!(incidents(&r, "all").await.len(), 1);
     let (s, v, _) = call(&r, "GET", "/readyz", Body::empty(), None).await;
     assert_eq!((s, v["ready"].as_bool()), (StatusCode::OK, Some(true)));

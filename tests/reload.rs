@@ -15,18 +15,34 @@ impl Drop for Daemon {
 async fn post(base: &str, name: &str) -> Value {
     let body = json!({"version": "4", "alerts": [{"status": "firing", "labels": {"alertname": name, "instance": "h:1", "severity": "critical"},
         "startsAt": "2026-03-02T08:00:00Z"}]});
-    let r = reqwest::Client::new().post(format!("{base}/api/v1/alerts/alertmanager")).json(&body).send().await.unwrap();
+    let r = reqwest::Client::new()
+        .post(format!("{base}/api/v1/alerts/alertmanager"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
     assert!(r.status().is_success());
     r.json().await.unwrap()
 }
 
 async fn metric(base: &str, line_prefix: &str) -> Option<f64> {
-    let text = reqwest::get(format!("{base}/metrics")).await.unwrap().text().await.unwrap();
-    text.lines().find(|l| l.starts_with(line_prefix)).and_then(|l| l.rsplit(' ').next()?.parse().ok())
+    let text = reqwest::get(format!("{base}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find(|l| l.starts_with(line_prefix))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
 }
 
 fn hup(pid: u32) {
-    let ok = Command::new("kill").args(["-HUP", &pid.to_string()]).status().unwrap().success();
+    let ok = Command::new("kill")
+        .args(["-HUP", &pid.to_string()])
+        .status()
+        .unwrap()
+        .success();
     assert!(ok, "kill -HUP failed");
 }
 
@@ -43,11 +59,24 @@ async fn sighup_reloads_rules_and_keeps_old_ones_on_error() {
     let dir = tempfile::tempdir().unwrap();
     let rules = dir.path().join("rules");
     std::fs::create_dir(&rules).unwrap();
-    std::fs::write(rules.join("a.yaml"), "rules:\n  - name: p1\n    actions:\n      priority: P1\n").unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    std::fs::write(
+        rules.join("a.yaml"),
+        "rules:\n  - name: p1\n    actions:\n      priority: P1\n",
+    )
+    .unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let base = format!("http://127.0.0.1:{port}");
     let child = Command::new(env!("CARGO_BIN_EXE_incidentd"))
-        .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
+        .args([
+            "serve",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--data-dir",
+        ])
         .arg(dir.path().join("data"))
         .arg("--rules")
         .arg(&rules)
@@ -57,7 +86,11 @@ async fn sighup_reloads_rules_and_keeps_old_ones_on_error() {
         .unwrap();
     let d = Daemon(child);
     let deadline = Instant::now() + Duration::from_secs(20);
-    while !reqwest::get(format!("{base}/readyz")).await.map(|r| r.status().is_success()).unwrap_or(false) {
+    while !reqwest::get(format!("{base}/readyz"))
+        .await
+        .map(|r| r.status().is_success())
+        .unwrap_or(false)
+    {
         assert!(Instant::now() < deadline, "not ready");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -70,20 +103,48 @@ async fn sighup_reloads_rules_and_keeps_old_ones_on_error() {
     )
     .unwrap();
     hup(d.0.id());
-    wait_for(&base, "incidentd_rule_reloads_total{outcome=\"success\"}", 1.0).await;
+    wait_for(
+        &base,
+        "incidentd_rule_reloads_total{outcome=\"success\"}",
+        1.0,
+    )
+    .await;
     assert_eq!(metric(&base, "incidentd_rules_loaded ").await, Some(2.0));
     let v = post(&base, "Noisy").await;
     assert_eq!(v["suppressed"], 1, "{v}");
 
     // A broken file: the reload fails and the two rules stay in force.
-    std::fs::write(rules.join("c.yaml"), "rules:\n  - name: broken\n    actions:\n      priority: P9\n").unwrap();
+    std::fs::write(
+        rules.join("c.yaml"),
+        "rules:\n  - name: broken\n    actions:\n      priority: P9\n",
+    )
+    .unwrap();
     hup(d.0.id());
-    wait_for(&base, "incidentd_rule_reloads_total{outcome=\"failure\"}", 1.0).await;
+    wait_for(
+        &base,
+        "incidentd_rule_reloads_total{outcome=\"failure\"}",
+        1.0,
+    )
+    .await;
     assert_eq!(metric(&base, "incidentd_rules_loaded ").await, Some(2.0));
     let v = post(&base, "Noisy2").await;
     assert_eq!(v["new"], 1);
-    let v: Value = reqwest::get(format!("{base}/api/v1/incidents")).await.unwrap().json().await.unwrap();
-    let titles: Vec<&str> = v["incidents"].as_array().unwrap().iter().map(|i| i["title"].as_str().unwrap()).collect();
-    assert_eq!(titles, vec!["Noisy2 on h"], "Noisy was suppressed, Noisy2 opened under the old rules");
+    let v: Value = reqwest::get(format!("{base}/api/v1/incidents"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let titles: Vec<&str> = v["incidents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["title"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        titles,
+        vec!["Noisy2 on h"],
+        "Noisy was suppressed, Noisy2 opened under the old rules"
+    );
     assert_eq!(v["incidents"][0]["priority"], "P1", "rule p1 still applies");
 }

@@ -24,7 +24,10 @@ fn shape(incidents: &[Value]) -> Vec<(Vec<String>, String)> {
                 .iter()
                 .map(|f| f.as_str().unwrap().to_string())
                 .collect();
-            (fps.into_iter().collect(), i["state"].as_str().unwrap().to_string())
+            (
+                fps.into_iter().collect(),
+                i["state"].as_str().unwrap().to_string(),
+            )
         })
         .collect();
     v.sort();
@@ -48,13 +51,25 @@ async fn replay_matches_live_ingest() {
     .unwrap();
 
     let (engine_cfg, rule_set) = app::offline_setup(None, Some(rules)).unwrap();
-    let replayed = app::replay(engine_cfg, rule_set, std::slice::from_ref(&file)).await.unwrap();
-    let replayed: Vec<Value> = replayed.incidents.iter().map(|i| serde_json::to_value(i).unwrap()).collect();
+    let replayed = app::replay(engine_cfg, rule_set, std::slice::from_ref(&file))
+        .await
+        .unwrap();
+    let replayed: Vec<Value> = replayed
+        .incidents
+        .iter()
+        .map(|i| serde_json::to_value(i).unwrap())
+        .collect();
     assert!(replayed.len() > 10, "the scenario makes many incidents");
 
     let running = app::start(&cfg, Arc::new(SystemClock)).await.unwrap();
-    for line in std::fs::read_to_string(&file).unwrap().lines().filter(|l| !l.trim().is_empty()) {
-        let req = Request::post("/api/v1/alerts/alertmanager").body(Body::from(line.to_string())).unwrap();
+    for line in std::fs::read_to_string(&file)
+        .unwrap()
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+    {
+        let req = Request::post("/api/v1/alerts/alertmanager")
+            .body(Body::from(line.to_string()))
+            .unwrap();
         let resp = running.router.clone().oneshot(req).await.unwrap();
         assert_eq!(resp.status(), StatusCode::OK);
     }
@@ -63,14 +78,20 @@ async fn replay_matches_live_ingest() {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
     let want = shape(&replayed);
     loop {
-        let req = Request::get("/api/v1/incidents?state=all").body(Body::empty()).unwrap();
+        let req = Request::get("/api/v1/incidents?state=all")
+            .body(Body::empty())
+            .unwrap();
         let resp = running.router.clone().oneshot(req).await.unwrap();
-        let v: Value = serde_json::from_slice(&resp.into_body().collect().await.unwrap().to_bytes()).unwrap();
+        let v: Value =
+            serde_json::from_slice(&resp.into_body().collect().await.unwrap().to_bytes()).unwrap();
         let got = shape(v["incidents"].as_array().unwrap());
         if got == want {
             break;
         }
-        assert!(std::time::Instant::now() < deadline, "live ingest differs from replay:\nlive:   {got:?}\nreplay: {want:?}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "live ingest differs from replay:\nlive:   {got:?}\nreplay: {want:?}"
+        );
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     }
     running.shutdown().await;
