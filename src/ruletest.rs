@@ -666,7 +666,7 @@ tests:
           alerts: 1
           rules: [db-team]
           assignment_group: team-db
-          resolved_at: "2026-03-02T08:06:00Z"
+          resolved_at: "2026-03-02T08:01:00Z"
 "#;
 
     #[tokio::test]

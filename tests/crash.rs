@@ -88,14 +88,25 @@ fn body(batch: usize) -> (String, Vec<Fingerprint>) {
     )
 }
 
+/// Every incident, following `next_before` pages as a client would.
 async fn all_incidents(base: &str) -> Vec<Value> {
-    let v: Value = reqwest::get(format!("{base}/api/v1/incidents?state=all&limit=10000"))
+    let mut out = Vec::new();
+    let mut before = String::new();
+    loop {
+        let v: Value = reqwest::get(format!(
+            "{base}/api/v1/incidents?state=all&limit=1000{before}"
+        ))
         .await
         .unwrap()
         .json()
         .await
         .unwrap();
-    v["incidents"].as_array().unwrap().clone()
+        out.extend(v["incidents"].as_array().unwrap().iter().cloned());
+        match v["next_before"].as_i64() {
+            Some(id) => before = format!("&before={id}"),
+            None => return out,
+        }
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

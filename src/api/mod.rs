@@ -190,12 +190,10 @@ pub fn router(state: Shared) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .fallback(|| async {
-            ApiError::Query {
-                field: "path",
-                message: "no such endpoint".into(),
-            }
-            .into_response()
-            .map(|b| b)
+            (
+                StatusCode::NOT_FOUND,
+                Json(json!({ "error": "no such endpoint", "detail": null })),
+            )
         })
         .layer(DefaultBodyLimit::max(limit))
         .with_state(state)

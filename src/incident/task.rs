@@ -158,6 +158,7 @@ pub fn spawn(
         committed_tx,
         metrics,
         healthy.clone(),
+        cancel,
     ));
     EngineHandle {
         tx,
@@ -278,6 +279,7 @@ async fn writer_loop(
     committed: watch::Sender<u64>,
     metrics: Metrics,
     healthy: Arc<AtomicBool>,
+    cancel: CancellationToken,
 ) {
     while let Some((mut seq, mut ops)) = rx.recv().await {
         while ops.len() < 50_000 {
@@ -304,11 +306,16 @@ async fn writer_loop(
                     break;
                 }
                 Err(e) => {
-                    // Never drop a batch: what it holds was accepted. Senders
-                    // waiting on it time out with 503 and retry; duplicates
-                    // of what finally commits are harmless repeats.
+                    // Never drop a batch while running: the senders of what it
+                    // holds are still waiting (and get 503 after their timeout;
+                    // their retries wait on this same batch). Only at shutdown
+                    // do we give up, and then nobody was told it was durable.
                     metrics.store_errors.inc();
                     healthy.store(false, Ordering::Relaxed);
+                    if cancel.is_cancelled() && backoff >= Duration::from_secs(5) {
+                        tracing::error!(error = %e, ops = ops.len(), "store still failing at shutdown; unacknowledged changes not persisted");
+                        return;
+                    }
                     tracing::error!(error = %e, ops = ops.len(), retry_in = ?backoff, "store commit failed");
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(Duration::from_secs(5));
