@@ -339,7 +339,7 @@ pub async fn replay_bodies(
         }
     }
     // Let pending auto-resolve holds expire: the stream has settled.
-    while let Some(due) = engine.next_due() {
+    if let Some(due) = engine.last_due() {
         engine.tick(due.max(clock));
     }
     engine.flush_touches();

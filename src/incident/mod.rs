@@ -115,8 +115,14 @@ pub struct Engine {
     seq: u64,
     dirty_alerts: FxHashSet<Fingerprint>,
     dirty_incidents: FxHashSet<IncidentId>,
+    /// Incidents changed in the current batch.
+    upserts: FxHashSet<IncidentId>,
+    /// Engine time of the last memory sweep.
+    last_sweep: Timestamp,
     pub stats: Stats,
 }
+
+const SWEEP_EVERY: Duration = Duration::from_secs(30);
 
 /// Urgency from the `severity` label, the convention of Prometheus rule sets.
 pub fn urgency_from_severity(severity: Option<&str>) -> Level {
@@ -177,6 +183,8 @@ impl Engine {
             seq: 1,
             dirty_alerts: FxHashSet::default(),
             dirty_incidents: FxHashSet::default(),
+            upserts: FxHashSet::default(),
+            last_sweep: Timestamp::MIN,
             stats: Stats::default(),
         }
     }
@@ -266,7 +274,11 @@ impl Engine {
 
     /// The batch number pending ops will be committed under (0 if none).
     pub fn pending_seq(&self) -> u64 {
-        if self.ops.is_empty() { 0 } else { self.seq }
+        if self.has_pending() { self.seq } else { 0 }
+    }
+
+    fn has_pending(&self) -> bool {
+        !self.ops.is_empty() || !self.upserts.is_empty()
     }
 
     pub fn incident(&self, id: IncidentId) -> Option<&Incident> {
@@ -275,8 +287,16 @@ impl Engine {
 
     /// Ops produced since the last call, as batch `seq`.
     pub fn take_batch(&mut self) -> Option<(u64, Vec<StoreOp>)> {
-        if self.ops.is_empty() {
+        if !self.has_pending() {
             return None;
+        }
+        let mut ids: Vec<IncidentId> = self.upserts.drain().collect();
+        ids.sort();
+        for id in ids {
+            if let Some(t) = self.incidents.get(&id) {
+                self.ops
+                    .push(StoreOp::UpsertIncident(Box::new(t.inc.clone())));
+            }
         }
         let seq = self.seq;
         self.seq += 1;
@@ -313,8 +333,8 @@ impl Engine {
     fn save_incident(&mut self, id: IncidentId, now: Timestamp) {
         if let Some(t) = self.incidents.get_mut(&id) {
             t.inc.updated_at = now;
-            self.ops
-                .push(StoreOp::UpsertIncident(Box::new(t.inc.clone())));
+            // Written once per batch however often it changed (take_batch).
+            self.upserts.insert(id);
             self.dirty_incidents.remove(&id);
         }
     }
@@ -348,7 +368,7 @@ impl Engine {
                 }
             }
         }
-        if !self.ops.is_empty() {
+        if self.has_pending() {
             out.wait_seq = out.wait_seq.max(self.seq);
         }
         out
@@ -931,10 +951,18 @@ impl Engine {
                 );
             }
         }
+        // Sweeping walks every alert: do it every 30 s of engine time, not
+        // on every tick (replay ticks once per body).
+        if self.last_sweep != Timestamp::MIN && now.since(self.last_sweep) < SWEEP_EVERY {
+            return;
+        }
+        self.last_sweep = now;
         let window = self.cfg.reopen_window;
         let before = self.incidents.len();
-        self.incidents
-            .retain(|_, t| t.resolved_seen.is_none_or(|seen| now.since(seen) <= window));
+        let upserts = &self.upserts;
+        self.incidents.retain(|id, t| {
+            upserts.contains(id) || t.resolved_seen.is_none_or(|seen| now.since(seen) <= window)
+        });
         if self.incidents.len() != before {
             let incidents = &self.incidents;
             self.by_key.retain(|_, id| incidents.contains_key(id));
@@ -946,9 +974,9 @@ impl Engine {
         });
     }
 
-    /// Earliest pending auto-resolve, so replay can drain timers.
-    pub fn next_due(&self) -> Option<Timestamp> {
-        self.due.first().map(|(t, _)| *t)
+    /// Latest pending auto-resolve, so replay can let every hold expire.
+    pub fn last_due(&self) -> Option<Timestamp> {
+        self.due.last().map(|(t, _)| *t)
     }
 
     /// Write coalesced repeat counters (absolute values).

@@ -2,13 +2,14 @@
 //! small pool serves reads concurrently, which WAL allows.
 
 use super::{
-    AlertRecord, AlertSnapshot, BoxFuture, IncidentQuery, Snapshot, StateFilter, Store, StoreError,
-    StoreOp,
+    AlertRecord, AlertSnapshot, AlertUpdate, BoxFuture, IncidentQuery, Snapshot, StateFilter,
+    Store, StoreError, StoreOp, Touch,
 };
 use crate::domain::{
     AlertStatus, Fingerprint, Incident, IncidentId, IncidentState, LabelSet, Level, Links,
     Priority, Source, TimelineEntry, TimelineKind, Timestamp,
 };
+use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
@@ -161,9 +162,119 @@ async fn migrate(pool: &SqlitePool) -> Result<(), StoreError> {
     Ok(())
 }
 
-async fn apply_op(tx: &mut Transaction<'_, Sqlite>, op: &StoreOp) -> Result<(), sqlx::Error> {
-    match op {
-        StoreOp::UpsertIncident(inc) => {
+/// Rows per multi-row statement, largest first. A handful of fixed sizes keeps
+/// the prepared-statement cache small while a batch of N rows costs about
+/// N/128 statements instead of N (each statement is a thread hand-off in sqlx).
+const CHUNKS: [usize; 4] = [128, 32, 8, 1];
+
+fn chunked<T>(rows: &[T]) -> Vec<&[T]> {
+    let mut out = Vec::new();
+    let mut rest = rows;
+    for size in CHUNKS {
+        while rest.len() >= size {
+            let (head, tail) = rest.split_at(size);
+            out.push(head);
+            rest = tail;
+        }
+    }
+    out
+}
+
+/// `(?, ?, ?), (?, ?, ?)` for `rows` rows of `cols` columns.
+fn placeholders(rows: usize, cols: usize) -> String {
+    let one = format!("({})", vec!["?"; cols].join(", "));
+    vec![one; rows].join(", ")
+}
+
+/// Keep the last element for each key, in first-seen order.
+fn last_by<'a, T, K: std::hash::Hash + Eq>(
+    items: impl Iterator<Item = &'a T>,
+    key: impl Fn(&T) -> K,
+) -> Vec<&'a T>
+where
+    T: 'a,
+{
+    let mut pos: FxHashMap<K, usize> = FxHashMap::default();
+    let mut out: Vec<&T> = Vec::new();
+    for it in items {
+        match pos.entry(key(it)) {
+            std::collections::hash_map::Entry::Occupied(e) => out[*e.get()] = it,
+            std::collections::hash_map::Entry::Vacant(e) => {
+                e.insert(out.len());
+                out.push(it);
+            }
+        }
+    }
+    out
+}
+
+/// Ops of one batch, grouped so that each kind becomes a few multi-row
+/// statements. Order between kinds is fixed (incidents, alert inserts, alert
+/// updates, links, timeline, counters); within a kind a later op for the same
+/// row wins, and counters only ever grow, so the result equals applying the
+/// ops one by one.
+#[derive(Default)]
+struct Grouped<'a> {
+    incidents: Vec<&'a Incident>,
+    inserts: Vec<&'a AlertRecord>,
+    updates: Vec<&'a AlertUpdate>,
+    links: Vec<(IncidentId, Fingerprint, Timestamp)>,
+    timeline: Vec<(IncidentId, &'a TimelineEntry)>,
+    touches: Vec<&'a Touch>,
+    incident_counts: Vec<(IncidentId, u64)>,
+}
+
+fn group(ops: &[StoreOp]) -> Grouped<'_> {
+    let mut g = Grouped::default();
+    let mut incidents = Vec::new();
+    let mut inserts = Vec::new();
+    let mut updates = Vec::new();
+    let mut touches = Vec::new();
+    for op in ops {
+        match op {
+            StoreOp::UpsertIncident(i) => incidents.push(&**i),
+            StoreOp::InsertAlert(a) => inserts.push(&**a),
+            StoreOp::UpdateAlert(u) => updates.push(&**u),
+            StoreOp::LinkAlert {
+                incident,
+                fingerprint,
+                at,
+            } => g.links.push((*incident, *fingerprint, *at)),
+            StoreOp::Timeline { incident, entry } => g.timeline.push((*incident, entry)),
+            StoreOp::TouchAlerts(t) => touches.extend(t.iter()),
+            StoreOp::TouchIncident {
+                incident,
+                alert_count,
+            } => g.incident_counts.push((*incident, *alert_count)),
+        }
+    }
+    g.incidents = last_by(incidents.into_iter(), |i: &Incident| i.id);
+    g.inserts = last_by(inserts.into_iter(), |a: &AlertRecord| a.fingerprint);
+    g.updates = last_by(updates.into_iter(), |u: &AlertUpdate| u.fingerprint);
+    g.touches = last_by(touches.into_iter(), |t: &Touch| t.fingerprint);
+    g
+}
+
+async fn apply_grouped(
+    tx: &mut Transaction<'_, Sqlite>,
+    g: &Grouped<'_>,
+) -> Result<(), sqlx::Error> {
+    for rows in chunked(&g.incidents) {
+        let sql = format!(
+            "INSERT INTO incidents (id, key, state, priority, impact, urgency, title, root_ci, assignment_group,
+               alert_count, opened_at, acknowledged_at, acknowledged_by, resolved_at, updated_at, reopen_count, flapping, extra)
+             VALUES {}
+             ON CONFLICT(id) DO UPDATE SET key=excluded.key, state=excluded.state, priority=excluded.priority,
+               impact=excluded.impact, urgency=excluded.urgency, title=excluded.title, root_ci=excluded.root_ci,
+               assignment_group=excluded.assignment_group, alert_count=MAX(incidents.alert_count, excluded.alert_count),
+               opened_at=excluded.opened_at, acknowledged_at=excluded.acknowledged_at,
+               acknowledged_by=excluded.acknowledged_by, resolved_at=excluded.resolved_at,
+               updated_at=excluded.updated_at, reopen_count=excluded.reopen_count,
+               flapping=excluded.flapping, extra=excluded.extra",
+            placeholders(rows.len(), 18)
+        );
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for inc in rows.iter().copied() {
             let extra = Extra {
                 cis: inc.cis.clone(),
                 impacted_services: inc.impacted_services.clone(),
@@ -171,142 +282,152 @@ async fn apply_op(tx: &mut Transaction<'_, Sqlite>, op: &StoreOp) -> Result<(), 
                 links: inc.links.clone(),
             };
             let extra = serde_json::to_string(&extra).unwrap_or_else(|_| "{}".into());
-            sqlx::query(
-                "INSERT INTO incidents (id, key, state, priority, impact, urgency, title, root_ci, assignment_group,
-                   alert_count, opened_at, acknowledged_at, acknowledged_by, resolved_at, updated_at, reopen_count, flapping, extra)
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-                 ON CONFLICT(id) DO UPDATE SET key=excluded.key, state=excluded.state, priority=excluded.priority,
-                   impact=excluded.impact, urgency=excluded.urgency, title=excluded.title, root_ci=excluded.root_ci,
-                   assignment_group=excluded.assignment_group, alert_count=excluded.alert_count,
-                   opened_at=excluded.opened_at, acknowledged_at=excluded.acknowledged_at,
-                   acknowledged_by=excluded.acknowledged_by, resolved_at=excluded.resolved_at,
-                   updated_at=excluded.updated_at, reopen_count=excluded.reopen_count,
-                   flapping=excluded.flapping, extra=excluded.extra",
-            )
-            .bind(inc.id.0)
-            .bind(&inc.key)
-            .bind(inc.state.as_str())
-            .bind(i64::from(inc.priority.get()))
-            .bind(i64::from(inc.impact.get()))
-            .bind(i64::from(inc.urgency.get()))
-            .bind(&inc.title)
-            .bind(&inc.root_ci)
-            .bind(&inc.assignment_group)
-            .bind(count_to_db(inc.alert_count))
-            .bind(inc.opened_at.millis())
-            .bind(inc.acknowledged_at.map(Timestamp::millis))
-            .bind(&inc.acknowledged_by)
-            .bind(inc.resolved_at.map(Timestamp::millis))
-            .bind(inc.updated_at.millis())
-            .bind(i64::from(inc.reopen_count))
-            .bind(inc.flapping)
-            .bind(extra)
-            .execute(&mut **tx)
-            .await?;
+            q = q
+                .bind(inc.id.0)
+                .bind(&inc.key)
+                .bind(inc.state.as_str())
+                .bind(i64::from(inc.priority.get()))
+                .bind(i64::from(inc.impact.get()))
+                .bind(i64::from(inc.urgency.get()))
+                .bind(&inc.title)
+                .bind(&inc.root_ci)
+                .bind(&inc.assignment_group)
+                .bind(count_to_db(inc.alert_count))
+                .bind(inc.opened_at.millis())
+                .bind(inc.acknowledged_at.map(Timestamp::millis))
+                .bind(&inc.acknowledged_by)
+                .bind(inc.resolved_at.map(Timestamp::millis))
+                .bind(inc.updated_at.millis())
+                .bind(i64::from(inc.reopen_count))
+                .bind(inc.flapping)
+                .bind(extra);
         }
-        StoreOp::InsertAlert(a) => {
-            let labels = serde_json::to_string(&a.labels).unwrap_or_else(|_| "{}".into());
-            let annotations = serde_json::to_string(&a.annotations).unwrap_or_else(|_| "{}".into());
-            sqlx::query(
-                "INSERT INTO alerts (fingerprint, status, labels, annotations, starts_at, ends_at, source, generator_url,
-                   incident_id, corr_key, suppressed_rule, suppressed_reason, flapping, first_seen, last_seen, deliveries)
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-                 ON CONFLICT(fingerprint) DO UPDATE SET status=excluded.status, labels=excluded.labels,
-                   annotations=excluded.annotations, starts_at=excluded.starts_at, ends_at=excluded.ends_at,
-                   source=excluded.source, generator_url=excluded.generator_url, incident_id=excluded.incident_id,
-                   corr_key=excluded.corr_key, suppressed_rule=excluded.suppressed_rule,
-                   suppressed_reason=excluded.suppressed_reason, flapping=excluded.flapping,
-                   last_seen=excluded.last_seen, deliveries=excluded.deliveries",
-            )
-            .bind(fp_to_db(a.fingerprint))
-            .bind(a.status.as_str())
-            .bind(labels)
-            .bind(annotations)
-            .bind(a.starts_at.millis())
-            .bind(a.ends_at.map(Timestamp::millis))
-            .bind(a.source.as_str())
-            .bind(&a.generator_url)
-            .bind(a.incident.map(|i| i.0))
-            .bind(&a.key)
-            .bind(a.suppressed.as_ref().map(|s| s.0.as_str()))
-            .bind(a.suppressed.as_ref().map(|s| s.1.as_str()))
-            .bind(a.flapping)
-            .bind(a.first_seen.millis())
-            .bind(a.last_seen.millis())
-            .bind(count_to_db(a.deliveries))
-            .execute(&mut **tx)
-            .await?;
+        q.execute(&mut **tx).await?;
+    }
+    for rows in chunked(&g.inserts) {
+        let sql = format!(
+            "INSERT INTO alerts (fingerprint, status, labels, annotations, starts_at, ends_at, source, generator_url,
+               incident_id, corr_key, suppressed_rule, suppressed_reason, flapping, first_seen, last_seen, deliveries)
+             VALUES {}
+             ON CONFLICT(fingerprint) DO UPDATE SET status=excluded.status, labels=excluded.labels,
+               annotations=excluded.annotations, starts_at=excluded.starts_at, ends_at=excluded.ends_at,
+               source=excluded.source, generator_url=excluded.generator_url, incident_id=excluded.incident_id,
+               corr_key=excluded.corr_key, suppressed_rule=excluded.suppressed_rule,
+               suppressed_reason=excluded.suppressed_reason, flapping=excluded.flapping,
+               last_seen=MAX(alerts.last_seen, excluded.last_seen), deliveries=MAX(alerts.deliveries, excluded.deliveries)",
+            placeholders(rows.len(), 16)
+        );
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for a in rows.iter().copied() {
+            q = q
+                .bind(fp_to_db(a.fingerprint))
+                .bind(a.status.as_str())
+                .bind(serde_json::to_string(&a.labels).unwrap_or_else(|_| "{}".into()))
+                .bind(serde_json::to_string(&a.annotations).unwrap_or_else(|_| "{}".into()))
+                .bind(a.starts_at.millis())
+                .bind(a.ends_at.map(Timestamp::millis))
+                .bind(a.source.as_str())
+                .bind(&a.generator_url)
+                .bind(a.incident.map(|i| i.0))
+                .bind(&a.key)
+                .bind(a.suppressed.as_ref().map(|s| s.0.as_str()))
+                .bind(a.suppressed.as_ref().map(|s| s.1.as_str()))
+                .bind(a.flapping)
+                .bind(a.first_seen.millis())
+                .bind(a.last_seen.millis())
+                .bind(count_to_db(a.deliveries));
         }
-        StoreOp::UpdateAlert(u) => {
+        q.execute(&mut **tx).await?;
+    }
+    for rows in chunked(&g.updates) {
+        let sql = format!(
+            "WITH v(fp, status, starts_at, ends_at, incident_id, corr_key, keep, s_rule, s_reason, flapping, last_seen, deliveries)
+               AS (VALUES {})
+             UPDATE alerts SET status = v.status, starts_at = v.starts_at, ends_at = v.ends_at,
+               incident_id = v.incident_id, corr_key = v.corr_key,
+               suppressed_rule = CASE WHEN v.keep THEN alerts.suppressed_rule ELSE v.s_rule END,
+               suppressed_reason = CASE WHEN v.keep THEN alerts.suppressed_reason ELSE v.s_reason END,
+               flapping = v.flapping, last_seen = MAX(alerts.last_seen, v.last_seen),
+               deliveries = MAX(alerts.deliveries, v.deliveries)
+             FROM v WHERE alerts.fingerprint = v.fp",
+            placeholders(rows.len(), 12)
+        );
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for u in rows.iter().copied() {
             let keep = u.suppressed.is_none();
             let set = u.suppressed.as_ref().and_then(Option::as_ref);
-            sqlx::query(
-                "UPDATE alerts SET status=?, starts_at=?, ends_at=?, incident_id=?, corr_key=?,
-                   suppressed_rule = CASE WHEN ? THEN suppressed_rule ELSE ? END,
-                   suppressed_reason = CASE WHEN ? THEN suppressed_reason ELSE ? END,
-                   flapping=?, last_seen=?, deliveries=? WHERE fingerprint=?",
-            )
-            .bind(u.status.as_str())
-            .bind(u.starts_at.millis())
-            .bind(u.ends_at.map(Timestamp::millis))
-            .bind(u.incident.map(|i| i.0))
-            .bind(&u.key)
-            .bind(keep)
-            .bind(set.map(|s| s.0.as_str()))
-            .bind(keep)
-            .bind(set.map(|s| s.1.as_str()))
-            .bind(u.flapping)
-            .bind(u.last_seen.millis())
-            .bind(count_to_db(u.deliveries))
-            .bind(fp_to_db(u.fingerprint))
-            .execute(&mut **tx)
-            .await?;
+            q = q
+                .bind(fp_to_db(u.fingerprint))
+                .bind(u.status.as_str())
+                .bind(u.starts_at.millis())
+                .bind(u.ends_at.map(Timestamp::millis))
+                .bind(u.incident.map(|i| i.0))
+                .bind(&u.key)
+                .bind(keep)
+                .bind(set.map(|s| s.0.as_str()))
+                .bind(set.map(|s| s.1.as_str()))
+                .bind(u.flapping)
+                .bind(u.last_seen.millis())
+                .bind(count_to_db(u.deliveries));
         }
-        StoreOp::LinkAlert {
-            incident,
-            fingerprint,
-            at,
-        } => {
-            sqlx::query(
-                "INSERT INTO incident_alerts (incident_id, fingerprint, joined_at) VALUES (?, ?, ?)
-                 ON CONFLICT DO NOTHING",
-            )
-            .bind(incident.0)
-            .bind(fp_to_db(*fingerprint))
-            .bind(at.millis())
-            .execute(&mut **tx)
-            .await?;
+        q.execute(&mut **tx).await?;
+    }
+    for rows in chunked(&g.links) {
+        let sql = format!(
+            "INSERT INTO incident_alerts (incident_id, fingerprint, joined_at) VALUES {} ON CONFLICT DO NOTHING",
+            placeholders(rows.len(), 3)
+        );
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for (inc, fp, at) in rows {
+            q = q.bind(inc.0).bind(fp_to_db(*fp)).bind(at.millis());
         }
-        StoreOp::Timeline { incident, entry } => {
-            sqlx::query("INSERT INTO timeline (incident_id, at, kind, message, actor) VALUES (?, ?, ?, ?, ?)")
-                .bind(incident.0)
-                .bind(entry.at.millis())
-                .bind(entry.kind.as_str())
-                .bind(&entry.message)
-                .bind(&entry.actor)
-                .execute(&mut **tx)
-                .await?;
+        q.execute(&mut **tx).await?;
+    }
+    for rows in chunked(&g.timeline) {
+        let sql = format!(
+            "INSERT INTO timeline (incident_id, at, kind, message, actor) VALUES {}",
+            placeholders(rows.len(), 5)
+        );
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for (inc, e) in rows {
+            q = q
+                .bind(inc.0)
+                .bind(e.at.millis())
+                .bind(e.kind.as_str())
+                .bind(&e.message)
+                .bind(&e.actor);
         }
-        StoreOp::TouchAlerts(touches) => {
-            for t in touches {
-                sqlx::query("UPDATE alerts SET last_seen=?, deliveries=? WHERE fingerprint=?")
-                    .bind(t.last_seen.millis())
-                    .bind(count_to_db(t.deliveries))
-                    .bind(fp_to_db(t.fingerprint))
-                    .execute(&mut **tx)
-                    .await?;
-            }
+        q.execute(&mut **tx).await?;
+    }
+    for rows in chunked(&g.touches) {
+        let sql = format!(
+            "WITH v(fp, last_seen, deliveries) AS (VALUES {})
+             UPDATE alerts SET last_seen = MAX(alerts.last_seen, v.last_seen),
+               deliveries = MAX(alerts.deliveries, v.deliveries)
+             FROM v WHERE alerts.fingerprint = v.fp",
+            placeholders(rows.len(), 3)
+        );
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for t in rows.iter().copied() {
+            q = q
+                .bind(fp_to_db(t.fingerprint))
+                .bind(t.last_seen.millis())
+                .bind(count_to_db(t.deliveries));
         }
-        StoreOp::TouchIncident {
-            incident,
-            alert_count,
-        } => {
-            sqlx::query("UPDATE incidents SET alert_count=? WHERE id=?")
-                .bind(count_to_db(*alert_count))
-                .bind(incident.0)
-                .execute(&mut **tx)
-                .await?;
+        q.execute(&mut **tx).await?;
+    }
+    for rows in chunked(&g.incident_counts) {
+        let sql = format!(
+            "WITH v(id, alert_count) AS (VALUES {})
+             UPDATE incidents SET alert_count = MAX(incidents.alert_count, v.alert_count)
+             FROM v WHERE incidents.id = v.id",
+            placeholders(rows.len(), 2)
+        );
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for (id, n) in rows {
+            q = q.bind(id.0).bind(count_to_db(*n));
         }
+        q.execute(&mut **tx).await?;
     }
     Ok(())
 }
@@ -417,10 +538,9 @@ async fn attach_fingerprints(
 impl Store for SqliteStore {
     fn apply<'a>(&'a self, ops: &'a [StoreOp]) -> BoxFuture<'a, Result<(), StoreError>> {
         Box::pin(async move {
+            let grouped = group(ops);
             let mut tx = self.writer.begin().await?;
-            for op in ops {
-                apply_op(&mut tx, op).await?;
-            }
+            apply_grouped(&mut tx, &grouped).await?;
             tx.commit().await?;
             Ok(())
         })
