@@ -315,6 +315,7 @@ pub async fn replay_bodies(
     let store = SqliteStore::in_memory().await?;
     let mut engine = Engine::new(engine_cfg, rules);
     let mut clock = Timestamp::MIN;
+    let mut pending: Vec<crate::store::StoreOp> = Vec::new();
     for (label, body) in bodies {
         let provisional = if clock == Timestamp::MIN {
             Timestamp::now()
@@ -335,9 +336,15 @@ pub async fn replay_bodies(
         engine.tick(clock);
         engine.ingest(events, clock);
         if let Some((_, ops)) = engine.take_batch() {
-            store.apply(&ops).await?;
+            pending.extend(ops);
+        }
+        // Nobody waits for durability here: commit in large batches.
+        if pending.len() >= 20_000 {
+            store.apply(&pending).await?;
+            pending.clear();
         }
     }
+    store.apply(&pending).await?;
     // Let pending auto-resolve holds expire: the stream has settled.
     if let Some(due) = engine.last_due() {
         engine.tick(due.max(clock));

@@ -191,3 +191,89 @@ async fn grouped_batch_equals_ops_in_order() {
         "a failed batch leaves nothing behind"
     );
 }
+
+/// Values travel as SQL literals inside one script per batch: any text must
+/// come back byte for byte and never be read as SQL.
+#[tokio::test]
+async fn hostile_text_round_trips() {
+    let store = SqliteStore::in_memory().await.unwrap();
+    let nasty = [
+        "it's",
+        "'); DROP TABLE incidents; --",
+        "semi;colon\nnew line",
+        "nul\0byte",
+        "ünïcödé ✓ 🚨",
+        "\\'\\\"",
+        "",
+    ];
+    let mut ops = Vec::new();
+    for (i, text) in nasty.iter().enumerate() {
+        let id = i as i64 + 1;
+        let mut inc = incident(id, IncidentState::Open, 1);
+        inc.title = text.to_string();
+        inc.key = format!("{text}-{id}");
+        inc.acknowledged_by = Some(text.to_string());
+        ops.push(StoreOp::UpsertIncident(Box::new(inc)));
+        let mut a = record(i as u64, id);
+        a.labels = [("alertname".to_string(), text.to_string())]
+            .into_iter()
+            .collect();
+        a.generator_url = text.to_string();
+        ops.push(StoreOp::InsertAlert(Box::new(a)));
+        ops.push(StoreOp::LinkAlert {
+            incident: IncidentId(id),
+            fingerprint: Fingerprint(i as u64),
+            at: Timestamp(1),
+        });
+        ops.push(StoreOp::Timeline {
+            incident: IncidentId(id),
+            entry: TimelineEntry {
+                at: Timestamp(1),
+                kind: TimelineKind::Opened,
+                message: text.to_string(),
+                actor: Some(text.to_string()),
+            },
+        });
+    }
+    store.apply(&ops).await.unwrap();
+    for (i, text) in nasty.iter().enumerate() {
+        let id = IncidentId(i as i64 + 1);
+        let inc = store
+            .get_incident(id)
+            .await
+            .unwrap()
+            .expect("incident stored");
+        assert_eq!(inc.title, *text);
+        assert_eq!(inc.acknowledged_by.as_deref(), Some(*text));
+        let tl = store.timeline(id).await.unwrap();
+        assert_eq!(
+            (tl[0].message.as_str(), tl[0].actor.as_deref()),
+            (*text, Some(*text))
+        );
+        let alerts = store.incident_alerts(id).await.unwrap();
+        assert_eq!(alerts[0].labels.get("alertname"), Some(*text));
+        assert_eq!(alerts[0].generator_url, *text);
+    }
+    // Fingerprints use the full u64 range (stored as their i64 bit pattern).
+    let big = Fingerprint(u64::MAX - 1);
+    let mut a = record(0, 1);
+    a.fingerprint = big;
+    store
+        .apply(&[
+            StoreOp::InsertAlert(Box::new(a)),
+            StoreOp::LinkAlert {
+                incident: IncidentId(1),
+                fingerprint: big,
+                at: Timestamp(2),
+            },
+        ])
+        .await
+        .unwrap();
+    let fps = store
+        .get_incident(IncidentId(1))
+        .await
+        .unwrap()
+        .unwrap()
+        .alert_fingerprints;
+    assert!(fps.contains(&big));
+}

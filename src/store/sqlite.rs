@@ -11,11 +11,11 @@ use crate::domain::{
 };
 use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
+use sqlx::Row;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
     SqliteSynchronous,
 };
-use sqlx::{Row, Sqlite, Transaction};
 use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
@@ -162,28 +162,68 @@ async fn migrate(pool: &SqlitePool) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// Rows per multi-row statement, largest first. A handful of fixed sizes keeps
-/// the prepared-statement cache small while a batch of N rows costs about
-/// N/128 statements instead of N (each statement is a thread hand-off in sqlx).
-const CHUNKS: [usize; 4] = [128, 32, 8, 1];
+/// Rows per INSERT/UPDATE statement: large enough to amortize statement
+/// overhead, small enough to keep each statement's text modest.
+const ROWS_PER_STATEMENT: usize = 256;
 
-fn chunked<T>(rows: &[T]) -> Vec<&[T]> {
-    let mut out = Vec::new();
-    let mut rest = rows;
-    for size in CHUNKS {
-        while rest.len() >= size {
-            let (head, tail) = rest.split_at(size);
-            out.push(head);
-            rest = tail;
+/// SQL literal writer. A batch is applied as ONE script (one round trip to
+/// sqlx's SQLite thread instead of one per statement, which dominated commit
+/// latency), so values are written as literals. Strings use SQLite's only
+/// escape, doubling `'`; a string containing NUL (which would end the
+/// statement text) is written as a hex blob cast to TEXT. Integers are
+/// formatted, never interpolated from text.
+struct Sql(String);
+
+impl Sql {
+    fn str(&mut self, v: &str) -> &mut Self {
+        if v.contains('\0') {
+            self.0.push_str("CAST(X'");
+            for b in v.as_bytes() {
+                self.0.push_str(&format!("{b:02x}"));
+            }
+            self.0.push_str("' AS TEXT)");
+        } else {
+            self.0.push('\'');
+            for ch in v.chars() {
+                if ch == '\'' {
+                    self.0.push('\'');
+                }
+                self.0.push(ch);
+            }
+            self.0.push('\'');
+        }
+        self
+    }
+    fn opt_str(&mut self, v: Option<&str>) -> &mut Self {
+        match v {
+            Some(v) => self.str(v),
+            None => self.raw("NULL"),
         }
     }
-    out
-}
-
-/// `(?, ?, ?), (?, ?, ?)` for `rows` rows of `cols` columns.
-fn placeholders(rows: usize, cols: usize) -> String {
-    let one = format!("({})", vec!["?"; cols].join(", "));
-    vec![one; rows].join(", ")
+    fn int(&mut self, v: i64) -> &mut Self {
+        self.0.push_str(&v.to_string());
+        self
+    }
+    fn opt_int(&mut self, v: Option<i64>) -> &mut Self {
+        match v {
+            Some(v) => self.int(v),
+            None => self.raw("NULL"),
+        }
+    }
+    fn bool(&mut self, v: bool) -> &mut Self {
+        self.raw(if v { "1" } else { "0" })
+    }
+    fn raw(&mut self, v: &str) -> &mut Self {
+        self.0.push_str(v);
+        self
+    }
+    /// `, ` between values of a row / rows of a statement.
+    fn sep(&mut self, first: bool) -> &mut Self {
+        if !first {
+            self.0.push_str(", ");
+        }
+        self
+    }
 }
 
 /// Keep the last element for each key, in first-seen order.
@@ -255,26 +295,15 @@ fn group(ops: &[StoreOp]) -> Grouped<'_> {
     g
 }
 
-async fn apply_grouped(
-    tx: &mut Transaction<'_, Sqlite>,
-    g: &Grouped<'_>,
-) -> Result<(), sqlx::Error> {
-    for rows in chunked(&g.incidents) {
-        let sql = format!(
-            "INSERT INTO incidents (id, key, state, priority, impact, urgency, title, root_ci, assignment_group,
-               alert_count, opened_at, acknowledged_at, acknowledged_by, resolved_at, updated_at, reopen_count, flapping, extra)
-             VALUES {}
-             ON CONFLICT(id) DO UPDATE SET key=excluded.key, state=excluded.state, priority=excluded.priority,
-               impact=excluded.impact, urgency=excluded.urgency, title=excluded.title, root_ci=excluded.root_ci,
-               assignment_group=excluded.assignment_group, alert_count=MAX(incidents.alert_count, excluded.alert_count),
-               opened_at=excluded.opened_at, acknowledged_at=excluded.acknowledged_at,
-               acknowledged_by=excluded.acknowledged_by, resolved_at=excluded.resolved_at,
-               updated_at=excluded.updated_at, reopen_count=excluded.reopen_count,
-               flapping=excluded.flapping, extra=excluded.extra",
-            placeholders(rows.len(), 18)
+fn script(g: &Grouped<'_>) -> String {
+    let mut q = Sql(String::with_capacity(64 * 1024));
+    q.raw("BEGIN IMMEDIATE;\n");
+    for rows in g.incidents.chunks(ROWS_PER_STATEMENT) {
+        q.raw(
+            "INSERT INTO incidents (id, key, state, priority, impact, urgency, title, root_ci, assignment_group, \
+             alert_count, opened_at, acknowledged_at, acknowledged_by, resolved_at, updated_at, reopen_count, flapping, extra) VALUES ",
         );
-        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
-        for inc in rows.iter().copied() {
+        for (i, inc) in rows.iter().enumerate() {
             let extra = Extra {
                 cis: inc.cis.clone(),
                 impacted_services: inc.impacted_services.clone(),
@@ -282,154 +311,205 @@ async fn apply_grouped(
                 links: inc.links.clone(),
             };
             let extra = serde_json::to_string(&extra).unwrap_or_else(|_| "{}".into());
-            q = q
-                .bind(inc.id.0)
-                .bind(&inc.key)
-                .bind(inc.state.as_str())
-                .bind(i64::from(inc.priority.get()))
-                .bind(i64::from(inc.impact.get()))
-                .bind(i64::from(inc.urgency.get()))
-                .bind(&inc.title)
-                .bind(&inc.root_ci)
-                .bind(&inc.assignment_group)
-                .bind(count_to_db(inc.alert_count))
-                .bind(inc.opened_at.millis())
-                .bind(inc.acknowledged_at.map(Timestamp::millis))
-                .bind(&inc.acknowledged_by)
-                .bind(inc.resolved_at.map(Timestamp::millis))
-                .bind(inc.updated_at.millis())
-                .bind(i64::from(inc.reopen_count))
-                .bind(inc.flapping)
-                .bind(extra);
+            q.sep(i == 0).raw("(");
+            q.int(inc.id.0)
+                .raw(", ")
+                .str(&inc.key)
+                .raw(", ")
+                .str(inc.state.as_str())
+                .raw(", ");
+            q.int(i64::from(inc.priority.get()))
+                .raw(", ")
+                .int(i64::from(inc.impact.get()))
+                .raw(", ");
+            q.int(i64::from(inc.urgency.get()))
+                .raw(", ")
+                .str(&inc.title)
+                .raw(", ");
+            q.opt_str(inc.root_ci.as_deref())
+                .raw(", ")
+                .opt_str(inc.assignment_group.as_deref())
+                .raw(", ");
+            q.int(count_to_db(inc.alert_count))
+                .raw(", ")
+                .int(inc.opened_at.millis())
+                .raw(", ");
+            q.opt_int(inc.acknowledged_at.map(Timestamp::millis))
+                .raw(", ");
+            q.opt_str(inc.acknowledged_by.as_deref()).raw(", ");
+            q.opt_int(inc.resolved_at.map(Timestamp::millis))
+                .raw(", ")
+                .int(inc.updated_at.millis())
+                .raw(", ");
+            q.int(i64::from(inc.reopen_count))
+                .raw(", ")
+                .bool(inc.flapping)
+                .raw(", ")
+                .str(&extra)
+                .raw(")");
         }
-        q.execute(&mut **tx).await?;
-    }
-    for rows in chunked(&g.inserts) {
-        let sql = format!(
-            "INSERT INTO alerts (fingerprint, status, labels, annotations, starts_at, ends_at, source, generator_url,
-               incident_id, corr_key, suppressed_rule, suppressed_reason, flapping, first_seen, last_seen, deliveries)
-             VALUES {}
-             ON CONFLICT(fingerprint) DO UPDATE SET status=excluded.status, labels=excluded.labels,
-               annotations=excluded.annotations, starts_at=excluded.starts_at, ends_at=excluded.ends_at,
-               source=excluded.source, generator_url=excluded.generator_url, incident_id=excluded.incident_id,
-               corr_key=excluded.corr_key, suppressed_rule=excluded.suppressed_rule,
-               suppressed_reason=excluded.suppressed_reason, flapping=excluded.flapping,
-               last_seen=MAX(alerts.last_seen, excluded.last_seen), deliveries=MAX(alerts.deliveries, excluded.deliveries)",
-            placeholders(rows.len(), 16)
+        q.raw(
+            " ON CONFLICT(id) DO UPDATE SET key=excluded.key, state=excluded.state, priority=excluded.priority, \
+             impact=excluded.impact, urgency=excluded.urgency, title=excluded.title, root_ci=excluded.root_ci, \
+             assignment_group=excluded.assignment_group, alert_count=MAX(incidents.alert_count, excluded.alert_count), \
+             opened_at=excluded.opened_at, acknowledged_at=excluded.acknowledged_at, \
+             acknowledged_by=excluded.acknowledged_by, resolved_at=excluded.resolved_at, \
+             updated_at=excluded.updated_at, reopen_count=excluded.reopen_count, \
+             flapping=excluded.flapping, extra=excluded.extra;\n",
         );
-        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
-        for a in rows.iter().copied() {
-            q = q
-                .bind(fp_to_db(a.fingerprint))
-                .bind(a.status.as_str())
-                .bind(serde_json::to_string(&a.labels).unwrap_or_else(|_| "{}".into()))
-                .bind(serde_json::to_string(&a.annotations).unwrap_or_else(|_| "{}".into()))
-                .bind(a.starts_at.millis())
-                .bind(a.ends_at.map(Timestamp::millis))
-                .bind(a.source.as_str())
-                .bind(&a.generator_url)
-                .bind(a.incident.map(|i| i.0))
-                .bind(&a.key)
-                .bind(a.suppressed.as_ref().map(|s| s.0.as_str()))
-                .bind(a.suppressed.as_ref().map(|s| s.1.as_str()))
-                .bind(a.flapping)
-                .bind(a.first_seen.millis())
-                .bind(a.last_seen.millis())
-                .bind(count_to_db(a.deliveries));
+    }
+    for rows in g.inserts.chunks(ROWS_PER_STATEMENT) {
+        q.raw(
+            "INSERT INTO alerts (fingerprint, status, labels, annotations, starts_at, ends_at, source, generator_url, \
+             incident_id, corr_key, suppressed_rule, suppressed_reason, flapping, first_seen, last_seen, deliveries) VALUES ",
+        );
+        for (i, a) in rows.iter().enumerate() {
+            let labels = serde_json::to_string(&a.labels).unwrap_or_else(|_| "{}".into());
+            let annotations = serde_json::to_string(&a.annotations).unwrap_or_else(|_| "{}".into());
+            q.sep(i == 0).raw("(");
+            q.int(fp_to_db(a.fingerprint))
+                .raw(", ")
+                .str(a.status.as_str())
+                .raw(", ");
+            q.str(&labels).raw(", ").str(&annotations).raw(", ");
+            q.int(a.starts_at.millis())
+                .raw(", ")
+                .opt_int(a.ends_at.map(Timestamp::millis))
+                .raw(", ");
+            q.str(a.source.as_str())
+                .raw(", ")
+                .str(&a.generator_url)
+                .raw(", ");
+            q.opt_int(a.incident.map(|i| i.0))
+                .raw(", ")
+                .str(&a.key)
+                .raw(", ");
+            q.opt_str(a.suppressed.as_ref().map(|s| s.0.as_str()))
+                .raw(", ");
+            q.opt_str(a.suppressed.as_ref().map(|s| s.1.as_str()))
+                .raw(", ");
+            q.bool(a.flapping)
+                .raw(", ")
+                .int(a.first_seen.millis())
+                .raw(", ");
+            q.int(a.last_seen.millis())
+                .raw(", ")
+                .int(count_to_db(a.deliveries))
+                .raw(")");
         }
-        q.execute(&mut **tx).await?;
-    }
-    for rows in chunked(&g.updates) {
-        let sql = format!(
-            "WITH v(fp, status, starts_at, ends_at, incident_id, corr_key, keep, s_rule, s_reason, flapping, last_seen, deliveries)
-               AS (VALUES {})
-             UPDATE alerts SET status = v.status, starts_at = v.starts_at, ends_at = v.ends_at,
-               incident_id = v.incident_id, corr_key = v.corr_key,
-               suppressed_rule = CASE WHEN v.keep THEN alerts.suppressed_rule ELSE v.s_rule END,
-               suppressed_reason = CASE WHEN v.keep THEN alerts.suppressed_reason ELSE v.s_reason END,
-               flapping = v.flapping, last_seen = MAX(alerts.last_seen, v.last_seen),
-               deliveries = MAX(alerts.deliveries, v.deliveries)
-             FROM v WHERE alerts.fingerprint = v.fp",
-            placeholders(rows.len(), 12)
+        q.raw(
+            " ON CONFLICT(fingerprint) DO UPDATE SET status=excluded.status, labels=excluded.labels, \
+             annotations=excluded.annotations, starts_at=excluded.starts_at, ends_at=excluded.ends_at, \
+             source=excluded.source, generator_url=excluded.generator_url, incident_id=excluded.incident_id, \
+             corr_key=excluded.corr_key, suppressed_rule=excluded.suppressed_rule, \
+             suppressed_reason=excluded.suppressed_reason, flapping=excluded.flapping, \
+             last_seen=MAX(alerts.last_seen, excluded.last_seen), deliveries=MAX(alerts.deliveries, excluded.deliveries);\n",
         );
-        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
-        for u in rows.iter().copied() {
-            let keep = u.suppressed.is_none();
+    }
+    for rows in g.updates.chunks(ROWS_PER_STATEMENT) {
+        q.raw(
+            "WITH v(fp, status, starts_at, ends_at, incident_id, corr_key, keep, s_rule, s_reason, flapping, last_seen, deliveries) AS (VALUES ",
+        );
+        for (i, u) in rows.iter().enumerate() {
             let set = u.suppressed.as_ref().and_then(Option::as_ref);
-            q = q
-                .bind(fp_to_db(u.fingerprint))
-                .bind(u.status.as_str())
-                .bind(u.starts_at.millis())
-                .bind(u.ends_at.map(Timestamp::millis))
-                .bind(u.incident.map(|i| i.0))
-                .bind(&u.key)
-                .bind(keep)
-                .bind(set.map(|s| s.0.as_str()))
-                .bind(set.map(|s| s.1.as_str()))
-                .bind(u.flapping)
-                .bind(u.last_seen.millis())
-                .bind(count_to_db(u.deliveries));
+            q.sep(i == 0).raw("(");
+            q.int(fp_to_db(u.fingerprint))
+                .raw(", ")
+                .str(u.status.as_str())
+                .raw(", ");
+            q.int(u.starts_at.millis())
+                .raw(", ")
+                .opt_int(u.ends_at.map(Timestamp::millis))
+                .raw(", ");
+            q.opt_int(u.incident.map(|i| i.0))
+                .raw(", ")
+                .str(&u.key)
+                .raw(", ");
+            q.bool(u.suppressed.is_none()).raw(", ");
+            q.opt_str(set.map(|s| s.0.as_str()))
+                .raw(", ")
+                .opt_str(set.map(|s| s.1.as_str()))
+                .raw(", ");
+            q.bool(u.flapping)
+                .raw(", ")
+                .int(u.last_seen.millis())
+                .raw(", ");
+            q.int(count_to_db(u.deliveries)).raw(")");
         }
-        q.execute(&mut **tx).await?;
-    }
-    for rows in chunked(&g.links) {
-        let sql = format!(
-            "INSERT INTO incident_alerts (incident_id, fingerprint, joined_at) VALUES {} ON CONFLICT DO NOTHING",
-            placeholders(rows.len(), 3)
+        q.raw(
+            ") UPDATE alerts SET status = v.status, starts_at = v.starts_at, ends_at = v.ends_at, \
+             incident_id = v.incident_id, corr_key = v.corr_key, \
+             suppressed_rule = CASE WHEN v.keep THEN alerts.suppressed_rule ELSE v.s_rule END, \
+             suppressed_reason = CASE WHEN v.keep THEN alerts.suppressed_reason ELSE v.s_reason END, \
+             flapping = v.flapping, last_seen = MAX(alerts.last_seen, v.last_seen), \
+             deliveries = MAX(alerts.deliveries, v.deliveries) FROM v WHERE alerts.fingerprint = v.fp;\n",
         );
-        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
-        for (inc, fp, at) in rows {
-            q = q.bind(inc.0).bind(fp_to_db(*fp)).bind(at.millis());
-        }
-        q.execute(&mut **tx).await?;
     }
-    for rows in chunked(&g.timeline) {
-        let sql = format!(
-            "INSERT INTO timeline (incident_id, at, kind, message, actor) VALUES {}",
-            placeholders(rows.len(), 5)
+    for rows in g.links.chunks(ROWS_PER_STATEMENT) {
+        q.raw("INSERT INTO incident_alerts (incident_id, fingerprint, joined_at) VALUES ");
+        for (i, (inc, fp, at)) in rows.iter().enumerate() {
+            q.sep(i == 0)
+                .raw("(")
+                .int(inc.0)
+                .raw(", ")
+                .int(fp_to_db(*fp))
+                .raw(", ")
+                .int(at.millis())
+                .raw(")");
+        }
+        q.raw(" ON CONFLICT DO NOTHING;\n");
+    }
+    for rows in g.timeline.chunks(ROWS_PER_STATEMENT) {
+        q.raw("INSERT INTO timeline (incident_id, at, kind, message, actor) VALUES ");
+        for (i, (inc, e)) in rows.iter().enumerate() {
+            q.sep(i == 0)
+                .raw("(")
+                .int(inc.0)
+                .raw(", ")
+                .int(e.at.millis())
+                .raw(", ");
+            q.str(e.kind.as_str())
+                .raw(", ")
+                .str(&e.message)
+                .raw(", ")
+                .opt_str(e.actor.as_deref())
+                .raw(")");
+        }
+        q.raw(";\n");
+    }
+    for rows in g.touches.chunks(ROWS_PER_STATEMENT) {
+        q.raw("WITH v(fp, last_seen, deliveries) AS (VALUES ");
+        for (i, t) in rows.iter().enumerate() {
+            q.sep(i == 0)
+                .raw("(")
+                .int(fp_to_db(t.fingerprint))
+                .raw(", ")
+                .int(t.last_seen.millis())
+                .raw(", ");
+            q.int(count_to_db(t.deliveries)).raw(")");
+        }
+        q.raw(
+            ") UPDATE alerts SET last_seen = MAX(alerts.last_seen, v.last_seen), \
+             deliveries = MAX(alerts.deliveries, v.deliveries) FROM v WHERE alerts.fingerprint = v.fp;\n",
         );
-        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
-        for (inc, e) in rows {
-            q = q
-                .bind(inc.0)
-                .bind(e.at.millis())
-                .bind(e.kind.as_str())
-                .bind(&e.message)
-                .bind(&e.actor);
-        }
-        q.execute(&mut **tx).await?;
     }
-    for rows in chunked(&g.touches) {
-        let sql = format!(
-            "WITH v(fp, last_seen, deliveries) AS (VALUES {})
-             UPDATE alerts SET last_seen = MAX(alerts.last_seen, v.last_seen),
-               deliveries = MAX(alerts.deliveries, v.deliveries)
-             FROM v WHERE alerts.fingerprint = v.fp",
-            placeholders(rows.len(), 3)
+    for rows in g.incident_counts.chunks(ROWS_PER_STATEMENT) {
+        q.raw("WITH v(id, alert_count) AS (VALUES ");
+        for (i, (id, n)) in rows.iter().enumerate() {
+            q.sep(i == 0)
+                .raw("(")
+                .int(id.0)
+                .raw(", ")
+                .int(count_to_db(*n))
+                .raw(")");
+        }
+        q.raw(
+            ") UPDATE incidents SET alert_count = MAX(incidents.alert_count, v.alert_count) \
+             FROM v WHERE incidents.id = v.id;\n",
         );
-        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
-        for t in rows.iter().copied() {
-            q = q
-                .bind(fp_to_db(t.fingerprint))
-                .bind(t.last_seen.millis())
-                .bind(count_to_db(t.deliveries));
-        }
-        q.execute(&mut **tx).await?;
     }
-    for rows in chunked(&g.incident_counts) {
-        let sql = format!(
-            "WITH v(id, alert_count) AS (VALUES {})
-             UPDATE incidents SET alert_count = MAX(incidents.alert_count, v.alert_count)
-             FROM v WHERE incidents.id = v.id",
-            placeholders(rows.len(), 2)
-        );
-        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
-        for (id, n) in rows {
-            q = q.bind(id.0).bind(count_to_db(*n));
-        }
-        q.execute(&mut **tx).await?;
-    }
-    Ok(())
+    q.raw("COMMIT;");
+    q.0
 }
 
 fn parse_state(s: &str) -> Result<IncidentState, StoreError> {
@@ -538,10 +618,22 @@ async fn attach_fingerprints(
 impl Store for SqliteStore {
     fn apply<'a>(&'a self, ops: &'a [StoreOp]) -> BoxFuture<'a, Result<(), StoreError>> {
         Box::pin(async move {
-            let grouped = group(ops);
-            let mut tx = self.writer.begin().await?;
-            apply_grouped(&mut tx, &grouped).await?;
-            tx.commit().await?;
+            if ops.is_empty() {
+                return Ok(());
+            }
+            let sql = script(&group(ops));
+            let mut conn = self.writer.acquire().await?;
+            if let Err(e) = sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+                .execute(&mut *conn)
+                .await
+            {
+                // The script stopped part-way inside its transaction: undo it
+                // so the connection goes back to the pool clean.
+                if let Err(rb) = sqlx::raw_sql("ROLLBACK").execute(&mut *conn).await {
+                    tracing::debug!(error = %rb, "rollback after a failed batch");
+                }
+                return Err(e.into());
+            }
             Ok(())
         })
     }
