@@ -5,6 +5,8 @@
 
 pub mod api;
 pub mod app;
+pub mod change;
+pub mod cmdb;
 pub mod config;
 pub mod correlate;
 pub mod dedup;

@@ -32,13 +32,18 @@ enum Cmd {
         /// Rule directory (default ./rules).
         #[arg(long)]
         rules: Option<PathBuf>,
+        /// CMDB file (default deploy/cmdb.yaml when present).
+        #[arg(long)]
+        cmdb: Option<PathBuf>,
     },
-    /// Validate config and rules; print every error; exit 1 if any.
+    /// Validate config, rules and CMDB; print every error; exit 1 if any.
     Check {
         #[arg(long, env = "INCIDENTD_CONFIG")]
         config: Option<PathBuf>,
         #[arg(long)]
         rules: Option<PathBuf>,
+        #[arg(long)]
+        cmdb: Option<PathBuf>,
     },
     /// Run recorded alert bodies through the pipeline and print the incidents as JSON.
     Replay {
@@ -46,6 +51,12 @@ enum Cmd {
         config: Option<PathBuf>,
         #[arg(long)]
         rules: Option<PathBuf>,
+        /// CMDB file (default: the configured one, or deploy/cmdb.yaml when present).
+        #[arg(long)]
+        cmdb: Option<PathBuf>,
+        /// Change records (JSON array) to apply.
+        #[arg(long)]
+        changes: Option<PathBuf>,
         /// JSON lines of Alertmanager webhook bodies or canonical alerts, in delivery order.
         #[arg(required = true)]
         files: Vec<PathBuf>,
@@ -77,22 +88,28 @@ fn main() -> ExitCode {
                 listen,
                 data_dir,
                 rules,
+                cmdb,
             } => app::serve(
                 config,
                 Overrides {
                     listen,
                     data_dir,
                     rules_dir: rules,
-                    cmdb: None,
+                    cmdb,
                 },
             )
             .await
             .map(|()| ExitCode::SUCCESS),
-            Cmd::Check { config, rules } => {
+            Cmd::Check {
+                config,
+                rules,
+                cmdb,
+            } => {
                 let problems = app::check(
                     config,
                     Overrides {
                         rules_dir: rules,
+                        cmdb,
                         ..Overrides::default()
                     },
                 )?;
@@ -110,14 +127,17 @@ fn main() -> ExitCode {
             Cmd::Replay {
                 config,
                 rules,
+                cmdb,
+                changes,
                 files,
             } => {
-                let (engine, rules) = app::offline_setup(config.as_deref(), rules)?;
-                let out = app::replay(engine, rules, &files).await?;
+                let cmdb = cmdb.map_or(app::CmdbChoice::Configured, app::CmdbChoice::File);
+                let setup = app::offline_setup(config.as_deref(), rules, cmdb, changes.as_deref())?;
+                let out = app::replay(setup, &files).await?;
                 println!(
                     "{}",
                     serde_json::to_string_pretty(
-                        &serde_json::json!({ "incidents": out.incidents })
+                        &serde_json::json!({ "incidents": out.incidents, "problems": out.problems })
                     )?
                 );
                 Ok(ExitCode::SUCCESS)

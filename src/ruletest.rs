@@ -16,6 +16,9 @@
 //! config: null         # optional: incidentd TOML config, relative to this
 //!                      # file (engine settings: holds, windows, matrix);
 //!                      # default: `incidentd test --config`, else defaults
+//! cmdb: cmdb.yaml      # optional: CMDB (exchange format), relative to this
+//!                      # file; without it alerts bind to no CI
+//! changes: changes.json  # optional: change records (JSON array)
 //! tests:
 //!   - name: critical host down pages at P2
 //!     alerts:          # deliveries, processed in order, one at a time
@@ -126,6 +129,12 @@ struct TestFile {
     rules: Option<PathBuf>,
     #[serde(default)]
     config: Option<PathBuf>,
+    /// CMDB file (exchange format) relative to the test file; none if unset.
+    #[serde(default)]
+    cmdb: Option<PathBuf>,
+    /// Change records (JSON array) relative to the test file.
+    #[serde(default)]
+    changes: Option<PathBuf>,
     tests: Vec<TestCase>,
 }
 
@@ -285,7 +294,17 @@ pub async fn run_file(file: &Path, cli_config: Option<&Path>, out: &mut String) 
         .as_ref()
         .map(|c| base.join(c))
         .or_else(|| cli_config.map(Path::to_path_buf));
-    let (engine_cfg, rules) = match app::offline_setup(config.as_deref(), Some(rules_dir.clone())) {
+    let cmdb = match &parsed.cmdb {
+        Some(p) => app::CmdbChoice::File(base.join(p)),
+        None => app::CmdbChoice::None,
+    };
+    let changes = parsed.changes.as_ref().map(|c| base.join(c));
+    let setup = match app::offline_setup(
+        config.as_deref(),
+        Some(rules_dir.clone()),
+        cmdb,
+        changes.as_deref(),
+    ) {
         Ok(setup) => setup,
         Err(e) => return fail(out, format!("{shown}: {e:#}")),
     };
@@ -294,21 +313,19 @@ pub async fn run_file(file: &Path, cli_config: Option<&Path>, out: &mut String) 
     for (i, case) in parsed.tests.iter().enumerate() {
         let problems = match bodies_of(i, &case.alerts) {
             Err(e) => vec![e],
-            Ok(bodies) => {
-                match app::replay_bodies(engine_cfg.clone(), rules.clone(), bodies).await {
-                    Err(e) => vec![replay_error(&e)],
-                    Ok(r) => {
-                        let mut got = r.incidents;
-                        got.sort_by_key(|inc| (inc.opened_at, inc.id));
-                        let diffs = compare(&case.expect.incidents, &got);
-                        if diffs.is_empty() {
-                            diffs
-                        } else {
-                            with_got(diffs, &got)
-                        }
+            Ok(bodies) => match app::replay_bodies(setup.clone(), bodies).await {
+                Err(e) => vec![replay_error(&e)],
+                Ok(r) => {
+                    let mut got = r.incidents;
+                    got.sort_by_key(|inc| (inc.opened_at, inc.id));
+                    let diffs = compare(&case.expect.incidents, &got);
+                    if diffs.is_empty() {
+                        diffs
+                    } else {
+                        with_got(diffs, &got)
                     }
                 }
-            }
+            },
         };
         if problems.is_empty() {
             summary.passed += 1;

@@ -60,7 +60,7 @@ fn check_reports_every_error_with_file_and_field() {
 
 #[test]
 fn replay_prints_incidents_as_json() {
-    let (code, out, err) = incidentd(&["replay", "tests/data/small-storm.alerts.jsonl"]);
+    let (code, out, err) = incidentd(&["replay", "tests/data/scenarios/small-storm/alerts.jsonl"]);
     assert_eq!(code, 0, "{err}");
     let v: serde_json::Value = serde_json::from_str(&out).expect("JSON on stdout");
     let incidents = v["incidents"].as_array().unwrap();

@@ -16,6 +16,7 @@ fn incident(id: i64, state: IncidentState, count: u64) -> Incident {
         root_ci: None,
         cis: vec![],
         impacted_services: vec![],
+        impact_detail: vec![],
         assignment_group: None,
         alert_fingerprints: vec![],
         alert_count: count,
@@ -28,6 +29,7 @@ fn incident(id: i64, state: IncidentState, count: u64) -> Incident {
         flapping: false,
         rules: vec![],
         links: Links::default(),
+        signature: None,
     }
 }
 
@@ -46,6 +48,7 @@ fn record(fp: u64, incident: i64) -> AlertRecord {
         incident: Some(IncidentId(incident)),
         key: "k".into(),
         suppressed: Some(("rule-x".into(), "because".into())),
+        change: Some("CHG1".into()),
         flapping: false,
         first_seen: Timestamp(1_000),
         last_seen: Timestamp(1_000),
@@ -94,6 +97,7 @@ async fn grouped_batch_equals_ops_in_order() {
             incident: Some(IncidentId(1)),
             key: "k".into(),
             suppressed,
+            change: None,
             flapping: true,
             last_seen: Timestamp(8_000),
             deliveries: 7,

@@ -49,6 +49,10 @@ pub enum ApiError {
     },
     #[error("store error: {0}")]
     Store(#[from] crate::store::StoreError),
+    #[error("invalid change records")]
+    Changes(Vec<crate::change::ChangeError>),
+    #[error("CI {0:?} not found in the CMDB")]
+    CiNotFound(String),
 }
 
 impl IntoResponse for ApiError {
@@ -96,6 +100,12 @@ impl IntoResponse for ApiError {
             ApiError::Query { field, .. } => {
                 (StatusCode::BAD_REQUEST, json!({ "field": field }), None)
             }
+            ApiError::Changes(errs) => (
+                StatusCode::BAD_REQUEST,
+                json!({ "errors": errs.iter().map(|e| json!({ "field": e.field, "message": e.message })).collect::<Vec<_>>() }),
+                None,
+            ),
+            ApiError::CiNotFound(id) => (StatusCode::NOT_FOUND, json!({ "id": id }), None),
             ApiError::Store(e) => {
                 tracing::error!(error = %e, "store read failed");
                 (
@@ -160,6 +170,7 @@ fn bearer_ok(expected: Option<&[u8]>, headers: &HeaderMap) -> bool {
 }
 
 pub struct AppState {
+    pub cmdb: crate::cmdb::SharedCmdb,
     pub engine: EngineHandle,
     pub store: DynStore,
     pub metrics: Metrics,
@@ -183,6 +194,9 @@ pub fn router(state: Shared) -> Router {
         .route("/api/v1/incidents/{id}", get(get_incident))
         .route("/api/v1/incidents/{id}/ack", post(ack_incident))
         .route("/api/v1/incidents/{id}/resolve", post(resolve_incident))
+        .route("/api/v1/changes", post(post_changes).get(list_changes))
+        .route("/api/v1/problems", get(list_problems))
+        .route("/api/v1/cis/{id}", get(get_ci))
         .route(
             "/healthz",
             get(|| async { Json(json!({ "status": "ok" })) }),
@@ -573,4 +587,72 @@ async fn metrics(State(st): State<Shared>) -> Response {
         st.metrics.render(),
     )
         .into_response()
+}
+
+async fn post_changes(
+    State(st): State<Shared>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
+    check_api_token(&st, &headers)?;
+    let body = body_bytes(body, st.max_body_bytes)?;
+    let changes = crate::change::parse_changes(&body).map_err(ApiError::Changes)?;
+    let ids: Vec<String> = changes.iter().map(|c| c.id.clone()).collect();
+    st.engine.add_changes(changes).await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({ "status": "success", "accepted": ids })),
+    ))
+}
+
+async fn list_changes(
+    State(st): State<Shared>,
+    headers: HeaderMap,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    check_api_token(&st, &headers)?;
+    let changes = st.store.list_changes().await?;
+    Ok(Json(json!({ "changes": changes })))
+}
+
+async fn list_problems(
+    State(st): State<Shared>,
+    headers: HeaderMap,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    check_api_token(&st, &headers)?;
+    let problems = st.store.list_problems().await?;
+    Ok(Json(json!({ "problems": problems })))
+}
+
+/// A CI with its neighbourhood: what it depends on, what depends on it, and
+/// the business services its failure would hurt.
+async fn get_ci(
+    State(st): State<Shared>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    check_api_token(&st, &headers)?;
+    let cmdb = match st.cmdb.read() {
+        Ok(g) => g.clone(),
+        Err(poisoned) => poisoned.into_inner().clone(),
+    };
+    let idx = cmdb
+        .ci_by_id(&id)
+        .ok_or_else(|| ApiError::CiNotFound(id.clone()))?;
+    let ci = cmdb.ci(idx);
+    let ids =
+        |v: &[crate::cmdb::CiIdx]| v.iter().map(|c| cmdb.ci(*c).id.clone()).collect::<Vec<_>>();
+    Ok(Json(json!({
+        "id": ci.id,
+        "name": ci.name,
+        "class": ci.class,
+        "service": ci.service.map(|s| cmdb.service(s).id.clone()),
+        "owner": ci.owner,
+        "hostnames": ci.hostnames,
+        "match": ci.match_labels.iter().cloned().collect::<std::collections::BTreeMap<String, String>>(),
+        "runbook": ci.runbook,
+        "depends_on": ids(cmdb.depends_on(idx)),
+        "dependents": ids(cmdb.dependents(idx)),
+        "upstream": ids(&cmdb.upstream(idx)),
+        "impacted_services": cmdb.impacted_services(idx),
+    })))
 }

@@ -22,7 +22,10 @@ pub enum ChangeState {
 impl ChangeState {
     /// States whose window counts as planned work.
     pub fn is_planned(self) -> bool {
-        matches!(self, ChangeState::Approved | ChangeState::Implementing | ChangeState::Completed)
+        matches!(
+            self,
+            ChangeState::Approved | ChangeState::Implementing | ChangeState::Completed
+        )
     }
 }
 
@@ -162,16 +165,34 @@ mod tests {
         for c in changes {
             book.upsert(c);
         }
-        assert_eq!(book.active("host-pg-1-a", t("2026-03-02T08:48:00Z")).map(|c| c.id.as_str()), Some("CHG0001001"));
-        assert!(book.active("host-pg-1-a", t("2026-03-02T08:42:59Z")).is_none());
-        assert!(book.active("host-pg-1-b", t("2026-03-02T08:48:00Z")).is_none());
-        assert!(book.active("host-pg-1-a", t("2026-03-02T10:30:00Z")).is_none(), "rejected changes are no window");
-        let grace = Duration::from_secs(30 * 60);
         assert_eq!(
-            book.recently_ended("host-pg-1-a", t("2026-03-02T09:40:00Z"), grace).map(|c| c.id.as_str()),
+            book.active("host-pg-1-a", t("2026-03-02T08:48:00Z"))
+                .map(|c| c.id.as_str()),
             Some("CHG0001001")
         );
-        assert!(book.recently_ended("host-pg-1-a", t("2026-03-02T10:40:00Z"), grace).is_none());
+        assert!(
+            book.active("host-pg-1-a", t("2026-03-02T08:42:59Z"))
+                .is_none()
+        );
+        assert!(
+            book.active("host-pg-1-b", t("2026-03-02T08:48:00Z"))
+                .is_none()
+        );
+        assert!(
+            book.active("host-pg-1-a", t("2026-03-02T10:30:00Z"))
+                .is_none(),
+            "rejected changes are no window"
+        );
+        let grace = Duration::from_secs(30 * 60);
+        assert_eq!(
+            book.recently_ended("host-pg-1-a", t("2026-03-02T09:40:00Z"), grace)
+                .map(|c| c.id.as_str()),
+            Some("CHG0001001")
+        );
+        assert!(
+            book.recently_ended("host-pg-1-a", t("2026-03-02T10:40:00Z"), grace)
+                .is_none()
+        );
     }
 
     #[test]

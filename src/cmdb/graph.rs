@@ -127,9 +127,15 @@ impl Cmdb {
     pub fn build(src: &str, file: CmdbFile) -> Result<Cmdb, Vec<CmdbError>> {
         let mut errs = Vec::new();
         let mut warnings = Vec::new();
-        let err = |errs: &mut Vec<CmdbError>, field: String, msg: String| errs.push(CmdbError::new(src, field, msg));
+        let err = |errs: &mut Vec<CmdbError>, field: String, msg: String| {
+            errs.push(CmdbError::new(src, field, msg))
+        };
         if file.version != 1 {
-            err(&mut errs, "version".into(), format!("unsupported version {} (expected 1)", file.version));
+            err(
+                &mut errs,
+                "version".into(),
+                format!("unsupported version {} (expected 1)", file.version),
+            );
         }
         let mut services = Vec::with_capacity(file.services.len());
         let mut service_by_id = FxHashMap::default();
@@ -139,25 +145,38 @@ impl Cmdb {
                 err(&mut errs, format!("{at}.id"), "must not be empty".into());
             }
             if service_by_id.insert(s.id.clone(), i).is_some() {
-                err(&mut errs, format!("{at}.id"), format!("duplicate service id {:?}", s.id));
+                err(
+                    &mut errs,
+                    format!("{at}.id"),
+                    format!("duplicate service id {:?}", s.id),
+                );
             }
             let tier = match s.tier {
                 None => 3,
                 Some(t @ 1..=5) => t as u8,
                 Some(t) => {
-                    err(&mut errs, format!("{at}.tier"), format!("must be 1..=5, got {t}"));
+                    err(
+                        &mut errs,
+                        format!("{at}.tier"),
+                        format!("must be 1..=5, got {t}"),
+                    );
                     3
                 }
             };
             let mut response = [None; 5];
             let mut resolution = [None; 5];
             if let Some(sla) = &s.sla {
-                for (kind, map, out) in [("response", &sla.response, &mut response), ("resolution", &sla.resolution, &mut resolution)] {
+                for (kind, map, out) in [
+                    ("response", &sla.response, &mut response),
+                    ("resolution", &sla.resolution, &mut resolution),
+                ] {
                     for (p, d) in map {
                         let field = format!("{at}.sla.{kind}.{p}");
                         match (Priority::parse(p), parse_duration(d)) {
                             (Some(prio), Ok(dur)) => out[usize::from(prio.get() - 1)] = Some(dur),
-                            (None, _) => err(&mut errs, field, format!("{p:?} is not a priority P1..P5")),
+                            (None, _) => {
+                                err(&mut errs, field, format!("{p:?} is not a priority P1..P5"))
+                            }
                             (_, Err(m)) => err(&mut errs, field, m),
                         }
                     }
@@ -167,7 +186,14 @@ impl Cmdb {
             for (j, slo) in s.slo.iter().enumerate() {
                 let field = format!("{at}.slo[{j}]");
                 if !(slo.objective > 0.0 && slo.objective < 100.0) {
-                    err(&mut errs, format!("{field}.objective"), format!("must be a percentage between 0 and 100, got {}", slo.objective));
+                    err(
+                        &mut errs,
+                        format!("{field}.objective"),
+                        format!(
+                            "must be a percentage between 0 and 100, got {}",
+                            slo.objective
+                        ),
+                    );
                 }
                 match parse_duration(&slo.window) {
                     Ok(w) if !w.is_zero() => slos.push(Slo {
@@ -175,7 +201,11 @@ impl Cmdb {
                         objective: slo.objective / 100.0,
                         window: w,
                     }),
-                    Ok(_) => err(&mut errs, format!("{field}.window"), "must be positive".into()),
+                    Ok(_) => err(
+                        &mut errs,
+                        format!("{field}.window"),
+                        "must be positive".into(),
+                    ),
                     Err(m) => err(&mut errs, format!("{field}.window"), m),
                 }
             }
@@ -193,10 +223,18 @@ impl Cmdb {
         let mut by_id = FxHashMap::default();
         for (i, c) in file.cis.iter().enumerate() {
             if c.id.trim().is_empty() {
-                err(&mut errs, format!("cis[{i}].id"), "must not be empty".into());
+                err(
+                    &mut errs,
+                    format!("cis[{i}].id"),
+                    "must not be empty".into(),
+                );
             }
             if by_id.insert(c.id.clone(), CiIdx(i as u32)).is_some() {
-                err(&mut errs, format!("cis[{i}].id"), format!("duplicate CI id {:?}", c.id));
+                err(
+                    &mut errs,
+                    format!("cis[{i}].id"),
+                    format!("duplicate CI id {:?}", c.id),
+                );
             }
         }
         let mut cis = Vec::with_capacity(file.cis.len());
@@ -212,7 +250,11 @@ impl Cmdb {
                 Some(s) => match service_by_id.get(s) {
                     Some(&si) => Some(si),
                     None => {
-                        err(&mut errs, format!("{at}.service"), format!("unknown service {s:?}"));
+                        err(
+                            &mut errs,
+                            format!("{at}.service"),
+                            format!("unknown service {s:?}"),
+                        );
                         None
                     }
                 },
@@ -220,13 +262,21 @@ impl Cmdb {
             let mut seen = FxHashSet::default();
             for (j, dep) in c.depends_on.iter().enumerate() {
                 match by_id.get(dep) {
-                    Some(&d) if d == idx => err(&mut errs, format!("{at}.depends_on[{j}]"), format!("CI {:?} depends on itself", c.id)),
+                    Some(&d) if d == idx => err(
+                        &mut errs,
+                        format!("{at}.depends_on[{j}]"),
+                        format!("CI {:?} depends on itself", c.id),
+                    ),
                     Some(&d) => {
                         if seen.insert(d) {
                             edges.push((idx, d));
                         }
                     }
-                    None => err(&mut errs, format!("{at}.depends_on[{j}]"), format!("unknown CI {dep:?}")),
+                    None => err(
+                        &mut errs,
+                        format!("{at}.depends_on[{j}]"),
+                        format!("unknown CI {dep:?}"),
+                    ),
                 }
             }
             for h in &c.hostnames {
@@ -240,7 +290,11 @@ impl Cmdb {
                     by_host.insert(h.clone(), idx);
                 }
             }
-            let match_labels: Vec<(String, String)> = c.match_labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+            let match_labels: Vec<(String, String)> = c
+                .match_labels
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect();
             if let Some((k, v)) = match_labels.first() {
                 match_index.entry(pair_hash(k, v)).or_default().push(idx);
                 if let Some(prev) = match_sets.get(&match_labels) {
@@ -278,7 +332,11 @@ impl Cmdb {
         };
         if let Some(cycle) = cmdb.find_cycle() {
             let path: Vec<&str> = cycle.iter().map(|c| cmdb.cis[c.at()].id.as_str()).collect();
-            err(&mut errs, "cis".into(), format!("depends_on cycle: {}", path.join(" → ")));
+            err(
+                &mut errs,
+                "cis".into(),
+                format!("depends_on cycle: {}", path.join(" → ")),
+            );
         }
         if errs.is_empty() { Ok(cmdb) } else { Err(errs) }
     }
@@ -331,18 +389,27 @@ impl Cmdb {
 
     /// Bind an alert to at most one CI, most specific first (DESIGN §3).
     pub fn bind(&self, labels: &LabelSet) -> Option<Binding> {
-        if let Some(id) = labels.get("ci") {
-            if let Some(&ci) = self.by_id.get(id) {
-                return Some(Binding { ci, how: BindingHow::CiLabel });
-            }
+        if let Some(id) = labels.get("ci")
+            && let Some(&ci) = self.by_id.get(id)
+        {
+            return Some(Binding {
+                ci,
+                how: BindingHow::CiLabel,
+            });
         }
         let mut best: Option<(usize, &str, CiIdx)> = None;
         if !self.match_index.is_empty() {
             for (k, v) in labels.iter() {
-                let Some(cands) = self.match_index.get(&pair_hash(k, v)) else { continue };
+                let Some(cands) = self.match_index.get(&pair_hash(k, v)) else {
+                    continue;
+                };
                 for &c in cands {
                     let ci = &self.cis[c.at()];
-                    if !ci.match_labels.iter().all(|(mk, mv)| labels.get(mk) == Some(mv.as_str())) {
+                    if !ci
+                        .match_labels
+                        .iter()
+                        .all(|(mk, mv)| labels.get(mk) == Some(mv.as_str()))
+                    {
                         continue;
                     }
                     let n = ci.match_labels.len();
@@ -357,7 +424,10 @@ impl Cmdb {
             }
         }
         if let Some((_, _, ci)) = best {
-            return Some(Binding { ci, how: BindingHow::Match });
+            return Some(Binding {
+                ci,
+                how: BindingHow::Match,
+            });
         }
         let host = labels
             .get("instance")
@@ -365,9 +435,10 @@ impl Cmdb {
             .map(instance_host)
             .or_else(|| labels.get("host"))
             .or_else(|| labels.get("hostname"))?;
-        self.by_host
-            .get(host)
-            .map(|&ci| Binding { ci, how: BindingHow::Hostname })
+        self.by_host.get(host).map(|&ci| Binding {
+            ci,
+            how: BindingHow::Hostname,
+        })
     }
 
     /// Every CI `from` depends on, directly or not (breadth first, nearest first).
@@ -386,7 +457,11 @@ impl Cmdb {
         let mut queue = std::collections::VecDeque::from([from]);
         seen.insert(from);
         while let Some(c) = queue.pop_front() {
-            let next = if up { self.depends_on(c) } else { self.dependents(c) };
+            let next = if up {
+                self.depends_on(c)
+            } else {
+                self.dependents(c)
+            };
             for &n in next {
                 if seen.insert(n) {
                     out.push(n);
@@ -496,6 +571,10 @@ fn ci_of(c: &CiRecord, service: Option<usize>) -> Ci {
         owner: c.owner.clone(),
         runbook: c.runbook.clone(),
         hostnames: c.hostnames.clone(),
-        match_labels: c.match_labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+        match_labels: c
+            .match_labels
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
     }
 }

@@ -6,9 +6,10 @@
 
 mod graph;
 mod model;
+pub mod servicenow;
 
 pub use graph::{Binding, BindingHow, CiIdx, Cmdb, ImpactedService};
-pub use model::{CiRecord, CmdbFile, ServiceRecord, SloRecord};
+pub use model::{CiRecord, CmdbFile, ServiceRecord, SlaRecord, SloRecord};
 
 use std::path::Path;
 
@@ -34,18 +35,58 @@ impl CmdbError {
 /// Read and validate a `cmdb.yaml` file.
 pub fn load_file(path: &Path) -> Result<Cmdb, Vec<CmdbError>> {
     let name = path.display().to_string();
-    let text = std::fs::read_to_string(path).map_err(|e| vec![CmdbError::new(&name, "file", e.to_string())])?;
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| vec![CmdbError::new(&name, "file", e.to_string())])?;
     parse_yaml(&name, &text)
 }
 
 /// Parse and validate CMDB YAML text.
 pub fn parse_yaml(source_name: &str, text: &str) -> Result<Cmdb, Vec<CmdbError>> {
-    let file: CmdbFile = serde_yaml_ng::from_str(text).map_err(|e| {
+    Cmdb::build(source_name, parse_file(source_name, text)?)
+}
+
+/// Parse the exchange format without building the graph (to merge sources).
+pub fn parse_file(source_name: &str, text: &str) -> Result<CmdbFile, Vec<CmdbError>> {
+    serde_yaml_ng::from_str(text).map_err(|e| {
         let at = e
             .location()
             .map(|l| format!("line {} column {}", l.line(), l.column()))
             .unwrap_or_else(|| "document".into());
         vec![CmdbError::new(source_name, at, e.to_string())]
-    })?;
-    Cmdb::build(source_name, file)
+    })
 }
+
+/// Merge sources: later ones win for a service or CI id they share.
+pub fn merge(parts: Vec<CmdbFile>) -> CmdbFile {
+    let mut out = CmdbFile {
+        version: 1,
+        services: Vec::new(),
+        cis: Vec::new(),
+    };
+    let mut svc_at: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+    let mut ci_at: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+    for part in parts {
+        for s in part.services {
+            match svc_at.get(&s.id) {
+                Some(&i) => out.services[i] = s,
+                None => {
+                    svc_at.insert(s.id.clone(), out.services.len());
+                    out.services.push(s);
+                }
+            }
+        }
+        for c in part.cis {
+            match ci_at.get(&c.id) {
+                Some(&i) => out.cis[i] = c,
+                None => {
+                    ci_at.insert(c.id.clone(), out.cis.len());
+                    out.cis.push(c);
+                }
+            }
+        }
+    }
+    out
+}
+
+/// The CMDB in force, shared with the API; swapped whole on reload.
+pub type SharedCmdb = std::sync::Arc<std::sync::RwLock<std::sync::Arc<Cmdb>>>;

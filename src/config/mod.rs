@@ -33,7 +33,6 @@ pub struct RawConfig {
     pub listen: Option<String>,
     pub data_dir: Option<PathBuf>,
     pub rules_dir: Option<PathBuf>,
-    pub cmdb: Option<PathBuf>,
     pub log_format: Option<String>,
     pub log_level: Option<String>,
     pub http: RawHttp,
@@ -41,6 +40,53 @@ pub struct RawConfig {
     pub api: RawApi,
     pub store: RawStore,
     pub incident: RawIncident,
+    pub correlation: RawCorrelation,
+    pub changes: RawChanges,
+    pub problems: RawProblems,
+    pub cmdb: RawCmdb,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawCorrelation {
+    pub window: Option<String>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawChanges {
+    pub grace: Option<String>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawProblems {
+    pub threshold: Option<u32>,
+    pub period: Option<String>,
+    pub similar_limit: Option<u32>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawCmdb {
+    pub file: Option<PathBuf>,
+    pub reload_interval: Option<String>,
+    pub servicenow: Option<RawServiceNow>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawServiceNow {
+    pub url: Option<String>,
+    pub user: Option<String>,
+    pub password: Option<String>,
+    pub password_file: Option<PathBuf>,
+    pub token: Option<String>,
+    pub token_file: Option<PathBuf>,
+    pub interval: Option<String>,
+    pub page_size: Option<u32>,
+    pub ci_query: Option<String>,
+    pub timeout: Option<String>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -115,12 +161,35 @@ pub enum LogFormat {
     Json,
 }
 
+/// ServiceNow-style CMDB REST source (`cmdb_ci`, `cmdb_rel_ci` tables).
+#[derive(Debug, Clone)]
+pub struct ServiceNowConfig {
+    pub url: String,
+    pub auth: ServiceNowAuth,
+    pub interval: Duration,
+    pub page_size: u32,
+    pub ci_query: Option<String>,
+    pub timeout: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub enum ServiceNowAuth {
+    Basic { user: String, password: Secret },
+    Bearer(Secret),
+}
+
 #[derive(Debug, Clone)]
 pub struct Config {
     pub listen: SocketAddr,
     pub data_dir: PathBuf,
     pub rules_dir: PathBuf,
+    /// The CMDB file; `None` runs without one.
     pub cmdb: Option<PathBuf>,
+    /// True when the path was given (a missing file is then an error); the
+    /// default `deploy/cmdb.yaml` may be absent.
+    pub cmdb_required: bool,
+    pub cmdb_reload_interval: Duration,
+    pub servicenow: Option<ServiceNowConfig>,
     pub log_format: LogFormat,
     pub log_level: String,
     pub max_body_bytes: usize,
@@ -309,7 +378,33 @@ pub fn validate(raw: RawConfig, o: &Overrides) -> Result<Config, Vec<FieldError>
             d.matrix.clone()
         }),
     };
+    let threshold = raw.problems.threshold.unwrap_or(3);
     let engine = EngineConfig {
+        correlation_window: duration(
+            &mut errs,
+            "correlation.window",
+            &raw.correlation.window,
+            d.correlation_window,
+        ),
+        change_grace: duration(
+            &mut errs,
+            "changes.grace",
+            &raw.changes.grace,
+            d.change_grace,
+        ),
+        problems: crate::incident::problems::ProblemPolicy {
+            threshold: threshold as usize,
+            period: duration(
+                &mut errs,
+                "problems.period",
+                &raw.problems.period,
+                d.problems.period,
+            ),
+        },
+        similar_limit: raw
+            .problems
+            .similar_limit
+            .map_or(d.similar_limit, |n| n as usize),
         auto_resolve_hold: duration(
             &mut errs,
             "incident.auto_resolve_hold",
@@ -353,6 +448,21 @@ pub fn validate(raw: RawConfig, o: &Overrides) -> Result<Config, Vec<FieldError>
         },
     )
     .token;
+    let cmdb_reload_interval = duration(
+        &mut errs,
+        "cmdb.reload_interval",
+        &raw.cmdb.reload_interval,
+        Duration::from_secs(10),
+    );
+    let servicenow = raw
+        .cmdb
+        .servicenow
+        .as_ref()
+        .and_then(|sn| servicenow(&mut errs, sn));
+    let (cmdb, cmdb_required) = match (o.cmdb.clone(), raw.cmdb.file.clone()) {
+        (Some(p), _) | (None, Some(p)) => (Some(p), true),
+        (None, None) => (Some(PathBuf::from("deploy/cmdb.yaml")), false),
+    };
     let log_level = raw.log_level.clone().unwrap_or_else(|| "info".into());
     if tracing_subscriber::EnvFilter::try_new(&log_level).is_err() {
         errs.push(FieldError {
@@ -377,7 +487,10 @@ pub fn validate(raw: RawConfig, o: &Overrides) -> Result<Config, Vec<FieldError>
             .clone()
             .or(raw.rules_dir)
             .unwrap_or_else(|| "./rules".into()),
-        cmdb: o.cmdb.clone().or(raw.cmdb),
+        cmdb,
+        cmdb_required,
+        cmdb_reload_interval,
+        servicenow,
         log_format,
         log_level,
         max_body_bytes: usize::try_from(max_body_bytes).unwrap_or(usize::MAX),
@@ -390,6 +503,84 @@ pub fn validate(raw: RawConfig, o: &Overrides) -> Result<Config, Vec<FieldError>
         sqlite_synchronous,
         flush_interval,
         engine,
+    })
+}
+
+fn servicenow(errs: &mut Vec<FieldError>, sn: &RawServiceNow) -> Option<ServiceNowConfig> {
+    let mut err = |field: &str, message: &str| {
+        errs.push(FieldError {
+            field: format!("cmdb.servicenow.{field}"),
+            message: message.into(),
+        })
+    };
+    let url = match sn.url.as_deref() {
+        Some(u) if u.starts_with("http://") || u.starts_with("https://") => {
+            u.trim_end_matches('/').to_string()
+        }
+        Some(_) => {
+            err("url", "must be an http(s) URL");
+            return None;
+        }
+        None => {
+            err("url", "required when [cmdb.servicenow] is present");
+            return None;
+        }
+    };
+    let secret = |inline: &Option<String>, file: &Option<PathBuf>| match (inline, file) {
+        (Some(v), None) => Some(Secret::Inline(v.clone())),
+        (None, Some(f)) => Some(Secret::File(f.clone())),
+        _ => None,
+    };
+    let auth = match (
+        &sn.user,
+        secret(&sn.password, &sn.password_file),
+        secret(&sn.token, &sn.token_file),
+    ) {
+        (Some(user), Some(password), None) => ServiceNowAuth::Basic {
+            user: user.clone(),
+            password,
+        },
+        (None, None, Some(token)) => ServiceNowAuth::Bearer(token),
+        _ => {
+            err(
+                "user",
+                "set either user with one of password/password_file (basic auth), or one of token/token_file (bearer)",
+            );
+            return None;
+        }
+    };
+    let parse =
+        |v: &Option<String>, default: Duration| v.as_deref().map_or(Ok(default), parse_duration);
+    let interval = match parse(&sn.interval, Duration::from_secs(15 * 60)) {
+        Ok(d) if d >= Duration::from_secs(10) => d,
+        Ok(_) => {
+            err("interval", "must be at least 10s");
+            return None;
+        }
+        Err(m) => {
+            err("interval", &m);
+            return None;
+        }
+    };
+    let timeout = match parse(&sn.timeout, Duration::from_secs(30)) {
+        Ok(d) => d,
+        Err(m) => {
+            err("timeout", &m);
+            return None;
+        }
+    };
+    let page_size = sn.page_size.unwrap_or(1000);
+    if !(1..=10_000).contains(&page_size) {
+        err("page_size", "must be 1..=10000");
+        return None;
+    }
+    Some(ServiceNowConfig {
+        url,
+        auth,
+        interval,
+        page_size,
+        ci_query: sn.ci_query.clone().filter(|q| !q.is_empty()),
+        timeout,
     })
 }
 

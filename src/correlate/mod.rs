@@ -2,7 +2,10 @@
 //! the same active incident. Without a CMDB the key is the alert name on the
 //! thing that alerts (the `ci` label, else the host of `instance`, else a
 //! `host`/`hostname` label); an alert that names no target is its own key.
-//! Topology correlation (DESIGN §3) refines this once the CMDB is bound.
+//! With a CMDB, the key names the bound CI, and [`topology`] groups alerts
+//! on related CIs (DESIGN §3).
+
+pub mod topology;
 
 use crate::domain::Alert;
 
@@ -36,6 +39,14 @@ pub fn target(alert: &Alert) -> Option<String> {
         .or_else(|| l.get("hostname"))
         .filter(|v| !v.is_empty())
         .map(|h| format!("host:{h}"))
+}
+
+/// The key once the alert is bound: the same alert name on the same CMDB CI.
+pub fn correlation_key_for(alert: &Alert, ci: Option<&str>) -> String {
+    match ci {
+        Some(ci) => format!("{}|ci:{ci}", alert.alertname()),
+        None => correlation_key(alert),
+    }
 }
 
 pub fn correlation_key(alert: &Alert) -> String {

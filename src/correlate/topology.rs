@@ -78,7 +78,11 @@ pub fn place<'a>(
     below_root.sort();
     above_root.sort();
     let merge_above = |exclude: IncidentId| -> Vec<IncidentId> {
-        above_root.iter().map(|(id, _)| *id).filter(|id| *id != exclude).collect()
+        above_root
+            .iter()
+            .map(|(id, _)| *id)
+            .filter(|id| *id != exclude)
+            .collect()
     };
     if let Some(&target) = same.first() {
         return Placement::Join {

@@ -253,6 +253,16 @@ pub enum TimelineKind {
     Reopened,
     Flapping,
     Assigned,
+    /// The root cause CI was found or changed (topology correlation).
+    RootCause,
+    /// Another incident was folded into this one, or this one into another.
+    Merged,
+    /// An alert fired during or shortly after a change on a related CI.
+    ChangeRelated,
+    /// Linked to a problem record.
+    Problem,
+    /// Impacted services changed.
+    Impact,
 }
 
 impl TimelineKind {
@@ -269,6 +279,11 @@ impl TimelineKind {
             TimelineKind::Reopened => "reopened",
             TimelineKind::Flapping => "flapping",
             TimelineKind::Assigned => "assigned",
+            TimelineKind::RootCause => "root_cause",
+            TimelineKind::Merged => "merged",
+            TimelineKind::ChangeRelated => "change_related",
+            TimelineKind::Problem => "problem",
+            TimelineKind::Impact => "impact",
         }
     }
 }
@@ -278,10 +293,38 @@ impl TimelineKind {
 pub struct Links {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub runbooks: Vec<String>,
+    /// The change this incident is related to (first one found).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub change: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub problem: Option<String>,
+    /// Set when this incident was folded into another one (a root cause
+    /// found later): the incident that now holds its alerts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub merged_into: Option<IncidentId>,
+    /// Earlier incidents with the same signature, newest first (knowledge).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub similar: Vec<IncidentId>,
+}
+
+/// A business service an incident hurts, with its tier (1 = most critical).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceImpact {
+    pub id: String,
+    pub tier: u8,
+}
+
+/// A problem record (ITIL problem management): the same root CI and alert
+/// signature caused incidents again and again.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Problem {
+    pub id: String,
+    pub signature: String,
+    pub root_ci: Option<String>,
+    pub alertname: String,
+    pub state: String,
+    pub opened_at: Timestamp,
+    pub incidents: Vec<IncidentId>,
 }
 
 /// An ITIL incident as the store keeps it and the API shows it.
@@ -297,7 +340,11 @@ pub struct Incident {
     pub title: String,
     pub root_ci: Option<String>,
     pub cis: Vec<String>,
+    /// Ids of the business services downstream of the root CI, sorted.
     pub impacted_services: Vec<String>,
+    /// The same services with their tiers.
+    #[serde(default)]
+    pub impact_detail: Vec<ServiceImpact>,
     pub assignment_group: Option<String>,
     pub alert_fingerprints: Vec<Fingerprint>,
     /// Deliveries received for this incident's alerts, repeats included.
@@ -312,4 +359,8 @@ pub struct Incident {
     /// Rule names that acted on this incident.
     pub rules: Vec<String>,
     pub links: Links,
+    /// Root CI and alert name: what makes incidents "the same again" for
+    /// problem management and knowledge.
+    #[serde(default)]
+    pub signature: Option<String>,
 }

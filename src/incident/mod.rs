@@ -7,17 +7,24 @@
 //! event time (`startsAt`, `endsAt`), so replaying a recorded stream gives the
 //! incidents live ingest gave. Memory retention runs on engine time (`now`).
 
+mod placement;
+pub mod problems;
 pub mod task;
 
+pub use placement::impact_of;
+
+use crate::change::{ChangeBook, ChangeRecord};
+use crate::cmdb::{CiIdx, Cmdb};
 use crate::correlate;
 use crate::dedup::{AlertState, AlertTable, FlapPolicy, Observation};
 use crate::domain::{
-    Alert, AlertStatus, Fingerprint, Incident, IncidentId, IncidentState, Level, Links, Priority,
+    Alert, AlertStatus, Fingerprint, Incident, IncidentId, IncidentState, Level, Priority,
     PriorityMatrix, TimelineEntry, TimelineKind, Timestamp,
 };
 use crate::normalize::Event;
-use crate::rules::{Decision, IncidentFacts, RuleInput, RuleSet};
-use crate::store::{AlertRecord, AlertUpdate, Snapshot, StoreOp, Touch};
+use crate::rules::{Decision, RuleSet};
+use crate::store::{AlertUpdate, Snapshot, StoreOp, Touch};
+use problems::{ProblemBook, ProblemPolicy};
 use rustc_hash::{FxHashMap, FxHashSet};
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -36,6 +43,15 @@ pub struct EngineConfig {
     pub matrix: PriorityMatrix,
     /// Impact when nothing (rule, CMDB) says otherwise.
     pub default_impact: Level,
+    /// Alerts on related CIs join one incident when they start within this
+    /// long of its alerts (event time).
+    pub correlation_window: Duration,
+    /// An alert this long after a change on its CI (or one it depends on)
+    /// ended is still change-related.
+    pub change_grace: Duration,
+    pub problems: ProblemPolicy,
+    /// How many earlier incidents of the same signature a new one lists.
+    pub similar_limit: usize,
 }
 
 impl Default for EngineConfig {
@@ -47,6 +63,10 @@ impl Default for EngineConfig {
             alert_retention: Duration::from_secs(60 * 60),
             matrix: PriorityMatrix::default(),
             default_impact: Level::MEDIUM,
+            correlation_window: Duration::from_secs(5 * 60),
+            change_grace: Duration::from_secs(30 * 60),
+            problems: ProblemPolicy::default(),
+            similar_limit: 5,
         }
     }
 }
@@ -75,6 +95,10 @@ pub struct Stats {
     pub incidents_reopened: u64,
     pub flapping_detected: u64,
     pub rule_errors: u64,
+    pub incidents_merged: u64,
+    pub problems_opened: u64,
+    /// New alerts by binding: ci label, match labels, hostname, unbound.
+    pub bound: [u64; 4],
 }
 
 /// What one ingest call did, and which store batch its sender must wait for.
@@ -99,11 +123,53 @@ struct Tracked {
     resolve_due: Option<Timestamp>,
     /// Engine time at which it resolved, for memory retention.
     resolved_seen: Option<Timestamp>,
+    /// Topology view (indexes into the current CMDB; remapped on reload).
+    root: Option<CiIdx>,
+    cis: Vec<CiIdx>,
+    /// Earliest and latest start of its alerts (event time).
+    first: Timestamp,
+    last: Timestamp,
+    /// Correlation keys (CI + alert name) that lead here.
+    keys: Vec<Box<str>>,
+    /// Most urgent explicit rule priority / impact seen.
+    rule_priority: Option<Priority>,
+    rule_impact: Option<Level>,
+    assigned_by_rule: bool,
+    /// Impact from the CMDB (services downstream of the root), or the default.
+    cmdb_impact: Level,
+    /// Set once the first priority is decided; after that it only rises.
+    priority_set: Option<Priority>,
+}
+
+impl Tracked {
+    fn new(inc: Incident, root: Option<CiIdx>, at: Timestamp) -> Tracked {
+        let key: Box<str> = inc.key.clone().into_boxed_str();
+        Tracked {
+            inc,
+            firing: 0,
+            last_end: None,
+            resolve_due: None,
+            resolved_seen: None,
+            root,
+            cis: root.into_iter().collect(),
+            first: at,
+            last: at,
+            keys: vec![key],
+            rule_priority: None,
+            rule_impact: None,
+            assigned_by_rule: false,
+            cmdb_impact: Level::MEDIUM,
+            priority_set: None,
+        }
+    }
 }
 
 pub struct Engine {
     cfg: EngineConfig,
     rules: Arc<RuleSet>,
+    cmdb: Arc<Cmdb>,
+    changes: ChangeBook,
+    problems: ProblemBook,
     table: AlertTable,
     incidents: FxHashMap<IncidentId, Tracked>,
     /// Key → the latest incident with that key (active or recently resolved).
@@ -175,6 +241,9 @@ impl Engine {
             table: AlertTable::new(cfg.flap),
             cfg,
             rules,
+            cmdb: Arc::new(Cmdb::empty()),
+            changes: ChangeBook::new(),
+            problems: ProblemBook::default(),
             incidents: FxHashMap::default(),
             by_key: FxHashMap::default(),
             due: BTreeSet::new(),
@@ -206,26 +275,42 @@ impl Engine {
             );
             self.table.insert(a.fingerprint, st);
         }
+        let mut merged: Vec<(Box<str>, IncidentId)> = Vec::new();
         for inc in snap.incidents {
             let id = inc.id;
             let active = inc.state.is_active();
+            if let Some(target) = inc.links.merged_into {
+                merged.push((inc.key.clone().into_boxed_str(), target));
+            }
             let (mut firing, mut last_end) = (0u32, None::<Timestamp>);
+            let (mut first, mut last) = (inc.opened_at, inc.opened_at);
+            let mut keys: Vec<Box<str>> = vec![inc.key.clone().into_boxed_str()];
             for fp in &inc.alert_fingerprints {
                 if let Some(st) = self.table.get(fp).filter(|st| st.incident == Some(id)) {
                     match st.status {
                         AlertStatus::Firing => firing += 1,
                         AlertStatus::Resolved => last_end = last_end.max(st.ends_at),
                     }
+                    first = first.min(st.starts_at);
+                    last = last.max(st.starts_at);
+                    if !keys.contains(&st.key) {
+                        keys.push(st.key.clone());
+                    }
                 }
             }
-            self.by_key.insert(inc.key.clone().into_boxed_str(), id);
-            let mut t = Tracked {
-                inc,
-                firing,
-                last_end,
-                resolve_due: None,
-                resolved_seen: (!active).then_some(now),
-            };
+            if inc.links.merged_into.is_none() {
+                for k in &keys {
+                    self.by_key.insert(k.clone(), id);
+                }
+            }
+            let mut t = Tracked::new(inc, None, first);
+            t.firing = firing;
+            t.last_end = last_end;
+            t.last = last;
+            t.keys = keys;
+            t.resolved_seen = (!active).then_some(now);
+            t.cmdb_impact = t.inc.impact;
+            t.priority_set = Some(t.inc.priority);
             if active && firing == 0 {
                 let end = last_end.unwrap_or(t.inc.opened_at);
                 let due = end.saturating_add(self.hold_for(&t.inc));
@@ -233,6 +318,42 @@ impl Engine {
                 self.due.insert((due, id));
             }
             self.incidents.insert(id, t);
+        }
+        for (key, target) in merged {
+            self.by_key.entry(key).or_insert(target);
+        }
+        self.problems.restore(snap.problems, snap.signed);
+        for c in snap.changes {
+            self.changes.upsert(c);
+        }
+        self.remap_topology();
+    }
+
+    /// Swap in a new CMDB (reload): live incidents keep their CI ids and get
+    /// the new graph's indexes.
+    pub fn set_cmdb(&mut self, cmdb: Arc<Cmdb>) {
+        self.cmdb = cmdb;
+        self.remap_topology();
+    }
+
+    fn remap_topology(&mut self) {
+        let cmdb = self.cmdb.clone();
+        for t in self.incidents.values_mut() {
+            t.root = t.inc.root_ci.as_deref().and_then(|r| cmdb.ci_by_id(r));
+            t.cis = t.inc.cis.iter().filter_map(|c| cmdb.ci_by_id(c)).collect();
+        }
+    }
+
+    pub fn cmdb(&self) -> &Arc<Cmdb> {
+        &self.cmdb
+    }
+
+    /// Record change records (API or `--changes`); they apply to alerts
+    /// processed from now on.
+    pub fn add_changes(&mut self, changes: Vec<ChangeRecord>) {
+        for c in changes {
+            self.ops.push(StoreOp::UpsertChange(Box::new(c.clone())));
+            self.changes.upsert(c);
         }
     }
 
@@ -428,302 +549,6 @@ impl Engine {
         }
     }
 
-    fn facts_for(&self, key: &str) -> Option<IncidentFacts> {
-        let id = self.by_key.get(key)?;
-        let t = self.incidents.get(id)?;
-        Some(IncidentFacts {
-            state: t.inc.state.as_str().to_string(),
-            priority: t.inc.priority,
-            alert_count: t.inc.alert_count,
-            flapping: t.inc.flapping,
-        })
-    }
-
-    /// Run the rules and put a firing alert into an incident (joining,
-    /// reopening or opening one). Returns true when a rule suppressed it.
-    fn place(
-        &mut self,
-        alert: &Alert,
-        st: &mut AlertState,
-        now: Timestamp,
-        first_time: bool,
-    ) -> bool {
-        let facts = self.facts_for(&st.key);
-        let decision = self.rules.evaluate(&RuleInput {
-            alert,
-            ci: None,
-            service: None,
-            incident: facts.as_ref(),
-        });
-        for (rule, err) in &decision.errors {
-            self.stats.rule_errors += 1;
-            tracing::warn!(rule = %rule, error = %err, "rule condition failed; treated as not matched");
-        }
-        let suppressed = decision
-            .suppress
-            .as_ref()
-            .map(|s| (s.rule.to_string(), s.reason.clone()));
-        st.suppressed = suppressed.is_some();
-        st.incident = None;
-        if suppressed.is_none() && decision.open {
-            let id = self.assign_incident(alert, &st.key, &decision, now);
-            st.incident = Some(id);
-        }
-        if suppressed.is_some() {
-            self.stats.suppressed += 1;
-        }
-        if first_time {
-            self.ops.push(StoreOp::InsertAlert(Box::new(AlertRecord {
-                fingerprint: alert.fingerprint,
-                status: alert.status,
-                labels: alert.labels.clone(),
-                annotations: alert.annotations.clone(),
-                starts_at: alert.starts_at,
-                ends_at: alert.ends_at,
-                source: alert.source,
-                generator_url: alert.generator_url.clone(),
-                incident: st.incident,
-                key: st.key.to_string(),
-                suppressed,
-                flapping: st.flapping,
-                first_seen: now,
-                last_seen: now,
-                deliveries: st.deliveries,
-            })));
-        } else {
-            self.ops.push(StoreOp::UpdateAlert(Box::new(update_of(
-                alert.fingerprint,
-                st,
-                Some(suppressed),
-            ))));
-        }
-        st.suppressed
-    }
-
-    /// The incident a (non-suppressed) firing alert goes to.
-    fn assign_incident(
-        &mut self,
-        alert: &Alert,
-        key: &str,
-        decision: &Decision,
-        now: Timestamp,
-    ) -> IncidentId {
-        let urgency = decision.urgency.as_ref().map_or_else(
-            || urgency_from_severity(alert.labels.get("severity")),
-            |(l, _)| *l,
-        );
-        let impact = decision
-            .impact
-            .as_ref()
-            .map_or(self.cfg.default_impact, |(l, _)| *l);
-        let priority = decision
-            .priority
-            .as_ref()
-            .map_or_else(|| self.cfg.matrix.priority(impact, urgency), |(p, _)| *p);
-        let why = match &decision.priority {
-            Some((p, rule)) => format!("{p} set by rule {rule}"),
-            None => format!(
-                "{priority} = impact {} x urgency {} (severity {})",
-                impact.get(),
-                urgency.get(),
-                alert.labels.get("severity").unwrap_or("unset")
-            ),
-        };
-        let at = alert.starts_at;
-        let existing = self.by_key.get(key).copied();
-        let id = match existing.and_then(|id| {
-            self.incidents
-                .get(&id)
-                .map(|t| (id, t.inc.state, t.inc.resolved_at))
-        }) {
-            Some((id, state, _)) if state.is_active() => {
-                self.timeline(
-                    id,
-                    at,
-                    TimelineKind::AlertJoined,
-                    format!(
-                        "alert {} ({}) joined: same correlation key {key}",
-                        alert.alertname(),
-                        alert.fingerprint
-                    ),
-                    None,
-                );
-                id
-            }
-            Some((id, _, resolved_at))
-                if resolved_at.is_none_or(|r| at.since(r) <= self.cfg.reopen_window) =>
-            {
-                self.reopen(id, alert, now);
-                id
-            }
-            _ => self.open(alert, key, priority, impact, urgency, &why, now),
-        };
-        self.join(id, alert, priority, impact, urgency, &why, decision, now);
-        id
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    fn open(
-        &mut self,
-        alert: &Alert,
-        key: &str,
-        priority: Priority,
-        impact: Level,
-        urgency: Level,
-        why: &str,
-        now: Timestamp,
-    ) -> IncidentId {
-        let id = IncidentId(self.next_id);
-        self.next_id += 1;
-        self.stats.incidents_created += 1;
-        let inc = Incident {
-            id,
-            key: key.to_string(),
-            state: IncidentState::Open,
-            priority,
-            impact,
-            urgency,
-            title: title_for(alert),
-            root_ci: None,
-            cis: Vec::new(),
-            impacted_services: Vec::new(),
-            assignment_group: None,
-            alert_fingerprints: Vec::new(),
-            alert_count: 0,
-            opened_at: alert.starts_at,
-            acknowledged_at: None,
-            acknowledged_by: None,
-            resolved_at: None,
-            updated_at: now,
-            reopen_count: 0,
-            flapping: false,
-            rules: Vec::new(),
-            links: Links::default(),
-        };
-        self.incidents.insert(
-            id,
-            Tracked {
-                inc,
-                firing: 0,
-                last_end: None,
-                resolve_due: None,
-                resolved_seen: None,
-            },
-        );
-        self.by_key.insert(key.into(), id);
-        self.timeline(
-            id,
-            alert.starts_at,
-            TimelineKind::Opened,
-            format!(
-                "opened by alert {} ({}) with key {key}; priority {why}",
-                alert.alertname(),
-                alert.fingerprint
-            ),
-            None,
-        );
-        id
-    }
-
-    fn reopen(&mut self, id: IncidentId, alert: &Alert, now: Timestamp) {
-        let Some(t) = self.incidents.get_mut(&id) else {
-            return;
-        };
-        t.inc.state = IncidentState::Open;
-        t.inc.resolved_at = None;
-        t.inc.acknowledged_at = None;
-        t.inc.acknowledged_by = None;
-        t.inc.reopen_count += 1;
-        t.resolved_seen = None;
-        self.stats.incidents_reopened += 1;
-        let msg = format!(
-            "reopened: alert {} ({}) fired again within the reopen window",
-            alert.alertname(),
-            alert.fingerprint
-        );
-        self.timeline(id, alert.starts_at, TimelineKind::Reopened, msg, None);
-        self.save_incident(id, now);
-    }
-
-    /// Add a firing alert to an active incident and apply what the rules said.
-    #[allow(clippy::too_many_arguments)]
-    fn join(
-        &mut self,
-        id: IncidentId,
-        alert: &Alert,
-        priority: Priority,
-        impact: Level,
-        urgency: Level,
-        why: &str,
-        decision: &Decision,
-        now: Timestamp,
-    ) {
-        let mut entries: Vec<(TimelineKind, String)> = Vec::new();
-        let Some(t) = self.incidents.get_mut(&id) else {
-            return;
-        };
-        t.firing += 1;
-        if let Some(due) = t.resolve_due.take() {
-            self.due.remove(&(due, id));
-        }
-        t.inc.alert_count += 1;
-        if !t.inc.alert_fingerprints.contains(&alert.fingerprint) {
-            t.inc.alert_fingerprints.push(alert.fingerprint);
-            self.ops.push(StoreOp::LinkAlert {
-                incident: id,
-                fingerprint: alert.fingerprint,
-                at: alert.starts_at,
-            });
-        }
-        let fresh = t.inc.alert_fingerprints.len() == 1 && t.inc.reopen_count == 0;
-        if priority < t.inc.priority {
-            entries.push((
-                TimelineKind::PriorityChanged,
-                format!(
-                    "priority raised {} → {priority}: alert {} ({}) joined; {why}",
-                    t.inc.priority,
-                    alert.alertname(),
-                    alert.fingerprint
-                ),
-            ));
-            t.inc.priority = priority;
-            t.inc.impact = impact;
-            t.inc.urgency = urgency;
-        } else if fresh {
-            t.inc.priority = priority;
-            t.inc.impact = impact;
-            t.inc.urgency = urgency;
-        }
-        if t.inc.assignment_group.is_none()
-            && let Some((group, rule)) = &decision.assign
-        {
-            t.inc.assignment_group = Some(group.clone());
-            entries.push((
-                TimelineKind::Assigned,
-                format!("assigned to {group} by rule {rule}"),
-            ));
-        }
-        for rb in runbooks_of(alert, decision) {
-            push_unique(&mut t.inc.links.runbooks, &rb);
-        }
-        for rule in &decision.matched {
-            if push_unique(&mut t.inc.rules, rule) {
-                entries.push((
-                    TimelineKind::RuleApplied,
-                    format!(
-                        "rule {rule} matched alert {} ({})",
-                        alert.alertname(),
-                        alert.fingerprint
-                    ),
-                ));
-            }
-        }
-        for (kind, msg) in entries {
-            self.timeline(id, alert.starts_at, kind, msg, None);
-        }
-        self.save_incident(id, now);
-    }
-
     fn on_refire(&mut self, alert: &Alert, now: Timestamp, flapping_started: bool) {
         let fp = alert.fingerprint;
         let Some(mut st) = self.table.alerts.remove(&fp) else {
@@ -910,7 +735,77 @@ impl Engine {
         }
         self.stats.incidents_resolved += 1;
         self.timeline(id, at, TimelineKind::Resolved, why, actor);
+        self.record_problem(id, at, now);
         self.save_incident(id, now);
+    }
+
+    /// Count a resolved incident towards problem management; open or link
+    /// the problem record when its signature keeps coming back.
+    fn record_problem(&mut self, id: IncidentId, at: Timestamp, now: Timestamp) {
+        let Some(t) = self.incidents.get(&id) else {
+            return;
+        };
+        let Some(sig) = t.inc.signature.clone() else {
+            return;
+        };
+        let root = t.inc.root_ci.clone();
+        let alertname = sig.rsplit('|').next().unwrap_or_default().to_string();
+        let opened = t.inc.opened_at;
+        let out = self.problems.record(
+            &sig,
+            root.as_deref(),
+            &alertname,
+            id,
+            opened,
+            self.cfg.problems,
+            self.cfg.similar_limit,
+        );
+        if let Some(p) = out.opened {
+            self.stats.problems_opened += 1;
+            let msg = format!(
+                "problem {} opened: {} incidents with root {} and alert {} within {} days",
+                p.id,
+                p.incidents.len(),
+                root.as_deref().unwrap_or("-"),
+                alertname,
+                self.cfg.problems.period.as_secs() / 86_400
+            );
+            let mut elsewhere = Vec::new();
+            for inc in &p.incidents {
+                match self.incidents.get_mut(inc) {
+                    Some(x) => {
+                        x.inc.links.problem = Some(p.id.clone());
+                        self.upserts.insert(*inc);
+                    }
+                    None => elsewhere.push(*inc),
+                }
+                self.timeline(*inc, at, TimelineKind::Problem, msg.clone(), None);
+            }
+            if !elsewhere.is_empty() {
+                self.ops.push(StoreOp::SetProblem {
+                    incidents: elsewhere,
+                    problem: p.id.clone(),
+                });
+            }
+            self.ops.push(StoreOp::UpsertProblem(Box::new(p)));
+        } else if let Some(pid) = out.problem {
+            if let Some(x) = self.incidents.get_mut(&id)
+                && x.inc.links.problem.is_none()
+            {
+                x.inc.links.problem = Some(pid.clone());
+                self.timeline(
+                    id,
+                    at,
+                    TimelineKind::Problem,
+                    format!("linked to problem {pid}"),
+                    None,
+                );
+            }
+            if let Some(p) = self.problems.problem(&sig).cloned() {
+                self.ops.push(StoreOp::UpsertProblem(Box::new(p)));
+            }
+        }
+        let _ = now;
     }
 
     /// Advance time: resolve incidents whose hold has passed, forget state
@@ -1021,6 +916,7 @@ fn update_of(
         incident: st.incident,
         key: st.key.to_string(),
         suppressed,
+        change: None,
         flapping: st.flapping,
         last_seen: st.last_seen,
         deliveries: st.deliveries,

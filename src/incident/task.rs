@@ -3,6 +3,8 @@
 //! they changed is durable.
 
 use super::{Engine, EngineError, IngestOutcome, Stats};
+use crate::change::ChangeRecord;
+use crate::cmdb::Cmdb;
 use crate::domain::{Clock, Incident, IncidentId, IncidentState, Priority};
 use crate::normalize::Event;
 use crate::rules::RuleSet;
@@ -44,6 +46,11 @@ enum Command {
         reply: oneshot::Sender<Result<(Incident, u64), EngineError>>,
     },
     Rules(Arc<RuleSet>),
+    Cmdb(Arc<Cmdb>),
+    Changes {
+        changes: Vec<ChangeRecord>,
+        reply: oneshot::Sender<u64>,
+    },
 }
 
 /// Cloneable handle the HTTP layer uses to talk to the engine.
@@ -92,6 +99,18 @@ impl EngineHandle {
 
     pub async fn set_rules(&self, rules: Arc<RuleSet>) -> Result<(), PipelineError> {
         self.send(Command::Rules(rules)).await
+    }
+
+    pub async fn set_cmdb(&self, cmdb: Arc<Cmdb>) -> Result<(), PipelineError> {
+        self.send(Command::Cmdb(cmdb)).await
+    }
+
+    /// Record change records; returns once they are durable.
+    pub async fn add_changes(&self, changes: Vec<ChangeRecord>) -> Result<(), PipelineError> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Command::Changes { changes, reply }).await?;
+        let seq = rx.await.map_err(|_| PipelineError::ShuttingDown)?;
+        self.wait_durable(seq).await
     }
 
     async fn send(&self, cmd: Command) -> Result<(), PipelineError> {
@@ -247,6 +266,11 @@ fn handle(engine: &mut Engine, cmd: Command, now: crate::domain::Timestamp) {
             let _ = reply.send(r);
         }
         Command::Rules(rules) => engine.set_rules(rules),
+        Command::Cmdb(cmdb) => engine.set_cmdb(cmdb),
+        Command::Changes { changes, reply } => {
+            engine.add_changes(changes);
+            let _ = reply.send(engine.pending_seq());
+        }
     }
 }
 

@@ -305,6 +305,7 @@ fn restore_rebuilds_state_and_ids() {
             })
             .collect(),
         max_incident_id: 2,
+        ..Snapshot::default()
     };
     let mut r = engine();
     r.restore(snapshot, at(3));

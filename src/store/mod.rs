@@ -6,9 +6,10 @@ mod sqlite;
 
 pub use sqlite::{SqliteOptions, SqliteStore, Synchronous};
 
+use crate::change::ChangeRecord;
 use crate::domain::{
-    AlertStatus, Fingerprint, Incident, IncidentId, IncidentState, LabelSet, Source, TimelineEntry,
-    Timestamp,
+    AlertStatus, Fingerprint, Incident, IncidentId, IncidentState, LabelSet, Problem, Source,
+    TimelineEntry, Timestamp,
 };
 use std::future::Future;
 use std::pin::Pin;
@@ -53,6 +54,8 @@ pub struct AlertRecord {
     pub key: String,
     /// Rule and reason when a rule suppressed the alert.
     pub suppressed: Option<(String, String)>,
+    /// The change whose window the alert fired in, if any.
+    pub change: Option<String>,
     pub flapping: bool,
     pub first_seen: Timestamp,
     pub last_seen: Timestamp,
@@ -70,6 +73,8 @@ pub struct AlertUpdate {
     pub key: String,
     /// `None`: leave the stored suppression as it is; `Some(x)`: set it to `x`.
     pub suppressed: Option<Option<(String, String)>>,
+    /// `None`: leave the stored change link; `Some(x)`: set it to `x`.
+    pub change: Option<Option<String>>,
     pub flapping: bool,
     pub last_seen: Timestamp,
     pub deliveries: u64,
@@ -105,6 +110,18 @@ pub enum StoreOp {
         incident: IncidentId,
         alert_count: u64,
     },
+    /// An incident was merged into another: its alerts move there.
+    MoveAlerts {
+        from: IncidentId,
+        to: IncidentId,
+    },
+    UpsertProblem(Box<Problem>),
+    /// Link incidents that are no longer in the engine's memory to a problem.
+    SetProblem {
+        incidents: Vec<IncidentId>,
+        problem: String,
+    },
+    UpsertChange(Box<ChangeRecord>),
 }
 
 /// Alert state the engine needs back after a restart.
@@ -130,6 +147,10 @@ pub struct Snapshot {
     pub incidents: Vec<Incident>,
     pub alerts: Vec<AlertSnapshot>,
     pub max_incident_id: i64,
+    pub problems: Vec<Problem>,
+    /// (signature, opened_at, id) of resolved incidents within the problem period.
+    pub signed: Vec<(String, Timestamp, IncidentId)>,
+    pub changes: Vec<ChangeRecord>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -155,7 +176,10 @@ pub trait Store: Send + Sync + 'static {
         &self,
         resolved_since: Timestamp,
         alerts_since: Timestamp,
+        signed_since: Timestamp,
     ) -> BoxFuture<'_, Result<Snapshot, StoreError>>;
+    fn list_problems(&self) -> BoxFuture<'_, Result<Vec<Problem>, StoreError>>;
+    fn list_changes(&self) -> BoxFuture<'_, Result<Vec<ChangeRecord>, StoreError>>;
     fn list_incidents(&self, q: IncidentQuery) -> BoxFuture<'_, Result<Vec<Incident>, StoreError>>;
     fn get_incident(&self, id: IncidentId) -> BoxFuture<'_, Result<Option<Incident>, StoreError>>;
     fn timeline(&self, id: IncidentId) -> BoxFuture<'_, Result<Vec<TimelineEntry>, StoreError>>;

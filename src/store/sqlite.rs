@@ -5,9 +5,10 @@ use super::{
     AlertRecord, AlertSnapshot, AlertUpdate, BoxFuture, IncidentQuery, Snapshot, StateFilter,
     Store, StoreError, StoreOp, Touch,
 };
+use crate::change::ChangeRecord;
 use crate::domain::{
     AlertStatus, Fingerprint, Incident, IncidentId, IncidentState, LabelSet, Level, Links,
-    Priority, Source, TimelineEntry, TimelineKind, Timestamp,
+    Priority, Problem, ServiceImpact, Source, TimelineEntry, TimelineKind, Timestamp,
 };
 use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
@@ -20,7 +21,10 @@ use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
 
-const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("migrations/sqlite/0001_init.sql"))];
+const MIGRATIONS: &[(i64, &str)] = &[
+    (1, include_str!("migrations/sqlite/0001_init.sql")),
+    (2, include_str!("migrations/sqlite/0002_cmdb.sql")),
+];
 
 /// `synchronous` pragma. `Normal` in WAL mode survives a process crash
 /// (kill -9) but may lose the last commits on power loss; `Full` survives both.
@@ -63,6 +67,10 @@ struct Extra {
     rules: Vec<String>,
     #[serde(default)]
     links: Links,
+    #[serde(default)]
+    impact_detail: Vec<ServiceImpact>,
+    #[serde(default)]
+    signature: Option<String>,
 }
 
 fn fp_to_db(f: Fingerprint) -> i64 {
@@ -262,6 +270,10 @@ struct Grouped<'a> {
     timeline: Vec<(IncidentId, &'a TimelineEntry)>,
     touches: Vec<&'a Touch>,
     incident_counts: Vec<(IncidentId, u64)>,
+    moves: Vec<(IncidentId, IncidentId)>,
+    problems: Vec<&'a Problem>,
+    set_problem: Vec<(&'a [IncidentId], &'a str)>,
+    changes: Vec<&'a ChangeRecord>,
 }
 
 fn group(ops: &[StoreOp]) -> Grouped<'_> {
@@ -286,12 +298,24 @@ fn group(ops: &[StoreOp]) -> Grouped<'_> {
                 incident,
                 alert_count,
             } => g.incident_counts.push((*incident, *alert_count)),
+            StoreOp::MoveAlerts { from, to } => g.moves.push((*from, *to)),
+            StoreOp::UpsertProblem(p) => g.problems.push(&**p),
+            StoreOp::SetProblem { incidents, problem } => g.set_problem.push((incidents, problem)),
+            StoreOp::UpsertChange(c) => g.changes.push(&**c),
         }
     }
     g.incidents = last_by(incidents.into_iter(), |i: &Incident| i.id);
     g.inserts = last_by(inserts.into_iter(), |a: &AlertRecord| a.fingerprint);
     g.updates = last_by(updates.into_iter(), |u: &AlertUpdate| u.fingerprint);
     g.touches = last_by(touches.into_iter(), |t: &Touch| t.fingerprint);
+    g.problems = last_by(
+        std::mem::take(&mut g.problems).into_iter(),
+        |p: &Problem| p.id.clone(),
+    );
+    g.changes = last_by(
+        std::mem::take(&mut g.changes).into_iter(),
+        |c: &ChangeRecord| c.id.clone(),
+    );
     g
 }
 
@@ -309,6 +333,8 @@ fn script(g: &Grouped<'_>) -> String {
                 impacted_services: inc.impacted_services.clone(),
                 rules: inc.rules.clone(),
                 links: inc.links.clone(),
+                impact_detail: inc.impact_detail.clone(),
+                signature: inc.signature.clone(),
             };
             let extra = serde_json::to_string(&extra).unwrap_or_else(|_| "{}".into());
             q.sep(i == 0).raw("(");
@@ -361,7 +387,7 @@ fn script(g: &Grouped<'_>) -> String {
     for rows in g.inserts.chunks(ROWS_PER_STATEMENT) {
         q.raw(
             "INSERT INTO alerts (fingerprint, status, labels, annotations, starts_at, ends_at, source, generator_url, \
-             incident_id, corr_key, suppressed_rule, suppressed_reason, flapping, first_seen, last_seen, deliveries) VALUES ",
+             incident_id, corr_key, suppressed_rule, suppressed_reason, flapping, first_seen, last_seen, deliveries, change_id) VALUES ",
         );
         for (i, a) in rows.iter().enumerate() {
             let labels = serde_json::to_string(&a.labels).unwrap_or_else(|_| "{}".into());
@@ -395,20 +421,21 @@ fn script(g: &Grouped<'_>) -> String {
             q.int(a.last_seen.millis())
                 .raw(", ")
                 .int(count_to_db(a.deliveries))
-                .raw(")");
+                .raw(", ");
+            q.opt_str(a.change.as_deref()).raw(")");
         }
         q.raw(
             " ON CONFLICT(fingerprint) DO UPDATE SET status=excluded.status, labels=excluded.labels, \
              annotations=excluded.annotations, starts_at=excluded.starts_at, ends_at=excluded.ends_at, \
              source=excluded.source, generator_url=excluded.generator_url, incident_id=excluded.incident_id, \
              corr_key=excluded.corr_key, suppressed_rule=excluded.suppressed_rule, \
-             suppressed_reason=excluded.suppressed_reason, flapping=excluded.flapping, \
+             suppressed_reason=excluded.suppressed_reason, flapping=excluded.flapping, change_id=excluded.change_id, \
              last_seen=MAX(alerts.last_seen, excluded.last_seen), deliveries=MAX(alerts.deliveries, excluded.deliveries);\n",
         );
     }
     for rows in g.updates.chunks(ROWS_PER_STATEMENT) {
         q.raw(
-            "WITH v(fp, status, starts_at, ends_at, incident_id, corr_key, keep, s_rule, s_reason, flapping, last_seen, deliveries) AS (VALUES ",
+            "WITH v(fp, status, starts_at, ends_at, incident_id, corr_key, keep, s_rule, s_reason, flapping, last_seen, deliveries, keep_change, change_id) AS (VALUES ",
         );
         for (i, u) in rows.iter().enumerate() {
             let set = u.suppressed.as_ref().and_then(Option::as_ref);
@@ -434,7 +461,10 @@ fn script(g: &Grouped<'_>) -> String {
                 .raw(", ")
                 .int(u.last_seen.millis())
                 .raw(", ");
-            q.int(count_to_db(u.deliveries)).raw(")");
+            q.int(count_to_db(u.deliveries)).raw(", ");
+            q.bool(u.change.is_none()).raw(", ");
+            q.opt_str(u.change.as_ref().and_then(|c| c.as_deref()))
+                .raw(")");
         }
         q.raw(
             ") UPDATE alerts SET status = v.status, starts_at = v.starts_at, ends_at = v.ends_at, \
@@ -442,7 +472,9 @@ fn script(g: &Grouped<'_>) -> String {
              suppressed_rule = CASE WHEN v.keep THEN alerts.suppressed_rule ELSE v.s_rule END, \
              suppressed_reason = CASE WHEN v.keep THEN alerts.suppressed_reason ELSE v.s_reason END, \
              flapping = v.flapping, last_seen = MAX(alerts.last_seen, v.last_seen), \
-             deliveries = MAX(alerts.deliveries, v.deliveries) FROM v WHERE alerts.fingerprint = v.fp;\n",
+             deliveries = MAX(alerts.deliveries, v.deliveries), \
+             change_id = CASE WHEN v.keep_change THEN alerts.change_id ELSE v.change_id END \
+             FROM v WHERE alerts.fingerprint = v.fp;\n",
         );
     }
     for rows in g.links.chunks(ROWS_PER_STATEMENT) {
@@ -458,6 +490,63 @@ fn script(g: &Grouped<'_>) -> String {
                 .raw(")");
         }
         q.raw(" ON CONFLICT DO NOTHING;\n");
+    }
+    // Merges: after links (the moved rows exist), before timeline.
+    for (from, to) in &g.moves {
+        q.raw("UPDATE OR IGNORE incident_alerts SET incident_id = ")
+            .int(to.0);
+        q.raw(" WHERE incident_id = ").int(from.0).raw(";\n");
+        q.raw("DELETE FROM incident_alerts WHERE incident_id = ")
+            .int(from.0)
+            .raw(";\n");
+        q.raw("UPDATE alerts SET incident_id = ")
+            .int(to.0)
+            .raw(" WHERE incident_id = ")
+            .int(from.0)
+            .raw(";\n");
+    }
+    for p in &g.problems {
+        let data = serde_json::to_string(p).unwrap_or_else(|_| "{}".into());
+        q.raw("INSERT INTO problems (id, signature, state, opened_at, data) VALUES (");
+        q.str(&p.id)
+            .raw(", ")
+            .str(&p.signature)
+            .raw(", ")
+            .str(&p.state)
+            .raw(", ");
+        q.int(p.opened_at.millis()).raw(", ").str(&data);
+        q.raw(") ON CONFLICT(id) DO UPDATE SET state = excluded.state, data = excluded.data;\n");
+    }
+    for (incidents, problem) in &g.set_problem {
+        for chunk in incidents.chunks(ROWS_PER_STATEMENT) {
+            q.raw("UPDATE incidents SET extra = json_set(extra, '$.links.problem', ")
+                .str(problem);
+            q.raw(") WHERE id IN (");
+            for (i, id) in chunk.iter().enumerate() {
+                q.sep(i == 0).int(id.0);
+            }
+            q.raw(");\n");
+        }
+    }
+    for c in &g.changes {
+        let state = serde_json::to_value(c.state)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_string))
+            .unwrap_or_default();
+        q.raw("INSERT INTO changes (id, ci, state, start_at, end_at, summary) VALUES (");
+        q.str(&c.id)
+            .raw(", ")
+            .str(&c.ci)
+            .raw(", ")
+            .str(&state)
+            .raw(", ");
+        q.int(c.start.millis())
+            .raw(", ")
+            .int(c.end.millis())
+            .raw(", ")
+            .str(&c.summary);
+        q.raw(") ON CONFLICT(id) DO UPDATE SET ci = excluded.ci, state = excluded.state, \
+               start_at = excluded.start_at, end_at = excluded.end_at, summary = excluded.summary;\n");
     }
     for rows in g.timeline.chunks(ROWS_PER_STATEMENT) {
         q.raw("INSERT INTO timeline (incident_id, at, kind, message, actor) VALUES ");
@@ -547,6 +636,7 @@ fn incident_from_row(r: &SqliteRow) -> Result<Incident, StoreError> {
         root_ci: r.try_get("root_ci")?,
         cis: extra.cis,
         impacted_services: extra.impacted_services,
+        impact_detail: extra.impact_detail,
         assignment_group: r.try_get("assignment_group")?,
         alert_fingerprints: Vec::new(),
         alert_count: u64::try_from(r.try_get::<i64, _>("alert_count")?).unwrap_or(0),
@@ -559,6 +649,20 @@ fn incident_from_row(r: &SqliteRow) -> Result<Incident, StoreError> {
         flapping: r.try_get("flapping")?,
         rules: extra.rules,
         links: extra.links,
+        signature: extra.signature,
+    })
+}
+
+fn change_from_row(r: &SqliteRow) -> Result<ChangeRecord, StoreError> {
+    let state: String = r.try_get("state")?;
+    Ok(ChangeRecord {
+        id: r.try_get("id")?,
+        ci: r.try_get("ci")?,
+        state: serde_json::from_value(serde_json::Value::String(state.clone()))
+            .map_err(|_| StoreError::Corrupt(format!("unknown change state {state:?}")))?,
+        start: Timestamp(r.try_get("start_at")?),
+        end: Timestamp(r.try_get("end_at")?),
+        summary: r.try_get("summary")?,
     })
 }
 
@@ -642,6 +746,7 @@ impl Store for SqliteStore {
         &self,
         resolved_since: Timestamp,
         alerts_since: Timestamp,
+        signed_since: Timestamp,
     ) -> BoxFuture<'_, Result<Snapshot, StoreError>> {
         Box::pin(async move {
             let pool = &self.writer;
@@ -682,10 +787,28 @@ impl Store for SqliteStore {
             let max_incident_id: Option<i64> = sqlx::query_scalar("SELECT MAX(id) FROM incidents")
                 .fetch_one(pool)
                 .await?;
+            let mut signed = Vec::new();
+            let rows = sqlx::query(
+                "SELECT id, opened_at, json_extract(extra, '$.signature') FROM incidents
+                 WHERE state = 'resolved' AND opened_at >= ? AND json_extract(extra, '$.links.merged_into') IS NULL",
+            )
+            .bind(signed_since.millis())
+            .fetch_all(pool)
+            .await?;
+            for r in rows {
+                if let Some(sig) = r.try_get::<Option<String>, _>(2)? {
+                    signed.push((sig, Timestamp(r.try_get(1)?), IncidentId(r.try_get(0)?)));
+                }
+            }
+            let problems = self.list_problems().await?;
+            let changes = self.list_changes().await?;
             Ok(Snapshot {
                 incidents,
                 alerts,
                 max_incident_id: max_incident_id.unwrap_or(0),
+                problems,
+                signed,
+                changes,
             })
         })
     }
@@ -794,6 +917,7 @@ impl Store for SqliteStore {
                     incident: r.try_get::<Option<i64>, _>("incident_id")?.map(IncidentId),
                     key: r.try_get("corr_key")?,
                     suppressed: rule.zip(reason),
+                    change: r.try_get("change_id")?,
                     flapping: r.try_get("flapping")?,
                     first_seen: Timestamp(r.try_get("first_seen")?),
                     last_seen: Timestamp(r.try_get("last_seen")?),
@@ -817,6 +941,30 @@ impl Store for SqliteStore {
                     ))
                 })
                 .collect()
+        })
+    }
+
+    fn list_problems(&self) -> BoxFuture<'_, Result<Vec<Problem>, StoreError>> {
+        Box::pin(async move {
+            let rows = sqlx::query("SELECT data FROM problems ORDER BY id")
+                .fetch_all(&self.reader)
+                .await?;
+            rows.iter()
+                .map(|r| {
+                    let data: String = r.try_get(0)?;
+                    serde_json::from_str(&data)
+                        .map_err(|e| StoreError::Corrupt(format!("problems.data: {e}")))
+                })
+                .collect()
+        })
+    }
+
+    fn list_changes(&self) -> BoxFuture<'_, Result<Vec<ChangeRecord>, StoreError>> {
+        Box::pin(async move {
+            let rows = sqlx::query("SELECT * FROM changes ORDER BY start_at, id")
+                .fetch_all(&self.reader)
+                .await?;
+            rows.iter().map(change_from_row).collect()
         })
     }
 

@@ -40,6 +40,11 @@ pub struct Metrics {
     pub store_batch_ops: Histogram,
     pub store_errors: IntCounter,
     pub request_seconds: HistogramVec,
+    pub incidents_merged: IntCounter,
+    pub problems_opened: IntCounter,
+    pub cmdb_cis: IntGauge,
+    pub cmdb_reloads: IntCounterVec,
+    pub alerts_bound: IntCounterVec,
 }
 
 fn reg<T: prometheus::core::Collector + Clone + 'static>(r: &Registry, c: T) -> T {
@@ -198,6 +203,29 @@ impl Metrics {
                 )
                 .expect("valid metric"),
             ),
+            incidents_merged: counter(
+                "incidentd_incidents_merged_total",
+                "Incidents folded into another whose root cause was found later.",
+            ),
+            problems_opened: counter("incidentd_problems_opened_total", "Problem records opened."),
+            cmdb_cis: reg(
+                &r,
+                IntGauge::new(
+                    "incidentd_cmdb_cis",
+                    "Configuration items in the CMDB in force.",
+                )
+                .expect("valid metric"),
+            ),
+            cmdb_reloads: counter_vec(
+                "incidentd_cmdb_reloads_total",
+                "CMDB reloads by source (file, servicenow) and outcome.",
+                &["source", "outcome"],
+            ),
+            alerts_bound: counter_vec(
+                "incidentd_alerts_bound_total",
+                "New alerts by how they were bound to a CI (ci_label, match, hostname, unbound).",
+                &["how"],
+            ),
             registry: r.clone(),
         };
         let build = reg(
@@ -222,6 +250,12 @@ impl Metrics {
         }
         for outcome in ["success", "failure"] {
             m.rule_reloads.with_label_values(&[outcome]);
+            for source in ["file", "servicenow"] {
+                m.cmdb_reloads.with_label_values(&[source, outcome]);
+            }
+        }
+        for how in ["ci_label", "match", "hostname", "unbound"] {
+            m.alerts_bound.with_label_values(&[how]);
         }
         for p in Priority::ALL {
             for s in [IncidentState::Open, IncidentState::Acknowledged] {

@@ -1,7 +1,11 @@
 //! Wiring only: builds the stages from config, connects them with channels,
 //! and handles signals and graceful shutdown.
 
+mod reload;
+
 use crate::api::{self, AppState, SourceGate};
+use crate::change::{self, ChangeRecord};
+use crate::cmdb::{self, Cmdb, SharedCmdb};
 use crate::config::{self, Config, Overrides, Secret};
 use crate::domain::{Clock, Incident, SystemClock, Timestamp};
 use crate::incident::task::{self, PipelineOptions};
@@ -11,6 +15,7 @@ use crate::rules::RuleSet;
 use crate::store::{DynStore, IncidentQuery, SqliteOptions, SqliteStore, StateFilter, Store};
 use crate::telemetry::{self, Metrics};
 use anyhow::{Context, Result, bail};
+use reload::CmdbReloader;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -52,6 +57,7 @@ pub struct Running {
     pub metrics: Metrics,
     pub tracker: TaskTracker,
     pub cancel: CancellationToken,
+    pub cmdb: SharedCmdb,
 }
 
 impl Running {
@@ -80,12 +86,16 @@ pub async fn start(cfg: &Config, clock: Arc<dyn Clock>) -> Result<Running> {
     metrics
         .rules_loaded
         .set(i64::try_from(rules.len()).unwrap_or(0));
+    let cmdb = Arc::new(initial_cmdb(cfg)?);
+    metrics.cmdb_cis.set(i64::try_from(cmdb.len()).unwrap_or(0));
     let mut engine = Engine::new(cfg.engine.clone(), rules.clone());
+    engine.set_cmdb(cmdb.clone());
     let now = clock.now();
     let snapshot = store
         .load_state(
             now.saturating_sub(cfg.engine.reopen_window),
             now.saturating_sub(cfg.engine.alert_retention),
+            now.saturating_sub(cfg.engine.problems.period),
         )
         .await
         .context("loading state from the store")?;
@@ -113,7 +123,9 @@ pub async fn start(cfg: &Config, clock: Arc<dyn Clock>) -> Result<Running> {
         &tracker,
         cancel.clone(),
     );
+    let shared_cmdb: SharedCmdb = Arc::new(std::sync::RwLock::new(cmdb));
     let state = Arc::new(AppState {
+        cmdb: shared_cmdb.clone(),
         engine: handle.clone(),
         store: store.clone(),
         metrics: metrics.clone(),
@@ -144,6 +156,7 @@ pub async fn start(cfg: &Config, clock: Arc<dyn Clock>) -> Result<Running> {
         metrics,
         tracker,
         cancel,
+        cmdb: shared_cmdb,
     })
 }
 
@@ -156,12 +169,29 @@ pub async fn serve(config_file: Option<PathBuf>, overrides: Overrides) -> Result
         .await
         .with_context(|| format!("binding {}", cfg.listen))?;
     tracing::info!(listen = %cfg.listen, data_dir = %cfg.data_dir.display(), "incidentd serving");
+    let reloader = CmdbReloader::new(
+        &cfg,
+        running.cmdb.clone(),
+        running.engine.clone(),
+        running.metrics.clone(),
+    );
     running.tracker.spawn(reload_on_sighup(
         cfg.clone(),
         running.engine.clone(),
         running.metrics.clone(),
+        reloader.clone(),
         running.cancel.clone(),
     ));
+    running.tracker.spawn(
+        reloader
+            .clone()
+            .watch_file(cfg.cmdb_reload_interval, running.cancel.clone()),
+    );
+    if let Some(sn) = cfg.servicenow.clone() {
+        running
+            .tracker
+            .spawn(reloader.sync_servicenow(sn, running.cancel.clone()));
+    }
     let shutdown = running.cancel.clone();
     let server = axum::serve(listener, running.router.clone()).with_graceful_shutdown(async move {
         tokio::select! {
@@ -202,6 +232,7 @@ async fn reload_on_sighup(
     cfg: Config,
     engine: task::EngineHandle,
     metrics: Metrics,
+    cmdb: CmdbReloader,
     cancel: CancellationToken,
 ) {
     #[cfg(unix)]
@@ -233,11 +264,12 @@ async fn reload_on_sighup(
                 }
                 Err(e) => tracing::error!(error = %e, "rule reload task failed"),
             }
+            cmdb.reload_file(true).await;
         }
     }
     #[cfg(not(unix))]
     {
-        let _ = (cfg, engine, metrics, cancel);
+        let _ = (cfg, engine, metrics, cmdb, cancel);
     }
 }
 
@@ -278,21 +310,35 @@ pub fn check(config_file: Option<PathBuf>, overrides: Overrides) -> Result<Vec<S
             rules_dir.display()
         ));
     }
+    let (cmdb_path, required) = match (&overrides.cmdb, &cfg) {
+        (Some(p), _) => (Some(p.clone()), true),
+        (None, Some(c)) => (c.cmdb.clone(), c.cmdb_required),
+        (None, None) => (Some(PathBuf::from("deploy/cmdb.yaml")), false),
+    };
+    match cmdb_path {
+        Some(p) if p.exists() => match cmdb::load_file(&p) {
+            Ok(c) => {
+                for w in c.warnings() {
+                    eprintln!("warning: {w}");
+                }
+            }
+            Err(errs) => problems.extend(errs.iter().map(ToString::to_string)),
+        },
+        Some(p) if required => problems.push(format!("{}: CMDB file does not exist", p.display())),
+        _ => {}
+    }
     Ok(problems)
 }
 
 /// Result of a replay: the incidents as the store holds them at the end.
 pub struct ReplayResult {
     pub incidents: Vec<Incident>,
+    pub problems: Vec<crate::domain::Problem>,
 }
 
 /// Run recorded bodies (JSON lines or whole JSON documents) through the full
 /// pipeline on event time against an in-memory store.
-pub async fn replay(
-    engine_cfg: EngineConfig,
-    rules: Arc<RuleSet>,
-    files: &[PathBuf],
-) -> Result<ReplayResult> {
+pub async fn replay(setup: Offline, files: &[PathBuf]) -> Result<ReplayResult> {
     let mut bodies = Vec::new();
     for file in files {
         let text = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
@@ -302,18 +348,16 @@ pub async fn replay(
                 .map(|(line, body)| (format!("{}:{line}", file.display()), body.to_vec())),
         );
     }
-    replay_bodies(engine_cfg, rules, bodies).await
+    replay_bodies(setup, bodies).await
 }
 
 /// [`replay`] over bodies already in memory, in delivery order. Each body
 /// comes with a label (`file:line`, a test case's item) that errors name.
-pub async fn replay_bodies(
-    engine_cfg: EngineConfig,
-    rules: Arc<RuleSet>,
-    bodies: Vec<(String, Vec<u8>)>,
-) -> Result<ReplayResult> {
+pub async fn replay_bodies(setup: Offline, bodies: Vec<(String, Vec<u8>)>) -> Result<ReplayResult> {
     let store = SqliteStore::in_memory().await?;
-    let mut engine = Engine::new(engine_cfg, rules);
+    let mut engine = Engine::new(setup.engine, setup.rules);
+    engine.set_cmdb(setup.cmdb);
+    engine.add_changes(setup.changes);
     let mut clock = Timestamp::MIN;
     let mut pending: Vec<crate::store::StoreOp> = Vec::new();
     for (label, body) in bodies {
@@ -344,15 +388,15 @@ pub async fn replay_bodies(
             pending.clear();
         }
     }
-    store.apply(&pending).await?;
     // Let pending auto-resolve holds expire: the stream has settled.
     if let Some(due) = engine.last_due() {
         engine.tick(due.max(clock));
     }
     engine.flush_touches();
     if let Some((_, ops)) = engine.take_batch() {
-        store.apply(&ops).await?;
+        pending.extend(ops);
     }
+    store.apply(&pending).await?;
     let mut incidents = store
         .list_incidents(IncidentQuery {
             state: StateFilter::All,
@@ -361,7 +405,11 @@ pub async fn replay_bodies(
         })
         .await?;
     incidents.reverse();
-    Ok(ReplayResult { incidents })
+    let problems = store.list_problems().await?;
+    Ok(ReplayResult {
+        incidents,
+        problems,
+    })
 }
 
 /// A file is JSON lines, or one JSON document (possibly pretty-printed).
@@ -377,11 +425,32 @@ fn split_bodies(text: &[u8]) -> Vec<(usize, &[u8])> {
         .collect()
 }
 
-/// Engine settings and rules for offline commands (replay, test).
+/// What offline commands (replay, test) run with.
+#[derive(Clone)]
+pub struct Offline {
+    pub engine: EngineConfig,
+    pub rules: Arc<RuleSet>,
+    pub cmdb: Arc<Cmdb>,
+    pub changes: Vec<ChangeRecord>,
+}
+
+/// Where an offline command's CMDB comes from.
+pub enum CmdbChoice {
+    /// This file.
+    File(PathBuf),
+    /// What the config says, or `deploy/cmdb.yaml` when it exists.
+    Configured,
+    /// No CMDB.
+    None,
+}
+
+/// Engine settings, rules, CMDB and changes for offline commands.
 pub fn offline_setup(
     config_file: Option<&Path>,
     rules_dir: Option<PathBuf>,
-) -> Result<(EngineConfig, Arc<RuleSet>)> {
+    cmdb: CmdbChoice,
+    changes: Option<&Path>,
+) -> Result<Offline> {
     let cfg = config::load(
         config_file,
         &Overrides {
@@ -390,10 +459,57 @@ pub fn offline_setup(
         },
     )?;
     let rules = load_rules(&cfg.rules_dir)?;
-    Ok((cfg.engine, Arc::new(rules)))
+    let cmdb = match cmdb {
+        CmdbChoice::File(p) => load_cmdb(&p)?,
+        CmdbChoice::Configured => initial_cmdb(&cfg)?,
+        CmdbChoice::None => Cmdb::empty(),
+    };
+    let changes = match changes {
+        Some(p) => read_changes(p)?,
+        None => Vec::new(),
+    };
+    Ok(Offline {
+        engine: cfg.engine,
+        rules: Arc::new(rules),
+        cmdb: Arc::new(cmdb),
+        changes,
+    })
 }
 
-/// `incidentd test DIR`: run the rule unit tests (see [`crate::ruletest`]);
+/// Read a JSON file of change records.
+pub fn read_changes(path: &Path) -> Result<Vec<ChangeRecord>> {
+    let text = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    change::parse_changes(&text).map_err(|errs| {
+        let list: Vec<String> = errs
+            .iter()
+            .map(|e| format!("{}: {e}", path.display()))
+            .collect();
+        anyhow::anyhow!("invalid change records:\n  {}", list.join("\n  "))
+    })
+}
+
+/// Read and validate a CMDB file, every error in one message.
+pub fn load_cmdb(path: &Path) -> Result<Cmdb> {
+    let cmdb = cmdb::load_file(path).map_err(|errs| {
+        let list: Vec<String> = errs.iter().map(ToString::to_string).collect();
+        anyhow::anyhow!("invalid CMDB:\n  {}", list.join("\n  "))
+    })?;
+    for w in cmdb.warnings() {
+        tracing::warn!(warning = %w, "CMDB");
+    }
+    Ok(cmdb)
+}
+
+/// The CMDB to start with: the configured file (an error if missing), or
+/// `deploy/cmdb.yaml` when present, else none.
+fn initial_cmdb(cfg: &Config) -> Result<Cmdb> {
+    match &cfg.cmdb {
+        Some(p) if p.exists() => load_cmdb(p),
+        Some(p) if cfg.cmdb_required => anyhow::bail!("CMDB file {} does not exist", p.display()),
+        _ => Ok(Cmdb::empty()),
+    }
+}
+
 /// exit 1 when any test fails.
 pub async fn run_rule_tests(dir: &Path, config: Option<&Path>) -> Result<std::process::ExitCode> {
     let summary = crate::ruletest::run_dir(dir, config, &mut std::io::stdout()).await?;

@@ -1,0 +1,237 @@
+//! Keeping the CMDB current: re-read the file when it changes (or on
+//! SIGHUP), pull CIs from a ServiceNow-style API on an interval, merge the
+//! sources and swap the new graph into the engine and the API. A source that
+//! fails keeps the last good CMDB and says why.
+
+use crate::cmdb::{self, Cmdb, CmdbFile, SharedCmdb, servicenow};
+use crate::config::{Config, Secret, ServiceNowAuth, ServiceNowConfig};
+use crate::incident::task::EngineHandle;
+use crate::telemetry::Metrics;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+use tokio_util::sync::CancellationToken;
+
+#[derive(Clone)]
+pub struct CmdbReloader {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    path: Option<PathBuf>,
+    cell: SharedCmdb,
+    engine: EngineHandle,
+    metrics: Metrics,
+    state: tokio::sync::Mutex<Sources>,
+}
+
+#[derive(Default)]
+struct Sources {
+    file_mtime: Option<SystemTime>,
+    file: Option<CmdbFile>,
+    servicenow: Option<CmdbFile>,
+}
+
+fn mtime(path: &std::path::Path) -> Option<SystemTime> {
+    std::fs::metadata(path).and_then(|m| m.modified()).ok()
+}
+
+impl CmdbReloader {
+    pub fn new(
+        cfg: &Config,
+        cell: SharedCmdb,
+        engine: EngineHandle,
+        metrics: Metrics,
+    ) -> CmdbReloader {
+        let path = cfg.cmdb.clone();
+        // The file was loaded at start; remember its content and time so
+        // that only a real change triggers a reload.
+        let mut sources = Sources::default();
+        if let Some(p) = &path {
+            sources.file_mtime = mtime(p);
+            sources.file = std::fs::read_to_string(p)
+                .ok()
+                .and_then(|t| cmdb::parse_file(&p.display().to_string(), &t).ok());
+        }
+        CmdbReloader {
+            inner: Arc::new(Inner {
+                path,
+                cell,
+                engine,
+                metrics,
+                state: tokio::sync::Mutex::new(sources),
+            }),
+        }
+    }
+
+    /// Re-read the file if it changed (or always, with `force`).
+    pub async fn reload_file(&self, force: bool) {
+        let Some(path) = self.inner.path.clone() else {
+            return;
+        };
+        let mut st = self.inner.state.lock().await;
+        let now_mtime = mtime(&path);
+        if !force && now_mtime == st.file_mtime {
+            return;
+        }
+        st.file_mtime = now_mtime;
+        if now_mtime.is_none() {
+            if st.file.is_some() {
+                tracing::warn!(file = %path.display(), "CMDB file is gone; keeping the last good CMDB");
+            }
+            return;
+        }
+        let name = path.display().to_string();
+        let parsed = tokio::task::spawn_blocking(move || {
+            std::fs::read_to_string(&path)
+                .map_err(|e| vec![format!("{name}: {e}")])
+                .and_then(|t| {
+                    cmdb::parse_file(&name, &t)
+                        .map_err(|es| es.iter().map(ToString::to_string).collect())
+                })
+        })
+        .await;
+        match parsed {
+            Ok(Ok(file)) => {
+                let previous = st.file.replace(file);
+                if !self.rebuild(&st, "file").await {
+                    st.file = previous;
+                }
+            }
+            Ok(Err(errs)) => {
+                self.inner
+                    .metrics
+                    .cmdb_reloads
+                    .with_label_values(&["file", "failure"])
+                    .inc();
+                tracing::error!(errors = %errs.join("; "), "CMDB file invalid; keeping the last good CMDB");
+            }
+            Err(e) => tracing::error!(error = %e, "CMDB reload task failed"),
+        }
+    }
+
+    /// Poll the file's modification time.
+    pub async fn watch_file(self, every: Duration, cancel: CancellationToken) {
+        if self.inner.path.is_none() {
+            return;
+        }
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                () = cancel.cancelled() => return,
+                _ = tick.tick() => self.reload_file(false).await,
+            }
+        }
+    }
+
+    /// Pull from the ServiceNow-style API now and then every `interval`.
+    pub async fn sync_servicenow(self, sn: ServiceNowConfig, cancel: CancellationToken) {
+        let secret = |s: &Secret| match s {
+            Secret::Inline(v) => Ok(v.clone()),
+            Secret::File(p) => std::fs::read_to_string(p).map(|t| t.trim().to_string()),
+        };
+        let auth = match &sn.auth {
+            ServiceNowAuth::Basic { user, password } => {
+                secret(password).map(|password| servicenow::Auth::Basic {
+                    user: user.clone(),
+                    password,
+                })
+            }
+            ServiceNowAuth::Bearer(t) => secret(t).map(servicenow::Auth::Bearer),
+        };
+        let auth = match auth {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot read the ServiceNow credentials; CMDB sync disabled");
+                return;
+            }
+        };
+        let ep = servicenow::Endpoint {
+            base_url: sn.url.clone(),
+            auth,
+            page_size: sn.page_size,
+            ci_query: sn.ci_query.clone(),
+            timeout: sn.timeout,
+        };
+        // Only the configured host: never follow a redirect elsewhere.
+        let client = match reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+        {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot build the HTTP client; CMDB sync disabled");
+                return;
+            }
+        };
+        let mut tick = tokio::time::interval(sn.interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                () = cancel.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            match servicenow::fetch(&client, &ep).await {
+                Ok(file) => {
+                    let (n_ci, n_svc) = (file.cis.len(), file.services.len());
+                    let mut st = self.inner.state.lock().await;
+                    let previous = st.servicenow.replace(file);
+                    if self.rebuild(&st, "servicenow").await {
+                        tracing::info!(cis = n_ci, services = n_svc, "CMDB synced from ServiceNow");
+                    } else {
+                        st.servicenow = previous;
+                    }
+                }
+                Err(e) => {
+                    self.inner
+                        .metrics
+                        .cmdb_reloads
+                        .with_label_values(&["servicenow", "failure"])
+                        .inc();
+                    tracing::error!(error = %e, "ServiceNow CMDB sync failed; keeping the last good CMDB");
+                }
+            }
+        }
+    }
+
+    /// Merge the sources and swap the result in; false if it is invalid.
+    async fn rebuild(&self, st: &Sources, source: &'static str) -> bool {
+        let parts: Vec<CmdbFile> = st
+            .file
+            .iter()
+            .chain(st.servicenow.iter())
+            .cloned()
+            .collect();
+        let built =
+            tokio::task::spawn_blocking(move || Cmdb::build("cmdb", cmdb::merge(parts))).await;
+        let m = &self.inner.metrics;
+        match built {
+            Ok(Ok(new)) => {
+                let new = Arc::new(new);
+                let n = new.len();
+                if self.inner.engine.set_cmdb(new.clone()).await.is_err() {
+                    return false;
+                }
+                match self.inner.cell.write() {
+                    Ok(mut g) => *g = new,
+                    Err(poisoned) => *poisoned.into_inner() = new,
+                }
+                m.cmdb_cis.set(i64::try_from(n).unwrap_or(0));
+                m.cmdb_reloads.with_label_values(&[source, "success"]).inc();
+                tracing::info!(source, cis = n, "CMDB reloaded");
+                true
+            }
+            Ok(Err(errs)) => {
+                m.cmdb_reloads.with_label_values(&[source, "failure"]).inc();
+                let list: Vec<String> = errs.iter().map(ToString::to_string).collect();
+                tracing::error!(source, errors = %list.join("; "), "CMDB invalid after reload; keeping the last good CMDB");
+                false
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "CMDB build task failed");
+                false
+            }
+        }
+    }
+}
