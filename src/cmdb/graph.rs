@@ -229,12 +229,15 @@ impl Cmdb {
                     "must not be empty".into(),
                 );
             }
-            if by_id.insert(c.id.clone(), CiIdx(i as u32)).is_some() {
+            // The first CI with an id keeps it, so a duplicate cannot redirect edges.
+            if by_id.contains_key(&c.id) {
                 err(
                     &mut errs,
                     format!("cis[{i}].id"),
                     format!("duplicate CI id {:?}", c.id),
                 );
+            } else {
+                by_id.insert(c.id.clone(), CiIdx(i as u32));
             }
         }
         let mut cis = Vec::with_capacity(file.cis.len());

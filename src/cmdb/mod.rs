@@ -90,3 +90,6 @@ pub fn merge(parts: Vec<CmdbFile>) -> CmdbFile {
 
 /// The CMDB in force, shared with the API; swapped whole on reload.
 pub type SharedCmdb = std::sync::Arc<std::sync::RwLock<std::sync::Arc<Cmdb>>>;
+
+#[cfg(test)]
+mod tests;
