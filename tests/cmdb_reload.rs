@@ -1,0 +1,132 @@
+//! The CMDB file reloads when it changes, without losing state; a broken
+//! file keeps the last good CMDB. Runs the real binary.
+
+use serde_json::{Value, json};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+struct Daemon(Child);
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+const V1: &str = "version: 1\nservices: [{ id: shop, tier: 1, owner: team-shop }]\ncis:\n  - { id: db, class: database, match: { job: postgres }, owner: team-dba }\n  - { id: api, class: application, service: shop, match: { service: api }, depends_on: [db] }\n";
+const V2: &str = "version: 1\nservices: [{ id: shop, tier: 1, owner: team-shop }, { id: blog, tier: 3 }]\ncis:\n  - { id: db, class: database, match: { job: postgres }, owner: team-dba }\n  - { id: api, class: application, service: shop, match: { service: api }, depends_on: [db] }\n  - { id: blog-web, class: application, service: blog, match: { service: blog-web }, depends_on: [db] }\n";
+
+async fn get(base: &str, path: &str) -> (u16, Value) {
+    match reqwest::get(format!("{base}{path}")).await {
+        Ok(r) => {
+            let status = r.status().as_u16();
+            (status, r.json().await.unwrap_or(Value::Null))
+        }
+        Err(_) => (0, Value::Null), // not listening yet
+    }
+}
+
+async fn wait_for(what: &str, mut ok: impl AsyncFnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !ok().await {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn cmdb_file_reloads_on_change_and_keeps_state() {
+    let dir = tempfile::tempdir().unwrap();
+    let cmdb = dir.path().join("cmdb.yaml");
+    std::fs::write(&cmdb, V1).unwrap();
+    let config = dir.path().join("incidentd.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[cmdb]\nfile = {:?}\nreload_interval = \"200ms\"\n",
+            cmdb.display().to_string()
+        ),
+    )
+    .unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let base = format!("http://127.0.0.1:{port}");
+    let child = Command::new(env!("CARGO_BIN_EXE_incidentd"))
+        .args([
+            "serve",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--config",
+        ])
+        .arg(&config)
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .arg("--rules")
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/rules"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let _d = Daemon(child);
+    wait_for("readiness", async || get(&base, "/readyz").await.0 == 200).await;
+    assert_eq!(get(&base, "/api/v1/cis/api").await.0, 200);
+    assert_eq!(get(&base, "/api/v1/cis/blog-web").await.0, 404);
+
+    let client = reqwest::Client::new();
+    let post = |labels: Value| {
+        let client = client.clone();
+        let base = base.clone();
+        async move {
+            let body = json!({"version": "4", "alerts": [{"status": "firing", "labels": labels, "startsAt": "2026-03-02T08:00:00Z"}]});
+            let r = client
+                .post(format!("{base}/api/v1/alerts/alertmanager"))
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            assert!(r.status().is_success());
+        }
+    };
+    post(json!({"alertname": "PostgresDown", "job": "postgres", "severity": "critical"})).await;
+
+    // Edit the file: a new CI appears without a restart.
+    std::fs::write(&cmdb, V2).unwrap();
+    wait_for("the new CI", async || {
+        get(&base, "/api/v1/cis/blog-web").await.0 == 200
+    })
+    .await;
+    let (_, ci) = get(&base, "/api/v1/cis/db").await;
+    assert_eq!(
+        ci["impacted_services"],
+        json!([{"id": "blog", "tier": 3}, {"id": "shop", "tier": 1}])
+    );
+    // State survived: the new CI's alert joins the incident opened before the reload.
+    post(json!({"alertname": "HighErrorRate", "service": "blog-web", "severity": "warning"})).await;
+    let (_, v) = get(&base, "/api/v1/incidents").await;
+    let incidents = v["incidents"].as_array().unwrap();
+    assert_eq!(incidents.len(), 1, "{v}");
+    assert_eq!(incidents[0]["root_ci"], "db");
+    assert_eq!(
+        incidents[0]["alert_fingerprints"].as_array().unwrap().len(),
+        2
+    );
+
+    // A broken file keeps the last good CMDB.
+    std::fs::write(&cmdb, "cis:\n  - { id: x, depends_on: [nowhere] }\n").unwrap();
+    wait_for("the failed reload to be counted", async || {
+        let text = reqwest::get(format!("{base}/metrics"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        text.contains("incidentd_cmdb_reloads_total{outcome=\"failure\",source=\"file\"} 1")
+    })
+    .await;
+    assert_eq!(get(&base, "/api/v1/cis/blog-web").await.0, 200);
+    let (s, v) = get(&base, "/api/v1/problems").await;
+    assert_eq!((s, v["problems"].as_array().map(Vec::len)), (200, Some(0)));
+}
