@@ -109,11 +109,18 @@ fn non_empty(v: &str) -> Option<String> {
 /// (what alerts carry in a `ci` label), falling back to `sys_id`.
 pub fn to_cmdb(cis: &[CiRow], rels: &[RelRow]) -> CmdbFile {
     let mut by_sys: HashMap<&str, (bool, String)> = HashMap::new();
+    let mut used: std::collections::HashSet<String> = std::collections::HashSet::new();
     let mut services = Vec::new();
     let mut records: Vec<CiRecord> = Vec::new();
     let mut index: HashMap<String, usize> = HashMap::new();
     for row in cis {
-        let id = non_empty(&row.name).unwrap_or_else(|| row.sys_id.clone());
+        // Names are what alerts carry, but real CMDBs repeat them: a repeated
+        // name gets its sys_id appended rather than failing the whole sync.
+        let mut id = non_empty(&row.name).unwrap_or_else(|| row.sys_id.clone());
+        if !used.insert(id.clone()) {
+            id = format!("{id}#{}", row.sys_id);
+            used.insert(id.clone());
+        }
         let owner = non_empty(&row.support_group).or_else(|| non_empty(&row.owned_by));
         let is_service = SERVICE_CLASSES.contains(&row.sys_class_name.as_str());
         by_sys.insert(row.sys_id.as_str(), (is_service, id.clone()));
@@ -234,8 +241,8 @@ async fn fetch_table<T: for<'de> Deserialize<'de>>(
     let url = format!("{}/api/now/table/{table}", ep.base_url);
     let mut out = Vec::new();
     let limit = ep.page_size.max(1);
-    for page in 0..MAX_PAGES {
-        let offset = page as u64 * u64::from(limit);
+    let mut offset = 0u64;
+    for _ in 0..MAX_PAGES {
         let mut params = vec![
             ("sysparm_fields", fields.to_string()),
             ("sysparm_limit", limit.to_string()),
@@ -243,17 +250,65 @@ async fn fetch_table<T: for<'de> Deserialize<'de>>(
             ("sysparm_exclude_reference_link", "true".to_string()),
             ("sysparm_display_value", "false".to_string()),
         ];
-        if let Some(q) = query {
-            params.push(("sysparm_query", q.to_string()));
-        }
-        let rows: Vec<T> = get_page(client, ep, &url, &params).await?;
+        // A stable order, so rows do not shift between pages.
+        let q = match query {
+            Some(q) => format!("{q}^ORDERBYsys_id"),
+            None => "ORDERBYsys_id".to_string(),
+        };
+        params.push(("sysparm_query", q));
+        let (rows, more): (Vec<T>, More) = get_page(client, ep, &url, &params).await?;
         let n = rows.len();
         out.extend(rows);
-        if n < limit as usize {
-            return Ok(out);
-        }
+        // Read ACLs drop rows after the query ran, so a short page need not
+        // be the last: the `Link` header, when sent, says where to go on.
+        offset = match more {
+            More::At(next) if next > offset => next,
+            More::Done => return Ok(out),
+            _ if n < limit as usize => return Ok(out),
+            _ => offset + u64::from(limit),
+        };
     }
     Err(ServiceNowError::Runaway(url))
+}
+
+/// What the `Link` header says about the page after this one.
+#[derive(Debug)]
+enum More {
+    /// No `Link` header (one page only, or not sent): judge by the row count.
+    Unknown,
+    /// A `Link` header without `rel="next"`: this was the last page.
+    Done,
+    /// The `sysparm_offset` of the `rel="next"` link.
+    At(u64),
+}
+
+fn more_from_link(link: Option<&str>) -> More {
+    let Some(mut rest) = link else {
+        return More::Unknown;
+    };
+    // `<url>;rel="first",<url>;rel="next",...`; URLs may hold commas.
+    while let Some(start) = rest.find('<') {
+        let Some(end) = rest[start..].find('>').map(|e| start + e) else {
+            break;
+        };
+        let url = &rest[start + 1..end];
+        rest = &rest[end + 1..];
+        let attrs = &rest[..rest.find('<').unwrap_or(rest.len())];
+        let is_next = attrs
+            .split([';', ','])
+            .any(|a| matches!(a.trim(), "rel=\"next\"" | "rel=next"));
+        if is_next {
+            return url
+                .split_once('?')
+                .and_then(|(_, q)| {
+                    q.split('&')
+                        .find_map(|kv| kv.strip_prefix("sysparm_offset="))
+                })
+                .and_then(|o| o.parse().ok())
+                .map_or(More::Unknown, More::At);
+        }
+    }
+    More::Done
 }
 
 /// One page, retrying 429 and 5xx a few times (honouring `Retry-After`).
@@ -262,7 +317,7 @@ async fn get_page<T: for<'de> Deserialize<'de>>(
     ep: &Endpoint,
     url: &str,
     params: &[(&str, String)],
-) -> Result<Vec<T>, ServiceNowError> {
+) -> Result<(Vec<T>, More), ServiceNowError> {
     let mut backoff = Duration::from_millis(500);
     let mut attempt = 0;
     loop {
@@ -301,6 +356,11 @@ async fn get_page<T: for<'de> Deserialize<'de>>(
                 body: body.chars().take(300).collect(),
             });
         }
+        let more = more_from_link(
+            resp.headers()
+                .get(reqwest::header::LINK)
+                .and_then(|v| v.to_str().ok()),
+        );
         let bytes = resp.bytes().await.map_err(|source| ServiceNowError::Http {
             url: url.to_string(),
             source,
@@ -310,7 +370,7 @@ async fn get_page<T: for<'de> Deserialize<'de>>(
                 url: url.to_string(),
                 message: e.to_string(),
             })?;
-        return Ok(page.result);
+        return Ok((page.result, more));
     }
 }
 
@@ -325,6 +385,20 @@ mod tests {
             sys_class_name: class.into(),
             ..CiRow::default()
         }
+    }
+
+    #[test]
+    fn repeated_names_get_their_sys_id() {
+        let file = to_cmdb(
+            &[
+                ci("a1", "web", "cmdb_ci_linux_server"),
+                ci("a2", "web", "cmdb_ci_linux_server"),
+            ],
+            &[],
+        );
+        let ids: Vec<&str> = file.cis.iter().map(|c| c.id.as_str()).collect();
+        assert_eq!(ids, vec!["web", "web#a2"]);
+        assert!(crate::cmdb::Cmdb::build("sn", file).is_ok());
     }
 
     #[test]
