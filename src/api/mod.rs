@@ -325,18 +325,38 @@ fn invalid(st: &AppState, source: Source, e: ApiError) -> ApiError {
     e
 }
 
+/// Admission, body limits and parsing shared by the ingest endpoints.
+async fn receive<T: Send + 'static>(
+    st: &AppState,
+    gate: &SourceGate,
+    src: Source,
+    headers: &HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+    parser: impl FnOnce(&[u8], crate::domain::Timestamp) -> Result<T, NormalizeError> + Send + 'static,
+) -> Result<T, ApiError> {
+    admit(st, gate, src, headers)?;
+    let body = body_bytes(body, st.max_body_bytes).map_err(|e| invalid(st, src, e))?;
+    let now = st.clock.now();
+    parse(body, move |b| parser(b, now))
+        .await
+        .map_err(|e| invalid(st, src, e))
+}
+
 async fn post_alertmanager(
     State(st): State<Shared>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<IngestResponse>, ApiError> {
     let src = Source::Alertmanager;
-    admit(&st, &st.alertmanager, src, &headers)?;
-    let body = body_bytes(body, st.max_body_bytes).map_err(|e| invalid(&st, src, e))?;
-    let now = st.clock.now();
-    let events = parse(body, move |b| normalize::parse_alertmanager(b, now))
-        .await
-        .map_err(|e| invalid(&st, src, e))?;
+    let events = receive(
+        &st,
+        &st.alertmanager,
+        src,
+        &headers,
+        body,
+        normalize::parse_alertmanager,
+    )
+    .await?;
     Ok(Json(ingest(&st, src, events).await?))
 }
 
@@ -346,12 +366,15 @@ async fn post_canonical(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<IngestResponse>, ApiError> {
     let src = Source::Api;
-    admit(&st, &st.api_source, src, &headers)?;
-    let body = body_bytes(body, st.max_body_bytes).map_err(|e| invalid(&st, src, e))?;
-    let now = st.clock.now();
-    let events = parse(body, move |b| normalize::parse_canonical(b, now))
-        .await
-        .map_err(|e| invalid(&st, src, e))?;
+    let events = receive(
+        &st,
+        &st.api_source,
+        src,
+        &headers,
+        body,
+        normalize::parse_canonical,
+    )
+    .await?;
     Ok(Json(ingest(&st, src, events).await?))
 }
 
@@ -361,12 +384,15 @@ async fn post_pagerduty(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
     let src = Source::Pagerduty;
-    admit(&st, &st.pagerduty, src, &headers)?;
-    let body = body_bytes(body, st.max_body_bytes).map_err(|e| invalid(&st, src, e))?;
-    let now = st.clock.now();
-    let (event, key) = parse(body, move |b| normalize::parse_pagerduty(b, now))
-        .await
-        .map_err(|e| invalid(&st, src, e))?;
+    let (event, key) = receive(
+        &st,
+        &st.pagerduty,
+        src,
+        &headers,
+        body,
+        normalize::parse_pagerduty,
+    )
+    .await?;
     ingest(&st, src, vec![event]).await?;
     // PagerDuty's own answer shape, so its client libraries are satisfied.
     Ok((
