@@ -297,6 +297,14 @@ fn update_gauges(engine: &Engine, metrics: &Metrics) {
     }
 }
 
+/// Repeat counters committed per transaction when changes are waiting: small
+/// enough that a waiting change batch is never stuck behind a long commit.
+const COUNTER_CHUNK: usize = 2_000;
+
+fn is_counter(op: &StoreOp) -> bool {
+    matches!(op, StoreOp::TouchAlerts(_) | StoreOp::TouchIncident { .. })
+}
+
 async fn writer_loop(
     store: DynStore,
     mut rx: mpsc::Receiver<(u64, Vec<StoreOp>)>,
@@ -305,47 +313,123 @@ async fn writer_loop(
     healthy: Arc<AtomicBool>,
     cancel: CancellationToken,
 ) {
-    while let Some((mut seq, mut ops)) = rx.recv().await {
+    // Coalesced repeat counters nobody waits for: written after, and in
+    // between, the changes that senders wait on (they only ever grow, so
+    // their order against the changes does not matter).
+    let mut counters: std::collections::VecDeque<StoreOp> = std::collections::VecDeque::new();
+    loop {
+        let next = if counters.is_empty() {
+            rx.recv().await
+        } else {
+            match rx.try_recv() {
+                Ok(b) => Some(b),
+                Err(mpsc::error::TryRecvError::Empty) => None,
+                Err(mpsc::error::TryRecvError::Disconnected) => {
+                    let rest: Vec<StoreOp> = counters.drain(..).collect();
+                    commit(&*store, &rest, &metrics, &healthy, &cancel).await;
+                    return;
+                }
+            }
+        };
+        let Some((mut seq, first)) = next else {
+            if counters.is_empty() {
+                return; // channel closed and nothing left
+            }
+            let chunk = take_counters(&mut counters);
+            commit(&*store, &chunk, &metrics, &healthy, &cancel).await;
+            continue;
+        };
+        let mut ops = Vec::with_capacity(first.len());
+        let mut absorb = |batch: Vec<StoreOp>, ops: &mut Vec<StoreOp>| {
+            for op in batch {
+                if is_counter(&op) {
+                    counters.push_back(op);
+                } else {
+                    ops.push(op);
+                }
+            }
+        };
+        absorb(first, &mut ops);
         while ops.len() < 50_000 {
             match rx.try_recv() {
                 Ok((s, more)) => {
                     seq = s;
-                    ops.extend(more);
+                    absorb(more, &mut ops);
                 }
                 Err(_) => break,
             }
         }
-        let mut backoff = Duration::from_millis(50);
-        loop {
-            let started = Instant::now();
-            match store.apply(&ops).await {
-                Ok(()) => {
-                    metrics
-                        .store_commit_seconds
-                        .observe(started.elapsed().as_secs_f64());
-                    metrics.store_batch_ops.observe(ops.len() as f64);
-                    if !healthy.swap(true, Ordering::Relaxed) {
-                        tracing::info!("store commits succeed again");
-                    }
-                    break;
-                }
-                Err(e) => {
-                    // Never drop a batch while running: the senders of what it
-                    // holds are still waiting (and get 503 after their timeout;
-                    // their retries wait on this same batch). Only at shutdown
-                    // do we give up, and then nobody was told it was durable.
-                    metrics.store_errors.inc();
-                    healthy.store(false, Ordering::Relaxed);
-                    if cancel.is_cancelled() && backoff >= Duration::from_secs(5) {
-                        tracing::error!(error = %e, ops = ops.len(), "store still failing at shutdown; unacknowledged changes not persisted");
-                        return;
-                    }
-                    tracing::error!(error = %e, ops = ops.len(), retry_in = ?backoff, "store commit failed");
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
-                }
-            }
+        if !ops.is_empty() && !commit(&*store, &ops, &metrics, &healthy, &cancel).await {
+            return;
         }
         committed.send_replace(seq);
+    }
+}
+
+/// Up to `COUNTER_CHUNK` rows of queued counter ops.
+fn take_counters(q: &mut std::collections::VecDeque<StoreOp>) -> Vec<StoreOp> {
+    let mut out = Vec::new();
+    let mut rows = 0;
+    while rows < COUNTER_CHUNK {
+        let Some(op) = q.pop_front() else { break };
+        match op {
+            StoreOp::TouchAlerts(mut t) if rows + t.len() > COUNTER_CHUNK => {
+                let rest = t.split_off(COUNTER_CHUNK - rows);
+                rows = COUNTER_CHUNK;
+                out.push(StoreOp::TouchAlerts(t));
+                q.push_front(StoreOp::TouchAlerts(rest));
+            }
+            StoreOp::TouchAlerts(t) => {
+                rows += t.len().max(1);
+                out.push(StoreOp::TouchAlerts(t));
+            }
+            other => {
+                rows += 1;
+                out.push(other);
+            }
+        }
+    }
+    out
+}
+
+/// Commit one batch, retrying until it succeeds. False only when giving up
+/// at shutdown.
+async fn commit(
+    store: &dyn crate::store::Store,
+    ops: &[StoreOp],
+    metrics: &Metrics,
+    healthy: &AtomicBool,
+    cancel: &CancellationToken,
+) -> bool {
+    let mut backoff = Duration::from_millis(50);
+    loop {
+        let started = Instant::now();
+        match store.apply(ops).await {
+            Ok(()) => {
+                metrics
+                    .store_commit_seconds
+                    .observe(started.elapsed().as_secs_f64());
+                metrics.store_batch_ops.observe(ops.len() as f64);
+                if !healthy.swap(true, Ordering::Relaxed) {
+                    tracing::info!("store commits succeed again");
+                }
+                return true;
+            }
+            Err(e) => {
+                // Never drop a batch while running: the senders of what it
+                // holds are still waiting (and get 503 after their timeout;
+                // their retries wait on this same batch). Only at shutdown
+                // do we give up, and then nobody was told it was durable.
+                metrics.store_errors.inc();
+                healthy.store(false, Ordering::Relaxed);
+                if cancel.is_cancelled() && backoff >= Duration::from_secs(5) {
+                    tracing::error!(error = %e, ops = ops.len(), "store still failing at shutdown; unacknowledged changes not persisted");
+                    return false;
+                }
+                tracing::error!(error = %e, ops = ops.len(), retry_in = ?backoff, "store commit failed");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+        }
     }
 }
