@@ -88,7 +88,25 @@ pub struct Cmdb {
     up_to: Vec<CiIdx>,
     down_start: Vec<u32>,
     down_to: Vec<CiIdx>,
+    /// Length of the longest `depends_on` path from each CI (0: depends on
+    /// nothing). Every edge goes to a lower level, so `a` can only be upstream
+    /// of `b` when `level[a] < level[b]`: graph walks prune with it.
+    level: Vec<u32>,
     warnings: Vec<CmdbError>,
+}
+
+/// Reusable buffers for [`Cmdb::is_upstream_with`].
+#[derive(Debug, Default)]
+pub(crate) struct Walk {
+    seen: FxHashSet<CiIdx>,
+    stack: Vec<CiIdx>,
+}
+
+impl Walk {
+    /// Whether the last [`Cmdb::reach`] found `c`.
+    pub(crate) fn contains(&self, c: CiIdx) -> bool {
+        self.seen.contains(&c)
+    }
 }
 
 fn pair_hash(name: &str, value: &str) -> u64 {
@@ -320,7 +338,7 @@ impl Cmdb {
         let (up_start, up_to) = csr(n, &edges);
         let reversed: Vec<(CiIdx, CiIdx)> = edges.iter().map(|(a, b)| (*b, *a)).collect();
         let (down_start, down_to) = csr(n, &reversed);
-        let cmdb = Cmdb {
+        let mut cmdb = Cmdb {
             cis,
             services,
             by_id,
@@ -331,15 +349,19 @@ impl Cmdb {
             up_to,
             down_start,
             down_to,
+            level: Vec::new(),
             warnings,
         };
-        if let Some(cycle) = cmdb.find_cycle() {
-            let path: Vec<&str> = cycle.iter().map(|c| cmdb.cis[c.at()].id.as_str()).collect();
-            err(
-                &mut errs,
-                "cis".into(),
-                format!("depends_on cycle: {}", path.join(" → ")),
-            );
+        match cmdb.levels_or_cycle() {
+            Ok(level) => cmdb.level = level,
+            Err(cycle) => {
+                let path: Vec<&str> = cycle.iter().map(|c| cmdb.cis[c.at()].id.as_str()).collect();
+                err(
+                    &mut errs,
+                    "cis".into(),
+                    format!("depends_on cycle: {}", path.join(" → ")),
+                );
+            }
         }
         if errs.is_empty() { Ok(cmdb) } else { Err(errs) }
     }
@@ -456,10 +478,12 @@ impl Cmdb {
 
     fn walk(&self, from: CiIdx, up: bool) -> Vec<CiIdx> {
         let mut seen = FxHashSet::default();
-        let mut out = Vec::new();
-        let mut queue = std::collections::VecDeque::from([from]);
         seen.insert(from);
-        while let Some(c) = queue.pop_front() {
+        let mut out = Vec::new();
+        // `out` is also the breadth-first queue: CIs are found in queue order.
+        let mut head = 0;
+        let mut c = from;
+        loop {
             let next = if up {
                 self.depends_on(c)
             } else {
@@ -468,27 +492,86 @@ impl Cmdb {
             for &n in next {
                 if seen.insert(n) {
                     out.push(n);
-                    queue.push_back(n);
                 }
             }
+            let Some(&n) = out.get(head) else { break };
+            head += 1;
+            c = n;
         }
         out
     }
 
+    /// The level of a CI: the length of the longest `depends_on` path from it.
+    pub(crate) fn level(&self, c: CiIdx) -> u32 {
+        self.level[c.at()]
+    }
+
+    /// Collect into `w` (`Walk::contains`) `from` and the CIs reachable from it
+    /// through `depends_on` (`up`) or dependents (`!up`), keeping only CIs of
+    /// level `>= bound` (up) or `<= bound` (down): levels fall strictly along
+    /// `depends_on`, so no path from `from` to such a CI passes through the
+    /// others. Gives up (returns false) once more than `budget` CIs are found.
+    pub(crate) fn reach(
+        &self,
+        from: CiIdx,
+        up: bool,
+        bound: u32,
+        budget: usize,
+        w: &mut Walk,
+    ) -> bool {
+        w.seen.clear();
+        w.seen.reserve(32);
+        w.stack.clear();
+        w.seen.insert(from);
+        w.stack.push(from);
+        while let Some(c) = w.stack.pop() {
+            let next = if up {
+                self.depends_on(c)
+            } else {
+                self.dependents(c)
+            };
+            for &n in next {
+                let keep = if up {
+                    self.level(n) >= bound
+                } else {
+                    self.level(n) <= bound
+                };
+                if keep && w.seen.insert(n) {
+                    if w.seen.len() > budget {
+                        return false;
+                    }
+                    w.stack.push(n);
+                }
+            }
+        }
+        true
+    }
+
     /// Whether `a` is upstream of `b` (b depends on a, transitively).
     pub fn is_upstream(&self, a: CiIdx, b: CiIdx) -> bool {
+        self.is_upstream_with(a, b, &mut Walk::default())
+    }
+
+    /// [`Cmdb::is_upstream`] with reusable buffers.
+    pub(crate) fn is_upstream_with(&self, a: CiIdx, b: CiIdx, w: &mut Walk) -> bool {
         if a == b {
             return false;
         }
-        let mut seen = FxHashSet::default();
-        let mut stack = vec![b];
-        while let Some(c) = stack.pop() {
+        let la = self.level(a);
+        if la >= self.level(b) {
+            return false;
+        }
+        w.seen.clear();
+        w.stack.clear();
+        w.stack.push(b);
+        while let Some(c) = w.stack.pop() {
             for &n in self.depends_on(c) {
                 if n == a {
                     return true;
                 }
-                if seen.insert(n) {
-                    stack.push(n);
+                // Only a CI above `a` can lead down to it.
+                if self.level(n) > la && w.seen.insert(n) {
+                    w.stack.push(n);
                 }
             }
         }
@@ -515,20 +598,24 @@ impl Cmdb {
         out
     }
 
-    /// A cycle in depends_on, if any (iterative three-colour DFS).
-    fn find_cycle(&self) -> Option<Vec<CiIdx>> {
+    /// Each CI's level, or a cycle in depends_on if there is one (iterative
+    /// three-colour DFS; a CI's level is known once its dependencies are done).
+    fn levels_or_cycle(&self) -> Result<Vec<u32>, Vec<CiIdx>> {
         const WHITE: u8 = 0;
         const GREY: u8 = 1;
         const BLACK: u8 = 2;
         let n = self.cis.len();
         let mut colour = vec![WHITE; n];
         let mut parent = vec![u32::MAX; n];
+        let mut level = vec![0u32; n];
+        let mut stack: Vec<(usize, usize)> = Vec::new();
         for s in 0..n {
             if colour[s] != WHITE {
                 continue;
             }
             // Stack of (node, next edge offset).
-            let mut stack: Vec<(usize, usize)> = vec![(s, self.up_start[s] as usize)];
+            stack.clear();
+            stack.push((s, self.up_start[s] as usize));
             colour[s] = GREY;
             while let Some(top) = stack.last_mut() {
                 let node = top.0;
@@ -551,17 +638,22 @@ impl Cmdb {
                             }
                             cycle.push(CiIdx(next as u32));
                             cycle.reverse();
-                            return Some(cycle);
+                            return Err(cycle);
                         }
                         _ => {}
                     }
                 } else {
                     colour[node] = BLACK;
+                    level[node] = self.up_to[self.up_start[node] as usize..end]
+                        .iter()
+                        .map(|d| level[d.at()] + 1)
+                        .max()
+                        .unwrap_or(0);
                     stack.pop();
                 }
             }
         }
-        None
+        Ok(level)
     }
 }
 

@@ -8,6 +8,7 @@ mod graph;
 mod model;
 pub mod servicenow;
 
+pub(crate) use graph::Walk;
 pub use graph::{Binding, BindingHow, CiIdx, Cmdb, ImpactedService};
 pub use model::{CiRecord, CmdbFile, ServiceRecord, SlaRecord, SloRecord};
 

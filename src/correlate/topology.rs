@@ -3,9 +3,8 @@
 //! incidents downstream of it, within the correlation window (event time).
 //! Pure: the engine passes the active incidents in, gets a placement out.
 
-use crate::cmdb::{CiIdx, Cmdb};
+use crate::cmdb::{CiIdx, Cmdb, Walk};
 use crate::domain::{IncidentId, Timestamp};
-use rustc_hash::FxHashSet;
 use std::time::Duration;
 
 /// What topology correlation needs to know of an active incident.
@@ -52,10 +51,16 @@ pub fn place<'a>(
     window: Duration,
     active: impl Iterator<Item = IncidentTopo<'a>>,
 ) -> Placement {
-    let mut upstream: Option<FxHashSet<CiIdx>> = None;
     let mut same: Vec<IncidentId> = Vec::new();
     let mut below_root: Vec<(IncidentId, CiIdx)> = Vec::new();
     let mut above_root: Vec<(IncidentId, CiIdx)> = Vec::new();
+    // Incidents whose root may be related to `ci`. Levels fall strictly along
+    // depends_on, so a root on `ci`'s level is neither up- nor downstream of it.
+    let level = cmdb.level(ci);
+    let mut related: Vec<(IncidentId, CiIdx)> =
+        Vec::with_capacity(active.size_hint().1.unwrap_or(0).min(256));
+    // Lowest level of a root below `ci`, highest of one above it.
+    let (mut lowest, mut highest) = (u32::MAX, 0);
     for inc in active {
         let near = inc.first.saturating_sub(window) <= t && t <= inc.last.saturating_add(window);
         if !near {
@@ -66,11 +71,37 @@ pub fn place<'a>(
             same.push(inc.id);
             continue;
         }
-        let ups = upstream.get_or_insert_with(|| cmdb.upstream(ci).into_iter().collect());
-        if ups.contains(&root) {
-            below_root.push((inc.id, root));
-        } else if cmdb.is_upstream(ci, root) {
-            above_root.push((inc.id, root));
+        let l = cmdb.level(root);
+        if l != level {
+            lowest = lowest.min(l);
+            highest = highest.max(l);
+            related.push((inc.id, root));
+        }
+    }
+    if !related.is_empty() {
+        // One walk each way from `ci` (only through levels a related root can
+        // be reached by) answers every incident. Downstream of a CI that much
+        // depends on can be large: past a budget, ask per root instead.
+        let mut up = Walk::default();
+        let mut down = Walk::default();
+        if lowest < level {
+            cmdb.reach(ci, true, lowest, usize::MAX, &mut up);
+        }
+        let down_complete =
+            highest > level && cmdb.reach(ci, false, highest, 64 + 16 * related.len(), &mut down);
+        let mut scratch = Walk::default();
+        for (id, root) in related {
+            if cmdb.level(root) < level {
+                if up.contains(root) {
+                    below_root.push((id, root));
+                }
+            } else if down_complete {
+                if down.contains(root) {
+                    above_root.push((id, root));
+                }
+            } else if cmdb.is_upstream_with(ci, root, &mut scratch) {
+                above_root.push((id, root));
+            }
         }
     }
     // Deterministic choice: the oldest incident wins (it was paged first).
