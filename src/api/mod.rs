@@ -552,16 +552,29 @@ fn actor(body: &Bytes) -> Result<String, ApiError> {
         .unwrap_or_else(|| "api".into()))
 }
 
-async fn ack_incident(
-    State(st): State<Shared>,
-    headers: HeaderMap,
-    Path(raw): Path<String>,
+#[derive(Clone, Copy)]
+enum Action {
+    Ack,
+    Resolve,
+}
+
+/// Shared by ack and resolve: 404 for an unknown id, 409 for one that is
+/// not active (or already acknowledged).
+async fn incident_action(
+    st: &AppState,
+    headers: &HeaderMap,
+    raw: &str,
     body: Result<Bytes, BytesRejection>,
+    action: Action,
 ) -> Result<Json<Incident>, ApiError> {
-    check_api_token(&st, &headers)?;
-    let id = parse_id(&raw)?;
+    check_api_token(st, headers)?;
+    let id = parse_id(raw)?;
     let who = actor(&body_bytes(body, st.max_body_bytes)?)?;
-    match st.engine.acknowledge(id, who).await {
+    let result = match action {
+        Action::Ack => st.engine.acknowledge(id, who).await,
+        Action::Resolve => st.engine.resolve(id, who).await,
+    };
+    match result {
         Err(PipelineError::Engine(EngineError::NotActive(_)))
             if st.store.get_incident(id).await?.is_none() =>
         {
@@ -571,23 +584,22 @@ async fn ack_incident(
     }
 }
 
+async fn ack_incident(
+    State(st): State<Shared>,
+    headers: HeaderMap,
+    Path(raw): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<Incident>, ApiError> {
+    incident_action(&st, &headers, &raw, body, Action::Ack).await
+}
+
 async fn resolve_incident(
     State(st): State<Shared>,
     headers: HeaderMap,
     Path(raw): Path<String>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Incident>, ApiError> {
-    check_api_token(&st, &headers)?;
-    let id = parse_id(&raw)?;
-    let who = actor(&body_bytes(body, st.max_body_bytes)?)?;
-    match st.engine.resolve(id, who).await {
-        Err(PipelineError::Engine(EngineError::NotActive(_)))
-            if st.store.get_incident(id).await?.is_none() =>
-        {
-            Err(ApiError::NotFound(id))
-        }
-        other => Ok(Json(other?)),
-    }
+    incident_action(&st, &headers, &raw, body, Action::Resolve).await
 }
 
 async fn readyz(State(st): State<Shared>) -> Response {
