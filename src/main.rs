@@ -35,6 +35,9 @@ enum Cmd {
         /// CMDB file (default deploy/cmdb.yaml when present).
         #[arg(long)]
         cmdb: Option<PathBuf>,
+        /// Store: `sqlite` (default, under the data dir) or a postgres:// URL.
+        #[arg(long, env = "INCIDENTD_STORE")]
+        store: Option<String>,
     },
     /// Validate config, rules and CMDB; print every error; exit 1 if any.
     Check {
@@ -89,6 +92,7 @@ fn main() -> ExitCode {
                 data_dir,
                 rules,
                 cmdb,
+                store,
             } => app::serve(
                 config,
                 Overrides {
@@ -96,6 +100,7 @@ fn main() -> ExitCode {
                     data_dir,
                     rules_dir: rules,
                     cmdb,
+                    store,
                 },
             )
             .await

@@ -30,6 +30,7 @@ fn incident(id: i64, state: IncidentState, count: u64) -> Incident {
         rules: vec![],
         links: Links::default(),
         signature: None,
+        shard: 0,
     }
 }
 
@@ -53,6 +54,7 @@ fn record(fp: u64, incident: i64) -> AlertRecord {
         first_seen: Timestamp(1_000),
         last_seen: Timestamp(1_000),
         deliveries: 1,
+        shard: 0,
     }
 }
 

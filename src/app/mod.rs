@@ -93,6 +93,7 @@ pub async fn start(cfg: &Config, clock: Arc<dyn Clock>) -> Result<Running> {
     let now = clock.now();
     let snapshot = store
         .load_state(
+            None,
             now.saturating_sub(cfg.engine.reopen_window),
             now.saturating_sub(cfg.engine.alert_retention),
             now.saturating_sub(cfg.engine.problems.period),

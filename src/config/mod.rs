@@ -44,6 +44,30 @@ pub struct RawConfig {
     pub changes: RawChanges,
     pub problems: RawProblems,
     pub cmdb: RawCmdb,
+    pub kafka: Option<RawKafka>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawKafka {
+    pub brokers: Option<String>,
+    pub group_id: Option<String>,
+    pub topics: Vec<RawKafkaTopic>,
+    pub ingest_topic: Option<String>,
+    pub dead_letter_topic: Option<String>,
+    pub max_batch: Option<u32>,
+    pub batch_wait: Option<String>,
+    pub produce_timeout: Option<String>,
+    /// Extra librdkafka properties, passed through as they are.
+    pub librdkafka: std::collections::BTreeMap<String, String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawKafkaTopic {
+    pub name: String,
+    #[serde(default)]
+    pub format: Option<String>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -126,6 +150,8 @@ pub struct RawApi {
 #[derive(Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawStore {
+    pub url: Option<String>,
+    pub max_connections: Option<u32>,
     pub sqlite_synchronous: Option<String>,
     pub flush_interval: Option<String>,
 }
@@ -178,6 +204,56 @@ pub enum ServiceNowAuth {
     Bearer(Secret),
 }
 
+/// Where the incident record lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreBackend {
+    /// `incidentd.db` under the data dir.
+    Sqlite,
+    /// A PostgreSQL URL (`postgres://user@host:port/db`).
+    Postgres { url: String, max_connections: u32 },
+}
+
+/// What a Kafka message value holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TopicFormat {
+    /// Detected per message: an object with `alerts` is an Alertmanager
+    /// webhook body, anything else canonical alert(s).
+    Auto,
+    Canonical,
+    Alertmanager,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KafkaTopic {
+    pub name: String,
+    pub format: TopicFormat,
+}
+
+/// Work shards: one per (topic, partition) consumed, numbered
+/// `topic index × PARTITIONS_PER_TOPIC + partition`. Incident ids of a
+/// shard's engine are ≡ shard (mod `MAX_SHARDS`), see `Engine::set_shard`.
+pub const MAX_TOPICS: usize = 4;
+pub const PARTITIONS_PER_TOPIC: u32 = 1024;
+pub const MAX_SHARDS: u32 = 4096;
+
+#[derive(Debug, Clone)]
+pub struct KafkaConfig {
+    pub brokers: String,
+    pub group_id: String,
+    /// Topics consumed; the ingest topic (when set) is among them, first.
+    pub topics: Vec<KafkaTopic>,
+    /// Distributed mode: webhooks publish here instead of ingesting locally.
+    pub ingest_topic: Option<String>,
+    pub dead_letter_topic: Option<String>,
+    /// Most messages handed to the engine as one batch.
+    pub max_batch: usize,
+    /// How long a partial batch may wait for more messages.
+    pub batch_wait: Duration,
+    /// How long a webhook waits for the broker to acknowledge its publish.
+    pub produce_timeout: Duration,
+    pub librdkafka: Vec<(String, String)>,
+}
+
 #[derive(Debug, Clone)]
 pub struct Config {
     pub listen: SocketAddr,
@@ -200,6 +276,8 @@ pub struct Config {
     pub pagerduty: SourceConfig,
     pub api_token: Option<Secret>,
     pub sqlite_synchronous: Synchronous,
+    pub store: StoreBackend,
+    pub kafka: Option<KafkaConfig>,
     pub flush_interval: Duration,
     pub engine: EngineConfig,
 }
@@ -211,6 +289,8 @@ pub struct Overrides {
     pub data_dir: Option<PathBuf>,
     pub rules_dir: Option<PathBuf>,
     pub cmdb: Option<PathBuf>,
+    /// `--store`: `sqlite` or a PostgreSQL URL.
+    pub store: Option<String>,
 }
 
 /// Read the file (if any) and `INCIDENTD_CONFIG__*` variables (e.g.
@@ -344,6 +424,8 @@ pub fn validate(raw: RawConfig, o: &Overrides) -> Result<Config, Vec<FieldError>
             Synchronous::Full
         }
     };
+    let store = store_backend(&mut errs, o.store.as_deref(), &raw.store);
+    let kafka = raw.kafka.as_ref().and_then(|k| kafka(&mut errs, k));
     let flush_interval = duration(
         &mut errs,
         "store.flush_interval",
@@ -501,8 +583,144 @@ pub fn validate(raw: RawConfig, o: &Overrides) -> Result<Config, Vec<FieldError>
         pagerduty,
         api_token,
         sqlite_synchronous,
+        store,
+        kafka,
         flush_interval,
         engine,
+    })
+}
+
+fn store_backend(errs: &mut Vec<FieldError>, cli: Option<&str>, raw: &RawStore) -> StoreBackend {
+    let max_connections = raw.max_connections.unwrap_or(8);
+    if max_connections == 0 {
+        errs.push(FieldError {
+            field: "store.max_connections".into(),
+            message: "must be at least 1".into(),
+        });
+    }
+    match cli.or(raw.url.as_deref()) {
+        None | Some("sqlite") => StoreBackend::Sqlite,
+        Some(u) if u.starts_with("postgres://") || u.starts_with("postgresql://") => {
+            StoreBackend::Postgres {
+                url: u.to_string(),
+                max_connections: max_connections.max(1),
+            }
+        }
+        Some(_) => {
+            errs.push(FieldError {
+                field: "store.url".into(),
+                message: "must be \"sqlite\" or a postgres:// URL".into(),
+            });
+            StoreBackend::Sqlite
+        }
+    }
+}
+
+fn kafka(errs: &mut Vec<FieldError>, k: &RawKafka) -> Option<KafkaConfig> {
+    let mut err = |field: &str, message: String| {
+        errs.push(FieldError {
+            field: format!("kafka.{field}"),
+            message,
+        })
+    };
+    let brokers = match k.brokers.as_deref().map(str::trim) {
+        Some(b) if !b.is_empty() => b.to_string(),
+        _ => {
+            err("brokers", "required: host:port[,host:port…]".into());
+            String::new()
+        }
+    };
+    let mut topics = Vec::new();
+    if let Some(t) = &k.ingest_topic {
+        if t.is_empty() {
+            err("ingest_topic", "must not be empty".into());
+        }
+        topics.push(KafkaTopic {
+            name: t.clone(),
+            format: TopicFormat::Auto,
+        });
+    }
+    for (i, t) in k.topics.iter().enumerate() {
+        let format = match t.format.as_deref() {
+            None | Some("auto") => TopicFormat::Auto,
+            Some("canonical") => TopicFormat::Canonical,
+            Some("alertmanager") => TopicFormat::Alertmanager,
+            Some(other) => {
+                err(
+                    &format!("topics[{i}].format"),
+                    format!("must be auto, canonical or alertmanager, got {other:?}"),
+                );
+                TopicFormat::Auto
+            }
+        };
+        if t.name.is_empty() {
+            err(&format!("topics[{i}].name"), "must not be empty".into());
+        } else if topics.iter().any(|x: &KafkaTopic| x.name == t.name) {
+            err(
+                &format!("topics[{i}].name"),
+                format!("topic {:?} is listed twice", t.name),
+            );
+        }
+        topics.push(KafkaTopic {
+            name: t.name.clone(),
+            format,
+        });
+    }
+    if topics.is_empty() {
+        err(
+            "topics",
+            "configure ingest_topic or at least one [[kafka.topics]]".into(),
+        );
+    }
+    if topics.len() > MAX_TOPICS {
+        // Each (topic, partition) is a work shard with its own id space.
+        err(
+            "topics",
+            format!("at most {MAX_TOPICS} topics (ingest topic included) per group"),
+        );
+    }
+    let max_batch = k.max_batch.unwrap_or(5_000);
+    if max_batch == 0 {
+        err("max_batch", "must be at least 1".into());
+    }
+    let mut dur = |field: &str, v: &Option<String>, d: Duration| match v {
+        None => d,
+        Some(s) => parse_duration(s).unwrap_or_else(|m| {
+            errs.push(FieldError {
+                field: format!("kafka.{field}"),
+                message: m,
+            });
+            d
+        }),
+    };
+    let batch_wait = dur("batch_wait", &k.batch_wait, Duration::from_millis(5));
+    let produce_timeout = dur("produce_timeout", &k.produce_timeout, Duration::from_secs(10));
+    let mut librdkafka = Vec::new();
+    for (key, v) in &k.librdkafka {
+        // These are how the at-least-once guarantee is kept; letting a
+        // config flip them would silently lose alerts on a crash.
+        if matches!(
+            key.as_str(),
+            "enable.auto.offset.store" | "group.id" | "bootstrap.servers"
+        ) {
+            errs.push(FieldError {
+                field: format!("kafka.librdkafka.{key:?}"),
+                message: "is set by incidentd (see kafka.brokers / kafka.group_id)".into(),
+            });
+        } else {
+            librdkafka.push((key.clone(), v.clone()));
+        }
+    }
+    Some(KafkaConfig {
+        brokers,
+        group_id: k.group_id.clone().unwrap_or_else(|| "incidentd".into()),
+        topics,
+        ingest_topic: k.ingest_topic.clone(),
+        dead_letter_topic: k.dead_letter_topic.clone().filter(|t| !t.is_empty()),
+        max_batch: usize::try_from(max_batch.max(1)).unwrap_or(5_000),
+        batch_wait,
+        produce_timeout,
+        librdkafka,
     })
 }
 

@@ -363,4 +363,8 @@ pub struct Incident {
     /// problem management and knowledge.
     #[serde(default)]
     pub signature: Option<String>,
+    /// Work shard that owns this incident: 0 on a single instance; with
+    /// Kafka, the topic partition whose engine keeps it (see `ingest::kafka`).
+    #[serde(default)]
+    pub shard: u32,
 }

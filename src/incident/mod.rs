@@ -176,6 +176,10 @@ pub struct Engine {
     by_key: FxHashMap<Box<str>, IncidentId>,
     due: BTreeSet<(Timestamp, IncidentId)>,
     next_id: i64,
+    /// Work shard this engine owns, and the id stride that keeps the ids of
+    /// shards apart (id ≡ shard mod stride) when several write one store.
+    shard: u32,
+    id_stride: i64,
     ops: Vec<StoreOp>,
     /// Sequence number of the batch `ops` will become.
     seq: u64,
@@ -248,6 +252,8 @@ impl Engine {
             by_key: FxHashMap::default(),
             due: BTreeSet::new(),
             next_id: 1,
+            shard: 0,
+            id_stride: 1,
             ops: Vec::new(),
             seq: 1,
             dirty_alerts: FxHashSet::default(),
@@ -258,9 +264,32 @@ impl Engine {
         }
     }
 
+    /// Make this the engine of one work shard among `stride` (Kafka
+    /// partitions): its incidents get ids ≡ `shard` (mod `stride`), so
+    /// engines on several instances never hand out the same id.
+    pub fn set_shard(&mut self, shard: u32, stride: u32) {
+        self.shard = shard;
+        self.id_stride = i64::from(stride.max(1));
+        self.next_id = self.next_id_above(0);
+    }
+
+    pub fn shard(&self) -> u32 {
+        self.shard
+    }
+
+    /// The smallest id above `floor` that belongs to this engine's shard.
+    fn next_id_above(&self, floor: i64) -> i64 {
+        let (s, k) = (i64::from(self.shard), self.id_stride);
+        let mut id = (floor - s).div_euclid(k) * k + s;
+        while id <= floor || id <= 0 {
+            id += k;
+        }
+        id
+    }
+
     /// Rebuild live state from the store after a restart.
     pub fn restore(&mut self, snap: Snapshot, now: Timestamp) {
-        self.next_id = self.next_id.max(snap.max_incident_id + 1);
+        self.next_id = self.next_id.max(self.next_id_above(snap.max_incident_id));
         for a in snap.alerts {
             let st = AlertState::restored(
                 a.status,

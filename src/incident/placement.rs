@@ -127,6 +127,7 @@ impl Engine {
                 first_seen: now,
                 last_seen: now,
                 deliveries: st.deliveries,
+                shard: self.shard,
             })));
         } else {
             let mut update = update_of(alert.fingerprint, st, Some(suppressed));
@@ -279,7 +280,7 @@ impl Engine {
         now: Timestamp,
     ) -> IncidentId {
         let id = IncidentId(self.next_id);
-        self.next_id += 1;
+        self.next_id += self.id_stride;
         self.stats.incidents_created += 1;
         let at = alert.starts_at;
         let inc = Incident {
@@ -307,6 +308,7 @@ impl Engine {
             rules: Vec::new(),
             links: Links::default(),
             signature: None,
+            shard: self.shard,
         };
         self.incidents.insert(id, Tracked::new(inc, None, at));
         self.add_key(id, key);

@@ -60,6 +60,8 @@ pub struct AlertRecord {
     pub first_seen: Timestamp,
     pub last_seen: Timestamp,
     pub deliveries: u64,
+    /// Work shard of the engine that tracks this alert (see `Incident::shard`).
+    pub shard: u32,
 }
 
 /// Only the fields that change after an alert is first seen.
@@ -139,13 +141,14 @@ pub struct AlertSnapshot {
     pub deliveries: u64,
 }
 
-/// What `load_state` returns: active incidents (with their fingerprints),
+/// What `load_state` returns (restricted to one shard when asked): active incidents (with their fingerprints),
 /// incidents resolved since `resolved_since` (for reopen), and the alerts
 /// that are firing or were seen since `alerts_since`.
 #[derive(Debug, Clone, Default)]
 pub struct Snapshot {
     pub incidents: Vec<Incident>,
     pub alerts: Vec<AlertSnapshot>,
+    /// Highest incident id of the shard (or overall).
     pub max_incident_id: i64,
     pub problems: Vec<Problem>,
     /// (signature, opened_at, id) of resolved incidents within the problem period.
@@ -172,8 +175,11 @@ pub struct IncidentQuery {
 pub trait Store: Send + Sync + 'static {
     /// Apply a batch atomically: all or nothing.
     fn apply<'a>(&'a self, ops: &'a [StoreOp]) -> BoxFuture<'a, Result<(), StoreError>>;
+    /// State of one work shard (`Some`), or of every shard (`None`): a
+    /// Kafka instance loads a partition's state when it is assigned.
     fn load_state(
         &self,
+        shard: Option<u32>,
         resolved_since: Timestamp,
         alerts_since: Timestamp,
         signed_since: Timestamp,

@@ -24,6 +24,7 @@ use std::time::Duration;
 const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("migrations/sqlite/0001_init.sql")),
     (2, include_str!("migrations/sqlite/0002_cmdb.sql")),
+    (3, include_str!("migrations/sqlite/0003_shard.sql")),
 ];
 
 /// `synchronous` pragma. `Normal` in WAL mode survives a process crash
@@ -325,7 +326,7 @@ fn script(g: &Grouped<'_>) -> String {
     for rows in g.incidents.chunks(ROWS_PER_STATEMENT) {
         q.raw(
             "INSERT INTO incidents (id, key, state, priority, impact, urgency, title, root_ci, assignment_group, \
-             alert_count, opened_at, acknowledged_at, acknowledged_by, resolved_at, updated_at, reopen_count, flapping, extra) VALUES ",
+             alert_count, opened_at, acknowledged_at, acknowledged_by, resolved_at, updated_at, reopen_count, flapping, extra, shard) VALUES ",
         );
         for (i, inc) in rows.iter().enumerate() {
             let extra = Extra {
@@ -372,6 +373,8 @@ fn script(g: &Grouped<'_>) -> String {
                 .bool(inc.flapping)
                 .raw(", ")
                 .str(&extra)
+                .raw(", ")
+                .int(i64::from(inc.shard))
                 .raw(")");
         }
         q.raw(
@@ -381,13 +384,13 @@ fn script(g: &Grouped<'_>) -> String {
              opened_at=excluded.opened_at, acknowledged_at=excluded.acknowledged_at, \
              acknowledged_by=excluded.acknowledged_by, resolved_at=excluded.resolved_at, \
              updated_at=excluded.updated_at, reopen_count=excluded.reopen_count, \
-             flapping=excluded.flapping, extra=excluded.extra;\n",
+             flapping=excluded.flapping, extra=excluded.extra, shard=excluded.shard;\n",
         );
     }
     for rows in g.inserts.chunks(ROWS_PER_STATEMENT) {
         q.raw(
             "INSERT INTO alerts (fingerprint, status, labels, annotations, starts_at, ends_at, source, generator_url, \
-             incident_id, corr_key, suppressed_rule, suppressed_reason, flapping, first_seen, last_seen, deliveries, change_id) VALUES ",
+             incident_id, corr_key, suppressed_rule, suppressed_reason, flapping, first_seen, last_seen, deliveries, change_id, shard) VALUES ",
         );
         for (i, a) in rows.iter().enumerate() {
             let labels = serde_json::to_string(&a.labels).unwrap_or_else(|_| "{}".into());
@@ -422,7 +425,10 @@ fn script(g: &Grouped<'_>) -> String {
                 .raw(", ")
                 .int(count_to_db(a.deliveries))
                 .raw(", ");
-            q.opt_str(a.change.as_deref()).raw(")");
+            q.opt_str(a.change.as_deref())
+                .raw(", ")
+                .int(i64::from(a.shard))
+                .raw(")");
         }
         q.raw(
             " ON CONFLICT(fingerprint) DO UPDATE SET status=excluded.status, labels=excluded.labels, \
@@ -430,6 +436,7 @@ fn script(g: &Grouped<'_>) -> String {
              source=excluded.source, generator_url=excluded.generator_url, incident_id=excluded.incident_id, \
              corr_key=excluded.corr_key, suppressed_rule=excluded.suppressed_rule, \
              suppressed_reason=excluded.suppressed_reason, flapping=excluded.flapping, change_id=excluded.change_id, \
+             shard=excluded.shard, \
              last_seen=MAX(alerts.last_seen, excluded.last_seen), deliveries=MAX(alerts.deliveries, excluded.deliveries);\n",
         );
     }
@@ -650,6 +657,7 @@ fn incident_from_row(r: &SqliteRow) -> Result<Incident, StoreError> {
         rules: extra.rules,
         links: extra.links,
         signature: extra.signature,
+        shard: u32::try_from(r.try_get::<i64, _>("shard")?).unwrap_or(0),
     })
 }
 
@@ -744,16 +752,21 @@ impl Store for SqliteStore {
 
     fn load_state(
         &self,
+        shard: Option<u32>,
         resolved_since: Timestamp,
         alerts_since: Timestamp,
         signed_since: Timestamp,
     ) -> BoxFuture<'_, Result<Snapshot, StoreError>> {
         Box::pin(async move {
             let pool = &self.writer;
+            // `shard` -1 selects every shard.
+            let shard = shard.map_or(-1, i64::from);
             let rows = sqlx::query(
-                "SELECT * FROM incidents WHERE state <> 'resolved' OR resolved_at >= ? ORDER BY id",
+                "SELECT * FROM incidents WHERE (state <> 'resolved' OR resolved_at >= ?) AND (? < 0 OR shard = ?) ORDER BY id",
             )
             .bind(resolved_since.millis())
+            .bind(shard)
+            .bind(shard)
             .fetch_all(pool)
             .await?;
             let mut incidents = rows
@@ -763,10 +776,13 @@ impl Store for SqliteStore {
             attach_fingerprints(pool, &mut incidents).await?;
             let rows = sqlx::query(
                 "SELECT fingerprint, status, starts_at, ends_at, incident_id, corr_key, suppressed_rule, flapping, last_seen, deliveries
-                 FROM alerts WHERE status = 'firing' OR last_seen >= ?
-                   OR incident_id IN (SELECT id FROM incidents WHERE state <> 'resolved')",
+                 FROM alerts WHERE (status = 'firing' OR last_seen >= ?
+                   OR incident_id IN (SELECT id FROM incidents WHERE state <> 'resolved'))
+                   AND (? < 0 OR shard = ?)",
             )
             .bind(alerts_since.millis())
+            .bind(shard)
+            .bind(shard)
             .fetch_all(pool)
             .await?;
             let mut alerts = Vec::with_capacity(rows.len());
@@ -784,15 +800,19 @@ impl Store for SqliteStore {
                     deliveries: u64::try_from(r.try_get::<i64, _>(9)?).unwrap_or(0),
                 });
             }
+            // Over all shards: new ids stay above any row, whoever wrote it.
             let max_incident_id: Option<i64> = sqlx::query_scalar("SELECT MAX(id) FROM incidents")
                 .fetch_one(pool)
                 .await?;
             let mut signed = Vec::new();
             let rows = sqlx::query(
                 "SELECT id, opened_at, json_extract(extra, '$.signature') FROM incidents
-                 WHERE state = 'resolved' AND opened_at >= ? AND json_extract(extra, '$.links.merged_into') IS NULL",
+                 WHERE state = 'resolved' AND opened_at >= ? AND json_extract(extra, '$.links.merged_into') IS NULL
+                   AND (? < 0 OR shard = ?)",
             )
             .bind(signed_since.millis())
+            .bind(shard)
+            .bind(shard)
             .fetch_all(pool)
             .await?;
             for r in rows {
@@ -922,6 +942,7 @@ impl Store for SqliteStore {
                     first_seen: Timestamp(r.try_get("first_seen")?),
                     last_seen: Timestamp(r.try_get("last_seen")?),
                     deliveries: u64::try_from(r.try_get::<i64, _>("deliveries")?).unwrap_or(0),
+                    shard: u32::try_from(r.try_get::<i64, _>("shard")?).unwrap_or(0),
                 });
             }
             Ok(out)
