@@ -12,6 +12,7 @@ pub mod correlate;
 pub mod dedup;
 pub mod domain;
 pub mod incident;
+pub mod ingest;
 pub mod normalize;
 pub mod rules;
 pub mod ruletest;

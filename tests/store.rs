@@ -1,8 +1,190 @@
-//! The SQLite store applies a batch exactly as if its ops ran one by one,
-//! although it groups them into multi-row statements.
+//! Every store backend applies a batch exactly as if its ops ran one by one,
+//! although it groups them into multi-row statements. Each test runs on
+//! SQLite (`sqlite::…`) and on PostgreSQL (`postgres::…`) when
+//! `INCIDENTD_TEST_POSTGRES_URL` names a server; there every test gets a
+//! database of its own, dropped afterwards, so tests run in parallel.
 
+use incidentd::change::{ChangeRecord, ChangeState};
 use incidentd::domain::*;
 use incidentd::store::*;
+use sqlx::Connection;
+use std::io::Write;
+use std::sync::Once;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+const PG_URL_VAR: &str = "INCIDENTD_TEST_POSTGRES_URL";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Sqlite,
+    Postgres,
+}
+
+/// A store under test. Fields drop in order: the store's pool closes before
+/// its scratch database is dropped.
+struct Db {
+    kind: Kind,
+    store: Box<dyn Store>,
+    _scratch: Option<ScratchDb>,
+}
+
+impl Db {
+    async fn sqlite() -> Db {
+        Db {
+            kind: Kind::Sqlite,
+            store: Box::new(SqliteStore::in_memory().await.unwrap()),
+            _scratch: None,
+        }
+    }
+
+    /// `None` (the test passes without running) when no server is configured.
+    async fn postgres() -> Option<Db> {
+        let scratch = ScratchDb::create().await?;
+        let store = PgStore::connect(&scratch.url, 4).await.unwrap();
+        Some(Db {
+            kind: Kind::Postgres,
+            store: Box::new(store),
+            _scratch: Some(scratch),
+        })
+    }
+
+    /// Text as this backend stores it: PostgreSQL text has no U+0000, so its
+    /// store writes U+FFFD instead.
+    fn stored(&self, s: &str) -> String {
+        match self.kind {
+            Kind::Sqlite => s.to_string(),
+            Kind::Postgres => s.replace('\0', "\u{FFFD}"),
+        }
+    }
+}
+
+/// A fresh database on the server of `INCIDENTD_TEST_POSTGRES_URL`, dropped
+/// (connections and all) when this is dropped, also when the test panics.
+struct ScratchDb {
+    admin_url: String,
+    name: String,
+    url: String,
+}
+
+impl ScratchDb {
+    async fn create() -> Option<ScratchDb> {
+        let Ok(admin_url) = std::env::var(PG_URL_VAR) else {
+            static SKIPPED: Once = Once::new();
+            SKIPPED.call_once(|| {
+                // Straight to stderr: libtest captures eprintln! of passing tests.
+                let _ = writeln!(
+                    std::io::stderr(),
+                    "store tests: PostgreSQL variant skipped: {PG_URL_VAR} is not set \
+                     (e.g. postgres://postgres@127.0.0.1:5432/test)"
+                );
+            });
+            return None;
+        };
+        static SEQ: AtomicU64 = AtomicU64::new(0);
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .subsec_nanos();
+        let name = format!(
+            "incidentd_test_{}_{}_{nanos}",
+            std::process::id(),
+            SEQ.fetch_add(1, Ordering::Relaxed)
+        );
+        let mut admin = sqlx::PgConnection::connect(&admin_url)
+            .await
+            .unwrap_or_else(|e| panic!("{PG_URL_VAR}={admin_url}: {e}"));
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+            .execute(&mut admin)
+            .await
+            .unwrap();
+        let _ = admin.close().await;
+        let url = with_database(&admin_url, &name);
+        Some(ScratchDb {
+            admin_url,
+            name,
+            url,
+        })
+    }
+}
+
+impl Drop for ScratchDb {
+    fn drop(&mut self) {
+        let (url, name) = (self.admin_url.clone(), self.name.clone());
+        // Drop runs inside the test's runtime, which cannot block on a
+        // future: a thread with a runtime of its own does the work.
+        let done = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                let mut admin = sqlx::PgConnection::connect(&url).await?;
+                sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+                    "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+                )))
+                .execute(&mut admin)
+                .await?;
+                admin.close().await
+            })
+        })
+        .join();
+        if !matches!(done, Ok(Ok(()))) {
+            let _ = writeln!(
+                std::io::stderr(),
+                "store tests: could not drop {}",
+                self.name
+            );
+        }
+    }
+}
+
+/// `url` with its database name replaced by `name`.
+fn with_database(url: &str, name: &str) -> String {
+    let (base, query) = match url.find('?') {
+        Some(i) => url.split_at(i),
+        None => (url, ""),
+    };
+    let host_start = base.find("://").map_or(0, |i| i + 3);
+    let host_end = base[host_start..]
+        .find('/')
+        .map_or(base.len(), |i| host_start + i);
+    format!("{}/{name}{query}", &base[..host_end])
+}
+
+/// Each named `async fn(Db)` becomes `sqlite::name` and `postgres::name`.
+macro_rules! on_every_backend {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    super::$name(super::Db::sqlite().await).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    if let Some(db) = super::Db::postgres().await {
+                        super::$name(db).await;
+                    }
+                }
+            )*
+        }
+    };
+}
+
+on_every_backend!(
+    grouped_batch_equals_ops_in_order,
+    hostile_text_round_trips,
+    one_active_incident_per_key,
+    load_state_by_shard,
+    merges_move_alerts,
+    reads_and_problem_links,
+    large_batch_in_one_apply,
+);
 
 fn incident(id: i64, state: IncidentState, count: u64) -> Incident {
     Incident {
@@ -58,9 +240,32 @@ fn record(fp: u64, incident: i64) -> AlertRecord {
     }
 }
 
-#[tokio::test]
-async fn grouped_batch_equals_ops_in_order() {
-    let store = SqliteStore::in_memory().await.unwrap();
+fn link(incident: i64, fp: u64, at: i64) -> StoreOp {
+    StoreOp::LinkAlert {
+        incident: IncidentId(incident),
+        fingerprint: Fingerprint(fp),
+        at: Timestamp(at),
+    }
+}
+
+fn upsert(i: Incident) -> StoreOp {
+    StoreOp::UpsertIncident(Box::new(i))
+}
+
+async fn fingerprints(store: &dyn Store, id: i64) -> Vec<u64> {
+    store
+        .get_incident(IncidentId(id))
+        .await
+        .unwrap()
+        .unwrap()
+        .alert_fingerprints
+        .iter()
+        .map(|f| f.0)
+        .collect()
+}
+
+async fn grouped_batch_equals_ops_in_order(db: Db) {
+    let store = &*db.store;
     // Enough rows to use every chunk size (128, 32, 8, 1).
     let n = 128 + 32 + 8 + 3;
     let mut ops = vec![StoreOp::UpsertIncident(Box::new(incident(
@@ -154,6 +359,7 @@ async fn grouped_batch_equals_ops_in_order() {
         Some(("rule-x".into(), "because".into())),
         "None keeps the suppression"
     );
+    assert_eq!(a(0).change.as_deref(), Some("CHG1"), "None keeps the link");
     assert_eq!(a(1).suppressed, None, "Some(None) clears it");
     assert_eq!((a(2).deliveries, a(2).last_seen), (4, Timestamp(3_000)));
     assert_eq!(a(3).status, AlertStatus::Firing);
@@ -198,11 +404,11 @@ async fn grouped_batch_equals_ops_in_order() {
     );
 }
 
-/// Values travel as SQL literals inside one script per batch: any text must
-/// come back byte for byte and never be read as SQL.
-#[tokio::test]
-async fn hostile_text_round_trips() {
-    let store = SqliteStore::in_memory().await.unwrap();
+/// SQLite writes values as SQL literals inside one script per batch,
+/// PostgreSQL binds them: either way any text must come back (PostgreSQL:
+/// with U+0000 as U+FFFD) and never be read as SQL.
+async fn hostile_text_round_trips(db: Db) {
+    let store = &*db.store;
     let nasty = [
         "it's",
         "'); DROP TABLE incidents; --",
@@ -210,6 +416,7 @@ async fn hostile_text_round_trips() {
         "nul\0byte",
         "ünïcödé ✓ 🚨",
         "\\'\\\"",
+        "\\u0000 $1 ?",
         "",
     ];
     let mut ops = Vec::new();
@@ -219,6 +426,7 @@ async fn hostile_text_round_trips() {
         inc.title = text.to_string();
         inc.key = format!("{text}-{id}");
         inc.acknowledged_by = Some(text.to_string());
+        inc.cis = vec![text.to_string()];
         ops.push(StoreOp::UpsertIncident(Box::new(inc)));
         let mut a = record(i as u64, id);
         a.labels = [("alertname".to_string(), text.to_string())]
@@ -243,6 +451,7 @@ async fn hostile_text_round_trips() {
     }
     store.apply(&ops).await.unwrap();
     for (i, text) in nasty.iter().enumerate() {
+        let text = &db.stored(text);
         let id = IncidentId(i as i64 + 1);
         let inc = store
             .get_incident(id)
@@ -250,14 +459,15 @@ async fn hostile_text_round_trips() {
             .unwrap()
             .expect("incident stored");
         assert_eq!(inc.title, *text);
-        assert_eq!(inc.acknowledged_by.as_deref(), Some(*text));
+        assert_eq!(inc.acknowledged_by.as_deref(), Some(text.as_str()));
+        assert_eq!(inc.cis, [text.clone()]);
         let tl = store.timeline(id).await.unwrap();
         assert_eq!(
             (tl[0].message.as_str(), tl[0].actor.as_deref()),
-            (*text, Some(*text))
+            (text.as_str(), Some(text.as_str()))
         );
         let alerts = store.incident_alerts(id).await.unwrap();
-        assert_eq!(alerts[0].labels.get("alertname"), Some(*text));
+        assert_eq!(alerts[0].labels.get("alertname"), Some(text.as_str()));
         assert_eq!(alerts[0].generator_url, *text);
     }
     // Fingerprints use the full u64 range (stored as their i64 bit pattern).
@@ -282,4 +492,408 @@ async fn hostile_text_round_trips() {
         .unwrap()
         .alert_fingerprints;
     assert!(fps.contains(&big));
+}
+
+/// The database itself refuses a second active incident with one key, and a
+/// refused batch leaves nothing behind, on every backend.
+async fn one_active_incident_per_key(db: Db) {
+    let store = &*db.store;
+    let is_unique_violation = |e: &StoreError| matches!(e, StoreError::Db(sqlx::Error::Database(d)) if d.is_unique_violation());
+    // Within one batch.
+    let mut twin = incident(2, IncidentState::Acknowledged, 1);
+    twin.key = "k1".into();
+    let err = store
+        .apply(&[
+            upsert(incident(1, IncidentState::Open, 1)),
+            StoreOp::InsertAlert(Box::new(record(7, 1))),
+            link(1, 7, 1),
+            upsert(twin.clone()),
+        ])
+        .await
+        .unwrap_err();
+    assert!(is_unique_violation(&err), "{err}");
+    assert!(store.get_incident(IncidentId(1)).await.unwrap().is_none());
+    assert!(
+        store
+            .list_incidents(IncidentQuery {
+                state: StateFilter::All,
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        store
+            .incident_alerts(IncidentId(1))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    // Against a committed incident: the whole later batch is refused.
+    store
+        .apply(&[upsert(incident(1, IncidentState::Open, 1))])
+        .await
+        .unwrap();
+    let err = store
+        .apply(&[
+            StoreOp::InsertAlert(Box::new(record(7, 1))),
+            link(1, 7, 1),
+            StoreOp::TouchIncident {
+                incident: IncidentId(1),
+                alert_count: 9,
+            },
+            upsert(twin.clone()),
+        ])
+        .await
+        .unwrap_err();
+    assert!(is_unique_violation(&err), "{err}");
+    assert!(store.get_incident(IncidentId(2)).await.unwrap().is_none());
+    let one = store.get_incident(IncidentId(1)).await.unwrap().unwrap();
+    assert_eq!((one.alert_count, one.alert_fingerprints.len()), (1, 0));
+    let snap = store
+        .load_state(None, Timestamp(0), Timestamp(0), Timestamp(0))
+        .await
+        .unwrap();
+    assert!(snap.alerts.is_empty());
+
+    // Resolving the first in the same batch makes room for the second.
+    let mut done = incident(1, IncidentState::Resolved, 1);
+    done.resolved_at = Some(Timestamp(2_000));
+    store.apply(&[upsert(done), upsert(twin)]).await.unwrap();
+    let counts = store.count_by_state().await.unwrap();
+    assert!(counts.contains(&(IncidentState::Resolved, 1)));
+    assert!(counts.contains(&(IncidentState::Acknowledged, 1)));
+}
+
+/// `load_state(Some(shard))` sees only that shard's rows, while
+/// `max_incident_id` stays global so new ids never collide across shards.
+async fn load_state_by_shard(db: Db) {
+    let store = &*db.store;
+    let in_shard = |id: i64, shard: u32, state: IncidentState| {
+        let mut i = incident(id, state, 1);
+        i.shard = shard;
+        if state == IncidentState::Resolved {
+            i.resolved_at = Some(Timestamp(5_000));
+            i.signature = Some(format!("sig{id}"));
+        }
+        i
+    };
+    let alert = |fp: u64, incident: i64, shard: u32| {
+        let mut a = record(fp, incident);
+        a.shard = shard;
+        StoreOp::InsertAlert(Box::new(a))
+    };
+    let mut merged = in_shard(5, 1, IncidentState::Resolved);
+    merged.links.merged_into = Some(IncidentId(2));
+    store
+        .apply(&[
+            upsert(in_shard(1, 0, IncidentState::Open)),
+            upsert(in_shard(2, 1, IncidentState::Open)),
+            upsert(in_shard(3, 1, IncidentState::Resolved)),
+            upsert(merged),
+            upsert(in_shard(10, 2, IncidentState::Open)),
+            alert(100, 1, 0),
+            alert(200, 2, 1),
+            alert(201, 2, 1),
+            alert(300, 3, 1),
+            alert(1000, 10, 2),
+            link(2, 200, 1),
+            link(2, 201, 2),
+        ])
+        .await
+        .unwrap();
+    let load = |shard| store.load_state(shard, Timestamp(0), Timestamp(0), Timestamp(0));
+
+    let s1 = load(Some(1)).await.unwrap();
+    let ids: Vec<i64> = s1.incidents.iter().map(|i| i.id.0).collect();
+    assert_eq!(ids, [2, 3, 5]);
+    assert_eq!(
+        s1.incidents[0].alert_fingerprints,
+        [Fingerprint(200), Fingerprint(201)]
+    );
+    let mut fps: Vec<u64> = s1.alerts.iter().map(|a| a.fingerprint.0).collect();
+    fps.sort_unstable();
+    assert_eq!(fps, [200, 201, 300]);
+    assert_eq!(s1.max_incident_id, 10, "global, not the shard's");
+    assert_eq!(
+        s1.signed,
+        [("sig3".to_string(), Timestamp(1_000), IncidentId(3))],
+        "merged incidents are not signed"
+    );
+
+    let s0 = load(Some(0)).await.unwrap();
+    assert_eq!(s0.incidents.len(), 1);
+    assert_eq!(s0.alerts.len(), 1);
+    assert!(s0.signed.is_empty());
+    assert_eq!(s0.max_incident_id, 10);
+    let s7 = load(Some(7)).await.unwrap();
+    assert!(s7.incidents.is_empty() && s7.alerts.is_empty());
+    assert_eq!(s7.max_incident_id, 10);
+
+    let all = load(None).await.unwrap();
+    assert_eq!(all.incidents.len(), 5);
+    assert_eq!(all.alerts.len(), 5);
+    assert_eq!(all.max_incident_id, 10);
+    // `resolved_since` later than the resolutions: only active incidents.
+    let recent = store
+        .load_state(None, Timestamp(6_000), Timestamp(0), Timestamp(0))
+        .await
+        .unwrap();
+    assert_eq!(recent.incidents.len(), 3);
+    let shards: Vec<u32> = recent.incidents.iter().map(|i| i.shard).collect();
+    assert_eq!(shards, [0, 1, 2]);
+}
+
+/// `MoveAlerts` as SQLite's `UPDATE OR IGNORE` + cleanup: an alert the target
+/// already has keeps the target's link; merges in one batch run in order.
+async fn merges_move_alerts(db: Db) {
+    let store = &*db.store;
+    store
+        .apply(&[
+            upsert(incident(1, IncidentState::Open, 1)),
+            upsert(incident(2, IncidentState::Open, 1)),
+            upsert(incident(3, IncidentState::Open, 1)),
+            StoreOp::InsertAlert(Box::new(record(10, 1))),
+            StoreOp::InsertAlert(Box::new(record(11, 1))),
+            StoreOp::InsertAlert(Box::new(record(12, 2))),
+            link(1, 10, 100),
+            link(1, 11, 101),
+            link(2, 10, 50),
+            link(2, 12, 102),
+        ])
+        .await
+        .unwrap();
+    store
+        .apply(&[StoreOp::MoveAlerts {
+            from: IncidentId(1),
+            to: IncidentId(2),
+        }])
+        .await
+        .unwrap();
+    assert!(fingerprints(store, 1).await.is_empty());
+    // Ordered by join time: alert 10 kept incident 2's earlier link (50).
+    assert_eq!(fingerprints(store, 2).await, [10, 11, 12]);
+    let alerts = store.incident_alerts(IncidentId(2)).await.unwrap();
+    assert!(alerts.iter().all(|a| a.incident == Some(IncidentId(2))));
+
+    // A chain in one batch: 2 into 3, then 3 into 1.
+    store
+        .apply(&[
+            StoreOp::MoveAlerts {
+                from: IncidentId(2),
+                to: IncidentId(3),
+            },
+            StoreOp::MoveAlerts {
+                from: IncidentId(3),
+                to: IncidentId(1),
+            },
+        ])
+        .await
+        .unwrap();
+    assert!(fingerprints(store, 2).await.is_empty());
+    assert!(fingerprints(store, 3).await.is_empty());
+    assert_eq!(fingerprints(store, 1).await, [10, 11, 12]);
+    let snap = store
+        .load_state(None, Timestamp(0), Timestamp(0), Timestamp(0))
+        .await
+        .unwrap();
+    assert!(
+        snap.alerts
+            .iter()
+            .all(|a| a.incident == Some(IncidentId(1)))
+    );
+}
+
+/// The read side (lists, paging, counts, problems, changes) and `SetProblem`,
+/// which edits `extra` in place.
+async fn reads_and_problem_links(db: Db) {
+    let store = &*db.store;
+    store.ping().await.unwrap();
+    let mut rich = incident(1, IncidentState::Acknowledged, 3);
+    rich.cis = vec!["db-1".into(), "web-1".into()];
+    rich.signature = Some("sig".into());
+    rich.links.runbooks = vec!["https://runbooks/x".into()];
+    rich.impact_detail = vec![ServiceImpact {
+        id: "shop".into(),
+        tier: 1,
+    }];
+    rich.root_ci = Some("db-1".into());
+    rich.acknowledged_at = Some(Timestamp(1_500));
+    rich.acknowledged_by = Some("alice".into());
+    let mut closed = incident(3, IncidentState::Resolved, 1);
+    closed.resolved_at = Some(Timestamp(2_000));
+    let problem = |state: &str| Problem {
+        id: "PRB1".into(),
+        signature: "sig".into(),
+        root_ci: Some("db-1".into()),
+        alertname: "DiskFull".into(),
+        state: state.into(),
+        opened_at: Timestamp(1_000),
+        incidents: vec![IncidentId(1)],
+    };
+    let change = |id: &str, start: i64| ChangeRecord {
+        id: id.into(),
+        ci: "db-1".into(),
+        state: ChangeState::Approved,
+        start: Timestamp(start),
+        end: Timestamp(start + 10),
+        summary: "patch".into(),
+    };
+    store
+        .apply(&[
+            upsert(rich.clone()),
+            upsert(incident(2, IncidentState::Open, 1)),
+            upsert(closed),
+            StoreOp::UpsertProblem(Box::new(problem("open"))),
+            StoreOp::UpsertProblem(Box::new(problem("known_error"))),
+            StoreOp::SetProblem {
+                incidents: vec![IncidentId(1), IncidentId(3)],
+                problem: "PRB1".into(),
+            },
+            StoreOp::UpsertChange(Box::new(change("CHG2", 200))),
+            StoreOp::UpsertChange(Box::new(change("CHG1", 100))),
+        ])
+        .await
+        .unwrap();
+
+    let got = store.get_incident(IncidentId(1)).await.unwrap().unwrap();
+    let mut want = rich;
+    want.links.problem = Some("PRB1".into());
+    assert_eq!(got, want, "SetProblem keeps the rest of extra");
+    assert!(store.get_incident(IncidentId(9)).await.unwrap().is_none());
+
+    let ids = |v: Vec<Incident>| v.iter().map(|i| i.id.0).collect::<Vec<_>>();
+    let list = |state, limit, before| {
+        store.list_incidents(IncidentQuery {
+            state,
+            limit,
+            before,
+        })
+    };
+    assert_eq!(
+        ids(list(StateFilter::Active, 0, None).await.unwrap()),
+        [2, 1]
+    );
+    assert_eq!(
+        ids(list(StateFilter::All, 0, None).await.unwrap()),
+        [3, 2, 1]
+    );
+    assert_eq!(ids(list(StateFilter::All, 2, None).await.unwrap()), [3, 2]);
+    assert_eq!(
+        ids(list(StateFilter::All, 0, Some(3)).await.unwrap()),
+        [2, 1]
+    );
+    let resolved = StateFilter::Only(IncidentState::Resolved);
+    assert_eq!(ids(list(resolved, 0, None).await.unwrap()), [3]);
+    let acked = StateFilter::Only(IncidentState::Acknowledged);
+    let acked = list(acked, 0, None).await.unwrap();
+    assert_eq!(acked[0].links.problem.as_deref(), Some("PRB1"));
+
+    let mut counts = store.count_by_state().await.unwrap();
+    counts.sort_by_key(|c| c.0.as_str());
+    assert_eq!(
+        counts,
+        [
+            (IncidentState::Acknowledged, 1),
+            (IncidentState::Open, 1),
+            (IncidentState::Resolved, 1)
+        ]
+    );
+    assert_eq!(
+        store.list_problems().await.unwrap(),
+        [problem("known_error")]
+    );
+    assert_eq!(
+        store.list_changes().await.unwrap(),
+        [change("CHG1", 100), change("CHG2", 200)]
+    );
+    let snap = store
+        .load_state(None, Timestamp(0), Timestamp(0), Timestamp(0))
+        .await
+        .unwrap();
+    assert_eq!(snap.problems.len(), 1);
+    assert_eq!(snap.changes.len(), 2);
+}
+
+/// A flood's worth of ops in one `apply`: PostgreSQL binds each column as
+/// one array, so the 65535-parameter limit never applies.
+async fn large_batch_in_one_apply(db: Db) {
+    let store = &*db.store;
+    const N: u64 = 20_000;
+    let mut ops = vec![upsert(incident(1, IncidentState::Open, N))];
+    for fp in 0..N {
+        ops.push(StoreOp::InsertAlert(Box::new(record(fp, 1))));
+        ops.push(link(1, fp, 1_000 + fp as i64));
+    }
+    ops.push(StoreOp::TouchAlerts(
+        (0..N)
+            .map(|fp| Touch {
+                fingerprint: Fingerprint(fp),
+                last_seen: Timestamp(5_000),
+                deliveries: 2,
+            })
+            .collect(),
+    ));
+    store.apply(&ops).await.unwrap();
+    let fps = fingerprints(store, 1).await;
+    assert_eq!(fps.len(), N as usize);
+    assert_eq!((fps[0], fps[N as usize - 1]), (0, N - 1));
+    let snap = store
+        .load_state(None, Timestamp(0), Timestamp(0), Timestamp(0))
+        .await
+        .unwrap();
+    assert_eq!(snap.alerts.len(), N as usize);
+    assert!(snap.alerts.iter().all(|a| a.deliveries == 2));
+}
+
+/// Two instances start against one database at the same moment: the
+/// migration runs once, the other waits for it, and both then share rows.
+#[tokio::test]
+async fn postgres_instances_migrate_concurrently() {
+    let Some(scratch) = ScratchDb::create().await else {
+        return;
+    };
+    let (a, b) = tokio::join!(
+        PgStore::connect(&scratch.url, 2),
+        PgStore::connect(&scratch.url, 2)
+    );
+    let (a, b) = (a.unwrap(), b.unwrap());
+    // And once more, with the schema in place.
+    let c = PgStore::connect(&scratch.url, 1).await.unwrap();
+    let mut conn = sqlx::PgConnection::connect(&scratch.url).await.unwrap();
+    let versions: Vec<i64> = sqlx::query_scalar("SELECT version FROM schema_migrations")
+        .fetch_all(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(versions, [1]);
+    a.apply(&[upsert(incident(1, IncidentState::Open, 1))])
+        .await
+        .unwrap();
+    let mut other = incident(2, IncidentState::Open, 1);
+    other.key = "k1".into();
+    assert!(
+        b.apply(&[upsert(other)]).await.is_err(),
+        "the key index holds across instances"
+    );
+    assert!(c.get_incident(IncidentId(1)).await.unwrap().is_some());
+    for s in [a, b, c] {
+        s.close().await;
+    }
+    let _ = conn.close().await;
+}
+
+/// An unreachable server is an error after the acquire timeout, not a hang.
+#[tokio::test]
+async fn postgres_unreachable_is_an_error() {
+    let started = std::time::Instant::now();
+    let res = tokio::time::timeout(
+        Duration::from_secs(30),
+        PgStore::connect("postgres://postgres@127.0.0.1:9/none", 1),
+    )
+    .await
+    .expect("connect gives up by itself");
+    assert!(res.is_err());
+    assert!(started.elapsed() < Duration::from_secs(20));
 }

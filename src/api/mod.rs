@@ -53,6 +53,12 @@ pub enum ApiError {
     Changes(Vec<crate::change::ChangeError>),
     #[error("CI {0:?} not found in the CMDB")]
     CiNotFound(String),
+    #[error("could not publish to the ingest topic: {0}")]
+    Publish(String),
+    #[error(
+        "webhook ingest is off: [kafka] consumes external topics only; set kafka.ingest_topic to accept webhooks"
+    )]
+    IngressDisabled,
 }
 
 impl IntoResponse for ApiError {
@@ -85,6 +91,11 @@ impl IntoResponse for ApiError {
                 json!({ "id": id.0, "reason": "already acknowledged" }),
                 None,
             ),
+            ApiError::Pipeline(PipelineError::Engine(EngineError::NotOwned(shard))) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                json!({ "shard": shard }),
+                Some(1),
+            ),
             ApiError::Pipeline(PipelineError::Overloaded) => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 serde_json::Value::Null,
@@ -106,6 +117,16 @@ impl IntoResponse for ApiError {
                 None,
             ),
             ApiError::CiNotFound(id) => (StatusCode::NOT_FOUND, json!({ "id": id }), None),
+            ApiError::Publish(_) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                serde_json::Value::Null,
+                Some(5),
+            ),
+            ApiError::IngressDisabled => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                json!({ "field": "kafka.ingest_topic" }),
+                None,
+            ),
             ApiError::Store(e) => {
                 tracing::error!(error = %e, "store read failed");
                 (
@@ -180,6 +201,22 @@ pub struct AppState {
     pub api_token: Option<Vec<u8>>,
     pub max_body_bytes: usize,
     pub clock: Arc<dyn crate::domain::Clock>,
+    /// Where accepted webhook alerts go.
+    pub ingress: Ingress,
+    /// The Kafka consumer, for readiness.
+    pub kafka: Option<crate::ingest::KafkaSource>,
+}
+
+/// Where accepted webhook alerts go.
+pub enum Ingress {
+    /// Straight to the local engine (single instance).
+    Local,
+    /// Distributed mode: to the keyed ingest topic; the partition's owner
+    /// processes them. Answered once the broker acknowledged.
+    Publish(Arc<crate::ingest::Publisher>),
+    /// Kafka consumes external topics only: webhooks are refused (they
+    /// would bypass the partition that owns their incident).
+    Disabled,
 }
 
 type Shared = Arc<AppState>;
@@ -281,6 +318,27 @@ async fn ingest(
     source: Source,
     events: Vec<Event>,
 ) -> Result<IngestResponse, ApiError> {
+    match &st.ingress {
+        Ingress::Local => {}
+        Ingress::Disabled => return Err(ApiError::IngressDisabled),
+        Ingress::Publish(p) => {
+            let alerts: Vec<&crate::domain::Alert> = events
+                .iter()
+                .filter_map(|e| match e {
+                    Event::Alert(a) => Some(a),
+                    Event::Acknowledge { .. } => None,
+                })
+                .collect();
+            let cmdb = st
+                .cmdb
+                .read()
+                .map(|c| c.clone())
+                .unwrap_or_else(|p| p.into_inner().clone());
+            let msgs = crate::ingest::Publisher::encode_alerts(&cmdb, &alerts)
+                .map_err(|e| ApiError::Publish(e.to_string()))?;
+            return publish(st, source, p, msgs, events.len()).await;
+        }
+    }
     let started = Instant::now();
     let n = events.len() as u64;
     let out = st.engine.ingest(events).await.inspect_err(|e| {
@@ -310,6 +368,41 @@ async fn ingest(
         changed: out.changed,
         suppressed: out.suppressed,
         ignored: out.ignored,
+    })
+}
+
+/// Distributed mode: publish and answer once the broker acknowledged.
+async fn publish(
+    st: &AppState,
+    source: Source,
+    p: &crate::ingest::Publisher,
+    msgs: Vec<crate::ingest::kafka::Outgoing>,
+    n: usize,
+) -> Result<IngestResponse, ApiError> {
+    let started = Instant::now();
+    p.publish(msgs).await.map_err(|e| {
+        st.metrics
+            .requests_rejected
+            .with_label_values(&[source.as_str(), "unavailable"])
+            .inc();
+        ApiError::Publish(e.to_string())
+    })?;
+    st.metrics
+        .alerts_received
+        .with_label_values(&[source.as_str()])
+        .inc_by(n as u64);
+    st.metrics
+        .request_seconds
+        .with_label_values(&[source.as_str()])
+        .observe(started.elapsed().as_secs_f64());
+    Ok(IngestResponse {
+        status: "success",
+        accepted: u32::try_from(n).unwrap_or(u32::MAX),
+        new: 0,
+        deduplicated: 0,
+        changed: 0,
+        suppressed: 0,
+        ignored: 0,
     })
 }
 
@@ -384,6 +477,7 @@ async fn post_pagerduty(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
     let src = Source::Pagerduty;
+    let raw = body.as_ref().ok().cloned();
     let (event, key) = receive(
         &st,
         &st.pagerduty,
@@ -393,7 +487,21 @@ async fn post_pagerduty(
         normalize::parse_pagerduty,
     )
     .await?;
-    ingest(&st, src, vec![event]).await?;
+    match (&st.ingress, raw) {
+        // The body itself goes to the topic, keyed by its dedup_key, so an
+        // acknowledge or resolve reaches the partition of its trigger.
+        (Ingress::Publish(p), Some(raw)) => {
+            let msg = crate::ingest::kafka::Outgoing {
+                key: format!("pd:{key}"),
+                value: raw.to_vec(),
+                format: "pagerduty",
+            };
+            publish(&st, src, p, vec![msg], 1).await?;
+        }
+        _ => {
+            ingest(&st, src, vec![event]).await?;
+        }
+    }
     // PagerDuty's own answer shape, so its client libraries are satisfied.
     Ok((
         StatusCode::ACCEPTED,
@@ -604,16 +712,28 @@ async fn resolve_incident(
 
 async fn readyz(State(st): State<Shared>) -> Response {
     let store_ok = st.store.ping().await.is_ok() && st.engine.store_healthy();
-    let status = if store_ok {
+    let kafka_ok = st.kafka.as_ref().is_none_or(|k| k.healthy());
+    let publish_ok = match &st.ingress {
+        Ingress::Publish(p) => {
+            let p = p.clone();
+            tokio::task::spawn_blocking(move || p.check(Duration::from_secs(2)))
+                .await
+                .unwrap_or(false)
+        }
+        _ => true,
+    };
+    let ready = store_ok && kafka_ok && publish_ok;
+    let word = |ok: bool| if ok { "ok" } else { "failing" };
+    let mut body = json!({ "ready": ready, "store": word(store_ok) });
+    if st.kafka.is_some() {
+        body["kafka"] = json!(word(kafka_ok && publish_ok));
+    }
+    let status = if ready {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
-    (
-        status,
-        Json(json!({ "ready": store_ok, "store": if store_ok { "ok" } else { "failing" } })),
-    )
-        .into_response()
+    (status, Json(body)).into_response()
 }
 
 async fn metrics(State(st): State<Shared>) -> Response {

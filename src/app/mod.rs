@@ -6,13 +6,17 @@ mod reload;
 use crate::api::{self, AppState, SourceGate};
 use crate::change::{self, ChangeRecord};
 use crate::cmdb::{self, Cmdb, SharedCmdb};
-use crate::config::{self, Config, Overrides, Secret};
+use crate::config::{self, Config, Overrides, Secret, StoreBackend};
 use crate::domain::{Clock, Incident, SystemClock, Timestamp};
 use crate::incident::task::{self, PipelineOptions};
 use crate::incident::{Engine, EngineConfig};
+use crate::ingest::kafka::{SourceDeps, Windows};
+use crate::ingest::{KafkaSource, Publisher};
 use crate::normalize;
 use crate::rules::RuleSet;
-use crate::store::{DynStore, IncidentQuery, SqliteOptions, SqliteStore, StateFilter, Store};
+use crate::store::{
+    DynStore, IncidentQuery, PgStore, SqliteOptions, SqliteStore, StateFilter, Store,
+};
 use crate::telemetry::{self, Metrics};
 use anyhow::{Context, Result, bail};
 use reload::CmdbReloader;
@@ -60,6 +64,14 @@ pub struct Running {
     pub cmdb: SharedCmdb,
 }
 
+/// A pipeline dropped without `shutdown` (a failing test, a start error
+/// after spawning) still stops its tasks, so the runtime can exit.
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.cancel.cancel();
+    }
+}
+
 impl Running {
     /// Stop the pipeline: flush coalesced state, commit, wait for the tasks.
     pub async fn shutdown(self) {
@@ -69,18 +81,48 @@ impl Running {
     }
 }
 
+/// Open the configured store (SQLite under the data dir, or PostgreSQL).
+async fn open_store(cfg: &Config) -> Result<DynStore> {
+    Ok(match &cfg.store {
+        StoreBackend::Sqlite => Arc::new(
+            SqliteStore::open_dir(
+                &cfg.data_dir,
+                SqliteOptions {
+                    synchronous: cfg.sqlite_synchronous,
+                    ..SqliteOptions::default()
+                },
+            )
+            .await
+            .with_context(|| format!("opening the store in {}", cfg.data_dir.display()))?,
+        ),
+        StoreBackend::Postgres {
+            url,
+            max_connections,
+        } => Arc::new(
+            PgStore::connect(url, *max_connections)
+                .await
+                .with_context(|| format!("opening the PostgreSQL store at {}", redact(url)))?,
+        ),
+    })
+}
+
+/// A URL without its password, for messages.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => {
+            let creds = &url[s + 3..at];
+            match creds.find(':') {
+                Some(c) => format!("{}{}:***{}", &url[..s + 3], &creds[..c], &url[at..]),
+                None => url.to_string(),
+            }
+        }
+        _ => url.to_string(),
+    }
+}
+
 /// Open the store, restore state, start engine and writer, build the router.
 pub async fn start(cfg: &Config, clock: Arc<dyn Clock>) -> Result<Running> {
-    let store = SqliteStore::open_dir(
-        &cfg.data_dir,
-        SqliteOptions {
-            synchronous: cfg.sqlite_synchronous,
-            ..SqliteOptions::default()
-        },
-    )
-    .await
-    .with_context(|| format!("opening the store in {}", cfg.data_dir.display()))?;
-    let store: DynStore = Arc::new(store);
+    let store = open_store(cfg).await?;
     let rules = Arc::new(load_rules(&cfg.rules_dir)?);
     let metrics = Metrics::new();
     metrics
@@ -88,30 +130,47 @@ pub async fn start(cfg: &Config, clock: Arc<dyn Clock>) -> Result<Running> {
         .set(i64::try_from(rules.len()).unwrap_or(0));
     let cmdb = Arc::new(initial_cmdb(cfg)?);
     metrics.cmdb_cis.set(i64::try_from(cmdb.len()).unwrap_or(0));
-    let mut engine = Engine::new(cfg.engine.clone(), rules.clone());
-    engine.set_cmdb(cmdb.clone());
     let now = clock.now();
-    let snapshot = store
-        .load_state(
-            None,
-            now.saturating_sub(cfg.engine.reopen_window),
-            now.saturating_sub(cfg.engine.alert_retention),
-            now.saturating_sub(cfg.engine.problems.period),
-        )
-        .await
-        .context("loading state from the store")?;
-    tracing::info!(
-        incidents = snapshot.incidents.len(),
-        alerts = snapshot.alerts.len(),
-        rules = rules.len(),
-        "state restored"
-    );
-    engine.restore(snapshot, now);
+    // Without Kafka one engine owns everything (shard 0); with Kafka the
+    // consumer group assigns shards and each is loaded when assigned.
+    let mut engines = Vec::new();
+    if cfg.kafka.is_none() {
+        let mut engine = Engine::new(cfg.engine.clone(), rules.clone());
+        engine.set_cmdb(cmdb.clone());
+        let snapshot = store
+            .load_state(
+                None,
+                now.saturating_sub(cfg.engine.reopen_window),
+                now.saturating_sub(cfg.engine.alert_retention),
+                now.saturating_sub(cfg.engine.problems.period),
+            )
+            .await
+            .context("loading state from the store")?;
+        tracing::info!(
+            incidents = snapshot.incidents.len(),
+            alerts = snapshot.alerts.len(),
+            rules = rules.len(),
+            "state restored"
+        );
+        engine.restore(snapshot, now);
+        engines.push(engine);
+        metrics.shards_owned.set(1);
+    }
 
     let tracker = TaskTracker::new();
     let cancel = CancellationToken::new();
     let handle = task::spawn(
-        engine,
+        engines,
+        task::EngineProto {
+            cfg: cfg.engine.clone(),
+            rules: rules.clone(),
+            cmdb: cmdb.clone(),
+            stride: if cfg.kafka.is_some() {
+                config::MAX_SHARDS
+            } else {
+                1
+            },
+        },
         store.clone(),
         clock.clone(),
         metrics.clone(),
@@ -124,6 +183,37 @@ pub async fn start(cfg: &Config, clock: Arc<dyn Clock>) -> Result<Running> {
         &tracker,
         cancel.clone(),
     );
+    let (kafka_source, publisher) = match &cfg.kafka {
+        None => (None, None),
+        Some(k) => {
+            let source = KafkaSource::spawn(
+                k,
+                SourceDeps {
+                    engine: handle.clone(),
+                    store: store.clone(),
+                    metrics: metrics.clone(),
+                    clock: clock.clone(),
+                    windows: Windows {
+                        reopen: cfg.engine.reopen_window,
+                        retention: cfg.engine.alert_retention,
+                        problems: cfg.engine.problems.period,
+                    },
+                },
+                &tracker,
+                cancel.clone(),
+            )
+            .context("starting the Kafka consumer")?;
+            let publisher = match &k.ingest_topic {
+                Some(t) => Some(Arc::new(
+                    Publisher::new(k, t, metrics.clone())
+                        .context("starting the Kafka publisher")?,
+                )),
+                None => None,
+            };
+            tracing::info!(brokers = %k.brokers, group = %k.group_id, topics = ?k.topics.iter().map(|t| &t.name).collect::<Vec<_>>(), distributed = publisher.is_some(), "kafka source started");
+            (Some(source), publisher)
+        }
+    };
     let shared_cmdb: SharedCmdb = Arc::new(std::sync::RwLock::new(cmdb));
     let state = Arc::new(AppState {
         cmdb: shared_cmdb.clone(),
@@ -145,6 +235,12 @@ pub async fn start(cfg: &Config, clock: Arc<dyn Clock>) -> Result<Running> {
         api_token: read_secret(&cfg.api_token, "api")?.map(String::into_bytes),
         max_body_bytes: cfg.max_body_bytes,
         clock,
+        ingress: match (&cfg.kafka, publisher) {
+            (None, _) => api::Ingress::Local,
+            (Some(_), Some(p)) => api::Ingress::Publish(p),
+            (Some(_), None) => api::Ingress::Disabled,
+        },
+        kafka: kafka_source,
     });
     let router = api::router(state).layer(tower_http::timeout::TimeoutLayer::with_status_code(
         axum::http::StatusCode::SERVICE_UNAVAILABLE,
@@ -358,7 +454,7 @@ pub async fn replay_bodies(setup: Offline, bodies: Vec<(String, Vec<u8>)>) -> Re
     let store = SqliteStore::in_memory().await?;
     let mut engine = Engine::new(setup.engine, setup.rules);
     engine.set_cmdb(setup.cmdb);
-    engine.add_changes(setup.changes);
+    engine.add_changes(setup.changes, true);
     let mut clock = Timestamp::MIN;
     let mut pending: Vec<crate::store::StoreOp> = Vec::new();
     for (label, body) in bodies {

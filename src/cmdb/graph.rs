@@ -92,6 +92,10 @@ pub struct Cmdb {
     /// nothing). Every edge goes to a lower level, so `a` can only be upstream
     /// of `b` when `level[a] < level[b]`: graph walks prune with it.
     level: Vec<u32>,
+    /// Each CI's dependency component (connected, ignoring direction),
+    /// named by its member with the smallest id: everything that can ever
+    /// correlate into one incident shares it (the Kafka partition key).
+    component: Vec<CiIdx>,
     warnings: Vec<CmdbError>,
 }
 
@@ -350,8 +354,10 @@ impl Cmdb {
             down_start,
             down_to,
             level: Vec::new(),
+            component: Vec::new(),
             warnings,
         };
+        cmdb.component = cmdb.components();
         match cmdb.levels_or_cycle() {
             Ok(level) => cmdb.level = level,
             Err(cycle) => {
@@ -364,6 +370,42 @@ impl Cmdb {
             }
         }
         if errs.is_empty() { Ok(cmdb) } else { Err(errs) }
+    }
+
+    /// Union-find over the edges; each CI's component representative.
+    fn components(&self) -> Vec<CiIdx> {
+        fn find(p: &mut [u32], mut x: u32) -> u32 {
+            while p[x as usize] != x {
+                let up = p[p[x as usize] as usize];
+                p[x as usize] = up;
+                x = up;
+            }
+            x
+        }
+        let n = self.cis.len();
+        let mut parent: Vec<u32> = (0..n as u32).collect();
+        for a in 0..n {
+            let (lo, hi) = (self.up_start[a] as usize, self.up_start[a + 1] as usize);
+            for b in &self.up_to[lo..hi] {
+                let (ra, rb) = (find(&mut parent, a as u32), find(&mut parent, b.0));
+                if ra != rb {
+                    // Keep the smaller id as root so the name is stable.
+                    let (keep, other) = if self.cis[ra as usize].id <= self.cis[rb as usize].id {
+                        (ra, rb)
+                    } else {
+                        (rb, ra)
+                    };
+                    parent[other as usize] = keep;
+                }
+            }
+        }
+        (0..n as u32).map(|x| CiIdx(find(&mut parent, x))).collect()
+    }
+
+    /// Name of the dependency component of `c` (see `component`).
+    pub fn component_of(&self, c: CiIdx) -> &str {
+        let rep = self.component.get(c.at()).copied().unwrap_or(c);
+        &self.cis[rep.at()].id
     }
 
     pub fn warnings(&self) -> &[CmdbError] {

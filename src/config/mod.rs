@@ -694,7 +694,11 @@ fn kafka(errs: &mut Vec<FieldError>, k: &RawKafka) -> Option<KafkaConfig> {
         }),
     };
     let batch_wait = dur("batch_wait", &k.batch_wait, Duration::from_millis(5));
-    let produce_timeout = dur("produce_timeout", &k.produce_timeout, Duration::from_secs(10));
+    let produce_timeout = dur(
+        "produce_timeout",
+        &k.produce_timeout,
+        Duration::from_secs(10),
+    );
     let mut librdkafka = Vec::new();
     for (key, v) in &k.librdkafka {
         // These are how the at-least-once guarantee is kept; letting a

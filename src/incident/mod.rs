@@ -77,6 +77,9 @@ pub enum EngineError {
     NotActive(IncidentId),
     #[error("incident {0} is already acknowledged")]
     AlreadyAcknowledged(IncidentId),
+    /// Kafka mode: the partition behind this shard is not assigned here.
+    #[error("work shard {0} is not owned by this instance")]
+    NotOwned(u32),
 }
 
 /// Counters for `/metrics`; monotonic.
@@ -112,6 +115,10 @@ pub struct IngestOutcome {
     pub ignored: u32,
     /// The delivery is durable once the store has committed this batch.
     pub wait_seq: u64,
+    /// Set by the engine task: the batch open when this was handled; its
+    /// coalesced repeat counters are durable once a full flush at or after
+    /// it commits (`EngineHandle::is_fully_durable`).
+    pub open_seq: u64,
 }
 
 struct Tracked {
@@ -379,11 +386,22 @@ impl Engine {
 
     /// Record change records (API or `--changes`); they apply to alerts
     /// processed from now on.
-    pub fn add_changes(&mut self, changes: Vec<ChangeRecord>) {
+    /// Learn change records; `persist` writes them too (one engine of an
+    /// instance persists, the others only learn).
+    pub fn add_changes(&mut self, changes: Vec<ChangeRecord>, persist: bool) {
         for c in changes {
-            self.ops.push(StoreOp::UpsertChange(Box::new(c.clone())));
+            if persist {
+                self.ops.push(StoreOp::UpsertChange(Box::new(c.clone())));
+            }
             self.changes.upsert(c);
         }
+    }
+
+    /// Number the next batch: engines sharing one writer take their batch
+    /// numbers from it, so a sender waits for the right commit.
+    pub fn set_seq(&mut self, seq: u64) {
+        debug_assert!(!self.has_pending(), "set_seq with ops pending");
+        self.seq = seq;
     }
 
     pub fn set_rules(&mut self, rules: Arc<RuleSet>) {

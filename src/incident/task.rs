@@ -2,14 +2,15 @@
 //! store writer (group commit). Requests get their answer only once what
 //! they changed is durable.
 
-use super::{Engine, EngineError, IngestOutcome, Stats};
+use super::{Engine, EngineConfig, EngineError, IngestOutcome, Stats};
 use crate::change::ChangeRecord;
 use crate::cmdb::Cmdb;
 use crate::domain::{Clock, Incident, IncidentId, IncidentState, Priority};
 use crate::normalize::Event;
 use crate::rules::RuleSet;
-use crate::store::{DynStore, StoreOp};
+use crate::store::{DynStore, Snapshot, StoreOp};
 use crate::telemetry::Metrics;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -32,8 +33,9 @@ pub enum PipelineError {
 
 enum Command {
     Ingest {
+        shard: u32,
         events: Vec<Event>,
-        reply: oneshot::Sender<IngestOutcome>,
+        reply: oneshot::Sender<Result<IngestOutcome, EngineError>>,
     },
     Ack {
         id: IncidentId,
@@ -51,30 +53,96 @@ enum Command {
         changes: Vec<ChangeRecord>,
         reply: oneshot::Sender<u64>,
     },
+    /// Take over a shard: build its engine from the stored state.
+    Assign {
+        shard: u32,
+        snapshot: Box<Snapshot>,
+        reply: oneshot::Sender<()>,
+    },
+    /// Give a shard up: flush its counters, drop its engine; the reply is
+    /// the batch to wait for before the partition may be released.
+    Revoke {
+        shard: u32,
+        reply: oneshot::Sender<u64>,
+    },
 }
 
-/// Cloneable handle the HTTP layer uses to talk to the engine.
+/// Cloneable handle the HTTP layer and the Kafka source use to talk to the
+/// engines.
 #[derive(Clone)]
 pub struct EngineHandle {
     tx: mpsc::Sender<Command>,
     committed: watch::Receiver<u64>,
+    /// Like `committed`, counters included: every effect (repeat counts
+    /// too) of batches up to this one is durable.
+    all_durable: watch::Receiver<u64>,
     durable_timeout: Duration,
     store_healthy: Arc<AtomicBool>,
 }
 
 impl EngineHandle {
-    /// Hand events to the engine and wait until their effect is durable.
+    /// Hand events to the (single) engine and wait until their effect is
+    /// durable.
     pub async fn ingest(&self, events: Vec<Event>) -> Result<IngestOutcome, PipelineError> {
         let (reply, rx) = oneshot::channel();
         self.tx
-            .try_send(Command::Ingest { events, reply })
+            .try_send(Command::Ingest {
+                shard: LOCAL_SHARD,
+                events,
+                reply,
+            })
             .map_err(|e| match e {
                 mpsc::error::TrySendError::Full(_) => PipelineError::Overloaded,
                 mpsc::error::TrySendError::Closed(_) => PipelineError::ShuttingDown,
             })?;
-        let out = rx.await.map_err(|_| PipelineError::ShuttingDown)?;
+        let out = rx.await.map_err(|_| PipelineError::ShuttingDown)??;
         self.wait_durable(out.wait_seq).await?;
         Ok(out)
+    }
+
+    /// Hand events to a shard's engine, waiting for room in the queue
+    /// (back-pressure for the Kafka source) but not for durability: the
+    /// outcome's `wait_seq` says which commit makes them durable.
+    pub async fn submit(
+        &self,
+        shard: u32,
+        events: Vec<Event>,
+    ) -> Result<IngestOutcome, PipelineError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Command::Ingest {
+                shard,
+                events,
+                reply,
+            })
+            .await
+            .map_err(|_| PipelineError::ShuttingDown)?;
+        Ok(rx.await.map_err(|_| PipelineError::ShuttingDown)??)
+    }
+
+    /// Build the engine of `shard` from its stored state.
+    pub async fn assign(&self, shard: u32, snapshot: Snapshot) -> Result<(), PipelineError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Command::Assign {
+                shard,
+                snapshot: Box::new(snapshot),
+                reply,
+            })
+            .await
+            .map_err(|_| PipelineError::ShuttingDown)?;
+        rx.await.map_err(|_| PipelineError::ShuttingDown)
+    }
+
+    /// Drop the engine of `shard` once everything it did is durable.
+    pub async fn revoke(&self, shard: u32) -> Result<(), PipelineError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Command::Revoke { shard, reply })
+            .await
+            .map_err(|_| PipelineError::ShuttingDown)?;
+        let seq = rx.await.map_err(|_| PipelineError::ShuttingDown)?;
+        self.wait_fully_durable(seq).await
     }
 
     pub async fn acknowledge(
@@ -122,15 +190,45 @@ impl EngineHandle {
     }
 
     async fn wait_durable(&self, seq: u64) -> Result<(), PipelineError> {
+        match tokio::time::timeout(self.durable_timeout, self.wait_durable_unbounded(seq)).await {
+            Ok(r) => r,
+            Err(_) => Err(PipelineError::NotDurable(self.durable_timeout)),
+        }
+    }
+
+    /// Wait however long the store needs (the Kafka source: an offset is
+    /// stored only after this returns, and an outage just pauses it).
+    pub async fn wait_durable_unbounded(&self, seq: u64) -> Result<(), PipelineError> {
         if seq == 0 || *self.committed.borrow() >= seq {
             return Ok(());
         }
         let mut rx = self.committed.clone();
-        match tokio::time::timeout(self.durable_timeout, rx.wait_for(|c| *c >= seq)).await {
-            Ok(Ok(_)) => Ok(()),
-            Ok(Err(_)) => Err(PipelineError::ShuttingDown),
-            Err(_) => Err(PipelineError::NotDurable(self.durable_timeout)),
+        rx.wait_for(|c| *c >= seq)
+            .await
+            .map(|_| ())
+            .map_err(|_| PipelineError::ShuttingDown)
+    }
+
+    /// Cheap check without waiting.
+    pub fn is_durable(&self, seq: u64) -> bool {
+        seq == 0 || *self.committed.borrow() >= seq
+    }
+
+    /// Whether every effect of batches up to `seq`, coalesced repeat
+    /// counters included, is durable (what a Kafka offset waits for).
+    pub fn is_fully_durable(&self, seq: u64) -> bool {
+        seq == 0 || *self.all_durable.borrow() >= seq
+    }
+
+    pub async fn wait_fully_durable(&self, seq: u64) -> Result<(), PipelineError> {
+        if self.is_fully_durable(seq) {
+            return Ok(());
         }
+        let mut rx = self.all_durable.clone();
+        rx.wait_for(|c| *c >= seq)
+            .await
+            .map(|_| ())
+            .map_err(|_| PipelineError::ShuttingDown)
     }
 
     /// False while the writer is failing to commit.
@@ -139,6 +237,9 @@ impl EngineHandle {
     }
 }
 
+/// The shard of a single instance without Kafka (and of `replay`).
+pub const LOCAL_SHARD: u32 = 0;
+
 pub struct PipelineOptions {
     pub queue_capacity: usize,
     pub flush_interval: Duration,
@@ -146,10 +247,23 @@ pub struct PipelineOptions {
     pub durable_timeout: Duration,
 }
 
+/// What a shard's engine is built from when a partition is assigned.
+pub struct EngineProto {
+    pub cfg: EngineConfig,
+    pub rules: Arc<RuleSet>,
+    pub cmdb: Arc<Cmdb>,
+    /// Id stride between shards (1 on a single instance).
+    pub stride: u32,
+}
+
 /// Start the engine and writer tasks on `tracker`; they stop when `cancel`
 /// fires, after flushing coalesced counters and committing what is pending.
+/// `engines` are the shards owned from the start (the single engine of a
+/// lone instance); Kafka assigns the others.
+#[allow(clippy::too_many_arguments)]
 pub fn spawn(
-    engine: Engine,
+    engines: Vec<Engine>,
+    proto: EngineProto,
     store: DynStore,
     clock: Arc<dyn Clock>,
     metrics: Metrics,
@@ -158,11 +272,21 @@ pub fn spawn(
     cancel: CancellationToken,
 ) -> EngineHandle {
     let (tx, rx) = mpsc::channel(opts.queue_capacity);
-    let (batch_tx, batch_rx) = mpsc::channel::<(u64, Vec<StoreOp>)>(64);
+    let (batch_tx, batch_rx) = mpsc::channel::<Batch>(64);
     let (committed_tx, committed_rx) = watch::channel(0u64);
+    let (all_tx, all_rx) = watch::channel(0u64);
     let healthy = Arc::new(AtomicBool::new(true));
+    let shards = Shards {
+        engines: engines.into_iter().map(|e| (e.shard(), e)).collect(),
+        prev: BTreeMap::new(),
+        proto,
+        next_seq: 1,
+        last_sent: 0,
+        loose_ops: Vec::new(),
+        flushed: false,
+    };
     tracker.spawn(engine_loop(
-        engine,
+        shards,
         rx,
         batch_tx,
         clock,
@@ -175,6 +299,7 @@ pub fn spawn(
         store,
         batch_rx,
         committed_tx,
+        all_tx,
         metrics,
         healthy.clone(),
         cancel,
@@ -182,16 +307,87 @@ pub fn spawn(
     EngineHandle {
         tx,
         committed: committed_rx,
+        all_durable: all_rx,
         durable_timeout: opts.durable_timeout,
         store_healthy: healthy,
     }
 }
 
+/// The engines of the shards this instance owns, and the batch numbering
+/// they share: every loop iteration's ops from all engines become ONE
+/// writer batch, numbered `next_seq`.
+struct Shards {
+    engines: BTreeMap<u32, Engine>,
+    /// Stats already reported to metrics, per shard.
+    prev: BTreeMap<u32, Stats>,
+    proto: EngineProto,
+    next_seq: u64,
+    /// Seq of the last batch handed to the writer.
+    last_sent: u64,
+    /// Ops that belong to no engine (changes while no shard is owned).
+    loose_ops: Vec<StoreOp>,
+    /// Every engine flushed its coalesced counters in this iteration.
+    flushed: bool,
+}
+
+/// One writer batch: its number, its ops, and whether it carries a flush of
+/// every engine's coalesced counters (after which all effects of earlier
+/// batches are in the store once it commits).
+struct Batch {
+    seq: u64,
+    ops: Vec<StoreOp>,
+    full_flush: bool,
+}
+
+impl Shards {
+    fn prepare(&mut self) {
+        for e in self.engines.values_mut() {
+            e.set_seq(self.next_seq);
+        }
+    }
+
+    fn flush_all(&mut self) {
+        for e in self.engines.values_mut() {
+            e.flush_touches();
+        }
+        self.flushed = true;
+    }
+
+    /// This iteration's ops of every engine, as one batch.
+    fn take_batch(&mut self, metrics: &Metrics) -> Option<Batch> {
+        let mut ops = std::mem::take(&mut self.loose_ops);
+        for (shard, e) in &mut self.engines {
+            if let Some((_, more)) = e.take_batch() {
+                ops.extend(more);
+            }
+            let prev = self.prev.entry(*shard).or_default();
+            metrics.sync_engine(prev, &e.stats);
+            *prev = e.stats.clone();
+        }
+        let full_flush = std::mem::take(&mut self.flushed);
+        if ops.is_empty() && !full_flush {
+            return None;
+        }
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        self.last_sent = seq;
+        Some(Batch {
+            seq,
+            ops,
+            full_flush,
+        })
+    }
+
+    fn owner_of(&mut self, id: IncidentId) -> Option<&mut Engine> {
+        self.engines.values_mut().find(|e| e.incident(id).is_some())
+    }
+}
+
 #[allow(clippy::too_many_arguments)]
 async fn engine_loop(
-    mut engine: Engine,
+    mut shards: Shards,
     mut rx: mpsc::Receiver<Command>,
-    batch_tx: mpsc::Sender<(u64, Vec<StoreOp>)>,
+    batch_tx: mpsc::Sender<Batch>,
     clock: Arc<dyn Clock>,
     metrics: Metrics,
     flush_interval: Duration,
@@ -201,85 +397,181 @@ async fn engine_loop(
     let mut tick = tokio::time::interval(tick_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_flush = Instant::now();
-    let mut prev_stats = Stats::default();
+    let mut revoked: Vec<oneshot::Sender<u64>> = Vec::new();
     loop {
+        shards.prepare();
         tokio::select! {
             biased;
             () = cancel.cancelled() => break,
             cmd = rx.recv() => {
                 let Some(cmd) = cmd else { break };
                 let started = Instant::now();
-                handle(&mut engine, cmd, clock.now());
+                handle(&mut shards, cmd, clock.now(), &metrics, &mut revoked);
                 // Take whatever else is queued into the same store batch.
                 let mut n = 1;
                 while n < 256 {
                     match rx.try_recv() {
-                        Ok(cmd) => { handle(&mut engine, cmd, clock.now()); n += 1; }
+                        Ok(cmd) => {
+                            handle(&mut shards, cmd, clock.now(), &metrics, &mut revoked);
+                            n += 1;
+                        }
                         Err(_) => break,
                     }
                 }
                 metrics.engine_batch_seconds.observe(started.elapsed().as_secs_f64());
             }
             _ = tick.tick() => {
-                engine.tick(clock.now());
+                let now = clock.now();
+                for e in shards.engines.values_mut() {
+                    e.tick(now);
+                }
                 if last_flush.elapsed() >= flush_interval {
-                    engine.flush_touches();
+                    shards.flush_all();
                     last_flush = Instant::now();
                 }
-                update_gauges(&engine, &metrics);
+                update_gauges(&shards, &metrics);
             }
         }
-        if let Some(batch) = engine.take_batch()
+        if let Some(batch) = shards.take_batch(&metrics)
             && batch_tx.send(batch).await.is_err()
         {
             tracing::error!("store writer stopped; engine stops");
             return;
         }
-        metrics.sync_engine(&prev_stats, &engine.stats);
-        prev_stats = engine.stats.clone();
+        for r in revoked.drain(..) {
+            let _ = r.send(shards.last_sent);
+        }
     }
     // Graceful stop: settle what is due and persist coalesced counters.
-    engine.tick(clock.now());
-    engine.flush_touches();
-    if let Some(batch) = engine.take_batch() {
+    shards.prepare();
+    let now = clock.now();
+    for e in shards.engines.values_mut() {
+        e.tick(now);
+    }
+    shards.flush_all();
+    if let Some(batch) = shards.take_batch(&metrics) {
         let _ = batch_tx.send(batch).await;
     }
-    metrics.sync_engine(&prev_stats, &engine.stats);
 }
 
-fn handle(engine: &mut Engine, cmd: Command, now: crate::domain::Timestamp) {
+fn handle(
+    shards: &mut Shards,
+    cmd: Command,
+    now: crate::domain::Timestamp,
+    metrics: &Metrics,
+    revoked: &mut Vec<oneshot::Sender<u64>>,
+) {
     match cmd {
-        Command::Ingest { events, reply } => {
-            let out = engine.ingest(events, now);
+        Command::Ingest {
+            shard,
+            events,
+            reply,
+        } => {
+            let open = shards.next_seq;
+            let out = match shards.engines.get_mut(&shard) {
+                Some(e) => {
+                    let mut out = e.ingest(events, now);
+                    // Repeat counters ride on a later flush: the batch
+                    // open now is the earliest that can make them durable.
+                    out.open_seq = open;
+                    Ok(out)
+                }
+                None => Err(EngineError::NotOwned(shard)),
+            };
             let _ = reply.send(out);
         }
         Command::Ack { id, actor, reply } => {
-            let r = engine
-                .acknowledge(id, &actor, now)
-                .map(|i| (i, engine.pending_seq()));
+            let r = match shards.owner_of(id) {
+                Some(e) => e.acknowledge(id, &actor, now).map(|i| (i, e.pending_seq())),
+                None => Err(EngineError::NotActive(id)),
+            };
             let _ = reply.send(r);
         }
         Command::Resolve { id, actor, reply } => {
-            let r = engine
-                .resolve(id, &actor, now)
-                .map(|i| (i, engine.pending_seq()));
+            let r = match shards.owner_of(id) {
+                Some(e) => e.resolve(id, &actor, now).map(|i| (i, e.pending_seq())),
+                None => Err(EngineError::NotActive(id)),
+            };
             let _ = reply.send(r);
         }
-        Command::Rules(rules) => engine.set_rules(rules),
-        Command::Cmdb(cmdb) => engine.set_cmdb(cmdb),
+        Command::Rules(rules) => {
+            for e in shards.engines.values_mut() {
+                e.set_rules(rules.clone());
+            }
+            shards.proto.rules = rules;
+        }
+        Command::Cmdb(cmdb) => {
+            for e in shards.engines.values_mut() {
+                e.set_cmdb(cmdb.clone());
+            }
+            shards.proto.cmdb = cmdb;
+        }
         Command::Changes { changes, reply } => {
-            engine.add_changes(changes);
-            let _ = reply.send(engine.pending_seq());
+            let seq = if changes.is_empty() {
+                0
+            } else {
+                shards.next_seq
+            };
+            let mut persist = true;
+            for e in shards.engines.values_mut() {
+                e.add_changes(changes.clone(), persist);
+                persist = false;
+            }
+            if persist {
+                shards.loose_ops.extend(
+                    changes
+                        .into_iter()
+                        .map(|c| StoreOp::UpsertChange(Box::new(c))),
+                );
+            }
+            let _ = reply.send(seq);
+        }
+        Command::Assign {
+            shard,
+            snapshot,
+            reply,
+        } => {
+            let p = &shards.proto;
+            let mut e = Engine::new(p.cfg.clone(), p.rules.clone());
+            e.set_cmdb(p.cmdb.clone());
+            e.set_shard(shard, p.stride);
+            tracing::info!(
+                shard,
+                incidents = snapshot.incidents.len(),
+                alerts = snapshot.alerts.len(),
+                "shard assigned; state loaded"
+            );
+            e.restore(*snapshot, now);
+            e.set_seq(shards.next_seq);
+            shards.prev.insert(shard, e.stats.clone());
+            shards.engines.insert(shard, e);
+            metrics.shards_owned.set(shards.engines.len() as i64);
+            let _ = reply.send(());
+        }
+        Command::Revoke { shard, reply } => {
+            // A full flush, so that the reply's batch settles every counter.
+            shards.flush_all();
+            if let Some(mut e) = shards.engines.remove(&shard) {
+                if let Some((_, ops)) = e.take_batch() {
+                    shards.loose_ops.extend(ops);
+                }
+                let prev = shards.prev.remove(&shard).unwrap_or_default();
+                metrics.sync_engine(&prev, &e.stats);
+                tracing::info!(shard, "shard revoked; state flushed");
+            }
+            metrics.shards_owned.set(shards.engines.len() as i64);
+            revoked.push(reply);
         }
     }
 }
 
-fn update_gauges(engine: &Engine, metrics: &Metrics) {
+fn update_gauges(shards: &Shards, metrics: &Metrics) {
+    let alerts: usize = shards.engines.values().map(Engine::active_alerts).sum();
     metrics
         .active_alerts
-        .set(i64::try_from(engine.active_alerts()).unwrap_or(i64::MAX));
+        .set(i64::try_from(alerts).unwrap_or(i64::MAX));
     let mut counts = [[0i64; 2]; 5];
-    for inc in engine.active_incidents() {
+    for inc in shards.engines.values().flat_map(Engine::active_incidents) {
         let p = usize::from(inc.priority.get() - 1);
         let s = usize::from(inc.state == IncidentState::Acknowledged);
         counts[p][s] += 1;
@@ -305,55 +597,84 @@ fn is_counter(op: &StoreOp) -> bool {
     matches!(op, StoreOp::TouchAlerts(_) | StoreOp::TouchIncident { .. })
 }
 
+/// Queued counter work: ops, and the points after which every effect of
+/// the batches up to a full flush is in the store.
+enum Queued {
+    Op(StoreOp),
+    FlushMark(u64),
+}
+
+#[allow(clippy::too_many_arguments)]
 async fn writer_loop(
     store: DynStore,
-    mut rx: mpsc::Receiver<(u64, Vec<StoreOp>)>,
+    mut rx: mpsc::Receiver<Batch>,
     committed: watch::Sender<u64>,
+    all_durable: watch::Sender<u64>,
     metrics: Metrics,
     healthy: Arc<AtomicBool>,
     cancel: CancellationToken,
 ) {
     // Coalesced repeat counters nobody waits for: written after, and in
     // between, the changes that senders wait on (they only ever grow, so
-    // their order against the changes does not matter).
-    let mut counters: std::collections::VecDeque<StoreOp> = std::collections::VecDeque::new();
+    // their order against the changes does not matter). Flush marks say
+    // when everything up to a full flush has been written.
+    let mut counters: VecDeque<Queued> = VecDeque::new();
+    let settle_marks = |q: &mut VecDeque<Queued>| {
+        while let Some(Queued::FlushMark(seq)) = q.front() {
+            all_durable.send_replace(*seq);
+            q.pop_front();
+        }
+    };
     loop {
-        let next = if counters.is_empty() {
+        let pending = counters.iter().any(|q| matches!(q, Queued::Op(_)));
+        let next = if !pending {
             rx.recv().await
         } else {
             match rx.try_recv() {
                 Ok(b) => Some(b),
                 Err(mpsc::error::TryRecvError::Empty) => None,
                 Err(mpsc::error::TryRecvError::Disconnected) => {
-                    let rest: Vec<StoreOp> = counters.drain(..).collect();
+                    let rest: Vec<StoreOp> = counters
+                        .drain(..)
+                        .filter_map(|q| match q {
+                            Queued::Op(op) => Some(op),
+                            Queued::FlushMark(_) => None,
+                        })
+                        .collect();
                     commit(&*store, &rest, &metrics, &healthy, &cancel).await;
                     return;
                 }
             }
         };
-        let Some((mut seq, first)) = next else {
+        let Some(first) = next else {
             if counters.is_empty() {
                 return; // channel closed and nothing left
             }
             let chunk = take_counters(&mut counters);
-            commit(&*store, &chunk, &metrics, &healthy, &cancel).await;
+            if commit(&*store, &chunk, &metrics, &healthy, &cancel).await {
+                settle_marks(&mut counters);
+            }
             continue;
         };
-        let mut ops = Vec::with_capacity(first.len());
-        let mut absorb = |batch: Vec<StoreOp>, ops: &mut Vec<StoreOp>| {
-            for op in batch {
+        let mut seq = first.seq;
+        let mut ops = Vec::with_capacity(first.ops.len());
+        let mut absorb = |batch: Batch, ops: &mut Vec<StoreOp>| {
+            for op in batch.ops {
                 if is_counter(&op) {
-                    counters.push_back(op);
+                    counters.push_back(Queued::Op(op));
                 } else {
                     ops.push(op);
                 }
+            }
+            if batch.full_flush {
+                counters.push_back(Queued::FlushMark(batch.seq));
             }
         };
         absorb(first, &mut ops);
         while ops.len() < 50_000 {
             match rx.try_recv() {
-                Ok((s, more)) => {
-                    seq = s;
+                Ok(more) => {
+                    seq = more.seq;
                     absorb(more, &mut ops);
                 }
                 Err(_) => break,
@@ -363,21 +684,29 @@ async fn writer_loop(
             return;
         }
         committed.send_replace(seq);
+        settle_marks(&mut counters);
     }
 }
 
-/// Up to `COUNTER_CHUNK` rows of queued counter ops.
-fn take_counters(q: &mut std::collections::VecDeque<StoreOp>) -> Vec<StoreOp> {
+/// Up to `COUNTER_CHUNK` rows of queued counter ops, stopping at a flush
+/// mark so that the mark can be settled after this chunk commits.
+fn take_counters(q: &mut VecDeque<Queued>) -> Vec<StoreOp> {
     let mut out = Vec::new();
     let mut rows = 0;
     while rows < COUNTER_CHUNK {
-        let Some(op) = q.pop_front() else { break };
+        let op = match q.front() {
+            Some(Queued::Op(_)) => match q.pop_front() {
+                Some(Queued::Op(op)) => op,
+                _ => break,
+            },
+            _ => break,
+        };
         match op {
             StoreOp::TouchAlerts(mut t) if rows + t.len() > COUNTER_CHUNK => {
                 let rest = t.split_off(COUNTER_CHUNK - rows);
                 rows = COUNTER_CHUNK;
                 out.push(StoreOp::TouchAlerts(t));
-                q.push_front(StoreOp::TouchAlerts(rest));
+                q.push_front(Queued::Op(StoreOp::TouchAlerts(rest)));
             }
             StoreOp::TouchAlerts(t) => {
                 rows += t.len().max(1);

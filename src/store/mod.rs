@@ -1,9 +1,14 @@
 //! The incident record. The engine emits [`StoreOp`]s; a single writer task
 //! applies them in batched transactions and reports the last durable batch.
-//! Backends implement [`Store`]; SQLite is the embedded default.
+//! Backends implement [`Store`]: SQLite is the embedded default; PostgreSQL
+//! lets several instances (Kafka shards) share one database.
 
+mod batch;
+mod postgres;
+mod rows;
 mod sqlite;
 
+pub use postgres::PgStore;
 pub use sqlite::{SqliteOptions, SqliteStore, Synchronous};
 
 use crate::change::ChangeRecord;
@@ -148,7 +153,8 @@ pub struct AlertSnapshot {
 pub struct Snapshot {
     pub incidents: Vec<Incident>,
     pub alerts: Vec<AlertSnapshot>,
-    /// Highest incident id of the shard (or overall).
+    /// Highest incident id over every shard, so that new ids never collide
+    /// with another shard's rows.
     pub max_incident_id: i64,
     pub problems: Vec<Problem>,
     /// (signature, opened_at, id) of resolved incidents within the problem period.

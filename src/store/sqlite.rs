@@ -1,21 +1,21 @@
 //! Embedded SQLite store (WAL). One writer connection applies batches; a
 //! small pool serves reads concurrently, which WAL allows.
 
+use super::batch::{Grouped, group};
+use super::rows::{
+    alert_record_from_row, alert_snapshot_from_row, change_from_row, change_state_str, count_to_db,
+    extra_json, fp_from_db, fp_to_db, incident_from_row, problem_from_row, state_count_from_row,
+    timeline_from_row, to_json,
+};
 use super::{
-    AlertRecord, AlertSnapshot, AlertUpdate, BoxFuture, IncidentQuery, Snapshot, StateFilter,
-    Store, StoreError, StoreOp, Touch,
+    AlertRecord, BoxFuture, IncidentQuery, Snapshot, StateFilter, Store, StoreError, StoreOp,
 };
 use crate::change::ChangeRecord;
-use crate::domain::{
-    AlertStatus, Fingerprint, Incident, IncidentId, IncidentState, LabelSet, Level, Links,
-    Priority, Problem, ServiceImpact, Source, TimelineEntry, TimelineKind, Timestamp,
-};
-use rustc_hash::FxHashMap;
+use crate::domain::{Incident, IncidentId, IncidentState, Problem, TimelineEntry, Timestamp};
 use serde::{Deserialize, Serialize};
 use sqlx::Row;
 use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
-    SqliteSynchronous,
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 use std::path::Path;
 use std::str::FromStr;
@@ -55,35 +55,6 @@ impl Default for SqliteOptions {
 pub struct SqliteStore {
     writer: SqlitePool,
     reader: SqlitePool,
-}
-
-/// Lists and links that ride along in `incidents.extra`.
-#[derive(Serialize, Deserialize, Default)]
-struct Extra {
-    #[serde(default)]
-    cis: Vec<String>,
-    #[serde(default)]
-    impacted_services: Vec<String>,
-    #[serde(default)]
-    rules: Vec<String>,
-    #[serde(default)]
-    links: Links,
-    #[serde(default)]
-    impact_detail: Vec<ServiceImpact>,
-    #[serde(default)]
-    signature: Option<String>,
-}
-
-fn fp_to_db(f: Fingerprint) -> i64 {
-    i64::from_ne_bytes(f.0.to_ne_bytes())
-}
-
-fn fp_from_db(v: i64) -> Fingerprint {
-    Fingerprint(u64::from_ne_bytes(v.to_ne_bytes()))
-}
-
-fn count_to_db(v: u64) -> i64 {
-    i64::try_from(v).unwrap_or(i64::MAX)
 }
 
 impl SqliteStore {
@@ -235,91 +206,6 @@ impl Sql {
     }
 }
 
-/// Keep the last element for each key, in first-seen order.
-fn last_by<'a, T, K: std::hash::Hash + Eq>(
-    items: impl Iterator<Item = &'a T>,
-    key: impl Fn(&T) -> K,
-) -> Vec<&'a T>
-where
-    T: 'a,
-{
-    let mut pos: FxHashMap<K, usize> = FxHashMap::default();
-    let mut out: Vec<&T> = Vec::new();
-    for it in items {
-        match pos.entry(key(it)) {
-            std::collections::hash_map::Entry::Occupied(e) => out[*e.get()] = it,
-            std::collections::hash_map::Entry::Vacant(e) => {
-                e.insert(out.len());
-                out.push(it);
-            }
-        }
-    }
-    out
-}
-
-/// Ops of one batch, grouped so that each kind becomes a few multi-row
-/// statements. Order between kinds is fixed (incidents, alert inserts, alert
-/// updates, links, timeline, counters); within a kind a later op for the same
-/// row wins, and counters only ever grow, so the result equals applying the
-/// ops one by one.
-#[derive(Default)]
-struct Grouped<'a> {
-    incidents: Vec<&'a Incident>,
-    inserts: Vec<&'a AlertRecord>,
-    updates: Vec<&'a AlertUpdate>,
-    links: Vec<(IncidentId, Fingerprint, Timestamp)>,
-    timeline: Vec<(IncidentId, &'a TimelineEntry)>,
-    touches: Vec<&'a Touch>,
-    incident_counts: Vec<(IncidentId, u64)>,
-    moves: Vec<(IncidentId, IncidentId)>,
-    problems: Vec<&'a Problem>,
-    set_problem: Vec<(&'a [IncidentId], &'a str)>,
-    changes: Vec<&'a ChangeRecord>,
-}
-
-fn group(ops: &[StoreOp]) -> Grouped<'_> {
-    let mut g = Grouped::default();
-    let mut incidents = Vec::new();
-    let mut inserts = Vec::new();
-    let mut updates = Vec::new();
-    let mut touches = Vec::new();
-    for op in ops {
-        match op {
-            StoreOp::UpsertIncident(i) => incidents.push(&**i),
-            StoreOp::InsertAlert(a) => inserts.push(&**a),
-            StoreOp::UpdateAlert(u) => updates.push(&**u),
-            StoreOp::LinkAlert {
-                incident,
-                fingerprint,
-                at,
-            } => g.links.push((*incident, *fingerprint, *at)),
-            StoreOp::Timeline { incident, entry } => g.timeline.push((*incident, entry)),
-            StoreOp::TouchAlerts(t) => touches.extend(t.iter()),
-            StoreOp::TouchIncident {
-                incident,
-                alert_count,
-            } => g.incident_counts.push((*incident, *alert_count)),
-            StoreOp::MoveAlerts { from, to } => g.moves.push((*from, *to)),
-            StoreOp::UpsertProblem(p) => g.problems.push(&**p),
-            StoreOp::SetProblem { incidents, problem } => g.set_problem.push((incidents, problem)),
-            StoreOp::UpsertChange(c) => g.changes.push(&**c),
-        }
-    }
-    g.incidents = last_by(incidents.into_iter(), |i: &Incident| i.id);
-    g.inserts = last_by(inserts.into_iter(), |a: &AlertRecord| a.fingerprint);
-    g.updates = last_by(updates.into_iter(), |u: &AlertUpdate| u.fingerprint);
-    g.touches = last_by(touches.into_iter(), |t: &Touch| t.fingerprint);
-    g.problems = last_by(
-        std::mem::take(&mut g.problems).into_iter(),
-        |p: &Problem| p.id.clone(),
-    );
-    g.changes = last_by(
-        std::mem::take(&mut g.changes).into_iter(),
-        |c: &ChangeRecord| c.id.clone(),
-    );
-    g
-}
-
 fn script(g: &Grouped<'_>) -> String {
     let mut q = Sql(String::with_capacity(64 * 1024));
     q.raw("BEGIN IMMEDIATE;\n");
@@ -329,15 +215,7 @@ fn script(g: &Grouped<'_>) -> String {
              alert_count, opened_at, acknowledged_at, acknowledged_by, resolved_at, updated_at, reopen_count, flapping, extra, shard) VALUES ",
         );
         for (i, inc) in rows.iter().enumerate() {
-            let extra = Extra {
-                cis: inc.cis.clone(),
-                impacted_services: inc.impacted_services.clone(),
-                rules: inc.rules.clone(),
-                links: inc.links.clone(),
-                impact_detail: inc.impact_detail.clone(),
-                signature: inc.signature.clone(),
-            };
-            let extra = serde_json::to_string(&extra).unwrap_or_else(|_| "{}".into());
+            let extra = extra_json(inc);
             q.sep(i == 0).raw("(");
             q.int(inc.id.0)
                 .raw(", ")
@@ -393,8 +271,8 @@ fn script(g: &Grouped<'_>) -> String {
              incident_id, corr_key, suppressed_rule, suppressed_reason, flapping, first_seen, last_seen, deliveries, change_id, shard) VALUES ",
         );
         for (i, a) in rows.iter().enumerate() {
-            let labels = serde_json::to_string(&a.labels).unwrap_or_else(|_| "{}".into());
-            let annotations = serde_json::to_string(&a.annotations).unwrap_or_else(|_| "{}".into());
+            let labels = to_json(&a.labels);
+            let annotations = to_json(&a.annotations);
             q.sep(i == 0).raw("(");
             q.int(fp_to_db(a.fingerprint))
                 .raw(", ")
@@ -513,7 +391,7 @@ fn script(g: &Grouped<'_>) -> String {
             .raw(";\n");
     }
     for p in &g.problems {
-        let data = serde_json::to_string(p).unwrap_or_else(|_| "{}".into());
+        let data = to_json(p);
         q.raw("INSERT INTO problems (id, signature, state, opened_at, data) VALUES (");
         q.str(&p.id)
             .raw(", ")
@@ -536,10 +414,7 @@ fn script(g: &Grouped<'_>) -> String {
         }
     }
     for c in &g.changes {
-        let state = serde_json::to_value(c.state)
-            .ok()
-            .and_then(|v| v.as_str().map(str::to_string))
-            .unwrap_or_default();
+        let state = change_state_str(c.state);
         q.raw("INSERT INTO changes (id, ci, state, start_at, end_at, summary) VALUES (");
         q.str(&c.id)
             .raw(", ")
@@ -606,92 +481,6 @@ fn script(g: &Grouped<'_>) -> String {
     }
     q.raw("COMMIT;");
     q.0
-}
-
-fn parse_state(s: &str) -> Result<IncidentState, StoreError> {
-    IncidentState::parse(s)
-        .ok_or_else(|| StoreError::Corrupt(format!("unknown incident state {s:?}")))
-}
-
-fn level(v: i64, what: &str) -> Result<Level, StoreError> {
-    u8::try_from(v)
-        .ok()
-        .and_then(Level::new)
-        .ok_or_else(|| StoreError::Corrupt(format!("{what} {v} out of range")))
-}
-
-fn ts(v: Option<i64>) -> Option<Timestamp> {
-    v.map(Timestamp)
-}
-
-fn incident_from_row(r: &SqliteRow) -> Result<Incident, StoreError> {
-    let extra: String = r.try_get("extra")?;
-    let extra: Extra = serde_json::from_str(&extra)
-        .map_err(|e| StoreError::Corrupt(format!("incidents.extra: {e}")))?;
-    let prio: i64 = r.try_get("priority")?;
-    Ok(Incident {
-        id: IncidentId(r.try_get("id")?),
-        key: r.try_get("key")?,
-        state: parse_state(r.try_get::<&str, _>("state")?)?,
-        priority: u8::try_from(prio)
-            .ok()
-            .and_then(Priority::new)
-            .ok_or_else(|| StoreError::Corrupt(format!("priority {prio} out of range")))?,
-        impact: level(r.try_get("impact")?, "impact")?,
-        urgency: level(r.try_get("urgency")?, "urgency")?,
-        title: r.try_get("title")?,
-        root_ci: r.try_get("root_ci")?,
-        cis: extra.cis,
-        impacted_services: extra.impacted_services,
-        impact_detail: extra.impact_detail,
-        assignment_group: r.try_get("assignment_group")?,
-        alert_fingerprints: Vec::new(),
-        alert_count: u64::try_from(r.try_get::<i64, _>("alert_count")?).unwrap_or(0),
-        opened_at: Timestamp(r.try_get("opened_at")?),
-        acknowledged_at: ts(r.try_get("acknowledged_at")?),
-        acknowledged_by: r.try_get("acknowledged_by")?,
-        resolved_at: ts(r.try_get("resolved_at")?),
-        updated_at: Timestamp(r.try_get("updated_at")?),
-        reopen_count: u32::try_from(r.try_get::<i64, _>("reopen_count")?).unwrap_or(0),
-        flapping: r.try_get("flapping")?,
-        rules: extra.rules,
-        links: extra.links,
-        signature: extra.signature,
-        shard: u32::try_from(r.try_get::<i64, _>("shard")?).unwrap_or(0),
-    })
-}
-
-fn change_from_row(r: &SqliteRow) -> Result<ChangeRecord, StoreError> {
-    let state: String = r.try_get("state")?;
-    Ok(ChangeRecord {
-        id: r.try_get("id")?,
-        ci: r.try_get("ci")?,
-        state: serde_json::from_value(serde_json::Value::String(state.clone()))
-            .map_err(|_| StoreError::Corrupt(format!("unknown change state {state:?}")))?,
-        start: Timestamp(r.try_get("start_at")?),
-        end: Timestamp(r.try_get("end_at")?),
-        summary: r.try_get("summary")?,
-    })
-}
-
-fn parse_status(s: &str) -> Result<AlertStatus, StoreError> {
-    match s {
-        "firing" => Ok(AlertStatus::Firing),
-        "resolved" => Ok(AlertStatus::Resolved),
-        _ => Err(StoreError::Corrupt(format!("unknown alert status {s:?}"))),
-    }
-}
-
-fn parse_source(s: &str) -> Result<Source, StoreError> {
-    Source::ALL
-        .into_iter()
-        .find(|x| x.as_str() == s)
-        .ok_or_else(|| StoreError::Corrupt(format!("unknown alert source {s:?}")))
-}
-
-fn parse_kind(s: &str) -> Result<TimelineKind, StoreError> {
-    serde_json::from_value(serde_json::Value::String(s.to_string()))
-        .map_err(|_| StoreError::Corrupt(format!("unknown timeline kind {s:?}")))
 }
 
 /// Fill `alert_fingerprints` for a set of incidents in one query.
@@ -785,21 +574,10 @@ impl Store for SqliteStore {
             .bind(shard)
             .fetch_all(pool)
             .await?;
-            let mut alerts = Vec::with_capacity(rows.len());
-            for r in rows {
-                alerts.push(AlertSnapshot {
-                    fingerprint: fp_from_db(r.try_get(0)?),
-                    status: parse_status(r.try_get::<&str, _>(1)?)?,
-                    starts_at: Timestamp(r.try_get(2)?),
-                    ends_at: ts(r.try_get(3)?),
-                    incident: r.try_get::<Option<i64>, _>(4)?.map(IncidentId),
-                    key: r.try_get(5)?,
-                    suppressed: r.try_get::<Option<String>, _>(6)?.is_some(),
-                    flapping: r.try_get(7)?,
-                    last_seen: Timestamp(r.try_get(8)?),
-                    deliveries: u64::try_from(r.try_get::<i64, _>(9)?).unwrap_or(0),
-                });
-            }
+            let alerts = rows
+                .iter()
+                .map(alert_snapshot_from_row)
+                .collect::<Result<Vec<_>, _>>()?;
             // Over all shards: new ids stay above any row, whoever wrote it.
             let max_incident_id: Option<i64> = sqlx::query_scalar("SELECT MAX(id) FROM incidents")
                 .fetch_one(pool)
@@ -892,16 +670,7 @@ impl Store for SqliteStore {
             .bind(id.0)
             .fetch_all(&self.reader)
             .await?;
-            rows.iter()
-                .map(|r| {
-                    Ok(TimelineEntry {
-                        at: Timestamp(r.try_get(0)?),
-                        kind: parse_kind(r.try_get::<&str, _>(1)?)?,
-                        message: r.try_get(2)?,
-                        actor: r.try_get(3)?,
-                    })
-                })
-                .collect()
+            rows.iter().map(timeline_from_row).collect()
         })
     }
 
@@ -917,51 +686,16 @@ impl Store for SqliteStore {
             .bind(id.0)
             .fetch_all(&self.reader)
             .await?;
-            let mut out = Vec::with_capacity(rows.len());
-            for r in rows {
-                let labels: String = r.try_get("labels")?;
-                let annotations: String = r.try_get("annotations")?;
-                let rule: Option<String> = r.try_get("suppressed_rule")?;
-                let reason: Option<String> = r.try_get("suppressed_reason")?;
-                out.push(AlertRecord {
-                    fingerprint: fp_from_db(r.try_get("fingerprint")?),
-                    status: parse_status(r.try_get::<&str, _>("status")?)?,
-                    labels: serde_json::from_str::<LabelSet>(&labels)
-                        .map_err(|e| StoreError::Corrupt(format!("alerts.labels: {e}")))?,
-                    annotations: serde_json::from_str::<LabelSet>(&annotations)
-                        .map_err(|e| StoreError::Corrupt(format!("alerts.annotations: {e}")))?,
-                    starts_at: Timestamp(r.try_get("starts_at")?),
-                    ends_at: ts(r.try_get("ends_at")?),
-                    source: parse_source(r.try_get::<&str, _>("source")?)?,
-                    generator_url: r.try_get("generator_url")?,
-                    incident: r.try_get::<Option<i64>, _>("incident_id")?.map(IncidentId),
-                    key: r.try_get("corr_key")?,
-                    suppressed: rule.zip(reason),
-                    change: r.try_get("change_id")?,
-                    flapping: r.try_get("flapping")?,
-                    first_seen: Timestamp(r.try_get("first_seen")?),
-                    last_seen: Timestamp(r.try_get("last_seen")?),
-                    deliveries: u64::try_from(r.try_get::<i64, _>("deliveries")?).unwrap_or(0),
-                    shard: u32::try_from(r.try_get::<i64, _>("shard")?).unwrap_or(0),
-                });
-            }
-            Ok(out)
+            rows.iter().map(alert_record_from_row).collect()
         })
     }
 
     fn count_by_state(&self) -> BoxFuture<'_, Result<Vec<(IncidentState, u64)>, StoreError>> {
         Box::pin(async move {
-            let rows = sqlx::query("SELECT state, COUNT(*) FROM incidents GROUP BY state")
+            let rows = sqlx::query("SELECT state, COUNT(*) AS n FROM incidents GROUP BY state")
                 .fetch_all(&self.reader)
                 .await?;
-            rows.iter()
-                .map(|r| {
-                    Ok((
-                        parse_state(r.try_get::<&str, _>(0)?)?,
-                        u64::try_from(r.try_get::<i64, _>(1)?).unwrap_or(0),
-                    ))
-                })
-                .collect()
+            rows.iter().map(state_count_from_row).collect()
         })
     }
 
@@ -970,13 +704,7 @@ impl Store for SqliteStore {
             let rows = sqlx::query("SELECT data FROM problems ORDER BY id")
                 .fetch_all(&self.reader)
                 .await?;
-            rows.iter()
-                .map(|r| {
-                    let data: String = r.try_get(0)?;
-                    serde_json::from_str(&data)
-                        .map_err(|e| StoreError::Corrupt(format!("problems.data: {e}")))
-                })
-                .collect()
+            rows.iter().map(problem_from_row).collect()
         })
     }
 

@@ -45,6 +45,22 @@ pub struct Metrics {
     pub cmdb_cis: IntGauge,
     pub cmdb_reloads: IntCounterVec,
     pub alerts_bound: IntCounterVec,
+    pub shards_owned: IntGauge,
+    pub kafka: KafkaMetrics,
+}
+
+/// Kafka source and publisher health. Labels are bounded: topics come from
+/// config, partitions from the topic's partition count.
+#[derive(Clone)]
+pub struct KafkaMetrics {
+    pub consumed: IntCounterVec,
+    pub invalid: IntCounterVec,
+    pub dead_lettered: IntCounterVec,
+    pub lag: IntGaugeVec,
+    pub rebalances: IntCounterVec,
+    pub commit_failures: IntCounter,
+    pub published: IntCounterVec,
+    pub batch_seconds: Histogram,
 }
 
 fn reg<T: prometheus::core::Collector + Clone + 'static>(r: &Registry, c: T) -> T {
@@ -226,6 +242,67 @@ impl Metrics {
                 "New alerts by how they were bound to a CI (ci_label, match, hostname, unbound).",
                 &["how"],
             ),
+            shards_owned: reg(
+                &r,
+                IntGauge::new(
+                    "incidentd_shards_owned",
+                    "Work shards (Kafka partitions) whose incidents this instance keeps.",
+                )
+                .expect("valid metric"),
+            ),
+            kafka: KafkaMetrics {
+                consumed: counter_vec(
+                    "incidentd_kafka_messages_consumed_total",
+                    "Kafka messages consumed and made durable, by topic.",
+                    &["topic"],
+                ),
+                invalid: counter_vec(
+                    "incidentd_kafka_messages_invalid_total",
+                    "Kafka messages that could not be parsed (skipped), by topic.",
+                    &["topic"],
+                ),
+                dead_lettered: counter_vec(
+                    "incidentd_kafka_messages_dead_lettered_total",
+                    "Invalid Kafka messages copied to the dead-letter topic, by topic.",
+                    &["topic"],
+                ),
+                lag: reg(
+                    &r,
+                    IntGaugeVec::new(
+                        Opts::new(
+                            "incidentd_kafka_consumer_lag",
+                            "Messages behind the partition's high watermark (from librdkafka statistics).",
+                        ),
+                        &["topic", "partition"],
+                    )
+                    .expect("valid metric"),
+                ),
+                rebalances: counter_vec(
+                    "incidentd_kafka_rebalances_total",
+                    "Consumer group rebalances seen, by kind (assign, revoke).",
+                    &["kind"],
+                ),
+                commit_failures: counter(
+                    "incidentd_kafka_commit_failures_total",
+                    "Offset commits the broker refused (retried with the next commit).",
+                ),
+                published: counter_vec(
+                    "incidentd_kafka_published_total",
+                    "Messages published to the ingest topic (one per partition key of a webhook), by outcome.",
+                    &["outcome"],
+                ),
+                batch_seconds: reg(
+                    &r,
+                    Histogram::with_opts(
+                        HistogramOpts::new(
+                            "incidentd_kafka_batch_duration_seconds",
+                            "From a Kafka batch handed to the engine until its offsets are stored.",
+                        )
+                        .buckets(prometheus::exponential_buckets(0.0005, 2.0, 16).expect("valid buckets")),
+                    )
+                    .expect("valid metric"),
+                ),
+            },
             registry: r.clone(),
         };
         let build = reg(
@@ -254,6 +331,12 @@ impl Metrics {
                 m.cmdb_reloads.with_label_values(&[source, outcome]);
             }
         }
+        for kind in ["assign", "revoke"] {
+            m.kafka.rebalances.with_label_values(&[kind]);
+        }
+        for outcome in ["success", "failure"] {
+            m.kafka.published.with_label_values(&[outcome]);
+        }
         for how in ["ci_label", "match", "hostname", "unbound"] {
             m.alerts_bound.with_label_values(&[how]);
         }
@@ -264,6 +347,15 @@ impl Metrics {
             }
         }
         m
+    }
+
+    /// Export the per-topic Kafka series at 0 from the start.
+    pub fn known_topics<'a>(&self, topics: impl IntoIterator<Item = &'a str>) {
+        for t in topics {
+            self.kafka.consumed.with_label_values(&[t]);
+            self.kafka.invalid.with_label_values(&[t]);
+            self.kafka.dead_lettered.with_label_values(&[t]);
+        }
     }
 
     /// Bring the counters up to the engine's monotonic totals.

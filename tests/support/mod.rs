@@ -96,6 +96,24 @@ impl Children {
         });
     }
 
+    /// PID of the named child.
+    #[allow(dead_code)] // not every test binary kills children by hand
+    pub fn pid(&self, name: &str) -> Option<u32> {
+        self.procs
+            .iter()
+            .find(|p| p.name == name)
+            .map(|p| p.child.id())
+    }
+
+    /// Reap a child the test killed on purpose and stop watching it.
+    #[allow(dead_code)]
+    pub fn forget(&mut self, name: &str) {
+        if let Some(i) = self.procs.iter().position(|p| p.name == name) {
+            let mut p = self.procs.remove(i);
+            let _ = p.child.wait();
+        }
+    }
+
     /// Panics, naming the process, if any child has already exited: a dead
     /// server is reported at once instead of as a time-out later.
     pub fn assert_alive(&mut self) {

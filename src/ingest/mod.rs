@@ -1,0 +1,7 @@
+//! Sources beyond the HTTP handlers: the Kafka consumer (alerts from topics,
+//! at least once) and the publisher of distributed mode (webhooks → the
+//! keyed ingest topic).
+
+pub mod kafka;
+
+pub use kafka::{KafkaError, KafkaSource, Publisher, partition_key, shard_of};

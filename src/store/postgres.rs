@@ -1,0 +1,759 @@
+//! PostgreSQL store, for several daemon instances (one per set of Kafka
+//! shards) sharing one database. A batch is one transaction of a few
+//! multi-row statements whose values travel as bound arrays (`UNNEST`), so a
+//! batch of any size costs a handful of round trips and never meets the
+//! 65535 bind-parameter limit.
+//!
+//! PostgreSQL text cannot hold U+0000, not even as a JSON escape in JSONB;
+//! writes replace it with U+FFFD, because a batch the database refuses would
+//! be retried forever by the writer and stall every later commit.
+
+use super::batch::{Grouped, TouchRow, group};
+use super::rows::{
+    alert_record_from_row, alert_snapshot_from_row, change_from_row, change_state_str, count_to_db,
+    extra_json, fp_from_db, fp_to_db, incident_from_row, problem_from_row, state_count_from_row,
+    timeline_from_row, to_json,
+};
+use super::{
+    AlertRecord, AlertUpdate, BoxFuture, IncidentQuery, Snapshot, StateFilter, Store, StoreError,
+    StoreOp,
+};
+use crate::change::ChangeRecord;
+use crate::domain::{Incident, IncidentId, IncidentState, Problem, TimelineEntry, Timestamp};
+use sqlx::Row;
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
+use std::borrow::Cow;
+use std::str::FromStr;
+use std::time::Duration;
+
+const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("migrations/postgres/0001_init.sql"))];
+
+/// Key of the advisory lock held while migrating, so that instances starting
+/// together migrate one after the other ("incident" in ASCII).
+const MIGRATION_LOCK: i64 = 0x696e_6369_6465_6e74;
+
+/// How long to wait for a connection: an unreachable database then fails a
+/// commit (which the writer retries) or `/readyz`, instead of hanging.
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The `incidents` columns `incident_from_row` reads, JSONB as text.
+macro_rules! incident_columns {
+    () => {
+        "id, key, state, priority, impact, urgency, title, root_ci, assignment_group, alert_count, \
+         opened_at, acknowledged_at, acknowledged_by, resolved_at, updated_at, reopen_count, flapping, \
+         extra::text AS extra, shard"
+    };
+}
+
+pub struct PgStore {
+    pool: PgPool,
+}
+
+impl PgStore {
+    /// Connect to `url` (`postgres://user@host:port/db`) with a pool of up to
+    /// `max_connections`, and migrate the database.
+    pub async fn connect(url: &str, max_connections: u32) -> Result<PgStore, StoreError> {
+        let options = PgConnectOptions::from_str(url)?;
+        let pool = PgPoolOptions::new()
+            .max_connections(max_connections.max(1))
+            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .connect_with(options)
+            .await?;
+        migrate(&pool).await?;
+        Ok(PgStore { pool })
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+/// Apply the missing migrations in one transaction, under an advisory lock:
+/// a second instance waits, then finds them applied.
+async fn migrate(pool: &PgPool) -> Result<(), StoreError> {
+    let mut tx = pool.begin().await?;
+    sqlx::query("SELECT pg_advisory_xact_lock($1)")
+        .bind(MIGRATION_LOCK)
+        .execute(&mut *tx)
+        .await?;
+    // "already exists, skipping" notices would be logged at info on every start.
+    sqlx::query("SET LOCAL client_min_messages = warning")
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query(
+        "CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY, applied_at BIGINT NOT NULL)",
+    )
+    .execute(&mut *tx)
+    .await?;
+    let done: Vec<i64> = sqlx::query_scalar("SELECT version FROM schema_migrations")
+        .fetch_all(&mut *tx)
+        .await?;
+    for (version, sql) in MIGRATIONS {
+        if done.contains(version) {
+            continue;
+        }
+        sqlx::raw_sql(sqlx::AssertSqlSafe(*sql))
+            .execute(&mut *tx)
+            .await
+            .map_err(|source| StoreError::Migration {
+                version: *version,
+                source,
+            })?;
+        sqlx::query("INSERT INTO schema_migrations (version, applied_at) VALUES ($1, $2)")
+            .bind(version)
+            .bind(Timestamp::now().millis())
+            .execute(&mut *tx)
+            .await?;
+    }
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Text as PostgreSQL can store it (see the module doc).
+fn text(s: &str) -> Cow<'_, str> {
+    if s.contains('\0') {
+        Cow::Owned(s.replace('\0', "\u{FFFD}"))
+    } else {
+        Cow::Borrowed(s)
+    }
+}
+
+fn opt_text(s: Option<&str>) -> Option<Cow<'_, str>> {
+    s.map(text)
+}
+
+/// JSON text as JSONB accepts it: each `\u0000` escape becomes `\ufffd`.
+/// Walks escape by escape, so an escaped backslash followed by `u0000`
+/// (`\\u0000`, a literal backslash in the value) is left alone.
+fn json_text(s: String) -> String {
+    if !s.contains("\\u0000") {
+        return s;
+    }
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s.as_str();
+    while let Some(i) = rest.find('\\') {
+        out.push_str(&rest[..i]);
+        let esc = &rest[i..];
+        if let Some(after) = esc.strip_prefix("\\u0000") {
+            out.push_str("\\ufffd");
+            rest = after;
+        } else {
+            // The backslash and the character it escapes.
+            let n = 1 + esc[1..].chars().next().map_or(0, char::len_utf8);
+            out.push_str(&esc[..n]);
+            rest = &esc[n..];
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+/// One column of a multi-row statement, bound as an array.
+fn col<'a, T: ?Sized, U>(rows: &[&'a T], f: impl Fn(&'a T) -> U) -> Vec<U> {
+    rows.iter().map(|r| f(r)).collect()
+}
+
+async fn upsert_incidents(c: &mut PgConnection, rows: &[&Incident]) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO incidents (id, key, state, priority, impact, urgency, title, root_ci, assignment_group, \
+           alert_count, opened_at, acknowledged_at, acknowledged_by, resolved_at, updated_at, reopen_count, \
+           flapping, extra, shard)
+         SELECT id, key, state, priority, impact, urgency, title, root_ci, assignment_group, alert_count, \
+           opened_at, acknowledged_at, acknowledged_by, resolved_at, updated_at, reopen_count, flapping, \
+           extra::jsonb, shard
+         FROM UNNEST($1::bigint[], $2::text[], $3::text[], $4::bigint[], $5::bigint[], $6::bigint[], \
+           $7::text[], $8::text[], $9::text[], $10::bigint[], $11::bigint[], $12::bigint[], $13::text[], \
+           $14::bigint[], $15::bigint[], $16::bigint[], $17::boolean[], $18::text[], $19::bigint[])
+           AS v(id, key, state, priority, impact, urgency, title, root_ci, assignment_group, alert_count, \
+           opened_at, acknowledged_at, acknowledged_by, resolved_at, updated_at, reopen_count, flapping, \
+           extra, shard)
+         ON CONFLICT (id) DO UPDATE SET key = EXCLUDED.key, state = EXCLUDED.state, \
+           priority = EXCLUDED.priority, impact = EXCLUDED.impact, urgency = EXCLUDED.urgency, \
+           title = EXCLUDED.title, root_ci = EXCLUDED.root_ci, assignment_group = EXCLUDED.assignment_group, \
+           alert_count = GREATEST(incidents.alert_count, EXCLUDED.alert_count), \
+           opened_at = EXCLUDED.opened_at, acknowledged_at = EXCLUDED.acknowledged_at, \
+           acknowledged_by = EXCLUDED.acknowledged_by, resolved_at = EXCLUDED.resolved_at, \
+           updated_at = EXCLUDED.updated_at, reopen_count = EXCLUDED.reopen_count, \
+           flapping = EXCLUDED.flapping, extra = EXCLUDED.extra, shard = EXCLUDED.shard",
+    )
+    .bind(col(rows, |i| i.id.0))
+    .bind(col(rows, |i| text(&i.key)))
+    .bind(col(rows, |i| i.state.as_str()))
+    .bind(col(rows, |i| i64::from(i.priority.get())))
+    .bind(col(rows, |i| i64::from(i.impact.get())))
+    .bind(col(rows, |i| i64::from(i.urgency.get())))
+    .bind(col(rows, |i| text(&i.title)))
+    .bind(col(rows, |i| opt_text(i.root_ci.as_deref())))
+    .bind(col(rows, |i| opt_text(i.assignment_group.as_deref())))
+    .bind(col(rows, |i| count_to_db(i.alert_count)))
+    .bind(col(rows, |i| i.opened_at.millis()))
+    .bind(col(rows, |i| i.acknowledged_at.map(Timestamp::millis)))
+    .bind(col(rows, |i| opt_text(i.acknowledged_by.as_deref())))
+    .bind(col(rows, |i| i.resolved_at.map(Timestamp::millis)))
+    .bind(col(rows, |i| i.updated_at.millis()))
+    .bind(col(rows, |i| i64::from(i.reopen_count)))
+    .bind(col(rows, |i| i.flapping))
+    .bind(col(rows, |i| json_text(extra_json(i))))
+    .bind(col(rows, |i| i64::from(i.shard)))
+    .execute(c)
+    .await?;
+    Ok(())
+}
+
+async fn insert_alerts(c: &mut PgConnection, rows: &[&AlertRecord]) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO alerts (fingerprint, status, labels, annotations, starts_at, ends_at, source, \
+           generator_url, incident_id, corr_key, suppressed_rule, suppressed_reason, flapping, first_seen, \
+           last_seen, deliveries, change_id, shard)
+         SELECT fingerprint, status, labels::jsonb, annotations::jsonb, starts_at, ends_at, source, \
+           generator_url, incident_id, corr_key, suppressed_rule, suppressed_reason, flapping, first_seen, \
+           last_seen, deliveries, change_id, shard
+         FROM UNNEST($1::bigint[], $2::text[], $3::text[], $4::text[], $5::bigint[], $6::bigint[], \
+           $7::text[], $8::text[], $9::bigint[], $10::text[], $11::text[], $12::text[], $13::boolean[], \
+           $14::bigint[], $15::bigint[], $16::bigint[], $17::text[], $18::bigint[])
+           AS v(fingerprint, status, labels, annotations, starts_at, ends_at, source, generator_url, \
+           incident_id, corr_key, suppressed_rule, suppressed_reason, flapping, first_seen, last_seen, \
+           deliveries, change_id, shard)
+         ON CONFLICT (fingerprint) DO UPDATE SET status = EXCLUDED.status, labels = EXCLUDED.labels, \
+           annotations = EXCLUDED.annotations, starts_at = EXCLUDED.starts_at, ends_at = EXCLUDED.ends_at, \
+           source = EXCLUDED.source, generator_url = EXCLUDED.generator_url, \
+           incident_id = EXCLUDED.incident_id, corr_key = EXCLUDED.corr_key, \
+           suppressed_rule = EXCLUDED.suppressed_rule, suppressed_reason = EXCLUDED.suppressed_reason, \
+           flapping = EXCLUDED.flapping, change_id = EXCLUDED.change_id, shard = EXCLUDED.shard, \
+           last_seen = GREATEST(alerts.last_seen, EXCLUDED.last_seen), \
+           deliveries = GREATEST(alerts.deliveries, EXCLUDED.deliveries)",
+    )
+    .bind(col(rows, |a| fp_to_db(a.fingerprint)))
+    .bind(col(rows, |a| a.status.as_str()))
+    .bind(col(rows, |a| json_text(to_json(&a.labels))))
+    .bind(col(rows, |a| json_text(to_json(&a.annotations))))
+    .bind(col(rows, |a| a.starts_at.millis()))
+    .bind(col(rows, |a| a.ends_at.map(Timestamp::millis)))
+    .bind(col(rows, |a| a.source.as_str()))
+    .bind(col(rows, |a| text(&a.generator_url)))
+    .bind(col(rows, |a| a.incident.map(|i| i.0)))
+    .bind(col(rows, |a| text(&a.key)))
+    .bind(col(rows, |a| opt_text(a.suppressed.as_ref().map(|s| s.0.as_str()))))
+    .bind(col(rows, |a| opt_text(a.suppressed.as_ref().map(|s| s.1.as_str()))))
+    .bind(col(rows, |a| a.flapping))
+    .bind(col(rows, |a| a.first_seen.millis()))
+    .bind(col(rows, |a| a.last_seen.millis()))
+    .bind(col(rows, |a| count_to_db(a.deliveries)))
+    .bind(col(rows, |a| opt_text(a.change.as_deref())))
+    .bind(col(rows, |a| i64::from(a.shard)))
+    .execute(c)
+    .await?;
+    Ok(())
+}
+
+/// The suppression an update sets, if it sets one.
+fn suppression(u: &AlertUpdate) -> Option<&(String, String)> {
+    u.suppressed.as_ref().and_then(Option::as_ref)
+}
+
+/// `keep` / `keep_change` are true where the op leaves the stored
+/// suppression / change link as it is (`None`).
+async fn update_alerts(c: &mut PgConnection, rows: &[&AlertUpdate]) -> Result<(), StoreError> {
+    sqlx::query(
+        "UPDATE alerts SET status = v.status, starts_at = v.starts_at, ends_at = v.ends_at, \
+           incident_id = v.incident_id, corr_key = v.corr_key, \
+           suppressed_rule = CASE WHEN v.keep THEN alerts.suppressed_rule ELSE v.s_rule END, \
+           suppressed_reason = CASE WHEN v.keep THEN alerts.suppressed_reason ELSE v.s_reason END, \
+           flapping = v.flapping, last_seen = GREATEST(alerts.last_seen, v.last_seen), \
+           deliveries = GREATEST(alerts.deliveries, v.deliveries), \
+           change_id = CASE WHEN v.keep_change THEN alerts.change_id ELSE v.change_id END
+         FROM UNNEST($1::bigint[], $2::text[], $3::bigint[], $4::bigint[], $5::bigint[], $6::text[], \
+           $7::boolean[], $8::text[], $9::text[], $10::boolean[], $11::bigint[], $12::bigint[], \
+           $13::boolean[], $14::text[])
+           AS v(fp, status, starts_at, ends_at, incident_id, corr_key, keep, s_rule, s_reason, flapping, \
+           last_seen, deliveries, keep_change, change_id)
+         WHERE alerts.fingerprint = v.fp",
+    )
+    .bind(col(rows, |u| fp_to_db(u.fingerprint)))
+    .bind(col(rows, |u| u.status.as_str()))
+    .bind(col(rows, |u| u.starts_at.millis()))
+    .bind(col(rows, |u| u.ends_at.map(Timestamp::millis)))
+    .bind(col(rows, |u| u.incident.map(|i| i.0)))
+    .bind(col(rows, |u| text(&u.key)))
+    .bind(col(rows, |u| u.suppressed.is_none()))
+    .bind(col(rows, |u| suppression(u).map(|s| text(&s.0))))
+    .bind(col(rows, |u| suppression(u).map(|s| text(&s.1))))
+    .bind(col(rows, |u| u.flapping))
+    .bind(col(rows, |u| u.last_seen.millis()))
+    .bind(col(rows, |u| count_to_db(u.deliveries)))
+    .bind(col(rows, |u| u.change.is_none()))
+    .bind(col(rows, |u| {
+        opt_text(u.change.as_ref().and_then(|c| c.as_deref()))
+    }))
+    .execute(c)
+    .await?;
+    Ok(())
+}
+
+async fn link_alerts(
+    c: &mut PgConnection,
+    rows: &[(IncidentId, crate::domain::Fingerprint, Timestamp)],
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO incident_alerts (incident_id, fingerprint, joined_at)
+         SELECT * FROM UNNEST($1::bigint[], $2::bigint[], $3::bigint[])
+         ON CONFLICT DO NOTHING",
+    )
+    .bind(rows.iter().map(|r| r.0.0).collect::<Vec<_>>())
+    .bind(rows.iter().map(|r| fp_to_db(r.1)).collect::<Vec<_>>())
+    .bind(rows.iter().map(|r| r.2.millis()).collect::<Vec<_>>())
+    .execute(c)
+    .await?;
+    Ok(())
+}
+
+/// One merge, as SQLite's `UPDATE OR IGNORE` + cleanup: links move to `to`
+/// (where `to` already has the alert, its own link and join time stay), the
+/// rest of `from`'s links go, and the alerts follow. The statement's parts
+/// all see the rows as they were before it.
+async fn move_alerts(
+    c: &mut PgConnection,
+    from: IncidentId,
+    to: IncidentId,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "WITH moved AS (
+           INSERT INTO incident_alerts (incident_id, fingerprint, joined_at)
+           SELECT $2, fingerprint, joined_at FROM incident_alerts WHERE incident_id = $1
+           ON CONFLICT DO NOTHING
+         ), dropped AS (
+           DELETE FROM incident_alerts WHERE incident_id = $1
+         )
+         UPDATE alerts SET incident_id = $2 WHERE incident_id = $1",
+    )
+    .bind(from.0)
+    .bind(to.0)
+    .execute(c)
+    .await?;
+    Ok(())
+}
+
+async fn upsert_problems(c: &mut PgConnection, rows: &[&Problem]) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO problems (id, signature, state, opened_at, data)
+         SELECT id, signature, state, opened_at, data::jsonb
+         FROM UNNEST($1::text[], $2::text[], $3::text[], $4::bigint[], $5::text[])
+           AS v(id, signature, state, opened_at, data)
+         ON CONFLICT (id) DO UPDATE SET state = EXCLUDED.state, data = EXCLUDED.data",
+    )
+    .bind(col(rows, |p| text(&p.id)))
+    .bind(col(rows, |p| text(&p.signature)))
+    .bind(col(rows, |p| text(&p.state)))
+    .bind(col(rows, |p| p.opened_at.millis()))
+    .bind(col(rows, |p| json_text(to_json(p))))
+    .execute(c)
+    .await?;
+    Ok(())
+}
+
+/// Set `links.problem` in `extra`, creating `links` if a row lacks it.
+async fn set_problem(
+    c: &mut PgConnection,
+    incidents: &[IncidentId],
+    problem: &str,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "UPDATE incidents SET extra = jsonb_set(
+           jsonb_set(extra, '{links}', COALESCE(extra->'links', '{}'::jsonb)),
+           '{links,problem}', to_jsonb($2::text))
+         WHERE id = ANY($1)",
+    )
+    .bind(incidents.iter().map(|i| i.0).collect::<Vec<_>>())
+    .bind(text(problem))
+    .execute(c)
+    .await?;
+    Ok(())
+}
+
+async fn upsert_changes(c: &mut PgConnection, rows: &[&ChangeRecord]) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO changes (id, ci, state, start_at, end_at, summary)
+         SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::bigint[], $5::bigint[], $6::text[])
+         ON CONFLICT (id) DO UPDATE SET ci = EXCLUDED.ci, state = EXCLUDED.state, \
+           start_at = EXCLUDED.start_at, end_at = EXCLUDED.end_at, summary = EXCLUDED.summary",
+    )
+    .bind(col(rows, |ch| text(&ch.id)))
+    .bind(col(rows, |ch| text(&ch.ci)))
+    .bind(col(rows, |ch| change_state_str(ch.state)))
+    .bind(col(rows, |ch| ch.start.millis()))
+    .bind(col(rows, |ch| ch.end.millis()))
+    .bind(col(rows, |ch| text(&ch.summary)))
+    .execute(c)
+    .await?;
+    Ok(())
+}
+
+/// Entries get their ids in array order (`ORDER BY n`), which keeps each
+/// incident's timeline in the order the engine wrote it.
+async fn append_timeline(
+    c: &mut PgConnection,
+    rows: &[(IncidentId, &TimelineEntry)],
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO timeline (incident_id, at, kind, message, actor)
+         SELECT incident_id, at, kind, message, actor
+         FROM UNNEST($1::bigint[], $2::bigint[], $3::text[], $4::text[], $5::text[])
+           WITH ORDINALITY AS v(incident_id, at, kind, message, actor, n)
+         ORDER BY n",
+    )
+    .bind(rows.iter().map(|r| r.0.0).collect::<Vec<_>>())
+    .bind(rows.iter().map(|r| r.1.at.millis()).collect::<Vec<_>>())
+    .bind(rows.iter().map(|r| r.1.kind.as_str()).collect::<Vec<_>>())
+    .bind(rows.iter().map(|r| text(&r.1.message)).collect::<Vec<_>>())
+    .bind(
+        rows.iter()
+            .map(|r| opt_text(r.1.actor.as_deref()))
+            .collect::<Vec<_>>(),
+    )
+    .execute(c)
+    .await?;
+    Ok(())
+}
+
+async fn touch_alerts(c: &mut PgConnection, rows: &[TouchRow]) -> Result<(), StoreError> {
+    sqlx::query(
+        "UPDATE alerts SET last_seen = GREATEST(alerts.last_seen, v.last_seen), \
+           deliveries = GREATEST(alerts.deliveries, v.deliveries)
+         FROM UNNEST($1::bigint[], $2::bigint[], $3::bigint[]) AS v(fp, last_seen, deliveries)
+         WHERE alerts.fingerprint = v.fp",
+    )
+    .bind(
+        rows.iter()
+            .map(|t| fp_to_db(t.fingerprint))
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        rows.iter()
+            .map(|t| t.last_seen.millis())
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        rows.iter()
+            .map(|t| count_to_db(t.deliveries))
+            .collect::<Vec<_>>(),
+    )
+    .execute(c)
+    .await?;
+    Ok(())
+}
+
+async fn touch_incidents(
+    c: &mut PgConnection,
+    rows: &[(IncidentId, u64)],
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "UPDATE incidents SET alert_count = GREATEST(incidents.alert_count, v.alert_count)
+         FROM UNNEST($1::bigint[], $2::bigint[]) AS v(id, alert_count)
+         WHERE incidents.id = v.id",
+    )
+    .bind(rows.iter().map(|r| r.0.0).collect::<Vec<_>>())
+    .bind(rows.iter().map(|r| count_to_db(r.1)).collect::<Vec<_>>())
+    .execute(c)
+    .await?;
+    Ok(())
+}
+
+/// The statements of one batch, in the order of [`Grouped`]; kinds without
+/// rows cost nothing.
+async fn write(c: &mut PgConnection, g: &Grouped<'_>) -> Result<(), StoreError> {
+    if !g.incidents.is_empty() {
+        upsert_incidents(c, &g.incidents).await?;
+    }
+    if !g.inserts.is_empty() {
+        insert_alerts(c, &g.inserts).await?;
+    }
+    if !g.updates.is_empty() {
+        update_alerts(c, &g.updates).await?;
+    }
+    if !g.links.is_empty() {
+        link_alerts(c, &g.links).await?;
+    }
+    // Merges: after links (the moved rows exist), before timeline.
+    for (from, to) in &g.moves {
+        move_alerts(c, *from, *to).await?;
+    }
+    if !g.problems.is_empty() {
+        upsert_problems(c, &g.problems).await?;
+    }
+    for (incidents, problem) in &g.set_problem {
+        set_problem(c, incidents, problem).await?;
+    }
+    if !g.changes.is_empty() {
+        upsert_changes(c, &g.changes).await?;
+    }
+    if !g.timeline.is_empty() {
+        append_timeline(c, &g.timeline).await?;
+    }
+    if !g.touches.is_empty() {
+        touch_alerts(c, &g.touches).await?;
+    }
+    if !g.incident_counts.is_empty() {
+        touch_incidents(c, &g.incident_counts).await?;
+    }
+    Ok(())
+}
+
+/// Fill `alert_fingerprints` for a set of incidents in one query.
+async fn attach_fingerprints(
+    c: &mut PgConnection,
+    incidents: &mut [Incident],
+) -> Result<(), StoreError> {
+    if incidents.is_empty() {
+        return Ok(());
+    }
+    let mut index = rustc_hash::FxHashMap::default();
+    for (i, inc) in incidents.iter().enumerate() {
+        index.insert(inc.id.0, i);
+    }
+    let rows = sqlx::query(
+        "SELECT incident_id, fingerprint FROM incident_alerts WHERE incident_id = ANY($1)
+         ORDER BY incident_id, joined_at, fingerprint",
+    )
+    .bind(incidents.iter().map(|i| i.id.0).collect::<Vec<_>>())
+    .fetch_all(c)
+    .await?;
+    for r in rows {
+        let id: i64 = r.try_get(0)?;
+        if let Some(&i) = index.get(&id) {
+            incidents[i]
+                .alert_fingerprints
+                .push(fp_from_db(r.try_get(1)?));
+        }
+    }
+    Ok(())
+}
+
+async fn problems(c: &mut PgConnection) -> Result<Vec<Problem>, StoreError> {
+    let rows = sqlx::query("SELECT data::text AS data FROM problems ORDER BY id")
+        .fetch_all(c)
+        .await?;
+    rows.iter().map(problem_from_row).collect()
+}
+
+async fn changes(c: &mut PgConnection) -> Result<Vec<ChangeRecord>, StoreError> {
+    let rows = sqlx::query("SELECT * FROM changes ORDER BY start_at, id")
+        .fetch_all(c)
+        .await?;
+    rows.iter().map(change_from_row).collect()
+}
+
+impl Store for PgStore {
+    fn apply<'a>(&'a self, ops: &'a [StoreOp]) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(async move {
+            if ops.is_empty() {
+                return Ok(());
+            }
+            let g = group(ops);
+            // Dropped without commit on error: sqlx rolls it back.
+            let mut tx = self.pool.begin().await?;
+            write(&mut tx, &g).await?;
+            tx.commit().await?;
+            Ok(())
+        })
+    }
+
+    fn load_state(
+        &self,
+        shard: Option<u32>,
+        resolved_since: Timestamp,
+        alerts_since: Timestamp,
+        signed_since: Timestamp,
+    ) -> BoxFuture<'_, Result<Snapshot, StoreError>> {
+        Box::pin(async move {
+            // One snapshot for every query, although other instances write.
+            let mut tx = self
+                .pool
+                .begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+                .await?;
+            // NULL selects every shard.
+            let shard = shard.map(i64::from);
+            let rows = sqlx::query(concat!(
+                "SELECT ",
+                incident_columns!(),
+                " FROM incidents WHERE (state <> 'resolved' OR resolved_at >= $1)
+                   AND ($2::bigint IS NULL OR shard = $2) ORDER BY id"
+            ))
+            .bind(resolved_since.millis())
+            .bind(shard)
+            .fetch_all(&mut *tx)
+            .await?;
+            let mut incidents = rows
+                .iter()
+                .map(incident_from_row)
+                .collect::<Result<Vec<_>, _>>()?;
+            attach_fingerprints(&mut tx, &mut incidents).await?;
+            let rows = sqlx::query(
+                "SELECT fingerprint, status, starts_at, ends_at, incident_id, corr_key, suppressed_rule, flapping, last_seen, deliveries
+                 FROM alerts WHERE (status = 'firing' OR last_seen >= $1
+                   OR incident_id IN (SELECT id FROM incidents WHERE state <> 'resolved'))
+                   AND ($2::bigint IS NULL OR shard = $2)",
+            )
+            .bind(alerts_since.millis())
+            .bind(shard)
+            .fetch_all(&mut *tx)
+            .await?;
+            let alerts = rows
+                .iter()
+                .map(alert_snapshot_from_row)
+                .collect::<Result<Vec<_>, _>>()?;
+            // Over all shards: new ids stay above any row, whoever wrote it.
+            let max_incident_id: Option<i64> = sqlx::query_scalar("SELECT MAX(id) FROM incidents")
+                .fetch_one(&mut *tx)
+                .await?;
+            let rows = sqlx::query(
+                "SELECT id, opened_at, extra->>'signature' AS signature FROM incidents
+                 WHERE state = 'resolved' AND opened_at >= $1 AND extra->'links'->>'merged_into' IS NULL
+                   AND ($2::bigint IS NULL OR shard = $2)",
+            )
+            .bind(signed_since.millis())
+            .bind(shard)
+            .fetch_all(&mut *tx)
+            .await?;
+            let mut signed = Vec::new();
+            for r in rows {
+                if let Some(sig) = r.try_get::<Option<String>, _>(2)? {
+                    signed.push((sig, Timestamp(r.try_get(1)?), IncidentId(r.try_get(0)?)));
+                }
+            }
+            let problems = problems(&mut tx).await?;
+            let changes = changes(&mut tx).await?;
+            tx.commit().await?;
+            Ok(Snapshot {
+                incidents,
+                alerts,
+                max_incident_id: max_incident_id.unwrap_or(0),
+                problems,
+                signed,
+                changes,
+            })
+        })
+    }
+
+    fn list_incidents(&self, q: IncidentQuery) -> BoxFuture<'_, Result<Vec<Incident>, StoreError>> {
+        Box::pin(async move {
+            let limit = i64::from(if q.limit == 0 { 1000 } else { q.limit });
+            let before = q.before.unwrap_or(i64::MAX);
+            // (every state, one state); neither means the active ones.
+            let (all, only) = match q.state {
+                StateFilter::All => (true, None),
+                StateFilter::Active => (false, None),
+                StateFilter::Only(s) => (false, Some(s.as_str())),
+            };
+            let mut c = self.pool.acquire().await?;
+            let rows = sqlx::query(concat!(
+                "SELECT ",
+                incident_columns!(),
+                " FROM incidents WHERE id < $1
+                   AND ($2 OR state = $3 OR ($3::text IS NULL AND state <> 'resolved'))
+                 ORDER BY id DESC LIMIT $4"
+            ))
+            .bind(before)
+            .bind(all)
+            .bind(only)
+            .bind(limit)
+            .fetch_all(&mut *c)
+            .await?;
+            let mut incidents = rows
+                .iter()
+                .map(incident_from_row)
+                .collect::<Result<Vec<_>, _>>()?;
+            attach_fingerprints(&mut c, &mut incidents).await?;
+            Ok(incidents)
+        })
+    }
+
+    fn get_incident(&self, id: IncidentId) -> BoxFuture<'_, Result<Option<Incident>, StoreError>> {
+        Box::pin(async move {
+            let mut c = self.pool.acquire().await?;
+            let row = sqlx::query(concat!(
+                "SELECT ",
+                incident_columns!(),
+                " FROM incidents WHERE id = $1"
+            ))
+            .bind(id.0)
+            .fetch_optional(&mut *c)
+            .await?;
+            let Some(row) = row else { return Ok(None) };
+            let mut inc = [incident_from_row(&row)?];
+            attach_fingerprints(&mut c, &mut inc).await?;
+            let [inc] = inc;
+            Ok(Some(inc))
+        })
+    }
+
+    fn timeline(&self, id: IncidentId) -> BoxFuture<'_, Result<Vec<TimelineEntry>, StoreError>> {
+        Box::pin(async move {
+            let rows = sqlx::query(
+                "SELECT at, kind, message, actor FROM timeline WHERE incident_id = $1 ORDER BY id",
+            )
+            .bind(id.0)
+            .fetch_all(&self.pool)
+            .await?;
+            rows.iter().map(timeline_from_row).collect()
+        })
+    }
+
+    fn incident_alerts(
+        &self,
+        id: IncidentId,
+    ) -> BoxFuture<'_, Result<Vec<AlertRecord>, StoreError>> {
+        Box::pin(async move {
+            let rows = sqlx::query(
+                "SELECT a.fingerprint, a.status, a.labels::text AS labels, a.annotations::text AS annotations,
+                   a.starts_at, a.ends_at, a.source, a.generator_url, a.incident_id, a.corr_key,
+                   a.suppressed_rule, a.suppressed_reason, a.flapping, a.first_seen, a.last_seen,
+                   a.deliveries, a.change_id, a.shard
+                 FROM incident_alerts ia JOIN alerts a ON a.fingerprint = ia.fingerprint
+                 WHERE ia.incident_id = $1 ORDER BY ia.joined_at, a.fingerprint",
+            )
+            .bind(id.0)
+            .fetch_all(&self.pool)
+            .await?;
+            rows.iter().map(alert_record_from_row).collect()
+        })
+    }
+
+    fn count_by_state(&self) -> BoxFuture<'_, Result<Vec<(IncidentState, u64)>, StoreError>> {
+        Box::pin(async move {
+            let rows = sqlx::query("SELECT state, COUNT(*) AS n FROM incidents GROUP BY state")
+                .fetch_all(&self.pool)
+                .await?;
+            rows.iter().map(state_count_from_row).collect()
+        })
+    }
+
+    fn list_problems(&self) -> BoxFuture<'_, Result<Vec<Problem>, StoreError>> {
+        Box::pin(async move { problems(&mut *self.pool.acquire().await?).await })
+    }
+
+    fn list_changes(&self) -> BoxFuture<'_, Result<Vec<ChangeRecord>, StoreError>> {
+        Box::pin(async move { changes(&mut *self.pool.acquire().await?).await })
+    }
+
+    fn ping(&self) -> BoxFuture<'_, Result<(), StoreError>> {
+        Box::pin(async move {
+            sqlx::query("SELECT 1").execute(&self.pool).await?;
+            Ok(())
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nul_is_replaced_in_text_and_json() {
+        assert_eq!(text("a\0b"), "a\u{FFFD}b");
+        assert!(matches!(text("plain"), Cow::Borrowed(_)));
+        let json = to_json(&["a\0b", "c\\u0000d", "\\\0"]);
+        let fixed = json_text(json);
+        let back: Vec<String> = serde_json::from_str(&fixed).unwrap();
+        assert_eq!(back, ["a\u{FFFD}b", "c\\u0000d", "\\\u{FFFD}"]);
+    }
+}

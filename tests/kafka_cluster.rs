@@ -1,0 +1,450 @@
+//! Several instances on one topic with PostgreSQL, as in production: the
+//! mock Kafka cluster runs in a process of its own (`incidentd-kafka-mock`),
+//! each incidentd is a real process, and we SIGKILL one mid-stream or stop
+//! PostgreSQL mid-stream. At the end every fingerprint is in exactly one
+//! incident, no incident is doubled, no alert is lost and the group has no
+//! lag.
+//!
+//! Needs `INCIDENTD_TEST_POSTGRES_URL`; the PostgreSQL outage test also needs
+//! `INCIDENTD_TEST_POSTGRES_CTL` (a command that takes `stop` / `start`,
+//! e.g. `pg_ctlcluster --skip-systemctl-redirect 15 main`), since it stops
+//! the server. `.ci/run` sets both.
+
+mod support;
+
+use rdkafka::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use sqlx::Row;
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+use support::Children;
+
+const TOPIC: &str = "alerts";
+const PARTITIONS: i32 = 6;
+const FINGERPRINTS: u32 = 5_000;
+/// Fingerprints per correlation key (one incident each).
+const PER_KEY: u32 = 5;
+const ROUNDS: u32 = 10;
+
+/// One suite at a time: the outage test stops the shared server.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+fn pg_url() -> Option<String> {
+    let v = std::env::var("INCIDENTD_TEST_POSTGRES_URL").ok();
+    if v.is_none() {
+        println!(
+            "skipped: the multi-instance Kafka + PostgreSQL tests need INCIDENTD_TEST_POSTGRES_URL (set by .ci/run)"
+        );
+    }
+    v
+}
+
+struct Mock {
+    child: Child,
+    bootstrap: String,
+}
+
+impl Drop for Mock {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_mock() -> Mock {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_incidentd-kafka-mock"))
+        .args([
+            "--brokers",
+            "1",
+            "--topic",
+            &format!("{TOPIC}:{PARTITIONS}"),
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("mock cluster starts");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("mock prints its address");
+    let bootstrap = line
+        .trim()
+        .strip_prefix("bootstrap=")
+        .unwrap_or_else(|| panic!("unexpected mock output {line:?}"))
+        .to_string();
+    Mock { child, bootstrap }
+}
+
+/// A database of our own on the test server.
+async fn fresh_db(url: &str) -> String {
+    let name = format!(
+        "incidentd_kc_{}_{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .subsec_nanos()
+    );
+    let mut conn = sqlx::PgPool::connect(url)
+        .await
+        .expect("postgres reachable");
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        .execute(&mut *conn.acquire().await.unwrap())
+        .await
+        .expect("create database");
+    conn.close().await;
+    let base = url.rsplit_once('/').map_or(url, |(b, _)| b);
+    let _ = &mut conn;
+    format!("{base}/{name}")
+}
+
+fn spawn_instance(
+    children: &mut Children,
+    name: &str,
+    dir: &Path,
+    bootstrap: &str,
+    db: &str,
+    port: u16,
+) {
+    let conf = dir.join(format!("{name}.toml"));
+    std::fs::write(
+        &conf,
+        format!(
+            r#"
+[store]
+url = "{db}"
+[kafka]
+brokers = "{bootstrap}"
+group_id = "incidentd-cluster-test"
+batch_wait = "5ms"
+[[kafka.topics]]
+name = "{TOPIC}"
+[kafka.librdkafka]
+"session.timeout.ms" = "6000"
+"statistics.interval.ms" = "1000"
+"#
+        ),
+    )
+    .unwrap();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_incidentd"));
+    cmd.args(["serve", "--config"])
+        .arg(&conf)
+        .args(["--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
+        .arg(dir.join(name))
+        .args(["--rules", concat!(env!("CARGO_MANIFEST_DIR"), "/rules")])
+        .env("RUST_LOG", "incidentd=info");
+    children.spawn(name, cmd, dir);
+}
+
+fn alert(fp: u32) -> (String, String) {
+    let key = fp / PER_KEY;
+    let name = format!("ClusterLoad{}", key % 7);
+    let value = format!(
+        r#"{{"labels":{{"alertname":"{name}","instance":"kc-{key}:9100","path":"/p{}","severity":"warning"}},"startsAt":"2026-11-22T03:00:00Z"}}"#,
+        fp % PER_KEY
+    );
+    (format!("{name}|host:kc-{key}"), value)
+}
+
+/// Produce rounds `from..to` (every fingerprint once per round).
+async fn produce_rounds(p: &FutureProducer, from: u32, to: u32) {
+    for _round in from..to {
+        let mut pending = Vec::with_capacity(FINGERPRINTS as usize);
+        for fp in 0..FINGERPRINTS {
+            let (key, value) = alert(fp);
+            loop {
+                match p.send_result(FutureRecord::to(TOPIC).key(&key).payload(&value)) {
+                    Ok(f) => {
+                        pending.push(f);
+                        break;
+                    }
+                    // Local queue full: let deliveries drain.
+                    Err(_) => tokio::time::sleep(Duration::from_millis(5)).await,
+                }
+            }
+        }
+        for f in pending {
+            f.await
+                .expect("delivery future")
+                .expect("broker acknowledges");
+        }
+    }
+}
+
+fn group_lag(bootstrap: &str) -> i64 {
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", "incidentd-cluster-test")
+        .create()
+        .expect("consumer");
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..PARTITIONS {
+        tpl.add_partition(TOPIC, p);
+    }
+    let Ok(committed) = c.committed_offsets(tpl, Duration::from_secs(5)) else {
+        return i64::MAX;
+    };
+    let mut lag = 0;
+    for p in 0..PARTITIONS {
+        let Ok((_, high)) = c.fetch_watermarks(TOPIC, p, Duration::from_secs(5)) else {
+            return i64::MAX;
+        };
+        let at = match committed.find_partition(TOPIC, p).map(|e| e.offset()) {
+            Some(Offset::Offset(o)) => o,
+            _ => 0,
+        };
+        lag += high - at;
+    }
+    lag
+}
+
+/// What a user checks at the end: lag zero, every fingerprint in exactly
+/// one incident, one incident per key, nothing lost.
+async fn assert_exactly_once(bootstrap: &str, db: &str, children: &mut Children) {
+    let bootstrap = bootstrap.to_string();
+    support::poll_until(
+        "consumer group lag 0",
+        Duration::from_secs(180),
+        children,
+        async || {
+            let b = bootstrap.clone();
+            let lag = tokio::task::spawn_blocking(move || group_lag(&b))
+                .await
+                .unwrap();
+            if lag == 0 {
+                Ok(())
+            } else {
+                Err(format!("lag {lag}"))
+            }
+        },
+    )
+    .await;
+    let pool = sqlx::PgPool::connect(db).await.expect("test database");
+    let one = |sql: &'static str| {
+        let pool = pool.clone();
+        async move {
+            sqlx::query(sql)
+                .fetch_one(&pool)
+                .await
+                .unwrap_or_else(|e| panic!("{sql}: {e}"))
+                .get::<i64, _>(0)
+        }
+    };
+    assert_eq!(
+        one("SELECT COUNT(*) FROM alerts").await,
+        i64::from(FINGERPRINTS),
+        "every fingerprint stored"
+    );
+    assert_eq!(
+        one("SELECT COUNT(DISTINCT fingerprint) FROM incident_alerts").await,
+        i64::from(FINGERPRINTS),
+        "every fingerprint in an incident"
+    );
+    assert_eq!(
+        one("SELECT COUNT(*) FROM (SELECT fingerprint FROM incident_alerts GROUP BY fingerprint HAVING COUNT(*) > 1) d").await,
+        0,
+        "no fingerprint in two incidents"
+    );
+    assert_eq!(
+        one("SELECT COUNT(*) FROM incidents").await,
+        i64::from(FINGERPRINTS / PER_KEY),
+        "one incident per correlation key, none doubled"
+    );
+    assert_eq!(
+        one("SELECT COUNT(*) FROM incidents WHERE state <> 'resolved'").await,
+        i64::from(FINGERPRINTS / PER_KEY)
+    );
+    assert_eq!(
+        one("SELECT COUNT(*) FROM alerts WHERE status <> 'firing' OR incident_id IS NULL").await,
+        0,
+        "every alert firing and linked"
+    );
+    assert_eq!(
+        one("SELECT COUNT(*) FROM (SELECT incident_id FROM incident_alerts GROUP BY incident_id HAVING COUNT(*) <> 5) d").await,
+        0,
+        "each incident holds its key's 5 fingerprints"
+    );
+    pool.close().await;
+}
+
+fn kill9(children: &mut Children, name: &str) {
+    let pid = children.pid(name).expect("instance running");
+    let status = Command::new("kill")
+        .args(["-9", &pid.to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+    children.forget(name);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_and_rebalance_lose_and_double_nothing() {
+    let _serial = SERIAL.lock().await;
+    let Some(url) = pg_url() else { return };
+    let mock = start_mock();
+    let db = fresh_db(&url).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut children = Children::default();
+    let ports = support::free_ports(4);
+    for i in 0..3 {
+        spawn_instance(
+            &mut children,
+            &format!("i{i}"),
+            dir.path(),
+            &mock.bootstrap,
+            &db,
+            ports[i],
+        );
+    }
+    let client = reqwest::Client::new();
+    for port in &ports[..3] {
+        support::wait_http_ok(
+            "instance ready",
+            &client,
+            &format!("http://127.0.0.1:{port}/readyz"),
+            Duration::from_secs(60),
+            &mut children,
+        )
+        .await;
+    }
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", &mock.bootstrap)
+        .set("acks", "all")
+        .set("linger.ms", "5")
+        .create()
+        .unwrap();
+    let started = Instant::now();
+    produce_rounds(&producer, 0, 4).await;
+    // Mid-stream: one instance dies without leaving the group; another
+    // joins. Its partitions move once the session times out.
+    kill9(&mut children, "i0");
+    spawn_instance(
+        &mut children,
+        "i3",
+        dir.path(),
+        &mock.bootstrap,
+        &db,
+        ports[3],
+    );
+    produce_rounds(&producer, 4, ROUNDS).await;
+    assert_exactly_once(&mock.bootstrap, &db, &mut children).await;
+    println!(
+        "50,000 alerts through 3 instances with a SIGKILL: settled in {:.1}s",
+        started.elapsed().as_secs_f64()
+    );
+    // The instances that lived say who owns what.
+    let mut owned = 0.0;
+    for port in &ports[1..] {
+        let (_, text) = support::get_text(&client, &format!("http://127.0.0.1:{port}/metrics"))
+            .await
+            .unwrap();
+        owned += text
+            .lines()
+            .find_map(|l| l.strip_prefix("incidentd_shards_owned "))
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0);
+    }
+    assert_eq!(
+        owned,
+        f64::from(PARTITIONS),
+        "every partition owned by a live instance"
+    );
+    children.assert_alive();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_outage_pauses_and_recovers_without_loss() {
+    let _serial = SERIAL.lock().await;
+    let Some(url) = pg_url() else { return };
+    let Ok(ctl) = std::env::var("INCIDENTD_TEST_POSTGRES_CTL") else {
+        println!(
+            "skipped: the PostgreSQL outage test needs INCIDENTD_TEST_POSTGRES_CTL (a command taking stop/start; set by .ci/run)"
+        );
+        return;
+    };
+    let pg = |action: &str| {
+        let status = Command::new("sh")
+            .args(["-c", &format!("{ctl} {action}")])
+            .status()
+            .expect("postgres control command runs");
+        assert!(status.success(), "{ctl} {action} failed");
+    };
+    let mock = start_mock();
+    let db = fresh_db(&url).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut children = Children::default();
+    let ports = support::free_ports(3);
+    for i in 0..3 {
+        spawn_instance(
+            &mut children,
+            &format!("p{i}"),
+            dir.path(),
+            &mock.bootstrap,
+            &db,
+            ports[i],
+        );
+    }
+    let client = reqwest::Client::new();
+    for port in &ports {
+        support::wait_http_ok(
+            "instance ready",
+            &client,
+            &format!("http://127.0.0.1:{port}/readyz"),
+            Duration::from_secs(60),
+            &mut children,
+        )
+        .await;
+    }
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", &mock.bootstrap)
+        .set("acks", "all")
+        .set("linger.ms", "5")
+        .create()
+        .unwrap();
+    produce_rounds(&producer, 0, 5).await;
+    pg("stop");
+    // Down: the daemons report not ready and stop acknowledging offsets.
+    let ready_url = format!("http://127.0.0.1:{}/readyz", ports[0]);
+    let outage = async {
+        support::poll_until(
+            "readyz 503 while PostgreSQL is down",
+            Duration::from_secs(30),
+            &mut children,
+            async || match support::get_text(&client, &ready_url).await? {
+                (503, body) => Ok(body),
+                (s, body) => Err(format!("HTTP {s}: {body}")),
+            },
+        )
+        .await
+    };
+    let produced_meanwhile = produce_rounds(&producer, 5, ROUNDS);
+    let (body, ()) = tokio::join!(outage, produced_meanwhile);
+    assert!(body.contains("\"store\":\"failing\""), "{body}");
+    let lag_down = tokio::task::spawn_blocking({
+        let b = mock.bootstrap.clone();
+        move || group_lag(&b)
+    })
+    .await
+    .unwrap();
+    assert!(
+        lag_down > 0,
+        "offsets must not advance while the store is down"
+    );
+    pg("start");
+    assert_exactly_once(&mock.bootstrap, &db, &mut children).await;
+    for port in &ports {
+        support::wait_http_ok(
+            "ready again",
+            &client,
+            &format!("http://127.0.0.1:{port}/readyz"),
+            Duration::from_secs(60),
+            &mut children,
+        )
+        .await;
+    }
+}
