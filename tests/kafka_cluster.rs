@@ -291,14 +291,14 @@ async fn sigkill_and_rebalance_lose_and_double_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let mut children = Children::default();
     let ports = support::free_ports(4);
-    for i in 0..3 {
+    for (i, port) in ports.iter().take(3).enumerate() {
         spawn_instance(
             &mut children,
             &format!("i{i}"),
             dir.path(),
             &mock.bootstrap,
             &db,
-            ports[i],
+            *port,
         );
     }
     let client = reqwest::Client::new();
@@ -379,14 +379,14 @@ async fn postgres_outage_pauses_and_recovers_without_loss() {
     let dir = tempfile::tempdir().unwrap();
     let mut children = Children::default();
     let ports = support::free_ports(3);
-    for i in 0..3 {
+    for (i, port) in ports.iter().enumerate() {
         spawn_instance(
             &mut children,
             &format!("p{i}"),
             dir.path(),
             &mock.bootstrap,
             &db,
-            ports[i],
+            *port,
         );
     }
     let client = reqwest::Client::new();

@@ -460,7 +460,7 @@ async fn hostile_text_round_trips(db: Db) {
             .expect("incident stored");
         assert_eq!(inc.title, *text);
         assert_eq!(inc.acknowledged_by.as_deref(), Some(text.as_str()));
-        assert_eq!(inc.cis, [text.clone()]);
+        assert_eq!(inc.cis, std::slice::from_ref(text));
         let tl = store.timeline(id).await.unwrap();
         assert_eq!(
             (tl[0].message.as_str(), tl[0].actor.as_deref()),
