@@ -106,6 +106,33 @@ async fn open_store(cfg: &Config) -> Result<DynStore> {
     })
 }
 
+/// With several instances, change records posted to one reach the engines
+/// of the others through the store.
+async fn refresh_changes(
+    store: DynStore,
+    engine: task::EngineHandle,
+    every: Duration,
+    cancel: CancellationToken,
+) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = cancel.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        match store.list_changes().await {
+            Ok(changes) if !changes.is_empty() => {
+                if engine.learn_changes(changes).await.is_err() {
+                    return;
+                }
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "reading change records"),
+        }
+    }
+}
+
 /// A URL without its password, for messages.
 fn redact(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {
@@ -210,6 +237,12 @@ pub async fn start(cfg: &Config, clock: Arc<dyn Clock>) -> Result<Running> {
                 )),
                 None => None,
             };
+            tracker.spawn(refresh_changes(
+                store.clone(),
+                handle.clone(),
+                cfg.changes_refresh,
+                cancel.clone(),
+            ));
             tracing::info!(brokers = %k.brokers, group = %k.group_id, topics = ?k.topics.iter().map(|t| &t.name).collect::<Vec<_>>(), distributed = publisher.is_some(), "kafka source started");
             (Some(source), publisher)
         }

@@ -80,6 +80,7 @@ pub struct RawCorrelation {
 #[serde(deny_unknown_fields, default)]
 pub struct RawChanges {
     pub grace: Option<String>,
+    pub refresh: Option<String>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -278,6 +279,9 @@ pub struct Config {
     pub sqlite_synchronous: Synchronous,
     pub store: StoreBackend,
     pub kafka: Option<KafkaConfig>,
+    /// With Kafka: how often change records written by other instances are
+    /// read back into this instance's engines.
+    pub changes_refresh: Duration,
     pub flush_interval: Duration,
     pub engine: EngineConfig,
 }
@@ -426,6 +430,18 @@ pub fn validate(raw: RawConfig, o: &Overrides) -> Result<Config, Vec<FieldError>
     };
     let store = store_backend(&mut errs, o.store.as_deref(), &raw.store);
     let kafka = raw.kafka.as_ref().and_then(|k| kafka(&mut errs, k));
+    let changes_refresh = duration(
+        &mut errs,
+        "changes.refresh",
+        &raw.changes.refresh,
+        Duration::from_secs(15),
+    );
+    if changes_refresh.is_zero() {
+        errs.push(FieldError {
+            field: "changes.refresh".into(),
+            message: "must be positive".into(),
+        });
+    }
     let flush_interval = duration(
         &mut errs,
         "store.flush_interval",
@@ -585,6 +601,7 @@ pub fn validate(raw: RawConfig, o: &Overrides) -> Result<Config, Vec<FieldError>
         sqlite_synchronous,
         store,
         kafka,
+        changes_refresh,
         flush_interval,
         engine,
     })
@@ -838,6 +855,73 @@ mod tests {
         assert_eq!(c.data_dir, PathBuf::from("./data"));
         assert_eq!(c.rules_dir, PathBuf::from("./rules"));
         assert_eq!(c.engine.auto_resolve_hold, Duration::from_secs(300));
+    }
+
+    #[test]
+    fn kafka_and_store_settings() {
+        let c = parse(
+            r#"
+[store]
+url = "postgres://u:p@127.0.0.1:5432/db"
+[kafka]
+brokers = "127.0.0.1:9092"
+ingest_topic = "ingest"
+[[kafka.topics]]
+name = "alerts"
+format = "alertmanager"
+[kafka.librdkafka]
+"consumer.fetch.wait.max.ms" = "50"
+"#,
+        )
+        .unwrap();
+        assert!(matches!(
+            c.store,
+            StoreBackend::Postgres {
+                max_connections: 8,
+                ..
+            }
+        ));
+        let k = c.kafka.unwrap();
+        assert_eq!(k.group_id, "incidentd");
+        let names: Vec<&str> = k.topics.iter().map(|t| t.name.as_str()).collect();
+        assert_eq!(
+            names,
+            ["ingest", "alerts"],
+            "the ingest topic is consumed first"
+        );
+        assert_eq!(k.topics[1].format, TopicFormat::Alertmanager);
+
+        let e = parse(
+            r#"
+[store]
+url = "mysql://x"
+[kafka]
+ingest_topic = "a"
+max_batch = 0
+batch_wait = "soon"
+[[kafka.topics]]
+name = "a"
+format = "xml"
+[kafka.librdkafka]
+"enable.auto.offset.store" = "true"
+"#,
+        )
+        .unwrap_err();
+        let ConfigError::Invalid(errs) = e else {
+            panic!("{e}")
+        };
+        let fields: Vec<&str> = errs.iter().map(|e| e.field.as_str()).collect();
+        for f in [
+            "store.url",
+            "kafka.brokers",
+            "kafka.max_batch",
+            "kafka.batch_wait",
+            "kafka.topics[0].format",
+            "kafka.topics[0].name",
+            "kafka.librdkafka.\"enable.auto.offset.store\"",
+        ] {
+            assert!(fields.contains(&f), "{f} missing from {fields:?}");
+        }
     }
 
     #[test]

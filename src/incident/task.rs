@@ -53,6 +53,8 @@ enum Command {
         changes: Vec<ChangeRecord>,
         reply: oneshot::Sender<u64>,
     },
+    /// Change records already in the store (written by another instance).
+    LearnChanges(Vec<ChangeRecord>),
     /// Take over a shard: build its engine from the stored state.
     Assign {
         shard: u32,
@@ -167,6 +169,11 @@ impl EngineHandle {
 
     pub async fn set_rules(&self, rules: Arc<RuleSet>) -> Result<(), PipelineError> {
         self.send(Command::Rules(rules)).await
+    }
+
+    /// Teach every engine change records another instance stored.
+    pub async fn learn_changes(&self, changes: Vec<ChangeRecord>) -> Result<(), PipelineError> {
+        self.send(Command::LearnChanges(changes)).await
     }
 
     pub async fn set_cmdb(&self, cmdb: Arc<Cmdb>) -> Result<(), PipelineError> {
@@ -525,6 +532,11 @@ fn handle(
                 );
             }
             let _ = reply.send(seq);
+        }
+        Command::LearnChanges(changes) => {
+            for e in shards.engines.values_mut() {
+                e.add_changes(changes.clone(), false);
+            }
         }
         Command::Assign {
             shard,
