@@ -4,6 +4,8 @@
 //! for durable effects, a restart resumes where it stopped, and in
 //! distributed mode webhooks go through the keyed ingest topic.
 
+mod support;
+
 use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
 use http_body_util::BodyExt;
@@ -17,7 +19,6 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Headers;
 use rdkafka::mocking::MockCluster;
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -123,35 +124,6 @@ async fn active_incidents(r: &Running) -> Vec<incidentd::domain::Incident> {
         })
         .await
         .expect("store readable")
-}
-
-/// Committed offset of the group for each partition, and the high
-/// watermarks: equal when the group has no lag.
-fn lag(bootstrap: &str, group: &str, topic: &str, partitions: i32) -> i64 {
-    let c: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .set("group.id", group)
-        .create()
-        .expect("consumer");
-    let mut tpl = TopicPartitionList::new();
-    for p in 0..partitions {
-        tpl.add_partition(topic, p);
-    }
-    let committed = c
-        .committed_offsets(tpl, Duration::from_secs(5))
-        .expect("committed offsets");
-    let mut total = 0;
-    for p in 0..partitions {
-        let (_, high) = c
-            .fetch_watermarks(topic, p, Duration::from_secs(5))
-            .expect("watermarks");
-        let at = match committed.find_partition(topic, p).map(|e| e.offset()) {
-            Some(Offset::Offset(o)) => o,
-            _ => 0,
-        };
-        total += high - at;
-    }
-    total
 }
 
 fn metric(r: &Running, name_and_labels: &str) -> f64 {
@@ -290,7 +262,7 @@ async fn topic_alerts_become_incidents_bad_messages_are_dead_lettered_offsets_co
 
     // Every message, the bad one included, is consumed and committed.
     eventually("zero lag", 20, async || {
-        (lag(&bootstrap, "incidentd-test", "alerts", 3) == 0).then_some(())
+        (support::kafka_group_lag(&bootstrap, "incidentd-test", "alerts", 3) == 0).then_some(())
     })
     .await;
     assert_eq!(
@@ -330,7 +302,10 @@ async fn restart_resumes_from_committed_offsets_without_duplicates() {
     })
     .await;
     r.shutdown().await;
-    assert_eq!(lag(&bootstrap, "incidentd-test", "alerts", 2), 0);
+    assert_eq!(
+        support::kafka_group_lag(&bootstrap, "incidentd-test", "alerts", 2),
+        0
+    );
 
     // While down: 10 more alerts, 10 repeats of old ones.
     for i in 10..30 {
@@ -342,7 +317,7 @@ async fn restart_resumes_from_committed_offsets_without_duplicates() {
     })
     .await;
     eventually("zero lag after the restart", 20, async || {
-        (lag(&bootstrap, "incidentd-test", "alerts", 2) == 0).then_some(())
+        (support::kafka_group_lag(&bootstrap, "incidentd-test", "alerts", 2) == 0).then_some(())
     })
     .await;
     let incidents = active_incidents(&r).await;

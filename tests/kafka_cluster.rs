@@ -13,9 +13,7 @@
 mod support;
 
 use rdkafka::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use sqlx::Row;
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -24,6 +22,7 @@ use std::time::{Duration, Instant};
 use support::Children;
 
 const TOPIC: &str = "alerts";
+const GROUP: &str = "incidentd-cluster-test";
 const PARTITIONS: i32 = 6;
 const FINGERPRINTS: u32 = 5_000;
 /// Fingerprints per correlation key (one incident each).
@@ -120,7 +119,7 @@ fn spawn_instance(
 url = "{db}"
 [kafka]
 brokers = "{bootstrap}"
-group_id = "incidentd-cluster-test"
+group_id = "{GROUP}"
 batch_wait = "5ms"
 [[kafka.topics]]
 name = "{TOPIC}"
@@ -176,33 +175,6 @@ async fn produce_rounds(p: &FutureProducer, from: u32, to: u32) {
     }
 }
 
-fn group_lag(bootstrap: &str) -> i64 {
-    let c: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .set("group.id", "incidentd-cluster-test")
-        .create()
-        .expect("consumer");
-    let mut tpl = TopicPartitionList::new();
-    for p in 0..PARTITIONS {
-        tpl.add_partition(TOPIC, p);
-    }
-    let Ok(committed) = c.committed_offsets(tpl, Duration::from_secs(5)) else {
-        return i64::MAX;
-    };
-    let mut lag = 0;
-    for p in 0..PARTITIONS {
-        let Ok((_, high)) = c.fetch_watermarks(TOPIC, p, Duration::from_secs(5)) else {
-            return i64::MAX;
-        };
-        let at = match committed.find_partition(TOPIC, p).map(|e| e.offset()) {
-            Some(Offset::Offset(o)) => o,
-            _ => 0,
-        };
-        lag += high - at;
-    }
-    lag
-}
-
 /// What a user checks at the end: lag zero, every fingerprint in exactly
 /// one incident, one incident per key, nothing lost.
 async fn assert_exactly_once(bootstrap: &str, db: &str, children: &mut Children) {
@@ -213,9 +185,11 @@ async fn assert_exactly_once(bootstrap: &str, db: &str, children: &mut Children)
         children,
         async || {
             let b = bootstrap.clone();
-            let lag = tokio::task::spawn_blocking(move || group_lag(&b))
-                .await
-                .unwrap();
+            let lag = tokio::task::spawn_blocking(move || {
+                support::kafka_group_lag(&b, GROUP, TOPIC, PARTITIONS)
+            })
+            .await
+            .unwrap();
             if lag == 0 {
                 Ok(())
             } else {
@@ -427,7 +401,7 @@ async fn postgres_outage_pauses_and_recovers_without_loss() {
     assert!(body.contains("\"store\":\"failing\""), "{body}");
     let lag_down = tokio::task::spawn_blocking({
         let b = mock.bootstrap.clone();
-        move || group_lag(&b)
+        move || support::kafka_group_lag(&b, GROUP, TOPIC, PARTITIONS)
     })
     .await
     .unwrap();

@@ -4,6 +4,8 @@
 //! through the broker. One group member at a time (the multi-instance kill
 //! tests run against the mock cluster, see tests/kafka_cluster.rs).
 
+mod support;
+
 use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
 use http_body_util::BodyExt;
@@ -14,9 +16,7 @@ use incidentd::store::{IncidentQuery, StateFilter};
 use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
-use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -104,64 +104,14 @@ async fn eventually<T>(what: &str, secs: u64, mut f: impl AsyncFnMut() -> Option
     }
 }
 
-/// Sum of the group's committed offsets over the topic's partitions.
-fn committed_total(brokers: &str, group: &str, topic: &str, partitions: i32) -> i64 {
-    let c: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("group.id", group)
-        .create()
-        .expect("consumer");
-    let mut tpl = TopicPartitionList::new();
-    for p in 0..partitions {
-        tpl.add_partition(topic, p);
-    }
-    let Ok(committed) = c.committed_offsets(tpl, Duration::from_secs(5)) else {
-        return -1;
-    };
-    (0..partitions)
-        .map(
-            |p| match committed.find_partition(topic, p).map(|e| e.offset()) {
-                Some(Offset::Offset(o)) => o,
-                _ => 0,
-            },
-        )
-        .sum()
-}
-
-fn lag(brokers: &str, group: &str, topic: &str, partitions: i32) -> i64 {
-    let c: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("group.id", group)
-        .create()
-        .expect("consumer");
-    let mut tpl = TopicPartitionList::new();
-    for p in 0..partitions {
-        tpl.add_partition(topic, p);
-    }
-    let Ok(committed) = c.committed_offsets(tpl, Duration::from_secs(5)) else {
-        return i64::MAX;
-    };
-    let mut total = 0;
-    for p in 0..partitions {
-        let Ok((_, high)) = c.fetch_watermarks(topic, p, Duration::from_secs(5)) else {
-            return i64::MAX;
-        };
-        let at = match committed.find_partition(topic, p).map(|e| e.offset()) {
-            Some(Offset::Offset(o)) => o,
-            _ => 0,
-        };
-        total += high - at;
-    }
-    total
-}
-
 async fn wait_lag_zero(brokers: &str, group: &str, topic: &str, partitions: i32) {
     let (b, g, t) = (brokers.to_string(), group.to_string(), topic.to_string());
     eventually("consumer lag 0", 60, async || {
         let (b, g, t) = (b.clone(), g.clone(), t.clone());
-        let lag = tokio::task::spawn_blocking(move || lag(&b, &g, &t, partitions))
-            .await
-            .unwrap();
+        let lag =
+            tokio::task::spawn_blocking(move || support::kafka_group_lag(&b, &g, &t, partitions))
+                .await
+                .unwrap();
         (lag == 0).then_some(())
     })
     .await;
@@ -271,9 +221,11 @@ async fn distributed_mode_through_the_broker() {
     let (b, g, t) = (brokers.clone(), group.clone(), topic.clone());
     eventually("both messages committed", 60, async || {
         let (b, g, t) = (b.clone(), g.clone(), t.clone());
-        let n = tokio::task::spawn_blocking(move || committed_total(&b, &g, &t, 2))
-            .await
-            .unwrap();
+        let n = tokio::task::spawn_blocking(move || {
+            support::kafka_group_offsets(&b, &g, &t, 2).map_or(-1, |(c, _)| c)
+        })
+        .await
+        .unwrap();
         (n == 2).then_some(())
     })
     .await;

@@ -97,7 +97,6 @@ impl Children {
     }
 
     /// PID of the named child.
-    #[allow(dead_code)] // not every test binary kills children by hand
     pub fn pid(&self, name: &str) -> Option<u32> {
         self.procs
             .iter()
@@ -106,7 +105,6 @@ impl Children {
     }
 
     /// Reap a child the test killed on purpose and stop watching it.
-    #[allow(dead_code)]
     pub fn forget(&mut self, name: &str) {
         if let Some(i) = self.procs.iter().position(|p| p.name == name) {
             let mut p = self.procs.remove(i);
@@ -227,4 +225,41 @@ pub async fn wait_http_ok(
         }
     })
     .await
+}
+
+/// A consumer group's position on a topic: the sum over its partitions of
+/// the committed offsets and of the high watermarks (`None` if the broker
+/// does not answer). Lag is their difference.
+pub fn kafka_group_offsets(
+    brokers: &str,
+    group: &str,
+    topic: &str,
+    partitions: i32,
+) -> Option<(i64, i64)> {
+    use rdkafka::ClientConfig;
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", group)
+        .create()
+        .ok()?;
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..partitions {
+        tpl.add_partition(topic, p);
+    }
+    let list = c.committed_offsets(tpl, Duration::from_secs(5)).ok()?;
+    let (mut committed, mut high) = (0, 0);
+    for p in 0..partitions {
+        high += c.fetch_watermarks(topic, p, Duration::from_secs(5)).ok()?.1;
+        if let Some(Offset::Offset(o)) = list.find_partition(topic, p).map(|e| e.offset()) {
+            committed += o;
+        }
+    }
+    Some((committed, high))
+}
+
+/// Messages the group has not committed yet (`i64::MAX` if unknown).
+pub fn kafka_group_lag(brokers: &str, group: &str, topic: &str, partitions: i32) -> i64 {
+    kafka_group_offsets(brokers, group, topic, partitions).map_or(i64::MAX, |(c, h)| h - c)
 }
