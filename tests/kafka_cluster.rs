@@ -15,6 +15,7 @@ mod support;
 use rdkafka::ClientConfig;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use sqlx::Row;
+use std::io::Write as _;
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -35,7 +36,9 @@ static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 fn pg_url() -> Option<String> {
     let v = std::env::var("INCIDENTD_TEST_POSTGRES_URL").ok();
     if v.is_none() {
-        println!(
+        // Straight to stderr: libtest captures eprintln! of passing tests.
+        let _ = writeln!(
+            std::io::stderr(),
             "skipped: the multi-instance Kafka + PostgreSQL tests need INCIDENTD_TEST_POSTGRES_URL (set by .ci/run)"
         );
     }
@@ -336,7 +339,9 @@ async fn postgres_outage_pauses_and_recovers_without_loss() {
     let _serial = SERIAL.lock().await;
     let Some(url) = pg_url() else { return };
     let Ok(ctl) = std::env::var("INCIDENTD_TEST_POSTGRES_CTL") else {
-        println!(
+        // Straight to stderr: libtest captures eprintln! of passing tests.
+        let _ = writeln!(
+            std::io::stderr(),
             "skipped: the PostgreSQL outage test needs INCIDENTD_TEST_POSTGRES_CTL (a command taking stop/start; set by .ci/run)"
         );
         return;
