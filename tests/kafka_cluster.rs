@@ -21,6 +21,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 use support::Children;
+use support::pg::ScratchDb;
 
 const TOPIC: &str = "alerts";
 const GROUP: &str = "incidentd-cluster-test";
@@ -80,29 +81,6 @@ fn start_mock() -> Mock {
         .unwrap_or_else(|| panic!("unexpected mock output {line:?}"))
         .to_string();
     Mock { child, bootstrap }
-}
-
-/// A database of our own on the test server.
-async fn fresh_db(url: &str) -> String {
-    let name = format!(
-        "incidentd_kc_{}_{}",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .subsec_nanos()
-    );
-    let mut conn = sqlx::PgPool::connect(url)
-        .await
-        .expect("postgres reachable");
-    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-        .execute(&mut *conn.acquire().await.unwrap())
-        .await
-        .expect("create database");
-    conn.close().await;
-    let base = url.rsplit_once('/').map_or(url, |(b, _)| b);
-    let _ = &mut conn;
-    format!("{base}/{name}")
 }
 
 fn spawn_instance(
@@ -264,7 +242,8 @@ async fn sigkill_and_rebalance_lose_and_double_nothing() {
     let _serial = SERIAL.lock().await;
     let Some(url) = pg_url() else { return };
     let mock = start_mock();
-    let db = fresh_db(&url).await;
+    let scratch = ScratchDb::create(&url, "incidentd_kc").await;
+    let db = scratch.url.clone();
     let dir = tempfile::tempdir().unwrap();
     let mut children = Children::default();
     let ports = support::free_ports(4);
@@ -331,7 +310,66 @@ async fn sigkill_and_rebalance_lose_and_double_nothing() {
         f64::from(PARTITIONS),
         "every partition owned by a live instance"
     );
+    acks_reach_the_owner(&client, &db, ports[1], ports[2]).await;
     children.assert_alive();
+}
+
+/// An on-call engineer acknowledges and resolves through whichever instance
+/// the load balancer picked: one incident per partition, so most belong to
+/// another instance, which applies the forwarded command.
+async fn acks_reach_the_owner(client: &reqwest::Client, db: &str, ack_via: u16, resolve_via: u16) {
+    let pool = sqlx::PgPool::connect(db).await.expect("test database");
+    let picked: Vec<(i64, i64)> = sqlx::query_as(
+        "SELECT DISTINCT ON (shard) id, shard FROM incidents WHERE state = 'open' ORDER BY shard, id",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    pool.close().await;
+    assert_eq!(
+        picked.len(),
+        PARTITIONS as usize,
+        "an open incident per partition"
+    );
+    let action = async |port: u16, id: i64, what: &str| {
+        let resp = client
+            .post(format!(
+                "http://127.0.0.1:{port}/api/v1/incidents/{id}/{what}"
+            ))
+            .json(&serde_json::json!({ "by": "alice" }))
+            .send()
+            .await
+            .expect("instance answers");
+        let status = resp.status().as_u16();
+        (
+            status,
+            resp.json::<serde_json::Value>().await.unwrap_or_default(),
+        )
+    };
+    for (id, shard) in &picked {
+        let (status, body) = action(ack_via, *id, "ack").await;
+        assert_eq!(status, 200, "ack of incident {id} (shard {shard}): {body}");
+        assert_eq!(body["state"], "acknowledged", "{body}");
+        assert_eq!(body["acknowledged_by"], "alice", "{body}");
+        let (status, body) = action(ack_via, *id, "ack").await;
+        assert_eq!(status, 409, "a second ack is refused: {body}");
+        let (status, body) = action(resolve_via, *id, "resolve").await;
+        assert_eq!(
+            status, 200,
+            "resolve of incident {id} (shard {shard}): {body}"
+        );
+        assert_eq!(body["state"], "resolved", "{body}");
+    }
+    // Some of those were another instance's: they went as commands.
+    let (_, text) = support::get_text(client, &format!("http://127.0.0.1:{ack_via}/metrics"))
+        .await
+        .unwrap();
+    let forwarded = text
+        .lines()
+        .find_map(|l| l.strip_prefix(r#"incidentd_kafka_published_total{outcome="success"} "#))
+        .and_then(|v| v.parse::<f64>().ok())
+        .unwrap_or(0.0);
+    assert!(forwarded >= 1.0, "no command was forwarded:\n{text}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -354,7 +392,8 @@ async fn postgres_outage_pauses_and_recovers_without_loss() {
         assert!(status.success(), "{ctl} {action} failed");
     };
     let mock = start_mock();
-    let db = fresh_db(&url).await;
+    let scratch = ScratchDb::create(&url, "incidentd_kc").await;
+    let db = scratch.url.clone();
     let dir = tempfile::tempdir().unwrap();
     let mut children = Children::default();
     let ports = support::free_ports(3);

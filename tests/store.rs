@@ -10,10 +10,10 @@ use incidentd::store::*;
 use sqlx::Connection;
 use std::io::Write;
 use std::sync::Once;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
+use support::pg::{PG_URL_VAR, ScratchDb};
 
-const PG_URL_VAR: &str = "INCIDENTD_TEST_POSTGRES_URL";
+mod support;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind {
@@ -40,7 +40,7 @@ impl Db {
 
     /// `None` (the test passes without running) when no server is configured.
     async fn postgres() -> Option<Db> {
-        let scratch = ScratchDb::create().await?;
+        let scratch = scratch_db().await?;
         let store = PgStore::connect(&scratch.url, 4).await.unwrap();
         Some(Db {
             kind: Kind::Postgres,
@@ -59,97 +59,22 @@ impl Db {
     }
 }
 
-/// A fresh database on the server of `INCIDENTD_TEST_POSTGRES_URL`, dropped
-/// (connections and all) when this is dropped, also when the test panics.
-struct ScratchDb {
-    admin_url: String,
-    name: String,
-    url: String,
-}
-
-impl ScratchDb {
-    async fn create() -> Option<ScratchDb> {
-        let Ok(admin_url) = std::env::var(PG_URL_VAR) else {
-            static SKIPPED: Once = Once::new();
-            SKIPPED.call_once(|| {
-                // Straight to stderr: libtest captures eprintln! of passing tests.
-                let _ = writeln!(
-                    std::io::stderr(),
-                    "store tests: PostgreSQL variant skipped: {PG_URL_VAR} is not set \
-                     (e.g. postgres://postgres@127.0.0.1:5432/test)"
-                );
-            });
-            return None;
-        };
-        static SEQ: AtomicU64 = AtomicU64::new(0);
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .subsec_nanos();
-        let name = format!(
-            "incidentd_test_{}_{}_{nanos}",
-            std::process::id(),
-            SEQ.fetch_add(1, Ordering::Relaxed)
-        );
-        let mut admin = sqlx::PgConnection::connect(&admin_url)
-            .await
-            .unwrap_or_else(|e| panic!("{PG_URL_VAR}={admin_url}: {e}"));
-        sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-            .execute(&mut admin)
-            .await
-            .unwrap();
-        let _ = admin.close().await;
-        let url = with_database(&admin_url, &name);
-        Some(ScratchDb {
-            admin_url,
-            name,
-            url,
-        })
-    }
-}
-
-impl Drop for ScratchDb {
-    fn drop(&mut self) {
-        let (url, name) = (self.admin_url.clone(), self.name.clone());
-        // Drop runs inside the test's runtime, which cannot block on a
-        // future: a thread with a runtime of its own does the work.
-        let done = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async {
-                let mut admin = sqlx::PgConnection::connect(&url).await?;
-                sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-                    "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
-                )))
-                .execute(&mut admin)
-                .await?;
-                admin.close().await
-            })
-        })
-        .join();
-        if !matches!(done, Ok(Ok(()))) {
+/// A scratch database on the server of `INCIDENTD_TEST_POSTGRES_URL`, or
+/// `None` (with one skip line) when no server is configured.
+async fn scratch_db() -> Option<ScratchDb> {
+    let Ok(admin_url) = std::env::var(PG_URL_VAR) else {
+        static SKIPPED: Once = Once::new();
+        SKIPPED.call_once(|| {
+            // Straight to stderr: libtest captures eprintln! of passing tests.
             let _ = writeln!(
                 std::io::stderr(),
-                "store tests: could not drop {}",
-                self.name
+                "store tests: PostgreSQL variant skipped: {PG_URL_VAR} is not set \
+                 (e.g. postgres://postgres@127.0.0.1:5432/test)"
             );
-        }
-    }
-}
-
-/// `url` with its database name replaced by `name`.
-fn with_database(url: &str, name: &str) -> String {
-    let (base, query) = match url.find('?') {
-        Some(i) => url.split_at(i),
-        None => (url, ""),
+        });
+        return None;
     };
-    let host_start = base.find("://").map_or(0, |i| i + 3);
-    let host_end = base[host_start..]
-        .find('/')
-        .map_or(base.len(), |i| host_start + i);
-    format!("{}/{name}{query}", &base[..host_end])
+    Some(ScratchDb::create(&admin_url, "incidentd_test").await)
 }
 
 /// Each named `async fn(Db)` becomes `sqlite::name` and `postgres::name`.
@@ -852,7 +777,7 @@ async fn large_batch_in_one_apply(db: Db) {
 /// migration runs once, the other waits for it, and both then share rows.
 #[tokio::test]
 async fn postgres_instances_migrate_concurrently() {
-    let Some(scratch) = ScratchDb::create().await else {
+    let Some(scratch) = scratch_db().await else {
         return;
     };
     let (a, b) = tokio::join!(

@@ -3,7 +3,7 @@
 
 use crate::domain::{Incident, IncidentId, IncidentState, Source, TimelineEntry};
 use crate::incident::EngineError;
-use crate::incident::task::{EngineHandle, PipelineError};
+use crate::incident::task::{EngineHandle, Operation, PipelineError};
 use crate::normalize::{self, Event, NormalizeError};
 use crate::store::{AlertRecord, DynStore, IncidentQuery, StateFilter};
 use crate::telemetry::Metrics;
@@ -205,6 +205,11 @@ pub struct AppState {
     pub ingress: Ingress,
     /// The Kafka consumer, for readiness.
     pub kafka: Option<crate::ingest::KafkaSource>,
+    /// Kafka mode: acknowledge/resolve of an incident another instance
+    /// owns travel to it as a command message.
+    pub forwarder: Option<Arc<crate::ingest::Forwarder>>,
+    /// How long a forwarded command is awaited before answering 202.
+    pub forward_wait: Duration,
 }
 
 /// Where accepted webhook alerts go.
@@ -660,35 +665,88 @@ fn actor(body: &Bytes) -> Result<String, ApiError> {
         .unwrap_or_else(|| "api".into()))
 }
 
-#[derive(Clone, Copy)]
-enum Action {
-    Ack,
-    Resolve,
-}
-
 /// Shared by ack and resolve: 404 for an unknown id, 409 for one that is
-/// not active (or already acknowledged).
+/// not active (or already acknowledged). In Kafka mode an incident that
+/// another instance owns is forwarded to it (see [`forward`]).
 async fn incident_action(
     st: &AppState,
     headers: &HeaderMap,
     raw: &str,
     body: Result<Bytes, BytesRejection>,
-    action: Action,
-) -> Result<Json<Incident>, ApiError> {
+    op: Operation,
+) -> Result<Response, ApiError> {
     check_api_token(st, headers)?;
     let id = parse_id(raw)?;
     let who = actor(&body_bytes(body, st.max_body_bytes)?)?;
-    let result = match action {
-        Action::Ack => st.engine.acknowledge(id, who).await,
-        Action::Resolve => st.engine.resolve(id, who).await,
+    let result = match op {
+        Operation::Acknowledge => st.engine.acknowledge(id, who.clone()).await,
+        Operation::Resolve => st.engine.resolve(id, who.clone()).await,
     };
-    match result {
-        Err(PipelineError::Engine(EngineError::NotActive(_)))
-            if st.store.get_incident(id).await?.is_none() =>
-        {
-            Err(ApiError::NotFound(id))
+    let err = match result {
+        Ok(inc) => return Ok(Json(inc).into_response()),
+        Err(e) => e,
+    };
+    let PipelineError::Engine(EngineError::NotActive(_)) = err else {
+        return Err(err.into());
+    };
+    // Not active in this instance's engines: unknown, finished, or owned
+    // by another instance.
+    let Some(stored) = st.store.get_incident(id).await? else {
+        return Err(ApiError::NotFound(id));
+    };
+    if stored.state == IncidentState::Resolved {
+        return Err(ApiError::Pipeline(EngineError::NotActive(id).into()));
+    }
+    if op == Operation::Acknowledge && stored.state != IncidentState::Open {
+        return Err(ApiError::Pipeline(
+            EngineError::AlreadyAcknowledged(id).into(),
+        ));
+    }
+    match &st.forwarder {
+        Some(f) => forward(st, f, stored, who, op).await,
+        None => Err(ApiError::Pipeline(EngineError::NotActive(id).into())),
+    }
+}
+
+/// Send the action to the incident's owner through its partition and wait
+/// (up to `forward_wait`) until the store shows its effect: 200 with the
+/// incident, or 202 when the owner has not applied it yet (it will: the
+/// command is on the topic, acknowledged by the broker).
+async fn forward(
+    st: &AppState,
+    f: &crate::ingest::Forwarder,
+    stored: Incident,
+    by: String,
+    op: Operation,
+) -> Result<Response, ApiError> {
+    let id = stored.id;
+    let cmd = crate::ingest::IncidentCommand {
+        command: op,
+        incident: id.0,
+        by,
+    };
+    let deadline = tokio::time::Instant::now() + st.forward_wait;
+    f.forward(stored.shard, &cmd)
+        .await
+        .map_err(|e| ApiError::Publish(e.to_string()))?;
+    loop {
+        if let Some(inc) = st.store.get_incident(id).await? {
+            let done = match op {
+                Operation::Acknowledge => inc.state != IncidentState::Open,
+                Operation::Resolve => inc.state == IncidentState::Resolved,
+            };
+            if done {
+                return Ok(Json(inc).into_response());
+            }
         }
-        other => Ok(Json(other?)),
+        if tokio::time::Instant::now() >= deadline {
+            return Ok((
+                StatusCode::ACCEPTED,
+                Json(json!({ "id": id.0, "status": "forwarded", "shard": stored.shard })),
+            )
+                .into_response());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
@@ -697,8 +755,8 @@ async fn ack_incident(
     headers: HeaderMap,
     Path(raw): Path<String>,
     body: Result<Bytes, BytesRejection>,
-) -> Result<Json<Incident>, ApiError> {
-    incident_action(&st, &headers, &raw, body, Action::Ack).await
+) -> Result<Response, ApiError> {
+    incident_action(&st, &headers, &raw, body, Operation::Acknowledge).await
 }
 
 async fn resolve_incident(
@@ -706,8 +764,8 @@ async fn resolve_incident(
     headers: HeaderMap,
     Path(raw): Path<String>,
     body: Result<Bytes, BytesRejection>,
-) -> Result<Json<Incident>, ApiError> {
-    incident_action(&st, &headers, &raw, body, Action::Resolve).await
+) -> Result<Response, ApiError> {
+    incident_action(&st, &headers, &raw, body, Operation::Resolve).await
 }
 
 async fn readyz(State(st): State<Shared>) -> Response {

@@ -210,8 +210,8 @@ pub async fn start(cfg: &Config, clock: Arc<dyn Clock>) -> Result<Running> {
         &tracker,
         cancel.clone(),
     );
-    let (kafka_source, publisher) = match &cfg.kafka {
-        None => (None, None),
+    let (kafka_source, publisher, forwarder) = match &cfg.kafka {
+        None => (None, None, None),
         Some(k) => {
             let source = KafkaSource::spawn(
                 k,
@@ -244,7 +244,11 @@ pub async fn start(cfg: &Config, clock: Arc<dyn Clock>) -> Result<Running> {
                 cancel.clone(),
             ));
             tracing::info!(brokers = %k.brokers, group = %k.group_id, topics = ?k.topics.iter().map(|t| &t.name).collect::<Vec<_>>(), distributed = publisher.is_some(), "kafka source started");
-            (Some(source), publisher)
+            let forwarder = Arc::new(
+                crate::ingest::Forwarder::new(k, metrics.clone())
+                    .context("starting the Kafka command producer")?,
+            );
+            (Some(source), publisher, Some(forwarder))
         }
     };
     let shared_cmdb: SharedCmdb = Arc::new(std::sync::RwLock::new(cmdb));
@@ -274,6 +278,8 @@ pub async fn start(cfg: &Config, clock: Arc<dyn Clock>) -> Result<Running> {
             (Some(_), None) => api::Ingress::Disabled,
         },
         kafka: kafka_source,
+        forwarder,
+        forward_wait: cfg.request_timeout,
     });
     let router = api::router(state).layer(tower_http::timeout::TimeoutLayer::with_status_code(
         axum::http::StatusCode::SERVICE_UNAVAILABLE,

@@ -25,9 +25,10 @@
 use crate::cmdb::Cmdb;
 use crate::config::{KafkaConfig, PARTITIONS_PER_TOPIC, TopicFormat};
 use crate::correlate::correlation_key;
+use crate::domain::IncidentId;
 use crate::domain::{Alert, Clock, Timestamp};
 use crate::incident::EngineError;
-use crate::incident::task::{EngineHandle, PipelineError};
+use crate::incident::task::{EngineHandle, Operation, PipelineError};
 use crate::normalize::{self, Event, NormalizeError};
 use crate::store::DynStore;
 use crate::telemetry::Metrics;
@@ -41,7 +42,7 @@ use rdkafka::message::{Header, Headers, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::statistics::Statistics;
 use rdkafka::topic_partition_list::Offset;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -229,6 +230,73 @@ impl Publisher {
     }
 }
 
+/// A person's acknowledge or resolve, travelling to the instance that owns
+/// the incident: it is produced to the partition of the incident's shard
+/// (header `incidentd-format: command`), so the owner applies it in order
+/// with that partition's alerts. Applying it twice is harmless: the second
+/// finds the incident already acknowledged or resolved.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct IncidentCommand {
+    pub command: Operation,
+    pub incident: i64,
+    pub by: String,
+}
+
+/// Produces [`IncidentCommand`]s for incidents whose shard another instance
+/// owns (any Kafka mode: the command goes to the consumed topic the shard
+/// belongs to).
+pub struct Forwarder {
+    producer: FutureProducer,
+    topics: Vec<String>,
+    timeout: Duration,
+    metrics: Metrics,
+}
+
+impl Forwarder {
+    pub fn new(cfg: &KafkaConfig, metrics: Metrics) -> Result<Forwarder, KafkaError> {
+        Ok(Forwarder {
+            producer: producer_config(cfg).create()?,
+            topics: cfg.topics.iter().map(|t| t.name.clone()).collect(),
+            timeout: cfg.produce_timeout,
+            metrics,
+        })
+    }
+
+    /// Produce `cmd` to the partition of `shard` and wait for the broker.
+    pub async fn forward(&self, shard: u32, cmd: &IncidentCommand) -> Result<(), KafkaError> {
+        let index = (shard / PARTITIONS_PER_TOPIC) as usize;
+        let partition = i32::try_from(shard % PARTITIONS_PER_TOPIC).unwrap_or(0);
+        let Some(topic) = self.topics.get(index) else {
+            return Err(KafkaError::Publish {
+                topic: format!("#{index}"),
+                message: format!("shard {shard} belongs to no configured topic"),
+            });
+        };
+        let value = serde_json::to_vec(cmd)?;
+        let key = format!("incident:{}", cmd.incident);
+        let rec = FutureRecord::to(topic)
+            .key(&key)
+            .payload(&value)
+            .partition(partition)
+            .headers(OwnedHeaders::new().insert(Header {
+                key: FORMAT_HEADER,
+                value: Some("command"),
+            }));
+        let sent = self.producer.send(rec, self.timeout).await;
+        let outcome = if sent.is_ok() { "success" } else { "failure" };
+        self.metrics
+            .kafka
+            .published
+            .with_label_values(&[outcome])
+            .inc();
+        sent.map(|_| ()).map_err(|(e, _)| KafkaError::Publish {
+            topic: topic.clone(),
+            message: e.to_string(),
+        })
+    }
+}
+
 /// How far back a newly assigned shard's state reaches (engine config).
 #[derive(Debug, Clone, Copy)]
 pub struct Windows {
@@ -345,6 +413,8 @@ struct InFlight {
     /// (topic index, partition) → next offset to consume.
     offsets: BTreeMap<(usize, i32), i64>,
     consumed: Vec<u64>,
+    /// Messages in the batch (back-pressure counts these).
+    messages: usize,
     started: Instant,
 }
 
@@ -419,14 +489,17 @@ impl Ctx {
     }
 
     /// The oldest batch in flight whose changes are not yet committed, and
-    /// how many such batches there are.
+    /// how many messages such batches hold.
     fn unconfirmed(&self) -> (u64, usize) {
         let q = self.inflight.lock().unwrap_or_else(|p| p.into_inner());
         let mut it = q
             .iter()
             .filter(|f| !self.deps.engine.is_durable(f.wait_seq));
         match it.next() {
-            Some(first) => (first.wait_seq, 1 + it.count()),
+            Some(first) => (
+                first.wait_seq,
+                first.messages + it.map(|f| f.messages).sum::<usize>(),
+            ),
             None => (0, 0),
         }
     }
@@ -577,9 +650,11 @@ impl ConsumerContext for Ctx {
     }
 }
 
-/// Batches per consumer that may wait for durability at once: enough to
-/// keep the writer busy while the next batch is parsed.
-const MAX_IN_FLIGHT: usize = 4;
+/// Messages per consumer, in units of `max_batch`, whose changes may wait
+/// for their commit at once: enough that the engines keep working through
+/// a whole commit of the store (which then finds the next group of batches
+/// ready), small enough to bound memory and the re-read after a crash.
+const IN_FLIGHT_BATCHES: usize = 8;
 
 struct Runner {
     formats: Vec<TopicFormat>,
@@ -592,6 +667,9 @@ struct Runner {
 #[derive(Default)]
 struct Pending {
     events: BTreeMap<u32, Vec<Event>>,
+    /// Acknowledge/resolve commands; one ends its batch, so it applies
+    /// after every alert read before it.
+    commands: Vec<IncidentCommand>,
     offsets: BTreeMap<(usize, i32), i64>,
     consumed: Vec<u64>,
     messages: usize,
@@ -608,7 +686,7 @@ impl Runner {
                 ..Pending::default()
             };
             let mut deadline: Option<Instant> = None;
-            while p.messages < self.max_batch && !cancel.is_cancelled() {
+            while p.messages < self.max_batch && p.commands.is_empty() && !cancel.is_cancelled() {
                 let wait = match deadline {
                     Some(d) => d.saturating_duration_since(Instant::now()),
                     None => Duration::from_millis(100),
@@ -667,6 +745,18 @@ impl Runner {
         p.messages += 1;
         p.offsets.insert((t, m.partition()), m.offset() + 1);
         let now = ctx.deps.clock.now();
+        if header_format(m) == Some(b"command") {
+            let parsed = serde_json::from_slice::<IncidentCommand>(m.payload().unwrap_or_default())
+                .map_err(|e| NormalizeError::field("value".to_string(), None, e.to_string()));
+            match parsed {
+                Ok(cmd) => {
+                    p.consumed[t] += 1;
+                    p.commands.push(cmd);
+                }
+                Err(e) => self.invalid(ctx, m, &e),
+            }
+            return;
+        }
         let parsed = match m.payload() {
             None | Some([]) => Err(NormalizeError::field(
                 "value".to_string(),
@@ -685,23 +775,26 @@ impl Runner {
                     .inc_by(events.len() as u64);
                 p.events.entry(shard).or_default().extend(events);
             }
-            Err(e) => {
-                ctx.deps
-                    .metrics
-                    .kafka
-                    .invalid
-                    .with_label_values(&[m.topic()])
-                    .inc();
-                tracing::warn!(
-                    topic = m.topic(),
-                    partition = m.partition(),
-                    offset = m.offset(),
-                    error = %e,
-                    "invalid kafka message skipped"
-                );
-                self.dead_letter(ctx, m, &e);
-            }
+            Err(e) => self.invalid(ctx, m, &e),
         }
+    }
+
+    /// Count, log and dead-letter a message that cannot be used.
+    fn invalid(&self, ctx: &Ctx, m: &rdkafka::message::BorrowedMessage<'_>, e: &NormalizeError) {
+        ctx.deps
+            .metrics
+            .kafka
+            .invalid
+            .with_label_values(&[m.topic()])
+            .inc();
+        tracing::warn!(
+            topic = m.topic(),
+            partition = m.partition(),
+            offset = m.offset(),
+            error = %e,
+            "invalid kafka message skipped"
+        );
+        self.dead_letter(ctx, m, e);
     }
 
     /// Copy an invalid message to the dead-letter topic, with where it came
@@ -779,6 +872,25 @@ impl Runner {
                 }
             }
         }
+        for cmd in p.commands {
+            let (id, op) = (IncidentId(cmd.incident), cmd.command);
+            match ctx.rt.block_on(ctx.deps.engine.operate(id, cmd.by, op)) {
+                Ok((_, seq)) => {
+                    wait_seq = wait_seq.max(seq);
+                    settle_seq = settle_seq.max(seq);
+                    tracing::info!(incident = id.0, ?op, "forwarded command applied");
+                }
+                Err(PipelineError::Engine(e)) => {
+                    // Already done (a redelivery, or someone was quicker),
+                    // or no longer active: nothing to apply.
+                    tracing::info!(incident = id.0, ?op, reason = %e, "forwarded command not applied");
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "engine unavailable; batch not acknowledged");
+                    return;
+                }
+            }
+        }
         ctx.inflight
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -787,15 +899,16 @@ impl Runner {
                 settle_seq,
                 offsets,
                 consumed: p.consumed,
+                messages: p.messages,
                 started,
             });
         ctx.settle(consumer, false);
         loop {
-            // Back-pressure: at most MAX_IN_FLIGHT batches whose changes
+            // Back-pressure: a bounded number of messages whose changes
             // are not committed yet. (Batches waiting only for the next
             // counter flush cost nothing but their offsets.)
             let (seq, n) = ctx.unconfirmed();
-            if n <= MAX_IN_FLIGHT {
+            if n <= IN_FLIGHT_BATCHES * self.max_batch {
                 break;
             }
             if ctx

@@ -4,4 +4,6 @@
 
 pub mod kafka;
 
-pub use kafka::{KafkaError, KafkaSource, Publisher, partition_key, shard_of};
+pub use kafka::{
+    Forwarder, IncidentCommand, KafkaError, KafkaSource, Publisher, partition_key, shard_of,
+};

@@ -181,6 +181,11 @@ pub struct IncidentQuery {
 pub trait Store: Send + Sync + 'static {
     /// Apply a batch atomically: all or nothing.
     fn apply<'a>(&'a self, ops: &'a [StoreOp]) -> BoxFuture<'a, Result<(), StoreError>>;
+    /// How many `apply` calls on disjoint shards may run at once to good
+    /// effect (SQLite has one writer; a server uses several backends).
+    fn write_lanes(&self) -> usize {
+        1
+    }
     /// State of one work shard (`Some`), or of every shard (`None`): a
     /// Kafka instance loads a partition's state when it is assigned.
     fn load_state(

@@ -47,6 +47,7 @@ macro_rules! incident_columns {
 
 pub struct PgStore {
     pool: PgPool,
+    lanes: usize,
 }
 
 impl PgStore {
@@ -60,7 +61,11 @@ impl PgStore {
             .connect_with(options)
             .await?;
         migrate(&pool).await?;
-        Ok(PgStore { pool })
+        // Half the pool writes (one backend per lane), the rest serves
+        // reads; at most four lanes, beyond which the server's WAL and
+        // CPU, not the lanes, limit.
+        let lanes = (max_connections as usize / 2).clamp(1, 4);
+        Ok(PgStore { pool, lanes })
     }
 
     pub async fn close(&self) {
@@ -543,6 +548,10 @@ async fn changes(c: &mut PgConnection) -> Result<Vec<ChangeRecord>, StoreError> 
 }
 
 impl Store for PgStore {
+    fn write_lanes(&self) -> usize {
+        self.lanes
+    }
+
     fn apply<'a>(&'a self, ops: &'a [StoreOp]) -> BoxFuture<'a, Result<(), StoreError>> {
         Box::pin(async move {
             if ops.is_empty() {

@@ -6,6 +6,8 @@
 //! every helper, hence the `dead_code` allowance.
 #![allow(dead_code)]
 
+pub mod pg;
+
 use std::fs::File;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
