@@ -822,3 +822,61 @@ async fn postgres_unreachable_is_an_error() {
     assert!(res.is_err());
     assert!(started.elapsed() < Duration::from_secs(20));
 }
+
+/// Two shards (producers keyed one correlation key onto two partitions) open
+/// incidents for the same key: the second is stored under `key#id` instead
+/// of refusing the batch, which would stall every later commit; the
+/// database still holds one active incident per stored key, and a second
+/// incident of one shard is still refused.
+#[tokio::test]
+async fn postgres_key_conflict_between_shards_is_stored_apart() {
+    let Some(scratch) = scratch_db().await else {
+        return;
+    };
+    let store = PgStore::connect(&scratch.url, 4).await.unwrap();
+    let mut a = incident(4096, IncidentState::Open, 1);
+    a.key = "HostDown|host:a".into();
+    a.shard = 0;
+    let mut b = incident(4097, IncidentState::Open, 1);
+    b.key = a.key.clone();
+    b.shard = 1;
+    store.apply(&[upsert(a.clone())]).await.unwrap();
+    store
+        .apply(&[
+            upsert(b.clone()),
+            StoreOp::InsertAlert(Box::new(record(9, 4097))),
+            link(4097, 9, 1),
+        ])
+        .await
+        .expect("the other shard's batch is stored, not refused");
+    let stored = store.get_incident(IncidentId(4097)).await.unwrap().unwrap();
+    assert_eq!(stored.key, "HostDown|host:a#4097");
+    assert_eq!(stored.alert_fingerprints, vec![Fingerprint(9)]);
+    assert_eq!(
+        store
+            .get_incident(IncidentId(4096))
+            .await
+            .unwrap()
+            .unwrap()
+            .key,
+        "HostDown|host:a"
+    );
+    // Later updates of the newcomer keep its stored key.
+    b.alert_count = 5;
+    store.apply(&[upsert(b.clone())]).await.unwrap();
+    let stored = store.get_incident(IncidentId(4097)).await.unwrap().unwrap();
+    assert_eq!(
+        (stored.key.as_str(), stored.alert_count),
+        ("HostDown|host:a#4097", 5)
+    );
+    // Same shard: an engine bug, refused by the database.
+    let mut twin = incident(8192, IncidentState::Open, 1);
+    twin.key = a.key.clone();
+    twin.shard = 0;
+    let err = store.apply(&[upsert(twin)]).await.unwrap_err();
+    assert!(
+        matches!(&err, StoreError::Db(sqlx::Error::Database(d)) if d.is_unique_violation()),
+        "{err}"
+    );
+    store.close().await;
+}

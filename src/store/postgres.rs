@@ -48,6 +48,17 @@ macro_rules! incident_columns {
 pub struct PgStore {
     pool: PgPool,
     lanes: usize,
+    /// Incidents stored under a disambiguated key because another shard's
+    /// incident was already active under theirs (see [`PgStore::apply`]).
+    rekeyed: std::sync::Mutex<rustc_hash::FxHashMap<IncidentId, String>>,
+}
+
+/// The partial unique index that allows one active incident per key.
+const ONE_ACTIVE_PER_KEY: &str = "incidents_one_active_per_key";
+
+fn is_key_conflict(e: &StoreError) -> bool {
+    matches!(e, StoreError::Db(sqlx::Error::Database(d))
+        if d.code().as_deref() == Some("23505") && d.constraint() == Some(ONE_ACTIVE_PER_KEY))
 }
 
 impl PgStore {
@@ -65,11 +76,80 @@ impl PgStore {
         // reads; at most four lanes, beyond which the server's WAL and
         // CPU, not the lanes, limit.
         let lanes = (max_connections as usize / 2).clamp(1, 4);
-        Ok(PgStore { pool, lanes })
+        Ok(PgStore {
+            pool,
+            lanes,
+            rekeyed: std::sync::Mutex::new(rustc_hash::FxHashMap::default()),
+        })
     }
 
     pub async fn close(&self) {
         self.pool.close().await;
+    }
+
+    /// A batch opened an incident under a key that another incident (of
+    /// another shard: producers keyed the topic inconsistently, or a key's
+    /// alerts arrive on two topics) already holds active. Refusing the batch
+    /// would stall every commit behind it; instead the newcomer is stored
+    /// under `key#<id>`, keeping the database's one-active-per-key rule, and
+    /// the split is logged. Returns whether anything was re-keyed.
+    async fn rekey_conflicts(&self, incidents: &[&Incident]) -> Result<bool, StoreError> {
+        let active: Vec<&Incident> = incidents
+            .iter()
+            .copied()
+            .filter(|i| i.state != IncidentState::Resolved)
+            .collect();
+        let mut map = self
+            .rekeyed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let keys: Vec<&str> = active
+            .iter()
+            .map(|i| map.get(&i.id).unwrap_or(&i.key).as_str())
+            .collect();
+        let holders: Vec<(String, i64, i64)> = sqlx::query_as(
+            "SELECT key, id, shard FROM incidents WHERE key = ANY($1) AND state <> 'resolved'",
+        )
+        .bind(&keys)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut holder: rustc_hash::FxHashMap<String, (i64, i64)> = holders
+            .into_iter()
+            .map(|(k, id, shard)| (k, (id, shard)))
+            .collect();
+        let mut changed = false;
+        for inc in &active {
+            let key = map.get(&inc.id).cloned().unwrap_or_else(|| inc.key.clone());
+            match holder.get(&key) {
+                Some(&(owner, _)) if owner == inc.id.0 => {}
+                // Within one shard a second active incident is an engine
+                // bug: the database refuses it, as it should.
+                Some(&(_, shard)) if shard == i64::from(inc.shard) => {}
+                Some(&(owner, shard)) => {
+                    let new_key = format!("{}#{}", inc.key, inc.id.0);
+                    tracing::error!(
+                        key = %inc.key,
+                        active_incident = owner,
+                        active_shard = shard,
+                        incident = inc.id.0,
+                        shard = inc.shard,
+                        stored_key = %new_key,
+                        "two shards opened incidents for one correlation key: messages of one key \
+                         reach several partitions (check the producers' message keys)"
+                    );
+                    map.insert(inc.id, new_key);
+                    changed = true;
+                }
+                // Two of this batch's incidents may share the key: the
+                // first keeps it.
+                None => {
+                    holder.insert(key, (inc.id.0, i64::from(inc.shard)));
+                }
+            }
+        }
+        *self.rekeyed.lock().unwrap_or_else(|p| p.into_inner()) = map;
+        Ok(changed)
     }
 }
 
@@ -158,7 +238,11 @@ fn col<'a, T: ?Sized, U>(rows: &[&'a T], f: impl Fn(&'a T) -> U) -> Vec<U> {
     rows.iter().map(|r| f(r)).collect()
 }
 
-async fn upsert_incidents(c: &mut PgConnection, rows: &[&Incident]) -> Result<(), StoreError> {
+async fn upsert_incidents(
+    c: &mut PgConnection,
+    rows: &[&Incident],
+    rekeyed: &rustc_hash::FxHashMap<IncidentId, String>,
+) -> Result<(), StoreError> {
     sqlx::query(
         "INSERT INTO incidents (id, key, state, priority, impact, urgency, title, root_ci, assignment_group, \
            alert_count, opened_at, acknowledged_at, acknowledged_by, resolved_at, updated_at, reopen_count, \
@@ -182,7 +266,7 @@ async fn upsert_incidents(c: &mut PgConnection, rows: &[&Incident]) -> Result<()
            flapping = EXCLUDED.flapping, extra = EXCLUDED.extra, shard = EXCLUDED.shard",
     )
     .bind(col(rows, |i| i.id.0))
-    .bind(col(rows, |i| text(&i.key)))
+    .bind(col(rows, |i| text(rekeyed.get(&i.id).unwrap_or(&i.key))))
     .bind(col(rows, |i| i.state.as_str()))
     .bind(col(rows, |i| i64::from(i.priority.get())))
     .bind(col(rows, |i| i64::from(i.impact.get())))
@@ -465,9 +549,13 @@ async fn touch_incidents(
 
 /// The statements of one batch, in the order of [`Grouped`]; kinds without
 /// rows cost nothing.
-async fn write(c: &mut PgConnection, g: &Grouped<'_>) -> Result<(), StoreError> {
+async fn write(
+    c: &mut PgConnection,
+    g: &Grouped<'_>,
+    rekeyed: &rustc_hash::FxHashMap<IncidentId, String>,
+) -> Result<(), StoreError> {
     if !g.incidents.is_empty() {
-        upsert_incidents(c, &g.incidents).await?;
+        upsert_incidents(c, &g.incidents, rekeyed).await?;
     }
     if !g.inserts.is_empty() {
         insert_alerts(c, &g.inserts).await?;
@@ -558,11 +646,41 @@ impl Store for PgStore {
                 return Ok(());
             }
             let g = group(ops);
-            // Dropped without commit on error: sqlx rolls it back.
-            let mut tx = self.pool.begin().await?;
-            write(&mut tx, &g).await?;
-            tx.commit().await?;
-            Ok(())
+            let mut attempt = 0;
+            loop {
+                let rekeyed = self
+                    .rekeyed
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .clone();
+                // Dropped without commit on error: sqlx rolls it back.
+                let mut tx = self.pool.begin().await?;
+                let done = match write(&mut tx, &g, &rekeyed).await {
+                    Ok(()) => tx.commit().await.map_err(StoreError::from),
+                    Err(e) => Err(e),
+                };
+                match done {
+                    Err(e) if is_key_conflict(&e) && attempt < 3 => {
+                        attempt += 1;
+                        if !self.rekey_conflicts(&g.incidents).await? {
+                            return Err(e);
+                        }
+                    }
+                    Ok(()) => {
+                        // A resolved incident no longer holds its key.
+                        if !rekeyed.is_empty() {
+                            let mut map = self.rekeyed.lock().unwrap_or_else(|p| p.into_inner());
+                            for i in &g.incidents {
+                                if i.state == IncidentState::Resolved {
+                                    map.remove(&i.id);
+                                }
+                            }
+                        }
+                        return Ok(());
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
         })
     }
 
