@@ -6,6 +6,13 @@ use incidentd::config::Overrides;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+/// mimalloc instead of glibc's allocator: the pipeline allocates per label
+/// and the store writer builds large column arrays per batch; with glibc,
+/// malloc, free and page faults from trimmed arenas took about half of the
+/// daemon's CPU under a Kafka alert storm (BENCHMARKS.md entry 6).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "incidentd",

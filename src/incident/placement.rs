@@ -608,13 +608,22 @@ impl Engine {
             t.inc.priority = target;
             t.inc.impact = impact;
             t.priority_set = Some(target);
-            self.timeline(
-                id,
-                at,
-                TimelineKind::PriorityChanged,
-                format!("priority {why}"),
-                None,
-            );
+            // Just opened: the priority is part of the opening entry (one
+            // row less per new incident, which is most of a storm's writes).
+            match self.ops.last_mut() {
+                Some(StoreOp::Timeline { incident, entry })
+                    if *incident == id && entry.kind == TimelineKind::Opened =>
+                {
+                    entry.message.push_str(&format!("; priority {why}"));
+                }
+                _ => self.timeline(
+                    id,
+                    at,
+                    TimelineKind::PriorityChanged,
+                    format!("priority {why}"),
+                    None,
+                ),
+            }
         } else if target < t.inc.priority {
             let old = t.inc.priority;
             t.inc.priority = target;

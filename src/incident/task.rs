@@ -324,15 +324,27 @@ pub fn spawn(
         opts.tick_interval,
         cancel.clone(),
     ));
-    tracker.spawn(writer_loop(
-        store,
-        batch_rx,
-        committed_tx,
-        all_tx,
-        metrics,
-        healthy.clone(),
-        cancel,
-    ));
+    if store.write_lanes() > 1 {
+        tracker.spawn(lanes_writer_loop(
+            store,
+            batch_rx,
+            committed_tx,
+            all_tx,
+            metrics,
+            healthy.clone(),
+            cancel,
+        ));
+    } else {
+        tracker.spawn(writer_loop(
+            store,
+            batch_rx,
+            committed_tx,
+            all_tx,
+            metrics,
+            healthy.clone(),
+            cancel,
+        ));
+    }
     EngineHandle {
         tx,
         committed: committed_rx,
@@ -669,7 +681,6 @@ async fn writer_loop(
     healthy: Arc<AtomicBool>,
     cancel: CancellationToken,
 ) {
-    let n_lanes = store.write_lanes().max(1);
     // Coalesced repeat counters nobody waits for: written after, and in
     // between, the changes that senders wait on (they only ever grow, so
     // their order against the changes does not matter). Flush marks say
@@ -736,58 +747,193 @@ async fn writer_loop(
             continue;
         };
         let mut seq = first.seq;
-        let mut lanes: Vec<Vec<StoreOp>> = (0..n_lanes).map(|_| Vec::new()).collect();
-        let mut absorb = |batch: Batch, lanes: &mut Vec<Vec<StoreOp>>| {
-            for (shard, ops) in batch.groups {
-                let lane = &mut lanes[shard as usize % n_lanes];
-                for op in ops {
-                    if is_counter(&op) {
-                        counters.push_back(Queued::Op(op));
-                    } else {
-                        lane.push(op);
-                    }
+        let mut ops = Vec::new();
+        let mut absorb = |batch: Batch, ops: &mut Vec<StoreOp>| {
+            for op in batch.groups.into_iter().flat_map(|(_, g)| g) {
+                if is_counter(&op) {
+                    counters.push_back(Queued::Op(op));
+                } else {
+                    ops.push(op);
                 }
             }
             if batch.full_flush {
                 counters.push_back(Queued::FlushMark(batch.seq));
             }
         };
-        absorb(first, &mut lanes);
-        while lanes.iter().map(Vec::len).sum::<usize>() < 50_000 {
+        absorb(first, &mut ops);
+        while ops.len() < 50_000 {
             match rx.try_recv() {
                 Ok(more) => {
                     seq = more.seq;
-                    absorb(more, &mut lanes);
+                    absorb(more, &mut ops);
                 }
                 Err(_) => break,
             }
         }
-        // Lanes hold disjoint shards: committed concurrently, each retried
-        // on its own until it succeeds; the batch is durable once all are.
-        let mut lanes: Vec<Vec<StoreOp>> = lanes.into_iter().filter(|l| !l.is_empty()).collect();
-        let mut ok = true;
-        if lanes.len() == 1 {
-            ok = commit(&*store, &lanes[0], &metrics, &healthy, &cancel).await;
-        } else if !lanes.is_empty() {
-            let handles: Vec<_> = lanes
-                .drain(..)
-                .map(|ops| {
-                    let (store, metrics) = (store.clone(), metrics.clone());
-                    let (healthy, cancel) = (healthy.clone(), cancel.clone());
-                    tokio::spawn(
-                        async move { commit(&*store, &ops, &metrics, &healthy, &cancel).await },
-                    )
-                })
-                .collect();
-            for h in handles {
-                ok &= h.await.unwrap_or(false);
-            }
-        }
+        let ok = ops.is_empty() || commit(&*store, &ops, &metrics, &healthy, &cancel).await;
         if !ok {
             return;
         }
         committed.send_replace(seq);
         settle_marks(&mut counters);
+    }
+}
+
+/// A lane's share of one batch: its shards' ops (changes and counters).
+struct LaneWork {
+    seq: u64,
+    ops: Vec<StoreOp>,
+}
+
+/// The writer for stores with several write lanes (PostgreSQL): every shard
+/// belongs to one lane (shard mod lanes), and each lane commits its own
+/// queue on its own connection, one transaction after another. Shards never
+/// touch each other's rows, so lanes need no coordination; one partition's
+/// burst (Kafka delivers a partition's messages in large runs) keeps one
+/// lane busy while the others commit theirs.
+///
+/// Counters travel with their shard's changes here (no lock ordering
+/// between a lane and a separate counter writer to worry about).
+/// `committed` is the highest batch every lane has finished; `all_durable`
+/// the highest full counter flush at or below it.
+async fn lanes_writer_loop(
+    store: DynStore,
+    mut rx: mpsc::Receiver<Batch>,
+    committed: watch::Sender<u64>,
+    all_durable: watch::Sender<u64>,
+    metrics: Metrics,
+    healthy: Arc<AtomicBool>,
+    cancel: CancellationToken,
+) {
+    let n = store.write_lanes().max(1);
+    // Seq of the last batch each lane finished, published by the lanes.
+    let (done_tx, mut done_rx) = watch::channel(vec![0u64; n]);
+    let done_tx = Arc::new(done_tx);
+    let mut lanes = Vec::with_capacity(n);
+    let mut handles = Vec::with_capacity(n);
+    for k in 0..n {
+        let (tx, lane_rx) = mpsc::channel::<LaneWork>(256);
+        lanes.push(tx);
+        handles.push(tokio::spawn(lane_loop(
+            k,
+            store.clone(),
+            lane_rx,
+            done_tx.clone(),
+            metrics.clone(),
+            healthy.clone(),
+            cancel.clone(),
+        )));
+    }
+    drop(done_tx);
+    let mut dispatched = vec![0u64; n];
+    let mut latest = 0u64;
+    let mut flushes: VecDeque<u64> = VecDeque::new();
+    let publish = |latest: u64, dispatched: &[u64], done: &[u64], flushes: &mut VecDeque<u64>| {
+        let w = (0..n)
+            .map(|k| {
+                if done[k] >= dispatched[k] {
+                    latest
+                } else {
+                    done[k]
+                }
+            })
+            .min()
+            .unwrap_or(latest);
+        if w > *committed.borrow() {
+            committed.send_replace(w);
+        }
+        let mut full = None;
+        while let Some(&f) = flushes.front() {
+            if f > w {
+                break;
+            }
+            full = Some(f);
+            flushes.pop_front();
+        }
+        if let Some(f) = full {
+            all_durable.send_replace(f);
+        }
+    };
+    let mut open = true;
+    while open
+        || dispatched
+            .iter()
+            .zip(done_rx.borrow().iter())
+            .any(|(d, c)| c < d)
+    {
+        tokio::select! {
+            batch = rx.recv(), if open => {
+                let Some(batch) = batch else {
+                    open = false;
+                    continue;
+                };
+                let mut parts: Vec<Vec<StoreOp>> = (0..n).map(|_| Vec::new()).collect();
+                for (shard, ops) in batch.groups {
+                    parts[shard as usize % n].extend(ops);
+                }
+                for (k, ops) in parts.into_iter().enumerate() {
+                    if ops.is_empty() {
+                        continue;
+                    }
+                    if lanes[k].send(LaneWork { seq: batch.seq, ops }).await.is_err() {
+                        return; // the lane gave up (shutdown with the store down)
+                    }
+                    dispatched[k] = batch.seq;
+                }
+                latest = batch.seq;
+                if batch.full_flush {
+                    flushes.push_back(batch.seq);
+                }
+            }
+            changed = done_rx.changed() => {
+                if changed.is_err() {
+                    return; // every lane stopped
+                }
+            }
+        }
+        let done = done_rx.borrow_and_update().clone();
+        publish(latest, &dispatched, &done, &mut flushes);
+        // A lane that gave up (shutdown while the store fails) never
+        // finishes its work: nothing more can become durable.
+        if (0..n).any(|k| done[k] < dispatched[k] && handles[k].is_finished()) {
+            return;
+        }
+    }
+    drop(lanes);
+    for h in handles {
+        let _ = h.await;
+    }
+}
+
+/// One lane: commit queued work in order, coalescing what is queued into
+/// one transaction (up to 50,000 ops), retrying until it succeeds.
+async fn lane_loop(
+    k: usize,
+    store: DynStore,
+    mut rx: mpsc::Receiver<LaneWork>,
+    done: Arc<watch::Sender<Vec<u64>>>,
+    metrics: Metrics,
+    healthy: Arc<AtomicBool>,
+    cancel: CancellationToken,
+) {
+    while let Some(first) = rx.recv().await {
+        let mut seq = first.seq;
+        let mut ops = first.ops;
+        while ops.len() < 50_000 {
+            match rx.try_recv() {
+                Ok(more) => {
+                    seq = more.seq;
+                    ops.extend(more.ops);
+                }
+                Err(_) => break,
+            }
+        }
+        if !commit(&*store, &ops, &metrics, &healthy, &cancel).await {
+            // Wake the coordinator so it sees this lane has stopped.
+            done.send_modify(|_| ());
+            return;
+        }
+        done.send_modify(|d| d[k] = seq);
     }
 }
 

@@ -26,7 +26,13 @@ use std::borrow::Cow;
 use std::str::FromStr;
 use std::time::Duration;
 
-const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("migrations/postgres/0001_init.sql"))];
+const MIGRATIONS: &[(i64, &str)] = &[
+    (1, include_str!("migrations/postgres/0001_init.sql")),
+    (
+        2,
+        include_str!("migrations/postgres/0002_hot_path_indexes.sql"),
+    ),
+];
 
 /// Key of the advisory lock held while migrating, so that instances starting
 /// together migrate one after the other ("incident" in ASCII).
