@@ -1041,9 +1041,12 @@ mod tests {
 
     /// A store whose commits take a while, as a server's do under load: the
     /// writer is the bottleneck and always finds the next batch queued.
-    struct SlowStore(SqliteStore);
+    struct SlowStore(SqliteStore, usize);
 
     impl crate::store::Store for SlowStore {
+        fn write_lanes(&self) -> usize {
+            self.1
+        }
         fn apply<'a>(
             &'a self,
             ops: &'a [StoreOp],
@@ -1125,19 +1128,40 @@ mod tests {
     /// offsets wait for - keeps advancing instead of only when load stops.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn counters_become_durable_while_load_continues() {
-        let store: DynStore = Arc::new(SlowStore(SqliteStore::in_memory().await.unwrap()));
+        counters_durable_under_load(1).await;
+    }
+
+    /// The same through the per-lane writer (PostgreSQL's), which must also
+    /// report durable exactly what every lane committed.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn lanes_writer_reports_durability_under_load() {
+        counters_durable_under_load(3).await;
+    }
+
+    async fn counters_durable_under_load(lanes: usize) {
+        let sqlite = SqliteStore::in_memory().await.unwrap();
+        let store: DynStore = Arc::new(SlowStore(sqlite, lanes));
         let tracker = tokio_util::task::TaskTracker::new();
         let cancel = CancellationToken::new();
-        let engine = Engine::new(EngineConfig::default(), Arc::new(RuleSet::empty()));
+        // Four shards, as four Kafka partitions: with three lanes, one lane
+        // carries two of them.
+        const SHARDS: u32 = 4;
+        let engines = (0..SHARDS)
+            .map(|shard| {
+                let mut e = Engine::new(EngineConfig::default(), Arc::new(RuleSet::empty()));
+                e.set_shard(shard, SHARDS);
+                e
+            })
+            .collect();
         let handle = spawn(
-            vec![engine],
+            engines,
             EngineProto {
                 cfg: EngineConfig::default(),
                 rules: Arc::new(RuleSet::empty()),
                 cmdb: Arc::new(Cmdb::empty()),
-                stride: 1,
+                stride: SHARDS,
             },
-            store,
+            store.clone(),
             Arc::new(SystemClock),
             Metrics::new(),
             PipelineOptions {
@@ -1151,24 +1175,27 @@ mod tests {
         );
         let stop = CancellationToken::new();
         let mut load = Vec::new();
-        // New alerts all the time: every engine round has changes, so the
-        // writer never finds its queue empty.
-        for w in 0..4u64 {
+        // New alerts all the time, one sender per shard: every engine round
+        // has changes, so the writer never finds its queue empty.
+        for shard in 0..SHARDS {
             let (h, stop) = (handle.clone(), stop.clone());
             load.push(tokio::spawn(async move {
-                let mut i = w * 1_000_000;
+                let mut i = u64::from(shard) * 1_000_000;
+                let (mut sent, mut seq) = (0u64, 0u64);
                 while !stop.is_cancelled() {
                     let batch = (0..50).map(|k| alert(i + k)).collect();
-                    h.submit(LOCAL_SHARD, batch).await.unwrap();
+                    seq = seq.max(h.submit(shard, batch).await.unwrap().wait_seq);
                     i += 50;
+                    sent += 50;
                 }
+                (sent, seq)
             }));
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
-        // A batch submitted now, under load: repeats (of the first worker's
-        // first alerts), whose counters are durable only after a flush.
+        // A batch submitted now, under load: repeats (of shard 0's first
+        // alerts), whose counters are durable only after a flush.
         let out = handle
-            .submit(LOCAL_SHARD, (0..50).map(alert).collect())
+            .submit(0, (0..50).map(alert).collect())
             .await
             .unwrap();
         let seq = out.wait_seq.max(out.open_seq);
@@ -1176,13 +1203,28 @@ mod tests {
             tokio::time::timeout(Duration::from_secs(3), handle.wait_fully_durable(seq)).await;
         let still_loading = load.iter().all(|h| !h.is_finished());
         stop.cancel();
+        let (mut sent, mut last) = (0, 0);
         for h in load {
-            h.await.unwrap();
+            let (n, seq) = h.await.unwrap();
+            sent += n;
+            last = last.max(seq);
         }
         assert!(still_loading, "the load stopped early");
         assert!(
             settled.is_ok(),
             "counters were not flushed while load continued"
+        );
+        // Durable means in the store, on every lane: the moment the last
+        // batch is reported durable, every alert is there.
+        handle.wait_durable_unbounded(last).await.unwrap();
+        let snap = store
+            .load_state(None, Timestamp(0), Timestamp(0), Timestamp(0))
+            .await
+            .unwrap();
+        assert_eq!(
+            snap.alerts.len() as u64,
+            sent,
+            "every submitted alert stored"
         );
         cancel.cancel();
         tracker.close();

@@ -8,3 +8,7 @@
 DROP INDEX IF EXISTS alerts_status_last_seen;
 DROP INDEX IF EXISTS incidents_opened_at;
 CREATE INDEX incidents_resolved_opened_at ON incidents(opened_at) WHERE state = 'resolved';
+-- * `timeline_pkey`: entries are only ever read by incident, in id order,
+--   which `timeline_incident (incident_id, id)` serves; the id stays unique
+--   (its sequence), one index less per entry.
+ALTER TABLE timeline DROP CONSTRAINT IF EXISTS timeline_pkey;
