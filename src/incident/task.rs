@@ -1016,9 +1016,10 @@ async fn commit(
 mod tests {
     use super::*;
     use crate::domain::{
-        Alert, AlertStatus, Fingerprint, LabelSet, Source, SystemClock, Timestamp,
+        Alert, AlertStatus, Fingerprint, LabelSet, Problem, Source, SystemClock, TimelineEntry,
+        Timestamp,
     };
-    use crate::store::SqliteStore;
+    use crate::store::{AlertRecord, BoxFuture, IncidentQuery, SqliteStore, Store, StoreError};
 
     fn alert(i: u64) -> Event {
         let labels: LabelSet = [
@@ -1040,17 +1041,17 @@ mod tests {
     }
 
     /// A store whose commits take a while, as a server's do under load: the
-    /// writer is the bottleneck and always finds the next batch queued.
+    /// writer is the bottleneck and always finds the next batch queued. It
+    /// reports `.1` write lanes; everything else is the SQLite store's.
     struct SlowStore(SqliteStore, usize);
 
-    impl crate::store::Store for SlowStore {
+    type Fut<'a, T> = BoxFuture<'a, Result<T, StoreError>>;
+
+    impl Store for SlowStore {
         fn write_lanes(&self) -> usize {
             self.1
         }
-        fn apply<'a>(
-            &'a self,
-            ops: &'a [StoreOp],
-        ) -> crate::store::BoxFuture<'a, Result<(), crate::store::StoreError>> {
+        fn apply<'a>(&'a self, ops: &'a [StoreOp]) -> Fut<'a, ()> {
             Box::pin(async move {
                 tokio::time::sleep(Duration::from_millis(20)).await;
                 self.0.apply(ops).await
@@ -1058,67 +1059,35 @@ mod tests {
         }
         fn load_state(
             &self,
-            shard: Option<u32>,
+            s: Option<u32>,
             a: Timestamp,
             b: Timestamp,
             c: Timestamp,
-        ) -> crate::store::BoxFuture<'_, Result<Snapshot, crate::store::StoreError>> {
-            self.0.load_state(shard, a, b, c)
+        ) -> Fut<'_, Snapshot> {
+            self.0.load_state(s, a, b, c)
         }
-        fn list_problems(
-            &self,
-        ) -> crate::store::BoxFuture<
-            '_,
-            Result<Vec<crate::domain::Problem>, crate::store::StoreError>,
-        > {
+        fn list_problems(&self) -> Fut<'_, Vec<Problem>> {
             self.0.list_problems()
         }
-        fn list_changes(
-            &self,
-        ) -> crate::store::BoxFuture<'_, Result<Vec<ChangeRecord>, crate::store::StoreError>>
-        {
+        fn list_changes(&self) -> Fut<'_, Vec<ChangeRecord>> {
             self.0.list_changes()
         }
-        fn list_incidents(
-            &self,
-            q: crate::store::IncidentQuery,
-        ) -> crate::store::BoxFuture<'_, Result<Vec<Incident>, crate::store::StoreError>> {
+        fn list_incidents(&self, q: IncidentQuery) -> Fut<'_, Vec<Incident>> {
             self.0.list_incidents(q)
         }
-        fn get_incident(
-            &self,
-            id: IncidentId,
-        ) -> crate::store::BoxFuture<'_, Result<Option<Incident>, crate::store::StoreError>>
-        {
+        fn get_incident(&self, id: IncidentId) -> Fut<'_, Option<Incident>> {
             self.0.get_incident(id)
         }
-        fn timeline(
-            &self,
-            id: IncidentId,
-        ) -> crate::store::BoxFuture<
-            '_,
-            Result<Vec<crate::domain::TimelineEntry>, crate::store::StoreError>,
-        > {
+        fn timeline(&self, id: IncidentId) -> Fut<'_, Vec<TimelineEntry>> {
             self.0.timeline(id)
         }
-        fn incident_alerts(
-            &self,
-            id: IncidentId,
-        ) -> crate::store::BoxFuture<
-            '_,
-            Result<Vec<crate::store::AlertRecord>, crate::store::StoreError>,
-        > {
+        fn incident_alerts(&self, id: IncidentId) -> Fut<'_, Vec<AlertRecord>> {
             self.0.incident_alerts(id)
         }
-        fn count_by_state(
-            &self,
-        ) -> crate::store::BoxFuture<
-            '_,
-            Result<Vec<(crate::domain::IncidentState, u64)>, crate::store::StoreError>,
-        > {
+        fn count_by_state(&self) -> Fut<'_, Vec<(IncidentState, u64)>> {
             self.0.count_by_state()
         }
-        fn ping(&self) -> crate::store::BoxFuture<'_, Result<(), crate::store::StoreError>> {
+        fn ping(&self) -> Fut<'_, ()> {
             self.0.ping()
         }
     }
