@@ -312,6 +312,7 @@ pub fn spawn(
         next_seq: 1,
         last_sent: 0,
         loose_ops: Vec::new(),
+        revoked_ops: Vec::new(),
         flushed: false,
     };
     tracker.spawn(engine_loop(
@@ -367,6 +368,9 @@ struct Shards {
     last_sent: u64,
     /// Ops that belong to no engine (changes while no shard is owned).
     loose_ops: Vec<StoreOp>,
+    /// Last ops of shards revoked this iteration, kept under their shard:
+    /// they must follow that shard's earlier ops on the same write lane.
+    revoked_ops: Vec<(u32, Vec<StoreOp>)>,
     /// Every engine flushed its coalesced counters in this iteration.
     flushed: bool,
 }
@@ -404,6 +408,7 @@ impl Shards {
         if !loose.is_empty() {
             groups.push((0, loose));
         }
+        groups.append(&mut self.revoked_ops);
         for (shard, e) in &mut self.engines {
             if let Some((_, more)) = e.take_batch()
                 && !more.is_empty()
@@ -617,7 +622,7 @@ fn handle(
             shards.flush_all();
             if let Some(mut e) = shards.engines.remove(&shard) {
                 if let Some((_, ops)) = e.take_batch() {
-                    shards.loose_ops.extend(ops);
+                    shards.revoked_ops.push((shard, ops));
                 }
                 let prev = shards.prev.remove(&shard).unwrap_or_default();
                 metrics.sync_engine(&prev, &e.stats);
