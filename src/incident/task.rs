@@ -1047,8 +1047,9 @@ mod tests {
 
     /// A store whose commits take a while, as a server's do under load: the
     /// writer is the bottleneck and always finds the next batch queued. It
-    /// reports `.1` write lanes; everything else is the SQLite store's.
-    struct SlowStore(SqliteStore, usize);
+    /// reports `.1` write lanes, and a batch that inserts alerts takes `.2`
+    /// longer; everything else is the SQLite store's.
+    struct SlowStore(SqliteStore, usize, Duration);
 
     type Fut<'a, T> = BoxFuture<'a, Result<T, StoreError>>;
 
@@ -1058,7 +1059,11 @@ mod tests {
         }
         fn apply<'a>(&'a self, ops: &'a [StoreOp]) -> Fut<'a, ()> {
             Box::pin(async move {
-                tokio::time::sleep(Duration::from_millis(20)).await;
+                let mut delay = Duration::from_millis(20);
+                if ops.iter().any(|o| matches!(o, StoreOp::InsertAlert(_))) {
+                    delay += self.2;
+                }
+                tokio::time::sleep(delay).await;
                 self.0.apply(ops).await
             })
         }
@@ -1097,6 +1102,63 @@ mod tests {
         }
     }
 
+    /// A partition is revoked while its shard's earlier batch is still being
+    /// committed on its lane: the revoke's final ops (here: the alert's
+    /// resolution, handled in the same engine round) must commit after it,
+    /// on the same lane, or the older insert would overwrite them.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn revoked_shard_ops_stay_in_order() {
+        let sqlite = SqliteStore::in_memory().await.unwrap();
+        // The first batch (an insert) commits slowly on its lane.
+        let store: DynStore = Arc::new(SlowStore(sqlite, 3, Duration::from_millis(200)));
+        let tracker = tokio_util::task::TaskTracker::new();
+        let cancel = CancellationToken::new();
+        let mut engine = Engine::new(EngineConfig::default(), Arc::new(RuleSet::empty()));
+        engine.set_shard(1, 4);
+        let handle = spawn(
+            vec![engine],
+            EngineProto {
+                cfg: EngineConfig::default(),
+                rules: Arc::new(RuleSet::empty()),
+                cmdb: Arc::new(Cmdb::empty()),
+                stride: 4,
+            },
+            store.clone(),
+            Arc::new(SystemClock),
+            Metrics::new(),
+            PipelineOptions {
+                queue_capacity: 64,
+                flush_interval: Duration::from_secs(60),
+                tick_interval: Duration::from_secs(60),
+                durable_timeout: Duration::from_secs(5),
+            },
+            &tracker,
+            cancel.clone(),
+        );
+        handle.submit(1, vec![alert(7)]).await.unwrap();
+        let Event::Alert(mut resolved) = alert(7) else {
+            unreachable!()
+        };
+        resolved.status = AlertStatus::Resolved;
+        resolved.ends_at = Some(Timestamp(resolved.starts_at.0 + 60_000));
+        let (ingested, revoked) = tokio::join!(
+            handle.submit(1, vec![Event::Alert(resolved)]),
+            handle.revoke(1)
+        );
+        ingested.unwrap();
+        revoked.unwrap();
+        let alerts = store
+            .load_state(None, Timestamp(0), Timestamp(0), Timestamp(0))
+            .await
+            .unwrap()
+            .alerts;
+        assert_eq!(alerts.len(), 1);
+        assert_eq!(alerts[0].status, AlertStatus::Resolved, "{alerts:?}");
+        cancel.cancel();
+        tracker.close();
+        tracker.wait().await;
+    }
+
     /// Under sustained load (the writer always finds the next batch queued)
     /// the coalesced counters still go in, so "fully durable" - what Kafka
     /// offsets wait for - keeps advancing instead of only when load stops.
@@ -1114,7 +1176,7 @@ mod tests {
 
     async fn counters_durable_under_load(lanes: usize) {
         let sqlite = SqliteStore::in_memory().await.unwrap();
-        let store: DynStore = Arc::new(SlowStore(sqlite, lanes));
+        let store: DynStore = Arc::new(SlowStore(sqlite, lanes, Duration::ZERO));
         let tracker = tokio_util::task::TaskTracker::new();
         let cancel = CancellationToken::new();
         // Four shards, as four Kafka partitions: with three lanes, one lane
