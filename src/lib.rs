@@ -16,5 +16,6 @@ pub mod ingest;
 pub mod normalize;
 pub mod rules;
 pub mod ruletest;
+pub mod slo;
 pub mod store;
 pub mod telemetry;
