@@ -8,6 +8,8 @@
 //! maintenance windows counts neither as bad nor as valid. Everything is in
 //! milliseconds internally and reported in seconds.
 
+pub mod sla;
+
 use crate::domain::Timestamp;
 use std::time::Duration;
 
