@@ -175,6 +175,7 @@ async fn webhook_opens_dedups_acks_and_resolves() {
     .await;
     assert_eq!(s, StatusCode::OK);
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let mut resolved = Value::Null;
     loop {
         let (_, v, _) = call(
             &r,
@@ -185,6 +186,7 @@ async fn webhook_opens_dedups_acks_and_resolves() {
         )
         .await;
         if v["state"] == "resolved" {
+            resolved = v.clone();
             let kinds: Vec<&str> = v["timeline"]
                 .as_array()
                 .unwrap()
@@ -237,6 +239,30 @@ async fn webhook_opens_dedups_acks_and_resolves() {
     );
     assert!(m.contains("incidentd_alerts_deduplicated_total 2"), "{m}");
     assert!(m.contains("incidentd_incidents_created_total 2"), "{m}");
+    // MTTA / MTTR: one observation each, exactly what the incident record
+    // says (acknowledged_at / resolved_at minus opened_at).
+    let time = |k: &str| {
+        serde_json::from_value::<incidentd::domain::Timestamp>(resolved[k].clone())
+            .unwrap()
+            .millis() as f64
+            / 1000.0
+    };
+    for (h, until) in [
+        (
+            "incidentd_incident_time_to_acknowledge_seconds",
+            "acknowledged_at",
+        ),
+        ("incidentd_incident_time_to_resolve_seconds", "resolved_at"),
+    ] {
+        let expected = time(until) - time("opened_at");
+        let sum: f64 = m
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{h}_sum ")))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("{h}_sum missing: {m}"));
+        assert!((sum - expected).abs() < 0.01, "{h}: {sum} vs {expected}");
+        assert!(m.contains(&format!("{h}_count 1")), "{h}: {m}");
+    }
     r.shutdown().await;
 }
 

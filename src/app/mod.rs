@@ -518,6 +518,8 @@ pub async fn replay_bodies(setup: Offline, bodies: Vec<(String, Vec<u8>)>) -> Re
         if let Some((_, ops)) = engine.take_batch() {
             pending.extend(ops);
         }
+        // Replay exports no metrics: drop the lifecycle observations.
+        let _ = engine.take_lifecycle();
         // Nobody waits for durability here: commit in large batches.
         if pending.len() >= 20_000 {
             store.apply(&pending).await?;

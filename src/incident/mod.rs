@@ -192,6 +192,10 @@ pub struct Engine {
     seq: u64,
     dirty_alerts: FxHashSet<Fingerprint>,
     dirty_incidents: FxHashSet<IncidentId>,
+    /// Seconds from opening to acknowledgement / resolution since the last
+    /// `take_lifecycle` (for the MTTA / MTTR histograms).
+    acked_after: Vec<f64>,
+    resolved_after: Vec<f64>,
     /// Incidents changed in the current batch.
     upserts: FxHashSet<IncidentId>,
     /// Engine time of the last memory sweep.
@@ -265,6 +269,8 @@ impl Engine {
             seq: 1,
             dirty_alerts: FxHashSet::default(),
             dirty_incidents: FxHashSet::default(),
+            acked_after: Vec::new(),
+            resolved_after: Vec::new(),
             upserts: FxHashSet::default(),
             last_sweep: Timestamp::MIN,
             stats: Stats::default(),
@@ -451,6 +457,14 @@ impl Engine {
 
     pub fn incident(&self, id: IncidentId) -> Option<&Incident> {
         self.incidents.get(&id).map(|t| &t.inc)
+    }
+
+    /// Times to acknowledge and to resolve recorded since the last call.
+    pub fn take_lifecycle(&mut self) -> (Vec<f64>, Vec<f64>) {
+        (
+            std::mem::take(&mut self.acked_after),
+            std::mem::take(&mut self.resolved_after),
+        )
     }
 
     /// Ops produced since the last call, as batch `seq`.
@@ -727,6 +741,7 @@ impl Engine {
         }
         t.inc.state = IncidentState::Acknowledged;
         t.inc.acknowledged_at = Some(now);
+        self.acked_after.push(seconds_between(t.inc.opened_at, now));
         t.inc.acknowledged_by = Some(actor.to_string());
         self.timeline(
             id,
@@ -777,6 +792,8 @@ impl Engine {
         t.inc.state = IncidentState::Resolved;
         t.inc.resolved_at = Some(at);
         t.resolved_seen = Some(now);
+        self.resolved_after
+            .push(seconds_between(t.inc.opened_at, at));
         if let Some(due) = t.resolve_due.take() {
             self.due.remove(&(due, id));
         }
@@ -947,6 +964,11 @@ impl Engine {
             }
         }
     }
+}
+
+/// Seconds from `from` to `to` (0 if the clock went backwards).
+fn seconds_between(from: Timestamp, to: Timestamp) -> f64 {
+    (to.0 - from.0).max(0) as f64 / 1000.0
 }
 
 /// `suppressed`: `None` keeps what the row has, `Some(x)` sets it to `x`.

@@ -415,6 +415,8 @@ impl Shards {
             {
                 groups.push((*shard, more));
             }
+            let (acked, resolved) = e.take_lifecycle();
+            metrics.observe_lifecycle(&acked, &resolved);
             let prev = self.prev.entry(*shard).or_default();
             metrics.sync_engine(prev, &e.stats);
             *prev = e.stats.clone();
@@ -624,6 +626,8 @@ fn handle(
                 if let Some((_, ops)) = e.take_batch() {
                     shards.revoked_ops.push((shard, ops));
                 }
+                let (acked, resolved) = e.take_lifecycle();
+                metrics.observe_lifecycle(&acked, &resolved);
                 let prev = shards.prev.remove(&shard).unwrap_or_default();
                 metrics.sync_engine(&prev, &e.stats);
                 tracing::info!(shard, "shard revoked; state flushed");

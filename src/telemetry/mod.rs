@@ -36,6 +36,9 @@ pub struct Metrics {
     pub rules_loaded: IntGauge,
     pub rule_reloads: IntCounterVec,
     pub engine_batch_seconds: Histogram,
+    /// MTTA / MTTR as distributions (opened → acknowledged / resolved).
+    pub time_to_acknowledge: Histogram,
+    pub time_to_resolve: Histogram,
     pub store_commit_seconds: Histogram,
     pub store_batch_ops: Histogram,
     pub store_errors: IntCounter,
@@ -62,6 +65,13 @@ pub struct KafkaMetrics {
     pub published: IntCounterVec,
     pub batch_seconds: Histogram,
 }
+
+/// Incident lifecycle buckets, 1 minute to 3 days: on-call response is
+/// minutes, resolution up to days.
+const LIFECYCLE_BUCKETS: [f64; 12] = [
+    60.0, 300.0, 600.0, 1800.0, 3600.0, 7200.0, 14_400.0, 28_800.0, 43_200.0, 86_400.0, 172_800.0,
+    259_200.0,
+];
 
 fn reg<T: prometheus::core::Collector + Clone + 'static>(r: &Registry, c: T) -> T {
     // Names are unique by construction below; a clash is a programming error
@@ -169,6 +179,28 @@ impl Metrics {
                 "incidentd_rule_reloads_total",
                 "Rule reloads, by outcome.",
                 &["outcome"],
+            ),
+            time_to_acknowledge: reg(
+                &r,
+                Histogram::with_opts(
+                    HistogramOpts::new(
+                        "incidentd_incident_time_to_acknowledge_seconds",
+                        "From an incident's opening to its acknowledgement (MTTA).",
+                    )
+                    .buckets(LIFECYCLE_BUCKETS.to_vec()),
+                )
+                .expect("valid metric"),
+            ),
+            time_to_resolve: reg(
+                &r,
+                Histogram::with_opts(
+                    HistogramOpts::new(
+                        "incidentd_incident_time_to_resolve_seconds",
+                        "From an incident's opening to its resolution (MTTR).",
+                    )
+                    .buckets(LIFECYCLE_BUCKETS.to_vec()),
+                )
+                .expect("valid metric"),
             ),
             engine_batch_seconds: reg(
                 &r,
@@ -355,6 +387,15 @@ impl Metrics {
             self.kafka.consumed.with_label_values(&[t]);
             self.kafka.invalid.with_label_values(&[t]);
             self.kafka.dead_lettered.with_label_values(&[t]);
+        }
+    }
+
+    pub fn observe_lifecycle(&self, acked_after: &[f64], resolved_after: &[f64]) {
+        for s in acked_after {
+            self.time_to_acknowledge.observe(*s);
+        }
+        for s in resolved_after {
+            self.time_to_resolve.observe(*s);
         }
     }
 
