@@ -175,8 +175,7 @@ async fn webhook_opens_dedups_acks_and_resolves() {
     .await;
     assert_eq!(s, StatusCode::OK);
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    let mut resolved = Value::Null;
-    loop {
+    let resolved = loop {
         let (_, v, _) = call(
             &r,
             "GET",
@@ -186,7 +185,6 @@ async fn webhook_opens_dedups_acks_and_resolves() {
         )
         .await;
         if v["state"] == "resolved" {
-            resolved = v.clone();
             let kinds: Vec<&str> = v["timeline"]
                 .as_array()
                 .unwrap()
@@ -202,14 +200,14 @@ async fn webhook_opens_dedups_acks_and_resolves() {
             );
             assert_eq!(v["alerts"][0]["labels"]["instance"], "db-1:9100");
             assert_eq!(v["alerts"][0]["deliveries"].as_u64(), Some(3));
-            break;
+            break v;
         }
         assert!(
             std::time::Instant::now() < deadline,
             "incident never auto-resolved: {v}"
         );
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
+    };
     let (s, v, _) = call(
         &r,
         "POST",
