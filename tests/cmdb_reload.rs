@@ -91,6 +91,33 @@ async fn cmdb_file_reloads_on_change_and_keeps_state() {
         }
     };
     post(json!({"alertname": "PostgresDown", "job": "postgres", "severity": "critical"})).await;
+    let metrics = async || {
+        reqwest::get(format!("{base}/metrics"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    };
+    // Open incidents by impacted service: the database outage hurts the
+    // shop; only catalog services (and `none`) have series.
+    let open_in = |text: &str, service: &str| -> i64 {
+        text.lines()
+            .filter(|l| {
+                l.starts_with("incidentd_incidents_open{")
+                    && l.contains(&format!("service=\"{service}\""))
+                    && l.contains("state=\"open\"")
+            })
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<i64>().ok())
+            .sum()
+    };
+    wait_for("the shop's open incident in the gauges", async || {
+        open_in(&metrics().await, "shop") == 1
+    })
+    .await;
+    let text = metrics().await;
+    assert_eq!(open_in(&text, "none"), 0, "{text}");
+    assert!(!text.contains("service=\"blog\""), "{text}");
 
     // Edit the file: a new CI appears without a restart.
     std::fs::write(&cmdb, V2).unwrap();
@@ -113,6 +140,16 @@ async fn cmdb_file_reloads_on_change_and_keeps_state() {
         incidents[0]["alert_fingerprints"].as_array().unwrap().len(),
         2
     );
+    // The new catalog service is exported at once, at 0: the incident's
+    // impact was set when it opened (shop).
+    wait_for("the blog's series in the gauges", async || {
+        metrics().await.contains("service=\"blog\"")
+    })
+    .await;
+    let text = metrics().await;
+    assert_eq!(open_in(&text, "blog"), 0, "{text}");
+    assert_eq!(open_in(&text, "shop"), 1, "{text}");
+    assert_eq!(open_in(&text, "none"), 0, "{text}");
 
     // A broken file keeps the last good CMDB.
     std::fs::write(&cmdb, "cis:\n  - { id: x, depends_on: [nowhere] }\n").unwrap();

@@ -314,6 +314,7 @@ pub fn spawn(
         loose_ops: Vec::new(),
         revoked_ops: Vec::new(),
         flushed: false,
+        gauge_services: Vec::new(),
     };
     tracker.spawn(engine_loop(
         shards,
@@ -373,6 +374,8 @@ struct Shards {
     revoked_ops: Vec<(u32, Vec<StoreOp>)>,
     /// Every engine flushed its coalesced counters in this iteration.
     flushed: bool,
+    /// The services the open-incident gauges were last exported for.
+    gauge_services: Vec<String>,
 }
 
 /// One writer batch: its number, its ops, and whether it carries a flush of
@@ -496,7 +499,7 @@ async fn engine_loop(
                 shards.flush_all();
                 last_flush = Instant::now();
             }
-            update_gauges(&shards, &metrics);
+            update_gauges(&mut shards, &metrics);
         }
         if let Some(batch) = shards.take_batch(&metrics)
             && batch_tx.send(batch).await.is_err()
@@ -638,26 +641,59 @@ fn handle(
     }
 }
 
-fn update_gauges(shards: &Shards, metrics: &Metrics) {
+/// Open incidents by service, priority and state: an incident counts once
+/// for each business service it impacts (so the per-service series do not
+/// add up to the total when incidents impact several), `none` when it
+/// impacts none. Every service of the catalog is exported, at 0 when quiet;
+/// when the catalog changes, series of services no longer in it go.
+fn update_gauges(shards: &mut Shards, metrics: &Metrics) {
     let alerts: usize = shards.engines.values().map(Engine::active_alerts).sum();
     metrics
         .active_alerts
         .set(i64::try_from(alerts).unwrap_or(i64::MAX));
-    let mut counts = [[0i64; 2]; 5];
+    let cmdb = &shards.proto.cmdb;
+    let mut services: Vec<&str> = cmdb.services().iter().map(|s| s.id.as_str()).collect();
+    services.push("none");
+    let index: rustc_hash::FxHashMap<&str, usize> =
+        services.iter().enumerate().map(|(i, s)| (*s, i)).collect();
+    // [service][priority][open=0 / acknowledged=1]
+    let mut counts = vec![[[0i64; 2]; 5]; services.len()];
+    let none = services.len() - 1;
     for inc in shards.engines.values().flat_map(Engine::active_incidents) {
         let p = usize::from(inc.priority.get() - 1);
         let s = usize::from(inc.state == IncidentState::Acknowledged);
-        counts[p][s] += 1;
+        let mut any = false;
+        for svc in &inc.impacted_services {
+            if let Some(&i) = index.get(svc.as_str()) {
+                counts[i][p][s] += 1;
+                any = true;
+            }
+        }
+        if !any {
+            counts[none][p][s] += 1;
+        }
     }
-    for (pi, p) in Priority::ALL.iter().enumerate() {
-        for (si, s) in [IncidentState::Open, IncidentState::Acknowledged]
+    if shards.gauge_services.len() != services.len()
+        || shards
+            .gauge_services
             .iter()
-            .enumerate()
-        {
-            metrics
-                .incidents_open
-                .with_label_values(&["none", p.as_str(), s.as_str()])
-                .set(counts[pi][si]);
+            .zip(&services)
+            .any(|(a, b)| a != b)
+    {
+        metrics.incidents_open.reset();
+        shards.gauge_services = services.iter().map(|s| s.to_string()).collect();
+    }
+    for (svc, by_priority) in services.iter().zip(&counts) {
+        for (pi, p) in Priority::ALL.iter().enumerate() {
+            for (si, s) in [IncidentState::Open, IncidentState::Acknowledged]
+                .iter()
+                .enumerate()
+            {
+                metrics
+                    .incidents_open
+                    .with_label_values(&[svc, p.as_str(), s.as_str()])
+                    .set(by_priority[pi][si]);
+            }
         }
     }
 }
