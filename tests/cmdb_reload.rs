@@ -13,8 +13,8 @@ impl Drop for Daemon {
     }
 }
 
-const V1: &str = "version: 1\nservices: [{ id: shop, tier: 1, owner: team-shop }]\ncis:\n  - { id: db, class: database, match: { job: postgres }, owner: team-dba }\n  - { id: api, class: application, service: shop, match: { service: api }, depends_on: [db] }\n";
-const V2: &str = "version: 1\nservices: [{ id: shop, tier: 1, owner: team-shop }, { id: blog, tier: 3 }]\ncis:\n  - { id: db, class: database, match: { job: postgres }, owner: team-dba }\n  - { id: api, class: application, service: shop, match: { service: api }, depends_on: [db] }\n  - { id: blog-web, class: application, service: blog, match: { service: blog-web }, depends_on: [db] }\n";
+const V1: &str = "version: 1\nservices: [{ id: shop, tier: 1, owner: team-shop, sla: { response: { P1: 15m }, resolution: { P1: 4h } } }]\ncis:\n  - { id: db, class: database, match: { job: postgres }, owner: team-dba }\n  - { id: api, class: application, service: shop, match: { service: api }, depends_on: [db] }\n";
+const V2: &str = "version: 1\nservices: [{ id: shop, tier: 1, owner: team-shop, sla: { response: { P1: 15m }, resolution: { P1: 4h } } }, { id: blog, tier: 3 }]\ncis:\n  - { id: db, class: database, match: { job: postgres }, owner: team-dba }\n  - { id: api, class: application, service: shop, match: { service: api }, depends_on: [db] }\n  - { id: blog-web, class: application, service: blog, match: { service: blog-web }, depends_on: [db] }\n";
 
 async fn get(base: &str, path: &str) -> (u16, Value) {
     match reqwest::get(format!("{base}{path}")).await {
@@ -151,6 +151,27 @@ async fn cmdb_file_reloads_on_change_and_keeps_state() {
     assert_eq!(open_in(&text, "shop"), 1, "{text}");
     assert_eq!(open_in(&text, "none"), 0, "{text}");
 
+    // The incident shows its SLA timers against the shop's P1 targets. Its
+    // alert started on 2026-03-02, so both were breached long ago, at the
+    // instants the targets ran out; nobody acknowledged it.
+    let (s, detail) = get(&base, "/api/v1/incidents/1").await;
+    assert_eq!(s, 200, "{detail}");
+    let sla = &detail["sla"];
+    assert_eq!(sla["response"]["target_seconds"], 900, "{sla}");
+    assert_eq!(sla["response"]["status"], "breached", "{sla}");
+    assert_eq!(
+        sla["response"]["breached_at"], "2026-03-02T08:15:00.000Z",
+        "{sla}"
+    );
+    assert_eq!(sla["resolution"]["target_seconds"], 14400, "{sla}");
+    assert_eq!(
+        sla["resolution"]["breached_at"], "2026-03-02T12:00:00.000Z",
+        "{sla}"
+    );
+    assert_eq!(
+        sla["resolution"]["warned_50_at"], "2026-03-02T10:00:00.000Z",
+        "{sla}"
+    );
     // A broken file keeps the last good CMDB.
     std::fs::write(&cmdb, "cis:\n  - { id: x, depends_on: [nowhere] }\n").unwrap();
     wait_for("the failed reload to be counted", async || {

@@ -568,6 +568,9 @@ async fn list_incidents(
 struct IncidentDetail {
     #[serde(flatten)]
     incident: Incident,
+    /// Response and resolution timers against the service catalog's
+    /// targets, as of this request.
+    sla: crate::slo::sla::IncidentSla,
     timeline: Vec<TimelineEntry>,
     alerts: Vec<AlertView>,
 }
@@ -636,8 +639,14 @@ async fn get_incident(
         .into_iter()
         .map(AlertView::from)
         .collect();
+    let cmdb = match st.cmdb.read() {
+        Ok(g) => g.clone(),
+        Err(poisoned) => poisoned.into_inner().clone(),
+    };
+    let sla = crate::slo::sla::incident_sla(&cmdb, &incident, st.clock.now());
     Ok(Json(IncidentDetail {
         incident,
+        sla,
         timeline,
         alerts,
     }))

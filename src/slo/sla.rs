@@ -8,7 +8,8 @@
 //! disagree, and a restart or a backdated start recomputes them exactly.
 
 use super::{Interval, merge};
-use crate::domain::Timestamp;
+use crate::cmdb::Cmdb;
+use crate::domain::{Incident, Priority, Timestamp};
 use serde::Serialize;
 use std::time::Duration;
 
@@ -117,6 +118,46 @@ pub fn timer(
     }
 }
 
+/// An incident's two timers; `None` where no impacted service sets a
+/// target for its priority.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct IncidentSla {
+    /// Until acknowledged (or resolved, if nobody acknowledged first).
+    pub response: Option<SlaTimer>,
+    /// Until resolved.
+    pub resolution: Option<SlaTimer>,
+}
+
+/// The strictest response and resolution targets among `services` for
+/// `priority` (an incident answers to every service it hurts).
+pub fn targets(
+    cmdb: &Cmdb,
+    services: &[String],
+    priority: Priority,
+) -> (Option<Duration>, Option<Duration>) {
+    let p = usize::from(priority.get() - 1);
+    let mut out: (Option<Duration>, Option<Duration>) = (None, None);
+    for s in services.iter().filter_map(|s| cmdb.service_by_id(s)) {
+        let pick = |cur: Option<Duration>, new: Option<Duration>| match (cur, new) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        out.0 = pick(out.0, s.response.get(p).copied().flatten());
+        out.1 = pick(out.1, s.resolution.get(p).copied().flatten());
+    }
+    out
+}
+
+/// The timers of `inc` at `now`, from the service catalog in `cmdb`.
+pub fn incident_sla(cmdb: &Cmdb, inc: &Incident, now: Timestamp) -> IncidentSla {
+    let (response, resolution) = targets(cmdb, &inc.impacted_services, inc.priority);
+    let responded = inc.acknowledged_at.or(inc.resolved_at);
+    IncidentSla {
+        response: response.map(|t| timer(t, inc.opened_at, responded, &[], now)),
+        resolution: resolution.map(|t| timer(t, inc.opened_at, inc.resolved_at, &[], now)),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -202,6 +243,73 @@ mod tests {
         assert!(t.paused);
         assert_eq!(t.elapsed_seconds, 10 * 60);
         assert_eq!(t.status, SlaStatus::Running);
+    }
+
+    #[test]
+    fn an_incident_answers_to_the_strictest_target_of_its_services() {
+        let cmdb = crate::cmdb::parse_yaml(
+            "test",
+            r#"
+version: 1
+services:
+  - id: shop
+    tier: 1
+    sla:
+      response: { P1: "15m", P2: "30m" }
+      resolution: { P1: "4h" }
+  - id: blog
+    tier: 3
+    sla:
+      response: { P1: "10m" }
+  - id: reports
+    tier: 3
+"#,
+        )
+        .expect("valid CMDB");
+        let p1 = Priority::new(1).expect("P1");
+        let p3 = Priority::new(3).expect("P3");
+        let both = ["shop".to_string(), "blog".to_string()];
+        assert_eq!(targets(&cmdb, &both, p1), (Some(mins(10)), Some(mins(240))));
+        assert_eq!(targets(&cmdb, &both, p3), (None, None));
+        assert_eq!(targets(&cmdb, &["reports".to_string()], p1), (None, None));
+        let mut inc = Incident {
+            id: crate::domain::IncidentId(1),
+            key: "k".into(),
+            state: crate::domain::IncidentState::Acknowledged,
+            priority: p1,
+            impact: crate::domain::Level::HIGH,
+            urgency: crate::domain::Level::HIGH,
+            title: "t".into(),
+            root_ci: None,
+            cis: vec![],
+            impacted_services: both.to_vec(),
+            impact_detail: vec![],
+            assignment_group: None,
+            alert_fingerprints: vec![],
+            alert_count: 1,
+            opened_at: at(0),
+            acknowledged_at: None,
+            acknowledged_by: None,
+            resolved_at: None,
+            updated_at: at(0),
+            reopen_count: 0,
+            flapping: false,
+            rules: vec![],
+            links: crate::domain::Links::default(),
+            signature: None,
+            shard: 0,
+        };
+        // Acknowledged after 12 minutes: the 10-minute response was missed.
+        inc.acknowledged_at = Some(at(12));
+        let sla = incident_sla(&cmdb, &inc, at(60));
+        let response = sla.response.expect("response timer");
+        assert_eq!(
+            (response.status, response.breached_at),
+            (SlaStatus::Breached, Some(at(10)))
+        );
+        let resolution = sla.resolution.expect("resolution timer");
+        assert_eq!(resolution.status, SlaStatus::Running);
+        assert_eq!(resolution.due_at, at(240));
     }
 
     #[test]
