@@ -172,6 +172,61 @@ async fn cmdb_file_reloads_on_change_and_keeps_state() {
         sla["resolution"]["warned_50_at"], "2026-03-02T10:00:00.000Z",
         "{sla}"
     );
+    // The same, as metrics: two running timers, both breached; once
+    // acknowledged, the response timer is counted as completed, breached.
+    let gauge = |text: &str, series: &str| -> Option<f64> {
+        text.lines()
+            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+    };
+    wait_for("the SLA gauges", async || {
+        let text = metrics().await;
+        gauge(
+            &text,
+            r#"incidentd_sla_active{sla="response",status="breached"}"#,
+        ) == Some(1.0)
+            && gauge(
+                &text,
+                r#"incidentd_sla_active{sla="resolution",status="breached"}"#,
+            ) == Some(1.0)
+    })
+    .await;
+    let r = client
+        .post(format!("{base}/api/v1/incidents/1/ack"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    wait_for("the response timer to stop", async || {
+        let text = metrics().await;
+        gauge(
+            &text,
+            r#"incidentd_sla_active{sla="response",status="breached"}"#,
+        ) == Some(0.0)
+    })
+    .await;
+    let text = metrics().await;
+    assert_eq!(
+        gauge(
+            &text,
+            r#"incidentd_sla_completed_total{outcome="breached",sla="response"}"#
+        ),
+        Some(1.0),
+        "{text}"
+    );
+    assert_eq!(
+        gauge(
+            &text,
+            r#"incidentd_sla_completed_total{outcome="met",sla="response"}"#
+        ),
+        Some(0.0),
+        "{text}"
+    );
+    // Both alerts were bound to their CIs by match labels.
+    assert_eq!(
+        gauge(&text, r#"incidentd_alerts_bound_total{how="match"}"#),
+        Some(2.0),
+        "{text}"
+    );
     // A broken file keeps the last good CMDB.
     std::fs::write(&cmdb, "cis:\n  - { id: x, depends_on: [nowhere] }\n").unwrap();
     wait_for("the failed reload to be counted", async || {

@@ -102,6 +102,8 @@ pub struct Stats {
     pub problems_opened: u64,
     /// New alerts by binding: ci label, match labels, hostname, unbound.
     pub bound: [u64; 4],
+    /// SLA timers that stopped: [response, resolution] × [met, breached].
+    pub sla_completed: [[u64; 2]; 2],
 }
 
 /// What one ingest call did, and which store batch its sender must wait for.
@@ -741,6 +743,8 @@ impl Engine {
         }
         t.inc.state = IncidentState::Acknowledged;
         t.inc.acknowledged_at = Some(now);
+        let sla = crate::slo::sla::incident_sla(&self.cmdb, &t.inc, now);
+        count_sla(&mut self.stats, 0, sla.response.as_ref());
         self.acked_after.push(seconds_between(t.inc.opened_at, now));
         t.inc.acknowledged_by = Some(actor.to_string());
         self.timeline(
@@ -789,9 +793,16 @@ impl Engine {
         let Some(t) = self.incidents.get_mut(&id) else {
             return;
         };
+        let unanswered = t.inc.acknowledged_at.is_none();
         t.inc.state = IncidentState::Resolved;
         t.inc.resolved_at = Some(at);
         t.resolved_seen = Some(now);
+        let sla = crate::slo::sla::incident_sla(&self.cmdb, &t.inc, now);
+        if unanswered {
+            // Resolved before anyone acknowledged: that was the response.
+            count_sla(&mut self.stats, 0, sla.response.as_ref());
+        }
+        count_sla(&mut self.stats, 1, sla.resolution.as_ref());
         self.resolved_after
             .push(seconds_between(t.inc.opened_at, at));
         if let Some(due) = t.resolve_due.take() {
@@ -963,6 +974,14 @@ impl Engine {
                 });
             }
         }
+    }
+}
+
+/// Count a stopped SLA timer (`which`: 0 response, 1 resolution).
+fn count_sla(stats: &mut Stats, which: usize, timer: Option<&crate::slo::sla::SlaTimer>) {
+    if let Some(t) = timer {
+        let breached = t.status == crate::slo::sla::SlaStatus::Breached;
+        stats.sla_completed[which][usize::from(breached)] += 1;
     }
 }
 

@@ -499,7 +499,7 @@ async fn engine_loop(
                 shards.flush_all();
                 last_flush = Instant::now();
             }
-            update_gauges(&mut shards, &metrics);
+            update_gauges(&mut shards, &metrics, now);
         }
         if let Some(batch) = shards.take_batch(&metrics)
             && batch_tx.send(batch).await.is_err()
@@ -646,7 +646,7 @@ fn handle(
 /// add up to the total when incidents impact several), `none` when it
 /// impacts none. Every service of the catalog is exported, at 0 when quiet;
 /// when the catalog changes, series of services no longer in it go.
-fn update_gauges(shards: &mut Shards, metrics: &Metrics) {
+fn update_gauges(shards: &mut Shards, metrics: &Metrics, now: crate::domain::Timestamp) {
     let alerts: usize = shards.engines.values().map(Engine::active_alerts).sum();
     metrics
         .active_alerts
@@ -659,7 +659,27 @@ fn update_gauges(shards: &mut Shards, metrics: &Metrics) {
     // [service][priority][open=0 / acknowledged=1]
     let mut counts = vec![[[0i64; 2]; 5]; services.len()];
     let none = services.len() - 1;
+    // [response, resolution][running, warning50, warning75, breached]
+    let mut sla = [[0i64; 4]; 2];
     for inc in shards.engines.values().flat_map(Engine::active_incidents) {
+        use crate::slo::sla::SlaStatus;
+        let timers = crate::slo::sla::incident_sla(cmdb, inc, now);
+        // An active incident's response timer stopped once acknowledged;
+        // its resolution timer runs until it is resolved.
+        let running = [
+            timers.response.filter(|_| inc.acknowledged_at.is_none()),
+            timers.resolution,
+        ];
+        for (k, t) in running.iter().enumerate() {
+            let status = match t.as_ref().map(|t| t.status) {
+                Some(SlaStatus::Running) => 0,
+                Some(SlaStatus::Warning50) => 1,
+                Some(SlaStatus::Warning75) => 2,
+                Some(SlaStatus::Breached) => 3,
+                Some(SlaStatus::Met) | None => continue,
+            };
+            sla[k][status] += 1;
+        }
         let p = usize::from(inc.priority.get() - 1);
         let s = usize::from(inc.state == IncidentState::Acknowledged);
         let mut any = false;
@@ -682,6 +702,14 @@ fn update_gauges(shards: &mut Shards, metrics: &Metrics) {
     {
         metrics.incidents_open.reset();
         shards.gauge_services = services.iter().map(|s| s.to_string()).collect();
+    }
+    for (k, sla_kind) in crate::telemetry::SLA_KINDS.iter().enumerate() {
+        for (j, status) in crate::telemetry::SLA_ACTIVE_STATUSES.iter().enumerate() {
+            metrics
+                .sla_active
+                .with_label_values(&[sla_kind, status])
+                .set(sla[k][j]);
+        }
     }
     for (svc, by_priority) in services.iter().zip(&counts) {
         for (pi, p) in Priority::ALL.iter().enumerate() {

@@ -48,6 +48,8 @@ pub struct Metrics {
     pub cmdb_cis: IntGauge,
     pub cmdb_reloads: IntCounterVec,
     pub alerts_bound: IntCounterVec,
+    pub sla_completed: IntCounterVec,
+    pub sla_active: IntGaugeVec,
     pub shards_owned: IntGauge,
     pub kafka: KafkaMetrics,
 }
@@ -65,6 +67,14 @@ pub struct KafkaMetrics {
     pub published: IntCounterVec,
     pub batch_seconds: Histogram,
 }
+
+/// `Stats::bound` in order.
+const BOUND_HOW: [&str; 4] = ["ci_label", "match", "hostname", "unbound"];
+/// `Stats::sla_completed` in order.
+pub const SLA_KINDS: [&str; 2] = ["response", "resolution"];
+const SLA_OUTCOMES: [&str; 2] = ["met", "breached"];
+/// Statuses of a running SLA timer (`incidentd_sla_active`).
+pub const SLA_ACTIVE_STATUSES: [&str; 4] = ["running", "warning50", "warning75", "breached"];
 
 /// Incident lifecycle buckets, 1 minute to 3 days: on-call response is
 /// minutes, resolution up to days.
@@ -274,6 +284,22 @@ impl Metrics {
                 "New alerts by how they were bound to a CI (ci_label, match, hostname, unbound).",
                 &["how"],
             ),
+            sla_completed: counter_vec(
+                "incidentd_sla_completed_total",
+                "SLA timers that stopped (acknowledged / resolved), by timer and outcome.",
+                &["sla", "outcome"],
+            ),
+            sla_active: reg(
+                &r,
+                IntGaugeVec::new(
+                    Opts::new(
+                        "incidentd_sla_active",
+                        "Running SLA timers of active incidents, by timer and status.",
+                    ),
+                    &["sla", "status"],
+                )
+                .expect("valid metric"),
+            ),
             shards_owned: reg(
                 &r,
                 IntGauge::new(
@@ -369,8 +395,16 @@ impl Metrics {
         for outcome in ["success", "failure"] {
             m.kafka.published.with_label_values(&[outcome]);
         }
-        for how in ["ci_label", "match", "hostname", "unbound"] {
+        for how in BOUND_HOW {
             m.alerts_bound.with_label_values(&[how]);
+        }
+        for sla in SLA_KINDS {
+            for outcome in SLA_OUTCOMES {
+                m.sla_completed.with_label_values(&[sla, outcome]);
+            }
+            for status in SLA_ACTIVE_STATUSES {
+                m.sla_active.with_label_values(&[sla, status]);
+            }
         }
         for p in Priority::ALL {
             for s in [IncidentState::Open, IncidentState::Acknowledged] {
@@ -424,6 +458,22 @@ impl Metrics {
             .inc_by(d(prev.flapping_detected, now.flapping_detected));
         self.rule_errors
             .inc_by(d(prev.rule_errors, now.rule_errors));
+        self.incidents_merged
+            .inc_by(d(prev.incidents_merged, now.incidents_merged));
+        self.problems_opened
+            .inc_by(d(prev.problems_opened, now.problems_opened));
+        for (i, how) in BOUND_HOW.iter().enumerate() {
+            self.alerts_bound
+                .with_label_values(&[how])
+                .inc_by(d(prev.bound[i], now.bound[i]));
+        }
+        for (i, sla) in SLA_KINDS.iter().enumerate() {
+            for (j, outcome) in SLA_OUTCOMES.iter().enumerate() {
+                self.sla_completed
+                    .with_label_values(&[sla, outcome])
+                    .inc_by(d(prev.sla_completed[i][j], now.sla_completed[i][j]));
+            }
+        }
     }
 
     pub fn render(&self) -> String {
