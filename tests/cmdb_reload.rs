@@ -172,6 +172,44 @@ async fn cmdb_file_reloads_on_change_and_keeps_state() {
         sla["resolution"]["warned_50_at"], "2026-03-02T10:00:00.000Z",
         "{sla}"
     );
+    // And on the timeline, once each, at the instants they were passed.
+    let sla_entries = |detail: &Value| -> Vec<(String, String)> {
+        detail["timeline"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["kind"].as_str().unwrap_or_default().starts_with("sla_"))
+            .map(|e| {
+                (
+                    e["kind"].as_str().unwrap().to_string(),
+                    e["at"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect()
+    };
+    wait_for("the SLA entries on the timeline", async || {
+        sla_entries(&get(&base, "/api/v1/incidents/1").await.1).len() >= 6
+    })
+    .await;
+    let (_, detail) = get(&base, "/api/v1/incidents/1").await;
+    let entries = sla_entries(&detail);
+    let want: Vec<(String, String)> = [
+        ("sla_warning", "2026-03-02T08:07:30.000Z"),
+        ("sla_warning", "2026-03-02T08:11:15.000Z"),
+        ("sla_breached", "2026-03-02T08:15:00.000Z"),
+        ("sla_warning", "2026-03-02T10:00:00.000Z"),
+        ("sla_warning", "2026-03-02T11:00:00.000Z"),
+        ("sla_breached", "2026-03-02T12:00:00.000Z"),
+    ]
+    .iter()
+    .map(|(k, a)| (k.to_string(), a.to_string()))
+    .collect();
+    let mut sorted = entries.clone();
+    sorted.sort_by(|a, b| a.1.cmp(&b.1));
+    assert_eq!(sorted, want, "{detail}");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let (_, again) = get(&base, "/api/v1/incidents/1").await;
+    assert_eq!(sla_entries(&again).len(), 6, "recorded once: {again}");
     // The same, as metrics: two running timers, both breached; once
     // acknowledged, the response timer is counted as completed, breached.
     let gauge = |text: &str, series: &str| -> Option<f64> {

@@ -138,6 +138,7 @@ fn incident(id: i64, state: IncidentState, count: u64) -> Incident {
         links: Links::default(),
         signature: None,
         shard: 0,
+        sla_marks: Vec::new(),
     }
 }
 

@@ -263,6 +263,10 @@ pub enum TimelineKind {
     Problem,
     /// Impacted services changed.
     Impact,
+    /// An SLA timer passed 50 % or 75 % of its target.
+    SlaWarning,
+    /// An SLA timer passed its target.
+    SlaBreached,
 }
 
 impl TimelineKind {
@@ -284,6 +288,8 @@ impl TimelineKind {
             TimelineKind::ChangeRelated => "change_related",
             TimelineKind::Problem => "problem",
             TimelineKind::Impact => "impact",
+            TimelineKind::SlaWarning => "sla_warning",
+            TimelineKind::SlaBreached => "sla_breached",
         }
     }
 }
@@ -367,4 +373,9 @@ pub struct Incident {
     /// Kafka, the topic partition whose engine keeps it (see `ingest::kafka`).
     #[serde(default)]
     pub shard: u32,
+    /// SLA thresholds already put on the timeline (`response_50`,
+    /// `resolution_breached`, …), so each is recorded once, also across
+    /// restarts (stored with the incident, not shown by the API).
+    #[serde(skip)]
+    pub sla_marks: Vec<String>,
 }

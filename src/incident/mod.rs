@@ -461,6 +461,55 @@ impl Engine {
         self.incidents.get(&id).map(|t| &t.inc)
     }
 
+    /// Put the SLA thresholds active incidents have passed on their
+    /// timelines, each once (the marks are stored with the incident), at
+    /// the instant it was passed.
+    fn check_sla(&mut self, now: Timestamp) {
+        use crate::slo::sla::incident_sla;
+        const MARKS: [[&str; 3]; 2] = [
+            ["response_50", "response_75", "response_breached"],
+            ["resolution_50", "resolution_75", "resolution_breached"],
+        ];
+        let mut due: Vec<(IncidentId, usize, usize, Timestamp, u64)> = Vec::new();
+        for (id, t) in &self.incidents {
+            if !t.inc.state.is_active() {
+                continue;
+            }
+            let sla = incident_sla(&self.cmdb, &t.inc, now);
+            for (k, timer) in [sla.response, sla.resolution].into_iter().enumerate() {
+                let Some(timer) = timer else { continue };
+                let passed = [timer.warned_50_at, timer.warned_75_at, timer.breached_at];
+                for (j, at) in passed.into_iter().enumerate() {
+                    if let Some(at) = at
+                        && !t.inc.sla_marks.iter().any(|m| m == MARKS[k][j])
+                    {
+                        due.push((*id, k, j, at, timer.target_seconds));
+                    }
+                }
+            }
+        }
+        for (id, k, j, at, target) in due {
+            let what = ["response", "resolution"][k];
+            let target = crate::slo::sla::format_target(target);
+            let (kind, message) = if j == 2 {
+                (
+                    TimelineKind::SlaBreached,
+                    format!("SLA {what} target of {target} breached"),
+                )
+            } else {
+                (
+                    TimelineKind::SlaWarning,
+                    format!("SLA {what}: {} % of the {target} target used", [50, 75][j]),
+                )
+            };
+            self.timeline(id, at, kind, message, None);
+            if let Some(t) = self.incidents.get_mut(&id) {
+                t.inc.sla_marks.push(MARKS[k][j].to_string());
+            }
+            self.save_incident(id, now);
+        }
+    }
+
     /// Times to acknowledge and to resolve recorded since the last call.
     pub fn take_lifecycle(&mut self) -> (Vec<f64>, Vec<f64>) {
         (
@@ -921,6 +970,7 @@ impl Engine {
                 );
             }
         }
+        self.check_sla(now);
         // Sweeping walks every alert: do it every 30 s of engine time, not
         // on every tick (replay ticks once per body).
         if self.last_sweep != Timestamp::MIN && now.since(self.last_sweep) < SWEEP_EVERY {

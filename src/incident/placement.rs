@@ -309,6 +309,7 @@ impl Engine {
             links: Links::default(),
             signature: None,
             shard: self.shard,
+            sla_marks: Vec::new(),
         };
         self.incidents.insert(id, Tracked::new(inc, None, at));
         self.add_key(id, key);

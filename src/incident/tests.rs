@@ -324,3 +324,84 @@ fn restore_rebuilds_state_and_ids() {
         "ids continue after the stored maximum"
     );
 }
+
+/// SLA thresholds go on the timeline once, at the instant they were passed,
+/// and a restarted engine (built from the store) does not record them again.
+#[tokio::test]
+async fn sla_marks_are_recorded_once_also_across_restarts() {
+    use crate::store::Store;
+    let cmdb = Arc::new(
+        crate::cmdb::parse_yaml(
+            "test",
+            r#"
+version: 1
+services:
+  - id: shop
+    tier: 1
+    sla:
+      response: { P1: "10m", P2: "10m", P3: "10m", P4: "10m", P5: "10m" }
+cis:
+  - id: api
+    class: application
+    service: shop
+"#,
+        )
+        .expect("valid CMDB"),
+    );
+    let store = crate::store::SqliteStore::in_memory().await.unwrap();
+    let mut e = engine();
+    e.set_cmdb(cmdb.clone());
+    e.ingest(
+        vec![firing(&[("alertname", "Down"), ("ci", "api")], 0)],
+        at(0),
+    );
+    e.tick(at(6));
+    let sla_entries = |ops: &[StoreOp]| -> Vec<(TimelineKind, Timestamp)> {
+        ops.iter()
+            .filter_map(|o| match o {
+                StoreOp::Timeline { entry, .. }
+                    if matches!(
+                        entry.kind,
+                        TimelineKind::SlaWarning | TimelineKind::SlaBreached
+                    ) =>
+                {
+                    Some((entry.kind, entry.at))
+                }
+                _ => None,
+            })
+            .collect()
+    };
+    let (_, ops) = e.take_batch().unwrap();
+    // 50 % of 10 minutes passed at minute 5; 75 % not yet.
+    assert_eq!(sla_entries(&ops), vec![(TimelineKind::SlaWarning, at(5))]);
+    store.apply(&ops).await.unwrap();
+    e.tick(at(20));
+    let (_, ops) = e.take_batch().unwrap();
+    assert_eq!(
+        sla_entries(&ops),
+        vec![
+            (TimelineKind::SlaWarning, Timestamp(at(7).0 + 30_000)),
+            (TimelineKind::SlaBreached, at(10)),
+        ]
+    );
+    store.apply(&ops).await.unwrap();
+    e.tick(at(21));
+    assert!(
+        e.take_batch()
+            .is_none_or(|(_, ops)| sla_entries(&ops).is_empty())
+    );
+    // Restart: the marks come back with the incident.
+    let snap = store
+        .load_state(None, Timestamp(0), Timestamp(0), Timestamp(0))
+        .await
+        .unwrap();
+    let mut again = engine();
+    again.set_cmdb(cmdb);
+    again.restore(snap, at(30));
+    again.tick(at(31));
+    assert!(
+        again
+            .take_batch()
+            .is_none_or(|(_, ops)| sla_entries(&ops).is_empty())
+    );
+}

@@ -118,6 +118,17 @@ pub fn timer(
     }
 }
 
+/// A target as the catalog would write it: `15m`, `4h`, `1d`, `90s`.
+pub fn format_target(secs: u64) -> String {
+    match secs {
+        0 => "0s".to_string(),
+        s if s % 86_400 == 0 => format!("{}d", s / 86_400),
+        s if s % 3600 == 0 => format!("{}h", s / 3600),
+        s if s % 60 == 0 => format!("{}m", s / 60),
+        s => format!("{s}s"),
+    }
+}
+
 /// An incident's two timers; `None` where no impacted service sets a
 /// target for its priority.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -298,6 +309,7 @@ services:
             links: crate::domain::Links::default(),
             signature: None,
             shard: 0,
+            sla_marks: Vec::new(),
         };
         // Acknowledged after 12 minutes: the 10-minute response was missed.
         inc.acknowledged_at = Some(at(12));

@@ -26,6 +26,8 @@ pub(super) struct Extra {
     impact_detail: Vec<ServiceImpact>,
     #[serde(default)]
     signature: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    sla_marks: Vec<String>,
 }
 
 /// `incidents.extra` of an incident, as JSON text.
@@ -37,6 +39,7 @@ pub(super) fn extra_json(inc: &Incident) -> String {
         links: inc.links.clone(),
         impact_detail: inc.impact_detail.clone(),
         signature: inc.signature.clone(),
+        sla_marks: inc.sla_marks.clone(),
     })
 }
 
@@ -179,6 +182,7 @@ pub(super) fn incident_from_row(r: &impl Cols) -> Result<Incident, StoreError> {
         rules: extra.rules,
         links: extra.links,
         signature: extra.signature,
+        sla_marks: extra.sla_marks,
         shard: u32::try_from(r.int("shard")?).unwrap_or(0),
     })
 }
