@@ -245,7 +245,7 @@ pub async fn start(cfg: &Config, clock: Arc<dyn Clock>) -> Result<Running> {
             ));
             tracing::info!(brokers = %k.brokers, group = %k.group_id, topics = ?k.topics.iter().map(|t| &t.name).collect::<Vec<_>>(), distributed = publisher.is_some(), "kafka source started");
             let forwarder = Arc::new(
-                crate::ingest::Forwarder::new(k, metrics.clone())
+                crate::ingest::Forwarder::new(k, publisher.as_deref(), metrics.clone())
                     .context("starting the Kafka command producer")?,
             );
             (Some(source), publisher, Some(forwarder))

@@ -730,6 +730,9 @@ fn update_gauges(shards: &mut Shards, metrics: &Metrics, now: crate::domain::Tim
 /// enough that a waiting change batch is never stuck behind a long commit.
 const COUNTER_CHUNK: usize = 2_000;
 
+/// Ops coalesced into one transaction at most (per writer round or lane).
+const MAX_COMMIT_OPS: usize = 50_000;
+
 /// Longest that queued counters wait while change batches keep coming.
 const COUNTER_MAX_DELAY: Duration = Duration::from_millis(200);
 
@@ -834,7 +837,7 @@ async fn writer_loop(
             }
         };
         absorb(first, &mut ops);
-        while ops.len() < 50_000 {
+        while ops.len() < MAX_COMMIT_OPS {
             match rx.try_recv() {
                 Ok(more) => {
                     seq = more.seq;
@@ -979,7 +982,7 @@ async fn lanes_writer_loop(
 }
 
 /// One lane: commit queued work in order, coalescing what is queued into
-/// one transaction (up to 50,000 ops), retrying until it succeeds.
+/// one transaction (up to `MAX_COMMIT_OPS`), retrying until it succeeds.
 async fn lane_loop(
     k: usize,
     store: DynStore,
@@ -992,7 +995,7 @@ async fn lane_loop(
     while let Some(first) = rx.recv().await {
         let mut seq = first.seq;
         let mut ops = first.ops;
-        while ops.len() < 50_000 {
+        while ops.len() < MAX_COMMIT_OPS {
             match rx.try_recv() {
                 Ok(more) => {
                     seq = more.seq;

@@ -254,9 +254,19 @@ pub struct Forwarder {
 }
 
 impl Forwarder {
-    pub fn new(cfg: &KafkaConfig, metrics: Metrics) -> Result<Forwarder, KafkaError> {
+    /// `shared`: the publisher's producer in distributed mode (one client,
+    /// one set of broker connections); otherwise one of its own.
+    pub fn new(
+        cfg: &KafkaConfig,
+        shared: Option<&Publisher>,
+        metrics: Metrics,
+    ) -> Result<Forwarder, KafkaError> {
+        let producer = match shared {
+            Some(p) => p.producer.clone(),
+            None => producer_config(cfg).create()?,
+        };
         Ok(Forwarder {
-            producer: producer_config(cfg).create()?,
+            producer,
             topics: cfg.topics.iter().map(|t| t.name.clone()).collect(),
             timeout: cfg.produce_timeout,
             metrics,
