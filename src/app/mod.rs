@@ -14,6 +14,7 @@ use crate::ingest::kafka::{SourceDeps, Windows};
 use crate::ingest::{KafkaSource, Publisher};
 use crate::normalize;
 use crate::rules::RuleSet;
+use crate::slo::export::SloExporter;
 use crate::store::{
     DynStore, IncidentQuery, PgStore, SqliteOptions, SqliteStore, StateFilter, Store,
 };
@@ -252,6 +253,21 @@ pub async fn start(cfg: &Config, clock: Arc<dyn Clock>) -> Result<Running> {
         }
     };
     let shared_cmdb: SharedCmdb = Arc::new(std::sync::RwLock::new(cmdb));
+    let slo = Arc::new(SloExporter::new(now, metrics.slo.clone()));
+    if let Err(e) = slo
+        .refresh(&store, &shared_cmdb, &cfg.slo.priorities, now)
+        .await
+    {
+        metrics.slo.refresh_failures.inc();
+        tracing::warn!(error = %e, "reading SLO downtime from the store");
+    }
+    tracker.spawn(slo.clone().run(
+        store.clone(),
+        shared_cmdb.clone(),
+        cfg.slo.clone(),
+        clock.clone(),
+        cancel.clone(),
+    ));
     let state = Arc::new(AppState {
         cmdb: shared_cmdb.clone(),
         engine: handle.clone(),
@@ -280,6 +296,7 @@ pub async fn start(cfg: &Config, clock: Arc<dyn Clock>) -> Result<Running> {
         kafka: kafka_source,
         forwarder,
         forward_wait: cfg.request_timeout,
+        slo,
     });
     let router = api::router(state).layer(tower_http::timeout::TimeoutLayer::with_status_code(
         axum::http::StatusCode::SERVICE_UNAVAILABLE,

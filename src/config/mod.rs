@@ -43,6 +43,7 @@ pub struct RawConfig {
     pub correlation: RawCorrelation,
     pub changes: RawChanges,
     pub problems: RawProblems,
+    pub slo: RawSlo,
     pub cmdb: RawCmdb,
     pub kafka: Option<RawKafka>,
 }
@@ -89,6 +90,13 @@ pub struct RawProblems {
     pub threshold: Option<u32>,
     pub period: Option<String>,
     pub similar_limit: Option<u32>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawSlo {
+    pub priorities: Option<Vec<String>>,
+    pub refresh: Option<String>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -284,6 +292,26 @@ pub struct Config {
     pub changes_refresh: Duration,
     pub flush_interval: Duration,
     pub engine: EngineConfig,
+    pub slo: SloConfig,
+}
+
+/// How SLO downtime is read from the incident record.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SloConfig {
+    /// Incidents of these priorities count as downtime of the services
+    /// they impact.
+    pub priorities: Vec<Priority>,
+    /// How often the downtime intervals are re-read from the store.
+    pub refresh: Duration,
+}
+
+impl Default for SloConfig {
+    fn default() -> Self {
+        SloConfig {
+            priorities: Priority::ALL[..2].to_vec(),
+            refresh: Duration::from_secs(5),
+        }
+    }
 }
 
 /// Command-line values that override the file.
@@ -476,6 +504,7 @@ pub fn validate(raw: RawConfig, o: &Overrides) -> Result<Config, Vec<FieldError>
             d.matrix.clone()
         }),
     };
+    let slo = slo(&mut errs, &raw.slo);
     let threshold = raw.problems.threshold.unwrap_or(3);
     let engine = EngineConfig {
         correlation_window: duration(
@@ -604,7 +633,46 @@ pub fn validate(raw: RawConfig, o: &Overrides) -> Result<Config, Vec<FieldError>
         changes_refresh,
         flush_interval,
         engine,
+        slo,
     })
+}
+
+fn slo(errs: &mut Vec<FieldError>, raw: &RawSlo) -> SloConfig {
+    let d = SloConfig::default();
+    let refresh = duration(errs, "slo.refresh", &raw.refresh, d.refresh);
+    if refresh.is_zero() {
+        errs.push(FieldError {
+            field: "slo.refresh".into(),
+            message: "must be positive".into(),
+        });
+    }
+    let priorities = match &raw.priorities {
+        None => d.priorities,
+        Some(list) => {
+            let mut out = Vec::new();
+            for (i, p) in list.iter().enumerate() {
+                match Priority::parse(p) {
+                    Some(p) if !out.contains(&p) => out.push(p),
+                    Some(_) => {}
+                    None => errs.push(FieldError {
+                        field: format!("slo.priorities[{i}]"),
+                        message: format!("must be one of P1..P5, got {p:?}"),
+                    }),
+                }
+            }
+            if out.is_empty() && list.is_empty() {
+                errs.push(FieldError {
+                    field: "slo.priorities".into(),
+                    message: "must name at least one priority".into(),
+                });
+            }
+            out
+        }
+    };
+    SloConfig {
+        priorities,
+        refresh,
+    }
 }
 
 fn store_backend(errs: &mut Vec<FieldError>, cli: Option<&str>, raw: &RawStore) -> StoreBackend {

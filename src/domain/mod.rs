@@ -379,3 +379,38 @@ pub struct Incident {
     #[serde(skip)]
     pub sla_marks: Vec<String>,
 }
+
+#[cfg(test)]
+impl Incident {
+    /// An open P3 incident with nothing in it, for tests to adjust.
+    pub fn test_default() -> Incident {
+        Incident {
+            id: IncidentId(1),
+            key: "k".into(),
+            state: IncidentState::Open,
+            priority: Priority::ALL[2],
+            impact: Level::HIGH,
+            urgency: Level::HIGH,
+            title: "t".into(),
+            root_ci: None,
+            cis: vec![],
+            impacted_services: vec![],
+            impact_detail: vec![],
+            assignment_group: None,
+            alert_fingerprints: vec![],
+            alert_count: 1,
+            opened_at: Timestamp(0),
+            acknowledged_at: None,
+            acknowledged_by: None,
+            resolved_at: None,
+            updated_at: Timestamp(0),
+            reopen_count: 0,
+            flapping: false,
+            rules: vec![],
+            links: Links::default(),
+            signature: None,
+            shard: 0,
+            sla_marks: Vec::new(),
+        }
+    }
+}

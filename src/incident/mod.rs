@@ -83,6 +83,17 @@ pub enum EngineError {
 }
 
 /// Counters for `/metrics`; monotonic.
+/// Durations the engine measured, drained into histograms after each batch.
+#[derive(Debug, Default)]
+pub struct Observations {
+    /// Opening to acknowledgement (MTTA).
+    pub acked_after: Vec<f64>,
+    /// Opening to resolution (MTTR).
+    pub resolved_after: Vec<f64>,
+    /// One rule-set evaluation each.
+    pub rule_seconds: Vec<f64>,
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Stats {
     pub received: u64,
@@ -198,6 +209,10 @@ pub struct Engine {
     /// `take_lifecycle` (for the MTTA / MTTR histograms).
     acked_after: Vec<f64>,
     resolved_after: Vec<f64>,
+    /// Seconds each rule evaluation took since the last `take_lifecycle`.
+    /// Measured with the monotonic clock for telemetry only: no decision
+    /// depends on it, so replay stays deterministic.
+    rule_seconds: Vec<f64>,
     /// Incidents changed in the current batch.
     upserts: FxHashSet<IncidentId>,
     /// Engine time of the last memory sweep.
@@ -273,6 +288,7 @@ impl Engine {
             dirty_incidents: FxHashSet::default(),
             acked_after: Vec::new(),
             resolved_after: Vec::new(),
+            rule_seconds: Vec::new(),
             upserts: FxHashSet::default(),
             last_sweep: Timestamp::MIN,
             stats: Stats::default(),
@@ -510,12 +526,13 @@ impl Engine {
         }
     }
 
-    /// Times to acknowledge and to resolve recorded since the last call.
-    pub fn take_lifecycle(&mut self) -> (Vec<f64>, Vec<f64>) {
-        (
-            std::mem::take(&mut self.acked_after),
-            std::mem::take(&mut self.resolved_after),
-        )
+    /// Durations recorded since the last call, for the histograms.
+    pub fn take_lifecycle(&mut self) -> Observations {
+        Observations {
+            acked_after: std::mem::take(&mut self.acked_after),
+            resolved_after: std::mem::take(&mut self.resolved_after),
+            rule_seconds: std::mem::take(&mut self.rule_seconds),
+        }
     }
 
     /// Ops produced since the last call, as batch `seq`.

@@ -86,12 +86,14 @@ impl Engine {
             }
         });
         let facts = self.facts_for(&st.key);
+        let started = std::time::Instant::now();
         let decision = self.rules.evaluate(&RuleInput {
             alert,
             ci: ci_facts.as_ref(),
             service: service_facts.as_ref(),
             incident: facts.as_ref(),
         });
+        self.rule_seconds.push(started.elapsed().as_secs_f64());
         for (rule, err) in &decision.errors {
             self.stats.rule_errors += 1;
             tracing::warn!(rule = %rule, error = %err, "rule condition failed; treated as not matched");

@@ -418,8 +418,7 @@ impl Shards {
             {
                 groups.push((*shard, more));
             }
-            let (acked, resolved) = e.take_lifecycle();
-            metrics.observe_lifecycle(&acked, &resolved);
+            metrics.observe(&e.take_lifecycle());
             let prev = self.prev.entry(*shard).or_default();
             metrics.sync_engine(prev, &e.stats);
             *prev = e.stats.clone();
@@ -629,8 +628,7 @@ fn handle(
                 if let Some((_, ops)) = e.take_batch() {
                     shards.revoked_ops.push((shard, ops));
                 }
-                let (acked, resolved) = e.take_lifecycle();
-                metrics.observe_lifecycle(&acked, &resolved);
+                metrics.observe(&e.take_lifecycle());
                 let prev = shards.prev.remove(&shard).unwrap_or_default();
                 metrics.sync_engine(&prev, &e.stats);
                 tracing::info!(shard, "shard revoked; state flushed");
@@ -661,6 +659,8 @@ fn update_gauges(shards: &mut Shards, metrics: &Metrics, now: crate::domain::Tim
     let none = services.len() - 1;
     // [response, resolution][running, warning50, warning75, breached]
     let mut sla = [[0i64; 4]; 2];
+    // [priority][open=0 / acknowledged=1], each incident once.
+    let mut totals = [[0i64; 2]; 5];
     for inc in shards.engines.values().flat_map(Engine::active_incidents) {
         use crate::slo::sla::SlaStatus;
         let timers = crate::slo::sla::incident_sla(cmdb, inc, now);
@@ -682,6 +682,7 @@ fn update_gauges(shards: &mut Shards, metrics: &Metrics, now: crate::domain::Tim
         }
         let p = usize::from(inc.priority.get() - 1);
         let s = usize::from(inc.state == IncidentState::Acknowledged);
+        totals[p][s] += 1;
         let mut any = false;
         for svc in &inc.impacted_services {
             if let Some(&i) = index.get(svc.as_str()) {
@@ -709,6 +710,17 @@ fn update_gauges(shards: &mut Shards, metrics: &Metrics, now: crate::domain::Tim
                 .sla_active
                 .with_label_values(&[sla_kind, status])
                 .set(sla[k][j]);
+        }
+    }
+    for (pi, p) in Priority::ALL.iter().enumerate() {
+        for (si, s) in [IncidentState::Open, IncidentState::Acknowledged]
+            .iter()
+            .enumerate()
+        {
+            metrics
+                .incidents_active
+                .with_label_values(&[p.as_str(), s.as_str()])
+                .set(totals[pi][si]);
         }
     }
     for (svc, by_priority) in services.iter().zip(&counts) {
@@ -1158,6 +1170,9 @@ mod tests {
         }
         fn get_incident(&self, id: IncidentId) -> Fut<'_, Option<Incident>> {
             self.0.get_incident(id)
+        }
+        fn slo_incidents(&self, since: Timestamp, worst: Priority) -> Fut<'_, Vec<Incident>> {
+            self.0.slo_incidents(since, worst)
         }
         fn timeline(&self, id: IncidentId) -> Fut<'_, Vec<TimelineEntry>> {
             self.0.timeline(id)

@@ -8,9 +8,13 @@
 //! maintenance windows counts neither as bad nor as valid. Everything is in
 //! milliseconds internally and reported in seconds.
 
+pub mod export;
 pub mod sla;
 
-use crate::domain::Timestamp;
+use crate::change::ChangeRecord;
+use crate::cmdb::Cmdb;
+use crate::domain::{Incident, Priority, Timestamp};
+use rustc_hash::FxHashMap;
 use std::time::Duration;
 
 /// A half-open time interval `[start, end)`.
@@ -26,7 +30,7 @@ impl Interval {
     }
 
     fn len(self) -> i64 {
-        (self.end.0 - self.start.0).max(0)
+        self.end.0.saturating_sub(self.start.0).max(0)
     }
 }
 
@@ -106,14 +110,32 @@ pub fn compute(
     downtime: &[Interval],
     maintenance: &[Interval],
 ) -> SloFigures {
-    let down = merge(downtime);
-    let maint = merge(maintenance);
+    compute_merged(
+        objective,
+        window,
+        now,
+        &merge(downtime),
+        &merge(maintenance),
+    )
+}
+
+/// [`compute`] over intervals already [`merge`]d: what a scrape runs, so
+/// that it does no sorting. An interval may end in the future (an incident
+/// still open is stored as ending at [`Timestamp::MAX`]): only the part up
+/// to `now` counts.
+pub fn compute_merged(
+    objective: f64,
+    window: Duration,
+    now: Timestamp,
+    down: &[Interval],
+    maint: &[Interval],
+) -> SloFigures {
     let budget = 1.0 - objective;
     // Error ratio over the last `w`: bad / valid, both outside maintenance.
     let ratio = |w: Duration| -> (f64, f64, f64) {
         let clip = Interval::new(now.saturating_sub(w), now);
-        let valid = covered(&[clip], clip, &maint) as f64 / 1000.0;
-        let bad = covered(&down, clip, &maint) as f64 / 1000.0;
+        let valid = covered(&[clip], clip, maint) as f64 / 1000.0;
+        let bad = covered(down, clip, maint) as f64 / 1000.0;
         let r = if valid > 0.0 { bad / valid } else { 0.0 };
         (valid, bad, r)
     };
@@ -136,6 +158,127 @@ pub fn compute(
         sli,
         budget_remaining,
         burn_rates,
+    }
+}
+
+/// Seconds of downtime and of valid time (both outside maintenance) in
+/// `[since, now)`: what the `_seconds_total` counters count from `since`.
+pub fn seconds_between(
+    since: Timestamp,
+    now: Timestamp,
+    down: &[Interval],
+    maint: &[Interval],
+) -> (f64, f64) {
+    let clip = Interval::new(since, now.max(since));
+    (
+        covered(down, clip, maint) as f64 / 1000.0,
+        covered(&[clip], clip, maint) as f64 / 1000.0,
+    )
+}
+
+/// One SLO of the service catalog with the intervals that feed it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SloSeries {
+    pub service: String,
+    pub slo: String,
+    pub objective: f64,
+    pub window: Duration,
+    /// Merged downtime; an incident still open ends at [`Timestamp::MAX`].
+    pub downtime: Vec<Interval>,
+    /// Merged maintenance windows.
+    pub maintenance: Vec<Interval>,
+}
+
+impl SloSeries {
+    pub fn figures(&self, now: Timestamp) -> SloFigures {
+        compute_merged(
+            self.objective,
+            self.window,
+            now,
+            &self.downtime,
+            &self.maintenance,
+        )
+    }
+}
+
+/// Every SLO of the catalog with its downtime, built from the incident
+/// record: the input of each scrape, rebuilt from the store periodically.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SloBook {
+    pub series: Vec<SloSeries>,
+}
+
+/// How far back the store must be read for `cmdb`'s SLOs at any instant:
+/// the longest SLO window, and at least the longest burn-rate window.
+pub fn horizon(cmdb: &Cmdb) -> Duration {
+    cmdb.services()
+        .iter()
+        .flat_map(|s| s.slos.iter().map(|o| o.window))
+        .chain(BURN_WINDOWS.iter().map(|(_, w)| *w))
+        .max()
+        .unwrap_or(Duration::ZERO)
+}
+
+impl SloBook {
+    /// Downtime per service from `incidents` (those with a priority in
+    /// `qualifying` count, over `[opened_at, resolved_at)`, for every
+    /// service they impact), and maintenance from the planned `changes`
+    /// (a change's window counts for every service its CI's failure would
+    /// hurt). Services without an SLO are left out.
+    pub fn build(
+        cmdb: &Cmdb,
+        incidents: &[Incident],
+        changes: &[ChangeRecord],
+        qualifying: &[Priority],
+    ) -> SloBook {
+        let services = cmdb.services();
+        let index: FxHashMap<&str, usize> = services
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (s.id.as_str(), i))
+            .collect();
+        let mut down: Vec<Vec<Interval>> = vec![Vec::new(); services.len()];
+        let mut maint: Vec<Vec<Interval>> = vec![Vec::new(); services.len()];
+        for inc in incidents
+            .iter()
+            .filter(|i| qualifying.contains(&i.priority))
+        {
+            let iv = Interval::new(inc.opened_at, inc.resolved_at.unwrap_or(Timestamp::MAX));
+            for s in &inc.impacted_services {
+                if let Some(&i) = index.get(s.as_str()) {
+                    down[i].push(iv);
+                }
+            }
+        }
+        for c in changes.iter().filter(|c| c.state.is_planned()) {
+            let Some(ci) = cmdb.ci_by_id(&c.ci) else {
+                continue;
+            };
+            for s in cmdb.impacted_services(ci) {
+                if let Some(&i) = index.get(s.id.as_str()) {
+                    maint[i].push(Interval::new(c.start, c.end));
+                }
+            }
+        }
+        let mut series = Vec::new();
+        for (i, svc) in services.iter().enumerate() {
+            if svc.slos.is_empty() {
+                continue;
+            }
+            let downtime = merge(&down[i]);
+            let maintenance = merge(&maint[i]);
+            for slo in &svc.slos {
+                series.push(SloSeries {
+                    service: svc.id.clone(),
+                    slo: slo.name.clone(),
+                    objective: slo.objective,
+                    window: slo.window,
+                    downtime: downtime.clone(),
+                    maintenance: maintenance.clone(),
+                });
+            }
+        }
+        SloBook { series }
     }
 }
 
@@ -237,6 +380,112 @@ mod tests {
         // A backdated start only matters inside the window.
         let g = compute(0.999, DAYS_30, now, &[Interval::new(at(-5000), now)], &[]);
         assert_eq!(f, g);
+    }
+
+    fn catalog() -> Cmdb {
+        crate::cmdb::parse_yaml(
+            "test",
+            r#"
+version: 1
+services:
+  - id: shop
+    tier: 1
+    slo:
+      - { name: availability, objective: 99.9, window: 30d }
+      - { name: weekly, objective: 99, window: 7d }
+  - id: blog
+    tier: 3
+    slo:
+      - { name: availability, objective: 99.5, window: 30d }
+  - id: reports
+    tier: 3
+cis:
+  - { id: db, service: shop }
+  - { id: web, service: shop, depends_on: [db] }
+  - { id: cms, service: blog, depends_on: [db] }
+"#,
+        )
+        .expect("valid CMDB")
+    }
+
+    fn incident(priority: u8, services: &[&str], open: i64, end: Option<i64>) -> Incident {
+        let mut inc = crate::domain::Incident::test_default();
+        inc.priority = Priority::new(priority).expect("priority");
+        inc.impacted_services = services.iter().map(|s| s.to_string()).collect();
+        inc.opened_at = at(open);
+        inc.resolved_at = end.map(at);
+        inc
+    }
+
+    #[test]
+    fn the_book_takes_qualifying_incidents_per_service_and_changes_as_maintenance() {
+        let cmdb = catalog();
+        let p12 = [Priority::new(1).expect("P1"), Priority::new(2).expect("P2")];
+        let incidents = [
+            // P1 on both services, 30 minutes.
+            incident(1, &["blog", "shop"], 0, Some(30)),
+            // P3: does not count.
+            incident(3, &["shop"], 100, Some(200)),
+            // P2 still open on the blog.
+            incident(2, &["blog"], 300, None),
+            // A service without SLO is ignored.
+            incident(1, &["reports"], 0, Some(10)),
+        ];
+        let changes = [
+            // Approved work on the database: maintenance for shop and blog.
+            crate::change::ChangeRecord {
+                id: "CHG1".into(),
+                ci: "db".into(),
+                state: crate::change::ChangeState::Approved,
+                start: at(20),
+                end: at(40),
+                summary: String::new(),
+            },
+            // Rejected changes are no maintenance.
+            crate::change::ChangeRecord {
+                id: "CHG2".into(),
+                ci: "web".into(),
+                state: crate::change::ChangeState::Rejected,
+                start: at(0),
+                end: at(1000),
+                summary: String::new(),
+            },
+        ];
+        let book = SloBook::build(&cmdb, &incidents, &changes, &p12);
+        let names: Vec<(&str, &str)> = book
+            .series
+            .iter()
+            .map(|s| (s.service.as_str(), s.slo.as_str()))
+            .collect();
+        assert_eq!(
+            names,
+            [
+                ("shop", "availability"),
+                ("shop", "weekly"),
+                ("blog", "availability")
+            ]
+        );
+        let shop = &book.series[0];
+        assert_eq!(shop.downtime, [iv(0, 30)]);
+        assert_eq!(shop.maintenance, [iv(20, 40)]);
+        assert!((shop.objective - 0.999).abs() < 1e-12);
+        let blog = &book.series[2];
+        assert_eq!(
+            blog.downtime,
+            [iv(0, 30), Interval::new(at(300), Timestamp::MAX)]
+        );
+        // At minute 400: shop lost 20 minutes (10 were maintenance), the
+        // blog 20 + 100 (its open incident runs until now).
+        let f = shop.figures(at(400));
+        assert_eq!(f.bad_seconds, 20.0 * 60.0);
+        let f = blog.figures(at(400));
+        assert_eq!(f.bad_seconds, 120.0 * 60.0);
+        assert_eq!(horizon(&cmdb), DAYS_30);
+        // Counters from minute 10: shop down 10..20 only (20..30 maintenance).
+        assert_eq!(
+            seconds_between(at(10), at(400), &shop.downtime, &shop.maintenance),
+            (600.0, (390.0 - 20.0) * 60.0)
+        );
     }
 
     #[test]

@@ -283,34 +283,12 @@ services:
         assert_eq!(targets(&cmdb, &both, p1), (Some(mins(10)), Some(mins(240))));
         assert_eq!(targets(&cmdb, &both, p3), (None, None));
         assert_eq!(targets(&cmdb, &["reports".to_string()], p1), (None, None));
-        let mut inc = Incident {
-            id: crate::domain::IncidentId(1),
-            key: "k".into(),
-            state: crate::domain::IncidentState::Acknowledged,
-            priority: p1,
-            impact: crate::domain::Level::HIGH,
-            urgency: crate::domain::Level::HIGH,
-            title: "t".into(),
-            root_ci: None,
-            cis: vec![],
-            impacted_services: both.to_vec(),
-            impact_detail: vec![],
-            assignment_group: None,
-            alert_fingerprints: vec![],
-            alert_count: 1,
-            opened_at: at(0),
-            acknowledged_at: None,
-            acknowledged_by: None,
-            resolved_at: None,
-            updated_at: at(0),
-            reopen_count: 0,
-            flapping: false,
-            rules: vec![],
-            links: crate::domain::Links::default(),
-            signature: None,
-            shard: 0,
-            sla_marks: Vec::new(),
-        };
+        let mut inc = Incident::test_default();
+        inc.state = crate::domain::IncidentState::Acknowledged;
+        inc.priority = p1;
+        inc.impacted_services = both.to_vec();
+        inc.opened_at = at(0);
+        inc.updated_at = at(0);
         // Acknowledged after 12 minutes: the 10-minute response was missed.
         inc.acknowledged_at = Some(at(12));
         let sla = incident_sla(&cmdb, &inc, at(60));

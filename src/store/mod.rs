@@ -199,6 +199,14 @@ pub trait Store: Send + Sync + 'static {
     fn list_changes(&self) -> BoxFuture<'_, Result<Vec<ChangeRecord>, StoreError>>;
     fn list_incidents(&self, q: IncidentQuery) -> BoxFuture<'_, Result<Vec<Incident>, StoreError>>;
     fn get_incident(&self, id: IncidentId) -> BoxFuture<'_, Result<Option<Incident>, StoreError>>;
+    /// Incidents of priority `worst` or more urgent that were open at some
+    /// time since `since` (still active, or resolved at or after it),
+    /// without their fingerprints: the downtime SLOs are computed from.
+    fn slo_incidents(
+        &self,
+        since: Timestamp,
+        worst: crate::domain::Priority,
+    ) -> BoxFuture<'_, Result<Vec<Incident>, StoreError>>;
     fn timeline(&self, id: IncidentId) -> BoxFuture<'_, Result<Vec<TimelineEntry>, StoreError>>;
     /// Alerts of one incident, with labels, for the detail view.
     fn incident_alerts(

@@ -800,6 +800,27 @@ impl Store for PgStore {
         })
     }
 
+    fn slo_incidents(
+        &self,
+        since: Timestamp,
+        worst: crate::domain::Priority,
+    ) -> BoxFuture<'_, Result<Vec<Incident>, StoreError>> {
+        Box::pin(async move {
+            let rows = sqlx::query(concat!(
+                "SELECT ",
+                incident_columns!(),
+                " FROM incidents WHERE priority <= $1 AND (state <> 'resolved' OR resolved_at >= $2)"
+            ))
+            .bind(i64::from(worst.get()))
+            .bind(since.millis())
+            .fetch_all(&self.pool)
+            .await?;
+            rows.iter()
+                .map(incident_from_row)
+                .collect::<Result<Vec<_>, _>>()
+        })
+    }
+
     fn get_incident(&self, id: IncidentId) -> BoxFuture<'_, Result<Option<Incident>, StoreError>> {
         Box::pin(async move {
             let mut c = self.pool.acquire().await?;

@@ -648,6 +648,29 @@ impl Store for SqliteStore {
         })
     }
 
+    fn slo_incidents(
+        &self,
+        since: Timestamp,
+        worst: crate::domain::Priority,
+    ) -> BoxFuture<'_, Result<Vec<Incident>, StoreError>> {
+        Box::pin(async move {
+            // Two arms so that each uses an index: active incidents by
+            // state, resolved ones by resolution time.
+            let rows = sqlx::query(
+                "SELECT * FROM incidents WHERE state <> 'resolved' AND priority <= ?1
+                 UNION ALL
+                 SELECT * FROM incidents WHERE resolved_at >= ?2 AND state = 'resolved' AND priority <= ?1",
+            )
+            .bind(i64::from(worst.get()))
+            .bind(since.millis())
+            .fetch_all(&self.reader)
+            .await?;
+            rows.iter()
+                .map(incident_from_row)
+                .collect::<Result<Vec<_>, _>>()
+        })
+    }
+
     fn get_incident(&self, id: IncidentId) -> BoxFuture<'_, Result<Option<Incident>, StoreError>> {
         Box::pin(async move {
             let row = sqlx::query("SELECT * FROM incidents WHERE id = ?")

@@ -1,10 +1,10 @@
 //! Metrics registry with typed handles (DESIGN §7 names), and tracing setup.
 
 use crate::domain::{IncidentState, Priority, Source};
-use crate::incident::Stats;
+use crate::incident::{Observations, Stats};
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
-    IntGaugeVec, Opts, Registry, TextEncoder,
+    CounterVec, Encoder, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter,
+    IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 /// Reasons an ingest request is turned away (bounded label values).
@@ -31,10 +31,12 @@ pub struct Metrics {
     pub incidents_reopened: IntCounter,
     pub incidents_flapping: IntCounter,
     pub incidents_open: IntGaugeVec,
+    pub incidents_active: IntGaugeVec,
     pub active_alerts: IntGauge,
     pub rule_errors: IntCounter,
     pub rules_loaded: IntGauge,
     pub rule_reloads: IntCounterVec,
+    pub rule_evaluation_seconds: Histogram,
     pub engine_batch_seconds: Histogram,
     /// MTTA / MTTR as distributions (opened → acknowledged / resolved).
     pub time_to_acknowledge: Histogram,
@@ -52,6 +54,21 @@ pub struct Metrics {
     pub sla_active: IntGaugeVec,
     pub shards_owned: IntGauge,
     pub kafka: KafkaMetrics,
+    pub slo: SloMetrics,
+}
+
+/// SLO series (labels `service`, `slo`; `window` for burn rates): bounded
+/// by the service catalog.
+#[derive(Clone)]
+pub struct SloMetrics {
+    pub objective: GaugeVec,
+    pub window: GaugeVec,
+    pub sli: GaugeVec,
+    pub budget_remaining: GaugeVec,
+    pub burn_rate: GaugeVec,
+    pub bad_seconds: CounterVec,
+    pub valid_seconds: CounterVec,
+    pub refresh_failures: IntCounter,
 }
 
 /// Kafka source and publisher health. Labels are bounded: topics come from
@@ -114,6 +131,12 @@ impl Metrics {
                 IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric"),
             )
         };
+        let gauge_vec = |name: &str, help: &str, labels: &[&str]| {
+            reg(
+                &r,
+                GaugeVec::new(Opts::new(name, help), labels).expect("valid metric"),
+            )
+        };
         let fast_buckets =
             prometheus::exponential_buckets(0.000_05, 2.0, 16).expect("valid buckets");
         let m = Metrics {
@@ -168,6 +191,17 @@ impl Metrics {
                 )
                 .expect("valid metric"),
             ),
+            incidents_active: reg(
+                &r,
+                IntGaugeVec::new(
+                    Opts::new(
+                        "incidentd_incidents_active",
+                        "Active incidents by priority and state, each counted once (incidentd_incidents_open counts one per impacted service).",
+                    ),
+                    &["priority", "state"],
+                )
+                .expect("valid metric"),
+            ),
             active_alerts: reg(
                 &r,
                 IntGauge::new(
@@ -189,6 +223,19 @@ impl Metrics {
                 "incidentd_rule_reloads_total",
                 "Rule reloads, by outcome.",
                 &["outcome"],
+            ),
+            rule_evaluation_seconds: reg(
+                &r,
+                Histogram::with_opts(
+                    HistogramOpts::new(
+                        "incidentd_rule_evaluation_duration_seconds",
+                        "Time to evaluate the rule set for one new or changed alert.",
+                    )
+                    .buckets(
+                        prometheus::exponential_buckets(0.000_001, 4.0, 10).expect("valid buckets"),
+                    ),
+                )
+                .expect("valid metric"),
             ),
             time_to_acknowledge: reg(
                 &r,
@@ -361,6 +408,59 @@ impl Metrics {
                     .expect("valid metric"),
                 ),
             },
+            slo: SloMetrics {
+                objective: gauge_vec(
+                    "incidentd_slo_objective_ratio",
+                    "The SLO's objective as a ratio (0.999 for 99.9 %).",
+                    &["service", "slo"],
+                ),
+                window: gauge_vec(
+                    "incidentd_slo_window_seconds",
+                    "The SLO's window.",
+                    &["service", "slo"],
+                ),
+                sli: gauge_vec(
+                    "incidentd_slo_sli_ratio",
+                    "Availability over the SLO window: 1 - downtime / valid time (maintenance excluded).",
+                    &["service", "slo"],
+                ),
+                budget_remaining: gauge_vec(
+                    "incidentd_slo_error_budget_remaining_ratio",
+                    "Share of the window's error budget left; below 0 once overspent.",
+                    &["service", "slo"],
+                ),
+                burn_rate: gauge_vec(
+                    "incidentd_slo_burn_rate",
+                    "Error ratio over the window divided by the error budget (1 spends exactly the budget); window=\"slo\" is the SLO's own window.",
+                    &["service", "slo", "window"],
+                ),
+                bad_seconds: reg(
+                    &r,
+                    CounterVec::new(
+                        Opts::new(
+                            "incidentd_slo_bad_seconds_total",
+                            "Seconds of downtime (qualifying incidents open, maintenance excluded) since this process started.",
+                        ),
+                        &["service", "slo"],
+                    )
+                    .expect("valid metric"),
+                ),
+                valid_seconds: reg(
+                    &r,
+                    CounterVec::new(
+                        Opts::new(
+                            "incidentd_slo_valid_seconds_total",
+                            "Seconds outside maintenance windows since this process started.",
+                        ),
+                        &["service", "slo"],
+                    )
+                    .expect("valid metric"),
+                ),
+                refresh_failures: counter(
+                    "incidentd_slo_refresh_failures_total",
+                    "Failed reads of SLO downtime from the store (the last intervals stay in use).",
+                ),
+            },
             registry: r.clone(),
         };
         let build = reg(
@@ -410,6 +510,8 @@ impl Metrics {
             for s in [IncidentState::Open, IncidentState::Acknowledged] {
                 m.incidents_open
                     .with_label_values(&["none", p.as_str(), s.as_str()]);
+                m.incidents_active
+                    .with_label_values(&[p.as_str(), s.as_str()]);
             }
         }
         m
@@ -424,12 +526,15 @@ impl Metrics {
         }
     }
 
-    pub fn observe_lifecycle(&self, acked_after: &[f64], resolved_after: &[f64]) {
-        for s in acked_after {
+    pub fn observe(&self, o: &Observations) {
+        for s in &o.acked_after {
             self.time_to_acknowledge.observe(*s);
         }
-        for s in resolved_after {
+        for s in &o.resolved_after {
             self.time_to_resolve.observe(*s);
+        }
+        for s in &o.rule_seconds {
+            self.rule_evaluation_seconds.observe(*s);
         }
     }
 
