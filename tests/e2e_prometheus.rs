@@ -426,3 +426,342 @@ scrape_configs:
     // 7. The caller's `Children` kills everything started here when it goes
     // out of scope, also on panic, printing their logs first.
 }
+
+const SLO_CMDB: &str = r#"
+version: 1
+services:
+  - id: shop
+    name: Shop
+    tier: 1
+    slo:
+      - { name: availability, objective: 99.9, window: 30d }
+cis:
+  - { id: shop-web, class: app, service: shop }
+"#;
+
+/// A PromQL instant query; the result vector, or why not.
+async fn prom_query(http: &reqwest::Client, prom: &str, q: &str) -> Result<Vec<Value>, String> {
+    let resp = http
+        .get(format!("{prom}/api/v1/query"))
+        .query(&[("query", q)])
+        .send()
+        .await
+        .map_err(|e| format!("query {q}: {e}"))?;
+    let body: Value = resp
+        .json()
+        .await
+        .map_err(|e| format!("query {q}: bad JSON: {e}"))?;
+    if body["status"] != "success" {
+        return Err(format!("query {q}: {body}"));
+    }
+    body["data"]["result"]
+        .as_array()
+        .cloned()
+        .ok_or_else(|| format!("query {q}: no result vector: {body}"))
+}
+
+/// (timestamp in ms, value) of a vector sample.
+fn sample(v: &Value) -> (i64, f64) {
+    let ts = v["value"][0].as_f64().expect("sample timestamp");
+    let val = v["value"][1]
+        .as_str()
+        .and_then(|s| s.parse::<f64>().ok())
+        .expect("sample value");
+    ((ts * 1000.0).round() as i64, val)
+}
+
+fn ms_of(v: &Value) -> i64 {
+    chrono::DateTime::parse_from_rfc3339(v.as_str().expect("a time"))
+        .expect("RFC 3339")
+        .timestamp_millis()
+}
+
+/// The issue's scripted outage, read back through real Prometheus: a
+/// 30-minute P1 outage on a 99.9 %/30d service leaves 1 - 1800/2592 of the
+/// error budget, the burn rate of each window is the outage's share of it
+/// over the budget, and the shipped recording rules (loaded into this
+/// Prometheus) carry the same figures under Sloth's names. Every query of
+/// the shipped Grafana dashboard is also run, and must be valid PromQL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slo_error_budget_through_prometheus() {
+    if std::env::var("INCIDENTD_TEST_E2E").as_deref() != Ok("1") {
+        let _ = writeln!(
+            std::io::stderr(),
+            "skipped e2e_prometheus::slo_error_budget_through_prometheus: INCIDENTD_TEST_E2E is \
+             not 1 (this test starts a real prometheus; .ci/run installs it and sets it)"
+        );
+        return;
+    }
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let mut children = Children::default();
+    if tokio::time::timeout(WHOLE_TEST, run_slo(tmp.path(), &mut children))
+        .await
+        .is_err()
+    {
+        panic!("slo_error_budget_through_prometheus did not finish within {WHOLE_TEST:?}");
+    }
+}
+
+async fn run_slo(dir: &Path, children: &mut Children) {
+    let prometheus_bin = support::find_program(&["/usr/bin/prometheus", "prometheus"])
+        .unwrap_or_else(|| {
+            panic!("INCIDENTD_TEST_E2E=1 but no Prometheus binary: apt-get install prometheus")
+        });
+    let http = reqwest::Client::builder()
+        .no_proxy()
+        .connect_timeout(Duration::from_secs(2))
+        .timeout(Duration::from_secs(5))
+        .build()
+        .expect("http client");
+    let [inc_port, prom_port] = free_ports(2)[..] else {
+        unreachable!("free_ports(2) returns 2 ports")
+    };
+    let inc = format!("http://127.0.0.1:{inc_port}");
+    let prom = format!("http://127.0.0.1:{prom_port}");
+
+    let cmdb = dir.join("cmdb.yaml");
+    write(&cmdb, SLO_CMDB);
+    let config = dir.join("incidentd.toml");
+    write(&config, "[slo]\nrefresh = \"1s\"\n");
+    let data_dir = dir.join("incidentd-data");
+    std::fs::create_dir(&data_dir).expect("mkdir data dir");
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_incidentd"));
+    cmd.arg("serve")
+        .arg("--config")
+        .arg(&config)
+        .arg("--listen")
+        .arg(format!("127.0.0.1:{inc_port}"))
+        .arg("--data-dir")
+        .arg(&data_dir)
+        .arg("--rules")
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("rules"))
+        .arg("--cmdb")
+        .arg(&cmdb)
+        .current_dir(dir);
+    children.spawn("incidentd", cmd, dir);
+    support::wait_http_ok(
+        "incidentd /readyz",
+        &http,
+        &format!("{inc}/readyz"),
+        START_TIMEOUT,
+        children,
+    )
+    .await;
+
+    // The outage: down from 40 to 10 minutes ago, on the alert's event time.
+    let now = chrono::Utc::now();
+    let fmt =
+        |t: chrono::DateTime<chrono::Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    let (down, up) = (
+        fmt(now - chrono::Duration::minutes(40)),
+        fmt(now - chrono::Duration::minutes(10)),
+    );
+    let labels =
+        serde_json::json!({"alertname": "ShopDown", "ci": "shop-web", "severity": "critical"});
+    for body in [
+        serde_json::json!([{"labels": labels, "status": "firing", "startsAt": down}]),
+        serde_json::json!([{"labels": labels, "status": "resolved", "startsAt": down, "endsAt": up}]),
+    ] {
+        let resp = http
+            .post(format!("{inc}/api/v1/alerts"))
+            .json(&body)
+            .send()
+            .await
+            .expect("post alerts");
+        assert_eq!(resp.status(), 200, "{:?}", resp.text().await);
+    }
+    let incident: Value = poll_until(
+        "the ShopDown incident to resolve",
+        RESOLVE_TIMEOUT,
+        children,
+        async || {
+            let all = incidents_of(
+                &get_json(&http, &format!("{inc}/api/v1/incidents?state=all")).await?,
+            )?;
+            all.into_iter()
+                .find(|i| i["state"] == "resolved")
+                .ok_or_else(|| "not resolved yet".to_string())
+        },
+    )
+    .await;
+    assert_eq!(incident["priority"], "P1", "{incident}");
+    assert_eq!(incident["impacted_services"], serde_json::json!(["shop"]));
+    let (opened, resolved) = (
+        ms_of(&incident["opened_at"]),
+        ms_of(&incident["resolved_at"]),
+    );
+    assert_eq!(
+        (opened, resolved),
+        (
+            ms_of(&Value::from(down.clone())),
+            ms_of(&Value::from(up.clone()))
+        ),
+        "the incident spans the alert's event times: {incident}"
+    );
+
+    // Prometheus scrapes incidentd every second and evaluates the shipped
+    // SLO rules every second.
+    let shipped_rules =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/prometheus/incidentd-slo.rules.yml");
+    let prom_config = dir.join("prometheus.yml");
+    write(
+        &prom_config,
+        &format!(
+            "global:
+  scrape_interval: 1s
+  scrape_timeout: 1s
+  evaluation_interval: 1s
+rule_files:
+  - {rules}
+scrape_configs:
+  - job_name: incidentd
+    static_configs:
+      - targets: ['127.0.0.1:{inc_port}']
+",
+            rules = shipped_rules.display(),
+        ),
+    );
+    let prom_data = dir.join("prometheus-data");
+    std::fs::create_dir(&prom_data).expect("mkdir prometheus data");
+    let mut cmd = Command::new(&prometheus_bin);
+    cmd.arg(format!("--config.file={}", prom_config.display()))
+        .arg(format!("--storage.tsdb.path={}", prom_data.display()))
+        .arg(format!("--web.listen-address=127.0.0.1:{prom_port}"))
+        .current_dir(dir);
+    children.spawn("prometheus", cmd, dir);
+    support::wait_http_ok(
+        "prometheus /-/ready",
+        &http,
+        &format!("{prom}/-/ready"),
+        START_TIMEOUT,
+        children,
+    )
+    .await;
+
+    let expected_budget = 1.0 - 1800.0 / 2592.0;
+    let budget_q =
+        r#"incidentd_slo_error_budget_remaining_ratio{service="shop",slo="availability"}"#;
+    let budget = poll_until(
+        "Prometheus to hold the shop's error budget",
+        SCRAPE_UP_TIMEOUT,
+        children,
+        async || {
+            let r = prom_query(&http, &prom, budget_q).await?;
+            r.first()
+                .map(sample)
+                .ok_or_else(|| "no sample yet".to_string())
+        },
+    )
+    .await;
+    eprintln!("e2e: {budget_q} = {}", budget.1);
+    assert!(
+        (budget.1 - expected_budget).abs() < 0.001,
+        "error budget remaining {} (expected {expected_budget:.4})",
+        budget.1
+    );
+
+    // Each window's burn rate: the outage's share of the window over the
+    // budget, at the instant Prometheus scraped it.
+    let burn = prom_query(
+        &http,
+        &prom,
+        r#"incidentd_slo_burn_rate{service="shop",slo="availability"}"#,
+    )
+    .await
+    .expect("burn rates");
+    let windows: Vec<(&str, i64)> = vec![
+        ("5m", 300),
+        ("30m", 1800),
+        ("1h", 3600),
+        ("2h", 7200),
+        ("6h", 21_600),
+        ("1d", 86_400),
+        ("3d", 259_200),
+        ("slo", 2_592_000),
+    ];
+    assert_eq!(burn.len(), windows.len(), "one series per window: {burn:?}");
+    let budget_ratio = 1.0 - 0.999;
+    for (w, secs) in windows {
+        let s = burn
+            .iter()
+            .find(|s| s["metric"]["window"] == w)
+            .unwrap_or_else(|| panic!("no burn rate for window {w}: {burn:?}"));
+        let (ts, v) = sample(s);
+        let from = ts - secs * 1000;
+        let overlap = (resolved.min(ts) - opened.max(from)).max(0) as f64 / 1000.0;
+        let expected = overlap / secs as f64 / budget_ratio;
+        eprintln!("e2e: burn rate {w} = {v} (expected {expected:.3})");
+        assert!(
+            (v - expected).abs() <= expected * 0.002 + 0.01,
+            "burn rate over {w}: {v}, expected {expected}"
+        );
+    }
+
+    // The shipped recording rules carry the daemon's figures under Sloth's names.
+    let recorded = poll_until(
+        "the recording rules to evaluate",
+        SCRAPE_UP_TIMEOUT,
+        children,
+        async || {
+            let r = prom_query(
+                &http,
+                &prom,
+                r#"slo:period_error_budget_remaining:ratio{sloth_service="shop",sloth_slo="availability"}"#,
+            )
+            .await?;
+            r.first().cloned().ok_or_else(|| "not recorded yet".to_string())
+        },
+    )
+    .await;
+    assert_eq!(
+        recorded["metric"]["sloth_id"], "shop-availability",
+        "{recorded}"
+    );
+    assert!(
+        (sample(&recorded).1 - expected_budget).abs() < 0.001,
+        "{recorded}"
+    );
+    let objective = prom_query(&http, &prom, r#"slo:objective:ratio{sloth_service="shop"}"#)
+        .await
+        .expect("objective");
+    assert_eq!(objective.first().map(sample).map(|s| s.1), Some(0.999));
+
+    // Every query of the Grafana dashboard is valid PromQL to this
+    // Prometheus (Grafana's variables replaced as Grafana would).
+    let dash: Value = serde_json::from_str(
+        &std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/grafana/incidentd-dashboard.json"),
+        )
+        .expect("dashboard file"),
+    )
+    .expect("dashboard JSON");
+    let mut exprs = Vec::new();
+    for p in dash["panels"].as_array().expect("panels") {
+        for t in p["targets"].as_array().into_iter().flatten() {
+            if let Some(e) = t["expr"].as_str() {
+                exprs.push(e.to_string());
+            }
+        }
+    }
+    assert!(exprs.len() >= 20, "{exprs:?}");
+    for e in &exprs {
+        let q = e
+            .replace("$__rate_interval", "1m")
+            .replace("$__range", "1h")
+            .replace("$service", ".*")
+            .replace("$slo", ".*")
+            .replace("$window", "1h");
+        let r = prom_query(&http, &prom, &q)
+            .await
+            .unwrap_or_else(|err| panic!("dashboard query fails: {err}"));
+        // Gauges are there from the first scrape (Kafka lag only with a
+        // Kafka source); rates need a minute of scrapes, and `> 0` filters.
+        let needs_history = ["rate(", "increase(", "> 0", "kafka"]
+            .iter()
+            .any(|x| q.contains(x));
+        assert!(
+            needs_history || !r.is_empty(),
+            "dashboard query returned nothing: {q}"
+        );
+    }
+}

@@ -220,7 +220,9 @@ impl Cmdb {
                 match parse_duration(&slo.window) {
                     Ok(w) if !w.is_zero() => slos.push(Slo {
                         name: slo.name.clone(),
-                        objective: slo.objective / 100.0,
+                        // Rounded to 12 decimals so 99.9 % is 0.999, not
+                        // 0.9990000000000001 (a dashboard shows it).
+                        objective: (slo.objective * 1e10).round() / 1e12,
                         window: w,
                     }),
                     Ok(_) => err(

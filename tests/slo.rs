@@ -1,0 +1,370 @@
+//! SLO metrics as a dashboard reads them from `/metrics`: computed from the
+//! incident record (so they survive a restart), per service and SLO of the
+//! catalog, at 0 downtime from the start; and the shipped Grafana
+//! dashboard names only metrics that incidentd exports.
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode, header};
+use http_body_util::BodyExt;
+use incidentd::app::{self, Running};
+use incidentd::config::{self, Config, Overrides, RawConfig};
+use incidentd::domain::SystemClock;
+use serde_json::{Value, json};
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+use tower::ServiceExt;
+
+const CMDB: &str = r#"
+version: 1
+services:
+  - id: shop
+    name: Shop
+    tier: 1
+    slo:
+      - { name: availability, objective: 99.9, window: 30d }
+  - id: blog
+    tier: 1
+    slo:
+      - { name: availability, objective: 99.5, window: 7d }
+  - id: reports
+    tier: 3
+cis:
+  - { id: shop-db, class: database, service: shop }
+  - { id: shop-web, class: app, service: shop, depends_on: [shop-db] }
+  - { id: shop-cache, class: cache, service: shop }
+  - { id: blog-web, class: app, service: blog }
+"#;
+
+fn config(dir: &Path) -> Config {
+    let cmdb = dir.join("cmdb.yaml");
+    std::fs::write(&cmdb, CMDB).expect("write cmdb");
+    let mut c = config::validate(
+        RawConfig::default(),
+        &Overrides {
+            data_dir: Some(dir.join("data")),
+            rules_dir: Some(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("rules")),
+            cmdb: Some(cmdb),
+            ..Overrides::default()
+        },
+    )
+    .expect("config is valid");
+    c.engine.auto_resolve_hold = Duration::ZERO;
+    c.slo.refresh = Duration::from_millis(100);
+    c
+}
+
+async fn start(c: &Config) -> Running {
+    app::start(c, Arc::new(SystemClock))
+        .await
+        .expect("pipeline starts")
+}
+
+async fn call(r: &Running, method: &str, uri: &str, body: String) -> (StatusCode, Vec<u8>) {
+    let req = Request::builder()
+        .method(method)
+        .uri(uri)
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from(body))
+        .expect("request");
+    let resp = r.router.clone().oneshot(req).await.expect("response");
+    let status = resp.status();
+    let bytes = resp.into_body().collect().await.expect("body").to_bytes();
+    (status, bytes.to_vec())
+}
+
+async fn scrape(r: &Running) -> String {
+    let (s, body) = call(r, "GET", "/metrics", String::new()).await;
+    assert_eq!(s, StatusCode::OK);
+    String::from_utf8(body).expect("utf-8 metrics")
+}
+
+/// The value of the series written exactly `series` (labels sorted by
+/// name, as the exposition format prints them).
+fn value(text: &str, series: &str) -> Option<f64> {
+    text.lines().find_map(|l| {
+        l.strip_prefix(series)
+            .and_then(|rest| rest.strip_prefix(' '))
+            .map(|v| v.trim().parse::<f64>().expect("a number"))
+    })
+}
+
+fn shop(metric: &str) -> String {
+    format!("{metric}{{service=\"shop\",slo=\"availability\"}}")
+}
+
+fn burn(service: &str, window: &str) -> String {
+    format!(
+        "incidentd_slo_burn_rate{{service=\"{service}\",slo=\"availability\",window=\"{window}\"}}"
+    )
+}
+
+fn rfc3339(t: chrono::DateTime<chrono::Utc>) -> String {
+    t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+async fn post_alerts(r: &Running, alerts: Value) {
+    let (s, body) = call(r, "POST", "/api/v1/alerts", alerts.to_string()).await;
+    assert_eq!(s, StatusCode::OK, "{}", String::from_utf8_lossy(&body));
+}
+
+/// Scrapes until `pred` holds (the SLO book is re-read every 100 ms).
+async fn scrape_until(r: &Running, what: &str, pred: impl Fn(&str) -> bool) -> String {
+    for _ in 0..100 {
+        let text = scrape(r).await;
+        if pred(&text) {
+            return text;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!(
+        "{what}: not seen within 5 s; last scrape:\n{}",
+        scrape(r).await
+    );
+}
+
+#[tokio::test]
+async fn every_catalog_slo_is_exported_from_the_start() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let r = start(&config(dir.path())).await;
+    let text = scrape(&r).await;
+    assert_eq!(
+        value(&text, &shop("incidentd_slo_objective_ratio")),
+        Some(0.999)
+    );
+    assert_eq!(
+        value(&text, &shop("incidentd_slo_window_seconds")),
+        Some(2_592_000.0)
+    );
+    assert_eq!(value(&text, &shop("incidentd_slo_sli_ratio")), Some(1.0));
+    assert_eq!(
+        value(&text, &shop("incidentd_slo_error_budget_remaining_ratio")),
+        Some(1.0)
+    );
+    for w in ["5m", "30m", "1h", "2h", "6h", "1d", "3d", "slo"] {
+        assert_eq!(value(&text, &burn("shop", w)), Some(0.0), "window {w}");
+        assert_eq!(value(&text, &burn("blog", w)), Some(0.0), "window {w}");
+    }
+    assert_eq!(
+        value(&text, &shop("incidentd_slo_bad_seconds_total")),
+        Some(0.0)
+    );
+    assert!(value(&text, &shop("incidentd_slo_valid_seconds_total")).is_some());
+    // A service without an SLO has no SLO series.
+    assert!(!text.contains("service=\"reports\",slo="), "{text}");
+    r.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_30_minute_outage_spends_its_share_of_the_budget_and_survives_a_restart() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = config(dir.path());
+    let r = start(&cfg).await;
+    let now = chrono::Utc::now();
+    let start_at = now - chrono::Duration::minutes(40);
+    let end_at = now - chrono::Duration::minutes(10);
+    let labels = json!({"alertname": "ShopDown", "ci": "shop-web", "severity": "critical"});
+    post_alerts(
+        &r,
+        json!([{"labels": labels, "status": "firing", "startsAt": rfc3339(start_at)}]),
+    )
+    .await;
+    // A low-priority incident on the same service does not count.
+    post_alerts(
+        &r,
+        json!([{"labels": {"alertname": "ShopSlowish", "ci": "shop-cache", "severity": "info"},
+                "status": "firing", "startsAt": rfc3339(start_at)}]),
+    )
+    .await;
+    post_alerts(
+        &r,
+        json!([{"labels": labels, "status": "resolved", "startsAt": rfc3339(start_at),
+                "endsAt": rfc3339(end_at)}]),
+    )
+    .await;
+    let expected = 1.0 - 1800.0 / 2592.0;
+    let budget = shop("incidentd_slo_error_budget_remaining_ratio");
+    let text = scrape_until(&r, "the outage in the SLO figures", |t| {
+        value(t, &budget).is_some_and(|v| (v - expected).abs() < 0.001)
+    })
+    .await;
+    // 30 of the last 60 and 120 minutes were down; none of the last 5.
+    let b = |w: &str| value(&text, &burn("shop", w)).expect("burn rate");
+    assert!((b("1h") - 500.0).abs() < 0.5, "1h burn {}", b("1h"));
+    assert!((b("2h") - 250.0).abs() < 0.5, "2h burn {}", b("2h"));
+    assert!((b("1d") - 1800.0 / 86.4).abs() < 0.1, "1d burn {}", b("1d"));
+    assert_eq!(b("5m"), 0.0);
+    assert!((b("slo") - 1800.0 / 2592.0).abs() < 0.001);
+    let sli = value(&text, &shop("incidentd_slo_sli_ratio")).expect("sli");
+    assert!((sli - (1.0 - 1800.0 / 2_592_000.0)).abs() < 1e-6, "{sli}");
+    // The blog's SLO is untouched.
+    assert_eq!(value(&text, &burn("blog", "1h")), Some(0.0));
+    // The outage ended before this process started counting (it may have
+    // been seen open by one refresh, for a moment of live time).
+    let bad = value(&text, &shop("incidentd_slo_bad_seconds_total")).expect("bad seconds");
+    assert!(bad < 10.0, "{bad}");
+    r.shutdown().await;
+
+    // From the store: the same figures right after a restart.
+    let r = start(&cfg).await;
+    let text = scrape(&r).await;
+    let v = value(&text, &budget).expect("budget after restart");
+    assert!((v - expected).abs() < 0.001, "after restart: {v}");
+    r.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_open_outage_counts_up_to_the_scrape() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let r = start(&config(dir.path())).await;
+    let started = chrono::Utc::now() - chrono::Duration::minutes(3);
+    post_alerts(
+        &r,
+        json!([{"labels": {"alertname": "BlogDown", "ci": "blog-web", "severity": "critical"},
+                "status": "firing", "startsAt": rfc3339(started)}]),
+    )
+    .await;
+    let text = scrape_until(&r, "the open outage", |t| {
+        value(t, &burn("blog", "5m")).is_some_and(|v| v > 0.0)
+    })
+    .await;
+    // Down for the last 3 of 5 minutes, objective 99.5 %: 0.6 / 0.005.
+    let b5 = value(&text, &burn("blog", "5m")).expect("5m");
+    assert!((b5 - 120.0).abs() < 2.0, "5m burn {b5}");
+    // The counter counts the seconds since this process started.
+    let bad = value(
+        &text,
+        "incidentd_slo_bad_seconds_total{service=\"blog\",slo=\"availability\"}",
+    )
+    .expect("bad seconds");
+    assert!((0.0..60.0).contains(&bad), "{bad}");
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let later = scrape(&r).await;
+    let bad_later = value(
+        &later,
+        "incidentd_slo_bad_seconds_total{service=\"blog\",slo=\"availability\"}",
+    )
+    .expect("bad seconds");
+    assert!(bad_later >= bad + 1.0, "{bad} then {bad_later}");
+    r.shutdown().await;
+}
+
+/// Metric names in a PromQL expression: identifiers starting `incidentd_`
+/// (every series the dashboard reads is incidentd's own).
+fn metric_names(expr: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    for ch in expr.chars().chain(std::iter::once(' ')) {
+        if ch.is_ascii_alphanumeric() || ch == '_' || ch == ':' {
+            cur.push(ch);
+        } else {
+            if cur.starts_with("incidentd_") {
+                out.push(cur.clone());
+            }
+            cur.clear();
+        }
+    }
+    out
+}
+
+/// Every `expr` and templating query of a Grafana dashboard.
+fn dashboard_queries(v: &Value, out: &mut Vec<String>) {
+    match v {
+        Value::Object(m) => {
+            for (k, x) in m {
+                match (k.as_str(), x) {
+                    ("expr", Value::String(s)) | ("definition", Value::String(s)) => {
+                        out.push(s.clone())
+                    }
+                    ("query", Value::Object(q)) => {
+                        if let Some(Value::String(s)) = q.get("query") {
+                            out.push(s.clone());
+                        }
+                    }
+                    _ => dashboard_queries(x, out),
+                }
+            }
+        }
+        Value::Array(a) => a.iter().for_each(|x| dashboard_queries(x, out)),
+        _ => {}
+    }
+}
+
+#[tokio::test]
+async fn the_grafana_dashboard_reads_only_exported_metrics() {
+    let path =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/grafana/incidentd-dashboard.json");
+    let text = std::fs::read_to_string(&path).expect("dashboard file");
+    let dash: Value = serde_json::from_str(&text).expect("dashboard is JSON");
+    let mut queries = Vec::new();
+    dashboard_queries(&dash["panels"], &mut queries);
+    dashboard_queries(&dash["templating"], &mut queries);
+    assert!(queries.len() >= 20, "too few queries found: {queries:?}");
+
+    // What a running daemon exports: `# TYPE` lines of a scrape. Kafka lag
+    // has series only once partitions are assigned: a Kafka-less daemon
+    // exports the family as soon as one has a value.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let r = start(&config(dir.path())).await;
+    r.metrics
+        .kafka
+        .lag
+        .with_label_values(&["alerts", "0"])
+        .set(0);
+    let scraped = scrape(&r).await;
+    r.shutdown().await;
+    let mut families = std::collections::BTreeMap::new();
+    for l in scraped.lines() {
+        if let Some(rest) = l.strip_prefix("# TYPE ") {
+            let mut it = rest.split_whitespace();
+            if let (Some(n), Some(t)) = (it.next(), it.next()) {
+                families.insert(n.to_string(), t.to_string());
+            }
+        }
+    }
+    let mut missing = BTreeSet::new();
+    for q in &queries {
+        let names = metric_names(q);
+        assert!(!names.is_empty(), "query reads no incidentd metric: {q}");
+        for n in names {
+            let histogram_part = ["_bucket", "_sum", "_count"]
+                .iter()
+                .find_map(|s| n.strip_suffix(s))
+                .filter(|base| families.get(*base).is_some_and(|t| t == "histogram"));
+            if histogram_part.is_none() && !families.contains_key(&n) {
+                missing.insert(n);
+            }
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "the dashboard reads metrics incidentd does not export: {missing:?}"
+    );
+    // Every panel has a query, and the panels cover what the dashboard promises.
+    for p in dash["panels"].as_array().expect("panels") {
+        if p["type"] != "row" {
+            assert!(
+                p["targets"].as_array().is_some_and(|t| !t.is_empty()),
+                "panel without a query: {}",
+                p["title"]
+            );
+        }
+    }
+    for needed in [
+        "incidentd_slo_error_budget_remaining_ratio",
+        "incidentd_slo_burn_rate",
+        "incidentd_sla_completed_total",
+        "incidentd_incident_time_to_acknowledge_seconds_sum",
+        "incidentd_incident_time_to_resolve_seconds_bucket",
+        "incidentd_incidents_active",
+        "incidentd_alerts_received_total",
+    ] {
+        assert!(
+            queries
+                .iter()
+                .any(|q| metric_names(q).iter().any(|n| n == needed)),
+            "no panel reads {needed}"
+        );
+    }
+}
