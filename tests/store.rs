@@ -109,6 +109,7 @@ on_every_backend!(
     merges_move_alerts,
     reads_and_problem_links,
     large_batch_in_one_apply,
+    slo_incidents_are_the_qualifying_ones_open_since,
 );
 
 fn incident(id: i64, state: IncidentState, count: u64) -> Incident {
@@ -881,4 +882,52 @@ async fn postgres_key_conflict_between_shards_is_stored_apart() {
         "{err}"
     );
     store.close().await;
+}
+
+/// The SLO book reads incidents of priority `worst` or better that were
+/// open at some time since `since`: active ones, and resolved ones whose
+/// resolution is not older than `since`; with their impacted services.
+async fn slo_incidents_are_the_qualifying_ones_open_since(db: Db) {
+    let mk = |id: i64, p: u8, resolved: Option<i64>| {
+        let mut i = incident(
+            id,
+            if resolved.is_some() {
+                IncidentState::Resolved
+            } else {
+                IncidentState::Open
+            },
+            1,
+        );
+        i.priority = Priority::new(p).unwrap();
+        i.resolved_at = resolved.map(Timestamp);
+        i.impacted_services = vec!["shop".into(), "blog".into()];
+        upsert(i)
+    };
+    let ops = [
+        mk(1, 1, None),        // P1 open: in
+        mk(2, 2, Some(5_000)), // P2 resolved after since: in
+        mk(3, 1, Some(2_000)), // resolved before since: out
+        mk(4, 3, None),        // P3: out
+        mk(5, 2, Some(4_000)), // resolved exactly at since: in
+        mk(6, 4, Some(9_000)), // P4: out
+    ];
+    db.store.apply(&ops).await.unwrap();
+    let mut got = db
+        .store
+        .slo_incidents(Timestamp(4_000), Priority::new(2).unwrap())
+        .await
+        .unwrap();
+    got.sort_by_key(|i| i.id);
+    let ids: Vec<i64> = got.iter().map(|i| i.id.0).collect();
+    assert_eq!(ids, [1, 2, 5]);
+    assert_eq!(got[0].impacted_services, ["shop", "blog"]);
+    assert_eq!(got[1].resolved_at, Some(Timestamp(5_000)));
+    let p1 = db
+        .store
+        .slo_incidents(Timestamp(0), Priority::new(1).unwrap())
+        .await
+        .unwrap();
+    let mut ids: Vec<i64> = p1.iter().map(|i| i.id.0).collect();
+    ids.sort_unstable();
+    assert_eq!(ids, [1, 3]);
 }

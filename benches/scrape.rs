@@ -1,0 +1,153 @@
+//! Cost of one `GET /metrics` of a daemon with a large catalog: 500
+//! business services with an SLO each and 10,000 open P1 incidents spread
+//! over them (issue 5: under 50 ms). Measured through the real router, so it
+//! includes the SLO figures computed at the scrape (8 burn-rate windows per
+//! SLO), the `incidentd_incidents_open` series (500 services x 5
+//! priorities x 2 states) and the text encoding.
+//!
+//! Setup (not timed): a daemon in-process on a temp dir (SQLite), the 10k
+//! incidents posted through `POST /api/v1/alerts`, then a wait until the
+//! engine's gauges and the SLO book show them all.
+//!
+//! Run: `cargo bench --bench scrape`.
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode, header};
+use criterion::{Criterion, criterion_group, criterion_main};
+use http_body_util::BodyExt;
+use incidentd::app::{self, Running};
+use incidentd::config::{self, Overrides, RawConfig};
+use incidentd::domain::SystemClock;
+use std::fmt::Write as _;
+use std::sync::Arc;
+use std::time::Duration;
+use tower::ServiceExt;
+
+const SERVICES: usize = 500;
+const INCIDENTS: usize = 10_000;
+
+fn cmdb_yaml() -> String {
+    let mut y = String::from("version: 1\nservices:\n");
+    for s in 0..SERVICES {
+        let _ = writeln!(
+            y,
+            "  - id: svc-{s:03}\n    tier: {}\n    sla:\n      response: {{ P1: 15m, P2: 30m }}\n      resolution: {{ P1: 4h, P2: 8h }}\n    slo:\n      - {{ name: availability, objective: 99.9, window: 30d }}",
+            1 + s % 3
+        );
+    }
+    y.push_str("cis:\n");
+    for s in 0..SERVICES {
+        let _ = writeln!(
+            y,
+            "  - {{ id: ci-{s:03}, class: app, service: svc-{s:03} }}"
+        );
+    }
+    y
+}
+
+async fn request(r: &Running, method: &str, uri: &str, body: String) -> (StatusCode, Vec<u8>) {
+    let req = Request::builder()
+        .method(method)
+        .uri(uri)
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from(body))
+        .expect("request");
+    let resp = r.router.clone().oneshot(req).await.expect("response");
+    let status = resp.status();
+    let bytes = resp.into_body().collect().await.expect("body").to_bytes();
+    (status, bytes.to_vec())
+}
+
+async fn setup(dir: &std::path::Path) -> Running {
+    let cmdb = dir.join("cmdb.yaml");
+    std::fs::write(&cmdb, cmdb_yaml()).expect("write cmdb");
+    let mut cfg = config::validate(
+        RawConfig::default(),
+        &Overrides {
+            data_dir: Some(dir.join("data")),
+            // No rules: every alert opens its incident.
+            rules_dir: Some(dir.join("no-rules")),
+            cmdb: Some(cmdb),
+            ..Overrides::default()
+        },
+    )
+    .expect("config");
+    cfg.slo.refresh = Duration::from_millis(500);
+    cfg.queue_capacity = 100_000;
+    let r = app::start(&cfg, Arc::new(SystemClock))
+        .await
+        .expect("daemon starts");
+    let start = chrono::Utc::now() - chrono::Duration::minutes(30);
+    let starts_at = start.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    for chunk in (0..INCIDENTS).collect::<Vec<_>>().chunks(1000) {
+        let alerts: Vec<serde_json::Value> = chunk
+            .iter()
+            .map(|i| {
+                serde_json::json!({
+                    "labels": {"alertname": format!("Down{i}"), "ci": format!("ci-{:03}", i % SERVICES), "severity": "critical"},
+                    "status": "firing",
+                    "startsAt": starts_at,
+                })
+            })
+            .collect();
+        let (s, body) = request(
+            &r,
+            "POST",
+            "/api/v1/alerts",
+            serde_json::Value::Array(alerts).to_string(),
+        )
+        .await;
+        assert_eq!(s, StatusCode::OK, "{}", String::from_utf8_lossy(&body));
+    }
+    // Wait until the gauges (engine tick, 1 s) and the SLO book (500 ms)
+    // have caught up with every incident.
+    for _ in 0..200 {
+        let (_, text) = request(&r, "GET", "/metrics", String::new()).await;
+        let text = String::from_utf8(text).expect("utf-8");
+        let open: i64 = text
+            .lines()
+            .filter(|l| l.starts_with("incidentd_incidents_active{"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<i64>().ok())
+            .sum();
+        let slo_down = text
+            .lines()
+            .filter(|l| l.starts_with("incidentd_slo_burn_rate{") && l.contains("window=\"5m\""))
+            .filter(|l| l.rsplit(' ').next().is_some_and(|v| v != "0"))
+            .count();
+        if open == INCIDENTS as i64 && slo_down == SERVICES {
+            return r;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("the daemon did not show {INCIDENTS} incidents on {SERVICES} services");
+}
+
+fn benches(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let r = rt.block_on(setup(dir.path()));
+    let (_, body) = rt.block_on(request(&r, "GET", "/metrics", String::new()));
+    let lines = body.iter().filter(|b| **b == b'\n').count();
+    eprintln!(
+        "scrape: {} bytes, {lines} lines, {SERVICES} services, {INCIDENTS} open incidents",
+        body.len()
+    );
+    let mut g = c.benchmark_group("scrape");
+    g.sample_size(30);
+    g.bench_function("metrics_500_services_10k_incidents", |b| {
+        b.iter(|| {
+            let (s, body) = rt.block_on(request(&r, "GET", "/metrics", String::new()));
+            assert_eq!(s, StatusCode::OK);
+            std::hint::black_box(body.len())
+        })
+    });
+    g.finish();
+    rt.block_on(r.shutdown());
+}
+
+criterion_group!(scrape, benches);
+criterion_main!(scrape);
