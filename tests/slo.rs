@@ -22,6 +22,9 @@ services:
   - id: shop
     name: Shop
     tier: 1
+    sla:
+      response: { P1: 15m }
+      resolution: { P1: 4h }
     slo:
       - { name: availability, objective: 99.9, window: 30d }
   - id: blog
@@ -247,6 +250,118 @@ async fn an_open_outage_counts_up_to_the_scrape() {
     )
     .expect("bad seconds");
     assert!(bad_later >= bad + 1.0, "{bad} then {bad_later}");
+    r.shutdown().await;
+}
+
+async fn json(r: &Running, method: &str, uri: &str, body: Value) -> (StatusCode, Value) {
+    let (s, bytes) = call(r, method, uri, body.to_string()).await;
+    (s, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+}
+
+/// ITIL "on hold": waiting on a vendor stops the SLA clocks (shown on the
+/// incident), a second hold or a resume without hold is a conflict, a hold
+/// needs a reason, and the hold is on the timeline.
+#[tokio::test]
+async fn holding_an_incident_pauses_its_sla_timers() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let r = start(&config(dir.path())).await;
+    let opened = chrono::Utc::now() - chrono::Duration::minutes(20);
+    post_alerts(
+        &r,
+        json!([{"labels": {"alertname": "ShopDown", "ci": "shop-web", "severity": "critical"},
+                "status": "firing", "startsAt": rfc3339(opened)}]),
+    )
+    .await;
+    let (_, list) = json(&r, "GET", "/api/v1/incidents", Value::Null).await;
+    let id = list["incidents"][0]["id"].as_u64().expect("an incident");
+    let base = format!("/api/v1/incidents/{id}");
+    let (s, v) = json(&r, "GET", &base, Value::Null).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(v["sla"]["response"]["status"], "breached", "{v}");
+    assert_eq!(v["sla"]["resolution"]["paused"], false);
+    let due_before = v["sla"]["resolution"]["due_at"].clone();
+
+    let (s, v) = json(&r, "POST", &format!("{base}/hold"), json!({"by": "alice"})).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+    assert_eq!(v["detail"]["field"], "reason", "{v}");
+    let (s, v) = json(
+        &r,
+        "POST",
+        &format!("{base}/hold"),
+        json!({"reason": "Awaiting Vendor"}),
+    )
+    .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+    let (s, v) = json(
+        &r,
+        "POST",
+        &format!("{base}/hold"),
+        json!({"by": "alice", "reason": "awaiting_vendor"}),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["holds"][0]["reason"], "awaiting_vendor");
+    assert_eq!(v["holds"][0]["end"], Value::Null);
+    let (s, _) = json(
+        &r,
+        "POST",
+        &format!("{base}/hold"),
+        json!({"reason": "awaiting_vendor"}),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CONFLICT);
+
+    // While on hold the clocks stand still: the elapsed time does not grow.
+    let (_, v) = json(&r, "GET", &base, Value::Null).await;
+    assert_eq!(v["sla"]["resolution"]["paused"], true, "{v}");
+    let elapsed = v["sla"]["resolution"]["elapsed_seconds"]
+        .as_u64()
+        .expect("elapsed");
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let (_, v) = json(&r, "GET", &base, Value::Null).await;
+    assert_eq!(
+        v["sla"]["resolution"]["elapsed_seconds"].as_u64(),
+        Some(elapsed),
+        "{v}"
+    );
+    assert!(
+        v["timeline"]
+            .as_array()
+            .expect("timeline")
+            .iter()
+            .any(|e| e["kind"] == "on_hold" && e["actor"] == "alice"),
+        "{v}"
+    );
+
+    let (s, v) = json(
+        &r,
+        "POST",
+        &format!("{base}/resume"),
+        json!({"by": "alice"}),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert!(v["holds"][0]["end"].is_string(), "{v}");
+    let (s, _) = json(&r, "POST", &format!("{base}/resume"), Value::Null).await;
+    assert_eq!(s, StatusCode::CONFLICT);
+    // Due later than before by the time spent on hold (at least 2 s).
+    let (_, v) = json(&r, "GET", &base, Value::Null).await;
+    let ms = |v: &Value| {
+        chrono::DateTime::parse_from_rfc3339(v.as_str().expect("a time"))
+            .expect("RFC 3339")
+            .timestamp_millis()
+    };
+    let pushed = ms(&v["sla"]["resolution"]["due_at"]) - ms(&due_before);
+    assert!(pushed >= 2000, "due moved by {pushed} ms: {v}");
+    assert_eq!(v["sla"]["resolution"]["paused"], false);
+    let (s, _) = json(
+        &r,
+        "POST",
+        "/api/v1/incidents/999999/hold",
+        json!({"reason": "awaiting_vendor"}),
+    )
+    .await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
     r.shutdown().await;
 }
 

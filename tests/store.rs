@@ -140,6 +140,7 @@ fn incident(id: i64, state: IncidentState, count: u64) -> Incident {
         signature: None,
         shard: 0,
         sla_marks: Vec::new(),
+        holds: Vec::new(),
     }
 }
 

@@ -91,6 +91,16 @@ impl IntoResponse for ApiError {
                 json!({ "id": id.0, "reason": "already acknowledged" }),
                 None,
             ),
+            ApiError::Pipeline(PipelineError::Engine(EngineError::AlreadyOnHold(id))) => (
+                StatusCode::CONFLICT,
+                json!({ "id": id.0, "reason": "already on hold" }),
+                None,
+            ),
+            ApiError::Pipeline(PipelineError::Engine(EngineError::NotOnHold(id))) => (
+                StatusCode::CONFLICT,
+                json!({ "id": id.0, "reason": "not on hold" }),
+                None,
+            ),
             ApiError::Pipeline(PipelineError::Engine(EngineError::NotOwned(shard))) => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 json!({ "shard": shard }),
@@ -212,6 +222,8 @@ pub struct AppState {
     pub forward_wait: Duration,
     /// SLO figures, computed at each scrape.
     pub slo: Arc<crate::slo::export::SloExporter>,
+    /// Hold reasons that stop SLA clocks (`sla.pause_on`).
+    pub sla_pause_on: Arc<[String]>,
 }
 
 /// Where accepted webhook alerts go.
@@ -238,6 +250,8 @@ pub fn router(state: Shared) -> Router {
         .route("/api/v1/incidents/{id}", get(get_incident))
         .route("/api/v1/incidents/{id}/ack", post(ack_incident))
         .route("/api/v1/incidents/{id}/resolve", post(resolve_incident))
+        .route("/api/v1/incidents/{id}/hold", post(hold_incident))
+        .route("/api/v1/incidents/{id}/resume", post(resume_incident))
         .route("/api/v1/changes", post(post_changes).get(list_changes))
         .route("/api/v1/problems", get(list_problems))
         .route("/api/v1/cis/{id}", get(get_ci))
@@ -645,7 +659,7 @@ async fn get_incident(
         Ok(g) => g.clone(),
         Err(poisoned) => poisoned.into_inner().clone(),
     };
-    let sla = crate::slo::sla::incident_sla(&cmdb, &incident, st.clock.now());
+    let sla = crate::slo::sla::incident_sla(&cmdb, &incident, st.clock.now(), &st.sla_pause_on);
     Ok(Json(IncidentDetail {
         incident,
         sla,
@@ -658,26 +672,45 @@ async fn get_incident(
 #[serde(deny_unknown_fields)]
 struct ActionBody {
     by: Option<String>,
+    reason: Option<String>,
 }
 
-fn actor(body: &Bytes) -> Result<String, ApiError> {
-    if body.iter().all(u8::is_ascii_whitespace) {
-        return Ok("api".into());
+/// Who acts (`by`, default `api`) and, for a hold, why (`reason`,
+/// required then and refused otherwise).
+fn action_body(body: &Bytes, op: Operation) -> Result<(String, Option<String>), ApiError> {
+    let invalid =
+        |field: &str, msg: String| ApiError::Invalid(NormalizeError::field(field, None, msg));
+    let b: ActionBody = if body.iter().all(u8::is_ascii_whitespace) || body.trim_ascii() == b"null"
+    {
+        ActionBody::default()
+    } else {
+        serde_json::from_slice(body).map_err(|e| {
+            invalid(
+                "body",
+                format!("expected {{\"by\": \"name\"}} (and \"reason\" for a hold): {e}"),
+            )
+        })?
+    };
+    let by =
+        b.by.filter(|s| !s.trim().is_empty())
+            .unwrap_or_else(|| "api".into());
+    match (op, b.reason) {
+        (Operation::Hold, None) => Err(invalid(
+            "reason",
+            "required: why the incident waits (e.g. awaiting_vendor)".into(),
+        )),
+        (Operation::Hold, Some(r)) => {
+            crate::domain::check_hold_reason(&r).map_err(|m| invalid("reason", m))?;
+            Ok((by, Some(r)))
+        }
+        (_, Some(_)) => Err(invalid("reason", "only a hold takes a reason".into())),
+        (_, None) => Ok((by, None)),
     }
-    let b: ActionBody = serde_json::from_slice(body).map_err(|e| {
-        ApiError::Invalid(NormalizeError::field(
-            "body",
-            None,
-            format!("expected {{\"by\": \"name\"}}: {e}"),
-        ))
-    })?;
-    Ok(b.by
-        .filter(|s| !s.trim().is_empty())
-        .unwrap_or_else(|| "api".into()))
 }
 
-/// Shared by ack and resolve: 404 for an unknown id, 409 for one that is
-/// not active (or already acknowledged). In Kafka mode an incident that
+/// Shared by ack, resolve, hold and resume: 404 for an unknown id, 409 for
+/// one that is not active (or already acknowledged, already on hold, not
+/// on hold). In Kafka mode an incident that
 /// another instance owns is forwarded to it (see [`forward`]).
 async fn incident_action(
     st: &AppState,
@@ -688,11 +721,8 @@ async fn incident_action(
 ) -> Result<Response, ApiError> {
     check_api_token(st, headers)?;
     let id = parse_id(raw)?;
-    let who = actor(&body_bytes(body, st.max_body_bytes)?)?;
-    let result = match op {
-        Operation::Acknowledge => st.engine.acknowledge(id, who.clone()).await,
-        Operation::Resolve => st.engine.resolve(id, who.clone()).await,
-    };
+    let (who, reason) = action_body(&body_bytes(body, st.max_body_bytes)?, op)?;
+    let result = st.engine.act(id, who.clone(), op, reason.clone()).await;
     let err = match result {
         Ok(inc) => return Ok(Json(inc).into_response()),
         Err(e) => e,
@@ -708,13 +738,19 @@ async fn incident_action(
     if stored.state == IncidentState::Resolved {
         return Err(ApiError::Pipeline(EngineError::NotActive(id).into()));
     }
-    if op == Operation::Acknowledge && stored.state != IncidentState::Open {
-        return Err(ApiError::Pipeline(
-            EngineError::AlreadyAcknowledged(id).into(),
-        ));
+    let conflict = match op {
+        Operation::Acknowledge if stored.state != IncidentState::Open => {
+            Some(EngineError::AlreadyAcknowledged(id))
+        }
+        Operation::Hold if stored.current_hold().is_some() => Some(EngineError::AlreadyOnHold(id)),
+        Operation::Resume if stored.current_hold().is_none() => Some(EngineError::NotOnHold(id)),
+        _ => None,
+    };
+    if let Some(e) = conflict {
+        return Err(ApiError::Pipeline(e.into()));
     }
     match &st.forwarder {
-        Some(f) => forward(st, f, stored, who, op).await,
+        Some(f) => forward(st, f, stored, who, op, reason).await,
         None => Err(ApiError::Pipeline(EngineError::NotActive(id).into())),
     }
 }
@@ -729,12 +765,15 @@ async fn forward(
     stored: Incident,
     by: String,
     op: Operation,
+    reason: Option<String>,
 ) -> Result<Response, ApiError> {
     let id = stored.id;
+    let holds_before = stored.holds.len();
     let cmd = crate::ingest::IncidentCommand {
         command: op,
         incident: id.0,
         by,
+        reason,
     };
     let deadline = tokio::time::Instant::now() + st.forward_wait;
     f.forward(stored.shard, &cmd)
@@ -745,6 +784,8 @@ async fn forward(
             let done = match op {
                 Operation::Acknowledge => inc.state != IncidentState::Open,
                 Operation::Resolve => inc.state == IncidentState::Resolved,
+                Operation::Hold => inc.holds.len() > holds_before,
+                Operation::Resume => inc.current_hold().is_none(),
             };
             if done {
                 return Ok(Json(inc).into_response());
@@ -777,6 +818,24 @@ async fn resolve_incident(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     incident_action(&st, &headers, &raw, body, Operation::Resolve).await
+}
+
+async fn hold_incident(
+    State(st): State<Shared>,
+    headers: HeaderMap,
+    Path(raw): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    incident_action(&st, &headers, &raw, body, Operation::Hold).await
+}
+
+async fn resume_incident(
+    State(st): State<Shared>,
+    headers: HeaderMap,
+    Path(raw): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    incident_action(&st, &headers, &raw, body, Operation::Resume).await
 }
 
 async fn readyz(State(st): State<Shared>) -> Response {

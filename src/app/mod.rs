@@ -297,6 +297,7 @@ pub async fn start(cfg: &Config, clock: Arc<dyn Clock>) -> Result<Running> {
         forwarder,
         forward_wait: cfg.request_timeout,
         slo,
+        sla_pause_on: cfg.engine.sla_pause_on.clone(),
     });
     let router = api::router(state).layer(tower_http::timeout::TimeoutLayer::with_status_code(
         axum::http::StatusCode::SERVICE_UNAVAILABLE,

@@ -44,6 +44,7 @@ pub struct RawConfig {
     pub changes: RawChanges,
     pub problems: RawProblems,
     pub slo: RawSlo,
+    pub sla: RawSla,
     pub cmdb: RawCmdb,
     pub kafka: Option<RawKafka>,
 }
@@ -97,6 +98,12 @@ pub struct RawProblems {
 pub struct RawSlo {
     pub priorities: Option<Vec<String>>,
     pub refresh: Option<String>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawSla {
+    pub pause_on: Option<Vec<String>>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -532,6 +539,20 @@ pub fn validate(raw: RawConfig, o: &Overrides) -> Result<Config, Vec<FieldError>
             .problems
             .similar_limit
             .map_or(d.similar_limit, |n| n as usize),
+        sla_pause_on: match &raw.sla.pause_on {
+            None => d.sla_pause_on.clone(),
+            Some(list) => {
+                for (i, r) in list.iter().enumerate() {
+                    if let Err(m) = crate::domain::check_hold_reason(r) {
+                        errs.push(FieldError {
+                            field: format!("sla.pause_on[{i}]"),
+                            message: m,
+                        });
+                    }
+                }
+                list.iter().cloned().collect()
+            }
+        },
         auto_resolve_hold: duration(
             &mut errs,
             "incident.auto_resolve_hold",

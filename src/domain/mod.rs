@@ -267,6 +267,10 @@ pub enum TimelineKind {
     SlaWarning,
     /// An SLA timer passed its target.
     SlaBreached,
+    /// Put on hold (waiting on a vendor, the caller, …).
+    OnHold,
+    /// Taken off hold.
+    Resumed,
 }
 
 impl TimelineKind {
@@ -290,6 +294,8 @@ impl TimelineKind {
             TimelineKind::Impact => "impact",
             TimelineKind::SlaWarning => "sla_warning",
             TimelineKind::SlaBreached => "sla_breached",
+            TimelineKind::OnHold => "on_hold",
+            TimelineKind::Resumed => "resumed",
         }
     }
 }
@@ -378,6 +384,46 @@ pub struct Incident {
     /// restarts (stored with the incident, not shown by the API).
     #[serde(skip)]
     pub sla_marks: Vec<String>,
+    /// Times the incident was on hold, oldest first; the last one is still
+    /// running when its `end` is unset. Holds whose reason is in
+    /// `sla.pause_on` stop the SLA clocks.
+    #[serde(default)]
+    pub holds: Vec<Hold>,
+}
+
+/// An incident on hold for a reason (ITIL "pending"/"on hold": awaiting
+/// the caller, a vendor, a change, …).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hold {
+    pub reason: String,
+    pub start: Timestamp,
+    #[serde(default)]
+    pub end: Option<Timestamp>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub by: Option<String>,
+}
+
+/// A hold reason is a short identifier (`awaiting_vendor`), so that
+/// `sla.pause_on` can name it exactly.
+pub fn check_hold_reason(r: &str) -> Result<(), String> {
+    let ok = !r.is_empty()
+        && r.len() <= 64
+        && r.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-');
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "{r:?}: a hold reason is 1-64 characters of a-z, 0-9, '_' and '-' (e.g. awaiting_vendor)"
+        ))
+    }
+}
+
+impl Incident {
+    /// The hold in progress, if any.
+    pub fn current_hold(&self) -> Option<&Hold> {
+        self.holds.last().filter(|h| h.end.is_none())
+    }
 }
 
 #[cfg(test)]
@@ -411,6 +457,7 @@ impl Incident {
             signature: None,
             shard: 0,
             sla_marks: Vec::new(),
+            holds: Vec::new(),
         }
     }
 }

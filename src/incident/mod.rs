@@ -52,6 +52,8 @@ pub struct EngineConfig {
     pub problems: ProblemPolicy,
     /// How many earlier incidents of the same signature a new one lists.
     pub similar_limit: usize,
+    /// Hold reasons that stop the SLA clocks (`sla.pause_on`).
+    pub sla_pause_on: Arc<[String]>,
 }
 
 impl Default for EngineConfig {
@@ -67,8 +69,15 @@ impl Default for EngineConfig {
             change_grace: Duration::from_secs(30 * 60),
             problems: ProblemPolicy::default(),
             similar_limit: 5,
+            sla_pause_on: default_pause_on(),
         }
     }
+}
+
+/// Waiting on the caller or on a vendor is out of the service desk's
+/// hands: the clock stops (as ITSM tools' default SLA definitions do).
+pub fn default_pause_on() -> Arc<[String]> {
+    Arc::from(["awaiting_caller".to_string(), "awaiting_vendor".to_string()])
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -77,6 +86,10 @@ pub enum EngineError {
     NotActive(IncidentId),
     #[error("incident {0} is already acknowledged")]
     AlreadyAcknowledged(IncidentId),
+    #[error("incident {0} is already on hold")]
+    AlreadyOnHold(IncidentId),
+    #[error("incident {0} is not on hold")]
+    NotOnHold(IncidentId),
     /// Kafka mode: the partition behind this shard is not assigned here.
     #[error("work shard {0} is not owned by this instance")]
     NotOwned(u32),
@@ -491,7 +504,7 @@ impl Engine {
             if !t.inc.state.is_active() {
                 continue;
             }
-            let sla = incident_sla(&self.cmdb, &t.inc, now);
+            let sla = incident_sla(&self.cmdb, &t.inc, now, &self.cfg.sla_pause_on);
             for (k, timer) in [sla.response, sla.resolution].into_iter().enumerate() {
                 let Some(timer) = timer else { continue };
                 let passed = [timer.warned_50_at, timer.warned_75_at, timer.breached_at];
@@ -809,7 +822,7 @@ impl Engine {
         }
         t.inc.state = IncidentState::Acknowledged;
         t.inc.acknowledged_at = Some(now);
-        let sla = crate::slo::sla::incident_sla(&self.cmdb, &t.inc, now);
+        let sla = crate::slo::sla::incident_sla(&self.cmdb, &t.inc, now, &self.cfg.sla_pause_on);
         count_sla(&mut self.stats, 0, sla.response.as_ref());
         self.acked_after.push(seconds_between(t.inc.opened_at, now));
         t.inc.acknowledged_by = Some(actor.to_string());
@@ -818,6 +831,72 @@ impl Engine {
             now,
             TimelineKind::Acknowledged,
             format!("acknowledged by {actor}"),
+            Some(actor.to_string()),
+        );
+        self.save_incident(id, now);
+        Ok(self.incidents[&id].inc.clone())
+    }
+
+    /// Put an active incident on hold for `reason`; the SLA clocks stop if
+    /// the reason is one of `sla_pause_on`.
+    pub fn hold(
+        &mut self,
+        id: IncidentId,
+        reason: &str,
+        actor: &str,
+        now: Timestamp,
+    ) -> Result<Incident, EngineError> {
+        let t = self
+            .incidents
+            .get_mut(&id)
+            .filter(|t| t.inc.state.is_active())
+            .ok_or(EngineError::NotActive(id))?;
+        if t.inc.current_hold().is_some() {
+            return Err(EngineError::AlreadyOnHold(id));
+        }
+        t.inc.holds.push(crate::domain::Hold {
+            reason: reason.to_string(),
+            start: now,
+            end: None,
+            by: Some(actor.to_string()),
+        });
+        let pauses = self.cfg.sla_pause_on.iter().any(|r| r == reason);
+        self.timeline(
+            id,
+            now,
+            TimelineKind::OnHold,
+            format!(
+                "on hold ({reason}) by {actor}{}",
+                if pauses { "; SLA clocks paused" } else { "" }
+            ),
+            Some(actor.to_string()),
+        );
+        self.save_incident(id, now);
+        Ok(self.incidents[&id].inc.clone())
+    }
+
+    /// Take an incident off hold; its SLA clocks run again.
+    pub fn resume(
+        &mut self,
+        id: IncidentId,
+        actor: &str,
+        now: Timestamp,
+    ) -> Result<Incident, EngineError> {
+        let t = self
+            .incidents
+            .get_mut(&id)
+            .filter(|t| t.inc.state.is_active())
+            .ok_or(EngineError::NotActive(id))?;
+        let Some(h) = t.inc.holds.last_mut().filter(|h| h.end.is_none()) else {
+            return Err(EngineError::NotOnHold(id));
+        };
+        h.end = Some(now.max(h.start));
+        let reason = h.reason.clone();
+        self.timeline(
+            id,
+            now,
+            TimelineKind::Resumed,
+            format!("resumed by {actor} after hold ({reason})"),
             Some(actor.to_string()),
         );
         self.save_incident(id, now);
@@ -862,8 +941,12 @@ impl Engine {
         let unanswered = t.inc.acknowledged_at.is_none();
         t.inc.state = IncidentState::Resolved;
         t.inc.resolved_at = Some(at);
+        // Resolving ends a hold: the incident is no longer waiting.
+        if let Some(h) = t.inc.holds.last_mut().filter(|h| h.end.is_none()) {
+            h.end = Some(at.max(h.start));
+        }
         t.resolved_seen = Some(now);
-        let sla = crate::slo::sla::incident_sla(&self.cmdb, &t.inc, now);
+        let sla = crate::slo::sla::incident_sla(&self.cmdb, &t.inc, now, &self.cfg.sla_pause_on);
         if unanswered {
             // Resolved before anyone acknowledged: that was the response.
             count_sla(&mut self.stats, 0, sla.response.as_ref());

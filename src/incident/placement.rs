@@ -312,6 +312,7 @@ impl Engine {
             signature: None,
             shard: self.shard,
             sla_marks: Vec::new(),
+            holds: Vec::new(),
         };
         self.incidents.insert(id, Tracked::new(inc, None, at));
         self.add_key(id, key);

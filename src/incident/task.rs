@@ -37,6 +37,10 @@ pub enum PipelineError {
 pub enum Operation {
     Acknowledge,
     Resolve,
+    /// Put on hold (with a reason).
+    Hold,
+    /// Take off hold.
+    Resume,
 }
 
 enum Command {
@@ -53,6 +57,13 @@ enum Command {
     Resolve {
         id: IncidentId,
         actor: String,
+        reply: oneshot::Sender<Result<(Incident, u64), EngineError>>,
+    },
+    Hold {
+        id: IncidentId,
+        actor: String,
+        /// `None`: resume.
+        reason: Option<String>,
         reply: oneshot::Sender<Result<(Incident, u64), EngineError>>,
     },
     Rules(Arc<RuleSet>),
@@ -160,30 +171,53 @@ impl EngineHandle {
         id: IncidentId,
         actor: String,
     ) -> Result<Incident, PipelineError> {
-        let (inc, seq) = self.operate(id, actor, Operation::Acknowledge).await?;
-        self.wait_durable(seq).await?;
-        Ok(inc)
+        self.act(id, actor, Operation::Acknowledge, None).await
     }
 
     pub async fn resolve(&self, id: IncidentId, actor: String) -> Result<Incident, PipelineError> {
-        let (inc, seq) = self.operate(id, actor, Operation::Resolve).await?;
+        self.act(id, actor, Operation::Resolve, None).await
+    }
+
+    /// A person's action, answered once it is durable.
+    pub async fn act(
+        &self,
+        id: IncidentId,
+        actor: String,
+        op: Operation,
+        reason: Option<String>,
+    ) -> Result<Incident, PipelineError> {
+        let (inc, seq) = self.operate(id, actor, op, reason).await?;
         self.wait_durable(seq).await?;
         Ok(inc)
     }
 
-    /// Acknowledge or resolve without waiting for durability: the returned
+    /// A person's action without waiting for durability: the returned
     /// sequence number says which commit makes it durable (the Kafka source
-    /// stores the command message's offset behind it).
+    /// stores the command message's offset behind it). `reason` is the
+    /// hold's reason (required by [`Operation::Hold`], ignored otherwise).
     pub async fn operate(
         &self,
         id: IncidentId,
         actor: String,
         op: Operation,
+        reason: Option<String>,
     ) -> Result<(Incident, u64), PipelineError> {
         let (reply, rx) = oneshot::channel();
         let cmd = match op {
             Operation::Acknowledge => Command::Ack { id, actor, reply },
             Operation::Resolve => Command::Resolve { id, actor, reply },
+            Operation::Hold => Command::Hold {
+                id,
+                actor,
+                reason: Some(reason.unwrap_or_else(|| "unspecified".into())),
+                reply,
+            },
+            Operation::Resume => Command::Hold {
+                id,
+                actor,
+                reason: None,
+                reply,
+            },
         };
         self.send(cmd).await?;
         Ok(rx.await.map_err(|_| PipelineError::ShuttingDown)??)
@@ -562,6 +596,22 @@ fn handle(
             };
             let _ = reply.send(r);
         }
+        Command::Hold {
+            id,
+            actor,
+            reason,
+            reply,
+        } => {
+            let r = match shards.owner_of(id) {
+                Some(e) => match &reason {
+                    Some(reason) => e.hold(id, reason, &actor, now),
+                    None => e.resume(id, &actor, now),
+                }
+                .map(|i| (i, e.pending_seq())),
+                None => Err(EngineError::NotActive(id)),
+            };
+            let _ = reply.send(r);
+        }
         Command::Rules(rules) => {
             for e in shards.engines.values_mut() {
                 e.set_rules(rules.clone());
@@ -663,7 +713,7 @@ fn update_gauges(shards: &mut Shards, metrics: &Metrics, now: crate::domain::Tim
     let mut totals = [[0i64; 2]; 5];
     for inc in shards.engines.values().flat_map(Engine::active_incidents) {
         use crate::slo::sla::SlaStatus;
-        let timers = crate::slo::sla::incident_sla(cmdb, inc, now);
+        let timers = crate::slo::sla::incident_sla(cmdb, inc, now, &shards.proto.cfg.sla_pause_on);
         // An active incident's response timer stopped once acknowledged;
         // its resolution timer runs until it is resolved.
         let running = [

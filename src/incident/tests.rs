@@ -405,3 +405,116 @@ cis:
             .is_none_or(|(_, ops)| sla_entries(&ops).is_empty())
     );
 }
+
+/// A hold for a pausing reason stops the SLA clocks (the breach moves by
+/// the time on hold), a hold for another reason does not; holds survive a
+/// restart and resolving ends the one in progress.
+#[tokio::test]
+async fn holds_pause_sla_clocks_for_pausing_reasons_only() {
+    use crate::slo::sla::{SlaStatus, incident_sla};
+    use crate::store::Store;
+    let cmdb = Arc::new(
+        crate::cmdb::parse_yaml(
+            "test",
+            r#"
+version: 1
+services:
+  - id: shop
+    tier: 1
+    sla:
+      resolution: { P1: "60m", P2: "60m", P3: "60m", P4: "60m", P5: "60m" }
+cis:
+  - { id: api, class: application, service: shop }
+  - { id: web, class: application, service: shop }
+"#,
+        )
+        .expect("valid CMDB"),
+    );
+    let store = crate::store::SqliteStore::in_memory().await.unwrap();
+    let mut e = engine();
+    e.set_cmdb(cmdb.clone());
+    e.ingest(
+        vec![
+            firing(&[("alertname", "Down"), ("ci", "api")], 0),
+            firing(&[("alertname", "Slow"), ("ci", "web")], 0),
+        ],
+        at(0),
+    );
+    let mut ids: Vec<IncidentId> = e.incidents.keys().copied().collect();
+    ids.sort();
+    let [vendor, change] = ids[..] else {
+        panic!("two incidents expected: {ids:?}")
+    };
+    e.hold(vendor, "awaiting_vendor", "alice", at(10)).unwrap();
+    e.hold(change, "awaiting_change", "bob", at(10)).unwrap();
+    assert_eq!(
+        e.hold(vendor, "awaiting_vendor", "alice", at(11)),
+        Err(EngineError::AlreadyOnHold(vendor))
+    );
+    e.resume(vendor, "alice", at(40)).unwrap();
+    assert_eq!(
+        e.resume(vendor, "alice", at(41)),
+        Err(EngineError::NotOnHold(vendor))
+    );
+    e.tick(at(75));
+    let pause_on = EngineConfig::default().sla_pause_on;
+    let sla = |e: &Engine, id| {
+        incident_sla(&cmdb, e.incident(id).unwrap(), at(75), &pause_on)
+            .resolution
+            .unwrap()
+    };
+    // 30 minutes on hold waiting for a vendor: due at 90, not breached yet.
+    let v = sla(&e, vendor);
+    assert_eq!(
+        (v.due_at, v.status, v.elapsed_seconds),
+        (at(90), SlaStatus::Warning75, 45 * 60)
+    );
+    // Waiting on a change does not stop the clock: breached at 60.
+    let c = sla(&e, change);
+    assert_eq!(
+        (c.status, c.breached_at),
+        (SlaStatus::Breached, Some(at(60)))
+    );
+    let (_, ops) = e.take_batch().unwrap();
+    let kinds: Vec<(IncidentId, TimelineKind)> = ops
+        .iter()
+        .filter_map(|o| match o {
+            StoreOp::Timeline { incident, entry } => Some((*incident, entry.kind)),
+            _ => None,
+        })
+        .filter(|(_, k)| {
+            matches!(
+                k,
+                TimelineKind::OnHold | TimelineKind::Resumed | TimelineKind::SlaBreached
+            )
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            (vendor, TimelineKind::OnHold),
+            (change, TimelineKind::OnHold),
+            (vendor, TimelineKind::Resumed),
+            (change, TimelineKind::SlaBreached),
+        ]
+    );
+    store.apply(&ops).await.unwrap();
+    // After a restart the holds are still there; the change hold is still
+    // running and resolving ends it.
+    let snap = store
+        .load_state(None, Timestamp(0), Timestamp(0), Timestamp(0))
+        .await
+        .unwrap();
+    let mut again = engine();
+    again.set_cmdb(cmdb.clone());
+    again.restore(snap, at(76));
+    assert_eq!(again.incident(vendor).unwrap().holds.len(), 1);
+    assert_eq!(again.incident(vendor).unwrap().holds[0].end, Some(at(40)));
+    assert!(again.incident(change).unwrap().current_hold().is_some());
+    let resolved = again.resolve(change, "bob", at(80)).unwrap();
+    assert_eq!(resolved.holds[0].end, Some(at(80)));
+    assert_eq!(
+        again.hold(change, "awaiting_vendor", "bob", at(81)),
+        Err(EngineError::NotActive(change))
+    );
+}

@@ -230,7 +230,7 @@ impl Publisher {
     }
 }
 
-/// A person's acknowledge or resolve, travelling to the instance that owns
+/// A person's acknowledge, resolve, hold or resume, travelling to the instance that owns
 /// the incident: it is produced to the partition of the incident's shard
 /// (header `incidentd-format: command`), so the owner applies it in order
 /// with that partition's alerts. Applying it twice is harmless: the second
@@ -241,6 +241,9 @@ pub struct IncidentCommand {
     pub command: Operation,
     pub incident: i64,
     pub by: String,
+    /// The reason of a `hold`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 /// Produces [`IncidentCommand`]s for incidents whose shard another instance
@@ -884,7 +887,10 @@ impl Runner {
         }
         for cmd in p.commands {
             let (id, op) = (IncidentId(cmd.incident), cmd.command);
-            match ctx.rt.block_on(ctx.deps.engine.operate(id, cmd.by, op)) {
+            match ctx
+                .rt
+                .block_on(ctx.deps.engine.operate(id, cmd.by, op, cmd.reason))
+            {
                 Ok((_, seq)) => {
                     wait_seq = wait_seq.max(seq);
                     settle_seq = settle_seq.max(seq);

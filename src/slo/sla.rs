@@ -68,7 +68,9 @@ fn instant_after(
         left -= run;
         t = p.end.0.max(t);
     }
-    let at = t + left;
+    // A pause without end (a hold still on) that the amount does not fit
+    // before: never reached.
+    let at = t.checked_add(left)?;
     (at <= end.0).then_some(Timestamp(at))
 }
 
@@ -159,13 +161,26 @@ pub fn targets(
     out
 }
 
-/// The timers of `inc` at `now`, from the service catalog in `cmdb`.
-pub fn incident_sla(cmdb: &Cmdb, inc: &Incident, now: Timestamp) -> IncidentSla {
+/// The timers of `inc` at `now`, from the service catalog in `cmdb`; the
+/// clocks stop while the incident is on hold for one of the `pause_on`
+/// reasons (a hold still in progress pauses until it ends).
+pub fn incident_sla(
+    cmdb: &Cmdb,
+    inc: &Incident,
+    now: Timestamp,
+    pause_on: &[String],
+) -> IncidentSla {
     let (response, resolution) = targets(cmdb, &inc.impacted_services, inc.priority);
     let responded = inc.acknowledged_at.or(inc.resolved_at);
+    let pauses: Vec<Interval> = inc
+        .holds
+        .iter()
+        .filter(|h| pause_on.contains(&h.reason))
+        .map(|h| Interval::new(h.start, h.end.unwrap_or(Timestamp::MAX)))
+        .collect();
     IncidentSla {
-        response: response.map(|t| timer(t, inc.opened_at, responded, &[], now)),
-        resolution: resolution.map(|t| timer(t, inc.opened_at, inc.resolved_at, &[], now)),
+        response: response.map(|t| timer(t, inc.opened_at, responded, &pauses, now)),
+        resolution: resolution.map(|t| timer(t, inc.opened_at, inc.resolved_at, &pauses, now)),
     }
 }
 
@@ -254,6 +269,17 @@ mod tests {
         assert!(t.paused);
         assert_eq!(t.elapsed_seconds, 10 * 60);
         assert_eq!(t.status, SlaStatus::Running);
+        // A hold still on is a pause without end: the due time is the
+        // remaining 50 minutes counted from now, and nothing overflows.
+        let t = timer(
+            mins(60),
+            at(0),
+            None,
+            &[Interval::new(at(10), Timestamp::MAX)],
+            at(500),
+        );
+        assert!(t.paused);
+        assert_eq!((t.due_at, t.warned_50_at), (at(550), None));
     }
 
     #[test]
@@ -291,7 +317,7 @@ services:
         inc.updated_at = at(0);
         // Acknowledged after 12 minutes: the 10-minute response was missed.
         inc.acknowledged_at = Some(at(12));
-        let sla = incident_sla(&cmdb, &inc, at(60));
+        let sla = incident_sla(&cmdb, &inc, at(60), &[]);
         let response = sla.response.expect("response timer");
         assert_eq!(
             (response.status, response.breached_at),

@@ -5,7 +5,7 @@
 use super::{AlertRecord, AlertSnapshot, StoreError};
 use crate::change::{ChangeRecord, ChangeState};
 use crate::domain::{
-    AlertStatus, Fingerprint, Incident, IncidentId, IncidentState, LabelSet, Level, Links,
+    AlertStatus, Fingerprint, Hold, Incident, IncidentId, IncidentState, LabelSet, Level, Links,
     Priority, Problem, ServiceImpact, Source, TimelineEntry, TimelineKind, Timestamp,
 };
 use serde::{Deserialize, Serialize};
@@ -28,6 +28,8 @@ pub(super) struct Extra {
     signature: Option<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     sla_marks: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    holds: Vec<Hold>,
 }
 
 /// `incidents.extra` of an incident, as JSON text.
@@ -40,6 +42,7 @@ pub(super) fn extra_json(inc: &Incident) -> String {
         impact_detail: inc.impact_detail.clone(),
         signature: inc.signature.clone(),
         sla_marks: inc.sla_marks.clone(),
+        holds: inc.holds.clone(),
     })
 }
 
@@ -183,6 +186,7 @@ pub(super) fn incident_from_row(r: &impl Cols) -> Result<Incident, StoreError> {
         links: extra.links,
         signature: extra.signature,
         sla_marks: extra.sla_marks,
+        holds: extra.holds,
         shard: u32::try_from(r.int("shard")?).unwrap_or(0),
     })
 }
