@@ -331,12 +331,12 @@ async fn acks_reach_the_owner(client: &reqwest::Client, db: &str, ack_via: u16, 
         PARTITIONS as usize,
         "an open incident per partition"
     );
-    let action = async |port: u16, id: i64, what: &str| {
+    let action_with = async |port: u16, id: i64, what: &str, body: serde_json::Value| {
         let resp = client
             .post(format!(
                 "http://127.0.0.1:{port}/api/v1/incidents/{id}/{what}"
             ))
-            .json(&serde_json::json!({ "by": "alice" }))
+            .json(&body)
             .send()
             .await
             .expect("instance answers");
@@ -346,6 +346,9 @@ async fn acks_reach_the_owner(client: &reqwest::Client, db: &str, ack_via: u16, 
             resp.json::<serde_json::Value>().await.unwrap_or_default(),
         )
     };
+    let action = async |port: u16, id: i64, what: &str| {
+        action_with(port, id, what, serde_json::json!({ "by": "alice" })).await
+    };
     for (id, shard) in &picked {
         let (status, body) = action(ack_via, *id, "ack").await;
         assert_eq!(status, 200, "ack of incident {id} (shard {shard}): {body}");
@@ -353,6 +356,22 @@ async fn acks_reach_the_owner(client: &reqwest::Client, db: &str, ack_via: u16, 
         assert_eq!(body["acknowledged_by"], "alice", "{body}");
         let (status, body) = action(ack_via, *id, "ack").await;
         assert_eq!(status, 409, "a second ack is refused: {body}");
+        // On hold and back, each through either instance.
+        let (status, body) = action_with(
+            ack_via,
+            *id,
+            "hold",
+            serde_json::json!({ "by": "alice", "reason": "awaiting_vendor" }),
+        )
+        .await;
+        assert_eq!(status, 200, "hold of incident {id} (shard {shard}): {body}");
+        assert_eq!(body["holds"][0]["reason"], "awaiting_vendor", "{body}");
+        let (status, body) = action(resolve_via, *id, "resume").await;
+        assert_eq!(
+            status, 200,
+            "resume of incident {id} (shard {shard}): {body}"
+        );
+        assert!(body["holds"][0]["end"].is_string(), "{body}");
         let (status, body) = action(resolve_via, *id, "resolve").await;
         assert_eq!(
             status, 200,
