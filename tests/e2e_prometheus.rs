@@ -106,6 +106,34 @@ fn write(path: &Path, text: &str) {
     std::fs::write(path, text).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
 }
 
+/// Starts Prometheus with `config` on `port`, data under `dir`, and waits
+/// until it is ready.
+async fn start_prometheus(
+    bin: &Path,
+    dir: &Path,
+    config: &Path,
+    port: u16,
+    http: &reqwest::Client,
+    children: &mut Children,
+) {
+    let data = dir.join("prometheus-data");
+    std::fs::create_dir(&data).expect("mkdir prometheus data");
+    let mut cmd = Command::new(bin);
+    cmd.arg(format!("--config.file={}", config.display()))
+        .arg(format!("--storage.tsdb.path={}", data.display()))
+        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+        .current_dir(dir);
+    children.spawn("prometheus", cmd, dir);
+    support::wait_http_ok(
+        "prometheus /-/ready",
+        http,
+        &format!("http://127.0.0.1:{port}/-/ready"),
+        START_TIMEOUT,
+        children,
+    )
+    .await;
+}
+
 fn incidents_of(body: &Value) -> Result<Vec<Value>, String> {
     body.get("incidents")
         .and_then(Value::as_array)
@@ -291,19 +319,12 @@ scrape_configs:
             rules = rule_file.display(),
         ),
     );
-    let prom_data = dir.join("prometheus-data");
-    std::fs::create_dir(&prom_data).expect("mkdir prometheus data");
-    let mut cmd = Command::new(&prometheus_bin);
-    cmd.arg(format!("--config.file={}", prom_config.display()))
-        .arg(format!("--storage.tsdb.path={}", prom_data.display()))
-        .arg(format!("--web.listen-address=127.0.0.1:{prom_port}"))
-        .current_dir(dir);
-    children.spawn("prometheus", cmd, dir);
-    support::wait_http_ok(
-        "prometheus /-/ready",
+    start_prometheus(
+        &prometheus_bin,
+        dir,
+        &prom_config,
+        prom_port,
         &http,
-        &format!("{prom}/-/ready"),
-        START_TIMEOUT,
         children,
     )
     .await;
@@ -621,19 +642,12 @@ scrape_configs:
             rules = shipped_rules.display(),
         ),
     );
-    let prom_data = dir.join("prometheus-data");
-    std::fs::create_dir(&prom_data).expect("mkdir prometheus data");
-    let mut cmd = Command::new(&prometheus_bin);
-    cmd.arg(format!("--config.file={}", prom_config.display()))
-        .arg(format!("--storage.tsdb.path={}", prom_data.display()))
-        .arg(format!("--web.listen-address=127.0.0.1:{prom_port}"))
-        .current_dir(dir);
-    children.spawn("prometheus", cmd, dir);
-    support::wait_http_ok(
-        "prometheus /-/ready",
+    start_prometheus(
+        &prometheus_bin,
+        dir,
+        &prom_config,
+        prom_port,
         &http,
-        &format!("{prom}/-/ready"),
-        START_TIMEOUT,
         children,
     )
     .await;

@@ -217,6 +217,63 @@ async fn a_30_minute_outage_spends_its_share_of_the_budget_and_survives_a_restar
     r.shutdown().await;
 }
 
+/// A root-cause alert that began before the incident it joins moves the
+/// incident's start back, and the SLO figures follow the record.
+#[tokio::test]
+async fn an_earlier_root_cause_backdates_the_outage() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let r = start(&config(dir.path())).await;
+    let now = chrono::Utc::now();
+    let mins = |m: i64| rfc3339(now - chrono::Duration::minutes(m));
+    let web = json!({"alertname": "ShopErrors", "ci": "shop-web", "severity": "critical"});
+    let db = json!({"alertname": "DbDown", "ci": "shop-db", "severity": "critical"});
+    post_alerts(
+        &r,
+        json!([{"labels": web, "status": "firing", "startsAt": mins(20)}]),
+    )
+    .await;
+    let budget = shop("incidentd_slo_error_budget_remaining_ratio");
+    // Open for 20 minutes so far.
+    scrape_until(&r, "20 minutes of downtime", |t| {
+        value(t, &budget).is_some_and(|v| (v - (1.0 - 1200.0 / 2592.0)).abs() < 0.001)
+    })
+    .await;
+    // The database (which shop-web depends on) failed 3 minutes earlier.
+    post_alerts(
+        &r,
+        json!([{"labels": db, "status": "firing", "startsAt": mins(23)}]),
+    )
+    .await;
+    post_alerts(
+        &r,
+        json!([
+            {"labels": web, "status": "resolved", "startsAt": mins(20), "endsAt": mins(10)},
+            {"labels": db, "status": "resolved", "startsAt": mins(23), "endsAt": mins(10)}
+        ]),
+    )
+    .await;
+    // 13 minutes of downtime: from the database's failure to the end.
+    scrape_until(&r, "13 minutes of downtime", |t| {
+        value(t, &budget).is_some_and(|v| (v - (1.0 - 780.0 / 2592.0)).abs() < 0.001)
+    })
+    .await;
+    let (_, list) = json(&r, "GET", "/api/v1/incidents?state=all", Value::Null).await;
+    let incidents = list["incidents"].as_array().expect("incidents");
+    assert_eq!(incidents.len(), 1, "one incident: {list}");
+    assert_eq!(incidents[0]["root_ci"], "shop-db", "{list}");
+    let id = incidents[0]["id"].as_u64().expect("id");
+    let (_, detail) = json(&r, "GET", &format!("/api/v1/incidents/{id}"), Value::Null).await;
+    assert!(
+        detail["timeline"]
+            .as_array()
+            .expect("timeline")
+            .iter()
+            .any(|e| e["kind"] == "backdated"),
+        "{detail}"
+    );
+    r.shutdown().await;
+}
+
 #[tokio::test]
 async fn an_open_outage_counts_up_to_the_scrape() {
     let dir = tempfile::tempdir().expect("tempdir");

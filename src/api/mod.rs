@@ -577,7 +577,33 @@ async fn list_incidents(
     let next = (incidents.len() == limit as usize)
         .then(|| incidents.last().map(|i| i.id.0))
         .flatten();
-    Ok(Json(json!({ "incidents": incidents, "next_before": next })))
+    let cmdb = shared_cmdb(&st);
+    let now = st.clock.now();
+    let items: Vec<IncidentItem> = incidents
+        .into_iter()
+        .map(|incident| IncidentItem {
+            sla: crate::slo::sla::incident_sla(&cmdb, &incident, now, &st.sla_pause_on),
+            incident,
+        })
+        .collect();
+    Ok(Json(json!({ "incidents": items, "next_before": next })))
+}
+
+/// The CMDB in force (a poisoned lock still holds a valid CMDB: writers
+/// only swap the `Arc`).
+fn shared_cmdb(st: &AppState) -> Arc<crate::cmdb::Cmdb> {
+    match st.cmdb.read() {
+        Ok(g) => g.clone(),
+        Err(poisoned) => poisoned.into_inner().clone(),
+    }
+}
+
+/// An incident of a list, with its SLA timers as of the request.
+#[derive(Serialize)]
+struct IncidentItem {
+    #[serde(flatten)]
+    incident: Incident,
+    sla: crate::slo::sla::IncidentSla,
 }
 
 #[derive(Serialize)]
@@ -655,11 +681,12 @@ async fn get_incident(
         .into_iter()
         .map(AlertView::from)
         .collect();
-    let cmdb = match st.cmdb.read() {
-        Ok(g) => g.clone(),
-        Err(poisoned) => poisoned.into_inner().clone(),
-    };
-    let sla = crate::slo::sla::incident_sla(&cmdb, &incident, st.clock.now(), &st.sla_pause_on);
+    let sla = crate::slo::sla::incident_sla(
+        &shared_cmdb(&st),
+        &incident,
+        st.clock.now(),
+        &st.sla_pause_on,
+    );
     Ok(Json(IncidentDetail {
         incident,
         sla,
@@ -931,10 +958,7 @@ async fn get_ci(
     Path(id): Path<String>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     check_api_token(&st, &headers)?;
-    let cmdb = match st.cmdb.read() {
-        Ok(g) => g.clone(),
-        Err(poisoned) => poisoned.into_inner().clone(),
-    };
+    let cmdb = shared_cmdb(&st);
     let idx = cmdb
         .ci_by_id(&id)
         .ok_or_else(|| ApiError::CiNotFound(id.clone()))?;

@@ -1049,6 +1049,43 @@ token_file = "/x"
     }
 
     #[test]
+    fn slo_and_sla_settings() {
+        let c = parse(
+            "[slo]\npriorities = [\"P1\", \"p3\", \"1\"]\nrefresh = \"2s\"\n[sla]\npause_on = [\"awaiting_vendor\"]\n",
+        )
+        .unwrap();
+        assert_eq!(
+            c.slo.priorities,
+            [Priority::new(1).unwrap(), Priority::new(3).unwrap()]
+        );
+        assert_eq!(c.slo.refresh, Duration::from_secs(2));
+        assert_eq!(&*c.engine.sla_pause_on, ["awaiting_vendor".to_string()]);
+        let d = parse("").unwrap();
+        assert_eq!(d.slo, SloConfig::default());
+        assert_eq!(
+            &*d.engine.sla_pause_on,
+            ["awaiting_caller".to_string(), "awaiting_vendor".to_string()]
+        );
+        let e = parse(
+            "[slo]\npriorities = [\"P9\", \"P1\"]\nrefresh = \"0s\"\n[sla]\npause_on = [\"Awaiting Vendor\", \"\"]\n",
+        )
+        .unwrap_err();
+        let ConfigError::Invalid(errs) = e else {
+            panic!("{e}")
+        };
+        let fields: Vec<&str> = errs.iter().map(|e| e.field.as_str()).collect();
+        assert_eq!(
+            fields,
+            [
+                "slo.refresh",
+                "slo.priorities[0]",
+                "sla.pause_on[0]",
+                "sla.pause_on[1]"
+            ]
+        );
+    }
+
+    #[test]
     fn unknown_keys_are_rejected() {
         let e = parse("[incident]\nauto_resolve_hodl = \"1m\"\n").unwrap_err();
         assert!(e.to_string().contains("auto_resolve_hodl"), "{e}");

@@ -271,6 +271,8 @@ pub enum TimelineKind {
     OnHold,
     /// Taken off hold.
     Resumed,
+    /// The incident's start moved earlier (an alert that began before it joined).
+    Backdated,
 }
 
 impl TimelineKind {
@@ -296,6 +298,7 @@ impl TimelineKind {
             TimelineKind::SlaBreached => "sla_breached",
             TimelineKind::OnHold => "on_hold",
             TimelineKind::Resumed => "resumed",
+            TimelineKind::Backdated => "backdated",
         }
     }
 }

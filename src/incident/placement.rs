@@ -667,6 +667,23 @@ impl Engine {
             self.due.remove(&(due, id));
         }
         t.inc.alert_count += 1;
+        // An alert that began before the incident did (a root cause whose
+        // rule waited longer, a late delivery) shows the failure is older:
+        // the incident's start, which SLO downtime and SLA clocks count
+        // from, moves back to it.
+        if at < t.inc.opened_at && t.inc.state.is_active() {
+            entries.push((
+                TimelineKind::Backdated,
+                format!(
+                    "start moved back from {} to {}: alert {} ({}) began earlier",
+                    t.inc.opened_at.to_rfc3339(),
+                    at.to_rfc3339(),
+                    alert.alertname(),
+                    alert.fingerprint
+                ),
+            ));
+            t.inc.opened_at = at;
+        }
         t.first = t.first.min(at);
         t.last = t.last.max(at);
         if let Some(c) = ci
