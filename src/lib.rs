@@ -14,6 +14,7 @@ pub mod domain;
 pub mod incident;
 pub mod ingest;
 pub mod normalize;
+pub mod outbound;
 pub mod rules;
 pub mod ruletest;
 pub mod slo;

@@ -1,0 +1,82 @@
+//! PagerDuty Events API v2 (`POST /v2/enqueue` on events.pagerduty.com):
+//! one event per change, `trigger` / `acknowledge` / `resolve` by a
+//! `dedup_key` derived from the incident id, so a retried trigger is
+//! deduplicated by PagerDuty instead of paging twice.
+
+use super::{EventKind, Request, details, external_key, severity, summary, truncate};
+use crate::domain::Incident;
+use serde_json::json;
+
+/// The event for `kind`, or `None` when PagerDuty has nothing to hear
+/// (holds have no equivalent in an alert's lifecycle).
+pub fn event(routing_key: &str, inc: &Incident, kind: EventKind) -> Option<Request> {
+    let action = match kind {
+        EventKind::Opened | EventKind::Reopened | EventKind::PriorityChanged => "trigger",
+        EventKind::Acknowledged => "acknowledge",
+        EventKind::Resolved => "resolve",
+        EventKind::OnHold | EventKind::Resumed => return None,
+    };
+    let mut body = json!({
+        "routing_key": routing_key,
+        "event_action": action,
+        "dedup_key": external_key(inc),
+    });
+    if action == "trigger" {
+        body["payload"] = json!({
+            // PagerDuty caps the summary at 1024 characters.
+            "summary": truncate(&summary(inc), 1024),
+            "source": inc.root_ci.as_deref().unwrap_or("incidentd"),
+            "severity": severity(inc.priority),
+            "timestamp": inc.opened_at,
+            "component": inc.root_ci,
+            "group": inc.impacted_services.first(),
+            "class": inc.signature.as_deref().and_then(|s| s.rsplit('|').next()),
+            "custom_details": details(inc),
+        });
+        body["client"] = json!("incidentd");
+        let links: Vec<_> = inc
+            .links
+            .runbooks
+            .iter()
+            .map(|r| json!({"href": r, "text": "runbook"}))
+            .collect();
+        if !links.is_empty() {
+            body["links"] = json!(links);
+        }
+    }
+    Some(Request::post("/v2/enqueue", body))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::outbound::tests::incident;
+
+    #[test]
+    fn trigger_carries_the_payload_ack_and_resolve_only_the_key() {
+        let inc = incident();
+        let r = event("R0UTING", &inc, EventKind::Opened).expect("a trigger");
+        assert_eq!(r.path, "/v2/enqueue");
+        let b = r.body.expect("body");
+        assert_eq!(b["event_action"], "trigger");
+        assert_eq!(b["dedup_key"], "incidentd-42");
+        assert_eq!(b["routing_key"], "R0UTING");
+        assert_eq!(b["payload"]["summary"], "[P1] PostgresDown on pg-0");
+        assert_eq!(b["payload"]["severity"], "critical");
+        assert_eq!(b["payload"]["source"], "pg-0");
+        assert_eq!(b["payload"]["timestamp"], "2026-11-18T11:06:40.000Z");
+        assert_eq!(
+            b["payload"]["custom_details"]["impacted_services"][1],
+            "search"
+        );
+        assert_eq!(b["links"][0]["href"], "https://runbooks.example.com/pg");
+        let ack = event("R0UTING", &inc, EventKind::Acknowledged).expect("ack");
+        let b = ack.body.expect("body");
+        assert_eq!(b["event_action"], "acknowledge");
+        assert_eq!(b["dedup_key"], "incidentd-42");
+        assert!(b.get("payload").is_none());
+        let res = event("R0UTING", &inc, EventKind::Resolved).expect("resolve");
+        assert_eq!(res.body.expect("body")["event_action"], "resolve");
+        assert!(event("R0UTING", &inc, EventKind::OnHold).is_none());
+    }
+}

@@ -1,0 +1,227 @@
+//! When to try a delivery again: exponential backoff with full jitter,
+//! `Retry-After` honoured, 4xx other than 408/429 given up (a request the
+//! API refuses will be refused again), and a circuit breaker that stops
+//! hammering a destination that keeps failing.
+
+use crate::domain::Timestamp;
+use std::time::Duration;
+
+/// What to do after one attempt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    Delivered,
+    /// Try again after this long.
+    Retry(Duration),
+    /// Never try again; the reason is recorded on the incident's timeline.
+    GiveUp(String),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Backoff {
+    pub base: Duration,
+    pub max: Duration,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Backoff {
+            base: Duration::from_millis(500),
+            max: Duration::from_secs(300),
+        }
+    }
+}
+
+impl Backoff {
+    /// Full jitter: uniform in `[0, min(max, base * 2^attempt)]`, `unit`
+    /// being a uniform draw from `[0, 1)` (injected, so tests are exact).
+    pub fn delay(&self, attempt: u32, unit: f64) -> Duration {
+        let cap = self
+            .base
+            .checked_mul(1u32.checked_shl(attempt.min(31)).unwrap_or(u32::MAX))
+            .unwrap_or(self.max)
+            .min(self.max);
+        cap.mul_f64(unit.clamp(0.0, 1.0))
+    }
+}
+
+/// A `Retry-After` value: delay-seconds or an HTTP-date (RFC 9110), as a
+/// wait from `now`; `None` if it is neither.
+pub fn retry_after(value: &str, now: Timestamp) -> Option<Duration> {
+    let v = value.trim();
+    if let Ok(secs) = v.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let at = chrono::DateTime::parse_from_rfc2822(v).ok()?;
+    let ms = at.timestamp_millis() - now.millis();
+    Some(Duration::from_millis(u64::try_from(ms).unwrap_or(0)))
+}
+
+/// The outcome of an HTTP answer (`status`, with its `Retry-After` already
+/// parsed) to attempt number `attempt` (0 = first). A transport error (no
+/// answer at all) is `status` `None`.
+pub fn classify(
+    status: Option<u16>,
+    retry_after: Option<Duration>,
+    attempt: u32,
+    backoff: &Backoff,
+    unit: f64,
+) -> Outcome {
+    let again = || {
+        let wait = backoff.delay(attempt, unit);
+        // The server's word wins when it asks for longer than we would wait.
+        Outcome::Retry(retry_after.map_or(wait, |r| r.max(wait)))
+    };
+    match status {
+        Some(s) if (200..300).contains(&s) => Outcome::Delivered,
+        None | Some(408 | 425 | 429) => again(),
+        Some(s) if s >= 500 => again(),
+        Some(s) => Outcome::GiveUp(format!("HTTP {s}: the destination refused the request")),
+    }
+}
+
+/// Circuit breaker per destination: after `threshold` consecutive failures
+/// it opens for `cool_down` (no requests), then lets one request through
+/// (half-open); its success closes it, its failure opens it again.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Breaker {
+    threshold: u32,
+    cool_down: Duration,
+    failures: u32,
+    open_until: Option<Timestamp>,
+}
+
+/// Where a breaker stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BreakerState {
+    Closed,
+    HalfOpen,
+    Open,
+}
+
+impl Breaker {
+    pub fn new(threshold: u32, cool_down: Duration) -> Breaker {
+        Breaker {
+            threshold: threshold.max(1),
+            cool_down,
+            failures: 0,
+            open_until: None,
+        }
+    }
+
+    pub fn state(&self, now: Timestamp) -> BreakerState {
+        match self.open_until {
+            None => BreakerState::Closed,
+            Some(t) if now < t => BreakerState::Open,
+            Some(_) => BreakerState::HalfOpen,
+        }
+    }
+
+    /// May a request go out at `now`? When not, the instant it may.
+    pub fn allow(&self, now: Timestamp) -> Result<(), Timestamp> {
+        match self.open_until {
+            Some(t) if now < t => Err(t),
+            _ => Ok(()),
+        }
+    }
+
+    pub fn on_success(&mut self) {
+        self.failures = 0;
+        self.open_until = None;
+    }
+
+    /// A retryable failure (5xx, 429, no answer); a request refused for
+    /// good (other 4xx) says nothing about the destination's health.
+    pub fn on_failure(&mut self, now: Timestamp) {
+        self.failures = self.failures.saturating_add(1);
+        let half_open = self.open_until.is_some_and(|t| now >= t);
+        if half_open || self.failures >= self.threshold {
+            self.open_until = Some(now.saturating_add(self.cool_down));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const S: fn(u64) -> Duration = Duration::from_secs;
+
+    #[test]
+    fn full_jitter_doubles_its_cap_up_to_the_max() {
+        let b = Backoff {
+            base: S(1),
+            max: S(60),
+        };
+        assert_eq!(b.delay(0, 0.999_999).as_millis(), 999);
+        assert_eq!(b.delay(3, 0.5), S(4));
+        assert_eq!(b.delay(10, 1.0), S(60));
+        assert_eq!(b.delay(200, 0.5), S(30));
+        assert_eq!(b.delay(5, 0.0), Duration::ZERO);
+    }
+
+    #[test]
+    fn retry_after_takes_seconds_or_a_date() {
+        let now = Timestamp(784_111_777_000); // Sun, 06 Nov 1994 08:49:37 GMT
+        assert_eq!(retry_after("120", now), Some(S(120)));
+        assert_eq!(
+            retry_after("Sun, 06 Nov 1994 08:50:07 GMT", now),
+            Some(S(30))
+        );
+        assert_eq!(
+            retry_after("Sun, 06 Nov 1994 08:00:00 GMT", now),
+            Some(Duration::ZERO)
+        );
+        assert_eq!(retry_after("soon", now), None);
+    }
+
+    #[test]
+    fn only_transient_answers_are_retried() {
+        let b = Backoff {
+            base: S(1),
+            max: S(60),
+        };
+        assert_eq!(classify(Some(202), None, 0, &b, 0.5), Outcome::Delivered);
+        assert_eq!(classify(Some(503), None, 2, &b, 0.5), Outcome::Retry(S(2)));
+        assert_eq!(classify(None, None, 1, &b, 0.5), Outcome::Retry(S(1)));
+        // Retry-After longer than the backoff wins, even past the max.
+        assert_eq!(
+            classify(Some(429), Some(S(90)), 0, &b, 0.5),
+            Outcome::Retry(S(90))
+        );
+        // Shorter: the backoff still spreads the retries.
+        assert_eq!(
+            classify(Some(429), Some(Duration::ZERO), 4, &b, 0.5),
+            Outcome::Retry(S(8))
+        );
+        assert!(matches!(
+            classify(Some(400), None, 0, &b, 0.5),
+            Outcome::GiveUp(m) if m.contains("400")
+        ));
+        assert!(matches!(
+            classify(Some(404), None, 0, &b, 0.5),
+            Outcome::GiveUp(_)
+        ));
+    }
+
+    #[test]
+    fn the_breaker_opens_cools_down_and_probes() {
+        let t = |s: i64| Timestamp(s * 1000);
+        let mut br = Breaker::new(3, S(30));
+        br.on_failure(t(0));
+        br.on_failure(t(1));
+        assert_eq!(br.state(t(1)), BreakerState::Closed);
+        br.on_failure(t(2));
+        assert_eq!(br.state(t(2)), BreakerState::Open);
+        assert_eq!(br.allow(t(10)), Err(t(32)));
+        // After the cool-down one probe may go; its failure opens again.
+        assert_eq!(br.state(t(32)), BreakerState::HalfOpen);
+        assert_eq!(br.allow(t(32)), Ok(()));
+        br.on_failure(t(33));
+        assert_eq!(br.allow(t(40)), Err(t(63)));
+        // A successful probe closes it.
+        br.on_success();
+        assert_eq!(br.state(t(64)), BreakerState::Closed);
+        br.on_failure(t(64));
+        assert_eq!(br.state(t(64)), BreakerState::Closed);
+    }
+}
