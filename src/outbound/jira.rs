@@ -1,0 +1,243 @@
+//! Jira Service Management: a request (or a plain Jira issue) per
+//! incident, comments for later changes, and a transition to done on
+//! resolve. Idempotent by the issue key stored once created, with a search
+//! by label (`incidentd-<id>`) as the fallback when a create's answer was
+//! lost. Transition ids differ between workflows, so they are looked up on
+//! the issue (`GET …/transitions`) and picked by the status category they
+//! lead to, never hard-coded.
+
+use super::{EventKind, Method, Request, external_key, summary, truncate};
+use crate::domain::Incident;
+use serde_json::json;
+
+/// Where requests are created.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    /// JSM customer request: `POST /rest/servicedeskapi/request`.
+    ServiceDesk {
+        service_desk_id: String,
+        request_type_id: String,
+    },
+    /// Plain issue: `POST /rest/api/2/issue`.
+    Project { key: String, issue_type: String },
+}
+
+/// Jira priority names for P1..P5 (the default scheme).
+fn priority_name(inc: &Incident) -> &'static str {
+    ["Highest", "High", "Medium", "Low", "Lowest"][usize::from(inc.priority.get() - 1)]
+}
+
+fn description(inc: &Incident) -> String {
+    let mut d = format!(
+        "Opened by incidentd (incident {}, {}) at {}.\nRoot cause CI: {}\nImpacted services: {}",
+        inc.id.0,
+        inc.priority,
+        inc.opened_at.to_rfc3339(),
+        inc.root_ci.as_deref().unwrap_or("unknown"),
+        inc.impacted_services.join(", "),
+    );
+    for r in &inc.links.runbooks {
+        d.push_str("\nRunbook: ");
+        d.push_str(r);
+    }
+    d
+}
+
+/// The create call; its answer carries `issueKey` (service desk) or `key`.
+pub fn create(inc: &Incident, target: &Target) -> Request {
+    let label = external_key(inc);
+    let title = truncate(&summary(inc), 255);
+    match target {
+        Target::ServiceDesk {
+            service_desk_id,
+            request_type_id,
+        } => Request::post(
+            "/rest/servicedeskapi/request",
+            json!({
+                "serviceDeskId": service_desk_id,
+                "requestTypeId": request_type_id,
+                "requestFieldValues": {
+                    "summary": title,
+                    "description": description(inc),
+                    "labels": [label],
+                },
+            }),
+        ),
+        Target::Project { key, issue_type } => Request::post(
+            "/rest/api/2/issue",
+            json!({
+                "fields": {
+                    "project": { "key": key },
+                    "issuetype": { "name": issue_type },
+                    "summary": title,
+                    "description": description(inc),
+                    "labels": [label],
+                    "priority": { "name": priority_name(inc) },
+                }
+            }),
+        ),
+    }
+}
+
+/// The key of a created issue from the create call's answer.
+pub fn created_key(answer: &serde_json::Value) -> Option<String> {
+    answer["issueKey"]
+        .as_str()
+        .or_else(|| answer["key"].as_str())
+        .map(str::to_string)
+}
+
+/// Search for the issue labelled for `inc` (when no key is stored).
+pub fn search(inc: &Incident) -> Request {
+    Request {
+        method: Method::Get,
+        path: format!(
+            "/rest/api/2/search?jql=labels%3D%22{}%22&fields=key,status&maxResults=1",
+            external_key(inc)
+        ),
+        body: None,
+    }
+}
+
+/// The key the search found, if any.
+pub fn found_key(answer: &serde_json::Value) -> Option<String> {
+    answer["issues"][0]["key"].as_str().map(str::to_string)
+}
+
+pub fn comment(key: &str, text: &str) -> Request {
+    Request::post(
+        format!("/rest/api/2/issue/{key}/comment"),
+        json!({ "body": text }),
+    )
+}
+
+pub fn transitions(key: &str) -> Request {
+    Request {
+        method: Method::Get,
+        path: format!("/rest/api/2/issue/{key}/transitions"),
+        body: None,
+    }
+}
+
+/// The status category a change moves the issue to (`None`: a comment
+/// only).
+pub fn category_for(kind: EventKind) -> Option<&'static str> {
+    match kind {
+        EventKind::Resolved => Some("done"),
+        EventKind::Acknowledged => Some("indeterminate"),
+        EventKind::Reopened => Some("new"),
+        EventKind::Opened | EventKind::PriorityChanged | EventKind::OnHold | EventKind::Resumed => {
+            None
+        }
+    }
+}
+
+/// From a `GET …/transitions` answer, the id of the transition to a
+/// status of `category` (`new`, `indeterminate`, `done`); a transition
+/// named `preferred` wins when several lead there.
+pub fn pick_transition(
+    answer: &serde_json::Value,
+    category: &str,
+    preferred: Option<&str>,
+) -> Option<String> {
+    let all = answer["transitions"].as_array()?;
+    let to_category: Vec<&serde_json::Value> = all
+        .iter()
+        .filter(|t| t["to"]["statusCategory"]["key"] == category)
+        .collect();
+    let chosen = preferred
+        .and_then(|p| {
+            to_category.iter().find(|t| {
+                t["name"]
+                    .as_str()
+                    .is_some_and(|n| n.eq_ignore_ascii_case(p))
+            })
+        })
+        .or_else(|| to_category.first())?;
+    match &chosen["id"] {
+        serde_json::Value::String(s) => Some(s.clone()),
+        serde_json::Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+pub fn transition(key: &str, id: &str) -> Request {
+    Request::post(
+        format!("/rest/api/2/issue/{key}/transitions"),
+        json!({ "transition": { "id": id } }),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::outbound::tests::incident;
+
+    #[test]
+    fn create_search_comment_and_transition_by_category() {
+        let inc = incident();
+        let sd = Target::ServiceDesk {
+            service_desk_id: "4".into(),
+            request_type_id: "27".into(),
+        };
+        let c = create(&inc, &sd);
+        assert_eq!(c.path, "/rest/servicedeskapi/request");
+        let b = c.body.expect("body");
+        assert_eq!(b["serviceDeskId"], "4");
+        assert_eq!(b["requestFieldValues"]["labels"], json!(["incidentd-42"]));
+        assert_eq!(
+            b["requestFieldValues"]["summary"],
+            "[P1] PostgresDown on pg-0"
+        );
+        let p = create(
+            &inc,
+            &Target::Project {
+                key: "OPS".into(),
+                issue_type: "Incident".into(),
+            },
+        );
+        assert_eq!(p.path, "/rest/api/2/issue");
+        let b = p.body.expect("body");
+        assert_eq!(b["fields"]["project"]["key"], "OPS");
+        assert_eq!(b["fields"]["priority"]["name"], "Highest");
+        assert_eq!(
+            created_key(&json!({"issueKey": "SD-7"})),
+            Some("SD-7".into())
+        );
+        assert_eq!(
+            created_key(&json!({"id": "1", "key": "OPS-9"})),
+            Some("OPS-9".into())
+        );
+        assert_eq!(
+            search(&inc).path,
+            "/rest/api/2/search?jql=labels%3D%22incidentd-42%22&fields=key,status&maxResults=1"
+        );
+        assert_eq!(
+            found_key(&json!({"issues": [{"key": "OPS-9"}]})),
+            Some("OPS-9".into())
+        );
+        assert_eq!(found_key(&json!({"issues": []})), None);
+        assert_eq!(
+            comment("OPS-9", "hi").path,
+            "/rest/api/2/issue/OPS-9/comment"
+        );
+        let answer = json!({"transitions": [
+            {"id": "11", "name": "Start", "to": {"statusCategory": {"key": "indeterminate"}}},
+            {"id": "31", "name": "Close", "to": {"statusCategory": {"key": "done"}}},
+            {"id": 41, "name": "Resolve", "to": {"statusCategory": {"key": "done"}}}
+        ]});
+        assert_eq!(pick_transition(&answer, "done", None), Some("31".into()));
+        assert_eq!(
+            pick_transition(&answer, "done", Some("resolve")),
+            Some("41".into())
+        );
+        assert_eq!(
+            pick_transition(&answer, "indeterminate", Some("nope")),
+            Some("11".into())
+        );
+        assert_eq!(pick_transition(&answer, "new", None), None);
+        assert_eq!(category_for(EventKind::Resolved), Some("done"));
+        let t = transition("OPS-9", "41");
+        assert_eq!(t.body.expect("body")["transition"]["id"], "41");
+    }
+}
