@@ -300,6 +300,7 @@ fn print_op_counts(w: &Workload, rules: &Arc<RuleSet>) {
                 StoreOp::UpsertProblem(_) => ("upsert_problem", 1),
                 StoreOp::SetProblem { .. } => ("set_problem", 1),
                 StoreOp::UpsertChange(_) => ("upsert_change", 1),
+                StoreOp::Outbox(_) => ("outbox", 1),
             };
             *kinds.entry(k).or_default() += n;
         }

@@ -110,6 +110,7 @@ on_every_backend!(
     reads_and_problem_links,
     large_batch_in_one_apply,
     slo_incidents_are_the_qualifying_ones_open_since,
+    outbox_is_written_with_its_change_and_finished_once,
 );
 
 fn incident(id: i64, state: IncidentState, count: u64) -> Incident {
@@ -796,7 +797,7 @@ async fn postgres_instances_migrate_concurrently() {
             .fetch_all(&mut conn)
             .await
             .unwrap();
-    assert_eq!(versions, [1, 2], "each migration applied once");
+    assert_eq!(versions, [1, 2, 3], "each migration applied once");
     a.apply(&[upsert(incident(1, IncidentState::Open, 1))])
         .await
         .unwrap();
@@ -931,4 +932,137 @@ async fn slo_incidents_are_the_qualifying_ones_open_since(db: Db) {
     let mut ids: Vec<i64> = p1.iter().map(|i| i.id.0).collect();
     ids.sort_unstable();
     assert_eq!(ids, [1, 3]);
+}
+
+fn outbox(destination: &str, kind: incidentd::outbound::EventKind, inc: &Incident) -> StoreOp {
+    StoreOp::Outbox(Box::new(OutboxMessage {
+        destination: destination.into(),
+        kind,
+        at: inc.updated_at,
+        incident: inc.clone(),
+    }))
+}
+
+/// The transactional outbox: messages are stored in the batch of the
+/// change they report (a refused batch leaves none), come back per
+/// destination in write order with the incident as it was, keep their
+/// retry state, and once finished (delivered, or given up with a note on
+/// the incident's timeline) are never handed out again.
+async fn outbox_is_written_with_its_change_and_finished_once(db: Db) {
+    use incidentd::outbound::EventKind;
+    let store = &*db.store;
+    let mut inc = incident(1, IncidentState::Open, 1);
+    inc.title = db.stored("pg-0 down \0 (nul)");
+    let mut acked = inc.clone();
+    acked.state = IncidentState::Acknowledged;
+    acked.acknowledged_at = Some(Timestamp(2_000));
+    acked.updated_at = Timestamp(2_000);
+    store
+        .apply(&[
+            upsert(inc.clone()),
+            outbox("pagerduty", EventKind::Opened, &inc),
+            outbox("slack", EventKind::Opened, &inc),
+            upsert(acked.clone()),
+            outbox("pagerduty", EventKind::Acknowledged, &acked),
+        ])
+        .await
+        .unwrap();
+    // A refused batch (a second active incident with the same key) leaves
+    // no message behind.
+    let mut twin = incident(2, IncidentState::Open, 1);
+    twin.key = "k1".into();
+    assert!(
+        store
+            .apply(&[
+                upsert(twin.clone()),
+                outbox("pagerduty", EventKind::Opened, &twin)
+            ])
+            .await
+            .is_err()
+    );
+    let pending = store.outbox_pending("pagerduty", 10).await.unwrap();
+    let kinds: Vec<EventKind> = pending.iter().map(|r| r.message.kind).collect();
+    assert_eq!(kinds, [EventKind::Opened, EventKind::Acknowledged]);
+    assert!(pending[0].id < pending[1].id);
+    assert_eq!(pending[0].message.incident, inc);
+    assert_eq!(pending[1].message.incident, acked);
+    assert_eq!(pending[1].message.at, Timestamp(2_000));
+    assert_eq!(
+        (pending[0].attempts, pending[0].last_error.as_deref()),
+        (0, None)
+    );
+    assert_eq!(store.outbox_pending("pagerduty", 1).await.unwrap().len(), 1);
+
+    let (first, second) = (pending[0].id, pending[1].id);
+    store
+        .outbox_retry(first, 1, Timestamp(9_000), "HTTP 503".into())
+        .await
+        .unwrap();
+    let again = store.outbox_pending("pagerduty", 10).await.unwrap();
+    assert_eq!(
+        (
+            again[0].attempts,
+            again[0].next_at,
+            again[0].last_error.as_deref()
+        ),
+        (1, Timestamp(9_000), Some("HTTP 503"))
+    );
+    store
+        .outbox_finish(first, Timestamp(9_500), Delivery::Delivered, None)
+        .await
+        .unwrap();
+    let note = TimelineEntry {
+        at: Timestamp(9_600),
+        kind: TimelineKind::RuleApplied,
+        message: "pagerduty refused the acknowledgement: HTTP 400".into(),
+        actor: None,
+    };
+    store
+        .outbox_finish(
+            second,
+            Timestamp(9_600),
+            Delivery::GaveUp("HTTP 400".into()),
+            Some((IncidentId(1), note.clone())),
+        )
+        .await
+        .unwrap();
+    assert!(
+        store
+            .outbox_pending("pagerduty", 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(store.timeline(IncidentId(1)).await.unwrap().contains(&note));
+    assert_eq!(
+        store.outbox_depth().await.unwrap(),
+        [("slack".to_string(), 1)]
+    );
+
+    assert_eq!(
+        store
+            .outbound_ref("servicenow", IncidentId(1))
+            .await
+            .unwrap(),
+        None
+    );
+    store
+        .set_outbound_ref("servicenow", IncidentId(1), "sys-1")
+        .await
+        .unwrap();
+    store
+        .set_outbound_ref("servicenow", IncidentId(1), "sys-2")
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .outbound_ref("servicenow", IncidentId(1))
+            .await
+            .unwrap(),
+        Some("sys-2".into())
+    );
+    assert_eq!(
+        store.outbound_ref("jira", IncidentId(1)).await.unwrap(),
+        None
+    );
 }

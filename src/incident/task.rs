@@ -1157,7 +1157,9 @@ mod tests {
         Alert, AlertStatus, Fingerprint, LabelSet, Problem, Source, SystemClock, TimelineEntry,
         Timestamp,
     };
-    use crate::store::{AlertRecord, BoxFuture, IncidentQuery, SqliteStore, Store, StoreError};
+    use crate::store::{
+        AlertRecord, BoxFuture, Delivery, IncidentQuery, OutboxRow, SqliteStore, Store, StoreError,
+    };
 
     fn alert(i: u64) -> Event {
         let labels: LabelSet = [
@@ -1223,6 +1225,30 @@ mod tests {
         }
         fn slo_incidents(&self, since: Timestamp, worst: Priority) -> Fut<'_, Vec<Incident>> {
             self.0.slo_incidents(since, worst)
+        }
+        fn outbox_pending<'a>(&'a self, d: &'a str, limit: u32) -> Fut<'a, Vec<OutboxRow>> {
+            self.0.outbox_pending(d, limit)
+        }
+        fn outbox_retry(&self, id: i64, n: u32, next: Timestamp, e: String) -> Fut<'_, ()> {
+            self.0.outbox_retry(id, n, next, e)
+        }
+        fn outbox_finish(
+            &self,
+            id: i64,
+            at: Timestamp,
+            outcome: Delivery,
+            note: Option<(IncidentId, TimelineEntry)>,
+        ) -> Fut<'_, ()> {
+            self.0.outbox_finish(id, at, outcome, note)
+        }
+        fn outbox_depth(&self) -> Fut<'_, Vec<(String, u64)>> {
+            self.0.outbox_depth()
+        }
+        fn outbound_ref<'a>(&'a self, d: &'a str, i: IncidentId) -> Fut<'a, Option<String>> {
+            self.0.outbound_ref(d, i)
+        }
+        fn set_outbound_ref<'a>(&'a self, d: &'a str, i: IncidentId, x: &'a str) -> Fut<'a, ()> {
+            self.0.set_outbound_ref(d, i, x)
         }
         fn timeline(&self, id: IncidentId) -> Fut<'_, Vec<TimelineEntry>> {
             self.0.timeline(id)

@@ -81,6 +81,8 @@ pub(super) struct Grouped<'a> {
     pub problems: Vec<&'a Problem>,
     pub set_problem: Vec<(&'a [IncidentId], &'a str)>,
     pub changes: Vec<&'a ChangeRecord>,
+    /// In op order (the ids they get are the delivery order).
+    pub outbox: Vec<&'a super::OutboxMessage>,
 }
 
 pub(super) fn group(ops: &[StoreOp]) -> Grouped<'_> {
@@ -116,6 +118,7 @@ pub(super) fn group(ops: &[StoreOp]) -> Grouped<'_> {
             StoreOp::UpsertProblem(p) => problems.push(&**p),
             StoreOp::SetProblem { incidents, problem } => g.set_problem.push((incidents, problem)),
             StoreOp::UpsertChange(c) => changes.push(&**c),
+            StoreOp::Outbox(m) => g.outbox.push(&**m),
         }
     }
     g.incidents = last_by(incidents.into_iter(), |i: &Incident| i.id);

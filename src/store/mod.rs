@@ -129,6 +129,39 @@ pub enum StoreOp {
         problem: String,
     },
     UpsertChange(Box<ChangeRecord>),
+    /// A message for a destination, in the transaction of the change it
+    /// reports (the transactional outbox).
+    Outbox(Box<OutboxMessage>),
+}
+
+/// What one destination must hear of one change of an incident.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OutboxMessage {
+    pub destination: String,
+    pub kind: crate::outbound::EventKind,
+    pub at: Timestamp,
+    /// The incident as it was at this change.
+    pub incident: Incident,
+}
+
+/// A stored outbox message still to deliver.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OutboxRow {
+    /// Ascending in write order; also the delivery id receivers see.
+    pub id: i64,
+    pub message: OutboxMessage,
+    pub attempts: u32,
+    /// Not before this (backoff, `Retry-After`).
+    pub next_at: Timestamp,
+    pub last_error: Option<String>,
+}
+
+/// How a message's delivery ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Delivery {
+    Delivered,
+    /// Refused for good (a 4xx other than 408/429): the reason.
+    GaveUp(String),
 }
 
 /// Alert state the engine needs back after a restart.
@@ -214,6 +247,43 @@ pub trait Store: Send + Sync + 'static {
         id: IncidentId,
     ) -> BoxFuture<'_, Result<Vec<AlertRecord>, StoreError>>;
     fn count_by_state(&self) -> BoxFuture<'_, Result<Vec<(IncidentState, u64)>, StoreError>>;
+    /// Up to `limit` undelivered messages of `destination`, oldest first.
+    fn outbox_pending<'a>(
+        &'a self,
+        destination: &'a str,
+        limit: u32,
+    ) -> BoxFuture<'a, Result<Vec<OutboxRow>, StoreError>>;
+    /// Record a failed attempt: try again at `next_at`.
+    fn outbox_retry(
+        &self,
+        id: i64,
+        attempts: u32,
+        next_at: Timestamp,
+        error: String,
+    ) -> BoxFuture<'_, Result<(), StoreError>>;
+    /// Mark a message delivered or given up, with an optional timeline
+    /// entry for its incident, in one transaction.
+    fn outbox_finish(
+        &self,
+        id: i64,
+        at: Timestamp,
+        outcome: Delivery,
+        note: Option<(IncidentId, TimelineEntry)>,
+    ) -> BoxFuture<'_, Result<(), StoreError>>;
+    /// Undelivered messages per destination.
+    fn outbox_depth(&self) -> BoxFuture<'_, Result<Vec<(String, u64)>, StoreError>>;
+    /// The id `destination` gave `incident` (ServiceNow `sys_id`, Jira key).
+    fn outbound_ref<'a>(
+        &'a self,
+        destination: &'a str,
+        incident: IncidentId,
+    ) -> BoxFuture<'a, Result<Option<String>, StoreError>>;
+    fn set_outbound_ref<'a>(
+        &'a self,
+        destination: &'a str,
+        incident: IncidentId,
+        external: &'a str,
+    ) -> BoxFuture<'a, Result<(), StoreError>>;
     /// Cheap round trip for `/readyz`.
     fn ping(&self) -> BoxFuture<'_, Result<(), StoreError>>;
 }

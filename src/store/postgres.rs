@@ -11,12 +11,12 @@
 use super::batch::{Grouped, TouchRow, group};
 use super::rows::{
     alert_record_from_row, alert_snapshot_from_row, change_from_row, change_state_str, count_to_db,
-    extra_json, fp_from_db, fp_to_db, incident_from_row, problem_from_row, state_count_from_row,
-    timeline_from_row, to_json,
+    extra_json, fp_from_db, fp_to_db, incident_from_row, outbox_from_row, problem_from_row,
+    state_count_from_row, timeline_from_row, to_json,
 };
 use super::{
-    AlertRecord, AlertUpdate, BoxFuture, IncidentQuery, Snapshot, StateFilter, Store, StoreError,
-    StoreOp,
+    AlertRecord, AlertUpdate, BoxFuture, Delivery, IncidentQuery, OutboxRow, Snapshot, StateFilter,
+    Store, StoreError, StoreOp,
 };
 use crate::change::ChangeRecord;
 use crate::domain::{Incident, IncidentId, IncidentState, Problem, TimelineEntry, Timestamp};
@@ -32,6 +32,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
         2,
         include_str!("migrations/postgres/0002_hot_path_indexes.sql"),
     ),
+    (3, include_str!("migrations/postgres/0003_outbox.sql")),
 ];
 
 /// Key of the advisory lock held while migrating, so that instances starting
@@ -510,6 +511,28 @@ async fn append_timeline(
     Ok(())
 }
 
+/// Messages get their ids in array order, which is their delivery order.
+async fn insert_outbox(
+    c: &mut PgConnection,
+    rows: &[&super::OutboxMessage],
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO outbox (destination, incident_id, kind, at, incident)
+         SELECT destination, incident_id, kind, at, incident::jsonb
+         FROM UNNEST($1::text[], $2::bigint[], $3::text[], $4::bigint[], $5::text[])
+           WITH ORDINALITY AS v(destination, incident_id, kind, at, incident, n)
+         ORDER BY n",
+    )
+    .bind(col(rows, |m| text(&m.destination)))
+    .bind(col(rows, |m| m.incident.id.0))
+    .bind(col(rows, |m| m.kind.as_str()))
+    .bind(col(rows, |m| m.at.millis()))
+    .bind(col(rows, |m| json_text(to_json(&m.incident))))
+    .execute(c)
+    .await?;
+    Ok(())
+}
+
 async fn touch_alerts(c: &mut PgConnection, rows: &[TouchRow]) -> Result<(), StoreError> {
     sqlx::query(
         "UPDATE alerts SET last_seen = GREATEST(alerts.last_seen, v.last_seen), \
@@ -587,6 +610,9 @@ async fn write(
     }
     if !g.timeline.is_empty() {
         append_timeline(c, &g.timeline).await?;
+    }
+    if !g.outbox.is_empty() {
+        insert_outbox(c, &g.outbox).await?;
     }
     if !g.touches.is_empty() {
         touch_alerts(c, &g.touches).await?;
@@ -818,6 +844,126 @@ impl Store for PgStore {
             rows.iter()
                 .map(incident_from_row)
                 .collect::<Result<Vec<_>, _>>()
+        })
+    }
+
+    fn outbox_pending<'a>(
+        &'a self,
+        destination: &'a str,
+        limit: u32,
+    ) -> BoxFuture<'a, Result<Vec<OutboxRow>, StoreError>> {
+        Box::pin(async move {
+            let rows = sqlx::query(
+                "SELECT id, destination, kind, at, incident::text AS incident, attempts, next_at, last_error
+                 FROM outbox WHERE destination = $1 AND done_at IS NULL ORDER BY id LIMIT $2",
+            )
+            .bind(destination)
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await?;
+            rows.iter().map(outbox_from_row).collect()
+        })
+    }
+
+    fn outbox_retry(
+        &self,
+        id: i64,
+        attempts: u32,
+        next_at: Timestamp,
+        error: String,
+    ) -> BoxFuture<'_, Result<(), StoreError>> {
+        Box::pin(async move {
+            sqlx::query(
+                "UPDATE outbox SET attempts = $1, next_at = $2, last_error = $3 WHERE id = $4",
+            )
+            .bind(i64::from(attempts))
+            .bind(next_at.millis())
+            .bind(text(&error))
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+            Ok(())
+        })
+    }
+
+    fn outbox_finish(
+        &self,
+        id: i64,
+        at: Timestamp,
+        outcome: Delivery,
+        note: Option<(IncidentId, TimelineEntry)>,
+    ) -> BoxFuture<'_, Result<(), StoreError>> {
+        Box::pin(async move {
+            let (outcome, error) = match outcome {
+                Delivery::Delivered => ("delivered", None),
+                Delivery::GaveUp(why) => ("gave_up", Some(why)),
+            };
+            let mut tx = self.pool.begin().await?;
+            sqlx::query(
+                "UPDATE outbox SET done_at = $1, outcome = $2, last_error = COALESCE($3, last_error) WHERE id = $4",
+            )
+            .bind(at.millis())
+            .bind(outcome)
+            .bind(error.as_deref().map(text))
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+            if let Some((incident, e)) = note {
+                append_timeline(&mut tx, &[(incident, &e)]).await?;
+            }
+            tx.commit().await?;
+            Ok(())
+        })
+    }
+
+    fn outbox_depth(&self) -> BoxFuture<'_, Result<Vec<(String, u64)>, StoreError>> {
+        Box::pin(async move {
+            let rows: Vec<(String, i64)> = sqlx::query_as(
+                "SELECT destination, COUNT(*) FROM outbox WHERE done_at IS NULL GROUP BY destination",
+            )
+            .fetch_all(&self.pool)
+            .await?;
+            Ok(rows
+                .into_iter()
+                .map(|(d, n)| (d, u64::try_from(n).unwrap_or(0)))
+                .collect())
+        })
+    }
+
+    fn outbound_ref<'a>(
+        &'a self,
+        destination: &'a str,
+        incident: IncidentId,
+    ) -> BoxFuture<'a, Result<Option<String>, StoreError>> {
+        Box::pin(async move {
+            let r: Option<(String,)> = sqlx::query_as(
+                "SELECT external_id FROM outbound_refs WHERE destination = $1 AND incident_id = $2",
+            )
+            .bind(destination)
+            .bind(incident.0)
+            .fetch_optional(&self.pool)
+            .await?;
+            Ok(r.map(|r| r.0))
+        })
+    }
+
+    fn set_outbound_ref<'a>(
+        &'a self,
+        destination: &'a str,
+        incident: IncidentId,
+        external: &'a str,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(async move {
+            sqlx::query(
+                "INSERT INTO outbound_refs (destination, incident_id, external_id) VALUES ($1, $2, $3)
+                 ON CONFLICT (destination, incident_id) DO UPDATE SET external_id = EXCLUDED.external_id",
+            )
+            .bind(text(destination))
+            .bind(incident.0)
+            .bind(text(external))
+            .execute(&self.pool)
+            .await?;
+            Ok(())
         })
     }
 

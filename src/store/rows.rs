@@ -153,6 +153,24 @@ where
     }
 }
 
+/// An `outbox` row (`incident` as JSON text).
+pub(super) fn outbox_from_row(r: &impl Cols) -> Result<super::OutboxRow, StoreError> {
+    let kind = r.text("kind")?;
+    Ok(super::OutboxRow {
+        id: r.int("id")?,
+        message: super::OutboxMessage {
+            destination: r.text("destination")?,
+            kind: crate::outbound::EventKind::parse(&kind)
+                .ok_or_else(|| StoreError::Corrupt(format!("unknown outbox kind {kind:?}")))?,
+            at: Timestamp(r.int("at")?),
+            incident: from_json(&r.text("incident")?, "outbox.incident")?,
+        },
+        attempts: u32::try_from(r.int("attempts")?).unwrap_or(u32::MAX),
+        next_at: Timestamp(r.int("next_at")?),
+        last_error: r.opt_text("last_error")?,
+    })
+}
+
 /// An `incidents` row (`extra` as JSON text), without its fingerprints.
 pub(super) fn incident_from_row(r: &impl Cols) -> Result<Incident, StoreError> {
     let extra: Extra = from_json(&r.text("extra")?, "incidents.extra")?;

@@ -4,11 +4,12 @@
 use super::batch::{Grouped, group};
 use super::rows::{
     alert_record_from_row, alert_snapshot_from_row, change_from_row, change_state_str, count_to_db,
-    extra_json, fp_from_db, fp_to_db, incident_from_row, problem_from_row, state_count_from_row,
-    timeline_from_row, to_json,
+    extra_json, fp_from_db, fp_to_db, incident_from_row, outbox_from_row, problem_from_row,
+    state_count_from_row, timeline_from_row, to_json,
 };
 use super::{
-    AlertRecord, BoxFuture, IncidentQuery, Snapshot, StateFilter, Store, StoreError, StoreOp,
+    AlertRecord, BoxFuture, Delivery, IncidentQuery, OutboxRow, Snapshot, StateFilter, Store,
+    StoreError, StoreOp,
 };
 use crate::change::ChangeRecord;
 use crate::domain::{Incident, IncidentId, IncidentState, Problem, TimelineEntry, Timestamp};
@@ -25,6 +26,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("migrations/sqlite/0001_init.sql")),
     (2, include_str!("migrations/sqlite/0002_cmdb.sql")),
     (3, include_str!("migrations/sqlite/0003_shard.sql")),
+    (4, include_str!("migrations/sqlite/0004_outbox.sql")),
 ];
 
 /// `synchronous` pragma. `Normal` in WAL mode survives a process crash
@@ -448,6 +450,24 @@ fn script(g: &Grouped<'_>) -> String {
         }
         q.raw(";\n");
     }
+    for rows in g.outbox.chunks(ROWS_PER_STATEMENT) {
+        q.raw("INSERT INTO outbox (destination, incident_id, kind, at, incident) VALUES ");
+        for (i, m) in rows.iter().enumerate() {
+            q.sep(i == 0)
+                .raw("(")
+                .str(&m.destination)
+                .raw(", ")
+                .int(m.incident.id.0)
+                .raw(", ");
+            q.str(m.kind.as_str())
+                .raw(", ")
+                .int(m.at.millis())
+                .raw(", ")
+                .str(&to_json(&m.incident))
+                .raw(")");
+        }
+        q.raw(";\n");
+    }
     for rows in g.touches.chunks(ROWS_PER_STATEMENT) {
         q.raw("WITH v(fp, last_seen, deliveries) AS (VALUES ");
         for (i, t) in rows.iter().enumerate() {
@@ -668,6 +688,133 @@ impl Store for SqliteStore {
             rows.iter()
                 .map(incident_from_row)
                 .collect::<Result<Vec<_>, _>>()
+        })
+    }
+
+    fn outbox_pending<'a>(
+        &'a self,
+        destination: &'a str,
+        limit: u32,
+    ) -> BoxFuture<'a, Result<Vec<OutboxRow>, StoreError>> {
+        Box::pin(async move {
+            let rows = sqlx::query(
+                "SELECT id, destination, kind, at, incident, attempts, next_at, last_error FROM outbox
+                 WHERE destination = ? AND done_at IS NULL ORDER BY id LIMIT ?",
+            )
+            .bind(destination)
+            .bind(i64::from(limit))
+            .fetch_all(&self.reader)
+            .await?;
+            rows.iter().map(outbox_from_row).collect()
+        })
+    }
+
+    fn outbox_retry(
+        &self,
+        id: i64,
+        attempts: u32,
+        next_at: Timestamp,
+        error: String,
+    ) -> BoxFuture<'_, Result<(), StoreError>> {
+        Box::pin(async move {
+            sqlx::query("UPDATE outbox SET attempts = ?, next_at = ?, last_error = ? WHERE id = ?")
+                .bind(i64::from(attempts))
+                .bind(next_at.millis())
+                .bind(error)
+                .bind(id)
+                .execute(&self.writer)
+                .await?;
+            Ok(())
+        })
+    }
+
+    fn outbox_finish(
+        &self,
+        id: i64,
+        at: Timestamp,
+        outcome: Delivery,
+        note: Option<(IncidentId, TimelineEntry)>,
+    ) -> BoxFuture<'_, Result<(), StoreError>> {
+        Box::pin(async move {
+            let (outcome, error) = match outcome {
+                Delivery::Delivered => ("delivered", None),
+                Delivery::GaveUp(why) => ("gave_up", Some(why)),
+            };
+            let mut tx = self.writer.begin().await?;
+            sqlx::query(
+                "UPDATE outbox SET done_at = ?, outcome = ?, last_error = COALESCE(?, last_error) WHERE id = ?",
+            )
+            .bind(at.millis())
+            .bind(outcome)
+            .bind(error)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+            if let Some((incident, e)) = note {
+                sqlx::query(
+                    "INSERT INTO timeline (incident_id, at, kind, message, actor) VALUES (?, ?, ?, ?, ?)",
+                )
+                .bind(incident.0)
+                .bind(e.at.millis())
+                .bind(e.kind.as_str())
+                .bind(e.message)
+                .bind(e.actor)
+                .execute(&mut *tx)
+                .await?;
+            }
+            tx.commit().await?;
+            Ok(())
+        })
+    }
+
+    fn outbox_depth(&self) -> BoxFuture<'_, Result<Vec<(String, u64)>, StoreError>> {
+        Box::pin(async move {
+            let rows: Vec<(String, i64)> = sqlx::query_as(
+                "SELECT destination, COUNT(*) FROM outbox WHERE done_at IS NULL GROUP BY destination",
+            )
+            .fetch_all(&self.reader)
+            .await?;
+            Ok(rows
+                .into_iter()
+                .map(|(d, n)| (d, u64::try_from(n).unwrap_or(0)))
+                .collect())
+        })
+    }
+
+    fn outbound_ref<'a>(
+        &'a self,
+        destination: &'a str,
+        incident: IncidentId,
+    ) -> BoxFuture<'a, Result<Option<String>, StoreError>> {
+        Box::pin(async move {
+            let r: Option<(String,)> = sqlx::query_as(
+                "SELECT external_id FROM outbound_refs WHERE destination = ? AND incident_id = ?",
+            )
+            .bind(destination)
+            .bind(incident.0)
+            .fetch_optional(&self.reader)
+            .await?;
+            Ok(r.map(|r| r.0))
+        })
+    }
+
+    fn set_outbound_ref<'a>(
+        &'a self,
+        destination: &'a str,
+        incident: IncidentId,
+        external: &'a str,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(async move {
+            sqlx::query(
+                "INSERT INTO outbound_refs (destination, incident_id, external_id) VALUES (?, ?, ?)
+                 ON CONFLICT (destination, incident_id) DO UPDATE SET external_id = excluded.external_id",
+            )
+            .bind(destination)
+            .bind(incident.0)
+            .bind(external)
+            .execute(&self.writer)
+            .await?;
+            Ok(())
         })
     }
 
