@@ -252,6 +252,26 @@ pub async fn start(cfg: &Config, clock: Arc<dyn Clock>) -> Result<Running> {
             (Some(source), publisher, Some(forwarder))
         }
     };
+    metrics.known_destinations(cfg.outbound.iter().map(|d| d.name.as_str()));
+    for d in &cfg.outbound {
+        use crate::config::outbound::DestinationKind;
+        let credential = match &d.kind {
+            DestinationKind::PagerDuty { routing_key: s }
+            | DestinationKind::Opsgenie { api_key: s }
+            | DestinationKind::Webhook { secret: s } => read_secret(&Some(s.clone()), &d.name)?,
+            DestinationKind::Slack => None,
+        };
+        let sender = crate::outbound::sender::Sender::new(
+            d.clone(),
+            credential,
+            store.clone(),
+            clock.clone(),
+            metrics.outbound.clone(),
+        )
+        .with_context(|| format!("outbound destination {}", d.name))?;
+        tracker.spawn(sender.run(handle.commits(), cancel.clone()));
+        tracing::info!(destination = %d.name, kind = d.kind.as_str(), url = %d.url, "outbound destination started");
+    }
     let shared_cmdb: SharedCmdb = Arc::new(std::sync::RwLock::new(cmdb));
     let slo = Arc::new(SloExporter::new(now, metrics.slo.clone()));
     if let Err(e) = slo

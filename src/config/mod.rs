@@ -2,6 +2,8 @@
 //! serde structs that reject unknown keys, then validated without I/O into
 //! [`Config`], reporting every problem at once.
 
+pub mod outbound;
+
 use crate::dedup::FlapPolicy;
 use crate::domain::{Level, Priority, PriorityMatrix, parse_duration};
 use crate::incident::EngineConfig;
@@ -45,6 +47,7 @@ pub struct RawConfig {
     pub problems: RawProblems,
     pub slo: RawSlo,
     pub sla: RawSla,
+    pub outbound: outbound::RawOutbound,
     pub cmdb: RawCmdb,
     pub kafka: Option<RawKafka>,
 }
@@ -300,6 +303,9 @@ pub struct Config {
     pub flush_interval: Duration,
     pub engine: EngineConfig,
     pub slo: SloConfig,
+    /// Destinations incidents are pushed to (their routes are also in
+    /// `engine.outbound`, which writes the outbox).
+    pub outbound: Vec<outbound::DestinationConfig>,
 }
 
 /// How SLO downtime is read from the incident record.
@@ -512,8 +518,20 @@ pub fn validate(raw: RawConfig, o: &Overrides) -> Result<Config, Vec<FieldError>
         }),
     };
     let slo = slo(&mut errs, &raw.slo);
+    let outbound = outbound::destinations(&mut errs, &raw.outbound);
+    if !outbound.is_empty() && raw.kafka.is_some() {
+        // Several instances would each deliver the shared outbox.
+        errs.push(FieldError {
+            field: "outbound.destinations".into(),
+            message: "not available with [kafka] yet (single instance only)".into(),
+        });
+    }
     let threshold = raw.problems.threshold.unwrap_or(3);
     let engine = EngineConfig {
+        outbound: outbound
+            .iter()
+            .map(|d| (d.name.clone(), d.routes.clone()))
+            .collect(),
         correlation_window: duration(
             &mut errs,
             "correlation.window",
@@ -655,6 +673,7 @@ pub fn validate(raw: RawConfig, o: &Overrides) -> Result<Config, Vec<FieldError>
         flush_interval,
         engine,
         slo,
+        outbound,
     })
 }
 

@@ -273,6 +273,8 @@ pub enum TimelineKind {
     Resumed,
     /// The incident's start moved earlier (an alert that began before it joined).
     Backdated,
+    /// A destination refused an update for good (outbound).
+    OutboundFailed,
 }
 
 impl TimelineKind {
@@ -299,6 +301,7 @@ impl TimelineKind {
             TimelineKind::OnHold => "on_hold",
             TimelineKind::Resumed => "resumed",
             TimelineKind::Backdated => "backdated",
+            TimelineKind::OutboundFailed => "outbound_failed",
         }
     }
 }

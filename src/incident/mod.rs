@@ -54,6 +54,10 @@ pub struct EngineConfig {
     pub similar_limit: usize,
     /// Hold reasons that stop the SLA clocks (`sla.pause_on`).
     pub sla_pause_on: Arc<[String]>,
+    /// Outbound destinations by name with their routes: each change of an
+    /// incident a route matches is written to the outbox for it, in the
+    /// batch of the change.
+    pub outbound: Arc<[(String, Vec<crate::outbound::route::Route>)]>,
 }
 
 impl Default for EngineConfig {
@@ -70,6 +74,7 @@ impl Default for EngineConfig {
             problems: ProblemPolicy::default(),
             similar_limit: 5,
             sla_pause_on: default_pause_on(),
+            outbound: Arc::from([]),
         }
     }
 }
@@ -172,6 +177,10 @@ struct Tracked {
     cmdb_impact: Level,
     /// Set once the first priority is decided; after that it only rises.
     priority_set: Option<Priority>,
+    /// The incident as outbound destinations last heard of it (only kept
+    /// when destinations are configured): the next batch tells them what
+    /// changed since.
+    notified: Option<Incident>,
 }
 
 impl Tracked {
@@ -193,6 +202,7 @@ impl Tracked {
             assigned_by_rule: false,
             cmdb_impact: Level::MEDIUM,
             priority_set: None,
+            notified: None,
         }
     }
 }
@@ -384,6 +394,11 @@ impl Engine {
             t.resolved_seen = (!active).then_some(now);
             t.cmdb_impact = t.inc.impact;
             t.priority_set = Some(t.inc.priority);
+            // What the store holds was written with its outbox rows: the
+            // destinations have heard of it (or will, from the outbox).
+            if !self.cfg.outbound.is_empty() {
+                t.notified = Some(t.inc.clone());
+            }
             if active && firing == 0 {
                 let end = last_end.unwrap_or(t.inc.opened_at);
                 let due = end.saturating_add(self.hold_for(&t.inc));
@@ -555,10 +570,30 @@ impl Engine {
         }
         let mut ids: Vec<IncidentId> = self.upserts.drain().collect();
         ids.sort();
+        let outbound = !self.cfg.outbound.is_empty();
         for id in ids {
-            if let Some(t) = self.incidents.get(&id) {
+            if let Some(t) = self.incidents.get_mut(&id) {
                 self.ops
                     .push(StoreOp::UpsertIncident(Box::new(t.inc.clone())));
+                if outbound {
+                    // The outbox rows ride in the same batch, so they are
+                    // committed in the same transaction as the change.
+                    for kind in crate::outbound::changes(t.notified.as_ref(), &t.inc) {
+                        for (name, routes) in self.cfg.outbound.iter() {
+                            if crate::outbound::route::any_matches(routes, &t.inc, kind) {
+                                self.ops.push(StoreOp::Outbox(Box::new(
+                                    crate::store::OutboxMessage {
+                                        destination: name.clone(),
+                                        kind,
+                                        at: t.inc.updated_at,
+                                        incident: t.inc.clone(),
+                                    },
+                                )));
+                            }
+                        }
+                    }
+                    t.notified = Some(t.inc.clone());
+                }
             }
         }
         let seq = self.seq;

@@ -102,6 +102,12 @@ pub struct EngineHandle {
 }
 
 impl EngineHandle {
+    /// The last committed batch, changing after every commit (outbox
+    /// senders wake on it).
+    pub fn commits(&self) -> watch::Receiver<u64> {
+        self.committed.clone()
+    }
+
     /// Hand events to the (single) engine and wait until their effect is
     /// durable.
     pub async fn ingest(&self, events: Vec<Event>) -> Result<IngestOutcome, PipelineError> {

@@ -14,6 +14,7 @@ pub mod opsgenie;
 pub mod pagerduty;
 pub mod retry;
 pub mod route;
+pub mod sender;
 pub mod servicenow;
 pub mod slack;
 pub mod webhook;

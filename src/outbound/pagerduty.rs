@@ -22,17 +22,22 @@ pub fn event(routing_key: &str, inc: &Incident, kind: EventKind) -> Option<Reque
         "dedup_key": external_key(inc),
     });
     if action == "trigger" {
-        body["payload"] = json!({
+        let mut payload = json!({
             // PagerDuty caps the summary at 1024 characters.
             "summary": truncate(&summary(inc), 1024),
             "source": inc.root_ci.as_deref().unwrap_or("incidentd"),
             "severity": severity(inc.priority),
             "timestamp": inc.opened_at,
-            "component": inc.root_ci,
-            "group": inc.impacted_services.first(),
-            "class": inc.signature.as_deref().and_then(|s| s.rsplit('|').next()),
             "custom_details": details(inc),
         });
+        // Optional fields only when known (no nulls in the event).
+        if let Some(ci) = &inc.root_ci {
+            payload["component"] = json!(ci);
+        }
+        if let Some(s) = inc.impacted_services.first() {
+            payload["group"] = json!(s);
+        }
+        body["payload"] = payload;
         body["client"] = json!("incidentd");
         let links: Vec<_> = inc
             .links

@@ -55,7 +55,24 @@ pub struct Metrics {
     pub shards_owned: IntGauge,
     pub kafka: KafkaMetrics,
     pub slo: SloMetrics,
+    pub outbound: OutboundMetrics,
 }
+
+/// Outbound delivery per destination (labels bounded by the config).
+#[derive(Clone)]
+pub struct OutboundMetrics {
+    /// `destination`, `operation` (event kind), `outcome` (`success`,
+    /// `retry`, `rejected`).
+    pub requests: IntCounterVec,
+    pub duration: HistogramVec,
+    pub queue_depth: IntGaugeVec,
+    pub last_success: GaugeVec,
+    /// 0 closed, 1 half-open, 2 open.
+    pub breaker: IntGaugeVec,
+}
+
+/// `incidentd_outbound_requests_total{outcome}` values.
+pub const OUTBOUND_OUTCOMES: [&str; 3] = ["success", "retry", "rejected"];
 
 /// SLO series (labels `service`, `slo`; `window` for burn rates): bounded
 /// by the service catalog.
@@ -461,6 +478,52 @@ impl Metrics {
                     "Failed reads of SLO downtime from the store (the last intervals stay in use).",
                 ),
             },
+            outbound: OutboundMetrics {
+                requests: counter_vec(
+                    "incidentd_outbound_requests_total",
+                    "Requests to outbound destinations, by destination, operation (event) and outcome (success, retry, rejected).",
+                    &["destination", "operation", "outcome"],
+                ),
+                duration: reg(
+                    &r,
+                    HistogramVec::new(
+                        HistogramOpts::new(
+                            "incidentd_outbound_request_duration_seconds",
+                            "Outbound request latency (until the answer or the failure).",
+                        )
+                        .buckets(prometheus::exponential_buckets(0.005, 2.0, 12).expect("valid buckets")),
+                        &["destination"],
+                    )
+                    .expect("valid metric"),
+                ),
+                queue_depth: reg(
+                    &r,
+                    IntGaugeVec::new(
+                        Opts::new(
+                            "incidentd_outbound_queue_depth",
+                            "Outbox messages not yet delivered, by destination.",
+                        ),
+                        &["destination"],
+                    )
+                    .expect("valid metric"),
+                ),
+                last_success: gauge_vec(
+                    "incidentd_outbound_last_success_timestamp_seconds",
+                    "When a destination last accepted a request (Unix time; 0: never).",
+                    &["destination"],
+                ),
+                breaker: reg(
+                    &r,
+                    IntGaugeVec::new(
+                        Opts::new(
+                            "incidentd_outbound_breaker_state",
+                            "Circuit breaker per destination: 0 closed, 1 half-open, 2 open.",
+                        ),
+                        &["destination"],
+                    )
+                    .expect("valid metric"),
+                ),
+            },
             registry: r.clone(),
         };
         let build = reg(
@@ -515,6 +578,23 @@ impl Metrics {
             }
         }
         m
+    }
+
+    /// Export the per-destination series at 0 from the start.
+    pub fn known_destinations<'a>(&self, destinations: impl IntoIterator<Item = &'a str>) {
+        for d in destinations {
+            for op in crate::outbound::EventKind::ALL {
+                for outcome in OUTBOUND_OUTCOMES {
+                    self.outbound
+                        .requests
+                        .with_label_values(&[d, op.as_str(), outcome]);
+                }
+            }
+            self.outbound.duration.with_label_values(&[d]);
+            self.outbound.queue_depth.with_label_values(&[d]);
+            self.outbound.last_success.with_label_values(&[d]);
+            self.outbound.breaker.with_label_values(&[d]);
+        }
     }
 
     /// Export the per-topic Kafka series at 0 from the start.

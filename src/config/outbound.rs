@@ -1,0 +1,308 @@
+//! `[[outbound.destinations]]`: where incidents are pushed, each with its
+//! routes, credentials, rate limit and retry settings.
+
+use super::{FieldError, Secret, duration};
+use crate::domain::Priority;
+use crate::outbound::EventKind;
+use crate::outbound::retry::Backoff;
+use crate::outbound::route::Route;
+use serde::Deserialize;
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawOutbound {
+    pub destinations: Vec<RawDestination>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawDestination {
+    pub name: Option<String>,
+    pub kind: Option<String>,
+    pub url: Option<String>,
+    pub routing_key: Option<String>,
+    pub routing_key_file: Option<PathBuf>,
+    pub api_key: Option<String>,
+    pub api_key_file: Option<PathBuf>,
+    pub secret: Option<String>,
+    pub secret_file: Option<PathBuf>,
+    /// Slack: a link to the incident (`{id}` is replaced), e.g. a UI.
+    pub incident_url: Option<String>,
+    pub rate_limit: Option<f64>,
+    pub burst: Option<u32>,
+    pub timeout: Option<String>,
+    pub backoff_base: Option<String>,
+    pub backoff_max: Option<String>,
+    pub breaker_failures: Option<u32>,
+    pub breaker_cool_down: Option<String>,
+    pub routes: Vec<RawRoute>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawRoute {
+    pub services: Vec<String>,
+    pub max_priority: Option<String>,
+    pub events: Vec<String>,
+}
+
+/// The API a destination speaks, with its credential.
+#[derive(Debug, Clone, PartialEq)]
+pub enum DestinationKind {
+    PagerDuty { routing_key: Secret },
+    Opsgenie { api_key: Secret },
+    Slack,
+    Webhook { secret: Secret },
+}
+
+impl DestinationKind {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            DestinationKind::PagerDuty { .. } => "pagerduty",
+            DestinationKind::Opsgenie { .. } => "opsgenie",
+            DestinationKind::Slack => "slack",
+            DestinationKind::Webhook { .. } => "webhook",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct DestinationConfig {
+    pub name: String,
+    pub kind: DestinationKind,
+    /// Base URL (PagerDuty, Opsgenie) or the endpoint itself (Slack,
+    /// webhook); requests never go anywhere else.
+    pub url: String,
+    pub incident_url: Option<String>,
+    pub routes: Vec<Route>,
+    /// Requests per second, and how many may go at once after a quiet time.
+    pub rate_limit: f64,
+    pub burst: u32,
+    pub timeout: Duration,
+    pub backoff: Backoff,
+    pub breaker_failures: u32,
+    pub breaker_cool_down: Duration,
+}
+
+fn secret(inline: &Option<String>, file: &Option<PathBuf>) -> Result<Option<Secret>, String> {
+    match (inline, file) {
+        (Some(_), Some(_)) => Err("set the value or its _file, not both".into()),
+        (Some(v), None) => Ok(Some(Secret::Inline(v.clone()))),
+        (None, Some(f)) => Ok(Some(Secret::File(f.clone()))),
+        (None, None) => Ok(None),
+    }
+}
+
+fn push(errs: &mut Vec<FieldError>, at: &str, field: &str, message: String) {
+    errs.push(FieldError {
+        field: format!("{at}.{field}"),
+        message,
+    });
+}
+
+/// A required credential (`field` or `field_file`).
+fn required(
+    errs: &mut Vec<FieldError>,
+    at: &str,
+    field: &str,
+    v: Result<Option<Secret>, String>,
+) -> Option<Secret> {
+    match v {
+        Ok(Some(s)) => Some(s),
+        Ok(None) => {
+            push(errs, at, field, format!("required (or {field}_file)"));
+            None
+        }
+        Err(m) => {
+            push(errs, at, field, m);
+            None
+        }
+    }
+}
+
+/// Validate every destination, reporting each error with its path.
+pub fn destinations(errs: &mut Vec<FieldError>, raw: &RawOutbound) -> Vec<DestinationConfig> {
+    let mut out: Vec<DestinationConfig> = Vec::new();
+    for (i, d) in raw.destinations.iter().enumerate() {
+        let at = format!("outbound.destinations[{i}]");
+        let at = at.as_str();
+        let before = errs.len();
+        let name = match &d.name {
+            Some(n) if crate::domain::check_hold_reason(n).is_ok() => n.clone(),
+            Some(n) => {
+                push(
+                    errs,
+                    at,
+                    "name",
+                    format!("{n:?}: 1-64 characters of a-z, 0-9, '_' and '-'"),
+                );
+                String::new()
+            }
+            None => {
+                push(errs, at, "name", "required".into());
+                String::new()
+            }
+        };
+        if !name.is_empty() && out.iter().any(|o| o.name == name) {
+            push(
+                errs,
+                at,
+                "name",
+                format!("{name:?} is used by another destination"),
+            );
+        }
+        let kind = match d.kind.as_deref() {
+            Some("pagerduty") => required(
+                errs,
+                at,
+                "routing_key",
+                secret(&d.routing_key, &d.routing_key_file),
+            )
+            .map(|routing_key| DestinationKind::PagerDuty { routing_key }),
+            Some("opsgenie") => required(errs, at, "api_key", secret(&d.api_key, &d.api_key_file))
+                .map(|api_key| DestinationKind::Opsgenie { api_key }),
+            Some("slack") => Some(DestinationKind::Slack),
+            Some("webhook") => required(errs, at, "secret", secret(&d.secret, &d.secret_file))
+                .map(|secret| DestinationKind::Webhook { secret }),
+            Some(other) => {
+                push(
+                    errs,
+                    at,
+                    "kind",
+                    format!(
+                        "{other:?}: one of pagerduty, opsgenie, slack, webhook (servicenow and jira are not available yet)"
+                    ),
+                );
+                None
+            }
+            None => {
+                push(errs, at, "kind", "required".into());
+                None
+            }
+        };
+        let default_url = match d.kind.as_deref() {
+            Some("pagerduty") => Some("https://events.pagerduty.com"),
+            Some("opsgenie") => Some("https://api.opsgenie.com"),
+            _ => None,
+        };
+        let url = match d.url.as_deref().or(default_url) {
+            Some(u)
+                if (u.starts_with("https://") || u.starts_with("http://"))
+                    && reqwest::Url::parse(u).is_ok() =>
+            {
+                u.trim_end_matches('/').to_string()
+            }
+            Some(u) => {
+                push(errs, at, "url", format!("{u:?} is not an http(s) URL"));
+                String::new()
+            }
+            None => {
+                push(errs, at, "url", "required for this kind".into());
+                String::new()
+            }
+        };
+        let rate_limit = d.rate_limit.unwrap_or(10.0);
+        if !(rate_limit > 0.0 && rate_limit.is_finite()) {
+            push(
+                errs,
+                at,
+                "rate_limit",
+                "must be a positive number of requests per second".into(),
+            );
+        }
+        let burst = d.burst.unwrap_or(10);
+        if burst == 0 {
+            push(errs, at, "burst", "must be at least 1".into());
+        }
+        let mut routes = Vec::new();
+        for (j, r) in d.routes.iter().enumerate() {
+            let max_priority = match &r.max_priority {
+                None => None,
+                Some(p) => {
+                    let parsed = Priority::parse(p);
+                    if parsed.is_none() {
+                        push(
+                            errs,
+                            at,
+                            &format!("routes[{j}].max_priority"),
+                            format!("{p:?}: one of P1..P5"),
+                        );
+                    }
+                    parsed
+                }
+            };
+            let mut events = Vec::new();
+            for (k, e) in r.events.iter().enumerate() {
+                match EventKind::parse(e) {
+                    Some(ev) => events.push(ev),
+                    None => push(
+                        errs,
+                        at,
+                        &format!("routes[{j}].events[{k}]"),
+                        format!(
+                            "{e:?}: one of {}",
+                            EventKind::ALL.map(EventKind::as_str).join(", ")
+                        ),
+                    ),
+                }
+            }
+            routes.push(Route {
+                services: r.services.clone(),
+                max_priority,
+                events,
+            });
+        }
+        if routes.is_empty() {
+            // No route: every incident.
+            routes.push(Route::default());
+        }
+        let timeout = duration(
+            errs,
+            &format!("{at}.timeout"),
+            &d.timeout,
+            Duration::from_secs(10),
+        );
+        let base = duration(
+            errs,
+            &format!("{at}.backoff_base"),
+            &d.backoff_base,
+            Backoff::default().base,
+        );
+        let max = duration(
+            errs,
+            &format!("{at}.backoff_max"),
+            &d.backoff_max,
+            Backoff::default().max,
+        );
+        let breaker_cool_down = duration(
+            errs,
+            &format!("{at}.breaker_cool_down"),
+            &d.breaker_cool_down,
+            Duration::from_secs(30),
+        );
+        if errs.len() > before {
+            continue;
+        }
+        if let Some(kind) = kind {
+            out.push(DestinationConfig {
+                name,
+                kind,
+                url,
+                incident_url: d.incident_url.clone(),
+                routes,
+                rate_limit,
+                burst,
+                timeout,
+                backoff: Backoff {
+                    base,
+                    max: max.max(base),
+                },
+                breaker_failures: d.breaker_failures.unwrap_or(5).max(1),
+                breaker_cool_down,
+            });
+        }
+    }
+    out
+}

@@ -1,0 +1,348 @@
+//! The outbox sender of one destination (thin async wrapper around the
+//! pure request builders): reads undelivered messages in write order,
+//! delivers each incident's messages strictly in order (an incident whose
+//! oldest message waits on a retry holds its later ones; other incidents
+//! go on), paces requests with a `governor` limiter, retries by
+//! [`retry::classify`], and marks each message finished only after the
+//! destination answered. A crash between the call and the mark sends the
+//! message again after the restart: the requests are idempotent
+//! downstream (dedup keys, aliases, delivery ids), so the effect is once.
+
+use super::retry::{self, Breaker, BreakerState, Outcome};
+use super::{EventKind, Method, Request};
+use crate::config::outbound::{DestinationConfig, DestinationKind};
+use crate::domain::{Clock, IncidentId, TimelineEntry, TimelineKind, Timestamp};
+use crate::store::{Delivery, DynStore, OutboxRow, StoreError};
+use crate::telemetry::OutboundMetrics;
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+/// Messages read per round; an incident with more queued than this holds
+/// the others back until its backlog shrinks (far beyond any real burst).
+const ROUND: u32 = 500;
+
+/// Longest sleep between rounds with nothing due (new messages also wake
+/// the sender through the store's commit notifications).
+const IDLE: Duration = Duration::from_secs(5);
+
+#[derive(Debug, thiserror::Error)]
+pub enum SenderError {
+    #[error("building the HTTP client: {0}")]
+    Client(#[from] reqwest::Error),
+}
+
+pub struct Sender {
+    cfg: DestinationConfig,
+    /// The routing key, API key or signing secret, read at start.
+    credential: Option<String>,
+    client: reqwest::Client,
+    store: DynStore,
+    clock: Arc<dyn Clock>,
+    metrics: OutboundMetrics,
+    limiter: DefaultDirectRateLimiter,
+    breaker: Breaker,
+    /// State of the jitter generator.
+    seed: u64,
+}
+
+impl Sender {
+    pub fn new(
+        cfg: DestinationConfig,
+        credential: Option<String>,
+        store: DynStore,
+        clock: Arc<dyn Clock>,
+        metrics: OutboundMetrics,
+    ) -> Result<Sender, SenderError> {
+        // Only the configured host is ever called: no redirects followed
+        // (a 3xx is a refusal), no proxy from the environment.
+        let client = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .timeout(cfg.timeout)
+            .connect_timeout(cfg.timeout.min(Duration::from_secs(5)))
+            .user_agent(concat!("incidentd/", env!("CARGO_PKG_VERSION")))
+            .build()?;
+        let burst = NonZeroU32::new(cfg.burst).unwrap_or(NonZeroU32::MIN);
+        let period = Duration::from_secs_f64(1.0 / cfg.rate_limit.max(1e-6));
+        let quota = Quota::with_period(period)
+            .unwrap_or_else(|| Quota::per_second(NonZeroU32::MIN))
+            .allow_burst(burst);
+        let breaker = Breaker::new(cfg.breaker_failures, cfg.breaker_cool_down);
+        let seed = clock.now().0 as u64 ^ 0x9e37_79b9_7f4a_7c15;
+        Ok(Sender {
+            cfg,
+            credential,
+            client,
+            store,
+            clock,
+            metrics,
+            limiter: RateLimiter::direct(quota),
+            breaker,
+            seed,
+        })
+    }
+
+    /// A uniform draw from [0, 1) (splitmix64): jitter needs no more.
+    fn unit(&mut self) -> f64 {
+        self.seed = self.seed.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.seed;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^= z >> 31;
+        (z >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    /// Deliver until cancelled; wakes on commits (`commits`) and when a
+    /// waiting message becomes due.
+    pub async fn run(mut self, mut commits: watch::Receiver<u64>, cancel: CancellationToken) {
+        loop {
+            let wait = match self.round(&cancel).await {
+                Ok(Some(due)) => {
+                    Duration::from_millis(u64::try_from(due.0 - self.clock.now().0).unwrap_or(0))
+                        .min(IDLE)
+                }
+                Ok(None) => IDLE,
+                Err(e) => {
+                    tracing::warn!(destination = %self.cfg.name, error = %e, "outbox unavailable; retrying");
+                    Duration::from_secs(1)
+                }
+            };
+            self.update_depth().await;
+            tokio::select! {
+                () = cancel.cancelled() => return,
+                r = commits.changed() => if r.is_err() { return },
+                () = tokio::time::sleep(wait) => {}
+            }
+        }
+    }
+
+    async fn update_depth(&self) {
+        if let Ok(depths) = self.store.outbox_depth().await {
+            let n = depths
+                .iter()
+                .find(|(d, _)| *d == self.cfg.name)
+                .map_or(0, |(_, n)| *n);
+            self.metrics
+                .queue_depth
+                .with_label_values(&[&self.cfg.name])
+                .set(i64::try_from(n).unwrap_or(i64::MAX));
+        }
+    }
+
+    /// Deliver everything due now; the instant the next waiting message
+    /// is due, if any.
+    async fn round(&mut self, cancel: &CancellationToken) -> Result<Option<Timestamp>, StoreError> {
+        loop {
+            let rows = self.store.outbox_pending(&self.cfg.name, ROUND).await?;
+            let now = self.clock.now();
+            let mut seen = rustc_hash::FxHashSet::default();
+            let mut next: Option<Timestamp> = None;
+            let mut due = Vec::new();
+            for r in rows {
+                // Only each incident's oldest message may go.
+                if !seen.insert(r.message.incident.id) {
+                    continue;
+                }
+                if r.next_at <= now {
+                    due.push(r);
+                } else {
+                    next = Some(next.map_or(r.next_at, |n| n.min(r.next_at)));
+                }
+            }
+            if due.is_empty() {
+                return Ok(next);
+            }
+            for r in due {
+                if cancel.is_cancelled() {
+                    return Ok(None);
+                }
+                if let Err(until) = self.breaker.allow(self.clock.now()) {
+                    self.set_breaker();
+                    return Ok(Some(next.map_or(until, |n| n.min(until))));
+                }
+                self.limiter.until_ready().await;
+                self.deliver(r).await?;
+            }
+        }
+    }
+
+    fn count(&self, kind: EventKind, outcome: &str) {
+        self.metrics
+            .requests
+            .with_label_values(&[self.cfg.name.as_str(), kind.as_str(), outcome])
+            .inc();
+    }
+
+    fn set_breaker(&self) {
+        let v = match self.breaker.state(self.clock.now()) {
+            BreakerState::Closed => 0,
+            BreakerState::HalfOpen => 1,
+            BreakerState::Open => 2,
+        };
+        self.metrics
+            .breaker
+            .with_label_values(&[&self.cfg.name])
+            .set(v);
+    }
+
+    /// The request for `row`, or `None` when this destination has nothing
+    /// to do for its event (e.g. Slack is not told of acknowledgements).
+    fn request(&self, row: &OutboxRow) -> Option<Request> {
+        let inc = &row.message.incident;
+        let kind = row.message.kind;
+        let key = self.credential.as_deref().unwrap_or_default();
+        match &self.cfg.kind {
+            DestinationKind::PagerDuty { .. } => super::pagerduty::event(key, inc, kind),
+            DestinationKind::Opsgenie { .. } => {
+                let actor = match kind {
+                    EventKind::Acknowledged => inc.acknowledged_by.as_deref(),
+                    EventKind::OnHold => inc.current_hold().and_then(|h| h.by.as_deref()),
+                    _ => None,
+                };
+                Some(super::opsgenie::request(inc, kind, actor))
+            }
+            DestinationKind::Slack => {
+                let link = self
+                    .cfg
+                    .incident_url
+                    .as_ref()
+                    .map(|u| u.replace("{id}", &inc.id.0.to_string()));
+                super::slack::message(inc, kind, link.as_deref())
+            }
+            DestinationKind::Webhook { .. } => Some(super::webhook::body(inc, kind, row.id)),
+        }
+    }
+
+    async fn deliver(&mut self, row: OutboxRow) -> Result<(), StoreError> {
+        let kind = row.message.kind;
+        let Some(req) = self.request(&row) else {
+            return self
+                .store
+                .outbox_finish(row.id, self.clock.now(), Delivery::Delivered, None)
+                .await;
+        };
+        let url = if req.path.is_empty() {
+            self.cfg.url.clone()
+        } else {
+            format!("{}{}", self.cfg.url, req.path)
+        };
+        let method = match req.method {
+            Method::Get => reqwest::Method::GET,
+            Method::Post => reqwest::Method::POST,
+            Method::Put => reqwest::Method::PUT,
+            Method::Patch => reqwest::Method::PATCH,
+        };
+        let body = req
+            .body
+            .as_ref()
+            .map(|b| serde_json::to_vec(b).unwrap_or_default());
+        let mut rb = self
+            .client
+            .request(method, &url)
+            .header(reqwest::header::ACCEPT, "application/json");
+        match &self.cfg.kind {
+            DestinationKind::Opsgenie { .. } => {
+                let key = self.credential.as_deref().unwrap_or_default();
+                rb = rb.header(reqwest::header::AUTHORIZATION, format!("GenieKey {key}"));
+            }
+            DestinationKind::Webhook { .. } => {
+                let secret = self.credential.as_deref().unwrap_or_default();
+                let sig = super::webhook::signature(
+                    secret.as_bytes(),
+                    body.as_deref().unwrap_or_default(),
+                    self.clock.now(),
+                );
+                rb = rb
+                    .header(super::webhook::DELIVERY_HEADER, row.id.to_string())
+                    .header(super::webhook::SIGNATURE_HEADER, sig);
+            }
+            DestinationKind::PagerDuty { .. } | DestinationKind::Slack => {}
+        }
+        if let Some(b) = body {
+            rb = rb
+                .header(reqwest::header::CONTENT_TYPE, "application/json")
+                .body(b);
+        }
+        let started = std::time::Instant::now();
+        let answer = rb.send().await;
+        self.metrics
+            .duration
+            .with_label_values(&[&self.cfg.name])
+            .observe(started.elapsed().as_secs_f64());
+        let now = self.clock.now();
+        let (status, wait, detail) = match answer {
+            Ok(resp) => {
+                let status = resp.status().as_u16();
+                let wait = resp
+                    .headers()
+                    .get(reqwest::header::RETRY_AFTER)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| retry::retry_after(v, now));
+                let text = resp.text().await.unwrap_or_default();
+                (Some(status), wait, super::truncate(text.trim(), 300))
+            }
+            Err(e) => (None, None, e.to_string()),
+        };
+        let unit = self.unit();
+        let outcome = retry::classify(status, wait, row.attempts, &self.cfg.backoff, unit);
+        match outcome {
+            Outcome::Delivered => {
+                self.breaker.on_success();
+                self.count(kind, "success");
+                self.metrics
+                    .last_success
+                    .with_label_values(&[&self.cfg.name])
+                    .set(now.0 as f64 / 1000.0);
+                self.store
+                    .outbox_finish(row.id, now, Delivery::Delivered, None)
+                    .await?;
+            }
+            Outcome::Retry(after) => {
+                self.breaker.on_failure(now);
+                self.count(kind, "retry");
+                let error = match status {
+                    Some(s) => format!("HTTP {s}: {detail}"),
+                    None => detail,
+                };
+                tracing::info!(destination = %self.cfg.name, message = row.id, attempt = row.attempts + 1, retry_in = ?after, %error, "outbound delivery failed; will retry");
+                self.store
+                    .outbox_retry(
+                        row.id,
+                        row.attempts.saturating_add(1),
+                        now.saturating_add(after),
+                        error,
+                    )
+                    .await?;
+            }
+            Outcome::GiveUp(why) => {
+                self.count(kind, "rejected");
+                let why = if detail.is_empty() {
+                    why
+                } else {
+                    format!("{why}: {detail}")
+                };
+                tracing::warn!(destination = %self.cfg.name, message = row.id, error = %why, "outbound delivery refused; not retried");
+                let note = TimelineEntry {
+                    at: now,
+                    kind: TimelineKind::OutboundFailed,
+                    message: format!(
+                        "{} ({}) refused the {} update: {why}",
+                        self.cfg.name,
+                        self.cfg.kind.as_str(),
+                        kind.as_str()
+                    ),
+                    actor: None,
+                };
+                let incident: IncidentId = row.message.incident.id;
+                self.store
+                    .outbox_finish(row.id, now, Delivery::GaveUp(why), Some((incident, note)))
+                    .await?;
+            }
+        }
+        self.set_breaker();
+        Ok(())
+    }
+}

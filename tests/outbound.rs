@@ -1,0 +1,765 @@
+//! Outbound delivery through the transactional outbox, against local HTTP
+//! servers on 127.0.0.1 that answer like the real APIs (PagerDuty Events
+//! v2 202s, Slack's "ok", a webhook receiver) and can be told to fail with
+//! 5xx, 429 + Retry-After, 4xx or redirects: every update delivered once
+//! and in order through an outage, `Retry-After` honoured, refusals not
+//! retried but put on the incident's timeline, the backlog kept across a
+//! restart, the rate limit kept, redirects never followed.
+
+use axum::body::{Body, Bytes};
+use axum::http::{HeaderMap, Method, Request, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use http_body_util::BodyExt;
+use incidentd::app::{self, Running};
+use incidentd::config::{self, Config, Overrides};
+use incidentd::domain::{SystemClock, Timestamp};
+use serde_json::{Value, json};
+use std::collections::VecDeque;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tower::ServiceExt;
+
+/// One request a fake destination received.
+#[derive(Debug, Clone)]
+struct Seen {
+    at: Instant,
+    method: Method,
+    path: String,
+    headers: HeaderMap,
+    body: Bytes,
+    /// The status it was answered with.
+    status: u16,
+}
+
+impl Seen {
+    fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap_or(Value::Null)
+    }
+}
+
+/// A scripted answer.
+#[derive(Debug, Clone)]
+struct Answer {
+    status: u16,
+    headers: Vec<(&'static str, String)>,
+    body: String,
+    /// Hold the answer this long (the request is recorded at once).
+    delay: Duration,
+}
+
+fn answer(status: u16) -> Answer {
+    Answer {
+        status,
+        headers: Vec::new(),
+        body: String::new(),
+        delay: Duration::ZERO,
+    }
+}
+
+#[derive(Default)]
+struct FakeState {
+    seen: Vec<Seen>,
+    script: VecDeque<Answer>,
+    /// Answer once the script is used up.
+    default: Option<Answer>,
+}
+
+/// A destination API on 127.0.0.1 that records every request.
+#[derive(Clone)]
+struct Fake {
+    url: String,
+    state: Arc<Mutex<FakeState>>,
+}
+
+impl Fake {
+    async fn start(default: Answer) -> Fake {
+        let state = Arc::new(Mutex::new(FakeState {
+            default: Some(default),
+            ..FakeState::default()
+        }));
+        let st = state.clone();
+        let app = axum::Router::new().fallback(move |req: Request<Body>| {
+            let st = st.clone();
+            async move {
+                let (parts, body) = req.into_parts();
+                let body = body
+                    .collect()
+                    .await
+                    .map(|b| b.to_bytes())
+                    .unwrap_or_default();
+                let a = {
+                    let mut s = st.lock().expect("fake state");
+                    let a = s
+                        .script
+                        .pop_front()
+                        .or_else(|| s.default.clone())
+                        .unwrap_or_else(|| answer(200));
+                    s.seen.push(Seen {
+                        at: Instant::now(),
+                        method: parts.method.clone(),
+                        path: parts
+                            .uri
+                            .path_and_query()
+                            .map(|p| p.to_string())
+                            .unwrap_or_default(),
+                        headers: parts.headers.clone(),
+                        body,
+                        status: a.status,
+                    });
+                    a
+                };
+                tokio::time::sleep(a.delay).await;
+                let mut resp: Response =
+                    (StatusCode::from_u16(a.status).expect("status"), a.body).into_response();
+                for (k, v) in a.headers {
+                    resp.headers_mut()
+                        .insert(k, v.parse().expect("header value"));
+                }
+                resp
+            }
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind fake destination");
+        let url = format!("http://{}", listener.local_addr().expect("addr"));
+        tokio::spawn(async move {
+            axum::serve(listener, app).await.expect("fake destination");
+        });
+        Fake { url, state }
+    }
+
+    fn script(&self, answers: impl IntoIterator<Item = Answer>) {
+        self.state.lock().expect("fake").script.extend(answers);
+    }
+
+    fn set_default(&self, a: Answer) {
+        self.state.lock().expect("fake").default = Some(a);
+    }
+
+    fn seen(&self) -> Vec<Seen> {
+        self.state.lock().expect("fake").seen.clone()
+    }
+
+    /// Requests answered 2xx.
+    fn accepted(&self) -> Vec<Seen> {
+        self.seen()
+            .into_iter()
+            .filter(|s| (200..300).contains(&s.status))
+            .collect()
+    }
+
+    async fn wait_accepted(&self, n: usize, what: &str) -> Vec<Seen> {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let got = self.accepted();
+            if got.len() >= n {
+                return got;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{what}: {} of {n} accepted; seen: {:?}",
+                got.len(),
+                self.seen()
+                    .iter()
+                    .map(|s| (
+                        s.status,
+                        s.path.clone(),
+                        String::from_utf8_lossy(&s.body).to_string()
+                    ))
+                    .collect::<Vec<_>>()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+fn config(dir: &Path, destinations: &str) -> Config {
+    let file = dir.join("incidentd.toml");
+    std::fs::write(
+        &file,
+        format!("[incident]\nauto_resolve_hold = \"0s\"\n\n{destinations}"),
+    )
+    .expect("write config");
+    config::load(
+        Some(&file),
+        &Overrides {
+            data_dir: Some(dir.join("data")),
+            rules_dir: Some(Path::new(env!("CARGO_MANIFEST_DIR")).join("rules")),
+            ..Overrides::default()
+        },
+    )
+    .expect("valid config")
+}
+
+fn pagerduty(url: &str, extra: &str) -> String {
+    format!(
+        "[[outbound.destinations]]\nname = \"pd\"\nkind = \"pagerduty\"\nurl = \"{url}\"\nrouting_key = \"R0UTINGKEY\"\nbackoff_base = \"20ms\"\nbackoff_max = \"200ms\"\n{extra}\n"
+    )
+}
+
+async fn start(c: &Config) -> Running {
+    app::start(c, Arc::new(SystemClock))
+        .await
+        .expect("daemon starts")
+}
+
+async fn call(r: &Running, method: &str, uri: &str, body: Value) -> (StatusCode, Value) {
+    let req = Request::builder()
+        .method(method)
+        .uri(uri)
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from(body.to_string()))
+        .expect("request");
+    let resp = r.router.clone().oneshot(req).await.expect("response");
+    let status = resp.status();
+    let bytes = resp.into_body().collect().await.expect("body").to_bytes();
+    (
+        status,
+        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+    )
+}
+
+/// Opens an incident with one critical alert named `name`; its id.
+async fn open(r: &Running, name: &str) -> i64 {
+    let (s, v) = call(
+        r,
+        "POST",
+        "/api/v1/alerts",
+        json!([{"labels": {"alertname": name, "instance": format!("{name}:9100"), "severity": "critical"},
+                "status": "firing", "startsAt": "2026-11-30T10:00:00Z"}]),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let (_, list) = call(r, "GET", "/api/v1/incidents?state=all", Value::Null).await;
+    list["incidents"]
+        .as_array()
+        .expect("incidents")
+        .iter()
+        .find(|i| i["title"].as_str().is_some_and(|t| t.contains(name)))
+        .and_then(|i| i["id"].as_i64())
+        .unwrap_or_else(|| panic!("no incident for {name}: {list}"))
+}
+
+async fn metrics(r: &Running) -> String {
+    let req = Request::builder()
+        .uri("/metrics")
+        .body(Body::empty())
+        .expect("request");
+    let resp = r.router.clone().oneshot(req).await.expect("response");
+    let bytes = resp.into_body().collect().await.expect("body").to_bytes();
+    String::from_utf8(bytes.to_vec()).expect("utf-8")
+}
+
+fn actions(seen: &[Seen]) -> Vec<(String, String)> {
+    seen.iter()
+        .map(|s| {
+            let b = s.json();
+            (
+                b["event_action"].as_str().unwrap_or_default().to_string(),
+                b["dedup_key"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pagerduty_and_slack_follow_the_incident_lifecycle() {
+    let pd = Fake::start(Answer {
+        status: 202,
+        headers: vec![("content-type", "application/json".into())],
+        body: r#"{"status":"success","message":"Event processed","dedup_key":"x"}"#.into(),
+        delay: Duration::ZERO,
+    })
+    .await;
+    let slack = Fake::start(Answer {
+        status: 200,
+        headers: Vec::new(),
+        body: "ok".into(),
+        delay: Duration::ZERO,
+    })
+    .await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = config(
+        dir.path(),
+        &format!(
+            "{}\n[[outbound.destinations]]\nname = \"chat\"\nkind = \"slack\"\nurl = \"{}/services/T000/B000/XXXX\"\nincident_url = \"https://incidentd.example.com/incidents/{{id}}\"\n",
+            pagerduty(&pd.url, ""),
+            slack.url
+        ),
+    );
+    let r = start(&cfg).await;
+    let id = open(&r, "PostgresDown").await;
+    let key = format!("incidentd-{id}");
+    let got = pd.wait_accepted(1, "trigger").await;
+    assert_eq!(got[0].method, Method::POST);
+    assert_eq!(got[0].path, "/v2/enqueue");
+    let b = got[0].json();
+    assert_eq!(
+        (b["event_action"].as_str(), b["routing_key"].as_str()),
+        (Some("trigger"), Some("R0UTINGKEY"))
+    );
+    assert_eq!(b["dedup_key"], key.as_str());
+    // An alert outside the CMDB: default impact 2, critical urgency: P2.
+    assert_eq!(b["payload"]["severity"], "error", "{b}");
+    assert!(b["payload"].get("component").is_none(), "no nulls: {b}");
+    assert!(
+        b["payload"]["summary"]
+            .as_str()
+            .is_some_and(|s| s.contains("PostgresDown")),
+        "{b}"
+    );
+    let (s, v) = call(
+        &r,
+        "POST",
+        &format!("/api/v1/incidents/{id}/ack"),
+        json!({"by": "alice"}),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    pd.wait_accepted(2, "acknowledge").await;
+    let (s, v) = call(
+        &r,
+        "POST",
+        &format!("/api/v1/incidents/{id}/resolve"),
+        json!({"by": "alice"}),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let got = pd.wait_accepted(3, "resolve").await;
+    assert_eq!(
+        actions(&got),
+        [
+            ("trigger".to_string(), key.clone()),
+            ("acknowledge".to_string(), key.clone()),
+            ("resolve".to_string(), key.clone())
+        ]
+    );
+    // Slack hears of the opening and the resolution, not the acknowledgement.
+    let msgs = slack.wait_accepted(2, "slack messages").await;
+    assert_eq!(msgs[0].path, "/services/T000/B000/XXXX");
+    let first = msgs[0].json();
+    assert!(
+        first["text"].as_str().is_some_and(|t| t.contains("opened")),
+        "{first}"
+    );
+    assert_eq!(first["blocks"][0]["type"], "header");
+    assert!(
+        msgs[0].body.windows(5).any(|w| w == b"/inci"),
+        "the incident link is in the message"
+    );
+    assert!(
+        msgs[1].json()["text"]
+            .as_str()
+            .is_some_and(|t| t.contains("resolved"))
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(pd.seen().len(), 3, "nothing sent twice");
+    assert_eq!(slack.seen().len(), 2);
+    let m = metrics(&r).await;
+    for (op, n) in [("opened", 1), ("acknowledged", 1), ("resolved", 1)] {
+        let line = format!(
+            "incidentd_outbound_requests_total{{destination=\"pd\",operation=\"{op}\",outcome=\"success\"}} {n}"
+        );
+        assert!(m.contains(&line), "{line} missing");
+    }
+    assert!(m.contains("incidentd_outbound_queue_depth{destination=\"pd\"} 0"));
+    assert!(
+        !m.contains("incidentd_outbound_last_success_timestamp_seconds{destination=\"pd\"} 0\n")
+    );
+    r.shutdown().await;
+}
+
+/// Five failures (503s, no answer, a 429 asking for a second), then the
+/// API is back: the trigger, acknowledgement and resolution made during
+/// the outage arrive once each, in order, and the retry after the 429 came
+/// no sooner than it asked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outage_delays_but_never_reorders_or_duplicates() {
+    let pd = Fake::start(answer(202)).await;
+    pd.script([
+        answer(503),
+        answer(502),
+        answer(500),
+        Answer {
+            status: 429,
+            headers: vec![("retry-after", "1".into())],
+            body: String::new(),
+            delay: Duration::ZERO,
+        },
+    ]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = config(dir.path(), &pagerduty(&pd.url, "breaker_failures = 10\n"));
+    let r = start(&cfg).await;
+    let id = open(&r, "DiskFull").await;
+    let key = format!("incidentd-{id}");
+    let (s, _) = call(
+        &r,
+        "POST",
+        &format!("/api/v1/incidents/{id}/ack"),
+        Value::Null,
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK);
+    let (s, _) = call(
+        &r,
+        "POST",
+        &format!("/api/v1/incidents/{id}/resolve"),
+        Value::Null,
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK);
+    let got = pd
+        .wait_accepted(3, "the three updates after the outage")
+        .await;
+    assert_eq!(
+        actions(&got),
+        [
+            ("trigger".to_string(), key.clone()),
+            ("acknowledge".to_string(), key.clone()),
+            ("resolve".to_string(), key.clone())
+        ]
+    );
+    let seen = pd.seen();
+    // The four failures were all the trigger's; nothing else went before it.
+    assert_eq!(seen.len(), 7, "{seen:?}");
+    assert!(actions(&seen[..5]).iter().all(|(a, _)| a == "trigger"));
+    let after_429 = seen[4].at.duration_since(seen[3].at);
+    assert!(
+        after_429 >= Duration::from_millis(950),
+        "retried {after_429:?} after a Retry-After of 1 s"
+    );
+    let m = metrics(&r).await;
+    assert!(m.contains(
+        "incidentd_outbound_requests_total{destination=\"pd\",operation=\"opened\",outcome=\"retry\"} 4"
+    ));
+    r.shutdown().await;
+}
+
+/// A 400 is not retried: the next update still goes, and the refusal is
+/// on the incident's timeline.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_update_is_recorded_not_retried() {
+    let pd = Fake::start(answer(202)).await;
+    pd.script([Answer {
+        status: 400,
+        headers: vec![("content-type", "application/json".into())],
+        body: r#"{"status":"invalid event","message":"Event object is invalid","errors":["Length of 'routing_key' is incorrect"]}"#.into(),
+        delay: Duration::ZERO,
+    }]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let r = start(&config(dir.path(), &pagerduty(&pd.url, ""))).await;
+    let id = open(&r, "CertExpiring").await;
+    let (s, _) = call(
+        &r,
+        "POST",
+        &format!("/api/v1/incidents/{id}/ack"),
+        Value::Null,
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK);
+    let got = pd.wait_accepted(1, "the acknowledgement").await;
+    assert_eq!(actions(&got)[0].0, "acknowledge");
+    assert_eq!(pd.seen().len(), 2, "the refused trigger was not retried");
+    let (_, detail) = call(&r, "GET", &format!("/api/v1/incidents/{id}"), Value::Null).await;
+    let note = detail["timeline"]
+        .as_array()
+        .expect("timeline")
+        .iter()
+        .find(|e| e["kind"] == "outbound_failed")
+        .cloned()
+        .unwrap_or_else(|| panic!("no outbound_failed entry: {detail}"));
+    let msg = note["message"].as_str().expect("message");
+    assert!(
+        msg.contains("pd (pagerduty) refused the opened update: HTTP 400"),
+        "{msg}"
+    );
+    assert!(
+        msg.contains("routing_key"),
+        "the API's reason is kept: {msg}"
+    );
+    assert!(metrics(&r).await.contains(
+        "incidentd_outbound_requests_total{destination=\"pd\",operation=\"opened\",outcome=\"rejected\"} 1"
+    ));
+    r.shutdown().await;
+}
+
+/// Messages queued while the destination is down survive a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_backlog_survives_a_restart() {
+    let pd = Fake::start(answer(503)).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = config(dir.path(), &pagerduty(&pd.url, ""));
+    let r = start(&cfg).await;
+    let id = open(&r, "NodeDown").await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while pd.seen().is_empty() {
+        assert!(Instant::now() < deadline, "no attempt was made");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    r.shutdown().await;
+    pd.set_default(answer(202));
+    let r = start(&cfg).await;
+    let got = pd.wait_accepted(1, "the trigger after the restart").await;
+    assert_eq!(
+        actions(&got),
+        [("trigger".to_string(), format!("incidentd-{id}"))]
+    );
+    r.shutdown().await;
+}
+
+/// A generic webhook: signed (the receiver verifies the HMAC with the
+/// shared secret), the same delivery id on a retry, and a redirect is a
+/// refusal, never followed to another host.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhooks_are_signed_and_never_follow_redirects() {
+    let elsewhere = Fake::start(answer(200)).await;
+    let hook = Fake::start(answer(204)).await;
+    hook.script([answer(503)]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = config(
+        dir.path(),
+        &format!(
+            "[[outbound.destinations]]\nname = \"hook\"\nkind = \"webhook\"\nurl = \"{}/incidentd\"\nsecret = \"s3cret\"\nbackoff_base = \"20ms\"\nbackoff_max = \"100ms\"\n",
+            hook.url
+        ),
+    );
+    let r = start(&cfg).await;
+    let id = open(&r, "QueueBacklog").await;
+    let got = hook.wait_accepted(1, "the webhook").await;
+    let seen = hook.seen();
+    assert_eq!(seen.len(), 2);
+    let delivery = |s: &Seen| {
+        s.headers["x-incidentd-delivery"]
+            .to_str()
+            .expect("delivery id")
+            .to_string()
+    };
+    assert_eq!(
+        delivery(&seen[0]),
+        delivery(&seen[1]),
+        "a retry keeps its delivery id"
+    );
+    let sig = got[0].headers["x-incidentd-signature"]
+        .to_str()
+        .expect("signature");
+    let now = Timestamp(chrono::Utc::now().timestamp_millis());
+    incidentd::outbound::webhook::verify(b"s3cret", sig, &got[0].body, now, 300)
+        .expect("the signature verifies");
+    assert!(incidentd::outbound::webhook::verify(b"wrong", sig, &got[0].body, now, 300).is_err());
+    let b = got[0].json();
+    assert_eq!(
+        (b["event"].as_str(), b["incident"]["id"].as_i64()),
+        (Some("opened"), Some(id))
+    );
+
+    // The receiver now redirects elsewhere: not followed, recorded.
+    hook.set_default(Answer {
+        status: 307,
+        headers: vec![("location", format!("{}/steal", elsewhere.url))],
+        body: String::new(),
+        delay: Duration::ZERO,
+    });
+    let (s, _) = call(
+        &r,
+        "POST",
+        &format!("/api/v1/incidents/{id}/ack"),
+        Value::Null,
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, detail) = call(&r, "GET", &format!("/api/v1/incidents/{id}"), Value::Null).await;
+        let refused = detail["timeline"].as_array().is_some_and(|t| {
+            t.iter().any(|e| {
+                e["kind"] == "outbound_failed"
+                    && e["message"]
+                        .as_str()
+                        .is_some_and(|m| m.contains("HTTP 307"))
+            })
+        });
+        if refused {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no refusal recorded: {detail}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(hook.seen().len(), 3, "the redirect was not retried");
+    assert!(elsewhere.seen().is_empty(), "the redirect was followed");
+    r.shutdown().await;
+}
+
+/// 12 incidents at once against a limit of 4 requests/s with a burst of 2:
+/// never more than 2 + 4 in any second.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_rate_limit_holds_in_every_second() {
+    let pd = Fake::start(answer(202)).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let r = start(&config(
+        dir.path(),
+        &pagerduty(&pd.url, "rate_limit = 4.0\nburst = 2\n"),
+    ))
+    .await;
+    let alerts: Vec<Value> = (0..12)
+        .map(|i| json!({"labels": {"alertname": format!("Burst{i}"), "instance": format!("h{i}:9100"), "severity": "critical"},
+                        "status": "firing", "startsAt": "2026-11-30T10:00:00Z"}))
+        .collect();
+    let (s, v) = call(&r, "POST", "/api/v1/alerts", Value::Array(alerts)).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let got = pd.wait_accepted(12, "all twelve triggers").await;
+    let times: Vec<Instant> = got.iter().map(|s| s.at).collect();
+    for (i, t) in times.iter().enumerate() {
+        let in_second = times[i..]
+            .iter()
+            .take_while(|u| u.duration_since(*t) < Duration::from_secs(1))
+            .count();
+        assert!(
+            in_second <= 6,
+            "{in_second} requests within a second of request {i}"
+        );
+    }
+    let span = times[11].duration_since(times[0]);
+    assert!(
+        span >= Duration::from_millis(2_200),
+        "12 requests in {span:?}"
+    );
+    let keys: std::collections::BTreeSet<String> =
+        actions(&got).into_iter().map(|(_, k)| k).collect();
+    assert_eq!(keys.len(), 12, "one trigger per incident");
+    r.shutdown().await;
+}
+
+#[test]
+fn bad_destinations_are_reported_with_their_fields() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("c.toml");
+    std::fs::write(
+        &file,
+        r#"
+[[outbound.destinations]]
+name = "Bad Name"
+kind = "pagerduty"
+[[outbound.destinations]]
+name = "x"
+kind = "servicenow"
+url = "ftp://nope"
+[[outbound.destinations]]
+name = "h"
+kind = "webhook"
+url = "http://127.0.0.1:1/h"
+rate_limit = 0.0
+[[outbound.destinations.routes]]
+max_priority = "P9"
+events = ["exploded"]
+"#,
+    )
+    .expect("write");
+    let err = config::load(Some(&file), &Overrides::default()).expect_err("invalid");
+    let config::ConfigError::Invalid(errs) = err else {
+        panic!("{err}")
+    };
+    let fields: Vec<&str> = errs.iter().map(|e| e.field.as_str()).collect();
+    assert_eq!(
+        fields,
+        [
+            "outbound.destinations[0].name",
+            "outbound.destinations[0].routing_key",
+            "outbound.destinations[1].kind",
+            "outbound.destinations[1].url",
+            "outbound.destinations[2].secret",
+            "outbound.destinations[2].rate_limit",
+            "outbound.destinations[2].routes[0].max_priority",
+            "outbound.destinations[2].routes[0].events[0]",
+        ]
+    );
+}
+
+/// The real binary is killed with SIGKILL while PagerDuty holds the answer
+/// to its trigger (the call made, the outbox row not yet marked). After
+/// the restart the trigger goes again with the same `dedup_key`, so
+/// PagerDuty keeps one incident: exactly-once in effect.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_between_the_call_and_the_mark_makes_no_second_ticket() {
+    use std::process::{Command, Stdio};
+    let pd = Fake::start(answer(202)).await;
+    // Held for longer than the test: the daemon dies waiting (recorded
+    // as not accepted, since its answer never arrives).
+    pd.script([Answer {
+        status: 504,
+        headers: Vec::new(),
+        body: String::new(),
+        delay: Duration::from_secs(30),
+    }]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let conf = dir.path().join("incidentd.toml");
+    std::fs::write(&conf, pagerduty(&pd.url, "timeout = \"60s\"\n")).expect("config");
+    let spawn = || {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("free port")
+            .port();
+        let child = Command::new(env!("CARGO_BIN_EXE_incidentd"))
+            .arg("serve")
+            .arg("--config")
+            .arg(&conf)
+            .arg("--listen")
+            .arg(format!("127.0.0.1:{port}"))
+            .arg("--data-dir")
+            .arg(dir.path().join("data"))
+            .arg("--rules")
+            .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/rules"))
+            .current_dir(dir.path())
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn incidentd");
+        (child, format!("http://127.0.0.1:{port}"))
+    };
+    let http = reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .expect("client");
+    let ready = async |base: &str| {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !http
+            .get(format!("{base}/readyz"))
+            .send()
+            .await
+            .is_ok_and(|r| r.status().is_success())
+        {
+            assert!(Instant::now() < deadline, "incidentd did not become ready");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    let (mut first, base) = spawn();
+    ready(&base).await;
+    let resp = http
+        .post(format!("{base}/api/v1/alerts"))
+        .json(&json!([{"labels": {"alertname": "KillMe", "instance": "k:9100", "severity": "critical"},
+                        "status": "firing", "startsAt": "2026-11-30T10:00:00Z"}]))
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(resp.status(), 200);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while pd.seen().is_empty() {
+        assert!(Instant::now() < deadline, "the trigger was never sent");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    first.kill().expect("SIGKILL");
+    first.wait().expect("reap");
+    let (mut second, base) = spawn();
+    ready(&base).await;
+    let got = pd.wait_accepted(1, "the trigger after the restart").await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let seen = pd.seen();
+    second.kill().expect("stop");
+    second.wait().expect("reap");
+    assert_eq!(seen.len(), 2, "once before the kill, once after: {seen:?}");
+    let keys: Vec<(String, String)> = actions(&seen);
+    assert_eq!(keys[0], keys[1], "the same event with the same dedup_key");
+    assert_eq!(keys[0].0, "trigger");
+    assert_eq!(got.len(), 1, "one accepted trigger: one PagerDuty incident");
+}
