@@ -769,8 +769,9 @@ scrape_configs:
             .await
             .unwrap_or_else(|err| panic!("dashboard query fails: {err}"));
         // Gauges are there from the first scrape (Kafka lag only with a
-        // Kafka source); rates need a minute of scrapes, and `> 0` filters.
-        let needs_history = ["rate(", "increase(", "> 0", "kafka"]
+        // Kafka source, outbound series only with destinations); rates need
+        // a minute of scrapes, and `> 0` filters.
+        let needs_history = ["rate(", "increase(", "> 0", "kafka", "outbound"]
             .iter()
             .any(|x| q.contains(x));
         assert!(

@@ -475,8 +475,8 @@ async fn the_grafana_dashboard_reads_only_exported_metrics() {
     assert!(queries.len() >= 20, "too few queries found: {queries:?}");
 
     // What a running daemon exports: `# TYPE` lines of a scrape. Kafka lag
-    // has series only once partitions are assigned: a Kafka-less daemon
-    // exports the family as soon as one has a value.
+    // has series only once partitions are assigned, outbound series once a
+    // destination is configured: both are given one here.
     let dir = tempfile::tempdir().expect("tempdir");
     let r = start(&config(dir.path())).await;
     r.metrics
@@ -484,6 +484,8 @@ async fn the_grafana_dashboard_reads_only_exported_metrics() {
         .lag
         .with_label_values(&["alerts", "0"])
         .set(0);
+    // Outbound series exist once a destination is configured.
+    r.metrics.known_destinations(["pd"]);
     let scraped = scrape(&r).await;
     r.shutdown().await;
     let mut families = std::collections::BTreeMap::new();
