@@ -518,3 +518,80 @@ cis:
         Err(EngineError::NotActive(change))
     );
 }
+
+/// With destinations configured, each change of an incident puts one
+/// outbox message per matching destination in the same batch as the
+/// incident's own row (so they commit together); nothing is queued twice,
+/// and an engine restored from the store does not tell again what it had.
+#[test]
+fn outbox_messages_ride_in_the_batch_of_their_change() {
+    use crate::outbound::EventKind;
+    use crate::outbound::route::Route;
+    let mut cfg = EngineConfig::default();
+    cfg.auto_resolve_hold = Duration::ZERO;
+    cfg.outbound = Arc::from([
+        ("all".to_string(), vec![Route::default()]),
+        (
+            "resolutions".to_string(),
+            vec![Route {
+                events: vec![EventKind::Resolved],
+                ..Route::default()
+            }],
+        ),
+    ]);
+    let mut e = Engine::new(cfg.clone(), Arc::new(RuleSet::empty()));
+    let outbox = |ops: &[StoreOp]| -> Vec<(String, EventKind)> {
+        ops.iter()
+            .filter_map(|o| match o {
+                StoreOp::Outbox(m) => Some((m.destination.clone(), m.kind)),
+                _ => None,
+            })
+            .collect()
+    };
+    e.ingest(vec![firing(DOWN_A, 0)], at(0));
+    let (_, ops) = e.take_batch().expect("a batch");
+    assert!(ops.iter().any(|o| matches!(o, StoreOp::UpsertIncident(_))));
+    assert_eq!(outbox(&ops), [("all".to_string(), EventKind::Opened)]);
+    // A repeat changes nothing: no message.
+    e.ingest(vec![firing(DOWN_A, 0)], at(1));
+    assert!(
+        e.take_batch()
+            .is_none_or(|(_, ops)| outbox(&ops).is_empty())
+    );
+    let id = *e.incidents.keys().next().expect("an incident");
+    e.acknowledge(id, "alice", at(2)).unwrap();
+    let (_, ops) = e.take_batch().expect("a batch");
+    assert_eq!(outbox(&ops), [("all".to_string(), EventKind::Acknowledged)]);
+    let StoreOp::Outbox(m) = ops
+        .iter()
+        .find(|o| matches!(o, StoreOp::Outbox(_)))
+        .unwrap()
+    else {
+        unreachable!()
+    };
+    assert_eq!(m.incident.acknowledged_by.as_deref(), Some("alice"));
+    e.ingest(vec![resolved(DOWN_A, 0, 3)], at(3));
+    e.tick(at(4));
+    let (_, ops) = e.take_batch().expect("a batch");
+    assert_eq!(
+        outbox(&ops),
+        [
+            ("all".to_string(), EventKind::Resolved),
+            ("resolutions".to_string(), EventKind::Resolved)
+        ]
+    );
+    // Restored from its stored state, the engine has nothing new to tell.
+    let snap = crate::store::Snapshot {
+        incidents: vec![e.incident(id).unwrap().clone()],
+        max_incident_id: id.0,
+        ..Default::default()
+    };
+    let mut again = Engine::new(cfg, Arc::new(RuleSet::empty()));
+    again.restore(snap, at(5));
+    again.tick(at(6));
+    assert!(
+        again
+            .take_batch()
+            .is_none_or(|(_, ops)| outbox(&ops).is_empty())
+    );
+}
