@@ -527,18 +527,20 @@ cis:
 fn outbox_messages_ride_in_the_batch_of_their_change() {
     use crate::outbound::EventKind;
     use crate::outbound::route::Route;
-    let mut cfg = EngineConfig::default();
-    cfg.auto_resolve_hold = Duration::ZERO;
-    cfg.outbound = Arc::from([
-        ("all".to_string(), vec![Route::default()]),
-        (
-            "resolutions".to_string(),
-            vec![Route {
-                events: vec![EventKind::Resolved],
-                ..Route::default()
-            }],
-        ),
-    ]);
+    let cfg = EngineConfig {
+        auto_resolve_hold: Duration::ZERO,
+        outbound: Arc::from([
+            ("all".to_string(), vec![Route::default()]),
+            (
+                "resolutions".to_string(),
+                vec![Route {
+                    events: vec![EventKind::Resolved],
+                    ..Route::default()
+                }],
+            ),
+        ]),
+        ..EngineConfig::default()
+    };
     let mut e = Engine::new(cfg.clone(), Arc::new(RuleSet::empty()));
     let outbox = |ops: &[StoreOp]| -> Vec<(String, EventKind)> {
         ops.iter()
