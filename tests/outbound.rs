@@ -642,7 +642,7 @@ name = "Bad Name"
 kind = "pagerduty"
 [[outbound.destinations]]
 name = "x"
-kind = "servicenow"
+kind = "remedy"
 url = "ftp://nope"
 [[outbound.destinations]]
 name = "h"
@@ -762,4 +762,242 @@ async fn sigkill_between_the_call_and_the_mark_makes_no_second_ticket() {
     assert_eq!(keys[0], keys[1], "the same event with the same dedup_key");
     assert_eq!(keys[0].0, "trigger");
     assert_eq!(got.len(), 1, "one accepted trigger: one PagerDuty incident");
+}
+
+/// A ServiceNow instance's Table API for `incident`, as far as incidentd
+/// uses it: query by `correlation_id`, create, update by `sys_id`, basic
+/// auth. `lose_next_create` makes it create the record but answer 503,
+/// as when the answer is lost on the way back.
+#[derive(Default)]
+struct SnState {
+    records: Vec<Value>,
+    work_notes: Vec<String>,
+    calls: Vec<(String, String)>,
+    lose_next_create: bool,
+}
+
+async fn servicenow_fake(
+    user: &'static str,
+    password: &'static str,
+) -> (String, Arc<Mutex<SnState>>) {
+    use axum::extract::{Path as UrlPath, Query, State};
+    use axum::routing::{get, patch};
+    use base64::Engine as _;
+    type St = Arc<Mutex<SnState>>;
+    fn authorized(h: &HeaderMap, user: &str, password: &str) -> bool {
+        let want = format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
+        );
+        h.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()) == Some(want.as_str())
+    }
+    let unauthorized = || {
+        (
+            StatusCode::UNAUTHORIZED,
+            axum::Json(json!({"error": {"message": "User Not Authenticated", "detail": "Required to provide Auth information"}, "status": "failure"})),
+        )
+            .into_response()
+    };
+    let state: St = Arc::new(Mutex::new(SnState::default()));
+    let app = axum::Router::new()
+        .route(
+            "/api/now/table/incident",
+            get(move |State(st): State<St>, h: HeaderMap, Query(q): Query<std::collections::HashMap<String, String>>| async move {
+                if !authorized(&h, user, password) {
+                    return unauthorized();
+                }
+                let mut s = st.lock().expect("sn");
+                s.calls.push(("GET".into(), q.get("sysparm_query").cloned().unwrap_or_default()));
+                let want = q
+                    .get("sysparm_query")
+                    .and_then(|v| v.strip_prefix("correlation_id="))
+                    .unwrap_or_default()
+                    .to_string();
+                let found: Vec<Value> = s
+                    .records
+                    .iter()
+                    .filter(|r| r["correlation_id"] == want.as_str())
+                    .map(|r| json!({"sys_id": r["sys_id"], "number": r["number"], "state": r["state"]}))
+                    .collect();
+                axum::Json(json!({ "result": found })).into_response()
+            })
+            .post(move |State(st): State<St>, h: HeaderMap, axum::Json(body): axum::Json<Value>| async move {
+                if !authorized(&h, user, password) {
+                    return unauthorized();
+                }
+                let mut s = st.lock().expect("sn");
+                s.calls.push(("POST".into(), String::new()));
+                let n = s.records.len() + 1;
+                let mut rec = body.clone();
+                rec["sys_id"] = json!(format!("sys{n:03}"));
+                rec["number"] = json!(format!("INC{n:07}"));
+                rec["state"] = json!("1");
+                s.records.push(rec.clone());
+                if std::mem::take(&mut s.lose_next_create) {
+                    return StatusCode::SERVICE_UNAVAILABLE.into_response();
+                }
+                (StatusCode::CREATED, axum::Json(json!({ "result": rec }))).into_response()
+            }),
+        )
+        .route(
+            "/api/now/table/incident/{sys_id}",
+            patch(move |State(st): State<St>, h: HeaderMap, UrlPath(sys_id): UrlPath<String>, axum::Json(body): axum::Json<Value>| async move {
+                if !authorized(&h, user, password) {
+                    return unauthorized();
+                }
+                let mut s = st.lock().expect("sn");
+                s.calls.push(("PATCH".into(), sys_id.clone()));
+                if let Some(n) = body["work_notes"].as_str() {
+                    s.work_notes.push(n.to_string());
+                }
+                let Some(rec) = s.records.iter_mut().find(|r| r["sys_id"] == sys_id.as_str()) else {
+                    return (StatusCode::NOT_FOUND, axum::Json(json!({"error": {"message": "No Record found"}}))).into_response();
+                };
+                if let Value::Object(fields) = body {
+                    for (k, v) in fields {
+                        if k != "work_notes" {
+                            rec[k] = v;
+                        }
+                    }
+                }
+                axum::Json(json!({ "result": rec.clone() })).into_response()
+            }),
+        )
+        .with_state(state.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind servicenow fake");
+    let url = format!("http://{}", listener.local_addr().expect("addr"));
+    tokio::spawn(async move {
+        axum::serve(listener, app).await.expect("servicenow fake");
+    });
+    (url, state)
+}
+
+fn servicenow(url: &str, password: &str) -> String {
+    format!(
+        "[[outbound.destinations]]\nname = \"snow\"\nkind = \"servicenow\"\nurl = \"{url}\"\nuser = \"incidentd\"\npassword = \"{password}\"\nassignment_group = \"Service Desk\"\nbackoff_base = \"20ms\"\nbackoff_max = \"100ms\"\n"
+    )
+}
+
+async fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// One ServiceNow ticket per incident, found by `correlation_id`, taken
+/// through acknowledgement (In Progress), hold (On Hold, Awaiting Vendor),
+/// resume and resolution (Resolved, close code), with work notes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn servicenow_ticket_follows_the_incident() {
+    let (url, sn) = servicenow_fake("incidentd", "pw").await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let r = start(&config(dir.path(), &servicenow(&url, "pw"))).await;
+    let id = open(&r, "ApiDown").await;
+    wait_for("the ticket", || sn.lock().expect("sn").records.len() == 1).await;
+    for (path, body) in [
+        ("ack", json!({"by": "alice"})),
+        ("hold", json!({"by": "alice", "reason": "awaiting_vendor"})),
+        ("resume", json!({"by": "alice"})),
+        ("resolve", json!({"by": "alice"})),
+    ] {
+        let (s, v) = call(&r, "POST", &format!("/api/v1/incidents/{id}/{path}"), body).await;
+        assert_eq!(s, StatusCode::OK, "{path}: {v}");
+    }
+    wait_for("the resolution", || {
+        sn.lock()
+            .expect("sn")
+            .records
+            .first()
+            .is_some_and(|t| t["state"] == 6)
+    })
+    .await;
+    {
+        let s = sn.lock().expect("sn");
+        assert_eq!(s.records.len(), 1, "one ticket");
+        let t = &s.records[0];
+        assert_eq!(t["correlation_id"], format!("incidentd-{id}").as_str());
+        assert_eq!(t["assignment_group"], "Service Desk");
+        assert!(
+            t["short_description"]
+                .as_str()
+                .is_some_and(|d| d.contains("ApiDown")),
+            "{t}"
+        );
+        assert_eq!(t["close_code"], "Solved (Permanently)");
+        assert_eq!(t["hold_reason"], 4, "the hold was Awaiting Vendor");
+        assert_eq!(
+            s.work_notes,
+            [
+                "incidentd: acknowledged by alice",
+                "incidentd: on hold (awaiting_vendor) by alice",
+                "incidentd: taken off hold",
+                "incidentd: resolved"
+            ]
+        );
+        // Looked up once before the create; the id was stored after that.
+        let kinds: Vec<&str> = s.calls.iter().map(|(m, _)| m.as_str()).collect();
+        assert_eq!(kinds, ["GET", "POST", "PATCH", "PATCH", "PATCH", "PATCH"]);
+    }
+    r.shutdown().await;
+}
+
+/// The create's answer is lost (ServiceNow made the ticket, answered 503):
+/// the retry finds the ticket by `correlation_id` and creates no second.
+/// Wrong credentials are a refusal, on the timeline.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn servicenow_never_makes_a_second_ticket() {
+    let (url, sn) = servicenow_fake("incidentd", "pw").await;
+    sn.lock().expect("sn").lose_next_create = true;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let r = start(&config(dir.path(), &servicenow(&url, "pw"))).await;
+    let id = open(&r, "QueueStuck").await;
+    let (s, _) = call(
+        &r,
+        "POST",
+        &format!("/api/v1/incidents/{id}/resolve"),
+        Value::Null,
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK);
+    wait_for("the resolution", || {
+        sn.lock()
+            .expect("sn")
+            .records
+            .first()
+            .is_some_and(|t| t["state"] == 6)
+    })
+    .await;
+    {
+        let s = sn.lock().expect("sn");
+        assert_eq!(s.records.len(), 1, "one ticket despite the lost answer");
+        let kinds: Vec<&str> = s.calls.iter().map(|(m, _)| m.as_str()).collect();
+        assert_eq!(kinds, ["GET", "POST", "GET", "PATCH", "PATCH"]);
+    }
+    r.shutdown().await;
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let r = start(&config(dir.path(), &servicenow(&url, "wrong"))).await;
+    let id = open(&r, "BadCreds").await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (_, d) = call(&r, "GET", &format!("/api/v1/incidents/{id}"), Value::Null).await;
+        let refused = d["timeline"].as_array().is_some_and(|t| {
+            t.iter().any(|e| {
+                e["kind"] == "outbound_failed"
+                    && e["message"].as_str().is_some_and(|m| {
+                        m.contains("HTTP 401") && m.contains("User Not Authenticated")
+                    })
+            })
+        });
+        if refused {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no refusal on the timeline: {d}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    r.shutdown().await;
 }

@@ -255,11 +255,22 @@ pub async fn start(cfg: &Config, clock: Arc<dyn Clock>) -> Result<Running> {
     metrics.known_destinations(cfg.outbound.iter().map(|d| d.name.as_str()));
     for d in &cfg.outbound {
         use crate::config::outbound::DestinationKind;
+        use crate::outbound::sender::Credential;
+        let secret = |s: &Secret| -> Result<String> {
+            Ok(read_secret(&Some(s.clone()), &d.name)?.unwrap_or_default())
+        };
         let credential = match &d.kind {
             DestinationKind::PagerDuty { routing_key: s }
             | DestinationKind::Opsgenie { api_key: s }
-            | DestinationKind::Webhook { secret: s } => read_secret(&Some(s.clone()), &d.name)?,
-            DestinationKind::Slack => None,
+            | DestinationKind::Webhook { secret: s } => Credential::Key(secret(s)?),
+            DestinationKind::Slack => Credential::None,
+            DestinationKind::ServiceNow { auth, .. } => match auth {
+                config::ServiceNowAuth::Basic { user, password } => Credential::Basic {
+                    user: user.clone(),
+                    password: secret(password)?,
+                },
+                config::ServiceNowAuth::Bearer(t) => Credential::Bearer(secret(t)?),
+            },
         };
         let sender = crate::outbound::sender::Sender::new(
             d.clone(),

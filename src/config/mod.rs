@@ -217,7 +217,7 @@ pub struct ServiceNowConfig {
     pub timeout: Duration,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum ServiceNowAuth {
     Basic { user: String, password: Secret },
     Bearer(Secret),

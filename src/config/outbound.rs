@@ -28,6 +28,16 @@ pub struct RawDestination {
     pub api_key_file: Option<PathBuf>,
     pub secret: Option<String>,
     pub secret_file: Option<PathBuf>,
+    /// ServiceNow: basic auth (`user` + `password(_file)`) or a bearer
+    /// `token(_file)`.
+    pub user: Option<String>,
+    pub password: Option<String>,
+    pub password_file: Option<PathBuf>,
+    pub token: Option<String>,
+    pub token_file: Option<PathBuf>,
+    /// ServiceNow: the `assignment_group` of created tickets (else the
+    /// incident's own assignment group).
+    pub assignment_group: Option<String>,
     /// Slack: a link to the incident (`{id}` is replaced), e.g. a UI.
     pub incident_url: Option<String>,
     pub rate_limit: Option<f64>,
@@ -51,10 +61,20 @@ pub struct RawRoute {
 /// The API a destination speaks, with its credential.
 #[derive(Debug, Clone, PartialEq)]
 pub enum DestinationKind {
-    PagerDuty { routing_key: Secret },
-    Opsgenie { api_key: Secret },
+    PagerDuty {
+        routing_key: Secret,
+    },
+    Opsgenie {
+        api_key: Secret,
+    },
     Slack,
-    Webhook { secret: Secret },
+    Webhook {
+        secret: Secret,
+    },
+    ServiceNow {
+        auth: super::ServiceNowAuth,
+        assignment_group: Option<String>,
+    },
 }
 
 impl DestinationKind {
@@ -64,6 +84,7 @@ impl DestinationKind {
             DestinationKind::Opsgenie { .. } => "opsgenie",
             DestinationKind::Slack => "slack",
             DestinationKind::Webhook { .. } => "webhook",
+            DestinationKind::ServiceNow { .. } => "servicenow",
         }
     }
 }
@@ -166,13 +187,40 @@ pub fn destinations(errs: &mut Vec<FieldError>, raw: &RawOutbound) -> Vec<Destin
             Some("slack") => Some(DestinationKind::Slack),
             Some("webhook") => required(errs, at, "secret", secret(&d.secret, &d.secret_file))
                 .map(|secret| DestinationKind::Webhook { secret }),
+            Some("servicenow") => {
+                let password = secret(&d.password, &d.password_file);
+                let token = secret(&d.token, &d.token_file);
+                let auth = match (&d.user, password, token) {
+                    (Some(user), Ok(Some(password)), Ok(None)) => {
+                        Some(super::ServiceNowAuth::Basic {
+                            user: user.clone(),
+                            password,
+                        })
+                    }
+                    (None, Ok(None), Ok(Some(token))) => Some(super::ServiceNowAuth::Bearer(token)),
+                    _ => {
+                        push(
+                            errs,
+                            at,
+                            "user",
+                            "set user with one of password/password_file (basic auth), or one of token/token_file (bearer)"
+                                .into(),
+                        );
+                        None
+                    }
+                };
+                auth.map(|auth| DestinationKind::ServiceNow {
+                    auth,
+                    assignment_group: d.assignment_group.clone(),
+                })
+            }
             Some(other) => {
                 push(
                     errs,
                     at,
                     "kind",
                     format!(
-                        "{other:?}: one of pagerduty, opsgenie, slack, webhook (servicenow and jira are not available yet)"
+                        "{other:?}: one of pagerduty, opsgenie, slack, webhook, servicenow (jira is not available yet)"
                     ),
                 );
                 None

@@ -37,8 +37,7 @@ pub enum SenderError {
 
 pub struct Sender {
     cfg: DestinationConfig,
-    /// The routing key, API key or signing secret, read at start.
-    credential: Option<String>,
+    credential: Credential,
     client: reqwest::Client,
     store: DynStore,
     clock: Arc<dyn Clock>,
@@ -52,7 +51,7 @@ pub struct Sender {
 impl Sender {
     pub fn new(
         cfg: DestinationConfig,
-        credential: Option<String>,
+        credential: Credential,
         store: DynStore,
         clock: Arc<dyn Clock>,
         metrics: OutboundMetrics,
@@ -190,12 +189,18 @@ impl Sender {
 
     /// The request for `row`, or `None` when this destination has nothing
     /// to do for its event (e.g. Slack is not told of acknowledgements).
+    /// ServiceNow takes several calls: see [`Sender::servicenow`].
     fn request(&self, row: &OutboxRow) -> Option<Request> {
         let inc = &row.message.incident;
         let kind = row.message.kind;
-        let key = self.credential.as_deref().unwrap_or_default();
         match &self.cfg.kind {
-            DestinationKind::PagerDuty { .. } => super::pagerduty::event(key, inc, kind),
+            DestinationKind::PagerDuty { .. } => {
+                let key = match &self.credential {
+                    Credential::Key(k) => k.as_str(),
+                    _ => "",
+                };
+                super::pagerduty::event(key, inc, kind)
+            }
             DestinationKind::Opsgenie { .. } => {
                 let actor = match kind {
                     EventKind::Acknowledged => inc.acknowledged_by.as_deref(),
@@ -213,17 +218,13 @@ impl Sender {
                 super::slack::message(inc, kind, link.as_deref())
             }
             DestinationKind::Webhook { .. } => Some(super::webhook::body(inc, kind, row.id)),
+            DestinationKind::ServiceNow { .. } => None,
         }
     }
 
-    async fn deliver(&mut self, row: OutboxRow) -> Result<(), StoreError> {
-        let kind = row.message.kind;
-        let Some(req) = self.request(&row) else {
-            return self
-                .store
-                .outbox_finish(row.id, self.clock.now(), Delivery::Delivered, None)
-                .await;
-        };
+    /// One HTTP call to the destination (`delivery` names the outbox row
+    /// for webhooks).
+    async fn call(&self, req: &Request, delivery: i64) -> Answer {
         let url = if req.path.is_empty() {
             self.cfg.url.clone()
         } else {
@@ -243,24 +244,26 @@ impl Sender {
             .client
             .request(method, &url)
             .header(reqwest::header::ACCEPT, "application/json");
-        match &self.cfg.kind {
-            DestinationKind::Opsgenie { .. } => {
-                let key = self.credential.as_deref().unwrap_or_default();
-                rb = rb.header(reqwest::header::AUTHORIZATION, format!("GenieKey {key}"));
-            }
-            DestinationKind::Webhook { .. } => {
-                let secret = self.credential.as_deref().unwrap_or_default();
-                let sig = super::webhook::signature(
-                    secret.as_bytes(),
-                    body.as_deref().unwrap_or_default(),
-                    self.clock.now(),
-                );
-                rb = rb
-                    .header(super::webhook::DELIVERY_HEADER, row.id.to_string())
-                    .header(super::webhook::SIGNATURE_HEADER, sig);
-            }
-            DestinationKind::PagerDuty { .. } | DestinationKind::Slack => {}
-        }
+        rb = match &self.credential {
+            Credential::Key(key) => match self.cfg.kind {
+                DestinationKind::Opsgenie { .. } => {
+                    rb.header(reqwest::header::AUTHORIZATION, format!("GenieKey {key}"))
+                }
+                DestinationKind::Webhook { .. } => {
+                    let sig = super::webhook::signature(
+                        key.as_bytes(),
+                        body.as_deref().unwrap_or_default(),
+                        self.clock.now(),
+                    );
+                    rb.header(super::webhook::DELIVERY_HEADER, delivery.to_string())
+                        .header(super::webhook::SIGNATURE_HEADER, sig)
+                }
+                _ => rb,
+            },
+            Credential::Basic { user, password } => rb.basic_auth(user, Some(password)),
+            Credential::Bearer(token) => rb.bearer_auth(token),
+            Credential::None => rb,
+        };
         if let Some(b) = body {
             rb = rb
                 .header(reqwest::header::CONTENT_TYPE, "application/json")
@@ -272,22 +275,106 @@ impl Sender {
             .duration
             .with_label_values(&[&self.cfg.name])
             .observe(started.elapsed().as_secs_f64());
-        let now = self.clock.now();
-        let (status, wait, detail) = match answer {
+        match answer {
             Ok(resp) => {
                 let status = resp.status().as_u16();
-                let wait = resp
+                let retry_after = resp
                     .headers()
                     .get(reqwest::header::RETRY_AFTER)
                     .and_then(|v| v.to_str().ok())
-                    .and_then(|v| retry::retry_after(v, now));
+                    .and_then(|v| retry::retry_after(v, self.clock.now()));
                 let text = resp.text().await.unwrap_or_default();
-                (Some(status), wait, super::truncate(text.trim(), 300))
+                Answer {
+                    status: Some(status),
+                    retry_after,
+                    json: serde_json::from_str(&text).unwrap_or(serde_json::Value::Null),
+                    detail: super::truncate(text.trim(), 300),
+                }
             }
-            Err(e) => (None, None, e.to_string()),
+            Err(e) => Answer {
+                status: None,
+                retry_after: None,
+                json: serde_json::Value::Null,
+                detail: e.to_string(),
+            },
+        }
+    }
+
+    /// ServiceNow: the ticket's `sys_id` (stored, else looked up by
+    /// `correlation_id`, else created: a create whose answer was lost is
+    /// found by the lookup of the retry, never made twice), then the
+    /// update for the event. The first call that fails is the answer.
+    async fn servicenow(&self, row: &OutboxRow) -> Result<Answer, StoreError> {
+        use super::servicenow as sn;
+        let inc = &row.message.incident;
+        let kind = row.message.kind;
+        let DestinationKind::ServiceNow {
+            assignment_group, ..
+        } = &self.cfg.kind
+        else {
+            return Ok(Answer::refused("not a ServiceNow destination"));
         };
+        let sys_id = match self.store.outbound_ref(&self.cfg.name, inc.id).await? {
+            Some(s) => s,
+            None => {
+                let found = self.call(&sn::lookup(inc), row.id).await;
+                if !found.ok() {
+                    return Ok(found);
+                }
+                match sn::sys_id(&found.json) {
+                    Some(s) => s,
+                    None => {
+                        let created = self
+                            .call(&sn::create(inc, assignment_group.as_deref()), row.id)
+                            .await;
+                        if !created.ok() {
+                            return Ok(created);
+                        }
+                        let Some(s) = sn::sys_id(&created.json) else {
+                            return Ok(Answer::refused("the create answered without a sys_id"));
+                        };
+                        self.store
+                            .set_outbound_ref(&self.cfg.name, inc.id, &s)
+                            .await?;
+                        if kind == EventKind::Opened {
+                            return Ok(created);
+                        }
+                        s
+                    }
+                }
+            }
+        };
+        self.store
+            .set_outbound_ref(&self.cfg.name, inc.id, &sys_id)
+            .await?;
+        let note = work_note(inc, kind);
+        Ok(self
+            .call(&sn::update(inc, &sys_id, kind, &note), row.id)
+            .await)
+    }
+
+    async fn deliver(&mut self, row: OutboxRow) -> Result<(), StoreError> {
+        let kind = row.message.kind;
+        let answer = match (&self.cfg.kind, self.request(&row)) {
+            (DestinationKind::ServiceNow { .. }, _) => self.servicenow(&row).await?,
+            (_, Some(req)) => self.call(&req, row.id).await,
+            (_, None) => {
+                return self
+                    .store
+                    .outbox_finish(row.id, self.clock.now(), Delivery::Delivered, None)
+                    .await;
+            }
+        };
+        let now = self.clock.now();
         let unit = self.unit();
-        let outcome = retry::classify(status, wait, row.attempts, &self.cfg.backoff, unit);
+        let outcome = retry::classify(
+            answer.status,
+            answer.retry_after,
+            row.attempts,
+            &self.cfg.backoff,
+            unit,
+        );
+        let detail = answer.detail;
         match outcome {
             Outcome::Delivered => {
                 self.breaker.on_success();
@@ -303,7 +390,7 @@ impl Sender {
             Outcome::Retry(after) => {
                 self.breaker.on_failure(now);
                 self.count(kind, "retry");
-                let error = match status {
+                let error = match answer.status {
                     Some(s) => format!("HTTP {s}: {detail}"),
                     None => detail,
                 };
@@ -344,5 +431,71 @@ impl Sender {
         }
         self.set_breaker();
         Ok(())
+    }
+}
+
+/// What a destination answered to one call.
+struct Answer {
+    /// `None`: no answer (connection failed, timed out).
+    status: Option<u16>,
+    retry_after: Option<Duration>,
+    json: serde_json::Value,
+    detail: String,
+}
+
+impl Answer {
+    fn ok(&self) -> bool {
+        self.status.is_some_and(|s| (200..300).contains(&s))
+    }
+
+    /// A refusal decided here (an answer the API should not have given).
+    fn refused(why: &str) -> Answer {
+        Answer {
+            status: Some(422),
+            retry_after: None,
+            json: serde_json::Value::Null,
+            detail: why.to_string(),
+        }
+    }
+}
+
+/// The credential a destination's calls carry, read at start.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Credential {
+    None,
+    /// PagerDuty routing key, Opsgenie API key, webhook signing secret.
+    Key(String),
+    Basic {
+        user: String,
+        password: String,
+    },
+    Bearer(String),
+}
+
+/// The work note a ServiceNow ticket gets for an event.
+fn work_note(inc: &crate::domain::Incident, kind: EventKind) -> String {
+    let by = |who: Option<&str>| who.map(|w| format!(" by {w}")).unwrap_or_default();
+    match kind {
+        EventKind::Opened => format!("incidentd opened incident {}", inc.id.0),
+        EventKind::PriorityChanged => format!(
+            "incidentd: priority now {} (impact {}, urgency {})",
+            inc.priority,
+            inc.impact.get(),
+            inc.urgency.get()
+        ),
+        EventKind::Acknowledged => {
+            format!(
+                "incidentd: acknowledged{}",
+                by(inc.acknowledged_by.as_deref())
+            )
+        }
+        EventKind::OnHold => format!(
+            "incidentd: on hold ({}){}",
+            inc.current_hold().map_or("", |h| h.reason.as_str()),
+            by(inc.current_hold().and_then(|h| h.by.as_deref()))
+        ),
+        EventKind::Resumed => "incidentd: taken off hold".to_string(),
+        EventKind::Resolved => "incidentd: resolved".to_string(),
+        EventKind::Reopened => "incidentd: reopened (the alerts fired again)".to_string(),
     }
 }
