@@ -1001,3 +1001,223 @@ async fn servicenow_never_makes_a_second_ticket() {
     }
     r.shutdown().await;
 }
+
+/// Jira (Service Management) as far as incidentd uses it: customer
+/// requests, label search, comments, and a workflow whose transitions are
+/// offered per status (ids as a real workflow has them, not 1, 2, 3).
+#[derive(Default)]
+struct JiraState {
+    /// (key, labels, status category, comments)
+    issues: Vec<(String, Vec<String>, String, Vec<String>)>,
+    calls: Vec<String>,
+    lose_next_create: bool,
+}
+
+async fn jira_fake() -> (String, Arc<Mutex<JiraState>>) {
+    use axum::extract::{Path as UrlPath, Query, State};
+    use axum::routing::{get, post};
+    type St = Arc<Mutex<JiraState>>;
+    let state: St = Arc::new(Mutex::new(JiraState::default()));
+    let transitions = |category: &str| -> Value {
+        match category {
+            "new" => json!({"transitions": [
+                {"id": "811", "name": "Start progress", "to": {"name": "In Progress", "statusCategory": {"key": "indeterminate"}}},
+                {"id": "831", "name": "Resolve", "to": {"name": "Resolved", "statusCategory": {"key": "done"}}}]}),
+            "indeterminate" => json!({"transitions": [
+                {"id": "821", "name": "Wait for customer", "to": {"name": "Waiting", "statusCategory": {"key": "indeterminate"}}},
+                {"id": "831", "name": "Resolve", "to": {"name": "Resolved", "statusCategory": {"key": "done"}}}]}),
+            _ => json!({"transitions": [
+                {"id": "851", "name": "Reopen", "to": {"name": "Open", "statusCategory": {"key": "new"}}}]}),
+        }
+    };
+    let app = axum::Router::new()
+        .route(
+            "/rest/servicedeskapi/request",
+            post(
+                |State(st): State<St>, axum::Json(body): axum::Json<Value>| async move {
+                    let mut s = st.lock().expect("jira");
+                    s.calls.push("create".into());
+                    let key = format!("SD-{}", s.issues.len() + 1);
+                    let labels: Vec<String> = body["requestFieldValues"]["labels"]
+                        .as_array()
+                        .map(|a| {
+                            a.iter()
+                                .filter_map(|l| l.as_str().map(str::to_string))
+                                .collect()
+                        })
+                        .unwrap_or_default();
+                    s.issues
+                        .push((key.clone(), labels, "new".into(), Vec::new()));
+                    if std::mem::take(&mut s.lose_next_create) {
+                        return StatusCode::BAD_GATEWAY.into_response();
+                    }
+                    (
+                        StatusCode::CREATED,
+                        axum::Json(json!({"issueId": "10001", "issueKey": key})),
+                    )
+                        .into_response()
+                },
+            ),
+        )
+        .route(
+            "/rest/api/2/search",
+            get(
+                |State(st): State<St>,
+                 Query(q): Query<std::collections::HashMap<String, String>>| async move {
+                    let mut s = st.lock().expect("jira");
+                    s.calls.push("search".into());
+                    let jql = q.get("jql").cloned().unwrap_or_default();
+                    let label = jql
+                        .trim_start_matches("labels=")
+                        .trim_matches('"')
+                        .to_string();
+                    let found: Vec<Value> = s
+                        .issues
+                        .iter()
+                        .filter(|i| i.1.contains(&label))
+                        .map(|i| json!({"key": i.0}))
+                        .collect();
+                    axum::Json(json!({"issues": found, "total": found.len()}))
+                },
+            ),
+        )
+        .route(
+            "/rest/api/2/issue/{key}/comment",
+            post(
+                |State(st): State<St>,
+                 UrlPath(key): UrlPath<String>,
+                 axum::Json(body): axum::Json<Value>| async move {
+                    let mut s = st.lock().expect("jira");
+                    s.calls.push(format!("comment {key}"));
+                    match s.issues.iter_mut().find(|i| i.0 == key) {
+                        Some(i) => {
+                            i.3.push(body["body"].as_str().unwrap_or_default().to_string());
+                            (StatusCode::CREATED, axum::Json(json!({"id": "1"}))).into_response()
+                        }
+                        None => StatusCode::NOT_FOUND.into_response(),
+                    }
+                },
+            ),
+        )
+        .route(
+            "/rest/api/2/issue/{key}/transitions",
+            get(
+                move |State(st): State<St>, UrlPath(key): UrlPath<String>| async move {
+                    let mut s = st.lock().expect("jira");
+                    s.calls.push(format!("transitions {key}"));
+                    let cat = s
+                        .issues
+                        .iter()
+                        .find(|i| i.0 == key)
+                        .map(|i| i.2.clone())
+                        .unwrap_or_default();
+                    axum::Json(transitions(&cat))
+                },
+            )
+            .post(
+                |State(st): State<St>,
+                 UrlPath(key): UrlPath<String>,
+                 axum::Json(body): axum::Json<Value>| async move {
+                    let mut s = st.lock().expect("jira");
+                    let id = body["transition"]["id"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_string();
+                    s.calls.push(format!("transition {key} {id}"));
+                    let to = match id.as_str() {
+                        "811" | "821" => "indeterminate",
+                        "831" => "done",
+                        "851" => "new",
+                        _ => return StatusCode::BAD_REQUEST.into_response(),
+                    };
+                    match s.issues.iter_mut().find(|i| i.0 == key) {
+                        Some(i) => {
+                            i.2 = to.to_string();
+                            StatusCode::NO_CONTENT.into_response()
+                        }
+                        None => StatusCode::NOT_FOUND.into_response(),
+                    }
+                },
+            ),
+        )
+        .with_state(state.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind jira fake");
+    let url = format!("http://{}", listener.local_addr().expect("addr"));
+    tokio::spawn(async move {
+        axum::serve(listener, app).await.expect("jira fake");
+    });
+    (url, state)
+}
+
+/// One Jira request per incident: acknowledged moves it to a status of
+/// the "in progress" category, resolved to "done", each with a comment;
+/// a lost create answer is found again by label, never made twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jira_request_follows_the_incident() {
+    let (url, jira) = jira_fake().await;
+    jira.lock().expect("jira").lose_next_create = true;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = config(
+        dir.path(),
+        &format!(
+            "[[outbound.destinations]]\nname = \"jsm\"\nkind = \"jira\"\nurl = \"{url}\"\nuser = \"bot@example.com\"\npassword = \"api-token\"\nservice_desk_id = \"4\"\nrequest_type_id = \"27\"\nbackoff_base = \"20ms\"\nbackoff_max = \"100ms\"\n"
+        ),
+    );
+    let r = start(&cfg).await;
+    let id = open(&r, "CheckoutErrors").await;
+    for path in ["ack", "resolve"] {
+        let (s, v) = call(
+            &r,
+            "POST",
+            &format!("/api/v1/incidents/{id}/{path}"),
+            json!({"by": "bob"}),
+        )
+        .await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+    }
+    wait_for("the resolution", || {
+        jira.lock()
+            .expect("jira")
+            .issues
+            .first()
+            .is_some_and(|i| i.2 == "done" && i.3.len() == 3)
+    })
+    .await;
+    {
+        let s = jira.lock().expect("jira");
+        assert_eq!(
+            s.issues.len(),
+            1,
+            "one request despite the lost create answer"
+        );
+        let (key, labels, _, comments) = &s.issues[0];
+        assert_eq!(labels, &[format!("incidentd-{id}")]);
+        assert_eq!(
+            comments,
+            &[
+                "incidentd opened incident 1",
+                "incidentd: acknowledged by bob",
+                "incidentd: resolved"
+            ]
+            .map(|c| c.replace("incident 1", &format!("incident {id}")))
+        );
+        assert_eq!(
+            s.calls,
+            [
+                "search".to_string(),
+                "create".into(),
+                "search".into(),
+                format!("comment {key}"),
+                format!("transitions {key}"),
+                format!("transition {key} 811"),
+                format!("comment {key}"),
+                format!("transitions {key}"),
+                format!("transition {key} 831"),
+                format!("comment {key}"),
+            ]
+        );
+    }
+    r.shutdown().await;
+}

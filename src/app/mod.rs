@@ -264,13 +264,15 @@ pub async fn start(cfg: &Config, clock: Arc<dyn Clock>) -> Result<Running> {
             | DestinationKind::Opsgenie { api_key: s }
             | DestinationKind::Webhook { secret: s } => Credential::Key(secret(s)?),
             DestinationKind::Slack => Credential::None,
-            DestinationKind::ServiceNow { auth, .. } => match auth {
-                config::ServiceNowAuth::Basic { user, password } => Credential::Basic {
-                    user: user.clone(),
-                    password: secret(password)?,
-                },
-                config::ServiceNowAuth::Bearer(t) => Credential::Bearer(secret(t)?),
-            },
+            DestinationKind::ServiceNow { auth, .. } | DestinationKind::Jira { auth, .. } => {
+                match auth {
+                    config::ServiceNowAuth::Basic { user, password } => Credential::Basic {
+                        user: user.clone(),
+                        password: secret(password)?,
+                    },
+                    config::ServiceNowAuth::Bearer(t) => Credential::Bearer(secret(t)?),
+                }
+            }
         };
         let sender = crate::outbound::sender::Sender::new(
             d.clone(),

@@ -38,6 +38,14 @@ pub struct RawDestination {
     /// ServiceNow: the `assignment_group` of created tickets (else the
     /// incident's own assignment group).
     pub assignment_group: Option<String>,
+    /// Jira SM: create customer requests in this service desk and
+    /// request type, or plain issues in `project` of `issue_type`.
+    pub service_desk_id: Option<String>,
+    pub request_type_id: Option<String>,
+    pub project: Option<String>,
+    pub issue_type: Option<String>,
+    /// Jira: the transition to prefer when several lead to done.
+    pub resolve_transition: Option<String>,
     /// Slack: a link to the incident (`{id}` is replaced), e.g. a UI.
     pub incident_url: Option<String>,
     pub rate_limit: Option<f64>,
@@ -75,6 +83,11 @@ pub enum DestinationKind {
         auth: super::ServiceNowAuth,
         assignment_group: Option<String>,
     },
+    Jira {
+        auth: super::ServiceNowAuth,
+        target: crate::outbound::jira::Target,
+        resolve_transition: Option<String>,
+    },
 }
 
 impl DestinationKind {
@@ -85,6 +98,7 @@ impl DestinationKind {
             DestinationKind::Slack => "slack",
             DestinationKind::Webhook { .. } => "webhook",
             DestinationKind::ServiceNow { .. } => "servicenow",
+            DestinationKind::Jira { .. } => "jira",
         }
     }
 }
@@ -143,6 +157,32 @@ fn required(
     }
 }
 
+/// Basic auth (`user` + `password(_file)`: for Jira Cloud the password is
+/// an API token) or a bearer `token(_file)`.
+fn auth(errs: &mut Vec<FieldError>, at: &str, d: &RawDestination) -> Option<super::ServiceNowAuth> {
+    match (
+        &d.user,
+        secret(&d.password, &d.password_file),
+        secret(&d.token, &d.token_file),
+    ) {
+        (Some(user), Ok(Some(password)), Ok(None)) => Some(super::ServiceNowAuth::Basic {
+            user: user.clone(),
+            password,
+        }),
+        (None, Ok(None), Ok(Some(token))) => Some(super::ServiceNowAuth::Bearer(token)),
+        _ => {
+            push(
+                errs,
+                at,
+                "user",
+                "set user with one of password/password_file (basic auth), or one of token/token_file (bearer)"
+                    .into(),
+            );
+            None
+        }
+    }
+}
+
 /// Validate every destination, reporting each error with its path.
 pub fn destinations(errs: &mut Vec<FieldError>, raw: &RawOutbound) -> Vec<DestinationConfig> {
     let mut out: Vec<DestinationConfig> = Vec::new();
@@ -187,32 +227,40 @@ pub fn destinations(errs: &mut Vec<FieldError>, raw: &RawOutbound) -> Vec<Destin
             Some("slack") => Some(DestinationKind::Slack),
             Some("webhook") => required(errs, at, "secret", secret(&d.secret, &d.secret_file))
                 .map(|secret| DestinationKind::Webhook { secret }),
-            Some("servicenow") => {
-                let password = secret(&d.password, &d.password_file);
-                let token = secret(&d.token, &d.token_file);
-                let auth = match (&d.user, password, token) {
-                    (Some(user), Ok(Some(password)), Ok(None)) => {
-                        Some(super::ServiceNowAuth::Basic {
-                            user: user.clone(),
-                            password,
-                        })
-                    }
-                    (None, Ok(None), Ok(Some(token))) => Some(super::ServiceNowAuth::Bearer(token)),
+            Some("servicenow") => auth(errs, at, d).map(|auth| DestinationKind::ServiceNow {
+                auth,
+                assignment_group: d.assignment_group.clone(),
+            }),
+            Some("jira") => {
+                use crate::outbound::jira::Target;
+                let target = match (&d.service_desk_id, &d.request_type_id, &d.project) {
+                    (Some(sd), Some(rt), None) => Some(Target::ServiceDesk {
+                        service_desk_id: sd.clone(),
+                        request_type_id: rt.clone(),
+                    }),
+                    (None, None, Some(p)) => Some(Target::Project {
+                        key: p.clone(),
+                        issue_type: d.issue_type.clone().unwrap_or_else(|| "Incident".into()),
+                    }),
                     _ => {
                         push(
                             errs,
                             at,
-                            "user",
-                            "set user with one of password/password_file (basic auth), or one of token/token_file (bearer)"
+                            "service_desk_id",
+                            "set service_desk_id and request_type_id (service desk requests), or project (issues)"
                                 .into(),
                         );
                         None
                     }
                 };
-                auth.map(|auth| DestinationKind::ServiceNow {
-                    auth,
-                    assignment_group: d.assignment_group.clone(),
-                })
+                match (auth(errs, at, d), target) {
+                    (Some(auth), Some(target)) => Some(DestinationKind::Jira {
+                        auth,
+                        target,
+                        resolve_transition: d.resolve_transition.clone(),
+                    }),
+                    _ => None,
+                }
             }
             Some(other) => {
                 push(
@@ -220,7 +268,7 @@ pub fn destinations(errs: &mut Vec<FieldError>, raw: &RawOutbound) -> Vec<Destin
                     at,
                     "kind",
                     format!(
-                        "{other:?}: one of pagerduty, opsgenie, slack, webhook, servicenow (jira is not available yet)"
+                        "{other:?}: one of servicenow, jira, pagerduty, opsgenie, slack, webhook"
                     ),
                 );
                 None

@@ -218,7 +218,7 @@ impl Sender {
                 super::slack::message(inc, kind, link.as_deref())
             }
             DestinationKind::Webhook { .. } => Some(super::webhook::body(inc, kind, row.id)),
-            DestinationKind::ServiceNow { .. } => None,
+            DestinationKind::ServiceNow { .. } | DestinationKind::Jira { .. } => None,
         }
     }
 
@@ -353,10 +353,81 @@ impl Sender {
             .await)
     }
 
+    /// Jira: the issue key (stored, else searched by label, else created:
+    /// a create whose answer was lost is found by the search of the
+    /// retry), then the transition the event calls for (looked up on the
+    /// issue, picked by the status category it leads to; none available,
+    /// e.g. already done: nothing to move) and a comment. The transition
+    /// goes first, so a retry after a failed comment finds it done and does
+    /// not move the issue twice.
+    async fn jira(&self, row: &OutboxRow) -> Result<Answer, StoreError> {
+        use super::jira;
+        let inc = &row.message.incident;
+        let kind = row.message.kind;
+        let DestinationKind::Jira {
+            target,
+            resolve_transition,
+            ..
+        } = &self.cfg.kind
+        else {
+            return Ok(Answer::refused("not a Jira destination"));
+        };
+        let key = match self.store.outbound_ref(&self.cfg.name, inc.id).await? {
+            Some(k) => k,
+            None => {
+                let found = self.call(&jira::search(inc), row.id).await;
+                if !found.ok() {
+                    return Ok(found);
+                }
+                match jira::found_key(&found.json) {
+                    Some(k) => k,
+                    None => {
+                        let created = self.call(&jira::create(inc, target), row.id).await;
+                        if !created.ok() {
+                            return Ok(created);
+                        }
+                        let Some(k) = jira::created_key(&created.json) else {
+                            return Ok(Answer::refused("the create answered without an issue key"));
+                        };
+                        self.store
+                            .set_outbound_ref(&self.cfg.name, inc.id, &k)
+                            .await?;
+                        if kind == EventKind::Opened {
+                            return Ok(created);
+                        }
+                        k
+                    }
+                }
+            }
+        };
+        self.store
+            .set_outbound_ref(&self.cfg.name, inc.id, &key)
+            .await?;
+        if let Some(category) = jira::category_for(kind) {
+            let available = self.call(&jira::transitions(&key), row.id).await;
+            if !available.ok() {
+                return Ok(available);
+            }
+            let preferred = (kind == EventKind::Resolved)
+                .then_some(resolve_transition.as_deref())
+                .flatten();
+            if let Some(id) = jira::pick_transition(&available.json, category, preferred) {
+                let moved = self.call(&jira::transition(&key, &id), row.id).await;
+                if !moved.ok() {
+                    return Ok(moved);
+                }
+            }
+        }
+        Ok(self
+            .call(&jira::comment(&key, &work_note(inc, kind)), row.id)
+            .await)
+    }
+
     async fn deliver(&mut self, row: OutboxRow) -> Result<(), StoreError> {
         let kind = row.message.kind;
         let answer = match (&self.cfg.kind, self.request(&row)) {
             (DestinationKind::ServiceNow { .. }, _) => self.servicenow(&row).await?,
+            (DestinationKind::Jira { .. }, _) => self.jira(&row).await?,
             (_, Some(req)) => self.call(&req, row.id).await,
             (_, None) => {
                 return self
