@@ -1221,3 +1221,117 @@ async fn jira_request_follows_the_incident() {
     }
     r.shutdown().await;
 }
+
+async fn call_with_token(r: &Running, uri: &str, token: &str, body: Value) -> (StatusCode, Value) {
+    let req = Request::builder()
+        .method("POST")
+        .uri(uri)
+        .header(header::CONTENT_TYPE, "application/json")
+        .header(header::AUTHORIZATION, format!("Bearer {token}"))
+        .body(Body::from(body.to_string()))
+        .expect("request");
+    let resp = r.router.clone().oneshot(req).await.expect("response");
+    let status = resp.status();
+    let bytes = resp.into_body().collect().await.expect("body").to_bytes();
+    (
+        status,
+        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+    )
+}
+
+/// Two-way sync: a ticket resolved in ServiceNow, or taken in progress in
+/// Jira, acts on the incident here through `POST /api/v1/webhooks/{name}`;
+/// repeats change nothing, the token is required, bad bodies name the
+/// field.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tickets_changed_downstream_act_on_the_incident() {
+    let (sn_url, sn) = servicenow_fake("incidentd", "pw").await;
+    let (jira_url, _jira) = jira_fake().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = config(
+        dir.path(),
+        &format!(
+            "{}inbound_token = \"sn-t0ken\"\n\n[[outbound.destinations]]\nname = \"jsm\"\nkind = \"jira\"\nurl = \"{jira_url}\"\ntoken = \"pat\"\nproject = \"OPS\"\ninbound_token = \"jira-t0ken\"\n",
+            servicenow(&sn_url, "pw")
+        ),
+    );
+    let r = start(&cfg).await;
+    let id = open(&r, "ServiceNowSide").await;
+    wait_for("the ticket", || sn.lock().expect("sn").records.len() == 1).await;
+
+    let cid = format!("incidentd-{id}");
+    let (s, v) = call_with_token(&r, "/api/v1/webhooks/snow", "wrong", json!({})).await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED, "{v}");
+    let (s, v) = call_with_token(&r, "/api/v1/webhooks/nowhere", "sn-t0ken", json!({})).await;
+    assert_eq!(s, StatusCode::NOT_FOUND, "{v}");
+    let (s, v) = call_with_token(
+        &r,
+        "/api/v1/webhooks/snow",
+        "sn-t0ken",
+        json!({"state": "6"}),
+    )
+    .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+    assert_eq!(v["detail"]["field"], "correlation_id", "{v}");
+
+    // Taken in progress in Jira: acknowledged here.
+    let jira_body = |cat: &str| {
+        json!({"webhookEvent": "jira:issue_updated", "user": {"displayName": "Bob"},
+               "issue": {"key": "OPS-1", "fields": {"labels": [cid.clone()], "status": {"statusCategory": {"key": cat}}}}})
+    };
+    let (s, v) = call_with_token(
+        &r,
+        "/api/v1/webhooks/jsm",
+        "jira-t0ken",
+        jira_body("indeterminate"),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["action"], "acknowledged");
+    let (s, v) = call_with_token(
+        &r,
+        "/api/v1/webhooks/jsm",
+        "jira-t0ken",
+        jira_body("indeterminate"),
+    )
+    .await;
+    assert_eq!(
+        (s, v["action"].as_str()),
+        (StatusCode::OK, Some("none")),
+        "{v}"
+    );
+
+    // Resolved in ServiceNow: resolved here, once.
+    let sn_body = json!({"result": {"correlation_id": cid, "state": "6", "sys_updated_by": "beth", "number": "INC0000001"}});
+    let (s, v) = call_with_token(&r, "/api/v1/webhooks/snow", "sn-t0ken", sn_body.clone()).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(
+        (v["action"].as_str(), v["state"].as_str()),
+        (Some("resolved"), Some("resolved"))
+    );
+    let (s, v) = call_with_token(&r, "/api/v1/webhooks/snow", "sn-t0ken", sn_body).await;
+    assert_eq!(
+        (s, v["reason"].as_str()),
+        (StatusCode::OK, Some("already resolved")),
+        "{v}"
+    );
+    let (_, d) = call(&r, "GET", &format!("/api/v1/incidents/{id}"), Value::Null).await;
+    assert_eq!(d["acknowledged_by"], "jira:Bob", "{d}");
+    assert!(
+        d["timeline"]
+            .as_array()
+            .expect("timeline")
+            .iter()
+            .any(|e| e["kind"] == "resolved" && e["actor"] == "servicenow:beth"),
+        "{d}"
+    );
+    let (s, _) = call_with_token(
+        &r,
+        "/api/v1/webhooks/snow",
+        "sn-t0ken",
+        json!({"correlation_id": "incidentd-999999", "state": "6"}),
+    )
+    .await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    r.shutdown().await;
+}

@@ -53,6 +53,8 @@ pub enum ApiError {
     Changes(Vec<crate::change::ChangeError>),
     #[error("CI {0:?} not found in the CMDB")]
     CiNotFound(String),
+    #[error("no destination {0:?} takes webhooks (set its inbound_token)")]
+    UnknownDestination(String),
     #[error("could not publish to the ingest topic: {0}")]
     Publish(String),
     #[error(
@@ -127,6 +129,9 @@ impl IntoResponse for ApiError {
                 None,
             ),
             ApiError::CiNotFound(id) => (StatusCode::NOT_FOUND, json!({ "id": id }), None),
+            ApiError::UnknownDestination(d) => {
+                (StatusCode::NOT_FOUND, json!({ "destination": d }), None)
+            }
             ApiError::Publish(_) => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 serde_json::Value::Null,
@@ -224,6 +229,16 @@ pub struct AppState {
     pub slo: Arc<crate::slo::export::SloExporter>,
     /// Hold reasons that stop SLA clocks (`sla.pause_on`).
     pub sla_pause_on: Arc<[String]>,
+    /// Destinations whose tickets report back (two-way sync).
+    pub inbound: Vec<InboundDestination>,
+}
+
+/// A ticketing destination allowed to post to `/api/v1/webhooks/{name}`.
+pub struct InboundDestination {
+    pub name: String,
+    /// `servicenow` or `jira`.
+    pub kind: &'static str,
+    pub token: Vec<u8>,
 }
 
 /// Where accepted webhook alerts go.
@@ -252,6 +267,7 @@ pub fn router(state: Shared) -> Router {
         .route("/api/v1/incidents/{id}/resolve", post(resolve_incident))
         .route("/api/v1/incidents/{id}/hold", post(hold_incident))
         .route("/api/v1/incidents/{id}/resume", post(resume_incident))
+        .route("/api/v1/webhooks/{destination}", post(inbound_webhook))
         .route("/api/v1/changes", post(post_changes).get(list_changes))
         .route("/api/v1/problems", get(list_problems))
         .route("/api/v1/cis/{id}", get(get_ci))
@@ -845,6 +861,66 @@ async fn resolve_incident(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     incident_action(&st, &headers, &raw, body, Operation::Resolve).await
+}
+
+/// Two-way sync: ServiceNow or Jira tells that a ticket of an incident
+/// was resolved (or taken in progress) there; the incident follows. A
+/// repeat, or an incident already in that state, changes nothing and is
+/// answered 200 (`"action": "none"`) so the tool does not retry.
+async fn inbound_webhook(
+    State(st): State<Shared>,
+    headers: HeaderMap,
+    Path(destination): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    use crate::outbound::inbound::{self, Action};
+    let Some(d) = st.inbound.iter().find(|d| d.name == destination) else {
+        return Err(ApiError::UnknownDestination(destination));
+    };
+    if !bearer_ok(Some(&d.token), &headers) {
+        return Err(ApiError::Unauthorized);
+    }
+    let body = body_bytes(body, st.max_body_bytes)?;
+    let v: serde_json::Value = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::Invalid(NormalizeError::field(
+            "body",
+            None,
+            format!("not valid JSON: {e}"),
+        ))
+    })?;
+    let parsed = match d.kind {
+        "jira" => inbound::jira(&v),
+        _ => inbound::servicenow(&v),
+    };
+    let update =
+        parsed.map_err(|e| ApiError::Invalid(NormalizeError::field(e.field, None, e.message)))?;
+    let id = update.incident;
+    let (op, done) = match update.action {
+        Action::Acknowledge => (Operation::Acknowledge, "acknowledged"),
+        Action::Resolve => (Operation::Resolve, "resolved"),
+        Action::None => {
+            return Ok(Json(json!({ "incident": id.0, "action": "none" })).into_response());
+        }
+    };
+    let unchanged = |reason: &str| {
+        Json(json!({ "incident": id.0, "action": "none", "reason": reason })).into_response()
+    };
+    match st.engine.act(id, update.actor, op, None).await {
+        Ok(inc) => Ok(Json(
+            json!({ "incident": id.0, "action": done, "state": inc.state.as_str() }),
+        )
+        .into_response()),
+        Err(PipelineError::Engine(EngineError::AlreadyAcknowledged(_))) => {
+            Ok(unchanged("already acknowledged"))
+        }
+        Err(PipelineError::Engine(EngineError::NotActive(_))) => {
+            match st.store.get_incident(id).await? {
+                None => Err(ApiError::NotFound(id)),
+                Some(_) => Ok(unchanged("already resolved")),
+            }
+        }
+        Err(e) => Err(e.into()),
+    }
 }
 
 async fn hold_incident(

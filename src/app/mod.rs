@@ -285,6 +285,18 @@ pub async fn start(cfg: &Config, clock: Arc<dyn Clock>) -> Result<Running> {
         tracker.spawn(sender.run(handle.commits(), cancel.clone()));
         tracing::info!(destination = %d.name, kind = d.kind.as_str(), url = %d.url, "outbound destination started");
     }
+    let mut inbound = Vec::new();
+    for d in &cfg.outbound {
+        if let Some(t) = &d.inbound_token {
+            inbound.push(api::InboundDestination {
+                name: d.name.clone(),
+                kind: d.kind.as_str(),
+                token: read_secret(&Some(t.clone()), &d.name)?
+                    .unwrap_or_default()
+                    .into_bytes(),
+            });
+        }
+    }
     let shared_cmdb: SharedCmdb = Arc::new(std::sync::RwLock::new(cmdb));
     let slo = Arc::new(SloExporter::new(now, metrics.slo.clone()));
     if let Err(e) = slo
@@ -331,6 +343,7 @@ pub async fn start(cfg: &Config, clock: Arc<dyn Clock>) -> Result<Running> {
         forward_wait: cfg.request_timeout,
         slo,
         sla_pause_on: cfg.engine.sla_pause_on.clone(),
+        inbound,
     });
     let router = api::router(state).layer(tower_http::timeout::TimeoutLayer::with_status_code(
         axum::http::StatusCode::SERVICE_UNAVAILABLE,

@@ -46,6 +46,11 @@ pub struct RawDestination {
     pub issue_type: Option<String>,
     /// Jira: the transition to prefer when several lead to done.
     pub resolve_transition: Option<String>,
+    /// ServiceNow, Jira: the bearer token their webhooks must send to
+    /// `POST /api/v1/webhooks/{name}` (two-way sync); without it that
+    /// endpoint is off for this destination.
+    pub inbound_token: Option<String>,
+    pub inbound_token_file: Option<PathBuf>,
     /// Slack: a link to the incident (`{id}` is replaced), e.g. a UI.
     pub incident_url: Option<String>,
     pub rate_limit: Option<f64>,
@@ -119,6 +124,8 @@ pub struct DestinationConfig {
     pub backoff: Backoff,
     pub breaker_failures: u32,
     pub breaker_cool_down: Duration,
+    /// Token of the ticketing tool's webhooks back to incidentd.
+    pub inbound_token: Option<Secret>,
 }
 
 fn secret(inline: &Option<String>, file: &Option<PathBuf>) -> Result<Option<Secret>, String> {
@@ -378,6 +385,21 @@ pub fn destinations(errs: &mut Vec<FieldError>, raw: &RawOutbound) -> Vec<Destin
             &d.breaker_cool_down,
             Duration::from_secs(30),
         );
+        let inbound_token = match secret(&d.inbound_token, &d.inbound_token_file) {
+            Ok(t) => t,
+            Err(m) => {
+                push(errs, at, "inbound_token", m);
+                None
+            }
+        };
+        if inbound_token.is_some() && !matches!(d.kind.as_deref(), Some("servicenow" | "jira")) {
+            push(
+                errs,
+                at,
+                "inbound_token",
+                "only servicenow and jira destinations send updates back".into(),
+            );
+        }
         if errs.len() > before {
             continue;
         }
@@ -397,6 +419,7 @@ pub fn destinations(errs: &mut Vec<FieldError>, raw: &RawOutbound) -> Vec<Destin
                 },
                 breaker_failures: d.breaker_failures.unwrap_or(5).max(1),
                 breaker_cool_down,
+                inbound_token,
             });
         }
     }

@@ -9,6 +9,7 @@
 //! looked up by `correlation_id` before a create, and the generic webhook
 //! carries a delivery id that receivers deduplicate on.
 
+pub mod inbound;
 pub mod jira;
 pub mod opsgenie;
 pub mod pagerduty;

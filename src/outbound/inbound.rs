@@ -1,0 +1,197 @@
+//! Two-way sync: what a ServiceNow or Jira webhook says happened to the
+//! ticket of an incident (`POST /api/v1/webhooks/{destination}`), as an
+//! acknowledgement or resolution to apply here. Pure: the API handler
+//! applies the result through the engine.
+
+use crate::domain::IncidentId;
+use serde_json::Value;
+
+/// What the ticket's new state means for the incident.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    Acknowledge,
+    Resolve,
+    /// Nothing to do here (a new ticket, a comment, a field change).
+    None,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct InboundUpdate {
+    pub incident: IncidentId,
+    pub action: Action,
+    /// Who changed the ticket, as the timeline will name them.
+    pub actor: String,
+}
+
+/// A body that does not say which incident or what happened: the field.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {message}")]
+pub struct InboundError {
+    pub field: String,
+    pub message: String,
+}
+
+fn error(field: &str, message: &str) -> InboundError {
+    InboundError {
+        field: field.into(),
+        message: message.into(),
+    }
+}
+
+/// `incidentd-<id>` back to the id.
+fn incident_of(key: &str) -> Option<IncidentId> {
+    key.strip_prefix("incidentd-")?
+        .parse::<i64>()
+        .ok()
+        .map(IncidentId)
+}
+
+/// A ServiceNow notification (a business rule or flow posting the
+/// incident record, as is or under `result`): `correlation_id` names the
+/// incident; `state` 6 (Resolved) or 7 (Closed) resolves it, 2 (In
+/// Progress) acknowledges it; numbers, numeric strings or the display
+/// names are accepted.
+pub fn servicenow(body: &Value) -> Result<InboundUpdate, InboundError> {
+    let rec = if body["result"].is_object() {
+        &body["result"]
+    } else {
+        body
+    };
+    let cid = rec["correlation_id"]
+        .as_str()
+        .ok_or_else(|| error("correlation_id", "required: the incident's incidentd-<id>"))?;
+    let incident = incident_of(cid).ok_or_else(|| {
+        error(
+            "correlation_id",
+            "not an incident of incidentd (incidentd-<id>)",
+        )
+    })?;
+    let state = match &rec["state"] {
+        Value::Number(n) => n.to_string(),
+        Value::String(s) => s.trim().to_ascii_lowercase(),
+        Value::Null => return Err(error("state", "required")),
+        _ => return Err(error("state", "a number or a state name")),
+    };
+    let action = match state.as_str() {
+        "6" | "7" | "resolved" | "closed" => Action::Resolve,
+        "2" | "in progress" => Action::Acknowledge,
+        _ => Action::None,
+    };
+    let who = rec["sys_updated_by"]
+        .as_str()
+        .or_else(|| rec["resolved_by"].as_str())
+        .unwrap_or("unknown");
+    Ok(InboundUpdate {
+        incident,
+        action,
+        actor: format!("servicenow:{who}"),
+    })
+}
+
+/// A Jira webhook (`jira:issue_updated` and the like): the issue's label
+/// `incidentd-<id>` names the incident; a status of the done category
+/// resolves it, of the in-progress category acknowledges it.
+pub fn jira(body: &Value) -> Result<InboundUpdate, InboundError> {
+    let fields = &body["issue"]["fields"];
+    if !fields.is_object() {
+        return Err(error(
+            "issue.fields",
+            "required: the issue of a Jira webhook",
+        ));
+    }
+    let incident = fields["labels"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .find_map(incident_of)
+        .ok_or_else(|| error("issue.fields.labels", "no incidentd-<id> label"))?;
+    let action = match fields["status"]["statusCategory"]["key"].as_str() {
+        Some("done") => Action::Resolve,
+        Some("indeterminate") => Action::Acknowledge,
+        Some(_) => Action::None,
+        None => return Err(error("issue.fields.status.statusCategory.key", "required")),
+    };
+    let who = body["user"]["displayName"]
+        .as_str()
+        .or_else(|| body["user"]["name"].as_str())
+        .unwrap_or("unknown");
+    Ok(InboundUpdate {
+        incident,
+        action,
+        actor: format!("jira:{who}"),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn servicenow_states_map_to_actions() {
+        let u = servicenow(
+            &json!({"correlation_id": "incidentd-42", "state": "6", "sys_updated_by": "beth"}),
+        )
+        .expect("valid");
+        assert_eq!(
+            u,
+            InboundUpdate {
+                incident: IncidentId(42),
+                action: Action::Resolve,
+                actor: "servicenow:beth".into()
+            }
+        );
+        let u = servicenow(&json!({"result": {"correlation_id": "incidentd-7", "state": 2}}))
+            .expect("valid");
+        assert_eq!((u.incident, u.action), (IncidentId(7), Action::Acknowledge));
+        let u = servicenow(&json!({"correlation_id": "incidentd-7", "state": "Closed"}))
+            .expect("valid");
+        assert_eq!(u.action, Action::Resolve);
+        let u = servicenow(&json!({"correlation_id": "incidentd-7", "state": "3"})).expect("valid");
+        assert_eq!(u.action, Action::None);
+        assert_eq!(
+            servicenow(&json!({"state": "6"})).unwrap_err().field,
+            "correlation_id"
+        );
+        assert_eq!(
+            servicenow(&json!({"correlation_id": "INC0010001", "state": "6"}))
+                .unwrap_err()
+                .field,
+            "correlation_id"
+        );
+        assert_eq!(
+            servicenow(&json!({"correlation_id": "incidentd-1"}))
+                .unwrap_err()
+                .field,
+            "state"
+        );
+    }
+
+    #[test]
+    fn jira_status_categories_map_to_actions() {
+        let body = |cat: &str| {
+            json!({"webhookEvent": "jira:issue_updated", "user": {"displayName": "Bob"},
+                   "issue": {"key": "SD-1", "fields": {"labels": ["customer", "incidentd-9"],
+                   "status": {"name": "Resolved", "statusCategory": {"key": cat}}}}})
+        };
+        let u = jira(&body("done")).expect("valid");
+        assert_eq!(
+            u,
+            InboundUpdate {
+                incident: IncidentId(9),
+                action: Action::Resolve,
+                actor: "jira:Bob".into()
+            }
+        );
+        assert_eq!(
+            jira(&body("indeterminate")).expect("valid").action,
+            Action::Acknowledge
+        );
+        assert_eq!(jira(&body("new")).expect("valid").action, Action::None);
+        let mut no_label = body("done");
+        no_label["issue"]["fields"]["labels"] = json!(["x"]);
+        assert_eq!(jira(&no_label).unwrap_err().field, "issue.fields.labels");
+        assert_eq!(jira(&json!({})).unwrap_err().field, "issue.fields");
+    }
+}
