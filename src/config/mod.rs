@@ -183,6 +183,7 @@ pub struct RawIncident {
     pub flap_changes: Option<u32>,
     pub flap_window: Option<String>,
     pub alert_retention: Option<String>,
+    pub alert_timeout: Option<String>,
     pub default_impact: Option<u8>,
     pub priority_matrix: Option<Vec<Vec<String>>>,
 }
@@ -571,6 +572,12 @@ pub fn validate(raw: RawConfig, o: &Overrides) -> Result<Config, Vec<FieldError>
                 list.iter().cloned().collect()
             }
         },
+        alert_timeout: duration(
+            &mut errs,
+            "incident.alert_timeout",
+            &i.alert_timeout,
+            Duration::ZERO,
+        ),
         auto_resolve_hold: duration(
             &mut errs,
             "incident.auto_resolve_hold",

@@ -43,6 +43,10 @@ pub struct AlertState {
     /// Store batch that last wrote this alert's state; an ack for a delivery
     /// of this alert must wait until that batch is durable.
     pub written_seq: u64,
+    /// Resolved by `alert_timeout`, not by its sender: a later firing
+    /// delivery of the same activation (a silence lifted) fires it again
+    /// instead of being stale. Kept in memory only.
+    pub expired: bool,
 }
 
 impl AlertState {
@@ -59,6 +63,7 @@ impl AlertState {
             changes: Vec::new(),
             deliveries: 1,
             written_seq: 0,
+            expired: false,
         }
     }
 
@@ -87,6 +92,7 @@ impl AlertState {
             changes: Vec::new(),
             deliveries,
             written_seq: 0,
+            expired: false,
         }
     }
 }
@@ -159,9 +165,10 @@ impl AlertTable {
             (AlertStatus::Resolved, AlertStatus::Firing) => {
                 // The same activation delivered again after its resolve, or
                 // one that began before the known end: not a new firing.
-                if st.ends_at.is_some_and(|end| alert.starts_at <= end) {
+                if !st.expired && st.ends_at.is_some_and(|end| alert.starts_at <= end) {
                     return Observation::Stale;
                 }
+                st.expired = false;
                 st.status = AlertStatus::Firing;
                 st.starts_at = alert.starts_at;
                 st.ends_at = None;

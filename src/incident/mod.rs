@@ -18,8 +18,8 @@ use crate::cmdb::{CiIdx, Cmdb};
 use crate::correlate;
 use crate::dedup::{AlertState, AlertTable, FlapPolicy, Observation};
 use crate::domain::{
-    Alert, AlertStatus, Fingerprint, Incident, IncidentId, IncidentState, Level, Priority,
-    PriorityMatrix, TimelineEntry, TimelineKind, Timestamp,
+    Alert, AlertStatus, Fingerprint, Incident, IncidentId, IncidentState, LabelSet, Level,
+    Priority, PriorityMatrix, TimelineEntry, TimelineKind, Timestamp,
 };
 use crate::normalize::Event;
 use crate::rules::{Decision, RuleSet};
@@ -54,6 +54,12 @@ pub struct EngineConfig {
     pub similar_limit: usize,
     /// Hold reasons that stop the SLA clocks (`sla.pause_on`).
     pub sla_pause_on: Arc<[String]>,
+    /// A firing alert not delivered again for this long is taken as
+    /// resolved at its last delivery (zero: never). Alertmanager sends no
+    /// resolve for an alert that is silenced or whose rule was removed;
+    /// it re-sends firing alerts every `repeat_interval`, so set this
+    /// above that (e.g. twice it).
+    pub alert_timeout: Duration,
     /// Outbound destinations by name with their routes: each change of an
     /// incident a route matches is written to the outbox for it, in the
     /// batch of the change.
@@ -74,6 +80,7 @@ impl Default for EngineConfig {
             problems: ProblemPolicy::default(),
             similar_limit: 5,
             sla_pause_on: default_pause_on(),
+            alert_timeout: Duration::ZERO,
             outbound: Arc::from([]),
         }
     }
@@ -122,6 +129,8 @@ pub struct Stats {
     pub suppressed: u64,
     pub unknown_resolved: u64,
     pub unknown_ack: u64,
+    /// Firing alerts taken as resolved after `alert_timeout` of silence.
+    pub expired: u64,
     pub incidents_created: u64,
     pub incidents_resolved: u64,
     pub incidents_reopened: u64,
@@ -1111,6 +1120,9 @@ impl Engine {
         if self.last_sweep != Timestamp::MIN && now.since(self.last_sweep) < SWEEP_EVERY {
             return;
         }
+        if !self.cfg.alert_timeout.is_zero() {
+            self.expire_silent_alerts(now);
+        }
         self.last_sweep = now;
         let window = self.cfg.reopen_window;
         let before = self.incidents.len();
@@ -1127,6 +1139,66 @@ impl Engine {
             st.incident
                 .is_some_and(|id| incidents.get(&id).is_some_and(|t| t.inc.state.is_active()))
         });
+    }
+
+    /// Firing alerts not delivered for `alert_timeout` end at their last
+    /// delivery, as if their resolve had come (it never will: silenced or
+    /// removed upstream); the timeline says why.
+    fn expire_silent_alerts(&mut self, now: Timestamp) {
+        let timeout = self.cfg.alert_timeout;
+        let silent: Vec<(Fingerprint, Timestamp, Timestamp, String)> = self
+            .table
+            .alerts
+            .iter()
+            .filter(|(_, st)| {
+                st.status == AlertStatus::Firing && st.last_seen.saturating_add(timeout) <= now
+            })
+            .map(|(fp, st)| {
+                // The correlation key starts with the alert name.
+                let name = st.key.split('|').next().unwrap_or_default().to_string();
+                (*fp, st.starts_at, st.last_seen, name)
+            })
+            .collect();
+        for (fp, starts_at, last_seen, name) in silent {
+            let Some(st) = self.table.get_mut(&fp) else {
+                continue;
+            };
+            let end = last_seen.max(starts_at);
+            st.status = AlertStatus::Resolved;
+            st.ends_at = Some(end);
+            st.expired = true;
+            let incident = st.incident.filter(|_| !st.suppressed);
+            self.stats.expired += 1;
+            if let Some(id) = incident.filter(|id| {
+                self.incidents
+                    .get(id)
+                    .is_some_and(|t| t.inc.state.is_active())
+            }) {
+                self.timeline(
+                    id,
+                    now,
+                    TimelineKind::AlertResolved,
+                    format!(
+                        "alert {name} ({fp}) not delivered for {}s: taken as resolved at its last delivery (silenced or removed upstream?)",
+                        timeout.as_secs()
+                    ),
+                    None,
+                );
+            }
+            let mut labels = LabelSet::new();
+            labels.insert("alertname".to_string(), name);
+            let alert = Alert {
+                fingerprint: fp,
+                status: AlertStatus::Resolved,
+                labels,
+                annotations: LabelSet::new(),
+                starts_at,
+                ends_at: Some(end),
+                source: crate::domain::Source::Api,
+                generator_url: String::new(),
+            };
+            self.on_resolve(&alert, now, false);
+        }
     }
 
     /// Latest pending auto-resolve, so replay can let every hold expire.

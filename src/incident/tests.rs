@@ -597,3 +597,53 @@ fn outbox_messages_ride_in_the_batch_of_their_change() {
             .is_none_or(|(_, ops)| outbox(&ops).is_empty())
     );
 }
+
+/// Alertmanager sends no resolve for a silenced alert. With
+/// `alert_timeout`, a firing alert not delivered for that long ends at its
+/// last delivery and its incident resolves (so destinations hear of it);
+/// an alert still being re-sent stays firing.
+#[test]
+fn silent_alerts_expire_after_the_alert_timeout() {
+    let cfg = EngineConfig {
+        auto_resolve_hold: Duration::ZERO,
+        alert_timeout: Duration::from_secs(60 * 60),
+        ..EngineConfig::default()
+    };
+    let mut e = Engine::new(cfg, Arc::new(RuleSet::empty()));
+    e.ingest(vec![firing(DOWN_A, 0), firing(DOWN_B, 0)], at(0));
+    // B keeps being re-sent; A goes silent after minute 10.
+    e.ingest(vec![firing(DOWN_A, 0)], at(10));
+    for m in (20..=80).step_by(20) {
+        e.ingest(vec![firing(DOWN_B, 0)], at(m));
+        e.tick(at(m));
+    }
+    e.tick(at(71));
+    let states = states(&e);
+    assert_eq!(states.len(), 2);
+    let a = e
+        .incidents
+        .values()
+        .find(|t| t.inc.title.contains("a"))
+        .map(|t| t.inc.clone());
+    let a = a.expect("incident of a");
+    assert_eq!(a.state, IncidentState::Resolved, "{a:?}");
+    // Ended at its last delivery (minute 10), not when the timeout passed.
+    assert_eq!(a.resolved_at, Some(at(10)));
+    assert!(
+        e.incidents
+            .values()
+            .any(|t| t.inc.title == "HostDown on b" && t.inc.state == IncidentState::Open),
+        "the re-sent alert stays firing"
+    );
+    assert_eq!(e.stats.expired, 1);
+    // The silence is lifted: the same activation is delivered again and
+    // fires again (a new incident: the old one resolved an hour ago).
+    let out = e.ingest(vec![firing(DOWN_A, 0)], at(90));
+    assert_eq!((out.changed, e.stats.stale), (1, 0), "{out:?}");
+    assert!(
+        e.incidents
+            .values()
+            .any(|t| t.inc.title == "HostDown on a" && t.inc.state.is_active()),
+        "fires again"
+    );
+}

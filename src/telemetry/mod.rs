@@ -24,6 +24,7 @@ pub struct Metrics {
     pub alerts_deduplicated: IntCounter,
     pub alerts_dropped: IntCounterVec,
     pub alerts_suppressed: IntCounter,
+    pub alerts_expired: IntCounter,
     pub alert_state_changes: IntCounter,
     pub requests_rejected: IntCounterVec,
     pub incidents_created: IntCounter,
@@ -174,6 +175,10 @@ impl Metrics {
             alerts_suppressed: counter(
                 "incidentd_alerts_suppressed_total",
                 "Alerts recorded but suppressed by a rule.",
+            ),
+            alerts_expired: counter(
+                "incidentd_alerts_expired_total",
+                "Firing alerts taken as resolved after incident.alert_timeout without a delivery (silenced or removed upstream).",
             ),
             alert_state_changes: counter(
                 "incidentd_alert_state_changes_total",
@@ -629,6 +634,7 @@ impl Metrics {
         self.alerts_dropped
             .with_label_values(&["unknown_resolved"])
             .inc_by(d(prev.unknown_resolved, now.unknown_resolved));
+        self.alerts_expired.inc_by(d(prev.expired, now.expired));
         self.alerts_suppressed
             .inc_by(d(prev.suppressed, now.suppressed));
         self.alert_state_changes
