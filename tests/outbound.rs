@@ -1335,3 +1335,159 @@ async fn tickets_changed_downstream_act_on_the_incident() {
     assert_eq!(s, StatusCode::NOT_FOUND);
     r.shutdown().await;
 }
+
+/// A rule's `notify` sends its incidents to a destination that routes
+/// nothing by itself (`rules_only`); other incidents do not go there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rules_notify_their_destinations() {
+    let slack = Fake::start(answer(200)).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rules = dir.path().join("rules");
+    std::fs::create_dir(&rules).expect("rules dir");
+    std::fs::write(
+        rules.join("notify.yaml"),
+        "rules:\n  - name: dba-chat\n    matchers: ['alertname=\"PostgresDown\"']\n    actions:\n      notify: [dba-chat]\n",
+    )
+    .expect("rule file");
+    let file = dir.path().join("incidentd.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "[[outbound.destinations]]\nname = \"dba-chat\"\nkind = \"slack\"\nurl = \"{}/hook\"\nrules_only = true\n",
+            slack.url
+        ),
+    )
+    .expect("config");
+    let cfg = config::load(
+        Some(&file),
+        &Overrides {
+            data_dir: Some(dir.path().join("data")),
+            rules_dir: Some(rules),
+            ..Overrides::default()
+        },
+    )
+    .expect("config");
+    let r = start(&cfg).await;
+    let other = open(&r, "DiskFull").await;
+    let id = open(&r, "PostgresDown").await;
+    let got = slack.wait_accepted(1, "the rule's notification").await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        slack.seen().len(),
+        1,
+        "only the rule's incident: {:?}",
+        slack.seen()
+    );
+    assert!(
+        got[0].json()["text"]
+            .as_str()
+            .is_some_and(|t| t.contains(&format!("Incident {id} opened"))),
+        "{}",
+        got[0].json()
+    );
+    let (_, d) = call(&r, "GET", &format!("/api/v1/incidents/{id}"), Value::Null).await;
+    assert_eq!(d["links"]["notify"], json!(["dba-chat"]), "{d}");
+    let (_, d) = call(
+        &r,
+        "GET",
+        &format!("/api/v1/incidents/{other}"),
+        Value::Null,
+    )
+    .await;
+    assert!(d["links"].get("notify").is_none(), "{d}");
+    r.shutdown().await;
+}
+
+/// Opsgenie: created by alias with the API key, then acknowledged and
+/// closed by that alias.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn opsgenie_acts_by_alias() {
+    let og = Fake::start(Answer {
+        status: 202,
+        headers: vec![("content-type", "application/json".into())],
+        body: r#"{"result":"Request will be processed","took":0.302,"requestId":"43a29c5c-3dbf-4fa4-9c26-f4f71023e120"}"#.into(),
+        delay: Duration::ZERO,
+    })
+    .await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = config(
+        dir.path(),
+        &format!(
+            "[[outbound.destinations]]\nname = \"og\"\nkind = \"opsgenie\"\nurl = \"{}\"\napi_key = \"eb243592-faa2-4ba2-a551q-1afdf565c889\"\n",
+            og.url
+        ),
+    );
+    let r = start(&cfg).await;
+    let id = open(&r, "LatencyHigh").await;
+    for path in ["ack", "resolve"] {
+        let (s, v) = call(
+            &r,
+            "POST",
+            &format!("/api/v1/incidents/{id}/{path}"),
+            json!({"by": "carol"}),
+        )
+        .await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+    }
+    let got = og.wait_accepted(3, "create, acknowledge, close").await;
+    let alias = format!("incidentd-{id}");
+    assert_eq!(got[0].path, "/v2/alerts");
+    assert_eq!(got[0].json()["alias"], alias.as_str());
+    assert_eq!(got[0].json()["priority"], "P2");
+    assert_eq!(
+        got[1].path,
+        format!("/v2/alerts/{alias}/acknowledge?identifierType=alias")
+    );
+    assert_eq!(got[1].json()["user"], "carol");
+    assert_eq!(
+        got[2].path,
+        format!("/v2/alerts/{alias}/close?identifierType=alias")
+    );
+    for s in &got {
+        assert_eq!(
+            s.headers[header::AUTHORIZATION],
+            "GenieKey eb243592-faa2-4ba2-a551q-1afdf565c889"
+        );
+    }
+    r.shutdown().await;
+}
+
+/// A storm of 429s without Retry-After: the retries still keep to the
+/// rate limit (2 + 4 in any second), and every trigger is delivered once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_429_storm_keeps_to_the_rate_limit() {
+    let pd = Fake::start(answer(202)).await;
+    pd.script((0..12).map(|_| answer(429)));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let r = start(&config(
+        dir.path(),
+        &pagerduty(
+            &pd.url,
+            "rate_limit = 4.0\nburst = 2\nbreaker_failures = 100\n",
+        ),
+    ))
+    .await;
+    let alerts: Vec<Value> = (0..4)
+        .map(|i| json!({"labels": {"alertname": format!("Storm{i}"), "instance": format!("s{i}:9100"), "severity": "critical"},
+                        "status": "firing", "startsAt": "2026-11-30T10:00:00Z"}))
+        .collect();
+    let (s, v) = call(&r, "POST", "/api/v1/alerts", Value::Array(alerts)).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let got = pd
+        .wait_accepted(4, "the four triggers after the storm")
+        .await;
+    let seen = pd.seen();
+    assert_eq!(seen.len(), 16, "12 refused + 4 accepted");
+    let times: Vec<Instant> = seen.iter().map(|s| s.at).collect();
+    for (i, t) in times.iter().enumerate() {
+        let n = times[i..]
+            .iter()
+            .take_while(|u| u.duration_since(*t) < Duration::from_secs(1))
+            .count();
+        assert!(n <= 6, "{n} requests within a second of request {i}");
+    }
+    let keys: std::collections::BTreeSet<String> =
+        actions(&got).into_iter().map(|(_, k)| k).collect();
+    assert_eq!(keys.len(), 4, "each trigger once");
+    r.shutdown().await;
+}

@@ -60,6 +60,9 @@ pub struct RawDestination {
     pub backoff_max: Option<String>,
     pub breaker_failures: Option<u32>,
     pub breaker_cool_down: Option<String>,
+    /// Only incidents a rule's `notify` names this destination for (no
+    /// route of its own).
+    pub rules_only: bool,
     pub routes: Vec<RawRoute>,
 }
 
@@ -357,7 +360,15 @@ pub fn destinations(errs: &mut Vec<FieldError>, raw: &RawOutbound) -> Vec<Destin
                 events,
             });
         }
-        if routes.is_empty() {
+        if d.rules_only && !routes.is_empty() {
+            push(
+                errs,
+                at,
+                "rules_only",
+                "a destination with routes cannot be rules_only".into(),
+            );
+        }
+        if routes.is_empty() && !d.rules_only {
             // No route: every incident.
             routes.push(Route::default());
         }

@@ -323,6 +323,10 @@ pub struct Links {
     /// Earlier incidents with the same signature, newest first (knowledge).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub similar: Vec<IncidentId>,
+    /// Outbound destinations a rule's `notify` named for this incident
+    /// (besides those whose routes select it).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notify: Vec<String>,
 }
 
 /// A business service an incident hurts, with its tier (1 = most critical).

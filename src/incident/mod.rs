@@ -589,7 +589,9 @@ impl Engine {
                     // committed in the same transaction as the change.
                     for kind in crate::outbound::changes(t.notified.as_ref(), &t.inc) {
                         for (name, routes) in self.cfg.outbound.iter() {
-                            if crate::outbound::route::any_matches(routes, &t.inc, kind) {
+                            let by_rule = t.inc.links.notify.iter().any(|n| n == name);
+                            if by_rule || crate::outbound::route::any_matches(routes, &t.inc, kind)
+                            {
                                 self.ops.push(StoreOp::Outbox(Box::new(
                                     crate::store::OutboxMessage {
                                         destination: name.clone(),

@@ -502,6 +502,9 @@ impl Engine {
             for r in &src.inc.links.runbooks {
                 push_unique(&mut dst.inc.links.runbooks, r);
             }
+            for d in &src.inc.links.notify {
+                push_unique(&mut dst.inc.links.notify, d);
+            }
             for r in &src.inc.rules {
                 push_unique(&mut dst.inc.rules, r);
             }
@@ -726,6 +729,9 @@ impl Engine {
         }
         for rb in runbooks_of(alert, decision).into_iter().chain(ci_runbook) {
             push_unique(&mut t.inc.links.runbooks, &rb);
+        }
+        for d in &decision.notify {
+            push_unique(&mut t.inc.links.notify, d);
         }
         for rule in &decision.matched {
             if push_unique(&mut t.inc.rules, rule) {
