@@ -29,6 +29,14 @@ const ROUND: u32 = 500;
 /// the sender through the store's commit notifications).
 const IDLE: Duration = Duration::from_secs(5);
 
+/// Shortest time between two rounds: under an alert storm the store
+/// commits many times a second, and each commit need not cost the store
+/// an outbox query per destination. Adds at most this to a delivery.
+const MIN_GAP: Duration = Duration::from_millis(50);
+
+/// How often the queue-depth gauge is refreshed (a COUNT over the outbox).
+const DEPTH_EVERY: Duration = Duration::from_secs(5);
+
 #[derive(Debug, thiserror::Error)]
 pub enum SenderError {
     #[error("building the HTTP client: {0}")]
@@ -97,6 +105,7 @@ impl Sender {
     /// Deliver until cancelled; wakes on commits (`commits`) and when a
     /// waiting message becomes due.
     pub async fn run(mut self, mut commits: watch::Receiver<u64>, cancel: CancellationToken) {
+        let mut depth_at: Option<std::time::Instant> = None;
         loop {
             let wait = match self.round(&cancel).await {
                 Ok(Some(due)) => {
@@ -109,12 +118,21 @@ impl Sender {
                     Duration::from_secs(1)
                 }
             };
-            self.update_depth().await;
+            if depth_at.is_none_or(|t| t.elapsed() >= DEPTH_EVERY) {
+                self.update_depth().await;
+                depth_at = Some(std::time::Instant::now());
+            }
             tokio::select! {
                 () = cancel.cancelled() => return,
                 r = commits.changed() => if r.is_err() { return },
                 () = tokio::time::sleep(wait) => {}
             }
+            // Commits arriving meanwhile are served by the same round.
+            tokio::select! {
+                () = cancel.cancelled() => return,
+                () = tokio::time::sleep(MIN_GAP) => {}
+            }
+            commits.borrow_and_update();
         }
     }
 
@@ -152,6 +170,13 @@ impl Sender {
                 }
             }
             if due.is_empty() {
+                if next.is_none() {
+                    // Nothing pending: the gauge needs no query to say so.
+                    self.metrics
+                        .queue_depth
+                        .with_label_values(&[&self.cfg.name])
+                        .set(0);
+                }
                 return Ok(next);
             }
             for r in due {
