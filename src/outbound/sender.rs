@@ -54,6 +54,8 @@ pub struct Sender {
     breaker: Breaker,
     /// State of the jitter generator.
     seed: u64,
+    /// When the queue-depth gauge was last counted.
+    depth_at: Option<std::time::Instant>,
 }
 
 impl Sender {
@@ -89,6 +91,7 @@ impl Sender {
             limiter: RateLimiter::direct(quota),
             breaker,
             seed,
+            depth_at: None,
         })
     }
 
@@ -105,7 +108,6 @@ impl Sender {
     /// Deliver until cancelled; wakes on commits (`commits`) and when a
     /// waiting message becomes due.
     pub async fn run(mut self, mut commits: watch::Receiver<u64>, cancel: CancellationToken) {
-        let mut depth_at: Option<std::time::Instant> = None;
         loop {
             let wait = match self.round(&cancel).await {
                 Ok(Some(due)) => {
@@ -118,10 +120,7 @@ impl Sender {
                     Duration::from_secs(1)
                 }
             };
-            if depth_at.is_none_or(|t| t.elapsed() >= DEPTH_EVERY) {
-                self.update_depth().await;
-                depth_at = Some(std::time::Instant::now());
-            }
+            self.update_depth().await;
             tokio::select! {
                 () = cancel.cancelled() => return,
                 r = commits.changed() => if r.is_err() { return },
@@ -136,7 +135,12 @@ impl Sender {
         }
     }
 
-    async fn update_depth(&self) {
+    /// Count the backlog for the gauge, at most every [`DEPTH_EVERY`].
+    async fn update_depth(&mut self) {
+        if self.depth_at.is_some_and(|t| t.elapsed() < DEPTH_EVERY) {
+            return;
+        }
+        self.depth_at = Some(std::time::Instant::now());
         if let Ok(depths) = self.store.outbox_depth().await {
             let n = depths
                 .iter()
@@ -189,6 +193,8 @@ impl Sender {
                 }
                 self.limiter.until_ready().await;
                 self.deliver(r).await?;
+                // A long backlog keeps this round going: keep the gauge true.
+                self.update_depth().await;
             }
         }
     }
