@@ -241,6 +241,25 @@ async fn open(r: &Running, name: &str) -> i64 {
         .unwrap_or_else(|| panic!("no incident for {name}: {list}"))
 }
 
+/// Polls the incident until its timeline has an entry `pred` accepts.
+async fn wait_timeline(r: &Running, id: i64, what: &str, pred: impl Fn(&Value) -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (_, d) = call(r, "GET", &format!("/api/v1/incidents/{id}"), Value::Null).await;
+        if d["timeline"]
+            .as_array()
+            .is_some_and(|t| t.iter().any(&pred))
+        {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what}: not on the timeline: {d}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 async fn metrics(r: &Running) -> String {
     let req = Request::builder()
         .uri("/metrics")
@@ -568,23 +587,13 @@ async fn webhooks_are_signed_and_never_follow_redirects() {
     )
     .await;
     assert_eq!(s, StatusCode::OK);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let (_, detail) = call(&r, "GET", &format!("/api/v1/incidents/{id}"), Value::Null).await;
-        let refused = detail["timeline"].as_array().is_some_and(|t| {
-            t.iter().any(|e| {
-                e["kind"] == "outbound_failed"
-                    && e["message"]
-                        .as_str()
-                        .is_some_and(|m| m.contains("HTTP 307"))
-            })
-        });
-        if refused {
-            break;
-        }
-        assert!(Instant::now() < deadline, "no refusal recorded: {detail}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_timeline(&r, id, "the refused redirect", |e| {
+        e["kind"] == "outbound_failed"
+            && e["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("HTTP 307"))
+    })
+    .await;
     assert_eq!(hook.seen().len(), 3, "the redirect was not retried");
     assert!(elsewhere.seen().is_empty(), "the redirect was followed");
     r.shutdown().await;
@@ -982,23 +991,13 @@ async fn servicenow_never_makes_a_second_ticket() {
     let dir = tempfile::tempdir().expect("tempdir");
     let r = start(&config(dir.path(), &servicenow(&url, "wrong"))).await;
     let id = open(&r, "BadCreds").await;
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let (_, d) = call(&r, "GET", &format!("/api/v1/incidents/{id}"), Value::Null).await;
-        let refused = d["timeline"].as_array().is_some_and(|t| {
-            t.iter().any(|e| {
-                e["kind"] == "outbound_failed"
-                    && e["message"].as_str().is_some_and(|m| {
-                        m.contains("HTTP 401") && m.contains("User Not Authenticated")
-                    })
-            })
-        });
-        if refused {
-            break;
-        }
-        assert!(Instant::now() < deadline, "no refusal on the timeline: {d}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_timeline(&r, id, "the refusal", |e| {
+        e["kind"] == "outbound_failed"
+            && e["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("HTTP 401") && m.contains("User Not Authenticated"))
+    })
+    .await;
     r.shutdown().await;
 }
 

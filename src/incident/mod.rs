@@ -858,6 +858,7 @@ impl Engine {
         actor: &str,
         now: Timestamp,
     ) -> Result<Incident, EngineError> {
+        // Field-wise borrows: the SLA below reads the CMDB while `t` is held.
         let t = self
             .incidents
             .get_mut(&id)
@@ -883,6 +884,15 @@ impl Engine {
         Ok(self.incidents[&id].inc.clone())
     }
 
+    /// The tracked incident `id` if it is active (what a person's action
+    /// needs), else `NotActive`.
+    fn active_mut(&mut self, id: IncidentId) -> Result<&mut Tracked, EngineError> {
+        self.incidents
+            .get_mut(&id)
+            .filter(|t| t.inc.state.is_active())
+            .ok_or(EngineError::NotActive(id))
+    }
+
     /// Put an active incident on hold for `reason`; the SLA clocks stop if
     /// the reason is one of `sla_pause_on`.
     pub fn hold(
@@ -892,11 +902,7 @@ impl Engine {
         actor: &str,
         now: Timestamp,
     ) -> Result<Incident, EngineError> {
-        let t = self
-            .incidents
-            .get_mut(&id)
-            .filter(|t| t.inc.state.is_active())
-            .ok_or(EngineError::NotActive(id))?;
+        let t = self.active_mut(id)?;
         if t.inc.current_hold().is_some() {
             return Err(EngineError::AlreadyOnHold(id));
         }
@@ -928,11 +934,7 @@ impl Engine {
         actor: &str,
         now: Timestamp,
     ) -> Result<Incident, EngineError> {
-        let t = self
-            .incidents
-            .get_mut(&id)
-            .filter(|t| t.inc.state.is_active())
-            .ok_or(EngineError::NotActive(id))?;
+        let t = self.active_mut(id)?;
         let Some(h) = t.inc.holds.last_mut().filter(|h| h.end.is_none()) else {
             return Err(EngineError::NotOnHold(id));
         };
