@@ -12,7 +12,7 @@ use axum::response::{IntoResponse, Response};
 use http_body_util::BodyExt;
 use incidentd::app::{self, Running};
 use incidentd::config::{self, Config, Overrides};
-use incidentd::domain::{SystemClock, Timestamp};
+use incidentd::domain::{Clock, ManualClock, SystemClock, Timestamp};
 use serde_json::{Value, json};
 use std::collections::VecDeque;
 use std::path::Path;
@@ -452,6 +452,153 @@ async fn an_outage_delays_but_never_reorders_or_duplicates() {
     assert!(m.contains(
         "incidentd_outbound_requests_total{destination=\"pd\",operation=\"opened\",outcome=\"retry\"} 4"
     ));
+    r.shutdown().await;
+}
+
+/// Five minutes of simulated time with PagerDuty down (every call a 503)
+/// and the default backoff and breaker, while three incidents are opened,
+/// acknowledged and resolved; then it is back. The outage is not hammered
+/// (a handful of calls in five minutes, the breaker open), recovery is
+/// noticed within the breaker's cool-down, and then every update arrives
+/// exactly once, each incident's in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn five_simulated_minutes_of_outage_then_every_update_once_in_order() {
+    let pd = Fake::start(answer(503)).await;
+    let t0 = Timestamp::parse_rfc3339("2026-11-30T10:00:05Z")
+        .expect("time")
+        .expect("time");
+    let clock = Arc::new(ManualClock::new(t0));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = config(
+        dir.path(),
+        &format!(
+            "[[outbound.destinations]]\nname = \"pd\"\nkind = \"pagerduty\"\nurl = \"{}\"\nrouting_key = \"R0UTINGKEY\"\n",
+            pd.url
+        ),
+    );
+    let r = app::start(&cfg, clock.clone())
+        .await
+        .expect("daemon starts");
+    let mut ids = std::collections::BTreeMap::new();
+    let mut breaker_opened = false;
+    let step = Duration::from_secs(1);
+    let outage = 300;
+    for second in 0..outage {
+        match second {
+            0 => {
+                ids.insert("a", open(&r, "DiskFull").await);
+            }
+            40 => {
+                ids.insert("b", open(&r, "MemoryPressure").await);
+            }
+            70 => {
+                let (s, _) = call(
+                    &r,
+                    "POST",
+                    &format!("/api/v1/incidents/{}/ack", ids["a"]),
+                    Value::Null,
+                )
+                .await;
+                assert_eq!(s, StatusCode::OK);
+            }
+            130 => {
+                ids.insert("c", open(&r, "CertExpiry").await);
+            }
+            170 => {
+                let (s, _) = call(
+                    &r,
+                    "POST",
+                    &format!("/api/v1/incidents/{}/resolve", ids["a"]),
+                    Value::Null,
+                )
+                .await;
+                assert_eq!(s, StatusCode::OK);
+            }
+            230 => {
+                let (s, _) = call(
+                    &r,
+                    "POST",
+                    &format!("/api/v1/incidents/{}/resolve", ids["b"]),
+                    Value::Null,
+                )
+                .await;
+                assert_eq!(s, StatusCode::OK);
+            }
+            _ => {}
+        }
+        clock.advance(step);
+        // Real time for the sender to act on the simulated second (its
+        // rounds are at least 50 ms apart).
+        tokio::time::sleep(Duration::from_millis(25)).await;
+        if second % 10 == 5 {
+            breaker_opened |= metrics(&r)
+                .await
+                .contains("incidentd_outbound_breaker_state{destination=\"pd\"} 2");
+        }
+    }
+    let during = pd.seen();
+    assert!(during.iter().all(|s| s.status == 503));
+    // Default backoff (0.5 s doubling, full jitter) and breaker (5
+    // failures, 30 s cool-down): the first failures, then about one probe
+    // per cool-down; a sender without them would call every round.
+    assert!(
+        (5..=25).contains(&during.len()),
+        "{} calls in five minutes of outage",
+        during.len()
+    );
+    assert!(breaker_opened, "the breaker never opened");
+
+    pd.set_default(answer(202));
+    let back = clock.now();
+    let want = 6; // a: trigger, ack, resolve; b: trigger, resolve; c: trigger
+    let mut delivered_at = None;
+    for _ in 0..120 {
+        clock.advance(step);
+        tokio::time::sleep(Duration::from_millis(25)).await;
+        if pd.accepted().len() >= want {
+            delivered_at = Some(clock.now());
+            break;
+        }
+    }
+    let delivered_at = delivered_at.unwrap_or_else(|| {
+        panic!(
+            "not all delivered 2 simulated minutes after the outage: {:?}",
+            actions(&pd.accepted())
+        )
+    });
+    eprintln!(
+        "{} calls during the simulated outage; backlog delivered {:?} after recovery",
+        during.len(),
+        delivered_at.since(back)
+    );
+    assert!(
+        delivered_at.since(back) <= Duration::from_secs(45),
+        "the backlog took {:?} of simulated time after recovery",
+        delivered_at.since(back)
+    );
+    // Nothing more trickles in later.
+    for _ in 0..20 {
+        clock.advance(Duration::from_secs(30));
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let got = actions(&pd.accepted());
+    assert_eq!(got.len(), want, "each update exactly once: {got:?}");
+    let of = |name: &str| -> Vec<String> {
+        let key = format!("incidentd-{}", ids[name]);
+        got.iter()
+            .filter(|(_, k)| *k == key)
+            .map(|(a, _)| a.clone())
+            .collect()
+    };
+    assert_eq!(of("a"), ["trigger", "acknowledge", "resolve"]);
+    assert_eq!(of("b"), ["trigger", "resolve"]);
+    assert_eq!(of("c"), ["trigger"]);
+    let m = metrics(&r).await;
+    assert!(m.contains("incidentd_outbound_breaker_state{destination=\"pd\"} 0"));
+    assert!(
+        m.contains("incidentd_outbound_queue_depth{destination=\"pd\"} 0"),
+        "{m}"
+    );
     r.shutdown().await;
 }
 

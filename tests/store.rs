@@ -797,7 +797,7 @@ async fn postgres_instances_migrate_concurrently() {
             .fetch_all(&mut conn)
             .await
             .unwrap();
-    assert_eq!(versions, [1, 2, 3], "each migration applied once");
+    assert_eq!(versions, [1, 2, 3, 4], "each migration applied once");
     a.apply(&[upsert(incident(1, IncidentState::Open, 1))])
         .await
         .unwrap();
@@ -980,7 +980,43 @@ async fn outbox_is_written_with_its_change_and_finished_once(db: Db) {
             .await
             .is_err()
     );
-    let pending = store.outbox_pending("pagerduty", 10).await.unwrap();
+    // An incident of another work shard: with Kafka another instance may
+    // own it, and only the owner's sender may take its messages.
+    let mut other = incident(3, IncidentState::Open, 1);
+    other.key = "k3".into();
+    other.shard = 7;
+    store
+        .apply(&[
+            upsert(other.clone()),
+            outbox("pagerduty", EventKind::Opened, &other),
+        ])
+        .await
+        .unwrap();
+    let of = |rows: Vec<incidentd::store::OutboxRow>| -> Vec<i64> {
+        rows.iter().map(|r| r.message.incident.id.0).collect()
+    };
+    assert_eq!(
+        of(store.outbox_pending("pagerduty", None, 10).await.unwrap()),
+        [1, 1, 3]
+    );
+    assert_eq!(
+        of(store
+            .outbox_pending("pagerduty", Some(&[7, 9]), 10)
+            .await
+            .unwrap()),
+        [3]
+    );
+    assert!(
+        store
+            .outbox_pending("pagerduty", Some(&[]), 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let pending = store
+        .outbox_pending("pagerduty", Some(&[0]), 10)
+        .await
+        .unwrap();
     let kinds: Vec<EventKind> = pending.iter().map(|r| r.message.kind).collect();
     assert_eq!(kinds, [EventKind::Opened, EventKind::Acknowledged]);
     assert!(pending[0].id < pending[1].id);
@@ -991,14 +1027,24 @@ async fn outbox_is_written_with_its_change_and_finished_once(db: Db) {
         (pending[0].attempts, pending[0].last_error.as_deref()),
         (0, None)
     );
-    assert_eq!(store.outbox_pending("pagerduty", 1).await.unwrap().len(), 1);
+    assert_eq!(
+        store
+            .outbox_pending("pagerduty", None, 1)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
 
     let (first, second) = (pending[0].id, pending[1].id);
     store
         .outbox_retry(first, 1, Timestamp(9_000), "HTTP 503".into())
         .await
         .unwrap();
-    let again = store.outbox_pending("pagerduty", 10).await.unwrap();
+    let again = store
+        .outbox_pending("pagerduty", Some(&[0]), 10)
+        .await
+        .unwrap();
     assert_eq!(
         (
             again[0].attempts,
@@ -1007,6 +1053,32 @@ async fn outbox_is_written_with_its_change_and_finished_once(db: Db) {
         ),
         (1, Timestamp(9_000), Some("HTTP 503"))
     );
+    // The destination is back: the retry waiting until 9 s is due now,
+    // its attempts and error kept; messages already due are left alone.
+    assert_eq!(
+        store
+            .outbox_wake("pagerduty", Timestamp(3_000))
+            .await
+            .unwrap(),
+        1
+    );
+    let woken = store
+        .outbox_pending("pagerduty", Some(&[0]), 10)
+        .await
+        .unwrap();
+    assert_eq!(
+        (woken[0].attempts, woken[0].next_at, woken[1].next_at),
+        (1, Timestamp(3_000), Timestamp(0))
+    );
+    let third = store
+        .outbox_pending("pagerduty", Some(&[7]), 10)
+        .await
+        .unwrap()[0]
+        .id;
+    store
+        .outbox_finish(third, Timestamp(9_400), Delivery::Delivered, None)
+        .await
+        .unwrap();
     store
         .outbox_finish(first, Timestamp(9_500), Delivery::Delivered, None)
         .await
@@ -1028,7 +1100,7 @@ async fn outbox_is_written_with_its_change_and_finished_once(db: Db) {
         .unwrap();
     assert!(
         store
-            .outbox_pending("pagerduty", 10)
+            .outbox_pending("pagerduty", None, 10)
             .await
             .unwrap()
             .is_empty()

@@ -905,7 +905,7 @@ async fn inbound_webhook(
     let unchanged = |reason: &str| {
         Json(json!({ "incident": id.0, "action": "none", "reason": reason })).into_response()
     };
-    match st.engine.act(id, update.actor, op, None).await {
+    match st.engine.act(id, update.actor.clone(), op, None).await {
         Ok(inc) => Ok(Json(
             json!({ "incident": id.0, "action": done, "state": inc.state.as_str() }),
         )
@@ -914,10 +914,35 @@ async fn inbound_webhook(
             Ok(unchanged("already acknowledged"))
         }
         Err(PipelineError::Engine(EngineError::NotActive(_))) => {
-            match st.store.get_incident(id).await? {
-                None => Err(ApiError::NotFound(id)),
-                Some(_) => Ok(unchanged("already resolved")),
+            // Not in this instance's engines: finished, or (Kafka) owned by
+            // another instance, which is told through its partition.
+            let stored = match st.store.get_incident(id).await? {
+                None => return Err(ApiError::NotFound(id)),
+                Some(s) if s.state == IncidentState::Resolved => {
+                    return Ok(unchanged("already resolved"));
+                }
+                Some(s) => s,
+            };
+            if op == Operation::Acknowledge && stored.state != IncidentState::Open {
+                return Ok(unchanged("already acknowledged"));
             }
+            let Some(f) = &st.forwarder else {
+                return Ok(unchanged("already resolved"));
+            };
+            let shard = stored.shard;
+            let r = forward(&st, f, stored, update.actor, op, None).await?;
+            let status = r.status();
+            Ok((
+                status,
+                Json(json!({
+                    "incident": id.0,
+                    "action": done,
+                    "forwarded": true,
+                    "shard": shard,
+                    "applied": status == StatusCode::OK,
+                })),
+            )
+                .into_response())
         }
         Err(e) => Err(e.into()),
     }

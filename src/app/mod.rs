@@ -211,6 +211,19 @@ pub async fn start(cfg: &Config, clock: Arc<dyn Clock>) -> Result<Running> {
         &tracker,
         cancel.clone(),
     );
+    let ownership = if cfg.kafka.is_some() {
+        crate::outbound::owned::Ownership::assigned()
+    } else {
+        crate::outbound::owned::Ownership::everything()
+    };
+    // A ServiceNow or Jira delivery makes up to four calls.
+    let outbox_drain = cfg
+        .outbound
+        .iter()
+        .map(|d| d.timeout * 4)
+        .max()
+        .unwrap_or_default()
+        + Duration::from_secs(1);
     let (kafka_source, publisher, forwarder) = match &cfg.kafka {
         None => (None, None, None),
         Some(k) => {
@@ -226,6 +239,8 @@ pub async fn start(cfg: &Config, clock: Arc<dyn Clock>) -> Result<Running> {
                         retention: cfg.engine.alert_retention,
                         problems: cfg.engine.problems.period,
                     },
+                    outbox: ownership.clone(),
+                    outbox_drain,
                 },
                 &tracker,
                 cancel.clone(),
@@ -280,6 +295,7 @@ pub async fn start(cfg: &Config, clock: Arc<dyn Clock>) -> Result<Running> {
             store.clone(),
             clock.clone(),
             metrics.outbound.clone(),
+            ownership.clone(),
         )
         .with_context(|| format!("outbound destination {}", d.name))?;
         tracker.spawn(sender.run(handle.commits(), cancel.clone()));

@@ -520,13 +520,6 @@ pub fn validate(raw: RawConfig, o: &Overrides) -> Result<Config, Vec<FieldError>
     };
     let slo = slo(&mut errs, &raw.slo);
     let outbound = outbound::destinations(&mut errs, &raw.outbound);
-    if !outbound.is_empty() && raw.kafka.is_some() {
-        // Several instances would each deliver the shared outbox.
-        errs.push(FieldError {
-            field: "outbound.destinations".into(),
-            message: "not available with [kafka] yet (single instance only)".into(),
-        });
-    }
     let threshold = raw.problems.threshold.unwrap_or(3);
     let engine = EngineConfig {
         outbound: outbound

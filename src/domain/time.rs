@@ -4,6 +4,9 @@
 use chrono::{DateTime, SecondsFormat, TimeZone, Utc};
 use serde::{Deserialize, Serialize};
 use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -164,9 +167,17 @@ mod tests {
     }
 }
 
-/// Injected time source, so tests can drive the daemon's clock.
+/// Injected time source, so tests can drive the daemon's clock. Waits
+/// measured in event time (an outbox retry due at `t`) go through it too,
+/// so a test can let five minutes pass without waiting them.
 pub trait Clock: Send + Sync + 'static {
     fn now(&self) -> Timestamp;
+
+    /// Resolves once `now() >= t`. This default suits any clock that keeps
+    /// pace with real time.
+    fn sleep_until(&self, t: Timestamp) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
+        Box::pin(tokio::time::sleep(t.since(self.now())))
+    }
 }
 
 /// The wall clock.
@@ -179,25 +190,71 @@ impl Clock for SystemClock {
     }
 }
 
-/// A clock tests set by hand.
+/// A clock tests set by hand; its sleepers wake when it is moved past
+/// their instant.
 #[derive(Debug, Default)]
-pub struct ManualClock(std::sync::atomic::AtomicI64);
+pub struct ManualClock {
+    ms: AtomicI64,
+    moved: tokio::sync::Notify,
+}
 
 impl ManualClock {
     pub fn new(t: Timestamp) -> Self {
-        ManualClock(std::sync::atomic::AtomicI64::new(t.0))
+        ManualClock {
+            ms: AtomicI64::new(t.0),
+            moved: tokio::sync::Notify::new(),
+        }
     }
     pub fn set(&self, t: Timestamp) {
-        self.0.store(t.0, std::sync::atomic::Ordering::SeqCst);
+        self.ms.store(t.0, Ordering::SeqCst);
+        self.moved.notify_waiters();
     }
     pub fn advance(&self, d: Duration) {
         let ms = i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
-        self.0.fetch_add(ms, std::sync::atomic::Ordering::SeqCst);
+        self.ms.fetch_add(ms, Ordering::SeqCst);
+        self.moved.notify_waiters();
     }
 }
 
 impl Clock for ManualClock {
     fn now(&self) -> Timestamp {
-        Timestamp(self.0.load(std::sync::atomic::Ordering::SeqCst))
+        Timestamp(self.ms.load(Ordering::SeqCst))
+    }
+
+    fn sleep_until(&self, t: Timestamp) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
+        Box::pin(async move {
+            loop {
+                // Registered before the check, so a move in between is seen.
+                let moved = self.moved.notified();
+                tokio::pin!(moved);
+                moved.as_mut().enable();
+                if self.now() >= t {
+                    return;
+                }
+                moved.await;
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod clock_tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn manual_sleepers_wake_when_the_clock_passes_them() {
+        let clock = std::sync::Arc::new(ManualClock::new(Timestamp(1_000)));
+        let c = clock.clone();
+        let sleeper = tokio::spawn(async move { c.sleep_until(Timestamp(301_000)).await });
+        clock.advance(Duration::from_secs(200));
+        tokio::task::yield_now().await;
+        assert!(!sleeper.is_finished(), "woke before its instant");
+        clock.advance(Duration::from_secs(100));
+        tokio::time::timeout(Duration::from_secs(5), sleeper)
+            .await
+            .expect("woke once the clock passed its instant")
+            .expect("sleeper");
+        // Already due: no wait at all.
+        clock.sleep_until(Timestamp(2_000)).await;
     }
 }

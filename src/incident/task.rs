@@ -1232,8 +1232,16 @@ mod tests {
         fn slo_incidents(&self, since: Timestamp, worst: Priority) -> Fut<'_, Vec<Incident>> {
             self.0.slo_incidents(since, worst)
         }
-        fn outbox_pending<'a>(&'a self, d: &'a str, limit: u32) -> Fut<'a, Vec<OutboxRow>> {
-            self.0.outbox_pending(d, limit)
+        fn outbox_pending<'a>(
+            &'a self,
+            d: &'a str,
+            shards: Option<&'a [u32]>,
+            limit: u32,
+        ) -> Fut<'a, Vec<OutboxRow>> {
+            self.0.outbox_pending(d, shards, limit)
+        }
+        fn outbox_wake<'a>(&'a self, d: &'a str, now: Timestamp) -> Fut<'a, u64> {
+            self.0.outbox_wake(d, now)
         }
         fn outbox_retry(&self, id: i64, n: u32, next: Timestamp, e: String) -> Fut<'_, ()> {
             self.0.outbox_retry(id, n, next, e)

@@ -325,6 +325,10 @@ pub struct SourceDeps {
     pub metrics: Metrics,
     pub clock: Arc<dyn Clock>,
     pub windows: Windows,
+    /// Outbox delivery follows partition ownership.
+    pub outbox: Arc<crate::outbound::owned::Ownership>,
+    /// How long a revocation waits for outbound deliveries in flight.
+    pub outbox_drain: Duration,
 }
 
 /// Handle on a running consumer: readiness for `/readyz`.
@@ -539,7 +543,9 @@ impl Ctx {
                 Ok(snap) => {
                     if let Err(e) = self.rt.block_on(self.deps.engine.assign(shard, snap)) {
                         tracing::warn!(error = %e, shard, "engine stopped during assignment");
+                        return;
                     }
+                    self.deps.outbox.gain(shard);
                     return;
                 }
                 Err(e) => {
@@ -610,12 +616,22 @@ impl ConsumerContext for Ctx {
         // offsets are stored, the shards' counters are written, and the
         // offsets are committed, so the next owner starts where we stopped.
         self.settle(consumer, true);
-        for e in tpl.elements() {
-            if let Some(t) = self.topic_index(e.topic()) {
-                let shard = shard_of(t, e.partition());
-                if let Err(err) = self.rt.block_on(self.deps.engine.revoke(shard)) {
-                    tracing::warn!(error = %err, shard, "revoking a shard");
-                }
+        let shards: Vec<u32> = tpl
+            .elements()
+            .iter()
+            .filter_map(|e| Some(shard_of(self.topic_index(e.topic())?, e.partition())))
+            .collect();
+        // No outbound delivery of these shards may still run when the next
+        // owner starts its own.
+        if !self
+            .rt
+            .block_on(self.deps.outbox.release(&shards, self.deps.outbox_drain))
+        {
+            tracing::warn!(?shards, wait = ?self.deps.outbox_drain, "outbound deliveries still running when giving partitions up");
+        }
+        for shard in shards {
+            if let Err(err) = self.rt.block_on(self.deps.engine.revoke(shard)) {
+                tracing::warn!(error = %err, shard, "revoking a shard");
             }
         }
         if let Err(e) = consumer.commit_consumer_state(CommitMode::Sync)

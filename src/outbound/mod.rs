@@ -12,6 +12,7 @@
 pub mod inbound;
 pub mod jira;
 pub mod opsgenie;
+pub mod owned;
 pub mod pagerduty;
 pub mod retry;
 pub mod route;

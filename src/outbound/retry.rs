@@ -124,6 +124,11 @@ impl Breaker {
         }
     }
 
+    /// Has it opened since the last success (open or half-open now)?
+    pub fn tripped(&self) -> bool {
+        self.open_until.is_some()
+    }
+
     pub fn on_success(&mut self) {
         self.failures = 0;
         self.open_until = None;

@@ -8,6 +8,7 @@
 //! message again after the restart: the requests are idempotent
 //! downstream (dedup keys, aliases, delivery ids), so the effect is once.
 
+use super::owned::Ownership;
 use super::retry::{self, Breaker, BreakerState, Outcome};
 use super::{EventKind, Method, Request};
 use crate::config::outbound::{DestinationConfig, DestinationKind};
@@ -50,12 +51,17 @@ pub struct Sender {
     store: DynStore,
     clock: Arc<dyn Clock>,
     metrics: OutboundMetrics,
+    /// The shards whose messages are ours to deliver.
+    ownership: Arc<Ownership>,
     limiter: DefaultDirectRateLimiter,
     breaker: Breaker,
     /// State of the jitter generator.
     seed: u64,
     /// When the queue-depth gauge was last counted.
     depth_at: Option<std::time::Instant>,
+    /// No call before this: the destination's last `Retry-After` (a rate
+    /// limit holds for the whole API key, not for one message).
+    pause_until: Option<Timestamp>,
 }
 
 impl Sender {
@@ -65,6 +71,7 @@ impl Sender {
         store: DynStore,
         clock: Arc<dyn Clock>,
         metrics: OutboundMetrics,
+        ownership: Arc<Ownership>,
     ) -> Result<Sender, SenderError> {
         // Only the configured host is ever called: no redirects followed
         // (a 3xx is a refusal), no proxy from the environment.
@@ -88,10 +95,12 @@ impl Sender {
             store,
             clock,
             metrics,
+            ownership,
             limiter: RateLimiter::direct(quota),
             breaker,
             seed,
             depth_at: None,
+            pause_until: None,
         })
     }
 
@@ -105,26 +114,35 @@ impl Sender {
         (z >> 11) as f64 / (1u64 << 53) as f64
     }
 
-    /// Deliver until cancelled; wakes on commits (`commits`) and when a
-    /// waiting message becomes due.
+    /// Deliver until cancelled; wakes on commits (`commits`), when a
+    /// shard is gained and when a waiting message becomes due.
     pub async fn run(mut self, mut commits: watch::Receiver<u64>, cancel: CancellationToken) {
+        let mut gained = self.ownership.subscribe();
         loop {
-            let wait = match self.round(&cancel).await {
-                Ok(Some(due)) => {
-                    Duration::from_millis(u64::try_from(due.0 - self.clock.now().0).unwrap_or(0))
-                        .min(IDLE)
-                }
-                Ok(None) => IDLE,
+            // The next message's due time is event time (the injected
+            // clock); the cap is real time, a safety net against a clock
+            // that jumps.
+            let (due, cap) = match self.round(&cancel).await {
+                Ok(due) => (due, IDLE),
                 Err(e) => {
                     tracing::warn!(destination = %self.cfg.name, error = %e, "outbox unavailable; retrying");
-                    Duration::from_secs(1)
+                    (None, Duration::from_secs(1))
                 }
             };
             self.update_depth().await;
+            let clock = self.clock.clone();
+            let until_due = async move {
+                match due {
+                    Some(t) => clock.sleep_until(t).await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 () = cancel.cancelled() => return,
                 r = commits.changed() => if r.is_err() { return },
-                () = tokio::time::sleep(wait) => {}
+                _ = gained.changed() => {}
+                () = until_due => {}
+                () = tokio::time::sleep(cap) => {}
             }
             // Commits arriving meanwhile are served by the same round.
             tokio::select! {
@@ -132,6 +150,7 @@ impl Sender {
                 () = tokio::time::sleep(MIN_GAP) => {}
             }
             commits.borrow_and_update();
+            gained.borrow_and_update();
         }
     }
 
@@ -157,10 +176,19 @@ impl Sender {
     /// is due, if any.
     async fn round(&mut self, cancel: &CancellationToken) -> Result<Option<Timestamp>, StoreError> {
         loop {
-            let rows = self.store.outbox_pending(&self.cfg.name, ROUND).await?;
+            // The destination asked (Retry-After) for no calls until then.
+            if let Some(p) = self.pause_until.filter(|p| *p > self.clock.now()) {
+                return Ok(Some(p));
+            }
+            let shards = self.ownership.shards();
+            let rows = self
+                .store
+                .outbox_pending(&self.cfg.name, shards.as_deref(), ROUND)
+                .await?;
             let now = self.clock.now();
             let mut seen = rustc_hash::FxHashSet::default();
-            let mut next: Option<Timestamp> = None;
+            // The waiting message due first.
+            let mut next: Option<OutboxRow> = None;
             let mut due = Vec::new();
             for r in rows {
                 // Only each incident's oldest message may go.
@@ -169,20 +197,32 @@ impl Sender {
                 }
                 if r.next_at <= now {
                     due.push(r);
-                } else {
-                    next = Some(next.map_or(r.next_at, |n| n.min(r.next_at)));
+                } else if next.as_ref().is_none_or(|n| r.next_at < n.next_at) {
+                    next = Some(r);
                 }
             }
             if due.is_empty() {
-                if next.is_none() {
-                    // Nothing pending: the gauge needs no query to say so.
-                    self.metrics
-                        .queue_depth
-                        .with_label_values(&[&self.cfg.name])
-                        .set(0);
+                match next {
+                    // The breaker's cool-down is over: probe with the
+                    // message due first instead of letting the backoffs
+                    // piled up during an outage decide when recovery is
+                    // noticed.
+                    Some(probe) if self.breaker.state(now) == BreakerState::HalfOpen => {
+                        due.push(probe);
+                        next = None;
+                    }
+                    Some(n) => return Ok(Some(n.next_at)),
+                    None => {
+                        // Nothing pending: the gauge needs no query to say so.
+                        self.metrics
+                            .queue_depth
+                            .with_label_values(&[&self.cfg.name])
+                            .set(0);
+                        return Ok(None);
+                    }
                 }
-                return Ok(next);
             }
+            let next = next.map(|n| n.next_at);
             for r in due {
                 if cancel.is_cancelled() {
                     return Ok(None);
@@ -191,6 +231,13 @@ impl Sender {
                     self.set_breaker();
                     return Ok(Some(next.map_or(until, |n| n.min(until))));
                 }
+                if self.pause_until.is_some_and(|p| p > self.clock.now()) {
+                    break;
+                }
+                // Given up meanwhile (a rebalance): its new owner sends it.
+                let Some(_flight) = self.ownership.begin(r.message.incident.shard) else {
+                    continue;
+                };
                 self.limiter.until_ready().await;
                 self.deliver(r).await?;
                 // A long backlog keeps this round going: keep the gauge true.
@@ -479,6 +526,7 @@ impl Sender {
         let detail = answer.detail;
         match outcome {
             Outcome::Delivered => {
+                let recovered = self.breaker.tripped();
                 self.breaker.on_success();
                 self.count(kind, "success");
                 self.metrics
@@ -488,9 +536,19 @@ impl Sender {
                 self.store
                     .outbox_finish(row.id, now, Delivery::Delivered, None)
                     .await?;
+                if recovered {
+                    // The destination is back: what waits on backoffs from
+                    // the outage goes now (still paced by the limiter),
+                    // not up to `backoff_max` later.
+                    let woken = self.store.outbox_wake(&self.cfg.name, now).await?;
+                    tracing::info!(destination = %self.cfg.name, backlog = woken, "destination recovered; sending its backlog");
+                }
             }
             Outcome::Retry(after) => {
                 self.breaker.on_failure(now);
+                if let Some(ra) = answer.retry_after {
+                    self.pause_until = Some(now.saturating_add(ra));
+                }
                 self.count(kind, "retry");
                 let error = match answer.status {
                     Some(s) => format!("HTTP {s}: {detail}"),

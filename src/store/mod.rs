@@ -247,12 +247,23 @@ pub trait Store: Send + Sync + 'static {
         id: IncidentId,
     ) -> BoxFuture<'_, Result<Vec<AlertRecord>, StoreError>>;
     fn count_by_state(&self) -> BoxFuture<'_, Result<Vec<(IncidentState, u64)>, StoreError>>;
-    /// Up to `limit` undelivered messages of `destination`, oldest first.
+    /// Up to `limit` undelivered messages of `destination`, oldest first;
+    /// with `shards`, only those of incidents of these work shards (the
+    /// ones this instance owns).
     fn outbox_pending<'a>(
         &'a self,
         destination: &'a str,
+        shards: Option<&'a [u32]>,
         limit: u32,
     ) -> BoxFuture<'a, Result<Vec<OutboxRow>, StoreError>>;
+    /// Make every undelivered message of `destination` waiting for a later
+    /// retry due at `now` (the destination is back: its backlog need not
+    /// sit out backoffs earned while it was down); how many.
+    fn outbox_wake<'a>(
+        &'a self,
+        destination: &'a str,
+        now: Timestamp,
+    ) -> BoxFuture<'a, Result<u64, StoreError>>;
     /// Record a failed attempt: try again at `next_at`.
     fn outbox_retry(
         &self,

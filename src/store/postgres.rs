@@ -33,6 +33,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
         include_str!("migrations/postgres/0002_hot_path_indexes.sql"),
     ),
     (3, include_str!("migrations/postgres/0003_outbox.sql")),
+    (4, include_str!("migrations/postgres/0004_outbox_shard.sql")),
 ];
 
 /// Key of the advisory lock held while migrating, so that instances starting
@@ -517,10 +518,10 @@ async fn insert_outbox(
     rows: &[&super::OutboxMessage],
 ) -> Result<(), StoreError> {
     sqlx::query(
-        "INSERT INTO outbox (destination, incident_id, kind, at, incident)
-         SELECT destination, incident_id, kind, at, incident::jsonb
-         FROM UNNEST($1::text[], $2::bigint[], $3::text[], $4::bigint[], $5::text[])
-           WITH ORDINALITY AS v(destination, incident_id, kind, at, incident, n)
+        "INSERT INTO outbox (destination, incident_id, shard, kind, at, incident)
+         SELECT destination, incident_id, shard, kind, at, incident::jsonb
+         FROM UNNEST($1::text[], $2::bigint[], $6::int[], $3::text[], $4::bigint[], $5::text[])
+           WITH ORDINALITY AS v(destination, incident_id, shard, kind, at, incident, n)
          ORDER BY n",
     )
     .bind(col(rows, |m| text(&m.destination)))
@@ -528,6 +529,9 @@ async fn insert_outbox(
     .bind(col(rows, |m| m.kind.as_str()))
     .bind(col(rows, |m| m.at.millis()))
     .bind(col(rows, |m| json_text(to_json(&m.incident))))
+    .bind(col(rows, |m| {
+        i32::try_from(m.incident.shard).unwrap_or(i32::MAX)
+    }))
     .execute(c)
     .await?;
     Ok(())
@@ -850,18 +854,57 @@ impl Store for PgStore {
     fn outbox_pending<'a>(
         &'a self,
         destination: &'a str,
+        shards: Option<&'a [u32]>,
         limit: u32,
     ) -> BoxFuture<'a, Result<Vec<OutboxRow>, StoreError>> {
         Box::pin(async move {
-            let rows = sqlx::query(
-                "SELECT id, destination, kind, at, incident::text AS incident, attempts, next_at, last_error
-                 FROM outbox WHERE destination = $1 AND done_at IS NULL ORDER BY id LIMIT $2",
-            )
-            .bind(destination)
-            .bind(i64::from(limit))
-            .fetch_all(&self.pool)
-            .await?;
+            let rows = match shards {
+                None => {
+                    sqlx::query(
+                        "SELECT id, destination, kind, at, incident::text AS incident, attempts, next_at, last_error
+                         FROM outbox WHERE destination = $1 AND done_at IS NULL ORDER BY id LIMIT $2",
+                    )
+                    .bind(destination)
+                    .bind(i64::from(limit))
+                    .fetch_all(&self.pool)
+                    .await?
+                }
+                Some([]) => return Ok(Vec::new()),
+                Some(list) => {
+                    let list: Vec<i32> = list
+                        .iter()
+                        .map(|s| i32::try_from(*s).unwrap_or(i32::MAX))
+                        .collect();
+                    sqlx::query(
+                        "SELECT id, destination, kind, at, incident::text AS incident, attempts, next_at, last_error
+                         FROM outbox WHERE destination = $1 AND done_at IS NULL AND shard = ANY($3)
+                         ORDER BY id LIMIT $2",
+                    )
+                    .bind(destination)
+                    .bind(i64::from(limit))
+                    .bind(list)
+                    .fetch_all(&self.pool)
+                    .await?
+                }
+            };
             rows.iter().map(outbox_from_row).collect()
+        })
+    }
+
+    fn outbox_wake<'a>(
+        &'a self,
+        destination: &'a str,
+        now: Timestamp,
+    ) -> BoxFuture<'a, Result<u64, StoreError>> {
+        Box::pin(async move {
+            let r = sqlx::query(
+                "UPDATE outbox SET next_at = $1 WHERE destination = $2 AND done_at IS NULL AND next_at > $1",
+            )
+            .bind(now.millis())
+            .bind(destination)
+            .execute(&self.pool)
+            .await?;
+            Ok(r.rows_affected())
         })
     }
 

@@ -27,6 +27,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (2, include_str!("migrations/sqlite/0002_cmdb.sql")),
     (3, include_str!("migrations/sqlite/0003_shard.sql")),
     (4, include_str!("migrations/sqlite/0004_outbox.sql")),
+    (5, include_str!("migrations/sqlite/0005_outbox_shard.sql")),
 ];
 
 /// `synchronous` pragma. `Normal` in WAL mode survives a process crash
@@ -451,13 +452,15 @@ fn script(g: &Grouped<'_>) -> String {
         q.raw(";\n");
     }
     for rows in g.outbox.chunks(ROWS_PER_STATEMENT) {
-        q.raw("INSERT INTO outbox (destination, incident_id, kind, at, incident) VALUES ");
+        q.raw("INSERT INTO outbox (destination, incident_id, shard, kind, at, incident) VALUES ");
         for (i, m) in rows.iter().enumerate() {
             q.sep(i == 0)
                 .raw("(")
                 .str(&m.destination)
                 .raw(", ")
                 .int(m.incident.id.0)
+                .raw(", ")
+                .int(i64::from(m.incident.shard))
                 .raw(", ");
             q.str(m.kind.as_str())
                 .raw(", ")
@@ -694,18 +697,47 @@ impl Store for SqliteStore {
     fn outbox_pending<'a>(
         &'a self,
         destination: &'a str,
+        shards: Option<&'a [u32]>,
         limit: u32,
     ) -> BoxFuture<'a, Result<Vec<OutboxRow>, StoreError>> {
         Box::pin(async move {
-            let rows = sqlx::query(
+            let only = match shards {
+                None => String::new(),
+                Some([]) => return Ok(Vec::new()),
+                // Integers, so inlining them is safe.
+                Some(list) => {
+                    let ids: Vec<String> = list.iter().map(u32::to_string).collect();
+                    format!(" AND shard IN ({})", ids.join(", "))
+                }
+            };
+            let sql = format!(
                 "SELECT id, destination, kind, at, incident, attempts, next_at, last_error FROM outbox
-                 WHERE destination = ? AND done_at IS NULL ORDER BY id LIMIT ?",
-            )
-            .bind(destination)
-            .bind(i64::from(limit))
-            .fetch_all(&self.reader)
-            .await?;
+                 WHERE destination = ? AND done_at IS NULL{only} ORDER BY id LIMIT ?"
+            );
+            let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+                .bind(destination)
+                .bind(i64::from(limit))
+                .fetch_all(&self.reader)
+                .await?;
             rows.iter().map(outbox_from_row).collect()
+        })
+    }
+
+    fn outbox_wake<'a>(
+        &'a self,
+        destination: &'a str,
+        now: Timestamp,
+    ) -> BoxFuture<'a, Result<u64, StoreError>> {
+        Box::pin(async move {
+            let r = sqlx::query(
+                "UPDATE outbox SET next_at = ? WHERE destination = ? AND done_at IS NULL AND next_at > ?",
+            )
+            .bind(now.millis())
+            .bind(destination)
+            .bind(now.millis())
+            .execute(&self.writer)
+            .await?;
+            Ok(r.rows_affected())
         })
     }
 

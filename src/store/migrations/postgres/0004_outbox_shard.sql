@@ -1,0 +1,6 @@
+-- As SQLite's migration 0005: the work shard of each outbox message (its
+-- incident's), so that each instance delivers only the shards it owns.
+ALTER TABLE outbox ADD COLUMN shard INTEGER NOT NULL DEFAULT 0;
+UPDATE outbox SET shard = COALESCE((incident->>'shard')::int, 0) WHERE done_at IS NULL;
+DROP INDEX outbox_pending;
+CREATE INDEX outbox_pending ON outbox(destination, shard, id) WHERE done_at IS NULL;
