@@ -3,7 +3,8 @@
 //! each incidentd is a real process, and we SIGKILL one mid-stream or stop
 //! PostgreSQL mid-stream. At the end every fingerprint is in exactly one
 //! incident, no incident is doubled, no alert is lost and the group has no
-//! lag.
+//! lag. With an outbound destination, the shared outbox follows partition
+//! ownership: each update reaches PagerDuty once, from one instance.
 //!
 //! Needs `INCIDENTD_TEST_POSTGRES_URL`; the PostgreSQL outage test also needs
 //! `INCIDENTD_TEST_POSTGRES_CTL` (a command that takes `stop` / `start`,
@@ -91,6 +92,19 @@ fn spawn_instance(
     db: &str,
     port: u16,
 ) {
+    spawn_instance_with(children, name, dir, bootstrap, db, port, "");
+}
+
+/// An instance whose configuration ends with `extra` (TOML).
+fn spawn_instance_with(
+    children: &mut Children,
+    name: &str,
+    dir: &Path,
+    bootstrap: &str,
+    db: &str,
+    port: u16,
+    extra: &str,
+) {
     let conf = dir.join(format!("{name}.toml"));
     std::fs::write(
         &conf,
@@ -107,6 +121,8 @@ name = "{TOPIC}"
 [kafka.librdkafka]
 "session.timeout.ms" = "6000"
 "statistics.interval.ms" = "1000"
+
+{extra}
 "#
         ),
     )
@@ -484,4 +500,316 @@ async fn postgres_outage_pauses_and_recovers_without_loss() {
         )
         .await;
     }
+}
+
+/// What the fake PagerDuty saw of one incident (`dedup_key`).
+#[derive(Default)]
+struct PdLog {
+    /// `event_action`s in arrival order.
+    actions: std::collections::BTreeMap<String, Vec<String>>,
+    /// Requests per key being answered right now.
+    in_flight: std::collections::HashMap<String, u32>,
+    /// A request arrived while another about the same incident was still
+    /// being answered: two instances delivered one incident at once.
+    overlaps: Vec<String>,
+    total: usize,
+    /// Answer in 6 s instead of 20 ms.
+    slow: bool,
+}
+
+/// PagerDuty's Events API on 127.0.0.1, answering 202 after 20 ms, or
+/// after 6 s while `slow` (so deliveries are in flight when partitions
+/// move).
+async fn fake_pagerduty() -> (String, std::sync::Arc<std::sync::Mutex<PdLog>>) {
+    let log = std::sync::Arc::new(std::sync::Mutex::new(PdLog::default()));
+    let l = log.clone();
+    let app = axum::Router::new().route(
+        "/v2/enqueue",
+        axum::routing::post(move |body: axum::Json<serde_json::Value>| {
+            let l = l.clone();
+            async move {
+                let key = body["dedup_key"].as_str().unwrap_or_default().to_string();
+                let action = body["event_action"].as_str().unwrap_or_default().to_string();
+                let delay = {
+                    let mut g = l.lock().unwrap();
+                    g.total += 1;
+                    g.actions.entry(key.clone()).or_default().push(action);
+                    let n = g.in_flight.entry(key.clone()).or_insert(0);
+                    *n += 1;
+                    if *n > 1 {
+                        g.overlaps.push(key.clone());
+                    }
+                    if g.slow {
+                        Duration::from_secs(6)
+                    } else {
+                        Duration::from_millis(20)
+                    }
+                };
+                tokio::time::sleep(delay).await;
+                *l.lock().unwrap().in_flight.get_mut(&key).unwrap() -= 1;
+                (
+                    axum::http::StatusCode::ACCEPTED,
+                    axum::Json(serde_json::json!({"status": "success", "message": "Event processed", "dedup_key": key})),
+                )
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (url, log)
+}
+
+/// Several instances share one outbox: each delivers the incidents of the
+/// partitions it owns, a partition changes hands (an instance joins) while
+/// deliveries are in flight, and ServiceNow's webhook and the API resolve
+/// incidents through instances that do not own them. PagerDuty hears of
+/// every incident exactly once opened and once resolved, in that order,
+/// and never from two instances at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outbound_follows_partition_ownership() {
+    const INCIDENTS: u32 = 60;
+    let _serial = SERIAL.lock().await;
+    let Some(url) = pg_url() else { return };
+    let mock = start_mock();
+    let scratch = ScratchDb::create(&url, "incidentd_kob").await;
+    let db = scratch.url.clone();
+    let dir = tempfile::tempdir().unwrap();
+    let (pd_url, pd) = fake_pagerduty().await;
+    let extra = format!(
+        r#"
+[[outbound.destinations]]
+name = "pd"
+kind = "pagerduty"
+url = "{pd_url}"
+routing_key = "R0UTINGKEY"
+rate_limit = 500.0
+burst = 100
+
+[[outbound.destinations]]
+name = "snow"
+kind = "servicenow"
+url = "http://127.0.0.1:9"
+user = "incidentd"
+password = "unused"
+rules_only = true
+inbound_token = "sn-t0ken"
+"#
+    );
+    let mut children = Children::default();
+    let ports = support::free_ports(3);
+    for (i, port) in ports.iter().take(2).enumerate() {
+        spawn_instance_with(
+            &mut children,
+            &format!("i{i}"),
+            dir.path(),
+            &mock.bootstrap,
+            &db,
+            *port,
+            &extra,
+        );
+    }
+    let client = reqwest::Client::new();
+    for port in &ports[..2] {
+        support::wait_http_ok(
+            "instance ready",
+            &client,
+            &format!("http://127.0.0.1:{port}/readyz"),
+            Duration::from_secs(60),
+            &mut children,
+        )
+        .await;
+    }
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", &mock.bootstrap)
+        .set("acks", "all")
+        .create()
+        .unwrap();
+    for k in 0..INCIDENTS {
+        let name = "OutboundLoad";
+        let value = format!(
+            r#"{{"labels":{{"alertname":"{name}","instance":"ob-{k}:9100","severity":"critical"}},"startsAt":"2026-11-22T03:00:00Z"}}"#
+        );
+        producer
+            .send(
+                FutureRecord::to(TOPIC)
+                    .key(&format!("{name}|host:ob-{k}"))
+                    .payload(&value),
+                Duration::from_secs(10),
+            )
+            .await
+            .expect("broker acknowledges");
+    }
+    // Partitions move while both instances are in the middle of a call.
+    support::poll_until(
+        "the first triggers",
+        Duration::from_secs(60),
+        &mut children,
+        async || {
+            let n = pd.lock().unwrap().total;
+            if n >= 4 {
+                Ok(())
+            } else {
+                Err(format!("{n} calls"))
+            }
+        },
+    )
+    .await;
+    pd.lock().unwrap().slow = true;
+    support::poll_until(
+        "a slow call in flight from each instance",
+        Duration::from_secs(60),
+        &mut children,
+        async || {
+            let n: u32 = pd.lock().unwrap().in_flight.values().sum();
+            if n >= 2 {
+                Ok(())
+            } else {
+                Err(format!("{n} in flight"))
+            }
+        },
+    )
+    .await;
+    spawn_instance_with(
+        &mut children,
+        "i2",
+        dir.path(),
+        &mock.bootstrap,
+        &db,
+        ports[2],
+        &extra,
+    );
+    support::wait_http_ok(
+        "third instance ready",
+        &client,
+        &format!("http://127.0.0.1:{}/readyz", ports[2]),
+        Duration::from_secs(60),
+        &mut children,
+    )
+    .await;
+    support::poll_until(
+        "the third instance owning partitions",
+        Duration::from_secs(60),
+        &mut children,
+        async || {
+            let (_, text) =
+                support::get_text(&client, &format!("http://127.0.0.1:{}/metrics", ports[2]))
+                    .await?;
+            let owned = text
+                .lines()
+                .find_map(|l| l.strip_prefix("incidentd_shards_owned "))
+                .and_then(|v| v.parse::<f64>().ok())
+                .unwrap_or(0.0);
+            if owned > 0.0 {
+                Ok(())
+            } else {
+                Err("no partition yet".to_string())
+            }
+        },
+    )
+    .await;
+    pd.lock().unwrap().slow = false;
+    support::poll_until(
+        "every incident triggered",
+        Duration::from_secs(120),
+        &mut children,
+        async || {
+            let g = pd.lock().unwrap();
+            if g.actions.len() as u32 >= INCIDENTS && g.in_flight.values().all(|n| *n == 0) {
+                Ok(())
+            } else {
+                Err(format!("{} of {INCIDENTS} incidents", g.actions.len()))
+            }
+        },
+    )
+    .await;
+    // Every instance delivered some: the outbox followed the partitions.
+    let mut senders = 0;
+    for port in &ports {
+        let (_, text) = support::get_text(&client, &format!("http://127.0.0.1:{port}/metrics"))
+            .await
+            .unwrap();
+        let sent: f64 = text
+            .lines()
+            .filter(|l| l.starts_with(r#"incidentd_outbound_requests_total{destination="pd""#))
+            .filter(|l| l.contains(r#"outcome="success""#))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum();
+        senders += usize::from(sent > 0.0);
+    }
+    assert!(senders >= 2, "only {senders} instance(s) delivered");
+
+    // Resolve: half through the API of i0, half through ServiceNow's
+    // webhook to i1; most incidents belong to another instance.
+    let pool = sqlx::PgPool::connect(&db).await.unwrap();
+    let ids: Vec<i64> = sqlx::query_scalar("SELECT id FROM incidents ORDER BY id")
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+    pool.close().await;
+    assert_eq!(ids.len(), INCIDENTS as usize);
+    for (n, id) in ids.iter().enumerate() {
+        let resp = if n % 2 == 0 {
+            client
+                .post(format!("http://127.0.0.1:{}/api/v1/incidents/{id}/resolve", ports[0]))
+                .json(&serde_json::json!({"by": "alice"}))
+                .send()
+                .await
+        } else {
+            client
+                .post(format!("http://127.0.0.1:{}/api/v1/webhooks/snow", ports[1]))
+                .bearer_auth("sn-t0ken")
+                .json(&serde_json::json!({"correlation_id": format!("incidentd-{id}"), "state": "6", "sys_updated_by": "bob"}))
+                .send()
+                .await
+        }
+        .expect("instance answers");
+        let status = resp.status().as_u16();
+        let body: serde_json::Value = resp.json().await.unwrap_or_default();
+        assert!(
+            status == 200 || status == 202,
+            "resolve of {id}: {status} {body}"
+        );
+        if n % 2 == 1 {
+            assert_eq!(body["action"], "resolved", "{body}");
+        }
+    }
+    support::poll_until(
+        "every incident resolved downstream",
+        Duration::from_secs(120),
+        &mut children,
+        async || {
+            let g = pd.lock().unwrap();
+            let done = g
+                .actions
+                .values()
+                .filter(|a| a.iter().any(|x| x == "resolve"))
+                .count();
+            if done as u32 >= INCIDENTS {
+                Ok(())
+            } else {
+                Err(format!("{done} of {INCIDENTS} resolved"))
+            }
+        },
+    )
+    .await;
+    // Nothing late trickles in.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let g = pd.lock().unwrap();
+    assert!(
+        g.overlaps.is_empty(),
+        "delivered at once by two instances: {:?}",
+        g.overlaps
+    );
+    for id in &ids {
+        let key = format!("incidentd-{id}");
+        assert_eq!(
+            g.actions.get(&key).map(Vec::as_slice),
+            Some(&["trigger".to_string(), "resolve".to_string()][..]),
+            "{key}"
+        );
+    }
+    assert_eq!(g.total, 2 * INCIDENTS as usize, "nothing sent twice");
+    drop(g);
+    children.assert_alive();
 }
