@@ -805,6 +805,7 @@ name = "h"
 kind = "webhook"
 url = "http://127.0.0.1:1/h"
 rate_limit = 0.0
+poll_interval = "1m"
 [[outbound.destinations.routes]]
 max_priority = "P9"
 events = ["exploded"]
@@ -827,6 +828,7 @@ events = ["exploded"]
             "outbound.destinations[2].rate_limit",
             "outbound.destinations[2].routes[0].max_priority",
             "outbound.destinations[2].routes[0].events[0]",
+            "outbound.destinations[2].poll_interval",
         ]
     );
 }
@@ -964,6 +966,21 @@ async fn servicenow_fake(
                 }
                 let mut s = st.lock().expect("sn");
                 s.calls.push(("GET".into(), q.get("sysparm_query").cloned().unwrap_or_default()));
+                // Reading back: `sys_idINa,b^stateIN2,6,7`, the fields asked.
+                if let Some(rest) = q.get("sysparm_query").and_then(|v| v.strip_prefix("sys_idIN")) {
+                    let (ids, states) = rest.split_once("^stateIN").unwrap_or((rest, ""));
+                    let ids: Vec<&str> = ids.split(',').collect();
+                    let states: Vec<&str> = states.split(',').collect();
+                    let found: Vec<Value> = s
+                        .records
+                        .iter()
+                        .filter(|r| r["sys_id"].as_str().is_some_and(|i| ids.contains(&i)))
+                        .filter(|r| r["state"].as_str().is_some_and(|v| states.contains(&v)))
+                        .map(|r| json!({"sys_id": r["sys_id"], "correlation_id": r["correlation_id"],
+                                        "state": r["state"], "sys_updated_by": r["sys_updated_by"]}))
+                        .collect();
+                    return axum::Json(json!({ "result": found })).into_response();
+                }
                 let want = q
                     .get("sysparm_query")
                     .and_then(|v| v.strip_prefix("correlation_id="))
@@ -988,6 +1005,7 @@ async fn servicenow_fake(
                 rec["sys_id"] = json!(format!("sys{n:03}"));
                 rec["number"] = json!(format!("INC{n:07}"));
                 rec["state"] = json!("1");
+                rec["sys_updated_by"] = json!(user);
                 s.records.push(rec.clone());
                 if std::mem::take(&mut s.lose_next_create) {
                     return StatusCode::SERVICE_UNAVAILABLE.into_response();
@@ -1016,6 +1034,7 @@ async fn servicenow_fake(
                         }
                     }
                 }
+                rec["sys_updated_by"] = json!(user);
                 axum::Json(json!({ "result": rec.clone() })).into_response()
             }),
         )
@@ -1213,6 +1232,27 @@ async fn jira_fake() -> (String, Arc<Mutex<JiraState>>) {
                     let mut s = st.lock().expect("jira");
                     s.calls.push("search".into());
                     let jql = q.get("jql").cloned().unwrap_or_default();
+                    // Reading back: `labels in ("a","b") AND statusCategory = Done`.
+                    if let Some(rest) = jql.strip_prefix("labels in (") {
+                        let (list, cond) = rest.split_once(')').unwrap_or((rest, ""));
+                        let labels: Vec<String> = list
+                            .split(',')
+                            .map(|l| l.trim_matches('"').to_string())
+                            .collect();
+                        let done_only = cond.trim() == "AND statusCategory = Done";
+                        let found: Vec<Value> = s
+                            .issues
+                            .iter()
+                            .filter(|i| i.1.iter().any(|l| labels.contains(l)))
+                            .filter(|i| !done_only || i.2 == "done")
+                            .map(|i| {
+                                json!({"key": i.0, "fields": {"labels": i.1,
+                                "status": {"statusCategory": {"key": i.2}},
+                                "assignee": {"displayName": "Dana"}}})
+                            })
+                            .collect();
+                        return axum::Json(json!({"issues": found, "total": found.len()}));
+                    }
                     let label = jql
                         .trim_start_matches("labels=")
                         .trim_matches('"')
@@ -1635,5 +1675,89 @@ async fn a_429_storm_keeps_to_the_rate_limit() {
     let keys: std::collections::BTreeSet<String> =
         actions(&got).into_iter().map(|(_, k)| k).collect();
     assert_eq!(keys.len(), 4, "each trigger once");
+    r.shutdown().await;
+}
+
+/// For tools that cannot send webhooks, `poll_interval` reads the tickets
+/// of active incidents back: a ServiceNow ticket resolved by someone
+/// resolves its incident, one put In Progress by someone else
+/// acknowledges it, but In Progress set by incidentd's own user (as on
+/// every acknowledgement) does nothing; a Jira issue moved to done
+/// resolves its incident.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tickets_changed_downstream_are_read_back() {
+    let (sn_url, sn) = servicenow_fake("incidentd", "s3cret").await;
+    let (jira_url, jira) = jira_fake().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = config(
+        dir.path(),
+        &format!(
+            "{}poll_interval = \"1s\"\n\n[[outbound.destinations]]\nname = \"jsm\"\nkind = \"jira\"\nurl = \"{jira_url}\"\ntoken = \"pat\"\nservice_desk_id = \"1\"\nrequest_type_id = \"10\"\npoll_interval = \"1s\"\n",
+            servicenow(&sn_url, "s3cret")
+        ),
+    );
+    let r = start(&cfg).await;
+    let a = open(&r, "DiskFull").await;
+    let b = open(&r, "MemoryPressure").await;
+    let c = open(&r, "CertExpiry").await;
+    wait_for("three tickets and three requests", || {
+        sn.lock().expect("sn").records.len() == 3 && jira.lock().expect("jira").issues.len() == 3
+    })
+    .await;
+    // Let the creates be marked delivered before the tickets change.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let ticket = |id: i64| format!("incidentd-{id}");
+    {
+        let mut s = sn.lock().expect("sn");
+        for rec in &mut s.records {
+            let (state, by) = match rec["correlation_id"].as_str() {
+                Some(k) if k == ticket(a) => ("6", "beth"),
+                Some(k) if k == ticket(b) => ("2", "carl"),
+                _ => ("2", "incidentd"),
+            };
+            rec["state"] = json!(state);
+            rec["sys_updated_by"] = json!(by);
+        }
+    }
+    wait_timeline(&r, a, "resolved from ServiceNow", |e| {
+        e["kind"] == "resolved" && e["actor"] == "servicenow:beth"
+    })
+    .await;
+    wait_timeline(&r, b, "acknowledged from ServiceNow", |e| {
+        e["kind"] == "acknowledged" && e["actor"] == "servicenow:carl"
+    })
+    .await;
+    // Now c's Jira request is done there.
+    {
+        let mut j = jira.lock().expect("jira");
+        let label = ticket(c);
+        let issue = j
+            .issues
+            .iter_mut()
+            .find(|i| i.1.contains(&label))
+            .expect("c's request");
+        issue.2 = "done".into();
+    }
+    wait_timeline(&r, c, "resolved from Jira", |e| {
+        e["kind"] == "resolved" && e["actor"] == "jira:Dana"
+    })
+    .await;
+    let (_, d) = call(&r, "GET", &format!("/api/v1/incidents/{c}"), Value::Null).await;
+    assert_eq!(d["state"], "resolved", "{d}");
+    // c's ServiceNow ticket was In Progress by incidentd itself: c was
+    // never acknowledged from there.
+    assert!(
+        d["timeline"]
+            .as_array()
+            .is_some_and(|t| !t.iter().any(|e| e["kind"] == "acknowledged")),
+        "{d}"
+    );
+    let m = metrics(&r).await;
+    for dest in ["snow", "jsm"] {
+        let line = format!(
+            "incidentd_outbound_requests_total{{destination=\"{dest}\",operation=\"poll\",outcome=\"success\"}}"
+        );
+        assert!(m.contains(&line), "{dest} never polled:\n{m}");
+    }
     r.shutdown().await;
 }

@@ -1137,4 +1137,39 @@ async fn outbox_is_written_with_its_change_and_finished_once(db: Db) {
         store.outbound_ref("jira", IncidentId(1)).await.unwrap(),
         None
     );
+
+    // What a poll may read back: active incidents with a ticket and no
+    // update still on its way; not resolved ones, not other shards'.
+    store
+        .set_outbound_ref("servicenow", IncidentId(3), "sys-3")
+        .await
+        .unwrap();
+    let polled = async |shards: Option<&[u32]>| {
+        store
+            .outbound_poll_refs("servicenow", shards, 10)
+            .await
+            .unwrap()
+    };
+    assert_eq!(
+        polled(None).await,
+        [
+            (IncidentId(1), "sys-2".to_string()),
+            (IncidentId(3), "sys-3".to_string())
+        ]
+    );
+    assert_eq!(
+        polled(Some(&[7])).await,
+        [(IncidentId(3), "sys-3".to_string())]
+    );
+    assert!(polled(Some(&[])).await.is_empty());
+    store
+        .apply(&[outbox("servicenow", EventKind::Acknowledged, &acked)])
+        .await
+        .unwrap();
+    assert_eq!(polled(None).await, [(IncidentId(3), "sys-3".to_string())]);
+    let mut done = other.clone();
+    done.state = IncidentState::Resolved;
+    done.resolved_at = Some(Timestamp(10_000));
+    store.apply(&[upsert(done)]).await.unwrap();
+    assert!(polled(None).await.is_empty());
 }

@@ -296,6 +296,7 @@ pub async fn start(cfg: &Config, clock: Arc<dyn Clock>) -> Result<Running> {
             clock.clone(),
             metrics.outbound.clone(),
             ownership.clone(),
+            handle.clone(),
         )
         .with_context(|| format!("outbound destination {}", d.name))?;
         tracker.spawn(sender.run(handle.commits(), cancel.clone()));

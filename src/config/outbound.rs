@@ -51,6 +51,9 @@ pub struct RawDestination {
     /// endpoint is off for this destination.
     pub inbound_token: Option<String>,
     pub inbound_token_file: Option<PathBuf>,
+    /// ServiceNow, Jira: read the tickets of active incidents back this
+    /// often (for tools that cannot send webhooks); `0` = off.
+    pub poll_interval: Option<String>,
     /// Slack: a link to the incident (`{id}` is replaced), e.g. a UI.
     pub incident_url: Option<String>,
     pub rate_limit: Option<f64>,
@@ -129,6 +132,8 @@ pub struct DestinationConfig {
     pub breaker_cool_down: Duration,
     /// Token of the ticketing tool's webhooks back to incidentd.
     pub inbound_token: Option<Secret>,
+    /// How often tickets are read back (ServiceNow, Jira); `None`: never.
+    pub poll_interval: Option<Duration>,
 }
 
 fn secret(inline: &Option<String>, file: &Option<PathBuf>) -> Result<Option<Secret>, String> {
@@ -411,6 +416,27 @@ pub fn destinations(errs: &mut Vec<FieldError>, raw: &RawOutbound) -> Vec<Destin
                 "only servicenow and jira destinations send updates back".into(),
             );
         }
+        let poll = duration(
+            errs,
+            &format!("{at}.poll_interval"),
+            &d.poll_interval,
+            Duration::ZERO,
+        );
+        if !poll.is_zero() && !matches!(d.kind.as_deref(), Some("servicenow" | "jira")) {
+            push(
+                errs,
+                at,
+                "poll_interval",
+                "only servicenow and jira tickets can be read back".into(),
+            );
+        } else if !poll.is_zero() && poll < Duration::from_secs(1) {
+            push(
+                errs,
+                at,
+                "poll_interval",
+                "must be at least 1s (or 0: off)".into(),
+            );
+        }
         if errs.len() > before {
             continue;
         }
@@ -431,6 +457,7 @@ pub fn destinations(errs: &mut Vec<FieldError>, raw: &RawOutbound) -> Vec<Destin
                 breaker_failures: d.breaker_failures.unwrap_or(5).max(1),
                 breaker_cool_down,
                 inbound_token,
+                poll_interval: (!poll.is_zero()).then_some(poll),
             });
         }
     }

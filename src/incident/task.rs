@@ -1243,6 +1243,14 @@ mod tests {
         fn outbox_wake<'a>(&'a self, d: &'a str, now: Timestamp) -> Fut<'a, u64> {
             self.0.outbox_wake(d, now)
         }
+        fn outbound_poll_refs<'a>(
+            &'a self,
+            d: &'a str,
+            shards: Option<&'a [u32]>,
+            limit: u32,
+        ) -> Fut<'a, Vec<(IncidentId, String)>> {
+            self.0.outbound_poll_refs(d, shards, limit)
+        }
         fn outbox_retry(&self, id: i64, n: u32, next: Timestamp, e: String) -> Fut<'_, ()> {
             self.0.outbox_retry(id, n, next, e)
         }

@@ -14,6 +14,7 @@ pub mod jira;
 pub mod opsgenie;
 pub mod owned;
 pub mod pagerduty;
+pub mod poll;
 pub mod retry;
 pub mod route;
 pub mod sender;

@@ -13,6 +13,8 @@ use super::retry::{self, Breaker, BreakerState, Outcome};
 use super::{EventKind, Method, Request};
 use crate::config::outbound::{DestinationConfig, DestinationKind};
 use crate::domain::{Clock, IncidentId, TimelineEntry, TimelineKind, Timestamp};
+use crate::incident::EngineError;
+use crate::incident::task::{EngineHandle, Operation, PipelineError};
 use crate::store::{Delivery, DynStore, OutboxRow, StoreError};
 use crate::telemetry::OutboundMetrics;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
@@ -53,6 +55,8 @@ pub struct Sender {
     metrics: OutboundMetrics,
     /// The shards whose messages are ours to deliver.
     ownership: Arc<Ownership>,
+    /// Where tickets read back act (polling).
+    engine: EngineHandle,
     limiter: DefaultDirectRateLimiter,
     breaker: Breaker,
     /// State of the jitter generator.
@@ -72,6 +76,7 @@ impl Sender {
         clock: Arc<dyn Clock>,
         metrics: OutboundMetrics,
         ownership: Arc<Ownership>,
+        engine: EngineHandle,
     ) -> Result<Sender, SenderError> {
         // Only the configured host is ever called: no redirects followed
         // (a 3xx is a refusal), no proxy from the environment.
@@ -96,6 +101,7 @@ impl Sender {
             clock,
             metrics,
             ownership,
+            engine,
             limiter: RateLimiter::direct(quota),
             breaker,
             seed,
@@ -118,7 +124,18 @@ impl Sender {
     /// shard is gained and when a waiting message becomes due.
     pub async fn run(mut self, mut commits: watch::Receiver<u64>, cancel: CancellationToken) {
         let mut gained = self.ownership.subscribe();
+        // Polling is paced in real time: it is load on the destination.
+        let mut next_poll = self
+            .cfg
+            .poll_interval
+            .map(|p| tokio::time::Instant::now() + p);
         loop {
+            if let (Some(at), Some(every)) = (next_poll, self.cfg.poll_interval)
+                && tokio::time::Instant::now() >= at
+            {
+                self.poll(&cancel).await;
+                next_poll = Some(tokio::time::Instant::now() + every);
+            }
             // The next message's due time is event time (the injected
             // clock); the cap is real time, a safety net against a clock
             // that jumps.
@@ -137,11 +154,18 @@ impl Sender {
                     None => std::future::pending().await,
                 }
             };
+            let until_poll = async move {
+                match next_poll {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 () = cancel.cancelled() => return,
                 r = commits.changed() => if r.is_err() { return },
                 _ = gained.changed() => {}
                 () = until_due => {}
+                () = until_poll => {}
                 () = tokio::time::sleep(cap) => {}
             }
             // Commits arriving meanwhile are served by the same round.
@@ -151,6 +175,96 @@ impl Sender {
             }
             commits.borrow_and_update();
             gained.borrow_and_update();
+        }
+    }
+
+    /// Read the tickets of active incidents back (ServiceNow, Jira) and
+    /// apply what changed there: a resolution resolves the incident, an
+    /// acknowledgement acknowledges it. Only tickets with no update of
+    /// ours still on its way are read (theirs would be stale), only of the
+    /// shards this instance owns, and not while the breaker is open.
+    async fn poll(&mut self, cancel: &CancellationToken) {
+        use super::poll;
+        let shards = self.ownership.shards();
+        let refs = match self
+            .store
+            .outbound_poll_refs(&self.cfg.name, shards.as_deref(), 5_000)
+            .await
+        {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(destination = %self.cfg.name, error = %e, "listing tickets to read back");
+                return;
+            }
+        };
+        let ours = match &self.credential {
+            Credential::Basic { user, .. } => Some(user.clone()),
+            _ => None,
+        };
+        for batch in refs.chunks(poll::BATCH) {
+            if cancel.is_cancelled() || self.breaker.allow(self.clock.now()).is_err() {
+                return;
+            }
+            let req = match self.cfg.kind {
+                DestinationKind::ServiceNow { .. } => {
+                    let ids: Vec<String> = batch.iter().map(|(_, e)| e.clone()).collect();
+                    poll::servicenow(&ids)
+                }
+                DestinationKind::Jira { .. } => {
+                    let ids: Vec<IncidentId> = batch.iter().map(|(i, _)| *i).collect();
+                    poll::jira(&ids)
+                }
+                _ => return,
+            };
+            self.limiter.until_ready().await;
+            let answer = self.call(&req, 0).await;
+            let outcome = if answer.ok() {
+                "success"
+            } else if answer
+                .status
+                .is_some_and(|s| (400..500).contains(&s) && s != 429)
+            {
+                "rejected"
+            } else {
+                "retry"
+            };
+            self.metrics
+                .requests
+                .with_label_values(&[self.cfg.name.as_str(), "poll", outcome])
+                .inc();
+            if !answer.ok() {
+                tracing::warn!(destination = %self.cfg.name, status = ?answer.status, detail = %answer.detail, "reading tickets back failed; next poll tries again");
+                return;
+            }
+            let updates = match self.cfg.kind {
+                DestinationKind::ServiceNow { .. } => {
+                    poll::servicenow_updates(&answer.json, ours.as_deref())
+                }
+                _ => poll::jira_updates(&answer.json),
+            };
+            for u in updates {
+                // Only the incidents asked about: an answer naming others
+                // does not act on them.
+                if !batch.iter().any(|(i, _)| *i == u.incident) {
+                    continue;
+                }
+                let op = match u.action {
+                    super::inbound::Action::Resolve => Operation::Resolve,
+                    super::inbound::Action::Acknowledge => Operation::Acknowledge,
+                    super::inbound::Action::None => continue,
+                };
+                match self.engine.act(u.incident, u.actor.clone(), op, None).await {
+                    Ok(_) => {
+                        tracing::info!(destination = %self.cfg.name, incident = u.incident.0, by = %u.actor, action = ?op, "ticket changed downstream; incident follows");
+                    }
+                    Err(PipelineError::Engine(
+                        EngineError::NotActive(_) | EngineError::AlreadyAcknowledged(_),
+                    )) => {}
+                    Err(e) => {
+                        tracing::warn!(destination = %self.cfg.name, incident = u.incident.0, error = %e, "applying a ticket read back");
+                    }
+                }
+            }
         }
     }
 

@@ -295,6 +295,16 @@ pub trait Store: Send + Sync + 'static {
         incident: IncidentId,
         external: &'a str,
     ) -> BoxFuture<'a, Result<(), StoreError>>;
+    /// Active incidents (of `shards`, when given) that have a ticket at
+    /// `destination` and no update for it still undelivered: the tickets a
+    /// poll may read back (one with an update on its way is behind us, and
+    /// what it says now must not act here). Oldest first, up to `limit`.
+    fn outbound_poll_refs<'a>(
+        &'a self,
+        destination: &'a str,
+        shards: Option<&'a [u32]>,
+        limit: u32,
+    ) -> BoxFuture<'a, Result<Vec<(IncidentId, String)>, StoreError>>;
     /// Cheap round trip for `/readyz`.
     fn ping(&self) -> BoxFuture<'_, Result<(), StoreError>>;
 }

@@ -973,6 +973,39 @@ impl Store for PgStore {
         })
     }
 
+    fn outbound_poll_refs<'a>(
+        &'a self,
+        destination: &'a str,
+        shards: Option<&'a [u32]>,
+        limit: u32,
+    ) -> BoxFuture<'a, Result<Vec<(IncidentId, String)>, StoreError>> {
+        Box::pin(async move {
+            if shards.is_some_and(<[u32]>::is_empty) {
+                return Ok(Vec::new());
+            }
+            let list: Option<Vec<i32>> = shards.map(|l| {
+                l.iter()
+                    .map(|s| i32::try_from(*s).unwrap_or(i32::MAX))
+                    .collect()
+            });
+            let rows: Vec<(i64, String)> = sqlx::query_as(
+                "SELECT r.incident_id, r.external_id FROM outbound_refs r
+                 JOIN incidents i ON i.id = r.incident_id
+                 WHERE r.destination = $1 AND i.state <> 'resolved'
+                   AND ($3::int[] IS NULL OR i.shard = ANY($3))
+                   AND NOT EXISTS (SELECT 1 FROM outbox o WHERE o.destination = r.destination
+                                   AND o.incident_id = r.incident_id AND o.done_at IS NULL)
+                 ORDER BY r.incident_id LIMIT $2",
+            )
+            .bind(destination)
+            .bind(i64::from(limit))
+            .bind(list)
+            .fetch_all(&self.pool)
+            .await?;
+            Ok(rows.into_iter().map(|(i, e)| (IncidentId(i), e)).collect())
+        })
+    }
+
     fn outbound_ref<'a>(
         &'a self,
         destination: &'a str,

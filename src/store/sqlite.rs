@@ -813,6 +813,39 @@ impl Store for SqliteStore {
         })
     }
 
+    fn outbound_poll_refs<'a>(
+        &'a self,
+        destination: &'a str,
+        shards: Option<&'a [u32]>,
+        limit: u32,
+    ) -> BoxFuture<'a, Result<Vec<(IncidentId, String)>, StoreError>> {
+        Box::pin(async move {
+            let only = match shards {
+                None => String::new(),
+                Some([]) => return Ok(Vec::new()),
+                // Integers, so inlining them is safe.
+                Some(list) => {
+                    let ids: Vec<String> = list.iter().map(u32::to_string).collect();
+                    format!(" AND i.shard IN ({})", ids.join(", "))
+                }
+            };
+            let sql = format!(
+                "SELECT r.incident_id, r.external_id FROM outbound_refs r
+                 JOIN incidents i ON i.id = r.incident_id
+                 WHERE r.destination = ? AND i.state <> 'resolved'{only}
+                   AND NOT EXISTS (SELECT 1 FROM outbox o WHERE o.destination = r.destination
+                                   AND o.incident_id = r.incident_id AND o.done_at IS NULL)
+                 ORDER BY r.incident_id LIMIT ?"
+            );
+            let rows: Vec<(i64, String)> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+                .bind(destination)
+                .bind(i64::from(limit))
+                .fetch_all(&self.reader)
+                .await?;
+            Ok(rows.into_iter().map(|(i, e)| (IncidentId(i), e)).collect())
+        })
+    }
+
     fn outbound_ref<'a>(
         &'a self,
         destination: &'a str,
