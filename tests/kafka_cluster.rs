@@ -137,6 +137,50 @@ name = "{TOPIC}"
     children.spawn(name, cmd, dir);
 }
 
+/// A cluster member: its name and configuration tail (TOML, may be empty).
+struct Member<'a> {
+    name: String,
+    port: u16,
+    extra: &'a str,
+}
+
+/// Start the members and wait until each is ready.
+async fn start_members(
+    children: &mut Children,
+    dir: &Path,
+    bootstrap: &str,
+    db: &str,
+    members: &[Member<'_>],
+) {
+    for m in members {
+        spawn_instance_with(children, &m.name, dir, bootstrap, db, m.port, m.extra);
+    }
+    let client = reqwest::Client::new();
+    for m in members {
+        support::wait_http_ok(
+            &format!("{} ready", m.name),
+            &client,
+            &format!("http://127.0.0.1:{}/readyz", m.port),
+            Duration::from_secs(60),
+            children,
+        )
+        .await;
+    }
+}
+
+/// Members named `{prefix}0…` on `ports`, all with the same `extra`.
+fn members<'a>(prefix: &str, ports: &[u16], extra: &'a str) -> Vec<Member<'a>> {
+    ports
+        .iter()
+        .enumerate()
+        .map(|(i, port)| Member {
+            name: format!("{prefix}{i}"),
+            port: *port,
+            extra,
+        })
+        .collect()
+}
+
 fn alert(fp: u32) -> (String, String) {
     let key = fp / PER_KEY;
     let name = format!("ClusterLoad{}", key % 7);
@@ -263,27 +307,15 @@ async fn sigkill_and_rebalance_lose_and_double_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let mut children = Children::default();
     let ports = support::free_ports(4);
-    for (i, port) in ports.iter().take(3).enumerate() {
-        spawn_instance(
-            &mut children,
-            &format!("i{i}"),
-            dir.path(),
-            &mock.bootstrap,
-            &db,
-            *port,
-        );
-    }
+    start_members(
+        &mut children,
+        dir.path(),
+        &mock.bootstrap,
+        &db,
+        &members("i", &ports[..3], ""),
+    )
+    .await;
     let client = reqwest::Client::new();
-    for port in &ports[..3] {
-        support::wait_http_ok(
-            "instance ready",
-            &client,
-            &format!("http://127.0.0.1:{port}/readyz"),
-            Duration::from_secs(60),
-            &mut children,
-        )
-        .await;
-    }
     let producer: FutureProducer = ClientConfig::new()
         .set("bootstrap.servers", &mock.bootstrap)
         .set("acks", "all")
@@ -432,27 +464,15 @@ async fn postgres_outage_pauses_and_recovers_without_loss() {
     let dir = tempfile::tempdir().unwrap();
     let mut children = Children::default();
     let ports = support::free_ports(3);
-    for (i, port) in ports.iter().enumerate() {
-        spawn_instance(
-            &mut children,
-            &format!("p{i}"),
-            dir.path(),
-            &mock.bootstrap,
-            &db,
-            *port,
-        );
-    }
+    start_members(
+        &mut children,
+        dir.path(),
+        &mock.bootstrap,
+        &db,
+        &members("p", &ports, ""),
+    )
+    .await;
     let client = reqwest::Client::new();
-    for port in &ports {
-        support::wait_http_ok(
-            "instance ready",
-            &client,
-            &format!("http://127.0.0.1:{port}/readyz"),
-            Duration::from_secs(60),
-            &mut children,
-        )
-        .await;
-    }
     let producer: FutureProducer = ClientConfig::new()
         .set("bootstrap.servers", &mock.bootstrap)
         .set("acks", "all")
@@ -598,28 +618,15 @@ inbound_token = "sn-t0ken"
     );
     let mut children = Children::default();
     let ports = support::free_ports(3);
-    for (i, port) in ports.iter().take(2).enumerate() {
-        spawn_instance_with(
-            &mut children,
-            &format!("i{i}"),
-            dir.path(),
-            &mock.bootstrap,
-            &db,
-            *port,
-            &extra,
-        );
-    }
+    start_members(
+        &mut children,
+        dir.path(),
+        &mock.bootstrap,
+        &db,
+        &members("i", &ports[..2], &extra),
+    )
+    .await;
     let client = reqwest::Client::new();
-    for port in &ports[..2] {
-        support::wait_http_ok(
-            "instance ready",
-            &client,
-            &format!("http://127.0.0.1:{port}/readyz"),
-            Duration::from_secs(60),
-            &mut children,
-        )
-        .await;
-    }
     let producer: FutureProducer = ClientConfig::new()
         .set("bootstrap.servers", &mock.bootstrap)
         .set("acks", "all")
@@ -670,21 +677,16 @@ inbound_token = "sn-t0ken"
         },
     )
     .await;
-    spawn_instance_with(
+    start_members(
         &mut children,
-        "i2",
         dir.path(),
         &mock.bootstrap,
         &db,
-        ports[2],
-        &extra,
-    );
-    support::wait_http_ok(
-        "third instance ready",
-        &client,
-        &format!("http://127.0.0.1:{}/readyz", ports[2]),
-        Duration::from_secs(60),
-        &mut children,
+        &[Member {
+            name: "i2".into(),
+            port: ports[2],
+            extra: &extra,
+        }],
     )
     .await;
     support::poll_until(

@@ -701,14 +701,8 @@ impl Store for SqliteStore {
         limit: u32,
     ) -> BoxFuture<'a, Result<Vec<OutboxRow>, StoreError>> {
         Box::pin(async move {
-            let only = match shards {
-                None => String::new(),
-                Some([]) => return Ok(Vec::new()),
-                // Integers, so inlining them is safe.
-                Some(list) => {
-                    let ids: Vec<String> = list.iter().map(u32::to_string).collect();
-                    format!(" AND shard IN ({})", ids.join(", "))
-                }
+            let Some(only) = shard_filter("shard", shards) else {
+                return Ok(Vec::new());
             };
             let sql = format!(
                 "SELECT id, destination, kind, at, incident, attempts, next_at, last_error FROM outbox
@@ -820,14 +814,8 @@ impl Store for SqliteStore {
         limit: u32,
     ) -> BoxFuture<'a, Result<Vec<(IncidentId, String)>, StoreError>> {
         Box::pin(async move {
-            let only = match shards {
-                None => String::new(),
-                Some([]) => return Ok(Vec::new()),
-                // Integers, so inlining them is safe.
-                Some(list) => {
-                    let ids: Vec<String> = list.iter().map(u32::to_string).collect();
-                    format!(" AND i.shard IN ({})", ids.join(", "))
-                }
+            let Some(only) = shard_filter("i.shard", shards) else {
+                return Ok(Vec::new());
             };
             let sql = format!(
                 "SELECT r.incident_id, r.external_id FROM outbound_refs r
@@ -957,5 +945,19 @@ impl Store for SqliteStore {
             sqlx::query("SELECT 1").execute(&self.reader).await?;
             Ok(())
         })
+    }
+}
+
+/// The SQL condition ` AND <column> IN (…)` for `shards` (empty for all
+/// shards); `None` when the list is empty and nothing can match.
+fn shard_filter(column: &str, shards: Option<&[u32]>) -> Option<String> {
+    match shards {
+        None => Some(String::new()),
+        Some([]) => None,
+        // Integers, so inlining them is safe.
+        Some(list) => {
+            let ids: Vec<String> = list.iter().map(u32::to_string).collect();
+            Some(format!(" AND {column} IN ({})", ids.join(", ")))
+        }
     }
 }
