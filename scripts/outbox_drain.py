@@ -8,10 +8,11 @@ destination pointing at the sink (rate_limit high enough not to bound the
 run), posts N distinct critical alerts in one request (N incidents, N
 `opened` messages in the outbox), and times until the daemon's
 `incidentd_outbound_requests_total{operation="opened",outcome="success"}`
-reaches N. Stops the daemon it started, by its PID.
+reaches N; also the daemon's CPU time per delivery (less sensitive to a
+busy machine than the rate). Stops the daemon it started, by its PID.
 
     cargo build --release --locked
-    python3 scripts/outbox_drain.py [N] [RUNS]
+    python3 scripts/outbox_drain.py [N] [RUNS]   # INCIDENTD_BIN=… for another build
 """
 
 import http.server
@@ -28,7 +29,7 @@ import time
 import urllib.request
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-BINARY = os.path.join(ROOT, "target", "release", "incidentd")
+BINARY = os.environ.get("INCIDENTD_BIN") or os.path.join(ROOT, "target", "release", "incidentd")
 
 
 class Sink(http.server.BaseHTTPRequestHandler):
@@ -74,6 +75,13 @@ def delivered(port):
     return 0
 
 
+def cpu_seconds(pid):
+    """User + system CPU time of a process (Linux /proc)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def run_once(n, sink_port):
     port = free_port()
     with tempfile.TemporaryDirectory() as d:
@@ -109,13 +117,15 @@ def run_once(n, sink_port):
             req = urllib.request.Request(
                 f"http://127.0.0.1:{port}/api/v1/alerts", data=json.dumps(alerts).encode(),
                 headers={"content-type": "application/json"}, method="POST")
+            cpu0 = cpu_seconds(daemon.pid)
             start = time.time()
             urllib.request.urlopen(req, timeout=60).read()
             while delivered(port) < n:
                 if time.time() - start > 300 or daemon.poll() is not None:
                     raise SystemExit("the outbox did not drain")
                 time.sleep(0.02)
-            return n / (time.time() - start)
+            rate = n / (time.time() - start)
+            return rate, (cpu_seconds(daemon.pid) - cpu0) * 1e6 / n
         finally:
             daemon.send_signal(signal.SIGTERM)
             try:
@@ -133,9 +143,12 @@ def main():
     sink_port = free_port()
     server = http.server.ThreadingHTTPServer(("127.0.0.1", sink_port), Sink)
     threading.Thread(target=server.serve_forever, daemon=True).start()
-    rates = [run_once(n, sink_port) for _ in range(runs)]
+    results = [run_once(n, sink_port) for _ in range(runs)]
+    rates = [r for r, _ in results]
+    cpu = [c for _, c in results]
     print(f"{n} incidents, {runs} runs: deliveries/s " + ", ".join(f"{r:,.0f}" for r in rates)
-          + f"; median {statistics.median(rates):,.0f}")
+          + f"; median {statistics.median(rates):,.0f}; daemon CPU per delivery (µs) "
+          + ", ".join(f"{c:,.0f}" for c in cpu) + f"; median {statistics.median(cpu):,.0f}")
     server.shutdown()
 
 
