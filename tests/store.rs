@@ -1107,9 +1107,16 @@ async fn outbox_is_written_with_its_change_and_finished_once(db: Db) {
     );
     assert!(store.timeline(IncidentId(1)).await.unwrap().contains(&note));
     assert_eq!(
-        store.outbox_depth().await.unwrap(),
+        store.outbox_depth(None).await.unwrap(),
         [("slack".to_string(), 1)]
     );
+    // Per instance: only the shards it owns (the slack message is shard 0's).
+    assert_eq!(
+        store.outbox_depth(Some(&[0, 3])).await.unwrap(),
+        [("slack".to_string(), 1)]
+    );
+    assert!(store.outbox_depth(Some(&[7])).await.unwrap().is_empty());
+    assert!(store.outbox_depth(Some(&[])).await.unwrap().is_empty());
 
     assert_eq!(
         store

@@ -1263,8 +1263,8 @@ mod tests {
         ) -> Fut<'_, ()> {
             self.0.outbox_finish(id, at, outcome, note)
         }
-        fn outbox_depth(&self) -> Fut<'_, Vec<(String, u64)>> {
-            self.0.outbox_depth()
+        fn outbox_depth<'a>(&'a self, shards: Option<&'a [u32]>) -> Fut<'a, Vec<(String, u64)>> {
+            self.0.outbox_depth(shards)
         }
         fn outbound_ref<'a>(&'a self, d: &'a str, i: IncidentId) -> Fut<'a, Option<String>> {
             self.0.outbound_ref(d, i)

@@ -274,7 +274,8 @@ impl Sender {
             return;
         }
         self.depth_at = Some(std::time::Instant::now());
-        if let Ok(depths) = self.store.outbox_depth().await {
+        let shards = self.ownership.shards();
+        if let Ok(depths) = self.store.outbox_depth(shards.as_deref()).await {
             let n = depths
                 .iter()
                 .find(|(d, _)| *d == self.cfg.name)

@@ -281,8 +281,12 @@ pub trait Store: Send + Sync + 'static {
         outcome: Delivery,
         note: Option<(IncidentId, TimelineEntry)>,
     ) -> BoxFuture<'_, Result<(), StoreError>>;
-    /// Undelivered messages per destination.
-    fn outbox_depth(&self) -> BoxFuture<'_, Result<Vec<(String, u64)>, StoreError>>;
+    /// Undelivered messages per destination (of `shards`, when given: with
+    /// several instances each counts its own, and the sum is the backlog).
+    fn outbox_depth<'a>(
+        &'a self,
+        shards: Option<&'a [u32]>,
+    ) -> BoxFuture<'a, Result<Vec<(String, u64)>, StoreError>>;
     /// The id `destination` gave `incident` (ServiceNow `sys_id`, Jira key).
     fn outbound_ref<'a>(
         &'a self,

@@ -870,11 +870,7 @@ impl Store for PgStore {
                     .await?
                 }
                 Some([]) => return Ok(Vec::new()),
-                Some(list) => {
-                    let list: Vec<i32> = list
-                        .iter()
-                        .map(|s| i32::try_from(*s).unwrap_or(i32::MAX))
-                        .collect();
+                Some(_) => {
                     sqlx::query(
                         "SELECT id, destination, kind, at, incident::text AS incident, attempts, next_at, last_error
                          FROM outbox WHERE destination = $1 AND done_at IS NULL AND shard = ANY($3)
@@ -882,7 +878,7 @@ impl Store for PgStore {
                     )
                     .bind(destination)
                     .bind(i64::from(limit))
-                    .bind(list)
+                    .bind(shards_param(shards))
                     .fetch_all(&self.pool)
                     .await?
                 }
@@ -959,11 +955,20 @@ impl Store for PgStore {
         })
     }
 
-    fn outbox_depth(&self) -> BoxFuture<'_, Result<Vec<(String, u64)>, StoreError>> {
+    fn outbox_depth<'a>(
+        &'a self,
+        shards: Option<&'a [u32]>,
+    ) -> BoxFuture<'a, Result<Vec<(String, u64)>, StoreError>> {
         Box::pin(async move {
+            if shards.is_some_and(<[u32]>::is_empty) {
+                return Ok(Vec::new());
+            }
             let rows: Vec<(String, i64)> = sqlx::query_as(
-                "SELECT destination, COUNT(*) FROM outbox WHERE done_at IS NULL GROUP BY destination",
+                "SELECT destination, COUNT(*) FROM outbox
+                 WHERE done_at IS NULL AND ($1::int[] IS NULL OR shard = ANY($1))
+                 GROUP BY destination",
             )
+            .bind(shards_param(shards))
             .fetch_all(&self.pool)
             .await?;
             Ok(rows
@@ -983,11 +988,7 @@ impl Store for PgStore {
             if shards.is_some_and(<[u32]>::is_empty) {
                 return Ok(Vec::new());
             }
-            let list: Option<Vec<i32>> = shards.map(|l| {
-                l.iter()
-                    .map(|s| i32::try_from(*s).unwrap_or(i32::MAX))
-                    .collect()
-            });
+            let list = shards_param(shards);
             let rows: Vec<(i64, String)> = sqlx::query_as(
                 "SELECT r.incident_id, r.external_id FROM outbound_refs r
                  JOIN incidents i ON i.id = r.incident_id
@@ -1117,6 +1118,15 @@ impl Store for PgStore {
             Ok(())
         })
     }
+}
+
+/// Shard numbers as PostgreSQL `int[]` (`NULL`: all shards).
+fn shards_param(shards: Option<&[u32]>) -> Option<Vec<i32>> {
+    shards.map(|l| {
+        l.iter()
+            .map(|s| i32::try_from(*s).unwrap_or(i32::MAX))
+            .collect()
+    })
 }
 
 #[cfg(test)]

@@ -793,13 +793,20 @@ impl Store for SqliteStore {
         })
     }
 
-    fn outbox_depth(&self) -> BoxFuture<'_, Result<Vec<(String, u64)>, StoreError>> {
+    fn outbox_depth<'a>(
+        &'a self,
+        shards: Option<&'a [u32]>,
+    ) -> BoxFuture<'a, Result<Vec<(String, u64)>, StoreError>> {
         Box::pin(async move {
-            let rows: Vec<(String, i64)> = sqlx::query_as(
-                "SELECT destination, COUNT(*) FROM outbox WHERE done_at IS NULL GROUP BY destination",
-            )
-            .fetch_all(&self.reader)
-            .await?;
+            let Some(only) = shard_filter("shard", shards) else {
+                return Ok(Vec::new());
+            };
+            let sql = format!(
+                "SELECT destination, COUNT(*) FROM outbox WHERE done_at IS NULL{only} GROUP BY destination"
+            );
+            let rows: Vec<(String, i64)> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+                .fetch_all(&self.reader)
+                .await?;
             Ok(rows
                 .into_iter()
                 .map(|(d, n)| (d, u64::try_from(n).unwrap_or(0)))
