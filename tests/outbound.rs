@@ -793,6 +793,8 @@ fn bad_destinations_are_reported_with_their_fields() {
     std::fs::write(
         &file,
         r#"
+[outbound]
+retention = "10m"
 [[outbound.destinations]]
 name = "Bad Name"
 kind = "pagerduty"
@@ -829,6 +831,7 @@ events = ["exploded"]
             "outbound.destinations[2].routes[0].max_priority",
             "outbound.destinations[2].routes[0].events[0]",
             "outbound.destinations[2].poll_interval",
+            "outbound.retention",
         ]
     );
 }
@@ -1759,5 +1762,75 @@ async fn tickets_changed_downstream_are_read_back() {
         );
         assert!(m.contains(&line), "{dest} never polled:\n{m}");
     }
+    r.shutdown().await;
+}
+
+/// Finished messages are the delivery record, not an archive: older than
+/// `outbound.retention` (7 days by default) they are deleted, at start and
+/// hourly; the incidents themselves stay.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn finished_messages_are_pruned_after_the_retention() {
+    let pd = Fake::start(answer(202)).await;
+    let t0 = Timestamp::parse_rfc3339("2026-11-30T10:00:05Z")
+        .expect("time")
+        .expect("time");
+    let clock = Arc::new(ManualClock::new(t0));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = config(dir.path(), &pagerduty(&pd.url, ""));
+    let db = format!(
+        "sqlite://{}?mode=ro",
+        dir.path().join("data").join("incidentd.db").display()
+    );
+    let count = async |sql: &str| -> i64 {
+        let pool = sqlx::SqlitePool::connect(&db)
+            .await
+            .expect("open the store");
+        let n: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(sql.to_string()))
+            .fetch_one(&pool)
+            .await
+            .expect("count");
+        pool.close().await;
+        n
+    };
+    let r = app::start(&cfg, clock.clone())
+        .await
+        .expect("daemon starts");
+    let id = open(&r, "DiskFull").await;
+    let (s, _) = call(
+        &r,
+        "POST",
+        &format!("/api/v1/incidents/{id}/resolve"),
+        Value::Null,
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK);
+    pd.wait_accepted(2, "trigger and resolve").await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while count("SELECT COUNT(*) FROM outbox WHERE done_at IS NOT NULL").await < 2 {
+        assert!(
+            Instant::now() < deadline,
+            "the deliveries were never marked done"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    r.shutdown().await;
+
+    // Eight days later: the restart prunes them.
+    clock.advance(Duration::from_secs(8 * 86_400));
+    let r = app::start(&cfg, clock.clone())
+        .await
+        .expect("daemon starts again");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while count("SELECT COUNT(*) FROM outbox").await > 0 {
+        assert!(
+            Instant::now() < deadline,
+            "finished messages were not pruned"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (s, d) = call(&r, "GET", &format!("/api/v1/incidents/{id}"), Value::Null).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(d["state"], "resolved", "{d}");
+    assert_eq!(pd.seen().len(), 2, "nothing sent again");
     r.shutdown().await;
 }

@@ -1179,4 +1179,14 @@ async fn outbox_is_written_with_its_change_and_finished_once(db: Db) {
     done.resolved_at = Some(Timestamp(10_000));
     store.apply(&[upsert(done)]).await.unwrap();
     assert!(polled(None).await.is_empty());
+
+    // Retention: finished messages older than the cut go, a batch at a
+    // time; pending ones (slack's, and the servicenow one) stay.
+    assert_eq!(store.outbox_prune(Timestamp(9_550), 10).await.unwrap(), 2);
+    assert_eq!(store.outbox_prune(Timestamp(20_000), 1).await.unwrap(), 1);
+    assert_eq!(store.outbox_prune(Timestamp(20_000), 10).await.unwrap(), 0);
+    assert_eq!(
+        store.outbox_depth(None).await.unwrap(),
+        [("servicenow".to_string(), 1), ("slack".to_string(), 1)]
+    );
 }

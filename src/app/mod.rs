@@ -302,6 +302,12 @@ pub async fn start(cfg: &Config, clock: Arc<dyn Clock>) -> Result<Running> {
         tracker.spawn(sender.run(handle.commits(), cancel.clone()));
         tracing::info!(destination = %d.name, kind = d.kind.as_str(), url = %d.url, "outbound destination started");
     }
+    tracker.spawn(crate::outbound::sender::prune(
+        store.clone(),
+        clock.clone(),
+        cfg.outbound_retention,
+        cancel.clone(),
+    ));
     let mut inbound = Vec::new();
     for d in &cfg.outbound {
         if let Some(t) = &d.inbound_token {

@@ -307,6 +307,8 @@ pub struct Config {
     /// Destinations incidents are pushed to (their routes are also in
     /// `engine.outbound`, which writes the outbox).
     pub outbound: Vec<outbound::DestinationConfig>,
+    /// Finished outbox messages older than this are deleted.
+    pub outbound_retention: Duration,
 }
 
 /// How SLO downtime is read from the incident record.
@@ -520,6 +522,18 @@ pub fn validate(raw: RawConfig, o: &Overrides) -> Result<Config, Vec<FieldError>
     };
     let slo = slo(&mut errs, &raw.slo);
     let outbound = outbound::destinations(&mut errs, &raw.outbound);
+    let outbound_retention = duration(
+        &mut errs,
+        "outbound.retention",
+        &raw.outbound.retention,
+        Duration::from_secs(7 * 86_400),
+    );
+    if outbound_retention < Duration::from_secs(3600) {
+        errs.push(FieldError {
+            field: "outbound.retention".into(),
+            message: "must be at least 1h (finished messages are the delivery record)".into(),
+        });
+    }
     let threshold = raw.problems.threshold.unwrap_or(3);
     let engine = EngineConfig {
         outbound: outbound
@@ -674,6 +688,7 @@ pub fn validate(raw: RawConfig, o: &Overrides) -> Result<Config, Vec<FieldError>
         engine,
         slo,
         outbound,
+        outbound_retention,
     })
 }
 

@@ -13,6 +13,8 @@ use std::time::Duration;
 #[derive(Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawOutbound {
+    /// How long delivered (or given-up) outbox messages are kept.
+    pub retention: Option<String>,
     pub destinations: Vec<RawDestination>,
 }
 

@@ -1240,6 +1240,9 @@ mod tests {
         ) -> Fut<'a, Vec<OutboxRow>> {
             self.0.outbox_pending(d, shards, limit)
         }
+        fn outbox_prune(&self, before: Timestamp, limit: u32) -> Fut<'_, u64> {
+            self.0.outbox_prune(before, limit)
+        }
         fn outbox_wake<'a>(&'a self, d: &'a str, now: Timestamp) -> Fut<'a, u64> {
             self.0.outbox_wake(d, now)
         }

@@ -281,6 +281,10 @@ pub trait Store: Send + Sync + 'static {
         outcome: Delivery,
         note: Option<(IncidentId, TimelineEntry)>,
     ) -> BoxFuture<'_, Result<(), StoreError>>;
+    /// Delete up to `limit` messages finished (delivered or given up)
+    /// before `before`; how many. Pending ones are never touched.
+    fn outbox_prune(&self, before: Timestamp, limit: u32)
+    -> BoxFuture<'_, Result<u64, StoreError>>;
     /// Undelivered messages per destination (of `shards`, when given: with
     /// several instances each counts its own, and the sum is the backlog).
     fn outbox_depth<'a>(

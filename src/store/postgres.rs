@@ -978,6 +978,24 @@ impl Store for PgStore {
         })
     }
 
+    fn outbox_prune(
+        &self,
+        before: Timestamp,
+        limit: u32,
+    ) -> BoxFuture<'_, Result<u64, StoreError>> {
+        Box::pin(async move {
+            let r = sqlx::query(
+                "DELETE FROM outbox WHERE id IN
+                   (SELECT id FROM outbox WHERE done_at IS NOT NULL AND done_at < $1 ORDER BY id LIMIT $2)",
+            )
+            .bind(before.millis())
+            .bind(i64::from(limit))
+            .execute(&self.pool)
+            .await?;
+            Ok(r.rows_affected())
+        })
+    }
+
     fn outbound_poll_refs<'a>(
         &'a self,
         destination: &'a str,

@@ -814,6 +814,24 @@ impl Store for SqliteStore {
         })
     }
 
+    fn outbox_prune(
+        &self,
+        before: Timestamp,
+        limit: u32,
+    ) -> BoxFuture<'_, Result<u64, StoreError>> {
+        Box::pin(async move {
+            let r = sqlx::query(
+                "DELETE FROM outbox WHERE id IN
+                   (SELECT id FROM outbox WHERE done_at IS NOT NULL AND done_at < ? ORDER BY id LIMIT ?)",
+            )
+            .bind(before.millis())
+            .bind(i64::from(limit))
+            .execute(&self.writer)
+            .await?;
+            Ok(r.rows_affected())
+        })
+    }
+
     fn outbound_poll_refs<'a>(
         &'a self,
         destination: &'a str,
