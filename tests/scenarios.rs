@@ -173,6 +173,11 @@ fn perfect(expected: usize) -> Score {
 }
 
 async fn replayed(dir: &Path) -> Vec<Value> {
+    replayed_bodies(dir, &dir.join("alerts.jsonl")).await
+}
+
+/// The scenario's CMDB and changes with other delivered bodies.
+async fn replayed_bodies(dir: &Path, bodies: &Path) -> Vec<Value> {
     let setup = app::offline_setup(
         None,
         Some(root().join("rules")),
@@ -180,9 +185,7 @@ async fn replayed(dir: &Path) -> Vec<Value> {
         Some(&dir.join("changes.json")),
     )
     .unwrap();
-    let out = app::replay(setup, &[dir.join("alerts.jsonl")])
-        .await
-        .unwrap();
+    let out = app::replay(setup, &[bodies.to_path_buf()]).await.unwrap();
     out.incidents
         .iter()
         .map(|i| serde_json::to_value(i).unwrap())
@@ -318,5 +321,112 @@ async fn live_ingest_matches_replay() {
             (StatusCode::OK, Some(1))
         );
         running.shutdown().await;
+    }
+}
+
+/// The fingerprints of an Alertmanager body.
+fn fingerprints(body: &Value) -> HashSet<String> {
+    body["alerts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["fingerprint"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// The same alerts delivered as another Alertmanager would: `split`, one
+/// alert per body (`group_by: [...]` fine-grained); `merged`, neighbouring
+/// firing bodies in one (coarser grouping); `repeated`, every other firing
+/// body sent again (`repeat_interval`, a retry after a timeout); `swapped`,
+/// neighbours about different alerts delivered the other way round
+/// (groups flushed in another order). Each alert's own bodies keep their
+/// order, as Alertmanager keeps it.
+fn variant(bodies: &[Value], how: &str) -> Vec<Value> {
+    match how {
+        "split" => bodies
+            .iter()
+            .flat_map(|b| {
+                b["alerts"].as_array().unwrap().iter().map(|a| {
+                    let mut c = b.clone();
+                    c["alerts"] = Value::Array(vec![a.clone()]);
+                    c["status"] = a["status"].clone();
+                    c
+                })
+            })
+            .collect(),
+        "merged" => {
+            let mut out: Vec<Value> = Vec::new();
+            for (i, b) in bodies.iter().enumerate() {
+                let joinable = out.last().is_some_and(|last: &Value| {
+                    i % 2 == 1
+                        && last["status"] == "firing"
+                        && b["status"] == "firing"
+                        && fingerprints(last).is_disjoint(&fingerprints(b))
+                });
+                if joinable {
+                    let last = out.last_mut().unwrap();
+                    let more = b["alerts"].as_array().unwrap().clone();
+                    last["alerts"].as_array_mut().unwrap().extend(more);
+                } else {
+                    out.push(b.clone());
+                }
+            }
+            out
+        }
+        "repeated" => bodies
+            .iter()
+            .enumerate()
+            .flat_map(|(i, b)| {
+                let again = b["status"] == "firing" && i % 2 == 0;
+                std::iter::once(b.clone()).chain(again.then(|| b.clone()))
+            })
+            .collect(),
+        "swapped" => {
+            let mut out = bodies.to_vec();
+            let mut i = 0;
+            while i + 1 < out.len() {
+                if fingerprints(&out[i]).is_disjoint(&fingerprints(&out[i + 1])) {
+                    out.swap(i, i + 1);
+                    i += 2;
+                } else {
+                    i += 1;
+                }
+            }
+            out
+        }
+        _ => unreachable!("unknown variant {how}"),
+    }
+}
+
+/// How Alertmanager is configured to group, repeat and order its
+/// notifications must not change the incidents: the same alerts, however
+/// delivered, give the same incidents, still scored perfect.
+#[tokio::test]
+async fn incidents_do_not_depend_on_how_alerts_are_grouped_or_repeated() {
+    let tmp = tempfile::tempdir().unwrap();
+    for dir in scenarios() {
+        let original = shape(&replayed(&dir).await);
+        let bodies: Vec<Value> = std::fs::read_to_string(dir.join("alerts.jsonl"))
+            .unwrap()
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        for how in ["split", "merged", "repeated", "swapped"] {
+            let v = variant(&bodies, how);
+            assert_ne!(v, bodies, "{how} changed nothing in {}", dir.display());
+            let file = tmp.path().join(format!("{how}.jsonl"));
+            let text: String = v.iter().map(|b| format!("{b}\n")).collect();
+            std::fs::write(&file, text).unwrap();
+            let got = replayed_bodies(&dir, &file).await;
+            assert_eq!(shape(&got), original, "{} delivered {how}", dir.display());
+            let s = score(&dir, &got);
+            assert_eq!(
+                s,
+                perfect(s.expected),
+                "{} delivered {how}: {s:?}",
+                dir.display()
+            );
+        }
     }
 }
