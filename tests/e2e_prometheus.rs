@@ -2,6 +2,9 @@
 //! fires, the real Alertmanager posts its webhook to `incidentd serve`, an
 //! incident opens; the metric drops, Alertmanager posts the resolved alert,
 //! the same incident resolves. Prometheus also scrapes incidentd's /metrics.
+//! A silence in Alertmanager (which never sends the silenced alert as
+//! resolved) resolves the incident and its PagerDuty alert through
+//! `incident.alert_timeout`.
 //!
 //! Runs only with `INCIDENTD_TEST_E2E=1` (as `.ci/run` sets); it then needs
 //! the Debian packages `prometheus` and `prometheus-alertmanager`, and fails
@@ -70,12 +73,79 @@ async fn prometheus_alertmanager_incidentd_end_to_end() {
     // dropped after `children`) are printed by the panic below.
     let tmp = tempfile::tempdir().expect("tempdir");
     let mut children = Children::default();
-    if tokio::time::timeout(WHOLE_TEST, run(tmp.path(), &mut children))
+    if tokio::time::timeout(WHOLE_TEST, run(tmp.path(), &mut children, None))
         .await
         .is_err()
     {
         panic!("e2e_prometheus did not finish within {WHOLE_TEST:?}");
     }
+}
+
+/// The gap Alertmanager leaves: a silence stops its notifications, and it
+/// never sends the silenced alert as resolved. With `incident.alert_timeout`
+/// the incident (whose alert Prometheus still fires) ends once Alertmanager
+/// stops repeating it, and PagerDuty hears the resolution.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silence_upstream_resolves_the_incident_downstream() {
+    if std::env::var("INCIDENTD_TEST_E2E").as_deref() != Ok("1") {
+        let _ = writeln!(
+            std::io::stderr(),
+            "skipped e2e_prometheus::a_silence_upstream_resolves_the_incident_downstream: \
+             INCIDENTD_TEST_E2E is not 1 (.ci/run installs prometheus and alertmanager and sets it)"
+        );
+        return;
+    }
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let mut children = Children::default();
+    let pd = start_pagerduty().await;
+    if tokio::time::timeout(WHOLE_TEST, run(tmp.path(), &mut children, Some(&pd)))
+        .await
+        .is_err()
+    {
+        panic!("the silence e2e test did not finish within {WHOLE_TEST:?}");
+    }
+}
+
+/// A PagerDuty Events API on 127.0.0.1 recording `event_action`s.
+struct Pagerduty {
+    url: String,
+    actions: Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl Pagerduty {
+    fn actions(&self) -> Vec<String> {
+        self.actions.lock().expect("pagerduty log").clone()
+    }
+}
+
+async fn start_pagerduty() -> Pagerduty {
+    use axum::{Json, Router, extract::State, http::StatusCode, routing::post};
+    type Log = Arc<std::sync::Mutex<Vec<String>>>;
+    async fn enqueue(State(log): State<Log>, Json(body): Json<Value>) -> (StatusCode, Json<Value>) {
+        let action = body["event_action"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        log.lock().expect("pagerduty log").push(action);
+        (
+            StatusCode::ACCEPTED,
+            Json(
+                serde_json::json!({"status": "success", "message": "Event processed", "dedup_key": body["dedup_key"]}),
+            ),
+        )
+    }
+    let log: Log = Arc::default();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind pagerduty");
+    let url = format!("http://{}", listener.local_addr().expect("pagerduty addr"));
+    let app = Router::new()
+        .route("/v2/enqueue", post(enqueue))
+        .with_state(log.clone());
+    tokio::spawn(async move {
+        axum::serve(listener, app).await.expect("pagerduty");
+    });
+    Pagerduty { url, actions: log }
 }
 
 /// The in-test scrape target: `/metrics` says `e2e_flag 1` or `e2e_flag 0`.
@@ -156,7 +226,9 @@ fn ours(incidents: &[Value], fingerprint: &str) -> Vec<Value> {
         .collect()
 }
 
-async fn run(dir: &Path, children: &mut Children) {
+/// The stack end to end. With `silence` (a PagerDuty to deliver to), the
+/// alert is silenced in Alertmanager instead of cleared in Prometheus.
+async fn run(dir: &Path, children: &mut Children, silence: Option<&Pagerduty>) {
     let prometheus_bin = support::find_program(&["/usr/bin/prometheus", "prometheus"])
         .unwrap_or_else(|| {
             panic!(
@@ -197,7 +269,16 @@ async fn run(dir: &Path, children: &mut Children) {
 
     // 2. incidentd.
     let config = dir.join("incidentd.toml");
-    write(&config, "[incident]\nauto_resolve_hold = \"0s\"\n");
+    let mut incidentd_toml = "[incident]\nauto_resolve_hold = \"0s\"\n".to_string();
+    if let Some(pd) = silence {
+        // Alertmanager repeats a firing alert every 2 s (below); 8 s
+        // without one means it stopped telling.
+        incidentd_toml.push_str(&format!(
+            "alert_timeout = \"8s\"\n\n[[outbound.destinations]]\nname = \"pd\"\nkind = \"pagerduty\"\nurl = \"{}\"\nrouting_key = \"R0UTINGKEY\"\n",
+            pd.url
+        ));
+    }
+    write(&config, &incidentd_toml);
     let data_dir = dir.join("incidentd-data");
     std::fs::create_dir(&data_dir).expect("mkdir data dir");
     let rules_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("rules");
@@ -241,14 +322,15 @@ async fn run(dir: &Path, children: &mut Children) {
   group_by: ['...']
   group_wait: 1s
   group_interval: 1s
-  repeat_interval: 1h
+  repeat_interval: {repeat}
 receivers:
   - name: incidentd
     webhook_configs:
       - url: {inc}/api/v1/alerts/alertmanager
         send_resolved: true
         max_alerts: 0
-"
+",
+            repeat = if silence.is_some() { "2s" } else { "1h" },
         ),
     );
     let am_data = dir.join("alertmanager-data");
@@ -404,6 +486,11 @@ scrape_configs:
     )
     .await;
 
+    if let Some(pd) = silence {
+        silenced_upstream(&http, &am, &inc, &id, &fingerprint, pd, children).await;
+        return;
+    }
+
     // 6. The flag drops; Prometheus resolves the alert, Alertmanager sends
     // the resolved notification, the same incident resolves.
     flag.store(false, Ordering::SeqCst);
@@ -446,6 +533,105 @@ scrape_configs:
 
     // 7. The caller's `Children` kills everything started here when it goes
     // out of scope, also on panic, printing their logs first.
+}
+
+/// The alert keeps firing in Prometheus but is silenced in Alertmanager,
+/// which then sends nothing more about it: the incident resolves at the
+/// alert's timeout (8 s, checked every 30 s: seen 23-26 s after the
+/// silence), its timeline says why, and PagerDuty was triggered once and
+/// resolved once. With `alert_timeout` off the incident stays open (tried:
+/// this test then times out).
+async fn silenced_upstream(
+    http: &reqwest::Client,
+    am: &str,
+    inc: &str,
+    id: &Value,
+    fingerprint: &str,
+    pd: &Pagerduty,
+    children: &mut Children,
+) {
+    poll_until("PagerDuty triggered", OPEN_TIMEOUT, children, async || {
+        let a = pd.actions();
+        if a.first().is_some_and(|x| x == "trigger") {
+            Ok(())
+        } else {
+            Err(format!("{a:?}"))
+        }
+    })
+    .await;
+    let now = chrono::Utc::now();
+    let silence = serde_json::json!({
+        "matchers": [{"name": "alertname", "value": ALERTNAME, "isRegex": false, "isEqual": true}],
+        "startsAt": now.to_rfc3339(),
+        "endsAt": (now + chrono::Duration::hours(1)).to_rfc3339(),
+        "createdBy": "e2e",
+        "comment": "maintenance",
+    });
+    let resp = http
+        .post(format!("{am}/api/v2/silences"))
+        .json(&silence)
+        .send()
+        .await
+        .expect("alertmanager answers");
+    assert!(
+        resp.status().is_success(),
+        "silence refused: {}",
+        resp.status()
+    );
+    let silenced = Instant::now();
+    let url = format!("{inc}/api/v1/incidents/{id}");
+    let resolved: Value = poll_until(
+        &format!("incident {id} to resolve after the silence"),
+        Duration::from_secs(60),
+        children,
+        async || {
+            let d = get_json(http, &url).await?;
+            if d["state"] == "resolved" {
+                Ok(d)
+            } else {
+                Err(d.to_string())
+            }
+        },
+    )
+    .await;
+    eprintln!(
+        "e2e: silenced incident resolved {:.1}s after the silence",
+        silenced.elapsed().as_secs_f64()
+    );
+    // Still firing upstream: Alertmanager holds it, suppressed by the
+    // silence, not resolved.
+    let am_alerts = get_json(http, &format!("{am}/api/v2/alerts"))
+        .await
+        .expect("alertmanager /api/v2/alerts");
+    let ours = am_alerts
+        .as_array()
+        .expect("alerts array")
+        .iter()
+        .find(|a| a["fingerprint"] == fingerprint)
+        .unwrap_or_else(|| panic!("our alert is gone from Alertmanager: {am_alerts}"));
+    assert_eq!(ours["status"]["state"], "suppressed", "{ours}");
+    assert!(
+        resolved["timeline"]
+            .as_array()
+            .is_some_and(|t| t.iter().any(|e| e["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("not delivered for 8s")))),
+        "the timeline should say the alert timed out: {resolved}"
+    );
+    poll_until(
+        "PagerDuty resolved",
+        Duration::from_secs(20),
+        children,
+        async || {
+            let a = pd.actions();
+            if a == ["trigger", "resolve"] {
+                Ok(())
+            } else {
+                Err(format!("{a:?}"))
+            }
+        },
+    )
+    .await;
 }
 
 const SLO_CMDB: &str = r#"
