@@ -1522,6 +1522,14 @@ async fn tickets_changed_downstream_act_on_the_incident() {
     )
     .await;
     assert_eq!(s, StatusCode::NOT_FOUND);
+    // Counted once each; the repeat and the unknown incident not at all.
+    let m = metrics(&r).await;
+    for line in [
+        r#"incidentd_inbound_updates_total{action="acknowledged",destination="jsm",via="webhook"} 1"#,
+        r#"incidentd_inbound_updates_total{action="resolved",destination="snow",via="webhook"} 1"#,
+    ] {
+        assert!(m.contains(line), "{line} missing:\n{m}");
+    }
     r.shutdown().await;
 }
 
@@ -1756,6 +1764,13 @@ async fn tickets_changed_downstream_are_read_back() {
         "{d}"
     );
     let m = metrics(&r).await;
+    for line in [
+        r#"incidentd_inbound_updates_total{action="resolved",destination="snow",via="poll"} 1"#,
+        r#"incidentd_inbound_updates_total{action="acknowledged",destination="snow",via="poll"} 1"#,
+        r#"incidentd_inbound_updates_total{action="resolved",destination="jsm",via="poll"} 1"#,
+    ] {
+        assert!(m.contains(line), "{line} missing:\n{m}");
+    }
     for dest in ["snow", "jsm"] {
         let line = format!(
             "incidentd_outbound_requests_total{{destination=\"{dest}\",operation=\"poll\",outcome=\"success\"}}"

@@ -905,11 +905,21 @@ async fn inbound_webhook(
     let unchanged = |reason: &str| {
         Json(json!({ "incident": id.0, "action": "none", "reason": reason })).into_response()
     };
+    let applied = |st: &AppState| {
+        st.metrics
+            .outbound
+            .inbound
+            .with_label_values(&[destination.as_str(), "webhook", done])
+            .inc();
+    };
     match st.engine.act(id, update.actor.clone(), op, None).await {
-        Ok(inc) => Ok(Json(
-            json!({ "incident": id.0, "action": done, "state": inc.state.as_str() }),
-        )
-        .into_response()),
+        Ok(inc) => {
+            applied(&st);
+            Ok(
+                Json(json!({ "incident": id.0, "action": done, "state": inc.state.as_str() }))
+                    .into_response(),
+            )
+        }
         Err(PipelineError::Engine(EngineError::AlreadyAcknowledged(_))) => {
             Ok(unchanged("already acknowledged"))
         }
@@ -932,6 +942,7 @@ async fn inbound_webhook(
             let shard = stored.shard;
             let r = forward(&st, f, stored, update.actor, op, None).await?;
             let status = r.status();
+            applied(&st);
             Ok((
                 status,
                 Json(json!({

@@ -255,7 +255,15 @@ impl Sender {
                 };
                 match self.engine.act(u.incident, u.actor.clone(), op, None).await {
                     Ok(_) => {
-                        tracing::info!(destination = %self.cfg.name, incident = u.incident.0, by = %u.actor, action = ?op, "ticket changed downstream; incident follows");
+                        let action = match op {
+                            Operation::Acknowledge => "acknowledged",
+                            _ => "resolved",
+                        };
+                        self.metrics
+                            .inbound
+                            .with_label_values(&[self.cfg.name.as_str(), "poll", action])
+                            .inc();
+                        tracing::info!(destination = %self.cfg.name, incident = u.incident.0, by = %u.actor, action, "ticket changed downstream; incident follows");
                     }
                     Err(PipelineError::Engine(
                         EngineError::NotActive(_) | EngineError::AlreadyAcknowledged(_),

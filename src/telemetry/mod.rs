@@ -70,6 +70,9 @@ pub struct OutboundMetrics {
     pub last_success: GaugeVec,
     /// 0 closed, 1 half-open, 2 open.
     pub breaker: IntGaugeVec,
+    /// Two-way sync applied here: `destination`, `via` (`webhook`,
+    /// `poll`), `action` (`acknowledged`, `resolved`).
+    pub inbound: IntCounterVec,
 }
 
 /// `incidentd_outbound_requests_total{outcome}` values.
@@ -488,6 +491,11 @@ impl Metrics {
                     "incidentd_outbound_requests_total",
                     "Requests to outbound destinations, by destination, operation (event) and outcome (success, retry, rejected).",
                     &["destination", "operation", "outcome"],
+                ),
+                inbound: counter_vec(
+                    "incidentd_inbound_updates_total",
+                    "Ticket changes from ServiceNow or Jira applied to incidents, by destination, via (webhook, poll) and action (acknowledged, resolved).",
+                    &["destination", "via", "action"],
                 ),
                 duration: reg(
                     &r,
