@@ -44,16 +44,22 @@ impl Backoff {
     }
 }
 
+/// The longest `Retry-After` obeyed: a destination asking for a day (a
+/// misconfigured proxy, a clock far off) must not silence paging that long.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
+
 /// A `Retry-After` value: delay-seconds or an HTTP-date (RFC 9110), as a
-/// wait from `now`; `None` if it is neither.
+/// wait from `now`, at most [`MAX_RETRY_AFTER`]; `None` if it is neither.
 pub fn retry_after(value: &str, now: Timestamp) -> Option<Duration> {
     let v = value.trim();
-    if let Ok(secs) = v.parse::<u64>() {
-        return Some(Duration::from_secs(secs));
-    }
-    let at = chrono::DateTime::parse_from_rfc2822(v).ok()?;
-    let ms = at.timestamp_millis() - now.millis();
-    Some(Duration::from_millis(u64::try_from(ms).unwrap_or(0)))
+    let wait = if let Ok(secs) = v.parse::<u64>() {
+        Duration::from_secs(secs)
+    } else {
+        let at = chrono::DateTime::parse_from_rfc2822(v).ok()?;
+        let ms = at.timestamp_millis() - now.millis();
+        Duration::from_millis(u64::try_from(ms).unwrap_or(0))
+    };
+    Some(wait.min(MAX_RETRY_AFTER))
 }
 
 /// The outcome of an HTTP answer (`status`, with its `Retry-After` already
@@ -177,6 +183,7 @@ mod tests {
             Some(Duration::ZERO)
         );
         assert_eq!(retry_after("soon", now), None);
+        assert_eq!(retry_after("86400", now), Some(MAX_RETRY_AFTER));
     }
 
     #[test]
