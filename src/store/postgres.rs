@@ -1012,8 +1012,9 @@ impl Store for PgStore {
                  JOIN incidents i ON i.id = r.incident_id
                  WHERE r.destination = $1 AND i.state <> 'resolved'
                    AND ($3::int[] IS NULL OR i.shard = ANY($3))
-                   AND NOT EXISTS (SELECT 1 FROM outbox o WHERE o.destination = r.destination
-                                   AND o.incident_id = r.incident_id AND o.done_at IS NULL)
+                   -- Uncorrelated: a hashed set built once, not a probe per ticket.
+                   AND r.incident_id NOT IN (SELECT o.incident_id FROM outbox o
+                                             WHERE o.destination = $1 AND o.done_at IS NULL)
                  ORDER BY r.incident_id LIMIT $2",
             )
             .bind(destination)

@@ -846,11 +846,13 @@ impl Store for SqliteStore {
                 "SELECT r.incident_id, r.external_id FROM outbound_refs r
                  JOIN incidents i ON i.id = r.incident_id
                  WHERE r.destination = ? AND i.state <> 'resolved'{only}
-                   AND NOT EXISTS (SELECT 1 FROM outbox o WHERE o.destination = r.destination
-                                   AND o.incident_id = r.incident_id AND o.done_at IS NULL)
+                   -- Uncorrelated: the pending set is built once, not per ticket.
+                   AND r.incident_id NOT IN (SELECT o.incident_id FROM outbox o
+                                             WHERE o.destination = ? AND o.done_at IS NULL)
                  ORDER BY r.incident_id LIMIT ?"
             );
             let rows: Vec<(i64, String)> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+                .bind(destination)
                 .bind(destination)
                 .bind(i64::from(limit))
                 .fetch_all(&self.reader)
