@@ -334,7 +334,14 @@ impl Sender {
                         due.push(probe);
                         next = None;
                     }
-                    Some(n) => return Ok(Some(n.next_at)),
+                    // While the breaker is open, wake for its probe too.
+                    Some(n) => {
+                        let wake = match self.breaker.allow(now) {
+                            Err(until) => n.next_at.min(until),
+                            Ok(()) => n.next_at,
+                        };
+                        return Ok(Some(wake));
+                    }
                     None => {
                         // Nothing pending: the gauge needs no query to say so.
                         self.metrics
