@@ -1158,17 +1158,72 @@ async fn servicenow_never_makes_a_second_ticket() {
     }
     r.shutdown().await;
 
+    // A rotated password: 401s are retried, not dropped, and once the
+    // configuration is fixed (a restart reads it) the ticket is made. (A
+    // ServiceNow of its own: incident ids start at 1 again.)
+    let (url, sn) = servicenow_fake("incidentd", "pw").await;
     let dir = tempfile::tempdir().expect("tempdir");
     let r = start(&config(dir.path(), &servicenow(&url, "wrong"))).await;
     let id = open(&r, "BadCreds").await;
-    wait_timeline(&r, id, "the refusal", |e| {
-        e["kind"] == "outbound_failed"
-            && e["message"]
-                .as_str()
-                .is_some_and(|m| m.contains("HTTP 401") && m.contains("User Not Authenticated"))
+    let m = wait_metric(
+        &r,
+        r#"incidentd_outbound_requests_total{destination="snow",operation="opened",outcome="retry"}"#,
+        2.0,
+    )
+    .await;
+    assert_eq!(
+        sample(
+            &m,
+            r#"incidentd_outbound_requests_total{destination="snow",operation="opened",outcome="rejected"}"#
+        ),
+        0.0,
+        "a refused credential must not drop the update:\n{m}"
+    );
+    let (_, d) = call(&r, "GET", &format!("/api/v1/incidents/{id}"), Value::Null).await;
+    assert!(
+        !d["timeline"]
+            .as_array()
+            .expect("timeline")
+            .iter()
+            .any(|e| e["kind"] == "outbound_failed"),
+        "{d}"
+    );
+    r.shutdown().await;
+    assert!(sn.lock().expect("sn").records.is_empty());
+    let r = start(&config(dir.path(), &servicenow(&url, "pw"))).await;
+    wait_for("the ticket after the fix", || {
+        sn.lock()
+            .expect("sn")
+            .records
+            .iter()
+            .any(|t| t["correlation_id"] == format!("incidentd-{id}").as_str())
     })
     .await;
+    let tickets = sn.lock().expect("sn").records.len();
+    assert_eq!(tickets, 1);
     r.shutdown().await;
+}
+
+/// The value of `series` (name and labels) in a scrape, 0 when absent.
+fn sample(metrics: &str, series: &str) -> f64 {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(series))
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .unwrap_or(0.0)
+}
+
+/// Polls `/metrics` until the sample `series` reaches `at_least`; the text.
+async fn wait_metric(r: &Running, series: &str, at_least: f64) -> String {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let m = metrics(r).await;
+        if sample(&m, series) >= at_least {
+            return m;
+        }
+        assert!(Instant::now() < deadline, "{series} below {at_least}:\n{m}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 /// Jira (Service Management) as far as incidentd uses it: customer

@@ -1,7 +1,7 @@
 //! When to try a delivery again: exponential backoff with full jitter,
-//! `Retry-After` honoured, 4xx other than 408/429 given up (a request the
-//! API refuses will be refused again), and a circuit breaker that stops
-//! hammering a destination that keeps failing.
+//! `Retry-After` honoured, 4xx other than 401/407/408/425/429 given up (a
+//! request the API refuses will be refused again), and a circuit breaker
+//! that stops hammering a destination that keeps failing.
 
 use crate::domain::Timestamp;
 use std::time::Duration;
@@ -80,6 +80,11 @@ pub fn classify(
     match status {
         Some(s) if (200..300).contains(&s) => Outcome::Delivered,
         None | Some(408 | 425 | 429) => again(),
+        // The credential refused (rotated, expired): every message would be
+        // refused alike until the configuration is fixed, so the backlog
+        // waits for that instead of being dropped. A 403 stays a refusal:
+        // permissions can be per record.
+        Some(401 | 407) => again(),
         Some(s) if s >= 500 => again(),
         Some(s) => Outcome::GiveUp(format!("HTTP {s}: the destination refused the request")),
     }
@@ -211,6 +216,11 @@ mod tests {
         ));
         assert!(matches!(
             classify(Some(404), None, 0, &b, 0.5),
+            Outcome::GiveUp(_)
+        ));
+        assert_eq!(classify(Some(401), None, 2, &b, 0.5), Outcome::Retry(S(2)));
+        assert!(matches!(
+            classify(Some(403), None, 0, &b, 0.5),
             Outcome::GiveUp(_)
         ));
     }

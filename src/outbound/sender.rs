@@ -218,15 +218,12 @@ impl Sender {
             };
             self.limiter.until_ready().await;
             let answer = self.call(&req, 0).await;
-            let outcome = if answer.ok() {
-                "success"
-            } else if answer
-                .status
-                .is_some_and(|s| (400..500).contains(&s) && s != 429)
-            {
-                "rejected"
-            } else {
-                "retry"
+            // Labelled as a delivery's answer would be (the next poll is
+            // the retry).
+            let outcome = match retry::classify(answer.status, None, 0, &self.cfg.backoff, 0.0) {
+                Outcome::Delivered => "success",
+                Outcome::Retry(_) => "retry",
+                Outcome::GiveUp(_) => "rejected",
             };
             self.metrics
                 .requests
