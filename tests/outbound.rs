@@ -1158,12 +1158,27 @@ async fn servicenow_never_makes_a_second_ticket() {
     }
     r.shutdown().await;
 
-    // A rotated password: 401s are retried, not dropped, and once the
-    // configuration is fixed (a restart reads it) the ticket is made. (A
-    // ServiceNow of its own: incident ids start at 1 again.)
-    let (url, sn) = servicenow_fake("incidentd", "pw").await;
+    // A wrong password is a refusal, on the timeline.
     let dir = tempfile::tempdir().expect("tempdir");
     let r = start(&config(dir.path(), &servicenow(&url, "wrong"))).await;
+    let id = open(&r, "BadCreds").await;
+    wait_timeline(&r, id, "the refusal", |e| {
+        e["kind"] == "outbound_failed"
+            && e["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("HTTP 401") && m.contains("User Not Authenticated"))
+    })
+    .await;
+    r.shutdown().await;
+
+    // With retry_unauthorized, a rotated password's 401s are retried, not
+    // dropped, and once the configuration is fixed (a restart reads it)
+    // the ticket is made. (A ServiceNow of its own: incident ids start at
+    // 1 again.)
+    let (url, sn) = servicenow_fake("incidentd", "pw").await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let hold = |pw: &str| format!("{}retry_unauthorized = true\n", servicenow(&url, pw));
+    let r = start(&config(dir.path(), &hold("wrong"))).await;
     let id = open(&r, "BadCreds").await;
     let m = wait_metric(
         &r,
@@ -1190,7 +1205,7 @@ async fn servicenow_never_makes_a_second_ticket() {
     );
     r.shutdown().await;
     assert!(sn.lock().expect("sn").records.is_empty());
-    let r = start(&config(dir.path(), &servicenow(&url, "pw"))).await;
+    let r = start(&config(dir.path(), &hold("pw"))).await;
     wait_for("the ticket after the fix", || {
         sn.lock()
             .expect("sn")

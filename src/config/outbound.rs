@@ -65,6 +65,8 @@ pub struct RawDestination {
     pub backoff_max: Option<String>,
     pub breaker_failures: Option<u32>,
     pub breaker_cool_down: Option<String>,
+    /// Retry 401/407 (a refused credential) instead of giving the message up.
+    pub retry_unauthorized: bool,
     /// Only incidents a rule's `notify` names this destination for (no
     /// route of its own).
     pub rules_only: bool,
@@ -136,6 +138,9 @@ pub struct DestinationConfig {
     pub inbound_token: Option<Secret>,
     /// How often tickets are read back (ServiceNow, Jira); `None`: never.
     pub poll_interval: Option<Duration>,
+    /// 401/407 retried (the backlog waits for a fixed credential) rather
+    /// than refused.
+    pub retry_unauthorized: bool,
 }
 
 fn secret(inline: &Option<String>, file: &Option<PathBuf>) -> Result<Option<Secret>, String> {
@@ -460,6 +465,7 @@ pub fn destinations(errs: &mut Vec<FieldError>, raw: &RawOutbound) -> Vec<Destin
                 breaker_cool_down,
                 inbound_token,
                 poll_interval: (!poll.is_zero()).then_some(poll),
+                retry_unauthorized: d.retry_unauthorized,
             });
         }
     }

@@ -1,7 +1,8 @@
 //! When to try a delivery again: exponential backoff with full jitter,
-//! `Retry-After` honoured, 4xx other than 401/407/408/425/429 given up (a
-//! request the API refuses will be refused again), and a circuit breaker
-//! that stops hammering a destination that keeps failing.
+//! `Retry-After` honoured, 4xx other than 408/425/429 given up (a request
+//! the API refuses will be refused again; 401/407 retried only where the
+//! destination says so), and a circuit breaker that stops hammering a
+//! destination that keeps failing.
 
 use crate::domain::Timestamp;
 use std::time::Duration;
@@ -64,12 +65,14 @@ pub fn retry_after(value: &str, now: Timestamp) -> Option<Duration> {
 
 /// The outcome of an HTTP answer (`status`, with its `Retry-After` already
 /// parsed) to attempt number `attempt` (0 = first). A transport error (no
-/// answer at all) is `status` `None`.
+/// answer at all) is `status` `None`. With `retry_unauthorized`, 401 and
+/// 407 are retried too.
 pub fn classify(
     status: Option<u16>,
     retry_after: Option<Duration>,
     attempt: u32,
     backoff: &Backoff,
+    retry_unauthorized: bool,
     unit: f64,
 ) -> Outcome {
     let again = || {
@@ -81,10 +84,10 @@ pub fn classify(
         Some(s) if (200..300).contains(&s) => Outcome::Delivered,
         None | Some(408 | 425 | 429) => again(),
         // The credential refused (rotated, expired): every message would be
-        // refused alike until the configuration is fixed, so the backlog
-        // waits for that instead of being dropped. A 403 stays a refusal:
-        // permissions can be per record.
-        Some(401 | 407) => again(),
+        // refused alike until the configuration is fixed; where asked, the
+        // backlog waits for that instead of being dropped. A 403 stays a
+        // refusal: permissions can be per record.
+        Some(401 | 407) if retry_unauthorized => again(),
         Some(s) if s >= 500 => again(),
         Some(s) => Outcome::GiveUp(format!("HTTP {s}: the destination refused the request")),
     }
@@ -197,30 +200,46 @@ mod tests {
             base: S(1),
             max: S(60),
         };
-        assert_eq!(classify(Some(202), None, 0, &b, 0.5), Outcome::Delivered);
-        assert_eq!(classify(Some(503), None, 2, &b, 0.5), Outcome::Retry(S(2)));
-        assert_eq!(classify(None, None, 1, &b, 0.5), Outcome::Retry(S(1)));
+        assert_eq!(
+            classify(Some(202), None, 0, &b, false, 0.5),
+            Outcome::Delivered
+        );
+        assert_eq!(
+            classify(Some(503), None, 2, &b, false, 0.5),
+            Outcome::Retry(S(2))
+        );
+        assert_eq!(
+            classify(None, None, 1, &b, false, 0.5),
+            Outcome::Retry(S(1))
+        );
         // Retry-After longer than the backoff wins, even past the max.
         assert_eq!(
-            classify(Some(429), Some(S(90)), 0, &b, 0.5),
+            classify(Some(429), Some(S(90)), 0, &b, false, 0.5),
             Outcome::Retry(S(90))
         );
         // Shorter: the backoff still spreads the retries.
         assert_eq!(
-            classify(Some(429), Some(Duration::ZERO), 4, &b, 0.5),
+            classify(Some(429), Some(Duration::ZERO), 4, &b, false, 0.5),
             Outcome::Retry(S(8))
         );
         assert!(matches!(
-            classify(Some(400), None, 0, &b, 0.5),
+            classify(Some(400), None, 0, &b, false, 0.5),
             Outcome::GiveUp(m) if m.contains("400")
         ));
         assert!(matches!(
-            classify(Some(404), None, 0, &b, 0.5),
+            classify(Some(404), None, 0, &b, false, 0.5),
             Outcome::GiveUp(_)
         ));
-        assert_eq!(classify(Some(401), None, 2, &b, 0.5), Outcome::Retry(S(2)));
+        assert_eq!(
+            classify(Some(401), None, 2, &b, true, 0.5),
+            Outcome::Retry(S(2))
+        );
         assert!(matches!(
-            classify(Some(403), None, 0, &b, 0.5),
+            classify(Some(401), None, 2, &b, false, 0.5),
+            Outcome::GiveUp(_)
+        ));
+        assert!(matches!(
+            classify(Some(403), None, 0, &b, false, 0.5),
             Outcome::GiveUp(_)
         ));
     }

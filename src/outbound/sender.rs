@@ -220,7 +220,14 @@ impl Sender {
             let answer = self.call(&req, 0).await;
             // Labelled as a delivery's answer would be (the next poll is
             // the retry).
-            let outcome = match retry::classify(answer.status, None, 0, &self.cfg.backoff, 0.0) {
+            let outcome = match retry::classify(
+                answer.status,
+                None,
+                0,
+                &self.cfg.backoff,
+                self.cfg.retry_unauthorized,
+                0.0,
+            ) {
                 Outcome::Delivered => "success",
                 Outcome::Retry(_) => "retry",
                 Outcome::GiveUp(_) => "rejected",
@@ -648,6 +655,7 @@ impl Sender {
             answer.retry_after,
             row.attempts,
             &self.cfg.backoff,
+            self.cfg.retry_unauthorized,
             unit,
         );
         let detail = answer.detail;
