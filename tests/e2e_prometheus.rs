@@ -58,14 +58,7 @@ fn alertmanager_fingerprint_matches_real_alertmanager() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prometheus_alertmanager_incidentd_end_to_end() {
-    if std::env::var("INCIDENTD_TEST_E2E").as_deref() != Ok("1") {
-        // Straight to stderr, not `eprintln!`: libtest captures the macro's
-        // output of a passing test, and the skip must be visible.
-        let _ = writeln!(
-            std::io::stderr(),
-            "skipped e2e_prometheus: INCIDENTD_TEST_E2E is not 1 (this suite starts real \
-             prometheus and prometheus-alertmanager; .ci/run installs them and sets it)"
-        );
+    if !e2e_enabled("prometheus_alertmanager_incidentd_end_to_end") {
         return;
     }
     // Declared here, outside the time-boxed future, so that on a time-out the
@@ -73,11 +66,32 @@ async fn prometheus_alertmanager_incidentd_end_to_end() {
     // dropped after `children`) are printed by the panic below.
     let tmp = tempfile::tempdir().expect("tempdir");
     let mut children = Children::default();
-    if tokio::time::timeout(WHOLE_TEST, run(tmp.path(), &mut children, None))
-        .await
-        .is_err()
-    {
-        panic!("e2e_prometheus did not finish within {WHOLE_TEST:?}");
+    time_boxed(
+        "prometheus_alertmanager_incidentd_end_to_end",
+        run(tmp.path(), &mut children, None),
+    )
+    .await;
+}
+
+/// Whether the suite runs (`INCIDENTD_TEST_E2E=1`); says so when it does not.
+fn e2e_enabled(test: &str) -> bool {
+    if std::env::var("INCIDENTD_TEST_E2E").as_deref() == Ok("1") {
+        return true;
+    }
+    // Straight to stderr, not `eprintln!`: libtest captures the macro's
+    // output of a passing test, and the skip must be visible.
+    let _ = writeln!(
+        std::io::stderr(),
+        "skipped e2e_prometheus::{test}: INCIDENTD_TEST_E2E is not 1 (this suite starts real \
+         prometheus and prometheus-alertmanager; .ci/run installs them and sets it)"
+    );
+    false
+}
+
+/// Runs `test` for at most [`WHOLE_TEST`].
+async fn time_boxed(test: &str, test_run: impl std::future::Future<Output = ()>) {
+    if tokio::time::timeout(WHOLE_TEST, test_run).await.is_err() {
+        panic!("{test} did not finish within {WHOLE_TEST:?}");
     }
 }
 
@@ -87,23 +101,14 @@ async fn prometheus_alertmanager_incidentd_end_to_end() {
 /// stops repeating it, and PagerDuty hears the resolution.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_silence_upstream_resolves_the_incident_downstream() {
-    if std::env::var("INCIDENTD_TEST_E2E").as_deref() != Ok("1") {
-        let _ = writeln!(
-            std::io::stderr(),
-            "skipped e2e_prometheus::a_silence_upstream_resolves_the_incident_downstream: \
-             INCIDENTD_TEST_E2E is not 1 (.ci/run installs prometheus and alertmanager and sets it)"
-        );
+    const TEST: &str = "a_silence_upstream_resolves_the_incident_downstream";
+    if !e2e_enabled(TEST) {
         return;
     }
     let tmp = tempfile::tempdir().expect("tempdir");
     let mut children = Children::default();
     let pd = start_pagerduty().await;
-    if tokio::time::timeout(WHOLE_TEST, run(tmp.path(), &mut children, Some(&pd)))
-        .await
-        .is_err()
-    {
-        panic!("the silence e2e test did not finish within {WHOLE_TEST:?}");
-    }
+    time_boxed(TEST, run(tmp.path(), &mut children, Some(&pd))).await;
 }
 
 /// A PagerDuty Events API on 127.0.0.1 recording `event_action`s.
@@ -204,6 +209,49 @@ async fn start_prometheus(
     .await;
 }
 
+/// `incidentd serve` on 127.0.0.1:`port` with the config `toml` (and
+/// `cmdb`), data under `dir`; waits until it is ready.
+async fn start_incidentd(
+    dir: &Path,
+    port: u16,
+    toml: &str,
+    cmdb: Option<&Path>,
+    http: &reqwest::Client,
+    children: &mut Children,
+) {
+    let config = dir.join("incidentd.toml");
+    write(&config, toml);
+    let data_dir = dir.join("incidentd-data");
+    std::fs::create_dir(&data_dir).expect("mkdir data dir");
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_incidentd"));
+    cmd.arg("serve")
+        .arg("--config")
+        .arg(&config)
+        .arg("--listen")
+        .arg(format!("127.0.0.1:{port}"))
+        .arg("--data-dir")
+        .arg(&data_dir)
+        .arg("--rules")
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("rules"));
+    if let Some(c) = cmdb {
+        cmd.arg("--cmdb").arg(c);
+    }
+    // No ./data or ./deploy/cmdb.yaml of the checkout is picked up.
+    cmd.current_dir(dir);
+    if std::env::var_os("RUST_LOG").is_none() {
+        cmd.env("RUST_LOG", "info,incidentd=debug");
+    }
+    children.spawn("incidentd", cmd, dir);
+    support::wait_http_ok(
+        "incidentd /readyz",
+        http,
+        &format!("http://127.0.0.1:{port}/readyz"),
+        START_TIMEOUT,
+        children,
+    )
+    .await;
+}
+
 fn incidents_of(body: &Value) -> Result<Vec<Value>, String> {
     body.get("incidents")
         .and_then(Value::as_array)
@@ -268,7 +316,6 @@ async fn run(dir: &Path, children: &mut Children, silence: Option<&Pagerduty>) {
     let am = format!("http://127.0.0.1:{am_port}");
 
     // 2. incidentd.
-    let config = dir.join("incidentd.toml");
     let mut incidentd_toml = "[incident]\nauto_resolve_hold = \"0s\"\n".to_string();
     if let Some(pd) = silence {
         // Alertmanager repeats a firing alert every 2 s (below); 8 s
@@ -278,34 +325,7 @@ async fn run(dir: &Path, children: &mut Children, silence: Option<&Pagerduty>) {
             pd.url
         ));
     }
-    write(&config, &incidentd_toml);
-    let data_dir = dir.join("incidentd-data");
-    std::fs::create_dir(&data_dir).expect("mkdir data dir");
-    let rules_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("rules");
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_incidentd"));
-    cmd.arg("serve")
-        .arg("--config")
-        .arg(&config)
-        .arg("--listen")
-        .arg(format!("127.0.0.1:{inc_port}"))
-        .arg("--data-dir")
-        .arg(&data_dir)
-        .arg("--rules")
-        .arg(&rules_dir)
-        // No ./data or ./deploy/cmdb.yaml of the checkout is picked up.
-        .current_dir(dir);
-    if std::env::var_os("RUST_LOG").is_none() {
-        cmd.env("RUST_LOG", "info,incidentd=debug");
-    }
-    children.spawn("incidentd", cmd, dir);
-    support::wait_http_ok(
-        "incidentd /readyz",
-        &http,
-        &format!("{inc}/readyz"),
-        START_TIMEOUT,
-        children,
-    )
-    .await;
+    start_incidentd(dir, inc_port, &incidentd_toml, None, &http, children).await;
     let (status, _) = support::get_text(&http, &format!("{inc}/healthz"))
         .await
         .expect("incidentd /healthz");
@@ -691,22 +711,16 @@ fn ms_of(v: &Value) -> i64 {
 /// the shipped Grafana dashboard is also run, and must be valid PromQL.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slo_error_budget_through_prometheus() {
-    if std::env::var("INCIDENTD_TEST_E2E").as_deref() != Ok("1") {
-        let _ = writeln!(
-            std::io::stderr(),
-            "skipped e2e_prometheus::slo_error_budget_through_prometheus: INCIDENTD_TEST_E2E is \
-             not 1 (this test starts a real prometheus; .ci/run installs it and sets it)"
-        );
+    if !e2e_enabled("slo_error_budget_through_prometheus") {
         return;
     }
     let tmp = tempfile::tempdir().expect("tempdir");
     let mut children = Children::default();
-    if tokio::time::timeout(WHOLE_TEST, run_slo(tmp.path(), &mut children))
-        .await
-        .is_err()
-    {
-        panic!("slo_error_budget_through_prometheus did not finish within {WHOLE_TEST:?}");
-    }
+    time_boxed(
+        "slo_error_budget_through_prometheus",
+        run_slo(tmp.path(), &mut children),
+    )
+    .await;
 }
 
 async fn run_slo(dir: &Path, children: &mut Children) {
@@ -728,29 +742,12 @@ async fn run_slo(dir: &Path, children: &mut Children) {
 
     let cmdb = dir.join("cmdb.yaml");
     write(&cmdb, SLO_CMDB);
-    let config = dir.join("incidentd.toml");
-    write(&config, "[slo]\nrefresh = \"1s\"\n");
-    let data_dir = dir.join("incidentd-data");
-    std::fs::create_dir(&data_dir).expect("mkdir data dir");
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_incidentd"));
-    cmd.arg("serve")
-        .arg("--config")
-        .arg(&config)
-        .arg("--listen")
-        .arg(format!("127.0.0.1:{inc_port}"))
-        .arg("--data-dir")
-        .arg(&data_dir)
-        .arg("--rules")
-        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("rules"))
-        .arg("--cmdb")
-        .arg(&cmdb)
-        .current_dir(dir);
-    children.spawn("incidentd", cmd, dir);
-    support::wait_http_ok(
-        "incidentd /readyz",
+    start_incidentd(
+        dir,
+        inc_port,
+        "[slo]\nrefresh = \"1s\"\n",
+        Some(&cmdb),
         &http,
-        &format!("{inc}/readyz"),
-        START_TIMEOUT,
         children,
     )
     .await;
