@@ -526,39 +526,20 @@ impl Sender {
         else {
             return Ok(Answer::refused("not a ServiceNow destination"));
         };
-        let sys_id = match self.store.outbound_ref(&self.cfg.name, inc.id).await? {
-            Some(s) => s,
-            None => {
-                let found = self.call(&sn::lookup(inc), row.id).await;
-                if !found.ok() {
-                    return Ok(found);
-                }
-                match sn::sys_id(&found.json) {
-                    Some(s) => s,
-                    None => {
-                        let created = self
-                            .call(&sn::create(inc, assignment_group.as_deref()), row.id)
-                            .await;
-                        if !created.ok() {
-                            return Ok(created);
-                        }
-                        let Some(s) = sn::sys_id(&created.json) else {
-                            return Ok(Answer::refused("the create answered without a sys_id"));
-                        };
-                        self.store
-                            .set_outbound_ref(&self.cfg.name, inc.id, &s)
-                            .await?;
-                        if kind == EventKind::Opened {
-                            return Ok(created);
-                        }
-                        s
-                    }
-                }
-            }
-        };
-        self.store
-            .set_outbound_ref(&self.cfg.name, inc.id, &sys_id)
+        let ticket = self
+            .ticket(
+                row,
+                || sn::lookup(inc),
+                sn::sys_id,
+                || sn::create(inc, assignment_group.as_deref()),
+                sn::sys_id,
+                "the create answered without a sys_id",
+            )
             .await?;
+        let sys_id = match ticket {
+            Ticket::Known(s) => s,
+            Ticket::Done(answer) => return Ok(answer),
+        };
         let note = work_note(inc, kind);
         Ok(self
             .call(&sn::update(inc, &sys_id, kind, &note), row.id)
@@ -584,37 +565,20 @@ impl Sender {
         else {
             return Ok(Answer::refused("not a Jira destination"));
         };
-        let key = match self.store.outbound_ref(&self.cfg.name, inc.id).await? {
-            Some(k) => k,
-            None => {
-                let found = self.call(&jira::search(inc), row.id).await;
-                if !found.ok() {
-                    return Ok(found);
-                }
-                match jira::found_key(&found.json) {
-                    Some(k) => k,
-                    None => {
-                        let created = self.call(&jira::create(inc, target), row.id).await;
-                        if !created.ok() {
-                            return Ok(created);
-                        }
-                        let Some(k) = jira::created_key(&created.json) else {
-                            return Ok(Answer::refused("the create answered without an issue key"));
-                        };
-                        self.store
-                            .set_outbound_ref(&self.cfg.name, inc.id, &k)
-                            .await?;
-                        if kind == EventKind::Opened {
-                            return Ok(created);
-                        }
-                        k
-                    }
-                }
-            }
-        };
-        self.store
-            .set_outbound_ref(&self.cfg.name, inc.id, &key)
+        let ticket = self
+            .ticket(
+                row,
+                || jira::search(inc),
+                jira::found_key,
+                || jira::create(inc, target),
+                jira::created_key,
+                "the create answered without an issue key",
+            )
             .await?;
+        let key = match ticket {
+            Ticket::Known(k) => k,
+            Ticket::Done(answer) => return Ok(answer),
+        };
         if let Some(category) = jira::category_for(kind) {
             let available = self.call(&jira::transitions(&key), row.id).await;
             if !available.ok() {
@@ -633,6 +597,50 @@ impl Sender {
         Ok(self
             .call(&jira::comment(&key, &work_note(inc, kind)), row.id)
             .await)
+    }
+
+    /// The id of the ticket of `row`'s incident at this destination: the
+    /// stored one, else the one `lookup` finds (a create whose answer was
+    /// lost), else the one `create` makes; a found or made id is stored.
+    /// `Done` when the delivery ends here: a call failed (its answer is the
+    /// delivery's), or the event was `opened` and the create was all of it.
+    async fn ticket(
+        &self,
+        row: &OutboxRow,
+        lookup: impl FnOnce() -> Request,
+        found: fn(&serde_json::Value) -> Option<String>,
+        create: impl FnOnce() -> Request,
+        created: fn(&serde_json::Value) -> Option<String>,
+        no_id: &str,
+    ) -> Result<Ticket, StoreError> {
+        let inc = row.message.incident.id;
+        if let Some(id) = self.store.outbound_ref(&self.cfg.name, inc).await? {
+            return Ok(Ticket::Known(id));
+        }
+        let looked = self.call(&lookup(), row.id).await;
+        if !looked.ok() {
+            return Ok(Ticket::Done(looked));
+        }
+        if let Some(id) = found(&looked.json) {
+            self.store
+                .set_outbound_ref(&self.cfg.name, inc, &id)
+                .await?;
+            return Ok(Ticket::Known(id));
+        }
+        let made = self.call(&create(), row.id).await;
+        if !made.ok() {
+            return Ok(Ticket::Done(made));
+        }
+        let Some(id) = created(&made.json) else {
+            return Ok(Ticket::Done(Answer::refused(no_id)));
+        };
+        self.store
+            .set_outbound_ref(&self.cfg.name, inc, &id)
+            .await?;
+        if row.message.kind == EventKind::Opened {
+            return Ok(Ticket::Done(made));
+        }
+        Ok(Ticket::Known(id))
     }
 
     async fn deliver(&mut self, row: OutboxRow) -> Result<(), StoreError> {
@@ -727,6 +735,13 @@ impl Sender {
         self.set_breaker();
         Ok(())
     }
+}
+
+/// Where an incident's ticket stands before its update (see
+/// [`Sender::ticket`]).
+enum Ticket {
+    Known(String),
+    Done(Answer),
 }
 
 /// What a destination answered to one call.
