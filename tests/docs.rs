@@ -2,15 +2,13 @@
 //! family the daemon exports must be in it, so a new metric cannot ship
 //! undocumented.
 
-use axum::body::Body;
-use axum::http::Request;
-use http_body_util::BodyExt;
+mod support;
+
 use incidentd::app;
 use incidentd::config::{self, Overrides};
 use incidentd::domain::SystemClock;
 use std::path::Path;
 use std::sync::Arc;
-use tower::ServiceExt;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_exported_metric_is_in_the_readme() {
@@ -37,20 +35,8 @@ async fn every_exported_metric_is_in_the_readme() {
     let r = app::start(&cfg, Arc::new(SystemClock))
         .await
         .expect("daemon starts");
-    let req = Request::builder()
-        .uri("/metrics")
-        .body(Body::empty())
-        .expect("request");
-    let resp = r.router.clone().oneshot(req).await.expect("response");
-    let text = String::from_utf8(
-        resp.into_body()
-            .collect()
-            .await
-            .expect("body")
-            .to_bytes()
-            .to_vec(),
-    )
-    .expect("utf-8");
+    let (_, bytes) = support::oneshot(&r.router, "GET", "/metrics", &[], Vec::new()).await;
+    let text = String::from_utf8(bytes).expect("utf-8");
     r.shutdown().await;
     let families: Vec<&str> = text
         .lines()

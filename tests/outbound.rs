@@ -6,6 +6,8 @@
 //! retried but put on the incident's timeline, the backlog kept across a
 //! restart, the rate limit kept, redirects never followed.
 
+mod support;
+
 use axum::body::{Body, Bytes};
 use axum::http::{HeaderMap, Method, Request, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -18,7 +20,6 @@ use std::collections::VecDeque;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tower::ServiceExt;
 
 /// One request a fake destination received.
 #[derive(Debug, Clone)]
@@ -198,6 +199,14 @@ fn pagerduty(url: &str, extra: &str) -> String {
     )
 }
 
+/// A clock the test moves, just after the test alerts start.
+fn simulated_clock() -> Arc<ManualClock> {
+    let t0 = Timestamp::parse_rfc3339("2026-11-30T10:00:05Z")
+        .expect("time")
+        .expect("time");
+    Arc::new(ManualClock::new(t0))
+}
+
 async fn start(c: &Config) -> Running {
     app::start(c, Arc::new(SystemClock))
         .await
@@ -205,15 +214,8 @@ async fn start(c: &Config) -> Running {
 }
 
 async fn call(r: &Running, method: &str, uri: &str, body: Value) -> (StatusCode, Value) {
-    let req = Request::builder()
-        .method(method)
-        .uri(uri)
-        .header(header::CONTENT_TYPE, "application/json")
-        .body(Body::from(body.to_string()))
-        .expect("request");
-    let resp = r.router.clone().oneshot(req).await.expect("response");
-    let status = resp.status();
-    let bytes = resp.into_body().collect().await.expect("body").to_bytes();
+    let (status, bytes) =
+        support::oneshot(&r.router, method, uri, &[], body.to_string().into_bytes()).await;
     (
         status,
         serde_json::from_slice(&bytes).unwrap_or(Value::Null),
@@ -261,13 +263,8 @@ async fn wait_timeline(r: &Running, id: i64, what: &str, pred: impl Fn(&Value) -
 }
 
 async fn metrics(r: &Running) -> String {
-    let req = Request::builder()
-        .uri("/metrics")
-        .body(Body::empty())
-        .expect("request");
-    let resp = r.router.clone().oneshot(req).await.expect("response");
-    let bytes = resp.into_body().collect().await.expect("body").to_bytes();
-    String::from_utf8(bytes.to_vec()).expect("utf-8")
+    let (_, bytes) = support::oneshot(&r.router, "GET", "/metrics", &[], Vec::new()).await;
+    String::from_utf8(bytes).expect("utf-8")
 }
 
 fn actions(seen: &[Seen]) -> Vec<(String, String)> {
@@ -464,10 +461,7 @@ async fn an_outage_delays_but_never_reorders_or_duplicates() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn five_simulated_minutes_of_outage_then_every_update_once_in_order() {
     let pd = Fake::start(answer(503)).await;
-    let t0 = Timestamp::parse_rfc3339("2026-11-30T10:00:05Z")
-        .expect("time")
-        .expect("time");
-    let clock = Arc::new(ManualClock::new(t0));
+    let clock = simulated_clock();
     let dir = tempfile::tempdir().expect("tempdir");
     let cfg = config(
         dir.path(),
@@ -1483,16 +1477,15 @@ async fn jira_request_follows_the_incident() {
 }
 
 async fn call_with_token(r: &Running, uri: &str, token: &str, body: Value) -> (StatusCode, Value) {
-    let req = Request::builder()
-        .method("POST")
-        .uri(uri)
-        .header(header::CONTENT_TYPE, "application/json")
-        .header(header::AUTHORIZATION, format!("Bearer {token}"))
-        .body(Body::from(body.to_string()))
-        .expect("request");
-    let resp = r.router.clone().oneshot(req).await.expect("response");
-    let status = resp.status();
-    let bytes = resp.into_body().collect().await.expect("body").to_bytes();
+    let bearer = format!("Bearer {token}");
+    let (status, bytes) = support::oneshot(
+        &r.router,
+        "POST",
+        uri,
+        &[("authorization", &bearer)],
+        body.to_string().into_bytes(),
+    )
+    .await;
     (
         status,
         serde_json::from_slice(&bytes).unwrap_or(Value::Null),
@@ -1857,10 +1850,7 @@ async fn tickets_changed_downstream_are_read_back() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn finished_messages_are_pruned_after_the_retention() {
     let pd = Fake::start(answer(202)).await;
-    let t0 = Timestamp::parse_rfc3339("2026-11-30T10:00:05Z")
-        .expect("time")
-        .expect("time");
-    let clock = Arc::new(ManualClock::new(t0));
+    let clock = simulated_clock();
     let dir = tempfile::tempdir().expect("tempdir");
     let cfg = config(dir.path(), &pagerduty(&pd.url, ""));
     let db = format!(

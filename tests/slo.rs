@@ -3,9 +3,9 @@
 //! catalog, at 0 downtime from the start; and the shipped Grafana
 //! dashboard names only metrics that incidentd exports.
 
-use axum::body::Body;
-use axum::http::{Request, StatusCode, header};
-use http_body_util::BodyExt;
+mod support;
+
+use axum::http::StatusCode;
 use incidentd::app::{self, Running};
 use incidentd::config::{self, Config, Overrides, RawConfig};
 use incidentd::domain::SystemClock;
@@ -14,7 +14,6 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
-use tower::ServiceExt;
 
 const CMDB: &str = r#"
 version: 1
@@ -65,16 +64,7 @@ async fn start(c: &Config) -> Running {
 }
 
 async fn call(r: &Running, method: &str, uri: &str, body: String) -> (StatusCode, Vec<u8>) {
-    let req = Request::builder()
-        .method(method)
-        .uri(uri)
-        .header(header::CONTENT_TYPE, "application/json")
-        .body(Body::from(body))
-        .expect("request");
-    let resp = r.router.clone().oneshot(req).await.expect("response");
-    let status = resp.status();
-    let bytes = resp.into_body().collect().await.expect("body").to_bytes();
-    (status, bytes.to_vec())
+    support::oneshot(&r.router, method, uri, &[], body.into_bytes()).await
 }
 
 async fn scrape(r: &Running) -> String {

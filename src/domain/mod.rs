@@ -112,6 +112,8 @@ impl IncidentState {
         IncidentState::Acknowledged,
         IncidentState::Resolved,
     ];
+    /// The states of an incident still being worked (the gauges' states).
+    pub const ACTIVE: [IncidentState; 2] = [IncidentState::Open, IncidentState::Acknowledged];
     pub fn as_str(self) -> &'static str {
         match self {
             IncidentState::Open => "open",

@@ -769,10 +769,7 @@ fn update_gauges(shards: &mut Shards, metrics: &Metrics, now: crate::domain::Tim
         }
     }
     for (pi, p) in Priority::ALL.iter().enumerate() {
-        for (si, s) in [IncidentState::Open, IncidentState::Acknowledged]
-            .iter()
-            .enumerate()
-        {
+        for (si, s) in IncidentState::ACTIVE.iter().enumerate() {
             metrics
                 .incidents_active
                 .with_label_values(&[p.as_str(), s.as_str()])
@@ -781,10 +778,7 @@ fn update_gauges(shards: &mut Shards, metrics: &Metrics, now: crate::domain::Tim
     }
     for (svc, by_priority) in services.iter().zip(&counts) {
         for (pi, p) in Priority::ALL.iter().enumerate() {
-            for (si, s) in [IncidentState::Open, IncidentState::Acknowledged]
-                .iter()
-                .enumerate()
-            {
+            for (si, s) in IncidentState::ACTIVE.iter().enumerate() {
                 metrics
                     .incidents_open
                     .with_label_values(&[svc, p.as_str(), s.as_str()])

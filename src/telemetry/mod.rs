@@ -583,7 +583,7 @@ impl Metrics {
             }
         }
         for p in Priority::ALL {
-            for s in [IncidentState::Open, IncidentState::Acknowledged] {
+            for s in IncidentState::ACTIVE {
                 m.incidents_open
                     .with_label_values(&["none", p.as_str(), s.as_str()]);
                 m.incidents_active

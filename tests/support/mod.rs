@@ -265,3 +265,28 @@ pub fn kafka_group_offsets(
 pub fn kafka_group_lag(brokers: &str, group: &str, topic: &str, partitions: i32) -> i64 {
     kafka_group_offsets(brokers, group, topic, partitions).map_or(i64::MAX, |(c, h)| h - c)
 }
+
+/// One request to an in-process router (no socket): the status and the
+/// body. `headers` are added as given; a body is sent as JSON.
+pub async fn oneshot(
+    router: &axum::Router,
+    method: &str,
+    uri: &str,
+    headers: &[(&str, &str)],
+    body: Vec<u8>,
+) -> (axum::http::StatusCode, Vec<u8>) {
+    use http_body_util::BodyExt;
+    use tower::ServiceExt;
+    let mut req = axum::http::Request::builder().method(method).uri(uri);
+    if !body.is_empty() {
+        req = req.header(axum::http::header::CONTENT_TYPE, "application/json");
+    }
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let req = req.body(axum::body::Body::from(body)).expect("request");
+    let resp = router.clone().oneshot(req).await.expect("response");
+    let status = resp.status();
+    let bytes = resp.into_body().collect().await.expect("body").to_bytes();
+    (status, bytes.to_vec())
+}
