@@ -13,6 +13,7 @@ pub mod dedup;
 pub mod domain;
 pub mod incident;
 pub mod ingest;
+pub mod net;
 pub mod normalize;
 pub mod outbound;
 pub mod rules;

@@ -160,7 +160,9 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("incidentd: {e:#}");
+            // Every cause once, secrets in URLs masked.
+            let err: &(dyn std::error::Error + 'static) = e.as_ref();
+            eprintln!("incidentd: {}", incidentd::net::chain(err));
             ExitCode::FAILURE
         }
     }

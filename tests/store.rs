@@ -1038,7 +1038,7 @@ async fn outbox_is_written_with_its_change_and_finished_once(db: Db) {
 
     let (first, second) = (pending[0].id, pending[1].id);
     store
-        .outbox_retry(first, 1, Timestamp(9_000), "HTTP 503".into())
+        .outbox_retry(first, 1, Timestamp(9_000), "HTTP 503".into(), None)
         .await
         .unwrap();
     let again = store

@@ -1,6 +1,7 @@
 //! Wiring only: builds the stages from config, connects them with channels,
 //! and handles signals and graceful shutdown.
 
+mod connect;
 mod reload;
 
 use crate::api::{self, AppState, SourceGate};
@@ -19,7 +20,7 @@ use crate::store::{
     DynStore, IncidentQuery, PgStore, SqliteOptions, SqliteStore, StateFilter, Store,
 };
 use crate::telemetry::{self, Metrics};
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use reload::CmdbReloader;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -28,19 +29,9 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 fn read_secret(s: &Option<Secret>, what: &str) -> Result<Option<String>> {
-    match s {
-        None => Ok(None),
-        Some(Secret::Inline(t)) => Ok(Some(t.clone())),
-        Some(Secret::File(p)) => {
-            let t = std::fs::read_to_string(p)
-                .with_context(|| format!("reading {what} token file {}", p.display()))?;
-            let t = t.trim().to_string();
-            if t.is_empty() {
-                bail!("{what} token file {} is empty", p.display());
-            }
-            Ok(Some(t))
-        }
-    }
+    s.as_ref()
+        .map(|s| connect::read_secret(s, &format!("{what} token")))
+        .transpose()
 }
 
 fn load_rules(dir: &Path) -> Result<RuleSet> {
@@ -99,10 +90,19 @@ async fn open_store(cfg: &Config) -> Result<DynStore> {
         StoreBackend::Postgres {
             url,
             max_connections,
+            password,
         } => Arc::new(
-            PgStore::connect(url, *max_connections)
-                .await
-                .with_context(|| format!("opening the PostgreSQL store at {}", redact(url)))?,
+            PgStore::connect_with(
+                connect::pg_options(url, password.as_ref())?,
+                *max_connections,
+            )
+            .await
+            .with_context(|| {
+                format!(
+                    "opening the PostgreSQL store at {}",
+                    crate::net::redact_url(url)
+                )
+            })?,
         ),
     })
 }
@@ -134,17 +134,12 @@ async fn refresh_changes(
     }
 }
 
-/// A URL without its password, for messages.
-fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(s), Some(at)) if at > s => {
-            let creds = &url[s + 3..at];
-            match creds.find(':') {
-                Some(c) => format!("{}{}:***{}", &url[..s + 3], &creds[..c], &url[at..]),
-                None => url.to_string(),
-            }
-        }
-        _ => url.to_string(),
+/// How a client's proxy is shown in logs (never its password).
+fn proxy_summary(p: &config::net::ProxyConfig) -> String {
+    match p {
+        config::net::ProxyConfig::None => "none".into(),
+        config::net::ProxyConfig::Env => "env".into(),
+        config::net::ProxyConfig::Url { url, .. } => crate::net::redact_url(url),
     }
 }
 
@@ -224,7 +219,12 @@ pub async fn start(cfg: &Config, clock: Arc<dyn Clock>) -> Result<Running> {
         .max()
         .unwrap_or_default()
         + Duration::from_secs(1);
-    let (kafka_source, publisher, forwarder) = match &cfg.kafka {
+    let kafka = cfg
+        .kafka
+        .as_ref()
+        .map(connect::kafka_with_secrets)
+        .transpose()?;
+    let (kafka_source, publisher, forwarder) = match &kafka {
         None => (None, None, None),
         Some(k) => {
             let source = KafkaSource::spawn(
@@ -291,16 +291,24 @@ pub async fn start(cfg: &Config, clock: Arc<dyn Clock>) -> Result<Running> {
         };
         let sender = crate::outbound::sender::Sender::new(
             d.clone(),
+            connect::destination_client(d)?,
             credential,
             store.clone(),
             clock.clone(),
             metrics.outbound.clone(),
             ownership.clone(),
             handle.clone(),
-        )
-        .with_context(|| format!("outbound destination {}", d.name))?;
+        );
         tracker.spawn(sender.run(handle.commits(), cancel.clone()));
-        tracing::info!(destination = %d.name, kind = d.kind.as_str(), url = %d.url, "outbound destination started");
+        tracing::info!(
+            destination = %d.name,
+            kind = d.kind.as_str(),
+            url = %d.display_url(),
+            ca_file = ?d.net.tls.ca_file,
+            client_cert = d.net.tls.client_cert.is_some(),
+            proxy = %proxy_summary(&d.net.proxy),
+            "outbound destination started"
+        );
     }
     tracker.spawn(crate::outbound::sender::prune(
         store.clone(),
@@ -391,7 +399,21 @@ pub async fn serve(config_file: Option<PathBuf>, overrides: Overrides) -> Result
     let listener = tokio::net::TcpListener::bind(cfg.listen)
         .await
         .with_context(|| format!("binding {}", cfg.listen))?;
-    tracing::info!(listen = %cfg.listen, data_dir = %cfg.data_dir.display(), "incidentd serving");
+    // The certificate is loaded before anything is served: a broken one
+    // stops the start with its cause instead of failing every handshake.
+    let tls = cfg
+        .listen_tls
+        .clone()
+        .map(crate::net::listener::TlsCell::load)
+        .transpose()
+        .context("loading the listener's TLS certificate")?;
+    tracing::info!(
+        listen = %cfg.listen,
+        scheme = if tls.is_some() { "https" } else { "http" },
+        client_certificates = cfg.listen_tls.as_ref().is_some_and(|t| t.client_ca_file.is_some()),
+        data_dir = %cfg.data_dir.display(),
+        "incidentd serving"
+    );
     let reloader = CmdbReloader::new(
         &cfg,
         running.cmdb.clone(),
@@ -403,6 +425,7 @@ pub async fn serve(config_file: Option<PathBuf>, overrides: Overrides) -> Result
         running.engine.clone(),
         running.metrics.clone(),
         reloader.clone(),
+        tls.clone(),
         running.cancel.clone(),
     ));
     running.tracker.spawn(
@@ -416,13 +439,27 @@ pub async fn serve(config_file: Option<PathBuf>, overrides: Overrides) -> Result
             .spawn(reloader.sync_servicenow(sn, running.cancel.clone()));
     }
     let shutdown = running.cancel.clone();
-    let server = axum::serve(listener, running.router.clone()).with_graceful_shutdown(async move {
+    let stop = async move {
         tokio::select! {
             () = wait_for_stop_signal() => tracing::info!("shutting down: finishing requests, flushing state"),
             () = shutdown.cancelled() => {}
         }
-    });
-    let served = server.await.context("HTTP server failed");
+    };
+    let served = match tls {
+        None => axum::serve(listener, running.router.clone())
+            .with_graceful_shutdown(stop)
+            .await
+            .context("HTTP server failed"),
+        Some(cell) => {
+            let tls_listener =
+                crate::net::listener::TlsListener::new(listener, cell, running.cancel.clone())
+                    .context("starting the HTTPS listener")?;
+            axum::serve(tls_listener, running.router.clone())
+                .with_graceful_shutdown(stop)
+                .await
+                .context("HTTPS server failed")
+        }
+    };
     running.shutdown().await;
     tracing::info!("stopped");
     served
@@ -450,12 +487,15 @@ async fn wait_for_stop_signal() {
     }
 }
 
-/// SIGHUP: reload rules atomically; a bad file keeps the old rules.
+/// SIGHUP: reload rules atomically (a bad file keeps the old rules), the
+/// CMDB, and the listener's certificate (a bad one keeps the old; open
+/// connections are not touched either way).
 async fn reload_on_sighup(
     cfg: Config,
     engine: task::EngineHandle,
     metrics: Metrics,
     cmdb: CmdbReloader,
+    tls: Option<crate::net::listener::TlsCell>,
     cancel: CancellationToken,
 ) {
     #[cfg(unix)]
@@ -488,15 +528,31 @@ async fn reload_on_sighup(
                 Err(e) => tracing::error!(error = %e, "rule reload task failed"),
             }
             cmdb.reload_file(true).await;
+            if let Some(cell) = &tls {
+                let cell = cell.clone();
+                match tokio::task::spawn_blocking(move || cell.reload()).await {
+                    Ok(Ok(())) => {
+                        metrics.tls_reloads.with_label_values(&["success"]).inc();
+                        tracing::info!("listener certificate reloaded");
+                    }
+                    Ok(Err(e)) => {
+                        metrics.tls_reloads.with_label_values(&["failure"]).inc();
+                        tracing::error!(error = %e, "listener certificate reload failed; keeping the previous certificate");
+                    }
+                    Err(e) => tracing::error!(error = %e, "certificate reload task failed"),
+                }
+            }
         }
     }
     #[cfg(not(unix))]
     {
-        let _ = (cfg, engine, metrics, cmdb, cancel);
+        let _ = (cfg, engine, metrics, cmdb, tls, cancel);
     }
 }
 
-/// `incidentd check`: every problem in config and rules, at once.
+/// `incidentd check`: every problem in config, rules, CMDB and the files
+/// connections need (certificates, keys, credentials), at once; warnings
+/// (a credential that would travel in clear) are printed, not failed.
 pub fn check(config_file: Option<PathBuf>, overrides: Overrides) -> Result<Vec<String>> {
     let mut problems = Vec::new();
     let cfg = match config::load(config_file.as_deref(), &overrides) {
@@ -513,6 +569,13 @@ pub fn check(config_file: Option<PathBuf>, overrides: Overrides) -> Result<Vec<S
             None
         }
     };
+    if let Some(c) = &cfg {
+        let report = connect::check_connections(c);
+        for w in &report.warnings {
+            eprintln!("warning: {w}");
+        }
+        problems.extend(report.errors);
+    }
     let rules_dir = cfg
         .as_ref()
         .map(|c| c.rules_dir.clone())

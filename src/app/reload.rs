@@ -154,14 +154,14 @@ impl CmdbReloader {
             ci_query: sn.ci_query.clone(),
             timeout: sn.timeout,
         };
-        // Only the configured host: never follow a redirect elsewhere.
-        let client = match reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
+        // Only the configured host (no redirects), with the configured
+        // TLS trust and proxy.
+        let client = match super::connect::client_options(&sn.net, sn.timeout, "cmdb.servicenow")
+            .and_then(|o| crate::net::http_client(&o).map_err(anyhow::Error::from))
         {
             Ok(c) => c,
             Err(e) => {
-                tracing::error!(error = %e, "cannot build the HTTP client; CMDB sync disabled");
+                tracing::error!(error = %format!("{e:#}"), "cannot build the HTTP client; CMDB sync disabled");
                 return;
             }
         };
@@ -189,7 +189,7 @@ impl CmdbReloader {
                         .cmdb_reloads
                         .with_label_values(&["servicenow", "failure"])
                         .inc();
-                    tracing::error!(error = %e, "ServiceNow CMDB sync failed; keeping the last good CMDB");
+                    tracing::error!(error = %crate::net::chain(&e), "ServiceNow CMDB sync failed; keeping the last good CMDB");
                 }
             }
         }

@@ -333,7 +333,7 @@ async fn get_page<T: for<'de> Deserialize<'de>>(
         };
         let resp = req.send().await.map_err(|source| ServiceNowError::Http {
             url: url.to_string(),
-            source,
+            source: source.without_url(),
         })?;
         let status = resp.status();
         if (status.as_u16() == 429 || status.is_server_error()) && attempt < 4 {
@@ -363,7 +363,7 @@ async fn get_page<T: for<'de> Deserialize<'de>>(
         );
         let bytes = resp.bytes().await.map_err(|source| ServiceNowError::Http {
             url: url.to_string(),
-            source,
+            source: source.without_url(),
         })?;
         let page: Page<T> =
             serde_json::from_slice(&bytes).map_err(|e| ServiceNowError::Decode {

@@ -2,6 +2,7 @@
 //! serde structs that reject unknown keys, then validated without I/O into
 //! [`Config`], reporting every problem at once.
 
+pub mod net;
 pub mod outbound;
 
 use crate::dedup::FlapPolicy;
@@ -65,6 +66,10 @@ pub struct RawKafka {
     pub produce_timeout: Option<String>,
     /// Extra librdkafka properties, passed through as they are.
     pub librdkafka: std::collections::BTreeMap<String, String>,
+    /// librdkafka properties whose values are read from files at start
+    /// (`"sasl.password" = "/run/secrets/kafka-password"`): credentials
+    /// stay out of the config file.
+    pub librdkafka_secret_files: std::collections::BTreeMap<String, PathBuf>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -130,6 +135,17 @@ pub struct RawServiceNow {
     pub page_size: Option<u32>,
     pub ci_query: Option<String>,
     pub timeout: Option<String>,
+    /// TLS and proxy, as for outbound destinations (the proxy defaults to
+    /// `[outbound] proxy`).
+    pub ca_file: Option<PathBuf>,
+    pub system_roots: Option<bool>,
+    pub client_cert_file: Option<PathBuf>,
+    pub client_key_file: Option<PathBuf>,
+    pub proxy: Option<String>,
+    pub proxy_user: Option<String>,
+    pub proxy_password: Option<String>,
+    pub proxy_password_file: Option<PathBuf>,
+    pub no_proxy: Option<String>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -138,6 +154,12 @@ pub struct RawHttp {
     pub max_body_bytes: Option<u64>,
     pub request_timeout: Option<String>,
     pub queue_capacity: Option<u64>,
+    /// HTTPS for the listener: certificate chain and key (PEM), reloaded
+    /// on SIGHUP; with `tls_client_ca_file`, clients must present a
+    /// certificate signed by one of its CAs.
+    pub tls_cert_file: Option<PathBuf>,
+    pub tls_key_file: Option<PathBuf>,
+    pub tls_client_ca_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -170,6 +192,9 @@ pub struct RawApi {
 #[serde(deny_unknown_fields, default)]
 pub struct RawStore {
     pub url: Option<String>,
+    /// The PostgreSQL password, read from this file at start (instead of
+    /// putting it in the URL).
+    pub password_file: Option<PathBuf>,
     pub max_connections: Option<u32>,
     pub sqlite_synchronous: Option<String>,
     pub flush_interval: Option<String>,
@@ -189,10 +214,20 @@ pub struct RawIncident {
 }
 
 /// A secret given inline or by file; files are read by `app`, not here.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub enum Secret {
     Inline(String),
     File(PathBuf),
+}
+
+/// A config printed for debugging never shows an inline secret.
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Secret::Inline(_) => f.write_str("Inline(***)"),
+            Secret::File(p) => f.debug_tuple("File").field(p).finish(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -216,6 +251,7 @@ pub struct ServiceNowConfig {
     pub page_size: u32,
     pub ci_query: Option<String>,
     pub timeout: Duration,
+    pub net: net::ClientNet,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -229,8 +265,14 @@ pub enum ServiceNowAuth {
 pub enum StoreBackend {
     /// `incidentd.db` under the data dir.
     Sqlite,
-    /// A PostgreSQL URL (`postgres://user@host:port/db`).
-    Postgres { url: String, max_connections: u32 },
+    /// A PostgreSQL URL (`postgres://user@host:port/db`, libpq's `sslmode`,
+    /// `sslrootcert`, `sslcert`, `sslkey` parameters), and the password
+    /// from a file when it is not in the URL.
+    Postgres {
+        url: String,
+        max_connections: u32,
+        password: Option<Secret>,
+    },
 }
 
 /// What a Kafka message value holds.
@@ -256,7 +298,7 @@ pub const MAX_TOPICS: usize = 4;
 pub const PARTITIONS_PER_TOPIC: u32 = 1024;
 pub const MAX_SHARDS: u32 = 4096;
 
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct KafkaConfig {
     pub brokers: String,
     pub group_id: String,
@@ -272,11 +314,45 @@ pub struct KafkaConfig {
     /// How long a webhook waits for the broker to acknowledge its publish.
     pub produce_timeout: Duration,
     pub librdkafka: Vec<(String, String)>,
+    /// Properties whose values are read from these files at start.
+    pub secret_files: Vec<(String, PathBuf)>,
+}
+
+/// Kafka settings printed for debugging: property values that may be
+/// credentials (`sasl.password`, `ssl.key.password`, …) are masked.
+impl std::fmt::Debug for KafkaConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let props: Vec<(&str, &str)> = self
+            .librdkafka
+            .iter()
+            .map(|(k, v)| {
+                let secret = crate::net::redact::sensitive_name(k)
+                    && !k.ends_with(".location")
+                    && !k.ends_with(".mechanism")
+                    && !k.ends_with(".mechanisms");
+                (k.as_str(), if secret { "***" } else { v.as_str() })
+            })
+            .collect();
+        f.debug_struct("KafkaConfig")
+            .field("brokers", &self.brokers)
+            .field("group_id", &self.group_id)
+            .field("topics", &self.topics)
+            .field("ingest_topic", &self.ingest_topic)
+            .field("dead_letter_topic", &self.dead_letter_topic)
+            .field("max_batch", &self.max_batch)
+            .field("batch_wait", &self.batch_wait)
+            .field("produce_timeout", &self.produce_timeout)
+            .field("librdkafka", &props)
+            .field("secret_files", &self.secret_files)
+            .finish()
+    }
 }
 
 #[derive(Debug, Clone)]
 pub struct Config {
     pub listen: SocketAddr,
+    /// HTTPS on the listener (plain HTTP without it).
+    pub listen_tls: Option<crate::net::ServerTls>,
     pub data_dir: PathBuf,
     pub rules_dir: PathBuf,
     /// The CMDB file; `None` runs without one.
@@ -455,6 +531,12 @@ pub fn validate(raw: RawConfig, o: &Overrides) -> Result<Config, Vec<FieldError>
             message: "must be at least 1".into(),
         });
     }
+    let listen_tls = net::server_tls(
+        &mut errs,
+        raw.http.tls_cert_file.as_ref(),
+        raw.http.tls_key_file.as_ref(),
+        raw.http.tls_client_ca_file.as_ref(),
+    );
     let request_timeout = duration(
         &mut errs,
         "http.request_timeout",
@@ -638,7 +720,7 @@ pub fn validate(raw: RawConfig, o: &Overrides) -> Result<Config, Vec<FieldError>
         .cmdb
         .servicenow
         .as_ref()
-        .and_then(|sn| servicenow(&mut errs, sn));
+        .and_then(|sn| servicenow(&mut errs, sn, &raw.outbound));
     let (cmdb, cmdb_required) = match (o.cmdb.clone(), raw.cmdb.file.clone()) {
         (Some(p), _) | (None, Some(p)) => (Some(p), true),
         (None, None) => (Some(PathBuf::from("deploy/cmdb.yaml")), false),
@@ -657,6 +739,7 @@ pub fn validate(raw: RawConfig, o: &Overrides) -> Result<Config, Vec<FieldError>
     }
     Ok(Config {
         listen,
+        listen_tls,
         data_dir: o
             .data_dir
             .clone()
@@ -738,12 +821,31 @@ fn store_backend(errs: &mut Vec<FieldError>, cli: Option<&str>, raw: &RawStore) 
             message: "must be at least 1".into(),
         });
     }
+    let password = raw.password_file.clone().map(Secret::File);
     match cli.or(raw.url.as_deref()) {
-        None | Some("sqlite") => StoreBackend::Sqlite,
+        None | Some("sqlite") => {
+            if password.is_some() {
+                errs.push(FieldError {
+                    field: "store.password_file".into(),
+                    message: "only for a postgres:// store.url".into(),
+                });
+            }
+            StoreBackend::Sqlite
+        }
         Some(u) if u.starts_with("postgres://") || u.starts_with("postgresql://") => {
+            // The URL's own parser (libpq's parameters: sslmode,
+            // sslrootcert, sslcert, sslkey, …), so a typo is reported here
+            // rather than at the first connection.
+            if let Err(e) = u.parse::<sqlx::postgres::PgConnectOptions>() {
+                errs.push(FieldError {
+                    field: "store.url".into(),
+                    message: crate::net::redact_text(&e.to_string()),
+                });
+            }
             StoreBackend::Postgres {
                 url: u.to_string(),
                 max_connections: max_connections.max(1),
+                password,
             }
         }
         Some(_) => {
@@ -855,6 +957,17 @@ fn kafka(errs: &mut Vec<FieldError>, k: &RawKafka) -> Option<KafkaConfig> {
             librdkafka.push((key.clone(), v.clone()));
         }
     }
+    let mut secret_files = Vec::new();
+    for (key, path) in &k.librdkafka_secret_files {
+        if k.librdkafka.contains_key(key) {
+            errs.push(FieldError {
+                field: format!("kafka.librdkafka_secret_files.{key:?}"),
+                message: "also set in [kafka.librdkafka]: set it in one place".into(),
+            });
+        } else {
+            secret_files.push((key.clone(), path.clone()));
+        }
+    }
     Some(KafkaConfig {
         brokers,
         group_id: k.group_id.clone().unwrap_or_else(|| "incidentd".into()),
@@ -865,10 +978,44 @@ fn kafka(errs: &mut Vec<FieldError>, k: &RawKafka) -> Option<KafkaConfig> {
         batch_wait,
         produce_timeout,
         librdkafka,
+        secret_files,
     })
 }
 
-fn servicenow(errs: &mut Vec<FieldError>, sn: &RawServiceNow) -> Option<ServiceNowConfig> {
+fn servicenow(
+    errs: &mut Vec<FieldError>,
+    sn: &RawServiceNow,
+    outbound: &outbound::RawOutbound,
+) -> Option<ServiceNowConfig> {
+    // Validated first: its errors are reported even when others end the
+    // validation of this section early.
+    let tls = net::client_tls(
+        errs,
+        "cmdb.servicenow",
+        sn.ca_file.as_ref(),
+        sn.system_roots,
+        sn.client_cert_file.as_ref(),
+        sn.client_key_file.as_ref(),
+    );
+    let mut scratch = Vec::new();
+    let inherited = net::proxy(
+        &mut scratch,
+        "outbound",
+        outbound.proxy_fields(),
+        &net::ProxyConfig::None,
+    );
+    let proxy = net::proxy(
+        errs,
+        "cmdb.servicenow",
+        net::RawProxyFields {
+            proxy: sn.proxy.as_deref(),
+            proxy_user: sn.proxy_user.as_deref(),
+            proxy_password: sn.proxy_password.as_deref(),
+            proxy_password_file: sn.proxy_password_file.as_ref(),
+            no_proxy: sn.no_proxy.as_deref(),
+        },
+        &inherited,
+    );
     let mut err = |field: &str, message: &str| {
         errs.push(FieldError {
             field: format!("cmdb.servicenow.{field}"),
@@ -943,6 +1090,7 @@ fn servicenow(errs: &mut Vec<FieldError>, sn: &RawServiceNow) -> Option<ServiceN
         page_size,
         ci_query: sn.ci_query.clone().filter(|q| !q.is_empty()),
         timeout,
+        net: net::ClientNet { tls, proxy },
     })
 }
 

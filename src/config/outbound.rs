@@ -1,6 +1,7 @@
 //! `[[outbound.destinations]]`: where incidents are pushed, each with its
 //! routes, credentials, rate limit and retry settings.
 
+use super::net::{ClientNet, ProxyConfig, RawProxyFields};
 use super::{FieldError, Secret, duration};
 use crate::domain::Priority;
 use crate::outbound::EventKind;
@@ -15,7 +16,26 @@ use std::time::Duration;
 pub struct RawOutbound {
     /// How long delivered (or given-up) outbox messages are kept.
     pub retention: Option<String>,
+    /// The proxy of every destination (each may override it): "none"
+    /// (the default), "env", or a proxy URL.
+    pub proxy: Option<String>,
+    pub proxy_user: Option<String>,
+    pub proxy_password: Option<String>,
+    pub proxy_password_file: Option<PathBuf>,
+    pub no_proxy: Option<String>,
     pub destinations: Vec<RawDestination>,
+}
+
+impl RawOutbound {
+    pub fn proxy_fields(&self) -> RawProxyFields<'_> {
+        RawProxyFields {
+            proxy: self.proxy.as_deref(),
+            proxy_user: self.proxy_user.as_deref(),
+            proxy_password: self.proxy_password.as_deref(),
+            proxy_password_file: self.proxy_password_file.as_ref(),
+            no_proxy: self.no_proxy.as_deref(),
+        }
+    }
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -70,6 +90,18 @@ pub struct RawDestination {
     /// Only incidents a rule's `notify` names this destination for (no
     /// route of its own).
     pub rules_only: bool,
+    /// TLS: CAs trusted besides the system store (or instead of it, with
+    /// `system_roots = false`), and a client certificate for mutual TLS.
+    pub ca_file: Option<PathBuf>,
+    pub system_roots: Option<bool>,
+    pub client_cert_file: Option<PathBuf>,
+    pub client_key_file: Option<PathBuf>,
+    /// Overrides `[outbound] proxy` for this destination.
+    pub proxy: Option<String>,
+    pub proxy_user: Option<String>,
+    pub proxy_password: Option<String>,
+    pub proxy_password_file: Option<PathBuf>,
+    pub no_proxy: Option<String>,
     pub routes: Vec<RawRoute>,
 }
 
@@ -141,6 +173,25 @@ pub struct DestinationConfig {
     /// 401/407 retried (the backlog waits for a fixed credential) rather
     /// than refused.
     pub retry_unauthorized: bool,
+    /// TLS trust, client certificate and proxy.
+    pub net: ClientNet,
+}
+
+impl DestinationConfig {
+    /// The URL as logs and `check` may show it: without userinfo
+    /// passwords, secret query values, or a Slack hook's path.
+    pub fn display_url(&self) -> String {
+        match self.kind {
+            DestinationKind::Slack => crate::net::redact::redact_url_path(&self.url),
+            _ => crate::net::redact_url(&self.url),
+        }
+    }
+
+    /// Whether requests carry a credential (a header, a key in the body,
+    /// or the URL itself), so that plain `http://` would expose it.
+    pub fn sends_credential(&self) -> bool {
+        !matches!(self.kind, DestinationKind::Webhook { .. })
+    }
 }
 
 fn secret(inline: &Option<String>, file: &Option<PathBuf>) -> Result<Option<Secret>, String> {
@@ -208,6 +259,7 @@ fn auth(errs: &mut Vec<FieldError>, at: &str, d: &RawDestination) -> Option<supe
 /// Validate every destination, reporting each error with its path.
 pub fn destinations(errs: &mut Vec<FieldError>, raw: &RawOutbound) -> Vec<DestinationConfig> {
     let mut out: Vec<DestinationConfig> = Vec::new();
+    let outer_proxy = super::net::proxy(errs, "outbound", raw.proxy_fields(), &ProxyConfig::None);
     for (i, d) in raw.destinations.iter().enumerate() {
         let at = format!("outbound.destinations[{i}]");
         let at = at.as_str();
@@ -313,7 +365,12 @@ pub fn destinations(errs: &mut Vec<FieldError>, raw: &RawOutbound) -> Vec<Destin
                 u.trim_end_matches('/').to_string()
             }
             Some(u) => {
-                push(errs, at, "url", format!("{u:?} is not an http(s) URL"));
+                push(
+                    errs,
+                    at,
+                    "url",
+                    format!("{:?} is not an http(s) URL", crate::net::redact_url(u)),
+                );
                 String::new()
             }
             None => {
@@ -444,6 +501,26 @@ pub fn destinations(errs: &mut Vec<FieldError>, raw: &RawOutbound) -> Vec<Destin
                 "must be at least 1s (or 0: off)".into(),
             );
         }
+        let tls = super::net::client_tls(
+            errs,
+            at,
+            d.ca_file.as_ref(),
+            d.system_roots,
+            d.client_cert_file.as_ref(),
+            d.client_key_file.as_ref(),
+        );
+        let proxy = super::net::proxy(
+            errs,
+            at,
+            RawProxyFields {
+                proxy: d.proxy.as_deref(),
+                proxy_user: d.proxy_user.as_deref(),
+                proxy_password: d.proxy_password.as_deref(),
+                proxy_password_file: d.proxy_password_file.as_ref(),
+                no_proxy: d.no_proxy.as_deref(),
+            },
+            &outer_proxy,
+        );
         if errs.len() > before {
             continue;
         }
@@ -466,6 +543,7 @@ pub fn destinations(errs: &mut Vec<FieldError>, raw: &RawOutbound) -> Vec<Destin
                 inbound_token,
                 poll_interval: (!poll.is_zero()).then_some(poll),
                 retry_unauthorized: d.retry_unauthorized,
+                net: ClientNet { tls, proxy },
             });
         }
     }

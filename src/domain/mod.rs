@@ -277,6 +277,9 @@ pub enum TimelineKind {
     Backdated,
     /// A destination refused an update for good (outbound).
     OutboundFailed,
+    /// A delivery failed and will be retried: the first failure of an
+    /// update, and each time the cause changes (outbound).
+    OutboundRetrying,
 }
 
 impl TimelineKind {
@@ -304,6 +307,7 @@ impl TimelineKind {
             TimelineKind::Resumed => "resumed",
             TimelineKind::Backdated => "backdated",
             TimelineKind::OutboundFailed => "outbound_failed",
+            TimelineKind::OutboundRetrying => "outbound_retrying",
         }
     }
 }

@@ -1248,8 +1248,15 @@ mod tests {
         ) -> Fut<'a, Vec<(IncidentId, String)>> {
             self.0.outbound_poll_refs(d, shards, limit)
         }
-        fn outbox_retry(&self, id: i64, n: u32, next: Timestamp, e: String) -> Fut<'_, ()> {
-            self.0.outbox_retry(id, n, next, e)
+        fn outbox_retry(
+            &self,
+            id: i64,
+            n: u32,
+            next: Timestamp,
+            e: String,
+            note: Option<(IncidentId, TimelineEntry)>,
+        ) -> Fut<'_, ()> {
+            self.0.outbox_retry(id, n, next, e, note)
         }
         fn outbox_finish(
             &self,

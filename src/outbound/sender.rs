@@ -15,6 +15,7 @@ use crate::config::outbound::{DestinationConfig, DestinationKind};
 use crate::domain::{Clock, IncidentId, TimelineEntry, TimelineKind, Timestamp};
 use crate::incident::EngineError;
 use crate::incident::task::{EngineHandle, Operation, PipelineError};
+use crate::net::FailureReason;
 use crate::store::{Delivery, DynStore, OutboxRow, StoreError};
 use crate::telemetry::OutboundMetrics;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
@@ -40,12 +41,6 @@ const MIN_GAP: Duration = Duration::from_millis(50);
 /// How often the queue-depth gauge is refreshed (a COUNT over the outbox).
 const DEPTH_EVERY: Duration = Duration::from_secs(5);
 
-#[derive(Debug, thiserror::Error)]
-pub enum SenderError {
-    #[error("building the HTTP client: {0}")]
-    Client(#[from] reqwest::Error),
-}
-
 pub struct Sender {
     cfg: DestinationConfig,
     credential: Credential,
@@ -69,23 +64,19 @@ pub struct Sender {
 }
 
 impl Sender {
+    /// `client` is built by [`crate::net::http_client`] from the
+    /// destination's TLS and proxy settings (never follows redirects).
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         cfg: DestinationConfig,
+        client: reqwest::Client,
         credential: Credential,
         store: DynStore,
         clock: Arc<dyn Clock>,
         metrics: OutboundMetrics,
         ownership: Arc<Ownership>,
         engine: EngineHandle,
-    ) -> Result<Sender, SenderError> {
-        // Only the configured host is ever called: no redirects followed
-        // (a 3xx is a refusal), no proxy from the environment.
-        let client = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .timeout(cfg.timeout)
-            .connect_timeout(cfg.timeout.min(Duration::from_secs(5)))
-            .user_agent(concat!("incidentd/", env!("CARGO_PKG_VERSION")))
-            .build()?;
+    ) -> Sender {
         let burst = NonZeroU32::new(cfg.burst).unwrap_or(NonZeroU32::MIN);
         let period = Duration::from_secs_f64(1.0 / cfg.rate_limit.max(1e-6));
         let quota = Quota::with_period(period)
@@ -93,7 +84,7 @@ impl Sender {
             .allow_burst(burst);
         let breaker = Breaker::new(cfg.breaker_failures, cfg.breaker_cool_down);
         let seed = clock.now().0 as u64 ^ 0x9e37_79b9_7f4a_7c15;
-        Ok(Sender {
+        Sender {
             cfg,
             credential,
             client,
@@ -107,7 +98,7 @@ impl Sender {
             seed,
             depth_at: None,
             pause_until: None,
-        })
+        }
     }
 
     /// A uniform draw from [0, 1) (splitmix64): jitter needs no more.
@@ -237,7 +228,8 @@ impl Sender {
                 .with_label_values(&[self.cfg.name.as_str(), "poll", outcome])
                 .inc();
             if !answer.ok() {
-                tracing::warn!(destination = %self.cfg.name, status = ?answer.status, detail = %answer.detail, "reading tickets back failed; next poll tries again");
+                self.count_failure(answer.reason);
+                tracing::warn!(destination = %self.cfg.name, status = ?answer.status, reason = answer.reason.as_str(), error = %answer.detail, "reading tickets back failed; next poll tries again");
                 return;
             }
             let updates = match self.cfg.kind {
@@ -387,6 +379,13 @@ impl Sender {
             .inc();
     }
 
+    fn count_failure(&self, reason: FailureReason) {
+        self.metrics
+            .failures
+            .with_label_values(&[self.cfg.name.as_str(), reason.as_str()])
+            .inc();
+    }
+
     fn set_breaker(&self) {
         let v = match self.breaker.state(self.clock.now()) {
             BreakerState::Closed => 0,
@@ -454,7 +453,7 @@ impl Sender {
             .map(|b| serde_json::to_vec(b).unwrap_or_default());
         let mut rb = self
             .client
-            .request(method, &url)
+            .request(method.clone(), &url)
             .header(reqwest::header::ACCEPT, "application/json");
         rb = match &self.credential {
             Credential::Key(key) => match self.cfg.kind {
@@ -500,15 +499,33 @@ impl Sender {
                     status: Some(status),
                     retry_after,
                     json: serde_json::from_str(&text).unwrap_or(serde_json::Value::Null),
-                    detail: super::truncate(text.trim(), 300),
+                    detail: crate::net::redact_text(&super::truncate(text.trim(), 300)),
+                    reason: FailureReason::HttpStatus,
                 }
             }
+            // The cause, not only "error sending request": the chain down
+            // to "invalid peer certificate: UnknownIssuer", "Connection
+            // refused", "dns error", with the URL's secrets masked.
             Err(e) => Answer {
                 status: None,
                 retry_after: None,
                 json: serde_json::Value::Null,
-                detail: e.to_string(),
+                reason: FailureReason::of(&e),
+                detail: format!(
+                    "{} {}: {}",
+                    method.as_str(),
+                    self.display(&url),
+                    crate::net::chain(&e.without_url())
+                ),
             },
+        }
+    }
+
+    /// A URL of this destination as logs may show it.
+    fn display(&self, url: &str) -> String {
+        match self.cfg.kind {
+            DestinationKind::Slack => crate::net::redact::redact_url_path(url),
+            _ => crate::net::redact_url(url),
         }
     }
 
@@ -693,22 +710,43 @@ impl Sender {
                     self.pause_until = Some(now.saturating_add(ra));
                 }
                 self.count(kind, "retry");
+                self.count_failure(answer.reason);
                 let error = match answer.status {
                     Some(s) => format!("HTTP {s}: {detail}"),
                     None => detail,
                 };
-                tracing::info!(destination = %self.cfg.name, message = row.id, attempt = row.attempts + 1, retry_in = ?after, %error, "outbound delivery failed; will retry");
+                tracing::warn!(destination = %self.cfg.name, message = row.id, incident = row.message.incident.id.0, attempt = row.attempts + 1, retry_in = ?after, reason = answer.reason.as_str(), %error, "outbound delivery failed; will retry");
+                // The timeline hears of the first failure and of each new
+                // cause, not of every retry of an outage.
+                let note = (row.last_error.as_deref() != Some(error.as_str())).then(|| {
+                    (
+                        row.message.incident.id,
+                        TimelineEntry {
+                            at: now,
+                            kind: TimelineKind::OutboundRetrying,
+                            message: format!(
+                                "{} ({}): the {} update failed, will retry: {error}",
+                                self.cfg.name,
+                                self.cfg.kind.as_str(),
+                                kind.as_str()
+                            ),
+                            actor: None,
+                        },
+                    )
+                });
                 self.store
                     .outbox_retry(
                         row.id,
                         row.attempts.saturating_add(1),
                         now.saturating_add(after),
                         error,
+                        note,
                     )
                     .await?;
             }
             Outcome::GiveUp(why) => {
                 self.count(kind, "rejected");
+                self.count_failure(answer.reason);
                 let why = if detail.is_empty() {
                     why
                 } else {
@@ -751,6 +789,8 @@ struct Answer {
     retry_after: Option<Duration>,
     json: serde_json::Value,
     detail: String,
+    /// Why it is not a success (meaningful only then).
+    reason: FailureReason,
 }
 
 impl Answer {
@@ -765,6 +805,7 @@ impl Answer {
             retry_after: None,
             json: serde_json::Value::Null,
             detail: why.to_string(),
+            reason: FailureReason::HttpStatus,
         }
     }
 }

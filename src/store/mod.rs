@@ -8,7 +8,7 @@ mod postgres;
 mod rows;
 mod sqlite;
 
-pub use postgres::PgStore;
+pub use postgres::{PgStore, connect_options as pg_connect_options};
 pub use sqlite::{SqliteOptions, SqliteStore, Synchronous};
 
 use crate::change::ChangeRecord;
@@ -35,6 +35,8 @@ pub enum StoreError {
     },
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
+    #[error("store settings: {0}")]
+    Config(String),
     #[error("cannot create data directory {path}: {source}")]
     DataDir {
         path: String,
@@ -264,13 +266,16 @@ pub trait Store: Send + Sync + 'static {
         destination: &'a str,
         now: Timestamp,
     ) -> BoxFuture<'a, Result<u64, StoreError>>;
-    /// Record a failed attempt: try again at `next_at`.
+    /// Record a failed attempt: try again at `next_at`; `note` goes on
+    /// the incident's timeline in the same transaction (the first failure
+    /// of a message, or a new cause).
     fn outbox_retry(
         &self,
         id: i64,
         attempts: u32,
         next_at: Timestamp,
         error: String,
+        note: Option<(IncidentId, TimelineEntry)>,
     ) -> BoxFuture<'_, Result<(), StoreError>>;
     /// Mark a message delivered or given up, with an optional timeline
     /// entry for its incident, in one transaction.

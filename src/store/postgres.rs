@@ -69,11 +69,100 @@ fn is_key_conflict(e: &StoreError) -> bool {
         if d.code().as_deref() == Some("23505") && d.constraint() == Some(ONE_ACTIVE_PER_KEY))
 }
 
+/// The root certificate libpq reads when `sslrootcert` is not given.
+fn libpq_default_root() -> Option<std::path::PathBuf> {
+    let home = std::env::var_os("HOME")?;
+    let p = std::path::Path::new(&home).join(".postgresql/root.crt");
+    p.is_file().then_some(p)
+}
+
+/// Connection options from a libpq-style URL, keeping libpq's TLS rules
+/// where sqlx's own differ (PostgreSQL docs, "SSL Support", §34.19):
+///
+/// - `sslmode=require` with a root certificate (`sslrootcert`,
+///   `PGSSLROOTCERT`, or `~/.postgresql/root.crt`) verifies the chain, as
+///   `verify-ca` does; without one it encrypts without verifying;
+/// - `sslrootcert=system` trusts the operating system's store and implies
+///   `verify-full` (a weaker explicit mode is an error);
+/// - `verify-ca` / `verify-full` without any root certificate use the
+///   system store (libpq would refuse to connect).
+///
+/// `password` (from `store.password_file`) replaces one in the URL.
+pub fn connect_options(url: &str, password: Option<&str>) -> Result<PgConnectOptions, StoreError> {
+    use sqlx::postgres::PgSslMode;
+    let (base, query) = url.split_once('?').unwrap_or((url, ""));
+    let mut kept = Vec::new();
+    let mut system = false;
+    let mut root_given = std::env::var_os("PGSSLROOTCERT").is_some();
+    let mut mode_given = std::env::var_os("PGSSLMODE").is_some();
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        match k {
+            "sslrootcert" | "ssl-root-cert" | "ssl-ca" if v == "system" => system = true,
+            "sslrootcert" | "ssl-root-cert" | "ssl-ca" => {
+                root_given = true;
+                kept.push(pair);
+            }
+            "sslmode" | "ssl-mode" => {
+                mode_given = true;
+                kept.push(pair);
+            }
+            _ => kept.push(pair),
+        }
+    }
+    let rebuilt = if kept.is_empty() {
+        base.to_string()
+    } else {
+        format!("{base}?{}", kept.join("&"))
+    };
+    let mut options = PgConnectOptions::from_str(&rebuilt)?;
+    let mode = options.get_ssl_mode();
+    if system {
+        if mode_given && !matches!(mode, PgSslMode::VerifyFull) {
+            return Err(StoreError::Config(
+                "sslrootcert=system needs sslmode=verify-full (or no sslmode)".into(),
+            ));
+        }
+        options = options.ssl_mode(PgSslMode::VerifyFull);
+    } else if !root_given
+        && matches!(
+            mode,
+            PgSslMode::Require | PgSslMode::VerifyCa | PgSslMode::VerifyFull
+        )
+        && let Some(root) = libpq_default_root()
+    {
+        options = options.ssl_root_cert(root);
+        root_given = true;
+    }
+    if root_given && matches!(options.get_ssl_mode(), PgSslMode::Require) {
+        options = options.ssl_mode(PgSslMode::VerifyCa);
+    }
+    if let Some(p) = password {
+        options = options.password(p);
+    }
+    Ok(options)
+}
+
 impl PgStore {
     /// Connect to `url` (`postgres://user@host:port/db`) with a pool of up to
     /// `max_connections`, and migrate the database.
     pub async fn connect(url: &str, max_connections: u32) -> Result<PgStore, StoreError> {
-        let options = PgConnectOptions::from_str(url)?;
+        PgStore::connect_with(connect_options(url, None)?, max_connections).await
+    }
+
+    /// Connect with options built by [`connect_options`].
+    pub async fn connect_with(
+        options: PgConnectOptions,
+        max_connections: u32,
+    ) -> Result<PgStore, StoreError> {
+        // One connection first, alone: its error names the cause
+        // ("Connection refused", "invalid peer certificate: …", a refused
+        // password), where the pool would only say it timed out.
+        {
+            use sqlx::ConnectOptions;
+            let first = options.connect().await?;
+            let _ = sqlx::Connection::close(first).await;
+        }
         let pool = PgPoolOptions::new()
             .max_connections(max_connections.max(1))
             .acquire_timeout(ACQUIRE_TIMEOUT)
@@ -910,8 +999,10 @@ impl Store for PgStore {
         attempts: u32,
         next_at: Timestamp,
         error: String,
+        note: Option<(IncidentId, TimelineEntry)>,
     ) -> BoxFuture<'_, Result<(), StoreError>> {
         Box::pin(async move {
+            let mut tx = self.pool.begin().await?;
             sqlx::query(
                 "UPDATE outbox SET attempts = $1, next_at = $2, last_error = $3 WHERE id = $4",
             )
@@ -919,8 +1010,12 @@ impl Store for PgStore {
             .bind(next_at.millis())
             .bind(text(&error))
             .bind(id)
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await?;
+            if let Some((incident, e)) = note {
+                append_timeline(&mut tx, &[(incident, &e)]).await?;
+            }
+            tx.commit().await?;
             Ok(())
         })
     }

@@ -741,15 +741,30 @@ impl Store for SqliteStore {
         attempts: u32,
         next_at: Timestamp,
         error: String,
+        note: Option<(IncidentId, TimelineEntry)>,
     ) -> BoxFuture<'_, Result<(), StoreError>> {
         Box::pin(async move {
+            let mut tx = self.writer.begin().await?;
             sqlx::query("UPDATE outbox SET attempts = ?, next_at = ?, last_error = ? WHERE id = ?")
                 .bind(i64::from(attempts))
                 .bind(next_at.millis())
                 .bind(error)
                 .bind(id)
-                .execute(&self.writer)
+                .execute(&mut *tx)
                 .await?;
+            if let Some((incident, e)) = note {
+                sqlx::query(
+                    "INSERT INTO timeline (incident_id, at, kind, message, actor) VALUES (?, ?, ?, ?, ?)",
+                )
+                .bind(incident.0)
+                .bind(e.at.millis())
+                .bind(e.kind.as_str())
+                .bind(e.message)
+                .bind(e.actor)
+                .execute(&mut *tx)
+                .await?;
+            }
+            tx.commit().await?;
             Ok(())
         })
     }

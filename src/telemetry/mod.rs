@@ -37,6 +37,8 @@ pub struct Metrics {
     pub rule_errors: IntCounter,
     pub rules_loaded: IntGauge,
     pub rule_reloads: IntCounterVec,
+    /// Listener certificate reloads (SIGHUP), by outcome.
+    pub tls_reloads: IntCounterVec,
     pub rule_evaluation_seconds: Histogram,
     pub engine_batch_seconds: Histogram,
     /// MTTA / MTTR as distributions (opened → acknowledged / resolved).
@@ -70,6 +72,9 @@ pub struct OutboundMetrics {
     pub last_success: GaugeVec,
     /// 0 closed, 1 half-open, 2 open.
     pub breaker: IntGaugeVec,
+    /// Failed calls by `destination` and `reason` (`tls`, `connect`,
+    /// `timeout`, `dns`, `http_status`, `other`).
+    pub failures: IntCounterVec,
     /// Two-way sync applied here: `destination`, `via` (`webhook`,
     /// `poll`), `action` (`acknowledged`, `resolved`).
     pub inbound: IntCounterVec,
@@ -247,6 +252,11 @@ impl Metrics {
             rule_reloads: counter_vec(
                 "incidentd_rule_reloads_total",
                 "Rule reloads, by outcome.",
+                &["outcome"],
+            ),
+            tls_reloads: counter_vec(
+                "incidentd_tls_reloads_total",
+                "Reloads of the listener's certificate and key (SIGHUP), by outcome.",
                 &["outcome"],
             ),
             rule_evaluation_seconds: reg(
@@ -492,6 +502,11 @@ impl Metrics {
                     "Requests to outbound destinations, by destination, operation (event) and outcome (success, retry, rejected).",
                     &["destination", "operation", "outcome"],
                 ),
+                failures: counter_vec(
+                    "incidentd_outbound_failures_total",
+                    "Failed outbound calls, by destination and reason (tls, connect, timeout, dns, http_status, other).",
+                    &["destination", "reason"],
+                ),
                 inbound: counter_vec(
                     "incidentd_inbound_updates_total",
                     "Ticket changes from ServiceNow or Jira applied to incidents, by destination, via (webhook, poll) and action (acknowledged, resolved).",
@@ -561,6 +576,7 @@ impl Metrics {
         }
         for outcome in ["success", "failure"] {
             m.rule_reloads.with_label_values(&[outcome]);
+            m.tls_reloads.with_label_values(&[outcome]);
             for source in ["file", "servicenow"] {
                 m.cmdb_reloads.with_label_values(&[source, outcome]);
             }
@@ -607,6 +623,11 @@ impl Metrics {
             self.outbound.queue_depth.with_label_values(&[d]);
             self.outbound.last_success.with_label_values(&[d]);
             self.outbound.breaker.with_label_values(&[d]);
+            for reason in crate::net::FailureReason::ALL {
+                self.outbound
+                    .failures
+                    .with_label_values(&[d, reason.as_str()]);
+            }
         }
     }
 

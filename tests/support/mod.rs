@@ -7,6 +7,7 @@
 #![allow(dead_code)]
 
 pub mod pg;
+pub mod tls;
 
 use std::fs::File;
 use std::net::TcpListener;

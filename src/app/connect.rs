@@ -1,0 +1,244 @@
+//! From validated settings to connections: reads the credential files the
+//! config names (proxy passwords, the store password, Kafka secrets) and
+//! builds HTTP clients, PostgreSQL options and librdkafka properties; and,
+//! for `incidentd check`, loads every TLS file and says what would fail or
+//! leak before anything starts.
+
+use crate::config::net::{ClientNet, ProxyConfig};
+use crate::config::outbound::DestinationConfig;
+use crate::config::{Config, KafkaConfig, Secret, StoreBackend};
+use crate::net::{self, ClientOptions, ProxyMode};
+use anyhow::{Context, Result, bail};
+use std::path::Path;
+use std::time::Duration;
+
+/// The text of a secret: inline, or the trimmed content of its file.
+pub fn read_secret(s: &Secret, what: &str) -> Result<String> {
+    match s {
+        Secret::Inline(t) => Ok(t.clone()),
+        Secret::File(p) => {
+            let t = std::fs::read_to_string(p)
+                .with_context(|| format!("reading the {what} file {}", p.display()))?;
+            let t = t.trim().to_string();
+            if t.is_empty() {
+                bail!("the {what} file {} is empty", p.display());
+            }
+            Ok(t)
+        }
+    }
+}
+
+/// The proxy of a client, its password read.
+fn proxy_mode(p: &ProxyConfig, what: &str) -> Result<ProxyMode> {
+    Ok(match p {
+        ProxyConfig::None => ProxyMode::None,
+        ProxyConfig::Env => ProxyMode::Env,
+        ProxyConfig::Url {
+            url,
+            user,
+            password,
+            no_proxy,
+        } => ProxyMode::Url(net::Proxy {
+            url: url.clone(),
+            auth: match (user, password) {
+                (Some(u), Some(p)) => Some((
+                    u.clone(),
+                    read_secret(p, &format!("{what} proxy password"))?,
+                )),
+                _ => None,
+            },
+            no_proxy: no_proxy.clone(),
+        }),
+    })
+}
+
+/// Options of an HTTP client with `n`'s TLS and proxy.
+pub fn client_options(n: &ClientNet, timeout: Duration, what: &str) -> Result<ClientOptions> {
+    Ok(ClientOptions {
+        tls: n.tls.clone(),
+        proxy: proxy_mode(&n.proxy, what)?,
+        timeout,
+        connect_timeout: timeout.min(Duration::from_secs(5)),
+    })
+}
+
+/// The HTTP client of a destination.
+pub fn destination_client(d: &DestinationConfig) -> Result<reqwest::Client> {
+    let o = client_options(&d.net, d.timeout, &d.name)?;
+    net::http_client(&o).with_context(|| format!("outbound destination {}", d.name))
+}
+
+/// PostgreSQL connection options, the password file read.
+pub fn pg_options(
+    url: &str,
+    password: Option<&Secret>,
+) -> Result<sqlx::postgres::PgConnectOptions> {
+    let password = password
+        .map(|p| read_secret(p, "store password"))
+        .transpose()?;
+    crate::store::pg_connect_options(url, password.as_deref())
+        .with_context(|| format!("store.url {}", net::redact_url(url)))
+}
+
+/// Kafka settings with `librdkafka_secret_files` read into properties.
+pub fn kafka_with_secrets(k: &KafkaConfig) -> Result<KafkaConfig> {
+    let mut out = k.clone();
+    for (key, path) in &k.secret_files {
+        let v = read_secret(&Secret::File(path.clone()), &format!("kafka {key}"))?;
+        out.librdkafka.push((key.clone(), v));
+    }
+    out.secret_files.clear();
+    Ok(out)
+}
+
+/// Whether a host (name or address) is the local machine.
+fn local_host(h: &str) -> bool {
+    let h = h.trim_start_matches('[').trim_end_matches(']');
+    h.eq_ignore_ascii_case("localhost")
+        || h.parse::<std::net::IpAddr>().is_ok_and(|a| a.is_loopback())
+}
+
+/// Whether a URL's host is the local machine (plain HTTP is fine there).
+fn loopback(url: &str) -> bool {
+    reqwest::Url::parse(url)
+        .ok()
+        .and_then(|u| u.host_str().map(local_host))
+        .unwrap_or(false)
+}
+
+/// What `incidentd check` finds about connections: errors (a file that
+/// does not load, a key that does not match its certificate) and warnings
+/// (a credential that would travel in clear).
+#[derive(Debug, Default)]
+pub struct ConnectionReport {
+    pub errors: Vec<String>,
+    pub warnings: Vec<String>,
+}
+
+/// Load every TLS file and proxy credential the configuration names.
+pub fn check_connections(cfg: &Config) -> ConnectionReport {
+    let mut r = ConnectionReport::default();
+    for (i, d) in cfg.outbound.iter().enumerate() {
+        let at = format!("outbound.destinations[{i}] ({})", d.name);
+        if let Err(e) = destination_client(d) {
+            r.errors.push(format!("{at}: {e:#}"));
+        }
+        if d.sends_credential() && d.url.starts_with("http://") && !loopback(&d.url) {
+            r.warnings.push(format!(
+                "{at}: {} is plain http:// to another host: its credential would travel unencrypted",
+                d.display_url()
+            ));
+        }
+    }
+    if let Some(sn) = &cfg.servicenow {
+        if let Err(e) = client_options(&sn.net, sn.timeout, "cmdb.servicenow")
+            .and_then(|o| net::http_client(&o).map_err(anyhow::Error::from))
+        {
+            r.errors.push(format!("cmdb.servicenow: {e:#}"));
+        }
+        if sn.url.starts_with("http://") && !loopback(&sn.url) {
+            r.warnings.push(format!(
+                "cmdb.servicenow: {} is plain http:// to another host: its credential would travel unencrypted",
+                net::redact_url(&sn.url)
+            ));
+        }
+    }
+    if let Some(tls) = &cfg.listen_tls
+        && let Err(e) = net::tls::server_config(tls)
+    {
+        r.errors.push(format!("http.tls: {e}"));
+    }
+    if let StoreBackend::Postgres { url, password, .. } = &cfg.store {
+        match pg_options(url, password.as_ref()) {
+            Ok(o) => {
+                use sqlx::postgres::PgSslMode;
+                let weak = matches!(
+                    o.get_ssl_mode(),
+                    PgSslMode::Disable | PgSslMode::Allow | PgSslMode::Prefer
+                );
+                let local = o.get_socket().is_some()
+                    || o.get_host().starts_with('/')
+                    || local_host(o.get_host());
+                if weak && !local {
+                    r.warnings.push(format!(
+                        "store.url: sslmode={} to {}: the connection may be unencrypted and the server is not verified; use sslmode=verify-full",
+                        ssl_mode_name(o.get_ssl_mode()),
+                        o.get_host()
+                    ));
+                }
+            }
+            Err(e) => r.errors.push(format!("store: {e:#}")),
+        }
+        for (key, file) in pg_files(url) {
+            if let Err(e) = check_pem(&file, key == "sslkey") {
+                r.errors.push(format!("store.url {key}: {e}"));
+            }
+        }
+    }
+    if let Some(k) = &cfg.kafka {
+        for (key, path) in &k.secret_files {
+            if let Err(e) = read_secret(&Secret::File(path.clone()), key) {
+                r.errors
+                    .push(format!("kafka.librdkafka_secret_files.{key:?}: {e:#}"));
+            }
+        }
+        for (key, v) in &k.librdkafka {
+            let key_file = key.ends_with("ssl.key.location");
+            if key.ends_with("ssl.ca.location") && v == "probe" {
+                continue;
+            }
+            if key.ends_with("ssl.ca.location")
+                || key.ends_with("ssl.certificate.location")
+                || key_file
+            {
+                let p = Path::new(v);
+                if p.is_dir() {
+                    continue;
+                }
+                if let Err(e) = check_pem(p, key_file) {
+                    r.errors.push(format!("kafka.librdkafka.{key:?}: {e}"));
+                }
+            }
+        }
+    }
+    r
+}
+
+fn ssl_mode_name(m: sqlx::postgres::PgSslMode) -> &'static str {
+    use sqlx::postgres::PgSslMode as M;
+    match m {
+        M::Disable => "disable",
+        M::Allow => "allow",
+        M::Prefer => "prefer",
+        M::Require => "require",
+        M::VerifyCa => "verify-ca",
+        M::VerifyFull => "verify-full",
+    }
+}
+
+/// The certificate and key files a PostgreSQL URL names.
+fn pg_files(url: &str) -> Vec<(&'static str, std::path::PathBuf)> {
+    let Ok(u) = reqwest::Url::parse(url) else {
+        return Vec::new();
+    };
+    u.query_pairs()
+        .filter_map(|(k, v)| {
+            let key = match k.as_ref() {
+                "sslrootcert" | "ssl-root-cert" | "ssl-ca" if v != "system" => "sslrootcert",
+                "sslcert" | "ssl-cert" => "sslcert",
+                "sslkey" | "ssl-key" => "sslkey",
+                _ => return None,
+            };
+            Some((key, std::path::PathBuf::from(v.as_ref())))
+        })
+        .collect()
+}
+
+/// A PEM file of certificates (or, with `key`, holding a private key).
+fn check_pem(path: &Path, key: bool) -> Result<(), net::TlsError> {
+    if key {
+        net::tls::load_key(path).map(|_| ())
+    } else {
+        net::tls::load_certs(path).map(|_| ())
+    }
+}
