@@ -4,7 +4,10 @@
 //! the same incident resolves. Prometheus also scrapes incidentd's /metrics.
 //! A silence in Alertmanager (which never sends the silenced alert as
 //! resolved) resolves the incident and its PagerDuty alert through
-//! `incident.alert_timeout`.
+//! `incident.alert_timeout`. The same stack once more with incidentd
+//! serving HTTPS and demanding client certificates: Alertmanager posts with
+//! `http_config.tls_config` (CA, certificate, key) and Prometheus scrapes
+//! with `scheme: https`, all signed by a CA made in the test.
 //!
 //! Runs only with `INCIDENTD_TEST_E2E=1` (as `.ci/run` sets); it then needs
 //! the Debian packages `prometheus` and `prometheus-alertmanager`, and fails
@@ -68,9 +71,20 @@ async fn prometheus_alertmanager_incidentd_end_to_end() {
     let mut children = Children::default();
     time_boxed(
         "prometheus_alertmanager_incidentd_end_to_end",
-        run(tmp.path(), &mut children, None),
+        run(tmp.path(), &mut children, None, false),
     )
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_stack_end_to_end_over_https_with_client_certificates() {
+    const TEST: &str = "the_stack_end_to_end_over_https_with_client_certificates";
+    if !e2e_enabled(TEST) {
+        return;
+    }
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let mut children = Children::default();
+    time_boxed(TEST, run(tmp.path(), &mut children, None, true)).await;
 }
 
 /// Whether the suite runs (`INCIDENTD_TEST_E2E=1`); says so when it does not.
@@ -108,7 +122,7 @@ async fn a_silence_upstream_resolves_the_incident_downstream() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let mut children = Children::default();
     let pd = start_pagerduty().await;
-    time_boxed(TEST, run(tmp.path(), &mut children, Some(&pd))).await;
+    time_boxed(TEST, run(tmp.path(), &mut children, Some(&pd), false)).await;
 }
 
 /// A PagerDuty Events API on 127.0.0.1 recording `event_action`s.
@@ -213,6 +227,7 @@ async fn start_prometheus(
 /// `cmdb`), data under `dir`; waits until it is ready.
 async fn start_incidentd(
     dir: &Path,
+    base: &str,
     port: u16,
     toml: &str,
     cmdb: Option<&Path>,
@@ -245,7 +260,7 @@ async fn start_incidentd(
     support::wait_http_ok(
         "incidentd /readyz",
         http,
-        &format!("http://127.0.0.1:{port}/readyz"),
+        &format!("{base}/readyz"),
         START_TIMEOUT,
         children,
     )
@@ -276,7 +291,9 @@ fn ours(incidents: &[Value], fingerprint: &str) -> Vec<Value> {
 
 /// The stack end to end. With `silence` (a PagerDuty to deliver to), the
 /// alert is silenced in Alertmanager instead of cleared in Prometheus.
-async fn run(dir: &Path, children: &mut Children, silence: Option<&Pagerduty>) {
+/// With `tls`, incidentd serves HTTPS with client certificates required,
+/// and Alertmanager and Prometheus present theirs.
+async fn run(dir: &Path, children: &mut Children, silence: Option<&Pagerduty>, tls: bool) {
     let prometheus_bin = support::find_program(&["/usr/bin/prometheus", "prometheus"])
         .unwrap_or_else(|| {
             panic!(
@@ -297,13 +314,31 @@ async fn run(dir: &Path, children: &mut Children, silence: Option<&Pagerduty>) {
         )
     });
 
-    let http = reqwest::Client::builder()
+    // A CA of the test's own signs incidentd's certificate and the one the
+    // monitoring stack (and this test) presents to it.
+    let pki = tls.then(|| {
+        let ca = support::tls::TestCa::new("e2e");
+        let server = ca.server(dir, "incidentd", &["127.0.0.1"]);
+        let client = ca.client(dir, "monitoring", "monitoring");
+        let ca_file = ca.write(dir, "ca.pem");
+        (ca, server, client, ca_file)
+    });
+    let mut http = reqwest::Client::builder()
         // Only 127.0.0.1 is ever asked; never through a proxy from the environment.
         .no_proxy()
         .connect_timeout(Duration::from_secs(2))
-        .timeout(Duration::from_secs(5))
-        .build()
-        .expect("http client");
+        .timeout(Duration::from_secs(5));
+    if let Some((ca, _, client, _)) = &pki {
+        http = http
+            .add_root_certificate(reqwest::Certificate::from_pem(ca.pem.as_bytes()).expect("CA"))
+            .identity(
+                reqwest::Identity::from_pem(
+                    format!("{}{}", client.cert_pem, client.key_pem).as_bytes(),
+                )
+                .expect("identity"),
+            );
+    }
+    let http = http.build().expect("http client");
 
     // 1. The switchable scrape target, and ports for the three servers.
     let flag = Arc::new(AtomicBool::new(true));
@@ -311,12 +346,40 @@ async fn run(dir: &Path, children: &mut Children, silence: Option<&Pagerduty>) {
     let [inc_port, prom_port, am_port] = free_ports(3)[..] else {
         unreachable!("free_ports(3) returns 3 ports")
     };
-    let inc = format!("http://127.0.0.1:{inc_port}");
+    let inc = format!(
+        "{}://127.0.0.1:{inc_port}",
+        if tls { "https" } else { "http" }
+    );
     let prom = format!("http://127.0.0.1:{prom_port}");
     let am = format!("http://127.0.0.1:{am_port}");
 
     // 2. incidentd.
-    let mut incidentd_toml = "[incident]\nauto_resolve_hold = \"0s\"\n".to_string();
+    let mut incidentd_toml = String::new();
+    // What Alertmanager's webhook and Prometheus' scrape add for TLS.
+    let (mut am_tls, mut prom_tls) = (String::new(), String::new());
+    if let Some((_, server, client, ca_file)) = &pki {
+        incidentd_toml.push_str(&format!(
+            "[http]\ntls_cert_file = {:?}\ntls_key_file = {:?}\ntls_client_ca_file = {:?}\n",
+            server.cert_file.display().to_string(),
+            server.key_file.display().to_string(),
+            ca_file.display().to_string(),
+        ));
+        let files = format!(
+            "ca_file: {}\n{{indent}}cert_file: {}\n{{indent}}key_file: {}\n",
+            ca_file.display(),
+            client.cert_file.display(),
+            client.key_file.display()
+        );
+        am_tls = format!(
+            "        http_config:\n          tls_config:\n            {}",
+            files.replace("{indent}", "            ")
+        );
+        prom_tls = format!(
+            "    scheme: https\n    tls_config:\n      {}",
+            files.replace("{indent}", "      ")
+        );
+    }
+    incidentd_toml.push_str("[incident]\nauto_resolve_hold = \"0s\"\n");
     if let Some(pd) = silence {
         // Alertmanager repeats a firing alert every 2 s (below); 8 s
         // without one means it stopped telling.
@@ -325,7 +388,7 @@ async fn run(dir: &Path, children: &mut Children, silence: Option<&Pagerduty>) {
             pd.url
         ));
     }
-    start_incidentd(dir, inc_port, &incidentd_toml, None, &http, children).await;
+    start_incidentd(dir, &inc, inc_port, &incidentd_toml, None, &http, children).await;
     let (status, _) = support::get_text(&http, &format!("{inc}/healthz"))
         .await
         .expect("incidentd /healthz");
@@ -349,7 +412,7 @@ receivers:
       - url: {inc}/api/v1/alerts/alertmanager
         send_resolved: true
         max_alerts: 0
-",
+{am_tls}",
             repeat = if silence.is_some() { "2s" } else { "1h" },
         ),
     );
@@ -413,7 +476,7 @@ scrape_configs:
     static_configs:
       - targets: ['127.0.0.1:{flag_port}']
   - job_name: incidentd
-    static_configs:
+{prom_tls}    static_configs:
       - targets: ['127.0.0.1:{inc_port}']
 ",
             ext_name = EXTERNAL_LABEL.0,
@@ -744,6 +807,7 @@ async fn run_slo(dir: &Path, children: &mut Children) {
     write(&cmdb, SLO_CMDB);
     start_incidentd(
         dir,
+        &inc,
         inc_port,
         "[slo]\nrefresh = \"1s\"\n",
         Some(&cmdb),

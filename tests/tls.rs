@@ -329,7 +329,7 @@ async fn lifecycle_once_each(d: &Daemon, accepted: &Accepted, name: &str) {
     let id = d.open(name).await;
     let key = format!("incidentd-{id}");
     wait_until("the trigger", Duration::from_secs(20), async || {
-        accepted.lock().expect("accepted").len() >= 1
+        !accepted.lock().expect("accepted").is_empty()
     })
     .await;
     let (s, v) = d

@@ -80,7 +80,11 @@ pub fn pg_options(
         .with_context(|| format!("store.url {}", net::redact_url(url)))
 }
 
-/// Kafka settings with `librdkafka_secret_files` read into properties.
+/// Kafka settings with `librdkafka_secret_files` read into properties,
+/// and the trust of the other clients: librdkafka's OpenSSL is built in,
+/// so it probes the usual CA bundle paths and would not see
+/// `SSL_CERT_FILE` / `SSL_CERT_DIR`; without an `ssl.ca.location` of its
+/// own, Kafka gets the one these name.
 pub fn kafka_with_secrets(k: &KafkaConfig) -> Result<KafkaConfig> {
     let mut out = k.clone();
     for (key, path) in &k.secret_files {
@@ -88,7 +92,43 @@ pub fn kafka_with_secrets(k: &KafkaConfig) -> Result<KafkaConfig> {
         out.librdkafka.push((key.clone(), v));
     }
     out.secret_files.clear();
+    let env = |v: &str| std::env::var(v).ok().filter(|s| !s.is_empty());
+    if let Some(ca) = kafka_ca_from_env(
+        &out.librdkafka,
+        env("SSL_CERT_FILE").as_deref(),
+        env("SSL_CERT_DIR").as_deref(),
+    ) {
+        out.librdkafka.push(("ssl.ca.location".into(), ca));
+    }
     Ok(out)
+}
+
+/// The `ssl.ca.location` to add for `SSL_CERT_FILE` / `SSL_CERT_DIR`:
+/// none when the properties already say where the CAs are.
+fn kafka_ca_from_env(
+    props: &[(String, String)],
+    cert_file: Option<&str>,
+    cert_dir: Option<&str>,
+) -> Option<String> {
+    let set = props.iter().any(|(k, _)| {
+        let k = k
+            .trim_start_matches("consumer.")
+            .trim_start_matches("producer.");
+        matches!(
+            k,
+            "ssl.ca.location" | "ssl.ca.pem" | "ssl.ca.certificate.stores"
+        )
+    });
+    if set {
+        return None;
+    }
+    // A directory of hashed certificates (SSL_CERT_DIR may list several;
+    // librdkafka takes one).
+    cert_file.map(str::to_string).or_else(|| {
+        cert_dir
+            .and_then(|d| d.split(':').next())
+            .map(str::to_string)
+    })
 }
 
 /// Whether a host (name or address) is the local machine.
@@ -122,6 +162,10 @@ pub fn check_connections(cfg: &Config) -> ConnectionReport {
         let at = format!("outbound.destinations[{i}] ({})", d.name);
         if let Err(e) = destination_client(d) {
             r.errors.push(format!("{at}: {e:#}"));
+        } else if d.url.starts_with("https://")
+            && let Some(e) = net::tls::trust_problem(&d.net.tls)
+        {
+            r.errors.push(format!("{at}: {e}"));
         }
         if d.sends_credential() && d.url.starts_with("http://") && !loopback(&d.url) {
             r.warnings.push(format!(
@@ -240,5 +284,38 @@ fn check_pem(path: &Path, key: bool) -> Result<(), net::TlsError> {
         net::tls::load_key(path).map(|_| ())
     } else {
         net::tls::load_certs(path).map(|_| ())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kafka_trusts_what_ssl_cert_file_names_unless_told_otherwise() {
+        let none: Vec<(String, String)> = Vec::new();
+        assert_eq!(
+            kafka_ca_from_env(&none, Some("/etc/corp/ca.pem"), Some("/etc/ssl/certs")),
+            Some("/etc/corp/ca.pem".to_string())
+        );
+        assert_eq!(
+            kafka_ca_from_env(&none, None, Some("/etc/corp/certs:/etc/ssl/certs")),
+            Some("/etc/corp/certs".to_string())
+        );
+        assert_eq!(kafka_ca_from_env(&none, None, None), None);
+        let own = vec![("consumer.ssl.ca.location".to_string(), "/x".to_string())];
+        assert_eq!(
+            kafka_ca_from_env(&own, Some("/etc/corp/ca.pem"), None),
+            None
+        );
+    }
+
+    #[test]
+    fn clear_text_is_judged_by_host() {
+        assert!(loopback("http://127.0.0.1:9/x"));
+        assert!(loopback("http://localhost/x"));
+        assert!(loopback("http://[::1]:80/"));
+        assert!(!loopback("http://snow.example.com"));
+        assert!(!loopback("http://10.0.0.1"));
     }
 }

@@ -299,6 +299,11 @@ pub async fn start(cfg: &Config, clock: Arc<dyn Clock>) -> Result<Running> {
             ownership.clone(),
             handle.clone(),
         );
+        if d.url.starts_with("https://")
+            && let Some(e) = crate::net::tls::trust_problem(&d.net.tls)
+        {
+            tracing::warn!(destination = %d.name, error = %e, "no server certificate can be verified: every call will fail");
+        }
         tracker.spawn(sender.run(handle.commits(), cancel.clone()));
         tracing::info!(
             destination = %d.name,

@@ -150,10 +150,18 @@ fn roots(tls: &ClientTls) -> Result<RootCertStore, TlsError> {
                 .map_err(|e| file_error(ca, format!("not a usable CA certificate: {e}")))?;
         }
     }
-    if roots.is_empty() {
-        return Err(TlsError::NoRoots);
-    }
     Ok(roots)
+}
+
+/// Why no server could be verified with `tls`: nothing trusted at all (no
+/// system CA bundle, no `ca_file`). Not an error for a client that only
+/// calls plain-HTTP URLs; `check` reports it for https ones.
+pub fn trust_problem(tls: &ClientTls) -> Option<TlsError> {
+    match roots(tls) {
+        Ok(r) if r.is_empty() => Some(TlsError::NoRoots),
+        Ok(_) => None,
+        Err(e) => Some(e),
+    }
 }
 
 /// A rustls client configuration: TLS 1.2 and 1.3, the trust of `tls`,
@@ -199,10 +207,4 @@ pub fn server_config(tls: &ServerTls) -> Result<ServerConfig, TlsError> {
     let mut config = builder.with_single_cert(certs, key)?;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(config)
-}
-
-/// Read every file a client configuration names, as `incidentd check`
-/// does: the error a start would meet, without starting.
-pub fn check_client(tls: &ClientTls) -> Result<(), TlsError> {
-    client_config(tls).map(|_| ())
 }

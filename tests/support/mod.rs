@@ -107,6 +107,15 @@ impl Children {
             .map(|p| p.child.id())
     }
 
+    /// Kill a child by its PID, reap it and stop watching it.
+    pub fn forget_killed(&mut self, name: &str) {
+        if let Some(i) = self.procs.iter().position(|p| p.name == name) {
+            let mut p = self.procs.remove(i);
+            let _ = p.child.kill();
+            let _ = p.child.wait();
+        }
+    }
+
     /// Reap a child the test killed on purpose and stop watching it.
     pub fn forget(&mut self, name: &str) {
         if let Some(i) = self.procs.iter().position(|p| p.name == name) {
