@@ -232,7 +232,11 @@ struct PrivatePg {
 
 fn pg_bin(name: &str) -> PathBuf {
     let mut dirs: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
-        .map(|d| d.filter_map(|e| e.ok()).map(|e| e.path().join("bin")).collect())
+        .map(|d| {
+            d.filter_map(|e| e.ok())
+                .map(|e| e.path().join("bin"))
+                .collect()
+        })
         .unwrap_or_default();
     dirs.sort();
     dirs.into_iter()
@@ -251,8 +255,13 @@ fn as_server_user(program: &Path) -> Command {
         .unwrap_or(false);
     if root {
         let mut c = Command::new("setpriv");
-        c.args(["--reuid=postgres", "--regid=postgres", "--init-groups", "--"])
-            .arg(program);
+        c.args([
+            "--reuid=postgres",
+            "--regid=postgres",
+            "--init-groups",
+            "--",
+        ])
+        .arg(program);
         c
     } else {
         Command::new(program)
@@ -265,7 +274,10 @@ impl PrivatePg {
         std::fs::create_dir_all(&base).expect("mkdir");
         let data = base.join("data");
         let owner = |p: &Path| {
-            let _ = Command::new("chown").args(["-R", "postgres:postgres"]).arg(p).status();
+            let _ = Command::new("chown")
+                .args(["-R", "postgres:postgres"])
+                .arg(p)
+                .status();
         };
         // The temp dir must be traversable by the server's user.
         let _ = Command::new("chmod").args(["755"]).arg(dir).status();
@@ -322,7 +334,10 @@ impl PrivatePg {
         let deadline = Instant::now() + Duration::from_secs(30);
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
             children.assert_alive();
-            assert!(Instant::now() < deadline, "the private PostgreSQL did not start");
+            assert!(
+                Instant::now() < deadline,
+                "the private PostgreSQL did not start"
+            );
             std::thread::sleep(Duration::from_millis(100));
         }
         PrivatePg { children, port }
@@ -337,10 +352,11 @@ async fn try_connect(url: &str) -> Result<bool, String> {
         let e: &(dyn std::error::Error + 'static) = &e;
         incidentd::net::chain(e)
     })?;
-    let (ssl,): (bool,) = sqlx::query_as("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()")
-        .fetch_one(&mut c)
-        .await
-        .map_err(|e| e.to_string())?;
+    let (ssl,): (bool,) =
+        sqlx::query_as("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()")
+            .fetch_one(&mut c)
+            .await
+            .map_err(|e| e.to_string())?;
     Ok(ssl)
 }
 
@@ -366,7 +382,10 @@ async fn a_private_ca_client_certificates_and_libpq_require_semantics() {
     // verify-full against the private CA, with a client certificate.
     let url = with_params(
         &base,
-        &format!("sslmode=verify-full&sslrootcert={}&{cert}", ca_file.display()),
+        &format!(
+            "sslmode=verify-full&sslrootcert={}&{cert}",
+            ca_file.display()
+        ),
     );
     assert_eq!(try_connect(&url).await, Ok(true), "{url}");
 

@@ -93,42 +93,44 @@ pub fn kafka_with_secrets(k: &KafkaConfig) -> Result<KafkaConfig> {
     }
     out.secret_files.clear();
     let env = |v: &str| std::env::var(v).ok().filter(|s| !s.is_empty());
-    if let Some(ca) = kafka_ca_from_env(
+    let add = kafka_ca_from_env(
         &out.librdkafka,
         env("SSL_CERT_FILE").as_deref(),
         env("SSL_CERT_DIR").as_deref(),
-    ) {
-        out.librdkafka.push(("ssl.ca.location".into(), ca));
-    }
+    );
+    out.librdkafka.extend(add);
     Ok(out)
 }
 
-/// The `ssl.ca.location` to add for `SSL_CERT_FILE` / `SSL_CERT_DIR`:
-/// none when the properties already say where the CAs are.
+/// The CA location to add for `SSL_CERT_FILE` / `SSL_CERT_DIR`
+/// (`ssl.ca.location`, for the brokers), unless the properties already say
+/// where the CAs are.
 fn kafka_ca_from_env(
     props: &[(String, String)],
     cert_file: Option<&str>,
     cert_dir: Option<&str>,
-) -> Option<String> {
+) -> Vec<(String, String)> {
+    // A directory of hashed certificates (SSL_CERT_DIR may list several;
+    // librdkafka takes one).
+    let Some(ca) = cert_file.map(str::to_string).or_else(|| {
+        cert_dir
+            .and_then(|d| d.split(':').next())
+            .map(str::to_string)
+    }) else {
+        return Vec::new();
+    };
     let set = props.iter().any(|(k, _)| {
-        let k = k
-            .trim_start_matches("consumer.")
-            .trim_start_matches("producer.");
         matches!(
-            k,
+            k.trim_start_matches("consumer.")
+                .trim_start_matches("producer."),
             "ssl.ca.location" | "ssl.ca.pem" | "ssl.ca.certificate.stores"
         )
     });
     if set {
-        return None;
+        Vec::new()
+    } else {
+        vec![("ssl.ca.location".to_string(), ca)]
     }
-    // A directory of hashed certificates (SSL_CERT_DIR may list several;
-    // librdkafka takes one).
-    cert_file.map(str::to_string).or_else(|| {
-        cert_dir
-            .and_then(|d| d.split(':').next())
-            .map(str::to_string)
-    })
 }
 
 /// Whether a host (name or address) is the local machine.
@@ -294,20 +296,18 @@ mod tests {
     #[test]
     fn kafka_trusts_what_ssl_cert_file_names_unless_told_otherwise() {
         let none: Vec<(String, String)> = Vec::new();
+        let both = |ca: &str| vec![("ssl.ca.location".to_string(), ca.to_string())];
         assert_eq!(
             kafka_ca_from_env(&none, Some("/etc/corp/ca.pem"), Some("/etc/ssl/certs")),
-            Some("/etc/corp/ca.pem".to_string())
+            both("/etc/corp/ca.pem")
         );
         assert_eq!(
             kafka_ca_from_env(&none, None, Some("/etc/corp/certs:/etc/ssl/certs")),
-            Some("/etc/corp/certs".to_string())
+            both("/etc/corp/certs")
         );
-        assert_eq!(kafka_ca_from_env(&none, None, None), None);
+        assert!(kafka_ca_from_env(&none, None, None).is_empty());
         let own = vec![("consumer.ssl.ca.location".to_string(), "/x".to_string())];
-        assert_eq!(
-            kafka_ca_from_env(&own, Some("/etc/corp/ca.pem"), None),
-            None
-        );
+        assert!(kafka_ca_from_env(&own, Some("/etc/corp/ca.pem"), None).is_empty());
     }
 
     #[test]
