@@ -567,6 +567,7 @@ async fn https_through_a_connect_proxy_and_environment_proxies_ignored() {
     let ca = TestCa::new("proxied");
     let ca_file = ca.write(dir.path(), "ca.pem");
     let (url, accepted, _) = pagerduty_https(&ca, dir.path(), None).await;
+    let ca_for_proxy = ca;
     let ca = format!("ca_file = {:?}", ca_file.display().to_string());
     // "proxyuser:proxy-pass-9f2"
     let proxy = ConnectProxy::start(Some("Basic cHJveHl1c2VyOnByb3h5LXBhc3MtOWYy")).await;
@@ -635,6 +636,63 @@ async fn https_through_a_connect_proxy_and_environment_proxies_ignored() {
     );
     d.stop();
     assert!(proxy.requests().len() > before, "the proxy was used");
+
+    // 4. An https:// proxy (TLS to the proxy, then CONNECT inside it),
+    // its certificate from the same private CA the destination trusts.
+    accepted.lock().expect("accepted").clear();
+    let before = proxy.requests().len();
+    let proxy_leaf = ca_for_proxy.server(dir.path(), "proxy", &["127.0.0.1"]);
+    let https_proxy = tls_front(&proxy_leaf, proxy.url.trim_start_matches("http://")).await;
+    write_config(
+        dir.path(),
+        &format!(
+            "[outbound]\nproxy = \"{https_proxy}\"\nproxy_user = \"proxyuser\"\nproxy_password_file = {:?}\n\n{}",
+            pw.display().to_string(),
+            pagerduty_destination(&url, &ca)
+        ),
+    );
+    let d = Daemon::start(dir.path(), &[], "http", plain_client(), "https-proxy").await;
+    lifecycle_once_each(&d, &accepted, "HttpsProxy").await;
+    d.stop();
+    let seen = proxy.requests();
+    assert!(seen.len() > before, "the https proxy was used");
+    assert!(
+        seen[before..]
+            .iter()
+            .all(|h| h.starts_with(&format!("CONNECT {hostport} HTTP/1.1"))),
+        "{seen:?}"
+    );
+}
+
+/// A TLS front for a plain TCP service on 127.0.0.1 (makes the CONNECT
+/// proxy an https:// proxy); its URL.
+async fn tls_front(leaf: &support::tls::Issued, upstream: &str) -> String {
+    let acceptor =
+        tokio_rustls::TlsAcceptor::from(Arc::new(support::tls::server_config(leaf, None)));
+    let tcp = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let url = format!("https://{}", tcp.local_addr().expect("addr"));
+    let upstream = upstream.to_string();
+    tokio::spawn(async move {
+        loop {
+            let Ok((s, _)) = tcp.accept().await else {
+                continue;
+            };
+            let acceptor = acceptor.clone();
+            let upstream = upstream.clone();
+            tokio::spawn(async move {
+                let Ok(mut tls) = acceptor.accept(s).await else {
+                    return;
+                };
+                let Ok(mut up) = tokio::net::TcpStream::connect(&upstream).await else {
+                    return;
+                };
+                let _ = tokio::io::copy_bidirectional(&mut tls, &mut up).await;
+            });
+        }
+    });
+    url
 }
 
 /// Every configured secret, each made of parts no log line would contain

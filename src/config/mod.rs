@@ -1268,6 +1268,25 @@ token_file = "/x"
     }
 
     #[test]
+    fn the_cmdb_sync_follows_the_outbound_proxy_unless_it_sets_its_own() {
+        let c = parse(
+            "[outbound]\nproxy = \"http://proxy:3128\"\n[cmdb.servicenow]\nurl = \"https://x.service-now.com\"\ntoken = \"t\"\nca_file = \"/etc/ca.pem\"\n",
+        )
+        .unwrap();
+        let sn = c.servicenow.unwrap();
+        assert!(
+            matches!(&sn.net.proxy, net::ProxyConfig::Url { url, .. } if url == "http://proxy:3128")
+        );
+        assert_eq!(sn.net.tls.ca_file, Some(PathBuf::from("/etc/ca.pem")));
+        assert!(sn.net.tls.system_roots);
+        let c = parse(
+            "[outbound]\nproxy = \"http://proxy:3128\"\n[cmdb.servicenow]\nurl = \"https://x.service-now.com\"\ntoken = \"t\"\nproxy = \"none\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.servicenow.unwrap().net.proxy, net::ProxyConfig::None);
+    }
+
+    #[test]
     fn unknown_keys_are_rejected() {
         let e = parse("[incident]\nauto_resolve_hodl = \"1m\"\n").unwrap_err();
         assert!(e.to_string().contains("auto_resolve_hodl"), "{e}");
