@@ -13,7 +13,7 @@
 mod support;
 
 use incidentd::app::{self, Running};
-use incidentd::config::{self, Config, Overrides};
+use incidentd::config::Config;
 use incidentd::domain::SystemClock;
 use incidentd::store::{IncidentQuery, StateFilter};
 use rdkafka::ClientConfig;
@@ -120,19 +120,7 @@ fn managed_kafka_settings_are_accepted() {
 }
 
 fn config(dir: &Path, toml: &str) -> Config {
-    let file = dir.join("incidentd.toml");
-    std::fs::write(&file, toml).expect("write config");
-    let mut c = config::load(
-        Some(&file),
-        &Overrides {
-            data_dir: Some(dir.join("data")),
-            rules_dir: Some(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("rules")),
-            ..Overrides::default()
-        },
-    )
-    .expect("config is valid");
-    c.engine.auto_resolve_hold = Duration::ZERO;
-    c
+    support::config_in(dir, toml)
 }
 
 async fn titles(r: &Running) -> Vec<String> {

@@ -10,7 +10,7 @@ use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
 use http_body_util::BodyExt;
 use incidentd::app::{self, Running};
-use incidentd::config::{self, Config, Overrides};
+use incidentd::config::Config;
 use incidentd::domain::SystemClock;
 use incidentd::store::{IncidentQuery, StateFilter};
 use rdkafka::ClientConfig;
@@ -18,7 +18,7 @@ use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use std::io::Write as _;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tower::ServiceExt;
@@ -64,19 +64,7 @@ async fn create_topic(brokers: &str, name: &str, partitions: i32) {
 }
 
 fn config(dir: &Path, toml: &str) -> Config {
-    let file = dir.join("incidentd.toml");
-    std::fs::write(&file, toml).unwrap();
-    let mut c = config::load(
-        Some(&file),
-        &Overrides {
-            data_dir: Some(dir.join("data")),
-            rules_dir: Some(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("rules")),
-            ..Overrides::default()
-        },
-    )
-    .expect("config is valid");
-    c.engine.auto_resolve_hold = Duration::ZERO;
-    c
+    support::config_in(dir, toml)
 }
 
 async fn start(c: &Config) -> Running {

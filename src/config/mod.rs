@@ -136,7 +136,9 @@ pub struct RawServiceNow {
     pub ci_query: Option<String>,
     pub timeout: Option<String>,
     /// TLS and proxy, as for outbound destinations (the proxy defaults to
-    /// `[outbound] proxy`).
+    /// `[outbound] proxy`). Listed again rather than shared: serde's
+    /// `flatten` cannot be combined with `deny_unknown_fields`; both lists
+    /// are validated by the same functions in `config::net`.
     pub ca_file: Option<PathBuf>,
     pub system_roots: Option<bool>,
     pub client_cert_file: Option<PathBuf>,

@@ -539,6 +539,24 @@ async fn attach_fingerprints(
     Ok(())
 }
 
+/// One timeline entry written beside an outbox update (same transaction).
+async fn append_note(
+    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    (incident, e): (IncidentId, TimelineEntry),
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO timeline (incident_id, at, kind, message, actor) VALUES (?, ?, ?, ?, ?)",
+    )
+    .bind(incident.0)
+    .bind(e.at.millis())
+    .bind(e.kind.as_str())
+    .bind(e.message)
+    .bind(e.actor)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
 impl Store for SqliteStore {
     fn apply<'a>(&'a self, ops: &'a [StoreOp]) -> BoxFuture<'a, Result<(), StoreError>> {
         Box::pin(async move {
@@ -752,17 +770,8 @@ impl Store for SqliteStore {
                 .bind(id)
                 .execute(&mut *tx)
                 .await?;
-            if let Some((incident, e)) = note {
-                sqlx::query(
-                    "INSERT INTO timeline (incident_id, at, kind, message, actor) VALUES (?, ?, ?, ?, ?)",
-                )
-                .bind(incident.0)
-                .bind(e.at.millis())
-                .bind(e.kind.as_str())
-                .bind(e.message)
-                .bind(e.actor)
-                .execute(&mut *tx)
-                .await?;
+            if let Some(note) = note {
+                append_note(&mut tx, note).await?;
             }
             tx.commit().await?;
             Ok(())
@@ -791,17 +800,8 @@ impl Store for SqliteStore {
             .bind(id)
             .execute(&mut *tx)
             .await?;
-            if let Some((incident, e)) = note {
-                sqlx::query(
-                    "INSERT INTO timeline (incident_id, at, kind, message, actor) VALUES (?, ?, ?, ?, ?)",
-                )
-                .bind(incident.0)
-                .bind(e.at.millis())
-                .bind(e.kind.as_str())
-                .bind(e.message)
-                .bind(e.actor)
-                .execute(&mut *tx)
-                .await?;
+            if let Some(note) = note {
+                append_note(&mut tx, note).await?;
             }
             tx.commit().await?;
             Ok(())

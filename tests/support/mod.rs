@@ -300,3 +300,22 @@ pub async fn oneshot(
     let bytes = resp.into_body().collect().await.expect("body").to_bytes();
     (status, bytes.to_vec())
 }
+
+/// A daemon config from `toml` (written to `dir/incidentd.toml`): data
+/// under `dir/data`, the repository's rules, incidents resolving as soon as
+/// their alerts do.
+pub fn config_in(dir: &Path, toml: &str) -> incidentd::config::Config {
+    let file = dir.join("incidentd.toml");
+    std::fs::write(&file, toml).expect("write config");
+    let mut c = incidentd::config::load(
+        Some(&file),
+        &incidentd::config::Overrides {
+            data_dir: Some(dir.join("data")),
+            rules_dir: Some(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("rules")),
+            ..incidentd::config::Overrides::default()
+        },
+    )
+    .expect("config is valid");
+    c.engine.auto_resolve_hold = Duration::ZERO;
+    c
+}
