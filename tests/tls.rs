@@ -1247,6 +1247,13 @@ kind = "servicenow"
 url = "http://snow.example.com"
 user = "u"
 password = "p"
+
+[kafka]
+brokers = "kafka-1.example.com:9092"
+[[kafka.topics]]
+name = "alerts"
+[kafka.librdkafka]
+"security.protocol" = "SASL_PLAINTEXT"
 "#,
             acert = p(&a.cert_file),
             akey = p(&a.key_file),
@@ -1257,6 +1264,10 @@ password = "p"
     assert_eq!(code, Some(0), "{err}");
     assert!(
         err.contains("warning: outbound.destinations[1] (cleartext)"),
+        "{err}"
+    );
+    assert!(
+        err.contains("warning: kafka: security.protocol = sasl_plaintext"),
         "{err}"
     );
 }

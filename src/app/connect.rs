@@ -222,6 +222,26 @@ pub fn check_connections(cfg: &Config) -> ConnectionReport {
         }
     }
     if let Some(k) = &cfg.kafka {
+        let protocol = k
+            .librdkafka
+            .iter()
+            .rev()
+            .find(|(key, _)| {
+                key.trim_start_matches("consumer.")
+                    .trim_start_matches("producer.")
+                    == "security.protocol"
+            })
+            .map(|(_, v)| v.to_ascii_lowercase());
+        let remote = k.brokers.split(',').any(|b| {
+            let host = b.trim().rsplit_once(':').map_or(b.trim(), |(h, _)| h);
+            !local_host(host)
+        });
+        if protocol.as_deref() == Some("sasl_plaintext") && remote {
+            r.warnings.push(format!(
+                "kafka: security.protocol = sasl_plaintext to {}: the SASL credentials and every alert travel unencrypted; use sasl_ssl",
+                k.brokers
+            ));
+        }
         for (key, path) in &k.secret_files {
             if let Err(e) = read_secret(&Secret::File(path.clone()), key) {
                 r.errors
