@@ -468,3 +468,124 @@ async fn state_survives_restart() {
     assert_eq!((s, v["ready"].as_bool()), (StatusCode::OK, Some(true)));
     r.shutdown().await;
 }
+
+/// A request body that never arrives.
+struct Stalled;
+
+impl axum::body::HttpBody for Stalled {
+    type Data = axum::body::Bytes;
+    type Error = std::convert::Infallible;
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        std::task::Poll::Pending
+    }
+}
+
+#[tokio::test]
+async fn every_error_is_json_naming_what_was_wrong() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = config(dir.path());
+    c.request_timeout = std::time::Duration::from_millis(500);
+    let r = start(&c).await;
+    // (method, path, body, status, the field `detail` names, text the error holds)
+    let cases: &[(&str, &str, &str, u16, Option<&str>, &str)] = &[
+        ("GET", "/nope", "", 404, None, "/nope"),
+        ("DELETE", "/api/v1/incidents", "", 405, None, "DELETE"),
+        ("GET", "/api/v1/alerts", "", 405, None, "GET"),
+        ("PUT", "/api/v1/alerts/alertmanager", "", 405, None, "PUT"),
+        (
+            "GET",
+            "/api/v1/incidents?limit=-1",
+            "",
+            400,
+            Some("limit"),
+            "invalid digit",
+        ),
+        (
+            "GET",
+            "/api/v1/incidents?limit=abc",
+            "",
+            400,
+            Some("limit"),
+            "limit",
+        ),
+        (
+            "GET",
+            "/api/v1/incidents?limit=0",
+            "",
+            400,
+            Some("limit"),
+            "1..=10000",
+        ),
+        (
+            "GET",
+            "/api/v1/incidents?state=bogus",
+            "",
+            400,
+            Some("state"),
+            "bogus",
+        ),
+        (
+            "GET",
+            "/api/v1/incidents?before=x",
+            "",
+            400,
+            Some("before"),
+            "before",
+        ),
+        ("GET", "/api/v1/incidents/abc", "", 400, Some("id"), "abc"),
+        ("GET", "/api/v1/incidents/987654", "", 404, None, "987654"),
+        (
+            "POST",
+            "/api/v1/alerts",
+            "{not json",
+            400,
+            None,
+            "not valid JSON",
+        ),
+        (
+            "POST",
+            "/api/v1/incidents/987654/ack",
+            "",
+            404,
+            None,
+            "987654",
+        ),
+        ("GET", "/api/v1/cis/no-such-ci", "", 404, None, "no-such-ci"),
+    ];
+    for (method, path, body, status, field, text) in cases {
+        let (s, v, _) = call(&r, method, path, body.to_string(), None).await;
+        let what = format!("{method} {path}: {s} {v}");
+        assert_eq!(s.as_u16(), *status, "{what}");
+        let error = v["error"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no JSON error: {what}"));
+        assert!(error.contains(text), "{what}");
+        if let Some(f) = field {
+            assert_eq!(v["detail"]["field"], *f, "{what}");
+        }
+    }
+    // A body that never completes: the request timeout answers, in JSON,
+    // with Retry-After.
+    let resp = r
+        .router
+        .clone()
+        .oneshot(
+            Request::builder()
+                .method("POST")
+                .uri("/api/v1/alerts")
+                .header(header::CONTENT_TYPE, "application/json")
+                .body(Body::new(Stalled))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(resp.headers().contains_key(header::RETRY_AFTER));
+    let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+    let v: Value = serde_json::from_slice(&bytes).expect("a JSON body");
+    assert!(v["error"].as_str().unwrap().contains("took longer"), "{v}");
+    r.shutdown().await;
+}

@@ -9,7 +9,7 @@ use crate::store::{AlertRecord, DynStore, IncidentQuery, StateFilter};
 use crate::telemetry::Metrics;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::extract::{DefaultBodyLimit, Path, RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -47,6 +47,16 @@ pub enum ApiError {
         field: &'static str,
         message: String,
     },
+    #[error("invalid query parameter {field}: {message}")]
+    QueryString { field: String, message: String },
+    #[error("{method} is not allowed here")]
+    MethodNotAllowed { method: String },
+    #[error("no such endpoint: {0}")]
+    NoRoute(String),
+    #[error("the request took longer than {0:?}; retry")]
+    Timeout(Duration),
+    #[error("internal error: {0}")]
+    Internal(String),
     #[error("store error: {0}")]
     Store(#[from] crate::store::StoreError),
     #[error("invalid change records")]
@@ -123,6 +133,25 @@ impl IntoResponse for ApiError {
             ApiError::Query { field, .. } => {
                 (StatusCode::BAD_REQUEST, json!({ "field": field }), None)
             }
+            ApiError::QueryString { field, .. } => {
+                (StatusCode::BAD_REQUEST, json!({ "field": field }), None)
+            }
+            ApiError::MethodNotAllowed { method } => (
+                StatusCode::METHOD_NOT_ALLOWED,
+                json!({ "method": method }),
+                None,
+            ),
+            ApiError::NoRoute(path) => (StatusCode::NOT_FOUND, json!({ "path": path }), None),
+            ApiError::Timeout(_) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                serde_json::Value::Null,
+                Some(1),
+            ),
+            ApiError::Internal(_) => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                serde_json::Value::Null,
+                None,
+            ),
             ApiError::Changes(errs) => (
                 StatusCode::BAD_REQUEST,
                 json!({ "errors": errs.iter().map(|e| json!({ "field": e.field, "message": e.message })).collect::<Vec<_>>() }),
@@ -277,14 +306,41 @@ pub fn router(state: Shared) -> Router {
         )
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
-        .fallback(|| async {
-            (
-                StatusCode::NOT_FOUND,
-                Json(json!({ "error": "no such endpoint", "detail": null })),
-            )
+        .fallback(|uri: axum::http::Uri| async move { ApiError::NoRoute(uri.path().to_string()) })
+        .method_not_allowed_fallback(|method: axum::http::Method| async move {
+            ApiError::MethodNotAllowed {
+                method: method.to_string(),
+            }
         })
         .layer(DefaultBodyLimit::max(limit))
         .with_state(state)
+}
+
+/// Every request bounded by `timeout` (a JSON 503 with `Retry-After`
+/// beyond it) and a panic answered as a JSON 500 instead of a dropped
+/// connection: so that no answer of this daemon is anything but JSON.
+pub fn guarded(router: Router, timeout: Duration) -> Router {
+    router
+        .layer(axum::middleware::from_fn(
+            move |req: axum::extract::Request, next: axum::middleware::Next| async move {
+                match tokio::time::timeout(timeout, next.run(req)).await {
+                    Ok(resp) => resp,
+                    Err(_) => ApiError::Timeout(timeout).into_response(),
+                }
+            },
+        ))
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(
+            |panic: Box<dyn std::any::Any + Send>| {
+                let what = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "panic".into());
+                tracing::error!(panic = %what, "a request handler panicked");
+                ApiError::Internal("the request failed; see the daemon's log".into())
+                    .into_response()
+            },
+        ))
 }
 
 #[derive(Serialize)]
@@ -561,12 +617,28 @@ fn check_api_token(st: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
     }
 }
 
+/// A query string parsed into `T`; an error names the parameter (a plain
+/// `Query` extractor would answer `text/plain`).
+fn query<T: serde::de::DeserializeOwned>(raw: Option<&str>) -> Result<T, ApiError> {
+    let de = serde_urlencoded::Deserializer::new(form_urlencoded::parse(
+        raw.unwrap_or_default().as_bytes(),
+    ));
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        ApiError::QueryString {
+            field: if path == "." { "query".into() } else { path },
+            message: e.into_inner().to_string(),
+        }
+    })
+}
+
 async fn list_incidents(
     State(st): State<Shared>,
     headers: HeaderMap,
-    Query(p): Query<ListParams>,
+    RawQuery(raw): RawQuery,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     check_api_token(&st, &headers)?;
+    let p: ListParams = query(raw.as_deref())?;
     let state = match p.state.as_deref() {
         None | Some("active") => StateFilter::Active,
         Some("all") => StateFilter::All,

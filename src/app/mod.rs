@@ -381,10 +381,10 @@ pub async fn start(cfg: &Config, clock: Arc<dyn Clock>) -> Result<Running> {
         sla_pause_on: cfg.engine.sla_pause_on.clone(),
         inbound,
     });
-    let router = api::router(state).layer(tower_http::timeout::TimeoutLayer::with_status_code(
-        axum::http::StatusCode::SERVICE_UNAVAILABLE,
+    let router = api::guarded(
+        api::router(state),
         cfg.request_timeout + Duration::from_secs(1),
-    ));
+    );
     Ok(Running {
         router,
         store,
