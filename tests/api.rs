@@ -490,7 +490,15 @@ async fn every_error_is_json_naming_what_was_wrong() {
     c.request_timeout = std::time::Duration::from_millis(500);
     let r = start(&c).await;
     // (method, path, body, status, the field `detail` names, text the error holds)
-    let cases: &[(&str, &str, &str, u16, Option<&str>, &str)] = &[
+    type Case = (
+        &'static str,
+        &'static str,
+        &'static str,
+        u16,
+        Option<&'static str>,
+        &'static str,
+    );
+    let cases: &[Case] = &[
         ("GET", "/nope", "", 404, None, "/nope"),
         ("DELETE", "/api/v1/incidents", "", 405, None, "DELETE"),
         ("GET", "/api/v1/alerts", "", 405, None, "GET"),
