@@ -133,6 +133,44 @@ fn kafka_ca_from_env(
     }
 }
 
+/// File descriptors kept free for everything but client connections: the
+/// store, outbound and Kafka sockets, logs, the runtime.
+const FD_RESERVE: u64 = 64;
+
+/// `configured`, lowered so that client connections cannot take the file
+/// descriptors the rest of the daemon needs (the soft `RLIMIT_NOFILE`, read
+/// from /proc on Linux; elsewhere the configured value stands).
+pub fn max_connections(configured: usize) -> usize {
+    let soft = std::fs::read_to_string("/proc/self/limits")
+        .ok()
+        .and_then(|t| fd_soft_limit(&t));
+    match soft {
+        Some(limit) => {
+            let room =
+                usize::try_from(limit.saturating_sub(FD_RESERVE).max(16)).unwrap_or(usize::MAX);
+            if room < configured {
+                tracing::info!(
+                    configured,
+                    limit = room,
+                    fd_limit = limit,
+                    "http.max_connections lowered to fit the file-descriptor limit"
+                );
+            }
+            configured.min(room)
+        }
+        None => configured,
+    }
+}
+
+/// The soft "Max open files" of a /proc/<pid>/limits text.
+fn fd_soft_limit(limits: &str) -> Option<u64> {
+    let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
+    line["Max open files".len()..]
+        .split_whitespace()
+        .next()
+        .and_then(|v| v.parse().ok())
+}
+
 /// Whether a host (name or address) is the local machine.
 fn local_host(h: &str) -> bool {
     let h = h.trim_start_matches('[').trim_end_matches(']');
@@ -328,6 +366,13 @@ mod tests {
         assert!(kafka_ca_from_env(&none, None, None).is_empty());
         let own = vec![("consumer.ssl.ca.location".to_string(), "/x".to_string())];
         assert!(kafka_ca_from_env(&own, Some("/etc/corp/ca.pem"), None).is_empty());
+    }
+
+    #[test]
+    fn the_fd_limit_is_read_from_proc() {
+        let t = "Limit                     Soft Limit           Hard Limit           Units     \nMax cpu time              unlimited            unlimited            seconds   \nMax open files            256                  524288               files     \n";
+        assert_eq!(fd_soft_limit(t), Some(256));
+        assert_eq!(fd_soft_limit("nothing"), None);
     }
 
     #[test]

@@ -450,21 +450,23 @@ pub async fn serve(config_file: Option<PathBuf>, overrides: Overrides) -> Result
             () = shutdown.cancelled() => {}
         }
     };
-    let served = match tls {
-        None => axum::serve(listener, running.router.clone())
-            .with_graceful_shutdown(stop)
-            .await
-            .context("HTTP server failed"),
-        Some(cell) => {
-            let tls_listener =
-                crate::net::listener::TlsListener::new(listener, cell, running.cancel.clone())
-                    .context("starting the HTTPS listener")?;
-            axum::serve(tls_listener, running.router.clone())
-                .with_graceful_shutdown(stop)
-                .await
-                .context("HTTPS server failed")
-        }
+    let settings = crate::net::server::ServerSettings {
+        max_connections: connect::max_connections(cfg.max_connections),
+        header_read_timeout: cfg.header_read_timeout,
+        idle_timeout: cfg.idle_timeout,
+        drain: cfg.request_timeout + Duration::from_secs(2),
     };
+    let observer = Arc::new(telemetry::ConnMetrics::new(&running.metrics));
+    let served = crate::net::server::serve(
+        listener,
+        tls,
+        running.router.clone(),
+        settings,
+        observer,
+        stop,
+    )
+    .await
+    .context("HTTP server failed");
     running.shutdown().await;
     tracing::info!("stopped");
     served

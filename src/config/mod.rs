@@ -156,6 +156,13 @@ pub struct RawHttp {
     pub max_body_bytes: Option<u64>,
     pub request_timeout: Option<String>,
     pub queue_capacity: Option<u64>,
+    /// Open connections at most (default 1024, lowered to fit the process's
+    /// file-descriptor limit).
+    pub max_connections: Option<u64>,
+    /// Longest wait for a complete request head (and TLS handshake).
+    pub header_read_timeout: Option<String>,
+    /// Longest a kept-alive connection may sit idle between requests.
+    pub idle_timeout: Option<String>,
     /// HTTPS for the listener: certificate chain and key (PEM), reloaded
     /// on SIGHUP; with `tls_client_ca_file`, clients must present a
     /// certificate signed by one of its CAs.
@@ -368,6 +375,11 @@ pub struct Config {
     pub log_level: String,
     pub max_body_bytes: usize,
     pub request_timeout: Duration,
+    /// Connection rules of the listener (`max_connections` as configured:
+    /// the file-descriptor limit is applied at start).
+    pub max_connections: usize,
+    pub header_read_timeout: Duration,
+    pub idle_timeout: Duration,
     pub queue_capacity: usize,
     pub alertmanager: SourceConfig,
     pub api_source: SourceConfig,
@@ -532,6 +544,36 @@ pub fn validate(raw: RawConfig, o: &Overrides) -> Result<Config, Vec<FieldError>
             field: "http.queue_capacity".into(),
             message: "must be at least 1".into(),
         });
+    }
+    let max_connections = raw.http.max_connections.unwrap_or(1024);
+    if max_connections < 4 {
+        errs.push(FieldError {
+            field: "http.max_connections".into(),
+            message: "must be at least 4".into(),
+        });
+    }
+    let header_read_timeout = duration(
+        &mut errs,
+        "http.header_read_timeout",
+        &raw.http.header_read_timeout,
+        Duration::from_secs(10),
+    );
+    let idle_timeout = duration(
+        &mut errs,
+        "http.idle_timeout",
+        &raw.http.idle_timeout,
+        Duration::from_secs(120),
+    );
+    for (field, d) in [
+        ("http.header_read_timeout", header_read_timeout),
+        ("http.idle_timeout", idle_timeout),
+    ] {
+        if d < Duration::from_millis(100) {
+            errs.push(FieldError {
+                field: field.into(),
+                message: "must be at least 100ms".into(),
+            });
+        }
     }
     let listen_tls = net::server_tls(
         &mut errs,
@@ -760,6 +802,9 @@ pub fn validate(raw: RawConfig, o: &Overrides) -> Result<Config, Vec<FieldError>
         log_level,
         max_body_bytes: usize::try_from(max_body_bytes).unwrap_or(usize::MAX),
         request_timeout,
+        max_connections: usize::try_from(max_connections).unwrap_or(usize::MAX),
+        header_read_timeout,
+        idle_timeout,
         queue_capacity: usize::try_from(queue_capacity).unwrap_or(1024),
         alertmanager,
         api_source,

@@ -10,6 +10,7 @@ pub mod client;
 pub mod error;
 pub mod listener;
 pub mod redact;
+pub mod server;
 pub mod tls;
 
 pub use client::{ClientOptions, Proxy, ProxyMode, http_client};

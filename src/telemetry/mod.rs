@@ -39,6 +39,10 @@ pub struct Metrics {
     pub rule_reloads: IntCounterVec,
     /// Listener certificate reloads (SIGHUP), by outcome.
     pub tls_reloads: IntCounterVec,
+    /// Open client connections of the listener.
+    pub http_connections: IntGauge,
+    /// Connections the server closed or refused, by reason.
+    pub http_connections_closed: IntCounterVec,
     pub rule_evaluation_seconds: Histogram,
     pub engine_batch_seconds: Histogram,
     /// MTTA / MTTR as distributions (opened → acknowledged / resolved).
@@ -59,6 +63,31 @@ pub struct Metrics {
     pub kafka: KafkaMetrics,
     pub slo: SloMetrics,
     pub outbound: OutboundMetrics,
+}
+
+/// The listener's connection counts, fed by `net::server`.
+pub struct ConnMetrics {
+    open: IntGauge,
+    closed: IntCounterVec,
+}
+
+impl ConnMetrics {
+    pub fn new(m: &Metrics) -> ConnMetrics {
+        ConnMetrics {
+            open: m.http_connections.clone(),
+            closed: m.http_connections_closed.clone(),
+        }
+    }
+}
+
+impl crate::net::server::ConnObserver for ConnMetrics {
+    fn open(&self, open: usize) {
+        self.open.set(i64::try_from(open).unwrap_or(i64::MAX));
+    }
+
+    fn closed(&self, reason: crate::net::server::CloseReason) {
+        self.closed.with_label_values(&[reason.as_str()]).inc();
+    }
 }
 
 /// Outbound delivery per destination (labels bounded by the config).
@@ -258,6 +287,19 @@ impl Metrics {
                 "incidentd_tls_reloads_total",
                 "Reloads of the listener's certificate and key (SIGHUP), by outcome.",
                 &["outcome"],
+            ),
+            http_connections: reg(
+                &r,
+                IntGauge::new(
+                    "incidentd_http_connections",
+                    "Open client connections of the listener.",
+                )
+                .expect("valid metric"),
+            ),
+            http_connections_closed: counter_vec(
+                "incidentd_http_connections_closed_total",
+                "Connections the server closed or refused, by reason (idle, header_timeout, evicted, refused, handshake).",
+                &["reason"],
             ),
             rule_evaluation_seconds: reg(
                 &r,
@@ -580,6 +622,10 @@ impl Metrics {
             for source in ["file", "servicenow"] {
                 m.cmdb_reloads.with_label_values(&[source, outcome]);
             }
+        }
+        for reason in crate::net::server::CloseReason::ALL {
+            m.http_connections_closed
+                .with_label_values(&[reason.as_str()]);
         }
         for kind in ["assign", "revoke"] {
             m.kafka.rebalances.with_label_values(&[kind]);
