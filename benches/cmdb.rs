@@ -44,7 +44,7 @@ use incidentd::cmdb::{CiIdx, Cmdb};
 use incidentd::correlate::topology::{self, IncidentTopo, Placement};
 use incidentd::domain::{IncidentId, LabelSet, Timestamp};
 use incidentd::incident::{Engine, EngineConfig};
-use incidentd::normalize::{Event, parse_alertmanager};
+use incidentd::normalize::{Event, Intake, parse_alertmanager};
 use incidentd::rules::RuleSet;
 use std::fmt::Write as _;
 use std::hint::black_box;
@@ -503,7 +503,9 @@ fn body(alerts: &[(Vec<(String, String)>, i64)]) -> Vec<u8> {
 }
 
 fn parse(b: &[u8]) -> Vec<Event> {
-    parse_alertmanager(b, Timestamp::from_millis(T0)).expect("valid body")
+    parse_alertmanager(b, &Intake::offline(Timestamp::from_millis(T0)))
+        .expect("valid body")
+        .events
 }
 
 /// The engine stream: the 200 preloaded incidents' first alerts (one body

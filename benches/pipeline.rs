@@ -29,7 +29,7 @@
 use criterion::{Criterion, SamplingMode, Throughput, criterion_group, criterion_main};
 use incidentd::domain::Timestamp;
 use incidentd::incident::{Engine, EngineConfig};
-use incidentd::normalize::{Event, parse_alertmanager};
+use incidentd::normalize::{Event, Intake, TimeBounds, parse_alertmanager};
 use incidentd::rules::RuleSet;
 use incidentd::store::{SqliteOptions, SqliteStore, Store, Synchronous};
 use std::hint::black_box;
@@ -87,8 +87,9 @@ fn load_workload() -> Workload {
     let mut nows = Vec::with_capacity(bodies.len());
     let mut alerts = 0u64;
     for (i, body) in bodies.iter().enumerate() {
-        let evs = parse_alertmanager(body, Timestamp::now())
-            .unwrap_or_else(|e| panic!("{}:{}: {e}", path.display(), i + 1));
+        let evs = parse_alertmanager(body, &Intake::offline(Timestamp::now()))
+            .unwrap_or_else(|e| panic!("{}:{}: {e}", path.display(), i + 1))
+            .events;
         clock = clock.max(body_time(&evs));
         alerts += evs.len() as u64;
         events.push(evs);
@@ -107,7 +108,7 @@ fn body_time(events: &[Event]) -> Timestamp {
         .iter()
         .map(|e| match e {
             Event::Alert(a) => a.event_time(),
-            Event::Acknowledge { at, .. } => *at,
+            Event::Acknowledge { at, .. } | Event::Note { at, .. } => *at,
         })
         .max()
         .unwrap_or(Timestamp::MIN)
@@ -184,10 +185,15 @@ fn benches(c: &mut Criterion) {
         .measurement_time(Duration::from_secs(5))
         .throughput(Throughput::Elements(w.alerts));
 
+    // As live ingest decodes: limits checked, event times bounded.
+    let live = Intake {
+        bounds: Some(TimeBounds::default()),
+        ..Intake::offline(w.nows[0])
+    };
     g.bench_function("parse", |b| {
         b.iter(|| {
             for body in &w.bodies {
-                black_box(parse_alertmanager(black_box(body), w.nows[0]).expect("valid body"));
+                black_box(parse_alertmanager(black_box(body), &live).expect("valid body"));
             }
         });
     });
@@ -223,7 +229,9 @@ fn benches(c: &mut Criterion) {
                     } else {
                         clock
                     };
-                    let evs = parse_alertmanager(body, provisional).expect("valid body");
+                    let evs = parse_alertmanager(body, &Intake::offline(provisional))
+                        .expect("valid body")
+                        .events;
                     clock = clock.max(body_time(&evs));
                     black_box(d.step(evs, clock));
                 }

@@ -146,6 +146,12 @@ fn main() -> ExitCode {
                 let cmdb = cmdb.map_or(app::CmdbChoice::Configured, app::CmdbChoice::File);
                 let setup = app::offline_setup(config.as_deref(), rules, cmdb, changes.as_deref())?;
                 let out = app::replay(setup, &files).await?;
+                for (at, r) in &out.rejected {
+                    eprintln!(
+                        "replay: {at}: {}: {} (alert rejected; the rest of the body goes on)",
+                        r.field, r.error
+                    );
+                }
                 println!(
                     "{}",
                     serde_json::to_string_pretty(

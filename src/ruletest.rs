@@ -315,6 +315,12 @@ pub async fn run_file(file: &Path, cli_config: Option<&Path>, out: &mut String) 
             Err(e) => vec![e],
             Ok(bodies) => match app::replay_bodies(setup.clone(), bodies).await {
                 Err(e) => vec![replay_error(&e)],
+                // A rejected alert in a test is the test's mistake.
+                Ok(r) if !r.rejected.is_empty() => r
+                    .rejected
+                    .iter()
+                    .map(|(at, rej)| position(at, &rej.field, &rej.error))
+                    .collect(),
                 Ok(r) => {
                     let mut got = r.incidents;
                     got.sort_by_key(|inc| (inc.opened_at, inc.id));
@@ -402,17 +408,22 @@ fn replay_error(e: &anyhow::Error) -> String {
         e.downcast_ref::<NormalizeError>(),
     ) {
         (Some(at), Some(NormalizeError::Field { field, message, .. })) => {
-            let field = field.strip_prefix("[0]").unwrap_or(field);
-            let field = if field == "body" { "" } else { field };
-            let sep = if field.is_empty() || field.starts_with(['.', '[']) {
-                ""
-            } else {
-                "."
-            };
-            format!("{at}{sep}{field}: {message}")
+            position(at, field, message)
         }
         _ => format!("{e:#}"),
     }
+}
+
+/// `tests[1].alerts[0]` + a normalizer's field path + its message.
+fn position(at: &str, field: &str, message: &str) -> String {
+    let field = field.strip_prefix("[0]").unwrap_or(field);
+    let field = if field == "body" { "" } else { field };
+    let sep = if field.is_empty() || field.starts_with(['.', '[']) {
+        ""
+    } else {
+        "."
+    };
+    format!("{at}{sep}{field}: {message}")
 }
 
 type JsonMap = serde_json::Map<String, serde_json::Value>;
@@ -824,9 +835,9 @@ tests:
     alerts:
       - labels: {alertname: A}
     expect: {incidents: []}
-  - name: bad label name
+  - name: empty label name
     alerts:
-      - labels: {bad-name: x}
+      - labels: {"": x}
         starts_at: "2026-03-02T08:00:00Z"
     expect: {incidents: []}
   - name: webhook resolved without end
@@ -854,7 +865,7 @@ tests:
             "{out}"
         );
         assert!(
-            out.contains("tests[1].alerts[0].labels.bad-name: invalid label name"),
+            out.contains("tests[1].alerts[0].labels: a label name must not be empty"),
             "{out}"
         );
         assert!(

@@ -88,13 +88,32 @@ fn replay_prints_incidents_as_json() {
 fn replay_rejects_a_bad_line_naming_it() {
     let dir = tempfile::tempdir().unwrap();
     let f = dir.path().join("in.jsonl");
-    std::fs::write(&f, "{\"version\":\"4\",\"alerts\":[]}\n{\"version\":\"4\",\"alerts\":[{\"status\":\"firing\"}]}\n").unwrap();
+    // A line that is no webhook at all stops the replay.
+    std::fs::write(
+        &f,
+        "{\"version\":\"4\",\"alerts\":[]}\n{\"version\":\"4\",\"alerts\":{}}\n",
+    )
+    .unwrap();
     let (code, _, err) = incidentd(&["replay", f.to_str().unwrap()]);
     assert_eq!(code, 1);
     assert!(
-        err.contains("in.jsonl:2") && err.contains("alerts[0]"),
+        err.contains("in.jsonl:2") && err.contains("alerts"),
         "{err}"
     );
+    // A bad alert in a good line is rejected alone, as live ingest does,
+    // and named; the replay goes on.
+    std::fs::write(
+        &f,
+        "{\"version\":\"4\",\"alerts\":[{\"status\":\"firing\"},{\"status\":\"firing\",\"labels\":{\"alertname\":\"Ok\"},\"startsAt\":\"2026-03-02T08:00:00Z\"}]}\n",
+    )
+    .unwrap();
+    let (code, out, err) = incidentd(&["replay", f.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        err.contains("in.jsonl:1: alerts[0]: missing field `labels`"),
+        "{err}"
+    );
+    assert!(out.contains("\"Ok\""), "{out}");
 }
 
 #[test]

@@ -43,7 +43,8 @@ async fn cmdb_file_reloads_on_change_and_keeps_state() {
     std::fs::write(
         &config,
         format!(
-            "[cmdb]\nfile = {:?}\nreload_interval = \"200ms\"\n",
+            // The alerts carry fixed 2026-03 dates: kept as given.
+            "[cmdb]\nfile = {:?}\nreload_interval = \"200ms\"\n[limits]\nmax_alert_age = \"100y\"\n",
             cmdb.display().to_string()
         ),
     )

@@ -266,7 +266,7 @@ async fn grouped_batch_equals_ops_in_order(db: Db) {
         "a smaller absolute count does not lower it"
     );
     assert_eq!(inc.alert_fingerprints.len(), n as usize);
-    let tl = store.timeline(IncidentId(1)).await.unwrap();
+    let tl = store.timeline(IncidentId(1), Page::ALL).await.unwrap();
     assert_eq!(tl.len(), n as usize);
     assert_eq!(tl[0].message, "joined 0");
     assert_eq!(
@@ -274,7 +274,10 @@ async fn grouped_batch_equals_ops_in_order(db: Db) {
         format!("joined {}", n - 1),
         "timeline keeps its order"
     );
-    let alerts = store.incident_alerts(IncidentId(1)).await.unwrap();
+    let alerts = store
+        .incident_alerts(IncidentId(1), Page::ALL)
+        .await
+        .unwrap();
     let a = |fp: u64| {
         alerts
             .iter()
@@ -390,12 +393,12 @@ async fn hostile_text_round_trips(db: Db) {
         assert_eq!(inc.title, *text);
         assert_eq!(inc.acknowledged_by.as_deref(), Some(text.as_str()));
         assert_eq!(inc.cis, std::slice::from_ref(text));
-        let tl = store.timeline(id).await.unwrap();
+        let tl = store.timeline(id, Page::ALL).await.unwrap();
         assert_eq!(
             (tl[0].message.as_str(), tl[0].actor.as_deref()),
             (text.as_str(), Some(text.as_str()))
         );
-        let alerts = store.incident_alerts(id).await.unwrap();
+        let alerts = store.incident_alerts(id, Page::ALL).await.unwrap();
         assert_eq!(alerts[0].labels.get("alertname"), Some(text.as_str()));
         assert_eq!(alerts[0].generator_url, *text);
     }
@@ -454,7 +457,7 @@ async fn one_active_incident_per_key(db: Db) {
     );
     assert!(
         store
-            .incident_alerts(IncidentId(1))
+            .incident_alerts(IncidentId(1), Page::ALL)
             .await
             .unwrap()
             .is_empty()
@@ -604,7 +607,10 @@ async fn merges_move_alerts(db: Db) {
     assert!(fingerprints(store, 1).await.is_empty());
     // Ordered by join time: alert 10 kept incident 2's earlier link (50).
     assert_eq!(fingerprints(store, 2).await, [10, 11, 12]);
-    let alerts = store.incident_alerts(IncidentId(2)).await.unwrap();
+    let alerts = store
+        .incident_alerts(IncidentId(2), Page::ALL)
+        .await
+        .unwrap();
     assert!(alerts.iter().all(|a| a.incident == Some(IncidentId(2))));
 
     // A chain in one batch: 2 into 3, then 3 into 1.
@@ -1105,7 +1111,13 @@ async fn outbox_is_written_with_its_change_and_finished_once(db: Db) {
             .unwrap()
             .is_empty()
     );
-    assert!(store.timeline(IncidentId(1)).await.unwrap().contains(&note));
+    assert!(
+        store
+            .timeline(IncidentId(1), Page::ALL)
+            .await
+            .unwrap()
+            .contains(&note)
+    );
     assert_eq!(
         store.outbox_depth(None).await.unwrap(),
         [("slack".to_string(), 1)]

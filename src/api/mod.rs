@@ -5,7 +5,7 @@ use crate::domain::{Incident, IncidentId, IncidentState, Source, TimelineEntry};
 use crate::incident::EngineError;
 use crate::incident::task::{EngineHandle, Operation, PipelineError};
 use crate::normalize::{self, Event, NormalizeError};
-use crate::store::{AlertRecord, DynStore, IncidentQuery, StateFilter};
+use crate::store::{AlertRecord, DynStore, IncidentQuery, Page, StateFilter};
 use crate::telemetry::Metrics;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
@@ -117,6 +117,13 @@ impl IntoResponse for ApiError {
                 StatusCode::SERVICE_UNAVAILABLE,
                 json!({ "shard": shard }),
                 Some(1),
+            ),
+            ApiError::Pipeline(PipelineError::Engine(EngineError::Full {
+                limit, setting, ..
+            })) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                json!({ "reason": setting, "limit": limit }),
+                Some(5),
             ),
             ApiError::Pipeline(PipelineError::Overloaded) => (
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -260,6 +267,13 @@ pub struct AppState {
     pub sla_pause_on: Arc<[String]>,
     /// Destinations whose tickets report back (two-way sync).
     pub inbound: Vec<InboundDestination>,
+    /// `[limits]` on each alert, and how far event times may stray.
+    pub alert_limits: normalize::AlertLimits,
+    pub time_bounds: normalize::TimeBounds,
+    /// `by` and `reason` of actions, at most.
+    pub max_text_bytes: usize,
+    /// Alerts rejected alone, for operators to read.
+    pub quarantine: Arc<crate::ingest::Quarantine>,
 }
 
 /// A ticketing destination allowed to post to `/api/v1/webhooks/{name}`.
@@ -289,9 +303,12 @@ pub fn router(state: Shared) -> Router {
     Router::new()
         .route("/api/v1/alerts/alertmanager", post(post_alertmanager))
         .route("/api/v1/alerts", post(post_canonical))
+        .route("/api/v1/alerts/rejected", get(list_rejected))
         .route("/api/v1/alerts/pagerduty", post(post_pagerduty))
         .route("/api/v1/incidents", get(list_incidents))
         .route("/api/v1/incidents/{id}", get(get_incident))
+        .route("/api/v1/incidents/{id}/alerts", get(incident_alerts))
+        .route("/api/v1/incidents/{id}/timeline", get(incident_timeline))
         .route("/api/v1/incidents/{id}/ack", post(ack_incident))
         .route("/api/v1/incidents/{id}/resolve", post(resolve_incident))
         .route("/api/v1/incidents/{id}/hold", post(hold_incident))
@@ -352,6 +369,30 @@ struct IngestResponse {
     changed: u32,
     suppressed: u32,
     ignored: u32,
+    /// Alerts of the body refused alone (the others were accepted).
+    rejected: Vec<RejectedView>,
+}
+
+/// A rejected alert as the sender is told of it.
+#[derive(Serialize)]
+struct RejectedView {
+    index: usize,
+    field: String,
+    error: String,
+}
+
+impl IngestResponse {
+    fn with_rejected(mut self, rejected: &[normalize::Rejected]) -> Self {
+        self.rejected = rejected
+            .iter()
+            .map(|r| RejectedView {
+                index: r.index,
+                field: r.field.clone(),
+                error: r.error.clone(),
+            })
+            .collect();
+        self
+    }
 }
 
 fn body_bytes(body: Result<Bytes, BytesRejection>, limit: usize) -> Result<Bytes, ApiError> {
@@ -419,7 +460,9 @@ async fn ingest(
                 .iter()
                 .filter_map(|e| match e {
                     Event::Alert(a) => Some(a),
-                    Event::Acknowledge { .. } => None,
+                    // The owner re-reads the alert with its time already
+                    // bounded; the note stays with this instance's log.
+                    Event::Acknowledge { .. } | Event::Note { .. } => None,
                 })
                 .collect();
             let cmdb = st
@@ -429,16 +472,19 @@ async fn ingest(
                 .unwrap_or_else(|p| p.into_inner().clone());
             let msgs = crate::ingest::Publisher::encode_alerts(&cmdb, &alerts)
                 .map_err(|e| ApiError::Publish(e.to_string()))?;
-            return publish(st, source, p, msgs, events.len()).await;
+            return publish(st, source, p, msgs, alerts.len()).await;
         }
     }
     let started = Instant::now();
-    let n = events.len() as u64;
+    let n = events
+        .iter()
+        .filter(|e| !matches!(e, Event::Note { .. }))
+        .count() as u64;
     let out = st.engine.ingest(events).await.inspect_err(|e| {
-        let reason = if matches!(e, PipelineError::Overloaded) {
-            "overloaded"
-        } else {
-            "unavailable"
+        let reason = match e {
+            PipelineError::Overloaded => "overloaded",
+            PipelineError::Engine(EngineError::Full { .. }) => "full",
+            _ => "unavailable",
         };
         st.metrics
             .requests_rejected
@@ -461,6 +507,7 @@ async fn ingest(
         changed: out.changed,
         suppressed: out.suppressed,
         ignored: out.ignored,
+        rejected: Vec::new(),
     })
 }
 
@@ -496,6 +543,7 @@ async fn publish(
         changed: 0,
         suppressed: 0,
         ignored: 0,
+        rejected: Vec::new(),
     })
 }
 
@@ -518,14 +566,48 @@ async fn receive<T: Send + 'static>(
     src: Source,
     headers: &HeaderMap,
     body: Result<Bytes, BytesRejection>,
-    parser: impl FnOnce(&[u8], crate::domain::Timestamp) -> Result<T, NormalizeError> + Send + 'static,
+    parser: impl FnOnce(&[u8], &normalize::Intake) -> Result<T, NormalizeError> + Send + 'static,
 ) -> Result<T, ApiError> {
     admit(st, gate, src, headers)?;
     let body = body_bytes(body, st.max_body_bytes).map_err(|e| invalid(st, src, e))?;
-    let now = st.clock.now();
-    parse(body, move |b| parser(b, now))
+    let intake = normalize::Intake {
+        now: st.clock.now(),
+        limits: st.alert_limits,
+        bounds: Some(st.time_bounds),
+    };
+    parse(body, move |b| parser(b, &intake))
         .await
         .map_err(|e| invalid(st, src, e))
+}
+
+/// Count, log and keep a body's rejected and re-timed alerts.
+fn note_batch(st: &AppState, src: Source, batch: &normalize::Batch) {
+    if batch.clamped > 0 {
+        st.metrics
+            .alert_times_clamped
+            .with_label_values(&[src.as_str()])
+            .inc_by(batch.clamped as u64);
+    }
+    if batch.rejected.is_empty() {
+        return;
+    }
+    for r in &batch.rejected {
+        st.metrics
+            .alerts_rejected
+            .with_label_values(&[src.as_str(), r.reason.as_str()])
+            .inc();
+    }
+    let first = &batch.rejected[0];
+    tracing::warn!(
+        source = src.as_str(),
+        rejected = batch.rejected.len(),
+        accepted = batch.events.len(),
+        field = %first.field,
+        error = %first.error,
+        "alerts rejected; the rest of the body was accepted (GET /api/v1/alerts/rejected)"
+    );
+    st.quarantine
+        .record(st.clock.now(), src, None, &batch.rejected);
 }
 
 async fn post_alertmanager(
@@ -534,7 +616,7 @@ async fn post_alertmanager(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<IngestResponse>, ApiError> {
     let src = Source::Alertmanager;
-    let events = receive(
+    let batch = receive(
         &st,
         &st.alertmanager,
         src,
@@ -543,7 +625,9 @@ async fn post_alertmanager(
         normalize::parse_alertmanager,
     )
     .await?;
-    Ok(Json(ingest(&st, src, events).await?))
+    note_batch(&st, src, &batch);
+    let answer = ingest(&st, src, batch.events).await?;
+    Ok(Json(answer.with_rejected(&batch.rejected)))
 }
 
 async fn post_canonical(
@@ -552,7 +636,7 @@ async fn post_canonical(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<IngestResponse>, ApiError> {
     let src = Source::Api;
-    let events = receive(
+    let batch = receive(
         &st,
         &st.api_source,
         src,
@@ -561,7 +645,9 @@ async fn post_canonical(
         normalize::parse_canonical,
     )
     .await?;
-    Ok(Json(ingest(&st, src, events).await?))
+    note_batch(&st, src, &batch);
+    let answer = ingest(&st, src, batch.events).await?;
+    Ok(Json(answer.with_rejected(&batch.rejected)))
 }
 
 async fn post_pagerduty(
@@ -571,7 +657,7 @@ async fn post_pagerduty(
 ) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
     let src = Source::Pagerduty;
     let raw = body.as_ref().ok().cloned();
-    let (event, key) = receive(
+    let (events, key) = receive(
         &st,
         &st.pagerduty,
         src,
@@ -592,7 +678,7 @@ async fn post_pagerduty(
             publish(&st, src, p, vec![msg], 1).await?;
         }
         _ => {
-            ingest(&st, src, vec![event]).await?;
+            ingest(&st, src, events).await?;
         }
     }
     // PagerDuty's own answer shape, so its client libraries are satisfied.
@@ -703,6 +789,10 @@ struct IncidentDetail {
     sla: crate::slo::sla::IncidentSla,
     timeline: Vec<TimelineEntry>,
     alerts: Vec<AlertView>,
+    /// Offsets of the next pages when these lists were cut
+    /// (`/api/v1/incidents/{id}/alerts?offset=`, `…/timeline?offset=`).
+    alerts_next: Option<u64>,
+    timeline_next: Option<u64>,
 }
 
 #[derive(Serialize)]
@@ -749,26 +839,71 @@ fn parse_id(raw: &str) -> Result<IncidentId, ApiError> {
         })
 }
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DetailParams {
+    alerts_limit: Option<u32>,
+    timeline_limit: Option<u32>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PageParams {
+    offset: Option<u64>,
+    limit: Option<u32>,
+}
+
+/// A page of at most `limit` (1..=10000, else `default`) from `offset`.
+fn page(
+    field: &'static str,
+    offset: Option<u64>,
+    limit: Option<u32>,
+    default: u32,
+) -> Result<Page, ApiError> {
+    let limit = limit.unwrap_or(default);
+    if limit == 0 || limit > 10_000 {
+        return Err(ApiError::Query {
+            field,
+            message: "must be 1..=10000".into(),
+        });
+    }
+    Ok(Page {
+        offset: offset.unwrap_or(0),
+        limit,
+    })
+}
+
+/// The offset of the next page, when this one was full.
+fn next(page: Page, got: usize) -> Option<u64> {
+    (got == page.limit as usize).then(|| page.offset + got as u64)
+}
+
 async fn get_incident(
     State(st): State<Shared>,
     headers: HeaderMap,
     Path(raw): Path<String>,
+    RawQuery(q): RawQuery,
 ) -> Result<Json<IncidentDetail>, ApiError> {
     check_api_token(&st, &headers)?;
     let id = parse_id(&raw)?;
+    let p: DetailParams = query(q.as_deref())?;
+    let alerts_page = page("alerts_limit", None, p.alerts_limit, 100)?;
+    let timeline_page = page("timeline_limit", None, p.timeline_limit, 500)?;
     let incident = st
         .store
         .get_incident(id)
         .await?
         .ok_or(ApiError::NotFound(id))?;
-    let timeline = st.store.timeline(id).await?;
-    let alerts = st
+    let timeline = st.store.timeline(id, timeline_page).await?;
+    let alerts: Vec<AlertView> = st
         .store
-        .incident_alerts(id)
+        .incident_alerts(id, alerts_page)
         .await?
         .into_iter()
         .map(AlertView::from)
         .collect();
+    let alerts_next = next(alerts_page, alerts.len());
+    let timeline_next = next(timeline_page, timeline.len());
     let sla = crate::slo::sla::incident_sla(
         &shared_cmdb(&st),
         &incident,
@@ -780,7 +915,54 @@ async fn get_incident(
         sla,
         timeline,
         alerts,
+        alerts_next,
+        timeline_next,
     }))
+}
+
+/// `GET /api/v1/incidents/{id}/alerts?offset=&limit=`: an incident's
+/// alerts page by page (the detail carries the first page only).
+async fn incident_alerts(
+    State(st): State<Shared>,
+    headers: HeaderMap,
+    Path(raw): Path<String>,
+    RawQuery(q): RawQuery,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    check_api_token(&st, &headers)?;
+    let id = parse_id(&raw)?;
+    let p: PageParams = query(q.as_deref())?;
+    let page = page("limit", p.offset, p.limit, 500)?;
+    if st.store.get_incident(id).await?.is_none() {
+        return Err(ApiError::NotFound(id));
+    }
+    let alerts: Vec<AlertView> = st
+        .store
+        .incident_alerts(id, page)
+        .await?
+        .into_iter()
+        .map(AlertView::from)
+        .collect();
+    let next = next(page, alerts.len());
+    Ok(Json(json!({ "alerts": alerts, "next_offset": next })))
+}
+
+/// `GET /api/v1/incidents/{id}/timeline?offset=&limit=`.
+async fn incident_timeline(
+    State(st): State<Shared>,
+    headers: HeaderMap,
+    Path(raw): Path<String>,
+    RawQuery(q): RawQuery,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    check_api_token(&st, &headers)?;
+    let id = parse_id(&raw)?;
+    let p: PageParams = query(q.as_deref())?;
+    let page = page("limit", p.offset, p.limit, 500)?;
+    if st.store.get_incident(id).await?.is_none() {
+        return Err(ApiError::NotFound(id));
+    }
+    let timeline = st.store.timeline(id, page).await?;
+    let next = next(page, timeline.len());
+    Ok(Json(json!({ "timeline": timeline, "next_offset": next })))
 }
 
 #[derive(Deserialize, Default)]
@@ -792,7 +974,11 @@ struct ActionBody {
 
 /// Who acts (`by`, default `api`) and, for a hold, why (`reason`,
 /// required then and refused otherwise).
-fn action_body(body: &Bytes, op: Operation) -> Result<(String, Option<String>), ApiError> {
+fn action_body(
+    body: &Bytes,
+    op: Operation,
+    max_text: usize,
+) -> Result<(String, Option<String>), ApiError> {
     let invalid =
         |field: &str, msg: String| ApiError::Invalid(NormalizeError::field(field, None, msg));
     let b: ActionBody = if body.iter().all(u8::is_ascii_whitespace) || body.trim_ascii() == b"null"
@@ -806,6 +992,9 @@ fn action_body(body: &Bytes, op: Operation) -> Result<(String, Option<String>), 
             )
         })?
     };
+    if let Some(by) = &b.by {
+        check_text("by", by, max_text)?;
+    }
     let by =
         b.by.filter(|s| !s.trim().is_empty())
             .unwrap_or_else(|| "api".into());
@@ -823,6 +1012,22 @@ fn action_body(body: &Bytes, op: Operation) -> Result<(String, Option<String>), 
     }
 }
 
+/// A free-text field of an action: bounded, and without control
+/// characters (it is shown in tickets, pages and terminals).
+fn check_text(field: &str, v: &str, max: usize) -> Result<(), ApiError> {
+    let bad = |m: String| ApiError::Invalid(NormalizeError::field(field, None, m));
+    if v.len() > max {
+        return Err(bad(format!(
+            "{} bytes; at most {max} (limits.max_text_bytes)",
+            v.len()
+        )));
+    }
+    if v.chars().any(char::is_control) {
+        return Err(bad("must not contain control characters".into()));
+    }
+    Ok(())
+}
+
 /// Shared by ack, resolve, hold and resume: 404 for an unknown id, 409 for
 /// one that is not active (or already acknowledged, already on hold, not
 /// on hold). In Kafka mode an incident that
@@ -836,7 +1041,7 @@ async fn incident_action(
 ) -> Result<Response, ApiError> {
     check_api_token(st, headers)?;
     let id = parse_id(raw)?;
-    let (who, reason) = action_body(&body_bytes(body, st.max_body_bytes)?, op)?;
+    let (who, reason) = action_body(&body_bytes(body, st.max_body_bytes)?, op, st.max_text_bytes)?;
     let result = st.engine.act(id, who.clone(), op, reason.clone()).await;
     let err = match result {
         Ok(inc) => return Ok(Json(inc).into_response()),
@@ -1114,6 +1319,31 @@ async fn post_changes(
         StatusCode::CREATED,
         Json(json!({ "status": "success", "accepted": ids })),
     ))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RejectedParams {
+    limit: Option<usize>,
+}
+
+/// The alerts rejected alone (newest first), and how many since start.
+async fn list_rejected(
+    State(st): State<Shared>,
+    headers: HeaderMap,
+    RawQuery(raw): RawQuery,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    check_api_token(&st, &headers)?;
+    let p: RejectedParams = query(raw.as_deref())?;
+    let limit = p.limit.unwrap_or(100);
+    if limit == 0 || limit > 10_000 {
+        return Err(ApiError::Query {
+            field: "limit",
+            message: "must be 1..=10000".into(),
+        });
+    }
+    let (items, total) = st.quarantine.list(limit);
+    Ok(Json(json!({ "rejected": items, "total": total })))
 }
 
 async fn list_changes(

@@ -219,6 +219,7 @@ pub async fn start(cfg: &Config, clock: Arc<dyn Clock>) -> Result<Running> {
         .max()
         .unwrap_or_default()
         + Duration::from_secs(1);
+    let quarantine = Arc::new(crate::ingest::Quarantine::new(cfg.limits.quarantine_size));
     let kafka = cfg
         .kafka
         .as_ref()
@@ -241,6 +242,9 @@ pub async fn start(cfg: &Config, clock: Arc<dyn Clock>) -> Result<Running> {
                     },
                     outbox: ownership.clone(),
                     outbox_drain,
+                    alert_limits: cfg.limits.alert,
+                    time_bounds: cfg.limits.bounds,
+                    quarantine: quarantine.clone(),
                 },
                 &tracker,
                 cancel.clone(),
@@ -380,6 +384,10 @@ pub async fn start(cfg: &Config, clock: Arc<dyn Clock>) -> Result<Running> {
         slo,
         sla_pause_on: cfg.engine.sla_pause_on.clone(),
         inbound,
+        alert_limits: cfg.limits.alert,
+        time_bounds: cfg.limits.bounds,
+        max_text_bytes: cfg.limits.max_text_bytes,
+        quarantine,
     });
     let router = api::guarded(
         api::router(state),
@@ -627,6 +635,9 @@ pub fn check(config_file: Option<PathBuf>, overrides: Overrides) -> Result<Vec<S
 pub struct ReplayResult {
     pub incidents: Vec<Incident>,
     pub problems: Vec<crate::domain::Problem>,
+    /// Alerts refused alone (as live ingest would), with the label of
+    /// their body.
+    pub rejected: Vec<(String, normalize::Rejected)>,
 }
 
 /// Run recorded bodies (JSON lines or whole JSON documents) through the full
@@ -653,18 +664,25 @@ pub async fn replay_bodies(setup: Offline, bodies: Vec<(String, Vec<u8>)>) -> Re
     engine.add_changes(setup.changes, true);
     let mut clock = Timestamp::MIN;
     let mut pending: Vec<crate::store::StoreOp> = Vec::new();
+    let mut rejected = Vec::new();
     for (label, body) in bodies {
         let provisional = if clock == Timestamp::MIN {
             Timestamp::now()
         } else {
             clock
         };
-        let events = normalize::parse_any(&body, provisional).with_context(|| label.clone())?;
+        // A recorded stream's times are its own: no bounds (live ingest
+        // bounds them at receipt, so a recording of what was accepted
+        // holds bounded times already).
+        let batch = normalize::parse_any(&body, &normalize::Intake::offline(provisional))
+            .with_context(|| label.clone())?;
+        rejected.extend(batch.rejected.into_iter().map(|r| (label.clone(), r)));
+        let events = batch.events;
         let body_time = events
             .iter()
             .map(|e| match e {
                 normalize::Event::Alert(a) => a.event_time(),
-                normalize::Event::Acknowledge { at, .. } => *at,
+                normalize::Event::Acknowledge { at, .. } | normalize::Event::Note { at, .. } => *at,
             })
             .max();
         if let Some(t) = body_time {
@@ -704,6 +722,7 @@ pub async fn replay_bodies(setup: Offline, bodies: Vec<(String, Vec<u8>)>) -> Re
     Ok(ReplayResult {
         incidents,
         problems,
+        rejected,
     })
 }
 

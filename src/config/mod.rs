@@ -51,6 +51,27 @@ pub struct RawConfig {
     pub outbound: outbound::RawOutbound,
     pub cmdb: RawCmdb,
     pub kafka: Option<RawKafka>,
+    pub limits: RawLimits,
+}
+
+/// `[limits]`: what one alert, one request and the daemon's memory may
+/// hold. Every limit is counted when it refuses something.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawLimits {
+    pub max_labels: Option<u64>,
+    pub max_label_name_bytes: Option<u64>,
+    pub max_label_value_bytes: Option<u64>,
+    pub max_annotation_bytes: Option<u64>,
+    pub max_alerts_per_request: Option<u64>,
+    /// `by` and `reason` of incident actions.
+    pub max_text_bytes: Option<u64>,
+    pub max_active_alerts: Option<u64>,
+    pub max_active_incidents: Option<u64>,
+    pub max_clock_skew: Option<String>,
+    pub max_alert_age: Option<String>,
+    /// Rejected alerts kept for `GET /api/v1/alerts/rejected`.
+    pub quarantine_size: Option<u64>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -399,6 +420,111 @@ pub struct Config {
     pub outbound: Vec<outbound::DestinationConfig>,
     /// Finished outbox messages older than this are deleted.
     pub outbound_retention: Duration,
+    pub limits: Limits,
+}
+
+/// `[limits]`, validated.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Limits {
+    pub alert: crate::normalize::AlertLimits,
+    pub bounds: crate::normalize::TimeBounds,
+    pub max_text_bytes: usize,
+    pub max_active_alerts: usize,
+    pub max_active_incidents: usize,
+    pub quarantine_size: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            alert: crate::normalize::AlertLimits::default(),
+            bounds: crate::normalize::TimeBounds::default(),
+            max_text_bytes: 256,
+            max_active_alerts: 500_000,
+            max_active_incidents: 50_000,
+            quarantine_size: 1_000,
+        }
+    }
+}
+
+fn limits(errs: &mut Vec<FieldError>, raw: &RawLimits) -> Limits {
+    let d = Limits::default();
+    let mut count = |field: &str, v: Option<u64>, default: usize, min: u64| -> usize {
+        match v {
+            None => default,
+            Some(n) if n < min => {
+                errs.push(FieldError {
+                    field: format!("limits.{field}"),
+                    message: format!("must be at least {min}"),
+                });
+                default
+            }
+            Some(n) => usize::try_from(n).unwrap_or(usize::MAX),
+        }
+    };
+    let alert = crate::normalize::AlertLimits {
+        max_labels: count("max_labels", raw.max_labels, d.alert.max_labels, 1),
+        max_label_name_bytes: count(
+            "max_label_name_bytes",
+            raw.max_label_name_bytes,
+            d.alert.max_label_name_bytes,
+            16,
+        ),
+        max_label_value_bytes: count(
+            "max_label_value_bytes",
+            raw.max_label_value_bytes,
+            d.alert.max_label_value_bytes,
+            64,
+        ),
+        max_annotation_bytes: count(
+            "max_annotation_bytes",
+            raw.max_annotation_bytes,
+            d.alert.max_annotation_bytes,
+            256,
+        ),
+        max_alerts: count(
+            "max_alerts_per_request",
+            raw.max_alerts_per_request,
+            d.alert.max_alerts,
+            1,
+        ),
+    };
+    let max_text_bytes = count("max_text_bytes", raw.max_text_bytes, d.max_text_bytes, 16);
+    let max_active_alerts = count(
+        "max_active_alerts",
+        raw.max_active_alerts,
+        d.max_active_alerts,
+        100,
+    );
+    let max_active_incidents = count(
+        "max_active_incidents",
+        raw.max_active_incidents,
+        d.max_active_incidents,
+        10,
+    );
+    let quarantine_size = count("quarantine_size", raw.quarantine_size, d.quarantine_size, 0);
+    let bounds = crate::normalize::TimeBounds {
+        max_clock_skew: duration(
+            errs,
+            "limits.max_clock_skew",
+            &raw.max_clock_skew,
+            d.bounds.max_clock_skew,
+        ),
+        max_alert_age: duration(
+            errs,
+            "limits.max_alert_age",
+            &raw.max_alert_age,
+            d.bounds.max_alert_age,
+        ),
+    };
+    Limits {
+        alert,
+        bounds,
+        max_text_bytes,
+        max_active_alerts,
+        max_active_incidents,
+        quarantine_size,
+    }
 }
 
 /// How SLO downtime is read from the incident record.
@@ -661,7 +787,10 @@ pub fn validate(raw: RawConfig, o: &Overrides) -> Result<Config, Vec<FieldError>
         });
     }
     let threshold = raw.problems.threshold.unwrap_or(3);
+    let limits = limits(&mut errs, &raw.limits);
     let engine = EngineConfig {
+        max_active_alerts: limits.max_active_alerts,
+        max_active_incidents: limits.max_active_incidents,
         outbound: outbound
             .iter()
             .map(|d| (d.name.clone(), d.routes.clone()))
@@ -819,6 +948,7 @@ pub fn validate(raw: RawConfig, o: &Overrides) -> Result<Config, Vec<FieldError>
         slo,
         outbound,
         outbound_retention,
+        limits,
     })
 }
 

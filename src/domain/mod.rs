@@ -6,7 +6,7 @@ mod time;
 
 pub use fingerprint::Fingerprint;
 pub use labels::LabelSet;
-pub use time::{Clock, ManualClock, SystemClock, Timestamp, parse_duration};
+pub use time::{Clock, ManualClock, SystemClock, Timestamp, format_duration, parse_duration};
 
 use serde::{Deserialize, Serialize};
 use std::fmt;
@@ -280,6 +280,9 @@ pub enum TimelineKind {
     /// A delivery failed and will be retried: the first failure of an
     /// update, and each time the cause changes (outbound).
     OutboundRetrying,
+    /// An alert's event time was out of bounds and replaced by its receive
+    /// time (`limits.max_clock_skew`, `max_alert_age`).
+    EventTimeClamped,
 }
 
 impl TimelineKind {
@@ -308,6 +311,7 @@ impl TimelineKind {
             TimelineKind::Backdated => "backdated",
             TimelineKind::OutboundFailed => "outbound_failed",
             TimelineKind::OutboundRetrying => "outbound_retrying",
+            TimelineKind::EventTimeClamped => "event_time_clamped",
         }
     }
 }

@@ -84,6 +84,29 @@ impl<'de> Deserialize<'de> for Timestamp {
     }
 }
 
+/// A duration as [`parse_duration`] reads it back, largest units first
+/// (`7d`, `1h30m`, `250ms`): for messages that quote a setting.
+pub fn format_duration(d: Duration) -> String {
+    let mut ms = u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+    if ms == 0 {
+        return "0s".into();
+    }
+    let mut out = String::new();
+    for (unit, per) in [
+        ("d", 86_400_000u64),
+        ("h", 3_600_000),
+        ("m", 60_000),
+        ("s", 1_000),
+        ("ms", 1),
+    ] {
+        if ms >= per {
+            out.push_str(&format!("{}{unit}", ms / per));
+            ms %= per;
+        }
+    }
+    out
+}
+
 /// Prometheus-style duration: `30s`, `5m`, `1h30m`, `7d`, `2w`, `250ms`.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();

@@ -64,11 +64,19 @@ pub struct EngineConfig {
     /// incident a route matches is written to the outbox for it, in the
     /// batch of the change.
     pub outbound: Arc<[(String, Vec<crate::outbound::route::Route>)]>,
+    /// Alerts held in memory at most (all shards of the instance): a
+    /// request that would add more is refused with 503 (`limits.…`).
+    pub max_active_alerts: usize,
+    /// Active incidents at most: beyond, requests with new alerts are
+    /// refused with 503 until some resolve.
+    pub max_active_incidents: usize,
 }
 
 impl Default for EngineConfig {
     fn default() -> Self {
         EngineConfig {
+            max_active_alerts: 500_000,
+            max_active_incidents: 50_000,
             auto_resolve_hold: Duration::from_secs(5 * 60),
             reopen_window: Duration::from_secs(60 * 60),
             flap: FlapPolicy::default(),
@@ -105,6 +113,14 @@ pub enum EngineError {
     /// Kafka mode: the partition behind this shard is not assigned here.
     #[error("work shard {0} is not owned by this instance")]
     NotOwned(u32),
+    /// A memory cap (`limits.max_active_alerts`, `max_active_incidents`)
+    /// would be passed: nothing of the request was applied.
+    #[error("{what} is at its limit of {limit} ({setting}); retry later")]
+    Full {
+        what: &'static str,
+        limit: usize,
+        setting: &'static str,
+    },
 }
 
 /// Counters for `/metrics`; monotonic.
@@ -224,6 +240,10 @@ pub struct Engine {
     problems: ProblemBook,
     table: AlertTable,
     incidents: FxHashMap<IncidentId, Tracked>,
+    /// Active incidents at the last SLA check, and `incidents_created`
+    /// then (see [`Engine::load`]).
+    active_counted: usize,
+    active_counted_at: u64,
     /// Key → the latest incident with that key (active or recently resolved).
     by_key: FxHashMap<Box<str>, IncidentId>,
     due: BTreeSet<(Timestamp, IncidentId)>,
@@ -309,6 +329,8 @@ impl Engine {
             changes: ChangeBook::new(),
             problems: ProblemBook::default(),
             incidents: FxHashMap::default(),
+            active_counted: 0,
+            active_counted_at: 0,
             by_key: FxHashMap::default(),
             due: BTreeSet::new(),
             next_id: 1,
@@ -524,10 +546,12 @@ impl Engine {
             ["resolution_50", "resolution_75", "resolution_breached"],
         ];
         let mut due: Vec<(IncidentId, usize, usize, Timestamp, u64)> = Vec::new();
+        let mut active = 0;
         for (id, t) in &self.incidents {
             if !t.inc.state.is_active() {
                 continue;
             }
+            active += 1;
             let sla = incident_sla(&self.cmdb, &t.inc, now, &self.cfg.sla_pause_on);
             for (k, timer) in [sla.response, sla.resolution].into_iter().enumerate() {
                 let Some(timer) = timer else { continue };
@@ -541,6 +565,8 @@ impl Engine {
                 }
             }
         }
+        self.active_counted = active;
+        self.active_counted_at = self.stats.incidents_created;
         for (id, k, j, at, target) in due {
             let what = ["response", "resolution"][k];
             let target = crate::slo::sla::format_target(target);
@@ -651,10 +677,35 @@ impl Engine {
     /// Apply a batch of events at engine time `now`.
     pub fn ingest(&mut self, events: Vec<Event>, now: Timestamp) -> IngestOutcome {
         let mut out = IngestOutcome::default();
+        // Alerts new in this call: a note about one goes on its incident.
+        let mut fresh: Vec<crate::domain::Fingerprint> = Vec::new();
         for ev in events {
-            out.accepted += 1;
+            if !matches!(ev, Event::Note { .. }) {
+                out.accepted += 1;
+            }
             match ev {
-                Event::Alert(a) => self.on_alert(a, now, &mut out),
+                Event::Alert(a) => {
+                    let fp = a.fingerprint;
+                    let new = a.status == AlertStatus::Firing && self.table.get(&fp).is_none();
+                    self.on_alert(a, now, &mut out);
+                    if new {
+                        fresh.push(fp);
+                    }
+                }
+                Event::Note {
+                    fingerprint,
+                    at,
+                    note,
+                } => {
+                    let target = fresh
+                        .contains(&fingerprint)
+                        .then(|| self.table.get(&fingerprint).and_then(|st| st.incident))
+                        .flatten();
+                    if let Some(id) = target {
+                        self.timeline(id, at, TimelineKind::EventTimeClamped, note, None);
+                        out.wait_seq = out.wait_seq.max(self.seq);
+                    }
+                }
                 Event::Acknowledge {
                     fingerprint,
                     at,
@@ -681,6 +732,33 @@ impl Engine {
             out.wait_seq = out.wait_seq.max(self.seq);
         }
         out
+    }
+
+    /// Alerts these events would add to memory, and whether any would
+    /// open an incident (a firing alert not known yet).
+    pub fn growth(&self, events: &[Event]) -> (usize, bool) {
+        let new = events
+            .iter()
+            .filter(|e| {
+                matches!(e, Event::Alert(a)
+                    if a.status == AlertStatus::Firing && self.table.get(&a.fingerprint).is_none())
+            })
+            .count();
+        (new, new > 0)
+    }
+
+    /// Alerts held in memory, and incidents active: counted at the last
+    /// SLA check (each tick) plus those opened since, so that the caps
+    /// cost no scan per request.
+    pub fn load(&self) -> (usize, usize) {
+        let opened = self
+            .stats
+            .incidents_created
+            .saturating_sub(self.active_counted_at);
+        (
+            self.table.len(),
+            self.active_counted + usize::try_from(opened).unwrap_or(usize::MAX),
+        )
     }
 
     fn on_alert(&mut self, alert: Alert, now: Timestamp, out: &mut IngestOutcome) {
@@ -867,6 +945,9 @@ impl Engine {
         if t.inc.state == IncidentState::Acknowledged {
             return Err(EngineError::AlreadyAcknowledged(id));
         }
+        // An incident opened "in the future" by a fast clock is not
+        // acknowledged before it opened.
+        let now = now.max(t.inc.opened_at);
         t.inc.state = IncidentState::Acknowledged;
         t.inc.acknowledged_at = Some(now);
         let sla = crate::slo::sla::incident_sla(&self.cmdb, &t.inc, now, &self.cfg.sla_pause_on);
@@ -906,6 +987,7 @@ impl Engine {
         if t.inc.current_hold().is_some() {
             return Err(EngineError::AlreadyOnHold(id));
         }
+        let now = now.max(t.inc.opened_at);
         t.inc.holds.push(crate::domain::Hold {
             reason: reason.to_string(),
             start: now,
@@ -986,6 +1068,10 @@ impl Engine {
         let Some(t) = self.incidents.get_mut(&id) else {
             return;
         };
+        // Never resolved before it opened (or was acknowledged).
+        let at = at
+            .max(t.inc.opened_at)
+            .max(t.inc.acknowledged_at.unwrap_or(at));
         let unanswered = t.inc.acknowledged_at.is_none();
         t.inc.state = IncidentState::Resolved;
         t.inc.resolved_at = Some(at);

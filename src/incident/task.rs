@@ -31,6 +31,20 @@ pub enum PipelineError {
     Engine(#[from] EngineError),
 }
 
+/// An ingest the engine did not apply; a request refused for a memory cap
+/// gets its events back, so that a queue source can offer them again.
+#[derive(Debug)]
+pub struct Refused {
+    pub error: EngineError,
+    pub events: Vec<Event>,
+}
+
+impl From<Refused> for PipelineError {
+    fn from(r: Refused) -> Self {
+        PipelineError::Engine(r.error)
+    }
+}
+
 /// A person's action on an incident.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -47,7 +61,7 @@ enum Command {
     Ingest {
         shard: u32,
         events: Vec<Event>,
-        reply: oneshot::Sender<Result<IngestOutcome, EngineError>>,
+        reply: oneshot::Sender<Result<IngestOutcome, Refused>>,
     },
     Ack {
         id: IncidentId,
@@ -129,12 +143,13 @@ impl EngineHandle {
 
     /// Hand events to a shard's engine, waiting for room in the queue
     /// (back-pressure for the Kafka source) but not for durability: the
-    /// outcome's `wait_seq` says which commit makes them durable.
+    /// outcome's `wait_seq` says which commit makes them durable. Refused
+    /// for a memory cap, the events come back with the refusal.
     pub async fn submit(
         &self,
         shard: u32,
         events: Vec<Event>,
-    ) -> Result<IngestOutcome, PipelineError> {
+    ) -> Result<IngestOutcome, Result<Refused, PipelineError>> {
         let (reply, rx) = oneshot::channel();
         self.tx
             .send(Command::Ingest {
@@ -143,8 +158,12 @@ impl EngineHandle {
                 reply,
             })
             .await
-            .map_err(|_| PipelineError::ShuttingDown)?;
-        Ok(rx.await.map_err(|_| PipelineError::ShuttingDown)??)
+            .map_err(|_| Err(PipelineError::ShuttingDown))?;
+        match rx.await {
+            Ok(Ok(out)) => Ok(out),
+            Ok(Err(refused)) => Err(Ok(refused)),
+            Err(_) => Err(Err(PipelineError::ShuttingDown)),
+        }
     }
 
     /// Build the engine of `shard` from its stored state.
@@ -418,6 +437,40 @@ struct Shards {
     gauge_services: Vec<String>,
 }
 
+impl Shards {
+    /// Whether `events` for `shard` would pass a memory cap of the
+    /// instance (all its shards together); the refusal when so. Only
+    /// requests that bring new alerts are counted: repeats and resolves
+    /// always pass, so a full daemon can still drain.
+    fn full(&self, shard: u32, events: &[Event]) -> Option<EngineError> {
+        let (grow, opens) = self.engines.get(&shard)?.growth(events);
+        if grow == 0 {
+            return None;
+        }
+        let (alerts, incidents) = self
+            .engines
+            .values()
+            .map(Engine::load)
+            .fold((0, 0), |(a, i), (x, y)| (a + x, i + y));
+        let cfg = &self.proto.cfg;
+        if alerts + grow > cfg.max_active_alerts {
+            return Some(EngineError::Full {
+                what: "alerts in memory",
+                limit: cfg.max_active_alerts,
+                setting: "limits.max_active_alerts",
+            });
+        }
+        if opens && incidents >= cfg.max_active_incidents {
+            return Some(EngineError::Full {
+                what: "active incidents",
+                limit: cfg.max_active_incidents,
+                setting: "limits.max_active_incidents",
+            });
+        }
+        None
+    }
+}
+
 /// One writer batch: its number, its ops, and whether it carries a flush of
 /// every engine's coalesced counters (after which all effects of earlier
 /// batches are in the store once it commits).
@@ -576,15 +629,20 @@ fn handle(
             reply,
         } => {
             let open = shards.next_seq;
-            let out = match shards.engines.get_mut(&shard) {
-                Some(e) => {
+            let full = shards.full(shard, &events);
+            let out = match (shards.engines.get_mut(&shard), full) {
+                (Some(_), Some(error)) => Err(Refused { error, events }),
+                (Some(e), None) => {
                     let mut out = e.ingest(events, now);
                     // Repeat counters ride on a later flush: the batch
                     // open now is the earliest that can make them durable.
                     out.open_seq = open;
                     Ok(out)
                 }
-                None => Err(EngineError::NotOwned(shard)),
+                (None, _) => Err(Refused {
+                    error: EngineError::NotOwned(shard),
+                    events: Vec::new(),
+                }),
             };
             let _ = reply.send(out);
         }
@@ -1158,7 +1216,8 @@ mod tests {
         Timestamp,
     };
     use crate::store::{
-        AlertRecord, BoxFuture, Delivery, IncidentQuery, OutboxRow, SqliteStore, Store, StoreError,
+        AlertRecord, BoxFuture, Delivery, IncidentQuery, OutboxRow, Page, SqliteStore, Store,
+        StoreError,
     };
 
     fn alert(i: u64) -> Event {
@@ -1276,11 +1335,11 @@ mod tests {
         fn set_outbound_ref<'a>(&'a self, d: &'a str, i: IncidentId, x: &'a str) -> Fut<'a, ()> {
             self.0.set_outbound_ref(d, i, x)
         }
-        fn timeline(&self, id: IncidentId) -> Fut<'_, Vec<TimelineEntry>> {
-            self.0.timeline(id)
+        fn timeline(&self, id: IncidentId, page: Page) -> Fut<'_, Vec<TimelineEntry>> {
+            self.0.timeline(id, page)
         }
-        fn incident_alerts(&self, id: IncidentId) -> Fut<'_, Vec<AlertRecord>> {
-            self.0.incident_alerts(id)
+        fn incident_alerts(&self, id: IncidentId, page: Page) -> Fut<'_, Vec<AlertRecord>> {
+            self.0.incident_alerts(id, page)
         }
         fn count_by_state(&self) -> Fut<'_, Vec<(IncidentState, u64)>> {
             self.0.count_by_state()

@@ -329,6 +329,11 @@ pub struct SourceDeps {
     pub outbox: Arc<crate::outbound::owned::Ownership>,
     /// How long a revocation waits for outbound deliveries in flight.
     pub outbox_drain: Duration,
+    /// `[limits]` on each alert, and how far event times may stray.
+    pub alert_limits: crate::normalize::AlertLimits,
+    pub time_bounds: crate::normalize::TimeBounds,
+    /// Alerts of a message refused alone.
+    pub quarantine: Arc<super::Quarantine>,
 }
 
 /// Handle on a running consumer: readiness for `/readyz`.
@@ -792,20 +797,77 @@ impl Runner {
                 None,
                 "empty message".to_string(),
             )),
-            Some(body) => parse_message(self.formats[t], header_format(m), body, now),
+            Some(body) => {
+                let intake = crate::normalize::Intake {
+                    now,
+                    limits: ctx.deps.alert_limits,
+                    bounds: Some(ctx.deps.time_bounds),
+                };
+                parse_message(self.formats[t], header_format(m), body, &intake)
+            }
         };
         match parsed {
-            Ok(events) => {
+            Ok(batch) => {
                 p.consumed[t] += 1;
+                self.note_batch(ctx, m, &batch);
                 ctx.deps
                     .metrics
                     .alerts_received
                     .with_label_values(&["kafka"])
-                    .inc_by(events.len() as u64);
-                p.events.entry(shard).or_default().extend(events);
+                    .inc_by(
+                        batch
+                            .events
+                            .iter()
+                            .filter(|e| !matches!(e, Event::Note { .. }))
+                            .count() as u64,
+                    );
+                p.events.entry(shard).or_default().extend(batch.events);
             }
             Err(e) => self.invalid(ctx, m, &e),
         }
+    }
+
+    /// Count, log and keep the alerts of a message refused alone (the
+    /// message's other alerts go on; it is not dead-lettered, since it
+    /// parsed), and those whose time was bounded.
+    fn note_batch(
+        &self,
+        ctx: &Ctx,
+        m: &rdkafka::message::BorrowedMessage<'_>,
+        batch: &crate::normalize::Batch,
+    ) {
+        let metrics = &ctx.deps.metrics;
+        if batch.clamped > 0 {
+            metrics
+                .alert_times_clamped
+                .with_label_values(&["kafka"])
+                .inc_by(batch.clamped as u64);
+        }
+        let Some(first) = batch.rejected.first() else {
+            return;
+        };
+        for r in &batch.rejected {
+            metrics
+                .alerts_rejected
+                .with_label_values(&["kafka", r.reason.as_str()])
+                .inc();
+        }
+        let origin = format!("{}/{}@{}", m.topic(), m.partition(), m.offset());
+        tracing::warn!(
+            topic = m.topic(),
+            partition = m.partition(),
+            offset = m.offset(),
+            rejected = batch.rejected.len(),
+            field = %first.field,
+            error = %first.error,
+            "alerts of a kafka message rejected; the rest of it was accepted (GET /api/v1/alerts/rejected)"
+        );
+        ctx.deps.quarantine.record(
+            ctx.deps.clock.now(),
+            crate::domain::Source::Kafka,
+            Some(&origin),
+            &batch.rejected,
+        );
     }
 
     /// Count, log and dead-letter a message that cannot be used.
@@ -885,19 +947,51 @@ impl Runner {
         let started = Instant::now();
         let (mut wait_seq, mut settle_seq) = (0, 0);
         let mut offsets = p.offsets;
-        for (shard, events) in p.events {
-            match ctx.rt.block_on(ctx.deps.engine.submit(shard, events)) {
-                Ok(out) => {
-                    wait_seq = wait_seq.max(out.wait_seq);
-                    settle_seq = settle_seq.max(out.wait_seq).max(out.open_seq);
-                }
-                Err(PipelineError::Engine(EngineError::NotOwned(_))) => {
-                    // Revoked under us: leave its offsets to the new owner.
-                    offsets.retain(|(t, part), _| shard_of(*t, *part) != shard);
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "engine unavailable; batch not acknowledged");
-                    return;
+        for (shard, mut events) in p.events {
+            let mut waiting_since: Option<Instant> = None;
+            loop {
+                match ctx.rt.block_on(ctx.deps.engine.submit(shard, events)) {
+                    Ok(out) => {
+                        wait_seq = wait_seq.max(out.wait_seq);
+                        settle_seq = settle_seq.max(out.wait_seq).max(out.open_seq);
+                        if let Some(t) = waiting_since {
+                            tracing::info!(waited = ?t.elapsed(), "room again; consuming");
+                        }
+                        break;
+                    }
+                    // A memory cap: the batch waits, and with it this
+                    // consumer (back-pressure, nothing skipped), until
+                    // alerts resolve or incidents close.
+                    Err(Ok(crate::incident::task::Refused {
+                        error: e @ EngineError::Full { .. },
+                        events: back,
+                    })) => {
+                        if waiting_since.is_none() {
+                            tracing::warn!(error = %e, "engine full; consumption paused until there is room");
+                            waiting_since = Some(Instant::now());
+                        }
+                        if ctx.cancel.is_cancelled() {
+                            return;
+                        }
+                        events = back;
+                        std::thread::sleep(Duration::from_millis(500));
+                    }
+                    Err(Ok(crate::incident::task::Refused {
+                        error: EngineError::NotOwned(_),
+                        ..
+                    })) => {
+                        // Revoked under us: leave its offsets to the new owner.
+                        offsets.retain(|(t, part), _| shard_of(*t, *part) != shard);
+                        break;
+                    }
+                    Err(Ok(r)) => {
+                        tracing::warn!(error = %r.error, "engine refused the batch; not acknowledged");
+                        return;
+                    }
+                    Err(Err(e)) => {
+                        tracing::warn!(error = %e, "engine unavailable; batch not acknowledged");
+                        return;
+                    }
                 }
             }
         }
@@ -968,16 +1062,21 @@ pub fn parse_message(
     format: TopicFormat,
     header: Option<&[u8]>,
     body: &[u8],
-    now: Timestamp,
-) -> Result<Vec<Event>, NormalizeError> {
+    intake: &normalize::Intake,
+) -> Result<normalize::Batch, NormalizeError> {
     match header {
-        Some(b"canonical") => return normalize::parse_canonical(body, now),
-        Some(b"pagerduty") => return normalize::parse_pagerduty(body, now).map(|(e, _)| vec![e]),
+        Some(b"canonical") => return normalize::parse_canonical(body, intake),
+        Some(b"pagerduty") => {
+            return normalize::parse_pagerduty(body, intake).map(|(events, _)| normalize::Batch {
+                events,
+                ..normalize::Batch::default()
+            });
+        }
         _ => {}
     }
     match format {
-        TopicFormat::Auto => normalize::parse_any(body, now),
-        TopicFormat::Canonical => normalize::parse_canonical(body, now),
-        TopicFormat::Alertmanager => normalize::parse_alertmanager(body, now),
+        TopicFormat::Auto => normalize::parse_any(body, intake),
+        TopicFormat::Canonical => normalize::parse_canonical(body, intake),
+        TopicFormat::Alertmanager => normalize::parse_alertmanager(body, intake),
     }
 }

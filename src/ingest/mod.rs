@@ -3,6 +3,9 @@
 //! keyed ingest topic).
 
 pub mod kafka;
+pub mod quarantine;
+
+pub use quarantine::{Quarantine, Quarantined};
 
 pub use kafka::{
     Forwarder, IncidentCommand, KafkaError, KafkaSource, Publisher, partition_key, shard_of,

@@ -2,7 +2,8 @@
 //! names are accepted in snake_case or in Alertmanager API v2's camelCase, so
 //! anything that can post to Alertmanager's `/api/v2/alerts` can post here.
 
-use super::{Event, NormalizeError, check_labels, from_slice, parse_time};
+use super::admit::{Batch, Intake, RejectReason, admit, ends_before_start, excerpt};
+use super::{NormalizeError, decode_alone, from_slice, parse_time};
 use crate::domain::{Alert, AlertStatus, Fingerprint, LabelSet, Source, Timestamp};
 use serde::Deserialize;
 use std::borrow::Cow;
@@ -29,56 +30,125 @@ struct CanonicalAlert<'a> {
 
 /// Parse canonical alerts. Without `status`, an alert whose `ends_at` has
 /// passed is resolved (Alertmanager API v2 semantics); without `starts_at`,
-/// the receive time `now` is the start.
-pub fn parse_canonical(body: &[u8], now: Timestamp) -> Result<Vec<Event>, NormalizeError> {
+/// the receive time is the start. An alert that is not valid is rejected
+/// alone; only a body that is neither an alert nor an array is an error.
+pub fn parse_canonical(body: &[u8], intake: &Intake) -> Result<Batch, NormalizeError> {
     // One alert or an array; decided by the first byte so that errors keep
     // their field path (an untagged enum would hide it).
     let first = body.iter().find(|b| !b.is_ascii_whitespace());
-    let alerts: Vec<CanonicalAlert<'_>> = if first == Some(&b'[') {
-        from_slice(body)?
-    } else {
-        vec![from_slice::<CanonicalAlert<'_>>(body)?]
-    };
-    let mut out = Vec::with_capacity(alerts.len());
-    for (i, a) in alerts.into_iter().enumerate() {
-        out.push(Event::Alert(convert(a, i, now)?));
+    let mut out = Batch::default();
+    if first != Some(&b'[') {
+        // A single alert: it is the whole body, so its error is the body's.
+        let a = from_slice::<CanonicalAlert<'_>>(body)?;
+        take(a, 0, "", intake, &mut out);
+        return Ok(out);
+    }
+    match from_slice::<Vec<CanonicalAlert<'_>>>(body) {
+        Ok(alerts) => {
+            out.events.reserve(alerts.len());
+            for (i, a) in alerts.into_iter().enumerate() {
+                take(a, i, &format!("[{i}]."), intake, &mut out);
+            }
+        }
+        Err(_) => {
+            // Some alerts did not decode: decode them one by one, so that
+            // each bad one is named and the good ones still go.
+            let values: Vec<serde_json::Value> = from_slice(body)?;
+            for (i, v) in values.iter().enumerate() {
+                let prefix = format!("[{i}].");
+                match decode_alone::<CanonicalAlert<'_>>(v, &prefix) {
+                    Ok(a) => take(a, i, &prefix, intake, &mut out),
+                    Err((field, error)) => {
+                        out.reject(i, field, error, RejectReason::Invalid, excerpt(v))
+                    }
+                }
+            }
+        }
     }
     Ok(out)
 }
 
-fn convert(a: CanonicalAlert<'_>, i: usize, now: Timestamp) -> Result<Alert, NormalizeError> {
-    let idx = Some(i);
-    check_labels(&a.labels, &format!("[{i}]."), idx)?;
-    let starts_at = match a.starts_at.as_deref() {
-        Some(s) => parse_time(s, || format!("[{i}].starts_at"), idx)?,
-        None => None,
+fn take(a: CanonicalAlert<'_>, i: usize, prefix: &str, intake: &Intake, out: &mut Batch) {
+    if i >= intake.limits.max_alerts {
+        out.reject(
+            i,
+            format!("[{i}]"),
+            format!(
+                "more than {} alerts in one body (limits.max_alerts_per_request)",
+                intake.limits.max_alerts
+            ),
+            RejectReason::Limit,
+            serde_json::json!({ "labels": a.labels.len() }),
+        );
+        return;
     }
-    .unwrap_or(now);
-    let ends_at = match a.ends_at.as_deref() {
-        Some(s) => parse_time(s, || format!("[{i}].ends_at"), idx)?,
+    match convert(a, prefix, intake.now) {
+        Ok(alert) => admit(alert, i, prefix, intake, out),
+        Err((field, error, reason, excerpt)) => out.reject(i, field, error, reason, excerpt),
+    }
+}
+
+type Refusal = (String, String, RejectReason, serde_json::Value);
+
+fn convert(a: CanonicalAlert<'_>, prefix: &str, now: Timestamp) -> Result<Alert, Refusal> {
+    let summary = |a: &CanonicalAlert<'_>| {
+        excerpt(&serde_json::json!({
+            "status": a.status.as_deref(),
+            "labels": a.labels.to_map(),
+            "starts_at": a.starts_at.as_deref(),
+            "ends_at": a.ends_at.as_deref(),
+        }))
+    };
+    let invalid = |field: &str, msg: String, a: &CanonicalAlert<'_>| {
+        (
+            format!("{prefix}{field}"),
+            msg,
+            RejectReason::Invalid,
+            summary(a),
+        )
+    };
+    let time = |s: &str| {
+        parse_time(s, String::new, None).map_err(|e| match e {
+            NormalizeError::Field { message, .. } => message,
+            other => other.to_string(),
+        })
+    };
+    let starts_at = match a.starts_at.as_deref().map(time) {
+        Some(Ok(t)) => t.unwrap_or(now),
+        Some(Err(m)) => return Err(invalid("starts_at", m, &a)),
+        None => now,
+    };
+    let ends_at = match a.ends_at.as_deref().map(time) {
+        Some(Ok(t)) => t,
+        Some(Err(m)) => return Err(invalid("ends_at", m, &a)),
         None => None,
     };
     let status = match a.status.as_deref() {
         Some("firing") => AlertStatus::Firing,
         Some("resolved") => AlertStatus::Resolved,
         Some(other) => {
-            return Err(NormalizeError::field(
-                format!("[{i}].status"),
-                idx,
-                format!("must be \"firing\" or \"resolved\", got {other:?}"),
-            ));
+            let msg = format!("must be \"firing\" or \"resolved\", got {other:?}");
+            return Err(invalid("status", msg, &a));
         }
         None if ends_at.is_some_and(|e| e <= now) => AlertStatus::Resolved,
         None => AlertStatus::Firing,
     };
+    if let Some(why) = ends_before_start(starts_at, ends_at) {
+        return Err((
+            format!("{prefix}ends_at"),
+            why,
+            RejectReason::Time,
+            summary(&a),
+        ));
+    }
     let fingerprint = match a.fingerprint.as_deref() {
-        Some(f) => Fingerprint::parse(f).ok_or_else(|| {
-            NormalizeError::field(
-                format!("[{i}].fingerprint"),
-                idx,
-                format!("must be 16 hex digits, got {f:?}"),
-            )
-        })?,
+        Some(f) => match Fingerprint::parse(f) {
+            Some(fp) => fp,
+            None => {
+                let msg = format!("must be 16 hex digits, got {f:?}");
+                return Err(invalid("fingerprint", msg, &a));
+            }
+        },
         None => Fingerprint::of_labels(&a.labels),
     };
     let source = match a.source.as_deref() {
@@ -87,11 +157,8 @@ fn convert(a: CanonicalAlert<'_>, i: usize, now: Timestamp) -> Result<Alert, Nor
         Some("pagerduty") => Source::Pagerduty,
         Some("kafka") => Source::Kafka,
         Some(other) => {
-            return Err(NormalizeError::field(
-                format!("[{i}].source"),
-                idx,
-                format!("unknown source {other:?} (api, alertmanager, pagerduty, kafka)"),
-            ));
+            let msg = format!("unknown source {other:?} (api, alertmanager, pagerduty, kafka)");
+            return Err(invalid("source", msg, &a));
         }
     };
     let ends_at = match status {
@@ -114,10 +181,16 @@ fn convert(a: CanonicalAlert<'_>, i: usize, now: Timestamp) -> Result<Alert, Nor
 mod tests {
     use super::*;
 
+    use super::super::Event;
+
     const NOW: Timestamp = Timestamp(1_772_438_400_000); // 2026-03-02T08:00:00Z
 
+    fn parse(body: &[u8]) -> Batch {
+        parse_canonical(body, &Intake::offline(NOW)).unwrap()
+    }
+
     fn one(body: &str) -> Alert {
-        match parse_canonical(body.as_bytes(), NOW).unwrap().remove(0) {
+        match parse(body.as_bytes()).events.remove(0) {
             Event::Alert(a) => a,
             other => panic!("{other:?}"),
         }
@@ -154,33 +227,27 @@ mod tests {
 
     #[test]
     fn errors_name_the_field() {
-        let e = parse_canonical(
-            br#"[{"labels":{"a":"b"}},{"labels":{"a":"b"},"statuz":"firing"}]"#,
-            NOW,
-        )
-        .unwrap_err();
-        match e {
-            NormalizeError::Field {
-                field,
-                index,
-                message,
-            } => {
-                assert_eq!(index, Some(1));
-                assert_eq!(field, "[1].statuz");
-                assert!(message.contains("unknown field `statuz`"), "{message}");
-            }
-            other => panic!("{other:?}"),
-        }
-        let e = parse_canonical(br#"[{"labels":{"a":"b"},"fingerprint":"xyz"}]"#, NOW).unwrap_err();
-        assert_eq!(
-            e,
-            NormalizeError::field(
-                "[0].fingerprint",
-                Some(0),
-                "must be 16 hex digits, got \"xyz\""
-            )
+        let b = parse(br#"[{"labels":{"a":"b"}},{"labels":{"a":"b"},"statuz":"firing"}]"#);
+        assert_eq!(b.events.len(), 1, "the good alert goes");
+        let r = &b.rejected[0];
+        assert_eq!((r.index, r.field.as_str()), (1, "[1].statuz"));
+        assert!(r.error.contains("unknown field `statuz`"), "{}", r.error);
+        let r = &parse(br#"[{"labels":{"a":"b"},"fingerprint":"xyz"}]"#).rejected[0];
+        assert_eq!(r.field, "[0].fingerprint");
+        assert_eq!(r.error, "must be 16 hex digits, got \"xyz\"");
+        // A label name with a dash is fine (any UTF-8 since Prometheus 3).
+        assert!(
+            parse(br#"[{"labels":{"bad-name":"b"}}]"#)
+                .rejected
+                .is_empty()
         );
-        let e = parse_canonical(br#"[{"labels":{"bad-name":"b"}}]"#, NOW).unwrap_err();
-        assert!(matches!(e, NormalizeError::Field { field, .. } if field == "[0].labels.bad-name"));
+        // A single alert is the whole body: its decode error is the body's.
+        let e = parse_canonical(br#"{"labels":{"a":"b"},"statuz":1}"#, &Intake::offline(NOW))
+            .unwrap_err();
+        assert!(matches!(e, NormalizeError::Field { field, .. } if field == "statuz"));
+        assert!(matches!(
+            parse_canonical(b"[{", &Intake::offline(NOW)),
+            Err(NormalizeError::Syntax { .. })
+        ));
     }
 }

@@ -5,10 +5,12 @@
 //! to the Alertmanager webhook. Every error names the field and the alert index
 //! so the sender can find the bad alert in a batch.
 
+mod admit;
 mod alertmanager;
 mod canonical;
 mod pagerduty;
 
+pub use admit::{AlertLimits, Batch, Intake, RejectReason, Rejected, TimeBounds, excerpt};
 pub use alertmanager::parse_alertmanager;
 pub use canonical::parse_canonical;
 pub use pagerduty::{PagerDutyAction, parse_pagerduty};
@@ -26,6 +28,13 @@ pub enum Event {
         fingerprint: Fingerprint,
         at: Timestamp,
         actor: String,
+    },
+    /// Said of the alert just before it (its event time was replaced by
+    /// the receive time): goes on the timeline of the incident it opens.
+    Note {
+        fingerprint: Fingerprint,
+        at: Timestamp,
+        note: String,
     },
 }
 
@@ -106,37 +115,6 @@ fn alert_index(path: &str) -> Option<usize> {
     path[start..end].parse().ok()
 }
 
-/// Label names must be Prometheus label names; the fingerprint and matchers rely on it.
-fn valid_label_name(name: &str) -> bool {
-    let mut b = name.bytes();
-    matches!(b.next(), Some(c) if c.is_ascii_alphabetic() || c == b'_')
-        && b.all(|c| c.is_ascii_alphanumeric() || c == b'_')
-}
-
-fn check_labels(
-    labels: &crate::domain::LabelSet,
-    prefix: &str,
-    index: Option<usize>,
-) -> Result<(), NormalizeError> {
-    if labels.is_empty() {
-        return Err(NormalizeError::field(
-            format!("{prefix}labels"),
-            index,
-            "an alert needs at least one label",
-        ));
-    }
-    for (name, _) in labels.iter() {
-        if !valid_label_name(name) {
-            return Err(NormalizeError::field(
-                format!("{prefix}labels.{name}"),
-                index,
-                "invalid label name (must match [a-zA-Z_][a-zA-Z0-9_]*)",
-            ));
-        }
-    }
-    Ok(())
-}
-
 fn parse_time(
     s: &str,
     field: impl FnOnce() -> String,
@@ -183,12 +161,36 @@ pub fn detect(body: &[u8]) -> Format {
 }
 
 /// Parse any supported body, detected by shape.
-pub fn parse_any(body: &[u8], now: Timestamp) -> Result<Vec<Event>, NormalizeError> {
+pub fn parse_any(body: &[u8], intake: &Intake) -> Result<Batch, NormalizeError> {
     match detect(body) {
-        Format::Alertmanager => parse_alertmanager(body, now),
-        Format::Canonical => parse_canonical(body, now),
-        Format::PagerDuty => parse_pagerduty(body, now).map(|(ev, _)| vec![ev]),
+        Format::Alertmanager => parse_alertmanager(body, intake),
+        Format::Canonical => parse_canonical(body, intake),
+        Format::PagerDuty => parse_pagerduty(body, intake).map(|(ev, _)| Batch {
+            events: ev,
+            ..Batch::default()
+        }),
     }
+}
+
+/// A path inside one alert of a body, prefixed with where the alert
+/// stands (`alerts[3].` + `labels.a`).
+fn join(prefix: &str, path: &str) -> String {
+    match path {
+        "" | "." => prefix.trim_end_matches('.').to_string(),
+        p => format!("{prefix}{p}"),
+    }
+}
+
+/// Decode one alert of a body that did not decode as a whole: the
+/// offending field of each bad alert is named, and the good ones still go.
+fn decode_alone<'a, T: serde::Deserialize<'a>>(
+    v: &'a serde_json::Value,
+    prefix: &str,
+) -> Result<T, (String, String)> {
+    serde_path_to_error::deserialize(v).map_err(|e| {
+        let path = e.path().to_string();
+        (join(prefix, &path), e.into_inner().to_string())
+    })
 }
 
 #[cfg(test)]
@@ -200,15 +202,6 @@ mod tests {
         assert_eq!(alert_index("alerts[3].labels"), Some(3));
         assert_eq!(alert_index("[12].startsAt"), Some(12));
         assert_eq!(alert_index("version"), None);
-    }
-
-    #[test]
-    fn label_names() {
-        assert!(valid_label_name("alertname"));
-        assert!(valid_label_name("_x1"));
-        assert!(!valid_label_name("1x"));
-        assert!(!valid_label_name("a-b"));
-        assert!(!valid_label_name(""));
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! PagerDuty Events API v2 (`trigger` / `acknowledge` / `resolve` by
 //! `dedup_key`), so tools that already page through PagerDuty can send here.
 
+use super::admit::{Batch, Intake, admit};
 use super::{Event, NormalizeError, from_slice, parse_time};
 use crate::domain::{Alert, AlertStatus, Fingerprint, LabelSet, Source, Timestamp};
 use serde::Deserialize;
@@ -51,9 +52,35 @@ struct PdPayload<'a> {
 
 const MAX_DEDUP_KEY: usize = 255;
 
-/// Returns the event and the dedup key the sender should use from now on
-/// (PagerDuty answers with it, generated when the trigger had none).
-pub fn parse_pagerduty(body: &[u8], now: Timestamp) -> Result<(Event, String), NormalizeError> {
+/// Returns the events (the alert, and a note when its time was bounded)
+/// and the dedup key the sender should use from now on (PagerDuty answers
+/// with it, generated when the trigger had none). One event is the whole
+/// body: an event beyond the limits is an error, not a rejection.
+pub fn parse_pagerduty(
+    body: &[u8],
+    intake: &Intake,
+) -> Result<(Vec<Event>, String), NormalizeError> {
+    let (event, key) = decode(body, intake.now)?;
+    let Event::Alert(alert) = event else {
+        return Ok((vec![event], key));
+    };
+    let mut out = Batch::default();
+    admit(alert, 0, "", intake, &mut out);
+    match out.rejected.pop() {
+        Some(r) => Err(NormalizeError::field(
+            if r.field.is_empty() {
+                "payload".into()
+            } else {
+                r.field
+            },
+            None,
+            r.error,
+        )),
+        None => Ok((out.events, key)),
+    }
+}
+
+fn decode(body: &[u8], now: Timestamp) -> Result<(Event, String), NormalizeError> {
     let ev: PdEvent<'_> = from_slice(body)?;
     let missing = |f: &str| NormalizeError::field(f, None, format!("missing field `{f}`"));
     match ev.routing_key.as_deref() {
@@ -191,6 +218,10 @@ mod tests {
     use super::*;
 
     const NOW: Timestamp = Timestamp(1_772_438_400_000);
+
+    fn parse_pagerduty(body: &[u8], now: Timestamp) -> Result<(Event, String), NormalizeError> {
+        super::parse_pagerduty(body, &Intake::offline(now)).map(|(mut e, k)| (e.remove(0), k))
+    }
 
     #[test]
     fn trigger_ack_resolve_share_identity() {

@@ -158,6 +158,22 @@ pub struct OutboxRow {
     pub last_error: Option<String>,
 }
 
+/// A slice of a long list (an incident's alerts or timeline): an incident
+/// with 100k alerts must not become one 50 MB answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Page {
+    pub offset: u64,
+    pub limit: u32,
+}
+
+impl Page {
+    /// Everything (internal callers that need the whole list).
+    pub const ALL: Page = Page {
+        offset: 0,
+        limit: u32::MAX,
+    };
+}
+
 /// How a message's delivery ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Delivery {
@@ -242,11 +258,16 @@ pub trait Store: Send + Sync + 'static {
         since: Timestamp,
         worst: crate::domain::Priority,
     ) -> BoxFuture<'_, Result<Vec<Incident>, StoreError>>;
-    fn timeline(&self, id: IncidentId) -> BoxFuture<'_, Result<Vec<TimelineEntry>, StoreError>>;
+    fn timeline(
+        &self,
+        id: IncidentId,
+        page: Page,
+    ) -> BoxFuture<'_, Result<Vec<TimelineEntry>, StoreError>>;
     /// Alerts of one incident, with labels, for the detail view.
     fn incident_alerts(
         &self,
         id: IncidentId,
+        page: Page,
     ) -> BoxFuture<'_, Result<Vec<AlertRecord>, StoreError>>;
     fn count_by_state(&self) -> BoxFuture<'_, Result<Vec<(IncidentState, u64)>, StoreError>>;
     /// Up to `limit` undelivered messages of `destination`, oldest first;

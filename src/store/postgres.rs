@@ -15,8 +15,8 @@ use super::rows::{
     state_count_from_row, timeline_from_row, to_json,
 };
 use super::{
-    AlertRecord, AlertUpdate, BoxFuture, Delivery, IncidentQuery, OutboxRow, Snapshot, StateFilter,
-    Store, StoreError, StoreOp,
+    AlertRecord, AlertUpdate, BoxFuture, Delivery, IncidentQuery, OutboxRow, Page, Snapshot,
+    StateFilter, Store, StoreError, StoreOp,
 };
 use crate::change::ChangeRecord;
 use crate::domain::{Incident, IncidentId, IncidentState, Problem, TimelineEntry, Timestamp};
@@ -1177,12 +1177,18 @@ impl Store for PgStore {
         })
     }
 
-    fn timeline(&self, id: IncidentId) -> BoxFuture<'_, Result<Vec<TimelineEntry>, StoreError>> {
+    fn timeline(
+        &self,
+        id: IncidentId,
+        page: Page,
+    ) -> BoxFuture<'_, Result<Vec<TimelineEntry>, StoreError>> {
         Box::pin(async move {
             let rows = sqlx::query(
-                "SELECT at, kind, message, actor FROM timeline WHERE incident_id = $1 ORDER BY id",
+                "SELECT at, kind, message, actor FROM timeline WHERE incident_id = $1 ORDER BY id LIMIT $2 OFFSET $3",
             )
             .bind(id.0)
+            .bind(i64::from(page.limit))
+            .bind(i64::try_from(page.offset).unwrap_or(i64::MAX))
             .fetch_all(&self.pool)
             .await?;
             rows.iter().map(timeline_from_row).collect()
@@ -1192,6 +1198,7 @@ impl Store for PgStore {
     fn incident_alerts(
         &self,
         id: IncidentId,
+        page: Page,
     ) -> BoxFuture<'_, Result<Vec<AlertRecord>, StoreError>> {
         Box::pin(async move {
             let rows = sqlx::query(
@@ -1200,9 +1207,11 @@ impl Store for PgStore {
                    a.suppressed_rule, a.suppressed_reason, a.flapping, a.first_seen, a.last_seen,
                    a.deliveries, a.change_id, a.shard
                  FROM incident_alerts ia JOIN alerts a ON a.fingerprint = ia.fingerprint
-                 WHERE ia.incident_id = $1 ORDER BY ia.joined_at, a.fingerprint",
+                 WHERE ia.incident_id = $1 ORDER BY ia.joined_at, a.fingerprint LIMIT $2 OFFSET $3",
             )
             .bind(id.0)
+            .bind(i64::from(page.limit))
+            .bind(i64::try_from(page.offset).unwrap_or(i64::MAX))
             .fetch_all(&self.pool)
             .await?;
             rows.iter().map(alert_record_from_row).collect()

@@ -8,7 +8,7 @@ use super::rows::{
     state_count_from_row, timeline_from_row, to_json,
 };
 use super::{
-    AlertRecord, BoxFuture, Delivery, IncidentQuery, OutboxRow, Snapshot, StateFilter, Store,
+    AlertRecord, BoxFuture, Delivery, IncidentQuery, OutboxRow, Page, Snapshot, StateFilter, Store,
     StoreError, StoreOp,
 };
 use crate::change::ChangeRecord;
@@ -927,12 +927,18 @@ impl Store for SqliteStore {
         })
     }
 
-    fn timeline(&self, id: IncidentId) -> BoxFuture<'_, Result<Vec<TimelineEntry>, StoreError>> {
+    fn timeline(
+        &self,
+        id: IncidentId,
+        page: Page,
+    ) -> BoxFuture<'_, Result<Vec<TimelineEntry>, StoreError>> {
         Box::pin(async move {
             let rows = sqlx::query(
-                "SELECT at, kind, message, actor FROM timeline WHERE incident_id = ? ORDER BY id",
+                "SELECT at, kind, message, actor FROM timeline WHERE incident_id = ? ORDER BY id LIMIT ? OFFSET ?",
             )
             .bind(id.0)
+            .bind(i64::from(page.limit))
+            .bind(i64::try_from(page.offset).unwrap_or(i64::MAX))
             .fetch_all(&self.reader)
             .await?;
             rows.iter().map(timeline_from_row).collect()
@@ -942,13 +948,16 @@ impl Store for SqliteStore {
     fn incident_alerts(
         &self,
         id: IncidentId,
+        page: Page,
     ) -> BoxFuture<'_, Result<Vec<AlertRecord>, StoreError>> {
         Box::pin(async move {
             let rows = sqlx::query(
                 "SELECT a.* FROM incident_alerts ia JOIN alerts a ON a.fingerprint = ia.fingerprint
-                 WHERE ia.incident_id = ? ORDER BY ia.joined_at, a.fingerprint",
+                 WHERE ia.incident_id = ? ORDER BY ia.joined_at, a.fingerprint LIMIT ? OFFSET ?",
             )
             .bind(id.0)
+            .bind(i64::from(page.limit))
+            .bind(i64::try_from(page.offset).unwrap_or(i64::MAX))
             .fetch_all(&self.reader)
             .await?;
             rows.iter().map(alert_record_from_row).collect()

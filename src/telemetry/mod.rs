@@ -8,19 +8,24 @@ use prometheus::{
 };
 
 /// Reasons an ingest request is turned away (bounded label values).
-pub const REJECT_REASONS: [&str; 6] = [
+pub const REJECT_REASONS: [&str; 7] = [
     "invalid",
     "unauthorized",
     "too_large",
     "rate_limited",
     "overloaded",
     "unavailable",
+    "full",
 ];
 
 #[derive(Clone)]
 pub struct Metrics {
     pub registry: Registry,
     pub alerts_received: IntCounterVec,
+    /// Alerts of a body refused alone (`source`, `reason`).
+    pub alerts_rejected: IntCounterVec,
+    /// Alerts whose event time was replaced by the receive time.
+    pub alert_times_clamped: IntCounterVec,
     pub alerts_deduplicated: IntCounter,
     pub alerts_dropped: IntCounterVec,
     pub alerts_suppressed: IntCounter,
@@ -198,6 +203,16 @@ impl Metrics {
             alerts_received: counter_vec(
                 "incidentd_alerts_received_total",
                 "Alerts received, by source.",
+                &["source"],
+            ),
+            alerts_rejected: counter_vec(
+                "incidentd_alerts_rejected_total",
+                "Alerts refused alone while the rest of their body was accepted (kept in the quarantine), by source and reason (invalid, limit, time).",
+                &["source", "reason"],
+            ),
+            alert_times_clamped: counter_vec(
+                "incidentd_alert_times_clamped_total",
+                "Alerts whose startsAt or endsAt was beyond limits.max_clock_skew or max_alert_age and was replaced by the receive time, by source.",
                 &["source"],
             ),
             alerts_deduplicated: counter(
@@ -608,6 +623,11 @@ impl Metrics {
         // Known label sets exported at 0 from the start.
         for s in Source::ALL {
             m.alerts_received.with_label_values(&[s.as_str()]);
+            m.alert_times_clamped.with_label_values(&[s.as_str()]);
+            for reason in crate::normalize::RejectReason::ALL {
+                m.alerts_rejected
+                    .with_label_values(&[s.as_str(), reason.as_str()]);
+            }
             for reason in REJECT_REASONS {
                 m.requests_rejected.with_label_values(&[s.as_str(), reason]);
             }
