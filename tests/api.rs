@@ -398,7 +398,11 @@ async fn bearer_tokens_and_rate_limits_per_source() {
     let mut c = config(dir.path());
     c.alertmanager.token = Some(Secret::Inline("s3cret".into()));
     c.api_source.rate_limit = Some((1, 2));
-    c.api_token = Some(Secret::Inline("ops".into()));
+    c.api_tokens = vec![incidentd::config::ApiToken {
+        name: "api".into(),
+        secret: Secret::Inline("ops".into()),
+        operator: true,
+    }];
     let r = start(&c).await;
     let body = webhook(json!([alert("db-1", "firing", "critical")]));
     for (tok, want) in [
@@ -912,5 +916,78 @@ async fn long_incidents_are_paged_and_action_text_is_bounded() {
         assert_eq!(v["detail"]["field"], "by");
         assert!(v["error"].as_str().unwrap().contains(what), "{v}");
     }
+    r.shutdown().await;
+}
+
+#[tokio::test]
+async fn named_tokens_read_or_act_and_the_token_is_who_acted() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = config(dir.path());
+    let token = |name: &str, secret: &str, operator: bool| incidentd::config::ApiToken {
+        name: name.into(),
+        secret: Secret::Inline(secret.into()),
+        operator,
+    };
+    c.api_tokens = vec![
+        token("grafana", "read-secret", false),
+        token("alice", "alice-secret", true),
+    ];
+    let r = start(&c).await;
+    let (s, _, _) = call(
+        &r,
+        "POST",
+        "/api/v1/alerts/alertmanager",
+        webhook(json!([alert("id-1", "firing", "critical")])),
+        None,
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "ingest has its own per-source tokens");
+    let list = |t: Option<&'static str>| {
+        let r = &r;
+        async move {
+            call(r, "GET", "/api/v1/incidents", Body::empty(), t)
+                .await
+                .0
+        }
+    };
+    assert_eq!(list(None).await, StatusCode::UNAUTHORIZED);
+    assert_eq!(list(Some("wrong")).await, StatusCode::UNAUTHORIZED);
+    assert_eq!(list(Some("read-secret")).await, StatusCode::OK);
+    assert_eq!(list(Some("alice-secret")).await, StatusCode::OK);
+    let (_, v, _) = call(
+        &r,
+        "GET",
+        "/api/v1/incidents",
+        Body::empty(),
+        Some("read-secret"),
+    )
+    .await;
+    let id = v["incidents"][0]["id"].as_i64().unwrap();
+    // A reader may not act, nor post a change window.
+    let (s, v, _) = call(
+        &r,
+        "POST",
+        &format!("/api/v1/incidents/{id}/ack"),
+        "",
+        Some("read-secret"),
+    )
+    .await;
+    assert_eq!(s, StatusCode::FORBIDDEN, "{v}");
+    assert_eq!(v["detail"]["token"], "grafana");
+    let change = r#"[{"id":"CHG1","ci":"x","state":"approved","start":"2026-01-01T00:00:00Z","end":"2027-01-01T00:00:00Z"}]"#;
+    let (s, _, _) = call(&r, "POST", "/api/v1/changes", change, Some("read-secret")).await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    // An operator acts, and is recorded by the token's name whatever the
+    // body claims.
+    let (s, inc, _) = call(
+        &r,
+        "POST",
+        &format!("/api/v1/incidents/{id}/ack"),
+        json!({"by": "servicenow:admin"}).to_string(),
+        Some("alice-secret"),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{inc}");
+    assert_eq!(inc["acknowledged_by"], "alice");
     r.shutdown().await;
 }

@@ -144,3 +144,30 @@ fn rule_test_failure_exits_1_with_a_diff() {
         "{out}"
     );
 }
+
+#[test]
+fn check_warns_of_an_open_api_on_a_network_address() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = dir.path().join("c.toml");
+    std::fs::write(&c, "listen = \"0.0.0.0:9797\"\n").unwrap();
+    let rules = concat!(env!("CARGO_MANIFEST_DIR"), "/rules");
+    let (code, _, err) = incidentd(&["check", "--config", c.to_str().unwrap(), "--rules", rules]);
+    assert_eq!(code, 0, "a warning, not an error: {err}");
+    assert!(
+        err.contains("warning: listening on 0.0.0.0:9797 with no API token"),
+        "{err}"
+    );
+    let token = dir.path().join("alice");
+    std::fs::write(&token, "t0ken\n").unwrap();
+    std::fs::write(
+        &c,
+        format!(
+            "listen = \"0.0.0.0:9797\"\n[api.operator_tokens]\nalice = {:?}\n",
+            token.display().to_string()
+        ),
+    )
+    .unwrap();
+    let (code, _, err) = incidentd(&["check", "--config", c.to_str().unwrap(), "--rules", rules]);
+    assert_eq!(code, 0, "{err}");
+    assert!(!err.contains("no API token"), "{err}");
+}

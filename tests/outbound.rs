@@ -1517,6 +1517,13 @@ async fn tickets_changed_downstream_act_on_the_incident() {
     assert_eq!(s, StatusCode::UNAUTHORIZED, "{v}");
     let (s, v) = call_with_token(&r, "/api/v1/webhooks/nowhere", "sn-t0ken", json!({})).await;
     assert_eq!(s, StatusCode::NOT_FOUND, "{v}");
+    // Without a valid token, no name is told apart from another:
+    // authentication comes before routing.
+    let (s, v) = call_with_token(&r, "/api/v1/webhooks/nowhere", "wrong", json!({})).await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED, "{v}");
+    // One destination's token does not speak for another.
+    let (s, v) = call_with_token(&r, "/api/v1/webhooks/jsm", "sn-t0ken", json!({})).await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED, "{v}");
     let (s, v) = call_with_token(
         &r,
         "/api/v1/webhooks/snow",

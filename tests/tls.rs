@@ -1267,6 +1267,10 @@ name = "alerts"
         "{err}"
     );
     assert!(
+        !err.contains("no API token"),
+        "listening on 127.0.0.1: {err}"
+    );
+    assert!(
         err.contains("warning: kafka: security.protocol = sasl_plaintext"),
         "{err}"
     );

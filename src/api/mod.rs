@@ -34,6 +34,8 @@ pub enum ApiError {
     Body(String),
     #[error("missing or wrong bearer token")]
     Unauthorized,
+    #[error("token {0:?} may read but not act: an operator token is needed")]
+    Forbidden(String),
     #[error("rate limit exceeded for this source")]
     RateLimited(Duration),
     #[error(transparent)]
@@ -88,6 +90,11 @@ impl IntoResponse for ApiError {
             ),
             ApiError::Body(_) => (StatusCode::BAD_REQUEST, serde_json::Value::Null, None),
             ApiError::Unauthorized => (StatusCode::UNAUTHORIZED, serde_json::Value::Null, None),
+            ApiError::Forbidden(name) => (
+                StatusCode::FORBIDDEN,
+                json!({ "token": name, "needs": "operator" }),
+                None,
+            ),
             ApiError::RateLimited(wait) => (
                 StatusCode::TOO_MANY_REQUESTS,
                 serde_json::Value::Null,
@@ -249,7 +256,8 @@ pub struct AppState {
     pub alertmanager: SourceGate,
     pub api_source: SourceGate,
     pub pagerduty: SourceGate,
-    pub api_token: Option<Vec<u8>>,
+    /// Tokens of the incident API (empty: open).
+    pub api_tokens: Vec<ApiToken>,
     pub max_body_bytes: usize,
     pub clock: Arc<dyn crate::domain::Clock>,
     /// Where accepted webhook alerts go.
@@ -274,6 +282,53 @@ pub struct AppState {
     pub max_text_bytes: usize,
     /// Alerts rejected alone, for operators to read.
     pub quarantine: Arc<crate::ingest::Quarantine>,
+}
+
+/// A named token of the incident API, its secret read.
+pub struct ApiToken {
+    pub name: String,
+    pub secret: Vec<u8>,
+    pub operator: bool,
+}
+
+/// What a request means to do with the incident API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Need {
+    Read,
+    Operate,
+}
+
+/// The bearer token of a request, if any.
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
+        .map(str::trim)
+}
+
+/// Who is asking, if tokens are configured (`None`: the API is open);
+/// 401 without a known token, 403 for a reader that means to act. Every
+/// token is compared, in constant time each, whatever matched.
+fn authorize(st: &AppState, headers: &HeaderMap, need: Need) -> Result<Option<String>, ApiError> {
+    if st.api_tokens.is_empty() {
+        return Ok(None);
+    }
+    let got = bearer(headers).unwrap_or_default().as_bytes();
+    let mut found: Option<&ApiToken> = None;
+    for t in &st.api_tokens {
+        if bool::from(subtle::ConstantTimeEq::ct_eq(got, t.secret.as_slice())) {
+            found = Some(t);
+        }
+    }
+    let t = found.ok_or(ApiError::Unauthorized)?;
+    if need == Need::Operate && !t.operator {
+        return Err(ApiError::Forbidden(t.name.clone()));
+    }
+    Ok(Some(t.name.clone()))
 }
 
 /// A ticketing destination allowed to post to `/api/v1/webhooks/{name}`.
@@ -696,11 +751,7 @@ struct ListParams {
 }
 
 fn check_api_token(st: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
-    if bearer_ok(st.api_token.as_deref(), headers) {
-        Ok(())
-    } else {
-        Err(ApiError::Unauthorized)
-    }
+    authorize(st, headers, Need::Read).map(|_| ())
 }
 
 /// A query string parsed into `T`; an error names the parameter (a plain
@@ -1039,9 +1090,11 @@ async fn incident_action(
     body: Result<Bytes, BytesRejection>,
     op: Operation,
 ) -> Result<Response, ApiError> {
-    check_api_token(st, headers)?;
+    let actor = authorize(st, headers, Need::Operate)?;
     let id = parse_id(raw)?;
     let (who, reason) = action_body(&body_bytes(body, st.max_body_bytes)?, op, st.max_text_bytes)?;
+    // With tokens, who acted is the token's name, not what the body says.
+    let who = actor.unwrap_or(who);
     let result = st.engine.act(id, who.clone(), op, reason.clone()).await;
     let err = match result {
         Ok(inc) => return Ok(Json(inc).into_response()),
@@ -1151,10 +1204,23 @@ async fn inbound_webhook(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     use crate::outbound::inbound::{self, Action};
+    // Authenticated before routed: whoever has no destination's token
+    // learns nothing about which destination names exist.
+    let got = bearer(&headers).unwrap_or_default().as_bytes();
+    let mut holder: Option<&InboundDestination> = None;
+    for d in &st.inbound {
+        if bool::from(subtle::ConstantTimeEq::ct_eq(got, d.token.as_slice())) {
+            holder = Some(d);
+        }
+    }
+    let Some(holder) = holder else {
+        return Err(ApiError::Unauthorized);
+    };
     let Some(d) = st.inbound.iter().find(|d| d.name == destination) else {
         return Err(ApiError::UnknownDestination(destination));
     };
-    if !bearer_ok(Some(&d.token), &headers) {
+    if holder.name != d.name {
+        // One destination's token does not speak for another.
         return Err(ApiError::Unauthorized);
     }
     let body = body_bytes(body, st.max_body_bytes)?;
@@ -1310,7 +1376,7 @@ async fn post_changes(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
-    check_api_token(&st, &headers)?;
+    authorize(&st, &headers, Need::Operate)?;
     let body = body_bytes(body, st.max_body_bytes)?;
     let changes = crate::change::parse_changes(&body).map_err(ApiError::Changes)?;
     let ids: Vec<String> = changes.iter().map(|c| c.id.clone()).collect();

@@ -195,9 +195,27 @@ pub struct ConnectionReport {
     pub warnings: Vec<String>,
 }
 
+/// Said when the incident API is open to a network: anyone who reaches the
+/// port could acknowledge, resolve and hold incidents, or post a change
+/// window that mutes a CI.
+pub fn open_api_warning(cfg: &Config) -> Option<String> {
+    (cfg.api_tokens.is_empty() && !cfg.listen.ip().is_loopback()).then(|| {
+        format!(
+            "listening on {} with no API token: anyone who reaches this port can acknowledge, resolve and hold incidents and post change windows; set api.operator_tokens (and api.read_tokens) or listen on 127.0.0.1",
+            cfg.listen
+        )
+    })
+}
+
 /// Load every TLS file and proxy credential the configuration names.
 pub fn check_connections(cfg: &Config) -> ConnectionReport {
     let mut r = ConnectionReport::default();
+    r.warnings.extend(open_api_warning(cfg));
+    for t in &cfg.api_tokens {
+        if let Err(e) = read_secret(&t.secret, &format!("API token {}", t.name)) {
+            r.errors.push(format!("api: {e:#}"));
+        }
+    }
     for (i, d) in cfg.outbound.iter().enumerate() {
         let at = format!("outbound.destinations[{i}] ({})", d.name);
         if let Err(e) = destination_client(d) {

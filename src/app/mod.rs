@@ -370,7 +370,18 @@ pub async fn start(cfg: &Config, clock: Arc<dyn Clock>) -> Result<Running> {
             read_secret(&cfg.pagerduty.token, "pagerduty")?,
             cfg.pagerduty.rate_limit,
         ),
-        api_token: read_secret(&cfg.api_token, "api")?.map(String::into_bytes),
+        api_tokens: cfg
+            .api_tokens
+            .iter()
+            .map(|t| {
+                Ok(api::ApiToken {
+                    name: t.name.clone(),
+                    secret: connect::read_secret(&t.secret, &format!("API token {}", t.name))?
+                        .into_bytes(),
+                    operator: t.operator,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?,
         max_body_bytes: cfg.max_body_bytes,
         clock,
         ingress: match (&cfg.kafka, publisher) {
@@ -420,6 +431,9 @@ pub async fn serve(config_file: Option<PathBuf>, overrides: Overrides) -> Result
         .map(crate::net::listener::TlsCell::load)
         .transpose()
         .context("loading the listener's TLS certificate")?;
+    if let Some(w) = connect::open_api_warning(&cfg) {
+        tracing::warn!("{w}");
+    }
     tracing::info!(
         listen = %cfg.listen,
         scheme = if tls.is_some() { "https" } else { "http" },

@@ -214,8 +214,15 @@ pub struct RawSource {
 #[derive(Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawApi {
+    /// One operator token, named `api` (kept for existing configs).
     pub token: Option<String>,
     pub token_file: Option<PathBuf>,
+    /// Named tokens that may read incidents, problems, changes and CIs:
+    /// name → file holding the token.
+    pub read_tokens: std::collections::BTreeMap<String, PathBuf>,
+    /// Named tokens that may also act (ack, resolve, hold, resume, post
+    /// changes); the name is recorded as who acted.
+    pub operator_tokens: std::collections::BTreeMap<String, PathBuf>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -241,6 +248,15 @@ pub struct RawIncident {
     pub alert_timeout: Option<String>,
     pub default_impact: Option<u8>,
     pub priority_matrix: Option<Vec<Vec<String>>>,
+}
+
+/// A named token of the incident API.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiToken {
+    pub name: String,
+    pub secret: Secret,
+    /// Operators act on incidents and post changes; readers only read.
+    pub operator: bool,
 }
 
 /// A secret given inline or by file; files are read by `app`, not here.
@@ -405,7 +421,9 @@ pub struct Config {
     pub alertmanager: SourceConfig,
     pub api_source: SourceConfig,
     pub pagerduty: SourceConfig,
-    pub api_token: Option<Secret>,
+    /// Tokens of the incident API: (name, secret, may act). Empty: the
+    /// API is open to whoever reaches the port.
+    pub api_tokens: Vec<ApiToken>,
     pub sqlite_synchronous: Synchronous,
     pub store: StoreBackend,
     pub kafka: Option<KafkaConfig>,
@@ -873,7 +891,7 @@ pub fn validate(raw: RawConfig, o: &Overrides) -> Result<Config, Vec<FieldError>
     let alertmanager = source(&mut errs, "alertmanager", &raw.sources.alertmanager);
     let api_source = source(&mut errs, "api", &raw.sources.api);
     let pagerduty = source(&mut errs, "pagerduty", &raw.sources.pagerduty);
-    let api_token = source(
+    let mut api_tokens: Vec<ApiToken> = source(
         &mut errs,
         "api",
         &RawSource {
@@ -882,7 +900,45 @@ pub fn validate(raw: RawConfig, o: &Overrides) -> Result<Config, Vec<FieldError>
             ..RawSource::default()
         },
     )
-    .token;
+    .token
+    .map(|secret| ApiToken {
+        name: "api".into(),
+        secret,
+        operator: true,
+    })
+    .into_iter()
+    .collect();
+    for (table, map, operator) in [
+        ("api.read_tokens", &raw.api.read_tokens, false),
+        ("api.operator_tokens", &raw.api.operator_tokens, true),
+    ] {
+        for (name, file) in map {
+            let ok = !name.is_empty()
+                && name.len() <= 64
+                && name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | '@'));
+            if !ok {
+                errs.push(FieldError {
+                    field: format!("{table}.{name:?}"),
+                    message:
+                        "a token name is 1-64 of a-z A-Z 0-9 _ - . @ (it is recorded as who acted)"
+                            .into(),
+                });
+            } else if api_tokens.iter().any(|t| &t.name == name) {
+                errs.push(FieldError {
+                    field: format!("{table}.{name:?}"),
+                    message: "this name is used by another API token".into(),
+                });
+            } else {
+                api_tokens.push(ApiToken {
+                    name: name.clone(),
+                    secret: Secret::File(file.clone()),
+                    operator,
+                });
+            }
+        }
+    }
     let cmdb_reload_interval = duration(
         &mut errs,
         "cmdb.reload_interval",
@@ -938,7 +994,7 @@ pub fn validate(raw: RawConfig, o: &Overrides) -> Result<Config, Vec<FieldError>
         alertmanager,
         api_source,
         pagerduty,
-        api_token,
+        api_tokens,
         sqlite_synchronous,
         store,
         kafka,
