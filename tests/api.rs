@@ -991,3 +991,76 @@ async fn named_tokens_read_or_act_and_the_token_is_who_acted() {
     assert_eq!(inc["acknowledged_by"], "alice");
     r.shutdown().await;
 }
+
+#[tokio::test]
+async fn change_calendars_import_in_bulk_and_update_in_place() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = config(dir.path());
+    c.limits.max_changes_per_request = 30_000;
+    let r = start(&c).await;
+    let now = chrono::Utc::now();
+    let at = |h: i64| {
+        (now + chrono::Duration::hours(h)).to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+    };
+    let changes = |n: usize, ci: &dyn Fn(usize) -> String| {
+        json!(
+            (0..n)
+                .map(
+                    |i| json!({"id": format!("CHG{i:06}"), "ci": ci(i), "state": "approved",
+                            "start": at(-1), "end": at(1)})
+                )
+                .collect::<Vec<_>>()
+        )
+        .to_string()
+    };
+    let (s, v, _) = call(
+        &r,
+        "POST",
+        "/api/v1/changes",
+        changes(20_000, &|i| format!("ci-{}", i % 500)),
+        None,
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    assert_eq!(v["accepted"].as_array().unwrap().len(), 20_000);
+    // The same ids again, moved to other CIs: updated, not duplicated.
+    let moved = |i: usize| {
+        if i == 7 {
+            // A CI of the shipped CMDB (deploy/cmdb.yaml), so alerts bind to it.
+            "pg-0".to_string()
+        } else {
+            format!("moved-{i}")
+        }
+    };
+    let (s, _, _) = call(&r, "POST", "/api/v1/changes", changes(10_000, &moved), None).await;
+    assert_eq!(s, StatusCode::CREATED);
+    let (_, list, _) = call(&r, "GET", "/api/v1/changes", Body::empty(), None).await;
+    let list = list["changes"].as_array().unwrap().clone();
+    assert_eq!(list.len(), 20_000);
+    let chg0 = list.iter().find(|c| c["id"] == "CHG000000").unwrap();
+    assert_eq!(chg0["ci"], "moved-0");
+    // The calendar in force follows: an alert on the CI a change moved to
+    // is in its window (the shipped rule suppresses it).
+    let alert = json!([{"labels": {"alertname": "Reboot", "ci": "pg-0", "severity": "critical"},
+                        "status": "firing", "startsAt": now.to_rfc3339()}]);
+    let (s, v, _) = call(&r, "POST", "/api/v1/alerts", alert.to_string(), None).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["suppressed"], 1, "in the change window: {v}");
+    // Beyond the per-request cap: refused, nothing stored.
+    let (s, v, _) = call(
+        &r,
+        "POST",
+        "/api/v1/changes",
+        changes(30_001, &|_| "x".into()),
+        None,
+    )
+    .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+    assert!(
+        v["detail"]["errors"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("max_changes_per_request")
+    );
+    r.shutdown().await;
+}

@@ -878,38 +878,62 @@ backoff_max = "500ms"
 
 #[test]
 fn the_store_password_never_shows_in_a_failed_start() {
+    use std::io::{Read, Write};
     let dir = tempfile::tempdir().expect("tempdir");
     let port = free_port();
-    let out = Command::new(env!("CARGO_BIN_EXE_incidentd"))
-        .args([
-            "serve",
-            "--listen",
-            &format!("127.0.0.1:{}", free_port()),
-            "--store",
-            &format!("postgres://incidentd:PgPassw0rdS3cret@127.0.0.1:{port}/incidentd?sslmode=disable&password=PgQueryS3cret"),
-            "--data-dir",
-        ])
-        .arg(dir.path())
-        .output()
-        .expect("run serve");
-    assert!(!out.status.success(), "nothing listens there");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        text.contains("Connection refused") || text.contains("connection refused"),
-        "{text}"
-    );
-    assert!(
-        text.contains("postgres://incidentd:***@127.0.0.1"),
-        "{text}"
-    );
-    assert!(
-        !text.contains("PgPassw0rdS3cret") && !text.contains("PgQueryS3cret"),
-        "{text}"
-    );
+    let listen = format!("127.0.0.1:{}", free_port());
+    let log = dir.path().join("incidentd.log");
+    // Nothing listens at the store's address: the daemon keeps retrying,
+    // saying why in its log and on /readyz, and neither shows a password.
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_incidentd"));
+    cmd.args([
+        "serve",
+        "--listen",
+        &listen,
+        "--store",
+        &format!("postgres://incidentd:PgPassw0rdS3cret@127.0.0.1:{port}/incidentd?sslmode=disable&password=PgQueryS3cret"),
+        "--data-dir",
+    ])
+    .arg(dir.path());
+    let mut children = support::Children::default();
+    children.spawn("incidentd", cmd, dir.path());
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let readyz = loop {
+        let answer = std::net::TcpStream::connect(&listen)
+            .ok()
+            .and_then(|mut c| {
+                c.write_all(b"GET /readyz HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+                    .ok()?;
+                let mut text = String::new();
+                c.read_to_string(&mut text).ok()?;
+                Some(text)
+            });
+        match answer {
+            Some(t) if t.contains("refused") => break t,
+            _ => {}
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "/readyz never named the cause"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(readyz.starts_with("HTTP/1.1 503"), "{readyz}");
+    let logged = std::fs::read_to_string(&log).expect("read log");
+    for text in [&readyz, &logged] {
+        assert!(
+            text.contains("Connection refused") || text.contains("connection refused"),
+            "{text}"
+        );
+        assert!(
+            text.contains("postgres://incidentd:***@127.0.0.1"),
+            "{text}"
+        );
+        assert!(
+            !text.contains("PgPassw0rdS3cret") && !text.contains("PgQueryS3cret"),
+            "{text}"
+        );
+    }
 }
 
 /// One HTTP/1.1 request on an open TLS stream; the status code.

@@ -61,6 +61,8 @@ pub enum ApiError {
     Internal(String),
     #[error("store error: {0}")]
     Store(#[from] crate::store::StoreError),
+    #[error("the store is lost: {0}")]
+    StoreLost(String),
     #[error("invalid change records")]
     Changes(Vec<crate::change::ChangeError>),
     #[error("CI {0:?} not found in the CMDB")]
@@ -185,6 +187,11 @@ impl IntoResponse for ApiError {
                 json!({ "field": "kafka.ingest_topic" }),
                 None,
             ),
+            ApiError::StoreLost(_) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                json!({ "store": "lost" }),
+                Some(30),
+            ),
             ApiError::Store(e) => {
                 tracing::error!(error = %e, "store read failed");
                 (
@@ -282,7 +289,15 @@ pub struct AppState {
     pub max_text_bytes: usize,
     /// Alerts rejected alone, for operators to read.
     pub quarantine: Arc<crate::ingest::Quarantine>,
+    /// Change records one request may carry (`limits.max_changes_per_request`).
+    pub max_changes: usize,
+    /// One change import at a time: each builds the next calendar from the
+    /// one in force.
+    pub changes_lock: tokio::sync::Mutex<()>,
 }
+
+/// Change records stored per transaction of a bulk import.
+const CHANGE_CHUNK: usize = 500;
 
 /// A named token of the incident API, its secret read.
 pub struct ApiToken {
@@ -507,6 +522,13 @@ async fn ingest(
     source: Source,
     events: Vec<Event>,
 ) -> Result<IngestResponse, ApiError> {
+    if let Some(why) = st.store.lost() {
+        st.metrics
+            .requests_rejected
+            .with_label_values(&[source.as_str(), "unavailable"])
+            .inc();
+        return Err(ApiError::StoreLost(why));
+    }
     match &st.ingress {
         Ingress::Local => {}
         Ingress::Disabled => return Err(ApiError::IngressDisabled),
@@ -1378,9 +1400,35 @@ async fn post_changes(
 ) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
     authorize(&st, &headers, Need::Operate)?;
     let body = body_bytes(body, st.max_body_bytes)?;
-    let changes = crate::change::parse_changes(&body).map_err(ApiError::Changes)?;
+    let changes = tokio::task::spawn_blocking(move || crate::change::parse_changes(&body))
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))?
+        .map_err(ApiError::Changes)?;
+    if changes.len() > st.max_changes {
+        return Err(ApiError::Changes(vec![crate::change::ChangeError {
+            field: "body".into(),
+            message: format!(
+                "{} change records; at most {} per request (limits.max_changes_per_request)",
+                changes.len(),
+                st.max_changes
+            ),
+        }]));
+    }
+    let _one_at_a_time = st.changes_lock.lock().await;
+    // Durable first, in small transactions that let ingest's commits in
+    // between; then the next calendar, built off the engine task and put
+    // in force at once: the engine never stalls on a bulk import.
+    st.store.upsert_changes(&changes, CHANGE_CHUNK).await?;
     let ids: Vec<String> = changes.iter().map(|c| c.id.clone()).collect();
-    st.engine.add_changes(changes).await?;
+    let current = st.engine.change_book().await?;
+    let next = tokio::task::spawn_blocking(move || {
+        let mut book = (*current).clone();
+        book.upsert_many(changes);
+        Arc::new(book)
+    })
+    .await
+    .map_err(|e| ApiError::Internal(e.to_string()))?;
+    st.engine.set_change_book(next).await?;
     Ok((
         StatusCode::CREATED,
         Json(json!({ "status": "success", "accepted": ids })),

@@ -117,18 +117,30 @@ async fn refresh_changes(
 ) {
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut known: rustc_hash::FxHashMap<String, ChangeRecord> = rustc_hash::FxHashMap::default();
     loop {
         tokio::select! {
             () = cancel.cancelled() => return,
             _ = tick.tick() => {}
         }
         match store.list_changes().await {
-            Ok(changes) if !changes.is_empty() => {
-                if engine.learn_changes(changes).await.is_err() {
+            Ok(changes) => {
+                // Only what is new or changed since the last read: a large
+                // calendar must not be re-learned by the engine every time.
+                let fresh: Vec<ChangeRecord> = changes
+                    .into_iter()
+                    .filter(|c| known.get(&c.id) != Some(c))
+                    .collect();
+                if fresh.is_empty() {
+                    continue;
+                }
+                for c in &fresh {
+                    known.insert(c.id.clone(), c.clone());
+                }
+                if engine.learn_changes(fresh).await.is_err() {
                     return;
                 }
             }
-            Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "reading change records"),
         }
     }
@@ -146,8 +158,38 @@ fn proxy_summary(p: &config::net::ProxyConfig) -> String {
 /// Open the store, restore state, start engine and writer, build the router.
 pub async fn start(cfg: &Config, clock: Arc<dyn Clock>) -> Result<Running> {
     let store = open_store(cfg).await?;
+    start_with(cfg, clock, store, Metrics::new()).await
+}
+
+/// Watch the store's files: a database deleted or replaced under the
+/// daemon is found within seconds, said once at ERROR and counted; from
+/// then on `/readyz` and ingest answer 503 and nothing is written.
+async fn watch_store(store: DynStore, metrics: Metrics, cancel: CancellationToken) {
+    let mut tick = tokio::time::interval(Duration::from_secs(2));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = cancel.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let s = store.clone();
+        let checked = tokio::task::spawn_blocking(move || s.integrity()).await;
+        if let Ok(Err(e)) = checked {
+            metrics.store_lost.inc();
+            tracing::error!(error = %e, "the store is lost: ingest and /readyz answer 503");
+            return;
+        }
+    }
+}
+
+/// [`start`] on a store already open, reporting into `metrics`.
+pub async fn start_with(
+    cfg: &Config,
+    clock: Arc<dyn Clock>,
+    store: DynStore,
+    metrics: Metrics,
+) -> Result<Running> {
     let rules = Arc::new(load_rules(&cfg.rules_dir)?);
-    let metrics = Metrics::new();
     metrics
         .rules_loaded
         .set(i64::try_from(rules.len()).unwrap_or(0));
@@ -182,6 +224,7 @@ pub async fn start(cfg: &Config, clock: Arc<dyn Clock>) -> Result<Running> {
 
     let tracker = TaskTracker::new();
     let cancel = CancellationToken::new();
+    tracker.spawn(watch_store(store.clone(), metrics.clone(), cancel.clone()));
     let handle = task::spawn(
         engines,
         task::EngineProto {
@@ -399,6 +442,8 @@ pub async fn start(cfg: &Config, clock: Arc<dyn Clock>) -> Result<Running> {
         time_bounds: cfg.limits.bounds,
         max_text_bytes: cfg.limits.max_text_bytes,
         quarantine,
+        max_changes: cfg.limits.max_changes_per_request,
+        changes_lock: tokio::sync::Mutex::new(()),
     });
     let router = api::guarded(
         api::router(state),
@@ -415,11 +460,124 @@ pub async fn start(cfg: &Config, clock: Arc<dyn Clock>) -> Result<Running> {
     })
 }
 
+/// What the listener answers while the store cannot be opened yet: alive
+/// (`/healthz` 200), not ready (`/readyz` 503), everything else a JSON 503
+/// with `Retry-After`.
+fn starting_router(why: Arc<std::sync::RwLock<String>>) -> axum::Router {
+    use axum::http::StatusCode;
+    use axum::response::IntoResponse;
+    let reason = move || {
+        why.read()
+            .map(|g| g.clone())
+            .unwrap_or_else(|p| p.into_inner().clone())
+    };
+    let reason2 = reason.clone();
+    axum::Router::new()
+        .route(
+            "/healthz",
+            axum::routing::get(|| async { axum::Json(serde_json::json!({ "status": "ok" })) }),
+        )
+        .route(
+            "/readyz",
+            axum::routing::get(move || {
+                let r = reason();
+                async move {
+                    (
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        axum::Json(
+                            serde_json::json!({ "ready": false, "store": "opening", "error": r }),
+                        ),
+                    )
+                }
+            }),
+        )
+        .fallback(move || {
+            let r = reason2();
+            async move {
+                let mut resp = (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    axum::Json(serde_json::json!({
+                        "error": "starting: the store is not open yet",
+                        "detail": { "store": "opening", "cause": r },
+                    })),
+                )
+                    .into_response();
+                resp.headers_mut().insert(
+                    axum::http::header::RETRY_AFTER,
+                    axum::http::HeaderValue::from_static("5"),
+                );
+                resp
+            }
+        })
+}
+
+/// A router whose routes can be swapped while it serves (the starting
+/// answers, then the pipeline's).
+fn swappable(cell: Arc<std::sync::RwLock<axum::Router>>) -> axum::Router {
+    use tower::ServiceExt;
+    axum::Router::new().fallback_service(tower::service_fn(move |req: axum::extract::Request| {
+        let router = match cell.read() {
+            Ok(g) => g.clone(),
+            Err(p) => p.into_inner().clone(),
+        };
+        router.oneshot(req)
+    }))
+}
+
+/// Open the store, retrying until it opens (a database that is read-only,
+/// or a PostgreSQL server that is down, at start should not need a restart
+/// once fixed), or until `stop`.
+/// A failure that waiting cannot mend is returned instead: a server
+/// certificate that does not verify, or settings the driver refuses, need
+/// the operator (exit 1 with the cause), not an endless retry.
+async fn open_store_patiently(
+    cfg: &Config,
+    why: &std::sync::RwLock<String>,
+    stop: &CancellationToken,
+) -> Result<Option<DynStore>> {
+    let mut wait = Duration::from_secs(1);
+    loop {
+        match open_store(cfg).await {
+            Ok(s) => return Ok(Some(s)),
+            Err(e) if retry_cannot_fix(&e) => return Err(e),
+            Err(e) => {
+                let err: &(dyn std::error::Error + 'static) = e.as_ref();
+                let text = crate::net::chain(err);
+                tracing::error!(error = %text, retry_in = ?wait, "cannot open the store; /healthz answers, /readyz says why, retrying");
+                match why.write() {
+                    Ok(mut g) => *g = text,
+                    Err(p) => *p.into_inner() = text,
+                }
+            }
+        }
+        tokio::select! {
+            () = stop.cancelled() => return Ok(None),
+            () = tokio::time::sleep(wait) => {}
+        }
+        wait = (wait * 2).min(Duration::from_secs(30));
+    }
+}
+
+/// TLS verification and driver configuration errors, anywhere in the chain.
+fn retry_cannot_fix(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.is::<rustls::Error>()
+            // An io::Error's source() skips the error it wraps.
+            || c.downcast_ref::<std::io::Error>()
+                .and_then(std::io::Error::get_ref)
+                .is_some_and(|inner| inner.is::<rustls::Error>())
+            || matches!(
+                c.downcast_ref::<sqlx::Error>(),
+                Some(sqlx::Error::Tls(_) | sqlx::Error::Configuration(_))
+            )
+    })
+}
+
 /// `incidentd serve`.
 pub async fn serve(config_file: Option<PathBuf>, overrides: Overrides) -> Result<()> {
     let cfg = config::load(config_file.as_deref(), &overrides)?;
     telemetry::init_tracing(&cfg.log_level, cfg.log_format == config::LogFormat::Json);
-    let running = start(&cfg, Arc::new(SystemClock)).await?;
+    let hangups = take_hangups();
     let listener = tokio::net::TcpListener::bind(cfg.listen)
         .await
         .with_context(|| format!("binding {}", cfg.listen))?;
@@ -434,6 +592,38 @@ pub async fn serve(config_file: Option<PathBuf>, overrides: Overrides) -> Result
     if let Some(w) = connect::open_api_warning(&cfg) {
         tracing::warn!("{w}");
     }
+    // Rules are checked before anything is served: their errors need the
+    // operator, not a retry (the CMDB is checked when the pipeline starts).
+    load_rules(&cfg.rules_dir)?;
+    let metrics = Metrics::new();
+    let stopping = CancellationToken::new();
+    {
+        let stopping = stopping.clone();
+        tokio::spawn(async move {
+            wait_for_stop_signal().await;
+            tracing::info!("shutting down: finishing requests, flushing state");
+            stopping.cancel();
+        });
+    }
+    let why = Arc::new(std::sync::RwLock::new(String::new()));
+    let routes = Arc::new(std::sync::RwLock::new(starting_router(why.clone())));
+    let settings = crate::net::server::ServerSettings {
+        max_connections: connect::max_connections(cfg.max_connections),
+        header_read_timeout: cfg.header_read_timeout,
+        idle_timeout: cfg.idle_timeout,
+        drain: cfg.request_timeout + Duration::from_secs(2),
+    };
+    let server = {
+        let stop = stopping.clone();
+        tokio::spawn(crate::net::server::serve(
+            listener,
+            tls.clone(),
+            swappable(routes.clone()),
+            settings,
+            Arc::new(telemetry::ConnMetrics::new(&metrics)),
+            async move { stop.cancelled().await },
+        ))
+    };
     tracing::info!(
         listen = %cfg.listen,
         scheme = if tls.is_some() { "https" } else { "http" },
@@ -441,6 +631,23 @@ pub async fn serve(config_file: Option<PathBuf>, overrides: Overrides) -> Result
         data_dir = %cfg.data_dir.display(),
         "incidentd serving"
     );
+    let opened = match open_store_patiently(&cfg, &why, &stopping).await {
+        Ok(opened) => opened,
+        Err(e) => {
+            stopping.cancel();
+            let _ = server.await;
+            return Err(e);
+        }
+    };
+    let Some(store) = opened else {
+        let _ = server.await;
+        return Ok(());
+    };
+    let running = start_with(&cfg, Arc::new(SystemClock), store, metrics).await?;
+    match routes.write() {
+        Ok(mut g) => *g = running.router.clone(),
+        Err(p) => *p.into_inner() = running.router.clone(),
+    }
     let reloader = CmdbReloader::new(
         &cfg,
         running.cmdb.clone(),
@@ -453,6 +660,7 @@ pub async fn serve(config_file: Option<PathBuf>, overrides: Overrides) -> Result
         running.metrics.clone(),
         reloader.clone(),
         tls.clone(),
+        hangups,
         running.cancel.clone(),
     ));
     running.tracker.spawn(
@@ -465,30 +673,18 @@ pub async fn serve(config_file: Option<PathBuf>, overrides: Overrides) -> Result
             .tracker
             .spawn(reloader.sync_servicenow(sn, running.cancel.clone()));
     }
-    let shutdown = running.cancel.clone();
-    let stop = async move {
-        tokio::select! {
-            () = wait_for_stop_signal() => tracing::info!("shutting down: finishing requests, flushing state"),
-            () = shutdown.cancelled() => {}
-        }
+    {
+        // The pipeline stopping by itself (a fatal error) stops the server.
+        let (stop, cancel) = (stopping.clone(), running.cancel.clone());
+        tokio::spawn(async move {
+            cancel.cancelled().await;
+            stop.cancel();
+        });
+    }
+    let served = match server.await {
+        Ok(r) => r.context("HTTP server failed"),
+        Err(e) => Err(anyhow::anyhow!("HTTP server task failed: {e}")),
     };
-    let settings = crate::net::server::ServerSettings {
-        max_connections: connect::max_connections(cfg.max_connections),
-        header_read_timeout: cfg.header_read_timeout,
-        idle_timeout: cfg.idle_timeout,
-        drain: cfg.request_timeout + Duration::from_secs(2),
-    };
-    let observer = Arc::new(telemetry::ConnMetrics::new(&running.metrics));
-    let served = crate::net::server::serve(
-        listener,
-        tls,
-        running.router.clone(),
-        settings,
-        observer,
-        stop,
-    )
-    .await
-    .context("HTTP server failed");
     running.shutdown().await;
     tracing::info!("stopped");
     served
@@ -516,6 +712,22 @@ async fn wait_for_stop_signal() {
     }
 }
 
+/// SIGHUP, taken over before anything is served: until then its default
+/// action ends the process, so a reload sent as soon as `/readyz` answers
+/// would kill the daemon. One sent while the store is opening waits.
+#[cfg(unix)]
+type Hangups = Option<tokio::signal::unix::Signal>;
+#[cfg(not(unix))]
+type Hangups = ();
+
+fn take_hangups() -> Hangups {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        signal(SignalKind::hangup()).ok()
+    }
+}
+
 /// SIGHUP: reload rules atomically (a bad file keeps the old rules), the
 /// CMDB, and the listener's certificate (a bad one keeps the old; open
 /// connections are not touched either way).
@@ -525,12 +737,12 @@ async fn reload_on_sighup(
     metrics: Metrics,
     cmdb: CmdbReloader,
     tls: Option<crate::net::listener::TlsCell>,
+    hangups: Hangups,
     cancel: CancellationToken,
 ) {
     #[cfg(unix)]
     {
-        use tokio::signal::unix::{SignalKind, signal};
-        let Ok(mut hup) = signal(SignalKind::hangup()) else {
+        let Some(mut hup) = hangups else {
             tracing::warn!("cannot listen for SIGHUP; rule reload disabled");
             return;
         };

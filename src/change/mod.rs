@@ -70,7 +70,9 @@ pub fn parse_changes(body: &[u8]) -> Result<Vec<ChangeRecord>, Vec<ChangeError>>
     let mut out = Vec::with_capacity(raw.len());
     let mut errs = Vec::new();
     for (i, v) in raw.into_iter().enumerate() {
-        match serde_json::from_value::<ChangeRecord>(v) {
+        match serde_path_to_error::deserialize::<_, crate::domain::Obj<ChangeRecord>>(v)
+            .map(|o| o.0)
+        {
             Ok(c) if c.id.trim().is_empty() => errs.push(ChangeError {
                 field: format!("[{i}].id"),
                 message: "must not be empty".into(),
@@ -85,8 +87,11 @@ pub fn parse_changes(body: &[u8]) -> Result<Vec<ChangeRecord>, Vec<ChangeError>>
             }),
             Ok(c) => out.push(c),
             Err(e) => errs.push(ChangeError {
-                field: format!("[{i}]"),
-                message: e.to_string(),
+                field: match e.path().to_string().as_str() {
+                    "." => format!("[{i}]"),
+                    p => format!("[{i}].{p}"),
+                },
+                message: e.into_inner().to_string(),
             }),
         }
     }
@@ -97,6 +102,9 @@ pub fn parse_changes(body: &[u8]) -> Result<Vec<ChangeRecord>, Vec<ChangeError>>
 #[derive(Debug, Clone, Default)]
 pub struct ChangeBook {
     by_ci: FxHashMap<String, Vec<ChangeRecord>>,
+    /// Where each record is filed (id → CI), so that an update finds its
+    /// old entry without searching every CI.
+    ci_of: FxHashMap<String, String>,
 }
 
 impl ChangeBook {
@@ -106,12 +114,45 @@ impl ChangeBook {
 
     /// Insert or replace (by id) a change record.
     pub fn upsert(&mut self, c: ChangeRecord) {
-        for list in self.by_ci.values_mut() {
-            list.retain(|x| x.id != c.id);
+        self.upsert_many(vec![c]);
+    }
+
+    /// Insert or replace (by id) many records at once, in time linear in
+    /// their number (plus sorting the CIs they touch once each): a bulk
+    /// import of a change calendar must not be quadratic. The last record
+    /// of an id wins.
+    pub fn upsert_many(&mut self, changes: Vec<ChangeRecord>) {
+        use rustc_hash::FxHashSet;
+        let mut latest: FxHashMap<String, ChangeRecord> = FxHashMap::default();
+        for c in changes {
+            latest.insert(c.id.clone(), c);
         }
-        let list = self.by_ci.entry(c.ci.clone()).or_default();
-        list.push(c);
-        list.sort_by_key(|x| x.start);
+        // The old entries of replaced ids, removed one CI at a time.
+        let mut stale: FxHashMap<String, FxHashSet<String>> = FxHashMap::default();
+        for id in latest.keys() {
+            if let Some(old_ci) = self.ci_of.get(id) {
+                stale.entry(old_ci.clone()).or_default().insert(id.clone());
+            }
+        }
+        let mut touched: FxHashSet<String> = FxHashSet::default();
+        for (ci, ids) in stale {
+            if let Some(list) = self.by_ci.get_mut(&ci) {
+                list.retain(|x| !ids.contains(&x.id));
+                if list.is_empty() {
+                    self.by_ci.remove(&ci);
+                }
+            }
+        }
+        for (id, c) in latest {
+            self.ci_of.insert(id, c.ci.clone());
+            touched.insert(c.ci.clone());
+            self.by_ci.entry(c.ci.clone()).or_default().push(c);
+        }
+        for ci in touched {
+            if let Some(list) = self.by_ci.get_mut(&ci) {
+                list.sort_by_key(|x| x.start);
+            }
+        }
     }
 
     pub fn all(&self) -> Vec<&ChangeRecord> {
@@ -196,6 +237,36 @@ mod tests {
     }
 
     #[test]
+    fn an_update_moves_a_record_and_the_last_of_an_id_wins() {
+        let rec = |id: &str, ci: &str, start: &str| ChangeRecord {
+            id: id.into(),
+            ci: ci.into(),
+            state: ChangeState::Approved,
+            start: t(start),
+            end: t(start).saturating_add(Duration::from_secs(3600)),
+            summary: String::new(),
+        };
+        let mut book = ChangeBook::new();
+        book.upsert_many(vec![
+            rec("C1", "a", "2026-03-02T10:00:00Z"),
+            rec("C2", "a", "2026-03-02T08:00:00Z"),
+            rec("C1", "a", "2026-03-02T12:00:00Z"),
+        ]);
+        assert_eq!(book.len(), 2);
+        let starts: Vec<&str> = book.all().iter().map(|c| c.id.as_str()).collect();
+        assert_eq!(starts, ["C2", "C1"], "sorted by start; the last C1 kept");
+        // C1 moves to CI b: gone from a.
+        book.upsert(rec("C1", "b", "2026-03-02T12:00:00Z"));
+        assert_eq!(book.len(), 2);
+        assert!(book.active("a", t("2026-03-02T12:30:00Z")).is_none());
+        assert_eq!(
+            book.active("b", t("2026-03-02T12:30:00Z"))
+                .map(|c| c.id.as_str()),
+            Some("C1")
+        );
+    }
+
+    #[test]
     fn every_bad_record_is_reported() {
         let errs = parse_changes(
             br#"[{"id":"","ci":"x","state":"approved","start":"2026-03-02T08:00:00Z","end":"2026-03-02T09:00:00Z"},
@@ -204,7 +275,7 @@ mod tests {
         )
         .unwrap_err();
         let fields: Vec<&str> = errs.iter().map(|e| e.field.as_str()).collect();
-        assert_eq!(fields, vec!["[0].id", "[1]", "[2].end"]);
+        assert_eq!(fields, vec!["[0].id", "[1].state", "[2].end"]);
         assert!(errs[1].message.contains("maybe"));
     }
 }

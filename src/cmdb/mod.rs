@@ -48,12 +48,18 @@ pub fn parse_yaml(source_name: &str, text: &str) -> Result<Cmdb, Vec<CmdbError>>
 
 /// Parse the exchange format without building the graph (to merge sources).
 pub fn parse_file(source_name: &str, text: &str) -> Result<CmdbFile, Vec<CmdbError>> {
-    serde_yaml_ng::from_str(text).map_err(|e| {
-        let at = e
-            .location()
-            .map(|l| format!("line {} column {}", l.line(), l.column()))
-            .unwrap_or_else(|| "document".into());
-        vec![CmdbError::new(source_name, at, e.to_string())]
+    let de = serde_yaml_ng::Deserializer::from_str(text);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        // The field's path when the YAML was read far enough to have one
+        // (`cis[3].depends_on`), else where the text went wrong.
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        let at = match (path.as_str(), inner.location()) {
+            ("." | "" | "?", Some(l)) => format!("line {} column {}", l.line(), l.column()),
+            ("." | "" | "?", None) => "document".into(),
+            (p, _) => p.to_string(),
+        };
+        vec![CmdbError::new(source_name, at, inner.to_string())]
     })
 }
 

@@ -177,8 +177,14 @@ cis:
 fn unknown_fields_and_bad_yaml_are_errors() {
     let e = parse_yaml("t", "cis:\n  - id: a\n    depend_on: [b]\n").unwrap_err();
     assert!(e[0].to_string().contains("depend_on"), "{e:?}");
+    // Cut short inside a list: the list is named, and the message says where.
     let e = parse_yaml("t", "cis: [").unwrap_err();
+    assert_eq!(e[0].field, "cis", "{e:?}");
+    assert!(e[0].message.contains("at line 2"), "{e:?}");
+    let e = parse_yaml("t", "cis: [{id: a}]\n  : :\n").unwrap_err();
     assert!(e[0].field.starts_with("line "), "{e:?}");
+    let e = parse_yaml("t", "cis:\n  - id: a\n    depends_on: 5\n").unwrap_err();
+    assert_eq!(e[0].field, "cis[0].depends_on", "{e:?}");
 }
 
 #[test]

@@ -72,6 +72,8 @@ pub struct RawLimits {
     pub max_alert_age: Option<String>,
     /// Rejected alerts kept for `GET /api/v1/alerts/rejected`.
     pub quarantine_size: Option<u64>,
+    /// Change records one `POST /api/v1/changes` may carry.
+    pub max_changes_per_request: Option<u64>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -450,6 +452,7 @@ pub struct Limits {
     pub max_active_alerts: usize,
     pub max_active_incidents: usize,
     pub quarantine_size: usize,
+    pub max_changes_per_request: usize,
 }
 
 impl Default for Limits {
@@ -461,6 +464,7 @@ impl Default for Limits {
             max_active_alerts: 500_000,
             max_active_incidents: 50_000,
             quarantine_size: 1_000,
+            max_changes_per_request: 100_000,
         }
     }
 }
@@ -521,6 +525,12 @@ fn limits(errs: &mut Vec<FieldError>, raw: &RawLimits) -> Limits {
         10,
     );
     let quarantine_size = count("quarantine_size", raw.quarantine_size, d.quarantine_size, 0);
+    let max_changes_per_request = count(
+        "max_changes_per_request",
+        raw.max_changes_per_request,
+        d.max_changes_per_request,
+        1,
+    );
     let bounds = crate::normalize::TimeBounds {
         max_clock_skew: duration(
             errs,
@@ -542,6 +552,7 @@ fn limits(errs: &mut Vec<FieldError>, raw: &RawLimits) -> Limits {
         max_active_alerts,
         max_active_incidents,
         quarantine_size,
+        max_changes_per_request,
     }
 }
 

@@ -236,7 +236,9 @@ pub struct Engine {
     cfg: EngineConfig,
     rules: Arc<RuleSet>,
     cmdb: Arc<Cmdb>,
-    changes: ChangeBook,
+    /// Shared by every engine of the instance: a bulk import builds the
+    /// next book once, off the engine, and swaps it in.
+    changes: Arc<ChangeBook>,
     problems: ProblemBook,
     table: AlertTable,
     incidents: FxHashMap<IncidentId, Tracked>,
@@ -326,7 +328,7 @@ impl Engine {
             cfg,
             rules,
             cmdb: Arc::new(Cmdb::empty()),
-            changes: ChangeBook::new(),
+            changes: Arc::new(ChangeBook::new()),
             problems: ProblemBook::default(),
             incidents: FxHashMap::default(),
             active_counted: 0,
@@ -442,9 +444,7 @@ impl Engine {
             self.by_key.entry(key).or_insert(target);
         }
         self.problems.restore(snap.problems, snap.signed);
-        for c in snap.changes {
-            self.changes.upsert(c);
-        }
+        Arc::make_mut(&mut self.changes).upsert_many(snap.changes);
         self.remap_topology();
     }
 
@@ -472,12 +472,24 @@ impl Engine {
     /// Learn change records; `persist` writes them too (one engine of an
     /// instance persists, the others only learn).
     pub fn add_changes(&mut self, changes: Vec<ChangeRecord>, persist: bool) {
-        for c in changes {
-            if persist {
-                self.ops.push(StoreOp::UpsertChange(Box::new(c.clone())));
-            }
-            self.changes.upsert(c);
+        if persist {
+            self.ops.extend(
+                changes
+                    .iter()
+                    .map(|c| StoreOp::UpsertChange(Box::new(c.clone()))),
+            );
         }
+        Arc::make_mut(&mut self.changes).upsert_many(changes);
+    }
+
+    /// The change calendar in force.
+    pub fn change_book(&self) -> Arc<ChangeBook> {
+        self.changes.clone()
+    }
+
+    /// Put a calendar built elsewhere in force (already stored).
+    pub fn set_change_book(&mut self, book: Arc<ChangeBook>) {
+        self.changes = book;
     }
 
     /// Number the next batch: engines sharing one writer take their batch

@@ -88,6 +88,11 @@ enum Command {
     },
     /// Change records already in the store (written by another instance).
     LearnChanges(Vec<ChangeRecord>),
+    /// The change calendar in force.
+    ChangeBook(oneshot::Sender<Arc<crate::change::ChangeBook>>),
+    /// Put a calendar in force whose records are already stored (a bulk
+    /// import, built off the engine task).
+    SetChangeBook(Arc<crate::change::ChangeBook>),
     /// Take over a shard: build its engine from the stored state.
     Assign {
         shard: u32,
@@ -259,6 +264,21 @@ impl EngineHandle {
 
     pub async fn set_cmdb(&self, cmdb: Arc<Cmdb>) -> Result<(), PipelineError> {
         self.send(Command::Cmdb(cmdb)).await
+    }
+
+    /// The change calendar in force.
+    pub async fn change_book(&self) -> Result<Arc<crate::change::ChangeBook>, PipelineError> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Command::ChangeBook(reply)).await?;
+        rx.await.map_err(|_| PipelineError::ShuttingDown)
+    }
+
+    /// Put a calendar whose records are already stored in force.
+    pub async fn set_change_book(
+        &self,
+        book: Arc<crate::change::ChangeBook>,
+    ) -> Result<(), PipelineError> {
+        self.send(Command::SetChangeBook(book)).await
     }
 
     /// Record change records; returns once they are durable.
@@ -438,6 +458,19 @@ struct Shards {
 }
 
 impl Shards {
+    /// Add change records to the calendar every engine shares: built
+    /// once, not once per engine.
+    fn learn(&mut self, changes: Vec<ChangeRecord>) {
+        let Some(first) = self.engines.values().next() else {
+            return;
+        };
+        let mut book = first.change_book();
+        std::sync::Arc::make_mut(&mut book).upsert_many(changes);
+        for e in self.engines.values_mut() {
+            e.set_change_book(book.clone());
+        }
+    }
+
     /// Whether `events` for `shard` would pass a memory cap of the
     /// instance (all its shards together); the refusal when so. Only
     /// requests that bring new alerts are counted: repeats and resolves
@@ -694,23 +727,27 @@ fn handle(
             } else {
                 shards.next_seq
             };
-            let mut persist = true;
-            for e in shards.engines.values_mut() {
-                e.add_changes(changes.clone(), persist);
-                persist = false;
-            }
-            if persist {
-                shards.loose_ops.extend(
-                    changes
-                        .into_iter()
-                        .map(|c| StoreOp::UpsertChange(Box::new(c))),
-                );
-            }
+            shards.loose_ops.extend(
+                changes
+                    .iter()
+                    .map(|c| StoreOp::UpsertChange(Box::new(c.clone()))),
+            );
+            shards.learn(changes);
             let _ = reply.send(seq);
         }
-        Command::LearnChanges(changes) => {
+        Command::LearnChanges(changes) => shards.learn(changes),
+        Command::ChangeBook(reply) => {
+            let book = shards
+                .engines
+                .values()
+                .next()
+                .map(Engine::change_book)
+                .unwrap_or_default();
+            let _ = reply.send(book);
+        }
+        Command::SetChangeBook(book) => {
             for e in shards.engines.values_mut() {
-                e.add_changes(changes.clone(), false);
+                e.set_change_book(book.clone());
             }
         }
         Command::Assign {

@@ -2,7 +2,7 @@
 //! contact point sends, with extra fields we ignore).
 
 use super::admit::{Batch, Intake, RejectReason, admit, ends_before_start, excerpt};
-use super::{NormalizeError, decode_alone, from_slice, parse_time};
+use super::{NormalizeError, Obj, decode_alone, from_object, parse_time};
 use crate::domain::{Alert, AlertStatus, Fingerprint, LabelSet, Source, Timestamp};
 use serde::Deserialize;
 use std::borrow::Cow;
@@ -14,7 +14,7 @@ struct Webhook<'a> {
     #[serde(default, rename = "truncatedAlerts")]
     truncated_alerts: u64,
     #[serde(borrow)]
-    alerts: Vec<WebhookAlert<'a>>,
+    alerts: Vec<Obj<WebhookAlert<'a>>>,
 }
 
 /// The body again, each alert left undecoded: the slow path, taken only
@@ -76,19 +76,19 @@ fn warn_truncated(n: u64) {
 /// valid is rejected alone.
 pub fn parse_alertmanager(body: &[u8], intake: &Intake) -> Result<Batch, NormalizeError> {
     let mut out = Batch::default();
-    match from_slice::<Webhook<'_>>(body) {
+    match from_object::<Webhook<'_>>(body) {
         Ok(hook) => {
             check_version(hook.version.as_deref())?;
             warn_truncated(hook.truncated_alerts);
             out.events.reserve(hook.alerts.len());
-            for (i, a) in hook.alerts.into_iter().enumerate() {
+            for (i, Obj(a)) in hook.alerts.into_iter().enumerate() {
                 take(a, i, intake, &mut out);
             }
         }
         Err(_) => {
             // Not a webhook at all (its error names the field), or one
             // with some bad alerts: decode those one by one.
-            let hook: LooseWebhook<'_> = from_slice(body)?;
+            let hook: LooseWebhook<'_> = from_object(body)?;
             check_version(hook.version.as_deref())?;
             warn_truncated(hook.truncated_alerts);
             for (i, v) in hook.alerts.iter().enumerate() {

@@ -3,7 +3,7 @@
 //! anything that can post to Alertmanager's `/api/v2/alerts` can post here.
 
 use super::admit::{Batch, Intake, RejectReason, admit, ends_before_start, excerpt};
-use super::{NormalizeError, decode_alone, from_slice, parse_time};
+use super::{NormalizeError, Obj, decode_alone, from_object, from_slice, parse_time};
 use crate::domain::{Alert, AlertStatus, Fingerprint, LabelSet, Source, Timestamp};
 use serde::Deserialize;
 use std::borrow::Cow;
@@ -39,14 +39,14 @@ pub fn parse_canonical(body: &[u8], intake: &Intake) -> Result<Batch, NormalizeE
     let mut out = Batch::default();
     if first != Some(&b'[') {
         // A single alert: it is the whole body, so its error is the body's.
-        let a = from_slice::<CanonicalAlert<'_>>(body)?;
+        let a = from_object::<CanonicalAlert<'_>>(body)?;
         take(a, 0, "", intake, &mut out);
         return Ok(out);
     }
-    match from_slice::<Vec<CanonicalAlert<'_>>>(body) {
+    match from_slice::<Vec<Obj<CanonicalAlert<'_>>>>(body) {
         Ok(alerts) => {
             out.events.reserve(alerts.len());
-            for (i, a) in alerts.into_iter().enumerate() {
+            for (i, Obj(a)) in alerts.into_iter().enumerate() {
                 take(a, i, &format!("[{i}]."), intake, &mut out);
             }
         }

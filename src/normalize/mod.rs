@@ -15,6 +15,7 @@ pub use alertmanager::parse_alertmanager;
 pub use canonical::parse_canonical;
 pub use pagerduty::{PagerDutyAction, parse_pagerduty};
 
+pub(crate) use crate::domain::Obj;
 use crate::domain::{Alert, Fingerprint, Timestamp};
 use serde::Serialize;
 
@@ -43,6 +44,9 @@ pub enum Event {
 pub enum NormalizeError {
     #[error("body is not valid JSON: {message} (line {line}, column {column})")]
     Syntax {
+        /// Always `body`: a syntax error has a place (line, column), not a
+        /// path, and every error names a field.
+        field: &'static str,
         message: String,
         line: usize,
         column: usize,
@@ -80,6 +84,7 @@ fn from_slice<'a, T: serde::Deserialize<'a>>(body: &'a [u8]) -> Result<T, Normal
         Err(first) => {
             if first.is_syntax() || first.is_eof() {
                 return Err(NormalizeError::Syntax {
+                    field: "body",
                     message: first.to_string(),
                     line: first.line(),
                     column: first.column(),
@@ -98,7 +103,12 @@ fn from_slice<'a, T: serde::Deserialize<'a>>(body: &'a [u8]) -> Result<T, Normal
                         message.truncate(cut);
                     }
                     Err(NormalizeError::Field {
-                        field: if path == "." { "body".into() } else { path },
+                        // An unknown key `""` at the top renders as an empty path.
+                        field: if path == "." || path.is_empty() {
+                            "body".into()
+                        } else {
+                            path
+                        },
                         index,
                         message,
                     })
@@ -106,6 +116,11 @@ fn from_slice<'a, T: serde::Deserialize<'a>>(body: &'a [u8]) -> Result<T, Normal
             }
         }
     }
+}
+
+/// [`from_slice`] of a body that must be one JSON object.
+fn from_object<'a, T: serde::Deserialize<'a>>(body: &'a [u8]) -> Result<T, NormalizeError> {
+    from_slice::<Obj<T>>(body).map(|o| o.0)
 }
 
 /// `alerts[3].labels` → Some(3); `[7].startsAt` → Some(7).
@@ -187,10 +202,12 @@ fn decode_alone<'a, T: serde::Deserialize<'a>>(
     v: &'a serde_json::Value,
     prefix: &str,
 ) -> Result<T, (String, String)> {
-    serde_path_to_error::deserialize(v).map_err(|e| {
-        let path = e.path().to_string();
-        (join(prefix, &path), e.into_inner().to_string())
-    })
+    serde_path_to_error::deserialize::<_, Obj<T>>(v)
+        .map(|o| o.0)
+        .map_err(|e| {
+            let path = e.path().to_string();
+            (join(prefix, &path), e.into_inner().to_string())
+        })
 }
 
 #[cfg(test)]

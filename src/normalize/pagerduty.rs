@@ -2,7 +2,7 @@
 //! `dedup_key`), so tools that already page through PagerDuty can send here.
 
 use super::admit::{Batch, Intake, admit};
-use super::{Event, NormalizeError, from_slice, parse_time};
+use super::{Event, NormalizeError, Obj, from_object, parse_time};
 use crate::domain::{Alert, AlertStatus, Fingerprint, LabelSet, Source, Timestamp};
 use serde::Deserialize;
 use std::borrow::Cow;
@@ -23,7 +23,7 @@ struct PdEvent<'a> {
     #[serde(borrow, default)]
     dedup_key: Option<Cow<'a, str>>,
     #[serde(borrow, default)]
-    payload: Option<PdPayload<'a>>,
+    payload: Option<Obj<PdPayload<'a>>>,
     #[serde(borrow, default)]
     client: Option<Cow<'a, str>>,
     #[serde(borrow, default)]
@@ -67,21 +67,31 @@ pub fn parse_pagerduty(
     let mut out = Batch::default();
     admit(alert, 0, "", intake, &mut out);
     match out.rejected.pop() {
-        Some(r) => Err(NormalizeError::field(
-            if r.field.is_empty() {
-                "payload".into()
-            } else {
-                r.field
-            },
-            None,
-            r.error,
-        )),
+        Some(r) => Err(NormalizeError::field(event_field(&r.field), None, r.error)),
         None => Ok((out.events, key)),
     }
 }
 
+/// The event's field behind a label or annotation of the alert made from
+/// it, so that a refusal names what the sender wrote.
+fn event_field(alert_field: &str) -> String {
+    let field = match alert_field {
+        "labels.alertname" => "payload.class",
+        "labels.severity" => "payload.severity",
+        "labels.host" => "payload.source",
+        "labels.component" => "payload.component",
+        "labels.group" => "payload.group",
+        "annotations.summary" => "payload.summary",
+        "annotations.details" => "payload.custom_details",
+        "annotations.client" => "client",
+        "startsAt" | "endsAt" => "payload.timestamp",
+        _ => "payload",
+    };
+    field.to_string()
+}
+
 fn decode(body: &[u8], now: Timestamp) -> Result<(Event, String), NormalizeError> {
-    let ev: PdEvent<'_> = from_slice(body)?;
+    let ev: PdEvent<'_> = from_object(body)?;
     let missing = |f: &str| NormalizeError::field(f, None, format!("missing field `{f}`"));
     match ev.routing_key.as_deref() {
         None => return Err(missing("routing_key")),
@@ -145,7 +155,7 @@ fn decode(body: &[u8], now: Timestamp) -> Result<(Event, String), NormalizeError
         };
         return Ok((event, key));
     }
-    let p = ev.payload.ok_or_else(|| missing("payload"))?;
+    let Obj(p) = ev.payload.ok_or_else(|| missing("payload"))?;
     let summary = p.summary.ok_or_else(|| missing("payload.summary"))?;
     if summary.is_empty() || summary.len() > 1024 {
         return Err(NormalizeError::field(

@@ -75,8 +75,13 @@ pub(crate) fn parse_file(file: &Path, text: &str, env: &mut Option<Arc<cel::Env>
         Ok(v) => v,
         Err(e) => {
             let line = e.location().map(|l| l.line());
-            out.errors
-                .push(RuleError::file(file, line, format!("invalid YAML: {e}")));
+            let mut err = RuleError::file(file, line, format!("invalid YAML: {e}"));
+            if line.is_none() {
+                // No place in the text (several documents, say): the
+                // document as a whole is at fault.
+                err.field = "document".into();
+            }
+            out.errors.push(err);
             return out;
         }
     };
@@ -136,7 +141,7 @@ pub(crate) fn parse_file(file: &Path, text: &str, env: &mut Option<Arc<cel::Env>
             }
             if !has_rules && problems.is_empty() {
                 problems.push(Problem {
-                    path: Vec::new(),
+                    path: vec![Seg::Key("rules".into())],
                     rule: None,
                     message: "missing the top-level \"rules\" list".to_string(),
                 });

@@ -37,6 +37,10 @@ pub enum StoreError {
     Corrupt(String),
     #[error("store settings: {0}")]
     Config(String),
+    #[error(
+        "the database file {0}; writes are refused so that nothing goes into a file no restart would see: put it back (or restore the backup) and restart"
+    )]
+    Lost(String),
     #[error("cannot create data directory {path}: {source}")]
     DataDir {
         path: String,
@@ -341,4 +345,36 @@ pub trait Store: Send + Sync + 'static {
     ) -> BoxFuture<'a, Result<Vec<(IncidentId, String)>, StoreError>>;
     /// Cheap round trip for `/readyz`.
     fn ping(&self) -> BoxFuture<'_, Result<(), StoreError>>;
+    /// Whether the store is still the one that was opened: a database file
+    /// deleted or replaced under the daemon would otherwise take writes
+    /// that no restart ever sees. Cheap (a `stat` and a header read);
+    /// `Lost` is final.
+    fn integrity(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+    /// Store change records in transactions of at most `chunk`, so that a
+    /// bulk import of a calendar leaves room for ingest's commits between
+    /// them (the single SQLite writer serves both).
+    fn upsert_changes<'a>(
+        &'a self,
+        changes: &'a [crate::change::ChangeRecord],
+        chunk: usize,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(async move {
+            for part in changes.chunks(chunk.max(1)) {
+                let ops: Vec<StoreOp> = part
+                    .iter()
+                    .map(|c| StoreOp::UpsertChange(Box::new(c.clone())))
+                    .collect();
+                self.apply(&ops).await?;
+                tokio::task::yield_now().await;
+            }
+            Ok(())
+        })
+    }
+    /// Why the store was found lost by an earlier [`Store::integrity`]
+    /// check or write (no system call: for every request).
+    fn lost(&self) -> Option<String> {
+        None
+    }
 }

@@ -58,6 +58,57 @@ impl Default for SqliteOptions {
 pub struct SqliteStore {
     writer: SqlitePool,
     reader: SqlitePool,
+    /// The file opened (none in memory), to notice it deleted or replaced.
+    file: Option<FileGuard>,
+}
+
+/// The identity of the database file at open: device and inode.
+struct FileGuard {
+    path: std::path::PathBuf,
+    id: (u64, u64),
+    /// Why the file is no longer ours; set once, never cleared.
+    lost: std::sync::OnceLock<String>,
+}
+
+/// SQLite's 16-byte file header.
+const SQLITE_HEADER: &[u8; 16] = b"SQLite format 3\0";
+
+fn file_id(path: &Path) -> std::io::Result<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(path)?;
+    Ok((m.dev(), m.ino()))
+}
+
+impl FileGuard {
+    /// `Err(reason)` once the file at the path is not the one opened.
+    fn check(&self, header: bool) -> Result<(), String> {
+        if let Some(why) = self.lost.get() {
+            return Err(why.clone());
+        }
+        let why = match file_id(&self.path) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                Some(format!("{} was deleted", self.path.display()))
+            }
+            Err(e) => Some(format!("{} cannot be read: {e}", self.path.display())),
+            Ok(id) if id != self.id => Some(format!(
+                "{} was replaced by another file",
+                self.path.display()
+            )),
+            Ok(_) if header => {
+                use std::io::Read;
+                let mut h = [0u8; 16];
+                let ok = std::fs::File::open(&self.path)
+                    .and_then(|mut f| f.read_exact(&mut h))
+                    .is_ok_and(|()| &h == SQLITE_HEADER);
+                (!ok).then(|| format!("{} was overwritten (no SQLite header)", self.path.display()))
+            }
+            Ok(_) => None,
+        };
+        match why {
+            Some(w) => Err(self.lost.get_or_init(|| w).clone()),
+            None => Ok(()),
+        }
+    }
 }
 
 impl SqliteStore {
@@ -88,7 +139,19 @@ impl SqliteStore {
             .max_connections(opts.read_connections.max(1))
             .connect_with(base.read_only(true))
             .await?;
-        Ok(SqliteStore { writer, reader })
+        let file = Some(FileGuard {
+            id: file_id(&path).map_err(|source| StoreError::DataDir {
+                path: path.display().to_string(),
+                source,
+            })?,
+            path,
+            lost: std::sync::OnceLock::new(),
+        });
+        Ok(SqliteStore {
+            writer,
+            reader,
+            file,
+        })
     }
 
     /// A private in-memory database (for `replay` and tests): one connection
@@ -105,6 +168,7 @@ impl SqliteStore {
         Ok(SqliteStore {
             writer: pool.clone(),
             reader: pool,
+            file: None,
         })
     }
 
@@ -563,6 +627,11 @@ impl Store for SqliteStore {
             if ops.is_empty() {
                 return Ok(());
             }
+            // Never a write into a file that is no longer at its path (a
+            // `stat` per commit; the header is read by `integrity`).
+            if let Some(f) = &self.file {
+                f.check(false).map_err(StoreError::Lost)?;
+            }
             let sql = script(&group(ops));
             let mut conn = self.writer.acquire().await?;
             if let Err(e) = sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
@@ -993,9 +1062,21 @@ impl Store for SqliteStore {
 
     fn ping(&self) -> BoxFuture<'_, Result<(), StoreError>> {
         Box::pin(async move {
+            self.integrity()?;
             sqlx::query("SELECT 1").execute(&self.reader).await?;
             Ok(())
         })
+    }
+
+    fn integrity(&self) -> Result<(), StoreError> {
+        match &self.file {
+            Some(f) => f.check(true).map_err(StoreError::Lost),
+            None => Ok(()),
+        }
+    }
+
+    fn lost(&self) -> Option<String> {
+        self.file.as_ref().and_then(|f| f.lost.get().cloned())
     }
 }
 

@@ -56,6 +56,8 @@ pub struct Metrics {
     pub store_commit_seconds: Histogram,
     pub store_batch_ops: Histogram,
     pub store_errors: IntCounter,
+    /// The database file found deleted, replaced or overwritten.
+    pub store_lost: IntCounter,
     pub request_seconds: HistogramVec,
     pub incidents_merged: IntCounter,
     pub problems_opened: IntCounter,
@@ -387,6 +389,10 @@ impl Metrics {
             store_errors: counter(
                 "incidentd_store_errors_total",
                 "Failed store commits (retried).",
+            ),
+            store_lost: counter(
+                "incidentd_store_lost_total",
+                "Times the database file was found deleted, replaced or overwritten under the daemon (writes are then refused).",
             ),
             request_seconds: reg(
                 &r,
