@@ -15,6 +15,7 @@ pub mod incident;
 pub mod ingest;
 pub mod net;
 pub mod normalize;
+pub mod offline;
 pub mod outbound;
 pub mod rules;
 pub mod ruletest;

@@ -1,6 +1,6 @@
 //! Rule unit tests (`incidentd test DIR`, DESIGN §4): YAML cases of input
 //! alerts and expected incidents, run through the real pipeline
-//! ([`app::replay_bodies`]: normalize, dedup, correlate, rules, incident
+//! ([`offline::replay_bodies`]: normalize, dedup, correlate, rules, incident
 //! engine, SQLite store in memory), failing on any difference. Modelled on
 //! `promtool test rules`.
 //!
@@ -85,9 +85,9 @@
 //! rules, bad config) is reported with its path and field and counts as one
 //! failure.
 
-use crate::app;
 use crate::domain::{Fingerprint, Incident, IncidentState, Level, Priority, Timestamp};
 use crate::normalize::NormalizeError;
+use crate::offline;
 use serde::{Deserialize, Deserializer};
 use std::fmt::Write as _;
 use std::io::Write;
@@ -295,11 +295,11 @@ pub async fn run_file(file: &Path, cli_config: Option<&Path>, out: &mut String) 
         .map(|c| base.join(c))
         .or_else(|| cli_config.map(Path::to_path_buf));
     let cmdb = match &parsed.cmdb {
-        Some(p) => app::CmdbChoice::File(base.join(p)),
-        None => app::CmdbChoice::None,
+        Some(p) => offline::CmdbChoice::File(base.join(p)),
+        None => offline::CmdbChoice::None,
     };
     let changes = parsed.changes.as_ref().map(|c| base.join(c));
-    let setup = match app::offline_setup(
+    let setup = match offline::offline_setup(
         config.as_deref(),
         Some(rules_dir.clone()),
         cmdb,
@@ -313,7 +313,7 @@ pub async fn run_file(file: &Path, cli_config: Option<&Path>, out: &mut String) 
     for (i, case) in parsed.tests.iter().enumerate() {
         let problems = match bodies_of(i, &case.alerts) {
             Err(e) => vec![e],
-            Ok(bodies) => match app::replay_bodies(setup.clone(), bodies).await {
+            Ok(bodies) => match offline::replay_bodies(setup.clone(), bodies).await {
                 Err(e) => vec![replay_error(&e)],
                 // A rejected alert in a test is the test's mistake.
                 Ok(r) if !r.rejected.is_empty() => r

@@ -14,9 +14,9 @@
 //! command and figures of the million-case run).
 
 use incidentd::cmdb;
-use incidentd::config::TopicFormat;
 use incidentd::domain::Timestamp;
 use incidentd::ingest::kafka::parse_message;
+use incidentd::ingest::settings::TopicFormat;
 use incidentd::normalize::{
     AlertLimits, Batch, Intake, NormalizeError, TimeBounds, parse_alertmanager, parse_canonical,
     parse_pagerduty,

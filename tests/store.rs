@@ -940,7 +940,11 @@ async fn slo_incidents_are_the_qualifying_ones_open_since(db: Db) {
     assert_eq!(ids, [1, 3]);
 }
 
-fn outbox(destination: &str, kind: incidentd::outbound::EventKind, inc: &Incident) -> StoreOp {
+fn outbox(
+    destination: &str,
+    kind: incidentd::domain::outbox::EventKind,
+    inc: &Incident,
+) -> StoreOp {
     StoreOp::Outbox(Box::new(OutboxMessage {
         destination: destination.into(),
         kind,
@@ -955,7 +959,7 @@ fn outbox(destination: &str, kind: incidentd::outbound::EventKind, inc: &Inciden
 /// retry state, and once finished (delivered, or given up with a note on
 /// the incident's timeline) are never handed out again.
 async fn outbox_is_written_with_its_change_and_finished_once(db: Db) {
-    use incidentd::outbound::EventKind;
+    use incidentd::domain::outbox::EventKind;
     let store = &*db.store;
     let mut inc = incident(1, IncidentState::Open, 1);
     inc.title = db.stored("pg-0 down \0 (nul)");

@@ -5,20 +5,22 @@ mod connect;
 mod reload;
 
 use crate::api::{self, AppState, SourceGate};
-use crate::change::{self, ChangeRecord};
-use crate::cmdb::{self, Cmdb, SharedCmdb};
+use crate::change::ChangeRecord;
+use crate::cmdb::{self, SharedCmdb};
 use crate::config::{self, Config, Overrides, Secret, StoreBackend};
-use crate::domain::{Clock, Incident, SystemClock, Timestamp};
+use crate::domain::{Clock, SystemClock};
+use crate::incident::Engine;
 use crate::incident::task::{self, PipelineOptions};
-use crate::incident::{Engine, EngineConfig};
 use crate::ingest::kafka::{SourceDeps, Windows};
 use crate::ingest::{KafkaSource, Publisher};
-use crate::normalize;
+pub use crate::offline::{
+    CmdbChoice, Offline, ReplayResult, load_cmdb, offline_setup, read_changes, replay,
+    replay_bodies,
+};
+use crate::offline::{initial_cmdb, load_rules};
 use crate::rules::RuleSet;
 use crate::slo::export::SloExporter;
-use crate::store::{
-    DynStore, IncidentQuery, PgStore, SqliteOptions, SqliteStore, StateFilter, Store,
-};
+use crate::store::{DynStore, PgStore, SqliteOptions, SqliteStore};
 use crate::telemetry::{self, Metrics};
 use anyhow::{Context, Result};
 use reload::CmdbReloader;
@@ -32,17 +34,6 @@ fn read_secret(s: &Option<Secret>, what: &str) -> Result<Option<String>> {
     s.as_ref()
         .map(|s| connect::read_secret(s, &format!("{what} token")))
         .transpose()
-}
-
-fn load_rules(dir: &Path) -> Result<RuleSet> {
-    if !dir.exists() {
-        tracing::warn!(dir = %dir.display(), "rules directory does not exist; running without rules");
-        return Ok(RuleSet::empty());
-    }
-    RuleSet::load_dir(dir).map_err(|errs| {
-        let list: Vec<String> = errs.iter().map(ToString::to_string).collect();
-        anyhow::anyhow!("invalid rules:\n  {}", list.join("\n  "))
-    })
 }
 
 /// A started pipeline: the HTTP router plus what shutdown needs.
@@ -855,199 +846,6 @@ pub fn check(config_file: Option<PathBuf>, overrides: Overrides) -> Result<Vec<S
         _ => {}
     }
     Ok(problems)
-}
-
-/// Result of a replay: the incidents as the store holds them at the end.
-pub struct ReplayResult {
-    pub incidents: Vec<Incident>,
-    pub problems: Vec<crate::domain::Problem>,
-    /// Alerts refused alone (as live ingest would), with the label of
-    /// their body.
-    pub rejected: Vec<(String, normalize::Rejected)>,
-}
-
-/// Run recorded bodies (JSON lines or whole JSON documents) through the full
-/// pipeline on event time against an in-memory store.
-pub async fn replay(setup: Offline, files: &[PathBuf]) -> Result<ReplayResult> {
-    let mut bodies = Vec::new();
-    for file in files {
-        let text = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
-        bodies.extend(
-            split_bodies(&text)
-                .into_iter()
-                .map(|(line, body)| (format!("{}:{line}", file.display()), body.to_vec())),
-        );
-    }
-    replay_bodies(setup, bodies).await
-}
-
-/// [`replay`] over bodies already in memory, in delivery order. Each body
-/// comes with a label (`file:line`, a test case's item) that errors name.
-pub async fn replay_bodies(setup: Offline, bodies: Vec<(String, Vec<u8>)>) -> Result<ReplayResult> {
-    let store = SqliteStore::in_memory().await?;
-    let mut engine = Engine::new(setup.engine, setup.rules);
-    engine.set_cmdb(setup.cmdb);
-    engine.add_changes(setup.changes, true);
-    let mut clock = Timestamp::MIN;
-    let mut pending: Vec<crate::store::StoreOp> = Vec::new();
-    let mut rejected = Vec::new();
-    for (label, body) in bodies {
-        let provisional = if clock == Timestamp::MIN {
-            Timestamp::now()
-        } else {
-            clock
-        };
-        // A recorded stream's times are its own: no bounds (live ingest
-        // bounds them at receipt, so a recording of what was accepted
-        // holds bounded times already).
-        let batch = normalize::parse_any(&body, &normalize::Intake::offline(provisional))
-            .with_context(|| label.clone())?;
-        rejected.extend(batch.rejected.into_iter().map(|r| (label.clone(), r)));
-        let events = batch.events;
-        let body_time = events
-            .iter()
-            .map(|e| match e {
-                normalize::Event::Alert(a) => a.event_time(),
-                normalize::Event::Acknowledge { at, .. } | normalize::Event::Note { at, .. } => *at,
-            })
-            .max();
-        if let Some(t) = body_time {
-            clock = clock.max(t);
-        }
-        engine.tick(clock);
-        engine.ingest(events, clock);
-        if let Some((_, ops)) = engine.take_batch() {
-            pending.extend(ops);
-        }
-        // Replay exports no metrics: drop the lifecycle observations.
-        let _ = engine.take_lifecycle();
-        // Nobody waits for durability here: commit in large batches.
-        if pending.len() >= 20_000 {
-            store.apply(&pending).await?;
-            pending.clear();
-        }
-    }
-    // Let pending auto-resolve holds expire: the stream has settled.
-    if let Some(due) = engine.last_due() {
-        engine.tick(due.max(clock));
-    }
-    engine.flush_touches();
-    if let Some((_, ops)) = engine.take_batch() {
-        pending.extend(ops);
-    }
-    store.apply(&pending).await?;
-    let mut incidents = store
-        .list_incidents(IncidentQuery {
-            state: StateFilter::All,
-            limit: u32::MAX,
-            before: None,
-        })
-        .await?;
-    incidents.reverse();
-    let problems = store.list_problems().await?;
-    Ok(ReplayResult {
-        incidents,
-        problems,
-        rejected,
-    })
-}
-
-/// A file is JSON lines, or one JSON document (possibly pretty-printed).
-fn split_bodies(text: &[u8]) -> Vec<(usize, &[u8])> {
-    let whole = text.trim_ascii();
-    if serde_json::from_slice::<serde::de::IgnoredAny>(whole).is_ok() {
-        return vec![(1, whole)];
-    }
-    text.split(|b| *b == b'\n')
-        .enumerate()
-        .map(|(i, l)| (i + 1, l.trim_ascii()))
-        .filter(|(_, l)| !l.is_empty())
-        .collect()
-}
-
-/// What offline commands (replay, test) run with.
-#[derive(Clone)]
-pub struct Offline {
-    pub engine: EngineConfig,
-    pub rules: Arc<RuleSet>,
-    pub cmdb: Arc<Cmdb>,
-    pub changes: Vec<ChangeRecord>,
-}
-
-/// Where an offline command's CMDB comes from.
-pub enum CmdbChoice {
-    /// This file.
-    File(PathBuf),
-    /// What the config says, or `deploy/cmdb.yaml` when it exists.
-    Configured,
-    /// No CMDB.
-    None,
-}
-
-/// Engine settings, rules, CMDB and changes for offline commands.
-pub fn offline_setup(
-    config_file: Option<&Path>,
-    rules_dir: Option<PathBuf>,
-    cmdb: CmdbChoice,
-    changes: Option<&Path>,
-) -> Result<Offline> {
-    let cfg = config::load(
-        config_file,
-        &Overrides {
-            rules_dir,
-            ..Overrides::default()
-        },
-    )?;
-    let rules = load_rules(&cfg.rules_dir)?;
-    let cmdb = match cmdb {
-        CmdbChoice::File(p) => load_cmdb(&p)?,
-        CmdbChoice::Configured => initial_cmdb(&cfg)?,
-        CmdbChoice::None => Cmdb::empty(),
-    };
-    let changes = match changes {
-        Some(p) => read_changes(p)?,
-        None => Vec::new(),
-    };
-    Ok(Offline {
-        engine: cfg.engine,
-        rules: Arc::new(rules),
-        cmdb: Arc::new(cmdb),
-        changes,
-    })
-}
-
-/// Read a JSON file of change records.
-pub fn read_changes(path: &Path) -> Result<Vec<ChangeRecord>> {
-    let text = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-    change::parse_changes(&text).map_err(|errs| {
-        let list: Vec<String> = errs
-            .iter()
-            .map(|e| format!("{}: {e}", path.display()))
-            .collect();
-        anyhow::anyhow!("invalid change records:\n  {}", list.join("\n  "))
-    })
-}
-
-/// Read and validate a CMDB file, every error in one message.
-pub fn load_cmdb(path: &Path) -> Result<Cmdb> {
-    let cmdb = cmdb::load_file(path).map_err(|errs| {
-        let list: Vec<String> = errs.iter().map(ToString::to_string).collect();
-        anyhow::anyhow!("invalid CMDB:\n  {}", list.join("\n  "))
-    })?;
-    for w in cmdb.warnings() {
-        tracing::warn!(warning = %w, "CMDB");
-    }
-    Ok(cmdb)
-}
-
-/// The CMDB to start with: the configured file (an error if missing), or
-/// `deploy/cmdb.yaml` when present, else none.
-fn initial_cmdb(cfg: &Config) -> Result<Cmdb> {
-    match &cfg.cmdb {
-        Some(p) if p.exists() => load_cmdb(p),
-        Some(p) if cfg.cmdb_required => anyhow::bail!("CMDB file {} does not exist", p.display()),
-        _ => Ok(Cmdb::empty()),
-    }
 }
 
 /// exit 1 when any test fails.

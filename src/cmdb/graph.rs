@@ -3,7 +3,7 @@
 
 use super::CmdbError;
 use super::model::{CiRecord, CmdbFile};
-use crate::correlate::instance_host;
+use crate::domain::instance_host;
 use crate::domain::{LabelSet, Priority, parse_duration};
 use rustc_hash::{FxHashMap, FxHashSet};
 use serde::Serialize;

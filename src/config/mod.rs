@@ -8,6 +8,11 @@ pub mod outbound;
 use crate::dedup::FlapPolicy;
 use crate::domain::{Level, Priority, PriorityMatrix, parse_duration};
 use crate::incident::EngineConfig;
+pub use crate::ingest::settings::{
+    KafkaConfig, KafkaTopic, MAX_SHARDS, MAX_TOPICS, PARTITIONS_PER_TOPIC, TopicFormat,
+};
+pub use crate::net::settings::{Secret, ServiceNowAuth};
+pub use crate::slo::SloConfig;
 use crate::store::Synchronous;
 use serde::Deserialize;
 use std::net::SocketAddr;
@@ -261,23 +266,6 @@ pub struct ApiToken {
     pub operator: bool,
 }
 
-/// A secret given inline or by file; files are read by `app`, not here.
-#[derive(Clone, PartialEq, Eq)]
-pub enum Secret {
-    Inline(String),
-    File(PathBuf),
-}
-
-/// A config printed for debugging never shows an inline secret.
-impl std::fmt::Debug for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Secret::Inline(_) => f.write_str("Inline(***)"),
-            Secret::File(p) => f.debug_tuple("File").field(p).finish(),
-        }
-    }
-}
-
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SourceConfig {
     pub token: Option<Secret>,
@@ -302,12 +290,6 @@ pub struct ServiceNowConfig {
     pub net: net::ClientNet,
 }
 
-#[derive(Debug, Clone, PartialEq)]
-pub enum ServiceNowAuth {
-    Basic { user: String, password: Secret },
-    Bearer(Secret),
-}
-
 /// Where the incident record lives.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StoreBackend {
@@ -321,79 +303,6 @@ pub enum StoreBackend {
         max_connections: u32,
         password: Option<Secret>,
     },
-}
-
-/// What a Kafka message value holds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TopicFormat {
-    /// Detected per message: an object with `alerts` is an Alertmanager
-    /// webhook body, anything else canonical alert(s).
-    Auto,
-    Canonical,
-    Alertmanager,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct KafkaTopic {
-    pub name: String,
-    pub format: TopicFormat,
-}
-
-/// Work shards: one per (topic, partition) consumed, numbered
-/// `topic index × PARTITIONS_PER_TOPIC + partition`. Incident ids of a
-/// shard's engine are ≡ shard (mod `MAX_SHARDS`), see `Engine::set_shard`.
-pub const MAX_TOPICS: usize = 4;
-pub const PARTITIONS_PER_TOPIC: u32 = 1024;
-pub const MAX_SHARDS: u32 = 4096;
-
-#[derive(Clone)]
-pub struct KafkaConfig {
-    pub brokers: String,
-    pub group_id: String,
-    /// Topics consumed; the ingest topic (when set) is among them, first.
-    pub topics: Vec<KafkaTopic>,
-    /// Distributed mode: webhooks publish here instead of ingesting locally.
-    pub ingest_topic: Option<String>,
-    pub dead_letter_topic: Option<String>,
-    /// Most messages handed to the engine as one batch.
-    pub max_batch: usize,
-    /// How long a partial batch may wait for more messages.
-    pub batch_wait: Duration,
-    /// How long a webhook waits for the broker to acknowledge its publish.
-    pub produce_timeout: Duration,
-    pub librdkafka: Vec<(String, String)>,
-    /// Properties whose values are read from these files at start.
-    pub secret_files: Vec<(String, PathBuf)>,
-}
-
-/// Kafka settings printed for debugging: property values that may be
-/// credentials (`sasl.password`, `ssl.key.password`, …) are masked.
-impl std::fmt::Debug for KafkaConfig {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let props: Vec<(&str, &str)> = self
-            .librdkafka
-            .iter()
-            .map(|(k, v)| {
-                let secret = crate::net::redact::sensitive_name(k)
-                    && !k.ends_with(".location")
-                    && !k.ends_with(".mechanism")
-                    && !k.ends_with(".mechanisms");
-                (k.as_str(), if secret { "***" } else { v.as_str() })
-            })
-            .collect();
-        f.debug_struct("KafkaConfig")
-            .field("brokers", &self.brokers)
-            .field("group_id", &self.group_id)
-            .field("topics", &self.topics)
-            .field("ingest_topic", &self.ingest_topic)
-            .field("dead_letter_topic", &self.dead_letter_topic)
-            .field("max_batch", &self.max_batch)
-            .field("batch_wait", &self.batch_wait)
-            .field("produce_timeout", &self.produce_timeout)
-            .field("librdkafka", &props)
-            .field("secret_files", &self.secret_files)
-            .finish()
-    }
 }
 
 #[derive(Debug, Clone)]
@@ -553,25 +462,6 @@ fn limits(errs: &mut Vec<FieldError>, raw: &RawLimits) -> Limits {
         max_active_incidents,
         quarantine_size,
         max_changes_per_request,
-    }
-}
-
-/// How SLO downtime is read from the incident record.
-#[derive(Debug, Clone, PartialEq)]
-pub struct SloConfig {
-    /// Incidents of these priorities count as downtime of the services
-    /// they impact.
-    pub priorities: Vec<Priority>,
-    /// How often the downtime intervals are re-read from the store.
-    pub refresh: Duration,
-}
-
-impl Default for SloConfig {
-    fn default() -> Self {
-        SloConfig {
-            priorities: Priority::ALL[..2].to_vec(),
-            refresh: Duration::from_secs(5),
-        }
     }
 }
 

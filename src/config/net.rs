@@ -3,41 +3,9 @@
 //! (the files are read at start and by `incidentd check`).
 
 use super::{FieldError, Secret};
+pub use crate::net::settings::{ClientNet, ProxyConfig};
 use crate::net::{ClientTls, ServerTls};
 use std::path::PathBuf;
-
-/// Which proxy outbound requests use, as configured (the password is read
-/// from its file at start).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub enum ProxyConfig {
-    /// Direct; environment variables ignored.
-    #[default]
-    None,
-    /// `HTTP_PROXY` / `HTTPS_PROXY` / `NO_PROXY` from the environment.
-    Env,
-    Url {
-        url: String,
-        user: Option<String>,
-        password: Option<Secret>,
-        no_proxy: Option<String>,
-    },
-}
-
-/// TLS and proxy of one outbound client.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ClientNet {
-    pub tls: ClientTls,
-    pub proxy: ProxyConfig,
-}
-
-impl Default for ClientNet {
-    fn default() -> Self {
-        ClientNet {
-            tls: ClientTls::system(),
-            proxy: ProxyConfig::None,
-        }
-    }
-}
 
 /// The raw proxy fields, wherever they appear.
 #[derive(Debug, Default, Clone, Copy)]

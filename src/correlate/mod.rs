@@ -7,24 +7,7 @@
 
 pub mod topology;
 
-use crate::domain::Alert;
-
-/// Host part of a Prometheus `instance` (`host:port`, `[v6]:port`, or a URL).
-pub fn instance_host(instance: &str) -> &str {
-    let s = instance
-        .split_once("://")
-        .map_or(instance, |(_, rest)| rest);
-    let s = s.split(['/', '?']).next().unwrap_or(s);
-    if let Some(rest) = s.strip_prefix('[') {
-        return rest.split(']').next().unwrap_or(rest);
-    }
-    match s.rsplit_once(':') {
-        Some((host, port)) if !host.contains(':') && port.bytes().all(|b| b.is_ascii_digit()) => {
-            host
-        }
-        _ => s,
-    }
-}
+use crate::domain::{Alert, instance_host};
 
 /// The thing an alert is about, most specific first.
 pub fn target(alert: &Alert) -> Option<String> {

@@ -4,6 +4,24 @@
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
+/// Host part of a Prometheus `instance` (`host:port`, `[v6]:port`, or a URL):
+/// correlation and the CMDB's host matching must read it the same way.
+pub fn instance_host(instance: &str) -> &str {
+    let s = instance
+        .split_once("://")
+        .map_or(instance, |(_, rest)| rest);
+    let s = s.split(['/', '?']).next().unwrap_or(s);
+    if let Some(rest) = s.strip_prefix('[') {
+        return rest.split(']').next().unwrap_or(rest);
+    }
+    match s.rsplit_once(':') {
+        Some((host, port)) if !host.contains(':') && port.bytes().all(|b| b.is_ascii_digit()) => {
+            host
+        }
+        _ => s,
+    }
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
 pub struct LabelSet(Vec<(String, String)>);
 

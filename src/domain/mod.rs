@@ -2,10 +2,11 @@
 
 mod fingerprint;
 mod labels;
+pub mod outbox;
 mod time;
 
 pub use fingerprint::Fingerprint;
-pub use labels::LabelSet;
+pub use labels::{LabelSet, instance_host};
 pub use time::{Clock, ManualClock, SystemClock, Timestamp, format_duration, parse_duration};
 
 use serde::{Deserialize, Serialize};

@@ -9,6 +9,7 @@
 
 mod placement;
 pub mod problems;
+mod projection;
 pub mod task;
 
 pub use placement::impact_of;
@@ -63,7 +64,7 @@ pub struct EngineConfig {
     /// Outbound destinations by name with their routes: each change of an
     /// incident a route matches is written to the outbox for it, in the
     /// batch of the change.
-    pub outbound: Arc<[(String, Vec<crate::outbound::route::Route>)]>,
+    pub outbound: Arc<[(String, Vec<crate::domain::outbox::Route>)]>,
     /// Alerts held in memory at most (all shards of the instance): a
     /// request that would add more is refused with 503 (`limits.…`).
     pub max_active_alerts: usize,
@@ -625,11 +626,10 @@ impl Engine {
                 if outbound {
                     // The outbox rows ride in the same batch, so they are
                     // committed in the same transaction as the change.
-                    for kind in crate::outbound::changes(t.notified.as_ref(), &t.inc) {
+                    for kind in crate::domain::outbox::changes(t.notified.as_ref(), &t.inc) {
                         for (name, routes) in self.cfg.outbound.iter() {
                             let by_rule = t.inc.links.notify.iter().any(|n| n == name);
-                            if by_rule || crate::outbound::route::any_matches(routes, &t.inc, kind)
-                            {
+                            if by_rule || crate::domain::outbox::any_matches(routes, &t.inc, kind) {
                                 self.ops.push(StoreOp::Outbox(Box::new(
                                     crate::store::OutboxMessage {
                                         destination: name.clone(),

@@ -544,9 +544,9 @@ impl Shards {
             {
                 groups.push((*shard, more));
             }
-            metrics.observe(&e.take_lifecycle());
+            super::projection::observe(metrics, &e.take_lifecycle());
             let prev = self.prev.entry(*shard).or_default();
-            metrics.sync_engine(prev, &e.stats);
+            super::projection::sync_engine(metrics, prev, &e.stats);
             *prev = e.stats.clone();
         }
         let full_flush = std::mem::take(&mut self.flushed);
@@ -779,9 +779,9 @@ fn handle(
                 if let Some((_, ops)) = e.take_batch() {
                     shards.revoked_ops.push((shard, ops));
                 }
-                metrics.observe(&e.take_lifecycle());
+                super::projection::observe(metrics, &e.take_lifecycle());
                 let prev = shards.prev.remove(&shard).unwrap_or_default();
-                metrics.sync_engine(&prev, &e.stats);
+                super::projection::sync_engine(metrics, &prev, &e.stats);
                 tracing::info!(shard, "shard revoked; state flushed");
             }
             metrics.shards_owned.set(shards.engines.len() as i64);

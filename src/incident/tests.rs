@@ -525,8 +525,8 @@ cis:
 /// and an engine restored from the store does not tell again what it had.
 #[test]
 fn outbox_messages_ride_in_the_batch_of_their_change() {
-    use crate::outbound::EventKind;
-    use crate::outbound::route::Route;
+    use crate::domain::outbox::EventKind;
+    use crate::domain::outbox::Route;
     let cfg = EngineConfig {
         auto_resolve_hold: Duration::ZERO,
         outbound: Arc::from([

@@ -22,8 +22,8 @@
 //! network or storage layer everything depends on) is one partition, so its
 //! alert rate is bounded by one instance's throughput.
 
+use super::settings::{KafkaConfig, PARTITIONS_PER_TOPIC, TopicFormat};
 use crate::cmdb::Cmdb;
-use crate::config::{KafkaConfig, PARTITIONS_PER_TOPIC, TopicFormat};
 use crate::correlate::correlation_key;
 use crate::domain::IncidentId;
 use crate::domain::{Alert, Clock, Timestamp};

@@ -4,6 +4,7 @@
 
 pub mod kafka;
 pub mod quarantine;
+pub mod settings;
 
 pub use quarantine::{Quarantine, Quarantined};
 

@@ -11,6 +11,7 @@ pub mod error;
 pub mod listener;
 pub mod redact;
 pub mod server;
+pub mod settings;
 pub mod tls;
 
 pub use client::{ClientOptions, Proxy, ProxyMode, http_client};

@@ -16,101 +16,15 @@ pub mod owned;
 pub mod pagerduty;
 pub mod poll;
 pub mod retry;
-pub mod route;
 pub mod sender;
 pub mod servicenow;
+pub mod settings;
 pub mod slack;
 pub mod webhook;
 
-use crate::domain::{Incident, IncidentState, Priority};
+pub use crate::domain::outbox::{EventKind, changes};
+use crate::domain::{Incident, Priority};
 use serde::{Deserialize, Serialize};
-
-/// A change of an incident that destinations are told about.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum EventKind {
-    Opened,
-    PriorityChanged,
-    Acknowledged,
-    OnHold,
-    Resumed,
-    Resolved,
-    Reopened,
-}
-
-impl EventKind {
-    pub const ALL: [EventKind; 7] = [
-        EventKind::Opened,
-        EventKind::PriorityChanged,
-        EventKind::Acknowledged,
-        EventKind::OnHold,
-        EventKind::Resumed,
-        EventKind::Resolved,
-        EventKind::Reopened,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            EventKind::Opened => "opened",
-            EventKind::PriorityChanged => "priority_changed",
-            EventKind::Acknowledged => "acknowledged",
-            EventKind::OnHold => "on_hold",
-            EventKind::Resumed => "resumed",
-            EventKind::Resolved => "resolved",
-            EventKind::Reopened => "reopened",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<EventKind> {
-        EventKind::ALL.into_iter().find(|k| k.as_str() == s)
-    }
-}
-
-/// What changed from `before` (the version destinations last heard of,
-/// `None` for a new incident) to `after`, in the order a person would tell
-/// it: a reopen first, then the new priority, acknowledgement, hold, and
-/// the resolution last. An incident that opens already resolved (replay,
-/// a merge) is reported as opened and resolved.
-pub fn changes(before: Option<&Incident>, after: &Incident) -> Vec<EventKind> {
-    let mut out = Vec::new();
-    let Some(b) = before else {
-        out.push(EventKind::Opened);
-        if after.acknowledged_at.is_some() {
-            out.push(EventKind::Acknowledged);
-        }
-        if after.current_hold().is_some() {
-            out.push(EventKind::OnHold);
-        }
-        if after.state == IncidentState::Resolved {
-            out.push(EventKind::Resolved);
-        }
-        return out;
-    };
-    let reopened = b.state == IncidentState::Resolved && after.state.is_active();
-    if reopened {
-        out.push(EventKind::Reopened);
-    }
-    if b.priority != after.priority && after.state.is_active() {
-        out.push(EventKind::PriorityChanged);
-    }
-    if after.state == IncidentState::Acknowledged
-        && (b.state != IncidentState::Acknowledged || reopened)
-    {
-        out.push(EventKind::Acknowledged);
-    }
-    let (held_before, held_after) = (b.current_hold().is_some(), after.current_hold().is_some());
-    if after.state.is_active() {
-        if held_after && (!held_before || after.holds.len() > b.holds.len()) {
-            out.push(EventKind::OnHold);
-        } else if held_before && !held_after {
-            out.push(EventKind::Resumed);
-        }
-    }
-    if after.state == IncidentState::Resolved && b.state != IncidentState::Resolved {
-        out.push(EventKind::Resolved);
-    }
-    out
-}
 
 /// The key that names an incident downstream (PagerDuty `dedup_key`,
 /// Opsgenie `alias`, ServiceNow `correlation_id`): stable across retries,
@@ -195,7 +109,7 @@ pub fn details(inc: &Incident) -> serde_json::Value {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::domain::{Hold, Timestamp};
+    use crate::domain::Timestamp;
 
     pub fn incident() -> Incident {
         let mut i = Incident::test_default();
@@ -208,49 +122,6 @@ pub(crate) mod tests {
         i.opened_at = Timestamp(1_795_000_000_000);
         i.links.runbooks = vec!["https://runbooks.example.com/pg".into()];
         i
-    }
-
-    #[test]
-    fn a_new_incident_is_opened_and_whatever_it_already_is() {
-        let mut i = incident();
-        assert_eq!(changes(None, &i), [EventKind::Opened]);
-        i.state = IncidentState::Resolved;
-        assert_eq!(changes(None, &i), [EventKind::Opened, EventKind::Resolved]);
-    }
-
-    #[test]
-    fn transitions_are_told_in_order() {
-        let open = incident();
-        let mut acked = open.clone();
-        acked.state = IncidentState::Acknowledged;
-        acked.acknowledged_at = Some(Timestamp(1));
-        acked.priority = Priority::new(2).expect("P2");
-        assert_eq!(
-            changes(Some(&open), &acked),
-            [EventKind::PriorityChanged, EventKind::Acknowledged]
-        );
-        // Nothing new: nothing to send.
-        assert_eq!(changes(Some(&acked), &acked), []);
-        let mut held = acked.clone();
-        held.holds.push(Hold {
-            reason: "awaiting_vendor".into(),
-            start: Timestamp(2),
-            end: None,
-            by: None,
-        });
-        assert_eq!(changes(Some(&acked), &held), [EventKind::OnHold]);
-        let mut resumed = held.clone();
-        resumed.holds[0].end = Some(Timestamp(3));
-        assert_eq!(changes(Some(&held), &resumed), [EventKind::Resumed]);
-        let mut resolved = held.clone();
-        resolved.state = IncidentState::Resolved;
-        resolved.holds[0].end = Some(Timestamp(4));
-        // Resolving ends the hold: only the resolution is news.
-        assert_eq!(changes(Some(&held), &resolved), [EventKind::Resolved]);
-        let mut reopened = resolved.clone();
-        reopened.state = IncidentState::Open;
-        reopened.acknowledged_at = None;
-        assert_eq!(changes(Some(&resolved), &reopened), [EventKind::Reopened]);
     }
 
     #[test]

@@ -10,8 +10,8 @@
 
 use super::owned::Ownership;
 use super::retry::{self, Breaker, BreakerState, Outcome};
+use super::settings::{DestinationConfig, DestinationKind};
 use super::{EventKind, Method, Request};
-use crate::config::outbound::{DestinationConfig, DestinationKind};
 use crate::domain::{Clock, IncidentId, TimelineEntry, TimelineKind, Timestamp};
 use crate::incident::EngineError;
 use crate::incident::task::{EngineHandle, Operation, PipelineError};

@@ -3,9 +3,9 @@
 //! and backdated incidents all show), and the figures are computed from it
 //! at each scrape, so an outage in progress is counted to the second.
 
+use super::SloConfig;
 use super::{SloBook, horizon, seconds_between};
 use crate::cmdb::SharedCmdb;
-use crate::config::SloConfig;
 use crate::domain::{Clock, Priority, Timestamp};
 use crate::store::{DynStore, StoreError};
 use crate::telemetry::SloMetrics;

@@ -17,6 +17,25 @@ use crate::domain::{Incident, Priority, Timestamp};
 use rustc_hash::FxHashMap;
 use std::time::Duration;
 
+/// How SLO downtime is read from the incident record (`[slo]`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct SloConfig {
+    /// Incidents of these priorities count as downtime of the services
+    /// they impact.
+    pub priorities: Vec<Priority>,
+    /// How often the downtime intervals are re-read from the store.
+    pub refresh: Duration,
+}
+
+impl Default for SloConfig {
+    fn default() -> Self {
+        SloConfig {
+            priorities: Priority::ALL[..2].to_vec(),
+            refresh: Duration::from_secs(5),
+        }
+    }
+}
+
 /// A half-open time interval `[start, end)`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Interval {

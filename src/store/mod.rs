@@ -144,7 +144,7 @@ pub enum StoreOp {
 #[derive(Debug, Clone, PartialEq)]
 pub struct OutboxMessage {
     pub destination: String,
-    pub kind: crate::outbound::EventKind,
+    pub kind: crate::domain::outbox::EventKind,
     pub at: Timestamp,
     /// The incident as it was at this change.
     pub incident: Incident,

@@ -160,7 +160,7 @@ pub(super) fn outbox_from_row(r: &impl Cols) -> Result<super::OutboxRow, StoreEr
         id: r.int("id")?,
         message: super::OutboxMessage {
             destination: r.text("destination")?,
-            kind: crate::outbound::EventKind::parse(&kind)
+            kind: crate::domain::outbox::EventKind::parse(&kind)
                 .ok_or_else(|| StoreError::Corrupt(format!("unknown outbox kind {kind:?}")))?,
             at: Timestamp(r.int("at")?),
             incident: from_json(&r.text("incident")?, "outbox.incident")?,

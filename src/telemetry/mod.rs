@@ -1,7 +1,6 @@
 //! Metrics registry with typed handles (DESIGN §7 names), and tracing setup.
 
 use crate::domain::{IncidentState, Priority, Source};
-use crate::incident::{Observations, Stats};
 use prometheus::{
     CounterVec, Encoder, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter,
     IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
@@ -148,10 +147,10 @@ pub struct KafkaMetrics {
 }
 
 /// `Stats::bound` in order.
-const BOUND_HOW: [&str; 4] = ["ci_label", "match", "hostname", "unbound"];
+pub const BOUND_HOW: [&str; 4] = ["ci_label", "match", "hostname", "unbound"];
 /// `Stats::sla_completed` in order.
 pub const SLA_KINDS: [&str; 2] = ["response", "resolution"];
-const SLA_OUTCOMES: [&str; 2] = ["met", "breached"];
+pub const SLA_OUTCOMES: [&str; 2] = ["met", "breached"];
 /// Statuses of a running SLA timer (`incidentd_sla_active`).
 pub const SLA_ACTIVE_STATUSES: [&str; 4] = ["running", "warning50", "warning75", "breached"];
 
@@ -684,7 +683,7 @@ impl Metrics {
     /// Export the per-destination series at 0 from the start.
     pub fn known_destinations<'a>(&self, destinations: impl IntoIterator<Item = &'a str>) {
         for d in destinations {
-            for op in crate::outbound::EventKind::ALL {
+            for op in crate::domain::outbox::EventKind::ALL {
                 for outcome in OUTBOUND_OUTCOMES {
                     self.outbound
                         .requests
@@ -709,62 +708,6 @@ impl Metrics {
             self.kafka.consumed.with_label_values(&[t]);
             self.kafka.invalid.with_label_values(&[t]);
             self.kafka.dead_lettered.with_label_values(&[t]);
-        }
-    }
-
-    pub fn observe(&self, o: &Observations) {
-        for s in &o.acked_after {
-            self.time_to_acknowledge.observe(*s);
-        }
-        for s in &o.resolved_after {
-            self.time_to_resolve.observe(*s);
-        }
-        for s in &o.rule_seconds {
-            self.rule_evaluation_seconds.observe(*s);
-        }
-    }
-
-    /// Bring the counters up to the engine's monotonic totals.
-    pub fn sync_engine(&self, prev: &Stats, now: &Stats) {
-        let d = |a: u64, b: u64| b.saturating_sub(a);
-        self.alerts_deduplicated
-            .inc_by(d(prev.deduplicated, now.deduplicated) - d(prev.stale, now.stale));
-        self.alerts_dropped
-            .with_label_values(&["stale"])
-            .inc_by(d(prev.stale, now.stale));
-        self.alerts_dropped
-            .with_label_values(&["unknown_resolved"])
-            .inc_by(d(prev.unknown_resolved, now.unknown_resolved));
-        self.alerts_expired.inc_by(d(prev.expired, now.expired));
-        self.alerts_suppressed
-            .inc_by(d(prev.suppressed, now.suppressed));
-        self.alert_state_changes
-            .inc_by(d(prev.state_changes, now.state_changes));
-        self.incidents_created
-            .inc_by(d(prev.incidents_created, now.incidents_created));
-        self.incidents_resolved
-            .inc_by(d(prev.incidents_resolved, now.incidents_resolved));
-        self.incidents_reopened
-            .inc_by(d(prev.incidents_reopened, now.incidents_reopened));
-        self.incidents_flapping
-            .inc_by(d(prev.flapping_detected, now.flapping_detected));
-        self.rule_errors
-            .inc_by(d(prev.rule_errors, now.rule_errors));
-        self.incidents_merged
-            .inc_by(d(prev.incidents_merged, now.incidents_merged));
-        self.problems_opened
-            .inc_by(d(prev.problems_opened, now.problems_opened));
-        for (i, how) in BOUND_HOW.iter().enumerate() {
-            self.alerts_bound
-                .with_label_values(&[how])
-                .inc_by(d(prev.bound[i], now.bound[i]));
-        }
-        for (i, sla) in SLA_KINDS.iter().enumerate() {
-            for (j, outcome) in SLA_OUTCOMES.iter().enumerate() {
-                self.sla_completed
-                    .with_label_values(&[sla, outcome])
-                    .inc_by(d(prev.sla_completed[i][j], now.sla_completed[i][j]));
-            }
         }
     }
 

@@ -1,0 +1,88 @@
+//! A destination's settings, typed: they live with the sender that uses
+//! them (configuration validates the file and builds them).
+
+use super::retry::Backoff;
+use crate::domain::outbox::Route;
+use crate::net::settings::{ClientNet, Secret, ServiceNowAuth};
+use std::time::Duration;
+
+/// The API a destination speaks, with its credential.
+#[derive(Debug, Clone, PartialEq)]
+pub enum DestinationKind {
+    PagerDuty {
+        routing_key: Secret,
+    },
+    Opsgenie {
+        api_key: Secret,
+    },
+    Slack,
+    Webhook {
+        secret: Secret,
+    },
+    ServiceNow {
+        auth: ServiceNowAuth,
+        assignment_group: Option<String>,
+    },
+    Jira {
+        auth: ServiceNowAuth,
+        target: super::jira::Target,
+        resolve_transition: Option<String>,
+    },
+}
+
+impl DestinationKind {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            DestinationKind::PagerDuty { .. } => "pagerduty",
+            DestinationKind::Opsgenie { .. } => "opsgenie",
+            DestinationKind::Slack => "slack",
+            DestinationKind::Webhook { .. } => "webhook",
+            DestinationKind::ServiceNow { .. } => "servicenow",
+            DestinationKind::Jira { .. } => "jira",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct DestinationConfig {
+    pub name: String,
+    pub kind: DestinationKind,
+    /// Base URL (PagerDuty, Opsgenie) or the endpoint itself (Slack,
+    /// webhook); requests never go anywhere else.
+    pub url: String,
+    pub incident_url: Option<String>,
+    pub routes: Vec<Route>,
+    /// Requests per second, and how many may go at once after a quiet time.
+    pub rate_limit: f64,
+    pub burst: u32,
+    pub timeout: Duration,
+    pub backoff: Backoff,
+    pub breaker_failures: u32,
+    pub breaker_cool_down: Duration,
+    /// Token of the ticketing tool's webhooks back to incidentd.
+    pub inbound_token: Option<Secret>,
+    /// How often tickets are read back (ServiceNow, Jira); `None`: never.
+    pub poll_interval: Option<Duration>,
+    /// 401/407 retried (the backlog waits for a fixed credential) rather
+    /// than refused.
+    pub retry_unauthorized: bool,
+    /// TLS trust, client certificate and proxy.
+    pub net: ClientNet,
+}
+
+impl DestinationConfig {
+    /// The URL as logs and `check` may show it: without userinfo
+    /// passwords, secret query values, or a Slack hook's path.
+    pub fn display_url(&self) -> String {
+        match self.kind {
+            DestinationKind::Slack => crate::net::redact::redact_url_path(&self.url),
+            _ => crate::net::redact_url(&self.url),
+        }
+    }
+
+    /// Whether requests carry a credential (a header, a key in the body,
+    /// or the URL itself), so that plain `http://` would expose it.
+    pub fn sends_credential(&self) -> bool {
+        !matches!(self.kind, DestinationKind::Webhook { .. })
+    }
+}
