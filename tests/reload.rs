@@ -1,16 +1,12 @@
 //! SIGHUP reloads rules atomically; a bad file keeps the old rules running.
 
 use serde_json::{Value, json};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-struct Daemon(Child);
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+mod support;
+
+use support::daemon::TestDaemon;
 
 async fn post(base: &str, name: &str) -> Value {
     let body = json!({"version": "4", "alerts": [{"status": "firing", "labels": {"alertname": name, "instance": "h:1", "severity": "critical"},
@@ -64,36 +60,11 @@ async fn sighup_reloads_rules_and_keeps_old_ones_on_error() {
         "rules:\n  - name: p1\n    actions:\n      priority: P1\n",
     )
     .unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let base = format!("http://127.0.0.1:{port}");
-    let child = Command::new(env!("CARGO_BIN_EXE_incidentd"))
-        .args([
-            "serve",
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--data-dir",
-        ])
-        .arg(dir.path().join("data"))
-        .arg("--rules")
-        .arg(&rules)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let d = Daemon(child);
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !reqwest::get(format!("{base}/readyz"))
-        .await
-        .map(|r| r.status().is_success())
-        .unwrap_or(false)
-    {
-        assert!(Instant::now() < deadline, "not ready");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let d = TestDaemon::new(&dir.path().join("data"), dir.path())
+        .rules(&rules)
+        .start();
+    d.wait_ready(Duration::from_secs(20)).await;
+    let base = d.base.clone();
     assert_eq!(metric(&base, "incidentd_rules_loaded ").await, Some(1.0));
 
     // New rules: suppress everything named Noisy.
@@ -102,7 +73,7 @@ async fn sighup_reloads_rules_and_keeps_old_ones_on_error() {
         "rules:\n  - name: quiet\n    matchers: ['alertname=\"Noisy\"']\n    actions:\n      suppress: testing reload\n",
     )
     .unwrap();
-    hup(d.0.id());
+    hup(d.pid());
     wait_for(
         &base,
         "incidentd_rule_reloads_total{outcome=\"success\"}",
@@ -119,7 +90,7 @@ async fn sighup_reloads_rules_and_keeps_old_ones_on_error() {
         "rules:\n  - name: broken\n    actions:\n      priority: P9\n",
     )
     .unwrap();
-    hup(d.0.id());
+    hup(d.pid());
     wait_for(
         &base,
         "incidentd_rule_reloads_total{outcome=\"failure\"}",

@@ -5,54 +5,17 @@
 //! can, with `/healthz` alive and `/readyz` saying why meanwhile.
 
 use serde_json::{Value, json};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
-struct Daemon {
-    child: Child,
-    base: String,
-    log: PathBuf,
-}
+mod support;
 
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        if std::thread::panicking() {
-            eprintln!("{}", std::fs::read_to_string(&self.log).unwrap_or_default());
-        }
-    }
-}
+use support::daemon::{Running, TestDaemon};
 
-fn spawn(dir: &Path, data: &Path) -> Daemon {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("port")
-        .port();
-    let log = dir.join("incidentd.log");
-    let out = std::fs::File::create(&log).expect("log");
-    let child = Command::new(env!("CARGO_BIN_EXE_incidentd"))
-        .args([
-            "serve",
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--data-dir",
-        ])
-        .arg(data)
-        .arg("--rules")
-        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/rules"))
+fn spawn(dir: &Path, data: &Path) -> Running {
+    TestDaemon::new(data, dir)
         .env("INCIDENTD_CONFIG__LOG_FORMAT", "json")
-        .stdin(Stdio::null())
-        .stdout(out.try_clone().expect("log"))
-        .stderr(out)
-        .spawn()
-        .expect("spawn incidentd");
-    Daemon {
-        child,
-        base: format!("http://127.0.0.1:{port}"),
-        log,
-    }
+        .start()
 }
 
 async fn get(client: &reqwest::Client, url: &str) -> Option<(u16, Value)> {

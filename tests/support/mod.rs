@@ -6,6 +6,7 @@
 //! every helper, hence the `dead_code` allowance.
 #![allow(dead_code)]
 
+pub mod daemon;
 pub mod pg;
 pub mod tls;
 
