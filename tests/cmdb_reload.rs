@@ -2,16 +2,11 @@
 //! file keeps the last good CMDB. Runs the real binary.
 
 use serde_json::{Value, json};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-struct Daemon(Child);
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+mod support;
+
+use support::daemon::TestDaemon;
 
 const V1: &str = "version: 1\nservices: [{ id: shop, tier: 1, owner: team-shop, sla: { response: { P1: 15m }, resolution: { P1: 4h } } }]\ncis:\n  - { id: db, class: database, match: { job: postgres }, owner: team-dba }\n  - { id: api, class: application, service: shop, match: { service: api }, depends_on: [db] }\n";
 const V2: &str = "version: 1\nservices: [{ id: shop, tier: 1, owner: team-shop, sla: { response: { P1: 15m }, resolution: { P1: 4h } } }, { id: blog, tier: 3 }]\ncis:\n  - { id: db, class: database, match: { job: postgres }, owner: team-dba }\n  - { id: api, class: application, service: shop, match: { service: api }, depends_on: [db] }\n  - { id: blog-web, class: application, service: blog, match: { service: blog-web }, depends_on: [db] }\n";
@@ -49,29 +44,11 @@ async fn cmdb_file_reloads_on_change_and_keeps_state() {
         ),
     )
     .unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let base = format!("http://127.0.0.1:{port}");
-    let child = Command::new(env!("CARGO_BIN_EXE_incidentd"))
-        .args([
-            "serve",
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--config",
-        ])
-        .arg(&config)
-        .arg("--data-dir")
-        .arg(dir.path().join("data"))
-        .arg("--rules")
-        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/rules"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let _d = Daemon(child);
+    let d = TestDaemon::new(&dir.path().join("data"), dir.path())
+        .arg("--config")
+        .arg(config.display().to_string())
+        .start();
+    let base = d.base.clone();
     wait_for("readiness", async || get(&base, "/readyz").await.0 == 200).await;
     assert_eq!(get(&base, "/api/v1/cis/api").await.0, 200);
     assert_eq!(get(&base, "/api/v1/cis/blog-web").await.0, 404);

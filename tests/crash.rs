@@ -4,62 +4,20 @@
 use incidentd::domain::{Fingerprint, LabelSet};
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, HashSet};
-use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-struct Daemon {
-    child: Child,
-    base: String,
-}
+mod support;
 
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use support::daemon::{Running, TestDaemon};
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-async fn start(data: &std::path::Path) -> Daemon {
-    let port = free_port();
-    let child = Command::new(env!("CARGO_BIN_EXE_incidentd"))
-        .args([
-            "serve",
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--data-dir",
-        ])
-        .arg(data)
-        .arg("--rules")
-        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/rules"))
+/// A daemon on `dir`'s `data` directory, ready; its log goes to `dir`.
+async fn start(dir: &std::path::Path) -> Running {
+    let d = TestDaemon::new(&dir.join("data"), dir)
         .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("spawn incidentd");
-    let d = Daemon {
-        child,
-        base: format!("http://127.0.0.1:{port}"),
-    };
-    let client = reqwest::Client::new();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        if let Ok(r) = client.get(format!("{}/readyz", d.base)).send().await
-            && r.status().is_success()
-        {
-            return d;
-        }
-        assert!(Instant::now() < deadline, "incidentd did not become ready");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+        .start();
+    d.wait_ready(Duration::from_secs(20)).await;
+    d
 }
 
 fn labels(host: usize, name: &str) -> BTreeMap<String, String> {

@@ -55,7 +55,12 @@ impl TestDaemon {
     pub fn start(self) -> Running {
         let port = super::free_ports(1)[0];
         let log = self.log_dir.join("incidentd.log");
-        let out = std::fs::File::create(&log).expect("log file");
+        // Appended: a suite that restarts the daemon keeps every run's log.
+        let out = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .expect("log file");
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_incidentd"));
         cmd.args([
             "serve",
