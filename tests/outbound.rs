@@ -837,7 +837,7 @@ events = ["exploded"]
 /// PagerDuty keeps one incident: exactly-once in effect.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_between_the_call_and_the_mark_makes_no_second_ticket() {
-    use std::process::{Command, Stdio};
+    use support::daemon::TestDaemon;
     let pd = Fake::start(answer(202)).await;
     // Held for longer than the test: the daemon dies waiting (recorded
     // as not accepted, since its answer never arrives).
@@ -851,46 +851,20 @@ async fn sigkill_between_the_call_and_the_mark_makes_no_second_ticket() {
     let conf = dir.path().join("incidentd.toml");
     std::fs::write(&conf, pagerduty(&pd.url, "timeout = \"60s\"\n")).expect("config");
     let spawn = || {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("free port")
-            .port();
-        let child = Command::new(env!("CARGO_BIN_EXE_incidentd"))
-            .arg("serve")
+        TestDaemon::new(&dir.path().join("data"), dir.path())
             .arg("--config")
-            .arg(&conf)
-            .arg("--listen")
-            .arg(format!("127.0.0.1:{port}"))
-            .arg("--data-dir")
-            .arg(dir.path().join("data"))
-            .arg("--rules")
-            .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/rules"))
+            .arg(conf.display().to_string())
             .current_dir(dir.path())
             .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn incidentd");
-        (child, format!("http://127.0.0.1:{port}"))
+            .start()
     };
     let http = reqwest::Client::builder()
         .no_proxy()
         .build()
         .expect("client");
-    let ready = async |base: &str| {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while !http
-            .get(format!("{base}/readyz"))
-            .send()
-            .await
-            .is_ok_and(|r| r.status().is_success())
-        {
-            assert!(Instant::now() < deadline, "incidentd did not become ready");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    };
-    let (mut first, base) = spawn();
-    ready(&base).await;
+    let first = spawn();
+    first.wait_ready(Duration::from_secs(20)).await;
+    let base = first.base.clone();
     let resp = http
         .post(format!("{base}/api/v1/alerts"))
         .json(&json!([{"labels": {"alertname": "KillMe", "instance": "k:9100", "severity": "critical"},
@@ -904,15 +878,13 @@ async fn sigkill_between_the_call_and_the_mark_makes_no_second_ticket() {
         assert!(Instant::now() < deadline, "the trigger was never sent");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    first.kill().expect("SIGKILL");
-    first.wait().expect("reap");
-    let (mut second, base) = spawn();
-    ready(&base).await;
+    drop(first); // SIGKILL, reaped
+    let second = spawn();
+    second.wait_ready(Duration::from_secs(20)).await;
     let got = pd.wait_accepted(1, "the trigger after the restart").await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let seen = pd.seen();
-    second.kill().expect("stop");
-    second.wait().expect("reap");
+    drop(second);
     assert_eq!(seen.len(), 2, "once before the kill, once after: {seen:?}");
     let keys: Vec<(String, String)> = actions(&seen);
     assert_eq!(keys[0], keys[1], "the same event with the same dedup_key");

@@ -13,6 +13,7 @@ pub struct TestDaemon {
     rules: PathBuf,
     args: Vec<String>,
     envs: Vec<(String, String)>,
+    cwd: Option<PathBuf>,
 }
 
 /// A started daemon.
@@ -33,6 +34,7 @@ impl TestDaemon {
             rules: Path::new(env!("CARGO_MANIFEST_DIR")).join("rules"),
             args: Vec::new(),
             envs: Vec::new(),
+            cwd: None,
         }
     }
 
@@ -48,6 +50,12 @@ impl TestDaemon {
 
     pub fn env(mut self, k: &str, v: &str) -> Self {
         self.envs.push((k.into(), v.into()));
+        self
+    }
+
+    /// Where relative paths of its configuration are taken from.
+    pub fn current_dir(mut self, dir: &Path) -> Self {
+        self.cwd = Some(dir.to_path_buf());
         self
     }
 
@@ -78,6 +86,9 @@ impl TestDaemon {
         .stderr(out);
         for (k, v) in &self.envs {
             cmd.env(k, v);
+        }
+        if let Some(dir) = &self.cwd {
+            cmd.current_dir(dir);
         }
         let child = cmd.spawn().expect("spawn incidentd");
         Running {
