@@ -585,6 +585,22 @@ async fn every_error_is_json_naming_what_was_wrong() {
         ("GET", "/api/v1/incidents/abc", "", 400, Some("id"), "abc"),
         ("GET", "/api/v1/incidents/987654", "", 404, None, "987654"),
         (
+            "GET",
+            "/api/v1/incidents/987654/alerts",
+            "",
+            404,
+            None,
+            "987654",
+        ),
+        (
+            "GET",
+            "/api/v1/incidents/987654/timeline?offset=5",
+            "",
+            404,
+            None,
+            "987654",
+        ),
+        (
             "POST",
             "/api/v1/alerts",
             "{not json",

@@ -993,6 +993,28 @@ async fn get_incident(
     }))
 }
 
+/// What the paged incident listings share: the token, the id and the page.
+fn paged_request(
+    st: &Shared,
+    headers: &HeaderMap,
+    raw: &str,
+    q: Option<&str>,
+) -> Result<(IncidentId, Page), ApiError> {
+    check_api_token(st, headers)?;
+    let id = parse_id(raw)?;
+    let p: PageParams = query(q)?;
+    Ok((id, page("limit", p.offset, p.limit, 500)?))
+}
+
+/// An empty page is a 404 when the incident itself does not exist. Asked
+/// only then: loading the incident costs as much as a page of a large one.
+async fn found_or_empty(st: &Shared, id: IncidentId, empty: bool) -> Result<(), ApiError> {
+    if empty && st.store.get_incident(id).await?.is_none() {
+        return Err(ApiError::NotFound(id));
+    }
+    Ok(())
+}
+
 /// `GET /api/v1/incidents/{id}/alerts?offset=&limit=`: an incident's
 /// alerts page by page (the detail carries the first page only).
 async fn incident_alerts(
@@ -1001,13 +1023,7 @@ async fn incident_alerts(
     Path(raw): Path<String>,
     RawQuery(q): RawQuery,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    check_api_token(&st, &headers)?;
-    let id = parse_id(&raw)?;
-    let p: PageParams = query(q.as_deref())?;
-    let page = page("limit", p.offset, p.limit, 500)?;
-    if st.store.get_incident(id).await?.is_none() {
-        return Err(ApiError::NotFound(id));
-    }
+    let (id, page) = paged_request(&st, &headers, &raw, q.as_deref())?;
     let alerts: Vec<AlertView> = st
         .store
         .incident_alerts(id, page)
@@ -1015,6 +1031,7 @@ async fn incident_alerts(
         .into_iter()
         .map(AlertView::from)
         .collect();
+    found_or_empty(&st, id, alerts.is_empty()).await?;
     let next = next(page, alerts.len());
     Ok(Json(json!({ "alerts": alerts, "next_offset": next })))
 }
@@ -1026,14 +1043,9 @@ async fn incident_timeline(
     Path(raw): Path<String>,
     RawQuery(q): RawQuery,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    check_api_token(&st, &headers)?;
-    let id = parse_id(&raw)?;
-    let p: PageParams = query(q.as_deref())?;
-    let page = page("limit", p.offset, p.limit, 500)?;
-    if st.store.get_incident(id).await?.is_none() {
-        return Err(ApiError::NotFound(id));
-    }
+    let (id, page) = paged_request(&st, &headers, &raw, q.as_deref())?;
     let timeline = st.store.timeline(id, page).await?;
+    found_or_empty(&st, id, timeline.is_empty()).await?;
     let next = next(page, timeline.len());
     Ok(Json(json!({ "timeline": timeline, "next_offset": next })))
 }
