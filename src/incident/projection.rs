@@ -2,7 +2,9 @@
 //! metrics: the engine knows what its numbers mean, telemetry only
 //! registers and renders them.
 
-use super::{Observations, Stats};
+use super::{Engine, Observations, Stats};
+use crate::cmdb::Cmdb;
+use crate::domain::{IncidentState, Priority, Timestamp};
 use crate::telemetry::{BOUND_HOW, Metrics, SLA_KINDS, SLA_OUTCOMES};
 
 /// Lifecycle durations and rule timings into their histograms.
@@ -72,6 +74,100 @@ pub fn sync_engine(metrics: &Metrics, prev: &Stats, now: &Stats) {
                 .sla_completed
                 .with_label_values(&[sla, outcome])
                 .inc_by(d(prev.sla_completed[i][j], now.sla_completed[i][j]));
+        }
+    }
+}
+
+/// Open incidents by service, priority and state: an incident counts once
+/// for each business service it impacts (so the per-service series do not
+/// add up to the total when incidents impact several), `none` when it
+/// impacts none. Every service of the catalog is exported, at 0 when quiet;
+/// when the catalog changes, series of services no longer in it go
+/// (`exported` remembers the services last exported).
+pub fn gauges<'a>(
+    engines: impl Iterator<Item = &'a Engine> + Clone,
+    cmdb: &Cmdb,
+    sla_pause_on: &[String],
+    metrics: &Metrics,
+    now: Timestamp,
+    exported: &mut Vec<String>,
+) {
+    let alerts: usize = engines.clone().map(Engine::active_alerts).sum();
+    metrics
+        .active_alerts
+        .set(i64::try_from(alerts).unwrap_or(i64::MAX));
+    let mut services: Vec<&str> = cmdb.services().iter().map(|s| s.id.as_str()).collect();
+    services.push("none");
+    let index: rustc_hash::FxHashMap<&str, usize> =
+        services.iter().enumerate().map(|(i, s)| (*s, i)).collect();
+    // [service][priority][open=0 / acknowledged=1]
+    let mut counts = vec![[[0i64; 2]; 5]; services.len()];
+    let none = services.len() - 1;
+    // [response, resolution][running, warning50, warning75, breached]
+    let mut sla = [[0i64; 4]; 2];
+    // [priority][open=0 / acknowledged=1], each incident once.
+    let mut totals = [[0i64; 2]; 5];
+    for inc in engines.flat_map(Engine::active_incidents) {
+        use crate::slo::sla::SlaStatus;
+        let timers = crate::slo::sla::incident_sla(cmdb, inc, now, sla_pause_on);
+        // An active incident's response timer stopped once acknowledged;
+        // its resolution timer runs until it is resolved.
+        let running = [
+            timers.response.filter(|_| inc.acknowledged_at.is_none()),
+            timers.resolution,
+        ];
+        for (k, t) in running.iter().enumerate() {
+            let status = match t.as_ref().map(|t| t.status) {
+                Some(SlaStatus::Running) => 0,
+                Some(SlaStatus::Warning50) => 1,
+                Some(SlaStatus::Warning75) => 2,
+                Some(SlaStatus::Breached) => 3,
+                Some(SlaStatus::Met) | None => continue,
+            };
+            sla[k][status] += 1;
+        }
+        let p = usize::from(inc.priority.get() - 1);
+        let s = usize::from(inc.state == IncidentState::Acknowledged);
+        totals[p][s] += 1;
+        let mut any = false;
+        for svc in &inc.impacted_services {
+            if let Some(&i) = index.get(svc.as_str()) {
+                counts[i][p][s] += 1;
+                any = true;
+            }
+        }
+        if !any {
+            counts[none][p][s] += 1;
+        }
+    }
+    if exported.len() != services.len() || exported.iter().zip(&services).any(|(a, b)| a != b) {
+        metrics.incidents_open.reset();
+        *exported = services.iter().map(|s| s.to_string()).collect();
+    }
+    for (k, sla_kind) in crate::telemetry::SLA_KINDS.iter().enumerate() {
+        for (j, status) in crate::telemetry::SLA_ACTIVE_STATUSES.iter().enumerate() {
+            metrics
+                .sla_active
+                .with_label_values(&[sla_kind, status])
+                .set(sla[k][j]);
+        }
+    }
+    for (pi, p) in Priority::ALL.iter().enumerate() {
+        for (si, s) in IncidentState::ACTIVE.iter().enumerate() {
+            metrics
+                .incidents_active
+                .with_label_values(&[p.as_str(), s.as_str()])
+                .set(totals[pi][si]);
+        }
+    }
+    for (svc, by_priority) in services.iter().zip(&counts) {
+        for (pi, p) in Priority::ALL.iter().enumerate() {
+            for (si, s) in IncidentState::ACTIVE.iter().enumerate() {
+                metrics
+                    .incidents_open
+                    .with_label_values(&[svc, p.as_str(), s.as_str()])
+                    .set(by_priority[pi][si]);
+            }
         }
     }
 }
