@@ -2,7 +2,7 @@
 //! file keeps the last good CMDB. Runs the real binary.
 
 use serde_json::{Value, json};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 mod support;
 
@@ -21,12 +21,8 @@ async fn get(base: &str, path: &str) -> (u16, Value) {
     }
 }
 
-async fn wait_for(what: &str, mut ok: impl AsyncFnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !ok().await {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+async fn wait_for(what: &str, ok: impl AsyncFnMut() -> bool) {
+    support::wait_until(what, Duration::from_secs(20), ok).await;
 }
 
 #[tokio::test]
@@ -185,7 +181,15 @@ async fn cmdb_file_reloads_on_change_and_keeps_state() {
     let mut sorted = entries.clone();
     sorted.sort_by(|a, b| a.1.cmp(&b.1));
     assert_eq!(sorted, want, "{detail}");
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // Two more timer passes of the engine (one a second) record nothing again.
+    let ticks = || async {
+        support::drain::metric(&metrics().await, "incidentd_engine_ticks_total").unwrap_or(0.0)
+    };
+    let seen = ticks().await;
+    wait_for("two more engine ticks", async || {
+        ticks().await >= seen + 2.0
+    })
+    .await;
     let (_, again) = get(&base, "/api/v1/incidents/1").await;
     assert_eq!(sla_entries(&again).len(), 6, "recorded once: {again}");
     // The same, as metrics: two running timers, both breached; once

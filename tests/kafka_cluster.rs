@@ -795,8 +795,8 @@ inbound_token = "sn-t0ken"
         },
     )
     .await;
-    // Nothing late trickles in.
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Nothing late trickles in: every instance's outbox is drained.
+    support::drain::pg_outbox_drained(&db).await;
     let g = pd.lock().unwrap();
     assert!(
         g.overlaps.is_empty(),

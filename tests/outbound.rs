@@ -369,7 +369,7 @@ async fn pagerduty_and_slack_follow_the_incident_lifecycle() {
             .as_str()
             .is_some_and(|t| t.contains("resolved"))
     );
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    support::drain::outbox_drained(&*r.store).await;
     assert_eq!(pd.seen().len(), 3, "nothing sent twice");
     assert_eq!(slack.seen().len(), 2);
     let m = metrics(&r).await;
@@ -882,7 +882,7 @@ async fn sigkill_between_the_call_and_the_mark_makes_no_second_ticket() {
     let second = spawn();
     second.wait_ready(Duration::from_secs(20)).await;
     let got = pd.wait_accepted(1, "the trigger after the restart").await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    support::drain::sqlite_outbox_drained(&dir.path().join("data")).await;
     let seen = pd.seen();
     drop(second);
     assert_eq!(seen.len(), 2, "once before the kill, once after: {seen:?}");
@@ -1026,11 +1026,7 @@ fn servicenow(url: &str, password: &str) -> String {
 }
 
 async fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    support::wait_until(what, Duration::from_secs(20), async || done()).await;
 }
 
 /// One ServiceNow ticket per incident, found by `correlation_id`, taken
@@ -1611,7 +1607,7 @@ async fn rules_notify_their_destinations() {
     let other = open(&r, "DiskFull").await;
     let id = open(&r, "PostgresDown").await;
     let got = slack.wait_accepted(1, "the rule's notification").await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    support::drain::outbox_drained(&*r.store).await;
     assert_eq!(
         slack.seen().len(),
         1,
@@ -1758,8 +1754,8 @@ async fn tickets_changed_downstream_are_read_back() {
         sn.lock().expect("sn").records.len() == 3 && jira.lock().expect("jira").issues.len() == 3
     })
     .await;
-    // Let the creates be marked delivered before the tickets change.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The creates are marked delivered before the tickets change.
+    support::drain::outbox_drained(&*r.store).await;
     let ticket = |id: i64| format!("incidentd-{id}");
     {
         let mut s = sn.lock().expect("sn");

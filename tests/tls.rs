@@ -122,6 +122,8 @@ struct Daemon {
     base: String,
     log: PathBuf,
     client: reqwest::Client,
+    /// Its SQLite store, read by the test to see the outbox drained.
+    data_dir: PathBuf,
 }
 
 impl Drop for Daemon {
@@ -210,6 +212,7 @@ impl Daemon {
             base: format!("{scheme}://127.0.0.1:{port}"),
             log,
             client,
+            data_dir: dir.join("data"),
         };
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
@@ -309,14 +312,6 @@ fn plain_client() -> reqwest::Client {
         .expect("client")
 }
 
-async fn wait_until(what: &str, timeout: Duration, mut done: impl AsyncFnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !done().await {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 fn pagerduty_destination(url: &str, extra: &str) -> String {
     format!(
         "[[outbound.destinations]]\nname = \"pd\"\nkind = \"pagerduty\"\nurl = \"{url}\"\nrouting_key = \"{ROUTING_KEY}\"\nbackoff_base = \"100ms\"\nbackoff_max = \"1s\"\nbreaker_cool_down = \"1s\"\n{extra}\n"
@@ -324,11 +319,11 @@ fn pagerduty_destination(url: &str, extra: &str) -> String {
 }
 
 /// Trigger, acknowledge and resolve one incident; wait until PagerDuty
-/// accepted the three events, then a little longer to see no fourth.
+/// accepted the three events, then, with the outbox drained, that no fourth came.
 async fn lifecycle_once_each(d: &Daemon, accepted: &Accepted, name: &str) {
     let id = d.open(name).await;
     let key = format!("incidentd-{id}");
-    wait_until("the trigger", Duration::from_secs(20), async || {
+    support::wait_until("the trigger", Duration::from_secs(20), async || {
         !accepted.lock().expect("accepted").is_empty()
     })
     .await;
@@ -340,7 +335,7 @@ async fn lifecycle_once_each(d: &Daemon, accepted: &Accepted, name: &str) {
         )
         .await;
     assert_eq!(s, 200, "{v}");
-    wait_until("the acknowledgement", Duration::from_secs(20), async || {
+    support::wait_until("the acknowledgement", Duration::from_secs(20), async || {
         accepted.lock().expect("accepted").len() >= 2
     })
     .await;
@@ -352,11 +347,11 @@ async fn lifecycle_once_each(d: &Daemon, accepted: &Accepted, name: &str) {
         )
         .await;
     assert_eq!(s, 200, "{v}");
-    wait_until("the resolution", Duration::from_secs(20), async || {
+    support::wait_until("the resolution", Duration::from_secs(20), async || {
         accepted.lock().expect("accepted").len() >= 3
     })
     .await;
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    support::drain::sqlite_outbox_drained(&d.data_dir).await;
     let got = accepted.lock().expect("accepted").clone();
     assert_eq!(
         got,
@@ -416,7 +411,7 @@ async fn an_untrusted_certificate_is_named_and_the_backlog_goes_once_after_the_f
     let id = d.open("UntrustedCert").await;
     // The cause is on the incident's timeline.
     let mut timeline = Value::Null;
-    wait_until(
+    support::wait_until(
         "a timeline entry naming the cause",
         Duration::from_secs(20),
         async || {
@@ -433,7 +428,7 @@ async fn an_untrusted_certificate_is_named_and_the_backlog_goes_once_after_the_f
     )
     .await;
     // Retried, but the timeline says it once per cause.
-    wait_until(
+    support::wait_until(
         "three failed handshakes",
         Duration::from_secs(20),
         async || handshakes.lock().expect("log").failed.len() >= 3,
@@ -480,11 +475,11 @@ async fn an_untrusted_certificate_is_named_and_the_backlog_goes_once_after_the_f
     );
     let d = Daemon::start(dir.path(), &[], "http", plain_client(), "trusted").await;
     let key = format!("incidentd-{id}");
-    wait_until("the backlog", Duration::from_secs(20), async || {
+    support::wait_until("the backlog", Duration::from_secs(20), async || {
         !accepted.lock().expect("accepted").is_empty()
     })
     .await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    support::drain::sqlite_outbox_drained(&d.data_dir).await;
     assert_eq!(
         accepted.lock().expect("accepted").clone(),
         [("trigger".to_string(), key)],
@@ -507,12 +502,12 @@ async fn a_server_that_requires_a_client_certificate() {
     write_config(dir.path(), &pagerduty_destination(&url, &ca));
     let d = Daemon::start(dir.path(), &[], "http", plain_client(), "nocert").await;
     let id = d.open("NoClientCert").await;
-    wait_until("refused handshakes", Duration::from_secs(20), async || {
+    support::wait_until("refused handshakes", Duration::from_secs(20), async || {
         !handshakes.lock().expect("log").failed.is_empty()
     })
     .await;
     let mut last = Value::Null;
-    wait_until(
+    support::wait_until(
         "the refusal on the timeline",
         Duration::from_secs(20),
         async || {
@@ -548,7 +543,7 @@ async fn a_server_that_requires_a_client_certificate() {
         ),
     );
     let d = Daemon::start(dir.path(), &[], "http", plain_client(), "cert").await;
-    wait_until(
+    support::wait_until(
         "delivery with the client certificate",
         Duration::from_secs(20),
         async || !accepted.lock().expect("accepted").is_empty(),
@@ -806,7 +801,7 @@ backoff_max = "500ms"
     let id = d.open("SecretsStayHidden").await;
     // Every destination has failed at least twice (so retries logged).
     let mut m = String::new();
-    wait_until("failures at every destination", Duration::from_secs(30), async || {
+    support::wait_until("failures at every destination", Duration::from_secs(30), async || {
         m = d.metrics().await;
         ["pd", "slack", "snow", "hook", "genie"].iter().all(|dest| {
             m.lines()
@@ -1118,7 +1113,7 @@ async fn the_listener_serves_https_demands_client_certificates_and_reloads_on_si
     };
     hup(d.child.id());
     let new_clients = reqwest_https(&ca2, Some(&alertmanager));
-    wait_until(
+    support::wait_until(
         "the rotated certificate served",
         Duration::from_secs(10),
         async || {
@@ -1150,7 +1145,7 @@ async fn the_listener_serves_https_demands_client_certificates_and_reloads_on_si
     // A broken file: the reload fails and the certificate in use stays.
     std::fs::write(&leaf.cert_file, "not a certificate").expect("write");
     hup(d.child.id());
-    wait_until(
+    support::wait_until(
         "the failed reload counted",
         Duration::from_secs(10),
         async || {

@@ -49,6 +49,9 @@ pub struct Metrics {
     pub http_connections_closed: IntCounterVec,
     pub rule_evaluation_seconds: Histogram,
     pub engine_batch_seconds: Histogram,
+    /// Timer passes of the engine (SLA, auto-resolve, counter flushes):
+    /// flat while the engine loop is stuck.
+    pub engine_ticks: IntCounter,
     /// MTTA / MTTR as distributions (opened → acknowledged / resolved).
     pub time_to_acknowledge: Histogram,
     pub time_to_resolve: Histogram,
@@ -384,6 +387,10 @@ impl Metrics {
                     .buckets(prometheus::exponential_buckets(1.0, 4.0, 10).expect("valid buckets")),
                 )
                 .expect("valid metric"),
+            ),
+            engine_ticks: counter(
+                "incidentd_engine_ticks_total",
+                "Timer passes of the incident engine (SLA timers, auto-resolve, counter flushes).",
             ),
             store_errors: counter(
                 "incidentd_store_errors_total",

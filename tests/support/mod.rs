@@ -7,6 +7,7 @@
 #![allow(dead_code)]
 
 pub mod daemon;
+pub mod drain;
 pub mod pg;
 pub mod tls;
 
@@ -197,6 +198,39 @@ pub async fn poll_until<T>(
         }
         tokio::time::sleep(every).await;
     }
+}
+
+/// Polls `probe` until it answers `Ok`; fails the test with the last
+/// answer after `within`.
+pub async fn wait_ok<T>(
+    what: &str,
+    within: Duration,
+    mut probe: impl AsyncFnMut() -> Result<T, String>,
+) -> T {
+    let start = Instant::now();
+    loop {
+        let last = match probe().await {
+            Ok(v) => return v,
+            Err(e) => e,
+        };
+        assert!(
+            start.elapsed() < within,
+            "{what}: not within {within:?}; last seen: {last}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Polls `done` until it is true; fails the test after `within`.
+pub async fn wait_until(what: &str, within: Duration, mut done: impl AsyncFnMut() -> bool) {
+    wait_ok(what, within, async || {
+        if done().await {
+            Ok(())
+        } else {
+            Err("not yet".into())
+        }
+    })
+    .await;
 }
 
 /// GET `url` and return (status, body); any transport error becomes `Err`.

@@ -206,6 +206,7 @@ pub(super) async fn engine_loop(
             for e in shards.engines.values_mut() {
                 e.tick(now);
             }
+            metrics.engine_ticks.inc();
             if last_flush.elapsed() >= flush_interval {
                 shards.flush_all();
                 last_flush = tokio::time::Instant::now();
