@@ -1,7 +1,7 @@
 //! CLI parse → app; nothing else.
 
 use clap::{Parser, Subcommand};
-use incidentd::app;
+use incidentd::app::commands;
 use incidentd::config::Overrides;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -100,41 +100,27 @@ fn main() -> ExitCode {
                 rules,
                 cmdb,
                 store,
-            } => app::serve(
-                config,
-                Overrides {
+            } => {
+                let overrides = Overrides {
                     listen,
                     data_dir,
                     rules_dir: rules,
                     cmdb,
                     store,
-                },
-            )
-            .await
-            .map(|()| ExitCode::SUCCESS),
+                };
+                commands::serve(config, overrides).await
+            }
             Cmd::Check {
                 config,
                 rules,
                 cmdb,
             } => {
-                let problems = app::check(
-                    config,
-                    Overrides {
-                        rules_dir: rules,
-                        cmdb,
-                        ..Overrides::default()
-                    },
-                )?;
-                if problems.is_empty() {
-                    println!("ok: config and rules are valid");
-                    Ok(ExitCode::SUCCESS)
-                } else {
-                    for p in &problems {
-                        eprintln!("error: {p}");
-                    }
-                    eprintln!("{} error(s)", problems.len());
-                    Ok(ExitCode::from(1))
-                }
+                let overrides = Overrides {
+                    rules_dir: rules,
+                    cmdb,
+                    ..Overrides::default()
+                };
+                commands::check(config, overrides)
             }
             Cmd::Replay {
                 config,
@@ -143,24 +129,16 @@ fn main() -> ExitCode {
                 changes,
                 files,
             } => {
-                let cmdb = cmdb.map_or(app::CmdbChoice::Configured, app::CmdbChoice::File);
-                let setup = app::offline_setup(config.as_deref(), rules, cmdb, changes.as_deref())?;
-                let out = app::replay(setup, &files).await?;
-                for (at, r) in &out.rejected {
-                    eprintln!(
-                        "replay: {at}: {}: {} (alert rejected; the rest of the body goes on)",
-                        r.field, r.error
-                    );
-                }
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(
-                        &serde_json::json!({ "incidents": out.incidents, "problems": out.problems })
-                    )?
-                );
-                Ok(ExitCode::SUCCESS)
+                commands::replay(commands::ReplayArgs {
+                    config,
+                    rules,
+                    cmdb,
+                    changes,
+                    files,
+                })
+                .await
             }
-            Cmd::Test { dir, config } => app::run_rule_tests(&dir, config.as_deref()).await,
+            Cmd::Test { dir, config } => commands::test(&dir, config.as_deref()).await,
         }
     });
     match result {

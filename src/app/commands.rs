@@ -1,0 +1,74 @@
+//! One function per CLI command: what it prints and the exit code it
+//! returns (`main` only parses arguments).
+
+use crate::config::Overrides;
+use anyhow::Result;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+/// `incidentd serve`: runs until SIGTERM or Ctrl-C.
+pub async fn serve(config: Option<PathBuf>, overrides: Overrides) -> Result<ExitCode> {
+    super::serve(config, overrides).await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `incidentd check`: every problem on stderr; exit 1 if there is any.
+pub fn check(config: Option<PathBuf>, overrides: Overrides) -> Result<ExitCode> {
+    let problems = super::check(config, overrides)?;
+    if problems.is_empty() {
+        println!("ok: config and rules are valid");
+        return Ok(ExitCode::SUCCESS);
+    }
+    for p in &problems {
+        eprintln!("error: {p}");
+    }
+    eprintln!("{} error(s)", problems.len());
+    Ok(ExitCode::from(1))
+}
+
+/// What `incidentd replay` reads.
+pub struct ReplayArgs {
+    pub config: Option<PathBuf>,
+    pub rules: Option<PathBuf>,
+    pub cmdb: Option<PathBuf>,
+    pub changes: Option<PathBuf>,
+    pub files: Vec<PathBuf>,
+}
+
+/// `incidentd replay`: the incidents and problems as JSON on stdout; each
+/// rejected alert on stderr (the rest of its body goes on).
+pub async fn replay(args: ReplayArgs) -> Result<ExitCode> {
+    let cmdb = args
+        .cmdb
+        .map_or(super::CmdbChoice::Configured, super::CmdbChoice::File);
+    let setup = super::offline_setup(
+        args.config.as_deref(),
+        args.rules,
+        cmdb,
+        args.changes.as_deref(),
+    )?;
+    let out = super::replay(setup, &args.files).await?;
+    for (at, r) in &out.rejected {
+        eprintln!(
+            "replay: {at}: {}: {} (alert rejected; the rest of the body goes on)",
+            r.field, r.error
+        );
+    }
+    println!(
+        "{}",
+        serde_json::to_string_pretty(
+            &serde_json::json!({ "incidents": out.incidents, "problems": out.problems })
+        )?
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `incidentd test`: rule unit tests; exit 1 when any fails.
+pub async fn test(dir: &Path, config: Option<&Path>) -> Result<ExitCode> {
+    let summary = crate::ruletest::run_dir(dir, config, &mut std::io::stdout()).await?;
+    Ok(if summary.failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}

@@ -1,0 +1,367 @@
+//! `incidentd serve`: the listener, signals (SIGTERM/Ctrl-C stop, SIGHUP
+//! reloads), the answers given while the store is still opening, and the
+//! CMDB watchers around a started pipeline.
+
+use super::build::open_store;
+use super::connect;
+use super::reload::CmdbReloader;
+use crate::config::{self, Config, Overrides};
+use crate::domain::SystemClock;
+use crate::incident::task;
+use crate::offline::load_rules;
+use crate::store::DynStore;
+use crate::telemetry::{self, Metrics};
+use anyhow::{Context, Result};
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+/// What the listener answers while the store cannot be opened yet: alive
+/// (`/healthz` 200), not ready (`/readyz` 503), everything else a JSON 503
+/// with `Retry-After`.
+fn starting_router(why: Arc<std::sync::RwLock<String>>) -> axum::Router {
+    use axum::http::StatusCode;
+    use axum::response::IntoResponse;
+    let reason = move || {
+        why.read()
+            .map(|g| g.clone())
+            .unwrap_or_else(|p| p.into_inner().clone())
+    };
+    let reason2 = reason.clone();
+    axum::Router::new()
+        .route(
+            "/healthz",
+            axum::routing::get(|| async { axum::Json(serde_json::json!({ "status": "ok" })) }),
+        )
+        .route(
+            "/readyz",
+            axum::routing::get(move || {
+                let r = reason();
+                async move {
+                    (
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        axum::Json(
+                            serde_json::json!({ "ready": false, "store": "opening", "error": r }),
+                        ),
+                    )
+                }
+            }),
+        )
+        .fallback(move || {
+            let r = reason2();
+            async move {
+                let mut resp = (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    axum::Json(serde_json::json!({
+                        "error": "starting: the store is not open yet",
+                        "detail": { "store": "opening", "cause": r },
+                    })),
+                )
+                    .into_response();
+                resp.headers_mut().insert(
+                    axum::http::header::RETRY_AFTER,
+                    axum::http::HeaderValue::from_static("5"),
+                );
+                resp
+            }
+        })
+}
+
+/// A router whose routes can be swapped while it serves (the starting
+/// answers, then the pipeline's).
+fn swappable(cell: Arc<std::sync::RwLock<axum::Router>>) -> axum::Router {
+    use tower::ServiceExt;
+    axum::Router::new().fallback_service(tower::service_fn(move |req: axum::extract::Request| {
+        let router = match cell.read() {
+            Ok(g) => g.clone(),
+            Err(p) => p.into_inner().clone(),
+        };
+        router.oneshot(req)
+    }))
+}
+
+/// Open the store, retrying until it opens (a database that is read-only,
+/// or a PostgreSQL server that is down, at start should not need a restart
+/// once fixed), or until `stop`.
+/// A failure that waiting cannot mend is returned instead: a server
+/// certificate that does not verify, or settings the driver refuses, need
+/// the operator (exit 1 with the cause), not an endless retry.
+async fn open_store_patiently(
+    cfg: &Config,
+    why: &std::sync::RwLock<String>,
+    stop: &CancellationToken,
+) -> Result<Option<DynStore>> {
+    let mut wait = Duration::from_secs(1);
+    loop {
+        match open_store(cfg).await {
+            Ok(s) => return Ok(Some(s)),
+            Err(e) if retry_cannot_fix(&e) => return Err(e),
+            Err(e) => {
+                let err: &(dyn std::error::Error + 'static) = e.as_ref();
+                let text = crate::net::chain(err);
+                tracing::error!(error = %text, retry_in = ?wait, "cannot open the store; /healthz answers, /readyz says why, retrying");
+                match why.write() {
+                    Ok(mut g) => *g = text,
+                    Err(p) => *p.into_inner() = text,
+                }
+            }
+        }
+        tokio::select! {
+            () = stop.cancelled() => return Ok(None),
+            () = tokio::time::sleep(wait) => {}
+        }
+        wait = (wait * 2).min(Duration::from_secs(30));
+    }
+}
+
+/// TLS verification and driver configuration errors, anywhere in the chain.
+fn retry_cannot_fix(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.is::<rustls::Error>()
+            // An io::Error's source() skips the error it wraps.
+            || c.downcast_ref::<std::io::Error>()
+                .and_then(std::io::Error::get_ref)
+                .is_some_and(|inner| inner.is::<rustls::Error>())
+            || matches!(
+                c.downcast_ref::<sqlx::Error>(),
+                Some(sqlx::Error::Tls(_) | sqlx::Error::Configuration(_))
+            )
+    })
+}
+
+/// `incidentd serve`: the configuration read, logging set up, SIGHUP
+/// taken over and the listener bound, the daemon runs until SIGTERM or
+/// Ctrl-C.
+pub async fn serve(config_file: Option<PathBuf>, overrides: Overrides) -> Result<()> {
+    let cfg = config::load(config_file.as_deref(), &overrides)?;
+    telemetry::init_tracing(&cfg.log_level, cfg.log_format == config::LogFormat::Json);
+    let hangups = take_hangups();
+    let listener = tokio::net::TcpListener::bind(cfg.listen)
+        .await
+        .with_context(|| format!("binding {}", cfg.listen))?;
+    run(cfg, listener, hangups, async {
+        wait_for_stop_signal().await;
+        tracing::info!("shutting down: finishing requests, flushing state");
+    })
+    .await
+}
+
+/// The daemon on a bound listener until `shutdown` resolves (or the
+/// pipeline stops by itself): answers at once, opens the store (retrying),
+/// starts the pipeline and swaps its routes in; then drains and stops.
+pub(super) async fn run(
+    cfg: Config,
+    listener: tokio::net::TcpListener,
+    hangups: Hangups,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<()> {
+    // The certificate is loaded before anything is served: a broken one
+    // stops the start with its cause instead of failing every handshake.
+    let tls = cfg
+        .listen_tls
+        .clone()
+        .map(crate::net::listener::TlsCell::load)
+        .transpose()
+        .context("loading the listener's TLS certificate")?;
+    if let Some(w) = connect::open_api_warning(&cfg) {
+        tracing::warn!("{w}");
+    }
+    // Rules are checked before anything is served: their errors need the
+    // operator, not a retry (the CMDB is checked when the pipeline starts).
+    load_rules(&cfg.rules_dir)?;
+    let metrics = Metrics::new();
+    let stopping = CancellationToken::new();
+    {
+        let stopping = stopping.clone();
+        tokio::spawn(async move {
+            shutdown.await;
+            stopping.cancel();
+        });
+    }
+    let why = Arc::new(std::sync::RwLock::new(String::new()));
+    let routes = Arc::new(std::sync::RwLock::new(starting_router(why.clone())));
+    let settings = crate::net::server::ServerSettings {
+        max_connections: connect::max_connections(cfg.max_connections),
+        header_read_timeout: cfg.header_read_timeout,
+        idle_timeout: cfg.idle_timeout,
+        drain: cfg.request_timeout + Duration::from_secs(2),
+    };
+    let server = {
+        let stop = stopping.clone();
+        tokio::spawn(crate::net::server::serve(
+            listener,
+            tls.clone(),
+            swappable(routes.clone()),
+            settings,
+            Arc::new(telemetry::ConnMetrics::new(&metrics)),
+            async move { stop.cancelled().await },
+        ))
+    };
+    tracing::info!(
+        listen = %cfg.listen,
+        scheme = if tls.is_some() { "https" } else { "http" },
+        client_certificates = cfg.listen_tls.as_ref().is_some_and(|t| t.client_ca_file.is_some()),
+        data_dir = %cfg.data_dir.display(),
+        "incidentd serving"
+    );
+    let opened = match open_store_patiently(&cfg, &why, &stopping).await {
+        Ok(opened) => opened,
+        Err(e) => {
+            stopping.cancel();
+            let _ = server.await;
+            return Err(e);
+        }
+    };
+    let Some(store) = opened else {
+        let _ = server.await;
+        return Ok(());
+    };
+    let running = super::start_with(&cfg, Arc::new(SystemClock), store, metrics).await?;
+    match routes.write() {
+        Ok(mut g) => *g = running.router.clone(),
+        Err(p) => *p.into_inner() = running.router.clone(),
+    }
+    let reloader = CmdbReloader::new(
+        &cfg,
+        running.cmdb.clone(),
+        running.engine.clone(),
+        running.metrics.clone(),
+    );
+    running.tracker.spawn(reload_on_sighup(
+        cfg.clone(),
+        running.engine.clone(),
+        running.metrics.clone(),
+        reloader.clone(),
+        tls.clone(),
+        hangups,
+        running.cancel.clone(),
+    ));
+    running.tracker.spawn(
+        reloader
+            .clone()
+            .watch_file(cfg.cmdb_reload_interval, running.cancel.clone()),
+    );
+    if let Some(sn) = cfg.servicenow.clone() {
+        running
+            .tracker
+            .spawn(reloader.sync_servicenow(sn, running.cancel.clone()));
+    }
+    {
+        // The pipeline stopping by itself (a fatal error) stops the server.
+        let (stop, cancel) = (stopping.clone(), running.cancel.clone());
+        tokio::spawn(async move {
+            cancel.cancelled().await;
+            stop.cancel();
+        });
+    }
+    let served = match server.await {
+        Ok(r) => r.context("HTTP server failed"),
+        Err(e) => Err(anyhow::anyhow!("HTTP server task failed: {e}")),
+    };
+    running.shutdown().await;
+    tracing::info!("stopped");
+    served
+}
+
+async fn wait_for_stop_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+/// SIGHUP, taken over before anything is served: until then its default
+/// action ends the process, so a reload sent as soon as `/readyz` answers
+/// would kill the daemon. One sent while the store is opening waits.
+#[cfg(unix)]
+pub(super) type Hangups = Option<tokio::signal::unix::Signal>;
+#[cfg(not(unix))]
+pub(super) type Hangups = ();
+
+fn take_hangups() -> Hangups {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        signal(SignalKind::hangup()).ok()
+    }
+}
+
+/// SIGHUP: reload rules atomically (a bad file keeps the old rules), the
+/// CMDB, and the listener's certificate (a bad one keeps the old; open
+/// connections are not touched either way).
+async fn reload_on_sighup(
+    cfg: Config,
+    engine: task::EngineHandle,
+    metrics: Metrics,
+    cmdb: CmdbReloader,
+    tls: Option<crate::net::listener::TlsCell>,
+    hangups: Hangups,
+    cancel: CancellationToken,
+) {
+    #[cfg(unix)]
+    {
+        let Some(mut hup) = hangups else {
+            tracing::warn!("cannot listen for SIGHUP; rule reload disabled");
+            return;
+        };
+        loop {
+            tokio::select! {
+                () = cancel.cancelled() => return,
+                r = hup.recv() => if r.is_none() { return },
+            }
+            let dir = cfg.rules_dir.clone();
+            let loaded = tokio::task::spawn_blocking(move || load_rules(&dir)).await;
+            match loaded {
+                Ok(Ok(rules)) => {
+                    let n = rules.len();
+                    if engine.set_rules(Arc::new(rules)).await.is_ok() {
+                        metrics.rules_loaded.set(i64::try_from(n).unwrap_or(0));
+                        metrics.rule_reloads.with_label_values(&["success"]).inc();
+                        tracing::info!(rules = n, "rules reloaded");
+                    }
+                }
+                Ok(Err(e)) => {
+                    metrics.rule_reloads.with_label_values(&["failure"]).inc();
+                    tracing::error!(error = %e, "rule reload failed; keeping the previous rules");
+                }
+                Err(e) => tracing::error!(error = %e, "rule reload task failed"),
+            }
+            cmdb.reload_file(true).await;
+            if let Some(cell) = &tls {
+                let cell = cell.clone();
+                match tokio::task::spawn_blocking(move || cell.reload()).await {
+                    Ok(Ok(())) => {
+                        metrics.tls_reloads.with_label_values(&["success"]).inc();
+                        tracing::info!("listener certificate reloaded");
+                    }
+                    Ok(Err(e)) => {
+                        metrics.tls_reloads.with_label_values(&["failure"]).inc();
+                        tracing::error!(error = %e, "listener certificate reload failed; keeping the previous certificate");
+                    }
+                    Err(e) => tracing::error!(error = %e, "certificate reload task failed"),
+                }
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = (cfg, engine, metrics, cmdb, tls, cancel);
+    }
+}
