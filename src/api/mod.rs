@@ -3,6 +3,7 @@
 
 use crate::domain::{Incident, IncidentId, IncidentState, Source, TimelineEntry};
 use crate::incident::EngineError;
+use crate::incident::actions::{self, ActError, Action, Actions, Outcome};
 use crate::incident::task::{EngineHandle, Operation, PipelineError};
 use crate::normalize::{self, Event, NormalizeError};
 use crate::store::{AlertRecord, DynStore, IncidentQuery, Page, StateFilter};
@@ -75,6 +76,17 @@ pub enum ApiError {
         "webhook ingest is off: [kafka] consumes external topics only; set kafka.ingest_topic to accept webhooks"
     )]
     IngressDisabled,
+}
+
+impl From<ActError> for ApiError {
+    fn from(e: ActError) -> Self {
+        match e {
+            ActError::NotFound(id) => ApiError::NotFound(id),
+            ActError::Pipeline(e) => ApiError::Pipeline(e),
+            ActError::Store(e) => ApiError::Store(e),
+            ActError::Forward(e) => ApiError::Publish(e),
+        }
+    }
 }
 
 impl IntoResponse for ApiError {
@@ -271,11 +283,10 @@ pub struct AppState {
     pub ingress: Ingress,
     /// The Kafka consumer, for readiness.
     pub kafka: Option<crate::ingest::KafkaSource>,
-    /// Kafka mode: acknowledge/resolve of an incident another instance
-    /// owns travel to it as a command message.
-    pub forwarder: Option<Arc<crate::ingest::Forwarder>>,
-    /// How long a forwarded command is awaited before answering 202.
-    pub forward_wait: Duration,
+    /// Acknowledge, resolve, hold and resume, from the API and the ITSM
+    /// webhooks (in Kafka mode forwarded to the owner when it is another
+    /// instance).
+    pub actions: Actions,
     /// SLO figures, computed at each scrape.
     pub slo: Arc<crate::slo::export::SloExporter>,
     /// Hold reasons that stop SLA clocks (`sla.pause_on`).
@@ -465,14 +476,35 @@ impl IngestResponse {
     }
 }
 
-fn body_bytes(body: Result<Bytes, BytesRejection>, limit: usize) -> Result<Bytes, ApiError> {
-    body.map_err(|e| {
-        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::TooLarge(limit)
-        } else {
-            ApiError::Body(e.body_text())
-        }
-    })
+/// A request body for every endpoint that takes one: the rejection (too
+/// large, unreadable) is already the API's error, and is raised only when
+/// the handler asks, after its own checks (authentication comes first).
+struct Body(Result<Bytes, ApiError>);
+
+impl Body {
+    fn bytes(self) -> Result<Bytes, ApiError> {
+        self.0
+    }
+}
+
+impl axum::extract::FromRequest<Shared> for Body {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request(
+        req: axum::extract::Request,
+        st: &Shared,
+    ) -> Result<Self, Self::Rejection> {
+        let limit = st.max_body_bytes;
+        Ok(Body(Bytes::from_request(req, st).await.map_err(
+            |e: BytesRejection| {
+                if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                    ApiError::TooLarge(limit)
+                } else {
+                    ApiError::Body(e.body_text())
+                }
+            },
+        )))
+    }
 }
 
 fn admit(
@@ -642,11 +674,11 @@ async fn receive<T: Send + 'static>(
     gate: &SourceGate,
     src: Source,
     headers: &HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    body: Body,
     parser: impl FnOnce(&[u8], &normalize::Intake) -> Result<T, NormalizeError> + Send + 'static,
 ) -> Result<T, ApiError> {
     admit(st, gate, src, headers)?;
-    let body = body_bytes(body, st.max_body_bytes).map_err(|e| invalid(st, src, e))?;
+    let body = body.bytes().map_err(|e| invalid(st, src, e))?;
     let intake = normalize::Intake {
         now: st.clock.now(),
         limits: st.alert_limits,
@@ -690,7 +722,7 @@ fn note_batch(st: &AppState, src: Source, batch: &normalize::Batch) {
 async fn post_alertmanager(
     State(st): State<Shared>,
     headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    body: Body,
 ) -> Result<Json<IngestResponse>, ApiError> {
     let src = Source::Alertmanager;
     let batch = receive(
@@ -710,7 +742,7 @@ async fn post_alertmanager(
 async fn post_canonical(
     State(st): State<Shared>,
     headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    body: Body,
 ) -> Result<Json<IngestResponse>, ApiError> {
     let src = Source::Api;
     let batch = receive(
@@ -730,10 +762,10 @@ async fn post_canonical(
 async fn post_pagerduty(
     State(st): State<Shared>,
     headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    body: Body,
 ) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
     let src = Source::Pagerduty;
-    let raw = body.as_ref().ok().cloned();
+    let raw = body.0.as_ref().ok().cloned();
     let (events, key) = receive(
         &st,
         &st.pagerduty,
@@ -1115,105 +1147,51 @@ fn check_text(field: &str, v: &str, max: usize) -> Result<(), ApiError> {
 
 /// Shared by ack, resolve, hold and resume: 404 for an unknown id, 409 for
 /// one that is not active (or already acknowledged, already on hold, not
-/// on hold). In Kafka mode an incident that
-/// another instance owns is forwarded to it (see [`forward`]).
+/// on hold). In Kafka mode an incident that another instance owns is
+/// forwarded to it: 200 once the store shows the effect, else 202.
 async fn incident_action(
     st: &AppState,
     headers: &HeaderMap,
     raw: &str,
-    body: Result<Bytes, BytesRejection>,
+    body: Body,
     op: Operation,
 ) -> Result<Response, ApiError> {
     let actor = authorize(st, headers, Need::Operate)?;
     let id = parse_id(raw)?;
-    let (who, reason) = action_body(&body_bytes(body, st.max_body_bytes)?, op, st.max_text_bytes)?;
+    let (who, reason) = action_body(&body.bytes()?, op, st.max_text_bytes)?;
     // With tokens, who acted is the token's name, not what the body says.
-    let who = actor.unwrap_or(who);
-    let result = st.engine.act(id, who.clone(), op, reason.clone()).await;
-    let err = match result {
-        Ok(inc) => return Ok(Json(inc).into_response()),
-        Err(e) => e,
-    };
-    let PipelineError::Engine(EngineError::NotActive(_)) = err else {
-        return Err(err.into());
-    };
-    // Not active in this instance's engines: unknown, finished, or owned
-    // by another instance.
-    let Some(stored) = st.store.get_incident(id).await? else {
-        return Err(ApiError::NotFound(id));
-    };
-    if stored.state == IncidentState::Resolved {
-        return Err(ApiError::Pipeline(EngineError::NotActive(id).into()));
-    }
-    let conflict = match op {
-        Operation::Acknowledge if stored.state != IncidentState::Open => {
-            Some(EngineError::AlreadyAcknowledged(id))
-        }
-        Operation::Hold if stored.current_hold().is_some() => Some(EngineError::AlreadyOnHold(id)),
-        Operation::Resume if stored.current_hold().is_none() => Some(EngineError::NotOnHold(id)),
-        _ => None,
-    };
-    if let Some(e) = conflict {
-        return Err(ApiError::Pipeline(e.into()));
-    }
-    match &st.forwarder {
-        Some(f) => forward(st, f, stored, who, op, reason).await,
-        None => Err(ApiError::Pipeline(EngineError::NotActive(id).into())),
-    }
-}
-
-/// Send the action to the incident's owner through its partition and wait
-/// (up to `forward_wait`) until the store shows its effect: 200 with the
-/// incident, or 202 when the owner has not applied it yet (it will: the
-/// command is on the topic, acknowledged by the broker).
-async fn forward(
-    st: &AppState,
-    f: &crate::ingest::Forwarder,
-    stored: Incident,
-    by: String,
-    op: Operation,
-    reason: Option<String>,
-) -> Result<Response, ApiError> {
-    let id = stored.id;
-    let holds_before = stored.holds.len();
-    let cmd = crate::ingest::IncidentCommand {
-        command: op,
-        incident: id.0,
-        by,
-        reason,
-    };
-    let deadline = tokio::time::Instant::now() + st.forward_wait;
-    f.forward(stored.shard, &cmd)
-        .await
-        .map_err(|e| ApiError::Publish(e.to_string()))?;
-    loop {
-        if let Some(inc) = st.store.get_incident(id).await? {
-            let done = match op {
-                Operation::Acknowledge => inc.state != IncidentState::Open,
-                Operation::Resolve => inc.state == IncidentState::Resolved,
-                Operation::Hold => inc.holds.len() > holds_before,
-                Operation::Resume => inc.current_hold().is_none(),
-            };
-            if done {
-                return Ok(Json(inc).into_response());
-            }
-        }
-        if tokio::time::Instant::now() >= deadline {
-            return Ok((
-                StatusCode::ACCEPTED,
-                Json(json!({ "id": id.0, "status": "forwarded", "shard": stored.shard })),
-            )
-                .into_response());
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let actor = actor.unwrap_or(who);
+    let outcome = st
+        .actions
+        .act(Action {
+            id,
+            actor,
+            op,
+            reason,
+        })
+        .await?;
+    Ok(match outcome {
+        Outcome::Applied(inc)
+        | Outcome::Forwarded {
+            applied: Some(inc), ..
+        } => Json(inc).into_response(),
+        Outcome::Forwarded {
+            shard,
+            applied: None,
+        } => (
+            StatusCode::ACCEPTED,
+            Json(json!({ "id": id.0, "status": "forwarded", "shard": shard })),
+        )
+            .into_response(),
+        Outcome::Unchanged(e) => return Err(ApiError::Pipeline(e.into())),
+    })
 }
 
 async fn ack_incident(
     State(st): State<Shared>,
     headers: HeaderMap,
     Path(raw): Path<String>,
-    body: Result<Bytes, BytesRejection>,
+    body: Body,
 ) -> Result<Response, ApiError> {
     incident_action(&st, &headers, &raw, body, Operation::Acknowledge).await
 }
@@ -1222,7 +1200,7 @@ async fn resolve_incident(
     State(st): State<Shared>,
     headers: HeaderMap,
     Path(raw): Path<String>,
-    body: Result<Bytes, BytesRejection>,
+    body: Body,
 ) -> Result<Response, ApiError> {
     incident_action(&st, &headers, &raw, body, Operation::Resolve).await
 }
@@ -1235,9 +1213,9 @@ async fn inbound_webhook(
     State(st): State<Shared>,
     headers: HeaderMap,
     Path(destination): Path<String>,
-    body: Result<Bytes, BytesRejection>,
+    body: Body,
 ) -> Result<Response, ApiError> {
-    use crate::outbound::inbound::{self, Action};
+    use crate::outbound::inbound;
     // Authenticated before routed: whoever has no destination's token
     // learns nothing about which destination names exist.
     let got = bearer(&headers).unwrap_or_default().as_bytes();
@@ -1257,7 +1235,7 @@ async fn inbound_webhook(
         // One destination's token does not speak for another.
         return Err(ApiError::Unauthorized);
     }
-    let body = body_bytes(body, st.max_body_bytes)?;
+    let body = body.bytes()?;
     let v: serde_json::Value = serde_json::from_slice(&body).map_err(|e| {
         ApiError::Invalid(NormalizeError::field(
             "body",
@@ -1273,74 +1251,61 @@ async fn inbound_webhook(
         parsed.map_err(|e| ApiError::Invalid(NormalizeError::field(e.field, None, e.message)))?;
     let id = update.incident;
     let (op, done) = match update.action {
-        Action::Acknowledge => (Operation::Acknowledge, "acknowledged"),
-        Action::Resolve => (Operation::Resolve, "resolved"),
-        Action::None => {
+        inbound::Action::Acknowledge => (Operation::Acknowledge, "acknowledged"),
+        inbound::Action::Resolve => (Operation::Resolve, "resolved"),
+        inbound::Action::None => {
             return Ok(Json(json!({ "incident": id.0, "action": "none" })).into_response());
         }
     };
-    let unchanged = |reason: &str| {
-        Json(json!({ "incident": id.0, "action": "none", "reason": reason })).into_response()
-    };
-    let applied = |st: &AppState| {
-        st.metrics
-            .outbound
-            .inbound
-            .with_label_values(&[destination.as_str(), "webhook", done])
-            .inc();
-    };
-    match st.engine.act(id, update.actor.clone(), op, None).await {
-        Ok(inc) => {
-            applied(&st);
-            Ok(
-                Json(json!({ "incident": id.0, "action": done, "state": inc.state.as_str() }))
+    let outcome = st
+        .actions
+        .act(Action {
+            id,
+            actor: update.actor,
+            op,
+            reason: None,
+        })
+        .await?;
+    let (status, answer) = match outcome {
+        Outcome::Unchanged(e) => {
+            let reason = actions::unchanged_reason(&e);
+            return Ok(
+                Json(json!({ "incident": id.0, "action": "none", "reason": reason }))
                     .into_response(),
-            )
+            );
         }
-        Err(PipelineError::Engine(EngineError::AlreadyAcknowledged(_))) => {
-            Ok(unchanged("already acknowledged"))
-        }
-        Err(PipelineError::Engine(EngineError::NotActive(_))) => {
-            // Not in this instance's engines: finished, or (Kafka) owned by
-            // another instance, which is told through its partition.
-            let stored = match st.store.get_incident(id).await? {
-                None => return Err(ApiError::NotFound(id)),
-                Some(s) if s.state == IncidentState::Resolved => {
-                    return Ok(unchanged("already resolved"));
-                }
-                Some(s) => s,
-            };
-            if op == Operation::Acknowledge && stored.state != IncidentState::Open {
-                return Ok(unchanged("already acknowledged"));
-            }
-            let Some(f) = &st.forwarder else {
-                return Ok(unchanged("already resolved"));
-            };
-            let shard = stored.shard;
-            let r = forward(&st, f, stored, update.actor, op, None).await?;
-            let status = r.status();
-            applied(&st);
-            Ok((
-                status,
-                Json(json!({
-                    "incident": id.0,
-                    "action": done,
-                    "forwarded": true,
-                    "shard": shard,
-                    "applied": status == StatusCode::OK,
-                })),
-            )
-                .into_response())
-        }
-        Err(e) => Err(e.into()),
-    }
+        Outcome::Applied(inc) => (
+            StatusCode::OK,
+            json!({ "incident": id.0, "action": done, "state": inc.state.as_str() }),
+        ),
+        Outcome::Forwarded { shard, applied } => (
+            if applied.is_some() {
+                StatusCode::OK
+            } else {
+                StatusCode::ACCEPTED
+            },
+            json!({
+                "incident": id.0,
+                "action": done,
+                "forwarded": true,
+                "shard": shard,
+                "applied": applied.is_some(),
+            }),
+        ),
+    };
+    st.metrics
+        .outbound
+        .inbound
+        .with_label_values(&[destination.as_str(), "webhook", done])
+        .inc();
+    Ok((status, Json(answer)).into_response())
 }
 
 async fn hold_incident(
     State(st): State<Shared>,
     headers: HeaderMap,
     Path(raw): Path<String>,
-    body: Result<Bytes, BytesRejection>,
+    body: Body,
 ) -> Result<Response, ApiError> {
     incident_action(&st, &headers, &raw, body, Operation::Hold).await
 }
@@ -1349,7 +1314,7 @@ async fn resume_incident(
     State(st): State<Shared>,
     headers: HeaderMap,
     Path(raw): Path<String>,
-    body: Result<Bytes, BytesRejection>,
+    body: Body,
 ) -> Result<Response, ApiError> {
     incident_action(&st, &headers, &raw, body, Operation::Resume).await
 }
@@ -1408,10 +1373,10 @@ async fn metrics(State(st): State<Shared>) -> Response {
 async fn post_changes(
     State(st): State<Shared>,
     headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    body: Body,
 ) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
     authorize(&st, &headers, Need::Operate)?;
-    let body = body_bytes(body, st.max_body_bytes)?;
+    let body = body.bytes()?;
     let changes = tokio::task::spawn_blocking(move || crate::change::parse_changes(&body))
         .await
         .map_err(|e| ApiError::Internal(e.to_string()))?

@@ -10,6 +10,7 @@ use crate::change::ChangeRecord;
 use crate::cmdb::SharedCmdb;
 use crate::config::{self, Config, KafkaConfig};
 use crate::domain::Clock;
+use crate::incident::actions::{Actions, Forward};
 use crate::incident::task::{self, PipelineOptions};
 use crate::ingest::kafka::{SourceDeps, Windows};
 use crate::ingest::{KafkaSource, Publisher};
@@ -83,8 +84,10 @@ pub(super) async fn spawn(
         None => (None, None, None),
     };
     metrics.known_destinations(cfg.outbound.iter().map(|d| d.name.as_str()));
+    let forward = forwarder.map(|f| f as Arc<dyn Forward>);
+    let actions = Actions::new(handle.clone(), store.clone(), forward, cfg.request_timeout);
     for d in parts.destinations {
-        run.sender(d, &ownership);
+        run.sender(d, &ownership, &actions);
     }
     tracker.spawn(crate::outbound::sender::prune(
         store.clone(),
@@ -125,8 +128,7 @@ pub(super) async fn spawn(
             (Some(_), None) => api::Ingress::Disabled,
         },
         kafka: kafka_source,
-        forwarder,
-        forward_wait: cfg.request_timeout,
+        actions,
         slo,
         sla_pause_on: cfg.engine.sla_pause_on.clone(),
         inbound: parts.inbound,
@@ -237,7 +239,7 @@ impl Ctx<'_> {
     }
 
     /// One destination's outbox sender.
-    fn sender(&self, d: Destination, ownership: &Arc<Ownership>) {
+    fn sender(&self, d: Destination, ownership: &Arc<Ownership>, actions: &Actions) {
         let d_cfg = d.cfg.clone();
         let sender = crate::outbound::sender::Sender::new(
             d.cfg,
@@ -247,7 +249,7 @@ impl Ctx<'_> {
             self.clock.clone(),
             self.metrics.outbound.clone(),
             ownership.clone(),
-            self.engine.clone(),
+            actions.clone(),
         );
         if d_cfg.url.starts_with("https://")
             && let Some(e) = crate::net::tls::trust_problem(&d_cfg.net.tls)

@@ -7,6 +7,7 @@
 //! event time (`startsAt`, `endsAt`), so replaying a recorded stream gives the
 //! incidents live ingest gave. Memory retention runs on engine time (`now`).
 
+pub mod actions;
 mod placement;
 pub mod problems;
 mod projection;

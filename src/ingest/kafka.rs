@@ -1080,3 +1080,24 @@ pub fn parse_message(
         TopicFormat::Alertmanager => normalize::parse_alertmanager(body, intake),
     }
 }
+
+/// The action service forwards through the command topic.
+impl crate::incident::actions::Forward for Forwarder {
+    fn forward<'a>(
+        &'a self,
+        shard: u32,
+        a: &'a crate::incident::actions::Action,
+    ) -> crate::store::BoxFuture<'a, Result<(), String>> {
+        Box::pin(async move {
+            let cmd = IncidentCommand {
+                command: a.op,
+                incident: a.id.0,
+                by: a.actor.clone(),
+                reason: a.reason.clone(),
+            };
+            Forwarder::forward(self, shard, &cmd)
+                .await
+                .map_err(|e| e.to_string())
+        })
+    }
+}

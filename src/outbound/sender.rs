@@ -13,8 +13,8 @@ use super::retry::{self, Breaker, BreakerState, Outcome};
 use super::settings::{DestinationConfig, DestinationKind};
 use super::{EventKind, Method, Request};
 use crate::domain::{Clock, IncidentId, TimelineEntry, TimelineKind, Timestamp};
-use crate::incident::EngineError;
-use crate::incident::task::{EngineHandle, Operation, PipelineError};
+use crate::incident::actions::{ActError, Action, Actions, Outcome as Acted};
+use crate::incident::task::Operation;
 use crate::net::FailureReason;
 use crate::store::{Delivery, DynStore, OutboxRow, StoreError};
 use crate::telemetry::OutboundMetrics;
@@ -51,7 +51,7 @@ pub struct Sender {
     /// The shards whose messages are ours to deliver.
     ownership: Arc<Ownership>,
     /// Where tickets read back act (polling).
-    engine: EngineHandle,
+    actions: Actions,
     limiter: DefaultDirectRateLimiter,
     breaker: Breaker,
     /// State of the jitter generator.
@@ -75,7 +75,7 @@ impl Sender {
         clock: Arc<dyn Clock>,
         metrics: OutboundMetrics,
         ownership: Arc<Ownership>,
-        engine: EngineHandle,
+        actions: Actions,
     ) -> Sender {
         let burst = NonZeroU32::new(cfg.burst).unwrap_or(NonZeroU32::MIN);
         let period = Duration::from_secs_f64(1.0 / cfg.rate_limit.max(1e-6));
@@ -92,7 +92,7 @@ impl Sender {
             clock,
             metrics,
             ownership,
-            engine,
+            actions,
             limiter: RateLimiter::direct(quota),
             breaker,
             seed,
@@ -249,8 +249,14 @@ impl Sender {
                     super::inbound::Action::Acknowledge => Operation::Acknowledge,
                     super::inbound::Action::None => continue,
                 };
-                match self.engine.act(u.incident, u.actor.clone(), op, None).await {
-                    Ok(_) => {
+                let action = Action {
+                    id: u.incident,
+                    actor: u.actor.clone(),
+                    op,
+                    reason: None,
+                };
+                match self.actions.act(action).await {
+                    Ok(Acted::Applied(_) | Acted::Forwarded { .. }) => {
                         let action = match op {
                             Operation::Acknowledge => "acknowledged",
                             _ => "resolved",
@@ -261,9 +267,8 @@ impl Sender {
                             .inc();
                         tracing::info!(destination = %self.cfg.name, incident = u.incident.0, by = %u.actor, action, "ticket changed downstream; incident follows");
                     }
-                    Err(PipelineError::Engine(
-                        EngineError::NotActive(_) | EngineError::AlreadyAcknowledged(_),
-                    )) => {}
+                    // Already there, or gone meanwhile.
+                    Ok(Acted::Unchanged(_)) | Err(ActError::NotFound(_)) => {}
                     Err(e) => {
                         tracing::warn!(destination = %self.cfg.name, incident = u.incident.0, error = %e, "applying a ticket read back");
                     }
