@@ -11,7 +11,7 @@ use crate::config::{self, Config, KafkaConfig, Secret};
 use crate::domain::Timestamp;
 use crate::incident::Engine;
 use crate::offline::{initial_cmdb, load_rules};
-use crate::outbound::sender::Credential;
+use crate::outbound::Credential;
 use crate::rules::RuleSet;
 use crate::store::{DynStore, PgStore, SqliteOptions, SqliteStore};
 use crate::telemetry::Metrics;

@@ -89,7 +89,7 @@ pub(super) async fn spawn(
     for d in parts.destinations {
         run.sender(d, &ownership, &actions);
     }
-    tracker.spawn(crate::outbound::sender::prune(
+    tracker.spawn(crate::outbound::retention::prune(
         store.clone(),
         clock.clone(),
         cfg.outbound_retention,
@@ -249,8 +249,10 @@ impl Ctx<'_> {
             self.clock.clone(),
             self.metrics.outbound.clone(),
             ownership.clone(),
-            actions.clone(),
         );
+        if let Some(poller) = sender.poller(actions.clone()) {
+            self.tracker.spawn(poller.run(self.cancel.clone()));
+        }
         if d_cfg.url.starts_with("https://")
             && let Some(e) = crate::net::tls::trust_problem(&d_cfg.net.tls)
         {

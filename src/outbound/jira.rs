@@ -6,8 +6,13 @@
 //! the issue (`GET …/transitions`) and picked by the status category they
 //! lead to, never hard-coded.
 
+use super::destination::{Credential, Destination, TicketReader, work_note};
+use super::inbound::InboundUpdate;
+use super::link::{Answer, Link, Ticket, TicketCalls};
 use super::{EventKind, Method, Request, external_key, summary, truncate};
 use crate::domain::Incident;
+use crate::domain::{IncidentId, Timestamp};
+use crate::store::{BoxFuture, OutboxRow, StoreError};
 use serde_json::json;
 
 /// Where requests are created.
@@ -166,6 +171,90 @@ pub fn transition(key: &str, id: &str) -> Request {
         format!("/rest/api/2/issue/{key}/transitions"),
         json!({ "transition": { "id": id } }),
     )
+}
+
+/// A Jira (Service Management) project.
+pub struct Jira {
+    pub target: Target,
+    pub resolve_transition: Option<String>,
+    pub credential: Credential,
+}
+
+impl Destination for Jira {
+    fn authorize(
+        &self,
+        rb: reqwest::RequestBuilder,
+        _body: Option<&[u8]>,
+        _delivery: i64,
+        _now: Timestamp,
+    ) -> reqwest::RequestBuilder {
+        self.credential.apply(rb)
+    }
+
+    /// The issue key (stored, else searched by label, else created: a
+    /// create whose answer was lost is found by the search of the retry),
+    /// then the transition the event calls for (looked up on the issue,
+    /// picked by the status category it leads to; none available, e.g.
+    /// already done: nothing to move) and a comment. The transition goes
+    /// first, so a retry after a failed comment finds it done and does not
+    /// move the issue twice.
+    fn deliver<'a>(
+        &'a self,
+        link: &'a Link,
+        row: &'a OutboxRow,
+    ) -> BoxFuture<'a, Result<Option<Answer>, StoreError>> {
+        Box::pin(async move {
+            let inc = &row.message.incident;
+            let kind = row.message.kind;
+            let ticket = link
+                .ticket(row, || TicketCalls {
+                    lookup: search(inc),
+                    found: found_key,
+                    create: create(inc, &self.target),
+                    created: created_key,
+                    no_id: "the create answered without an issue key",
+                })
+                .await?;
+            let key = match ticket {
+                Ticket::Known(k) => k,
+                Ticket::Done(answer) => return Ok(Some(answer)),
+            };
+            if let Some(category) = category_for(kind) {
+                let available = link.call(&transitions(&key), row.id).await;
+                if !available.ok() {
+                    return Ok(Some(available));
+                }
+                let preferred = (kind == EventKind::Resolved)
+                    .then_some(self.resolve_transition.as_deref())
+                    .flatten();
+                if let Some(id) = pick_transition(&available.json, category, preferred) {
+                    let moved = link.call(&transition(&key, &id), row.id).await;
+                    if !moved.ok() {
+                        return Ok(Some(moved));
+                    }
+                }
+            }
+            Ok(Some(
+                link.call(&comment(&key, &work_note(inc, kind)), row.id)
+                    .await,
+            ))
+        })
+    }
+
+    fn reader(&self) -> Option<&dyn TicketReader> {
+        Some(self)
+    }
+}
+
+impl TicketReader for Jira {
+    fn query(&self, batch: &[(IncidentId, String)]) -> Request {
+        let ids: Vec<IncidentId> = batch.iter().map(|(i, _)| *i).collect();
+        super::poll::jira(&ids)
+    }
+
+    fn updates(&self, answer: &serde_json::Value) -> Vec<InboundUpdate> {
+        super::poll::jira_updates(answer)
+    }
 }
 
 #[cfg(test)]

@@ -1,7 +1,9 @@
 //! Outbound integrations (DESIGN §6): what a destination must hear of when
 //! an incident changes, and the requests each destination's API takes for
-//! it. Everything here is pure: the outbox sender (next) executes the
-//! [`Request`]s, retries them by [`retry`], and records the outcome.
+//! it. Each destination implements [`destination::Destination`] in its own
+//! file from pure request builders; the outbox sender ([`sender`]) delivers
+//! through it ([`link`] makes the calls), retries by [`retry`] and records
+//! the outcome; [`poller`] reads tickets back.
 //!
 //! Idempotency lives in the requests themselves, so that a retry after a
 //! lost answer changes nothing downstream: PagerDuty and Opsgenie act by a
@@ -9,12 +11,16 @@
 //! looked up by `correlation_id` before a create, and the generic webhook
 //! carries a delivery id that receivers deduplicate on.
 
+pub mod destination;
 pub mod inbound;
 pub mod jira;
+pub mod link;
 pub mod opsgenie;
 pub mod owned;
 pub mod pagerduty;
 pub mod poll;
+pub mod poller;
+pub mod retention;
 pub mod retry;
 pub mod sender;
 pub mod servicenow;
@@ -24,6 +30,7 @@ pub mod webhook;
 
 pub use crate::domain::outbox::{EventKind, changes};
 use crate::domain::{Incident, Priority};
+pub use destination::Credential;
 use serde::{Deserialize, Serialize};
 
 /// The key that names an incident downstream (PagerDuty `dedup_key`,

@@ -3,8 +3,12 @@
 //! alias (`identifierType=alias`), so a retried create is deduplicated by
 //! Opsgenie and later calls need no stored id.
 
+use super::destination::{Destination, one_call};
+use super::link::{Answer, Link};
 use super::{EventKind, Request, details, external_key, truncate};
 use crate::domain::Incident;
+use crate::domain::Timestamp;
+use crate::store::{BoxFuture, OutboxRow, StoreError};
 use serde_json::json;
 
 pub fn request(inc: &Incident, kind: EventKind, actor: Option<&str>) -> Request {
@@ -90,6 +94,41 @@ fn flat_details(inc: &Incident) -> serde_json::Map<String, serde_json::Value> {
             (k, serde_json::Value::String(s))
         })
         .collect()
+}
+
+/// An Opsgenie API integration: the key goes in the `GenieKey` header.
+pub struct Opsgenie {
+    pub api_key: String,
+}
+
+impl Destination for Opsgenie {
+    fn authorize(
+        &self,
+        rb: reqwest::RequestBuilder,
+        _body: Option<&[u8]>,
+        _delivery: i64,
+        _now: Timestamp,
+    ) -> reqwest::RequestBuilder {
+        rb.header(
+            reqwest::header::AUTHORIZATION,
+            format!("GenieKey {}", self.api_key),
+        )
+    }
+
+    fn deliver<'a>(
+        &'a self,
+        link: &'a Link,
+        row: &'a OutboxRow,
+    ) -> BoxFuture<'a, Result<Option<Answer>, StoreError>> {
+        let inc = &row.message.incident;
+        let kind = row.message.kind;
+        let actor = match kind {
+            EventKind::Acknowledged => inc.acknowledged_by.as_deref(),
+            EventKind::OnHold => inc.current_hold().and_then(|h| h.by.as_deref()),
+            _ => None,
+        };
+        Box::pin(one_call(link, row, Some(request(inc, kind, actor))))
+    }
 }
 
 #[cfg(test)]

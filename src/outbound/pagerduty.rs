@@ -3,8 +3,11 @@
 //! `dedup_key` derived from the incident id, so a retried trigger is
 //! deduplicated by PagerDuty instead of paging twice.
 
+use super::destination::{Destination, one_call};
+use super::link::{Answer, Link};
 use super::{EventKind, Request, details, external_key, severity, summary, truncate};
-use crate::domain::Incident;
+use crate::domain::{Incident, Timestamp};
+use crate::store::{BoxFuture, OutboxRow, StoreError};
 use serde_json::json;
 
 /// The event for `kind`, or `None` when PagerDuty has nothing to hear
@@ -50,6 +53,33 @@ pub fn event(routing_key: &str, inc: &Incident, kind: EventKind) -> Option<Reque
         }
     }
     Some(Request::post("/v2/enqueue", body))
+}
+
+/// A PagerDuty service's Events API integration: the routing key rides in
+/// each event's body, no header.
+pub struct PagerDuty {
+    pub routing_key: String,
+}
+
+impl Destination for PagerDuty {
+    fn authorize(
+        &self,
+        rb: reqwest::RequestBuilder,
+        _body: Option<&[u8]>,
+        _delivery: i64,
+        _now: Timestamp,
+    ) -> reqwest::RequestBuilder {
+        rb
+    }
+
+    fn deliver<'a>(
+        &'a self,
+        link: &'a Link,
+        row: &'a OutboxRow,
+    ) -> BoxFuture<'a, Result<Option<Answer>, StoreError>> {
+        let req = event(&self.routing_key, &row.message.incident, row.message.kind);
+        Box::pin(one_call(link, row, req))
+    }
 }
 
 #[cfg(test)]

@@ -8,19 +8,21 @@
 //! message again after the restart: the requests are idempotent
 //! downstream (dedup keys, aliases, delivery ids), so the effect is once.
 
+use super::EventKind;
+use super::destination::Credential;
+use super::link::Link;
 use super::owned::Ownership;
+use super::poller::Poller;
 use super::retry::{self, Breaker, BreakerState, Outcome};
-use super::settings::{DestinationConfig, DestinationKind};
-use super::{EventKind, Method, Request};
+use super::settings::DestinationConfig;
 use crate::domain::{Clock, IncidentId, TimelineEntry, TimelineKind, Timestamp};
-use crate::incident::actions::{ActError, Action, Actions, Outcome as Acted};
-use crate::incident::task::Operation;
+use crate::incident::actions::Actions;
 use crate::net::FailureReason;
 use crate::store::{Delivery, DynStore, OutboxRow, StoreError};
 use crate::telemetry::OutboundMetrics;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use std::num::NonZeroU32;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -43,17 +45,15 @@ const DEPTH_EVERY: Duration = Duration::from_secs(5);
 
 pub struct Sender {
     cfg: DestinationConfig,
-    credential: Credential,
-    client: reqwest::Client,
+    link: Arc<Link>,
     store: DynStore,
     clock: Arc<dyn Clock>,
     metrics: OutboundMetrics,
     /// The shards whose messages are ours to deliver.
     ownership: Arc<Ownership>,
-    /// Where tickets read back act (polling).
-    actions: Actions,
-    limiter: DefaultDirectRateLimiter,
-    breaker: Breaker,
+    /// Shared with the ticket poller: both are load on the destination.
+    limiter: Arc<DefaultDirectRateLimiter>,
+    breaker: Arc<Mutex<Breaker>>,
     /// State of the jitter generator.
     seed: u64,
     /// When the queue-depth gauge was last counted.
@@ -66,7 +66,6 @@ pub struct Sender {
 impl Sender {
     /// `client` is built by [`crate::net::http_client`] from the
     /// destination's TLS and proxy settings (never follows redirects).
-    #[allow(clippy::too_many_arguments)]
     pub fn new(
         cfg: DestinationConfig,
         client: reqwest::Client,
@@ -75,7 +74,6 @@ impl Sender {
         clock: Arc<dyn Clock>,
         metrics: OutboundMetrics,
         ownership: Arc<Ownership>,
-        actions: Actions,
     ) -> Sender {
         let burst = NonZeroU32::new(cfg.burst).unwrap_or(NonZeroU32::MIN);
         let period = Duration::from_secs_f64(1.0 / cfg.rate_limit.max(1e-6));
@@ -84,21 +82,53 @@ impl Sender {
             .allow_burst(burst);
         let breaker = Breaker::new(cfg.breaker_failures, cfg.breaker_cool_down);
         let seed = clock.now().0 as u64 ^ 0x9e37_79b9_7f4a_7c15;
+        let link = Arc::new(Link::new(
+            cfg.name.clone(),
+            cfg.url.clone(),
+            client,
+            super::destination::build(&cfg, credential),
+            clock.clone(),
+            metrics.clone(),
+            store.clone(),
+        ));
         Sender {
             cfg,
-            credential,
-            client,
+            link,
             store,
             clock,
             metrics,
             ownership,
-            actions,
-            limiter: RateLimiter::direct(quota),
-            breaker,
+            limiter: Arc::new(RateLimiter::direct(quota)),
+            breaker: Arc::new(Mutex::new(breaker)),
             seed,
             depth_at: None,
             pause_until: None,
         }
+    }
+
+    /// The task that reads this destination's tickets back, when it keeps
+    /// tickets and `poll_interval` is set; what it reads acts through
+    /// `actions`.
+    pub fn poller(&self, actions: Actions) -> Option<Poller> {
+        let every = self.cfg.poll_interval?;
+        self.link.destination().reader()?;
+        Some(Poller {
+            link: self.link.clone(),
+            every,
+            backoff: self.cfg.backoff,
+            retry_unauthorized: self.cfg.retry_unauthorized,
+            store: self.store.clone(),
+            clock: self.clock.clone(),
+            metrics: self.metrics.clone(),
+            ownership: self.ownership.clone(),
+            limiter: self.limiter.clone(),
+            breaker: self.breaker.clone(),
+            actions,
+        })
+    }
+
+    fn breaker(&self) -> std::sync::MutexGuard<'_, Breaker> {
+        lock(&self.breaker)
     }
 
     /// A uniform draw from [0, 1) (splitmix64): jitter needs no more.
@@ -115,18 +145,7 @@ impl Sender {
     /// shard is gained and when a waiting message becomes due.
     pub async fn run(mut self, mut commits: watch::Receiver<u64>, cancel: CancellationToken) {
         let mut gained = self.ownership.subscribe();
-        // Polling is paced in real time: it is load on the destination.
-        let mut next_poll = self
-            .cfg
-            .poll_interval
-            .map(|p| tokio::time::Instant::now() + p);
         loop {
-            if let (Some(at), Some(every)) = (next_poll, self.cfg.poll_interval)
-                && tokio::time::Instant::now() >= at
-            {
-                self.poll(&cancel).await;
-                next_poll = Some(tokio::time::Instant::now() + every);
-            }
             // The next message's due time is event time (the injected
             // clock); the cap is real time, a safety net against a clock
             // that jumps.
@@ -145,18 +164,11 @@ impl Sender {
                     None => std::future::pending().await,
                 }
             };
-            let until_poll = async move {
-                match next_poll {
-                    Some(at) => tokio::time::sleep_until(at).await,
-                    None => std::future::pending().await,
-                }
-            };
             tokio::select! {
                 () = cancel.cancelled() => return,
                 r = commits.changed() => if r.is_err() { return },
                 _ = gained.changed() => {}
                 () = until_due => {}
-                () = until_poll => {}
                 () = tokio::time::sleep(cap) => {}
             }
             // Commits arriving meanwhile are served by the same round.
@@ -166,114 +178,6 @@ impl Sender {
             }
             commits.borrow_and_update();
             gained.borrow_and_update();
-        }
-    }
-
-    /// Read the tickets of active incidents back (ServiceNow, Jira) and
-    /// apply what changed there: a resolution resolves the incident, an
-    /// acknowledgement acknowledges it. Only tickets with no update of
-    /// ours still on its way are read (theirs would be stale), only of the
-    /// shards this instance owns, and not while the breaker is open.
-    async fn poll(&mut self, cancel: &CancellationToken) {
-        use super::poll;
-        let shards = self.ownership.shards();
-        let refs = match self
-            .store
-            .outbound_poll_refs(&self.cfg.name, shards.as_deref(), 5_000)
-            .await
-        {
-            Ok(r) => r,
-            Err(e) => {
-                tracing::warn!(destination = %self.cfg.name, error = %e, "listing tickets to read back");
-                return;
-            }
-        };
-        let ours = match &self.credential {
-            Credential::Basic { user, .. } => Some(user.clone()),
-            _ => None,
-        };
-        for batch in refs.chunks(poll::BATCH) {
-            if cancel.is_cancelled() || self.breaker.allow(self.clock.now()).is_err() {
-                return;
-            }
-            let req = match self.cfg.kind {
-                DestinationKind::ServiceNow { .. } => {
-                    let ids: Vec<String> = batch.iter().map(|(_, e)| e.clone()).collect();
-                    poll::servicenow(&ids)
-                }
-                DestinationKind::Jira { .. } => {
-                    let ids: Vec<IncidentId> = batch.iter().map(|(i, _)| *i).collect();
-                    poll::jira(&ids)
-                }
-                _ => return,
-            };
-            self.limiter.until_ready().await;
-            let answer = self.call(&req, 0).await;
-            // Labelled as a delivery's answer would be (the next poll is
-            // the retry).
-            let outcome = match retry::classify(
-                answer.status,
-                None,
-                0,
-                &self.cfg.backoff,
-                self.cfg.retry_unauthorized,
-                0.0,
-            ) {
-                Outcome::Delivered => "success",
-                Outcome::Retry(_) => "retry",
-                Outcome::GiveUp(_) => "rejected",
-            };
-            self.metrics
-                .requests
-                .with_label_values(&[self.cfg.name.as_str(), "poll", outcome])
-                .inc();
-            if !answer.ok() {
-                self.count_failure(answer.reason);
-                tracing::warn!(destination = %self.cfg.name, status = ?answer.status, reason = answer.reason.as_str(), error = %answer.detail, "reading tickets back failed; next poll tries again");
-                return;
-            }
-            let updates = match self.cfg.kind {
-                DestinationKind::ServiceNow { .. } => {
-                    poll::servicenow_updates(&answer.json, ours.as_deref())
-                }
-                _ => poll::jira_updates(&answer.json),
-            };
-            for u in updates {
-                // Only the incidents asked about: an answer naming others
-                // does not act on them.
-                if !batch.iter().any(|(i, _)| *i == u.incident) {
-                    continue;
-                }
-                let op = match u.action {
-                    super::inbound::Action::Resolve => Operation::Resolve,
-                    super::inbound::Action::Acknowledge => Operation::Acknowledge,
-                    super::inbound::Action::None => continue,
-                };
-                let action = Action {
-                    id: u.incident,
-                    actor: u.actor.clone(),
-                    op,
-                    reason: None,
-                };
-                match self.actions.act(action).await {
-                    Ok(Acted::Applied(_) | Acted::Forwarded { .. }) => {
-                        let action = match op {
-                            Operation::Acknowledge => "acknowledged",
-                            _ => "resolved",
-                        };
-                        self.metrics
-                            .inbound
-                            .with_label_values(&[self.cfg.name.as_str(), "poll", action])
-                            .inc();
-                        tracing::info!(destination = %self.cfg.name, incident = u.incident.0, by = %u.actor, action, "ticket changed downstream; incident follows");
-                    }
-                    // Already there, or gone meanwhile.
-                    Ok(Acted::Unchanged(_)) | Err(ActError::NotFound(_)) => {}
-                    Err(e) => {
-                        tracing::warn!(destination = %self.cfg.name, incident = u.incident.0, error = %e, "applying a ticket read back");
-                    }
-                }
-            }
         }
     }
 
@@ -331,13 +235,13 @@ impl Sender {
                     // message due first instead of letting the backoffs
                     // piled up during an outage decide when recovery is
                     // noticed.
-                    Some(probe) if self.breaker.state(now) == BreakerState::HalfOpen => {
+                    Some(probe) if self.breaker().state(now) == BreakerState::HalfOpen => {
                         due.push(probe);
                         next = None;
                     }
                     // While the breaker is open, wake for its probe too.
                     Some(n) => {
-                        let wake = match self.breaker.allow(now) {
+                        let wake = match self.breaker().allow(now) {
                             Err(until) => n.next_at.min(until),
                             Ok(()) => n.next_at,
                         };
@@ -358,7 +262,9 @@ impl Sender {
                 if cancel.is_cancelled() {
                     return Ok(None);
                 }
-                if let Err(until) = self.breaker.allow(self.clock.now()) {
+                // Bound first: the guard must be gone before `set_breaker`.
+                let allowed = self.breaker().allow(self.clock.now());
+                if let Err(until) = allowed {
                     self.set_breaker();
                     return Ok(Some(next.map_or(until, |n| n.min(until))));
                 }
@@ -392,7 +298,7 @@ impl Sender {
     }
 
     fn set_breaker(&self) {
-        let v = match self.breaker.state(self.clock.now()) {
+        let v = match self.breaker().state(self.clock.now()) {
             BreakerState::Closed => 0,
             BreakerState::HalfOpen => 1,
             BreakerState::Open => 2,
@@ -403,280 +309,14 @@ impl Sender {
             .set(v);
     }
 
-    /// The request for `row`, or `None` when this destination has nothing
-    /// to do for its event (e.g. Slack is not told of acknowledgements).
-    /// ServiceNow takes several calls: see [`Sender::servicenow`].
-    fn request(&self, row: &OutboxRow) -> Option<Request> {
-        let inc = &row.message.incident;
-        let kind = row.message.kind;
-        match &self.cfg.kind {
-            DestinationKind::PagerDuty { .. } => {
-                let key = match &self.credential {
-                    Credential::Key(k) => k.as_str(),
-                    _ => "",
-                };
-                super::pagerduty::event(key, inc, kind)
-            }
-            DestinationKind::Opsgenie { .. } => {
-                let actor = match kind {
-                    EventKind::Acknowledged => inc.acknowledged_by.as_deref(),
-                    EventKind::OnHold => inc.current_hold().and_then(|h| h.by.as_deref()),
-                    _ => None,
-                };
-                Some(super::opsgenie::request(inc, kind, actor))
-            }
-            DestinationKind::Slack => {
-                let link = self
-                    .cfg
-                    .incident_url
-                    .as_ref()
-                    .map(|u| u.replace("{id}", &inc.id.0.to_string()));
-                super::slack::message(inc, kind, link.as_deref())
-            }
-            DestinationKind::Webhook { .. } => Some(super::webhook::body(inc, kind, row.id)),
-            DestinationKind::ServiceNow { .. } | DestinationKind::Jira { .. } => None,
-        }
-    }
-
-    /// One HTTP call to the destination (`delivery` names the outbox row
-    /// for webhooks).
-    async fn call(&self, req: &Request, delivery: i64) -> Answer {
-        let url = if req.path.is_empty() {
-            self.cfg.url.clone()
-        } else {
-            format!("{}{}", self.cfg.url, req.path)
-        };
-        let method = match req.method {
-            Method::Get => reqwest::Method::GET,
-            Method::Post => reqwest::Method::POST,
-            Method::Put => reqwest::Method::PUT,
-            Method::Patch => reqwest::Method::PATCH,
-        };
-        let body = req
-            .body
-            .as_ref()
-            .map(|b| serde_json::to_vec(b).unwrap_or_default());
-        let mut rb = self
-            .client
-            .request(method.clone(), &url)
-            .header(reqwest::header::ACCEPT, "application/json");
-        rb = match &self.credential {
-            Credential::Key(key) => match self.cfg.kind {
-                DestinationKind::Opsgenie { .. } => {
-                    rb.header(reqwest::header::AUTHORIZATION, format!("GenieKey {key}"))
-                }
-                DestinationKind::Webhook { .. } => {
-                    let sig = super::webhook::signature(
-                        key.as_bytes(),
-                        body.as_deref().unwrap_or_default(),
-                        self.clock.now(),
-                    );
-                    rb.header(super::webhook::DELIVERY_HEADER, delivery.to_string())
-                        .header(super::webhook::SIGNATURE_HEADER, sig)
-                }
-                _ => rb,
-            },
-            Credential::Basic { user, password } => rb.basic_auth(user, Some(password)),
-            Credential::Bearer(token) => rb.bearer_auth(token),
-            Credential::None => rb,
-        };
-        if let Some(b) = body {
-            rb = rb
-                .header(reqwest::header::CONTENT_TYPE, "application/json")
-                .body(b);
-        }
-        let started = std::time::Instant::now();
-        let answer = rb.send().await;
-        self.metrics
-            .duration
-            .with_label_values(&[&self.cfg.name])
-            .observe(started.elapsed().as_secs_f64());
-        match answer {
-            Ok(resp) => {
-                let status = resp.status().as_u16();
-                let retry_after = resp
-                    .headers()
-                    .get(reqwest::header::RETRY_AFTER)
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(|v| retry::retry_after(v, self.clock.now()));
-                let text = resp.text().await.unwrap_or_default();
-                Answer {
-                    status: Some(status),
-                    retry_after,
-                    json: serde_json::from_str(&text).unwrap_or(serde_json::Value::Null),
-                    detail: crate::net::redact_text(&super::truncate(text.trim(), 300)),
-                    reason: FailureReason::HttpStatus,
-                }
-            }
-            // The cause, not only "error sending request": the chain down
-            // to "invalid peer certificate: UnknownIssuer", "Connection
-            // refused", "dns error", with the URL's secrets masked.
-            Err(e) => Answer {
-                status: None,
-                retry_after: None,
-                json: serde_json::Value::Null,
-                reason: FailureReason::of(&e),
-                detail: format!(
-                    "{} {}: {}",
-                    method.as_str(),
-                    self.display(&url),
-                    crate::net::chain(&e.without_url())
-                ),
-            },
-        }
-    }
-
-    /// A URL of this destination as logs may show it.
-    fn display(&self, url: &str) -> String {
-        match self.cfg.kind {
-            DestinationKind::Slack => crate::net::redact::redact_url_path(url),
-            _ => crate::net::redact_url(url),
-        }
-    }
-
-    /// ServiceNow: the ticket's `sys_id` (stored, else looked up by
-    /// `correlation_id`, else created: a create whose answer was lost is
-    /// found by the lookup of the retry, never made twice), then the
-    /// update for the event. The first call that fails is the answer.
-    async fn servicenow(&self, row: &OutboxRow) -> Result<Answer, StoreError> {
-        use super::servicenow as sn;
-        let inc = &row.message.incident;
-        let kind = row.message.kind;
-        let DestinationKind::ServiceNow {
-            assignment_group, ..
-        } = &self.cfg.kind
-        else {
-            return Ok(Answer::refused("not a ServiceNow destination"));
-        };
-        let ticket = self
-            .ticket(
-                row,
-                || sn::lookup(inc),
-                sn::sys_id,
-                || sn::create(inc, assignment_group.as_deref()),
-                sn::sys_id,
-                "the create answered without a sys_id",
-            )
-            .await?;
-        let sys_id = match ticket {
-            Ticket::Known(s) => s,
-            Ticket::Done(answer) => return Ok(answer),
-        };
-        let note = work_note(inc, kind);
-        Ok(self
-            .call(&sn::update(inc, &sys_id, kind, &note), row.id)
-            .await)
-    }
-
-    /// Jira: the issue key (stored, else searched by label, else created:
-    /// a create whose answer was lost is found by the search of the
-    /// retry), then the transition the event calls for (looked up on the
-    /// issue, picked by the status category it leads to; none available,
-    /// e.g. already done: nothing to move) and a comment. The transition
-    /// goes first, so a retry after a failed comment finds it done and does
-    /// not move the issue twice.
-    async fn jira(&self, row: &OutboxRow) -> Result<Answer, StoreError> {
-        use super::jira;
-        let inc = &row.message.incident;
-        let kind = row.message.kind;
-        let DestinationKind::Jira {
-            target,
-            resolve_transition,
-            ..
-        } = &self.cfg.kind
-        else {
-            return Ok(Answer::refused("not a Jira destination"));
-        };
-        let ticket = self
-            .ticket(
-                row,
-                || jira::search(inc),
-                jira::found_key,
-                || jira::create(inc, target),
-                jira::created_key,
-                "the create answered without an issue key",
-            )
-            .await?;
-        let key = match ticket {
-            Ticket::Known(k) => k,
-            Ticket::Done(answer) => return Ok(answer),
-        };
-        if let Some(category) = jira::category_for(kind) {
-            let available = self.call(&jira::transitions(&key), row.id).await;
-            if !available.ok() {
-                return Ok(available);
-            }
-            let preferred = (kind == EventKind::Resolved)
-                .then_some(resolve_transition.as_deref())
-                .flatten();
-            if let Some(id) = jira::pick_transition(&available.json, category, preferred) {
-                let moved = self.call(&jira::transition(&key, &id), row.id).await;
-                if !moved.ok() {
-                    return Ok(moved);
-                }
-            }
-        }
-        Ok(self
-            .call(&jira::comment(&key, &work_note(inc, kind)), row.id)
-            .await)
-    }
-
-    /// The id of the ticket of `row`'s incident at this destination: the
-    /// stored one, else the one `lookup` finds (a create whose answer was
-    /// lost), else the one `create` makes; a found or made id is stored.
-    /// `Done` when the delivery ends here: a call failed (its answer is the
-    /// delivery's), or the event was `opened` and the create was all of it.
-    async fn ticket(
-        &self,
-        row: &OutboxRow,
-        lookup: impl FnOnce() -> Request,
-        found: fn(&serde_json::Value) -> Option<String>,
-        create: impl FnOnce() -> Request,
-        created: fn(&serde_json::Value) -> Option<String>,
-        no_id: &str,
-    ) -> Result<Ticket, StoreError> {
-        let inc = row.message.incident.id;
-        if let Some(id) = self.store.outbound_ref(&self.cfg.name, inc).await? {
-            return Ok(Ticket::Known(id));
-        }
-        let looked = self.call(&lookup(), row.id).await;
-        if !looked.ok() {
-            return Ok(Ticket::Done(looked));
-        }
-        if let Some(id) = found(&looked.json) {
-            self.store
-                .set_outbound_ref(&self.cfg.name, inc, &id)
-                .await?;
-            return Ok(Ticket::Known(id));
-        }
-        let made = self.call(&create(), row.id).await;
-        if !made.ok() {
-            return Ok(Ticket::Done(made));
-        }
-        let Some(id) = created(&made.json) else {
-            return Ok(Ticket::Done(Answer::refused(no_id)));
-        };
-        self.store
-            .set_outbound_ref(&self.cfg.name, inc, &id)
-            .await?;
-        if row.message.kind == EventKind::Opened {
-            return Ok(Ticket::Done(made));
-        }
-        Ok(Ticket::Known(id))
-    }
-
     async fn deliver(&mut self, row: OutboxRow) -> Result<(), StoreError> {
         let kind = row.message.kind;
-        let answer = match (&self.cfg.kind, self.request(&row)) {
-            (DestinationKind::ServiceNow { .. }, _) => self.servicenow(&row).await?,
-            (DestinationKind::Jira { .. }, _) => self.jira(&row).await?,
-            (_, Some(req)) => self.call(&req, row.id).await,
-            (_, None) => {
-                return self
-                    .store
-                    .outbox_finish(row.id, self.clock.now(), Delivery::Delivered, None)
-                    .await;
-            }
+        let Some(answer) = self.link.destination().deliver(&self.link, &row).await? else {
+            // Nothing for this destination to hear of the event.
+            return self
+                .store
+                .outbox_finish(row.id, self.clock.now(), Delivery::Delivered, None)
+                .await;
         };
         let now = self.clock.now();
         let unit = self.unit();
@@ -691,8 +331,8 @@ impl Sender {
         let detail = answer.detail;
         match outcome {
             Outcome::Delivered => {
-                let recovered = self.breaker.tripped();
-                self.breaker.on_success();
+                let recovered = self.breaker().tripped();
+                self.breaker().on_success();
                 self.count(kind, "success");
                 self.metrics
                     .last_success
@@ -710,7 +350,7 @@ impl Sender {
                 }
             }
             Outcome::Retry(after) => {
-                self.breaker.on_failure(now);
+                self.breaker().on_failure(now);
                 if let Some(ra) = answer.retry_after {
                     self.pause_until = Some(now.saturating_add(ra));
                 }
@@ -780,127 +420,7 @@ impl Sender {
     }
 }
 
-/// Where an incident's ticket stands before its update (see
-/// [`Sender::ticket`]).
-enum Ticket {
-    Known(String),
-    Done(Answer),
-}
-
-/// What a destination answered to one call.
-struct Answer {
-    /// `None`: no answer (connection failed, timed out).
-    status: Option<u16>,
-    retry_after: Option<Duration>,
-    json: serde_json::Value,
-    detail: String,
-    /// Why it is not a success (meaningful only then).
-    reason: FailureReason,
-}
-
-impl Answer {
-    fn ok(&self) -> bool {
-        self.status.is_some_and(|s| (200..300).contains(&s))
-    }
-
-    /// A refusal decided here (an answer the API should not have given).
-    fn refused(why: &str) -> Answer {
-        Answer {
-            status: Some(422),
-            retry_after: None,
-            json: serde_json::Value::Null,
-            detail: why.to_string(),
-            reason: FailureReason::HttpStatus,
-        }
-    }
-}
-
-/// The credential a destination's calls carry, read at start.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Credential {
-    None,
-    /// PagerDuty routing key, Opsgenie API key, webhook signing secret.
-    Key(String),
-    Basic {
-        user: String,
-        password: String,
-    },
-    Bearer(String),
-}
-
-/// The work note a ServiceNow ticket gets for an event.
-fn work_note(inc: &crate::domain::Incident, kind: EventKind) -> String {
-    let by = |who: Option<&str>| who.map(|w| format!(" by {w}")).unwrap_or_default();
-    match kind {
-        EventKind::Opened => format!("incidentd opened incident {}", inc.id.0),
-        EventKind::PriorityChanged => format!(
-            "incidentd: priority now {} (impact {}, urgency {})",
-            inc.priority,
-            inc.impact.get(),
-            inc.urgency.get()
-        ),
-        EventKind::Acknowledged => {
-            format!(
-                "incidentd: acknowledged{}",
-                by(inc.acknowledged_by.as_deref())
-            )
-        }
-        EventKind::OnHold => format!(
-            "incidentd: on hold ({}){}",
-            inc.current_hold().map_or("", |h| h.reason.as_str()),
-            by(inc.current_hold().and_then(|h| h.by.as_deref()))
-        ),
-        EventKind::Resumed => "incidentd: taken off hold".to_string(),
-        EventKind::Resolved => "incidentd: resolved".to_string(),
-        EventKind::Reopened => "incidentd: reopened (the alerts fired again)".to_string(),
-    }
-}
-
-/// Finished messages deleted per statement, so a large first prune does
-/// not hold the store's writer for long.
-const PRUNE_BATCH: u32 = 5_000;
-
-/// How often finished messages are pruned.
-const PRUNE_EVERY: Duration = Duration::from_secs(3600);
-
-/// Delete finished (delivered or given-up) outbox messages older than
-/// `retention`, at start and then hourly: the outbox is a delivery record,
-/// not an archive, and without this it grows by every change of every
-/// incident times its destinations. Pending messages are never touched.
-/// Any number of instances may run this at once (the same DELETE).
-pub async fn prune(
-    store: DynStore,
-    clock: Arc<dyn Clock>,
-    retention: Duration,
-    cancel: CancellationToken,
-) {
-    let mut tick = tokio::time::interval(PRUNE_EVERY);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            () = cancel.cancelled() => return,
-            _ = tick.tick() => {}
-        }
-        let before = clock.now().saturating_sub(retention);
-        let mut total = 0u64;
-        loop {
-            match store.outbox_prune(before, PRUNE_BATCH).await {
-                Ok(n) => {
-                    total += n;
-                    if n < u64::from(PRUNE_BATCH) || cancel.is_cancelled() {
-                        break;
-                    }
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "pruning finished outbox messages");
-                    break;
-                }
-            }
-            // Let ingest's commits in between batches.
-            tokio::task::yield_now().await;
-        }
-        if total > 0 {
-            tracing::info!(deleted = total, older_than = %before, "finished outbox messages pruned");
-        }
-    }
+/// The breaker, even if a holder panicked (its state is a few counters).
+fn lock(b: &Mutex<Breaker>) -> std::sync::MutexGuard<'_, Breaker> {
+    b.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }

@@ -5,8 +5,13 @@
 //! (ServiceNow derives the priority from both); timeline entries go in as
 //! work notes.
 
+use super::destination::{Credential, Destination, TicketReader, work_note};
+use super::inbound::InboundUpdate;
+use super::link::{Answer, Link, Ticket, TicketCalls};
 use super::{EventKind, Method, Request, external_key, truncate};
 use crate::domain::Incident;
+use crate::domain::{IncidentId, Timestamp};
+use crate::store::{BoxFuture, OutboxRow, StoreError};
 use serde_json::json;
 
 pub const TABLE: &str = "/api/now/table/incident";
@@ -111,6 +116,77 @@ pub fn sys_id(answer: &serde_json::Value) -> Option<String> {
     let r = &answer["result"];
     let rec = if r.is_array() { &r[0] } else { r };
     rec["sys_id"].as_str().map(str::to_string)
+}
+
+/// A ServiceNow instance's `incident` table.
+pub struct ServiceNow {
+    pub assignment_group: Option<String>,
+    pub credential: Credential,
+}
+
+impl Destination for ServiceNow {
+    fn authorize(
+        &self,
+        rb: reqwest::RequestBuilder,
+        _body: Option<&[u8]>,
+        _delivery: i64,
+        _now: Timestamp,
+    ) -> reqwest::RequestBuilder {
+        self.credential.apply(rb)
+    }
+
+    /// The ticket's `sys_id` (stored, else looked up by `correlation_id`,
+    /// else created: a create whose answer was lost is found by the lookup
+    /// of the retry, never made twice), then the update for the event.
+    fn deliver<'a>(
+        &'a self,
+        link: &'a Link,
+        row: &'a OutboxRow,
+    ) -> BoxFuture<'a, Result<Option<Answer>, StoreError>> {
+        Box::pin(async move {
+            let inc = &row.message.incident;
+            let kind = row.message.kind;
+            let ticket = link
+                .ticket(row, || TicketCalls {
+                    lookup: lookup(inc),
+                    found: sys_id,
+                    create: create(inc, self.assignment_group.as_deref()),
+                    created: sys_id,
+                    no_id: "the create answered without a sys_id",
+                })
+                .await?;
+            let sys_id = match ticket {
+                Ticket::Known(s) => s,
+                Ticket::Done(answer) => return Ok(Some(answer)),
+            };
+            let note = work_note(inc, kind);
+            Ok(Some(
+                link.call(&update(inc, &sys_id, kind, &note), row.id).await,
+            ))
+        })
+    }
+
+    fn reader(&self) -> Option<&dyn TicketReader> {
+        Some(self)
+    }
+}
+
+impl TicketReader for ServiceNow {
+    fn query(&self, batch: &[(IncidentId, String)]) -> Request {
+        let ids: Vec<String> = batch.iter().map(|(_, e)| e.clone()).collect();
+        super::poll::servicenow(&ids)
+    }
+
+    /// In Progress set by the integration user itself is ours (basic
+    /// auth tells who that is; with a bearer token acknowledgements are
+    /// not read back).
+    fn updates(&self, answer: &serde_json::Value) -> Vec<InboundUpdate> {
+        let ours = match &self.credential {
+            Credential::Basic { user, .. } => Some(user.as_str()),
+            _ => None,
+        };
+        super::poll::servicenow_updates(answer, ours)
+    }
 }
 
 #[cfg(test)]

@@ -2,8 +2,12 @@
 //! opens, changes priority or resolves (the events on-call people read in
 //! a channel); `text` is the fallback notifications show.
 
+use super::destination::{Destination, one_call};
+use super::link::{Answer, Link};
 use super::{EventKind, Request, summary};
 use crate::domain::Incident;
+use crate::domain::Timestamp;
+use crate::store::{BoxFuture, OutboxRow, StoreError};
 use serde_json::json;
 
 /// The message for `kind`, or `None` for events a channel need not see.
@@ -64,6 +68,43 @@ fn escape(s: &str) -> String {
     s.replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")
+}
+
+/// A Slack incoming webhook: its URL is the secret.
+pub struct Slack {
+    /// Where an incident can be opened, `{id}` replaced.
+    pub incident_url: Option<String>,
+}
+
+impl Destination for Slack {
+    fn authorize(
+        &self,
+        rb: reqwest::RequestBuilder,
+        _body: Option<&[u8]>,
+        _delivery: i64,
+        _now: Timestamp,
+    ) -> reqwest::RequestBuilder {
+        rb
+    }
+
+    fn deliver<'a>(
+        &'a self,
+        link: &'a Link,
+        row: &'a OutboxRow,
+    ) -> BoxFuture<'a, Result<Option<Answer>, StoreError>> {
+        let inc = &row.message.incident;
+        let url = self
+            .incident_url
+            .as_ref()
+            .map(|u| u.replace("{id}", &inc.id.0.to_string()));
+        let req = message(inc, row.message.kind, url.as_deref());
+        Box::pin(one_call(link, row, req))
+    }
+
+    /// The webhook URL's path is its secret.
+    fn display(&self, url: &str) -> String {
+        crate::net::redact::redact_url_path(url)
+    }
 }
 
 #[cfg(test)]

@@ -9,8 +9,11 @@
 //! its tolerance (5 minutes is usual): a captured request cannot be
 //! replayed later, and a retried one carries a fresh `t`.
 
+use super::destination::{Destination, one_call};
+use super::link::{Answer, Link};
 use super::{EventKind, Request};
 use crate::domain::{Incident, Timestamp};
+use crate::store::{BoxFuture, OutboxRow, StoreError};
 use hmac::{KeyInit, Mac};
 use serde_json::json;
 
@@ -85,6 +88,34 @@ pub fn verify(
     mac(secret, t, body)
         .verify_slice(&v1)
         .map_err(|_| SignatureError::Mismatch)
+}
+
+/// A generic webhook receiver sharing a signing secret.
+pub struct Webhook {
+    pub secret: String,
+}
+
+impl Destination for Webhook {
+    fn authorize(
+        &self,
+        rb: reqwest::RequestBuilder,
+        body: Option<&[u8]>,
+        delivery: i64,
+        now: Timestamp,
+    ) -> reqwest::RequestBuilder {
+        let sig = signature(self.secret.as_bytes(), body.unwrap_or_default(), now);
+        rb.header(DELIVERY_HEADER, delivery.to_string())
+            .header(SIGNATURE_HEADER, sig)
+    }
+
+    fn deliver<'a>(
+        &'a self,
+        link: &'a Link,
+        row: &'a OutboxRow,
+    ) -> BoxFuture<'a, Result<Option<Answer>, StoreError>> {
+        let req = body(&row.message.incident, row.message.kind, row.id);
+        Box::pin(one_call(link, row, Some(req)))
+    }
 }
 
 #[cfg(test)]

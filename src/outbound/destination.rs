@@ -1,0 +1,159 @@
+//! What differs between destinations, behind one trait: the calls one
+//! outbox message becomes, how a call is authorized, how a URL may be
+//! shown, and, for ticketing tools, how tickets are read back. Each kind
+//! implements it in its own file; the sender and the poller know none of
+//! them by name.
+
+use super::inbound::InboundUpdate;
+use super::link::{Answer, Link};
+use super::settings::{DestinationConfig, DestinationKind};
+use super::{EventKind, Request};
+use crate::domain::{IncidentId, Timestamp};
+use crate::store::{BoxFuture, OutboxRow, StoreError};
+use std::sync::Arc;
+
+pub trait Destination: Send + Sync + 'static {
+    /// Add the authorization (and any signature over `body`) to a call;
+    /// `delivery` names the outbox row.
+    fn authorize(
+        &self,
+        rb: reqwest::RequestBuilder,
+        body: Option<&[u8]>,
+        delivery: i64,
+        now: Timestamp,
+    ) -> reqwest::RequestBuilder;
+
+    /// Deliver one outbox message: its calls through `link`, the first
+    /// answer that is not a success ending it. `None` when this
+    /// destination has nothing to hear of the event (the message is done).
+    fn deliver<'a>(
+        &'a self,
+        link: &'a Link,
+        row: &'a OutboxRow,
+    ) -> BoxFuture<'a, Result<Option<Answer>, StoreError>>;
+
+    /// A URL of this destination as logs may show it.
+    fn display(&self, url: &str) -> String {
+        crate::net::redact_url(url)
+    }
+
+    /// How tickets are read back (ServiceNow, Jira); `None` for the
+    /// destinations that keep none.
+    fn reader(&self) -> Option<&dyn TicketReader> {
+        None
+    }
+}
+
+/// Reading tickets back, for a ticketing tool that cannot send webhooks.
+pub trait TicketReader: Send + Sync {
+    /// The query for a batch of tickets (incident, ticket id).
+    fn query(&self, batch: &[(IncidentId, String)]) -> Request;
+    /// What the answer says happened to those tickets.
+    fn updates(&self, answer: &serde_json::Value) -> Vec<InboundUpdate>;
+}
+
+/// The delivery of a destination that makes one call per event (the
+/// request built purely), or none when it has nothing to hear.
+pub(super) async fn one_call(
+    link: &Link,
+    row: &OutboxRow,
+    req: Option<Request>,
+) -> Result<Option<Answer>, StoreError> {
+    Ok(match req {
+        Some(r) => Some(link.call(&r, row.id).await),
+        None => None,
+    })
+}
+
+/// The credential a destination's calls carry, read at start.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Credential {
+    None,
+    /// PagerDuty routing key, Opsgenie API key, webhook signing secret.
+    Key(String),
+    Basic {
+        user: String,
+        password: String,
+    },
+    Bearer(String),
+}
+
+impl Credential {
+    /// HTTP Basic or bearer authorization (ServiceNow, Jira).
+    pub(super) fn apply(&self, rb: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        match self {
+            Credential::Basic { user, password } => rb.basic_auth(user, Some(password)),
+            Credential::Bearer(token) => rb.bearer_auth(token),
+            Credential::Key(_) | Credential::None => rb,
+        }
+    }
+
+    fn key(&self) -> String {
+        match self {
+            Credential::Key(k) => k.clone(),
+            _ => String::new(),
+        }
+    }
+}
+
+/// The destination `cfg` configures, with its credential.
+pub fn build(cfg: &DestinationConfig, credential: Credential) -> Arc<dyn Destination> {
+    match &cfg.kind {
+        DestinationKind::PagerDuty { .. } => Arc::new(super::pagerduty::PagerDuty {
+            routing_key: credential.key(),
+        }),
+        DestinationKind::Opsgenie { .. } => Arc::new(super::opsgenie::Opsgenie {
+            api_key: credential.key(),
+        }),
+        DestinationKind::Slack => Arc::new(super::slack::Slack {
+            incident_url: cfg.incident_url.clone(),
+        }),
+        DestinationKind::Webhook { .. } => Arc::new(super::webhook::Webhook {
+            secret: credential.key(),
+        }),
+        DestinationKind::ServiceNow {
+            assignment_group, ..
+        } => Arc::new(super::servicenow::ServiceNow {
+            assignment_group: assignment_group.clone(),
+            credential,
+        }),
+        DestinationKind::Jira {
+            target,
+            resolve_transition,
+            ..
+        } => Arc::new(super::jira::Jira {
+            target: target.clone(),
+            resolve_transition: resolve_transition.clone(),
+            credential,
+        }),
+    }
+}
+
+/// The work note a ticket (ServiceNow work note, Jira comment) gets for an
+/// event.
+pub(super) fn work_note(inc: &crate::domain::Incident, kind: EventKind) -> String {
+    let by = |who: Option<&str>| who.map(|w| format!(" by {w}")).unwrap_or_default();
+    match kind {
+        EventKind::Opened => format!("incidentd opened incident {}", inc.id.0),
+        EventKind::PriorityChanged => format!(
+            "incidentd: priority now {} (impact {}, urgency {})",
+            inc.priority,
+            inc.impact.get(),
+            inc.urgency.get()
+        ),
+        EventKind::Acknowledged => {
+            format!(
+                "incidentd: acknowledged{}",
+                by(inc.acknowledged_by.as_deref())
+            )
+        }
+        EventKind::OnHold => format!(
+            "incidentd: on hold ({}){}",
+            inc.current_hold().map_or("", |h| h.reason.as_str()),
+            by(inc.current_hold().and_then(|h| h.by.as_deref()))
+        ),
+        EventKind::Resumed => "incidentd: taken off hold".to_string(),
+        EventKind::Resolved => "incidentd: resolved".to_string(),
+        EventKind::Reopened => "incidentd: reopened (the alerts fired again)".to_string(),
+    }
+}

@@ -1,0 +1,205 @@
+//! The HTTP side of one destination, shared by its deliveries and its
+//! ticket reads: one call with the destination's authorization, its
+//! answer classified, and the ticket identity (ServiceNow `sys_id`, Jira
+//! issue key) found or made once and remembered in the store.
+
+use super::destination::Destination;
+use super::{EventKind, Method, Request, retry};
+use crate::domain::{Clock, IncidentId};
+use crate::net::FailureReason;
+use crate::store::{DynStore, OutboxRow, StoreError};
+use crate::telemetry::OutboundMetrics;
+use std::sync::Arc;
+use std::time::Duration;
+
+pub struct Link {
+    /// The destination's configured name.
+    pub name: String,
+    /// The base URL every request's path is relative to.
+    url: String,
+    client: reqwest::Client,
+    dest: Arc<dyn Destination>,
+    clock: Arc<dyn Clock>,
+    metrics: OutboundMetrics,
+    store: DynStore,
+}
+
+/// What a destination answered to one call.
+pub struct Answer {
+    /// `None`: no answer (connection failed, timed out).
+    pub status: Option<u16>,
+    pub retry_after: Option<Duration>,
+    pub json: serde_json::Value,
+    pub detail: String,
+    /// Why it is not a success (meaningful only then).
+    pub reason: FailureReason,
+}
+
+impl Answer {
+    pub fn ok(&self) -> bool {
+        self.status.is_some_and(|s| (200..300).contains(&s))
+    }
+
+    /// A refusal decided here (an answer the API should not have given).
+    pub fn refused(why: &str) -> Answer {
+        Answer {
+            status: Some(422),
+            retry_after: None,
+            json: serde_json::Value::Null,
+            detail: why.to_string(),
+            reason: FailureReason::HttpStatus,
+        }
+    }
+}
+
+/// Where an incident's ticket stands before its update (see
+/// [`Link::ticket`]).
+pub enum Ticket {
+    Known(String),
+    /// The delivery ends here, with this answer.
+    Done(Answer),
+}
+
+/// How a ticket is found by the incident's key, and read from a create's
+/// answer.
+pub struct TicketCalls {
+    pub lookup: Request,
+    pub found: fn(&serde_json::Value) -> Option<String>,
+    pub create: Request,
+    pub created: fn(&serde_json::Value) -> Option<String>,
+    /// The refusal when a create answers without an id.
+    pub no_id: &'static str,
+}
+
+impl Link {
+    pub fn new(
+        name: String,
+        url: String,
+        client: reqwest::Client,
+        dest: Arc<dyn Destination>,
+        clock: Arc<dyn Clock>,
+        metrics: OutboundMetrics,
+        store: DynStore,
+    ) -> Link {
+        Link {
+            name,
+            url,
+            client,
+            dest,
+            clock,
+            metrics,
+            store,
+        }
+    }
+
+    pub fn destination(&self) -> &dyn Destination {
+        self.dest.as_ref()
+    }
+
+    /// One HTTP call (`delivery` names the outbox row for webhooks).
+    pub async fn call(&self, req: &Request, delivery: i64) -> Answer {
+        let url = if req.path.is_empty() {
+            self.url.clone()
+        } else {
+            format!("{}{}", self.url, req.path)
+        };
+        let method = match req.method {
+            Method::Get => reqwest::Method::GET,
+            Method::Post => reqwest::Method::POST,
+            Method::Put => reqwest::Method::PUT,
+            Method::Patch => reqwest::Method::PATCH,
+        };
+        let body = req
+            .body
+            .as_ref()
+            .map(|b| serde_json::to_vec(b).unwrap_or_default());
+        let mut rb = self
+            .client
+            .request(method.clone(), &url)
+            .header(reqwest::header::ACCEPT, "application/json");
+        rb = self
+            .dest
+            .authorize(rb, body.as_deref(), delivery, self.clock.now());
+        if let Some(b) = body {
+            rb = rb
+                .header(reqwest::header::CONTENT_TYPE, "application/json")
+                .body(b);
+        }
+        let started = std::time::Instant::now();
+        let answer = rb.send().await;
+        self.metrics
+            .duration
+            .with_label_values(&[&self.name])
+            .observe(started.elapsed().as_secs_f64());
+        match answer {
+            Ok(resp) => {
+                let status = resp.status().as_u16();
+                let retry_after = resp
+                    .headers()
+                    .get(reqwest::header::RETRY_AFTER)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| retry::retry_after(v, self.clock.now()));
+                let text = resp.text().await.unwrap_or_default();
+                Answer {
+                    status: Some(status),
+                    retry_after,
+                    json: serde_json::from_str(&text).unwrap_or(serde_json::Value::Null),
+                    detail: crate::net::redact_text(&super::truncate(text.trim(), 300)),
+                    reason: FailureReason::HttpStatus,
+                }
+            }
+            // The cause, not only "error sending request": the chain down
+            // to "invalid peer certificate: UnknownIssuer", "Connection
+            // refused", "dns error", with the URL's secrets masked.
+            Err(e) => Answer {
+                status: None,
+                retry_after: None,
+                json: serde_json::Value::Null,
+                reason: FailureReason::of(&e),
+                detail: format!(
+                    "{} {}: {}",
+                    method.as_str(),
+                    self.dest.display(&url),
+                    crate::net::chain(&e.without_url())
+                ),
+            },
+        }
+    }
+
+    /// The id of the ticket of `row`'s incident at this destination: the
+    /// stored one, else the one the lookup finds (a create whose answer was
+    /// lost), else the one the create makes; a found or made id is stored.
+    /// `Done` when the delivery ends here: a call failed (its answer is the
+    /// delivery's), or the event was `opened` and the create was all of it.
+    pub async fn ticket(
+        &self,
+        row: &OutboxRow,
+        calls: impl FnOnce() -> TicketCalls,
+    ) -> Result<Ticket, StoreError> {
+        let inc: IncidentId = row.message.incident.id;
+        if let Some(id) = self.store.outbound_ref(&self.name, inc).await? {
+            return Ok(Ticket::Known(id));
+        }
+        let calls = calls();
+        let looked = self.call(&calls.lookup, row.id).await;
+        if !looked.ok() {
+            return Ok(Ticket::Done(looked));
+        }
+        if let Some(id) = (calls.found)(&looked.json) {
+            self.store.set_outbound_ref(&self.name, inc, &id).await?;
+            return Ok(Ticket::Known(id));
+        }
+        let made = self.call(&calls.create, row.id).await;
+        if !made.ok() {
+            return Ok(Ticket::Done(made));
+        }
+        let Some(id) = (calls.created)(&made.json) else {
+            return Ok(Ticket::Done(Answer::refused(calls.no_id)));
+        };
+        self.store.set_outbound_ref(&self.name, inc, &id).await?;
+        if row.message.kind == EventKind::Opened {
+            return Ok(Ticket::Done(made));
+        }
+        Ok(Ticket::Known(id))
+    }
+}
