@@ -1,15 +1,16 @@
 //! The HTTP API in-process (router + real SQLite store + engine tasks), as a
 //! sender and an on-call engineer would use it.
 
+mod support;
+use support::start;
+
 use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
 use http_body_util::BodyExt;
-use incidentd::app::{self, Running};
+use incidentd::app::Running;
 use incidentd::config::{self, Config, Overrides, RawConfig, Secret};
-use incidentd::domain::SystemClock;
 use serde_json::{Value, json};
 use std::path::PathBuf;
-use std::sync::Arc;
 use tower::ServiceExt;
 
 fn config(dir: &std::path::Path) -> Config {
@@ -27,12 +28,6 @@ fn config(dir: &std::path::Path) -> Config {
     // today's date (the bounds have a test of their own).
     c.limits.bounds.max_alert_age = std::time::Duration::from_secs(100 * 365 * 86_400);
     c
-}
-
-async fn start(c: &Config) -> Running {
-    app::start(c, Arc::new(SystemClock))
-        .await
-        .expect("pipeline starts")
 }
 
 async fn call(

@@ -5,13 +5,13 @@
 //! distributed mode webhooks go through the keyed ingest topic.
 
 mod support;
+use support::start;
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
 use http_body_util::BodyExt;
-use incidentd::app::{self, Running};
+use incidentd::app::Running;
 use incidentd::config::{self, Config, Overrides};
-use incidentd::domain::SystemClock;
 use incidentd::store::{IncidentQuery, StateFilter};
 use rdkafka::ClientConfig;
 use rdkafka::Message;
@@ -21,7 +21,6 @@ use rdkafka::mocking::MockCluster;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tower::ServiceExt;
 
@@ -78,12 +77,6 @@ batch_wait = "2ms"
 "statistics.interval.ms" = "500"
 "#
     )
-}
-
-async fn start(c: &Config) -> Running {
-    app::start(c, Arc::new(SystemClock))
-        .await
-        .expect("pipeline starts")
 }
 
 fn producer(bootstrap: &str) -> FutureProducer {

@@ -5,13 +5,13 @@
 //! tests run against the mock cluster, see tests/kafka_cluster.rs).
 
 mod support;
+use support::start;
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
 use http_body_util::BodyExt;
-use incidentd::app::{self, Running};
+use incidentd::app::Running;
 use incidentd::config::Config;
-use incidentd::domain::SystemClock;
 use incidentd::store::{IncidentQuery, StateFilter};
 use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
@@ -19,7 +19,6 @@ use rdkafka::client::DefaultClientContext;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use std::io::Write as _;
 use std::path::Path;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tower::ServiceExt;
 
@@ -65,12 +64,6 @@ async fn create_topic(brokers: &str, name: &str, partitions: i32) {
 
 fn config(dir: &Path, toml: &str) -> Config {
     support::config_in(dir, toml)
-}
-
-async fn start(c: &Config) -> Running {
-    app::start(c, Arc::new(SystemClock))
-        .await
-        .expect("pipeline starts")
 }
 
 async fn incidents(r: &Running) -> Vec<incidentd::domain::Incident> {

@@ -7,6 +7,7 @@
 //! restart, the rate limit kept, redirects never followed.
 
 mod support;
+use support::{call, start};
 
 use axum::body::{Body, Bytes};
 use axum::http::{HeaderMap, Method, Request, StatusCode, header};
@@ -14,7 +15,7 @@ use axum::response::{IntoResponse, Response};
 use http_body_util::BodyExt;
 use incidentd::app::{self, Running};
 use incidentd::config::{self, Config, Overrides};
-use incidentd::domain::{Clock, ManualClock, SystemClock, Timestamp};
+use incidentd::domain::{Clock, ManualClock, Timestamp};
 use serde_json::{Value, json};
 use std::collections::VecDeque;
 use std::path::Path;
@@ -205,21 +206,6 @@ fn simulated_clock() -> Arc<ManualClock> {
         .expect("time")
         .expect("time");
     Arc::new(ManualClock::new(t0))
-}
-
-async fn start(c: &Config) -> Running {
-    app::start(c, Arc::new(SystemClock))
-        .await
-        .expect("daemon starts")
-}
-
-async fn call(r: &Running, method: &str, uri: &str, body: Value) -> (StatusCode, Value) {
-    let (status, bytes) =
-        support::oneshot(&r.router, method, uri, &[], body.to_string().into_bytes()).await;
-    (
-        status,
-        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
-    )
 }
 
 /// Opens an incident with one critical alert named `name`; its id.

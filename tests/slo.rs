@@ -4,11 +4,12 @@
 //! dashboard names only metrics that incidentd exports.
 
 mod support;
+use support::{start, start_on};
 
 use axum::http::StatusCode;
-use incidentd::app::{self, Running};
+use incidentd::app::Running;
 use incidentd::config::{self, Config, Overrides, RawConfig};
-use incidentd::domain::{Clock, ManualClock, SystemClock, Timestamp};
+use incidentd::domain::{ManualClock, Timestamp};
 use serde_json::{Value, json};
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -55,14 +56,6 @@ fn config(dir: &Path) -> Config {
     c.engine.auto_resolve_hold = Duration::ZERO;
     c.slo.refresh = Duration::from_millis(100);
     c
-}
-
-async fn start(c: &Config) -> Running {
-    start_on(c, Arc::new(SystemClock)).await
-}
-
-async fn start_on(c: &Config, clock: Arc<dyn Clock>) -> Running {
-    app::start(c, clock).await.expect("pipeline starts")
 }
 
 /// A clock the test moves by hand, set to the real time now.

@@ -311,6 +311,42 @@ pub fn kafka_group_lag(brokers: &str, group: &str, topic: &str, partitions: i32)
     kafka_group_offsets(brokers, group, topic, partitions).map_or(i64::MAX, |(c, h)| h - c)
 }
 
+/// The pipeline in this process on the wall clock (suites that drive the
+/// router directly, without a listener).
+pub async fn start(c: &incidentd::config::Config) -> incidentd::app::Running {
+    start_on(c, std::sync::Arc::new(incidentd::domain::SystemClock)).await
+}
+
+/// The same on a clock the test chooses (a `ManualClock` it moves).
+pub async fn start_on(
+    c: &incidentd::config::Config,
+    clock: std::sync::Arc<dyn incidentd::domain::Clock>,
+) -> incidentd::app::Running {
+    incidentd::app::start(c, clock)
+        .await
+        .expect("the pipeline starts")
+}
+
+/// A JSON request to the in-process router: the status and the JSON
+/// answer (`null` when there is none).
+pub async fn call(
+    r: &incidentd::app::Running,
+    method: &str,
+    uri: &str,
+    body: serde_json::Value,
+) -> (axum::http::StatusCode, serde_json::Value) {
+    let body = if body.is_null() {
+        Vec::new()
+    } else {
+        body.to_string().into_bytes()
+    };
+    let (status, bytes) = oneshot(&r.router, method, uri, &[], body).await;
+    (
+        status,
+        serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null),
+    )
+}
+
 /// One request to an in-process router (no socket): the status and the
 /// body. `headers` are added as given; a body is sent as JSON.
 pub async fn oneshot(
