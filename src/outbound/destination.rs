@@ -14,14 +14,18 @@ use std::sync::Arc;
 
 pub trait Destination: Send + Sync + 'static {
     /// Add the authorization (and any signature over `body`) to a call;
-    /// `delivery` names the outbox row.
+    /// `delivery` names the outbox row. None by default: the credential
+    /// rides in the body (PagerDuty) or the URL (Slack).
     fn authorize(
         &self,
         rb: reqwest::RequestBuilder,
         body: Option<&[u8]>,
         delivery: i64,
         now: Timestamp,
-    ) -> reqwest::RequestBuilder;
+    ) -> reqwest::RequestBuilder {
+        let _ = (body, delivery, now);
+        rb
+    }
 
     /// Deliver one outbox message: its calls through `link`, the first
     /// answer that is not a success ending it. `None` when this

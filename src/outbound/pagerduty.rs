@@ -6,7 +6,7 @@
 use super::destination::{Destination, one_call};
 use super::link::{Answer, Link};
 use super::{EventKind, Request, details, external_key, severity, summary, truncate};
-use crate::domain::{Incident, Timestamp};
+use crate::domain::Incident;
 use crate::store::{BoxFuture, OutboxRow, StoreError};
 use serde_json::json;
 
@@ -62,16 +62,6 @@ pub struct PagerDuty {
 }
 
 impl Destination for PagerDuty {
-    fn authorize(
-        &self,
-        rb: reqwest::RequestBuilder,
-        _body: Option<&[u8]>,
-        _delivery: i64,
-        _now: Timestamp,
-    ) -> reqwest::RequestBuilder {
-        rb
-    }
-
     fn deliver<'a>(
         &'a self,
         link: &'a Link,

@@ -6,7 +6,6 @@ use super::destination::{Destination, one_call};
 use super::link::{Answer, Link};
 use super::{EventKind, Request, summary};
 use crate::domain::Incident;
-use crate::domain::Timestamp;
 use crate::store::{BoxFuture, OutboxRow, StoreError};
 use serde_json::json;
 
@@ -77,16 +76,6 @@ pub struct Slack {
 }
 
 impl Destination for Slack {
-    fn authorize(
-        &self,
-        rb: reqwest::RequestBuilder,
-        _body: Option<&[u8]>,
-        _delivery: i64,
-        _now: Timestamp,
-    ) -> reqwest::RequestBuilder {
-        rb
-    }
-
     fn deliver<'a>(
         &'a self,
         link: &'a Link,

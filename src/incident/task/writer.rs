@@ -30,31 +30,10 @@ pub(super) fn spawn(
     tracker: &tokio_util::task::TaskTracker,
     cancel: CancellationToken,
 ) {
-    let Watermarks {
-        committed,
-        all_durable,
-        healthy,
-    } = marks;
     if store.write_lanes() > 1 {
-        tracker.spawn(lanes_writer_loop(
-            store,
-            rx,
-            committed,
-            all_durable,
-            metrics,
-            healthy,
-            cancel,
-        ));
+        tracker.spawn(lanes_writer_loop(store, rx, marks, metrics, cancel));
     } else {
-        tracker.spawn(writer_loop(
-            store,
-            rx,
-            committed,
-            all_durable,
-            metrics,
-            healthy,
-            cancel,
-        ));
+        tracker.spawn(writer_loop(store, rx, marks, metrics, cancel));
     }
 }
 
@@ -91,16 +70,18 @@ enum Queued {
     FlushMark(u64),
 }
 
-#[allow(clippy::too_many_arguments)]
 async fn writer_loop(
     store: DynStore,
     mut rx: mpsc::Receiver<Batch>,
-    committed: watch::Sender<u64>,
-    all_durable: watch::Sender<u64>,
+    marks: Watermarks,
     metrics: Metrics,
-    healthy: Arc<AtomicBool>,
     cancel: CancellationToken,
 ) {
+    let Watermarks {
+        committed,
+        all_durable,
+        healthy,
+    } = marks;
     // Coalesced repeat counters nobody waits for: written after, and in
     // between, the changes that senders wait on (they only ever grow, so
     // their order against the changes does not matter). Flush marks say
@@ -219,12 +200,15 @@ struct LaneWork {
 async fn lanes_writer_loop(
     store: DynStore,
     mut rx: mpsc::Receiver<Batch>,
-    committed: watch::Sender<u64>,
-    all_durable: watch::Sender<u64>,
+    marks: Watermarks,
     metrics: Metrics,
-    healthy: Arc<AtomicBool>,
     cancel: CancellationToken,
 ) {
+    let Watermarks {
+        committed,
+        all_durable,
+        healthy,
+    } = marks;
     let n = store.write_lanes().max(1);
     // Seq of the last batch each lane finished, published by the lanes.
     let (done_tx, mut done_rx) = watch::channel(vec![0u64; n]);
