@@ -64,11 +64,29 @@ fn start(dir: &Path, toml: &str) -> Daemon {
         .expect("spawn incidentd");
     let d = Daemon { child, port, log };
     let deadline = Instant::now() + Duration::from_secs(20);
-    while healthz(d.port, Duration::from_secs(1)).is_err() {
-        assert!(Instant::now() < deadline, "incidentd did not start");
+    // Ready, not only alive: until the store is open every other route
+    // answers the starting 503.
+    while !ready(d.port) {
+        assert!(Instant::now() < deadline, "incidentd did not become ready");
         std::thread::sleep(Duration::from_millis(50));
     }
     d
+}
+
+/// `GET /readyz` answers 200.
+fn ready(port: u16) -> bool {
+    let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(1)));
+    if s.write_all(b"GET /readyz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .is_err()
+    {
+        return false;
+    }
+    let mut buf = String::new();
+    let _ = s.read_to_string(&mut buf);
+    buf.starts_with("HTTP/1.1 200")
 }
 
 /// One `GET /healthz` on a fresh connection: its time, or why it failed.
@@ -280,17 +298,33 @@ fn at_the_cap_with_every_connection_busy_a_newcomer_is_refused_in_json() {
         "[http]\nmax_connections = 4\nrequest_timeout = \"3s\"\nheader_read_timeout = \"1s\"\n",
     );
     // Four requests in progress: bodies announced, never sent in full.
+    // Each asks `Expect: 100-continue`, so the server's "100 Continue"
+    // says the request is in its handler (busy) before the next step.
     let mut busy: Vec<TcpStream> = (0..4)
         .map(|_| {
             let mut s = TcpStream::connect(("127.0.0.1", d.port)).expect("connect");
             s.write_all(
-                b"POST /api/v1/alerts HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n[{",
+                b"POST /api/v1/alerts HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 1000\r\nExpect: 100-continue\r\n\r\n",
             )
             .expect("write");
+            s.set_read_timeout(Some(Duration::from_secs(10)))
+                .expect("timeout");
+            let mut head = Vec::new();
+            let mut byte = [0u8; 1];
+            while !head.ends_with(b"\r\n\r\n") {
+                let n = s.read(&mut byte).expect("the interim answer");
+                assert_eq!(n, 1, "closed before 100 Continue: {head:?}");
+                head.push(byte[0]);
+            }
+            assert!(
+                head.starts_with(b"HTTP/1.1 100"),
+                "{}",
+                String::from_utf8_lossy(&head)
+            );
+            s.write_all(b"[{").expect("write");
             s
         })
         .collect();
-    std::thread::sleep(Duration::from_millis(300));
     let mut s = TcpStream::connect(("127.0.0.1", d.port)).expect("connect");
     s.set_read_timeout(Some(Duration::from_secs(2)))
         .expect("timeout");
