@@ -10,7 +10,7 @@ use crate::domain::{Incident, Timestamp};
 use crate::incident::{Engine, EngineConfig};
 use crate::normalize;
 use crate::rules::RuleSet;
-use crate::store::{IncidentQuery, SqliteStore, StateFilter, Store};
+use crate::store::{IncidentLog, IncidentQuery, Reads, SqliteStore, StateFilter};
 use anyhow::{Context, Result};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

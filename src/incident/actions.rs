@@ -8,7 +8,7 @@
 use super::EngineError;
 use super::task::{EngineHandle, Operation, PipelineError};
 use crate::domain::{Incident, IncidentId, IncidentState};
-use crate::store::{BoxFuture, DynStore, StoreError};
+use crate::store::{BoxFuture, Reads, StoreError};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -63,7 +63,7 @@ pub trait Forward: Send + Sync + 'static {
 #[derive(Clone)]
 pub struct Actions {
     engine: EngineHandle,
-    store: DynStore,
+    store: Arc<dyn Reads>,
     forward: Option<Arc<dyn Forward>>,
     /// How long a forwarded action is waited for in the store.
     forward_wait: Duration,
@@ -76,7 +76,7 @@ const FORWARD_POLL: Duration = Duration::from_millis(50);
 impl Actions {
     pub fn new(
         engine: EngineHandle,
-        store: DynStore,
+        store: Arc<dyn Reads>,
         forward: Option<Arc<dyn Forward>>,
         forward_wait: Duration,
     ) -> Self {

@@ -329,7 +329,7 @@ fn restore_rebuilds_state_and_ids() {
 /// and a restarted engine (built from the store) does not record them again.
 #[tokio::test]
 async fn sla_marks_are_recorded_once_also_across_restarts() {
-    use crate::store::Store;
+    use crate::store::prelude::*;
     let cmdb = Arc::new(
         crate::cmdb::parse_yaml(
             "test",
@@ -412,7 +412,7 @@ cis:
 #[tokio::test]
 async fn holds_pause_sla_clocks_for_pausing_reasons_only() {
     use crate::slo::sla::{SlaStatus, incident_sla};
-    use crate::store::Store;
+    use crate::store::prelude::*;
     let cmdb = Arc::new(
         crate::cmdb::parse_yaml(
             "test",

@@ -7,7 +7,7 @@ use super::destination::Destination;
 use super::{EventKind, Method, Request, retry};
 use crate::domain::{Clock, IncidentId};
 use crate::net::FailureReason;
-use crate::store::{DynStore, OutboxRow, StoreError};
+use crate::store::{Outbox, OutboxRow, StoreError};
 use crate::telemetry::OutboundMetrics;
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,7 +21,7 @@ pub struct Link {
     dest: Arc<dyn Destination>,
     clock: Arc<dyn Clock>,
     metrics: OutboundMetrics,
-    store: DynStore,
+    store: Arc<dyn Outbox>,
 }
 
 /// What a destination answered to one call.
@@ -79,7 +79,7 @@ impl Link {
         dest: Arc<dyn Destination>,
         clock: Arc<dyn Clock>,
         metrics: OutboundMetrics,
-        store: DynStore,
+        store: Arc<dyn Outbox>,
     ) -> Link {
         Link {
             name,

@@ -11,7 +11,7 @@ use super::retry::{self, Backoff, Breaker, Outcome};
 use crate::domain::Clock;
 use crate::incident::actions::{ActError, Action, Actions, Outcome as Acted};
 use crate::incident::task::Operation;
-use crate::store::DynStore;
+use crate::store::Outbox;
 use crate::telemetry::OutboundMetrics;
 use governor::DefaultDirectRateLimiter;
 use std::sync::{Arc, Mutex};
@@ -26,7 +26,7 @@ pub struct Poller {
     pub(super) every: Duration,
     pub(super) backoff: Backoff,
     pub(super) retry_unauthorized: bool,
-    pub(super) store: DynStore,
+    pub(super) store: Arc<dyn Outbox>,
     pub(super) clock: Arc<dyn Clock>,
     pub(super) metrics: OutboundMetrics,
     pub(super) ownership: Arc<Ownership>,

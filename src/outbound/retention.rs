@@ -2,7 +2,7 @@
 //! an archive.
 
 use crate::domain::Clock;
-use crate::store::DynStore;
+use crate::store::Outbox;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -20,7 +20,7 @@ const PRUNE_EVERY: Duration = Duration::from_secs(3600);
 /// incident times its destinations. Pending messages are never touched.
 /// Any number of instances may run this at once (the same DELETE).
 pub async fn prune(
-    store: DynStore,
+    store: Arc<dyn Outbox>,
     clock: Arc<dyn Clock>,
     retention: Duration,
     cancel: CancellationToken,

@@ -18,7 +18,7 @@ use super::settings::DestinationConfig;
 use crate::domain::{Clock, IncidentId, TimelineEntry, TimelineKind, Timestamp};
 use crate::incident::actions::Actions;
 use crate::net::FailureReason;
-use crate::store::{Delivery, DynStore, OutboxRow, StoreError};
+use crate::store::{Delivery, Outbox, OutboxRow, StoreError};
 use crate::telemetry::OutboundMetrics;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use std::num::NonZeroU32;
@@ -46,7 +46,7 @@ const DEPTH_EVERY: Duration = Duration::from_secs(5);
 pub struct Sender {
     cfg: DestinationConfig,
     link: Arc<Link>,
-    store: DynStore,
+    store: Arc<dyn Outbox>,
     clock: Arc<dyn Clock>,
     metrics: OutboundMetrics,
     /// The shards whose messages are ours to deliver.
@@ -70,7 +70,7 @@ impl Sender {
         cfg: DestinationConfig,
         client: reqwest::Client,
         credential: Credential,
-        store: DynStore,
+        store: Arc<dyn Outbox>,
         clock: Arc<dyn Clock>,
         metrics: OutboundMetrics,
         ownership: Arc<Ownership>,

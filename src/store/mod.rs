@@ -233,7 +233,9 @@ pub struct IncidentQuery {
     pub before: Option<i64>,
 }
 
-pub trait Store: Send + Sync + 'static {
+/// The incident record as the engine writes it: batches applied
+/// atomically, the state a shard is restored from, and the store's health.
+pub trait IncidentLog: Send + Sync + 'static {
     /// Apply a batch atomically: all or nothing.
     fn apply<'a>(&'a self, ops: &'a [StoreOp]) -> BoxFuture<'a, Result<(), StoreError>>;
     /// How many `apply` calls on disjoint shards may run at once to good
@@ -250,6 +252,44 @@ pub trait Store: Send + Sync + 'static {
         alerts_since: Timestamp,
         signed_since: Timestamp,
     ) -> BoxFuture<'_, Result<Snapshot, StoreError>>;
+    /// Cheap round trip for `/readyz`.
+    fn ping(&self) -> BoxFuture<'_, Result<(), StoreError>>;
+    /// Whether the store is still the one that was opened: a database file
+    /// deleted or replaced under the daemon would otherwise take writes
+    /// that no restart ever sees. Cheap (a `stat` and a header read);
+    /// `Lost` is final.
+    fn integrity(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+    /// Store change records in transactions of at most `chunk`, so that a
+    /// bulk import of a calendar leaves room for ingest's commits between
+    /// them (the single SQLite writer serves both).
+    fn upsert_changes<'a>(
+        &'a self,
+        changes: &'a [crate::change::ChangeRecord],
+        chunk: usize,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(async move {
+            for part in changes.chunks(chunk.max(1)) {
+                let ops: Vec<StoreOp> = part
+                    .iter()
+                    .map(|c| StoreOp::UpsertChange(Box::new(c.clone())))
+                    .collect();
+                self.apply(&ops).await?;
+                tokio::task::yield_now().await;
+            }
+            Ok(())
+        })
+    }
+    /// Why the store was found lost by an earlier [`IncidentLog::integrity`]
+    /// check or write (no system call: for every request).
+    fn lost(&self) -> Option<String> {
+        None
+    }
+}
+
+/// What the API, the SLO exporter and the action service read.
+pub trait Reads: Send + Sync + 'static {
     fn list_problems(&self) -> BoxFuture<'_, Result<Vec<Problem>, StoreError>>;
     fn list_changes(&self) -> BoxFuture<'_, Result<Vec<ChangeRecord>, StoreError>>;
     fn list_incidents(&self, q: IncidentQuery) -> BoxFuture<'_, Result<Vec<Incident>, StoreError>>;
@@ -274,6 +314,10 @@ pub trait Store: Send + Sync + 'static {
         page: Page,
     ) -> BoxFuture<'_, Result<Vec<AlertRecord>, StoreError>>;
     fn count_by_state(&self) -> BoxFuture<'_, Result<Vec<(IncidentState, u64)>, StoreError>>;
+}
+
+/// The outbox and ticket identities, as the senders and pollers use them.
+pub trait Outbox: Send + Sync + 'static {
     /// Up to `limit` undelivered messages of `destination`, oldest first;
     /// with `shards`, only those of incidents of these work shards (the
     /// ones this instance owns).
@@ -343,38 +387,16 @@ pub trait Store: Send + Sync + 'static {
         shards: Option<&'a [u32]>,
         limit: u32,
     ) -> BoxFuture<'a, Result<Vec<(IncidentId, String)>, StoreError>>;
-    /// Cheap round trip for `/readyz`.
-    fn ping(&self) -> BoxFuture<'_, Result<(), StoreError>>;
-    /// Whether the store is still the one that was opened: a database file
-    /// deleted or replaced under the daemon would otherwise take writes
-    /// that no restart ever sees. Cheap (a `stat` and a header read);
-    /// `Lost` is final.
-    fn integrity(&self) -> Result<(), StoreError> {
-        Ok(())
-    }
-    /// Store change records in transactions of at most `chunk`, so that a
-    /// bulk import of a calendar leaves room for ingest's commits between
-    /// them (the single SQLite writer serves both).
-    fn upsert_changes<'a>(
-        &'a self,
-        changes: &'a [crate::change::ChangeRecord],
-        chunk: usize,
-    ) -> BoxFuture<'a, Result<(), StoreError>> {
-        Box::pin(async move {
-            for part in changes.chunks(chunk.max(1)) {
-                let ops: Vec<StoreOp> = part
-                    .iter()
-                    .map(|c| StoreOp::UpsertChange(Box::new(c.clone())))
-                    .collect();
-                self.apply(&ops).await?;
-                tokio::task::yield_now().await;
-            }
-            Ok(())
-        })
-    }
-    /// Why the store was found lost by an earlier [`Store::integrity`]
-    /// check or write (no system call: for every request).
-    fn lost(&self) -> Option<String> {
-        None
-    }
 }
+
+/// The whole store, for the wiring and the API; each other part takes the
+/// trait it needs (`Arc<dyn Store>` coerces to any of them).
+pub trait Store: IncidentLog + Reads + Outbox {}
+
+/// The store's traits, for code that calls their methods on a concrete
+/// store or on `dyn Store`.
+pub mod prelude {
+    pub use super::{IncidentLog, Outbox, Reads, Store};
+}
+
+impl<T: IncidentLog + Reads + Outbox> Store for T {}

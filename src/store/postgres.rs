@@ -15,8 +15,8 @@ use super::rows::{
     state_count_from_row, timeline_from_row, to_json,
 };
 use super::{
-    AlertRecord, AlertUpdate, BoxFuture, Delivery, IncidentQuery, OutboxRow, Page, Snapshot,
-    StateFilter, Store, StoreError, StoreOp,
+    AlertRecord, AlertUpdate, BoxFuture, Delivery, IncidentLog, IncidentQuery, Outbox, OutboxRow,
+    Page, Reads, Snapshot, StateFilter, StoreError, StoreOp,
 };
 use crate::change::ChangeRecord;
 use crate::domain::{Incident, IncidentId, IncidentState, Problem, TimelineEntry, Timestamp};
@@ -760,7 +760,7 @@ async fn changes(c: &mut PgConnection) -> Result<Vec<ChangeRecord>, StoreError> 
     rows.iter().map(change_from_row).collect()
 }
 
-impl Store for PgStore {
+impl IncidentLog for PgStore {
     fn write_lanes(&self) -> usize {
         self.lanes
     }
@@ -886,6 +886,15 @@ impl Store for PgStore {
         })
     }
 
+    fn ping(&self) -> BoxFuture<'_, Result<(), StoreError>> {
+        Box::pin(async move {
+            sqlx::query("SELECT 1").execute(&self.pool).await?;
+            Ok(())
+        })
+    }
+}
+
+impl Reads for PgStore {
     fn list_incidents(&self, q: IncidentQuery) -> BoxFuture<'_, Result<Vec<Incident>, StoreError>> {
         Box::pin(async move {
             let limit = i64::from(if q.limit == 0 { 1000 } else { q.limit });
@@ -940,6 +949,85 @@ impl Store for PgStore {
         })
     }
 
+    fn get_incident(&self, id: IncidentId) -> BoxFuture<'_, Result<Option<Incident>, StoreError>> {
+        Box::pin(async move {
+            let mut c = self.pool.acquire().await?;
+            let row = sqlx::query(concat!(
+                "SELECT ",
+                incident_columns!(),
+                " FROM incidents WHERE id = $1"
+            ))
+            .bind(id.0)
+            .fetch_optional(&mut *c)
+            .await?;
+            let Some(row) = row else { return Ok(None) };
+            let mut inc = [incident_from_row(&row)?];
+            attach_fingerprints(&mut c, &mut inc).await?;
+            let [inc] = inc;
+            Ok(Some(inc))
+        })
+    }
+
+    fn timeline(
+        &self,
+        id: IncidentId,
+        page: Page,
+    ) -> BoxFuture<'_, Result<Vec<TimelineEntry>, StoreError>> {
+        Box::pin(async move {
+            let rows = sqlx::query(
+                "SELECT at, kind, message, actor FROM timeline WHERE incident_id = $1 ORDER BY id LIMIT $2 OFFSET $3",
+            )
+            .bind(id.0)
+            .bind(i64::from(page.limit))
+            .bind(i64::try_from(page.offset).unwrap_or(i64::MAX))
+            .fetch_all(&self.pool)
+            .await?;
+            rows.iter().map(timeline_from_row).collect()
+        })
+    }
+
+    fn incident_alerts(
+        &self,
+        id: IncidentId,
+        page: Page,
+    ) -> BoxFuture<'_, Result<Vec<AlertRecord>, StoreError>> {
+        Box::pin(async move {
+            let rows = sqlx::query(
+                "SELECT a.fingerprint, a.status, a.labels::text AS labels, a.annotations::text AS annotations,
+                   a.starts_at, a.ends_at, a.source, a.generator_url, a.incident_id, a.corr_key,
+                   a.suppressed_rule, a.suppressed_reason, a.flapping, a.first_seen, a.last_seen,
+                   a.deliveries, a.change_id, a.shard
+                 FROM incident_alerts ia JOIN alerts a ON a.fingerprint = ia.fingerprint
+                 WHERE ia.incident_id = $1 ORDER BY ia.joined_at, a.fingerprint LIMIT $2 OFFSET $3",
+            )
+            .bind(id.0)
+            .bind(i64::from(page.limit))
+            .bind(i64::try_from(page.offset).unwrap_or(i64::MAX))
+            .fetch_all(&self.pool)
+            .await?;
+            rows.iter().map(alert_record_from_row).collect()
+        })
+    }
+
+    fn count_by_state(&self) -> BoxFuture<'_, Result<Vec<(IncidentState, u64)>, StoreError>> {
+        Box::pin(async move {
+            let rows = sqlx::query("SELECT state, COUNT(*) AS n FROM incidents GROUP BY state")
+                .fetch_all(&self.pool)
+                .await?;
+            rows.iter().map(state_count_from_row).collect()
+        })
+    }
+
+    fn list_problems(&self) -> BoxFuture<'_, Result<Vec<Problem>, StoreError>> {
+        Box::pin(async move { problems(&mut *self.pool.acquire().await?).await })
+    }
+
+    fn list_changes(&self) -> BoxFuture<'_, Result<Vec<ChangeRecord>, StoreError>> {
+        Box::pin(async move { changes(&mut *self.pool.acquire().await?).await })
+    }
+}
+
+impl Outbox for PgStore {
     fn outbox_pending<'a>(
         &'a self,
         destination: &'a str,
@@ -1154,90 +1242,6 @@ impl Store for PgStore {
             .bind(text(external))
             .execute(&self.pool)
             .await?;
-            Ok(())
-        })
-    }
-
-    fn get_incident(&self, id: IncidentId) -> BoxFuture<'_, Result<Option<Incident>, StoreError>> {
-        Box::pin(async move {
-            let mut c = self.pool.acquire().await?;
-            let row = sqlx::query(concat!(
-                "SELECT ",
-                incident_columns!(),
-                " FROM incidents WHERE id = $1"
-            ))
-            .bind(id.0)
-            .fetch_optional(&mut *c)
-            .await?;
-            let Some(row) = row else { return Ok(None) };
-            let mut inc = [incident_from_row(&row)?];
-            attach_fingerprints(&mut c, &mut inc).await?;
-            let [inc] = inc;
-            Ok(Some(inc))
-        })
-    }
-
-    fn timeline(
-        &self,
-        id: IncidentId,
-        page: Page,
-    ) -> BoxFuture<'_, Result<Vec<TimelineEntry>, StoreError>> {
-        Box::pin(async move {
-            let rows = sqlx::query(
-                "SELECT at, kind, message, actor FROM timeline WHERE incident_id = $1 ORDER BY id LIMIT $2 OFFSET $3",
-            )
-            .bind(id.0)
-            .bind(i64::from(page.limit))
-            .bind(i64::try_from(page.offset).unwrap_or(i64::MAX))
-            .fetch_all(&self.pool)
-            .await?;
-            rows.iter().map(timeline_from_row).collect()
-        })
-    }
-
-    fn incident_alerts(
-        &self,
-        id: IncidentId,
-        page: Page,
-    ) -> BoxFuture<'_, Result<Vec<AlertRecord>, StoreError>> {
-        Box::pin(async move {
-            let rows = sqlx::query(
-                "SELECT a.fingerprint, a.status, a.labels::text AS labels, a.annotations::text AS annotations,
-                   a.starts_at, a.ends_at, a.source, a.generator_url, a.incident_id, a.corr_key,
-                   a.suppressed_rule, a.suppressed_reason, a.flapping, a.first_seen, a.last_seen,
-                   a.deliveries, a.change_id, a.shard
-                 FROM incident_alerts ia JOIN alerts a ON a.fingerprint = ia.fingerprint
-                 WHERE ia.incident_id = $1 ORDER BY ia.joined_at, a.fingerprint LIMIT $2 OFFSET $3",
-            )
-            .bind(id.0)
-            .bind(i64::from(page.limit))
-            .bind(i64::try_from(page.offset).unwrap_or(i64::MAX))
-            .fetch_all(&self.pool)
-            .await?;
-            rows.iter().map(alert_record_from_row).collect()
-        })
-    }
-
-    fn count_by_state(&self) -> BoxFuture<'_, Result<Vec<(IncidentState, u64)>, StoreError>> {
-        Box::pin(async move {
-            let rows = sqlx::query("SELECT state, COUNT(*) AS n FROM incidents GROUP BY state")
-                .fetch_all(&self.pool)
-                .await?;
-            rows.iter().map(state_count_from_row).collect()
-        })
-    }
-
-    fn list_problems(&self) -> BoxFuture<'_, Result<Vec<Problem>, StoreError>> {
-        Box::pin(async move { problems(&mut *self.pool.acquire().await?).await })
-    }
-
-    fn list_changes(&self) -> BoxFuture<'_, Result<Vec<ChangeRecord>, StoreError>> {
-        Box::pin(async move { changes(&mut *self.pool.acquire().await?).await })
-    }
-
-    fn ping(&self) -> BoxFuture<'_, Result<(), StoreError>> {
-        Box::pin(async move {
-            sqlx::query("SELECT 1").execute(&self.pool).await?;
             Ok(())
         })
     }

@@ -8,8 +8,8 @@ use super::rows::{
     state_count_from_row, timeline_from_row, to_json,
 };
 use super::{
-    AlertRecord, BoxFuture, Delivery, IncidentQuery, OutboxRow, Page, Snapshot, StateFilter, Store,
-    StoreError, StoreOp,
+    AlertRecord, BoxFuture, Delivery, IncidentLog, IncidentQuery, Outbox, OutboxRow, Page, Reads,
+    Snapshot, StateFilter, StoreError, StoreOp,
 };
 use crate::change::ChangeRecord;
 use crate::domain::{Incident, IncidentId, IncidentState, Problem, TimelineEntry, Timestamp};
@@ -627,7 +627,7 @@ async fn append_note(
     Ok(())
 }
 
-impl Store for SqliteStore {
+impl IncidentLog for SqliteStore {
     fn apply<'a>(&'a self, ops: &'a [StoreOp]) -> BoxFuture<'a, Result<(), StoreError>> {
         Box::pin(async move {
             if ops.is_empty() {
@@ -727,6 +727,27 @@ impl Store for SqliteStore {
         })
     }
 
+    fn ping(&self) -> BoxFuture<'_, Result<(), StoreError>> {
+        Box::pin(async move {
+            self.integrity()?;
+            sqlx::query("SELECT 1").execute(&self.reader).await?;
+            Ok(())
+        })
+    }
+
+    fn integrity(&self) -> Result<(), StoreError> {
+        match &self.file {
+            Some(f) => f.check(true).map_err(StoreError::Lost),
+            None => Ok(()),
+        }
+    }
+
+    fn lost(&self) -> Option<String> {
+        self.file.as_ref().and_then(|f| f.lost.get().cloned())
+    }
+}
+
+impl Reads for SqliteStore {
     fn list_incidents(&self, q: IncidentQuery) -> BoxFuture<'_, Result<Vec<Incident>, StoreError>> {
         Box::pin(async move {
             let limit = i64::from(if q.limit == 0 { 1000 } else { q.limit });
@@ -787,6 +808,86 @@ impl Store for SqliteStore {
         })
     }
 
+    fn get_incident(&self, id: IncidentId) -> BoxFuture<'_, Result<Option<Incident>, StoreError>> {
+        Box::pin(async move {
+            let row = sqlx::query("SELECT * FROM incidents WHERE id = ?")
+                .bind(id.0)
+                .fetch_optional(&self.reader)
+                .await?;
+            let Some(row) = row else { return Ok(None) };
+            let mut inc = [incident_from_row(&row)?];
+            attach_fingerprints(&self.reader, &mut inc).await?;
+            let [inc] = inc;
+            Ok(Some(inc))
+        })
+    }
+
+    fn timeline(
+        &self,
+        id: IncidentId,
+        page: Page,
+    ) -> BoxFuture<'_, Result<Vec<TimelineEntry>, StoreError>> {
+        Box::pin(async move {
+            let rows = sqlx::query(
+                "SELECT at, kind, message, actor FROM timeline WHERE incident_id = ? ORDER BY id LIMIT ? OFFSET ?",
+            )
+            .bind(id.0)
+            .bind(i64::from(page.limit))
+            .bind(i64::try_from(page.offset).unwrap_or(i64::MAX))
+            .fetch_all(&self.reader)
+            .await?;
+            rows.iter().map(timeline_from_row).collect()
+        })
+    }
+
+    fn incident_alerts(
+        &self,
+        id: IncidentId,
+        page: Page,
+    ) -> BoxFuture<'_, Result<Vec<AlertRecord>, StoreError>> {
+        Box::pin(async move {
+            let rows = sqlx::query(
+                "SELECT a.* FROM incident_alerts ia JOIN alerts a ON a.fingerprint = ia.fingerprint
+                 WHERE ia.incident_id = ? ORDER BY ia.joined_at, a.fingerprint LIMIT ? OFFSET ?",
+            )
+            .bind(id.0)
+            .bind(i64::from(page.limit))
+            .bind(i64::try_from(page.offset).unwrap_or(i64::MAX))
+            .fetch_all(&self.reader)
+            .await?;
+            rows.iter().map(alert_record_from_row).collect()
+        })
+    }
+
+    fn count_by_state(&self) -> BoxFuture<'_, Result<Vec<(IncidentState, u64)>, StoreError>> {
+        Box::pin(async move {
+            let rows = sqlx::query("SELECT state, COUNT(*) AS n FROM incidents GROUP BY state")
+                .fetch_all(&self.reader)
+                .await?;
+            rows.iter().map(state_count_from_row).collect()
+        })
+    }
+
+    fn list_problems(&self) -> BoxFuture<'_, Result<Vec<Problem>, StoreError>> {
+        Box::pin(async move {
+            let rows = sqlx::query("SELECT data FROM problems ORDER BY id")
+                .fetch_all(&self.reader)
+                .await?;
+            rows.iter().map(problem_from_row).collect()
+        })
+    }
+
+    fn list_changes(&self) -> BoxFuture<'_, Result<Vec<ChangeRecord>, StoreError>> {
+        Box::pin(async move {
+            let rows = sqlx::query("SELECT * FROM changes ORDER BY start_at, id")
+                .fetch_all(&self.reader)
+                .await?;
+            rows.iter().map(change_from_row).collect()
+        })
+    }
+}
+
+impl Outbox for SqliteStore {
     fn outbox_pending<'a>(
         &'a self,
         destination: &'a str,
@@ -986,103 +1087,6 @@ impl Store for SqliteStore {
             .await?;
             Ok(())
         })
-    }
-
-    fn get_incident(&self, id: IncidentId) -> BoxFuture<'_, Result<Option<Incident>, StoreError>> {
-        Box::pin(async move {
-            let row = sqlx::query("SELECT * FROM incidents WHERE id = ?")
-                .bind(id.0)
-                .fetch_optional(&self.reader)
-                .await?;
-            let Some(row) = row else { return Ok(None) };
-            let mut inc = [incident_from_row(&row)?];
-            attach_fingerprints(&self.reader, &mut inc).await?;
-            let [inc] = inc;
-            Ok(Some(inc))
-        })
-    }
-
-    fn timeline(
-        &self,
-        id: IncidentId,
-        page: Page,
-    ) -> BoxFuture<'_, Result<Vec<TimelineEntry>, StoreError>> {
-        Box::pin(async move {
-            let rows = sqlx::query(
-                "SELECT at, kind, message, actor FROM timeline WHERE incident_id = ? ORDER BY id LIMIT ? OFFSET ?",
-            )
-            .bind(id.0)
-            .bind(i64::from(page.limit))
-            .bind(i64::try_from(page.offset).unwrap_or(i64::MAX))
-            .fetch_all(&self.reader)
-            .await?;
-            rows.iter().map(timeline_from_row).collect()
-        })
-    }
-
-    fn incident_alerts(
-        &self,
-        id: IncidentId,
-        page: Page,
-    ) -> BoxFuture<'_, Result<Vec<AlertRecord>, StoreError>> {
-        Box::pin(async move {
-            let rows = sqlx::query(
-                "SELECT a.* FROM incident_alerts ia JOIN alerts a ON a.fingerprint = ia.fingerprint
-                 WHERE ia.incident_id = ? ORDER BY ia.joined_at, a.fingerprint LIMIT ? OFFSET ?",
-            )
-            .bind(id.0)
-            .bind(i64::from(page.limit))
-            .bind(i64::try_from(page.offset).unwrap_or(i64::MAX))
-            .fetch_all(&self.reader)
-            .await?;
-            rows.iter().map(alert_record_from_row).collect()
-        })
-    }
-
-    fn count_by_state(&self) -> BoxFuture<'_, Result<Vec<(IncidentState, u64)>, StoreError>> {
-        Box::pin(async move {
-            let rows = sqlx::query("SELECT state, COUNT(*) AS n FROM incidents GROUP BY state")
-                .fetch_all(&self.reader)
-                .await?;
-            rows.iter().map(state_count_from_row).collect()
-        })
-    }
-
-    fn list_problems(&self) -> BoxFuture<'_, Result<Vec<Problem>, StoreError>> {
-        Box::pin(async move {
-            let rows = sqlx::query("SELECT data FROM problems ORDER BY id")
-                .fetch_all(&self.reader)
-                .await?;
-            rows.iter().map(problem_from_row).collect()
-        })
-    }
-
-    fn list_changes(&self) -> BoxFuture<'_, Result<Vec<ChangeRecord>, StoreError>> {
-        Box::pin(async move {
-            let rows = sqlx::query("SELECT * FROM changes ORDER BY start_at, id")
-                .fetch_all(&self.reader)
-                .await?;
-            rows.iter().map(change_from_row).collect()
-        })
-    }
-
-    fn ping(&self) -> BoxFuture<'_, Result<(), StoreError>> {
-        Box::pin(async move {
-            self.integrity()?;
-            sqlx::query("SELECT 1").execute(&self.reader).await?;
-            Ok(())
-        })
-    }
-
-    fn integrity(&self) -> Result<(), StoreError> {
-        match &self.file {
-            Some(f) => f.check(true).map_err(StoreError::Lost),
-            None => Ok(()),
-        }
-    }
-
-    fn lost(&self) -> Option<String> {
-        self.file.as_ref().and_then(|f| f.lost.get().cloned())
     }
 }
 

@@ -11,7 +11,7 @@ const DRAIN_WITHIN: Duration = Duration::from_secs(30);
 
 /// Every outbox message of `store` finished (delivered, skipped or given
 /// up): no destination has anything left to send for what was committed.
-pub async fn outbox_drained(store: &dyn incidentd::store::Store) {
+pub async fn outbox_drained(store: &dyn incidentd::store::Outbox) {
     super::wait_ok("the outbox drained", DRAIN_WITHIN, async || {
         let depth = store.outbox_depth(None).await.map_err(|e| e.to_string())?;
         pending(&depth)

@@ -14,7 +14,7 @@ use super::{Engine, EngineConfig};
 use crate::cmdb::Cmdb;
 use crate::domain::Clock;
 use crate::rules::RuleSet;
-use crate::store::DynStore;
+use crate::store::IncidentLog;
 use crate::telemetry::Metrics;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
@@ -49,7 +49,7 @@ pub struct EngineProto {
 pub fn spawn(
     engines: Vec<Engine>,
     proto: EngineProto,
-    store: DynStore,
+    store: Arc<dyn IncidentLog>,
     clock: Arc<dyn Clock>,
     metrics: Metrics,
     opts: PipelineOptions,

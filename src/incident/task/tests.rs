@@ -9,10 +9,10 @@ use crate::domain::{
 use crate::domain::{Incident, IncidentId, IncidentState, Priority};
 use crate::normalize::Event;
 use crate::store::{
-    AlertRecord, BoxFuture, Delivery, IncidentQuery, OutboxRow, Page, SqliteStore, Store,
-    StoreError,
+    AlertRecord, BoxFuture, Delivery, IncidentLog, IncidentQuery, Outbox, OutboxRow, Page, Reads,
+    SqliteStore, StoreError,
 };
-use crate::store::{Snapshot, StoreOp};
+use crate::store::{DynStore, Snapshot, StoreOp};
 
 fn alert(i: u64) -> Event {
     let labels: LabelSet = [
@@ -41,7 +41,7 @@ struct SlowStore(SqliteStore, usize, Duration);
 
 type Fut<'a, T> = BoxFuture<'a, Result<T, StoreError>>;
 
-impl Store for SlowStore {
+impl IncidentLog for SlowStore {
     fn write_lanes(&self) -> usize {
         self.1
     }
@@ -64,6 +64,12 @@ impl Store for SlowStore {
     ) -> Fut<'_, Snapshot> {
         self.0.load_state(s, a, b, c)
     }
+    fn ping(&self) -> Fut<'_, ()> {
+        self.0.ping()
+    }
+}
+
+impl Reads for SlowStore {
     fn list_problems(&self) -> Fut<'_, Vec<Problem>> {
         self.0.list_problems()
     }
@@ -79,6 +85,18 @@ impl Store for SlowStore {
     fn slo_incidents(&self, since: Timestamp, worst: Priority) -> Fut<'_, Vec<Incident>> {
         self.0.slo_incidents(since, worst)
     }
+    fn timeline(&self, id: IncidentId, page: Page) -> Fut<'_, Vec<TimelineEntry>> {
+        self.0.timeline(id, page)
+    }
+    fn incident_alerts(&self, id: IncidentId, page: Page) -> Fut<'_, Vec<AlertRecord>> {
+        self.0.incident_alerts(id, page)
+    }
+    fn count_by_state(&self) -> Fut<'_, Vec<(IncidentState, u64)>> {
+        self.0.count_by_state()
+    }
+}
+
+impl Outbox for SlowStore {
     fn outbox_pending<'a>(
         &'a self,
         d: &'a str,
@@ -128,18 +146,6 @@ impl Store for SlowStore {
     }
     fn set_outbound_ref<'a>(&'a self, d: &'a str, i: IncidentId, x: &'a str) -> Fut<'a, ()> {
         self.0.set_outbound_ref(d, i, x)
-    }
-    fn timeline(&self, id: IncidentId, page: Page) -> Fut<'_, Vec<TimelineEntry>> {
-        self.0.timeline(id, page)
-    }
-    fn incident_alerts(&self, id: IncidentId, page: Page) -> Fut<'_, Vec<AlertRecord>> {
-        self.0.incident_alerts(id, page)
-    }
-    fn count_by_state(&self) -> Fut<'_, Vec<(IncidentState, u64)>> {
-        self.0.count_by_state()
-    }
-    fn ping(&self) -> Fut<'_, ()> {
-        self.0.ping()
     }
 }
 

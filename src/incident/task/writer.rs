@@ -3,7 +3,7 @@
 //! answer waiting requests. One path for SQLite (one writer, counters
 //! coalesced behind changes) and one for stores with several write lanes.
 
-use crate::store::{DynStore, StoreOp};
+use crate::store::{IncidentLog, StoreOp};
 use crate::telemetry::Metrics;
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -23,7 +23,7 @@ pub(super) struct Watermarks {
 
 /// Start the writer that suits `store` on `tracker`.
 pub(super) fn spawn(
-    store: DynStore,
+    store: Arc<dyn IncidentLog>,
     rx: mpsc::Receiver<Batch>,
     marks: Watermarks,
     metrics: Metrics,
@@ -71,7 +71,7 @@ enum Queued {
 }
 
 async fn writer_loop(
-    store: DynStore,
+    store: Arc<dyn IncidentLog>,
     mut rx: mpsc::Receiver<Batch>,
     marks: Watermarks,
     metrics: Metrics,
@@ -198,7 +198,7 @@ struct LaneWork {
 /// `committed` is the highest batch every lane has finished; `all_durable`
 /// the highest full counter flush at or below it.
 async fn lanes_writer_loop(
-    store: DynStore,
+    store: Arc<dyn IncidentLog>,
     mut rx: mpsc::Receiver<Batch>,
     marks: Watermarks,
     metrics: Metrics,
@@ -313,7 +313,7 @@ async fn lanes_writer_loop(
 /// one transaction (up to `MAX_COMMIT_OPS`), retrying until it succeeds.
 async fn lane_loop(
     k: usize,
-    store: DynStore,
+    store: Arc<dyn IncidentLog>,
     mut rx: mpsc::Receiver<LaneWork>,
     done: Arc<watch::Sender<Vec<u64>>>,
     metrics: Metrics,
@@ -377,7 +377,7 @@ fn take_counters(q: &mut VecDeque<Queued>) -> Vec<StoreOp> {
 /// Commit one batch, retrying until it succeeds. False only when giving up
 /// at shutdown.
 async fn commit(
-    store: &dyn crate::store::Store,
+    store: &dyn IncidentLog,
     ops: &[StoreOp],
     metrics: &Metrics,
     healthy: &AtomicBool,
