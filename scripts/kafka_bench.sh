@@ -30,8 +30,10 @@ group_id = "$T"
 name = "$T"
 format = "canonical"
 TOML
-(cd "$W" && RUST_LOG=warn "$BIN" serve --config c.toml --data-dir "$W/data" \
-    --rules "$(dirname "$0")/../rules" >"$W/daemon.log" 2>&1) &
+RULES="$(cd "$(dirname "$0")/.." && pwd)/rules"
+# exec: $! is the daemon itself, so the trap stops it.
+(cd "$W" && exec env RUST_LOG=warn "$BIN" serve --config c.toml --data-dir "$W/data" \
+    --rules "$RULES" >"$W/daemon.log" 2>&1) &
 PID=$!
 "$LOAD" drain "$BROKERS" "$T" "$T" $BROKER_PID
 if grep -q '"level":"ERROR"\|ERROR' "$W/daemon.log"; then
