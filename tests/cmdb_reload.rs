@@ -181,10 +181,13 @@ async fn cmdb_file_reloads_on_change_and_keeps_state() {
     let mut sorted = entries.clone();
     sorted.sort_by(|a, b| a.1.cmp(&b.1));
     assert_eq!(sorted, want, "{detail}");
-    // Two more timer passes of the engine (one a second) record nothing again.
-    let ticks = || async {
-        support::drain::metric(&metrics().await, "incidentd_engine_ticks_total").unwrap_or(0.0)
+    // The value of an unlabelled series, or of one written exactly so.
+    let gauge = |text: &str, series: &str| -> Option<f64> {
+        text.lines()
+            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
     };
+    // Two more timer passes of the engine (one a second) record nothing again.
+    let ticks = || async { gauge(&metrics().await, "incidentd_engine_ticks_total").unwrap_or(0.0) };
     let seen = ticks().await;
     wait_for("two more engine ticks", async || {
         ticks().await >= seen + 2.0
@@ -194,10 +197,6 @@ async fn cmdb_file_reloads_on_change_and_keeps_state() {
     assert_eq!(sla_entries(&again).len(), 6, "recorded once: {again}");
     // The same, as metrics: two running timers, both breached; once
     // acknowledged, the response timer is counted as completed, breached.
-    let gauge = |text: &str, series: &str| -> Option<f64> {
-        text.lines()
-            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
-    };
     wait_for("the SLA gauges", async || {
         let text = metrics().await;
         gauge(

@@ -83,7 +83,7 @@ pub(super) async fn build(
             inbound.push(api::InboundDestination {
                 name: d.name.clone(),
                 kind: d.kind.as_str(),
-                token: connect::read_secret(t, &format!("{} token", d.name))?.into_bytes(),
+                token: secret(t, &d.name)?.into_bytes(),
             });
         }
     }
@@ -150,28 +150,31 @@ async fn restore(
     Ok(engine)
 }
 
+/// A secret named in errors as "`what` token".
+fn secret(s: &Secret, what: &str) -> Result<String> {
+    connect::read_secret(s, &format!("{what} token"))
+}
+
 /// A source's bearer token, when one is configured.
 fn token(s: &Option<Secret>, what: &str) -> Result<Option<String>> {
-    s.as_ref()
-        .map(|s| connect::read_secret(s, &format!("{what} token")))
-        .transpose()
+    s.as_ref().map(|s| secret(s, what)).transpose()
 }
 
 /// What a destination authenticates with, by kind.
 fn credential(d: &DestinationConfig) -> Result<Credential> {
-    let secret = |s: &Secret| connect::read_secret(s, &format!("{} token", d.name));
+    let read = |s: &Secret| secret(s, &d.name);
     Ok(match &d.kind {
         DestinationKind::PagerDuty { routing_key: s }
         | DestinationKind::Opsgenie { api_key: s }
-        | DestinationKind::Webhook { secret: s } => Credential::Key(secret(s)?),
+        | DestinationKind::Webhook { secret: s } => Credential::Key(read(s)?),
         DestinationKind::Slack => Credential::None,
         DestinationKind::ServiceNow { auth, .. } | DestinationKind::Jira { auth, .. } => match auth
         {
             config::ServiceNowAuth::Basic { user, password } => Credential::Basic {
                 user: user.clone(),
-                password: secret(password)?,
+                password: read(password)?,
             },
-            config::ServiceNowAuth::Bearer(t) => Credential::Bearer(secret(t)?),
+            config::ServiceNowAuth::Bearer(t) => Credential::Bearer(read(t)?),
         },
     })
 }

@@ -66,9 +66,3 @@ fn pending(depth: &[(String, u64)]) -> Result<(), String> {
         Err(format!("still pending: {depth:?}"))
     }
 }
-
-/// The value of an unlabelled counter or gauge in an exposition text.
-pub fn metric(text: &str, name: &str) -> Option<f64> {
-    text.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
-}
