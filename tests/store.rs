@@ -484,10 +484,7 @@ async fn one_active_incident_per_key(db: Db) {
     assert!(store.get_incident(IncidentId(2)).await.unwrap().is_none());
     let one = store.get_incident(IncidentId(1)).await.unwrap().unwrap();
     assert_eq!((one.alert_count, one.alert_fingerprints.len()), (1, 0));
-    let snap = store
-        .load_state(None, Timestamp(0), Timestamp(0), Timestamp(0))
-        .await
-        .unwrap();
+    let snap = store.load_state(Restore::default()).await.unwrap();
     assert!(snap.alerts.is_empty());
 
     // Resolving the first in the same batch makes room for the second.
@@ -536,7 +533,12 @@ async fn load_state_by_shard(db: Db) {
         ])
         .await
         .unwrap();
-    let load = |shard| store.load_state(shard, Timestamp(0), Timestamp(0), Timestamp(0));
+    let load = |shard| {
+        store.load_state(Restore {
+            shard,
+            ..Restore::default()
+        })
+    };
 
     let s1 = load(Some(1)).await.unwrap();
     let ids: Vec<i64> = s1.incidents.iter().map(|i| i.id.0).collect();
@@ -570,7 +572,10 @@ async fn load_state_by_shard(db: Db) {
     assert_eq!(all.max_incident_id, 10);
     // `resolved_since` later than the resolutions: only active incidents.
     let recent = store
-        .load_state(None, Timestamp(6_000), Timestamp(0), Timestamp(0))
+        .load_state(Restore {
+            resolved_since: Timestamp(6_000),
+            ..Restore::default()
+        })
         .await
         .unwrap();
     assert_eq!(recent.incidents.len(), 3);
@@ -630,10 +635,7 @@ async fn merges_move_alerts(db: Db) {
     assert!(fingerprints(store, 2).await.is_empty());
     assert!(fingerprints(store, 3).await.is_empty());
     assert_eq!(fingerprints(store, 1).await, [10, 11, 12]);
-    let snap = store
-        .load_state(None, Timestamp(0), Timestamp(0), Timestamp(0))
-        .await
-        .unwrap();
+    let snap = store.load_state(Restore::default()).await.unwrap();
     assert!(
         snap.alerts
             .iter()
@@ -744,10 +746,7 @@ async fn reads_and_problem_links(db: Db) {
         store.list_changes().await.unwrap(),
         [change("CHG1", 100), change("CHG2", 200)]
     );
-    let snap = store
-        .load_state(None, Timestamp(0), Timestamp(0), Timestamp(0))
-        .await
-        .unwrap();
+    let snap = store.load_state(Restore::default()).await.unwrap();
     assert_eq!(snap.problems.len(), 1);
     assert_eq!(snap.changes.len(), 2);
 }
@@ -775,10 +774,7 @@ async fn large_batch_in_one_apply(db: Db) {
     let fps = fingerprints(store, 1).await;
     assert_eq!(fps.len(), N as usize);
     assert_eq!((fps[0], fps[N as usize - 1]), (0, N - 1));
-    let snap = store
-        .load_state(None, Timestamp(0), Timestamp(0), Timestamp(0))
-        .await
-        .unwrap();
+    let snap = store.load_state(Restore::default()).await.unwrap();
     assert_eq!(snap.alerts.len(), N as usize);
     assert!(snap.alerts.iter().all(|a| a.deliveries == 2));
 }

@@ -13,7 +13,7 @@ use crate::incident::Engine;
 use crate::offline::{initial_cmdb, load_rules};
 use crate::outbound::Credential;
 use crate::rules::RuleSet;
-use crate::store::{DynStore, PgStore, SqliteOptions, SqliteStore};
+use crate::store::{DynStore, PgStore, Restore, SqliteOptions, SqliteStore};
 use crate::telemetry::Metrics;
 use anyhow::{Context, Result};
 use std::sync::Arc;
@@ -132,12 +132,12 @@ async fn restore(
     let mut engine = Engine::new(cfg.engine.clone(), rules.clone());
     engine.set_cmdb(cmdb.clone());
     let snapshot = store
-        .load_state(
-            None,
-            now.saturating_sub(cfg.engine.reopen_window),
-            now.saturating_sub(cfg.engine.alert_retention),
-            now.saturating_sub(cfg.engine.problems.period),
-        )
+        .load_state(Restore {
+            shard: None,
+            resolved_since: now.saturating_sub(cfg.engine.reopen_window),
+            alerts_since: now.saturating_sub(cfg.engine.alert_retention),
+            signed_since: now.saturating_sub(cfg.engine.problems.period),
+        })
         .await
         .context("loading state from the store")?;
     tracing::info!(

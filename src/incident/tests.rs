@@ -1,5 +1,6 @@
 use super::*;
 use crate::domain::{LabelSet, Source};
+use crate::store::Restore;
 
 const MIN: i64 = 60_000;
 const T0: i64 = 1_772_438_400_000; // 2026-03-02T08:00:00Z
@@ -391,10 +392,7 @@ cis:
             .is_none_or(|(_, ops)| sla_entries(&ops).is_empty())
     );
     // Restart: the marks come back with the incident.
-    let snap = store
-        .load_state(None, Timestamp(0), Timestamp(0), Timestamp(0))
-        .await
-        .unwrap();
+    let snap = store.load_state(Restore::default()).await.unwrap();
     let mut again = engine();
     again.set_cmdb(cmdb);
     again.restore(snap, at(30));
@@ -501,10 +499,7 @@ cis:
     store.apply(&ops).await.unwrap();
     // After a restart the holds are still there; the change hold is still
     // running and resolving ends it.
-    let snap = store
-        .load_state(None, Timestamp(0), Timestamp(0), Timestamp(0))
-        .await
-        .unwrap();
+    let snap = store.load_state(Restore::default()).await.unwrap();
     let mut again = engine();
     again.set_cmdb(cmdb.clone());
     again.restore(snap, at(76));

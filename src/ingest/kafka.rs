@@ -30,7 +30,7 @@ use crate::domain::{Alert, Clock, Timestamp};
 use crate::incident::EngineError;
 use crate::incident::task::{EngineHandle, Operation, PipelineError};
 use crate::normalize::{self, Event, NormalizeError};
-use crate::store::DynStore;
+use crate::store::{DynStore, Restore};
 use crate::telemetry::Metrics;
 use rdkafka::ClientContext;
 use rdkafka::Message;
@@ -538,12 +538,12 @@ impl Ctx {
         let mut backoff = Duration::from_millis(100);
         loop {
             let now = self.deps.clock.now();
-            let loaded = self.rt.block_on(self.deps.store.load_state(
-                Some(shard),
-                now.saturating_sub(w.reopen),
-                now.saturating_sub(w.retention),
-                now.saturating_sub(w.problems),
-            ));
+            let loaded = self.rt.block_on(self.deps.store.load_state(Restore {
+                shard: Some(shard),
+                resolved_since: now.saturating_sub(w.reopen),
+                alerts_since: now.saturating_sub(w.retention),
+                signed_since: now.saturating_sub(w.problems),
+            }));
             match loaded {
                 Ok(snap) => {
                     if let Err(e) = self.rt.block_on(self.deps.engine.assign(shard, snap)) {

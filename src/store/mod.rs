@@ -6,6 +6,7 @@
 mod batch;
 mod postgres;
 mod rows;
+mod sql;
 mod sqlite;
 
 pub use postgres::{PgStore, connect_options as pg_connect_options};
@@ -217,6 +218,19 @@ pub struct Snapshot {
     pub changes: Vec<ChangeRecord>,
 }
 
+/// What [`IncidentLog::load_state`] reads. The default is everything.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Restore {
+    /// One work shard, or every shard (`None`).
+    pub shard: Option<u32>,
+    /// Resolved incidents since then come back too (a new alert may reopen them).
+    pub resolved_since: Timestamp,
+    /// Alerts that are firing, or were seen since then.
+    pub alerts_since: Timestamp,
+    /// Signatures of incidents resolved since then (problem detection).
+    pub signed_since: Timestamp,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum StateFilter {
     #[default]
@@ -243,15 +257,9 @@ pub trait IncidentLog: Send + Sync + 'static {
     fn write_lanes(&self) -> usize {
         1
     }
-    /// State of one work shard (`Some`), or of every shard (`None`): a
-    /// Kafka instance loads a partition's state when it is assigned.
-    fn load_state(
-        &self,
-        shard: Option<u32>,
-        resolved_since: Timestamp,
-        alerts_since: Timestamp,
-        signed_since: Timestamp,
-    ) -> BoxFuture<'_, Result<Snapshot, StoreError>>;
+    /// The state an engine starts from, read in one consistent view: at
+    /// start, and when a Kafka instance is assigned a partition's shard.
+    fn load_state(&self, what: Restore) -> BoxFuture<'_, Result<Snapshot, StoreError>>;
     /// Cheap round trip for `/readyz`.
     fn ping(&self) -> BoxFuture<'_, Result<(), StoreError>>;
     /// Whether the store is still the one that was opened: a database file

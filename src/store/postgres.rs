@@ -9,19 +9,17 @@
 //! be retried forever by the writer and stall every later commit.
 
 use super::batch::{Grouped, TouchRow, group};
-use super::rows::{
-    alert_record_from_row, alert_snapshot_from_row, change_from_row, change_state_str, count_to_db,
-    extra_json, fp_from_db, fp_to_db, incident_from_row, outbox_from_row, problem_from_row,
-    state_count_from_row, timeline_from_row, to_json,
-};
+use super::rows::{change_state_str, count_to_db, extra_json, fp_to_db, to_json};
+use super::sql::{self, Arg, Dialect, SqlBackend, Stmt};
 use super::{
-    AlertRecord, AlertUpdate, BoxFuture, Delivery, IncidentLog, IncidentQuery, Outbox, OutboxRow,
-    Page, Reads, Snapshot, StateFilter, StoreError, StoreOp,
+    AlertRecord, AlertUpdate, BoxFuture, IncidentLog, Restore, Snapshot, StoreError, StoreOp,
 };
 use crate::change::ChangeRecord;
 use crate::domain::{Incident, IncidentId, IncidentState, Problem, TimelineEntry, Timestamp};
-use sqlx::Row;
-use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
+use sqlx::postgres::{
+    PgArguments, PgConnectOptions, PgConnection, PgPool, PgPoolOptions, PgRow, Postgres,
+};
+use sqlx::query::Query;
 use std::borrow::Cow;
 use std::str::FromStr;
 use std::time::Duration;
@@ -43,15 +41,6 @@ const MIGRATION_LOCK: i64 = 0x696e_6369_6465_6e74;
 /// How long to wait for a connection: an unreachable database then fails a
 /// commit (which the writer retries) or `/readyz`, instead of hanging.
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// The `incidents` columns `incident_from_row` reads, JSONB as text.
-macro_rules! incident_columns {
-    () => {
-        "id, key, state, priority, impact, urgency, title, root_ci, assignment_group, alert_count, \
-         opened_at, acknowledged_at, acknowledged_by, resolved_at, updated_at, reopen_count, flapping, \
-         extra::text AS extra, shard"
-    };
-}
 
 pub struct PgStore {
     pool: PgPool,
@@ -716,50 +705,6 @@ async fn write(
     Ok(())
 }
 
-/// Fill `alert_fingerprints` for a set of incidents in one query.
-async fn attach_fingerprints(
-    c: &mut PgConnection,
-    incidents: &mut [Incident],
-) -> Result<(), StoreError> {
-    if incidents.is_empty() {
-        return Ok(());
-    }
-    let mut index = rustc_hash::FxHashMap::default();
-    for (i, inc) in incidents.iter().enumerate() {
-        index.insert(inc.id.0, i);
-    }
-    let rows = sqlx::query(
-        "SELECT incident_id, fingerprint FROM incident_alerts WHERE incident_id = ANY($1)
-         ORDER BY incident_id, joined_at, fingerprint",
-    )
-    .bind(incidents.iter().map(|i| i.id.0).collect::<Vec<_>>())
-    .fetch_all(c)
-    .await?;
-    for r in rows {
-        let id: i64 = r.try_get(0)?;
-        if let Some(&i) = index.get(&id) {
-            incidents[i]
-                .alert_fingerprints
-                .push(fp_from_db(r.try_get(1)?));
-        }
-    }
-    Ok(())
-}
-
-async fn problems(c: &mut PgConnection) -> Result<Vec<Problem>, StoreError> {
-    let rows = sqlx::query("SELECT data::text AS data FROM problems ORDER BY id")
-        .fetch_all(c)
-        .await?;
-    rows.iter().map(problem_from_row).collect()
-}
-
-async fn changes(c: &mut PgConnection) -> Result<Vec<ChangeRecord>, StoreError> {
-    let rows = sqlx::query("SELECT * FROM changes ORDER BY start_at, id")
-        .fetch_all(c)
-        .await?;
-    rows.iter().map(change_from_row).collect()
-}
-
 impl IncidentLog for PgStore {
     fn write_lanes(&self) -> usize {
         self.lanes
@@ -809,81 +754,8 @@ impl IncidentLog for PgStore {
         })
     }
 
-    fn load_state(
-        &self,
-        shard: Option<u32>,
-        resolved_since: Timestamp,
-        alerts_since: Timestamp,
-        signed_since: Timestamp,
-    ) -> BoxFuture<'_, Result<Snapshot, StoreError>> {
-        Box::pin(async move {
-            // One snapshot for every query, although other instances write.
-            let mut tx = self
-                .pool
-                .begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
-                .await?;
-            // NULL selects every shard.
-            let shard = shard.map(i64::from);
-            let rows = sqlx::query(concat!(
-                "SELECT ",
-                incident_columns!(),
-                " FROM incidents WHERE (state <> 'resolved' OR resolved_at >= $1)
-                   AND ($2::bigint IS NULL OR shard = $2) ORDER BY id"
-            ))
-            .bind(resolved_since.millis())
-            .bind(shard)
-            .fetch_all(&mut *tx)
-            .await?;
-            let mut incidents = rows
-                .iter()
-                .map(incident_from_row)
-                .collect::<Result<Vec<_>, _>>()?;
-            attach_fingerprints(&mut tx, &mut incidents).await?;
-            let rows = sqlx::query(
-                "SELECT fingerprint, status, starts_at, ends_at, incident_id, corr_key, suppressed_rule, flapping, last_seen, deliveries
-                 FROM alerts WHERE (status = 'firing' OR last_seen >= $1
-                   OR incident_id IN (SELECT id FROM incidents WHERE state <> 'resolved'))
-                   AND ($2::bigint IS NULL OR shard = $2)",
-            )
-            .bind(alerts_since.millis())
-            .bind(shard)
-            .fetch_all(&mut *tx)
-            .await?;
-            let alerts = rows
-                .iter()
-                .map(alert_snapshot_from_row)
-                .collect::<Result<Vec<_>, _>>()?;
-            // Over all shards: new ids stay above any row, whoever wrote it.
-            let max_incident_id: Option<i64> = sqlx::query_scalar("SELECT MAX(id) FROM incidents")
-                .fetch_one(&mut *tx)
-                .await?;
-            let rows = sqlx::query(
-                "SELECT id, opened_at, extra->>'signature' AS signature FROM incidents
-                 WHERE state = 'resolved' AND opened_at >= $1 AND extra->'links'->>'merged_into' IS NULL
-                   AND ($2::bigint IS NULL OR shard = $2)",
-            )
-            .bind(signed_since.millis())
-            .bind(shard)
-            .fetch_all(&mut *tx)
-            .await?;
-            let mut signed = Vec::new();
-            for r in rows {
-                if let Some(sig) = r.try_get::<Option<String>, _>(2)? {
-                    signed.push((sig, Timestamp(r.try_get(1)?), IncidentId(r.try_get(0)?)));
-                }
-            }
-            let problems = problems(&mut tx).await?;
-            let changes = changes(&mut tx).await?;
-            tx.commit().await?;
-            Ok(Snapshot {
-                incidents,
-                alerts,
-                max_incident_id: max_incident_id.unwrap_or(0),
-                problems,
-                signed,
-                changes,
-            })
-        })
+    fn load_state(&self, what: Restore) -> BoxFuture<'_, Result<Snapshot, StoreError>> {
+        Box::pin(sql::load_state(self, what))
     }
 
     fn ping(&self) -> BoxFuture<'_, Result<(), StoreError>> {
@@ -894,366 +766,60 @@ impl IncidentLog for PgStore {
     }
 }
 
-impl Reads for PgStore {
-    fn list_incidents(&self, q: IncidentQuery) -> BoxFuture<'_, Result<Vec<Incident>, StoreError>> {
-        Box::pin(async move {
-            let limit = i64::from(if q.limit == 0 { 1000 } else { q.limit });
-            let before = q.before.unwrap_or(i64::MAX);
-            // (every state, one state); neither means the active ones.
-            let (all, only) = match q.state {
-                StateFilter::All => (true, None),
-                StateFilter::Active => (false, None),
-                StateFilter::Only(s) => (false, Some(s.as_str())),
-            };
-            let mut c = self.pool.acquire().await?;
-            let rows = sqlx::query(concat!(
-                "SELECT ",
-                incident_columns!(),
-                " FROM incidents WHERE id < $1
-                   AND ($2 OR state = $3 OR ($3::text IS NULL AND state <> 'resolved'))
-                 ORDER BY id DESC LIMIT $4"
-            ))
-            .bind(before)
-            .bind(all)
-            .bind(only)
-            .bind(limit)
-            .fetch_all(&mut *c)
-            .await?;
-            let mut incidents = rows
-                .iter()
-                .map(incident_from_row)
-                .collect::<Result<Vec<_>, _>>()?;
-            attach_fingerprints(&mut c, &mut incidents).await?;
-            Ok(incidents)
-        })
+impl SqlBackend for PgStore {
+    type Row = PgRow;
+    const DIALECT: Dialect = Dialect::Postgres;
+
+    fn fetch<'a>(&'a self, st: Stmt<'a>) -> BoxFuture<'a, Result<Vec<PgRow>, StoreError>> {
+        Box::pin(async move { Ok(query(st).fetch_all(&self.pool).await?) })
     }
 
-    fn slo_incidents(
-        &self,
-        since: Timestamp,
-        worst: crate::domain::Priority,
-    ) -> BoxFuture<'_, Result<Vec<Incident>, StoreError>> {
+    fn fetch_consistent<'a>(
+        &'a self,
+        sts: Vec<Stmt<'a>>,
+    ) -> BoxFuture<'a, Result<Vec<Vec<PgRow>>, StoreError>> {
         Box::pin(async move {
-            let rows = sqlx::query(concat!(
-                "SELECT ",
-                incident_columns!(),
-                " FROM incidents WHERE priority <= $1 AND (state <> 'resolved' OR resolved_at >= $2)"
-            ))
-            .bind(i64::from(worst.get()))
-            .bind(since.millis())
-            .fetch_all(&self.pool)
-            .await?;
-            rows.iter()
-                .map(incident_from_row)
-                .collect::<Result<Vec<_>, _>>()
-        })
-    }
-
-    fn get_incident(&self, id: IncidentId) -> BoxFuture<'_, Result<Option<Incident>, StoreError>> {
-        Box::pin(async move {
-            let mut c = self.pool.acquire().await?;
-            let row = sqlx::query(concat!(
-                "SELECT ",
-                incident_columns!(),
-                " FROM incidents WHERE id = $1"
-            ))
-            .bind(id.0)
-            .fetch_optional(&mut *c)
-            .await?;
-            let Some(row) = row else { return Ok(None) };
-            let mut inc = [incident_from_row(&row)?];
-            attach_fingerprints(&mut c, &mut inc).await?;
-            let [inc] = inc;
-            Ok(Some(inc))
-        })
-    }
-
-    fn timeline(
-        &self,
-        id: IncidentId,
-        page: Page,
-    ) -> BoxFuture<'_, Result<Vec<TimelineEntry>, StoreError>> {
-        Box::pin(async move {
-            let rows = sqlx::query(
-                "SELECT at, kind, message, actor FROM timeline WHERE incident_id = $1 ORDER BY id LIMIT $2 OFFSET $3",
-            )
-            .bind(id.0)
-            .bind(i64::from(page.limit))
-            .bind(i64::try_from(page.offset).unwrap_or(i64::MAX))
-            .fetch_all(&self.pool)
-            .await?;
-            rows.iter().map(timeline_from_row).collect()
-        })
-    }
-
-    fn incident_alerts(
-        &self,
-        id: IncidentId,
-        page: Page,
-    ) -> BoxFuture<'_, Result<Vec<AlertRecord>, StoreError>> {
-        Box::pin(async move {
-            let rows = sqlx::query(
-                "SELECT a.fingerprint, a.status, a.labels::text AS labels, a.annotations::text AS annotations,
-                   a.starts_at, a.ends_at, a.source, a.generator_url, a.incident_id, a.corr_key,
-                   a.suppressed_rule, a.suppressed_reason, a.flapping, a.first_seen, a.last_seen,
-                   a.deliveries, a.change_id, a.shard
-                 FROM incident_alerts ia JOIN alerts a ON a.fingerprint = ia.fingerprint
-                 WHERE ia.incident_id = $1 ORDER BY ia.joined_at, a.fingerprint LIMIT $2 OFFSET $3",
-            )
-            .bind(id.0)
-            .bind(i64::from(page.limit))
-            .bind(i64::try_from(page.offset).unwrap_or(i64::MAX))
-            .fetch_all(&self.pool)
-            .await?;
-            rows.iter().map(alert_record_from_row).collect()
-        })
-    }
-
-    fn count_by_state(&self) -> BoxFuture<'_, Result<Vec<(IncidentState, u64)>, StoreError>> {
-        Box::pin(async move {
-            let rows = sqlx::query("SELECT state, COUNT(*) AS n FROM incidents GROUP BY state")
-                .fetch_all(&self.pool)
+            // One snapshot for every statement, although other instances write.
+            let mut tx = self
+                .pool
+                .begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
                 .await?;
-            rows.iter().map(state_count_from_row).collect()
-        })
-    }
-
-    fn list_problems(&self) -> BoxFuture<'_, Result<Vec<Problem>, StoreError>> {
-        Box::pin(async move { problems(&mut *self.pool.acquire().await?).await })
-    }
-
-    fn list_changes(&self) -> BoxFuture<'_, Result<Vec<ChangeRecord>, StoreError>> {
-        Box::pin(async move { changes(&mut *self.pool.acquire().await?).await })
-    }
-}
-
-impl Outbox for PgStore {
-    fn outbox_pending<'a>(
-        &'a self,
-        destination: &'a str,
-        shards: Option<&'a [u32]>,
-        limit: u32,
-    ) -> BoxFuture<'a, Result<Vec<OutboxRow>, StoreError>> {
-        Box::pin(async move {
-            let rows = match shards {
-                None => {
-                    sqlx::query(
-                        "SELECT id, destination, kind, at, incident::text AS incident, attempts, next_at, last_error
-                         FROM outbox WHERE destination = $1 AND done_at IS NULL ORDER BY id LIMIT $2",
-                    )
-                    .bind(destination)
-                    .bind(i64::from(limit))
-                    .fetch_all(&self.pool)
-                    .await?
-                }
-                Some([]) => return Ok(Vec::new()),
-                Some(_) => {
-                    sqlx::query(
-                        "SELECT id, destination, kind, at, incident::text AS incident, attempts, next_at, last_error
-                         FROM outbox WHERE destination = $1 AND done_at IS NULL AND shard = ANY($3)
-                         ORDER BY id LIMIT $2",
-                    )
-                    .bind(destination)
-                    .bind(i64::from(limit))
-                    .bind(shards_param(shards))
-                    .fetch_all(&self.pool)
-                    .await?
-                }
-            };
-            rows.iter().map(outbox_from_row).collect()
-        })
-    }
-
-    fn outbox_wake<'a>(
-        &'a self,
-        destination: &'a str,
-        now: Timestamp,
-    ) -> BoxFuture<'a, Result<u64, StoreError>> {
-        Box::pin(async move {
-            let r = sqlx::query(
-                "UPDATE outbox SET next_at = $1 WHERE destination = $2 AND done_at IS NULL AND next_at > $1",
-            )
-            .bind(now.millis())
-            .bind(destination)
-            .execute(&self.pool)
-            .await?;
-            Ok(r.rows_affected())
-        })
-    }
-
-    fn outbox_retry(
-        &self,
-        id: i64,
-        attempts: u32,
-        next_at: Timestamp,
-        error: String,
-        note: Option<(IncidentId, TimelineEntry)>,
-    ) -> BoxFuture<'_, Result<(), StoreError>> {
-        Box::pin(async move {
-            let mut tx = self.pool.begin().await?;
-            sqlx::query(
-                "UPDATE outbox SET attempts = $1, next_at = $2, last_error = $3 WHERE id = $4",
-            )
-            .bind(i64::from(attempts))
-            .bind(next_at.millis())
-            .bind(text(&error))
-            .bind(id)
-            .execute(&mut *tx)
-            .await?;
-            if let Some((incident, e)) = note {
-                append_timeline(&mut tx, &[(incident, &e)]).await?;
+            let mut out = Vec::with_capacity(sts.len());
+            for st in sts {
+                out.push(query(st).fetch_all(&mut *tx).await?);
             }
             tx.commit().await?;
-            Ok(())
+            Ok(out)
         })
     }
 
-    fn outbox_finish(
-        &self,
-        id: i64,
-        at: Timestamp,
-        outcome: Delivery,
-        note: Option<(IncidentId, TimelineEntry)>,
-    ) -> BoxFuture<'_, Result<(), StoreError>> {
+    fn execute<'a>(&'a self, sts: Vec<Stmt<'a>>) -> BoxFuture<'a, Result<u64, StoreError>> {
         Box::pin(async move {
-            let (outcome, error) = match outcome {
-                Delivery::Delivered => ("delivered", None),
-                Delivery::GaveUp(why) => ("gave_up", Some(why)),
-            };
             let mut tx = self.pool.begin().await?;
-            sqlx::query(
-                "UPDATE outbox SET done_at = $1, outcome = $2, last_error = COALESCE($3, last_error) WHERE id = $4",
-            )
-            .bind(at.millis())
-            .bind(outcome)
-            .bind(error.as_deref().map(text))
-            .bind(id)
-            .execute(&mut *tx)
-            .await?;
-            if let Some((incident, e)) = note {
-                append_timeline(&mut tx, &[(incident, &e)]).await?;
+            let mut first = None;
+            for st in sts {
+                let n = query(st).execute(&mut *tx).await?.rows_affected();
+                first.get_or_insert(n);
             }
             tx.commit().await?;
-            Ok(())
-        })
-    }
-
-    fn outbox_depth<'a>(
-        &'a self,
-        shards: Option<&'a [u32]>,
-    ) -> BoxFuture<'a, Result<Vec<(String, u64)>, StoreError>> {
-        Box::pin(async move {
-            if shards.is_some_and(<[u32]>::is_empty) {
-                return Ok(Vec::new());
-            }
-            let rows: Vec<(String, i64)> = sqlx::query_as(
-                "SELECT destination, COUNT(*) FROM outbox
-                 WHERE done_at IS NULL AND ($1::int[] IS NULL OR shard = ANY($1))
-                 GROUP BY destination",
-            )
-            .bind(shards_param(shards))
-            .fetch_all(&self.pool)
-            .await?;
-            Ok(rows
-                .into_iter()
-                .map(|(d, n)| (d, u64::try_from(n).unwrap_or(0)))
-                .collect())
-        })
-    }
-
-    fn outbox_prune(
-        &self,
-        before: Timestamp,
-        limit: u32,
-    ) -> BoxFuture<'_, Result<u64, StoreError>> {
-        Box::pin(async move {
-            let r = sqlx::query(
-                "DELETE FROM outbox WHERE id IN
-                   (SELECT id FROM outbox WHERE done_at IS NOT NULL AND done_at < $1 ORDER BY id LIMIT $2)",
-            )
-            .bind(before.millis())
-            .bind(i64::from(limit))
-            .execute(&self.pool)
-            .await?;
-            Ok(r.rows_affected())
-        })
-    }
-
-    fn outbound_poll_refs<'a>(
-        &'a self,
-        destination: &'a str,
-        shards: Option<&'a [u32]>,
-        limit: u32,
-    ) -> BoxFuture<'a, Result<Vec<(IncidentId, String)>, StoreError>> {
-        Box::pin(async move {
-            if shards.is_some_and(<[u32]>::is_empty) {
-                return Ok(Vec::new());
-            }
-            let list = shards_param(shards);
-            let rows: Vec<(i64, String)> = sqlx::query_as(
-                "SELECT r.incident_id, r.external_id FROM outbound_refs r
-                 JOIN incidents i ON i.id = r.incident_id
-                 WHERE r.destination = $1 AND i.state <> 'resolved'
-                   AND ($3::int[] IS NULL OR i.shard = ANY($3))
-                   -- Uncorrelated: a hashed set built once, not a probe per ticket.
-                   AND r.incident_id NOT IN (SELECT o.incident_id FROM outbox o
-                                             WHERE o.destination = $1 AND o.done_at IS NULL)
-                 ORDER BY r.incident_id LIMIT $2",
-            )
-            .bind(destination)
-            .bind(i64::from(limit))
-            .bind(list)
-            .fetch_all(&self.pool)
-            .await?;
-            Ok(rows.into_iter().map(|(i, e)| (IncidentId(i), e)).collect())
-        })
-    }
-
-    fn outbound_ref<'a>(
-        &'a self,
-        destination: &'a str,
-        incident: IncidentId,
-    ) -> BoxFuture<'a, Result<Option<String>, StoreError>> {
-        Box::pin(async move {
-            let r: Option<(String,)> = sqlx::query_as(
-                "SELECT external_id FROM outbound_refs WHERE destination = $1 AND incident_id = $2",
-            )
-            .bind(destination)
-            .bind(incident.0)
-            .fetch_optional(&self.pool)
-            .await?;
-            Ok(r.map(|r| r.0))
-        })
-    }
-
-    fn set_outbound_ref<'a>(
-        &'a self,
-        destination: &'a str,
-        incident: IncidentId,
-        external: &'a str,
-    ) -> BoxFuture<'a, Result<(), StoreError>> {
-        Box::pin(async move {
-            sqlx::query(
-                "INSERT INTO outbound_refs (destination, incident_id, external_id) VALUES ($1, $2, $3)
-                 ON CONFLICT (destination, incident_id) DO UPDATE SET external_id = EXCLUDED.external_id",
-            )
-            .bind(text(destination))
-            .bind(incident.0)
-            .bind(text(external))
-            .execute(&self.pool)
-            .await?;
-            Ok(())
+            Ok(first.unwrap_or(0))
         })
     }
 }
 
-/// Shard numbers as PostgreSQL `int[]` (`NULL`: all shards).
-fn shards_param(shards: Option<&[u32]>) -> Option<Vec<i32>> {
-    shards.map(|l| {
-        l.iter()
-            .map(|s| i32::try_from(*s).unwrap_or(i32::MAX))
-            .collect()
-    })
+/// A shared statement, numbered and bound; text without NUL (which
+/// PostgreSQL text cannot hold).
+fn query(st: Stmt<'_>) -> Query<'static, Postgres, PgArguments> {
+    let mut q = sqlx::query(sqlx::AssertSqlSafe(sql::numbered(&st.sql)));
+    for a in &st.args {
+        q = match a {
+            Arg::Int(v) => q.bind(*v),
+            Arg::Text(v) => q.bind(text(v)),
+            Arg::OptText(v) => q.bind(opt_text(v.as_deref())),
+            Arg::Ints(v) => q.bind(v.as_slice()),
+        };
+    }
+    q
 }
 
 #[cfg(test)]

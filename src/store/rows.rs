@@ -120,7 +120,7 @@ fn from_json<'de, T: Deserialize<'de>>(text: &'de str, what: &str) -> Result<T, 
 
 /// Column access by name, for the rows of any backend whose integers decode
 /// as i64, text as String and flags as bool (SQLite and PostgreSQL both).
-pub(super) trait Cols {
+pub trait Cols {
     fn int(&self, col: &str) -> Result<i64, sqlx::Error>;
     fn opt_int(&self, col: &str) -> Result<Option<i64>, sqlx::Error>;
     fn text(&self, col: &str) -> Result<String, sqlx::Error>;

@@ -2,21 +2,15 @@
 //! small pool serves reads concurrently, which WAL allows.
 
 use super::batch::{Grouped, group};
-use super::rows::{
-    alert_record_from_row, alert_snapshot_from_row, change_from_row, change_state_str, count_to_db,
-    extra_json, fp_from_db, fp_to_db, incident_from_row, outbox_from_row, problem_from_row,
-    state_count_from_row, timeline_from_row, to_json,
-};
-use super::{
-    AlertRecord, BoxFuture, Delivery, IncidentLog, IncidentQuery, Outbox, OutboxRow, Page, Reads,
-    Snapshot, StateFilter, StoreError, StoreOp,
-};
-use crate::change::ChangeRecord;
-use crate::domain::{Incident, IncidentId, IncidentState, Problem, TimelineEntry, Timestamp};
+use super::rows::{change_state_str, count_to_db, extra_json, fp_to_db, to_json};
+use super::sql::{self, Arg, Dialect, SqlBackend, Stmt};
+use super::{BoxFuture, IncidentLog, Restore, Snapshot, StoreError, StoreOp};
+use crate::domain::Timestamp;
 use serde::{Deserialize, Serialize};
-use sqlx::Row;
+use sqlx::query::Query;
 use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+    Sqlite, SqliteArguments, SqliteConnectOptions, SqliteJournalMode, SqlitePool,
+    SqlitePoolOptions, SqliteRow, SqliteSynchronous,
 };
 use std::path::Path;
 use std::str::FromStr;
@@ -576,57 +570,6 @@ fn script(g: &Grouped<'_>) -> String {
     q.0
 }
 
-/// Fill `alert_fingerprints` for a set of incidents in one query.
-async fn attach_fingerprints(
-    pool: &SqlitePool,
-    incidents: &mut [Incident],
-) -> Result<(), StoreError> {
-    if incidents.is_empty() {
-        return Ok(());
-    }
-    let mut index = rustc_hash::FxHashMap::default();
-    for (i, inc) in incidents.iter().enumerate() {
-        index.insert(inc.id.0, i);
-    }
-    let (lo, hi) = incidents.iter().fold((i64::MAX, i64::MIN), |(lo, hi), i| {
-        (lo.min(i.id.0), hi.max(i.id.0))
-    });
-    let rows = sqlx::query(
-        "SELECT incident_id, fingerprint FROM incident_alerts WHERE incident_id BETWEEN ? AND ? ORDER BY incident_id, joined_at, fingerprint",
-    )
-    .bind(lo)
-    .bind(hi)
-    .fetch_all(pool)
-    .await?;
-    for r in rows {
-        let id: i64 = r.try_get(0)?;
-        if let Some(&i) = index.get(&id) {
-            incidents[i]
-                .alert_fingerprints
-                .push(fp_from_db(r.try_get(1)?));
-        }
-    }
-    Ok(())
-}
-
-/// One timeline entry written beside an outbox update (same transaction).
-async fn append_note(
-    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
-    (incident, e): (IncidentId, TimelineEntry),
-) -> Result<(), StoreError> {
-    sqlx::query(
-        "INSERT INTO timeline (incident_id, at, kind, message, actor) VALUES (?, ?, ?, ?, ?)",
-    )
-    .bind(incident.0)
-    .bind(e.at.millis())
-    .bind(e.kind.as_str())
-    .bind(e.message)
-    .bind(e.actor)
-    .execute(&mut **tx)
-    .await?;
-    Ok(())
-}
-
 impl IncidentLog for SqliteStore {
     fn apply<'a>(&'a self, ops: &'a [StoreOp]) -> BoxFuture<'a, Result<(), StoreError>> {
         Box::pin(async move {
@@ -655,76 +598,8 @@ impl IncidentLog for SqliteStore {
         })
     }
 
-    fn load_state(
-        &self,
-        shard: Option<u32>,
-        resolved_since: Timestamp,
-        alerts_since: Timestamp,
-        signed_since: Timestamp,
-    ) -> BoxFuture<'_, Result<Snapshot, StoreError>> {
-        Box::pin(async move {
-            let pool = &self.writer;
-            // `shard` -1 selects every shard.
-            let shard = shard.map_or(-1, i64::from);
-            let rows = sqlx::query(
-                "SELECT * FROM incidents WHERE (state <> 'resolved' OR resolved_at >= ?) AND (? < 0 OR shard = ?) ORDER BY id",
-            )
-            .bind(resolved_since.millis())
-            .bind(shard)
-            .bind(shard)
-            .fetch_all(pool)
-            .await?;
-            let mut incidents = rows
-                .iter()
-                .map(incident_from_row)
-                .collect::<Result<Vec<_>, _>>()?;
-            attach_fingerprints(pool, &mut incidents).await?;
-            let rows = sqlx::query(
-                "SELECT fingerprint, status, starts_at, ends_at, incident_id, corr_key, suppressed_rule, flapping, last_seen, deliveries
-                 FROM alerts WHERE (status = 'firing' OR last_seen >= ?
-                   OR incident_id IN (SELECT id FROM incidents WHERE state <> 'resolved'))
-                   AND (? < 0 OR shard = ?)",
-            )
-            .bind(alerts_since.millis())
-            .bind(shard)
-            .bind(shard)
-            .fetch_all(pool)
-            .await?;
-            let alerts = rows
-                .iter()
-                .map(alert_snapshot_from_row)
-                .collect::<Result<Vec<_>, _>>()?;
-            // Over all shards: new ids stay above any row, whoever wrote it.
-            let max_incident_id: Option<i64> = sqlx::query_scalar("SELECT MAX(id) FROM incidents")
-                .fetch_one(pool)
-                .await?;
-            let mut signed = Vec::new();
-            let rows = sqlx::query(
-                "SELECT id, opened_at, json_extract(extra, '$.signature') FROM incidents
-                 WHERE state = 'resolved' AND opened_at >= ? AND json_extract(extra, '$.links.merged_into') IS NULL
-                   AND (? < 0 OR shard = ?)",
-            )
-            .bind(signed_since.millis())
-            .bind(shard)
-            .bind(shard)
-            .fetch_all(pool)
-            .await?;
-            for r in rows {
-                if let Some(sig) = r.try_get::<Option<String>, _>(2)? {
-                    signed.push((sig, Timestamp(r.try_get(1)?), IncidentId(r.try_get(0)?)));
-                }
-            }
-            let problems = self.list_problems().await?;
-            let changes = self.list_changes().await?;
-            Ok(Snapshot {
-                incidents,
-                alerts,
-                max_incident_id: max_incident_id.unwrap_or(0),
-                problems,
-                signed,
-                changes,
-            })
-        })
+    fn load_state(&self, what: Restore) -> BoxFuture<'_, Result<Snapshot, StoreError>> {
+        Box::pin(sql::load_state(self, what))
     }
 
     fn ping(&self) -> BoxFuture<'_, Result<(), StoreError>> {
@@ -747,359 +622,59 @@ impl IncidentLog for SqliteStore {
     }
 }
 
-impl Reads for SqliteStore {
-    fn list_incidents(&self, q: IncidentQuery) -> BoxFuture<'_, Result<Vec<Incident>, StoreError>> {
+impl SqlBackend for SqliteStore {
+    type Row = SqliteRow;
+    const DIALECT: Dialect = Dialect::Sqlite;
+
+    fn fetch<'a>(&'a self, st: Stmt<'a>) -> BoxFuture<'a, Result<Vec<SqliteRow>, StoreError>> {
+        Box::pin(async move { Ok(query(st)?.fetch_all(&self.reader).await?) })
+    }
+
+    fn fetch_consistent<'a>(
+        &'a self,
+        sts: Vec<Stmt<'a>>,
+    ) -> BoxFuture<'a, Result<Vec<Vec<SqliteRow>>, StoreError>> {
         Box::pin(async move {
-            let limit = i64::from(if q.limit == 0 { 1000 } else { q.limit });
-            let before = q.before.unwrap_or(i64::MAX);
-            let rows = match q.state {
-                StateFilter::All => {
-                    sqlx::query("SELECT * FROM incidents WHERE id < ? ORDER BY id DESC LIMIT ?")
-                        .bind(before)
-                        .bind(limit)
-                        .fetch_all(&self.reader)
-                        .await?
-                }
-                StateFilter::Active => {
-                    sqlx::query("SELECT * FROM incidents WHERE state <> 'resolved' AND id < ? ORDER BY id DESC LIMIT ?")
-                        .bind(before)
-                        .bind(limit)
-                        .fetch_all(&self.reader)
-                        .await?
-                }
-                StateFilter::Only(s) => {
-                    sqlx::query("SELECT * FROM incidents WHERE state = ? AND id < ? ORDER BY id DESC LIMIT ?")
-                        .bind(s.as_str())
-                        .bind(before)
-                        .bind(limit)
-                        .fetch_all(&self.reader)
-                        .await?
-                }
-            };
-            let mut incidents = rows
-                .iter()
-                .map(incident_from_row)
-                .collect::<Result<Vec<_>, _>>()?;
-            attach_fingerprints(&self.reader, &mut incidents).await?;
-            Ok(incidents)
+            // On the writer: every batch committed before is seen, and no
+            // batch commits between the statements.
+            let mut tx = self.writer.begin().await?;
+            let mut out = Vec::with_capacity(sts.len());
+            for st in sts {
+                out.push(query(st)?.fetch_all(&mut *tx).await?);
+            }
+            tx.commit().await?;
+            Ok(out)
         })
     }
 
-    fn slo_incidents(
-        &self,
-        since: Timestamp,
-        worst: crate::domain::Priority,
-    ) -> BoxFuture<'_, Result<Vec<Incident>, StoreError>> {
+    fn execute<'a>(&'a self, sts: Vec<Stmt<'a>>) -> BoxFuture<'a, Result<u64, StoreError>> {
         Box::pin(async move {
-            // Two arms so that each uses an index: active incidents by
-            // state, resolved ones by resolution time.
-            let rows = sqlx::query(
-                "SELECT * FROM incidents WHERE state <> 'resolved' AND priority <= ?1
-                 UNION ALL
-                 SELECT * FROM incidents WHERE resolved_at >= ?2 AND state = 'resolved' AND priority <= ?1",
-            )
-            .bind(i64::from(worst.get()))
-            .bind(since.millis())
-            .fetch_all(&self.reader)
-            .await?;
-            rows.iter()
-                .map(incident_from_row)
-                .collect::<Result<Vec<_>, _>>()
-        })
-    }
-
-    fn get_incident(&self, id: IncidentId) -> BoxFuture<'_, Result<Option<Incident>, StoreError>> {
-        Box::pin(async move {
-            let row = sqlx::query("SELECT * FROM incidents WHERE id = ?")
-                .bind(id.0)
-                .fetch_optional(&self.reader)
-                .await?;
-            let Some(row) = row else { return Ok(None) };
-            let mut inc = [incident_from_row(&row)?];
-            attach_fingerprints(&self.reader, &mut inc).await?;
-            let [inc] = inc;
-            Ok(Some(inc))
-        })
-    }
-
-    fn timeline(
-        &self,
-        id: IncidentId,
-        page: Page,
-    ) -> BoxFuture<'_, Result<Vec<TimelineEntry>, StoreError>> {
-        Box::pin(async move {
-            let rows = sqlx::query(
-                "SELECT at, kind, message, actor FROM timeline WHERE incident_id = ? ORDER BY id LIMIT ? OFFSET ?",
-            )
-            .bind(id.0)
-            .bind(i64::from(page.limit))
-            .bind(i64::try_from(page.offset).unwrap_or(i64::MAX))
-            .fetch_all(&self.reader)
-            .await?;
-            rows.iter().map(timeline_from_row).collect()
-        })
-    }
-
-    fn incident_alerts(
-        &self,
-        id: IncidentId,
-        page: Page,
-    ) -> BoxFuture<'_, Result<Vec<AlertRecord>, StoreError>> {
-        Box::pin(async move {
-            let rows = sqlx::query(
-                "SELECT a.* FROM incident_alerts ia JOIN alerts a ON a.fingerprint = ia.fingerprint
-                 WHERE ia.incident_id = ? ORDER BY ia.joined_at, a.fingerprint LIMIT ? OFFSET ?",
-            )
-            .bind(id.0)
-            .bind(i64::from(page.limit))
-            .bind(i64::try_from(page.offset).unwrap_or(i64::MAX))
-            .fetch_all(&self.reader)
-            .await?;
-            rows.iter().map(alert_record_from_row).collect()
-        })
-    }
-
-    fn count_by_state(&self) -> BoxFuture<'_, Result<Vec<(IncidentState, u64)>, StoreError>> {
-        Box::pin(async move {
-            let rows = sqlx::query("SELECT state, COUNT(*) AS n FROM incidents GROUP BY state")
-                .fetch_all(&self.reader)
-                .await?;
-            rows.iter().map(state_count_from_row).collect()
-        })
-    }
-
-    fn list_problems(&self) -> BoxFuture<'_, Result<Vec<Problem>, StoreError>> {
-        Box::pin(async move {
-            let rows = sqlx::query("SELECT data FROM problems ORDER BY id")
-                .fetch_all(&self.reader)
-                .await?;
-            rows.iter().map(problem_from_row).collect()
-        })
-    }
-
-    fn list_changes(&self) -> BoxFuture<'_, Result<Vec<ChangeRecord>, StoreError>> {
-        Box::pin(async move {
-            let rows = sqlx::query("SELECT * FROM changes ORDER BY start_at, id")
-                .fetch_all(&self.reader)
-                .await?;
-            rows.iter().map(change_from_row).collect()
+            let mut tx = self.writer.begin().await?;
+            let mut first = None;
+            for st in sts {
+                let n = query(st)?.execute(&mut *tx).await?.rows_affected();
+                first.get_or_insert(n);
+            }
+            tx.commit().await?;
+            Ok(first.unwrap_or(0))
         })
     }
 }
 
-impl Outbox for SqliteStore {
-    fn outbox_pending<'a>(
-        &'a self,
-        destination: &'a str,
-        shards: Option<&'a [u32]>,
-        limit: u32,
-    ) -> BoxFuture<'a, Result<Vec<OutboxRow>, StoreError>> {
-        Box::pin(async move {
-            let Some(only) = shard_filter("shard", shards) else {
-                return Ok(Vec::new());
-            };
-            let sql = format!(
-                "SELECT id, destination, kind, at, incident, attempts, next_at, last_error FROM outbox
-                 WHERE destination = ? AND done_at IS NULL{only} ORDER BY id LIMIT ?"
-            );
-            let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
-                .bind(destination)
-                .bind(i64::from(limit))
-                .fetch_all(&self.reader)
-                .await?;
-            rows.iter().map(outbox_from_row).collect()
-        })
-    }
-
-    fn outbox_wake<'a>(
-        &'a self,
-        destination: &'a str,
-        now: Timestamp,
-    ) -> BoxFuture<'a, Result<u64, StoreError>> {
-        Box::pin(async move {
-            let r = sqlx::query(
-                "UPDATE outbox SET next_at = ? WHERE destination = ? AND done_at IS NULL AND next_at > ?",
-            )
-            .bind(now.millis())
-            .bind(destination)
-            .bind(now.millis())
-            .execute(&self.writer)
-            .await?;
-            Ok(r.rows_affected())
-        })
-    }
-
-    fn outbox_retry(
-        &self,
-        id: i64,
-        attempts: u32,
-        next_at: Timestamp,
-        error: String,
-        note: Option<(IncidentId, TimelineEntry)>,
-    ) -> BoxFuture<'_, Result<(), StoreError>> {
-        Box::pin(async move {
-            let mut tx = self.writer.begin().await?;
-            sqlx::query("UPDATE outbox SET attempts = ?, next_at = ?, last_error = ? WHERE id = ?")
-                .bind(i64::from(attempts))
-                .bind(next_at.millis())
-                .bind(error)
-                .bind(id)
-                .execute(&mut *tx)
-                .await?;
-            if let Some(note) = note {
-                append_note(&mut tx, note).await?;
+/// A shared statement with its arguments bound.
+fn query(st: Stmt<'_>) -> Result<Query<'static, Sqlite, SqliteArguments>, StoreError> {
+    let mut q = sqlx::query(sqlx::AssertSqlSafe(st.sql));
+    for a in &st.args {
+        q = match a {
+            Arg::Int(v) => q.bind(*v),
+            Arg::Text(v) => q.bind(v.as_ref()),
+            Arg::OptText(v) => q.bind(v.as_deref()),
+            Arg::Ints(_) => {
+                return Err(StoreError::Config(
+                    "an array argument in a SQLite statement".into(),
+                ));
             }
-            tx.commit().await?;
-            Ok(())
-        })
+        };
     }
-
-    fn outbox_finish(
-        &self,
-        id: i64,
-        at: Timestamp,
-        outcome: Delivery,
-        note: Option<(IncidentId, TimelineEntry)>,
-    ) -> BoxFuture<'_, Result<(), StoreError>> {
-        Box::pin(async move {
-            let (outcome, error) = match outcome {
-                Delivery::Delivered => ("delivered", None),
-                Delivery::GaveUp(why) => ("gave_up", Some(why)),
-            };
-            let mut tx = self.writer.begin().await?;
-            sqlx::query(
-                "UPDATE outbox SET done_at = ?, outcome = ?, last_error = COALESCE(?, last_error) WHERE id = ?",
-            )
-            .bind(at.millis())
-            .bind(outcome)
-            .bind(error)
-            .bind(id)
-            .execute(&mut *tx)
-            .await?;
-            if let Some(note) = note {
-                append_note(&mut tx, note).await?;
-            }
-            tx.commit().await?;
-            Ok(())
-        })
-    }
-
-    fn outbox_depth<'a>(
-        &'a self,
-        shards: Option<&'a [u32]>,
-    ) -> BoxFuture<'a, Result<Vec<(String, u64)>, StoreError>> {
-        Box::pin(async move {
-            let Some(only) = shard_filter("shard", shards) else {
-                return Ok(Vec::new());
-            };
-            let sql = format!(
-                "SELECT destination, COUNT(*) FROM outbox WHERE done_at IS NULL{only} GROUP BY destination"
-            );
-            let rows: Vec<(String, i64)> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
-                .fetch_all(&self.reader)
-                .await?;
-            Ok(rows
-                .into_iter()
-                .map(|(d, n)| (d, u64::try_from(n).unwrap_or(0)))
-                .collect())
-        })
-    }
-
-    fn outbox_prune(
-        &self,
-        before: Timestamp,
-        limit: u32,
-    ) -> BoxFuture<'_, Result<u64, StoreError>> {
-        Box::pin(async move {
-            let r = sqlx::query(
-                "DELETE FROM outbox WHERE id IN
-                   (SELECT id FROM outbox WHERE done_at IS NOT NULL AND done_at < ? ORDER BY id LIMIT ?)",
-            )
-            .bind(before.millis())
-            .bind(i64::from(limit))
-            .execute(&self.writer)
-            .await?;
-            Ok(r.rows_affected())
-        })
-    }
-
-    fn outbound_poll_refs<'a>(
-        &'a self,
-        destination: &'a str,
-        shards: Option<&'a [u32]>,
-        limit: u32,
-    ) -> BoxFuture<'a, Result<Vec<(IncidentId, String)>, StoreError>> {
-        Box::pin(async move {
-            let Some(only) = shard_filter("i.shard", shards) else {
-                return Ok(Vec::new());
-            };
-            let sql = format!(
-                "SELECT r.incident_id, r.external_id FROM outbound_refs r
-                 JOIN incidents i ON i.id = r.incident_id
-                 WHERE r.destination = ? AND i.state <> 'resolved'{only}
-                   -- Uncorrelated: the pending set is built once, not per ticket.
-                   AND r.incident_id NOT IN (SELECT o.incident_id FROM outbox o
-                                             WHERE o.destination = ? AND o.done_at IS NULL)
-                 ORDER BY r.incident_id LIMIT ?"
-            );
-            let rows: Vec<(i64, String)> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
-                .bind(destination)
-                .bind(destination)
-                .bind(i64::from(limit))
-                .fetch_all(&self.reader)
-                .await?;
-            Ok(rows.into_iter().map(|(i, e)| (IncidentId(i), e)).collect())
-        })
-    }
-
-    fn outbound_ref<'a>(
-        &'a self,
-        destination: &'a str,
-        incident: IncidentId,
-    ) -> BoxFuture<'a, Result<Option<String>, StoreError>> {
-        Box::pin(async move {
-            let r: Option<(String,)> = sqlx::query_as(
-                "SELECT external_id FROM outbound_refs WHERE destination = ? AND incident_id = ?",
-            )
-            .bind(destination)
-            .bind(incident.0)
-            .fetch_optional(&self.reader)
-            .await?;
-            Ok(r.map(|r| r.0))
-        })
-    }
-
-    fn set_outbound_ref<'a>(
-        &'a self,
-        destination: &'a str,
-        incident: IncidentId,
-        external: &'a str,
-    ) -> BoxFuture<'a, Result<(), StoreError>> {
-        Box::pin(async move {
-            sqlx::query(
-                "INSERT INTO outbound_refs (destination, incident_id, external_id) VALUES (?, ?, ?)
-                 ON CONFLICT (destination, incident_id) DO UPDATE SET external_id = excluded.external_id",
-            )
-            .bind(destination)
-            .bind(incident.0)
-            .bind(external)
-            .execute(&self.writer)
-            .await?;
-            Ok(())
-        })
-    }
-}
-
-/// The SQL condition ` AND <column> IN (…)` for `shards` (empty for all
-/// shards); `None` when the list is empty and nothing can match.
-fn shard_filter(column: &str, shards: Option<&[u32]>) -> Option<String> {
-    match shards {
-        None => Some(String::new()),
-        Some([]) => None,
-        // Integers, so inlining them is safe.
-        Some(list) => {
-            let ids: Vec<String> = list.iter().map(u32::to_string).collect();
-            Some(format!(" AND {column} IN ({})", ids.join(", ")))
-        }
-    }
+    Ok(q)
 }

@@ -12,7 +12,7 @@ use crate::store::{
     AlertRecord, BoxFuture, Delivery, IncidentLog, IncidentQuery, Outbox, OutboxRow, Page, Reads,
     SqliteStore, StoreError,
 };
-use crate::store::{DynStore, Snapshot, StoreOp};
+use crate::store::{DynStore, Restore, Snapshot, StoreOp};
 
 fn alert(i: u64) -> Event {
     let labels: LabelSet = [
@@ -55,14 +55,8 @@ impl IncidentLog for SlowStore {
             self.0.apply(ops).await
         })
     }
-    fn load_state(
-        &self,
-        s: Option<u32>,
-        a: Timestamp,
-        b: Timestamp,
-        c: Timestamp,
-    ) -> Fut<'_, Snapshot> {
-        self.0.load_state(s, a, b, c)
+    fn load_state(&self, what: Restore) -> Fut<'_, Snapshot> {
+        self.0.load_state(what)
     }
     fn ping(&self) -> Fut<'_, ()> {
         self.0.ping()
@@ -194,11 +188,7 @@ async fn revoked_shard_ops_stay_in_order() {
     );
     ingested.unwrap();
     revoked.unwrap();
-    let alerts = store
-        .load_state(None, Timestamp(0), Timestamp(0), Timestamp(0))
-        .await
-        .unwrap()
-        .alerts;
+    let alerts = store.load_state(Restore::default()).await.unwrap().alerts;
     assert_eq!(alerts.len(), 1);
     assert_eq!(alerts[0].status, AlertStatus::Resolved, "{alerts:?}");
     cancel.cancel();
@@ -300,10 +290,7 @@ async fn counters_durable_under_load(lanes: usize) {
     // Durable means in the store, on every lane: the moment the last
     // batch is reported durable, every alert is there.
     handle.wait_durable_unbounded(last).await.unwrap();
-    let snap = store
-        .load_state(None, Timestamp(0), Timestamp(0), Timestamp(0))
-        .await
-        .unwrap();
+    let snap = store.load_state(Restore::default()).await.unwrap();
     assert_eq!(
         snap.alerts.len() as u64,
         sent,
