@@ -5,64 +5,21 @@
 //! server must close what outstays its timeouts, and a newcomer that cannot
 //! be served is told so in JSON.
 
+mod support;
+
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-
-struct Daemon {
-    child: Child,
-    port: u16,
-    log: std::path::PathBuf,
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        if std::thread::panicking() {
-            eprintln!("{}", std::fs::read_to_string(&self.log).unwrap_or_default());
-        }
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("port")
-        .port()
-}
+use support::daemon::{Running, TestDaemon};
 
 /// The daemon with `toml`, its open files limited to 256 as a small
 /// container's might be.
-fn start(dir: &Path, toml: &str) -> Daemon {
-    let port = free_port();
-    let config = dir.join("incidentd.toml");
-    std::fs::write(&config, toml).expect("config");
-    let log = dir.join("incidentd.log");
-    let out = std::fs::File::create(&log).expect("log");
-    let child = Command::new("bash")
-        .arg("-c")
-        .arg("ulimit -n 256 && exec \"$0\" \"$@\"")
-        .arg(env!("CARGO_BIN_EXE_incidentd"))
-        .args([
-            "serve",
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--config",
-        ])
-        .arg(&config)
-        .arg("--data-dir")
-        .arg(dir.join("data"))
-        .arg("--rules")
-        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/rules"))
-        .stdin(Stdio::null())
-        .stdout(out.try_clone().expect("log"))
-        .stderr(out)
-        .spawn()
-        .expect("spawn incidentd");
-    let d = Daemon { child, port, log };
+fn start(dir: &Path, toml: &str) -> Running {
+    let d = TestDaemon::new(&dir.join("data"), dir)
+        .config(toml)
+        .fd_limit(256)
+        .start();
     let deadline = Instant::now() + Duration::from_secs(20);
     // Ready, not only alive: until the store is open every other route
     // answers the starting 503.

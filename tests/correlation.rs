@@ -57,6 +57,27 @@ fn body(labels: serde_json::Value, start: &str, end: Option<&str>) -> (String, V
     ("test".into(), b.to_string().into_bytes())
 }
 
+/// A firing alert with `labels` that started at `hms` on the test day.
+fn firing(labels: serde_json::Value, hms: &str) -> (String, Vec<u8>) {
+    body(labels, &t(hms), None)
+}
+
+/// `alertname` on the application CI of `service`.
+fn app_alert(alertname: &str, service: &str, severity: &str, hms: &str) -> (String, Vec<u8>) {
+    firing(
+        json!({"alertname": alertname, "service": service, "severity": severity}),
+        hms,
+    )
+}
+
+/// The shared database down.
+fn postgres_down(hms: &str) -> (String, Vec<u8>) {
+    firing(
+        json!({"alertname": "PostgresDown", "job": "postgres", "cluster": "main", "severity": "critical"}),
+        hms,
+    )
+}
+
 fn t(hms: &str) -> String {
     format!("2026-03-02T{hms}Z")
 }
@@ -77,27 +98,11 @@ fn with_alerts(incidents: &[Incident]) -> Vec<&Incident> {
 async fn a_late_root_cause_absorbs_its_dependents_incidents() {
     let (s, _d) = setup(None);
     let bodies = vec![
-        body(
-            json!({"alertname": "HighErrorRate", "service": "blog-web", "severity": "warning"}),
-            &t("08:00:10"),
-            None,
-        ),
-        body(
-            json!({"alertname": "HighErrorRate", "service": "search-api", "severity": "warning"}),
-            &t("08:00:20"),
-            None,
-        ),
+        app_alert("HighErrorRate", "blog-web", "warning", "08:00:10"),
+        app_alert("HighErrorRate", "search-api", "warning", "08:00:20"),
         // The database alert arrives last, minutes later in delivery, though it started first.
-        body(
-            json!({"alertname": "PostgresDown", "job": "postgres", "cluster": "main", "severity": "critical"}),
-            &t("08:00:00"),
-            None,
-        ),
-        body(
-            json!({"alertname": "HighErrorRate", "service": "shop-api", "severity": "critical"}),
-            &t("08:03:00"),
-            None,
-        ),
+        postgres_down("08:00:00"),
+        app_alert("HighErrorRate", "shop-api", "critical", "08:03:00"),
     ];
     let (all, _) = run(s, bodies).await;
     let live = with_alerts(&all);
@@ -135,26 +140,13 @@ async fn a_late_root_cause_absorbs_its_dependents_incidents() {
 async fn unrelated_failures_at_the_same_moment_stay_separate() {
     let (s, _d) = setup(None);
     let bodies = vec![
-        body(
-            json!({"alertname": "PostgresDown", "job": "postgres", "cluster": "main", "severity": "critical"}),
-            &t("08:00:00"),
-            None,
-        ),
-        body(
+        postgres_down("08:00:00"),
+        firing(
             json!({"alertname": "RedisDown", "job": "redis", "severity": "critical"}),
-            &t("08:00:00"),
-            None,
+            "08:00:00",
         ),
-        body(
-            json!({"alertname": "HighErrorRate", "service": "cart-api", "severity": "critical"}),
-            &t("08:00:30"),
-            None,
-        ),
-        body(
-            json!({"alertname": "HighErrorRate", "service": "shop-api", "severity": "critical"}),
-            &t("08:00:30"),
-            None,
-        ),
+        app_alert("HighErrorRate", "cart-api", "critical", "08:00:30"),
+        app_alert("HighErrorRate", "shop-api", "critical", "08:00:30"),
     ];
     let (all, _) = run(s, bodies).await;
     let live = with_alerts(&all);
@@ -173,17 +165,9 @@ async fn unrelated_failures_at_the_same_moment_stay_separate() {
 async fn later_alerts_outside_the_window_open_their_own_incident() {
     let (s, _d) = setup(None);
     let bodies = vec![
-        body(
-            json!({"alertname": "PostgresDown", "job": "postgres", "cluster": "main", "severity": "critical"}),
-            &t("08:00:00"),
-            None,
-        ),
+        postgres_down("08:00:00"),
         // 40 minutes later, on a dependent: a different problem.
-        body(
-            json!({"alertname": "HighLatency", "service": "blog-web", "severity": "warning"}),
-            &t("08:40:00"),
-            None,
-        ),
+        app_alert("HighLatency", "blog-web", "warning", "08:40:00"),
     ];
     let (all, _) = run(s, bodies).await;
     assert_eq!(with_alerts(&all).len(), 2, "{all:#?}");
@@ -193,16 +177,8 @@ async fn later_alerts_outside_the_window_open_their_own_incident() {
 async fn priority_rises_when_impact_widens() {
     let (s, _d) = setup(None);
     let bodies = vec![
-        body(
-            json!({"alertname": "HighErrorRate", "service": "blog-web", "severity": "critical"}),
-            &t("08:00:00"),
-            None,
-        ),
-        body(
-            json!({"alertname": "PostgresDown", "job": "postgres", "cluster": "main", "severity": "critical"}),
-            &t("08:01:00"),
-            None,
-        ),
+        app_alert("HighErrorRate", "blog-web", "critical", "08:00:00"),
+        postgres_down("08:01:00"),
     ];
     let store_out = app::replay_bodies(s, bodies).await.unwrap();
     let inc = store_out
@@ -223,22 +199,16 @@ async fn change_windows_suppress_the_ci_and_mark_dependents_change_related() {
     let (s, _d) = setup(Some(changes));
     let bodies = vec![
         // The host under change: recorded, no incident.
-        body(
+        firing(
             json!({"alertname": "HostDown", "instance": "db-1:9100", "severity": "critical"}),
-            &t("08:05:00"),
-            None,
+            "08:05:00",
         ),
         // A dependent failing during the change: an incident, linked to it.
-        body(
-            json!({"alertname": "HighErrorRate", "service": "shop-api", "severity": "critical"}),
-            &t("08:06:00"),
-            None,
-        ),
+        app_alert("HighErrorRate", "shop-api", "critical", "08:06:00"),
         // The host again, 10 minutes after the window: change-related, not suppressed.
-        body(
+        firing(
             json!({"alertname": "HostHighLoad", "instance": "db-1:9100", "severity": "warning"}),
-            &t("08:40:00"),
-            None,
+            "08:40:00",
         ),
     ];
     let (all, _) = run(s, bodies).await;

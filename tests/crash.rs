@@ -13,7 +13,7 @@ use support::daemon::{Running, TestDaemon};
 
 /// A daemon on `dir`'s `data` directory, ready; its log goes to `dir`.
 async fn start(dir: &std::path::Path) -> Running {
-    let d = TestDaemon::new(&dir.join("data"), dir)
+    let mut d = TestDaemon::new(&dir.join("data"), dir)
         .env("RUST_LOG", "warn")
         .start();
     d.wait_ready(Duration::from_secs(20)).await;

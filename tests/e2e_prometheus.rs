@@ -31,6 +31,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+use support::daemon::TestDaemon;
 use support::{Children, alertmanager_fingerprint, free_ports, get_json, poll_until};
 
 const ALERTNAME: &str = "IncidentdE2EFlag";
@@ -234,28 +235,20 @@ async fn start_incidentd(
     http: &reqwest::Client,
     children: &mut Children,
 ) {
-    let config = dir.join("incidentd.toml");
-    write(&config, toml);
     let data_dir = dir.join("incidentd-data");
     std::fs::create_dir(&data_dir).expect("mkdir data dir");
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_incidentd"));
-    cmd.arg("serve")
-        .arg("--config")
-        .arg(&config)
-        .arg("--listen")
-        .arg(format!("127.0.0.1:{port}"))
-        .arg("--data-dir")
-        .arg(&data_dir)
-        .arg("--rules")
-        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("rules"));
+    let mut d = TestDaemon::new(&data_dir, dir)
+        .config(toml)
+        .port(port)
+        // No ./data or ./deploy/cmdb.yaml of the checkout is picked up.
+        .current_dir(dir);
     if let Some(c) = cmdb {
-        cmd.arg("--cmdb").arg(c);
+        d = d.cmdb(c);
     }
-    // No ./data or ./deploy/cmdb.yaml of the checkout is picked up.
-    cmd.current_dir(dir);
     if std::env::var_os("RUST_LOG").is_none() {
-        cmd.env("RUST_LOG", "info,incidentd=debug");
+        d = d.env("RUST_LOG", "info,incidentd=debug");
     }
+    let (cmd, _) = d.command();
     children.spawn("incidentd", cmd, dir);
     support::wait_http_ok(
         "incidentd /readyz",

@@ -22,6 +22,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 use support::Children;
+use support::daemon::TestDaemon;
 use support::pg::ScratchDb;
 
 const TOPIC: &str = "alerts";
@@ -105,11 +106,8 @@ fn spawn_instance_with(
     port: u16,
     extra: &str,
 ) {
-    let conf = dir.join(format!("{name}.toml"));
-    std::fs::write(
-        &conf,
-        format!(
-            r#"
+    let config = format!(
+        r#"
 [store]
 url = "{db}"
 [kafka]
@@ -124,16 +122,13 @@ name = "{TOPIC}"
 
 {extra}
 "#
-        ),
-    )
-    .unwrap();
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_incidentd"));
-    cmd.args(["serve", "--config"])
-        .arg(&conf)
-        .args(["--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
-        .arg(dir.join(name))
-        .args(["--rules", concat!(env!("CARGO_MANIFEST_DIR"), "/rules")])
-        .env("RUST_LOG", "incidentd=info");
+    );
+    let (cmd, _) = TestDaemon::new(&dir.join(name), dir)
+        .name(name)
+        .config(&config)
+        .port(port)
+        .env("RUST_LOG", "incidentd=info")
+        .command();
     children.spawn(name, cmd, dir);
 }
 
@@ -289,11 +284,7 @@ async fn assert_exactly_once(bootstrap: &str, db: &str, children: &mut Children)
 
 fn kill9(children: &mut Children, name: &str) {
     let pid = children.pid(name).expect("instance running");
-    let status = Command::new("kill")
-        .args(["-9", &pid.to_string()])
-        .status()
-        .expect("kill");
-    assert!(status.success());
+    support::daemon::signal(pid, "9");
     children.forget(name);
 }
 

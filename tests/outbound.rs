@@ -395,22 +395,8 @@ async fn an_outage_delays_but_never_reorders_or_duplicates() {
     let r = start(&cfg).await;
     let id = open(&r, "DiskFull").await;
     let key = format!("incidentd-{id}");
-    let (s, _) = call(
-        &r,
-        "POST",
-        &format!("/api/v1/incidents/{id}/ack"),
-        Value::Null,
-    )
-    .await;
-    assert_eq!(s, StatusCode::OK);
-    let (s, _) = call(
-        &r,
-        "POST",
-        &format!("/api/v1/incidents/{id}/resolve"),
-        Value::Null,
-    )
-    .await;
-    assert_eq!(s, StatusCode::OK);
+    support::act(&r, id, "ack").await;
+    support::act(&r, id, "resolve").await;
     let got = pd
         .wait_accepted(3, "the three updates after the outage")
         .await;
@@ -597,14 +583,7 @@ async fn a_refused_update_is_recorded_not_retried() {
     let dir = tempfile::tempdir().expect("tempdir");
     let r = start(&config(dir.path(), &pagerduty(&pd.url, ""))).await;
     let id = open(&r, "CertExpiring").await;
-    let (s, _) = call(
-        &r,
-        "POST",
-        &format!("/api/v1/incidents/{id}/ack"),
-        Value::Null,
-    )
-    .await;
-    assert_eq!(s, StatusCode::OK);
+    support::act(&r, id, "ack").await;
     let got = pd.wait_accepted(1, "the acknowledgement").await;
     assert_eq!(actions(&got)[0].0, "acknowledge");
     assert_eq!(pd.seen().len(), 2, "the refused trigger was not retried");
@@ -707,14 +686,7 @@ async fn webhooks_are_signed_and_never_follow_redirects() {
         body: String::new(),
         delay: Duration::ZERO,
     });
-    let (s, _) = call(
-        &r,
-        "POST",
-        &format!("/api/v1/incidents/{id}/ack"),
-        Value::Null,
-    )
-    .await;
-    assert_eq!(s, StatusCode::OK);
+    support::act(&r, id, "ack").await;
     wait_timeline(&r, id, "the refused redirect", |e| {
         e["kind"] == "outbound_failed"
             && e["message"]
@@ -848,7 +820,7 @@ async fn sigkill_between_the_call_and_the_mark_makes_no_second_ticket() {
         .no_proxy()
         .build()
         .expect("client");
-    let first = spawn();
+    let mut first = spawn();
     first.wait_ready(Duration::from_secs(20)).await;
     let base = first.base.clone();
     let resp = http
@@ -865,7 +837,7 @@ async fn sigkill_between_the_call_and_the_mark_makes_no_second_ticket() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     drop(first); // SIGKILL, reaped
-    let second = spawn();
+    let mut second = spawn();
     second.wait_ready(Duration::from_secs(20)).await;
     let got = pd.wait_accepted(1, "the trigger after the restart").await;
     support::drain::sqlite_outbox_drained(&dir.path().join("data")).await;
@@ -1082,14 +1054,7 @@ async fn servicenow_never_makes_a_second_ticket() {
     let dir = tempfile::tempdir().expect("tempdir");
     let r = start(&config(dir.path(), &servicenow(&url, "pw"))).await;
     let id = open(&r, "QueueStuck").await;
-    let (s, _) = call(
-        &r,
-        "POST",
-        &format!("/api/v1/incidents/{id}/resolve"),
-        Value::Null,
-    )
-    .await;
-    assert_eq!(s, StatusCode::OK);
+    support::act(&r, id, "resolve").await;
     wait_for("the resolution", || {
         sn.lock()
             .expect("sn")
@@ -1833,14 +1798,7 @@ async fn finished_messages_are_pruned_after_the_retention() {
         .await
         .expect("daemon starts");
     let id = open(&r, "DiskFull").await;
-    let (s, _) = call(
-        &r,
-        "POST",
-        &format!("/api/v1/incidents/{id}/resolve"),
-        Value::Null,
-    )
-    .await;
-    assert_eq!(s, StatusCode::OK);
+    support::act(&r, id, "resolve").await;
     pd.wait_accepted(2, "trigger and resolve").await;
     let deadline = Instant::now() + Duration::from_secs(10);
     while count("SELECT COUNT(*) FROM outbox WHERE done_at IS NOT NULL").await < 2 {

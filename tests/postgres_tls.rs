@@ -10,8 +10,9 @@ mod support;
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
+use support::daemon::{Running, TestDaemon};
 use support::pg::{PG_URL_VAR, ScratchDb};
 
 fn admin_url() -> Option<String> {
@@ -57,88 +58,35 @@ async fn server_certificate(admin: &str, dir: &Path) -> (PathBuf, Vec<String>) {
     (copy, names)
 }
 
-struct Daemon {
-    child: Child,
-    log: PathBuf,
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        if std::thread::panicking() {
-            eprintln!("{}", std::fs::read_to_string(&self.log).unwrap_or_default());
-        }
-    }
-}
-
-fn command(dir: &Path, store: &str) -> (Command, u16) {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("port")
-        .port();
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_incidentd"));
-    cmd.args([
-        "serve",
-        "--listen",
-        &format!("127.0.0.1:{port}"),
-        "--store",
-        store,
-    ])
-    .arg("--data-dir")
-    .arg(dir.join("data"))
-    .arg("--rules")
-    .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/rules"));
-    for v in [
+/// The daemon on `store`, none of libpq's variables or files in its way.
+fn daemon(dir: &Path, store: &str) -> TestDaemon {
+    [
         "PGSSLMODE",
         "PGSSLROOTCERT",
         "PGSSLCERT",
         "PGSSLKEY",
         "HOME",
-    ] {
-        cmd.env_remove(v);
-    }
-    (cmd, port)
+    ]
+    .into_iter()
+    .fold(
+        TestDaemon::new(&dir.join("data"), dir),
+        TestDaemon::env_remove,
+    )
+    .arg("--store")
+    .arg(store)
 }
 
 /// Start the daemon on `store`; wait until it is ready.
-async fn start(dir: &Path, store: &str) -> Daemon {
-    let (mut cmd, port) = command(dir, store);
-    let log = dir.join("incidentd.log");
-    let out = std::fs::File::create(&log).expect("log");
-    cmd.stdin(Stdio::null())
-        .stdout(out.try_clone().expect("log"))
-        .stderr(out);
-    let mut d = Daemon {
-        child: cmd.spawn().expect("spawn incidentd"),
-        log,
-    };
-    let client = reqwest::Client::builder()
-        .no_proxy()
-        .build()
-        .expect("client");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Ok(Some(s)) = d.child.try_wait() {
-            panic!("incidentd exited ({s})");
-        }
-        if let Ok(r) = client
-            .get(format!("http://127.0.0.1:{port}/readyz"))
-            .send()
-            .await
-            && r.status().is_success()
-        {
-            return d;
-        }
-        assert!(Instant::now() < deadline, "incidentd did not become ready");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+async fn start(dir: &Path, store: &str) -> Running {
+    let mut d = daemon(dir, store).start();
+    d.wait_ready(Duration::from_secs(30)).await;
+    d
 }
 
 /// Run the daemon on `store` expecting it to refuse to start; its exit
 /// code and what it printed.
 fn refused(dir: &Path, store: &str) -> (Option<i32>, String) {
-    let (mut cmd, _) = command(dir, store);
+    let (mut cmd, _) = daemon(dir, store).command();
     let out = cmd.output().expect("run incidentd");
     (
         out.status.code(),

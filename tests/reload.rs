@@ -1,12 +1,11 @@
 //! SIGHUP reloads rules atomically; a bad file keeps the old rules running.
 
 use serde_json::{Value, json};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 mod support;
 
-use support::daemon::TestDaemon;
+use support::daemon::{TestDaemon, signal};
 
 async fn post(base: &str, name: &str) -> Value {
     let body = json!({"version": "4", "alerts": [{"status": "firing", "labels": {"alertname": name, "instance": "h:1", "severity": "critical"},
@@ -33,15 +32,6 @@ async fn metric(base: &str, line_prefix: &str) -> Option<f64> {
         .and_then(|l| l.rsplit(' ').next()?.parse().ok())
 }
 
-fn hup(pid: u32) {
-    let ok = Command::new("kill")
-        .args(["-HUP", &pid.to_string()])
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok, "kill -HUP failed");
-}
-
 async fn wait_for(base: &str, prefix: &str, want: f64) {
     let deadline = Instant::now() + Duration::from_secs(10);
     while metric(base, prefix).await != Some(want) {
@@ -60,7 +50,7 @@ async fn sighup_reloads_rules_and_keeps_old_ones_on_error() {
         "rules:\n  - name: p1\n    actions:\n      priority: P1\n",
     )
     .unwrap();
-    let d = TestDaemon::new(&dir.path().join("data"), dir.path())
+    let mut d = TestDaemon::new(&dir.path().join("data"), dir.path())
         .rules(&rules)
         .start();
     d.wait_ready(Duration::from_secs(20)).await;
@@ -73,7 +63,7 @@ async fn sighup_reloads_rules_and_keeps_old_ones_on_error() {
         "rules:\n  - name: quiet\n    matchers: ['alertname=\"Noisy\"']\n    actions:\n      suppress: testing reload\n",
     )
     .unwrap();
-    hup(d.pid());
+    signal(d.pid(), "HUP");
     wait_for(
         &base,
         "incidentd_rule_reloads_total{outcome=\"success\"}",
@@ -90,7 +80,7 @@ async fn sighup_reloads_rules_and_keeps_old_ones_on_error() {
         "rules:\n  - name: broken\n    actions:\n      priority: P9\n",
     )
     .unwrap();
-    hup(d.pid());
+    signal(d.pid(), "HUP");
     wait_for(
         &base,
         "incidentd_rule_reloads_total{outcome=\"failure\"}",

@@ -15,9 +15,10 @@ use axum::body::Bytes;
 use axum::http::{HeaderMap, StatusCode};
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use support::daemon::{Running, TestDaemon};
 use support::tls::{ConnectProxy, HandshakeLog, TestCa, serve_https, server_config};
 
 /// A 32-character integration key, as PagerDuty issues them.
@@ -116,34 +117,19 @@ async fn pagerduty_https(
     (url, accepted, log)
 }
 
-/// The daemon as a child process with its log in a file.
+/// The daemon as a child process, with the client that trusts its listener.
 struct Daemon {
-    child: Child,
-    base: String,
-    log: PathBuf,
+    run: Running,
     client: reqwest::Client,
     /// Its SQLite store, read by the test to see the outbox drained.
     data_dir: PathBuf,
 }
 
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        if std::thread::panicking() {
-            eprintln!(
-                "----- incidentd log -----\n{}\n----- end -----",
-                std::fs::read_to_string(&self.log).unwrap_or_default()
-            );
-        }
+impl std::ops::Deref for Daemon {
+    type Target = Running;
+    fn deref(&self) -> &Running {
+        &self.run
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-        .port()
 }
 
 /// The config file the daemon runs with (`dir/incidentd.toml`).
@@ -169,83 +155,36 @@ impl Daemon {
         client: reqwest::Client,
         run: &str,
     ) -> Daemon {
-        let port = free_port();
-        let log = dir.join(format!("incidentd-{run}.log"));
-        let out = std::fs::File::create(&log).expect("log file");
-        let err = out.try_clone().expect("log file");
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_incidentd"));
-        cmd.args([
-            "serve",
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--config",
-        ])
-        .arg(dir.join("incidentd.toml"))
-        .arg("--data-dir")
-        .arg(dir.join("data"))
-        .arg("--rules")
-        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/rules"))
-        .arg("--cmdb")
-        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/cmdb.yaml"));
-        for v in [
-            "SSL_CERT_FILE",
-            "SSL_CERT_DIR",
-            "HTTP_PROXY",
-            "HTTPS_PROXY",
-            "ALL_PROXY",
-            "NO_PROXY",
-            "http_proxy",
-            "https_proxy",
-            "all_proxy",
-            "no_proxy",
-            "RUST_LOG",
-        ] {
-            cmd.env_remove(v);
+        let mut d = support::daemon::AMBIENT
+            .iter()
+            .fold(TestDaemon::new(&dir.join("data"), dir), |d, v| {
+                d.env_remove(v)
+            })
+            .name(&format!("incidentd-{run}"))
+            .arg("--config")
+            .arg(dir.join("incidentd.toml"))
+            .cmdb(Path::new(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/deploy/cmdb.yaml"
+            )));
+        for (k, v) in env {
+            d = d.env(k, v);
         }
-        cmd.envs(env.iter().copied())
-            .stdin(Stdio::null())
-            .stdout(out)
-            .stderr(err);
-        let child = cmd.spawn().expect("spawn incidentd");
-        let mut d = Daemon {
-            child,
-            base: format!("{scheme}://127.0.0.1:{port}"),
-            log,
+        if scheme == "https" {
+            d = d.https();
+        }
+        let mut run = d.start();
+        run.wait_ready_via(&client, Duration::from_secs(30)).await;
+        Daemon {
+            run,
             client,
             data_dir: dir.join("data"),
-        };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Ok(Some(status)) = d.child.try_wait() {
-                panic!("incidentd exited at start ({status}):\n{}", d.log_text());
-            }
-            if let Ok(r) = d.client.get(format!("{}/readyz", d.base)).send().await
-                && r.status().is_success()
-            {
-                return d;
-            }
-            assert!(Instant::now() < deadline, "incidentd did not become ready");
-            tokio::time::sleep(Duration::from_millis(50)).await;
         }
-    }
-
-    fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
     /// SIGTERM and wait: a clean stop, as systemd does it.
     fn stop(mut self) {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        panic!("incidentd did not stop on SIGTERM");
+        self.run.stop();
     }
 
     async fn call(&self, method: &str, path: &str, body: Value) -> (u16, Value) {
@@ -711,7 +650,7 @@ async fn no_secret_reaches_logs_check_metrics_or_the_database() {
     // Every destination fails, so every error path runs: an untrusted
     // certificate, a closed port, a proxy that refuses, redirects.
     let (tls_url, _, _) = pagerduty_https(&ca, dir.path(), None).await;
-    let closed = format!("127.0.0.1:{}", free_port());
+    let closed = format!("127.0.0.1:{}", support::free_ports(1)[0]);
     let proxy = ConnectProxy::start(Some("Basic bm90OnRoaXM=")).await;
     let pw_file = dir.path().join("proxy-password");
     std::fs::write(&pw_file, SECRETS[6]).expect("write");
@@ -875,23 +814,14 @@ backoff_max = "500ms"
 fn the_store_password_never_shows_in_a_failed_start() {
     use std::io::{Read, Write};
     let dir = tempfile::tempdir().expect("tempdir");
-    let port = free_port();
-    let listen = format!("127.0.0.1:{}", free_port());
-    let log = dir.path().join("incidentd.log");
+    let port = support::free_ports(1)[0];
     // Nothing listens at the store's address: the daemon keeps retrying,
     // saying why in its log and on /readyz, and neither shows a password.
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_incidentd"));
-    cmd.args([
-        "serve",
-        "--listen",
-        &listen,
-        "--store",
-        &format!("postgres://incidentd:PgPassw0rdS3cret@127.0.0.1:{port}/incidentd?sslmode=disable&password=PgQueryS3cret"),
-        "--data-dir",
-    ])
-    .arg(dir.path());
-    let mut children = support::Children::default();
-    children.spawn("incidentd", cmd, dir.path());
+    let d = TestDaemon::new(dir.path(), dir.path())
+        .arg("--store")
+        .arg(format!("postgres://incidentd:PgPassw0rdS3cret@127.0.0.1:{port}/incidentd?sslmode=disable&password=PgQueryS3cret"))
+        .start();
+    let (listen, log) = (format!("127.0.0.1:{}", d.port), d.log.clone());
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     let readyz = loop {
         let answer = std::net::TcpStream::connect(&listen)
@@ -1105,13 +1035,7 @@ async fn the_listener_serves_https_demands_client_certificates_and_reloads_on_si
     let rotated = ca2.server(dir.path(), "rotated", &["127.0.0.1"]);
     std::fs::write(&leaf.cert_file, &rotated.cert_pem).expect("write cert");
     std::fs::write(&leaf.key_file, &rotated.key_pem).expect("write key");
-    let hup = |pid: u32| {
-        Command::new("kill")
-            .args(["-HUP", &pid.to_string()])
-            .status()
-            .expect("kill -HUP");
-    };
-    hup(d.child.id());
+    support::daemon::signal(d.pid(), "HUP");
     let new_clients = reqwest_https(&ca2, Some(&alertmanager));
     support::wait_until(
         "the rotated certificate served",
@@ -1144,7 +1068,7 @@ async fn the_listener_serves_https_demands_client_certificates_and_reloads_on_si
 
     // A broken file: the reload fails and the certificate in use stays.
     std::fs::write(&leaf.cert_file, "not a certificate").expect("write");
-    hup(d.child.id());
+    support::daemon::signal(d.pid(), "HUP");
     support::wait_until(
         "the failed reload counted",
         Duration::from_secs(10),

@@ -724,19 +724,16 @@ async fn post_alertmanager(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Json<IngestResponse>, ApiError> {
-    let src = Source::Alertmanager;
-    let batch = receive(
+    let gate = &st.alertmanager;
+    post_batch(
         &st,
-        &st.alertmanager,
-        src,
+        gate,
+        Source::Alertmanager,
         &headers,
         body,
         normalize::parse_alertmanager,
     )
-    .await?;
-    note_batch(&st, src, &batch);
-    let answer = ingest(&st, src, batch.events).await?;
-    Ok(Json(answer.with_rejected(&batch.rejected)))
+    .await
 }
 
 async fn post_canonical(
@@ -744,18 +741,31 @@ async fn post_canonical(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Json<IngestResponse>, ApiError> {
-    let src = Source::Api;
-    let batch = receive(
+    let gate = &st.api_source;
+    post_batch(
         &st,
-        &st.api_source,
-        src,
+        gate,
+        Source::Api,
         &headers,
         body,
         normalize::parse_canonical,
     )
-    .await?;
-    note_batch(&st, src, &batch);
-    let answer = ingest(&st, src, batch.events).await?;
+    .await
+}
+
+/// A batch endpoint: admit, parse, ingest what parsed and answer with what
+/// did not.
+async fn post_batch(
+    st: &AppState,
+    gate: &SourceGate,
+    src: Source,
+    headers: &HeaderMap,
+    body: Body,
+    parser: fn(&[u8], &normalize::Intake) -> Result<normalize::Batch, NormalizeError>,
+) -> Result<Json<IngestResponse>, ApiError> {
+    let batch = receive(st, gate, src, headers, body, parser).await?;
+    note_batch(st, src, &batch);
+    let answer = ingest(st, src, batch.events).await?;
     Ok(Json(answer.with_rejected(&batch.rejected)))
 }
 

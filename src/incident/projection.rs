@@ -6,6 +6,7 @@ use super::{Engine, Observations, Stats};
 use crate::cmdb::Cmdb;
 use crate::domain::{IncidentState, Priority, Timestamp};
 use crate::telemetry::{BOUND_HOW, Metrics, SLA_KINDS, SLA_OUTCOMES};
+use prometheus::IntCounter;
 
 /// Lifecycle durations and rule timings into their histograms.
 pub fn observe(metrics: &Metrics, o: &Observations) {
@@ -19,6 +20,9 @@ pub fn observe(metrics: &Metrics, o: &Observations) {
         metrics.rule_evaluation_seconds.observe(*s);
     }
 }
+
+/// One monotonic total of the engine's [`Stats`].
+type Total = fn(&Stats) -> u64;
 
 /// Bring the counters up to the engine's monotonic totals.
 pub fn sync_engine(metrics: &Metrics, prev: &Stats, now: &Stats) {
@@ -34,34 +38,21 @@ pub fn sync_engine(metrics: &Metrics, prev: &Stats, now: &Stats) {
         .alerts_dropped
         .with_label_values(&["unknown_resolved"])
         .inc_by(d(prev.unknown_resolved, now.unknown_resolved));
-    metrics.alerts_expired.inc_by(d(prev.expired, now.expired));
-    metrics
-        .alerts_suppressed
-        .inc_by(d(prev.suppressed, now.suppressed));
-    metrics
-        .alert_state_changes
-        .inc_by(d(prev.state_changes, now.state_changes));
-    metrics
-        .incidents_created
-        .inc_by(d(prev.incidents_created, now.incidents_created));
-    metrics
-        .incidents_resolved
-        .inc_by(d(prev.incidents_resolved, now.incidents_resolved));
-    metrics
-        .incidents_reopened
-        .inc_by(d(prev.incidents_reopened, now.incidents_reopened));
-    metrics
-        .incidents_flapping
-        .inc_by(d(prev.flapping_detected, now.flapping_detected));
-    metrics
-        .rule_errors
-        .inc_by(d(prev.rule_errors, now.rule_errors));
-    metrics
-        .incidents_merged
-        .inc_by(d(prev.incidents_merged, now.incidents_merged));
-    metrics
-        .problems_opened
-        .inc_by(d(prev.problems_opened, now.problems_opened));
+    let totals: [(&IntCounter, Total); 10] = [
+        (&metrics.alerts_expired, |s| s.expired),
+        (&metrics.alerts_suppressed, |s| s.suppressed),
+        (&metrics.alert_state_changes, |s| s.state_changes),
+        (&metrics.incidents_created, |s| s.incidents_created),
+        (&metrics.incidents_resolved, |s| s.incidents_resolved),
+        (&metrics.incidents_reopened, |s| s.incidents_reopened),
+        (&metrics.incidents_flapping, |s| s.flapping_detected),
+        (&metrics.rule_errors, |s| s.rule_errors),
+        (&metrics.incidents_merged, |s| s.incidents_merged),
+        (&metrics.problems_opened, |s| s.problems_opened),
+    ];
+    for (counter, total) in totals {
+        counter.inc_by(d(total(prev), total(now)));
+    }
     for (i, how) in BOUND_HOW.iter().enumerate() {
         metrics
             .alerts_bound

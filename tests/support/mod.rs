@@ -347,6 +347,19 @@ pub async fn call(
     )
 }
 
+/// `POST /api/v1/incidents/{id}/{action}` without a body (ack, resolve,
+/// resume), which must succeed.
+pub async fn act(r: &incidentd::app::Running, id: i64, action: &str) {
+    let (status, body) = call(
+        r,
+        "POST",
+        &format!("/api/v1/incidents/{id}/{action}"),
+        serde_json::Value::Null,
+    )
+    .await;
+    assert_eq!(status, axum::http::StatusCode::OK, "{action} #{id}: {body}");
+}
+
 /// One request to an in-process router (no socket): the status and the
 /// body. `headers` are added as given; a body is sent as JSON.
 pub async fn oneshot(
