@@ -49,21 +49,7 @@ async fn cmdb_file_reloads_on_change_and_keeps_state() {
     assert_eq!(get(&base, "/api/v1/cis/api").await.0, 200);
     assert_eq!(get(&base, "/api/v1/cis/blog-web").await.0, 404);
 
-    let client = reqwest::Client::new();
-    let post = |labels: Value| {
-        let client = client.clone();
-        let base = base.clone();
-        async move {
-            let body = json!({"version": "4", "alerts": [{"status": "firing", "labels": labels, "startsAt": "2026-03-02T08:00:00Z"}]});
-            let r = client
-                .post(format!("{base}/api/v1/alerts/alertmanager"))
-                .json(&body)
-                .send()
-                .await
-                .unwrap();
-            assert!(r.status().is_success());
-        }
-    };
+    let post = |labels: Value| support::post_alert(&base, labels);
     post(json!({"alertname": "PostgresDown", "job": "postgres", "severity": "critical"})).await;
     let metrics = async || {
         reqwest::get(format!("{base}/metrics"))
@@ -209,7 +195,7 @@ async fn cmdb_file_reloads_on_change_and_keeps_state() {
             ) == Some(1.0)
     })
     .await;
-    let r = client
+    let r = reqwest::Client::new()
         .post(format!("{base}/api/v1/incidents/1/ack"))
         .send()
         .await

@@ -5,7 +5,7 @@
 //! distributed mode webhooks go through the keyed ingest topic.
 
 mod support;
-use support::start;
+use support::{eventually, start};
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
@@ -94,18 +94,6 @@ async fn produce(p: &FutureProducer, topic: &str, key: &str, value: &str) {
     )
     .await
     .expect("broker acknowledges");
-}
-
-/// Poll `f` until it returns Some, or panic with `what` after `secs`.
-async fn eventually<T>(what: &str, secs: u64, mut f: impl AsyncFnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    loop {
-        if let Some(v) = f().await {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 async fn active_incidents(r: &Running) -> Vec<incidentd::domain::Incident> {

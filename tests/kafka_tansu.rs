@@ -5,7 +5,7 @@
 //! tests run against the mock cluster, see tests/kafka_cluster.rs).
 
 mod support;
-use support::start;
+use support::{eventually, start};
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
@@ -19,7 +19,7 @@ use rdkafka::client::DefaultClientContext;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use std::io::Write as _;
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tower::ServiceExt;
 
 fn brokers() -> Option<String> {
@@ -75,17 +75,6 @@ async fn incidents(r: &Running) -> Vec<incidentd::domain::Incident> {
         })
         .await
         .unwrap()
-}
-
-async fn eventually<T>(what: &str, secs: u64, mut f: impl AsyncFnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    loop {
-        if let Some(v) = f().await {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
 }
 
 async fn wait_lag_zero(brokers: &str, group: &str, topic: &str, partitions: i32) {

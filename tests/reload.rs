@@ -8,16 +8,11 @@ mod support;
 use support::daemon::{TestDaemon, signal};
 
 async fn post(base: &str, name: &str) -> Value {
-    let body = json!({"version": "4", "alerts": [{"status": "firing", "labels": {"alertname": name, "instance": "h:1", "severity": "critical"},
-        "startsAt": "2026-03-02T08:00:00Z"}]});
-    let r = reqwest::Client::new()
-        .post(format!("{base}/api/v1/alerts/alertmanager"))
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    assert!(r.status().is_success());
-    r.json().await.unwrap()
+    support::post_alert(
+        base,
+        json!({"alertname": name, "instance": "h:1", "severity": "critical"}),
+    )
+    .await
 }
 
 async fn metric(base: &str, line_prefix: &str) -> Option<f64> {

@@ -221,6 +221,14 @@ pub async fn wait_ok<T>(
     }
 }
 
+/// Polls `found` until it gives a value; fails the test after `secs`.
+pub async fn eventually<T>(what: &str, secs: u64, mut found: impl AsyncFnMut() -> Option<T>) -> T {
+    wait_ok(what, Duration::from_secs(secs), async || {
+        found().await.ok_or_else(|| "nothing yet".to_string())
+    })
+    .await
+}
+
 /// Polls `done` until it is true; fails the test after `within`.
 pub async fn wait_until(what: &str, within: Duration, mut done: impl AsyncFnMut() -> bool) {
     wait_ok(what, within, async || {
@@ -231,6 +239,21 @@ pub async fn wait_until(what: &str, within: Duration, mut done: impl AsyncFnMut(
         }
     })
     .await;
+}
+
+/// One firing Alertmanager alert with `labels`, posted over HTTP to the
+/// daemon at `base`, which must accept it; its answer.
+pub async fn post_alert(base: &str, labels: serde_json::Value) -> serde_json::Value {
+    let body = serde_json::json!({"version": "4", "alerts": [
+        {"status": "firing", "labels": labels, "startsAt": "2026-03-02T08:00:00Z"}]});
+    let r = reqwest::Client::new()
+        .post(format!("{base}/api/v1/alerts/alertmanager"))
+        .json(&body)
+        .send()
+        .await
+        .expect("post alert");
+    assert!(r.status().is_success(), "{}", r.status());
+    r.json().await.expect("json answer")
 }
 
 /// GET `url` and return (status, body); any transport error becomes `Err`.
