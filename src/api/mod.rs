@@ -13,7 +13,7 @@ use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, Path, RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{MethodRouter, get, post};
 use axum::{Json, Router};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use serde::{Deserialize, Serialize};
@@ -390,10 +390,10 @@ pub fn router(state: Shared) -> Router {
         .route("/api/v1/incidents/{id}", get(get_incident))
         .route("/api/v1/incidents/{id}/alerts", get(incident_alerts))
         .route("/api/v1/incidents/{id}/timeline", get(incident_timeline))
-        .route("/api/v1/incidents/{id}/ack", post(ack_incident))
-        .route("/api/v1/incidents/{id}/resolve", post(resolve_incident))
-        .route("/api/v1/incidents/{id}/hold", post(hold_incident))
-        .route("/api/v1/incidents/{id}/resume", post(resume_incident))
+        .route("/api/v1/incidents/{id}/ack", action(Operation::Acknowledge))
+        .route("/api/v1/incidents/{id}/resolve", action(Operation::Resolve))
+        .route("/api/v1/incidents/{id}/hold", action(Operation::Hold))
+        .route("/api/v1/incidents/{id}/resume", action(Operation::Resume))
         .route("/api/v1/webhooks/{destination}", post(inbound_webhook))
         .route("/api/v1/changes", post(post_changes).get(list_changes))
         .route("/api/v1/problems", get(list_problems))
@@ -1159,6 +1159,15 @@ fn check_text(field: &str, v: &str, max: usize) -> Result<(), ApiError> {
 /// one that is not active (or already acknowledged, already on hold, not
 /// on hold). In Kafka mode an incident that another instance owns is
 /// forwarded to it: 200 once the store shows the effect, else 202.
+/// `POST /api/v1/incidents/{id}/<op>`.
+fn action(op: Operation) -> MethodRouter<Shared> {
+    post(
+        move |State(st): State<Shared>, headers: HeaderMap, Path(raw): Path<String>, body: Body| async move {
+            incident_action(&st, &headers, &raw, body, op).await
+        },
+    )
+}
+
 async fn incident_action(
     st: &AppState,
     headers: &HeaderMap,
@@ -1195,24 +1204,6 @@ async fn incident_action(
             .into_response(),
         Outcome::Unchanged(e) => return Err(ApiError::Pipeline(e.into())),
     })
-}
-
-async fn ack_incident(
-    State(st): State<Shared>,
-    headers: HeaderMap,
-    Path(raw): Path<String>,
-    body: Body,
-) -> Result<Response, ApiError> {
-    incident_action(&st, &headers, &raw, body, Operation::Acknowledge).await
-}
-
-async fn resolve_incident(
-    State(st): State<Shared>,
-    headers: HeaderMap,
-    Path(raw): Path<String>,
-    body: Body,
-) -> Result<Response, ApiError> {
-    incident_action(&st, &headers, &raw, body, Operation::Resolve).await
 }
 
 /// Two-way sync: ServiceNow or Jira tells that a ticket of an incident
@@ -1309,24 +1300,6 @@ async fn inbound_webhook(
         .with_label_values(&[destination.as_str(), "webhook", done])
         .inc();
     Ok((status, Json(answer)).into_response())
-}
-
-async fn hold_incident(
-    State(st): State<Shared>,
-    headers: HeaderMap,
-    Path(raw): Path<String>,
-    body: Body,
-) -> Result<Response, ApiError> {
-    incident_action(&st, &headers, &raw, body, Operation::Hold).await
-}
-
-async fn resume_incident(
-    State(st): State<Shared>,
-    headers: HeaderMap,
-    Path(raw): Path<String>,
-    body: Body,
-) -> Result<Response, ApiError> {
-    incident_action(&st, &headers, &raw, body, Operation::Resume).await
 }
 
 async fn readyz(State(st): State<Shared>) -> Response {

@@ -10,21 +10,33 @@ use super::settings::{DestinationConfig, DestinationKind};
 use super::{EventKind, Request};
 use crate::domain::{IncidentId, Timestamp};
 use crate::store::{BoxFuture, OutboxRow, StoreError};
+use reqwest::RequestBuilder;
 use std::sync::Arc;
 
+/// One call about to be made, for its authorization.
+pub struct Call<'a> {
+    pub body: Option<&'a [u8]>,
+    /// The outbox row it delivers.
+    pub delivery: i64,
+    pub now: Timestamp,
+}
+
 pub trait Destination: Send + Sync + 'static {
-    /// Add the authorization (and any signature over `body`) to a call;
-    /// `delivery` names the outbox row. None by default: the credential
-    /// rides in the body (PagerDuty) or the URL (Slack).
-    fn authorize(
-        &self,
-        rb: reqwest::RequestBuilder,
-        body: Option<&[u8]>,
-        delivery: i64,
-        now: Timestamp,
-    ) -> reqwest::RequestBuilder {
-        let _ = (body, delivery, now);
-        rb
+    /// The credential its calls carry as HTTP authorization (ServiceNow,
+    /// Jira); none by default: PagerDuty's rides in the body, Slack's in
+    /// the URL.
+    fn credential(&self) -> Option<&Credential> {
+        None
+    }
+
+    /// Add the authorization (and any signature over the body) to a call:
+    /// by default the [`Destination::credential`]'s.
+    fn authorize(&self, rb: RequestBuilder, call: &Call<'_>) -> RequestBuilder {
+        let _ = call;
+        match self.credential() {
+            Some(c) => c.apply(rb),
+            None => rb,
+        }
     }
 
     /// Deliver one outbox message: its calls through `link`, the first

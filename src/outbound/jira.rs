@@ -11,7 +11,7 @@ use super::inbound::InboundUpdate;
 use super::link::{Answer, Link, Ticket, TicketCalls};
 use super::{EventKind, Method, Request, external_key, summary, truncate};
 use crate::domain::Incident;
-use crate::domain::{IncidentId, Timestamp};
+use crate::domain::IncidentId;
 use crate::store::{BoxFuture, OutboxRow, StoreError};
 use serde_json::json;
 
@@ -181,14 +181,8 @@ pub struct Jira {
 }
 
 impl Destination for Jira {
-    fn authorize(
-        &self,
-        rb: reqwest::RequestBuilder,
-        _body: Option<&[u8]>,
-        _delivery: i64,
-        _now: Timestamp,
-    ) -> reqwest::RequestBuilder {
-        self.credential.apply(rb)
+    fn credential(&self) -> Option<&Credential> {
+        Some(&self.credential)
     }
 
     /// The issue key (stored, else searched by label, else created: a

@@ -3,7 +3,7 @@
 //! answer classified, and the ticket identity (ServiceNow `sys_id`, Jira
 //! issue key) found or made once and remembered in the store.
 
-use super::destination::Destination;
+use super::destination::{Call, Destination};
 use super::{EventKind, Method, Request, retry};
 use crate::domain::{Clock, IncidentId};
 use crate::net::FailureReason;
@@ -117,9 +117,12 @@ impl Link {
             .client
             .request(method.clone(), &url)
             .header(reqwest::header::ACCEPT, "application/json");
-        rb = self
-            .dest
-            .authorize(rb, body.as_deref(), delivery, self.clock.now());
+        let call = Call {
+            body: body.as_deref(),
+            delivery,
+            now: self.clock.now(),
+        };
+        rb = self.dest.authorize(rb, &call);
         if let Some(b) = body {
             rb = rb
                 .header(reqwest::header::CONTENT_TYPE, "application/json")

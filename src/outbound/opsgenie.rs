@@ -3,12 +3,12 @@
 //! alias (`identifierType=alias`), so a retried create is deduplicated by
 //! Opsgenie and later calls need no stored id.
 
-use super::destination::{Destination, one_call};
+use super::destination::{Call, Destination, one_call};
 use super::link::{Answer, Link};
 use super::{EventKind, Request, details, external_key, truncate};
 use crate::domain::Incident;
-use crate::domain::Timestamp;
 use crate::store::{BoxFuture, OutboxRow, StoreError};
+use reqwest::RequestBuilder;
 use serde_json::json;
 
 pub fn request(inc: &Incident, kind: EventKind, actor: Option<&str>) -> Request {
@@ -102,13 +102,7 @@ pub struct Opsgenie {
 }
 
 impl Destination for Opsgenie {
-    fn authorize(
-        &self,
-        rb: reqwest::RequestBuilder,
-        _body: Option<&[u8]>,
-        _delivery: i64,
-        _now: Timestamp,
-    ) -> reqwest::RequestBuilder {
+    fn authorize(&self, rb: RequestBuilder, _call: &Call<'_>) -> RequestBuilder {
         rb.header(
             reqwest::header::AUTHORIZATION,
             format!("GenieKey {}", self.api_key),

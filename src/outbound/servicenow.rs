@@ -10,7 +10,7 @@ use super::inbound::InboundUpdate;
 use super::link::{Answer, Link, Ticket, TicketCalls};
 use super::{EventKind, Method, Request, external_key, truncate};
 use crate::domain::Incident;
-use crate::domain::{IncidentId, Timestamp};
+use crate::domain::IncidentId;
 use crate::store::{BoxFuture, OutboxRow, StoreError};
 use serde_json::json;
 
@@ -125,14 +125,8 @@ pub struct ServiceNow {
 }
 
 impl Destination for ServiceNow {
-    fn authorize(
-        &self,
-        rb: reqwest::RequestBuilder,
-        _body: Option<&[u8]>,
-        _delivery: i64,
-        _now: Timestamp,
-    ) -> reqwest::RequestBuilder {
-        self.credential.apply(rb)
+    fn credential(&self) -> Option<&Credential> {
+        Some(&self.credential)
     }
 
     /// The ticket's `sys_id` (stored, else looked up by `correlation_id`,

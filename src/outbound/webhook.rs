@@ -9,12 +9,13 @@
 //! its tolerance (5 minutes is usual): a captured request cannot be
 //! replayed later, and a retried one carries a fresh `t`.
 
-use super::destination::{Destination, one_call};
+use super::destination::{Call, Destination, one_call};
 use super::link::{Answer, Link};
 use super::{EventKind, Request};
 use crate::domain::{Incident, Timestamp};
 use crate::store::{BoxFuture, OutboxRow, StoreError};
 use hmac::{KeyInit, Mac};
+use reqwest::RequestBuilder;
 use serde_json::json;
 
 type HmacSha256 = hmac::Hmac<sha2::Sha256>;
@@ -96,15 +97,10 @@ pub struct Webhook {
 }
 
 impl Destination for Webhook {
-    fn authorize(
-        &self,
-        rb: reqwest::RequestBuilder,
-        body: Option<&[u8]>,
-        delivery: i64,
-        now: Timestamp,
-    ) -> reqwest::RequestBuilder {
-        let sig = signature(self.secret.as_bytes(), body.unwrap_or_default(), now);
-        rb.header(DELIVERY_HEADER, delivery.to_string())
+    fn authorize(&self, rb: RequestBuilder, call: &Call<'_>) -> RequestBuilder {
+        let body = call.body.unwrap_or_default();
+        let sig = signature(self.secret.as_bytes(), body, call.now);
+        rb.header(DELIVERY_HEADER, call.delivery.to_string())
             .header(SIGNATURE_HEADER, sig)
     }
 
