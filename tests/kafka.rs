@@ -46,6 +46,31 @@ cis:
     owner: "team-lone"
 "#;
 
+/// A one-broker mock cluster with `topics` (name, partitions), and a
+/// daemon configuration for it whose `[kafka]` table ends with `kafka`.
+struct Mock {
+    cluster: MockCluster<'static, rdkafka::producer::DefaultProducerContext>,
+    bootstrap: String,
+    config: Config,
+    _dir: tempfile::TempDir,
+}
+
+fn mock(topics: &[(&str, i32)], kafka: &str) -> Mock {
+    let cluster = MockCluster::new(1).expect("mock cluster");
+    for (name, partitions) in topics {
+        cluster.create_topic(name, *partitions, 1).expect("topic");
+    }
+    let bootstrap = cluster.bootstrap_servers();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = config(dir.path(), &kafka_toml(&bootstrap, kafka));
+    Mock {
+        cluster,
+        bootstrap,
+        config,
+        _dir: dir,
+    }
+}
+
 fn config(dir: &Path, kafka_toml: &str) -> Config {
     let file = dir.join("incidentd.toml");
     std::fs::write(&file, kafka_toml).unwrap();
@@ -122,17 +147,14 @@ const AM_BODY: &str = r#"{"version":"4","status":"firing","receiver":"incidentd"
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn topic_alerts_become_incidents_bad_messages_are_dead_lettered_offsets_committed() {
-    let cluster = MockCluster::new(1).expect("mock cluster");
-    cluster.create_topic("alerts", 3, 1).unwrap();
-    cluster.create_topic("alerts-dlq", 1, 1).unwrap();
-    let bootstrap = cluster.bootstrap_servers();
-    let dir = tempfile::tempdir().unwrap();
-    let c = config(
-        dir.path(),
-        &kafka_toml(
-            &bootstrap,
-            "dead_letter_topic = \"alerts-dlq\"\n[[kafka.topics]]\nname = \"alerts\"\n",
-        ),
+    let Mock {
+        cluster: _cluster,
+        bootstrap,
+        config: c,
+        _dir,
+    } = mock(
+        &[("alerts", 3), ("alerts-dlq", 1)],
+        "dead_letter_topic = \"alerts-dlq\"\n[[kafka.topics]]\nname = \"alerts\"\n",
     );
     let r = start(&c).await;
     let p = producer(&bootstrap);
@@ -260,14 +282,12 @@ async fn topic_alerts_become_incidents_bad_messages_are_dead_lettered_offsets_co
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restart_resumes_from_committed_offsets_without_duplicates() {
-    let cluster = MockCluster::new(1).expect("mock cluster");
-    cluster.create_topic("alerts", 2, 1).unwrap();
-    let bootstrap = cluster.bootstrap_servers();
-    let dir = tempfile::tempdir().unwrap();
-    let c = config(
-        dir.path(),
-        &kafka_toml(&bootstrap, "[[kafka.topics]]\nname = \"alerts\"\n"),
-    );
+    let Mock {
+        cluster: _cluster,
+        bootstrap,
+        config: c,
+        _dir,
+    } = mock(&[("alerts", 2)], "[[kafka.topics]]\nname = \"alerts\"\n");
     let p = producer(&bootstrap);
     let alert = |i: u32| {
         format!(
@@ -340,13 +360,14 @@ async fn post(r: &Running, uri: &str, body: &str) -> (StatusCode, Value) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn distributed_mode_publishes_webhooks_keyed_by_dependency_component() {
-    let cluster = MockCluster::new(1).expect("mock cluster");
-    cluster.create_topic("incidentd-ingest", 4, 1).unwrap();
-    let bootstrap = cluster.bootstrap_servers();
-    let dir = tempfile::tempdir().unwrap();
-    let c = config(
-        dir.path(),
-        &kafka_toml(&bootstrap, "ingest_topic = \"incidentd-ingest\"\n"),
+    let Mock {
+        cluster: _cluster,
+        bootstrap,
+        config: c,
+        _dir,
+    } = mock(
+        &[("incidentd-ingest", 4)],
+        "ingest_topic = \"incidentd-ingest\"\n",
     );
     let r = start(&c).await;
     // Two alerts on CIs of one dependency chain (api-shop depends on
@@ -432,16 +453,14 @@ async fn distributed_mode_publishes_webhooks_keyed_by_dependency_component() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn webhooks_fail_cleanly_when_the_broker_is_down() {
-    let cluster = MockCluster::new(1).expect("mock cluster");
-    cluster.create_topic("incidentd-ingest", 1, 1).unwrap();
-    let bootstrap = cluster.bootstrap_servers();
-    let dir = tempfile::tempdir().unwrap();
-    let c = config(
-        dir.path(),
-        &kafka_toml(
-            &bootstrap,
-            "ingest_topic = \"incidentd-ingest\"\nproduce_timeout = \"1500ms\"\n",
-        ),
+    let Mock {
+        cluster,
+        config: c,
+        _dir,
+        ..
+    } = mock(
+        &[("incidentd-ingest", 1)],
+        "ingest_topic = \"incidentd-ingest\"\nproduce_timeout = \"1500ms\"\n",
     );
     let r = start(&c).await;
     cluster.broker_down(1).unwrap();

@@ -85,6 +85,40 @@ fn start_mock() -> Mock {
     Mock { child, bootstrap }
 }
 
+/// What every cluster test runs on: a mock Kafka cluster, a scratch
+/// database and a directory for the instances' files.
+struct Site {
+    mock: Mock,
+    db: String,
+    dir: tempfile::TempDir,
+    _scratch: ScratchDb,
+}
+
+impl Site {
+    async fn new(admin_url: &str, db_prefix: &str) -> Site {
+        let mock = start_mock();
+        let scratch = ScratchDb::create(admin_url, db_prefix).await;
+        Site {
+            mock,
+            db: scratch.url.clone(),
+            dir: tempfile::tempdir().expect("tempdir"),
+            _scratch: scratch,
+        }
+    }
+
+    /// Starts `members` and waits until each is ready.
+    async fn start(&self, children: &mut Children, members: &[Member<'_>]) {
+        start_members(
+            children,
+            self.dir.path(),
+            &self.mock.bootstrap,
+            &self.db,
+            members,
+        )
+        .await;
+    }
+}
+
 fn spawn_instance(
     children: &mut Children,
     name: &str,
@@ -292,20 +326,12 @@ fn kill9(children: &mut Children, name: &str) {
 async fn sigkill_and_rebalance_lose_and_double_nothing() {
     let _serial = SERIAL.lock().await;
     let Some(url) = pg_url() else { return };
-    let mock = start_mock();
-    let scratch = ScratchDb::create(&url, "incidentd_kc").await;
-    let db = scratch.url.clone();
-    let dir = tempfile::tempdir().unwrap();
+    let site = Site::new(&url, "incidentd_kc").await;
+    let (mock, db, dir) = (&site.mock, &site.db, &site.dir);
     let mut children = Children::default();
     let ports = support::free_ports(4);
-    start_members(
-        &mut children,
-        dir.path(),
-        &mock.bootstrap,
-        &db,
-        &members("i", &ports[..3], ""),
-    )
-    .await;
+    site.start(&mut children, &members("i", &ports[..3], ""))
+        .await;
     let client = reqwest::Client::new();
     let producer: FutureProducer = ClientConfig::new()
         .set("bootstrap.servers", &mock.bootstrap)
@@ -323,11 +349,11 @@ async fn sigkill_and_rebalance_lose_and_double_nothing() {
         "i3",
         dir.path(),
         &mock.bootstrap,
-        &db,
+        db,
         ports[3],
     );
     produce_rounds(&producer, 4, ROUNDS).await;
-    assert_exactly_once(&mock.bootstrap, &db, &mut children).await;
+    assert_exactly_once(&mock.bootstrap, db, &mut children).await;
     println!(
         "50,000 alerts through 3 instances with a SIGKILL: settled in {:.1}s",
         started.elapsed().as_secs_f64()
@@ -349,7 +375,7 @@ async fn sigkill_and_rebalance_lose_and_double_nothing() {
         f64::from(PARTITIONS),
         "every partition owned by a live instance"
     );
-    acks_reach_the_owner(&client, &db, ports[1], ports[2]).await;
+    acks_reach_the_owner(&client, db, ports[1], ports[2]).await;
     children.assert_alive();
 }
 
@@ -449,20 +475,11 @@ async fn postgres_outage_pauses_and_recovers_without_loss() {
             .expect("postgres control command runs");
         assert!(status.success(), "{ctl} {action} failed");
     };
-    let mock = start_mock();
-    let scratch = ScratchDb::create(&url, "incidentd_kc").await;
-    let db = scratch.url.clone();
-    let dir = tempfile::tempdir().unwrap();
+    let site = Site::new(&url, "incidentd_kc").await;
+    let (mock, db) = (&site.mock, &site.db);
     let mut children = Children::default();
     let ports = support::free_ports(3);
-    start_members(
-        &mut children,
-        dir.path(),
-        &mock.bootstrap,
-        &db,
-        &members("p", &ports, ""),
-    )
-    .await;
+    site.start(&mut children, &members("p", &ports, "")).await;
     let client = reqwest::Client::new();
     let producer: FutureProducer = ClientConfig::new()
         .set("bootstrap.servers", &mock.bootstrap)
@@ -500,7 +517,7 @@ async fn postgres_outage_pauses_and_recovers_without_loss() {
         "offsets must not advance while the store is down"
     );
     pg("start");
-    assert_exactly_once(&mock.bootstrap, &db, &mut children).await;
+    assert_exactly_once(&mock.bootstrap, db, &mut children).await;
     for port in &ports {
         support::wait_http_ok(
             "ready again",
@@ -582,10 +599,8 @@ async fn outbound_follows_partition_ownership() {
     const INCIDENTS: u32 = 60;
     let _serial = SERIAL.lock().await;
     let Some(url) = pg_url() else { return };
-    let mock = start_mock();
-    let scratch = ScratchDb::create(&url, "incidentd_kob").await;
-    let db = scratch.url.clone();
-    let dir = tempfile::tempdir().unwrap();
+    let site = Site::new(&url, "incidentd_kob").await;
+    let (mock, db, dir) = (&site.mock, &site.db, &site.dir);
     let (pd_url, pd) = fake_pagerduty().await;
     let extra = format!(
         r#"
@@ -609,14 +624,8 @@ inbound_token = "sn-t0ken"
     );
     let mut children = Children::default();
     let ports = support::free_ports(3);
-    start_members(
-        &mut children,
-        dir.path(),
-        &mock.bootstrap,
-        &db,
-        &members("i", &ports[..2], &extra),
-    )
-    .await;
+    site.start(&mut children, &members("i", &ports[..2], &extra))
+        .await;
     let client = reqwest::Client::new();
     let producer: FutureProducer = ClientConfig::new()
         .set("bootstrap.servers", &mock.bootstrap)
@@ -672,7 +681,7 @@ inbound_token = "sn-t0ken"
         &mut children,
         dir.path(),
         &mock.bootstrap,
-        &db,
+        db,
         &[Member {
             name: "i2".into(),
             port: ports[2],
@@ -734,7 +743,7 @@ inbound_token = "sn-t0ken"
 
     // Resolve: half through the API of i0, half through ServiceNow's
     // webhook to i1; most incidents belong to another instance.
-    let pool = sqlx::PgPool::connect(&db).await.unwrap();
+    let pool = sqlx::PgPool::connect(db).await.unwrap();
     let ids: Vec<i64> = sqlx::query_scalar("SELECT id FROM incidents ORDER BY id")
         .fetch_all(&pool)
         .await
@@ -787,7 +796,7 @@ inbound_token = "sn-t0ken"
     )
     .await;
     // Nothing late trickles in: every instance's outbox is drained.
-    support::drain::pg_outbox_drained(&db).await;
+    support::drain::pg_outbox_drained(db).await;
     let g = pd.lock().unwrap();
     assert!(
         g.overlaps.is_empty(),
