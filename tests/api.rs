@@ -65,6 +65,15 @@ async fn call(
     (status, v, retry)
 }
 
+/// A request without body or token.
+async fn get(r: &Running, uri: &str) -> (StatusCode, Value, Option<String>) {
+    call(r, "GET", uri, Body::empty(), None).await
+}
+
+async fn post(r: &Running, uri: &str) -> (StatusCode, Value, Option<String>) {
+    call(r, "POST", uri, Body::empty(), None).await
+}
+
 fn webhook(alerts: Value) -> String {
     json!({
         "version": "4", "groupKey": "{}:{alertname=\"HostDown\"}", "truncatedAlerts": 0, "status": "firing",
@@ -152,14 +161,7 @@ async fn webhook_opens_dedups_acks_and_resolves() {
     assert_eq!(s, StatusCode::OK, "{v}");
     assert_eq!(v["state"], "acknowledged");
     assert_eq!(v["acknowledged_by"], "alice");
-    let (s, v, _) = call(
-        &r,
-        "POST",
-        &format!("/api/v1/incidents/{id}/ack"),
-        Body::empty(),
-        None,
-    )
-    .await;
+    let (s, v, _) = post(&r, &format!("/api/v1/incidents/{id}/ack")).await;
     assert_eq!(s, StatusCode::CONFLICT, "{v}");
 
     // The alert resolves: with a zero hold the incident resolves on the next tick.
@@ -174,14 +176,7 @@ async fn webhook_opens_dedups_acks_and_resolves() {
     assert_eq!(s, StatusCode::OK);
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     let resolved = loop {
-        let (_, v, _) = call(
-            &r,
-            "GET",
-            &format!("/api/v1/incidents/{id}"),
-            Body::empty(),
-            None,
-        )
-        .await;
+        let (_, v, _) = get(&r, &format!("/api/v1/incidents/{id}")).await;
         if v["state"] == "resolved" {
             let kinds: Vec<&str> = v["timeline"]
                 .as_array()
@@ -206,28 +201,14 @@ async fn webhook_opens_dedups_acks_and_resolves() {
         );
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     };
-    let (s, v, _) = call(
-        &r,
-        "POST",
-        &format!("/api/v1/incidents/{id}/resolve"),
-        Body::empty(),
-        None,
-    )
-    .await;
+    let (s, v, _) = post(&r, &format!("/api/v1/incidents/{id}/resolve")).await;
     assert_eq!(s, StatusCode::CONFLICT, "{v}");
-    let (s, _, _) = call(
-        &r,
-        "POST",
-        "/api/v1/incidents/999/resolve",
-        Body::empty(),
-        None,
-    )
-    .await;
+    let (s, _, _) = post(&r, "/api/v1/incidents/999/resolve").await;
     assert_eq!(s, StatusCode::NOT_FOUND);
-    let (s, _, _) = call(&r, "GET", "/api/v1/incidents/abc", Body::empty(), None).await;
+    let (s, _, _) = get(&r, "/api/v1/incidents/abc").await;
     assert_eq!(s, StatusCode::BAD_REQUEST);
 
-    let (_, m, _) = call(&r, "GET", "/metrics", Body::empty(), None).await;
+    let (_, m, _) = get(&r, "/metrics").await;
     let m = m.as_str().unwrap().to_string();
     assert!(
         m.contains("incidentd_alerts_received_total{source=\"alertmanager\"} 5"),
@@ -362,7 +343,7 @@ async fn bad_input_gets_a_clear_error_and_loses_nothing_accepted() {
         .collect();
     titles.sort();
     assert_eq!(titles, ["HostDown: db-8 is down", "HostDown: ok-1 is down"]);
-    let (_, m, _) = call(&r, "GET", "/metrics", Body::empty(), None).await;
+    let (_, m, _) = get(&r, "/metrics").await;
     let m = m.as_str().unwrap();
     for line in [
         r#"incidentd_ingest_requests_rejected_total{reason="invalid",source="alertmanager"} 2"#,
@@ -372,7 +353,7 @@ async fn bad_input_gets_a_clear_error_and_loses_nothing_accepted() {
         assert!(m.contains(line), "{line} missing");
     }
     // The refused alerts are kept for operators, newest first.
-    let (s, v, _) = call(&r, "GET", "/api/v1/alerts/rejected", Body::empty(), None).await;
+    let (s, v, _) = get(&r, "/api/v1/alerts/rejected").await;
     assert_eq!(s, StatusCode::OK);
     assert_eq!(v["total"], 2, "{v}");
     let kept = v["rejected"].as_array().unwrap();
@@ -426,7 +407,7 @@ async fn bearer_tokens_and_rate_limits_per_source() {
         "{codes:?}"
     );
     assert_eq!(retry.as_deref(), Some("1"));
-    let (s, _, _) = call(&r, "GET", "/api/v1/incidents", Body::empty(), None).await;
+    let (s, _, _) = get(&r, "/api/v1/incidents").await;
     assert_eq!(s, StatusCode::UNAUTHORIZED);
     let (s, _, _) = call(&r, "GET", "/api/v1/incidents", Body::empty(), Some("ops")).await;
     assert_eq!(s, StatusCode::OK);
@@ -498,7 +479,7 @@ async fn state_survives_restart() {
         "a repeat after restart is still a repeat: {v}"
     );
     assert_eq!(incidents(&r, "all").await.len(), 1);
-    let (s, v, _) = call(&r, "GET", "/readyz", Body::empty(), None).await;
+    let (s, v, _) = get(&r, "/readyz").await;
     assert_eq!((s, v["ready"].as_bool()), (StatusCode::OK, Some(true)));
     r.shutdown().await;
 }
@@ -682,19 +663,12 @@ async fn oversized_alerts_are_rejected_alone_and_kept() {
         .collect();
     assert_eq!(fields, ["[1].labels.blob", "[2].labels"], "{v}");
     // Kept for operators, cut short: not 20 KB of "x".
-    let (_, q, _) = call(
-        &r,
-        "GET",
-        "/api/v1/alerts/rejected?limit=5",
-        Body::empty(),
-        None,
-    )
-    .await;
+    let (_, q, _) = get(&r, "/api/v1/alerts/rejected?limit=5").await;
     let kept = q["rejected"].as_array().unwrap();
     assert_eq!(kept.len(), 2);
     assert_eq!(kept[1]["reason"], "limit");
     assert!(q.to_string().len() < 4_000, "{}", q.to_string().len());
-    let (_, m, _) = call(&r, "GET", "/metrics", Body::empty(), None).await;
+    let (_, m, _) = get(&r, "/metrics").await;
     assert!(
         m.as_str()
             .unwrap()
@@ -734,14 +708,7 @@ async fn event_times_are_bounded_and_actions_never_precede_the_opening() {
             .abs();
         assert!(off < 60, "{name} opened at its receive time: {inc}");
         let id = inc["id"].as_i64().unwrap();
-        let (_, d, _) = call(
-            &r,
-            "GET",
-            &format!("/api/v1/incidents/{id}"),
-            Body::empty(),
-            None,
-        )
-        .await;
+        let (_, d, _) = get(&r, &format!("/api/v1/incidents/{id}")).await;
         assert!(
             d["timeline"]
                 .as_array()
@@ -786,7 +753,7 @@ async fn event_times_are_bounded_and_actions_never_precede_the_opening() {
     .await;
     assert_eq!(s, StatusCode::OK);
     assert_eq!(v["rejected"][0]["field"], "[0].ends_at", "{v}");
-    let (_, m, _) = call(&r, "GET", "/metrics", Body::empty(), None).await;
+    let (_, m, _) = get(&r, "/metrics").await;
     assert!(
         m.as_str()
             .unwrap()
@@ -818,7 +785,7 @@ async fn memory_caps_refuse_new_alerts_with_503_and_repeats_still_pass() {
     // Known alerts still go through (a repeat adds nothing).
     let (s, v, _) = call(&r, "POST", "/api/v1/alerts", batch(0, 10), None).await;
     assert_eq!(s, StatusCode::OK, "{v}");
-    let (_, m, _) = call(&r, "GET", "/metrics", Body::empty(), None).await;
+    let (_, m, _) = get(&r, "/metrics").await;
     assert!(
         m.as_str()
             .unwrap()
@@ -878,35 +845,18 @@ async fn long_incidents_are_paged_and_action_text_is_bounded() {
     .await;
     assert_eq!(s, StatusCode::OK, "{v}");
     let id = incidents(&r, "all").await[0]["id"].as_i64().unwrap();
-    let (_, d, _) = call(
-        &r,
-        "GET",
-        &format!("/api/v1/incidents/{id}"),
-        Body::empty(),
-        None,
-    )
-    .await;
+    let (_, d, _) = get(&r, &format!("/api/v1/incidents/{id}")).await;
     assert_eq!(d["alert_count"], 250);
     assert_eq!(d["alerts"].as_array().unwrap().len(), 100);
     assert_eq!(d["alerts_next"], 100);
-    let (_, p, _) = call(
+    let (_, p, _) = get(
         &r,
-        "GET",
         &format!("/api/v1/incidents/{id}/alerts?offset=100&limit=200"),
-        Body::empty(),
-        None,
     )
     .await;
     assert_eq!(p["alerts"].as_array().unwrap().len(), 150, "{p}");
     assert_eq!(p["next_offset"], Value::Null);
-    let (s, t, _) = call(
-        &r,
-        "GET",
-        &format!("/api/v1/incidents/{id}/timeline?limit=2"),
-        Body::empty(),
-        None,
-    )
-    .await;
+    let (s, t, _) = get(&r, &format!("/api/v1/incidents/{id}/timeline?limit=2")).await;
     assert_eq!(s, StatusCode::OK);
     assert_eq!(t["timeline"].as_array().unwrap().len(), 2);
     assert_eq!(t["next_offset"], 2);
@@ -1045,7 +995,7 @@ async fn change_calendars_import_in_bulk_and_update_in_place() {
     };
     let (s, _, _) = call(&r, "POST", "/api/v1/changes", changes(10_000, &moved), None).await;
     assert_eq!(s, StatusCode::CREATED);
-    let (_, list, _) = call(&r, "GET", "/api/v1/changes", Body::empty(), None).await;
+    let (_, list, _) = get(&r, "/api/v1/changes").await;
     let list = list["changes"].as_array().unwrap().clone();
     assert_eq!(list.len(), 20_000);
     let chg0 = list.iter().find(|c| c["id"] == "CHG000000").unwrap();
