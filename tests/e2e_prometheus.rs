@@ -62,30 +62,38 @@ fn alertmanager_fingerprint_matches_real_alertmanager() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prometheus_alertmanager_incidentd_end_to_end() {
-    if !e2e_enabled("prometheus_alertmanager_incidentd_end_to_end") {
+    const TEST: &str = "prometheus_alertmanager_incidentd_end_to_end";
+    let Some(mut s) = Stack::new(TEST) else {
         return;
-    }
-    // Declared here, outside the time-boxed future, so that on a time-out the
-    // children are still alive to be killed and their logs (kept in `tmp`,
-    // dropped after `children`) are printed by the panic below.
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let mut children = Children::default();
-    time_boxed(
-        "prometheus_alertmanager_incidentd_end_to_end",
-        run(tmp.path(), &mut children, None, false),
-    )
-    .await;
+    };
+    time_boxed(TEST, run(s.tmp.path(), &mut s.children, None, false)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_stack_end_to_end_over_https_with_client_certificates() {
     const TEST: &str = "the_stack_end_to_end_over_https_with_client_certificates";
-    if !e2e_enabled(TEST) {
+    let Some(mut s) = Stack::new(TEST) else {
         return;
+    };
+    time_boxed(TEST, run(s.tmp.path(), &mut s.children, None, true)).await;
+}
+
+/// One test's processes and files. Created outside the time-boxed future,
+/// so that on a time-out the children are still alive to be killed and their
+/// logs (kept in `tmp`, dropped after `children`) are printed by the panic.
+struct Stack {
+    children: Children,
+    tmp: tempfile::TempDir,
+}
+
+impl Stack {
+    /// `None` (and a note) when the suite does not run.
+    fn new(test: &str) -> Option<Stack> {
+        e2e_enabled(test).then(|| Stack {
+            children: Children::default(),
+            tmp: tempfile::tempdir().expect("tempdir"),
+        })
     }
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let mut children = Children::default();
-    time_boxed(TEST, run(tmp.path(), &mut children, None, true)).await;
 }
 
 /// Whether the suite runs (`INCIDENTD_TEST_E2E=1`); says so when it does not.
@@ -117,13 +125,11 @@ async fn time_boxed(test: &str, test_run: impl std::future::Future<Output = ()>)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_silence_upstream_resolves_the_incident_downstream() {
     const TEST: &str = "a_silence_upstream_resolves_the_incident_downstream";
-    if !e2e_enabled(TEST) {
+    let Some(mut s) = Stack::new(TEST) else {
         return;
-    }
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let mut children = Children::default();
+    };
     let pd = start_pagerduty().await;
-    time_boxed(TEST, run(tmp.path(), &mut children, Some(&pd), false)).await;
+    time_boxed(TEST, run(s.tmp.path(), &mut s.children, Some(&pd), false)).await;
 }
 
 /// A PagerDuty Events API on 127.0.0.1 recording `event_action`s.
@@ -767,16 +773,11 @@ fn ms_of(v: &Value) -> i64 {
 /// the shipped Grafana dashboard is also run, and must be valid PromQL.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slo_error_budget_through_prometheus() {
-    if !e2e_enabled("slo_error_budget_through_prometheus") {
+    const TEST: &str = "slo_error_budget_through_prometheus";
+    let Some(mut s) = Stack::new(TEST) else {
         return;
-    }
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let mut children = Children::default();
-    time_boxed(
-        "slo_error_budget_through_prometheus",
-        run_slo(tmp.path(), &mut children),
-    )
-    .await;
+    };
+    time_boxed(TEST, run_slo(s.tmp.path(), &mut s.children)).await;
 }
 
 async fn run_slo(dir: &Path, children: &mut Children) {
