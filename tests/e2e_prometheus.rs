@@ -218,6 +218,10 @@ async fn start_prometheus(
     cmd.arg(format!("--config.file={}", config.display()))
         .arg(format!("--storage.tsdb.path={}", data.display()))
         .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+        // A firing alert is sent again every second, not every minute: the
+        // first send, before the notifier has discovered its targets (up
+        // to 5 s), is dropped.
+        .arg("--rules.alert.resend-delay=1s")
         .current_dir(dir);
     children.spawn("prometheus", cmd, dir);
     support::wait_http_ok(
@@ -1020,4 +1024,99 @@ scrape_configs:
             "dashboard query returned nothing: {q}"
         );
     }
+}
+
+/// Prometheus (like vmalert and every Alertmanager API client) sending its
+/// alerts straight to incidentd, as to an Alertmanager: it posts to
+/// `/api/v2/alerts`, and the incident opens with the rule's labels and
+/// annotations and Prometheus's own generator URL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prometheus_posts_straight_to_incidentd() {
+    const TEST: &str = "prometheus_posts_straight_to_incidentd";
+    let Some(mut s) = Stack::new(TEST) else {
+        return;
+    };
+    time_boxed(TEST, run_direct(s.tmp.path(), &mut s.children)).await;
+}
+
+async fn run_direct(dir: &Path, children: &mut Children) {
+    let prometheus_bin = support::find_program(&["/usr/bin/prometheus", "prometheus"])
+        .unwrap_or_else(|| panic!("prometheus is not installed (.ci/run installs it)"));
+    let http = reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .expect("http client");
+    let [inc_port, prom_port] = free_ports(2)[..] else {
+        unreachable!("free_ports(2) returns 2 ports")
+    };
+    let inc = format!("http://127.0.0.1:{inc_port}");
+    start_incidentd(dir, &inc, inc_port, "", None, &http, children).await;
+    let rules = dir.join("direct.rules.yml");
+    write(
+        &rules,
+        "groups:
+  - name: direct
+    interval: 1s
+    rules:
+      - alert: DirectFromPrometheus
+        expr: vector(1)
+        labels:
+          severity: critical
+          instance: direct-1:9100
+        annotations:
+          summary: Sent by Prometheus itself.
+",
+    );
+    let config = dir.join("prometheus.yml");
+    write(
+        &config,
+        &format!(
+            "global:
+  evaluation_interval: 1s
+rule_files:
+  - {rules}
+alerting:
+  alertmanagers:
+    - api_version: v2
+      static_configs:
+        - targets: ['127.0.0.1:{inc_port}']
+",
+            rules = rules.display()
+        ),
+    );
+    start_prometheus(&prometheus_bin, dir, &config, prom_port, &http, children).await;
+    let incident = poll_until(
+        "Prometheus's alert to open an incident",
+        Duration::from_secs(60),
+        children,
+        async || {
+            let all = incidents_of(&get_json(&http, &format!("{inc}/api/v1/incidents")).await?)?;
+            let titles: Vec<String> = all.iter().map(|i| i["title"].to_string()).collect();
+            all.into_iter()
+                .find(|i| {
+                    i["title"]
+                        .as_str()
+                        .unwrap_or("")
+                        .contains("DirectFromPrometheus")
+                })
+                .ok_or_else(|| format!("incidents: {titles:?}"))
+        },
+    )
+    .await;
+    let id = incident["id"].as_i64().expect("id");
+    let alerts = get_json(&http, &format!("{inc}/api/v1/incidents/{id}/alerts")).await;
+    let alerts = alerts.expect("alerts");
+    let alert = &alerts["alerts"][0];
+    assert_eq!(alert["labels"]["severity"], "critical", "{alerts}");
+    assert_eq!(
+        alert["annotations"]["summary"],
+        "Sent by Prometheus itself."
+    );
+    assert!(
+        alert["generator_url"]
+            .as_str()
+            .is_some_and(|u| u.contains(&format!(":{prom_port}/graph?g0.expr=vector"))),
+        "Prometheus's own link: {alerts}"
+    );
 }

@@ -384,6 +384,9 @@ pub fn router(state: Shared) -> Router {
     Router::new()
         .route("/api/v1/alerts/alertmanager", post(post_alertmanager))
         .route("/api/v1/alerts", post(post_canonical))
+        // Where Prometheus, vmalert and other Alertmanager API clients post
+        // (Alertmanager's own v2 path): the same body.
+        .route("/api/v2/alerts", post(post_canonical))
         .route("/api/v1/alerts/rejected", get(list_rejected))
         .route("/api/v1/alerts/pagerduty", post(post_pagerduty))
         .route("/api/v1/incidents", get(list_incidents))

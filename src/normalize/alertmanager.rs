@@ -1,5 +1,10 @@
-//! Alertmanager webhook payload, version 4 (also what Grafana's webhook
-//! contact point sends, with extra fields we ignore).
+//! Alertmanager webhook payload, version 4, and what Grafana-managed
+//! alerting's webhook contact point sends: the same shape as version "1"
+//! with more fields (`orgId`, `title`, `state`, `message` on the body;
+//! `values`, `dashboardURL`, `panelURL`, `silenceURL`, `fingerprint` on each
+//! alert). Grafana's links and values become annotations, so the incident
+//! shows where to look; its other extra fields are not needed.
+//! (https://grafana.com/docs/grafana/latest/alerting/configure-notifications/manage-contact-points/integrations/webhook-notifier/)
 
 use super::admit::{Batch, Intake, RejectReason, admit, ends_before_start, excerpt};
 use super::{NormalizeError, Obj, decode_alone, from_object, parse_time};
@@ -41,15 +46,52 @@ struct WebhookAlert<'a> {
     ends_at: Option<Cow<'a, str>>,
     #[serde(rename = "generatorURL", borrow, default)]
     generator_url: Option<Cow<'a, str>>,
+    /// Grafana only.
+    #[serde(rename = "dashboardURL", borrow, default)]
+    dashboard_url: Option<Cow<'a, str>>,
+    #[serde(rename = "panelURL", borrow, default)]
+    panel_url: Option<Cow<'a, str>>,
+    #[serde(rename = "silenceURL", borrow, default)]
+    silence_url: Option<Cow<'a, str>>,
+    /// The query results that fired the rule, by reference id.
+    #[serde(default)]
+    values: Option<std::collections::BTreeMap<String, serde_json::Value>>,
 }
 
+/// Grafana's per-alert links and values, as annotations (an annotation the
+/// rule already sets under the same name wins).
+fn grafana_annotations(a: &mut WebhookAlert<'_>) {
+    let links = [
+        ("grafana_dashboard_url", a.dashboard_url.take()),
+        ("grafana_panel_url", a.panel_url.take()),
+        ("grafana_silence_url", a.silence_url.take()),
+    ];
+    for (name, url) in links {
+        if let Some(url) = url.filter(|u| !u.is_empty())
+            && a.annotations.get(name).is_none()
+        {
+            a.annotations.insert(name.to_string(), url.into_owned());
+        }
+    }
+    if let Some(values) = a.values.take().filter(|v| !v.is_empty())
+        && a.annotations.get("grafana_values").is_none()
+    {
+        let text: Vec<String> = values.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        a.annotations
+            .insert("grafana_values".to_string(), text.join(", "));
+    }
+}
+
+/// "4": Alertmanager's webhook; "1": Grafana-managed alerting's.
 fn check_version(version: Option<&str>) -> Result<(), NormalizeError> {
     match version {
-        Some("4") => Ok(()),
+        Some("4" | "1") => Ok(()),
         Some(v) => Err(NormalizeError::field(
             "version",
             None,
-            format!("unsupported webhook version {v:?} (incidentd accepts version \"4\")"),
+            format!(
+                "unsupported webhook version {v:?} (incidentd accepts \"4\", Alertmanager's, and \"1\", Grafana's)"
+            ),
         )),
         None => Err(NormalizeError::field(
             "version",
@@ -130,7 +172,8 @@ fn take(a: WebhookAlert<'_>, i: usize, intake: &Intake, out: &mut Batch) {
 
 type Refusal = (String, String, RejectReason, serde_json::Value);
 
-fn convert(a: WebhookAlert<'_>, prefix: &str, now: Timestamp) -> Result<Alert, Refusal> {
+fn convert(mut a: WebhookAlert<'_>, prefix: &str, now: Timestamp) -> Result<Alert, Refusal> {
+    grafana_annotations(&mut a);
     let summary = |a: &WebhookAlert<'_>| {
         excerpt(&serde_json::json!({
             "status": a.status.as_ref(),
@@ -233,23 +276,56 @@ mod tests {
         parse_alertmanager(body.as_bytes(), &Intake::offline(NOW)).unwrap_err()
     }
 
+    /// Grafana-managed alerting's webhook, in the shape its documentation
+    /// gives (webhook-notifier page, "Webhook JSON payload"): version "1",
+    /// body fields `orgId`, `title`, `state`, `message`, and per alert
+    /// `fingerprint`, `silenceURL`, `dashboardURL`, `panelURL`, `values`.
     #[test]
-    fn parses_webhook_with_grafana_extras() {
-        let body = r#"{"receiver":"incidentd","status":"firing","orgId":1,"title":"[FIRING:1]","state":"alerting","message":"m",
-          "version":"4","groupKey":"{}:{}","truncatedAlerts":0,"groupLabels":{},"commonLabels":{},"commonAnnotations":{},"externalURL":"http://g",
+    fn parses_grafanas_webhook_version_1() {
+        let body = r#"{"receiver":"incidentd","status":"firing","orgId":1,
           "alerts":[
             {"status":"firing","labels":{"alertname":"PostgresDown","severity":"critical","env":"prod","cluster":"pg-3","job":"postgres","instance":"pg-3-a:9187"},
-             "annotations":{"summary":"down"},"startsAt":"2026-03-02T08:00:01.000Z","endsAt":"0001-01-01T00:00:00Z",
-             "generatorURL":"http://prom/graph","fingerprint":"ignored","silenceURL":"x","dashboardURL":"","panelURL":"","values":{"A":1},"valueString":"[ var='A' ]"},
-            {"status":"resolved","labels":{"alertname":"X"},"annotations":{},"startsAt":"2026-03-02T08:00:01Z","endsAt":"2026-03-02T08:05:00Z"}
-          ]}"#;
+             "annotations":{"summary":"down","runbook_url":"https://runbooks.example.com/pg"},
+             "startsAt":"2026-03-02T09:00:01.123456+01:00","endsAt":"0001-01-01T00:00:00Z",
+             "generatorURL":"https://grafana.example.com/alerting/grafana/pg-down/view","fingerprint":"0f1e2d3c4b5a6978",
+             "silenceURL":"https://grafana.example.com/alerting/silence/new?alertmanager=grafana&matchers=alertname%3DPostgresDown",
+             "dashboardURL":"https://grafana.example.com/d/pg","panelURL":"https://grafana.example.com/d/pg?viewPanel=4",
+             "values":{"B":0,"C":1}},
+            {"status":"resolved","labels":{"alertname":"X"},"annotations":{},"startsAt":"2026-03-02T08:00:01Z","endsAt":"2026-03-02T08:05:00Z",
+             "generatorURL":"","fingerprint":"1a2b3c4d5e6f7081","silenceURL":"","dashboardURL":"","panelURL":"","values":null}
+          ],
+          "groupLabels":{"alertname":"PostgresDown"},"commonLabels":{},"commonAnnotations":{},"externalURL":"https://grafana.example.com/",
+          "version":"1","groupKey":"{}/{alertname=\"PostgresDown\"}:{alertname=\"PostgresDown\"}","truncatedAlerts":0,
+          "title":"[FIRING:1] PostgresDown","state":"alerting","message":"**Firing**\n\nValue: B=0, C=1"}"#;
         let a = alerts(body);
         assert_eq!(a.len(), 2);
+        // Labels alone make the fingerprint (Grafana's own is not used).
         assert_eq!(a[0].fingerprint.to_string(), "f37b2fd64d4f6ce3");
         assert_eq!(a[0].status, AlertStatus::Firing);
+        assert_eq!(a[0].starts_at.to_rfc3339(), "2026-03-02T08:00:01.123Z");
         assert_eq!(a[0].ends_at, None);
         assert_eq!(a[0].annotations.get("summary"), Some("down"));
-        assert_eq!(a[0].generator_url, "http://prom/graph");
+        assert_eq!(
+            a[0].generator_url,
+            "https://grafana.example.com/alerting/grafana/pg-down/view"
+        );
+        assert_eq!(
+            a[0].annotations.get("grafana_dashboard_url"),
+            Some("https://grafana.example.com/d/pg")
+        );
+        assert_eq!(
+            a[0].annotations.get("grafana_panel_url"),
+            Some("https://grafana.example.com/d/pg?viewPanel=4")
+        );
+        assert!(
+            a[0].annotations
+                .get("grafana_silence_url")
+                .is_some_and(|u| u.contains("alertname%3DPostgresDown"))
+        );
+        assert_eq!(a[0].annotations.get("grafana_values"), Some("B=0, C=1"));
+        // Empty links and null values add nothing.
+        assert_eq!(a[1].annotations.get("grafana_panel_url"), None);
+        assert_eq!(a[1].annotations.get("grafana_values"), None);
         assert_eq!(a[1].status, AlertStatus::Resolved);
         assert_eq!(
             a[1].ends_at.unwrap().to_rfc3339(),
