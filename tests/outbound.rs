@@ -1411,6 +1411,80 @@ async fn call_with_token(r: &Running, uri: &str, token: &str, body: Value) -> (S
     )
 }
 
+/// `POST` a body to `uri` with these headers, in process.
+async fn post_with(
+    r: &Running,
+    uri: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> (StatusCode, Value) {
+    let (status, bytes) = support::oneshot(&r.router, "POST", uri, headers, body.to_vec()).await;
+    (
+        status,
+        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+    )
+}
+
+/// Jira Cloud's admin webhooks carry no token: they sign the body with the
+/// webhook's secret (`X-Hub-Signature: sha256=<hex HMAC-SHA256>`,
+/// developer.atlassian.com/cloud/jira/platform/webhooks/, "Secure admin
+/// webhooks"). A body signed with the configured `inbound_secret` acts;
+/// unsigned, tampered or foreign-signed ones are refused before routing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jira_cloud_signed_webhooks_act_on_the_incident() {
+    use hmac::{KeyInit, Mac};
+    let (jira_url, _jira) = jira_fake().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = config(
+        dir.path(),
+        &format!(
+            "[[outbound.destinations]]\nname = \"jsm\"\nkind = \"jira\"\nurl = \"{jira_url}\"\ntoken = \"pat\"\nproject = \"OPS\"\ninbound_secret = \"whsec-jira-1\"\n"
+        ),
+    );
+    let r = start(&cfg).await;
+    let id = open(&r, "JiraSide").await;
+    let body = json!({"webhookEvent": "jira:issue_updated", "user": {"displayName": "Dana"},
+        "issue": {"key": "OPS-1", "fields": {"labels": [format!("incidentd-{id}")],
+        "status": {"statusCategory": {"key": "indeterminate"}}}}})
+    .to_string();
+    let sign = |secret: &[u8], b: &[u8]| {
+        let mut m = <hmac::Hmac<sha2::Sha256> as KeyInit>::new_from_slice(secret).expect("key");
+        m.update(b);
+        format!("sha256={}", hex::encode(m.finalize().into_bytes()))
+    };
+    let uri = "/api/v1/webhooks/jsm";
+    let good = sign(b"whsec-jira-1", body.as_bytes());
+    let tampered = body.replace("indeterminate", "done");
+    for (what, headers, b) in [
+        ("unsigned", vec![], body.as_str()),
+        (
+            "another secret",
+            vec![("x-hub-signature", sign(b"guess", body.as_bytes()))],
+            body.as_str(),
+        ),
+        (
+            "a changed body",
+            vec![("x-hub-signature", good.clone())],
+            tampered.as_str(),
+        ),
+        (
+            "a bearer token",
+            vec![("authorization", "Bearer whsec-jira-1".to_string())],
+            body.as_str(),
+        ),
+    ] {
+        let headers: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let (s, v) = post_with(&r, uri, &headers, b.as_bytes()).await;
+        assert_eq!(s, StatusCode::UNAUTHORIZED, "{what}: {v}");
+    }
+    let (s, v) = post_with(&r, uri, &[("x-hub-signature", &good)], body.as_bytes()).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["action"], "acknowledged", "{v}");
+    let (_, d) = call(&r, "GET", &format!("/api/v1/incidents/{id}"), Value::Null).await;
+    assert_eq!(d["acknowledged_by"], "jira:Dana", "{d}");
+    r.shutdown().await;
+}
+
 /// Two-way sync: a ticket resolved in ServiceNow, or taken in progress in
 /// Jira, acts on the incident here through `POST /api/v1/webhooks/{name}`;
 /// repeats change nothing, the token is required, bad bodies name the

@@ -362,7 +362,10 @@ pub struct InboundDestination {
     pub name: String,
     /// `servicenow` or `jira`.
     pub kind: &'static str,
-    pub token: Vec<u8>,
+    /// The bearer token its webhooks send.
+    pub token: Option<Vec<u8>>,
+    /// The secret its webhooks sign their bodies with (Jira Cloud).
+    pub signing_secret: Option<Vec<u8>>,
 }
 
 /// Where accepted webhook alerts go.
@@ -1220,12 +1223,24 @@ async fn inbound_webhook(
     body: Body,
 ) -> Result<Response, ApiError> {
     use crate::outbound::inbound;
-    // Authenticated before routed: whoever has no destination's token
-    // learns nothing about which destination names exist.
+    let body = body.bytes()?;
+    // Authenticated before routed: whoever has no destination's token or
+    // secret learns nothing about which destination names exist.
+    let signature = headers
+        .get(inbound::HUB_SIGNATURE)
+        .and_then(|v| v.to_str().ok());
     let got = bearer(&headers).unwrap_or_default().as_bytes();
     let mut holder: Option<&InboundDestination> = None;
     for d in &st.inbound {
-        if bool::from(subtle::ConstantTimeEq::ct_eq(got, d.token.as_slice())) {
+        let by_token = d
+            .token
+            .as_ref()
+            .is_some_and(|t| bool::from(subtle::ConstantTimeEq::ct_eq(got, t.as_slice())));
+        let by_signature = match (&d.signing_secret, signature) {
+            (Some(s), Some(sig)) => inbound::hub_signature_matches(s, &body, sig),
+            _ => false,
+        };
+        if by_token || by_signature {
             holder = Some(d);
         }
     }
@@ -1239,7 +1254,6 @@ async fn inbound_webhook(
         // One destination's token does not speak for another.
         return Err(ApiError::Unauthorized);
     }
-    let body = body.bytes()?;
     let v: serde_json::Value = serde_json::from_slice(&body).map_err(|e| {
         ApiError::Invalid(NormalizeError::field(
             "body",

@@ -79,13 +79,20 @@ pub(super) async fn build(
         .collect::<Result<Vec<_>>>()?;
     let mut inbound = Vec::new();
     for d in &cfg.outbound {
-        if let Some(t) = &d.inbound_token {
-            inbound.push(api::InboundDestination {
-                name: d.name.clone(),
-                kind: d.kind.as_str(),
-                token: secret(t, &d.name)?.into_bytes(),
-            });
+        if d.inbound_token.is_none() && d.inbound_secret.is_none() {
+            continue;
         }
+        let read = |s: &Option<_>| -> Result<Option<Vec<u8>>> {
+            s.as_ref()
+                .map(|s| secret(s, &d.name).map(String::into_bytes))
+                .transpose()
+        };
+        inbound.push(api::InboundDestination {
+            name: d.name.clone(),
+            kind: d.kind.as_str(),
+            token: read(&d.inbound_token)?,
+            signing_secret: read(&d.inbound_secret)?,
+        });
     }
     let tokens = Tokens {
         alertmanager: token(&cfg.alertmanager.token, "alertmanager")?,

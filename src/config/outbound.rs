@@ -74,6 +74,10 @@ pub struct RawDestination {
     /// endpoint is off for this destination.
     pub inbound_token: Option<String>,
     pub inbound_token_file: Option<PathBuf>,
+    /// Jira: the secret of a Jira Cloud admin webhook, which signs each
+    /// body (`X-Hub-Signature: sha256=…`) instead of sending a token.
+    pub inbound_secret: Option<String>,
+    pub inbound_secret_file: Option<PathBuf>,
     /// ServiceNow, Jira: read the tickets of active incidents back this
     /// often (for tools that cannot send webhooks); `0` = off.
     pub poll_interval: Option<String>,
@@ -400,6 +404,21 @@ pub fn destinations(errs: &mut Vec<FieldError>, raw: &RawOutbound) -> Vec<Destin
                 "only servicenow and jira destinations send updates back".into(),
             );
         }
+        let inbound_secret = match secret(&d.inbound_secret, &d.inbound_secret_file) {
+            Ok(t) => t,
+            Err(m) => {
+                push(errs, at, "inbound_secret", m);
+                None
+            }
+        };
+        if inbound_secret.is_some() && d.kind.as_deref() != Some("jira") {
+            push(
+                errs,
+                at,
+                "inbound_secret",
+                "only jira signs its webhooks with a secret (servicenow: inbound_token)".into(),
+            );
+        }
         let poll = duration(
             errs,
             &format!("{at}.poll_interval"),
@@ -461,6 +480,7 @@ pub fn destinations(errs: &mut Vec<FieldError>, raw: &RawOutbound) -> Vec<Destin
                 breaker_failures: d.breaker_failures.unwrap_or(5).max(1),
                 breaker_cool_down,
                 inbound_token,
+                inbound_secret,
                 poll_interval: (!poll.is_zero()).then_some(poll),
                 retry_unauthorized: d.retry_unauthorized,
                 net: ClientNet { tls, proxy },

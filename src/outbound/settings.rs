@@ -61,6 +61,8 @@ pub struct DestinationConfig {
     pub breaker_cool_down: Duration,
     /// Token of the ticketing tool's webhooks back to incidentd.
     pub inbound_token: Option<Secret>,
+    /// Jira: the secret its webhooks sign their bodies with.
+    pub inbound_secret: Option<Secret>,
     /// How often tickets are read back (ServiceNow, Jira); `None`: never.
     pub poll_interval: Option<Duration>,
     /// 401/407 retried (the backlog waits for a fixed credential) rather
