@@ -1163,6 +1163,47 @@ struct JiraState {
     issues: Vec<(String, Vec<String>, String, Vec<String>)>,
     calls: Vec<String>,
     lose_next_create: bool,
+    /// Jira Cloud: `GET /rest/api/2/search` is gone (410, as Cloud answers
+    /// since its removal; the Jira Cloud platform changelog), and
+    /// `GET /rest/api/3/search/jql` ("Search for issues using JQL enhanced
+    /// search") answers `{issues, isLast, nextPageToken?}` without `total`.
+    cloud: bool,
+}
+
+impl JiraState {
+    /// The issues `jql` finds: `labels="x"` (the lookup before a create)
+    /// or `labels in ("a","b") AND statusCategory = Done` (reading back).
+    fn search(&mut self, jql: &str) -> Vec<Value> {
+        self.calls.push("search".into());
+        if let Some(rest) = jql.strip_prefix("labels in (") {
+            let (list, cond) = rest.split_once(')').unwrap_or((rest, ""));
+            let labels: Vec<String> = list
+                .split(',')
+                .map(|l| l.trim_matches('"').to_string())
+                .collect();
+            let done_only = cond.trim() == "AND statusCategory = Done";
+            return self
+                .issues
+                .iter()
+                .filter(|i| i.1.iter().any(|l| labels.contains(l)))
+                .filter(|i| !done_only || i.2 == "done")
+                .map(|i| {
+                    json!({"key": i.0, "fields": {"labels": i.1,
+                    "status": {"statusCategory": {"key": i.2}},
+                    "assignee": {"displayName": "Dana"}}})
+                })
+                .collect();
+        }
+        let label = jql
+            .trim_start_matches("labels=")
+            .trim_matches('"')
+            .to_string();
+        self.issues
+            .iter()
+            .filter(|i| i.1.contains(&label))
+            .map(|i| json!({"key": i.0}))
+            .collect()
+    }
 }
 
 async fn jira_fake() -> (String, Arc<Mutex<JiraState>>) {
@@ -1217,40 +1258,32 @@ async fn jira_fake() -> (String, Arc<Mutex<JiraState>>) {
                 |State(st): State<St>,
                  Query(q): Query<std::collections::HashMap<String, String>>| async move {
                     let mut s = st.lock().expect("jira");
-                    s.calls.push("search".into());
-                    let jql = q.get("jql").cloned().unwrap_or_default();
-                    // Reading back: `labels in ("a","b") AND statusCategory = Done`.
-                    if let Some(rest) = jql.strip_prefix("labels in (") {
-                        let (list, cond) = rest.split_once(')').unwrap_or((rest, ""));
-                        let labels: Vec<String> = list
-                            .split(',')
-                            .map(|l| l.trim_matches('"').to_string())
-                            .collect();
-                        let done_only = cond.trim() == "AND statusCategory = Done";
-                        let found: Vec<Value> = s
-                            .issues
-                            .iter()
-                            .filter(|i| i.1.iter().any(|l| labels.contains(l)))
-                            .filter(|i| !done_only || i.2 == "done")
-                            .map(|i| {
-                                json!({"key": i.0, "fields": {"labels": i.1,
-                                "status": {"statusCategory": {"key": i.2}},
-                                "assignee": {"displayName": "Dana"}}})
-                            })
-                            .collect();
-                        return axum::Json(json!({"issues": found, "total": found.len()}));
+                    if s.cloud {
+                        s.calls.push("search v2 (gone)".into());
+                        return (
+                            StatusCode::GONE,
+                            axum::Json(json!({"errorMessages": [
+                                "The requested API has been removed. Please migrate to the /rest/api/3/search/jql API."],
+                                "errors": {}})),
+                        )
+                            .into_response();
                     }
-                    let label = jql
-                        .trim_start_matches("labels=")
-                        .trim_matches('"')
-                        .to_string();
-                    let found: Vec<Value> = s
-                        .issues
-                        .iter()
-                        .filter(|i| i.1.contains(&label))
-                        .map(|i| json!({"key": i.0}))
-                        .collect();
-                    axum::Json(json!({"issues": found, "total": found.len()}))
+                    let found = s.search(q.get("jql").map(String::as_str).unwrap_or_default());
+                    axum::Json(json!({"issues": found, "total": found.len()})).into_response()
+                },
+            ),
+        )
+        .route(
+            "/rest/api/3/search/jql",
+            get(
+                |State(st): State<St>,
+                 Query(q): Query<std::collections::HashMap<String, String>>| async move {
+                    let mut s = st.lock().expect("jira");
+                    if !s.cloud {
+                        return StatusCode::NOT_FOUND.into_response();
+                    }
+                    let found = s.search(q.get("jql").map(String::as_str).unwrap_or_default());
+                    axum::Json(json!({"issues": found, "isLast": true})).into_response()
                 },
             ),
         )
@@ -1326,16 +1359,26 @@ async fn jira_fake() -> (String, Arc<Mutex<JiraState>>) {
 
 /// One Jira request per incident: acknowledged moves it to a status of
 /// the "in progress" category, resolved to "done", each with a comment;
-/// a lost create answer is found again by label, never made twice.
+/// a lost create answer is found again by label, never made twice. On
+/// Jira Cloud, whose v2 search is gone, and on Data Center.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn jira_request_follows_the_incident() {
+    jira_request_follows_the_incident_on("data_center").await;
+    jira_request_follows_the_incident_on("cloud").await;
+}
+
+async fn jira_request_follows_the_incident_on(deployment: &str) {
     let (url, jira) = jira_fake().await;
-    jira.lock().expect("jira").lose_next_create = true;
+    {
+        let mut s = jira.lock().expect("jira");
+        s.lose_next_create = true;
+        s.cloud = deployment == "cloud";
+    }
     let dir = tempfile::tempdir().expect("tempdir");
     let cfg = config(
         dir.path(),
         &format!(
-            "[[outbound.destinations]]\nname = \"jsm\"\nkind = \"jira\"\nurl = \"{url}\"\nuser = \"bot@example.com\"\npassword = \"api-token\"\nservice_desk_id = \"4\"\nrequest_type_id = \"27\"\nbackoff_base = \"20ms\"\nbackoff_max = \"100ms\"\n"
+            "[[outbound.destinations]]\nname = \"jsm\"\nkind = \"jira\"\nurl = \"{url}\"\ndeployment = \"{deployment}\"\nuser = \"bot@example.com\"\npassword = \"api-token\"\nservice_desk_id = \"4\"\nrequest_type_id = \"27\"\nbackoff_base = \"20ms\"\nbackoff_max = \"100ms\"\n"
         ),
     );
     let r = start(&cfg).await;
@@ -1763,11 +1806,13 @@ async fn a_429_storm_keeps_to_the_rate_limit() {
 async fn tickets_changed_downstream_are_read_back() {
     let (sn_url, sn) = servicenow_fake("incidentd", "s3cret").await;
     let (jira_url, jira) = jira_fake().await;
+    // Jira Cloud: read back through the enhanced search.
+    jira.lock().expect("jira").cloud = true;
     let dir = tempfile::tempdir().expect("tempdir");
     let cfg = config(
         dir.path(),
         &format!(
-            "{}poll_interval = \"1s\"\n\n[[outbound.destinations]]\nname = \"jsm\"\nkind = \"jira\"\nurl = \"{jira_url}\"\ntoken = \"pat\"\nservice_desk_id = \"1\"\nrequest_type_id = \"10\"\npoll_interval = \"1s\"\n",
+            "{}poll_interval = \"1s\"\n\n[[outbound.destinations]]\nname = \"jsm\"\nkind = \"jira\"\nurl = \"{jira_url}\"\ndeployment = \"cloud\"\ntoken = \"pat\"\nservice_desk_id = \"1\"\nrequest_type_id = \"10\"\npoll_interval = \"1s\"\n",
             servicenow(&sn_url, "s3cret")
         ),
     );

@@ -69,6 +69,9 @@ pub struct RawDestination {
     pub issue_type: Option<String>,
     /// Jira: the transition to prefer when several lead to done.
     pub resolve_transition: Option<String>,
+    /// Jira: `cloud` or `data_center` (their search APIs differ); by
+    /// default cloud for `*.atlassian.net`, else data center.
+    pub deployment: Option<String>,
     /// ServiceNow, Jira: the bearer token their webhooks must send to
     /// `POST /api/v1/webhooks/{name}` (two-way sync); without it that
     /// endpoint is off for this destination.
@@ -251,11 +254,13 @@ pub fn destinations(errs: &mut Vec<FieldError>, raw: &RawOutbound) -> Vec<Destin
                         None
                     }
                 };
-                match (auth(errs, at, d), target) {
-                    (Some(auth), Some(target)) => Some(DestinationKind::Jira {
+                let deployment = jira_deployment(errs, at, d);
+                match (auth(errs, at, d), target, deployment) {
+                    (Some(auth), Some(target), Some(deployment)) => Some(DestinationKind::Jira {
                         auth,
                         target,
                         resolve_transition: d.resolve_transition.clone(),
+                        deployment,
                     }),
                     _ => None,
                 }
@@ -488,4 +493,37 @@ pub fn destinations(errs: &mut Vec<FieldError>, raw: &RawOutbound) -> Vec<Destin
         }
     }
     out
+}
+
+/// Which Jira a `jira` destination talks to: as set, else by its host.
+fn jira_deployment(
+    errs: &mut Vec<FieldError>,
+    at: &str,
+    d: &RawDestination,
+) -> Option<crate::outbound::jira::Deployment> {
+    use crate::outbound::jira::Deployment;
+    match d.deployment.as_deref() {
+        Some("cloud") => Some(Deployment::Cloud),
+        Some("data_center" | "datacenter" | "server") => Some(Deployment::DataCenter),
+        Some(other) => {
+            push(
+                errs,
+                at,
+                "deployment",
+                format!("{other:?}: cloud or data_center"),
+            );
+            None
+        }
+        None => {
+            let host = d
+                .url
+                .as_deref()
+                .and_then(|u| reqwest::Url::parse(u).ok())
+                .and_then(|u| u.host_str().map(str::to_ascii_lowercase));
+            Some(match host {
+                Some(h) if h.ends_with(".atlassian.net") => Deployment::Cloud,
+                _ => Deployment::DataCenter,
+            })
+        }
+    }
 }

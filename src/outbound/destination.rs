@@ -136,10 +136,12 @@ pub fn build(cfg: &DestinationConfig, credential: Credential) -> Arc<dyn Destina
         DestinationKind::Jira {
             target,
             resolve_transition,
+            deployment,
             ..
         } => Arc::new(super::jira::Jira {
             target: target.clone(),
             resolve_transition: resolve_transition.clone(),
+            deployment: *deployment,
             credential,
         }),
     }

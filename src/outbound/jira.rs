@@ -15,6 +15,29 @@ use crate::domain::IncidentId;
 use crate::store::{BoxFuture, OutboxRow, StoreError};
 use serde_json::json;
 
+/// Which Jira: their search APIs differ. Jira Cloud retired
+/// `GET /rest/api/2/search` (410 Gone; the Jira Cloud platform changelog on
+/// developer.atlassian.com) for `GET /rest/api/3/search/jql` ("Search for
+/// issues using JQL enhanced search": token paging, `isLast`);
+/// Data Center keeps `/rest/api/2/search`. The other calls (create,
+/// comment, transitions) are REST v2 on both.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Deployment {
+    Cloud,
+    DataCenter,
+}
+
+impl Deployment {
+    /// The search path for `jql` (escaped), asking for `fields`.
+    pub fn search(self, jql: &str, fields: &str, max: usize) -> String {
+        let path = match self {
+            Deployment::Cloud => "/rest/api/3/search/jql",
+            Deployment::DataCenter => "/rest/api/2/search",
+        };
+        format!("{path}?jql={jql}&fields={fields}&maxResults={max}")
+    }
+}
+
 /// Where requests are created.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Target {
@@ -93,12 +116,13 @@ pub fn created_key(answer: &serde_json::Value) -> Option<String> {
 }
 
 /// Search for the issue labelled for `inc` (when no key is stored).
-pub fn search(inc: &Incident) -> Request {
+pub fn search(inc: &Incident, deployment: Deployment) -> Request {
     Request {
         method: Method::Get,
-        path: format!(
-            "/rest/api/2/search?jql=labels%3D%22{}%22&fields=key,status&maxResults=1",
-            external_key(inc)
+        path: deployment.search(
+            &format!("labels%3D%22{}%22", external_key(inc)),
+            "key,status",
+            1,
         ),
         body: None,
     }
@@ -177,6 +201,7 @@ pub fn transition(key: &str, id: &str) -> Request {
 pub struct Jira {
     pub target: Target,
     pub resolve_transition: Option<String>,
+    pub deployment: Deployment,
     pub credential: Credential,
 }
 
@@ -202,7 +227,7 @@ impl Destination for Jira {
             let kind = row.message.kind;
             let ticket = link
                 .ticket(row, || TicketCalls {
-                    lookup: search(inc),
+                    lookup: search(inc, self.deployment),
                     found: found_key,
                     create: create(inc, &self.target),
                     created: created_key,
@@ -243,7 +268,7 @@ impl Destination for Jira {
 impl TicketReader for Jira {
     fn query(&self, batch: &[(IncidentId, String)]) -> Request {
         let ids: Vec<IncidentId> = batch.iter().map(|(i, _)| *i).collect();
-        super::poll::jira(&ids)
+        super::poll::jira(&ids, self.deployment)
     }
 
     fn updates(&self, answer: &serde_json::Value) -> Vec<InboundUpdate> {
@@ -292,8 +317,12 @@ mod tests {
             Some("OPS-9".into())
         );
         assert_eq!(
-            search(&inc).path,
+            search(&inc, Deployment::DataCenter).path,
             "/rest/api/2/search?jql=labels%3D%22incidentd-42%22&fields=key,status&maxResults=1"
+        );
+        assert_eq!(
+            search(&inc, Deployment::Cloud).path,
+            "/rest/api/3/search/jql?jql=labels%3D%22incidentd-42%22&fields=key,status&maxResults=1"
         );
         assert_eq!(
             found_key(&json!({"issues": [{"key": "OPS-9"}]})),

@@ -67,7 +67,7 @@ pub fn servicenow_updates(answer: &Value, ours: Option<&str>) -> Vec<InboundUpda
 /// Jira: the issues of these incidents (by their `incidentd-<id>` label:
 /// a key that no longer exists would fail the whole JQL) in the done
 /// category.
-pub fn jira(incidents: &[IncidentId]) -> Request {
+pub fn jira(incidents: &[IncidentId], deployment: super::jira::Deployment) -> Request {
     let labels: Vec<String> = incidents
         .iter()
         .map(|i| format!("\"incidentd-{}\"", i.0))
@@ -75,11 +75,8 @@ pub fn jira(incidents: &[IncidentId]) -> Request {
     let jql = format!("labels in ({}) AND statusCategory = Done", labels.join(","));
     Request {
         method: Method::Get,
-        path: format!(
-            "/rest/api/2/search?jql={}&fields=labels%2Cstatus%2Cassignee&maxResults={}",
-            escape(&jql),
-            incidents.len()
-        ),
+        // At most BATCH (50) issues: one page on both APIs.
+        path: deployment.search(&escape(&jql), "labels%2Cstatus%2Cassignee", incidents.len()),
         body: None,
     }
 }
@@ -135,7 +132,14 @@ mod tests {
 
     #[test]
     fn jira_query_and_answer() {
-        let r = jira(&[IncidentId(7), IncidentId(8)]);
+        use crate::outbound::jira::Deployment;
+        let cloud = jira(&[IncidentId(7), IncidentId(8)], Deployment::Cloud);
+        assert!(
+            cloud
+                .path
+                .starts_with("/rest/api/3/search/jql?jql=labels%20in%20")
+        );
+        let r = jira(&[IncidentId(7), IncidentId(8)], Deployment::DataCenter);
         assert_eq!(
             r.path,
             "/rest/api/2/search?jql=labels%20in%20%28%22incidentd-7%22%2C%22incidentd-8%22%29%20AND%20statusCategory%20%3D%20Done&fields=labels%2Cstatus%2Cassignee&maxResults=2"

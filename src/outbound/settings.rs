@@ -27,6 +27,7 @@ pub enum DestinationKind {
         auth: ServiceNowAuth,
         target: super::jira::Target,
         resolve_transition: Option<String>,
+        deployment: super::jira::Deployment,
     },
 }
 
