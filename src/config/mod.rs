@@ -1254,6 +1254,35 @@ mod tests {
     }
 
     #[test]
+    fn jira_deployment_and_signed_webhooks() {
+        use crate::outbound::settings::DestinationKind;
+        use crate::outbound::jira::Deployment;
+        let jira = |url: &str, extra: &str| {
+            format!(
+                "[[outbound.destinations]]\nname = \"j\"\nkind = \"jira\"\nurl = \"{url}\"\ntoken = \"t\"\nproject = \"OPS\"\n{extra}\n"
+            )
+        };
+        let deployment = |c: Config| match &c.outbound[0].kind {
+            DestinationKind::Jira { deployment, .. } => *deployment,
+            other => panic!("{other:?}"),
+        };
+        let c = parse(&jira("https://acme.atlassian.net", "inbound_secret = \"s\"")).unwrap();
+        assert!(c.outbound[0].inbound_secret.is_some());
+        assert_eq!(deployment(c), Deployment::Cloud);
+        let c = parse(&jira("https://jira.acme.internal", "")).unwrap();
+        assert_eq!(deployment(c), Deployment::DataCenter);
+        let c = parse(&jira("https://jira.acme.internal", "deployment = \"cloud\"")).unwrap();
+        assert_eq!(deployment(c), Deployment::Cloud);
+        let e = parse(&jira("https://j.example", "deployment = \"onprem\"")).unwrap_err();
+        assert!(e.to_string().contains("deployment"), "{e}");
+        let e = parse(
+            "[[outbound.destinations]]\nname = \"s\"\nkind = \"slack\"\nurl = \"https://hooks.example.com/x\"\ninbound_secret = \"s\"\n",
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("inbound_secret"), "{e}");
+    }
+
+    #[test]
     fn defaults_without_file() {
         let c = validate(RawConfig::default(), &Overrides::default()).unwrap();
         assert_eq!(c.listen.to_string(), "127.0.0.1:9797");
