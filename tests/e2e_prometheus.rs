@@ -147,7 +147,15 @@ impl Pagerduty {
 async fn start_pagerduty() -> Pagerduty {
     use axum::{Json, Router, extract::State, http::StatusCode, routing::post};
     type Log = Arc<std::sync::Mutex<Vec<String>>>;
-    async fn enqueue(State(log): State<Log>, Json(body): Json<Value>) -> (StatusCode, Json<Value>) {
+    async fn enqueue(
+        State(log): State<Log>,
+        headers: axum::http::HeaderMap,
+        raw: axum::body::Bytes,
+    ) -> (StatusCode, Json<Value>) {
+        if let Err((status, why)) = support::contracts::pagerduty_event(&headers, &raw) {
+            return (StatusCode::from_u16(status).expect("status"), Json(why));
+        }
+        let body: Value = serde_json::from_slice(&raw).unwrap_or_default();
         let action = body["event_action"]
             .as_str()
             .unwrap_or_default()
@@ -387,7 +395,7 @@ async fn run(dir: &Path, children: &mut Children, silence: Option<&Pagerduty>, t
         // Alertmanager repeats a firing alert every 2 s (below); 8 s
         // without one means it stopped telling.
         incidentd_toml.push_str(&format!(
-            "alert_timeout = \"8s\"\n\n[[outbound.destinations]]\nname = \"pd\"\nkind = \"pagerduty\"\nurl = \"{}\"\nrouting_key = \"R0UTINGKEY\"\n",
+            "alert_timeout = \"8s\"\n\n[[outbound.destinations]]\nname = \"pd\"\nkind = \"pagerduty\"\nurl = \"{}\"\nrouting_key = \"R0UTINGKEYR0UTINGKEYR0UTINGKEY00\"\n",
             pd.url
         ));
     }

@@ -543,6 +543,8 @@ struct PdLog {
     total: usize,
     /// Answer in 6 s instead of 20 ms.
     slow: bool,
+    /// Events PagerDuty's contract refuses (must stay empty).
+    refused: Vec<String>,
 }
 
 /// PagerDuty's Events API on 127.0.0.1, answering 202 after 20 ms, or
@@ -553,9 +555,17 @@ async fn fake_pagerduty() -> (String, std::sync::Arc<std::sync::Mutex<PdLog>>) {
     let l = log.clone();
     let app = axum::Router::new().route(
         "/v2/enqueue",
-        axum::routing::post(move |body: axum::Json<serde_json::Value>| {
+        axum::routing::post(move |headers: axum::http::HeaderMap, raw: axum::body::Bytes| {
             let l = l.clone();
             async move {
+                if let Err((status, why)) = support::contracts::pagerduty_event(&headers, &raw) {
+                    l.lock().unwrap().refused.push(why.to_string());
+                    return (
+                        axum::http::StatusCode::from_u16(status).unwrap(),
+                        axum::Json(why),
+                    );
+                }
+                let body: serde_json::Value = serde_json::from_slice(&raw).unwrap_or_default();
                 let key = body["dedup_key"].as_str().unwrap_or_default().to_string();
                 let action = body["event_action"].as_str().unwrap_or_default().to_string();
                 let delay = {
@@ -608,7 +618,7 @@ async fn outbound_follows_partition_ownership() {
 name = "pd"
 kind = "pagerduty"
 url = "{pd_url}"
-routing_key = "R0UTINGKEY"
+routing_key = "R0UTINGKEYR0UTINGKEYR0UTINGKEY00"
 rate_limit = 500.0
 burst = 100
 
@@ -798,6 +808,11 @@ inbound_token = "sn-t0ken"
     // Nothing late trickles in: every instance's outbox is drained.
     support::drain::pg_outbox_drained(db).await;
     let g = pd.lock().unwrap();
+    assert!(
+        g.refused.is_empty(),
+        "refused by PagerDuty: {:?}",
+        g.refused
+    );
     assert!(
         g.overlaps.is_empty(),
         "delivered at once by two instances: {:?}",

@@ -7,7 +7,7 @@
 //! restart, the rate limit kept, redirects never followed.
 
 mod support;
-use support::{call, start};
+use support::{call, contracts, start};
 
 use axum::body::{Body, Bytes};
 use axum::http::{HeaderMap, Method, Request, StatusCode, header};
@@ -65,6 +65,48 @@ struct FakeState {
     script: VecDeque<Answer>,
     /// Answer once the script is used up.
     default: Option<Answer>,
+    /// The service's documented contract: a request it would refuse is
+    /// refused as it would be, whatever the script says.
+    contract: Option<Contract>,
+}
+
+/// A check of one request against a service's contract.
+type Contract = fn(&Method, &str, &HeaderMap, &[u8]) -> Result<(), contracts::Refusal>;
+
+fn pagerduty_contract(
+    m: &Method,
+    path: &str,
+    h: &HeaderMap,
+    b: &[u8],
+) -> Result<(), contracts::Refusal> {
+    if m != Method::POST || path != "/v2/enqueue" {
+        return Err((404, json!({"message": "Not Found"})));
+    }
+    contracts::pagerduty_event(h, b)
+}
+
+fn slack_contract(
+    m: &Method,
+    _path: &str,
+    _h: &HeaderMap,
+    b: &[u8],
+) -> Result<(), contracts::Refusal> {
+    if m != Method::POST {
+        return Err((405, Value::String("invalid_method".into())));
+    }
+    contracts::slack_webhook(b)
+}
+
+fn opsgenie_contract(
+    m: &Method,
+    path: &str,
+    _h: &HeaderMap,
+    b: &[u8],
+) -> Result<(), contracts::Refusal> {
+    if m == Method::POST && path == "/v2/alerts" {
+        return contracts::opsgenie_create(b);
+    }
+    Ok(())
 }
 
 /// A destination API on 127.0.0.1 that records every request.
@@ -75,9 +117,28 @@ struct Fake {
 }
 
 impl Fake {
+    /// A fake that answers by its script alone (webhook receivers, whose
+    /// contract is ours).
     async fn start(default: Answer) -> Fake {
+        Fake::start_checked(default, None).await
+    }
+
+    async fn pagerduty(default: Answer) -> Fake {
+        Fake::start_checked(default, Some(pagerduty_contract)).await
+    }
+
+    async fn slack(default: Answer) -> Fake {
+        Fake::start_checked(default, Some(slack_contract)).await
+    }
+
+    async fn opsgenie(default: Answer) -> Fake {
+        Fake::start_checked(default, Some(opsgenie_contract)).await
+    }
+
+    async fn start_checked(default: Answer, contract: Option<Contract>) -> Fake {
         let state = Arc::new(Mutex::new(FakeState {
             default: Some(default),
+            contract,
             ..FakeState::default()
         }));
         let st = state.clone();
@@ -92,11 +153,27 @@ impl Fake {
                     .unwrap_or_default();
                 let a = {
                     let mut s = st.lock().expect("fake state");
-                    let a = s
+                    let path = parts.uri.path().to_string();
+                    let refused = s
+                        .contract
+                        .and_then(|c| c(&parts.method, &path, &parts.headers, &body).err());
+                    let scripted = s
                         .script
                         .pop_front()
                         .or_else(|| s.default.clone())
                         .unwrap_or_else(|| answer(200));
+                    let a = match refused {
+                        Some((status, why)) => Answer {
+                            status,
+                            headers: vec![("content-type", "application/json".to_string())],
+                            body: match why {
+                                Value::String(text) => text,
+                                other => other.to_string(),
+                            },
+                            delay: Duration::ZERO,
+                        },
+                        None => scripted,
+                    };
                     s.seen.push(Seen {
                         at: Instant::now(),
                         method: parts.method.clone(),
@@ -196,7 +273,7 @@ fn config(dir: &Path, destinations: &str) -> Config {
 
 fn pagerduty(url: &str, extra: &str) -> String {
     format!(
-        "[[outbound.destinations]]\nname = \"pd\"\nkind = \"pagerduty\"\nurl = \"{url}\"\nrouting_key = \"R0UTINGKEY\"\nbackoff_base = \"20ms\"\nbackoff_max = \"200ms\"\n{extra}\n"
+        "[[outbound.destinations]]\nname = \"pd\"\nkind = \"pagerduty\"\nurl = \"{url}\"\nrouting_key = \"R0UTINGKEYR0UTINGKEYR0UTINGKEY00\"\nbackoff_base = \"20ms\"\nbackoff_max = \"200ms\"\n{extra}\n"
     )
 }
 
@@ -267,14 +344,14 @@ fn actions(seen: &[Seen]) -> Vec<(String, String)> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pagerduty_and_slack_follow_the_incident_lifecycle() {
-    let pd = Fake::start(Answer {
+    let pd = Fake::pagerduty(Answer {
         status: 202,
         headers: vec![("content-type", "application/json".into())],
         body: r#"{"status":"success","message":"Event processed","dedup_key":"x"}"#.into(),
         delay: Duration::ZERO,
     })
     .await;
-    let slack = Fake::start(Answer {
+    let slack = Fake::slack(Answer {
         status: 200,
         headers: Vec::new(),
         body: "ok".into(),
@@ -299,7 +376,7 @@ async fn pagerduty_and_slack_follow_the_incident_lifecycle() {
     let b = got[0].json();
     assert_eq!(
         (b["event_action"].as_str(), b["routing_key"].as_str()),
-        (Some("trigger"), Some("R0UTINGKEY"))
+        (Some("trigger"), Some("R0UTINGKEYR0UTINGKEYR0UTINGKEY00"))
     );
     assert_eq!(b["dedup_key"], key.as_str());
     // An alert outside the CMDB: default impact 2, critical urgency: P2.
@@ -378,7 +455,7 @@ async fn pagerduty_and_slack_follow_the_incident_lifecycle() {
 /// no sooner than it asked.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_outage_delays_but_never_reorders_or_duplicates() {
-    let pd = Fake::start(answer(202)).await;
+    let pd = Fake::pagerduty(answer(202)).await;
     pd.script([
         answer(503),
         answer(502),
@@ -432,13 +509,13 @@ async fn an_outage_delays_but_never_reorders_or_duplicates() {
 /// exactly once, each incident's in order.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn five_simulated_minutes_of_outage_then_every_update_once_in_order() {
-    let pd = Fake::start(answer(503)).await;
+    let pd = Fake::pagerduty(answer(503)).await;
     let clock = simulated_clock();
     let dir = tempfile::tempdir().expect("tempdir");
     let cfg = config(
         dir.path(),
         &format!(
-            "[[outbound.destinations]]\nname = \"pd\"\nkind = \"pagerduty\"\nurl = \"{}\"\nrouting_key = \"R0UTINGKEY\"\n",
+            "[[outbound.destinations]]\nname = \"pd\"\nkind = \"pagerduty\"\nurl = \"{}\"\nrouting_key = \"R0UTINGKEYR0UTINGKEYR0UTINGKEY00\"\n",
             pd.url
         ),
     );
@@ -573,7 +650,7 @@ async fn five_simulated_minutes_of_outage_then_every_update_once_in_order() {
 /// on the incident's timeline.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_update_is_recorded_not_retried() {
-    let pd = Fake::start(answer(202)).await;
+    let pd = Fake::pagerduty(answer(202)).await;
     pd.script([Answer {
         status: 400,
         headers: vec![("content-type", "application/json".into())],
@@ -613,7 +690,7 @@ async fn a_refused_update_is_recorded_not_retried() {
 /// Messages queued while the destination is down survive a restart.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_backlog_survives_a_restart() {
-    let pd = Fake::start(answer(503)).await;
+    let pd = Fake::pagerduty(answer(503)).await;
     let dir = tempfile::tempdir().expect("tempdir");
     let cfg = config(dir.path(), &pagerduty(&pd.url, ""));
     let r = start(&cfg).await;
@@ -703,7 +780,7 @@ async fn webhooks_are_signed_and_never_follow_redirects() {
 /// never more than 2 + 4 in any second.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_rate_limit_holds_in_every_second() {
-    let pd = Fake::start(answer(202)).await;
+    let pd = Fake::pagerduty(answer(202)).await;
     let dir = tempfile::tempdir().expect("tempdir");
     let r = start(&config(
         dir.path(),
@@ -796,7 +873,7 @@ events = ["exploded"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_between_the_call_and_the_mark_makes_no_second_ticket() {
     use support::daemon::TestDaemon;
-    let pd = Fake::start(answer(202)).await;
+    let pd = Fake::pagerduty(answer(202)).await;
     // Held for longer than the test: the daemon dies waiting (recorded
     // as not accepted, since its answer never arrives).
     pd.script([Answer {
@@ -1644,7 +1721,7 @@ async fn tickets_changed_downstream_act_on_the_incident() {
 /// nothing by itself (`rules_only`); other incidents do not go there.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rules_notify_their_destinations() {
-    let slack = Fake::start(answer(200)).await;
+    let slack = Fake::slack(answer(200)).await;
     let dir = tempfile::tempdir().expect("tempdir");
     let rules = dir.path().join("rules");
     std::fs::create_dir(&rules).expect("rules dir");
@@ -1706,7 +1783,7 @@ async fn rules_notify_their_destinations() {
 /// closed by that alias.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn opsgenie_acts_by_alias() {
-    let og = Fake::start(Answer {
+    let og = Fake::opsgenie(Answer {
         status: 202,
         headers: vec![("content-type", "application/json".into())],
         body: r#"{"result":"Request will be processed","took":0.302,"requestId":"43a29c5c-3dbf-4fa4-9c26-f4f71023e120"}"#.into(),
@@ -1760,7 +1837,7 @@ async fn opsgenie_acts_by_alias() {
 /// rate limit (2 + 4 in any second), and every trigger is delivered once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_429_storm_keeps_to_the_rate_limit() {
-    let pd = Fake::start(answer(202)).await;
+    let pd = Fake::pagerduty(answer(202)).await;
     pd.script((0..12).map(|_| answer(429)));
     let dir = tempfile::tempdir().expect("tempdir");
     let r = start(&config(
@@ -1894,7 +1971,7 @@ async fn tickets_changed_downstream_are_read_back() {
 /// hourly; the incidents themselves stay.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn finished_messages_are_pruned_after_the_retention() {
-    let pd = Fake::start(answer(202)).await;
+    let pd = Fake::pagerduty(answer(202)).await;
     let clock = simulated_clock();
     let dir = tempfile::tempdir().expect("tempdir");
     let cfg = config(dir.path(), &pagerduty(&pd.url, ""));

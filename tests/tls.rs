@@ -27,68 +27,21 @@ const ROUTING_KEY: &str = "R0UTINGKEYR0UTINGKEYR0UTINGKEY00";
 /// Events PagerDuty accepted: (event_action, dedup_key).
 type Accepted = Arc<Mutex<Vec<(String, String)>>>;
 
-/// The Events API v2 as PagerDuty documents it
-/// (https://developer.pagerduty.com/docs/events-api-v2/trigger-events/ and
-/// .../acknowledge-events/, .../resolve-events/): `POST /v2/enqueue` with a
-/// JSON body; `routing_key` (32 characters) and `event_action` (trigger,
-/// acknowledge, resolve) required; a trigger needs `payload.summary` (at
-/// most 1024 characters), `payload.source` and `payload.severity`
-/// (critical, error, warning, info); `dedup_key` at most 255 characters and
-/// required to acknowledge or resolve. Success is 202 with `status`,
-/// `message` and `dedup_key`; a malformed event is 400 with `errors`.
+/// PagerDuty's Events API v2 (`support::contracts::pagerduty_event` holds
+/// its documented contract): 202 with `status`, `message` and `dedup_key`.
 fn pagerduty_router(accepted: Accepted) -> axum::Router {
     axum::Router::new().route(
         "/v2/enqueue",
         axum::routing::post(move |headers: HeaderMap, body: Bytes| {
             let accepted = accepted.clone();
             async move {
-                let bad = |why: &str| {
-                    (
-                        StatusCode::BAD_REQUEST,
-                        axum::Json(json!({"status": "invalid event", "message": "Event object is invalid", "errors": [why]})),
-                    )
-                };
-                if !headers
-                    .get("content-type")
-                    .and_then(|v| v.to_str().ok())
-                    .is_some_and(|v| v.starts_with("application/json"))
-                {
-                    return bad("Content-Type must be application/json");
+                if let Err((status, why)) = support::contracts::pagerduty_event(&headers, &body) {
+                    let status = StatusCode::from_u16(status).expect("status");
+                    return (status, axum::Json(why));
                 }
-                let Ok(b) = serde_json::from_slice::<Value>(&body) else {
-                    return bad("body is not JSON");
-                };
-                if b["routing_key"].as_str().map(str::len) != Some(32) {
-                    return bad("'routing_key' must be a 32 character integration key");
-                }
+                let b: Value = serde_json::from_slice(&body).unwrap_or_default();
                 let action = b["event_action"].as_str().unwrap_or_default().to_string();
                 let key = b["dedup_key"].as_str().unwrap_or_default().to_string();
-                if key.len() > 255 {
-                    return bad("'dedup_key' is longer than 255 characters");
-                }
-                match action.as_str() {
-                    "trigger" => {
-                        let p = &b["payload"];
-                        let summary = p["summary"].as_str().unwrap_or_default();
-                        if summary.is_empty() || summary.chars().count() > 1024 {
-                            return bad("'payload.summary' is required (at most 1024 characters)");
-                        }
-                        if p["source"].as_str().unwrap_or_default().is_empty() {
-                            return bad("'payload.source' is required");
-                        }
-                        if !matches!(
-                            p["severity"].as_str(),
-                            Some("critical" | "error" | "warning" | "info")
-                        ) {
-                            return bad("'payload.severity' must be critical, error, warning or info");
-                        }
-                    }
-                    "acknowledge" | "resolve" if key.is_empty() => {
-                        return bad("'dedup_key' is required to acknowledge or resolve");
-                    }
-                    "acknowledge" | "resolve" => {}
-                    _ => return bad("'event_action' must be trigger, acknowledge or resolve"),
-                }
                 accepted.lock().expect("accepted").push((action, key.clone()));
                 (
                     StatusCode::ACCEPTED,

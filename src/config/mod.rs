@@ -1255,8 +1255,8 @@ mod tests {
 
     #[test]
     fn jira_deployment_and_signed_webhooks() {
-        use crate::outbound::settings::DestinationKind;
         use crate::outbound::jira::Deployment;
+        use crate::outbound::settings::DestinationKind;
         let jira = |url: &str, extra: &str| {
             format!(
                 "[[outbound.destinations]]\nname = \"j\"\nkind = \"jira\"\nurl = \"{url}\"\ntoken = \"t\"\nproject = \"OPS\"\n{extra}\n"
@@ -1266,12 +1266,20 @@ mod tests {
             DestinationKind::Jira { deployment, .. } => *deployment,
             other => panic!("{other:?}"),
         };
-        let c = parse(&jira("https://acme.atlassian.net", "inbound_secret = \"s\"")).unwrap();
+        let c = parse(&jira(
+            "https://acme.atlassian.net",
+            "inbound_secret = \"s\"",
+        ))
+        .unwrap();
         assert!(c.outbound[0].inbound_secret.is_some());
         assert_eq!(deployment(c), Deployment::Cloud);
         let c = parse(&jira("https://jira.acme.internal", "")).unwrap();
         assert_eq!(deployment(c), Deployment::DataCenter);
-        let c = parse(&jira("https://jira.acme.internal", "deployment = \"cloud\"")).unwrap();
+        let c = parse(&jira(
+            "https://jira.acme.internal",
+            "deployment = \"cloud\"",
+        ))
+        .unwrap();
         assert_eq!(deployment(c), Deployment::Cloud);
         let e = parse(&jira("https://j.example", "deployment = \"onprem\"")).unwrap_err();
         assert!(e.to_string().contains("deployment"), "{e}");

@@ -1,0 +1,211 @@
+//! The documented contracts of the paging and chat APIs incidentd calls,
+//! as pure checks of one request: what the real service refuses, the fakes
+//! refuse, with the status and body the service answers. A fake that only
+//! checked shapes would let a request pass here that production refuses.
+//! Each check cites the page it follows; limits are counted in characters,
+//! as the services count them.
+
+use axum::http::HeaderMap;
+use serde_json::{Value, json};
+
+/// A refusal: the status and the body the service answers with.
+pub type Refusal = (u16, Value);
+
+fn chars(v: &Value) -> usize {
+    v.as_str().map_or(0, |s| s.chars().count())
+}
+
+fn is_json(headers: &HeaderMap) -> bool {
+    headers
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"))
+}
+
+/// PagerDuty Events API v2, `POST /v2/enqueue`
+/// (https://developer.pagerduty.com/docs/events-api-v2/trigger-events/,
+/// .../acknowledge-events/, .../resolve-events/): a JSON body;
+/// `routing_key` (a 32-character integration key) and `event_action`
+/// (trigger, acknowledge, resolve) required; a trigger needs
+/// `payload.summary` (at most 1024 characters), `payload.source` and
+/// `payload.severity` (critical, error, warning, info); `dedup_key` at most
+/// 255 characters and required to acknowledge or resolve; `links` and
+/// `images` are arrays. A malformed event is 400 with `errors`.
+pub fn pagerduty_event(headers: &HeaderMap, body: &[u8]) -> Result<(), Refusal> {
+    let bad = |why: &str| {
+        Err((
+            400,
+            json!({"status": "invalid event", "message": "Event object is invalid", "errors": [why]}),
+        ))
+    };
+    if !is_json(headers) {
+        return bad("Content-Type must be application/json");
+    }
+    let Ok(b) = serde_json::from_slice::<Value>(body) else {
+        return bad("body is not JSON");
+    };
+    if b["routing_key"].as_str().map(str::len) != Some(32) {
+        return bad("'routing_key' must be a 32 character integration key");
+    }
+    let key_len = chars(&b["dedup_key"]);
+    if key_len > 255 {
+        return bad("'dedup_key' is longer than 255 characters");
+    }
+    for list in ["links", "images"] {
+        if !(b[list].is_null() || b[list].is_array()) {
+            return bad("'links' and 'images' must be arrays");
+        }
+    }
+    match b["event_action"].as_str() {
+        Some("trigger") => {
+            let p = &b["payload"];
+            let summary = chars(&p["summary"]);
+            if summary == 0 || summary > 1024 {
+                return bad("'payload.summary' is required (at most 1024 characters)");
+            }
+            if chars(&p["source"]) == 0 {
+                return bad("'payload.source' is required");
+            }
+            if !matches!(
+                p["severity"].as_str(),
+                Some("critical" | "error" | "warning" | "info")
+            ) {
+                return bad("'payload.severity' must be critical, error, warning or info");
+            }
+            Ok(())
+        }
+        Some("acknowledge" | "resolve") if key_len == 0 => {
+            bad("'dedup_key' is required to acknowledge or resolve")
+        }
+        Some("acknowledge" | "resolve") => Ok(()),
+        _ => bad("'event_action' must be trigger, acknowledge or resolve"),
+    }
+}
+
+/// Slack incoming webhook with Block Kit
+/// (https://api.slack.com/messaging/webhooks, "Handling errors", and the
+/// block reference https://api.slack.com/reference/block-kit/blocks): at
+/// most 50 blocks; `header` plain text at most 150 characters; `section`
+/// text at most 3000, at most 10 `fields` of at most 2000 each; `context`
+/// at most 10 elements; top-level `text` at most 40,000 (a longer one is
+/// cut, not refused). A bad block is 400 with the plain-text body
+/// `invalid_blocks`; a body with neither text nor blocks, `no_text`.
+pub fn slack_webhook(body: &[u8]) -> Result<(), Refusal> {
+    let refuse = |what: &str| Err((400, Value::String(what.to_string())));
+    let Ok(b) = serde_json::from_slice::<Value>(body) else {
+        return refuse("invalid_payload");
+    };
+    let blocks = b["blocks"].as_array().cloned().unwrap_or_default();
+    if chars(&b["text"]) == 0 && blocks.is_empty() {
+        return refuse("no_text");
+    }
+    if blocks.len() > 50 {
+        return refuse("invalid_blocks");
+    }
+    for block in &blocks {
+        let ok = match block["type"].as_str() {
+            Some("header") => {
+                block["text"]["type"] == "plain_text"
+                    && (1..=150).contains(&chars(&block["text"]["text"]))
+            }
+            Some("section") => {
+                let text_ok =
+                    block["text"].is_null() || (1..=3000).contains(&chars(&block["text"]["text"]));
+                let fields = block["fields"].as_array().cloned().unwrap_or_default();
+                let fields_ok = fields.len() <= 10
+                    && fields
+                        .iter()
+                        .all(|f| (1..=2000).contains(&chars(&f["text"])));
+                let has_content = !block["text"].is_null() || !fields.is_empty();
+                text_ok && fields_ok && has_content
+            }
+            Some("context") => block["elements"]
+                .as_array()
+                .is_some_and(|e| (1..=10).contains(&e.len())),
+            Some("divider" | "actions" | "image" | "rich_text") => true,
+            _ => false,
+        };
+        if !ok {
+            return refuse("invalid_blocks");
+        }
+    }
+    Ok(())
+}
+
+/// Opsgenie Alert API, create alert `POST /v2/alerts`
+/// (https://docs.opsgenie.com/docs/alert-api, "Create Alert"): `message`
+/// required, at most 130 characters; `alias` at most 512; `description` at
+/// most 15,000; `tags` at most 20 of at most 50 characters each; `entity`
+/// at most 512; `source` at most 100; `priority` P1–P5; `responders` and
+/// `visibleTo` objects of type team, user, escalation or schedule naming
+/// `id`, `name` or `username`; `details` at most 8,000 characters in all.
+/// A semantic error is 422 with `errors`; a valid request is accepted
+/// asynchronously: 202 with a `requestId` whose outcome the request-status
+/// API tells.
+pub fn opsgenie_create(body: &[u8]) -> Result<(), Refusal> {
+    let bad = |field: &str, why: &str| {
+        Err((
+            422,
+            json!({"message": "Request body is not processable. Please check the errors.",
+                   "errors": {field: why}, "took": 0.0, "requestId": "fake"}),
+        ))
+    };
+    let Ok(b) = serde_json::from_slice::<Value>(body) else {
+        return bad("body", "Could not parse the request body.");
+    };
+    let message = chars(&b["message"]);
+    if message == 0 || message > 130 {
+        return bad(
+            "message",
+            "Message can not be empty or longer than 130 characters.",
+        );
+    }
+    for (field, max) in [
+        ("alias", 512),
+        ("description", 15_000),
+        ("entity", 512),
+        ("source", 100),
+    ] {
+        if chars(&b[field]) > max {
+            return bad(field, "too long");
+        }
+    }
+    if let Some(tags) = b["tags"].as_array()
+        && (tags.len() > 20 || tags.iter().any(|t| chars(t) == 0 || chars(t) > 50))
+    {
+        return bad("tags", "At most 20 tags of at most 50 characters.");
+    }
+    if !(b["priority"].is_null()
+        || matches!(
+            b["priority"].as_str(),
+            Some("P1" | "P2" | "P3" | "P4" | "P5")
+        ))
+    {
+        return bad("priority", "Priority should be one of P1, P2, P3, P4, P5.");
+    }
+    for list in ["responders", "visibleTo"] {
+        for r in b[list].as_array().into_iter().flatten() {
+            let typed = matches!(
+                r["type"].as_str(),
+                Some("team" | "user" | "escalation" | "schedule")
+            );
+            let named = ["id", "name", "username"].iter().any(|k| chars(&r[*k]) > 0);
+            if !(typed && named) {
+                return bad(list, "Each needs a type and an id, name or username.");
+            }
+        }
+    }
+    if let Some(details) = b["details"].as_object() {
+        let total: usize = details
+            .iter()
+            .map(|(k, v)| k.chars().count() + chars(v))
+            .sum();
+        if total > 8_000 || details.values().any(|v| !v.is_string()) {
+            return bad(
+                "details",
+                "Details are string values, at most 8000 characters in all.",
+            );
+        }
+    }
+    Ok(())
+}
