@@ -2025,3 +2025,106 @@ async fn finished_messages_are_pruned_after_the_retention() {
     assert_eq!(pd.seen().len(), 2, "nothing sent again");
     r.shutdown().await;
 }
+
+/// A CMDB where one database carries 40 business services (each an
+/// application depending on it): the widest outage a destination meets.
+fn wide_cmdb(dir: &Path) -> std::path::PathBuf {
+    let mut y = String::from("version: 1\nservices:\n");
+    for i in 0..40 {
+        y.push_str(&format!(
+            "  - {{ id: business-service-number-{i:02}-of-the-catalog, tier: 1 }}\n"
+        ));
+    }
+    y.push_str("cis:\n  - { id: main-db, class: database, match: { job: postgres } }\n");
+    for i in 0..40 {
+        y.push_str(&format!(
+            "  - {{ id: app-{i:02}, class: application, service: business-service-number-{i:02}-of-the-catalog, depends_on: [main-db] }}\n"
+        ));
+    }
+    let file = dir.join("cmdb.yaml");
+    std::fs::write(&file, y).expect("write cmdb");
+    file
+}
+
+/// Opens, raises, acknowledges and resolves an incident whose root carries
+/// 40 services and whose title is 2,000 characters long (and full of the
+/// characters chat formats treat specially) through `destinations`; every
+/// request each destination received must have been accepted.
+async fn wide_outage_through(destinations: &str, fakes: &[(&str, &Fake)]) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut cfg = config(dir.path(), destinations);
+    let cmdb = wide_cmdb(dir.path());
+    cfg.cmdb = Some(cmdb);
+    let r = start(&cfg).await;
+    let long: String = "Primary <db> & replicas > lag; "
+        .chars()
+        .cycle()
+        .take(2_000)
+        .collect();
+    let (s, v) = call(
+        &r,
+        "POST",
+        "/api/v1/alerts",
+        json!([{"labels": {"alertname": "PostgresDown", "job": "postgres", "severity": "critical"},
+                "annotations": {"summary": long, "runbook_url": "https://runbooks.example.com/pg"},
+                "status": "firing", "startsAt": "2026-11-30T10:00:00Z"}]),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let (_, list) = call(&r, "GET", "/api/v1/incidents", Value::Null).await;
+    let inc = &list["incidents"][0];
+    assert_eq!(
+        inc["impacted_services"].as_array().map(Vec::len),
+        Some(40),
+        "{inc}"
+    );
+    let id = inc["id"].as_i64().expect("id");
+    support::act(&r, id, "ack").await;
+    support::act(&r, id, "resolve").await;
+    support::drain::outbox_drained(&*r.store).await;
+    for (name, fake) in fakes {
+        let seen = fake.seen();
+        assert!(!seen.is_empty(), "{name} heard nothing");
+        for s in &seen {
+            assert!(
+                (200..300).contains(&s.status),
+                "{name} refused {} {}: {} ({} bytes)",
+                s.method,
+                s.path,
+                s.status,
+                s.body.len()
+            );
+        }
+    }
+    let (_, d) = call(&r, "GET", &format!("/api/v1/incidents/{id}"), Value::Null).await;
+    let failures: Vec<&Value> = d["timeline"]
+        .as_array()
+        .expect("timeline")
+        .iter()
+        .filter(|e| {
+            e["kind"]
+                .as_str()
+                .is_some_and(|k| k.starts_with("outbound_") && k != "outbound_delivered")
+        })
+        .collect();
+    assert!(failures.is_empty(), "{failures:?}");
+    r.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wide_outage_is_accepted_by_pagerduty_slack_and_opsgenie() {
+    let pd = Fake::pagerduty(answer(202)).await;
+    let slack = Fake::slack(answer(200)).await;
+    let og = Fake::opsgenie(answer(202)).await;
+    let destinations = format!(
+        "{}\n[[outbound.destinations]]\nname = \"chat\"\nkind = \"slack\"\nurl = \"{}/services/T0/B0/X\"\n\n[[outbound.destinations]]\nname = \"og\"\nkind = \"opsgenie\"\nurl = \"{}\"\napi_key = \"eb243592-faa2-4ba2-a551-1afdf565c889\"\n",
+        pagerduty(&pd.url, ""),
+        slack.url,
+        og.url
+    );
+    wide_outage_through(
+        &destinations,
+        &[("pagerduty", &pd), ("slack", &slack), ("opsgenie", &og)],
+    )
+    .await;
+}

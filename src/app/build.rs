@@ -172,7 +172,7 @@ fn credential(d: &DestinationConfig) -> Result<Credential> {
     let read = |s: &Secret| secret(s, &d.name);
     Ok(match &d.kind {
         DestinationKind::PagerDuty { routing_key: s }
-        | DestinationKind::Opsgenie { api_key: s }
+        | DestinationKind::Opsgenie { api_key: s, .. }
         | DestinationKind::Webhook { secret: s } => Credential::Key(read(s)?),
         DestinationKind::Slack => Credential::None,
         DestinationKind::ServiceNow { auth, .. } | DestinationKind::Jira { auth, .. } => match auth

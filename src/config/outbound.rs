@@ -67,6 +67,11 @@ pub struct RawDestination {
     pub request_type_id: Option<String>,
     pub project: Option<String>,
     pub issue_type: Option<String>,
+    /// Opsgenie: who alerts are for (`team:…`, `user:…`, `escalation:…`,
+    /// `schedule:…`); with a global API key, alerts without responders are
+    /// unassigned.
+    #[serde(default)]
+    pub responders: Vec<String>,
     /// Jira: the transition to prefer when several lead to done.
     pub resolve_transition: Option<String>,
     /// Jira: `cloud` or `data_center` (their search APIs differ); by
@@ -224,7 +229,19 @@ pub fn destinations(errs: &mut Vec<FieldError>, raw: &RawOutbound) -> Vec<Destin
             )
             .map(|routing_key| DestinationKind::PagerDuty { routing_key }),
             Some("opsgenie") => required(errs, at, "api_key", secret(&d.api_key, &d.api_key_file))
-                .map(|api_key| DestinationKind::Opsgenie { api_key }),
+                .map(|api_key| {
+                    let mut responders = Vec::new();
+                    for (i, r) in d.responders.iter().enumerate() {
+                        match crate::outbound::opsgenie::Responder::parse(r) {
+                            Ok(r) => responders.push(r),
+                            Err(m) => push(errs, at, &format!("responders[{i}]"), m),
+                        }
+                    }
+                    DestinationKind::Opsgenie {
+                        api_key,
+                        responders,
+                    }
+                }),
             Some("slack") => Some(DestinationKind::Slack),
             Some("webhook") => required(errs, at, "secret", secret(&d.secret, &d.secret_file))
                 .map(|secret| DestinationKind::Webhook { secret }),

@@ -118,8 +118,9 @@ pub fn build(cfg: &DestinationConfig, credential: Credential) -> Arc<dyn Destina
         DestinationKind::PagerDuty { .. } => Arc::new(super::pagerduty::PagerDuty {
             routing_key: credential.key(),
         }),
-        DestinationKind::Opsgenie { .. } => Arc::new(super::opsgenie::Opsgenie {
+        DestinationKind::Opsgenie { responders, .. } => Arc::new(super::opsgenie::Opsgenie {
             api_key: credential.key(),
+            responders: responders.clone(),
         }),
         DestinationKind::Slack => Arc::new(super::slack::Slack {
             incident_url: cfg.incident_url.clone(),

@@ -1,7 +1,10 @@
 //! Opsgenie Alert API (`/v2/alerts`, header `Authorization: GenieKey …`
 //! added by the sender): create by `alias`, then act on the alert by that
 //! alias (`identifierType=alias`), so a retried create is deduplicated by
-//! Opsgenie and later calls need no stored id.
+//! Opsgenie and later calls need no stored id. Kept to the documented
+//! limits of "Create Alert" (docs.opsgenie.com/docs/alert-api): message 130
+//! characters, alias and entity 512, description 15,000, 20 tags of 50,
+//! details 8,000 in all, user 100; a request over them is refused (422).
 
 use super::destination::{Call, Destination, one_call};
 use super::link::{Answer, Link};
@@ -11,28 +14,86 @@ use crate::store::{BoxFuture, OutboxRow, StoreError};
 use reqwest::RequestBuilder;
 use serde_json::json;
 
-pub fn request(inc: &Incident, kind: EventKind, actor: Option<&str>) -> Request {
+/// Who an alert is for: a team, user, escalation or schedule by name
+/// (without responders, an alert made with a global API key is unassigned).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Responder {
+    /// `team`, `user`, `escalation` or `schedule`.
+    pub kind: String,
+    pub name: String,
+}
+
+impl Responder {
+    /// `team:platform`, `user:jane@example.com`, `escalation:…`, `schedule:…`.
+    pub fn parse(s: &str) -> Result<Responder, String> {
+        match s.split_once(':') {
+            Some((kind @ ("team" | "user" | "escalation" | "schedule"), name))
+                if !name.trim().is_empty() =>
+            {
+                Ok(Responder {
+                    kind: kind.to_string(),
+                    name: name.trim().to_string(),
+                })
+            }
+            _ => Err(format!(
+                "{s:?}: team:<name>, user:<username>, escalation:<name> or schedule:<name>"
+            )),
+        }
+    }
+
+    fn json(&self) -> serde_json::Value {
+        // Users are named by their username, the others by name.
+        let key = if self.kind == "user" {
+            "username"
+        } else {
+            "name"
+        };
+        json!({ "type": self.kind, key: self.name })
+    }
+}
+
+/// At most 20 tags of at most 50 characters: services (up to 19), then
+/// the priority.
+fn tags(inc: &Incident) -> Vec<String> {
+    let mut tags: Vec<String> = Vec::with_capacity(20);
+    for s in &inc.impacted_services {
+        if tags.len() == 19 {
+            break;
+        }
+        let t = truncate(s, 50);
+        if !tags.contains(&t) {
+            tags.push(t);
+        }
+    }
+    tags.push(inc.priority.as_str().to_string());
+    tags
+}
+
+pub fn request(
+    inc: &Incident,
+    kind: EventKind,
+    actor: Option<&str>,
+    responders: &[Responder],
+) -> Request {
     let alias = external_key(inc);
     let on = |action: &str| format!("/v2/alerts/{alias}/{action}?identifierType=alias");
-    let by = actor.unwrap_or("incidentd");
+    let by = truncate(actor.unwrap_or("incidentd"), 100);
     match kind {
         EventKind::Opened | EventKind::Reopened => {
-            let mut tags: Vec<String> = inc.impacted_services.clone();
-            tags.push(inc.priority.as_str().to_string());
-            Request::post(
-                "/v2/alerts",
-                json!({
-                    // Opsgenie caps the message at 130 characters.
-                    "message": truncate(&inc.title, 130),
-                    "alias": alias,
-                    "description": truncate(&description(inc), 15_000),
-                    "priority": inc.priority.as_str(),
-                    "tags": tags,
-                    "entity": inc.root_ci,
-                    "source": "incidentd",
-                    "details": flat_details(inc),
-                }),
-            )
+            let mut body = json!({
+                "message": truncate(&inc.title, 130),
+                "alias": alias,
+                "description": truncate(&description(inc), 15_000),
+                "priority": inc.priority.as_str(),
+                "tags": tags(inc),
+                "entity": inc.root_ci.as_deref().map(|c| truncate(c, 512)),
+                "source": "incidentd",
+                "details": flat_details(inc, 8_000),
+            });
+            if !responders.is_empty() {
+                body["responders"] = responders.iter().map(Responder::json).collect();
+            }
+            Request::post("/v2/alerts", body)
         }
         EventKind::PriorityChanged => Request {
             method: super::Method::Put,
@@ -79,26 +140,36 @@ fn description(inc: &Incident) -> String {
     d
 }
 
-/// Opsgenie's `details` is a map of strings.
-fn flat_details(inc: &Incident) -> serde_json::Map<String, serde_json::Value> {
+/// Opsgenie's `details` is a map of strings, at most `budget` characters
+/// of keys and values in all: values are cut to what is left, and keys that
+/// no longer fit are left out.
+fn flat_details(inc: &Incident, budget: usize) -> serde_json::Map<String, serde_json::Value> {
     let serde_json::Value::Object(m) = details(inc) else {
         return serde_json::Map::new();
     };
-    m.into_iter()
-        .filter(|(_, v)| !v.is_null())
-        .map(|(k, v)| {
-            let s = match v {
-                serde_json::Value::String(s) => s,
-                other => other.to_string(),
-            };
-            (k, serde_json::Value::String(s))
-        })
-        .collect()
+    let mut left = budget;
+    let mut out = serde_json::Map::new();
+    for (k, v) in m {
+        let s = match v {
+            serde_json::Value::Null => continue,
+            serde_json::Value::String(s) => s,
+            other => other.to_string(),
+        };
+        let key = k.chars().count();
+        if key + 2 > left {
+            break;
+        }
+        let value = truncate(&s, left - key);
+        left -= key + value.chars().count();
+        out.insert(k, serde_json::Value::String(value));
+    }
+    out
 }
 
 /// An Opsgenie API integration: the key goes in the `GenieKey` header.
 pub struct Opsgenie {
     pub api_key: String,
+    pub responders: Vec<Responder>,
 }
 
 impl Destination for Opsgenie {
@@ -121,7 +192,8 @@ impl Destination for Opsgenie {
             EventKind::OnHold => inc.current_hold().and_then(|h| h.by.as_deref()),
             _ => None,
         };
-        Box::pin(one_call(link, row, Some(request(inc, kind, actor))))
+        let req = request(inc, kind, actor, &self.responders);
+        Box::pin(one_call(link, row, Some(req)))
     }
 }
 
@@ -131,9 +203,46 @@ mod tests {
     use crate::outbound::tests::incident;
 
     #[test]
+    fn a_wide_incident_keeps_to_the_documented_limits() {
+        let mut inc = incident();
+        inc.title = "x".repeat(2_000);
+        inc.impacted_services = (0..40)
+            .map(|i| format!("{i:02}-{}", "s".repeat(60)))
+            .collect();
+        inc.root_ci = Some("c".repeat(600));
+        let team = Responder::parse("team:platform").expect("valid");
+        let user = Responder::parse("user:jane@example.com").expect("valid");
+        let b = request(&inc, EventKind::Opened, None, &[team, user])
+            .body
+            .expect("body");
+        assert_eq!(b["message"].as_str().map(|m| m.chars().count()), Some(130));
+        let tags = b["tags"].as_array().expect("tags");
+        assert_eq!(tags.len(), 20);
+        assert_eq!(tags[19], "P1");
+        assert!(
+            tags.iter()
+                .all(|t| t.as_str().is_some_and(|t| t.chars().count() <= 50))
+        );
+        assert_eq!(b["entity"].as_str().map(|e| e.chars().count()), Some(512));
+        let details: usize = b["details"]
+            .as_object()
+            .expect("details")
+            .iter()
+            .map(|(k, v)| k.chars().count() + v.as_str().map_or(0, |s| s.chars().count()))
+            .sum();
+        assert!(details <= 8_000, "{details}");
+        assert_eq!(
+            b["responders"],
+            json!([{"type": "team", "name": "platform"}, {"type": "user", "username": "jane@example.com"}])
+        );
+        assert!(Responder::parse("group:x").is_err());
+        assert!(Responder::parse("team:").is_err());
+    }
+
+    #[test]
     fn create_by_alias_then_act_on_the_alias() {
         let inc = incident();
-        let r = request(&inc, EventKind::Opened, None);
+        let r = request(&inc, EventKind::Opened, None, &[]);
         assert_eq!(r.path, "/v2/alerts");
         let b = r.body.expect("body");
         assert_eq!(b["alias"], "incidentd-42");
@@ -145,18 +254,18 @@ mod tests {
             "[\"checkout\",\"search\"]"
         );
         assert_eq!(b["details"]["incident_id"], "42");
-        let ack = request(&inc, EventKind::Acknowledged, Some("alice"));
+        let ack = request(&inc, EventKind::Acknowledged, Some("alice"), &[]);
         assert_eq!(
             ack.path,
             "/v2/alerts/incidentd-42/acknowledge?identifierType=alias"
         );
         assert_eq!(ack.body.expect("body")["user"], "alice");
-        let close = request(&inc, EventKind::Resolved, None);
+        let close = request(&inc, EventKind::Resolved, None, &[]);
         assert_eq!(
             close.path,
             "/v2/alerts/incidentd-42/close?identifierType=alias"
         );
-        let p = request(&inc, EventKind::PriorityChanged, None);
+        let p = request(&inc, EventKind::PriorityChanged, None, &[]);
         assert_eq!(
             (p.method, p.path.as_str()),
             (
@@ -169,7 +278,9 @@ mod tests {
             i.title = "x".repeat(500);
             i
         };
-        let b = request(&long, EventKind::Opened, None).body.expect("body");
+        let b = request(&long, EventKind::Opened, None, &[])
+            .body
+            .expect("body");
         assert_eq!(b["message"].as_str().map(|s| s.chars().count()), Some(130));
     }
 }

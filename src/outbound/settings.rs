@@ -14,6 +14,7 @@ pub enum DestinationKind {
     },
     Opsgenie {
         api_key: Secret,
+        responders: Vec<super::opsgenie::Responder>,
     },
     Slack,
     Webhook {
