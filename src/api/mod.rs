@@ -89,6 +89,19 @@ impl From<ActError> for ApiError {
     }
 }
 
+/// An action that conflicts with the incident's state: its id and why
+/// (`None` for other engine errors).
+fn conflict(e: &EngineError) -> Option<serde_json::Value> {
+    let (id, reason) = match e {
+        EngineError::NotActive(id) => (id, "not active"),
+        EngineError::AlreadyAcknowledged(id) => (id, "already acknowledged"),
+        EngineError::AlreadyOnHold(id) => (id, "already on hold"),
+        EngineError::NotOnHold(id) => (id, "not on hold"),
+        _ => return None,
+    };
+    Some(json!({ "id": id.0, "reason": reason }))
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, detail, retry_after) = match &self {
@@ -114,26 +127,9 @@ impl IntoResponse for ApiError {
                 serde_json::Value::Null,
                 Some(wait.as_secs().max(1)),
             ),
-            ApiError::Pipeline(PipelineError::Engine(EngineError::NotActive(id))) => (
-                StatusCode::CONFLICT,
-                json!({ "id": id.0, "reason": "not active" }),
-                None,
-            ),
-            ApiError::Pipeline(PipelineError::Engine(EngineError::AlreadyAcknowledged(id))) => (
-                StatusCode::CONFLICT,
-                json!({ "id": id.0, "reason": "already acknowledged" }),
-                None,
-            ),
-            ApiError::Pipeline(PipelineError::Engine(EngineError::AlreadyOnHold(id))) => (
-                StatusCode::CONFLICT,
-                json!({ "id": id.0, "reason": "already on hold" }),
-                None,
-            ),
-            ApiError::Pipeline(PipelineError::Engine(EngineError::NotOnHold(id))) => (
-                StatusCode::CONFLICT,
-                json!({ "id": id.0, "reason": "not on hold" }),
-                None,
-            ),
+            ApiError::Pipeline(PipelineError::Engine(e)) if conflict(e).is_some() => {
+                (StatusCode::CONFLICT, conflict(e).unwrap_or_default(), None)
+            }
             ApiError::Pipeline(PipelineError::Engine(EngineError::NotOwned(shard))) => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 json!({ "shard": shard }),

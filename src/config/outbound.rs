@@ -324,7 +324,15 @@ pub fn destinations(errs: &mut Vec<FieldError>, raw: &RawOutbound) -> Vec<Destin
                 String::new()
             }
         };
-        let rate_limit = d.rate_limit.unwrap_or(10.0);
+        // What each service documents it takes: PagerDuty's Events API v2
+        // 120 events a minute per integration key; a Slack incoming webhook
+        // one message a second (short bursts allowed); the others 10/s.
+        let (default_rate, default_burst) = match d.kind.as_deref() {
+            Some("pagerduty") => (2.0, 10),
+            Some("slack") => (1.0, 3),
+            _ => (10.0, 10),
+        };
+        let rate_limit = d.rate_limit.unwrap_or(default_rate);
         if !(rate_limit > 0.0 && rate_limit.is_finite()) {
             push(
                 errs,
@@ -333,7 +341,7 @@ pub fn destinations(errs: &mut Vec<FieldError>, raw: &RawOutbound) -> Vec<Destin
                 "must be a positive number of requests per second".into(),
             );
         }
-        let burst = d.burst.unwrap_or(10);
+        let burst = d.burst.unwrap_or(default_burst);
         if burst == 0 {
             push(errs, at, "burst", "must be at least 1".into());
         }
