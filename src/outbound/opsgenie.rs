@@ -6,7 +6,7 @@
 //! characters, alias and entity 512, description 15,000, 20 tags of 50,
 //! details 8,000 in all, user 100; a request over them is refused (422).
 
-use super::destination::{Call, Destination, one_call};
+use super::destination::{Call, Destination};
 use super::link::{Answer, Link};
 use super::{EventKind, Request, details, external_key, truncate};
 use crate::domain::Incident;
@@ -193,14 +193,94 @@ impl Destination for Opsgenie {
             _ => None,
         };
         let req = request(inc, kind, actor, &self.responders);
-        Box::pin(one_call(link, row, Some(req)))
+        Box::pin(async move {
+            let answer = link.call(&req, row.id).await;
+            let Some(id) = answer.json["requestId"].as_str().filter(|_| answer.ok()) else {
+                return Ok(Some(answer));
+            };
+            Ok(Some(confirm(link, row.id, id).await.unwrap_or(answer)))
+        })
     }
+}
+
+/// How an accepted request ended, by the request-status API.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Processed {
+    Succeeded,
+    /// Opsgenie processed it and did not do it: its status says why.
+    Failed(String),
+    /// Not processed yet (404), or no answer to read.
+    Pending,
+}
+
+/// Reads `GET /v2/alerts/requests/{id}`'s answer.
+pub fn processed(status: Option<u16>, answer: &serde_json::Value) -> Processed {
+    let data = &answer["data"];
+    match (
+        status,
+        data["isSuccess"].as_bool().or(data["success"].as_bool()),
+    ) {
+        (Some(200), Some(true)) => Processed::Succeeded,
+        (Some(200), Some(false)) => Processed::Failed(
+            data["status"]
+                .as_str()
+                .unwrap_or("no status given")
+                .to_string(),
+        ),
+        _ => Processed::Pending,
+    }
+}
+
+/// Opsgenie accepts a request with 202 and processes it later
+/// (docs.opsgenie.com/docs/alert-api, "Get Request Status"): an
+/// acknowledgement of an alert it no longer has is accepted, then fails.
+/// Asks a few times how it ended; a failure becomes a refusal with
+/// Opsgenie's reason (no retry would change it), anything else leaves the
+/// accepted answer standing.
+async fn confirm(link: &Link, delivery: i64, request_id: &str) -> Option<Answer> {
+    let check = Request {
+        method: super::Method::Get,
+        path: format!("/v2/alerts/requests/{request_id}"),
+        body: None,
+    };
+    for wait_ms in [100, 300, 1_000] {
+        tokio::time::sleep(std::time::Duration::from_millis(wait_ms)).await;
+        let a = link.call(&check, delivery).await;
+        match processed(a.status, &a.json) {
+            Processed::Succeeded => return None,
+            Processed::Failed(why) => {
+                return Some(Answer::refused(&format!(
+                    "Opsgenie accepted the request, then did not process it: {why}"
+                )));
+            }
+            Processed::Pending => {}
+        }
+    }
+    None
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::outbound::tests::incident;
+
+    #[test]
+    fn request_status_answers() {
+        use serde_json::json;
+        let ok = json!({"data": {"success": true, "isSuccess": true, "status": "Created alert"}});
+        assert_eq!(processed(Some(200), &ok), Processed::Succeeded);
+        let failed = json!({"data": {"success": false, "isSuccess": false, "status": "Alert does not exist"}});
+        assert_eq!(
+            processed(Some(200), &failed),
+            Processed::Failed("Alert does not exist".into())
+        );
+        let pending = json!({"message": "Request not found. It might not be processed, yet."});
+        assert_eq!(processed(Some(404), &pending), Processed::Pending);
+        assert_eq!(
+            processed(None, &serde_json::Value::Null),
+            Processed::Pending
+        );
+    }
 
     #[test]
     fn a_wide_incident_keeps_to_the_documented_limits() {
