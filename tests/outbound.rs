@@ -1245,6 +1245,11 @@ struct JiraState {
     /// `GET /rest/api/3/search/jql` ("Search for issues using JQL enhanced
     /// search") answers `{issues, isLast, nextPageToken?}` without `total`.
     cloud: bool,
+    /// key → summary.
+    summaries: std::collections::HashMap<String, String>,
+    /// Comments a customer can see (made through the platform API on a
+    /// customer request, or with `public` true): operator notes must not be.
+    public_comments: Vec<String>,
 }
 
 impl JiraState {
@@ -1271,13 +1276,17 @@ impl JiraState {
                 })
                 .collect();
         }
-        let label = jql
-            .trim_start_matches("labels=")
-            .trim_matches('"')
-            .to_string();
+        // `labels = "x" OR summary ~ "\"x\""`: the label, or the key in
+        // the summary.
+        let label = jql.split('"').nth(1).unwrap_or_default().to_string();
+        let summaries = &self.summaries;
         self.issues
             .iter()
-            .filter(|i| i.1.contains(&label))
+            .filter(|i| {
+                i.1.contains(&label)
+                    || (jql.contains("summary ~")
+                        && summaries.get(&i.0).is_some_and(|s| s.contains(&label)))
+            })
             .map(|i| json!({"key": i.0}))
             .collect()
     }
@@ -1292,10 +1301,12 @@ async fn jira_fake() -> (String, Arc<Mutex<JiraState>>) {
         match category {
             "new" => json!({"transitions": [
                 {"id": "811", "name": "Start progress", "to": {"name": "In Progress", "statusCategory": {"key": "indeterminate"}}},
-                {"id": "831", "name": "Resolve", "to": {"name": "Resolved", "statusCategory": {"key": "done"}}}]}),
+                {"id": "831", "name": "Resolve", "to": {"name": "Resolved", "statusCategory": {"key": "done"}},
+                 "fields": {"resolution": {"required": true, "name": "Resolution", "allowedValues": [{"id": "10000", "name": "Done"}, {"id": "10001", "name": "Won't Do"}]}}}]}),
             "indeterminate" => json!({"transitions": [
                 {"id": "821", "name": "Wait for customer", "to": {"name": "Waiting", "statusCategory": {"key": "indeterminate"}}},
-                {"id": "831", "name": "Resolve", "to": {"name": "Resolved", "statusCategory": {"key": "done"}}}]}),
+                {"id": "831", "name": "Resolve", "to": {"name": "Resolved", "statusCategory": {"key": "done"}},
+                 "fields": {"resolution": {"required": true, "name": "Resolution", "allowedValues": [{"id": "10000", "name": "Done"}, {"id": "10001", "name": "Won't Do"}]}}}]}),
             _ => json!({"transitions": [
                 {"id": "851", "name": "Reopen", "to": {"name": "Open", "statusCategory": {"key": "new"}}}]}),
         }
@@ -1307,17 +1318,29 @@ async fn jira_fake() -> (String, Arc<Mutex<JiraState>>) {
                 |State(st): State<St>, axum::Json(body): axum::Json<Value>| async move {
                     let mut s = st.lock().expect("jira");
                     s.calls.push("create".into());
+                    // "Create customer request": `requestFieldValues` may hold
+                    // only the fields of the request type; this one's are
+                    // summary and description, as most are (no labels).
+                    let fields = body["requestFieldValues"].as_object().cloned().unwrap_or_default();
+                    if let Some(other) = fields.keys().find(|k| !["summary", "description"].contains(&k.as_str())) {
+                        return (
+                            StatusCode::BAD_REQUEST,
+                            axum::Json(json!({"errorMessage": format!("The field '{other}' is not valid for this request type.")})),
+                        )
+                            .into_response();
+                    }
                     let key = format!("SD-{}", s.issues.len() + 1);
-                    let labels: Vec<String> = body["requestFieldValues"]["labels"]
-                        .as_array()
-                        .map(|a| {
-                            a.iter()
-                                .filter_map(|l| l.as_str().map(str::to_string))
-                                .collect()
-                        })
-                        .unwrap_or_default();
+                    let summary = fields.get("summary").and_then(Value::as_str).unwrap_or_default();
+                    if summary.is_empty() || summary.chars().count() > 255 {
+                        return (
+                            StatusCode::BAD_REQUEST,
+                            axum::Json(json!({"errorMessage": "Summary is required (at most 255 characters)."})),
+                        )
+                            .into_response();
+                    }
+                    s.summaries.insert(key.clone(), summary.to_string());
                     s.issues
-                        .push((key.clone(), labels, "new".into(), Vec::new()));
+                        .push((key.clone(), Vec::new(), "new".into(), Vec::new()));
                     if std::mem::take(&mut s.lose_next_create) {
                         return StatusCode::BAD_GATEWAY.into_response();
                     }
@@ -1365,6 +1388,34 @@ async fn jira_fake() -> (String, Arc<Mutex<JiraState>>) {
             ),
         )
         .route(
+            "/rest/api/2/issue/{key}",
+            axum::routing::put(
+                |State(st): State<St>,
+                 UrlPath(key): UrlPath<String>,
+                 axum::Json(body): axum::Json<Value>| async move {
+                    let mut s = st.lock().expect("jira");
+                    s.calls.push(format!("label {key}"));
+                    let adds: Vec<String> = body["update"]["labels"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .filter_map(|op| op["add"].as_str().map(str::to_string))
+                        .collect();
+                    match s.issues.iter_mut().find(|i| i.0 == key) {
+                        Some(i) => {
+                            for l in adds {
+                                if !i.1.contains(&l) {
+                                    i.1.push(l);
+                                }
+                            }
+                            StatusCode::NO_CONTENT.into_response()
+                        }
+                        None => StatusCode::NOT_FOUND.into_response(),
+                    }
+                },
+            ),
+        )
+        .route(
             "/rest/api/2/issue/{key}/comment",
             post(
                 |State(st): State<St>,
@@ -1372,10 +1423,38 @@ async fn jira_fake() -> (String, Arc<Mutex<JiraState>>) {
                  axum::Json(body): axum::Json<Value>| async move {
                     let mut s = st.lock().expect("jira");
                     s.calls.push(format!("comment {key}"));
+                    let text = body["body"].as_str().unwrap_or_default().to_string();
+                    // On a customer request, a platform comment is public.
+                    if key.starts_with("SD-") {
+                        s.public_comments.push(text.clone());
+                    }
                     match s.issues.iter_mut().find(|i| i.0 == key) {
                         Some(i) => {
-                            i.3.push(body["body"].as_str().unwrap_or_default().to_string());
+                            i.3.push(text);
                             (StatusCode::CREATED, axum::Json(json!({"id": "1"}))).into_response()
+                        }
+                        None => StatusCode::NOT_FOUND.into_response(),
+                    }
+                },
+            ),
+        )
+        .route(
+            "/rest/servicedeskapi/request/{key}/comment",
+            post(
+                |State(st): State<St>,
+                 UrlPath(key): UrlPath<String>,
+                 axum::Json(body): axum::Json<Value>| async move {
+                    let mut s = st.lock().expect("jira");
+                    s.calls.push(format!("comment {key}"));
+                    let text = body["body"].as_str().unwrap_or_default().to_string();
+                    // "Create request comment": `public` defaults to true.
+                    if body["public"].as_bool() != Some(false) {
+                        s.public_comments.push(text.clone());
+                    }
+                    match s.issues.iter_mut().find(|i| i.0 == key) {
+                        Some(i) => {
+                            i.3.push(text);
+                            (StatusCode::CREATED, axum::Json(json!({"id": "1", "public": body["public"]}))).into_response()
                         }
                         None => StatusCode::NOT_FOUND.into_response(),
                     }
@@ -1407,6 +1486,14 @@ async fn jira_fake() -> (String, Arc<Mutex<JiraState>>) {
                         .unwrap_or_default()
                         .to_string();
                     s.calls.push(format!("transition {key} {id}"));
+                    // The Resolve screen requires a resolution.
+                    if id == "831" && body["fields"]["resolution"]["name"].as_str().is_none() {
+                        return (
+                            StatusCode::BAD_REQUEST,
+                            axum::Json(json!({"errorMessages": [], "errors": {"resolution": "Resolution is required."}})),
+                        )
+                            .into_response();
+                    }
                     let to = match id.as_str() {
                         "811" | "821" => "indeterminate",
                         "831" => "done",
@@ -1487,6 +1574,11 @@ async fn jira_request_follows_the_incident_on(deployment: &str) {
         );
         let (key, labels, _, comments) = &s.issues[0];
         assert_eq!(labels, &[format!("incidentd-{id}")]);
+        assert!(
+            s.public_comments.is_empty(),
+            "operator notes shown to the customer: {:?}",
+            s.public_comments
+        );
         assert_eq!(
             comments,
             &[
@@ -1501,7 +1593,10 @@ async fn jira_request_follows_the_incident_on(deployment: &str) {
             [
                 "search".to_string(),
                 "create".into(),
+                // The lost create is found by the key in its summary (the
+                // label comes after the create).
                 "search".into(),
+                format!("label {key}"),
                 format!("comment {key}"),
                 format!("transitions {key}"),
                 format!("transition {key} 811"),
@@ -2084,11 +2179,12 @@ async fn tickets_changed_downstream_are_read_back() {
     {
         let mut j = jira.lock().expect("jira");
         let label = ticket(c);
+        let calls = j.calls.clone();
         let issue = j
             .issues
             .iter_mut()
             .find(|i| i.1.contains(&label))
-            .expect("c's request");
+            .unwrap_or_else(|| panic!("c's request: {calls:?}"));
         issue.2 = "done".into();
     }
     wait_timeline(&r, c, "resolved from Jira", |e| {

@@ -74,6 +74,10 @@ pub struct RawDestination {
     pub responders: Vec<String>,
     /// Jira: the transition to prefer when several lead to done.
     pub resolve_transition: Option<String>,
+    /// Jira: the resolution a resolving transition sets when its screen
+    /// asks for one (default "Done"; the first allowed value if this one
+    /// is not allowed there).
+    pub resolution: Option<String>,
     /// Jira: `cloud` or `data_center` (their search APIs differ); by
     /// default cloud for `*.atlassian.net`, else data center.
     pub deployment: Option<String>,
@@ -277,6 +281,7 @@ pub fn destinations(errs: &mut Vec<FieldError>, raw: &RawOutbound) -> Vec<Destin
                         auth,
                         target,
                         resolve_transition: d.resolve_transition.clone(),
+                        resolution: d.resolution.clone().unwrap_or_else(|| "Done".into()),
                         deployment,
                     }),
                     _ => None,

@@ -137,11 +137,13 @@ pub fn build(cfg: &DestinationConfig, credential: Credential) -> Arc<dyn Destina
         DestinationKind::Jira {
             target,
             resolve_transition,
+            resolution,
             deployment,
             ..
         } => Arc::new(super::jira::Jira {
             target: target.clone(),
             resolve_transition: resolve_transition.clone(),
+            resolution: resolution.clone(),
             deployment: *deployment,
             credential,
         }),

@@ -125,12 +125,19 @@ pub fn jira(body: &Value) -> Result<InboundUpdate, InboundError> {
             "required: the issue of a Jira webhook",
         ));
     }
+    // The label, or (a customer request not labelled yet) the key at the
+    // end of the summary, `… (incidentd-<id>)`.
     let incident = fields["labels"]
         .as_array()
         .into_iter()
         .flatten()
         .filter_map(Value::as_str)
         .find_map(incident_of)
+        .or_else(|| {
+            let summary = fields["summary"].as_str()?;
+            let key = summary.strip_suffix(')')?.rsplit_once('(')?.1;
+            incident_of(key)
+        })
         .ok_or_else(|| error("issue.fields.labels", "no incidentd-<id> label"))?;
     let action = match fields["status"]["statusCategory"]["key"].as_str() {
         Some("done") => Action::Resolve,

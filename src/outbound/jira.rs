@@ -71,10 +71,27 @@ fn description(inc: &Incident) -> String {
     d
 }
 
+/// The summary of the ticket: `[P1] title (incidentd-42)`, within Jira's
+/// 255 characters. The key in it is what finds a customer request again
+/// when no label could be set yet.
+fn ticket_summary(inc: &Incident) -> String {
+    let key = format!(" ({})", external_key(inc));
+    format!(
+        "{}{key}",
+        truncate(&summary(inc), 255 - key.chars().count())
+    )
+}
+
 /// The create call; its answer carries `issueKey` (service desk) or `key`.
+/// A customer request carries only `summary` and `description`, the fields
+/// every request type has: JSM refuses fields its request type lacks
+/// (developer.atlassian.com, "Create customer request":
+/// `requestFieldValues` are the request type's fields), and `labels` is
+/// rarely one of them; the label is added by the platform API afterwards
+/// ([`label`]).
 pub fn create(inc: &Incident, target: &Target) -> Request {
     let label = external_key(inc);
-    let title = truncate(&summary(inc), 255);
+    let title = ticket_summary(inc);
     match target {
         Target::ServiceDesk {
             service_desk_id,
@@ -87,7 +104,6 @@ pub fn create(inc: &Incident, target: &Target) -> Request {
                 "requestFieldValues": {
                     "summary": title,
                     "description": description(inc),
-                    "labels": [label],
                 },
             }),
         ),
@@ -115,16 +131,25 @@ pub fn created_key(answer: &serde_json::Value) -> Option<String> {
         .map(str::to_string)
 }
 
-/// Search for the issue labelled for `inc` (when no key is stored).
+/// Search for the ticket of `inc` (when no key is stored): by its label,
+/// or by the key in its summary (a request whose label was not set yet).
 pub fn search(inc: &Incident, deployment: Deployment) -> Request {
+    let key = external_key(inc);
+    let jql = format!("labels = \"{key}\" OR summary ~ \"\\\"{key}\\\"\"");
     Request {
         method: Method::Get,
-        path: deployment.search(
-            &format!("labels%3D%22{}%22", external_key(inc)),
-            "key,status",
-            1,
-        ),
+        path: deployment.search(&super::poll::escape(&jql), "key,status", 1),
         body: None,
+    }
+}
+
+/// Adds the `incidentd-<id>` label (idempotent: adding a label it has
+/// changes nothing), by which polling and webhooks know the ticket.
+pub fn label(key: &str, inc: &Incident) -> Request {
+    Request {
+        method: Method::Put,
+        path: format!("/rest/api/2/issue/{key}"),
+        body: Some(json!({ "update": { "labels": [ { "add": external_key(inc) } ] } })),
     }
 }
 
@@ -133,17 +158,28 @@ pub fn found_key(answer: &serde_json::Value) -> Option<String> {
     answer["issues"][0]["key"].as_str().map(str::to_string)
 }
 
-pub fn comment(key: &str, text: &str) -> Request {
-    Request::post(
-        format!("/rest/api/2/issue/{key}/comment"),
-        json!({ "body": text }),
-    )
+/// A note for the operators. On a customer request it goes through the
+/// service desk API as internal (`public: false`): a comment made through
+/// the platform API would be shown to the customer.
+pub fn comment(key: &str, text: &str, target: &Target) -> Request {
+    match target {
+        Target::ServiceDesk { .. } => Request::post(
+            format!("/rest/servicedeskapi/request/{key}/comment"),
+            json!({ "body": text, "public": false }),
+        ),
+        Target::Project { .. } => Request::post(
+            format!("/rest/api/2/issue/{key}/comment"),
+            json!({ "body": text }),
+        ),
+    }
 }
 
+/// The transitions available, with the fields each one's screen has (a
+/// resolve transition often requires `resolution`).
 pub fn transitions(key: &str) -> Request {
     Request {
         method: Method::Get,
-        path: format!("/rest/api/2/issue/{key}/transitions"),
+        path: format!("/rest/api/2/issue/{key}/transitions?expand=transitions.fields"),
         body: None,
     }
 }
@@ -164,11 +200,11 @@ pub fn category_for(kind: EventKind) -> Option<&'static str> {
 /// From a `GET …/transitions` answer, the id of the transition to a
 /// status of `category` (`new`, `indeterminate`, `done`); a transition
 /// named `preferred` wins when several lead there.
-pub fn pick_transition(
-    answer: &serde_json::Value,
+pub fn pick_transition<'a>(
+    answer: &'a serde_json::Value,
     category: &str,
     preferred: Option<&str>,
-) -> Option<String> {
+) -> Option<&'a serde_json::Value> {
     let all = answer["transitions"].as_array()?;
     let to_category: Vec<&serde_json::Value> = all
         .iter()
@@ -183,24 +219,47 @@ pub fn pick_transition(
             })
         })
         .or_else(|| to_category.first())?;
-    match &chosen["id"] {
-        serde_json::Value::String(s) => Some(s.clone()),
-        serde_json::Value::Number(n) => Some(n.to_string()),
-        _ => None,
-    }
+    Some(chosen)
 }
 
-pub fn transition(key: &str, id: &str) -> Request {
-    Request::post(
+/// The call that moves the issue by `chosen` (a transition of a
+/// `GET …/transitions?expand=transitions.fields` answer). When its screen
+/// has a `resolution` field, that is set: `resolution` if it is one of the
+/// allowed values, else the first allowed one.
+pub fn transition(key: &str, chosen: &serde_json::Value, resolution: &str) -> Option<Request> {
+    let id = match &chosen["id"] {
+        serde_json::Value::String(s) => s.clone(),
+        serde_json::Value::Number(n) => n.to_string(),
+        _ => return None,
+    };
+    let mut body = json!({ "transition": { "id": id } });
+    let field = &chosen["fields"]["resolution"];
+    if field.is_object() {
+        let allowed: Vec<&str> = field["allowedValues"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|v| v["name"].as_str())
+            .collect();
+        let name = if allowed.is_empty() || allowed.contains(&resolution) {
+            resolution
+        } else {
+            allowed[0]
+        };
+        body["fields"] = json!({ "resolution": { "name": name } });
+    }
+    Some(Request::post(
         format!("/rest/api/2/issue/{key}/transitions"),
-        json!({ "transition": { "id": id } }),
-    )
+        body,
+    ))
 }
 
 /// A Jira (Service Management) project.
 pub struct Jira {
     pub target: Target,
     pub resolve_transition: Option<String>,
+    /// The resolution a resolving transition sets when its screen asks.
+    pub resolution: String,
     pub deployment: Deployment,
     pub credential: Credential,
 }
@@ -234,10 +293,26 @@ impl Destination for Jira {
                     no_id: "the create answered without an issue key",
                 })
                 .await?;
+            let labels = matches!(self.target, Target::ServiceDesk { .. });
             let key = match ticket {
                 Ticket::Known(k) => k,
+                // A new customer request gets its label now (a failure is
+                // retried: the stored key then leads here again).
+                Ticket::Created(k, answer) => {
+                    if !labels {
+                        return Ok(Some(answer));
+                    }
+                    let labelled = link.call(&label(&k, inc), row.id).await;
+                    return Ok(Some(if labelled.ok() { answer } else { labelled }));
+                }
                 Ticket::Done(answer) => return Ok(Some(answer)),
             };
+            if kind == EventKind::Opened && labels {
+                let labelled = link.call(&label(&key, inc), row.id).await;
+                if !labelled.ok() {
+                    return Ok(Some(labelled));
+                }
+            }
             if let Some(category) = category_for(kind) {
                 let available = link.call(&transitions(&key), row.id).await;
                 if !available.ok() {
@@ -246,17 +321,17 @@ impl Destination for Jira {
                 let preferred = (kind == EventKind::Resolved)
                     .then_some(self.resolve_transition.as_deref())
                     .flatten();
-                if let Some(id) = pick_transition(&available.json, category, preferred) {
-                    let moved = link.call(&transition(&key, &id), row.id).await;
+                let chosen = pick_transition(&available.json, category, preferred)
+                    .and_then(|t| transition(&key, t, &self.resolution));
+                if let Some(req) = chosen {
+                    let moved = link.call(&req, row.id).await;
                     if !moved.ok() {
                         return Ok(Some(moved));
                     }
                 }
             }
-            Ok(Some(
-                link.call(&comment(&key, &work_note(inc, kind)), row.id)
-                    .await,
-            ))
+            let note = comment(&key, &work_note(inc, kind), &self.target);
+            Ok(Some(link.call(&note, row.id).await))
         })
     }
 
@@ -292,22 +367,33 @@ mod tests {
         assert_eq!(c.path, "/rest/servicedeskapi/request");
         let b = c.body.expect("body");
         assert_eq!(b["serviceDeskId"], "4");
-        assert_eq!(b["requestFieldValues"]["labels"], json!(["incidentd-42"]));
+        // Only the fields every request type has.
+        let fields: Vec<&String> = b["requestFieldValues"]
+            .as_object()
+            .expect("fields")
+            .keys()
+            .collect();
+        assert_eq!(fields, ["description", "summary"]);
         assert_eq!(
             b["requestFieldValues"]["summary"],
-            "[P1] PostgresDown on pg-0"
+            "[P1] PostgresDown on pg-0 (incidentd-42)"
         );
-        let p = create(
-            &inc,
-            &Target::Project {
-                key: "OPS".into(),
-                issue_type: "Incident".into(),
-            },
+        let l = label("SD-7", &inc);
+        assert_eq!(l.path, "/rest/api/2/issue/SD-7");
+        assert_eq!(
+            l.body.expect("body"),
+            json!({"update": {"labels": [{"add": "incidentd-42"}]}})
         );
+        let project = Target::Project {
+            key: "OPS".into(),
+            issue_type: "Incident".into(),
+        };
+        let p = create(&inc, &project);
         assert_eq!(p.path, "/rest/api/2/issue");
         let b = p.body.expect("body");
         assert_eq!(b["fields"]["project"]["key"], "OPS");
         assert_eq!(b["fields"]["priority"]["name"], "Highest");
+        assert_eq!(b["fields"]["labels"], json!(["incidentd-42"]));
         assert_eq!(
             created_key(&json!({"issueKey": "SD-7"})),
             Some("SD-7".into())
@@ -316,40 +402,66 @@ mod tests {
             created_key(&json!({"id": "1", "key": "OPS-9"})),
             Some("OPS-9".into())
         );
+        let jql =
+            "labels%20%3D%20%22incidentd-42%22%20OR%20summary%20~%20%22%5C%22incidentd-42%5C%22%22";
         assert_eq!(
             search(&inc, Deployment::DataCenter).path,
-            "/rest/api/2/search?jql=labels%3D%22incidentd-42%22&fields=key,status&maxResults=1"
+            format!("/rest/api/2/search?jql={jql}&fields=key,status&maxResults=1")
         );
         assert_eq!(
             search(&inc, Deployment::Cloud).path,
-            "/rest/api/3/search/jql?jql=labels%3D%22incidentd-42%22&fields=key,status&maxResults=1"
+            format!("/rest/api/3/search/jql?jql={jql}&fields=key,status&maxResults=1")
         );
         assert_eq!(
             found_key(&json!({"issues": [{"key": "OPS-9"}]})),
             Some("OPS-9".into())
         );
         assert_eq!(found_key(&json!({"issues": []})), None);
+        // Operator notes: internal on a customer request.
+        let internal = comment("SD-7", "hi", &sd);
+        assert_eq!(internal.path, "/rest/servicedeskapi/request/SD-7/comment");
+        assert_eq!(internal.body.expect("body")["public"], false);
         assert_eq!(
-            comment("OPS-9", "hi").path,
+            comment("OPS-9", "hi", &project).path,
             "/rest/api/2/issue/OPS-9/comment"
         );
         let answer = json!({"transitions": [
             {"id": "11", "name": "Start", "to": {"statusCategory": {"key": "indeterminate"}}},
             {"id": "31", "name": "Close", "to": {"statusCategory": {"key": "done"}}},
-            {"id": 41, "name": "Resolve", "to": {"statusCategory": {"key": "done"}}}
+            {"id": 41, "name": "Resolve", "to": {"statusCategory": {"key": "done"}},
+             "fields": {"resolution": {"required": true,
+                "allowedValues": [{"name": "Fixed"}, {"name": "Won't Do"}]}}}
         ]});
-        assert_eq!(pick_transition(&answer, "done", None), Some("31".into()));
+        let id = |t: Option<&serde_json::Value>| t.map(|t| t["id"].to_string());
         assert_eq!(
-            pick_transition(&answer, "done", Some("resolve")),
+            id(pick_transition(&answer, "done", None)),
+            Some("\"31\"".into())
+        );
+        assert_eq!(
+            id(pick_transition(&answer, "done", Some("resolve"))),
             Some("41".into())
         );
         assert_eq!(
-            pick_transition(&answer, "indeterminate", Some("nope")),
-            Some("11".into())
+            id(pick_transition(&answer, "indeterminate", Some("nope"))),
+            Some("\"11\"".into())
         );
         assert_eq!(pick_transition(&answer, "new", None), None);
         assert_eq!(category_for(EventKind::Resolved), Some("done"));
-        let t = transition("OPS-9", "41");
-        assert_eq!(t.body.expect("body")["transition"]["id"], "41");
+        // No resolution field: none sent.
+        let close = pick_transition(&answer, "done", None).expect("close");
+        let t = transition("OPS-9", close, "Done").expect("request");
+        assert_eq!(t.body.expect("body"), json!({"transition": {"id": "31"}}));
+        // Required, and "Done" is not allowed there: the first allowed value.
+        let resolve = pick_transition(&answer, "done", Some("resolve")).expect("resolve");
+        let t = transition("OPS-9", resolve, "Done").expect("request");
+        assert_eq!(
+            t.body.expect("body"),
+            json!({"transition": {"id": "41"}, "fields": {"resolution": {"name": "Fixed"}}})
+        );
+        let t = transition("OPS-9", resolve, "Won't Do").expect("request");
+        assert_eq!(
+            t.body.expect("body")["fields"]["resolution"]["name"],
+            "Won't Do"
+        );
     }
 }

@@ -56,6 +56,10 @@ impl Answer {
 /// [`Link::ticket`]).
 pub enum Ticket {
     Known(String),
+    /// Made by this delivery's create for an `opened` event: the create is
+    /// the update; its answer ends the delivery unless the destination
+    /// has more to do to a new ticket.
+    Created(String, Answer),
     /// The delivery ends here, with this answer.
     Done(Answer),
 }
@@ -201,7 +205,7 @@ impl Link {
         };
         self.store.set_outbound_ref(&self.name, inc, &id).await?;
         if row.message.kind == EventKind::Opened {
-            return Ok(Ticket::Done(made));
+            return Ok(Ticket::Created(id, made));
         }
         Ok(Ticket::Known(id))
     }

@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 pub const BATCH: usize = 50;
 
 /// Query-string escaping of one value (RFC 3986 unreserved kept).
-fn escape(s: &str) -> String {
+pub(super) fn escape(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for b in s.bytes() {
         if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {

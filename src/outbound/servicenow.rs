@@ -151,7 +151,7 @@ impl Destination for ServiceNow {
                 .await?;
             let sys_id = match ticket {
                 Ticket::Known(s) => s,
-                Ticket::Done(answer) => return Ok(Some(answer)),
+                Ticket::Created(_, answer) | Ticket::Done(answer) => return Ok(Some(answer)),
             };
             let note = work_note(inc, kind);
             Ok(Some(

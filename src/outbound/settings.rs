@@ -28,6 +28,7 @@ pub enum DestinationKind {
         auth: ServiceNowAuth,
         target: super::jira::Target,
         resolve_transition: Option<String>,
+        resolution: String,
         deployment: super::jira::Deployment,
     },
 }
