@@ -251,6 +251,11 @@ mod tests {
         let mut no_label = body("done");
         no_label["issue"]["fields"]["labels"] = json!(["x"]);
         assert_eq!(jira(&no_label).unwrap_err().field, "issue.fields.labels");
+        // A customer request not labelled yet: the key in its summary.
+        no_label["issue"]["fields"]["summary"] = json!("[P1] DiskFull on db-1 (incidentd-7)");
+        assert_eq!(jira(&no_label).expect("by summary").incident, IncidentId(7));
+        no_label["issue"]["fields"]["summary"] = json!("(incidentd-7) moved by hand");
+        assert!(jira(&no_label).is_err());
         assert_eq!(jira(&json!({})).unwrap_err().field, "issue.fields");
     }
 }
