@@ -1103,7 +1103,7 @@ async fn servicenow_ticket_follows_the_incident() {
                 .is_some_and(|d| d.contains("ApiDown")),
             "{t}"
         );
-        assert_eq!(t["close_code"], "Solved (Permanently)");
+        assert_eq!(t["close_code"], "Solution provided");
         assert_eq!(t["hold_reason"], 4, "the hold was Awaiting Vendor");
         assert_eq!(
             s.work_notes,

@@ -61,6 +61,9 @@ pub struct RawDestination {
     /// ServiceNow: the `assignment_group` of created tickets (else the
     /// incident's own assignment group).
     pub assignment_group: Option<String>,
+    /// ServiceNow: the `close_code` of resolved tickets, one of the
+    /// instance's resolution codes (default "Solution provided").
+    pub close_code: Option<String>,
     /// Jira SM: create customer requests in this service desk and
     /// request type, or plain issues in `project` of `issue_type`.
     pub service_desk_id: Option<String>,
@@ -252,6 +255,10 @@ pub fn destinations(errs: &mut Vec<FieldError>, raw: &RawOutbound) -> Vec<Destin
             Some("servicenow") => auth(errs, at, d).map(|auth| DestinationKind::ServiceNow {
                 auth,
                 assignment_group: d.assignment_group.clone(),
+                close_code: d
+                    .close_code
+                    .clone()
+                    .unwrap_or_else(|| crate::outbound::servicenow::CLOSE_CODE.into()),
             }),
             Some("jira") => {
                 use crate::outbound::jira::Target;

@@ -129,9 +129,12 @@ pub fn build(cfg: &DestinationConfig, credential: Credential) -> Arc<dyn Destina
             secret: credential.key(),
         }),
         DestinationKind::ServiceNow {
-            assignment_group, ..
+            assignment_group,
+            close_code,
+            ..
         } => Arc::new(super::servicenow::ServiceNow {
             assignment_group: assignment_group.clone(),
+            close_code: close_code.clone(),
             credential,
         }),
         DestinationKind::Jira {

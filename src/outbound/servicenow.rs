@@ -63,7 +63,19 @@ pub fn create(inc: &Incident, assignment_group: Option<&str>) -> Request {
 
 /// The update of ticket `sys_id` for `kind`; `note` (a timeline line)
 /// becomes a work note.
-pub fn update(inc: &Incident, sys_id: &str, kind: EventKind, note: &str) -> Request {
+/// The `close_code` of a resolution when none is configured: one of the
+/// resolution codes of current instances' incident form (the older
+/// "Solved (Permanently)" is not a choice there; set `close_code` to the
+/// instance's own when it differs).
+pub const CLOSE_CODE: &str = "Solution provided";
+
+pub fn update(
+    inc: &Incident,
+    sys_id: &str,
+    kind: EventKind,
+    note: &str,
+    close_code: &str,
+) -> Request {
     let mut body = json!({ "work_notes": note });
     match kind {
         EventKind::Opened | EventKind::PriorityChanged => {
@@ -80,7 +92,7 @@ pub fn update(inc: &Incident, sys_id: &str, kind: EventKind, note: &str) -> Requ
         }
         EventKind::Resolved => {
             body["state"] = json!(6);
-            body["close_code"] = json!("Solved (Permanently)");
+            body["close_code"] = json!(close_code);
             body["close_notes"] = json!(format!(
                 "Resolved in incidentd (incident {}): {note}",
                 inc.id.0
@@ -121,6 +133,8 @@ pub fn sys_id(answer: &serde_json::Value) -> Option<String> {
 /// A ServiceNow instance's `incident` table.
 pub struct ServiceNow {
     pub assignment_group: Option<String>,
+    /// The resolution code resolved tickets get (`close_code`).
+    pub close_code: String,
     pub credential: Credential,
 }
 
@@ -155,7 +169,8 @@ impl Destination for ServiceNow {
             };
             let note = work_note(inc, kind);
             Ok(Some(
-                link.call(&update(inc, &sys_id, kind, &note), row.id).await,
+                link.call(&update(inc, &sys_id, kind, &note, &self.close_code), row.id)
+                    .await,
             ))
         })
     }
@@ -207,14 +222,20 @@ mod tests {
         );
         assert_eq!(c["assignment_group"], "team-dba");
         assert_eq!(c["cmdb_ci"], "pg-0");
-        let r = update(&inc, "abc123", EventKind::Resolved, "auto-resolved");
+        let r = update(
+            &inc,
+            "abc123",
+            EventKind::Resolved,
+            "auto-resolved",
+            CLOSE_CODE,
+        );
         assert_eq!(
             (r.method, r.path.as_str()),
             (Method::Patch, "/api/now/table/incident/abc123")
         );
         let b = r.body.expect("body");
         assert_eq!(b["state"], 6);
-        assert_eq!(b["close_code"], "Solved (Permanently)");
+        assert_eq!(b["close_code"], "Solution provided");
         assert_eq!(b["work_notes"], "auto-resolved");
         let mut held = inc.clone();
         held.holds.push(Hold {
@@ -223,14 +244,14 @@ mod tests {
             end: None,
             by: None,
         });
-        let h = update(&held, "abc123", EventKind::OnHold, "on hold")
+        let h = update(&held, "abc123", EventKind::OnHold, "on hold", CLOSE_CODE)
             .body
             .expect("body");
         assert_eq!(
             (h["state"].as_u64(), h["hold_reason"].as_u64()),
             (Some(3), Some(4))
         );
-        let a = update(&inc, "abc123", EventKind::Acknowledged, "ack")
+        let a = update(&inc, "abc123", EventKind::Acknowledged, "ack", CLOSE_CODE)
             .body
             .expect("body");
         assert_eq!(a["state"], 2);

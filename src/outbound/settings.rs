@@ -23,6 +23,7 @@ pub enum DestinationKind {
     ServiceNow {
         auth: ServiceNowAuth,
         assignment_group: Option<String>,
+        close_code: String,
     },
     Jira {
         auth: ServiceNowAuth,
