@@ -293,25 +293,22 @@ impl Destination for Jira {
                     no_id: "the create answered without an issue key",
                 })
                 .await?;
-            let labels = matches!(self.target, Target::ServiceDesk { .. });
-            let key = match ticket {
-                Ticket::Known(k) => k,
-                // A new customer request gets its label now (a failure is
-                // retried: the stored key then leads here again).
-                Ticket::Created(k, answer) => {
-                    if !labels {
-                        return Ok(Some(answer));
-                    }
-                    let labelled = link.call(&label(&k, inc), row.id).await;
-                    return Ok(Some(if labelled.ok() { answer } else { labelled }));
-                }
+            let (key, created) = match ticket {
+                Ticket::Known(k) => (k, None),
+                Ticket::Created(k, answer) => (k, Some(answer)),
                 Ticket::Done(answer) => return Ok(Some(answer)),
             };
-            if kind == EventKind::Opened && labels {
+            // A customer request gets its label with its opening (a failure
+            // is retried: the stored key then leads here again).
+            if kind == EventKind::Opened && matches!(self.target, Target::ServiceDesk { .. }) {
                 let labelled = link.call(&label(&key, inc), row.id).await;
                 if !labelled.ok() {
                     return Ok(Some(labelled));
                 }
+            }
+            // The create was the opening itself.
+            if let Some(answer) = created {
+                return Ok(Some(answer));
             }
             if let Some(category) = category_for(kind) {
                 let available = link.call(&transitions(&key), row.id).await;
