@@ -866,6 +866,62 @@ events = ["exploded"]
     );
 }
 
+/// ServiceNow field templates are checked at start: a misspelt
+/// placeholder, a field incidentd sets itself, a bad field name, and a
+/// ServiceNow setting on another kind are each named.
+#[test]
+fn servicenow_field_map_errors_name_their_fields() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("c.toml");
+    std::fs::write(
+        &file,
+        r#"
+[[outbound.destinations]]
+name = "snow"
+kind = "servicenow"
+url = "https://example.service-now.com"
+user = "svc"
+password = "pw"
+short_description = "[{priority}] {tittle}"
+business_service = "{service"
+[outbound.destinations.fields]
+state = "6"
+"U Field" = "x"
+u_ok = "{root_ci}"
+[[outbound.destinations]]
+name = "pd"
+kind = "pagerduty"
+routing_key = "R0UTINGKEYR0UTINGKEYR0UTINGKEY00"
+category = "software"
+"#,
+    )
+    .expect("write");
+    let err = config::load(Some(&file), &Overrides::default()).expect_err("invalid");
+    let config::ConfigError::Invalid(errs) = err else {
+        panic!("{err}")
+    };
+    let got: Vec<(&str, &str)> = errs
+        .iter()
+        .map(|e| (e.field.as_str(), e.message.as_str()))
+        .collect();
+    let fields: Vec<&str> = got.iter().map(|(f, _)| *f).collect();
+    assert_eq!(
+        fields,
+        [
+            "outbound.destinations[0].short_description",
+            "outbound.destinations[0].business_service",
+            "outbound.destinations[0].fields.U Field",
+            "outbound.destinations[0].fields.state",
+            "outbound.destinations[1].category",
+        ],
+        "{got:?}"
+    );
+    assert!(
+        got[0].1.contains("unknown placeholder {tittle}") && got[0].1.contains("{title}"),
+        "{got:?}"
+    );
+}
+
 /// The real binary is killed with SIGKILL while PagerDuty holds the answer
 /// to its trigger (the call made, the outbox row not yet marked). After
 /// the restart the trigger goes again with the same `dedup_key`, so
@@ -927,133 +983,6 @@ async fn sigkill_between_the_call_and_the_mark_makes_no_second_ticket() {
     assert_eq!(got.len(), 1, "one accepted trigger: one PagerDuty incident");
 }
 
-/// A ServiceNow instance's Table API for `incident`, as far as incidentd
-/// uses it: query by `correlation_id`, create, update by `sys_id`, basic
-/// auth. `lose_next_create` makes it create the record but answer 503,
-/// as when the answer is lost on the way back.
-#[derive(Default)]
-struct SnState {
-    records: Vec<Value>,
-    work_notes: Vec<String>,
-    calls: Vec<(String, String)>,
-    lose_next_create: bool,
-}
-
-async fn servicenow_fake(
-    user: &'static str,
-    password: &'static str,
-) -> (String, Arc<Mutex<SnState>>) {
-    use axum::extract::{Path as UrlPath, Query, State};
-    use axum::routing::{get, patch};
-    use base64::Engine as _;
-    type St = Arc<Mutex<SnState>>;
-    fn authorized(h: &HeaderMap, user: &str, password: &str) -> bool {
-        let want = format!(
-            "Basic {}",
-            base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
-        );
-        h.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()) == Some(want.as_str())
-    }
-    let unauthorized = || {
-        (
-            StatusCode::UNAUTHORIZED,
-            axum::Json(json!({"error": {"message": "User Not Authenticated", "detail": "Required to provide Auth information"}, "status": "failure"})),
-        )
-            .into_response()
-    };
-    let state: St = Arc::new(Mutex::new(SnState::default()));
-    let app = axum::Router::new()
-        .route(
-            "/api/now/table/incident",
-            get(move |State(st): State<St>, h: HeaderMap, Query(q): Query<std::collections::HashMap<String, String>>| async move {
-                if !authorized(&h, user, password) {
-                    return unauthorized();
-                }
-                let mut s = st.lock().expect("sn");
-                s.calls.push(("GET".into(), q.get("sysparm_query").cloned().unwrap_or_default()));
-                // Reading back: `sys_idINa,b^stateIN2,6,7`, the fields asked.
-                if let Some(rest) = q.get("sysparm_query").and_then(|v| v.strip_prefix("sys_idIN")) {
-                    let (ids, states) = rest.split_once("^stateIN").unwrap_or((rest, ""));
-                    let ids: Vec<&str> = ids.split(',').collect();
-                    let states: Vec<&str> = states.split(',').collect();
-                    let found: Vec<Value> = s
-                        .records
-                        .iter()
-                        .filter(|r| r["sys_id"].as_str().is_some_and(|i| ids.contains(&i)))
-                        .filter(|r| r["state"].as_str().is_some_and(|v| states.contains(&v)))
-                        .map(|r| json!({"sys_id": r["sys_id"], "correlation_id": r["correlation_id"],
-                                        "state": r["state"], "sys_updated_by": r["sys_updated_by"]}))
-                        .collect();
-                    return axum::Json(json!({ "result": found })).into_response();
-                }
-                let want = q
-                    .get("sysparm_query")
-                    .and_then(|v| v.strip_prefix("correlation_id="))
-                    .unwrap_or_default()
-                    .to_string();
-                let found: Vec<Value> = s
-                    .records
-                    .iter()
-                    .filter(|r| r["correlation_id"] == want.as_str())
-                    .map(|r| json!({"sys_id": r["sys_id"], "number": r["number"], "state": r["state"]}))
-                    .collect();
-                axum::Json(json!({ "result": found })).into_response()
-            })
-            .post(move |State(st): State<St>, h: HeaderMap, axum::Json(body): axum::Json<Value>| async move {
-                if !authorized(&h, user, password) {
-                    return unauthorized();
-                }
-                let mut s = st.lock().expect("sn");
-                s.calls.push(("POST".into(), String::new()));
-                let n = s.records.len() + 1;
-                let mut rec = body.clone();
-                rec["sys_id"] = json!(format!("sys{n:03}"));
-                rec["number"] = json!(format!("INC{n:07}"));
-                rec["state"] = json!("1");
-                rec["sys_updated_by"] = json!(user);
-                s.records.push(rec.clone());
-                if std::mem::take(&mut s.lose_next_create) {
-                    return StatusCode::SERVICE_UNAVAILABLE.into_response();
-                }
-                (StatusCode::CREATED, axum::Json(json!({ "result": rec }))).into_response()
-            }),
-        )
-        .route(
-            "/api/now/table/incident/{sys_id}",
-            patch(move |State(st): State<St>, h: HeaderMap, UrlPath(sys_id): UrlPath<String>, axum::Json(body): axum::Json<Value>| async move {
-                if !authorized(&h, user, password) {
-                    return unauthorized();
-                }
-                let mut s = st.lock().expect("sn");
-                s.calls.push(("PATCH".into(), sys_id.clone()));
-                if let Some(n) = body["work_notes"].as_str() {
-                    s.work_notes.push(n.to_string());
-                }
-                let Some(rec) = s.records.iter_mut().find(|r| r["sys_id"] == sys_id.as_str()) else {
-                    return (StatusCode::NOT_FOUND, axum::Json(json!({"error": {"message": "No Record found"}}))).into_response();
-                };
-                if let Value::Object(fields) = body {
-                    for (k, v) in fields {
-                        if k != "work_notes" {
-                            rec[k] = v;
-                        }
-                    }
-                }
-                rec["sys_updated_by"] = json!(user);
-                axum::Json(json!({ "result": rec.clone() })).into_response()
-            }),
-        )
-        .with_state(state.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind servicenow fake");
-    let url = format!("http://{}", listener.local_addr().expect("addr"));
-    tokio::spawn(async move {
-        axum::serve(listener, app).await.expect("servicenow fake");
-    });
-    (url, state)
-}
-
 fn servicenow(url: &str, password: &str) -> String {
     format!(
         "[[outbound.destinations]]\nname = \"snow\"\nkind = \"servicenow\"\nurl = \"{url}\"\nuser = \"incidentd\"\npassword = \"{password}\"\nassignment_group = \"Service Desk\"\nbackoff_base = \"20ms\"\nbackoff_max = \"100ms\"\n"
@@ -1069,7 +998,7 @@ async fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
 /// resume and resolution (Resolved, close code), with work notes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn servicenow_ticket_follows_the_incident() {
-    let (url, sn) = servicenow_fake("incidentd", "pw").await;
+    let (url, sn) = support::servicenow::start("incidentd", "pw").await;
     let dir = tempfile::tempdir().expect("tempdir");
     let r = start(&config(dir.path(), &servicenow(&url, "pw"))).await;
     let id = open(&r, "ApiDown").await;
@@ -1088,7 +1017,7 @@ async fn servicenow_ticket_follows_the_incident() {
             .expect("sn")
             .records
             .first()
-            .is_some_and(|t| t["state"] == 6)
+            .is_some_and(|t| t["state"] == "6")
     })
     .await;
     {
@@ -1096,7 +1025,13 @@ async fn servicenow_ticket_follows_the_incident() {
         assert_eq!(s.records.len(), 1, "one ticket");
         let t = &s.records[0];
         assert_eq!(t["correlation_id"], format!("incidentd-{id}").as_str());
-        assert_eq!(t["assignment_group"], "Service Desk");
+        // References hold sys_ids, found by name.
+        assert_eq!(
+            s.display(t, "assignment_group").as_deref(),
+            Some("Service Desk")
+        );
+        assert_eq!(s.display(t, "caller_id").as_deref(), Some("incidentd"));
+        assert!(s.violations.is_empty(), "{:?}", s.violations);
         assert!(
             t["short_description"]
                 .as_str()
@@ -1104,7 +1039,7 @@ async fn servicenow_ticket_follows_the_incident() {
             "{t}"
         );
         assert_eq!(t["close_code"], "Solution provided");
-        assert_eq!(t["hold_reason"], 4, "the hold was Awaiting Vendor");
+        assert_eq!(t["hold_reason"], "4", "the hold was Awaiting Vendor");
         assert_eq!(
             s.work_notes,
             [
@@ -1114,9 +1049,27 @@ async fn servicenow_ticket_follows_the_incident() {
                 "incidentd: resolved"
             ]
         );
-        // Looked up once before the create; the id was stored after that.
-        let kinds: Vec<&str> = s.calls.iter().map(|(m, _)| m.as_str()).collect();
-        assert_eq!(kinds, ["GET", "POST", "PATCH", "PATCH", "PATCH", "PATCH"]);
+        // The group and the caller looked up by name, the ticket once
+        // before the create; the id was stored after that.
+        let calls: Vec<String> = s
+            .calls
+            .iter()
+            .map(|(m, q)| format!("{m} {}", q.split('?').next().unwrap_or_default()))
+            .collect();
+        assert_eq!(
+            calls[..4],
+            [
+                "GET sys_user_group",
+                "GET sys_user",
+                &format!("GET correlation_id=incidentd-{id}^ORDERBYDESCsys_created_on"),
+                "POST ",
+            ]
+        );
+        assert!(
+            calls[4..].iter().all(|c| c.starts_with("PATCH")),
+            "{calls:?}"
+        );
+        assert_eq!(calls.len(), 8, "{calls:?}");
     }
     r.shutdown().await;
 }
@@ -1126,7 +1079,7 @@ async fn servicenow_ticket_follows_the_incident() {
 /// Wrong credentials are a refusal, on the timeline.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn servicenow_never_makes_a_second_ticket() {
-    let (url, sn) = servicenow_fake("incidentd", "pw").await;
+    let (url, sn) = support::servicenow::start("incidentd", "pw").await;
     sn.lock().expect("sn").lose_next_create = true;
     let dir = tempfile::tempdir().expect("tempdir");
     let r = start(&config(dir.path(), &servicenow(&url, "pw"))).await;
@@ -1137,14 +1090,18 @@ async fn servicenow_never_makes_a_second_ticket() {
             .expect("sn")
             .records
             .first()
-            .is_some_and(|t| t["state"] == 6)
+            .is_some_and(|t| t["state"] == "6")
     })
     .await;
     {
         let s = sn.lock().expect("sn");
         assert_eq!(s.records.len(), 1, "one ticket despite the lost answer");
+        // The names were looked up once (the retry used what it learnt).
         let kinds: Vec<&str> = s.calls.iter().map(|(m, _)| m.as_str()).collect();
-        assert_eq!(kinds, ["GET", "POST", "GET", "PATCH", "PATCH"]);
+        assert_eq!(
+            kinds,
+            ["GET", "GET", "GET", "POST", "GET", "PATCH", "PATCH"]
+        );
     }
     r.shutdown().await;
 
@@ -1165,7 +1122,7 @@ async fn servicenow_never_makes_a_second_ticket() {
     // dropped, and once the configuration is fixed (a restart reads it)
     // the ticket is made. (A ServiceNow of its own: incident ids start at
     // 1 again.)
-    let (url, sn) = servicenow_fake("incidentd", "pw").await;
+    let (url, sn) = support::servicenow::start("incidentd", "pw").await;
     let dir = tempfile::tempdir().expect("tempdir");
     let hold = |pw: &str| format!("{}retry_unauthorized = true\n", servicenow(&url, pw));
     let r = start(&config(dir.path(), &hold("wrong"))).await;
@@ -1206,6 +1163,294 @@ async fn servicenow_never_makes_a_second_ticket() {
     .await;
     let tickets = sn.lock().expect("sn").records.len();
     assert_eq!(tickets, 1);
+    r.shutdown().await;
+}
+
+/// A wide outage (40 impacted services, a 2,000-character title with
+/// line breaks) through a Jira Service Management desk: the request, its
+/// label, internal comments and transitions are all accepted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wide_outage_is_accepted_by_jira() {
+    let (url, jira) = jira_fake().await;
+    jira.lock().expect("jira").cloud = true;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let dest = format!(
+        "[[outbound.destinations]]\nname = \"jsm\"\nkind = \"jira\"\nurl = \"{url}\"\ndeployment = \"cloud\"\nuser = \"ops@example.com\"\npassword = \"api-token\"\n\
+         service_desk_id = \"1\"\nrequest_type_id = \"10\"\nbackoff_base = \"20ms\"\nbackoff_max = \"100ms\"\n"
+    );
+    let mut cfg = config(dir.path(), &dest);
+    cfg.cmdb = Some(wide_cmdb(dir.path()));
+    let r = start(&cfg).await;
+    let long: String = "Primary <db> & replicas > lag;\n"
+        .chars()
+        .cycle()
+        .take(2_000)
+        .collect();
+    let (s, v) = call(
+        &r,
+        "POST",
+        "/api/v1/alerts",
+        json!([{"labels": {"alertname": "PostgresDown", "job": "postgres", "severity": "critical"},
+                "annotations": {"summary": long},
+                "status": "firing", "startsAt": "2026-11-30T10:00:00Z"}]),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let (_, list) = call(&r, "GET", "/api/v1/incidents", Value::Null).await;
+    let id = list["incidents"][0]["id"].as_i64().expect("id");
+    support::act(&r, id, "ack").await;
+    support::act(&r, id, "resolve").await;
+    support::drain::outbox_drained(&*r.store).await;
+    let (_, d) = call(&r, "GET", &format!("/api/v1/incidents/{id}"), Value::Null).await;
+    assert!(
+        !d["timeline"]
+            .as_array()
+            .expect("timeline")
+            .iter()
+            .any(|e| e["kind"] == "outbound_failed"),
+        "{d}"
+    );
+    {
+        let s = jira.lock().expect("jira");
+        assert_eq!(s.issues.len(), 1, "{:?}", s.calls);
+        let (key, labels, category, comments) = &s.issues[0];
+        assert_eq!(category, "done");
+        assert_eq!(labels, &[format!("incidentd-{id}")]);
+        assert!(comments.len() >= 2, "{comments:?}");
+        assert!(s.public_comments.is_empty(), "{:?}", s.public_comments);
+        let summary = &s.summaries[key];
+        assert!(summary.ends_with(&format!("(incidentd-{id})")), "{summary}");
+    }
+    r.shutdown().await;
+}
+
+/// An instance whose data policies make caller, category and service
+/// mandatory, configured with a field map: the ticket is accepted, every
+/// reference names its record (by sys_id, looked up by name), and
+/// nothing is stored broken or cut. Without the category the data
+/// policy's refusal is on the timeline; a group the instance does not
+/// have leaves the field empty and says so in a work note.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn servicenow_fields_meet_the_instance_policies() {
+    let (url, sn) = support::servicenow::start("incidentd", "pw").await;
+    {
+        let mut s = sn.lock().expect("sn");
+        s.mandatory = vec!["caller_id", "category", "business_service"];
+        s.add(
+            "sys_user",
+            json!({"user_name": "svc-monitoring", "email": "mon@example.com"}),
+        );
+        s.add("sys_user_group", json!({"name": "DBA"}));
+        s.add("cmdb_ci", json!({"name": "main-db"}));
+        s.add(
+            "cmdb_ci_service",
+            json!({"name": "business-service-number-00-of-the-catalog"}),
+        );
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let dest = format!(
+        "[[outbound.destinations]]\nname = \"snow\"\nkind = \"servicenow\"\nurl = \"{url}\"\nuser = \"incidentd\"\npassword = \"pw\"\n\
+         assignment_group = \"DBA\"\ncaller = \"mon@example.com\"\ncategory = \"database\"\nsubcategory = \"db2\"\n\
+         short_description = \"{{priority}} {{root_ci}}: {{title}}\"\nbackoff_base = \"20ms\"\nbackoff_max = \"100ms\"\n\
+         [outbound.destinations.fields]\nu_incidentd_services = \"{{services}}\"\n"
+    );
+    let mut cfg = config(dir.path(), &dest);
+    cfg.cmdb = Some(wide_cmdb(dir.path()));
+    let r = start(&cfg).await;
+    let long: String = "Primary <db> & replicas > lag; "
+        .chars()
+        .cycle()
+        .take(2_000)
+        .collect();
+    let (s, v) = call(
+        &r,
+        "POST",
+        "/api/v1/alerts",
+        json!([{"labels": {"alertname": "PostgresDown", "job": "postgres", "severity": "critical"},
+                "annotations": {"summary": long},
+                "status": "firing", "startsAt": "2026-11-30T10:00:00Z"}]),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let (_, list) = call(&r, "GET", "/api/v1/incidents", Value::Null).await;
+    let id = list["incidents"][0]["id"].as_i64().expect("id");
+    support::act(&r, id, "ack").await;
+    support::act(&r, id, "resolve").await;
+    support::drain::outbox_drained(&*r.store).await;
+    {
+        let s = sn.lock().expect("sn");
+        assert_eq!(s.records.len(), 1);
+        let t = &s.records[0];
+        assert_eq!(t["state"], "6", "{t}");
+        for (field, name) in [
+            ("assignment_group", "DBA"),
+            ("caller_id", "svc-monitoring"),
+            ("cmdb_ci", "main-db"),
+            (
+                "business_service",
+                "business-service-number-00-of-the-catalog",
+            ),
+        ] {
+            assert_eq!(s.display(t, field).as_deref(), Some(name), "{field}: {t}");
+        }
+        assert_eq!(
+            (t["category"].as_str(), t["subcategory"].as_str()),
+            (Some("database"), Some("db2"))
+        );
+        assert!(
+            t["short_description"]
+                .as_str()
+                .is_some_and(|d| d.starts_with("P1 main-db: PostgresDown: Primary <db>")
+                    && d.chars().count() == 160),
+            "{t}"
+        );
+        assert!(
+            t["u_incidentd_services"]
+                .as_str()
+                .is_some_and(|v| v.contains("number-39")),
+            "{t}"
+        );
+        assert!(s.violations.is_empty(), "{:?}", s.violations);
+    }
+    r.shutdown().await;
+
+    // The data policy's refusal names the field; the group that is not
+    // there is left empty, with a note. (An instance of its own: incident
+    // ids start at 1 again.)
+    let (url, sn) = support::servicenow::start("incidentd", "pw").await;
+    {
+        let mut s = sn.lock().expect("sn");
+        s.mandatory = vec!["caller_id", "category"];
+        s.add("sys_user", json!({"user_name": "svc-monitoring"}));
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let dest = format!(
+        "[[outbound.destinations]]\nname = \"snow\"\nkind = \"servicenow\"\nurl = \"{url}\"\nuser = \"incidentd\"\npassword = \"pw\"\n\
+         assignment_group = \"No Such Team\"\ncaller = \"svc-monitoring\"\n"
+    );
+    let mut cfg = config(dir.path(), &dest);
+    cfg.cmdb = Some(wide_cmdb(dir.path()));
+    let r = start(&cfg).await;
+    let id = open(&r, "NoCategory").await;
+    wait_timeline(&r, id, "the data policy's refusal", |e| {
+        e["kind"] == "outbound_failed"
+            && e["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("HTTP 403") && m.contains("mandatory: Category"))
+    })
+    .await;
+    sn.lock().expect("sn").mandatory.clear();
+    let id = open(&r, "UnknownTeam").await;
+    wait_for("the ticket without its group", || {
+        sn.lock()
+            .expect("sn")
+            .records
+            .iter()
+            .any(|t| t["correlation_id"] == format!("incidentd-{id}").as_str())
+    })
+    .await;
+    {
+        let s = sn.lock().expect("sn");
+        let t = s.records.last().expect("ticket");
+        assert!(t["assignment_group"].is_null(), "no broken reference: {t}");
+        assert!(
+            s.work_notes
+                .iter()
+                .any(|n| n
+                    .contains("assignment_group \"No Such Team\" names no sys_user_group record")),
+            "{:?}",
+            s.work_notes
+        );
+        assert!(s.violations.is_empty(), "{:?}", s.violations);
+    }
+    r.shutdown().await;
+}
+
+/// A ticket closed in ServiceNow is read-only: when its incident fires
+/// again here, a new ticket follows the closed one (saying so), and the
+/// incident's later changes go to it; a resolution of a closed ticket is
+/// no failure. A lost answer to that create makes no third ticket.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_closed_ticket_is_followed_by_a_new_one() {
+    let (url, sn) = support::servicenow::start("incidentd", "pw").await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let r = start(&config(dir.path(), &servicenow(&url, "pw"))).await;
+    let id = open(&r, "DiskFull").await;
+    support::act(&r, id, "resolve").await;
+    wait_for("the resolution", || {
+        sn.lock()
+            .expect("sn")
+            .records
+            .first()
+            .is_some_and(|t| t["state"] == "6")
+    })
+    .await;
+    support::drain::outbox_drained(&*r.store).await;
+    {
+        // Closed there (the instance's auto-close, days later); the next
+        // create's answer will be lost.
+        let mut s = sn.lock().expect("sn");
+        s.records[0]["state"] = json!("7");
+        s.lose_next_create = true;
+    }
+    // The alert clears, then fires again.
+    let labels =
+        json!({"alertname": "DiskFull", "instance": "DiskFull:9100", "severity": "critical"});
+    let now = chrono::Utc::now();
+    let (s, v) = call(
+        &r,
+        "POST",
+        "/api/v1/alerts",
+        json!([{"labels": labels, "status": "resolved", "startsAt": "2026-11-30T10:00:00Z",
+                "endsAt": now.to_rfc3339()}]),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let again = now + chrono::Duration::seconds(1);
+    let (s, v) = call(
+        &r,
+        "POST",
+        "/api/v1/alerts",
+        json!([{"labels": labels, "status": "firing", "startsAt": again.to_rfc3339()}]),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    wait_timeline(&r, id, "the reopening", |e| e["kind"] == "reopened").await;
+    support::act(&r, id, "ack").await;
+    support::act(&r, id, "resolve").await;
+    wait_for("the follow-up resolved", || {
+        sn.lock()
+            .expect("sn")
+            .records
+            .get(1)
+            .is_some_and(|t| t["state"] == "6")
+    })
+    .await;
+    support::drain::outbox_drained(&*r.store).await;
+    {
+        let s = sn.lock().expect("sn");
+        assert_eq!(s.records.len(), 2, "one follow-up despite the lost answer");
+        assert_eq!(s.records[0]["state"], "7", "the closed ticket untouched");
+        let next = &s.records[1];
+        assert_eq!(next["correlation_id"], format!("incidentd-{id}").as_str());
+        assert!(
+            s.work_notes
+                .iter()
+                .any(|n| n.contains("follows INC0000001, closed in ServiceNow")),
+            "{:?}",
+            s.work_notes
+        );
+        assert!(s.violations.is_empty(), "{:?}", s.violations);
+    }
+    let (_, d) = call(&r, "GET", &format!("/api/v1/incidents/{id}"), Value::Null).await;
+    assert!(
+        !d["timeline"]
+            .as_array()
+            .expect("timeline")
+            .iter()
+            .any(|e| e["kind"] == "outbound_failed"),
+        "{d}"
+    );
     r.shutdown().await;
 }
 
@@ -1330,13 +1575,21 @@ async fn jira_fake() -> (String, Arc<Mutex<JiraState>>) {
                             .into_response();
                     }
                     let key = format!("SD-{}", s.issues.len() + 1);
+                    // Jira's field limits: a summary of one line and at
+                    // most 255 characters, a text field at most 32,767.
                     let summary = fields.get("summary").and_then(Value::as_str).unwrap_or_default();
-                    if summary.is_empty() || summary.chars().count() > 255 {
-                        return (
-                            StatusCode::BAD_REQUEST,
-                            axum::Json(json!({"errorMessage": "Summary is required (at most 255 characters)."})),
-                        )
-                            .into_response();
+                    let description = fields.get("description").and_then(Value::as_str).unwrap_or_default();
+                    let refusal = if summary.is_empty() || summary.chars().count() > 255 {
+                        Some("summary: Summary is required (at most 255 characters).")
+                    } else if summary.contains(['\n', '\r']) {
+                        Some("summary: The summary is invalid because it contains newline characters.")
+                    } else if description.chars().count() > 32_767 {
+                        Some("description: The entered text is too long. It exceeds the allowed limit of 32,767 characters.")
+                    } else {
+                        None
+                    };
+                    if let Some(why) = refusal {
+                        return (StatusCode::BAD_REQUEST, axum::Json(json!({"errorMessage": why}))).into_response();
                     }
                     s.summaries.insert(key.clone(), summary.to_string());
                     s.issues
@@ -1706,7 +1959,7 @@ async fn jira_cloud_signed_webhooks_act_on_the_incident() {
 /// field.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tickets_changed_downstream_act_on_the_incident() {
-    let (sn_url, sn) = servicenow_fake("incidentd", "pw").await;
+    let (sn_url, sn) = support::servicenow::start("incidentd", "pw").await;
     let (jira_url, _jira) = jira_fake().await;
     let dir = tempfile::tempdir().expect("tempdir");
     let cfg = config(
@@ -2132,7 +2385,7 @@ async fn a_429_storm_keeps_to_the_rate_limit() {
 /// resolves its incident.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tickets_changed_downstream_are_read_back() {
-    let (sn_url, sn) = servicenow_fake("incidentd", "s3cret").await;
+    let (sn_url, sn) = support::servicenow::start("incidentd", "s3cret").await;
     let (jira_url, jira) = jira_fake().await;
     // Jira Cloud: read back through the enhanced search.
     jira.lock().expect("jira").cloud = true;

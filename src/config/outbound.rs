@@ -64,6 +64,19 @@ pub struct RawDestination {
     /// ServiceNow: the `close_code` of resolved tickets, one of the
     /// instance's resolution codes (default "Solution provided").
     pub close_code: Option<String>,
+    /// ServiceNow: templates of the ticket's fields (`{title}`,
+    /// `{service}`, …): `caller` (caller_id; default the basic-auth user),
+    /// `category`, `subcategory`, `business_service` (default
+    /// `{service}`), `cmdb_ci` (default `{root_ci}`), `short_description`,
+    /// `description`, and any other field in `fields`.
+    pub caller: Option<String>,
+    pub category: Option<String>,
+    pub subcategory: Option<String>,
+    pub business_service: Option<String>,
+    pub cmdb_ci: Option<String>,
+    pub short_description: Option<String>,
+    pub description: Option<String>,
+    pub fields: Option<std::collections::BTreeMap<String, String>>,
     /// Jira SM: create customer requests in this service desk and
     /// request type, or plain issues in `project` of `issue_type`.
     pub service_desk_id: Option<String>,
@@ -131,6 +144,75 @@ pub struct RawRoute {
     pub services: Vec<String>,
     pub max_priority: Option<String>,
     pub events: Vec<String>,
+}
+
+/// The ServiceNow ticket fields `d` sets, over the defaults; every
+/// template error and misplaced field reported.
+fn servicenow_fields(
+    errs: &mut Vec<FieldError>,
+    at: &str,
+    d: &RawDestination,
+    auth: Option<&crate::net::settings::ServiceNowAuth>,
+) -> crate::outbound::servicenow::Fields {
+    use crate::outbound::servicenow::{Fields, RESERVED};
+    use crate::outbound::template::Template;
+    let user = match auth {
+        Some(crate::net::settings::ServiceNowAuth::Basic { user, .. }) => Some(user.as_str()),
+        _ => None,
+    };
+    let mut fields = Fields::defaults(user);
+    let parse = |errs: &mut Vec<FieldError>, key: &str, v: &str| match Template::parse(v) {
+        Ok(t) => Some(t),
+        Err(m) => {
+            push(errs, at, key, m);
+            None
+        }
+    };
+    if let Some(t) = d
+        .short_description
+        .as_deref()
+        .and_then(|v| parse(errs, "short_description", v))
+    {
+        fields.short_description = t;
+    }
+    if let Some(v) = d.description.as_deref() {
+        fields.description = parse(errs, "description", v);
+    }
+    if let Some(c) = &d.close_code {
+        fields.close_code = c.clone();
+    }
+    for (key, field, v) in [
+        ("assignment_group", "assignment_group", &d.assignment_group),
+        ("caller", "caller_id", &d.caller),
+        ("category", "category", &d.category),
+        ("subcategory", "subcategory", &d.subcategory),
+        ("business_service", "business_service", &d.business_service),
+        ("cmdb_ci", "cmdb_ci", &d.cmdb_ci),
+    ] {
+        if let Some(t) = v.as_deref().and_then(|v| parse(errs, key, v)) {
+            fields.put(field, t);
+        }
+    }
+    for (name, v) in d.fields.iter().flatten() {
+        let key = format!("fields.{name}");
+        let valid = !name.is_empty()
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+        if !valid {
+            push(errs, at, &key, "a field name is a-z, 0-9 and '_'".into());
+        } else if RESERVED.contains(&name.as_str()) {
+            push(
+                errs,
+                at,
+                &key,
+                "incidentd sets this field itself (short_description and description have settings of their own)".into(),
+            );
+        } else if let Some(t) = parse(errs, &key, v) {
+            fields.put(name, t);
+        }
+    }
+    fields
 }
 
 fn secret(inline: &Option<String>, file: &Option<PathBuf>) -> Result<Option<Secret>, String> {
@@ -252,14 +334,11 @@ pub fn destinations(errs: &mut Vec<FieldError>, raw: &RawOutbound) -> Vec<Destin
             Some("slack") => Some(DestinationKind::Slack),
             Some("webhook") => required(errs, at, "secret", secret(&d.secret, &d.secret_file))
                 .map(|secret| DestinationKind::Webhook { secret }),
-            Some("servicenow") => auth(errs, at, d).map(|auth| DestinationKind::ServiceNow {
-                auth,
-                assignment_group: d.assignment_group.clone(),
-                close_code: d
-                    .close_code
-                    .clone()
-                    .unwrap_or_else(|| crate::outbound::servicenow::CLOSE_CODE.into()),
-            }),
+            Some("servicenow") => {
+                let auth = auth(errs, at, d);
+                let fields = servicenow_fields(errs, at, d, auth.as_ref());
+                auth.map(|auth| DestinationKind::ServiceNow { auth, fields })
+            }
             Some("jira") => {
                 use crate::outbound::jira::Target;
                 let target = match (&d.service_desk_id, &d.request_type_id, &d.project) {
@@ -481,6 +560,24 @@ pub fn destinations(errs: &mut Vec<FieldError>, raw: &RawOutbound) -> Vec<Destin
                 "poll_interval",
                 "must be at least 1s (or 0: off)".into(),
             );
+        }
+        if d.kind.is_some() && d.kind.as_deref() != Some("servicenow") {
+            for (key, set) in [
+                ("assignment_group", d.assignment_group.is_some()),
+                ("close_code", d.close_code.is_some()),
+                ("caller", d.caller.is_some()),
+                ("category", d.category.is_some()),
+                ("subcategory", d.subcategory.is_some()),
+                ("business_service", d.business_service.is_some()),
+                ("cmdb_ci", d.cmdb_ci.is_some()),
+                ("short_description", d.short_description.is_some()),
+                ("description", d.description.is_some()),
+                ("fields", d.fields.is_some()),
+            ] {
+                if set {
+                    push(errs, at, key, "only for servicenow destinations".into());
+                }
+            }
         }
         let tls = super::net::client_tls(
             errs,

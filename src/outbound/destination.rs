@@ -128,15 +128,10 @@ pub fn build(cfg: &DestinationConfig, credential: Credential) -> Arc<dyn Destina
         DestinationKind::Webhook { .. } => Arc::new(super::webhook::Webhook {
             secret: credential.key(),
         }),
-        DestinationKind::ServiceNow {
-            assignment_group,
-            close_code,
-            ..
-        } => Arc::new(super::servicenow::ServiceNow {
-            assignment_group: assignment_group.clone(),
-            close_code: close_code.clone(),
+        DestinationKind::ServiceNow { fields, .. } => Arc::new(super::servicenow::ServiceNow::new(
+            fields.clone(),
             credential,
-        }),
+        )),
         DestinationKind::Jira {
             target,
             resolve_transition,

@@ -68,18 +68,21 @@ fn description(inc: &Incident) -> String {
         d.push_str("\nRunbook: ");
         d.push_str(r);
     }
-    d
+    // Jira's limit for a text field.
+    truncate(&d, 32_767)
 }
 
-/// The summary of the ticket: `[P1] title (incidentd-42)`, within Jira's
-/// 255 characters. The key in it is what finds a customer request again
-/// when no label could be set yet.
+/// The summary of the ticket: `[P1] title (incidentd-42)`, on one line
+/// (Jira refuses a summary with line breaks) within Jira's 255
+/// characters. The key in it is what finds a customer request again when
+/// no label could be set yet.
 fn ticket_summary(inc: &Incident) -> String {
     let key = format!(" ({})", external_key(inc));
-    format!(
-        "{}{key}",
-        truncate(&summary(inc), 255 - key.chars().count())
-    )
+    let line: String = summary(inc)
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    format!("{}{key}", truncate(&line, 255 - key.chars().count()))
 }
 
 /// The create call; its answer carries `issueKey` (service desk) or `key`.

@@ -5,7 +5,7 @@
 
 use super::destination::{Call, Destination};
 use super::{EventKind, Method, Request, retry};
-use crate::domain::{Clock, IncidentId};
+use crate::domain::Clock;
 use crate::net::FailureReason;
 use crate::store::{Outbox, OutboxRow, StoreError};
 use crate::telemetry::OutboundMetrics;
@@ -38,6 +38,17 @@ pub struct Answer {
 impl Answer {
     pub fn ok(&self) -> bool {
         self.status.is_some_and(|s| (200..300).contains(&s))
+    }
+
+    /// A success decided here: nothing left to do at the destination.
+    pub fn done(why: &str) -> Answer {
+        Answer {
+            status: Some(200),
+            retry_after: None,
+            json: serde_json::Value::Null,
+            detail: why.to_string(),
+            reason: FailureReason::HttpStatus,
+        }
     }
 
     /// A refusal decided here (an answer the API should not have given).
@@ -98,6 +109,26 @@ impl Link {
 
     pub fn destination(&self) -> &dyn Destination {
         self.dest.as_ref()
+    }
+
+    /// The clock's now (cache expiry in destinations).
+    pub fn now(&self) -> crate::domain::Timestamp {
+        self.clock.now()
+    }
+
+    /// The stored id of `row`'s incident's ticket here, if one is known.
+    pub async fn stored_ticket(&self, row: &OutboxRow) -> Result<Option<String>, StoreError> {
+        self.store
+            .outbound_ref(&self.name, row.message.incident.id)
+            .await
+    }
+
+    /// Store `id` as the ticket of `row`'s incident here (replacing one
+    /// that can no longer follow it).
+    pub async fn remember(&self, row: &OutboxRow, id: &str) -> Result<(), StoreError> {
+        self.store
+            .set_outbound_ref(&self.name, row.message.incident.id, id)
+            .await
     }
 
     /// One HTTP call (`delivery` names the outbox row for webhooks).
@@ -183,8 +214,7 @@ impl Link {
         row: &OutboxRow,
         calls: impl FnOnce() -> TicketCalls,
     ) -> Result<Ticket, StoreError> {
-        let inc: IncidentId = row.message.incident.id;
-        if let Some(id) = self.store.outbound_ref(&self.name, inc).await? {
+        if let Some(id) = self.stored_ticket(row).await? {
             return Ok(Ticket::Known(id));
         }
         let calls = calls();
@@ -193,7 +223,7 @@ impl Link {
             return Ok(Ticket::Done(looked));
         }
         if let Some(id) = (calls.found)(&looked.json) {
-            self.store.set_outbound_ref(&self.name, inc, &id).await?;
+            self.remember(row, &id).await?;
             return Ok(Ticket::Known(id));
         }
         let made = self.call(&calls.create, row.id).await;
@@ -203,7 +233,7 @@ impl Link {
         let Some(id) = (calls.created)(&made.json) else {
             return Ok(Ticket::Done(Answer::refused(calls.no_id)));
         };
-        self.store.set_outbound_ref(&self.name, inc, &id).await?;
+        self.remember(row, &id).await?;
         if row.message.kind == EventKind::Opened {
             return Ok(Ticket::Created(id, made));
         }

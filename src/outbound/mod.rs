@@ -26,6 +26,7 @@ pub mod sender;
 pub mod servicenow;
 pub mod settings;
 pub mod slack;
+pub mod template;
 pub mod webhook;
 
 pub use crate::domain::outbox::{EventKind, changes};

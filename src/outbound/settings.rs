@@ -22,8 +22,8 @@ pub enum DestinationKind {
     },
     ServiceNow {
         auth: ServiceNowAuth,
-        assignment_group: Option<String>,
-        close_code: String,
+        /// What the ticket's fields are filled with.
+        fields: super::servicenow::Fields,
     },
     Jira {
         auth: ServiceNowAuth,

@@ -10,6 +10,7 @@ pub mod contracts;
 pub mod daemon;
 pub mod drain;
 pub mod pg;
+pub mod servicenow;
 pub mod tls;
 
 use std::fs::File;
