@@ -1179,7 +1179,7 @@ async fn a_wide_outage_is_accepted_by_jira() {
          service_desk_id = \"1\"\nrequest_type_id = \"10\"\nbackoff_base = \"20ms\"\nbackoff_max = \"100ms\"\n"
     );
     let mut cfg = config(dir.path(), &dest);
-    cfg.cmdb = Some(wide_cmdb(dir.path()));
+    cfg.cmdb = Some(support::wide_cmdb(dir.path()));
     let r = start(&cfg).await;
     let long: String = "Primary <db> & replicas > lag;\n"
         .chars()
@@ -1255,7 +1255,7 @@ async fn servicenow_fields_meet_the_instance_policies() {
          [outbound.destinations.fields]\nu_incidentd_services = \"{{services}}\"\n"
     );
     let mut cfg = config(dir.path(), &dest);
-    cfg.cmdb = Some(wide_cmdb(dir.path()));
+    cfg.cmdb = Some(support::wide_cmdb(dir.path()));
     let r = start(&cfg).await;
     let long: String = "Primary <db> & replicas > lag; "
         .chars()
@@ -1329,7 +1329,7 @@ async fn servicenow_fields_meet_the_instance_policies() {
          assignment_group = \"No Such Team\"\ncaller = \"svc-monitoring\"\n"
     );
     let mut cfg = config(dir.path(), &dest);
-    cfg.cmdb = Some(wide_cmdb(dir.path()));
+    cfg.cmdb = Some(support::wide_cmdb(dir.path()));
     let r = start(&cfg).await;
     let id = open(&r, "NoCategory").await;
     wait_timeline(&r, id, "the data policy's refusal", |e| {
@@ -2531,26 +2531,6 @@ async fn finished_messages_are_pruned_after_the_retention() {
     r.shutdown().await;
 }
 
-/// A CMDB where one database carries 40 business services (each an
-/// application depending on it): the widest outage a destination meets.
-fn wide_cmdb(dir: &Path) -> std::path::PathBuf {
-    let mut y = String::from("version: 1\nservices:\n");
-    for i in 0..40 {
-        y.push_str(&format!(
-            "  - {{ id: business-service-number-{i:02}-of-the-catalog, tier: 1 }}\n"
-        ));
-    }
-    y.push_str("cis:\n  - { id: main-db, class: database, match: { job: postgres } }\n");
-    for i in 0..40 {
-        y.push_str(&format!(
-            "  - {{ id: app-{i:02}, class: application, service: business-service-number-{i:02}-of-the-catalog, depends_on: [main-db] }}\n"
-        ));
-    }
-    let file = dir.join("cmdb.yaml");
-    std::fs::write(&file, y).expect("write cmdb");
-    file
-}
-
 /// Opens, raises, acknowledges and resolves an incident whose root carries
 /// 40 services and whose title is 2,000 characters long (and full of the
 /// characters chat formats treat specially) through `destinations`; every
@@ -2558,7 +2538,7 @@ fn wide_cmdb(dir: &Path) -> std::path::PathBuf {
 async fn wide_outage_through(destinations: &str, fakes: &[(&str, &Fake)]) {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut cfg = config(dir.path(), destinations);
-    let cmdb = wide_cmdb(dir.path());
+    let cmdb = support::wide_cmdb(dir.path());
     cfg.cmdb = Some(cmdb);
     let r = start(&cfg).await;
     let long: String = "Primary <db> & replicas > lag; "

@@ -584,7 +584,7 @@ async fn tls_front(leaf: &support::tls::Issued, upstream: &str) -> String {
 
 /// Every configured secret, each made of parts no log line would contain
 /// by chance.
-const SECRETS: [&str; 9] = [
+const SECRETS: [&str; 10] = [
     "PdS3cretRoutingKey00000000000042",
     "T0SECRETWS/B0SECRETWS/slackHookPathS3cret",
     "SnPassw0rdS3cret",
@@ -594,6 +594,7 @@ const SECRETS: [&str; 9] = [
     "ProxyPassS3cret",
     "IngestTokenS3cret",
     "UrlUserinfoS3cret",
+    "xoxb-SlackBotTokenS3cret",
 ];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -628,6 +629,15 @@ backoff_max = "500ms"
 name = "slack"
 kind = "slack"
 url = "http://{closed}/services/{slack_path}"
+backoff_base = "100ms"
+backoff_max = "500ms"
+
+[[outbound.destinations]]
+name = "slackapp"
+kind = "slack"
+url = "http://{closed}/api"
+bot_token = "{bot}"
+channel = "C0SECRETS1"
 backoff_base = "100ms"
 backoff_max = "500ms"
 
@@ -668,6 +678,7 @@ backoff_max = "500ms"
             query = SECRETS[5],
             wh = SECRETS[3],
             og = SECRETS[4],
+            bot = SECRETS[9],
         ),
     );
     let auth_client = reqwest::Client::builder()
@@ -695,7 +706,7 @@ backoff_max = "500ms"
     let mut m = String::new();
     support::wait_until("failures at every destination", Duration::from_secs(30), async || {
         m = d.metrics().await;
-        ["pd", "slack", "snow", "hook", "genie"].iter().all(|dest| {
+        ["pd", "slack", "slackapp", "snow", "hook", "genie"].iter().all(|dest| {
             m.lines()
                 .filter(|l| {
                     l.starts_with(&format!(

@@ -174,7 +174,10 @@ fn credential(d: &DestinationConfig) -> Result<Credential> {
         DestinationKind::PagerDuty { routing_key: s }
         | DestinationKind::Opsgenie { api_key: s, .. }
         | DestinationKind::Webhook { secret: s } => Credential::Key(read(s)?),
-        DestinationKind::Slack => Credential::None,
+        // An incoming webhook's URL is its credential; an app's bot token
+        // goes as a bearer header.
+        DestinationKind::Slack { app: None } => Credential::None,
+        DestinationKind::Slack { app: Some(app) } => Credential::Bearer(read(&app.bot_token)?),
         DestinationKind::ServiceNow { auth, .. } | DestinationKind::Jira { auth, .. } => match auth
         {
             config::ServiceNowAuth::Basic { user, password } => Credential::Basic {

@@ -1291,6 +1291,84 @@ mod tests {
     }
 
     #[test]
+    fn slack_app_mode_takes_a_bot_token_and_a_channel_id() {
+        use crate::outbound::settings::{DestinationKind, SlackApp};
+        let slack = |extra: &str| {
+            format!("[[outbound.destinations]]\nname = \"chat\"\nkind = \"slack\"\n{extra}\n")
+        };
+        let c = parse(&slack(
+            "bot_token = \"xoxb-1-2-abc\"\nchannel = \"C0123456789\"",
+        ))
+        .unwrap();
+        let d = &c.outbound[0];
+        assert_eq!(
+            d.kind,
+            DestinationKind::Slack {
+                app: Some(SlackApp {
+                    bot_token: Secret::Inline("xoxb-1-2-abc".into()),
+                    channel: "C0123456789".into(),
+                })
+            }
+        );
+        assert_eq!(d.url, "https://slack.com/api");
+        // The Web API's path is no secret; a hook's is.
+        assert_eq!(d.display_url(), "https://slack.com/api");
+        assert_eq!((d.rate_limit, d.burst), (1.0, 3));
+        let c = parse(&slack(
+            "url = \"https://hooks.slack.com/services/T0/B0/SECRET\"",
+        ))
+        .unwrap();
+        assert_eq!(c.outbound[0].kind, DestinationKind::Slack { app: None });
+        assert!(!c.outbound[0].display_url().contains("SECRET"));
+        assert_eq!((c.outbound[0].rate_limit, c.outbound[0].burst), (1.0, 3));
+        let c = parse(&slack(
+            "bot_token_file = \"/run/secrets/slack\"\nchannel = \"G01ABCDEF23\"\nurl = \"http://127.0.0.1:9/api\"",
+        ))
+        .unwrap();
+        assert_eq!(c.outbound[0].url, "http://127.0.0.1:9/api");
+        for (extra, field, says) in [
+            (
+                "bot_token = \"xoxb-1\"",
+                "channel",
+                "required with bot_token",
+            ),
+            (
+                "url = \"https://hooks.slack.com/x\"\nchannel = \"C0123456789\"",
+                "bot_token",
+                "channel needs bot_token",
+            ),
+            (
+                "bot_token = \"xoxb-1\"\nbot_token_file = \"/t\"\nchannel = \"C0123456789\"",
+                "bot_token",
+                "not both",
+            ),
+            (
+                "bot_token = \"xoxb-1\"\nchannel = \"#ops\"",
+                "channel",
+                "not its name",
+            ),
+            (
+                "bot_token = \"xoxb-1\"\nchannel = \"C0123456789\"\nurl = \"https://hooks.slack.com/services/T/B/X\"",
+                "url",
+                "not an incoming webhook",
+            ),
+            ("", "url", "required"),
+        ] {
+            let e = parse(&slack(extra)).unwrap_err().to_string();
+            assert!(
+                e.contains(&format!("outbound.destinations[0].{field}")) && e.contains(says),
+                "{extra}: {e}"
+            );
+        }
+        let e = parse(
+            "[[outbound.destinations]]\nname = \"pd\"\nkind = \"pagerduty\"\nrouting_key = \"k\"\nchannel = \"C0123456789\"\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("outbound.destinations[0].channel"), "{e}");
+    }
+
+    #[test]
     fn defaults_without_file() {
         let c = validate(RawConfig::default(), &Overrides::default()).unwrap();
         assert_eq!(c.listen.to_string(), "127.0.0.1:9797");

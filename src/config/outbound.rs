@@ -111,6 +111,11 @@ pub struct RawDestination {
     pub poll_interval: Option<String>,
     /// Slack: a link to the incident (`{id}` is replaced), e.g. a UI.
     pub incident_url: Option<String>,
+    /// Slack app mode: the app's bot token (`xoxb-…`) and the ID of the
+    /// channel it posts to; without them, `url` is an incoming webhook.
+    pub bot_token: Option<String>,
+    pub bot_token_file: Option<PathBuf>,
+    pub channel: Option<String>,
     pub rate_limit: Option<f64>,
     pub burst: Option<u32>,
     pub timeout: Option<String>,
@@ -331,7 +336,7 @@ pub fn destinations(errs: &mut Vec<FieldError>, raw: &RawOutbound) -> Vec<Destin
                         responders,
                     }
                 }),
-            Some("slack") => Some(DestinationKind::Slack),
+            Some("slack") => slack(errs, at, d).map(|app| DestinationKind::Slack { app }),
             Some("webhook") => required(errs, at, "secret", secret(&d.secret, &d.secret_file))
                 .map(|secret| DestinationKind::Webhook { secret }),
             Some("servicenow") => {
@@ -389,9 +394,11 @@ pub fn destinations(errs: &mut Vec<FieldError>, raw: &RawOutbound) -> Vec<Destin
                 None
             }
         };
+        let slack_app = d.bot_token.is_some() || d.bot_token_file.is_some();
         let default_url = match d.kind.as_deref() {
             Some("pagerduty") => Some("https://events.pagerduty.com"),
             Some("opsgenie") => Some("https://api.opsgenie.com"),
+            Some("slack") if slack_app => Some(crate::outbound::slack::WEB_API),
             _ => None,
         };
         let url = match d.url.as_deref().or(default_url) {
@@ -415,9 +422,20 @@ pub fn destinations(errs: &mut Vec<FieldError>, raw: &RawOutbound) -> Vec<Destin
                 String::new()
             }
         };
+        if d.kind.as_deref() == Some("slack") && slack_app && is_slack_hook(&url) {
+            push(
+                errs,
+                at,
+                "url",
+                "with bot_token, url is the Web API (default https://slack.com/api), not an incoming webhook"
+                    .into(),
+            );
+        }
         // What each service documents it takes: PagerDuty's Events API v2
         // 120 events a minute per integration key; a Slack incoming webhook
-        // one message a second (short bursts allowed); the others 10/s.
+        // one message a second (short bursts allowed), and so the Web API's
+        // chat.postMessage per channel (chat.update, Tier 3, ~50 a minute,
+        // stays under it too); the others 10/s.
         let (default_rate, default_burst) = match d.kind.as_deref() {
             Some("pagerduty") => (2.0, 10),
             Some("slack") => (1.0, 3),
@@ -510,6 +528,24 @@ pub fn destinations(errs: &mut Vec<FieldError>, raw: &RawOutbound) -> Vec<Destin
             &d.breaker_cool_down,
             Duration::from_secs(30),
         );
+        if d.kind.as_deref() != Some("slack") {
+            if slack_app {
+                push(
+                    errs,
+                    at,
+                    "bot_token",
+                    "only slack destinations take it".into(),
+                );
+            }
+            if d.channel.is_some() {
+                push(
+                    errs,
+                    at,
+                    "channel",
+                    "only slack destinations take it".into(),
+                );
+            }
+        }
         let inbound_token = match secret(&d.inbound_token, &d.inbound_token_file) {
             Ok(t) => t,
             Err(m) => {
@@ -627,6 +663,80 @@ pub fn destinations(errs: &mut Vec<FieldError>, raw: &RawOutbound) -> Vec<Destin
         }
     }
     out
+}
+
+/// A `slack` destination's app settings: `bot_token(_file)` and `channel`
+/// together (app mode), or neither (incoming webhook); `None` when they
+/// are wrong (reported in `errs`).
+fn slack(
+    errs: &mut Vec<FieldError>,
+    at: &str,
+    d: &RawDestination,
+) -> Option<Option<crate::outbound::settings::SlackApp>> {
+    let token = match secret(&d.bot_token, &d.bot_token_file) {
+        Ok(t) => t,
+        Err(m) => {
+            push(errs, at, "bot_token", m);
+            return None;
+        }
+    };
+    match (token, &d.channel) {
+        (None, None) => Some(None),
+        (Some(_), None) => {
+            push(
+                errs,
+                at,
+                "channel",
+                "required with bot_token: the ID of the channel to post to (C0123456789)".into(),
+            );
+            None
+        }
+        (None, Some(_)) => {
+            push(
+                errs,
+                at,
+                "bot_token",
+                "channel needs bot_token (or bot_token_file): an incoming webhook posts to its own channel"
+                    .into(),
+            );
+            None
+        }
+        (Some(bot_token), Some(channel)) if is_channel_id(channel) => {
+            Some(Some(crate::outbound::settings::SlackApp {
+                bot_token,
+                channel: channel.clone(),
+            }))
+        }
+        (Some(_), Some(channel)) => {
+            push(
+                errs,
+                at,
+                "channel",
+                format!(
+                    "{channel:?}: the channel's ID (C0123456789, in the channel's details), not its name: chat.update takes only IDs"
+                ),
+            );
+            None
+        }
+    }
+}
+
+/// A Slack conversation ID of a channel: `C` (public) or `G` (private, as
+/// older workspaces name them) and upper-case letters and digits.
+fn is_channel_id(s: &str) -> bool {
+    s.len() >= 9
+        && s.len() <= 24
+        && s.starts_with(['C', 'G'])
+        && s.bytes()
+            .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit())
+}
+
+/// Is `url` a Slack incoming webhook (the wrong URL for app mode)?
+fn is_slack_hook(url: &str) -> bool {
+    reqwest::Url::parse(url)
+        .ok()
+        .and_then(|u| u.host_str().map(str::to_ascii_lowercase))
+        .is_some_and(|h| h.starts_with("hooks.slack"))
 }
 
 /// Which Jira a `jira` destination talks to: as set, else by its host.

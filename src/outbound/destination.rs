@@ -23,10 +23,25 @@ pub struct Call<'a> {
 
 pub trait Destination: Send + Sync + 'static {
     /// The credential its calls carry as HTTP authorization (ServiceNow,
-    /// Jira); none by default: PagerDuty's rides in the body, Slack's in
-    /// the URL.
+    /// Jira, a Slack app's bot token); none by default: PagerDuty's rides
+    /// in the body, a Slack incoming webhook's in the URL.
     fn credential(&self) -> Option<&Credential> {
         None
+    }
+
+    /// The `Content-Type` of its JSON bodies (Slack's Web API wants the
+    /// charset named).
+    fn content_type(&self) -> &'static str {
+        "application/json"
+    }
+
+    /// What an answer to `req` means, before anyone judges it: an API that
+    /// reports failures inside a 200 (Slack's `"ok": false`) turns them
+    /// into the failing answer they are here, so that no caller counts
+    /// them delivered. As received by default.
+    fn interpret(&self, req: &Request, answer: Answer) -> Answer {
+        let _ = req;
+        answer
     }
 
     /// Add the authorization (and any signature over the body) to a call:
@@ -122,8 +137,13 @@ pub fn build(cfg: &DestinationConfig, credential: Credential) -> Arc<dyn Destina
             api_key: credential.key(),
             responders: responders.clone(),
         }),
-        DestinationKind::Slack => Arc::new(super::slack::Slack {
+        DestinationKind::Slack { app: None } => Arc::new(super::slack::Slack {
             incident_url: cfg.incident_url.clone(),
+        }),
+        DestinationKind::Slack { app: Some(app) } => Arc::new(super::slack::SlackApp {
+            channel: app.channel.clone(),
+            incident_url: cfg.incident_url.clone(),
+            credential,
         }),
         DestinationKind::Webhook { .. } => Arc::new(super::webhook::Webhook {
             secret: credential.key(),

@@ -290,9 +290,9 @@ impl Destination for Jira {
             let ticket = link
                 .ticket(row, || TicketCalls {
                     lookup: search(inc, self.deployment),
-                    found: found_key,
+                    found: Box::new(found_key),
                     create: create(inc, &self.target),
-                    created: created_key,
+                    created: Box::new(created_key),
                     no_id: "the create answered without an issue key",
                 })
                 .await?;

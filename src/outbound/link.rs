@@ -1,7 +1,8 @@
 //! The HTTP side of one destination, shared by its deliveries and its
 //! ticket reads: one call with the destination's authorization, its
 //! answer classified, and the ticket identity (ServiceNow `sys_id`, Jira
-//! issue key) found or made once and remembered in the store.
+//! issue key, a Slack app's message) found or made once and remembered in
+//! the store.
 
 use super::destination::{Call, Destination};
 use super::{EventKind, Method, Request, retry};
@@ -75,13 +76,17 @@ pub enum Ticket {
     Done(Answer),
 }
 
+/// Reads a ticket id from an answer (a closure: a Slack message is found
+/// by the incident's key, which the answer does not repeat).
+pub type ReadId = Box<dyn Fn(&serde_json::Value) -> Option<String> + Send + Sync>;
+
 /// How a ticket is found by the incident's key, and read from a create's
 /// answer.
 pub struct TicketCalls {
     pub lookup: Request,
-    pub found: fn(&serde_json::Value) -> Option<String>,
+    pub found: ReadId,
     pub create: Request,
-    pub created: fn(&serde_json::Value) -> Option<String>,
+    pub created: ReadId,
     /// The refusal when a create answers without an id.
     pub no_id: &'static str,
 }
@@ -123,8 +128,9 @@ impl Link {
             .await
     }
 
-    /// Store `id` as the ticket of `row`'s incident here (replacing one
-    /// that can no longer follow it).
+    /// Store `id` as the ticket of `row`'s incident here, replacing one
+    /// that can no longer follow it (a ServiceNow ticket closed there, a
+    /// Slack message deleted and posted again).
     pub async fn remember(&self, row: &OutboxRow, id: &str) -> Result<(), StoreError> {
         self.store
             .set_outbound_ref(&self.name, row.message.incident.id, id)
@@ -160,7 +166,7 @@ impl Link {
         rb = self.dest.authorize(rb, &call);
         if let Some(b) = body {
             rb = rb
-                .header(reqwest::header::CONTENT_TYPE, "application/json")
+                .header(reqwest::header::CONTENT_TYPE, self.dest.content_type())
                 .body(b);
         }
         let started = std::time::Instant::now();
@@ -169,7 +175,7 @@ impl Link {
             .duration
             .with_label_values(&[&self.name])
             .observe(started.elapsed().as_secs_f64());
-        match answer {
+        let answer = match answer {
             Ok(resp) => {
                 let status = resp.status().as_u16();
                 let retry_after = resp
@@ -201,7 +207,8 @@ impl Link {
                     crate::net::chain(&e.without_url())
                 ),
             },
-        }
+        };
+        self.dest.interpret(req, answer)
     }
 
     /// The id of the ticket of `row`'s incident at this destination: the

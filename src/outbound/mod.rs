@@ -8,8 +8,9 @@
 //! Idempotency lives in the requests themselves, so that a retry after a
 //! lost answer changes nothing downstream: PagerDuty and Opsgenie act by a
 //! key derived from the incident id (`dedup_key`, `alias`), ServiceNow is
-//! looked up by `correlation_id` before a create, and the generic webhook
-//! carries a delivery id that receivers deduplicate on.
+//! looked up by `correlation_id` before a create, a Slack app's message by
+//! the metadata it carries before a post, and the generic webhook carries
+//! a delivery id that receivers deduplicate on.
 
 pub mod destination;
 pub mod inbound;

@@ -510,9 +510,9 @@ impl Destination for ServiceNow {
                     let ticket = link
                         .ticket(row, || TicketCalls {
                             lookup: lookup(inc),
-                            found: sys_id,
+                            found: Box::new(sys_id),
                             create: create(inc, &self.fields, &values, &notes),
-                            created: sys_id,
+                            created: Box::new(sys_id),
                             no_id: "the create answered without a sys_id",
                         })
                         .await?;

@@ -16,7 +16,11 @@ pub enum DestinationKind {
         api_key: Secret,
         responders: Vec<super::opsgenie::Responder>,
     },
-    Slack,
+    /// An incoming webhook (`app` unset: the URL is the credential), or a
+    /// Slack app posting with its bot token.
+    Slack {
+        app: Option<SlackApp>,
+    },
     Webhook {
         secret: Secret,
     },
@@ -39,7 +43,7 @@ impl DestinationKind {
         match self {
             DestinationKind::PagerDuty { .. } => "pagerduty",
             DestinationKind::Opsgenie { .. } => "opsgenie",
-            DestinationKind::Slack => "slack",
+            DestinationKind::Slack { .. } => "slack",
             DestinationKind::Webhook { .. } => "webhook",
             DestinationKind::ServiceNow { .. } => "servicenow",
             DestinationKind::Jira { .. } => "jira",
@@ -47,12 +51,22 @@ impl DestinationKind {
     }
 }
 
+/// A Slack app's side of a `slack` destination: the bot token its Web API
+/// calls carry and the channel (its ID: `chat.update` takes no name) the
+/// incidents' messages go to.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SlackApp {
+    pub bot_token: Secret,
+    pub channel: String,
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct DestinationConfig {
     pub name: String,
     pub kind: DestinationKind,
-    /// Base URL (PagerDuty, Opsgenie) or the endpoint itself (Slack,
-    /// webhook); requests never go anywhere else.
+    /// Base URL (PagerDuty, Opsgenie, the Slack Web API) or the endpoint
+    /// itself (a Slack incoming webhook, webhook); requests never go
+    /// anywhere else.
     pub url: String,
     pub incident_url: Option<String>,
     pub routes: Vec<Route>,
@@ -78,10 +92,11 @@ pub struct DestinationConfig {
 
 impl DestinationConfig {
     /// The URL as logs and `check` may show it: without userinfo
-    /// passwords, secret query values, or a Slack hook's path.
+    /// passwords, secret query values, or a Slack hook's path (the Web
+    /// API's path is no secret: the bot token rides in a header).
     pub fn display_url(&self) -> String {
         match self.kind {
-            DestinationKind::Slack => crate::net::redact::redact_url_path(&self.url),
+            DestinationKind::Slack { app: None } => crate::net::redact::redact_url_path(&self.url),
             _ => crate::net::redact_url(&self.url),
         }
     }

@@ -99,11 +99,20 @@ pub fn slack_webhook(body: &[u8]) -> Result<(), Refusal> {
     if chars(&b["text"]) == 0 && blocks.is_empty() {
         return refuse("no_text");
     }
-    if blocks.len() > 50 {
+    if !blocks_ok(&blocks) {
         return refuse("invalid_blocks");
     }
-    for block in &blocks {
-        let ok = match block["type"].as_str() {
+    Ok(())
+}
+
+/// Block Kit's limits (https://api.slack.com/reference/block-kit/blocks),
+/// the same for incoming webhooks and the Web API: at most 50 blocks;
+/// `header` plain text of 1..=150 characters; `section` text 1..=3000, at
+/// most 10 `fields` of 1..=2000 each, and one of the two; `context` 1..=10
+/// elements; no unknown block type.
+fn blocks_ok(blocks: &[Value]) -> bool {
+    blocks.len() <= 50
+        && blocks.iter().all(|block| match block["type"].as_str() {
             Some("header") => {
                 block["text"]["type"] == "plain_text"
                     && (1..=150).contains(&chars(&block["text"]["text"]))
@@ -124,12 +133,127 @@ pub fn slack_webhook(body: &[u8]) -> Result<(), Refusal> {
                 .is_some_and(|e| (1..=10).contains(&e.len())),
             Some("divider" | "actions" | "image" | "rich_text") => true,
             _ => false,
-        };
-        if !ok {
-            return refuse("invalid_blocks");
+        })
+}
+
+/// What a Slack workspace knows, for [`slack_web_api`]: the app's bot
+/// token, the channels it may post to, and whether a message exists.
+pub struct SlackWorkspace<'a> {
+    pub token: &'a str,
+    pub channels: &'a [String],
+    pub message_exists: &'a dyn Fn(&str, &str) -> bool,
+}
+
+/// The Slack Web API as incidentd calls it, one request at a time:
+/// `chat.postMessage` (https://api.slack.com/methods/chat.postMessage),
+/// `chat.update` (https://api.slack.com/methods/chat.update),
+/// `conversations.history`
+/// (https://api.slack.com/methods/conversations.history) and
+/// `conversations.replies`, blocks by the Block Kit reference
+/// (https://api.slack.com/reference/block-kit/blocks). Slack answers a
+/// refused call with HTTP 200 and `{"ok": false, "error": "…"}`: no token
+/// is `not_authed`, a wrong one `invalid_auth`; a missing or unknown
+/// `channel` is `channel_not_found`; a message needs `text` or `blocks`
+/// (`no_text`); `text` over 40,000 characters is `msg_too_long`; blocks
+/// over Block Kit's limits are `invalid_blocks`; `metadata` needs a string
+/// `event_type` and an object `event_payload` (`invalid_metadata_format`);
+/// `chat.update` needs the `ts` of an existing message
+/// (`message_not_found`); a reply's `thread_ts` and the `ts` of
+/// `conversations.replies` must name an existing message
+/// (`thread_not_found`, the error Slack's thread methods use). JSON bodies
+/// need `Content-Type: application/json`. An unknown method is HTTP 404
+/// `unknown_method`. `args` are the query's (GET) or the JSON body's
+/// (POST) arguments.
+pub fn slack_web_api(
+    ws: &SlackWorkspace<'_>,
+    http_method: &str,
+    method: &str,
+    headers: &HeaderMap,
+    query: &str,
+    body: &[u8],
+) -> Result<Value, Refusal> {
+    let fail = |error: &str| Err((200, json!({"ok": false, "error": error})));
+    let post = match (method, http_method) {
+        ("chat.postMessage" | "chat.update", "POST") => true,
+        ("conversations.history" | "conversations.replies", "GET") => false,
+        _ => return Err((404, json!({"ok": false, "error": "unknown_method"}))),
+    };
+    match headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+    {
+        None => return fail("not_authed"),
+        Some(t) if t != ws.token => return fail("invalid_auth"),
+        Some(_) => {}
+    }
+    let args: Value = if post {
+        if !is_json(headers) {
+            return fail("invalid_post_type");
+        }
+        match serde_json::from_slice::<Value>(body) {
+            Ok(v) if v.is_object() => v,
+            _ => return fail("invalid_json"),
+        }
+    } else {
+        let pairs: serde_json::Map<String, Value> = form_urlencoded_pairs(query);
+        Value::Object(pairs)
+    };
+    let channel = args["channel"].as_str().unwrap_or_default();
+    if !ws.channels.iter().any(|c| c == channel) {
+        return fail("channel_not_found");
+    }
+    match method {
+        "conversations.history" => Ok(args),
+        "conversations.replies" => {
+            let ts = args["ts"].as_str().unwrap_or_default();
+            if (ws.message_exists)(channel, ts) {
+                Ok(args)
+            } else {
+                fail("thread_not_found")
+            }
+        }
+        _ => {
+            let text = chars(&args["text"]);
+            let blocks = args["blocks"].as_array().cloned().unwrap_or_default();
+            if text == 0 && blocks.is_empty() {
+                return fail("no_text");
+            }
+            if text > 40_000 {
+                return fail("msg_too_long");
+            }
+            if !(args["blocks"].is_null() || args["blocks"].is_array()) || !blocks_ok(&blocks) {
+                return fail("invalid_blocks");
+            }
+            let m = &args["metadata"];
+            let metadata_ok =
+                m.is_null() || (m["event_type"].is_string() && m["event_payload"].is_object());
+            if !metadata_ok {
+                return fail("invalid_metadata_format");
+            }
+            if method == "chat.update" {
+                let ts = args["ts"].as_str().unwrap_or_default();
+                if !(ws.message_exists)(channel, ts) {
+                    return fail("message_not_found");
+                }
+            } else if let Some(thread) = args.get("thread_ts") {
+                let ts = thread.as_str().unwrap_or_default();
+                if !(ws.message_exists)(channel, ts) {
+                    return fail("thread_not_found");
+                }
+            }
+            Ok(args)
         }
     }
-    Ok(())
+}
+
+/// A query string's pairs, decoded, as JSON strings.
+fn form_urlencoded_pairs(query: &str) -> serde_json::Map<String, Value> {
+    serde_urlencoded::from_str::<Vec<(String, String)>>(query)
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(k, v)| (k, Value::String(v)))
+        .collect()
 }
 
 /// Opsgenie Alert API, create alert `POST /v2/alerts`

@@ -428,3 +428,24 @@ pub fn config_in(dir: &Path, toml: &str) -> incidentd::config::Config {
     c.engine.auto_resolve_hold = Duration::ZERO;
     c
 }
+
+/// A CMDB where one database carries 40 business services (each an
+/// application depending on it): the widest outage a destination meets
+/// (alerts with `job="postgres"` bind to it).
+pub fn wide_cmdb(dir: &Path) -> PathBuf {
+    let mut y = String::from("version: 1\nservices:\n");
+    for i in 0..40 {
+        y.push_str(&format!(
+            "  - {{ id: business-service-number-{i:02}-of-the-catalog, tier: 1 }}\n"
+        ));
+    }
+    y.push_str("cis:\n  - { id: main-db, class: database, match: { job: postgres } }\n");
+    for i in 0..40 {
+        y.push_str(&format!(
+            "  - {{ id: app-{i:02}, class: application, service: business-service-number-{i:02}-of-the-catalog, depends_on: [main-db] }}\n"
+        ));
+    }
+    let file = dir.join("cmdb.yaml");
+    std::fs::write(&file, y).expect("write cmdb");
+    file
+}
