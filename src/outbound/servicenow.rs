@@ -20,6 +20,7 @@ pub const TABLE: &str = "/api/now/table/incident";
 /// array means none.
 pub fn lookup(inc: &Incident) -> Request {
     Request {
+        base: super::Base::Url,
         method: Method::Get,
         path: format!(
             "{TABLE}?sysparm_query=correlation_id%3D{}&sysparm_fields=sys_id%2Cnumber%2Cstate&sysparm_limit=1",
@@ -100,6 +101,7 @@ pub fn update(
         }
     }
     Request {
+        base: super::Base::Url,
         method: Method::Patch,
         path: format!("{TABLE}/{sys_id}"),
         body: Some(body),
