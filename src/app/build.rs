@@ -171,7 +171,17 @@ fn token(s: &Option<Secret>, what: &str) -> Result<Option<String>> {
 fn credential(d: &DestinationConfig) -> Result<Credential> {
     let read = |s: &Secret| secret(s, &d.name);
     Ok(match &d.kind {
-        DestinationKind::PagerDuty { routing_key: s }
+        DestinationKind::PagerDuty {
+            routing_key,
+            rest: Some(rest),
+        } => Credential::KeyAndToken {
+            key: read(routing_key)?,
+            token: secret(&rest.api_token, &format!("{} REST API", d.name))?,
+        },
+        DestinationKind::PagerDuty {
+            routing_key: s,
+            rest: None,
+        }
         | DestinationKind::Opsgenie { api_key: s, .. }
         | DestinationKind::Webhook { secret: s } => Credential::Key(read(s)?),
         // An incoming webhook's URL is its credential; an app's bot token

@@ -231,6 +231,20 @@ pub fn check_connections(cfg: &Config) -> ConnectionReport {
                 d.display_url()
             ));
         }
+        if let Some(api) = d.api_url() {
+            if api.starts_with("https://")
+                && !d.url.starts_with("https://")
+                && let Some(e) = net::tls::trust_problem(&d.net.tls)
+            {
+                r.errors.push(format!("{at}: {e}"));
+            }
+            if api.starts_with("http://") && !loopback(api) {
+                r.warnings.push(format!(
+                    "{at}: api_url {} is plain http:// to another host: the REST API key would travel unencrypted",
+                    net::redact_url(api)
+                ));
+            }
+        }
     }
     if let Some(sn) = &cfg.servicenow {
         if let Err(e) = client_options(&sn.net, sn.timeout, "cmdb.servicenow")

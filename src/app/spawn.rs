@@ -264,6 +264,7 @@ impl Ctx<'_> {
             destination = %d_cfg.name,
             kind = d_cfg.kind.as_str(),
             url = %d_cfg.display_url(),
+            api_url = ?d_cfg.api_url().map(crate::net::redact_url),
             ca_file = ?d_cfg.net.tls.ca_file,
             client_cert = d_cfg.net.tls.client_cert.is_some(),
             proxy = %proxy_summary(&d_cfg.net.proxy),

@@ -9,6 +9,7 @@ use crate::domain::outbox::Route;
 use crate::outbound::retry::Backoff;
 pub use crate::outbound::settings::{DestinationConfig, DestinationKind};
 use serde::Deserialize;
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -47,6 +48,15 @@ pub struct RawDestination {
     pub url: Option<String>,
     pub routing_key: Option<String>,
     pub routing_key_file: Option<PathBuf>,
+    /// PagerDuty: a REST API key (`api_token(_file)`) makes the priority
+    /// and urgency of its incidents follow incidentd's; `api_url` is that
+    /// API's base, `from` the email of the user the updates are made as,
+    /// `priority_names` the account's names for P1..P5.
+    pub api_token: Option<String>,
+    pub api_token_file: Option<PathBuf>,
+    pub api_url: Option<String>,
+    pub from: Option<String>,
+    pub priority_names: BTreeMap<String, String>,
     pub api_key: Option<String>,
     pub api_key_file: Option<PathBuf>,
     pub secret: Option<String>,
@@ -315,13 +325,16 @@ pub fn destinations(errs: &mut Vec<FieldError>, raw: &RawOutbound) -> Vec<Destin
             );
         }
         let kind = match d.kind.as_deref() {
-            Some("pagerduty") => required(
-                errs,
-                at,
-                "routing_key",
-                secret(&d.routing_key, &d.routing_key_file),
-            )
-            .map(|routing_key| DestinationKind::PagerDuty { routing_key }),
+            Some("pagerduty") => {
+                let routing_key = required(
+                    errs,
+                    at,
+                    "routing_key",
+                    secret(&d.routing_key, &d.routing_key_file),
+                );
+                let rest = pagerduty_rest(errs, at, d);
+                routing_key.map(|routing_key| DestinationKind::PagerDuty { routing_key, rest })
+            }
             Some("opsgenie") => required(errs, at, "api_key", secret(&d.api_key, &d.api_key_file))
                 .map(|api_key| {
                     let mut responders = Vec::new();
@@ -402,21 +415,7 @@ pub fn destinations(errs: &mut Vec<FieldError>, raw: &RawOutbound) -> Vec<Destin
             _ => None,
         };
         let url = match d.url.as_deref().or(default_url) {
-            Some(u)
-                if (u.starts_with("https://") || u.starts_with("http://"))
-                    && reqwest::Url::parse(u).is_ok() =>
-            {
-                u.trim_end_matches('/').to_string()
-            }
-            Some(u) => {
-                push(
-                    errs,
-                    at,
-                    "url",
-                    format!("{:?} is not an http(s) URL", crate::net::redact_url(u)),
-                );
-                String::new()
-            }
+            Some(u) => http_url(errs, at, "url", u),
             None => {
                 push(errs, at, "url", "required for this kind".into());
                 String::new()
@@ -560,6 +559,25 @@ pub fn destinations(errs: &mut Vec<FieldError>, raw: &RawOutbound) -> Vec<Destin
                 "inbound_token",
                 "only servicenow and jira destinations send updates back".into(),
             );
+        }
+        if d.kind.as_deref() != Some("pagerduty") {
+            let rest = [
+                (
+                    "api_token",
+                    d.api_token.is_some() || d.api_token_file.is_some(),
+                ),
+                ("api_url", d.api_url.is_some()),
+                ("from", d.from.is_some()),
+                ("priority_names", !d.priority_names.is_empty()),
+            ];
+            for (field, _) in rest.iter().filter(|(_, set)| *set) {
+                push(
+                    errs,
+                    at,
+                    field,
+                    "only pagerduty destinations have a REST API setting".into(),
+                );
+            }
         }
         let inbound_secret = match secret(&d.inbound_secret, &d.inbound_secret_file) {
             Ok(t) => t,
@@ -737,6 +755,101 @@ fn is_slack_hook(url: &str) -> bool {
         .ok()
         .and_then(|u| u.host_str().map(str::to_ascii_lowercase))
         .is_some_and(|h| h.starts_with("hooks.slack"))
+}
+
+/// An http(s) base URL, without a trailing slash (empty after an error).
+fn http_url(errs: &mut Vec<FieldError>, at: &str, field: &str, u: &str) -> String {
+    if (u.starts_with("https://") || u.starts_with("http://")) && reqwest::Url::parse(u).is_ok() {
+        u.trim_end_matches('/').to_string()
+    } else {
+        push(
+            errs,
+            at,
+            field,
+            format!("{:?} is not an http(s) URL", crate::net::redact_url(u)),
+        );
+        String::new()
+    }
+}
+
+/// PagerDuty's REST API settings, when `api_token` is set; the others
+/// without it are an error (they would silently do nothing).
+fn pagerduty_rest(
+    errs: &mut Vec<FieldError>,
+    at: &str,
+    d: &RawDestination,
+) -> Option<crate::outbound::settings::PagerDutyRest> {
+    let api_token = match secret(&d.api_token, &d.api_token_file) {
+        Ok(Some(t)) => t,
+        Ok(None) => {
+            let without = [
+                ("api_url", d.api_url.is_some()),
+                ("from", d.from.is_some()),
+                ("priority_names", !d.priority_names.is_empty()),
+            ];
+            for (field, _) in without.iter().filter(|(_, set)| *set) {
+                push(
+                    errs,
+                    at,
+                    field,
+                    "needs api_token (or api_token_file): it is a REST API setting".into(),
+                );
+            }
+            return None;
+        }
+        Err(m) => {
+            push(errs, at, "api_token", m);
+            return None;
+        }
+    };
+    let api_url = http_url(
+        errs,
+        at,
+        "api_url",
+        d.api_url.as_deref().unwrap_or("https://api.pagerduty.com"),
+    );
+    // The `From` header: an email, one line (a header value cannot hold
+    // a line break).
+    let from = match d.from.as_deref().map(str::trim) {
+        Some(f)
+            if f.split_once('@')
+                .is_some_and(|(user, host)| !user.is_empty() && host.contains('.'))
+                && !f.chars().any(|c| c.is_whitespace() || c.is_control()) =>
+        {
+            f.to_string()
+        }
+        Some(f) => {
+            push(errs, at, "from", format!("{f:?} is not an email address"));
+            String::new()
+        }
+        None => {
+            push(
+                errs,
+                at,
+                "from",
+                "required with api_token: the email of the PagerDuty user the updates are made as"
+                    .into(),
+            );
+            String::new()
+        }
+    };
+    let mut priority_names = crate::outbound::pagerduty::DEFAULT_PRIORITY_NAMES.map(String::from);
+    for (key, name) in &d.priority_names {
+        let field = format!("priority_names.{key}");
+        match Priority::parse(key) {
+            Some(p) if !name.trim().is_empty() => {
+                priority_names[usize::from(p.get() - 1)] = name.trim().to_string();
+            }
+            Some(_) => push(errs, at, &field, "must not be empty".into()),
+            None => push(errs, at, &field, format!("{key:?}: one of P1..P5")),
+        }
+    }
+    Some(crate::outbound::settings::PagerDutyRest {
+        api_token,
+        api_url,
+        from,
+        priority_names,
+    })
 }
 
 /// Which Jira a `jira` destination talks to: as set, else by its host.

@@ -7,7 +7,7 @@
 use super::inbound::InboundUpdate;
 use super::link::{Answer, Link};
 use super::settings::{DestinationConfig, DestinationKind};
-use super::{EventKind, Request};
+use super::{Base, EventKind, Request};
 use crate::domain::{IncidentId, Timestamp};
 use crate::store::{BoxFuture, OutboxRow, StoreError};
 use reqwest::RequestBuilder;
@@ -19,6 +19,8 @@ pub struct Call<'a> {
     /// The outbox row it delivers.
     pub delivery: i64,
     pub now: Timestamp,
+    /// Which configured API it goes to.
+    pub base: Base,
 }
 
 pub trait Destination: Send + Sync + 'static {
@@ -52,6 +54,13 @@ pub trait Destination: Send + Sync + 'static {
             Some(c) => c.apply(rb),
             None => rb,
         }
+    }
+
+    /// The media type a call asks for: JSON by default; PagerDuty's REST
+    /// API versions itself by this header.
+    fn accept(&self, call: &Call<'_>) -> &'static str {
+        let _ = call;
+        "application/json"
     }
 
     /// Deliver one outbox message: its calls through `link`, the first
@@ -102,6 +111,12 @@ pub enum Credential {
     None,
     /// PagerDuty routing key, Opsgenie API key, webhook signing secret.
     Key(String),
+    /// PagerDuty with its REST API: the routing key (in each event's body)
+    /// and the REST API key (in the REST calls' header).
+    KeyAndToken {
+        key: String,
+        token: String,
+    },
     Basic {
         user: String,
         password: String,
@@ -115,14 +130,21 @@ impl Credential {
         match self {
             Credential::Basic { user, password } => rb.basic_auth(user, Some(password)),
             Credential::Bearer(token) => rb.bearer_auth(token),
-            Credential::Key(_) | Credential::None => rb,
+            Credential::Key(_) | Credential::KeyAndToken { .. } | Credential::None => rb,
         }
     }
 
     fn key(&self) -> String {
         match self {
-            Credential::Key(k) => k.clone(),
+            Credential::Key(k) | Credential::KeyAndToken { key: k, .. } => k.clone(),
             _ => String::new(),
+        }
+    }
+
+    fn token(&self) -> Option<String> {
+        match self {
+            Credential::KeyAndToken { token, .. } => Some(token.clone()),
+            _ => None,
         }
     }
 }
@@ -130,9 +152,17 @@ impl Credential {
 /// The destination `cfg` configures, with its credential.
 pub fn build(cfg: &DestinationConfig, credential: Credential) -> Arc<dyn Destination> {
     match &cfg.kind {
-        DestinationKind::PagerDuty { .. } => Arc::new(super::pagerduty::PagerDuty {
-            routing_key: credential.key(),
-        }),
+        DestinationKind::PagerDuty { rest, .. } => Arc::new(super::pagerduty::PagerDuty::new(
+            credential.key(),
+            rest.as_ref()
+                .zip(credential.token())
+                .map(|(rest, token)| super::pagerduty::Rest {
+                    token,
+                    from: rest.from.clone(),
+                    priority_names: rest.priority_names.clone(),
+                    retry_unauthorized: cfg.retry_unauthorized,
+                }),
+        )),
         DestinationKind::Opsgenie { responders, .. } => Arc::new(super::opsgenie::Opsgenie {
             api_key: credential.key(),
             responders: responders.clone(),

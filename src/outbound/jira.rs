@@ -140,6 +140,7 @@ pub fn search(inc: &Incident, deployment: Deployment) -> Request {
     let key = external_key(inc);
     let jql = format!("labels = \"{key}\" OR summary ~ \"\\\"{key}\\\"\"");
     Request {
+        base: super::Base::Url,
         method: Method::Get,
         path: deployment.search(&super::poll::escape(&jql), "key,status", 1),
         body: None,
@@ -150,6 +151,7 @@ pub fn search(inc: &Incident, deployment: Deployment) -> Request {
 /// changes nothing), by which polling and webhooks know the ticket.
 pub fn label(key: &str, inc: &Incident) -> Request {
     Request {
+        base: super::Base::Url,
         method: Method::Put,
         path: format!("/rest/api/2/issue/{key}"),
         body: Some(json!({ "update": { "labels": [ { "add": external_key(inc) } ] } })),
@@ -181,6 +183,7 @@ pub fn comment(key: &str, text: &str, target: &Target) -> Request {
 /// resolve transition often requires `resolution`).
 pub fn transitions(key: &str) -> Request {
     Request {
+        base: super::Base::Url,
         method: Method::Get,
         path: format!("/rest/api/2/issue/{key}/transitions?expand=transitions.fields"),
         body: None,

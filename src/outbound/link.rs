@@ -5,7 +5,7 @@
 //! the store.
 
 use super::destination::{Call, Destination};
-use super::{EventKind, Method, Request, retry};
+use super::{Base, EventKind, Method, Request, retry};
 use crate::domain::Clock;
 use crate::net::FailureReason;
 use crate::store::{Outbox, OutboxRow, StoreError};
@@ -16,13 +16,24 @@ use std::time::Duration;
 pub struct Link {
     /// The destination's configured name.
     pub name: String,
-    /// The base URL every request's path is relative to.
-    url: String,
+    /// The base URLs requests' paths are relative to.
+    bases: Bases,
     client: reqwest::Client,
     dest: Arc<dyn Destination>,
     clock: Arc<dyn Clock>,
     metrics: OutboundMetrics,
     store: Arc<dyn Outbox>,
+}
+
+/// The configured base URLs of a destination: every request goes to one
+/// of them, by its [`Base`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Bases {
+    /// `url`, for [`Base::Url`].
+    pub url: String,
+    /// `api_url`, for [`Base::Api`] (PagerDuty's REST API); none for the
+    /// kinds that have one API.
+    pub api: Option<String>,
 }
 
 /// What a destination answered to one call.
@@ -34,6 +45,10 @@ pub struct Answer {
     pub detail: String,
     /// Why it is not a success (meaningful only then).
     pub reason: FailureReason,
+    /// A success whose follow-up failed for good (PagerDuty's REST update
+    /// after a delivered event): why, for the incident's timeline. The
+    /// delivery stays delivered: what the event carried arrived.
+    pub note: Option<String>,
 }
 
 impl Answer {
@@ -49,6 +64,7 @@ impl Answer {
             json: serde_json::Value::Null,
             detail: why.to_string(),
             reason: FailureReason::HttpStatus,
+            note: None,
         }
     }
 
@@ -60,6 +76,15 @@ impl Answer {
             json: serde_json::Value::Null,
             detail: why.to_string(),
             reason: FailureReason::HttpStatus,
+            note: None,
+        }
+    }
+
+    /// This (successful) answer, with a follow-up's failure to record.
+    pub fn noting(self, why: String) -> Answer {
+        Answer {
+            note: Some(why),
+            ..self
         }
     }
 }
@@ -94,7 +119,7 @@ pub struct TicketCalls {
 impl Link {
     pub fn new(
         name: String,
-        url: String,
+        bases: Bases,
         client: reqwest::Client,
         dest: Arc<dyn Destination>,
         clock: Arc<dyn Clock>,
@@ -103,7 +128,7 @@ impl Link {
     ) -> Link {
         Link {
             name,
-            url,
+            bases,
             client,
             dest,
             clock,
@@ -137,13 +162,17 @@ impl Link {
             .await
     }
 
-    /// One HTTP call (`delivery` names the outbox row for webhooks).
+    /// One HTTP call (`delivery` names the outbox row for webhooks), to
+    /// the configured base its request names.
     pub async fn call(&self, req: &Request, delivery: i64) -> Answer {
-        let url = if req.path.is_empty() {
-            self.url.clone()
-        } else {
-            format!("{}{}", self.url, req.path)
+        let base = match req.base {
+            Base::Url => self.bases.url.as_str(),
+            Base::Api => match &self.bases.api {
+                Some(u) => u.as_str(),
+                None => return Answer::refused("no api_url is configured for this destination"),
+            },
         };
+        let url = format!("{base}{}", req.path);
         let method = match req.method {
             Method::Get => reqwest::Method::GET,
             Method::Post => reqwest::Method::POST,
@@ -154,15 +183,16 @@ impl Link {
             .body
             .as_ref()
             .map(|b| serde_json::to_vec(b).unwrap_or_default());
-        let mut rb = self
-            .client
-            .request(method.clone(), &url)
-            .header(reqwest::header::ACCEPT, "application/json");
         let call = Call {
             body: body.as_deref(),
             delivery,
             now: self.clock.now(),
+            base: req.base,
         };
+        let mut rb = self
+            .client
+            .request(method.clone(), &url)
+            .header(reqwest::header::ACCEPT, self.dest.accept(&call));
         rb = self.dest.authorize(rb, &call);
         if let Some(b) = body {
             rb = rb
@@ -190,6 +220,7 @@ impl Link {
                     json: serde_json::from_str(&text).unwrap_or(serde_json::Value::Null),
                     detail: crate::net::redact_text(&super::truncate(text.trim(), 300)),
                     reason: FailureReason::HttpStatus,
+                    note: None,
                 }
             }
             // The cause, not only "error sending request": the chain down
@@ -206,6 +237,7 @@ impl Link {
                     self.dest.display(&url),
                     crate::net::chain(&e.without_url())
                 ),
+                note: None,
             },
         };
         self.dest.interpret(req, answer)

@@ -51,14 +51,28 @@ pub enum Method {
     Patch,
 }
 
+/// Which of a destination's configured base URLs a request is for. A
+/// request names one of them, never a host: it can only reach what the
+/// operator configured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Base {
+    /// The destination's `url` (every kind).
+    #[default]
+    Url,
+    /// Its second API, `api_url`: PagerDuty's REST API beside its Events
+    /// API. A destination without one refuses the request.
+    Api,
+}
+
 /// One HTTP call to a destination: `path` (with its query) is relative to
-/// the destination's configured base URL, so a request can never leave the
-/// host the operator configured.
+/// the configured base URL `base` names, so a request can never leave the
+/// hosts the operator configured.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Request {
     pub method: Method,
     pub path: String,
     pub body: Option<serde_json::Value>,
+    pub base: Base,
 }
 
 impl Request {
@@ -67,6 +81,25 @@ impl Request {
             method: Method::Post,
             path: path.into(),
             body: Some(body),
+            base: Base::Url,
+        }
+    }
+
+    /// A `GET` of `path` (no body) on the destination's `url`.
+    pub fn get(path: impl Into<String>) -> Request {
+        Request {
+            method: Method::Get,
+            path: path.into(),
+            body: None,
+            base: Base::Url,
+        }
+    }
+
+    /// The same request on the destination's `api_url`.
+    pub fn on_api(self) -> Request {
+        Request {
+            base: Base::Api,
+            ..self
         }
     }
 }

@@ -96,6 +96,7 @@ pub fn request(
             Request::post("/v2/alerts", body)
         }
         EventKind::PriorityChanged => Request {
+            base: super::Base::Url,
             method: super::Method::Put,
             path: on("priority"),
             body: Some(json!({ "priority": inc.priority.as_str() })),
@@ -239,6 +240,7 @@ pub fn processed(status: Option<u16>, answer: &serde_json::Value) -> Processed {
 /// accepted answer standing.
 async fn confirm(link: &Link, delivery: i64, request_id: &str) -> Option<Answer> {
     let check = Request {
+        base: super::Base::Url,
         method: super::Method::Get,
         path: format!("/v2/alerts/requests/{request_id}"),
         body: None,

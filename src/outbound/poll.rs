@@ -30,6 +30,7 @@ pub(super) fn escape(s: &str) -> String {
 pub fn servicenow(sys_ids: &[String]) -> Request {
     let query = format!("sys_idIN{}^stateIN2,6,7", sys_ids.join(","));
     Request {
+        base: super::Base::Url,
         method: Method::Get,
         path: format!(
             "{}?sysparm_query={}&sysparm_fields=sys_id%2Ccorrelation_id%2Cstate%2Csys_updated_by&sysparm_limit={}",
@@ -74,6 +75,7 @@ pub fn jira(incidents: &[IncidentId], deployment: super::jira::Deployment) -> Re
         .collect();
     let jql = format!("labels in ({}) AND statusCategory = Done", labels.join(","));
     Request {
+        base: super::Base::Url,
         method: Method::Get,
         // At most BATCH (50) issues: one page on both APIs.
         path: deployment.search(&escape(&jql), "labels%2Cstatus%2Cassignee", incidents.len()),

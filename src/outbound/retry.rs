@@ -82,14 +82,24 @@ pub fn classify(
     };
     match status {
         Some(s) if (200..300).contains(&s) => Outcome::Delivered,
-        None | Some(408 | 425 | 429) => again(),
-        // The credential refused (rotated, expired): every message would be
-        // refused alike until the configuration is fixed; where asked, the
-        // backlog waits for that instead of being dropped. A 403 stays a
-        // refusal: permissions can be per record.
-        Some(401 | 407) if retry_unauthorized => again(),
-        Some(s) if s >= 500 => again(),
-        Some(s) => Outcome::GiveUp(format!("HTTP {s}: the destination refused the request")),
+        Some(s) if !transient(status, retry_unauthorized) => {
+            Outcome::GiveUp(format!("HTTP {s}: the destination refused the request"))
+        }
+        _ => again(),
+    }
+}
+
+/// Whether a failed call's answer is worth trying again: no answer, 408,
+/// 425, 429, 5xx, and 401/407 with `retry_unauthorized`. The credential
+/// refused (rotated, expired): every message would be refused alike until
+/// the configuration is fixed; where asked, the backlog waits for that
+/// instead of being dropped. A 403 stays a refusal: permissions can be
+/// per record.
+pub fn transient(status: Option<u16>, retry_unauthorized: bool) -> bool {
+    match status {
+        None | Some(408 | 425 | 429) => true,
+        Some(401 | 407) => retry_unauthorized,
+        Some(s) => s >= 500,
     }
 }
 

@@ -10,7 +10,7 @@
 
 use super::EventKind;
 use super::destination::Credential;
-use super::link::Link;
+use super::link::{Bases, Link};
 use super::owned::Ownership;
 use super::poller::Poller;
 use super::retry::{self, Breaker, BreakerState, Outcome};
@@ -84,7 +84,10 @@ impl Sender {
         let seed = clock.now().0 as u64 ^ 0x9e37_79b9_7f4a_7c15;
         let link = Arc::new(Link::new(
             cfg.name.clone(),
-            cfg.url.clone(),
+            Bases {
+                url: cfg.url.clone(),
+                api: cfg.api_url().map(str::to_string),
+            },
             client,
             super::destination::build(&cfg, credential),
             clock.clone(),
@@ -338,8 +341,29 @@ impl Sender {
                     .last_success
                     .with_label_values(&[&self.cfg.name])
                     .set(now.0 as f64 / 1000.0);
+                // Delivered, though a follow-up of its own was refused (a
+                // PagerDuty priority update): the incident's timeline says
+                // so, in the same transaction.
+                let note = answer.note.map(|why| {
+                    self.count_failure(FailureReason::HttpStatus);
+                    tracing::warn!(destination = %self.cfg.name, message = row.id, error = %why, "outbound update delivered; its follow-up was refused");
+                    (
+                        row.message.incident.id,
+                        TimelineEntry {
+                            at: now,
+                            kind: TimelineKind::OutboundFailed,
+                            message: format!(
+                                "{} ({}): the {} update was delivered, but {why}",
+                                self.cfg.name,
+                                self.cfg.kind.as_str(),
+                                kind.as_str()
+                            ),
+                            actor: None,
+                        },
+                    )
+                });
                 self.store
-                    .outbox_finish(row.id, now, Delivery::Delivered, None)
+                    .outbox_finish(row.id, now, Delivery::Delivered, note)
                     .await?;
                 if recovered {
                     // The destination is back: what waits on backoffs from

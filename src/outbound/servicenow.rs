@@ -42,6 +42,7 @@ pub fn lookup(inc: &Incident) -> Request {
         external_key(inc)
     );
     Request {
+        base: super::Base::Url,
         method: Method::Get,
         path: format!(
             "{TABLE}?sysparm_query={}&sysparm_fields=sys_id%2Cnumber%2Cstate&sysparm_limit=1",
@@ -53,14 +54,10 @@ pub fn lookup(inc: &Incident) -> Request {
 
 /// `GET` one ticket's number and state.
 pub fn read(sys_id: &str) -> Request {
-    Request {
-        method: Method::Get,
-        path: format!(
-            "{TABLE}/{}?sysparm_fields=sys_id%2Cnumber%2Cstate",
-            escape(sys_id)
-        ),
-        body: None,
-    }
+    Request::get(format!(
+        "{TABLE}/{}?sysparm_fields=sys_id%2Cnumber%2Cstate",
+        escape(sys_id)
+    ))
 }
 
 /// Whether a ticket read by [`read`] or [`lookup`] is Closed or Canceled:
@@ -118,14 +115,10 @@ pub fn find_reference(field: &str, value: &str) -> Option<Request> {
     let (_, table, query) = REFERENCES.iter().find(|(f, _, _)| *f == field)?;
     // `^` separates the terms of an encoded query; a literal one is `^^`.
     let v = value.replace('^', "^^");
-    Some(Request {
-        method: Method::Get,
-        path: format!(
-            "/api/now/table/{table}?sysparm_query={}&sysparm_fields=sys_id&sysparm_limit=1",
-            escape(&query.replace("{}", &v))
-        ),
-        body: None,
-    })
+    Some(Request::get(format!(
+        "/api/now/table/{table}?sysparm_query={}&sysparm_fields=sys_id&sysparm_limit=1",
+        escape(&query.replace("{}", &v))
+    )))
 }
 
 /// How the ticket's fields are filled from the incident: templates the
@@ -281,6 +274,7 @@ pub fn update(
         }
     }
     Request {
+        base: super::Base::Url,
         method: Method::Patch,
         path: format!("{TABLE}/{sys_id}"),
         body: Some(body),

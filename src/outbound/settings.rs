@@ -11,6 +11,9 @@ use std::time::Duration;
 pub enum DestinationKind {
     PagerDuty {
         routing_key: Secret,
+        /// The REST API, when a key is configured: priority and urgency
+        /// follow incidentd's.
+        rest: Option<PagerDutyRest>,
     },
     Opsgenie {
         api_key: Secret,
@@ -36,6 +39,24 @@ pub enum DestinationKind {
         resolution: String,
         deployment: super::jira::Deployment,
     },
+}
+
+/// PagerDuty's REST API (`api_token`): what sets an incident's priority
+/// and urgency, which the Events API cannot change once it is open.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PagerDutyRest {
+    /// A REST API key with write access (a user token, or a general
+    /// access key).
+    pub api_token: Secret,
+    /// Base URL, `https://api.pagerduty.com` by default (the EU service
+    /// region has its own).
+    pub api_url: String,
+    /// The email of the PagerDuty user the updates are made as (the
+    /// `From` header, required with an account-level key).
+    pub from: String,
+    /// The PagerDuty priority name of P1..P5 (default the same names, the
+    /// account's default scheme; accounts may rename them).
+    pub priority_names: [String; 5],
 }
 
 impl DestinationKind {
@@ -98,6 +119,16 @@ impl DestinationConfig {
         match self.kind {
             DestinationKind::Slack { app: None } => crate::net::redact::redact_url_path(&self.url),
             _ => crate::net::redact_url(&self.url),
+        }
+    }
+
+    /// The second API's base URL (PagerDuty's REST API, when configured).
+    pub fn api_url(&self) -> Option<&str> {
+        match &self.kind {
+            DestinationKind::PagerDuty {
+                rest: Some(rest), ..
+            } => Some(&rest.api_url),
+            _ => None,
         }
     }
 

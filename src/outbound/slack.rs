@@ -11,7 +11,7 @@
 
 use super::destination::{Credential, Destination, one_call, work_note};
 use super::link::{Answer, Link, Ticket, TicketCalls};
-use super::{EventKind, Method, Request, external_key, summary};
+use super::{EventKind, Request, external_key, summary};
 use crate::domain::{Incident, IncidentState};
 use crate::store::{BoxFuture, OutboxRow, StoreError};
 use serde_json::{Value, json};
@@ -293,11 +293,7 @@ fn get(method: &str, query: &[(&str, &str)]) -> Request {
     let q = form_urlencoded::Serializer::new(String::new())
         .extend_pairs(query)
         .finish();
-    Request {
-        method: Method::Get,
-        path: format!("/{method}?{q}"),
-        body: None,
-    }
+    Request::get(format!("/{method}?{q}"))
 }
 
 /// `conversations.history`: the channel's latest messages with their
@@ -557,6 +553,7 @@ impl Destination for SlackApp {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::outbound::Method;
     use crate::outbound::tests::incident;
 
     #[test]
@@ -646,6 +643,7 @@ mod tests {
             detail: json.to_string(),
             json,
             reason: crate::net::FailureReason::HttpStatus,
+            note: None,
         }
     }
 

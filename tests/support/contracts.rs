@@ -333,3 +333,89 @@ pub fn opsgenie_create(body: &[u8]) -> Result<(), Refusal> {
     }
     Ok(())
 }
+
+/// PagerDuty's REST API error body ("Errors",
+/// https://developer.pagerduty.com/docs/rest-api-v2/errors/):
+/// `{"error": {"message", "code", "errors": [...]}}`.
+pub fn pagerduty_error(status: u16, code: u32, message: &str, errors: &[&str]) -> Refusal {
+    let mut error = json!({"message": message, "code": code});
+    if !errors.is_empty() {
+        error["errors"] = json!(errors);
+    }
+    (status, json!({ "error": error }))
+}
+
+/// PagerDuty REST API v2, the calls incidentd makes: "List incidents"
+/// (https://developer.pagerduty.com/api-reference/9d0b4b12e36f9-list-incidents),
+/// "List priorities"
+/// (https://developer.pagerduty.com/api-reference/0fa9ad52bf2d2-list-priorities)
+/// and "Update an incident"
+/// (https://developer.pagerduty.com/api-reference/8a0e1aa2ec666-update-an-incident).
+/// Every call: `Authorization: Token token=<key>` ("Authentication"; else
+/// 401, code 2006 "Authentication failed") and the versioned
+/// `Accept: application/vnd.pagerduty+json;version=2`, which the reference
+/// marks required (the fake refuses a call without it, 400). An update
+/// (`PUT`, `priority_ids` the account's priorities): a `From` header with
+/// a user's email (else 400, "You must specify a user's email address in
+/// the \"From\" header to perform this action", as the API answers
+/// account-level keys); a JSON body `{"incident": {"type": ...}}`, the
+/// type `incident_reference` (the reference also names `incident`;
+/// incidentd sends the reference, which the fake requires); `priority` a
+/// `priority_reference` to one of the account's priorities; `urgency`
+/// high or low. Invalid input is 400, code 2001 "Invalid Input Provided",
+/// with its `errors`.
+pub fn pagerduty_rest(
+    method: &str,
+    headers: &HeaderMap,
+    body: &[u8],
+    priority_ids: &[&str],
+) -> Result<(), Refusal> {
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    let token = header("authorization").and_then(|v| v.strip_prefix("Token token="));
+    if token.is_none_or(str::is_empty) {
+        return Err(pagerduty_error(401, 2006, "Authentication failed", &[]));
+    }
+    let invalid = |why: &str| Err(pagerduty_error(400, 2001, "Invalid Input Provided", &[why]));
+    if !header("accept").is_some_and(|a| a.contains("application/vnd.pagerduty+json;version=2")) {
+        return invalid("Accept must be application/vnd.pagerduty+json;version=2");
+    }
+    if method != "PUT" {
+        return Ok(());
+    }
+    if !header("from").is_some_and(|f| f.contains('@')) {
+        return Err(pagerduty_error(
+            400,
+            2016,
+            "You must specify a user's email address in the \"From\" header to perform this action",
+            &[],
+        ));
+    }
+    if !is_json(headers) {
+        return invalid("Content-Type must be application/json");
+    }
+    let Ok(b) = serde_json::from_slice::<Value>(body) else {
+        return invalid("The request body is not JSON");
+    };
+    let incident = &b["incident"];
+    if incident["type"] != "incident_reference" {
+        return invalid("incident.type must be incident_reference");
+    }
+    let priority = &incident["priority"];
+    if !priority.is_null() {
+        if priority["type"] != "priority_reference" {
+            return invalid("priority.type must be priority_reference");
+        }
+        if !priority["id"]
+            .as_str()
+            .is_some_and(|id| priority_ids.contains(&id))
+        {
+            return invalid("Priority not found");
+        }
+    }
+    if !(incident["urgency"].is_null()
+        || matches!(incident["urgency"].as_str(), Some("high" | "low")))
+    {
+        return invalid("Urgency must be high or low");
+    }
+    Ok(())
+}
