@@ -198,13 +198,7 @@ impl Fake {
                 resp
             }
         });
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind fake destination");
-        let url = format!("http://{}", listener.local_addr().expect("addr"));
-        tokio::spawn(async move {
-            axum::serve(listener, app).await.expect("fake destination");
-        });
+        let url = support::serve(app, "fake destination").await;
         Fake { url, state }
     }
 
@@ -287,23 +281,7 @@ fn simulated_clock() -> Arc<ManualClock> {
 
 /// Opens an incident with one critical alert named `name`; its id.
 async fn open(r: &Running, name: &str) -> i64 {
-    let (s, v) = call(
-        r,
-        "POST",
-        "/api/v1/alerts",
-        json!([{"labels": {"alertname": name, "instance": format!("{name}:9100"), "severity": "critical"},
-                "status": "firing", "startsAt": "2026-11-30T10:00:00Z"}]),
-    )
-    .await;
-    assert_eq!(s, StatusCode::OK, "{v}");
-    let (_, list) = call(r, "GET", "/api/v1/incidents?state=all", Value::Null).await;
-    list["incidents"]
-        .as_array()
-        .expect("incidents")
-        .iter()
-        .find(|i| i["title"].as_str().is_some_and(|t| t.contains(name)))
-        .and_then(|i| i["id"].as_i64())
-        .unwrap_or_else(|| panic!("no incident for {name}: {list}"))
+    support::open_incident(r, name, &format!("{name}:9100"), "critical").await
 }
 
 /// Polls the incident until its timeline has an entry `pred` accepts.
@@ -1181,35 +1159,8 @@ async fn a_wide_outage_is_accepted_by_jira() {
     let mut cfg = config(dir.path(), &dest);
     cfg.cmdb = Some(support::wide_cmdb(dir.path()));
     let r = start(&cfg).await;
-    let long: String = "Primary <db> & replicas > lag;\n"
-        .chars()
-        .cycle()
-        .take(2_000)
-        .collect();
-    let (s, v) = call(
-        &r,
-        "POST",
-        "/api/v1/alerts",
-        json!([{"labels": {"alertname": "PostgresDown", "job": "postgres", "severity": "critical"},
-                "annotations": {"summary": long},
-                "status": "firing", "startsAt": "2026-11-30T10:00:00Z"}]),
-    )
-    .await;
-    assert_eq!(s, StatusCode::OK, "{v}");
-    let (_, list) = call(&r, "GET", "/api/v1/incidents", Value::Null).await;
-    let id = list["incidents"][0]["id"].as_i64().expect("id");
-    support::act(&r, id, "ack").await;
-    support::act(&r, id, "resolve").await;
-    support::drain::outbox_drained(&*r.store).await;
-    let (_, d) = call(&r, "GET", &format!("/api/v1/incidents/{id}"), Value::Null).await;
-    assert!(
-        !d["timeline"]
-            .as_array()
-            .expect("timeline")
-            .iter()
-            .any(|e| e["kind"] == "outbound_failed"),
-        "{d}"
-    );
+    let d = support::wide_outage(&r).await;
+    let id = d["id"].as_i64().expect("id");
     {
         let s = jira.lock().expect("jira");
         assert_eq!(s.issues.len(), 1, "{:?}", s.calls);
@@ -1257,26 +1208,7 @@ async fn servicenow_fields_meet_the_instance_policies() {
     let mut cfg = config(dir.path(), &dest);
     cfg.cmdb = Some(support::wide_cmdb(dir.path()));
     let r = start(&cfg).await;
-    let long: String = "Primary <db> & replicas > lag; "
-        .chars()
-        .cycle()
-        .take(2_000)
-        .collect();
-    let (s, v) = call(
-        &r,
-        "POST",
-        "/api/v1/alerts",
-        json!([{"labels": {"alertname": "PostgresDown", "job": "postgres", "severity": "critical"},
-                "annotations": {"summary": long},
-                "status": "firing", "startsAt": "2026-11-30T10:00:00Z"}]),
-    )
-    .await;
-    assert_eq!(s, StatusCode::OK, "{v}");
-    let (_, list) = call(&r, "GET", "/api/v1/incidents", Value::Null).await;
-    let id = list["incidents"][0]["id"].as_i64().expect("id");
-    support::act(&r, id, "ack").await;
-    support::act(&r, id, "resolve").await;
-    support::drain::outbox_drained(&*r.store).await;
+    support::wide_outage(&r).await;
     {
         let s = sn.lock().expect("sn");
         assert_eq!(s.records.len(), 1);
@@ -1764,13 +1696,7 @@ async fn jira_fake() -> (String, Arc<Mutex<JiraState>>) {
             ),
         )
         .with_state(state.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind jira fake");
-    let url = format!("http://{}", listener.local_addr().expect("addr"));
-    tokio::spawn(async move {
-        axum::serve(listener, app).await.expect("jira fake");
-    });
+    let url = support::serve(app, "jira fake").await;
     (url, state)
 }
 
@@ -2239,14 +2165,8 @@ async fn opsgenie_fake() -> (String, Arc<Mutex<OpsgenieState>>) {
                 .into_response()
             }),
         );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind opsgenie");
-    let url = format!("http://{}", listener.local_addr().expect("addr"));
     let app = app.with_state(state.clone());
-    tokio::spawn(async move {
-        axum::serve(listener, app).await.expect("opsgenie fake");
-    });
+    let url = support::serve(app, "opsgenie fake").await;
     (url, state)
 }
 
@@ -2541,32 +2461,7 @@ async fn wide_outage_through(destinations: &str, fakes: &[(&str, &Fake)]) {
     let cmdb = support::wide_cmdb(dir.path());
     cfg.cmdb = Some(cmdb);
     let r = start(&cfg).await;
-    let long: String = "Primary <db> & replicas > lag; "
-        .chars()
-        .cycle()
-        .take(2_000)
-        .collect();
-    let (s, v) = call(
-        &r,
-        "POST",
-        "/api/v1/alerts",
-        json!([{"labels": {"alertname": "PostgresDown", "job": "postgres", "severity": "critical"},
-                "annotations": {"summary": long, "runbook_url": "https://runbooks.example.com/pg"},
-                "status": "firing", "startsAt": "2026-11-30T10:00:00Z"}]),
-    )
-    .await;
-    assert_eq!(s, StatusCode::OK, "{v}");
-    let (_, list) = call(&r, "GET", "/api/v1/incidents", Value::Null).await;
-    let inc = &list["incidents"][0];
-    assert_eq!(
-        inc["impacted_services"].as_array().map(Vec::len),
-        Some(40),
-        "{inc}"
-    );
-    let id = inc["id"].as_i64().expect("id");
-    support::act(&r, id, "ack").await;
-    support::act(&r, id, "resolve").await;
-    support::drain::outbox_drained(&*r.store).await;
+    let d = support::wide_outage(&r).await;
     for (name, fake) in fakes {
         let seen = fake.seen();
         assert!(!seen.is_empty(), "{name} heard nothing");
@@ -2581,7 +2476,6 @@ async fn wide_outage_through(destinations: &str, fakes: &[(&str, &Fake)]) {
             );
         }
     }
-    let (_, d) = call(&r, "GET", &format!("/api/v1/incidents/{id}"), Value::Null).await;
     let failures: Vec<&Value> = d["timeline"]
         .as_array()
         .expect("timeline")

@@ -211,14 +211,7 @@ async fn serve(account: Arc<Mutex<Account>>, api: &'static str) -> String {
             resp
         }
     });
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind the fake");
-    let url = format!("http://{}", listener.local_addr().expect("addr"));
-    tokio::spawn(async move {
-        axum::serve(listener, app).await.expect("fake PagerDuty");
-    });
-    url
+    support::serve(app, "fake PagerDuty").await
 }
 
 /// The Events API: a trigger makes an incident for a new alert key

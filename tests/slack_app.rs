@@ -266,13 +266,7 @@ impl FakeSlack {
                 }
             }
         });
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind fake slack");
-        let url = format!("http://{}/api", listener.local_addr().expect("addr"));
-        tokio::spawn(async move {
-            axum::serve(listener, app).await.expect("fake slack");
-        });
+        let url = format!("{}/api", support::serve(app, "fake slack").await);
         FakeSlack { url, state }
     }
 
@@ -346,28 +340,6 @@ fn slack_app(dir: &Path, name: &str, fake: &FakeSlack, channel: &str) -> String 
     )
 }
 
-/// Posts one firing alert; the id of the incident whose title names
-/// `name`.
-async fn fire(r: &Running, name: &str, instance: &str, severity: &str) -> i64 {
-    let (s, v) = call(
-        r,
-        "POST",
-        "/api/v1/alerts",
-        json!([{"labels": {"alertname": name, "instance": instance, "severity": severity},
-                "status": "firing", "startsAt": "2026-11-30T10:00:00Z"}]),
-    )
-    .await;
-    assert_eq!(s, StatusCode::OK, "{v}");
-    let (_, list) = call(r, "GET", "/api/v1/incidents?state=all", Value::Null).await;
-    list["incidents"]
-        .as_array()
-        .expect("incidents")
-        .iter()
-        .find(|i| i["title"].as_str().is_some_and(|t| t.contains(name)))
-        .and_then(|i| i["id"].as_i64())
-        .unwrap_or_else(|| panic!("no incident for {name}: {list}"))
-}
-
 /// The incident's timeline.
 async fn timeline(r: &Running, id: i64) -> Vec<Value> {
     let (_, d) = call(r, "GET", &format!("/api/v1/incidents/{id}"), Value::Null).await;
@@ -419,7 +391,7 @@ async fn an_incident_is_one_message_updated_in_place_and_a_reply_per_change() {
     ))
     .await;
     // A warning outside the CMDB: impact 2 x urgency 2, P3.
-    let id = fire(&r, "QueueBacklog", "mq-1:9100", "warning").await;
+    let id = support::open_incident(&r, "QueueBacklog", "mq-1:9100", "warning").await;
     wait_for("the incident's message", || {
         slack.channel_messages().len() == 1
     })
@@ -448,7 +420,10 @@ async fn an_incident_is_one_message_updated_in_place_and_a_reply_per_change() {
     })
     .await;
     // A critical alert on the same host joins it: urgency 1, P2.
-    assert_eq!(fire(&r, "QueueBacklog", "mq-1:9200", "critical").await, id);
+    assert_eq!(
+        support::open_incident(&r, "QueueBacklog", "mq-1:9200", "critical").await,
+        id
+    );
     wait_for("the raise's reply", || slack.thread(&first.ts).len() == 2).await;
     act(&r, id, "resolve").await;
     wait_for("the resolution's reply", || {
@@ -538,7 +513,7 @@ async fn a_lost_answer_posts_no_second_message_nor_reply() {
         &slack_app(dir.path(), "chat", &slack, CHANNEL),
     ))
     .await;
-    let id = fire(&r, "CacheEvictions", "cache-1:9100", "critical").await;
+    let id = support::open_incident(&r, "CacheEvictions", "cache-1:9100", "critical").await;
     support::drain::outbox_drained(&*r.store).await;
     let messages = slack.channel_messages();
     assert_eq!(messages.len(), 1, "one message despite the lost answer");
@@ -597,7 +572,7 @@ async fn ok_false_is_retried_or_recorded_by_what_it_means() {
         slack_app(dir.path(), "elsewhere", &slack, "C0NOSUCHCHAN")
     );
     let r = start(&config_in(dir.path(), &destinations)).await;
-    let id = fire(&r, "ReplicaLag", "db-7:9100", "critical").await;
+    let id = support::open_incident(&r, "ReplicaLag", "db-7:9100", "critical").await;
     wait_entry(&r, id, "outbound_failed", "channel_not_found").await;
     support::drain::outbox_drained(&*r.store).await;
     // `chat` got there after a 429, `ratelimited` and `internal_error`.
@@ -672,7 +647,7 @@ async fn a_deleted_message_is_posted_again() {
         &slack_app(dir.path(), "chat", &slack, CHANNEL),
     ))
     .await;
-    let id = fire(&r, "CertExpiring", "edge-1:9100", "critical").await;
+    let id = support::open_incident(&r, "CertExpiring", "edge-1:9100", "critical").await;
     wait_for("the incident's message", || {
         slack.channel_messages().len() == 1
     })

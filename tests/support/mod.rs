@@ -449,3 +449,101 @@ pub fn wide_cmdb(dir: &Path) -> PathBuf {
     std::fs::write(&file, y).expect("write cmdb");
     file
 }
+
+/// Serve `app` (a fake of some API) on a free 127.0.0.1 port for the rest
+/// of the test; its `http://` base URL.
+pub async fn serve(app: axum::Router, what: &'static str) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .unwrap_or_else(|e| panic!("bind {what}: {e}"));
+    let url = format!("http://{}", listener.local_addr().expect("addr"));
+    tokio::spawn(async move {
+        axum::serve(listener, app)
+            .await
+            .unwrap_or_else(|e| panic!("{what}: {e}"));
+    });
+    url
+}
+
+/// Post one firing alert `name` on `instance` (started at a fixed time) to
+/// the daemon's router; the id of the incident whose title names it.
+pub async fn open_incident(
+    r: &incidentd::app::Running,
+    name: &str,
+    instance: &str,
+    severity: &str,
+) -> i64 {
+    let (s, v) = call(
+        r,
+        "POST",
+        "/api/v1/alerts",
+        serde_json::json!([{"labels": {"alertname": name, "instance": instance, "severity": severity},
+                "status": "firing", "startsAt": "2026-11-30T10:00:00Z"}]),
+    )
+    .await;
+    assert_eq!(s, axum::http::StatusCode::OK, "{v}");
+    let (_, list) = call(
+        r,
+        "GET",
+        "/api/v1/incidents?state=all",
+        serde_json::Value::Null,
+    )
+    .await;
+    list["incidents"]
+        .as_array()
+        .expect("incidents")
+        .iter()
+        .find(|i| i["title"].as_str().is_some_and(|t| t.contains(name)))
+        .and_then(|i| i["id"].as_i64())
+        .unwrap_or_else(|| panic!("no incident for {name}: {list}"))
+}
+
+/// The widest outage a destination meets, on a daemon started with
+/// [`wide_cmdb`]: the database alert with a 2,000-character summary
+/// (line breaks and the characters chat formats treat specially),
+/// acknowledged and resolved, every message delivered or refused. Its
+/// incident (as the API shows it).
+pub async fn wide_outage(r: &incidentd::app::Running) -> serde_json::Value {
+    let long: String = "Primary <db> & replicas > lag;\n"
+        .chars()
+        .cycle()
+        .take(2_000)
+        .collect();
+    let (s, v) = call(
+        r,
+        "POST",
+        "/api/v1/alerts",
+        serde_json::json!([{"labels": {"alertname": "PostgresDown", "job": "postgres", "severity": "critical"},
+                "annotations": {"summary": long, "runbook_url": "https://runbooks.example.com/pg"},
+                "status": "firing", "startsAt": "2026-11-30T10:00:00Z"}]),
+    )
+    .await;
+    assert_eq!(s, axum::http::StatusCode::OK, "{v}");
+    let (_, list) = call(r, "GET", "/api/v1/incidents", serde_json::Value::Null).await;
+    let inc = &list["incidents"][0];
+    assert_eq!(
+        inc["impacted_services"].as_array().map(Vec::len),
+        Some(40),
+        "{inc}"
+    );
+    let id = inc["id"].as_i64().expect("id");
+    act(r, id, "ack").await;
+    act(r, id, "resolve").await;
+    drain::outbox_drained(&*r.store).await;
+    let (_, d) = call(
+        r,
+        "GET",
+        &format!("/api/v1/incidents/{id}"),
+        serde_json::Value::Null,
+    )
+    .await;
+    assert!(
+        !d["timeline"]
+            .as_array()
+            .expect("timeline")
+            .iter()
+            .any(|e| e["kind"] == "outbound_failed"),
+        "a destination refused part of the outage: {d}"
+    );
+    d
+}

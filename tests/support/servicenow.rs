@@ -434,12 +434,6 @@ pub async fn start(user: &'static str, password: &'static str) -> (String, Arc<M
             }),
         )
         .with_state(state.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind servicenow fake");
-    let url = format!("http://{}", listener.local_addr().expect("addr"));
-    tokio::spawn(async move {
-        axum::serve(listener, app).await.expect("servicenow fake");
-    });
+    let url = super::serve(app, "servicenow fake").await;
     (url, state)
 }
