@@ -1411,6 +1411,17 @@ async fn wait_metric(r: &Running, series: &str, at_least: f64) -> String {
 /// Jira (Service Management) as far as incidentd uses it: customer
 /// requests, label search, comments, and a workflow whose transitions are
 /// offered per status (ids as a real workflow has them, not 1, 2, 3).
+/// It keeps to the documented contract: JSM "Create customer request"
+/// (https://developer.atlassian.com/cloud/jira/service-desk/rest/api-group-request/)
+/// takes only the request type's fields and "Create request comment"
+/// defaults to public; the platform's issue search on Cloud is
+/// `/rest/api/3/search/jql`, the v2 search answering 410
+/// (https://developer.atlassian.com/cloud/jira/platform/rest/v3/api-group-issue-search/,
+/// and the changelog's removal notice); "Get transitions" with
+/// `expand=transitions.fields` shows a screen's required `resolution`
+/// (https://developer.atlassian.com/cloud/jira/platform/rest/v2/api-group-issues/);
+/// field limits: summary one line of at most 255 characters, text fields
+/// 32,767.
 #[derive(Default)]
 struct JiraState {
     /// (key, labels, status category, comments)
