@@ -94,6 +94,7 @@ impl From<ActError> for ApiError {
 fn conflict(e: &EngineError) -> Option<serde_json::Value> {
     let (id, reason) = match e {
         EngineError::NotActive(id) => (id, "not active"),
+        EngineError::AlreadyResolved(id) => (id, "already resolved"),
         EngineError::AlreadyAcknowledged(id) => (id, "already acknowledged"),
         EngineError::AlreadyOnHold(id) => (id, "already on hold"),
         EngineError::NotOnHold(id) => (id, "not on hold"),

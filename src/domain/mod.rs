@@ -380,7 +380,8 @@ pub struct Incident {
     pub impact_detail: Vec<ServiceImpact>,
     pub assignment_group: Option<String>,
     pub alert_fingerprints: Vec<Fingerprint>,
-    /// Deliveries received for this incident's alerts, repeats included.
+    /// Distinct alerts in this incident (`alert_fingerprints`); repeats
+    /// and resolutions do not count again. 0 once merged into another.
     pub alert_count: u64,
     pub opened_at: Timestamp,
     pub acknowledged_at: Option<Timestamp>,

@@ -99,6 +99,7 @@ impl Actions {
             Ok(inc) => return Ok(Outcome::Applied(inc)),
             Err(PipelineError::Engine(
                 e @ (EngineError::AlreadyAcknowledged(_)
+                | EngineError::AlreadyResolved(_)
                 | EngineError::AlreadyOnHold(_)
                 | EngineError::NotOnHold(_)),
             )) => return Ok(Outcome::Unchanged(e)),
@@ -162,7 +163,7 @@ impl Actions {
 fn already(stored: &Incident, op: Operation) -> Option<EngineError> {
     let id = stored.id;
     if stored.state == IncidentState::Resolved {
-        return Some(EngineError::NotActive(id));
+        return Some(EngineError::AlreadyResolved(id));
     }
     match op {
         Operation::Acknowledge if stored.state != IncidentState::Open => {

@@ -104,8 +104,10 @@ pub fn default_pause_on() -> Arc<[String]> {
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum EngineError {
-    #[error("incident {0} not found among open incidents")]
+    #[error("incident {0} is not active (unknown, or resolved and forgotten)")]
     NotActive(IncidentId),
+    #[error("incident {0} is already resolved")]
+    AlreadyResolved(IncidentId),
     #[error("incident {0} is already acknowledged")]
     AlreadyAcknowledged(IncidentId),
     #[error("incident {0} is already on hold")]
@@ -260,7 +262,6 @@ pub struct Engine {
     /// Sequence number of the batch `ops` will become.
     seq: u64,
     dirty_alerts: FxHashSet<Fingerprint>,
-    dirty_incidents: FxHashSet<IncidentId>,
     /// Seconds from opening to acknowledgement / resolution since the last
     /// `take_lifecycle` (for the MTTA / MTTR histograms).
     acked_after: Vec<f64>,
@@ -284,6 +285,15 @@ pub fn urgency_from_severity(severity: Option<&str>) -> Level {
         Some("critical" | "page" | "emergency" | "fatal" | "disaster") => Level::HIGH,
         Some("error" | "warning" | "major" | "high") => Level::MEDIUM,
         _ => Level::LOW,
+    }
+}
+
+/// `n` and its noun, singular or plural ("1 service", "3 services").
+pub(crate) fn counted(n: usize, noun: &str) -> String {
+    if n == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{n} {noun}s")
     }
 }
 
@@ -343,7 +353,6 @@ impl Engine {
             ops: Vec::new(),
             seq: 1,
             dirty_alerts: FxHashSet::default(),
-            dirty_incidents: FxHashSet::default(),
             acked_after: Vec::new(),
             resolved_after: Vec::new(),
             rule_seconds: Vec::new(),
@@ -683,7 +692,6 @@ impl Engine {
             t.inc.updated_at = now;
             // Written once per batch however often it changed (take_batch).
             self.upserts.insert(id);
-            self.dirty_incidents.remove(&id);
         }
     }
 
@@ -807,12 +815,6 @@ impl Engine {
                 if let Some(st) = self.table.get(&fp) {
                     out.wait_seq = out.wait_seq.max(st.written_seq);
                     self.dirty_alerts.insert(fp);
-                    if let Some(id) = st.incident
-                        && let Some(t) = self.incidents.get_mut(&id)
-                    {
-                        t.inc.alert_count += 1;
-                        self.dirty_incidents.insert(id);
-                    }
                 }
             }
             Observation::Refired { flapping_started } => {
@@ -842,7 +844,6 @@ impl Engine {
             Some(id) if !st.suppressed => {
                 if let Some(t) = self.incidents.get_mut(&id) {
                     t.firing += 1;
-                    t.inc.alert_count += 1;
                     if let Some(due) = t.resolve_due.take() {
                         self.due.remove(&(due, id));
                     }
@@ -910,7 +911,6 @@ impl Engine {
             .map_or(hold, |t| self.hold_for(&t.inc));
         if let Some(t) = self.incidents.get_mut(&id) {
             t.firing = t.firing.saturating_sub(1);
-            t.inc.alert_count += 1;
             t.last_end = t.last_end.max(Some(end));
             if t.firing == 0 {
                 let due = t.last_end.unwrap_or(end).saturating_add(hold);
@@ -950,11 +950,12 @@ impl Engine {
         now: Timestamp,
     ) -> Result<Incident, EngineError> {
         // Field-wise borrows: the SLA below reads the CMDB while `t` is held.
+        let gone = self.inactive(id);
         let t = self
             .incidents
             .get_mut(&id)
             .filter(|t| t.inc.state.is_active())
-            .ok_or(EngineError::NotActive(id))?;
+            .ok_or(gone)?;
         if t.inc.state == IncidentState::Acknowledged {
             return Err(EngineError::AlreadyAcknowledged(id));
         }
@@ -981,10 +982,20 @@ impl Engine {
     /// The tracked incident `id` if it is active (what a person's action
     /// needs), else `NotActive`.
     fn active_mut(&mut self, id: IncidentId) -> Result<&mut Tracked, EngineError> {
+        let gone = self.inactive(id);
         self.incidents
             .get_mut(&id)
             .filter(|t| t.inc.state.is_active())
-            .ok_or(EngineError::NotActive(id))
+            .ok_or(gone)
+    }
+
+    /// Why an action cannot apply to `id`, which is not active: resolved
+    /// (still tracked), or not known here at all.
+    fn inactive(&self, id: IncidentId) -> EngineError {
+        match self.incidents.get(&id) {
+            Some(t) if !t.inc.state.is_active() => EngineError::AlreadyResolved(id),
+            _ => EngineError::NotActive(id),
+        }
     }
 
     /// Put an active incident on hold for `reason`; the SLA clocks stop if
@@ -1058,7 +1069,7 @@ impl Engine {
             .get(&id)
             .is_some_and(|t| t.inc.state.is_active());
         if !active {
-            return Err(EngineError::NotActive(id));
+            return Err(self.inactive(id));
         }
         self.do_resolve(
             id,
@@ -1324,15 +1335,6 @@ impl Engine {
                 })
                 .collect();
             self.ops.push(StoreOp::TouchAlerts(touches));
-        }
-        let ids: Vec<IncidentId> = self.dirty_incidents.drain().collect();
-        for id in ids {
-            if let Some(t) = self.incidents.get(&id) {
-                self.ops.push(StoreOp::TouchIncident {
-                    incident: id,
-                    alert_count: t.inc.alert_count,
-                });
-            }
         }
     }
 }

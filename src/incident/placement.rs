@@ -4,7 +4,7 @@
 //! assignment, problem links. Part of the pure engine.
 
 use super::{
-    Engine, Tracked, push_unique, runbooks_of, title_for, update_of, urgency_from_severity,
+    Engine, Tracked, counted, push_unique, runbooks_of, title_for, update_of, urgency_from_severity,
 };
 use crate::cmdb::CiIdx;
 use crate::correlate::{self, topology};
@@ -413,6 +413,10 @@ impl Engine {
             .map(|t| t.inc.impacted_services.clone())
             .unwrap_or_default();
         self.set_root(id, Some(ci), alert, now);
+        // The title names the cause, not the first symptom that opened it.
+        if let Some(t) = self.incidents.get_mut(&id) {
+            t.inc.title = title_for(alert);
+        }
         self.timeline(
             id,
             alert.starts_at,
@@ -487,7 +491,7 @@ impl Engine {
                 }
             }
             dst.firing += src.firing;
-            dst.inc.alert_count += src.inc.alert_count;
+            dst.inc.alert_count = dst.inc.alert_fingerprints.len() as u64;
             dst.first = dst.first.min(src.first);
             dst.last = dst.last.max(src.last);
             dst.last_end = dst.last_end.max(src.last_end);
@@ -533,6 +537,9 @@ impl Engine {
         }
         src.keys.clear();
         src.firing = 0;
+        // Its alerts are the other incident's now (the timeline says how
+        // many moved).
+        src.inc.alert_count = 0;
         src.inc.state = IncidentState::Resolved;
         src.inc.resolved_at = Some(at);
         src.inc.links.merged_into = Some(into);
@@ -543,14 +550,20 @@ impl Engine {
             from,
             at,
             TimelineKind::Merged,
-            format!("merged into incident {into}: its root {old_root} depends on {ci_id}, which alerts there"),
+            format!(
+                "merged into incident {into} ({} moved there): its root {old_root} depends on {ci_id}, which alerts there",
+                counted(n, "alert")
+            ),
             None,
         );
         self.timeline(
             into,
             at,
             TimelineKind::Merged,
-            format!("absorbed incident {from} ({n} alerts): {old_root} depends on {ci_id}"),
+            format!(
+                "absorbed incident {from} ({}): {old_root} depends on {ci_id}",
+                counted(n, "alert")
+            ),
             None,
         );
         self.save_incident(from, now);
@@ -596,8 +609,8 @@ impl Engine {
                     String::new()
                 } else {
                     format!(
-                        " ({} services, highest tier {})",
-                        t.inc.impact_detail.len(),
+                        " ({}, highest tier {})",
+                        counted(t.inc.impact_detail.len(), "service"),
                         t.inc
                             .impact_detail
                             .iter()
@@ -669,7 +682,6 @@ impl Engine {
         if let Some(due) = t.resolve_due.take() {
             self.due.remove(&(due, id));
         }
-        t.inc.alert_count += 1;
         // An alert that began before the incident did (a root cause whose
         // rule waited longer, a late delivery) shows the failure is older:
         // the incident's start, which SLO downtime and SLA clocks count
@@ -699,6 +711,7 @@ impl Engine {
         }
         if !t.inc.alert_fingerprints.contains(&alert.fingerprint) {
             t.inc.alert_fingerprints.push(alert.fingerprint);
+            t.inc.alert_count = t.inc.alert_fingerprints.len() as u64;
             self.ops.push(StoreOp::LinkAlert {
                 incident: id,
                 fingerprint: alert.fingerprint,

@@ -101,10 +101,7 @@ fn opens_one_incident_and_dedups_repeats() {
     e.flush_touches();
     let (_, ops) = e.take_batch().expect("coalesced touch");
     assert!(matches!(&ops[0], StoreOp::TouchAlerts(t) if t.len() == 1 && t[0].deliveries == 3));
-    assert!(
-        ops.iter()
-            .any(|o| matches!(o, StoreOp::TouchIncident { alert_count: 3, .. }))
-    );
+    assert_eq!(ops.len(), 1, "a repeat touches its alert only: {ops:?}");
     assert_eq!(states(&e), vec![(1, IncidentState::Open, 1)]);
     let inc = e.incident(IncidentId(1)).unwrap();
     assert_eq!(
@@ -239,7 +236,8 @@ fn ack_and_manual_resolve() {
     assert_eq!(inc.state, IncidentState::Resolved);
     assert_eq!(
         e.resolve(IncidentId(1), "bob", at(5)),
-        Err(EngineError::NotActive(IncidentId(1)))
+        Err(EngineError::AlreadyResolved(IncidentId(1))),
+        "resolving twice says so"
     );
     assert_eq!(
         e.acknowledge(IncidentId(9), "bob", at(5)),
@@ -510,7 +508,7 @@ cis:
     assert_eq!(resolved.holds[0].end, Some(at(80)));
     assert_eq!(
         again.hold(change, "awaiting_vendor", "bob", at(81)),
-        Err(EngineError::NotActive(change))
+        Err(EngineError::AlreadyResolved(change))
     );
 }
 

@@ -74,8 +74,6 @@ pub(super) struct Grouped<'a> {
     pub links: Vec<(IncidentId, Fingerprint, Timestamp)>,
     pub timeline: Vec<(IncidentId, &'a TimelineEntry)>,
     pub touches: Vec<TouchRow>,
-    /// (incident, highest absolute alert count in the batch).
-    pub incident_counts: Vec<(IncidentId, u64)>,
     /// In op order: a chain of merges (1 into 2, then 2 into 3) must run in turn.
     pub moves: Vec<(IncidentId, IncidentId)>,
     pub problems: Vec<&'a Problem>,
@@ -91,7 +89,6 @@ pub(super) fn group(ops: &[StoreOp]) -> Grouped<'_> {
     let mut inserts = Vec::new();
     let mut updates = Vec::new();
     let mut touches = Vec::new();
-    let mut counts = Vec::new();
     let mut problems = Vec::new();
     let mut changes = Vec::new();
     for op in ops {
@@ -110,10 +107,6 @@ pub(super) fn group(ops: &[StoreOp]) -> Grouped<'_> {
                 last_seen: t.last_seen,
                 deliveries: t.deliveries,
             })),
-            StoreOp::TouchIncident {
-                incident,
-                alert_count,
-            } => counts.push((*incident, *alert_count)),
             StoreOp::MoveAlerts { from, to } => g.moves.push((*from, *to)),
             StoreOp::UpsertProblem(p) => problems.push(&**p),
             StoreOp::SetProblem { incidents, problem } => g.set_problem.push((incidents, problem)),
@@ -132,7 +125,6 @@ pub(super) fn group(ops: &[StoreOp]) -> Grouped<'_> {
             a.deliveries = a.deliveries.max(b.deliveries);
         },
     );
-    g.incident_counts = merge_by(counts.into_iter(), |c| c.0, |a, b| a.1 = a.1.max(b.1));
     g.problems = last_by(problems.into_iter(), |p: &Problem| p.id.clone());
     g.changes = last_by(changes.into_iter(), |c: &ChangeRecord| c.id.clone());
     g
@@ -152,15 +144,7 @@ mod tests {
         };
         let ops = [
             StoreOp::TouchAlerts(vec![touch(1, 50, 9), touch(2, 10, 1)]),
-            StoreOp::TouchIncident {
-                incident: IncidentId(7),
-                alert_count: 9,
-            },
             StoreOp::TouchAlerts(vec![touch(1, 60, 3)]),
-            StoreOp::TouchIncident {
-                incident: IncidentId(7),
-                alert_count: 4,
-            },
         ];
         let g = group(&ops);
         assert_eq!(
@@ -178,6 +162,5 @@ mod tests {
                 },
             ]
         );
-        assert_eq!(g.incident_counts, vec![(IncidentId(7), 9)]);
     }
 }

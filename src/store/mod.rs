@@ -119,11 +119,6 @@ pub enum StoreOp {
         entry: TimelineEntry,
     },
     TouchAlerts(Vec<Touch>),
-    /// Absolute delivery count of an incident after coalesced repeats.
-    TouchIncident {
-        incident: IncidentId,
-        alert_count: u64,
-    },
     /// An incident was merged into another: its alerts move there.
     MoveAlerts {
         from: IncidentId,

@@ -345,7 +345,7 @@ async fn upsert_incidents(
          ON CONFLICT (id) DO UPDATE SET key = EXCLUDED.key, state = EXCLUDED.state, \
            priority = EXCLUDED.priority, impact = EXCLUDED.impact, urgency = EXCLUDED.urgency, \
            title = EXCLUDED.title, root_ci = EXCLUDED.root_ci, assignment_group = EXCLUDED.assignment_group, \
-           alert_count = GREATEST(incidents.alert_count, EXCLUDED.alert_count), \
+           alert_count = EXCLUDED.alert_count, \
            opened_at = EXCLUDED.opened_at, acknowledged_at = EXCLUDED.acknowledged_at, \
            acknowledged_by = EXCLUDED.acknowledged_by, resolved_at = EXCLUDED.resolved_at, \
            updated_at = EXCLUDED.updated_at, reopen_count = EXCLUDED.reopen_count, \
@@ -642,22 +642,6 @@ async fn touch_alerts(c: &mut PgConnection, rows: &[TouchRow]) -> Result<(), Sto
     Ok(())
 }
 
-async fn touch_incidents(
-    c: &mut PgConnection,
-    rows: &[(IncidentId, u64)],
-) -> Result<(), StoreError> {
-    sqlx::query(
-        "UPDATE incidents SET alert_count = GREATEST(incidents.alert_count, v.alert_count)
-         FROM UNNEST($1::bigint[], $2::bigint[]) AS v(id, alert_count)
-         WHERE incidents.id = v.id",
-    )
-    .bind(rows.iter().map(|r| r.0.0).collect::<Vec<_>>())
-    .bind(rows.iter().map(|r| count_to_db(r.1)).collect::<Vec<_>>())
-    .execute(c)
-    .await?;
-    Ok(())
-}
-
 /// The statements of one batch, in the order of [`Grouped`]; kinds without
 /// rows cost nothing.
 async fn write(
@@ -698,9 +682,6 @@ async fn write(
     }
     if !g.touches.is_empty() {
         touch_alerts(c, &g.touches).await?;
-    }
-    if !g.incident_counts.is_empty() {
-        touch_incidents(c, &g.incident_counts).await?;
     }
     Ok(())
 }

@@ -319,7 +319,7 @@ fn script(g: &Grouped<'_>) -> String {
         q.raw(
             " ON CONFLICT(id) DO UPDATE SET key=excluded.key, state=excluded.state, priority=excluded.priority, \
              impact=excluded.impact, urgency=excluded.urgency, title=excluded.title, root_ci=excluded.root_ci, \
-             assignment_group=excluded.assignment_group, alert_count=MAX(incidents.alert_count, excluded.alert_count), \
+             assignment_group=excluded.assignment_group, alert_count=excluded.alert_count, \
              opened_at=excluded.opened_at, acknowledged_at=excluded.acknowledged_at, \
              acknowledged_by=excluded.acknowledged_by, resolved_at=excluded.resolved_at, \
              updated_at=excluded.updated_at, reopen_count=excluded.reopen_count, \
@@ -549,21 +549,6 @@ fn script(g: &Grouped<'_>) -> String {
         q.raw(
             ") UPDATE alerts SET last_seen = MAX(alerts.last_seen, v.last_seen), \
              deliveries = MAX(alerts.deliveries, v.deliveries) FROM v WHERE alerts.fingerprint = v.fp;\n",
-        );
-    }
-    for rows in g.incident_counts.chunks(ROWS_PER_STATEMENT) {
-        q.raw("WITH v(id, alert_count) AS (VALUES ");
-        for (i, (id, n)) in rows.iter().enumerate() {
-            q.sep(i == 0)
-                .raw("(")
-                .int(id.0)
-                .raw(", ")
-                .int(count_to_db(*n))
-                .raw(")");
-        }
-        q.raw(
-            ") UPDATE incidents SET alert_count = MAX(incidents.alert_count, v.alert_count) \
-             FROM v WHERE incidents.id = v.id;\n",
         );
     }
     q.raw("COMMIT;");

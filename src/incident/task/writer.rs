@@ -60,7 +60,7 @@ const MAX_COMMIT_OPS: usize = 50_000;
 const COUNTER_MAX_DELAY: Duration = Duration::from_millis(200);
 
 fn is_counter(op: &StoreOp) -> bool {
-    matches!(op, StoreOp::TouchAlerts(_) | StoreOp::TouchIncident { .. })
+    matches!(op, StoreOp::TouchAlerts(_))
 }
 
 /// Queued counter work: ops, and the points after which every effect of
