@@ -304,7 +304,6 @@ fn print_op_counts(w: &Workload, rules: &Arc<RuleSet>) {
                 StoreOp::LinkAlert { .. } => ("link_alert", 1),
                 StoreOp::Timeline { .. } => ("timeline", 1),
                 StoreOp::TouchAlerts(t) => ("touch_alert (rows)", t.len() as u64),
-                StoreOp::TouchIncident { .. } => ("touch_incident", 1),
                 StoreOp::MoveAlerts { .. } => ("move_alerts", 1),
                 StoreOp::UpsertProblem(_) => ("upsert_problem", 1),
                 StoreOp::SetProblem { .. } => ("set_problem", 1),
