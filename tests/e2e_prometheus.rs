@@ -1128,3 +1128,93 @@ alerting:
         "Prometheus's own link: {alerts}"
     );
 }
+
+/// `deploy/alertmanager.yml` works as shipped: a real Alertmanager started
+/// with it (only the daemon's port put in place of the default 9797)
+/// delivers an alert posted to it to incidentd, which opens the incident.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_shipped_alertmanager_config_delivers() {
+    const TEST: &str = "the_shipped_alertmanager_config_delivers";
+    let Some(mut s) = Stack::new(TEST) else {
+        return;
+    };
+    time_boxed(TEST, run_shipped(s.tmp.path(), &mut s.children)).await;
+}
+
+async fn run_shipped(dir: &Path, children: &mut Children) {
+    let alertmanager_bin = support::find_program(&[
+        "/usr/bin/prometheus-alertmanager",
+        "prometheus-alertmanager",
+        "alertmanager",
+    ])
+    .unwrap_or_else(|| panic!("prometheus-alertmanager is not installed (.ci/run installs it)"));
+    let http = reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .expect("http client");
+    let [inc_port, am_port] = free_ports(2)[..] else {
+        unreachable!("free_ports(2) returns 2 ports")
+    };
+    let inc = format!("http://127.0.0.1:{inc_port}");
+    let am = format!("http://127.0.0.1:{am_port}");
+    start_incidentd(dir, &inc, inc_port, "", None, &http, children).await;
+    let shipped = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/alertmanager.yml"),
+    )
+    .expect("deploy/alertmanager.yml");
+    assert!(
+        shipped.contains("url: http://127.0.0.1:9797/api/v1/alerts/alertmanager"),
+        "the shipped receiver points at a local daemon's default address"
+    );
+    let config = dir.join("alertmanager.yml");
+    write(
+        &config,
+        &shipped.replace("127.0.0.1:9797", &format!("127.0.0.1:{inc_port}")),
+    );
+    let am_data = dir.join("alertmanager-data");
+    std::fs::create_dir(&am_data).expect("mkdir alertmanager data");
+    let mut cmd = Command::new(&alertmanager_bin);
+    cmd.arg(format!("--config.file={}", config.display()))
+        .arg(format!("--storage.path={}", am_data.display()))
+        .arg(format!("--web.listen-address=127.0.0.1:{am_port}"))
+        .arg("--cluster.listen-address=")
+        .current_dir(dir);
+    children.spawn("alertmanager", cmd, dir);
+    support::wait_http_ok(
+        "alertmanager /-/ready",
+        &http,
+        &format!("{am}/-/ready"),
+        START_TIMEOUT,
+        children,
+    )
+    .await;
+    // As `amtool alert add` posts it.
+    let posted = http
+        .post(format!("{am}/api/v2/alerts"))
+        .json(&serde_json::json!([{
+            "labels": {"alertname": "ShippedConfigCheck", "instance": "db-7:9100", "severity": "critical"},
+            "annotations": {"summary": "Posted to Alertmanager."}
+        }]))
+        .send()
+        .await
+        .expect("post to alertmanager");
+    assert!(posted.status().is_success(), "{}", posted.status());
+    // The shipped group_wait is 10 s.
+    poll_until(
+        "the alert through the shipped receiver",
+        Duration::from_secs(45),
+        children,
+        async || {
+            let all = incidents_of(&get_json(&http, &format!("{inc}/api/v1/incidents")).await?)?;
+            all.into_iter()
+                .find(|i| {
+                    i["title"]
+                        .as_str()
+                        .is_some_and(|t| t.contains("ShippedConfigCheck"))
+                })
+                .ok_or_else(|| "no incident yet".to_string())
+        },
+    )
+    .await;
+}

@@ -14,7 +14,7 @@ struct CanonicalAlert<'a> {
     #[serde(borrow, default)]
     fingerprint: Option<Cow<'a, str>>,
     #[serde(borrow, default)]
-    status: Option<Cow<'a, str>>,
+    status: Option<Status<'a>>,
     labels: LabelSet,
     #[serde(default)]
     annotations: LabelSet,
@@ -26,6 +26,37 @@ struct CanonicalAlert<'a> {
     generator_url: Option<Cow<'a, str>>,
     #[serde(borrow, default)]
     source: Option<Cow<'a, str>>,
+    /// Alertmanager's `GET /api/v2/alerts` answer carries these too
+    /// (replaying what an Alertmanager holds); incidentd does its own
+    /// routing, so they are read and not used.
+    #[serde(default, rename = "receivers")]
+    _receivers: serde::de::IgnoredAny,
+    #[serde(default, rename = "updatedAt")]
+    _updated_at: serde::de::IgnoredAny,
+}
+
+/// `"firing"` / `"resolved"`, or Alertmanager API v2's alert status object
+/// (`{"state": "active", "silencedBy": [], "inhibitedBy": []}`) of its
+/// `GET /api/v2/alerts` answer, which lists only alerts that have not
+/// resolved: firing, whatever its `endsAt` (Alertmanager's resolve timeout
+/// ahead of the moment it answered).
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Status<'a> {
+    Word(#[serde(borrow)] Cow<'a, str>),
+    Api {
+        #[serde(rename = "state")]
+        _state: serde::de::IgnoredAny,
+    },
+}
+
+impl Status<'_> {
+    fn word(&self) -> Option<&str> {
+        match self {
+            Status::Word(w) => Some(w),
+            Status::Api { .. } => Some("firing"),
+        }
+    }
 }
 
 /// Parse canonical alerts. Without `status`, an alert whose `ends_at` has
@@ -93,7 +124,7 @@ type Refusal = (String, String, RejectReason, serde_json::Value);
 fn convert(a: CanonicalAlert<'_>, prefix: &str, now: Timestamp) -> Result<Alert, Refusal> {
     let summary = |a: &CanonicalAlert<'_>| {
         excerpt(&serde_json::json!({
-            "status": a.status.as_deref(),
+            "status": a.status.as_ref().and_then(Status::word),
             "labels": a.labels.to_map(),
             "starts_at": a.starts_at.as_deref(),
             "ends_at": a.ends_at.as_deref(),
@@ -123,7 +154,7 @@ fn convert(a: CanonicalAlert<'_>, prefix: &str, now: Timestamp) -> Result<Alert,
         Some(Err(m)) => return Err(invalid("ends_at", m, &a)),
         None => None,
     };
-    let status = match a.status.as_deref() {
+    let status = match a.status.as_ref().and_then(Status::word) {
         Some("firing") => AlertStatus::Firing,
         Some("resolved") => AlertStatus::Resolved,
         Some(other) => {
