@@ -60,7 +60,6 @@ pub enum ClientCommand {
 }
 
 #[derive(Args, Debug)]
-#[command(args_conflicts_with_subcommands = true)]
 pub struct IncidentsArgs {
     #[command(subcommand)]
     pub cmd: Option<IncidentsCmd>,
@@ -70,20 +69,34 @@ pub struct IncidentsArgs {
     pub conn: Conn,
 }
 
-#[derive(Args, Debug, Clone, Default)]
+/// What `incidents` lists; given before or after `list` (no defaults
+/// here, so that the two places merge: see [`IncidentFilter::or`]).
+#[derive(Args, Debug, Clone, Default, PartialEq, Eq)]
 pub struct IncidentFilter {
-    /// open, acknowledged, resolved, active (open or acknowledged) or all.
-    #[arg(long, default_value = "active")]
-    pub state: String,
+    /// open, acknowledged, resolved, active (open or acknowledged) or all [default: active].
+    #[arg(long)]
+    pub state: Option<String>,
     /// Only this priority (P1..P5).
     #[arg(long)]
     pub priority: Option<String>,
     /// Only incidents impacting this business service.
     #[arg(long)]
     pub service: Option<String>,
-    /// At most this many, newest first.
-    #[arg(long, default_value_t = 100)]
-    pub limit: u32,
+    /// At most this many, newest first [default: 100].
+    #[arg(long)]
+    pub limit: Option<u32>,
+}
+
+impl IncidentFilter {
+    /// This filter, completed by `other` where it says nothing.
+    pub fn or(self, other: IncidentFilter) -> IncidentFilter {
+        IncidentFilter {
+            state: self.state.or(other.state),
+            priority: self.priority.or(other.priority),
+            service: self.service.or(other.service),
+            limit: self.limit.or(other.limit),
+        }
+    }
 }
 
 #[derive(Subcommand, Debug)]
@@ -134,7 +147,6 @@ pub struct ServicesArgs {
 }
 
 #[derive(Args, Debug)]
-#[command(args_conflicts_with_subcommands = true)]
 pub struct CisArgs {
     #[command(subcommand)]
     pub cmd: Option<CisCmd>,
@@ -144,7 +156,8 @@ pub struct CisArgs {
     pub conn: Conn,
 }
 
-#[derive(Args, Debug, Clone, Default)]
+/// What `cis` lists; given before or after `list`.
+#[derive(Args, Debug, Clone, Default, PartialEq, Eq)]
 pub struct CiFilter {
     /// Only CIs of this class (database, application, …).
     #[arg(long)]
@@ -152,9 +165,20 @@ pub struct CiFilter {
     /// Only CIs of this business service.
     #[arg(long)]
     pub service: Option<String>,
-    /// At most this many, by id.
-    #[arg(long, default_value_t = 500)]
-    pub limit: u32,
+    /// At most this many, by id [default: 500].
+    #[arg(long)]
+    pub limit: Option<u32>,
+}
+
+impl CiFilter {
+    /// This filter, completed by `other` where it says nothing.
+    pub fn or(self, other: CiFilter) -> CiFilter {
+        CiFilter {
+            class: self.class.or(other.class),
+            service: self.service.or(other.service),
+            limit: self.limit.or(other.limit),
+        }
+    }
 }
 
 #[derive(Subcommand, Debug)]

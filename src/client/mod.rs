@@ -144,9 +144,12 @@ impl Client {
         }
         let resp = req.send().await.map_err(|e| {
             if e.is_connect() || e.is_timeout() {
+                // Its causes only: the top message repeats the URL.
+                let cause = std::error::Error::source(&e)
+                    .map_or_else(|| crate::net::chain(&e), crate::net::chain);
                 ClientError::Unreachable {
                     url: self.base.clone(),
-                    cause: crate::net::chain(&e),
+                    cause,
                 }
             } else {
                 ClientError::Answer {
@@ -246,11 +249,21 @@ pub async fn run(cmd: ClientCommand) -> Result<String, ClientError> {
 
 async fn incidents(a: IncidentsArgs) -> Result<String, ClientError> {
     let IncidentsArgs { cmd, filter, conn } = a;
+    if cmd
+        .as_ref()
+        .is_some_and(|c| !matches!(c, IncidentsCmd::List(_)))
+        && filter != IncidentFilter::default()
+    {
+        return Err(ClientError::Usage(
+            "--state, --priority, --service and --limit go with listing incidents, not with one"
+                .into(),
+        ));
+    }
     let c = Client::new(&conn)?;
     let out = conn.output;
     match cmd {
         None => list_incidents(&c, out, filter).await,
-        Some(IncidentsCmd::List(f)) => list_incidents(&c, out, f).await,
+        Some(IncidentsCmd::List(f)) => list_incidents(&c, out, f.or(filter)).await,
         Some(IncidentsCmd::Show { id }) => {
             let v = c.get(&format!("/api/v1/incidents/{id}"), &[]).await?;
             Ok(render(out, &v, |v| {
@@ -272,7 +285,10 @@ async fn incidents(a: IncidentsArgs) -> Result<String, ClientError> {
 
 /// A filter's query parameters (the empty ones left out).
 fn incident_query(f: &IncidentFilter) -> Vec<(&'static str, String)> {
-    let mut q = vec![("state", f.state.clone()), ("limit", f.limit.to_string())];
+    let mut q = vec![
+        ("state", f.state.clone().unwrap_or_else(|| "active".into())),
+        ("limit", f.limit.unwrap_or(100).to_string()),
+    ];
     if let Some(p) = &f.priority {
         q.push(("priority", p.clone()));
     }
@@ -316,7 +332,7 @@ async fn act(
 }
 
 fn ci_query(f: &CiFilter) -> Vec<(&'static str, String)> {
-    let mut q = vec![("limit", f.limit.to_string())];
+    let mut q = vec![("limit", f.limit.unwrap_or(500).to_string())];
     if let Some(k) = &f.class {
         q.push(("class", k.clone()));
     }
@@ -327,6 +343,11 @@ fn ci_query(f: &CiFilter) -> Vec<(&'static str, String)> {
 }
 
 async fn cis(a: CisArgs) -> Result<String, ClientError> {
+    if matches!(a.cmd, Some(CisCmd::Show { .. })) && a.filter != CiFilter::default() {
+        return Err(ClientError::Usage(
+            "--class, --service and --limit go with listing CIs, not with one".into(),
+        ));
+    }
     let c = Client::new(&a.conn)?;
     let out = a.conn.output;
     let filter = match a.cmd {
@@ -335,7 +356,7 @@ async fn cis(a: CisArgs) -> Result<String, ClientError> {
             let v = c.get(&path, &[]).await?;
             return Ok(render(out, &v, format::ci_detail));
         }
-        Some(CisCmd::List(f)) => f,
+        Some(CisCmd::List(f)) => f.or(a.filter),
         None => a.filter,
     };
     let v = c.get("/api/v1/cis", &ci_query(&filter)).await?;
@@ -452,6 +473,37 @@ mod tests {
         assert!(e.to_string().contains("INCIDENTD_TOKEN"), "{e}");
         let e = answered_error(502, None, b"<html>bad gateway</html>");
         assert!(e.to_string().contains("HTTP 502: <html>bad gateway"), "{e}");
+    }
+
+    #[test]
+    fn filters_merge_from_before_and_after_list() {
+        let before = IncidentFilter {
+            state: Some("all".into()),
+            limit: Some(5),
+            ..IncidentFilter::default()
+        };
+        let after = IncidentFilter {
+            priority: Some("P1".into()),
+            limit: Some(7),
+            ..IncidentFilter::default()
+        };
+        let q = incident_query(&after.or(before));
+        assert_eq!(
+            q,
+            [
+                ("state", "all".to_string()),
+                ("limit", "7".to_string()),
+                ("priority", "P1".to_string())
+            ]
+        );
+        let q = incident_query(&IncidentFilter::default());
+        assert_eq!(
+            q,
+            [
+                ("state", "active".to_string()),
+                ("limit", "100".to_string())
+            ]
+        );
     }
 
     #[test]
