@@ -375,13 +375,22 @@ pub fn incident_detail(v: &Value, now: DateTime<Utc>, width: usize) -> String {
     o
 }
 
-/// Timeline entries as `08:00:05  opened by alert PostgresDown …`, with
-/// a date line whenever the day changes.
+/// Timeline entries as `08:00:05  opened by alert PostgresDown …`, in
+/// the order they happened (the record keeps the order they were written:
+/// an SLA warning found by a later tick, an alert delivered late, come
+/// after what followed them), with a date line whenever the day changes.
 pub fn timeline(v: &Value) -> String {
+    let mut entries: Vec<(DateTime<Utc>, &Value)> = v
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|e| time(&e["at"]).map(|t| (t, e)))
+        .collect();
+    // Stable: entries of one instant keep their written order.
+    entries.sort_by_key(|(t, _)| *t);
     let mut o = String::new();
     let mut day = String::new();
-    for e in v.as_array().into_iter().flatten() {
-        let Some(at) = time(&e["at"]) else { continue };
+    for (at, e) in entries {
         let d = at.format("%Y-%m-%d").to_string();
         if d != day {
             let _ = writeln!(o, "  {d}");
@@ -730,7 +739,8 @@ mod tests {
         i["timeline"] = json!([
             {"at": "2026-03-02T09:48:00Z", "kind": "opened", "message": "opened by alert PostgresDown (abc); root CI pg-main"},
             {"at": "2026-03-02T09:50:05Z", "kind": "acknowledged", "message": "acknowledged by alice", "actor": "alice"},
-            {"at": "2026-03-02T09:51:00Z", "kind": "on_hold", "message": "on hold: awaiting_vendor", "actor": "bob"}
+            {"at": "2026-03-02T09:51:00Z", "kind": "on_hold", "message": "on hold: awaiting_vendor", "actor": "bob"},
+            {"at": "2026-03-02T09:49:00Z", "kind": "sla_warning", "message": "SLA response: 50 % of the 15m target used"}
         ]);
         let out = incident_detail(&i, now(), 120);
         for want in [
@@ -742,7 +752,7 @@ mod tests {
             "resolution  3h48m left",
             "Alerts (1 firing, 1 resolved)",
             "firing    PostgresDown",
-            "2026-03-02\n  09:48:00  opened by alert PostgresDown (abc); root CI pg-main\n",
+            "2026-03-02\n  09:48:00  opened by alert PostgresDown (abc); root CI pg-main\n  09:49:00  SLA response",
             "09:50:05  acknowledged by alice\n",
             "09:51:00  on hold: awaiting_vendor (by bob)\n",
         ] {
