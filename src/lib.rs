@@ -6,6 +6,7 @@
 pub mod api;
 pub mod app;
 pub mod change;
+pub mod client;
 pub mod cmdb;
 pub mod config;
 pub mod correlate;

@@ -1,7 +1,8 @@
 //! CLI parse → app; nothing else.
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use incidentd::app::commands;
+use incidentd::client::cli::ClientCommand;
 use incidentd::config::Overrides;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -77,10 +78,31 @@ enum Cmd {
         #[arg(long)]
         config: Option<PathBuf>,
     },
+    #[command(flatten)]
+    Client(ClientCommand),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let cmd = match cli.cmd {
+        // A client needs no thread pool: it makes a request or two.
+        Cmd::Client(c) => return commands::client(c),
+        Cmd::Completions { shell } => {
+            clap_complete::generate(
+                shell,
+                &mut Cli::command(),
+                "incidentd",
+                &mut std::io::stdout(),
+            );
+            return ExitCode::SUCCESS;
+        }
+        other => other,
+    };
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -92,7 +114,7 @@ fn main() -> ExitCode {
         }
     };
     let result = rt.block_on(async move {
-        match cli.cmd {
+        match cmd {
             Cmd::Serve {
                 config,
                 listen,
@@ -139,6 +161,8 @@ fn main() -> ExitCode {
                 .await
             }
             Cmd::Test { dir, config } => commands::test(&dir, config.as_deref()).await,
+            // Answered above, without this runtime.
+            Cmd::Client(_) | Cmd::Completions { .. } => Ok(ExitCode::SUCCESS),
         }
     });
     match result {

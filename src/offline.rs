@@ -112,6 +112,7 @@ pub async fn replay_bodies(setup: Offline, bodies: Vec<(String, Vec<u8>)>) -> Re
             state: StateFilter::All,
             limit: u32::MAX,
             before: None,
+            ..Default::default()
         })
         .await?;
     incidents.reverse();

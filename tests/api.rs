@@ -516,7 +516,7 @@ async fn every_error_is_json_naming_what_was_wrong() {
     let cases: &[Case] = &[
         ("GET", "/nope", "", 404, None, "/nope"),
         ("DELETE", "/api/v1/incidents", "", 405, None, "DELETE"),
-        ("GET", "/api/v1/alerts", "", 405, None, "GET"),
+        ("PATCH", "/api/v1/alerts", "", 405, None, "PATCH"),
         ("PUT", "/api/v1/alerts/alertmanager", "", 405, None, "PUT"),
         (
             "GET",
@@ -1022,6 +1022,412 @@ async fn change_calendars_import_in_bulk_and_update_in_place() {
             .as_str()
             .unwrap()
             .contains("max_changes_per_request")
+    );
+    r.shutdown().await;
+}
+
+/// A catalog with SLOs and SLAs: `shop` (tier 1) runs on `shop-db`, which
+/// the blog also uses.
+const CATALOG: &str = r#"
+version: 1
+services:
+  - id: shop
+    name: Shop
+    tier: 1
+    owner: team-shop
+    sla: { response: { P1: 15m, P2: 30m }, resolution: { P1: 4h, P2: 8h } }
+    slo: [{ name: availability, objective: 99.9, window: 30d }]
+  - { id: blog, tier: 3, owner: team-blog }
+cis:
+  - { id: shop-db, class: database, service: shop, owner: dba, match: { job: postgres } }
+  - { id: shop-web, class: application, service: shop, depends_on: [shop-db] }
+  - { id: blog-web, class: application, service: blog, depends_on: [shop-db] }
+  - { id: blog-cache, class: cache, service: blog }
+"#;
+
+fn catalog_config(dir: &std::path::Path) -> Config {
+    let cmdb = dir.join("cmdb.yaml");
+    std::fs::write(&cmdb, CATALOG).unwrap();
+    let mut c = config(dir);
+    c.cmdb = Some(cmdb);
+    c.cmdb_required = true;
+    c.slo.refresh = std::time::Duration::from_millis(100);
+    c
+}
+
+fn ago(minutes: i64) -> String {
+    (chrono::Utc::now() - chrono::Duration::minutes(minutes))
+        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+async fn post_alerts(r: &Running, alerts: Value) {
+    let (s, v, _) = call(r, "POST", "/api/v1/alerts", alerts.to_string(), None).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+}
+
+#[tokio::test]
+async fn services_carry_live_slo_figures_and_their_active_incidents() {
+    let dir = tempfile::tempdir().unwrap();
+    let r = start(&catalog_config(dir.path())).await;
+    // Down for 40 minutes and still down: a P1 on the shop.
+    post_alerts(
+        &r,
+        json!([{"labels": {"alertname": "ShopDown", "ci": "shop-web", "severity": "critical"},
+                "status": "firing", "startsAt": ago(40)}]),
+    )
+    .await;
+    let v = support::eventually("the outage in the SLO figures", 10, async || {
+        let (s, v, _) = get(&r, "/api/v1/services").await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+        let bad = v["services"][0]["slos"][0]["figures"]["bad_seconds"].as_f64();
+        bad.is_some_and(|b| b > 2000.0).then_some(v)
+    })
+    .await;
+    let shop = &v["services"][0];
+    assert_eq!(shop["id"], "shop");
+    assert_eq!(
+        (shop["tier"].as_u64(), shop["owner"].as_str()),
+        (Some(1), Some("team-shop"))
+    );
+    assert_eq!(shop["open_incidents"], 1, "{shop}");
+    assert_eq!(shop["highest_priority"], "P1");
+    assert_eq!(shop["sla"]["response_seconds"]["P1"], 900);
+    assert_eq!(shop["sla"]["resolution_seconds"]["P2"], 28_800);
+    let slo = &shop["slos"][0];
+    assert_eq!(
+        (slo["name"].as_str(), slo["objective"].as_f64()),
+        (Some("availability"), Some(0.999))
+    );
+    assert_eq!(slo["window_seconds"], 2_592_000);
+    let f = &slo["figures"];
+    // About 40 minutes of a 43.2-minute budget spent; the last hour was
+    // 2/3 bad: a burn rate of about 667 over 1h, 1000 over 5m.
+    let budget = f["error_budget_remaining"].as_f64().unwrap();
+    assert!((budget - (1.0 - 40.0 / 43.2)).abs() < 0.01, "{f}");
+    let burn = |w: &str| f["burn_rates"][w].as_f64().unwrap();
+    assert!((burn("1h") - 666.7).abs() < 5.0, "{f}");
+    assert!((burn("5m") - 1000.0).abs() < 1e-6, "{f}");
+    assert!(f["sli"].as_f64().unwrap() < 1.0);
+    // The blog: no SLO, no incident (the shop's web server is not its).
+    let blog = &v["services"][1];
+    assert_eq!(blog["id"], "blog");
+    assert_eq!(blog["open_incidents"], 0);
+    assert!(
+        blog["highest_priority"].is_null() && blog["slos"] == json!([]),
+        "{blog}"
+    );
+    r.shutdown().await;
+}
+
+#[tokio::test]
+async fn cis_are_listed_by_class_and_service_page_by_page() {
+    let dir = tempfile::tempdir().unwrap();
+    let r = start(&catalog_config(dir.path())).await;
+    let ids = |v: &Value| -> Vec<String> {
+        v["cis"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["id"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let (s, all, _) = get(&r, "/api/v1/cis").await;
+    assert_eq!(s, StatusCode::OK, "{all}");
+    assert_eq!(ids(&all), ["blog-cache", "blog-web", "shop-db", "shop-web"]);
+    assert_eq!(
+        (all["total"].as_u64(), all["next_offset"].is_null()),
+        (Some(4), true)
+    );
+    let db = &all["cis"][2];
+    assert_eq!(db["class"], "database");
+    assert_eq!(db["service"], "shop");
+    assert_eq!(db["assignment_group"], "dba");
+    assert_eq!(db["dependent_count"], 2);
+    // Without an owner of its own: the service's.
+    assert_eq!(all["cis"][3]["assignment_group"], "team-shop");
+    assert_eq!(all["cis"][3]["depends_on"], json!(["shop-db"]));
+    let (_, apps, _) = get(&r, "/api/v1/cis?class=application").await;
+    assert_eq!(ids(&apps), ["blog-web", "shop-web"]);
+    let (_, blog_apps, _) = get(&r, "/api/v1/cis?class=application&service=blog").await;
+    assert_eq!(ids(&blog_apps), ["blog-web"]);
+    let (_, p1, _) = get(&r, "/api/v1/cis?limit=3").await;
+    assert_eq!((ids(&p1).len(), p1["next_offset"].as_u64()), (3, Some(3)));
+    let (_, p2, _) = get(&r, "/api/v1/cis?limit=3&offset=3").await;
+    assert_eq!(ids(&p2), ["shop-web"]);
+    assert!(p2["next_offset"].is_null(), "{p2}");
+    let (_, none, _) = get(&r, "/api/v1/cis?service=nope").await;
+    assert_eq!((none["total"].as_u64(), ids(&none).len()), (Some(0), 0));
+    let (s, e, _) = get(&r, "/api/v1/cis?colour=red").await;
+    assert_eq!(
+        (s, e["detail"]["field"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("colour")),
+        "{e}"
+    );
+    r.shutdown().await;
+}
+
+#[tokio::test]
+async fn alerts_list_the_firing_and_the_suppressed_with_rule_and_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let r = start(&catalog_config(dir.path())).await;
+    post_alerts(
+        &r,
+        json!([
+            {"labels": {"alertname": "PgDown", "job": "postgres", "severity": "critical"},
+             "annotations": {"summary": "primary down"}, "status": "firing", "startsAt": ago(10)},
+            {"labels": {"alertname": "ShopDown", "ci": "shop-web", "severity": "critical"},
+             "status": "firing", "startsAt": ago(9)},
+            {"labels": {"alertname": "Watchdog", "severity": "none"}, "status": "firing", "startsAt": ago(8)},
+            {"labels": {"alertname": "CacheCold", "ci": "blog-cache", "severity": "warning"},
+             "status": "resolved", "startsAt": ago(30), "endsAt": ago(20)}
+        ]),
+    )
+    .await;
+    let names = |v: &Value| -> Vec<String> {
+        v["alerts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a["alertname"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let (s, firing, _) = get(&r, "/api/v1/alerts").await;
+    assert_eq!(s, StatusCode::OK, "{firing}");
+    // Newest first; the heartbeat is suppressed, the resolved one gone.
+    assert_eq!(names(&firing), ["ShopDown", "PgDown"]);
+    let pg = &firing["alerts"][1];
+    assert_eq!(
+        (pg["ci"].as_str(), pg["service"].as_str()),
+        (Some("shop-db"), Some("shop"))
+    );
+    assert!(pg["incident"].as_i64().is_some(), "{pg}");
+    assert!(pg["suppressed"].is_null());
+    assert_eq!(pg["annotations"]["summary"], "primary down");
+    let (_, sup, _) = get(&r, "/api/v1/alerts?suppressed=true").await;
+    assert_eq!(names(&sup), ["Watchdog"]);
+    let w = &sup["alerts"][0];
+    assert_eq!(w["suppressed"]["rule"], "suppress-heartbeats");
+    assert!(
+        w["suppressed"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("heartbeat"),
+        "{w}"
+    );
+    assert!(w["incident"].is_null());
+    for (query, want) in [
+        ("ci=shop-db", vec!["PgDown"]),
+        ("service=shop", vec!["ShopDown", "PgDown"]),
+        ("service=blog", vec![]),
+        ("alertname=ShopDown", vec!["ShopDown"]),
+        ("alertname=PgDown&service=shop&ci=shop-web", vec![]),
+    ] {
+        let (_, v, _) = get(&r, &format!("/api/v1/alerts?{query}")).await;
+        assert_eq!(names(&v), want, "{query}: {v}");
+    }
+    let (_, p1, _) = get(&r, "/api/v1/alerts?limit=1").await;
+    assert_eq!(
+        (names(&p1), p1["next_offset"].as_u64()),
+        (vec!["ShopDown".to_string()], Some(1))
+    );
+    let (_, p2, _) = get(&r, "/api/v1/alerts?limit=1&offset=1").await;
+    assert_eq!(names(&p2), ["PgDown"]);
+    let (s, e, _) = get(&r, "/api/v1/alerts?suppressed=maybe").await;
+    assert_eq!(
+        (s, e["detail"]["field"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("suppressed")),
+        "{e}"
+    );
+    r.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_wrong_method_is_told_the_allowed_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let r = start(&config(dir.path())).await;
+    for (method, path, allowed) in [
+        ("DELETE", "/api/v1/alerts", json!(["GET", "HEAD", "POST"])),
+        ("PUT", "/api/v1/incidents/1/ack", json!(["POST"])),
+        ("POST", "/api/v1/services", json!(["GET", "HEAD"])),
+        ("GET", "/api/v1/alerts/alertmanager", json!(["POST"])),
+    ] {
+        let resp = r
+            .router
+            .clone()
+            .oneshot(
+                Request::builder()
+                    .method(method)
+                    .uri(path)
+                    .body(Body::empty())
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            resp.status(),
+            StatusCode::METHOD_NOT_ALLOWED,
+            "{method} {path}"
+        );
+        let allow = resp.headers()[header::ALLOW].to_str().unwrap().to_string();
+        let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+        let v: Value = serde_json::from_slice(&bytes).expect("a JSON body");
+        assert_eq!(v["detail"]["method"], method, "{v}");
+        assert_eq!(v["detail"]["allowed"], allowed, "{method} {path}: {v}");
+        let names: Vec<&str> = allowed
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m.as_str().unwrap())
+            .collect();
+        assert!(
+            v["error"].as_str().unwrap().contains(&names.join(", ")),
+            "{v}"
+        );
+        // The same methods as the Allow header, whatever their order.
+        let mut a: Vec<&str> = allow.split(',').map(str::trim).collect();
+        let mut b = names.clone();
+        a.sort_unstable();
+        b.sort_unstable();
+        assert_eq!(a, b, "{method} {path}");
+    }
+    r.shutdown().await;
+}
+
+#[tokio::test]
+async fn auto_resolve_at_shows_the_hold_and_clears_after() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = catalog_config(dir.path());
+    c.engine.auto_resolve_hold = std::time::Duration::from_secs(600);
+    let now = incidentd::domain::Timestamp::now();
+    let clock = std::sync::Arc::new(incidentd::domain::ManualClock::new(now));
+    let r = support::start_on(&c, clock.clone()).await;
+    let at = |min: i64| {
+        chrono::DateTime::from_timestamp_millis(now.0 + min * 60_000)
+            .unwrap()
+            .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+    };
+    let labels = json!({"alertname": "ShopDown", "ci": "shop-web", "severity": "critical"});
+    let fire = |start: i64| json!([{"labels": labels, "status": "firing", "startsAt": at(start)}]);
+    let end = |start: i64, end: i64| json!([{"labels": labels, "status": "resolved", "startsAt": at(start), "endsAt": at(end)}]);
+    post_alerts(&r, fire(-20)).await;
+    let id = incidents(&r, "active").await[0]["id"].as_i64().unwrap();
+    let detail = async || get(&r, &format!("/api/v1/incidents/{id}")).await.1;
+    let when = |v: &Value| {
+        v["auto_resolve_at"].as_str().map(|s| {
+            chrono::DateTime::parse_from_rfc3339(s)
+                .unwrap()
+                .timestamp_millis()
+        })
+    };
+    let v = detail().await;
+    assert!(
+        v.as_object().unwrap().contains_key("auto_resolve_at") && v["auto_resolve_at"].is_null(),
+        "{v}"
+    );
+    // The alert ended a minute ago: the incident waits out the 10-minute
+    // hold, and says until when.
+    post_alerts(&r, end(-20, -1)).await;
+    let v = detail().await;
+    assert_eq!(v["state"], "open");
+    assert_eq!(when(&v), Some(now.0 + 9 * 60_000), "{v}");
+    // Lists carry it too.
+    assert_eq!(
+        when(&incidents(&r, "active").await[0]),
+        Some(now.0 + 9 * 60_000)
+    );
+    // Firing again within the hold: the incident goes on, no resolve due.
+    post_alerts(&r, fire(0)).await;
+    assert!(detail().await["auto_resolve_at"].is_null());
+    post_alerts(&r, end(0, 0)).await;
+    assert_eq!(when(&detail().await), Some(now.0 + 10 * 60_000));
+    // The hold passes: resolved, and nothing is due any more.
+    clock.advance(std::time::Duration::from_secs(11 * 60));
+    let v = support::eventually("the auto-resolve", 10, async || {
+        let v = detail().await;
+        (v["state"] == "resolved").then_some(v)
+    })
+    .await;
+    assert!(v["auto_resolve_at"].is_null(), "{v}");
+    r.shutdown().await;
+}
+
+#[tokio::test]
+async fn actions_answer_with_the_incident_and_its_sla() {
+    let dir = tempfile::tempdir().unwrap();
+    let r = start(&catalog_config(dir.path())).await;
+    post_alerts(
+        &r,
+        json!([{"labels": {"alertname": "ShopDown", "ci": "shop-web", "severity": "critical"},
+                "status": "firing", "startsAt": ago(2)}]),
+    )
+    .await;
+    let id = incidents(&r, "active").await[0]["id"].as_i64().unwrap();
+    let act = async |op: &str, body: Value| {
+        let (s, v, _) = call(
+            &r,
+            "POST",
+            &format!("/api/v1/incidents/{id}/{op}"),
+            body.to_string(),
+            None,
+        )
+        .await;
+        assert_eq!(s, StatusCode::OK, "{op}: {v}");
+        v
+    };
+    let v = act("ack", json!({"by": "alice"})).await;
+    assert_eq!(
+        (v["state"].as_str(), v["acknowledged_by"].as_str()),
+        (Some("acknowledged"), Some("alice"))
+    );
+    assert_eq!(v["sla"]["response"]["status"], "met", "{v}");
+    assert_eq!(v["sla"]["response"]["target_seconds"], 900);
+    assert_eq!(v["sla"]["resolution"]["status"], "running", "{v}");
+    let v = act("hold", json!({"reason": "awaiting_vendor"})).await;
+    assert_eq!(v["sla"]["resolution"]["paused"], true, "{v}");
+    let v = act("resume", Value::Null).await;
+    assert_eq!(v["sla"]["resolution"]["paused"], false, "{v}");
+    let v = act("resolve", Value::Null).await;
+    assert_eq!(v["state"], "resolved");
+    assert_eq!(v["sla"]["resolution"]["status"], "met", "{v}");
+    // The same timers as the detail shows.
+    let (_, d, _) = get(&r, &format!("/api/v1/incidents/{id}")).await;
+    assert_eq!(d["sla"], v["sla"]);
+    r.shutdown().await;
+}
+
+#[tokio::test]
+async fn incidents_are_listed_by_priority_and_service() {
+    let dir = tempfile::tempdir().unwrap();
+    let r = start(&catalog_config(dir.path())).await;
+    post_alerts(
+        &r,
+        json!([
+            {"labels": {"alertname": "ShopDown", "ci": "shop-web", "severity": "critical"}, "status": "firing", "startsAt": ago(3)},
+            {"labels": {"alertname": "CacheCold", "ci": "blog-cache", "severity": "warning"}, "status": "firing", "startsAt": ago(2)}
+        ]),
+    )
+    .await;
+    let titles = async |q: &str| -> Vec<String> {
+        let (s, v, _) = get(&r, &format!("/api/v1/incidents?{q}")).await;
+        assert_eq!(s, StatusCode::OK, "{q}: {v}");
+        v["incidents"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| i["title"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(titles("").await.len(), 2);
+    let shop = titles("service=shop").await;
+    assert!(shop.len() == 1 && shop[0].contains("ShopDown"), "{shop:?}");
+    let p1 = titles("priority=P1").await;
+    assert!(p1.len() == 1 && p1[0].contains("ShopDown"), "{p1:?}");
+    assert!(titles("priority=P1&service=blog").await.is_empty());
+    let (s, e, _) = get(&r, "/api/v1/incidents?priority=P9").await;
+    assert_eq!(
+        (s, e["detail"]["field"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("priority")),
+        "{e}"
     );
     r.shutdown().await;
 }

@@ -127,6 +127,7 @@ async fn active_incidents(r: &Running) -> Vec<incidentd::domain::Incident> {
             state: StateFilter::All,
             limit: 10_000,
             before: None,
+            ..Default::default()
         })
         .await
         .expect("store readable")

@@ -129,6 +129,7 @@ async fn titles(r: &Running) -> Vec<String> {
             state: StateFilter::All,
             limit: 1000,
             before: None,
+            ..Default::default()
         })
         .await
         .expect("store")

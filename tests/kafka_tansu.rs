@@ -72,6 +72,7 @@ async fn incidents(r: &Running) -> Vec<incidentd::domain::Incident> {
             state: StateFilter::All,
             limit: 10_000,
             before: None,
+            ..Default::default()
         })
         .await
         .unwrap()

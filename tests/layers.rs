@@ -22,6 +22,8 @@ const LAYERS: &[&[&str]] = &[
     &["offline"],
     // Rule tests (`incidentd test`): drive the pipeline offline.
     &["ruletest"],
+    // The client of a running daemon (`incidentd incidents`, …): HTTP only.
+    &["client"],
     // Wiring: builds the pieces from configuration and runs them.
     &["app", "main", "bin"],
 ];

@@ -111,6 +111,8 @@ on_every_backend!(
     large_batch_in_one_apply,
     slo_incidents_are_the_qualifying_ones_open_since,
     outbox_is_written_with_its_change_and_finished_once,
+    firing_alerts_are_listed_by_suppression_name_and_ci,
+    incidents_are_filtered_by_priority_and_service,
 );
 
 fn incident(id: i64, state: IncidentState, count: u64) -> Incident {
@@ -142,6 +144,7 @@ fn incident(id: i64, state: IncidentState, count: u64) -> Incident {
         shard: 0,
         sla_marks: Vec::new(),
         holds: Vec::new(),
+        auto_resolve_at: None,
     }
 }
 
@@ -696,6 +699,7 @@ async fn reads_and_problem_links(db: Db) {
             state,
             limit,
             before,
+            ..Default::default()
         })
     };
     assert_eq!(
@@ -1190,4 +1194,115 @@ async fn outbox_is_written_with_its_change_and_finished_once(db: Db) {
         store.outbox_depth(None).await.unwrap(),
         [("servicenow".to_string(), 1), ("slack".to_string(), 1)]
     );
+}
+
+/// `list_alerts`: firing alerts only, either those let through or those
+/// suppressed (with rule and reason); by alert name; by the CI their key
+/// names, matched whole (`db` is not `dbx`) after an alert name of any
+/// characters; newest start first, page by page.
+async fn firing_alerts_are_listed_by_suppression_name_and_ci(db: Db) {
+    let alert = |fp: u64, name: &str, key: &str, start: i64, suppressed: bool| {
+        let mut a = record(fp, 10);
+        a.labels = [("alertname".to_string(), name.to_string())]
+            .into_iter()
+            .collect();
+        a.key = key.into();
+        a.starts_at = Timestamp(start);
+        a.suppressed = suppressed.then(|| ("suppress-heartbeats".into(), "heartbeat".into()));
+        StoreOp::InsertAlert(Box::new(a))
+    };
+    let mut resolved = record(4, 10);
+    resolved.status = AlertStatus::Resolved;
+    resolved.key = "PgDown|ci:db".into();
+    resolved.suppressed = None;
+    db.store
+        .apply(&[
+            alert(1, "PgDown", "PgDown|ci:db", 1_000, false),
+            alert(2, "WebDown", "WebDown|ci:web", 2_000, false),
+            alert(3, "Watchdog", "fp:0000000000000003", 3_000, true),
+            StoreOp::InsertAlert(Box::new(resolved)),
+            alert(5, "PgDown", "PgDown|ci:dbx", 500, false),
+            alert(6, "Ωmega|ci:x", "Ωmega|ci:x|ci:db", 1_500, false),
+        ])
+        .await
+        .unwrap();
+    let q = |suppressed: bool,
+             alertname: Option<&str>,
+             cis: Option<&[&str]>,
+             offset: u64,
+             limit: u32| AlertQuery {
+        suppressed,
+        alertname: alertname.map(str::to_string),
+        cis: cis.map(|c| c.iter().map(|s| s.to_string()).collect()),
+        page: Page { offset, limit },
+    };
+    let fps = |rows: Vec<AlertRecord>| rows.iter().map(|a| a.fingerprint.0).collect::<Vec<_>>();
+    let list = async |query: AlertQuery| fps(db.store.list_alerts(query).await.unwrap());
+    assert_eq!(list(q(false, None, None, 0, 100)).await, [2, 6, 1, 5]);
+    let suppressed = db
+        .store
+        .list_alerts(q(true, None, None, 0, 100))
+        .await
+        .unwrap();
+    assert_eq!(fps(suppressed.clone()), [3]);
+    assert_eq!(
+        suppressed[0].suppressed,
+        Some(("suppress-heartbeats".to_string(), "heartbeat".to_string()))
+    );
+    assert_eq!(list(q(false, Some("PgDown"), None, 0, 100)).await, [1, 5]);
+    assert_eq!(list(q(false, None, Some(&["db"]), 0, 100)).await, [6, 1]);
+    assert_eq!(
+        list(q(false, None, Some(&["web", "dbx"]), 0, 100)).await,
+        [2, 5]
+    );
+    assert_eq!(
+        list(q(false, Some("PgDown"), Some(&["db"]), 0, 100)).await,
+        [1]
+    );
+    assert!(list(q(false, None, Some(&[]), 0, 100)).await.is_empty());
+    assert!(list(q(true, None, Some(&["db"]), 0, 100)).await.is_empty());
+    assert_eq!(list(q(false, None, None, 1, 2)).await, [6, 1]);
+    assert_eq!(list(q(false, None, None, 3, 2)).await, [5]);
+}
+
+/// `list_incidents` narrowed to one priority and to the incidents that
+/// impact one service (an element of the list, not a part of a name).
+async fn incidents_are_filtered_by_priority_and_service(db: Db) {
+    let mk = |id: i64, p: u8, services: &[&str]| {
+        let mut i = incident(id, IncidentState::Open, 1);
+        i.key = format!("k{id}");
+        i.priority = Priority::new(p).unwrap();
+        i.impacted_services = services.iter().map(|s| s.to_string()).collect();
+        upsert(i)
+    };
+    db.store
+        .apply(&[
+            mk(1, 1, &["shop", "blog"]),
+            mk(2, 2, &["shop"]),
+            mk(3, 1, &["shopping"]),
+            mk(4, 3, &[]),
+        ])
+        .await
+        .unwrap();
+    let ids = async |priority: Option<u8>, service: Option<&str>| {
+        db.store
+            .list_incidents(IncidentQuery {
+                state: StateFilter::All,
+                limit: 100,
+                priority: priority.and_then(Priority::new),
+                service: service.map(str::to_string),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .iter()
+            .map(|i| i.id.0)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(ids(None, None).await, [4, 3, 2, 1]);
+    assert_eq!(ids(Some(1), None).await, [3, 1]);
+    assert_eq!(ids(None, Some("shop")).await, [2, 1]);
+    assert_eq!(ids(Some(2), Some("shop")).await, [2]);
+    assert_eq!(ids(None, Some("blog")).await, [1]);
+    assert!(ids(None, Some("nope")).await.is_empty());
 }

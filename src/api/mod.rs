@@ -1,5 +1,11 @@
 //! HTTP API (DESIGN §5): `fn router(state) -> Router`; handlers stay thin and
 //! every error is JSON `{"error": "...", "detail": ...}` with the right status.
+//! The routes and their shapes are described by `openapi.yaml`, served at
+//! `/api/v1/openapi.json`.
+
+mod alerts;
+mod catalog;
+mod openapi;
 
 use crate::domain::{Incident, IncidentId, IncidentState, Source, TimelineEntry};
 use crate::incident::EngineError;
@@ -52,8 +58,12 @@ pub enum ApiError {
     },
     #[error("invalid query parameter {field}: {message}")]
     QueryString { field: String, message: String },
-    #[error("{method} is not allowed here")]
-    MethodNotAllowed { method: String },
+    #[error("{method} is not allowed here; allowed: {}", allowed.join(", "))]
+    MethodNotAllowed {
+        method: String,
+        /// What the route answers (`HEAD` with `GET`), as `Allow` says.
+        allowed: Vec<&'static str>,
+    },
     #[error("no such endpoint: {0}")]
     NoRoute(String),
     #[error("the request took longer than {0:?}; retry")]
@@ -161,9 +171,9 @@ impl IntoResponse for ApiError {
             ApiError::QueryString { field, .. } => {
                 (StatusCode::BAD_REQUEST, json!({ "field": field }), None)
             }
-            ApiError::MethodNotAllowed { method } => (
+            ApiError::MethodNotAllowed { method, allowed } => (
                 StatusCode::METHOD_NOT_ALLOWED,
-                json!({ "method": method }),
+                json!({ "method": method, "allowed": allowed }),
                 None,
             ),
             ApiError::NoRoute(path) => (StatusCode::NOT_FOUND, json!({ "path": path }), None),
@@ -379,40 +389,132 @@ pub enum Ingress {
 
 type Shared = Arc<AppState>;
 
-pub fn router(state: Shared) -> Router {
-    let limit = state.max_body_bytes;
-    Router::new()
-        .route("/api/v1/alerts/alertmanager", post(post_alertmanager))
-        .route("/api/v1/alerts", post(post_canonical))
+/// One route: its path, the methods it answers and what serves them. The
+/// router is built from [`routes`] alone, so that a 405 can name the
+/// methods and the OpenAPI document can be checked against every route
+/// (`tests/openapi.rs`).
+struct Route {
+    path: &'static str,
+    methods: &'static [&'static str],
+    serve: MethodRouter<Shared>,
+}
+
+fn routes() -> Vec<Route> {
+    let r = |path, methods, serve| Route {
+        path,
+        methods,
+        serve,
+    };
+    vec![
+        r(
+            "/api/v1/alerts/alertmanager",
+            &["POST"],
+            post(post_alertmanager),
+        ),
+        r(
+            "/api/v1/alerts",
+            &["GET", "POST"],
+            get(alerts::list_alerts).post(post_canonical),
+        ),
         // Where Prometheus, vmalert and other Alertmanager API clients post
         // (Alertmanager's own v2 path): the same body.
-        .route("/api/v2/alerts", post(post_canonical))
-        .route("/api/v1/alerts/rejected", get(list_rejected))
-        .route("/api/v1/alerts/pagerduty", post(post_pagerduty))
-        .route("/api/v1/incidents", get(list_incidents))
-        .route("/api/v1/incidents/{id}", get(get_incident))
-        .route("/api/v1/incidents/{id}/alerts", get(incident_alerts))
-        .route("/api/v1/incidents/{id}/timeline", get(incident_timeline))
-        .route("/api/v1/incidents/{id}/ack", action(Operation::Acknowledge))
-        .route("/api/v1/incidents/{id}/resolve", action(Operation::Resolve))
-        .route("/api/v1/incidents/{id}/hold", action(Operation::Hold))
-        .route("/api/v1/incidents/{id}/resume", action(Operation::Resume))
-        .route("/api/v1/webhooks/{destination}", post(inbound_webhook))
-        .route("/api/v1/changes", post(post_changes).get(list_changes))
-        .route("/api/v1/problems", get(list_problems))
-        .route("/api/v1/cis/{id}", get(get_ci))
-        .route(
+        r("/api/v2/alerts", &["POST"], post(post_canonical)),
+        r("/api/v1/alerts/rejected", &["GET"], get(list_rejected)),
+        r("/api/v1/alerts/pagerduty", &["POST"], post(post_pagerduty)),
+        r("/api/v1/incidents", &["GET"], get(list_incidents)),
+        r("/api/v1/incidents/{id}", &["GET"], get(get_incident)),
+        r(
+            "/api/v1/incidents/{id}/alerts",
+            &["GET"],
+            get(incident_alerts),
+        ),
+        r(
+            "/api/v1/incidents/{id}/timeline",
+            &["GET"],
+            get(incident_timeline),
+        ),
+        r(
+            "/api/v1/incidents/{id}/ack",
+            &["POST"],
+            action(Operation::Acknowledge),
+        ),
+        r(
+            "/api/v1/incidents/{id}/resolve",
+            &["POST"],
+            action(Operation::Resolve),
+        ),
+        r(
+            "/api/v1/incidents/{id}/hold",
+            &["POST"],
+            action(Operation::Hold),
+        ),
+        r(
+            "/api/v1/incidents/{id}/resume",
+            &["POST"],
+            action(Operation::Resume),
+        ),
+        r(
+            "/api/v1/webhooks/{destination}",
+            &["POST"],
+            post(inbound_webhook),
+        ),
+        r(
+            "/api/v1/changes",
+            &["GET", "POST"],
+            post(post_changes).get(list_changes),
+        ),
+        r("/api/v1/problems", &["GET"], get(list_problems)),
+        r("/api/v1/services", &["GET"], get(catalog::list_services)),
+        r("/api/v1/cis", &["GET"], get(catalog::list_cis)),
+        r("/api/v1/cis/{id}", &["GET"], get(get_ci)),
+        r("/api/v1/openapi.json", &["GET"], get(openapi::document)),
+        r(
             "/healthz",
+            &["GET"],
             get(|| async { Json(json!({ "status": "ok" })) }),
-        )
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
+        ),
+        r("/readyz", &["GET"], get(readyz)),
+        r("/metrics", &["GET"], get(metrics)),
+    ]
+}
+
+/// Every route's path and methods, as the router serves them.
+pub fn route_table() -> Vec<(&'static str, &'static [&'static str])> {
+    routes().into_iter().map(|r| (r.path, r.methods)).collect()
+}
+
+/// The methods a 405 names: the route's, and `HEAD` wherever `GET` is
+/// (axum answers it), as the `Allow` header does.
+fn allowed_methods(methods: &[&'static str]) -> Vec<&'static str> {
+    let mut out = Vec::with_capacity(methods.len() + 1);
+    for m in methods {
+        out.push(*m);
+        if *m == "GET" {
+            out.push("HEAD");
+        }
+    }
+    out
+}
+
+pub fn router(state: Shared) -> Router {
+    let limit = state.max_body_bytes;
+    let mut router = Router::new();
+    for route in routes() {
+        let allowed = allowed_methods(route.methods);
+        router = router.route(
+            route.path,
+            route
+                .serve
+                .fallback(move |method: axum::http::Method| async move {
+                    ApiError::MethodNotAllowed {
+                        method: method.to_string(),
+                        allowed,
+                    }
+                }),
+        );
+    }
+    router
         .fallback(|uri: axum::http::Uri| async move { ApiError::NoRoute(uri.path().to_string()) })
-        .method_not_allowed_fallback(|method: axum::http::Method| async move {
-            ApiError::MethodNotAllowed {
-                method: method.to_string(),
-            }
-        })
         .layer(DefaultBodyLimit::max(limit))
         .with_state(state)
 }
@@ -815,6 +917,8 @@ struct ListParams {
     state: Option<String>,
     limit: Option<u32>,
     before: Option<i64>,
+    priority: Option<crate::domain::Priority>,
+    service: Option<String>,
 }
 
 fn check_api_token(st: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
@@ -864,6 +968,8 @@ async fn list_incidents(
             state,
             limit,
             before: p.before,
+            priority: p.priority,
+            service: p.service.filter(|s| !s.is_empty()),
         })
         .await?;
     let next = (incidents.len() == limit as usize)
@@ -1193,10 +1299,22 @@ async fn incident_action(
         })
         .await?;
     Ok(match outcome {
-        Outcome::Applied(inc)
+        // With its SLA timers, as `GET /api/v1/incidents/{id}` shows them:
+        // whoever acted sees at once what the action did to the clocks.
+        Outcome::Applied(incident)
         | Outcome::Forwarded {
-            applied: Some(inc), ..
-        } => Json(inc).into_response(),
+            applied: Some(incident),
+            ..
+        } => Json(IncidentItem {
+            sla: crate::slo::sla::incident_sla(
+                &shared_cmdb(st),
+                &incident,
+                st.clock.now(),
+                &st.sla_pause_on,
+            ),
+            incident,
+        })
+        .into_response(),
         Outcome::Forwarded {
             shard,
             applied: None,

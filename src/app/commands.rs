@@ -72,3 +72,31 @@ pub async fn test(dir: &Path, config: Option<&Path>) -> Result<ExitCode> {
         ExitCode::from(1)
     })
 }
+
+/// A client command (`incidentd incidents`, `services`, `cis`, `alerts`):
+/// on a single-threaded runtime of its own; the answer on stdout, an error
+/// on stderr with the exit code of its kind (see `client`).
+pub fn client(cmd: crate::client::cli::ClientCommand) -> ExitCode {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("incidentd: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(crate::client::run(cmd)) {
+        Ok(out) => {
+            use std::io::Write;
+            // A closed pipe (`| head`) is not an error worth a message.
+            let _ = std::io::stdout().write_all(out.as_bytes());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("incidentd: {e}");
+            ExitCode::from(e.exit_code())
+        }
+    }
+}

@@ -434,6 +434,20 @@ impl Cmdb {
         self.by_id.get(id).copied()
     }
 
+    /// Every CI with its index, in the file's order.
+    pub fn cis(&self) -> impl Iterator<Item = (CiIdx, &Ci)> {
+        (0u32..).map(CiIdx).zip(self.cis.iter())
+    }
+
+    /// Who takes an incident rooted at `c`: the CI's owner, else its
+    /// service's owner (what the engine assigns when no rule does).
+    pub fn assignment_group(&self, c: CiIdx) -> Option<&str> {
+        let rec = self.ci(c);
+        rec.owner
+            .as_deref()
+            .or_else(|| rec.service.and_then(|s| self.service(s).owner.as_deref()))
+    }
+
     pub fn service(&self, i: usize) -> &Service {
         &self.services[i]
     }

@@ -13,6 +13,7 @@ use crate::domain::{Alert, instance_host};
 pub fn target(alert: &Alert) -> Option<String> {
     let l = &alert.labels;
     if let Some(ci) = l.get("ci").filter(|v| !v.is_empty()) {
+        // `|` + this is `CI_KEY`: bound or not, a key names a CI alike.
         return Some(format!("ci:{ci}"));
     }
     if let Some(inst) = l.get("instance").filter(|v| !v.is_empty()) {
@@ -24,12 +25,25 @@ pub fn target(alert: &Alert) -> Option<String> {
         .map(|h| format!("host:{h}"))
 }
 
+/// What joins the alert name and the CI in a key: `<alertname>|ci:<ci>`.
+pub const CI_KEY: &str = "|ci:";
+
 /// The key once the alert is bound: the same alert name on the same CMDB CI.
 pub fn correlation_key_for(alert: &Alert, ci: Option<&str>) -> String {
     match ci {
-        Some(ci) => format!("{}|ci:{ci}", alert.alertname()),
+        Some(ci) => format!("{}{CI_KEY}{ci}", alert.alertname()),
         None => correlation_key(alert),
     }
+}
+
+/// The CI a key names, given the alert's name: the CMDB CI it was bound
+/// to, or its `ci` label when that names no CI of the CMDB (`None` for an
+/// alert keyed by host or fingerprint). The inverse of
+/// [`correlation_key_for`], so the store's record of a binding can be read.
+pub fn ci_of_key<'a>(key: &'a str, alertname: &str) -> Option<&'a str> {
+    key.strip_prefix(alertname)?
+        .strip_prefix(CI_KEY)
+        .filter(|ci| !ci.is_empty())
 }
 
 pub fn correlation_key(alert: &Alert) -> String {
@@ -93,5 +107,21 @@ mod tests {
         assert_eq!(correlation_key(&d), "X|ci:pg-1");
         let e = alert(&[("alertname", "Lonely")]);
         assert_eq!(correlation_key(&e), format!("fp:{}", e.fingerprint));
+    }
+
+    #[test]
+    fn the_ci_is_read_back_from_the_key() {
+        let a = alert(&[("alertname", "PgDown|x"), ("instance", "h1:1")]);
+        let bound = correlation_key_for(&a, Some("pg-main"));
+        assert_eq!(ci_of_key(&bound, a.alertname()), Some("pg-main"));
+        // Keyed by host or fingerprint: no CI.
+        assert_eq!(ci_of_key(&correlation_key(&a), a.alertname()), None);
+        let lonely = alert(&[("alertname", "Lonely")]);
+        assert_eq!(ci_of_key(&correlation_key(&lonely), "Lonely"), None);
+        // A `ci` label the CMDB does not know still names it.
+        let d = alert(&[("alertname", "X"), ("ci", "pg-1")]);
+        assert_eq!(ci_of_key(&correlation_key(&d), "X"), Some("pg-1"));
+        // Another alert name never reads as this one's.
+        assert_eq!(ci_of_key(&bound, "PgDown"), None);
     }
 }

@@ -411,6 +411,14 @@ pub struct Incident {
     /// `sla.pause_on` stop the SLA clocks.
     #[serde(default)]
     pub holds: Vec<Hold>,
+    /// While every alert of an active incident has resolved and the
+    /// auto-resolve hold (`incident.auto_resolve_hold`) runs: when the
+    /// incident will resolve unless an alert fires again (event time).
+    /// `None` otherwise. Kept by the engine, stored with the incident, so
+    /// that every instance's API can tell an on-call engineer why an
+    /// incident with no firing alert is still open.
+    #[serde(default)]
+    pub auto_resolve_at: Option<Timestamp>,
 }
 
 /// An incident on hold for a reason (ITIL "pending"/"on hold": awaiting
@@ -480,6 +488,7 @@ impl Incident {
             shard: 0,
             sla_marks: Vec::new(),
             holds: Vec::new(),
+            auto_resolve_at: None,
         }
     }
 }

@@ -449,6 +449,10 @@ impl Engine {
                 t.resolve_due = Some(due);
                 self.due.insert((due, id));
             }
+            // Rows written before the field existed (or by a run with
+            // another hold) are put right on the next save; memory is
+            // right from now on.
+            t.inc.auto_resolve_at = t.resolve_due;
             self.incidents.insert(id, t);
         }
         for (key, target) in merged {
@@ -690,6 +694,9 @@ impl Engine {
     fn save_incident(&mut self, id: IncidentId, now: Timestamp) {
         if let Some(t) = self.incidents.get_mut(&id) {
             t.inc.updated_at = now;
+            // Every change of `resolve_due` is followed by a save: the
+            // stored incident tells when the hold ends.
+            t.inc.auto_resolve_at = t.resolve_due.filter(|_| t.inc.state.is_active());
             // Written once per batch however often it changed (take_batch).
             self.upserts.insert(id);
         }

@@ -313,6 +313,7 @@ impl Engine {
             shard: self.shard,
             sla_marks: Vec::new(),
             holds: Vec::new(),
+            auto_resolve_at: None,
         };
         self.incidents.insert(id, Tracked::new(inc, None, at));
         self.add_key(id, key);
@@ -349,10 +350,7 @@ impl Engine {
                         tier: s.tier,
                     })
                     .collect();
-                let owner = rec
-                    .owner
-                    .clone()
-                    .or_else(|| rec.service.and_then(|s| self.cmdb.service(s).owner.clone()));
+                let owner = self.cmdb.assignment_group(c).map(str::to_string);
                 (services, Some(rec.id.clone()), owner)
             }
             None => (Vec::new(), None, None),

@@ -240,6 +240,24 @@ pub struct IncidentQuery {
     pub limit: u32,
     /// Return incidents with id < this (newest first paging).
     pub before: Option<i64>,
+    /// Only incidents of this priority.
+    pub priority: Option<crate::domain::Priority>,
+    /// Only incidents that impact this business service.
+    pub service: Option<String>,
+}
+
+/// Which stored alerts to list (`GET /api/v1/alerts`): those firing now,
+/// either the ones rules let through or the ones they suppressed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AlertQuery {
+    /// Firing alerts a rule suppressed (`true`), or the others (`false`).
+    pub suppressed: bool,
+    pub alertname: Option<String>,
+    /// Only alerts whose correlation key names one of these CIs (the CI
+    /// the engine bound them to, or their `ci` label when it names none
+    /// of the CMDB's); `None`: any.
+    pub cis: Option<Vec<String>>,
+    pub page: Page,
 }
 
 /// The incident record as the engine writes it: batches applied
@@ -317,6 +335,9 @@ pub trait Reads: Send + Sync + 'static {
         page: Page,
     ) -> BoxFuture<'_, Result<Vec<AlertRecord>, StoreError>>;
     fn count_by_state(&self) -> BoxFuture<'_, Result<Vec<(IncidentState, u64)>, StoreError>>;
+    /// Firing alerts, newest start first, as the engine last wrote them
+    /// (with the rule and reason of a suppression, and their incident).
+    fn list_alerts(&self, q: AlertQuery) -> BoxFuture<'_, Result<Vec<AlertRecord>, StoreError>>;
 }
 
 /// The outbox and ticket identities, as the senders and pollers use them.

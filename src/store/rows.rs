@@ -30,6 +30,8 @@ pub(super) struct Extra {
     sla_marks: Vec<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     holds: Vec<Hold>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    auto_resolve_at: Option<Timestamp>,
 }
 
 /// `incidents.extra` of an incident, as JSON text.
@@ -43,6 +45,7 @@ pub(super) fn extra_json(inc: &Incident) -> String {
         signature: inc.signature.clone(),
         sla_marks: inc.sla_marks.clone(),
         holds: inc.holds.clone(),
+        auto_resolve_at: inc.auto_resolve_at,
     })
 }
 
@@ -205,6 +208,7 @@ pub(super) fn incident_from_row(r: &impl Cols) -> Result<Incident, StoreError> {
         signature: extra.signature,
         sla_marks: extra.sla_marks,
         holds: extra.holds,
+        auto_resolve_at: extra.auto_resolve_at,
         shard: u32::try_from(r.int("shard")?).unwrap_or(0),
     })
 }

@@ -10,8 +10,8 @@ use super::rows::{
     incident_from_row, outbox_from_row, problem_from_row, state_count_from_row, timeline_from_row,
 };
 use super::{
-    AlertRecord, BoxFuture, Delivery, IncidentQuery, Outbox, OutboxRow, Page, Reads, Restore,
-    Snapshot, StateFilter, StoreError,
+    AlertQuery, AlertRecord, BoxFuture, Delivery, IncidentQuery, Outbox, OutboxRow, Page, Reads,
+    Restore, Snapshot, StateFilter, StoreError,
 };
 use crate::change::ChangeRecord;
 use crate::domain::{
@@ -42,6 +42,19 @@ impl Dialect {
                 }
                 None => column.to_string(),
             },
+        }
+    }
+
+    /// SQL that is true when the JSON array at `key` of the JSON object in
+    /// `column` holds the text of the one `?` placeholder.
+    fn json_array_has(self, column: &str, key: &str) -> String {
+        match self {
+            Dialect::Sqlite => format!(
+                "EXISTS (SELECT 1 FROM json_each({column}, '$.{key}') WHERE json_each.value = ?)"
+            ),
+            Dialect::Postgres => {
+                format!("({column}->'{key}') @> jsonb_build_array(CAST(? AS TEXT))")
+            }
         }
     }
 }
@@ -298,11 +311,23 @@ impl<B: SqlBackend> Reads for B {
                 StateFilter::Active => (" AND state <> 'resolved'", None),
                 StateFilter::Only(s) => (" AND state = ?", Some(s.as_str())),
             };
-            let mut st = Stmt::new(format!(
-                "SELECT {INCIDENT_COLUMNS} FROM incidents WHERE id < ?{filter} ORDER BY id DESC LIMIT ?"
-            ))
-            .int(before);
+            let mut sql = format!("SELECT {INCIDENT_COLUMNS} FROM incidents WHERE id < ?{filter}");
+            if q.priority.is_some() {
+                sql.push_str(" AND priority = ?");
+            }
+            if q.service.is_some() {
+                sql.push_str(" AND ");
+                sql.push_str(&B::DIALECT.json_array_has("extra", "impacted_services"));
+            }
+            sql.push_str(" ORDER BY id DESC LIMIT ?");
+            let mut st = Stmt::new(sql).int(before);
             if let Some(s) = state {
+                st = st.text(s);
+            }
+            if let Some(p) = q.priority {
+                st = st.int(i64::from(p.get()));
+            }
+            if let Some(s) = q.service {
                 st = st.text(s);
             }
             let rows = self.fetch(st.int(limit)).await?;
@@ -402,6 +427,45 @@ impl<B: SqlBackend> Reads for B {
                 ))
                 .await?;
             decode(&rows, state_count_from_row)
+        })
+    }
+
+    fn list_alerts(&self, q: AlertQuery) -> BoxFuture<'_, Result<Vec<AlertRecord>, StoreError>> {
+        Box::pin(async move {
+            let d = B::DIALECT;
+            let name = d.json_text("a.labels", &["alertname"]);
+            let mut sql = format!(
+                "SELECT {ALERT_COLUMNS} FROM alerts a WHERE a.status = 'firing' AND a.suppressed_rule IS {}NULL",
+                if q.suppressed { "NOT " } else { "" }
+            );
+            if q.alertname.is_some() {
+                sql.push_str(&format!(" AND {name} = ?"));
+            }
+            if let Some(cis) = &q.cis {
+                if cis.is_empty() {
+                    return Ok(Vec::new());
+                }
+                // The key of a CI's alert is `<alertname>|ci:<ci>`
+                // (`correlate::correlation_key_for`): what follows the
+                // alert name is compared whole, so one CI's id never
+                // matches as part of another's.
+                let marks = vec!["?"; cis.len()].join(", ");
+                sql.push_str(&format!(
+                    " AND substr(a.corr_key, length(COALESCE({name}, '')) + 1) IN ({marks})"
+                ));
+            }
+            sql.push_str(" ORDER BY a.starts_at DESC, a.fingerprint LIMIT ? OFFSET ?");
+            let mut st = Stmt::new(sql);
+            if let Some(n) = q.alertname {
+                st = st.text(n);
+            }
+            for ci in q.cis.iter().flatten() {
+                st = st.text(format!("{}{ci}", crate::correlate::CI_KEY));
+            }
+            let st = st
+                .int(i64::from(q.page.limit))
+                .int(i64::try_from(q.page.offset).unwrap_or(i64::MAX));
+            decode(&self.fetch(st).await?, alert_record_from_row)
         })
     }
 

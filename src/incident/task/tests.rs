@@ -9,8 +9,8 @@ use crate::domain::{
 use crate::domain::{Incident, IncidentId, IncidentState, Priority};
 use crate::normalize::Event;
 use crate::store::{
-    AlertRecord, BoxFuture, Delivery, IncidentLog, IncidentQuery, Outbox, OutboxRow, Page, Reads,
-    SqliteStore, StoreError,
+    AlertQuery, AlertRecord, BoxFuture, Delivery, IncidentLog, IncidentQuery, Outbox, OutboxRow,
+    Page, Reads, SqliteStore, StoreError,
 };
 use crate::store::{DynStore, Restore, Snapshot, StoreOp};
 
@@ -87,6 +87,9 @@ impl Reads for SlowStore {
     }
     fn count_by_state(&self) -> Fut<'_, Vec<(IncidentState, u64)>> {
         self.0.count_by_state()
+    }
+    fn list_alerts(&self, q: AlertQuery) -> Fut<'_, Vec<AlertRecord>> {
+        self.0.list_alerts(q)
     }
 }
 
