@@ -8,7 +8,7 @@ use super::reload::CmdbReloader;
 use crate::config::{self, Config, Overrides};
 use crate::domain::SystemClock;
 use crate::incident::task;
-use crate::offline::load_rules;
+use crate::offline::daemon_rules;
 use crate::store::DynStore;
 use crate::telemetry::{self, Metrics};
 use anyhow::{Context, Result};
@@ -170,7 +170,7 @@ pub(super) async fn run(
     }
     // Rules are checked before anything is served: their errors need the
     // operator, not a retry (the CMDB is checked when the pipeline starts).
-    load_rules(&cfg.rules_dir)?;
+    daemon_rules(&cfg)?;
     let metrics = Metrics::new();
     let stopping = CancellationToken::new();
     {
@@ -326,8 +326,8 @@ async fn reload_on_sighup(
                 () = cancel.cancelled() => return,
                 r = hup.recv() => if r.is_none() { return },
             }
-            let dir = cfg.rules_dir.clone();
-            let loaded = tokio::task::spawn_blocking(move || load_rules(&dir)).await;
+            let c = cfg.clone();
+            let loaded = tokio::task::spawn_blocking(move || daemon_rules(&c)).await;
             match loaded {
                 Ok(Ok(rules)) => {
                     let n = rules.len();
