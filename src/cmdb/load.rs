@@ -103,6 +103,12 @@ pub(super) fn load_text(src: &str, text: &str) -> Result<(CmdbFile, Cmdb), Vec<C
     }
 }
 
+/// serde's pass alone.
+pub(super) fn parse_only(src: &str, text: &str) -> Result<CmdbFile, CmdbError> {
+    let de = serde_yaml_ng::Deserializer::from_str(text);
+    serde_path_to_error::deserialize(de).map_err(|e| syntax_error(src, e))
+}
+
 /// The error serde gave, by the field's path when it read far enough to
 /// have one (`cis[3].depends_on`), else by where the text went wrong.
 fn syntax_error(src: &str, e: serde_path_to_error::Error<serde_yaml_ng::Error>) -> CmdbError {

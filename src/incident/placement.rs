@@ -320,6 +320,7 @@ impl Engine {
             || "no CMDB CI (unbound alert)".to_string(),
             |c| format!("root cause CI {}", self.cmdb.ci(c).id),
         );
+        self.lived(id, super::Lifecycle::Opened);
         self.timeline(
             id,
             at,
@@ -413,6 +414,12 @@ impl Engine {
             .map(|t| t.inc.impacted_services.clone())
             .unwrap_or_default();
         self.set_root(id, Some(ci), alert, now);
+        self.lived(
+            id,
+            super::Lifecycle::Rerooted {
+                from: (!old.is_empty()).then(|| old.clone()),
+            },
+        );
         self.timeline(
             id,
             alert.starts_at,
@@ -553,6 +560,8 @@ impl Engine {
             format!("absorbed incident {from} ({n} alerts): {old_root} depends on {ci_id}"),
             None,
         );
+        self.lived(from, super::Lifecycle::MergedInto { into });
+        self.lived(into, super::Lifecycle::Absorbed { from });
         self.save_incident(from, now);
         self.save_incident(into, now);
     }
@@ -574,6 +583,12 @@ impl Engine {
             alert.fingerprint
         );
         self.timeline(id, alert.starts_at, TimelineKind::Reopened, msg, None);
+        self.lived(
+            id,
+            super::Lifecycle::Reopened {
+                alertname: alert.alertname().to_string(),
+            },
+        );
         self.save_incident(id, now);
     }
 
@@ -635,6 +650,8 @@ impl Engine {
             let old = t.inc.priority;
             t.inc.priority = target;
             t.inc.impact = t.inc.impact.min(impact);
+            self.lifecycle
+                .push((id, super::Lifecycle::PriorityRaised { from: old }));
             self.timeline(
                 id,
                 at,
