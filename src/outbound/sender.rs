@@ -376,15 +376,26 @@ impl Sender {
                     // The backlog is every message not delivered yet: those
                     // woken from a backoff and those that were due already
                     // (`woken` alone said 0 while messages waited).
+                    // A failed count only costs the figure: the delivery
+                    // is recorded already.
                     let shards = self.ownership.shards();
-                    let backlog = self
-                        .store
-                        .outbox_depth(shards.as_deref())
-                        .await?
-                        .into_iter()
-                        .find(|(d, _)| *d == self.cfg.name)
-                        .map_or(0, |(_, n)| n);
-                    tracing::info!(destination = %self.cfg.name, incident, backlog, woken, "destination {} recovered: the half-open probe succeeded, circuit breaker closed; {backlog} message(s) still to send", self.cfg.name);
+                    let backlog = match self.store.outbox_depth(shards.as_deref()).await {
+                        Ok(depths) => Some(
+                            depths
+                                .into_iter()
+                                .find(|(d, _)| *d == self.cfg.name)
+                                .map_or(0, |(_, n)| n),
+                        ),
+                        Err(e) => {
+                            tracing::warn!(destination = %self.cfg.name, error = %e, "counting the backlog");
+                            None
+                        }
+                    };
+                    let left = backlog.map_or_else(
+                        || "its backlog goes now".to_string(),
+                        |n| format!("{n} message(s) still to send"),
+                    );
+                    tracing::info!(destination = %self.cfg.name, incident, backlog, woken, "destination {} recovered: the half-open probe succeeded, circuit breaker closed; {left}", self.cfg.name);
                 }
             }
             Outcome::Retry(after) => {
