@@ -47,7 +47,7 @@ enum Cmd {
         #[arg(long, env = "INCIDENTD_STORE")]
         store: Option<String>,
     },
-    /// Validate config, rules and CMDB; print every error; exit 1 if any.
+    /// Validate config, rules, CMDB and change records; print every error; exit 1 if any.
     Check {
         #[arg(long, env = "INCIDENTD_CONFIG")]
         config: Option<PathBuf>,
@@ -55,6 +55,9 @@ enum Cmd {
         rules: Option<PathBuf>,
         #[arg(long)]
         cmdb: Option<PathBuf>,
+        /// Change records (JSON) to validate against the CMDB.
+        #[arg(long)]
+        changes: Option<PathBuf>,
     },
     /// Run recorded alert bodies through the pipeline and print the incidents as JSON.
     Replay {
@@ -136,13 +139,14 @@ fn main() -> ExitCode {
                 config,
                 rules,
                 cmdb,
+                changes,
             } => {
                 let overrides = Overrides {
                     rules_dir: rules,
                     cmdb,
                     ..Overrides::default()
                 };
-                commands::check(config, overrides)
+                commands::check(config, overrides, changes)
             }
             Cmd::Replay {
                 config,

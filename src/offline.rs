@@ -18,11 +18,27 @@ use std::sync::Arc;
 /// Read the rules directory, every error in one message (a missing
 /// directory runs without rules, with a warning).
 pub fn load_rules(dir: &Path) -> Result<RuleSet> {
+    load_rules_checked(dir, None)
+}
+
+/// The daemon's rules: [`load_rules`] of the configured directory, where a
+/// `notify` must name a configured destination.
+pub fn daemon_rules(cfg: &Config) -> Result<RuleSet> {
+    let names = destination_names(cfg);
+    load_rules_checked(&cfg.rules_dir, Some(&names))
+}
+
+/// The names of the configured outbound destinations.
+pub fn destination_names(cfg: &Config) -> Vec<String> {
+    cfg.outbound.iter().map(|d| d.name.clone()).collect()
+}
+
+fn load_rules_checked(dir: &Path, destinations: Option<&[String]>) -> Result<RuleSet> {
     if !dir.exists() {
         tracing::warn!(dir = %dir.display(), "rules directory does not exist; running without rules");
         return Ok(RuleSet::empty());
     }
-    RuleSet::load_dir(dir).map_err(|errs| {
+    RuleSet::load_dir_for(dir, destinations).map_err(|errs| {
         let list: Vec<String> = errs.iter().map(ToString::to_string).collect();
         anyhow::anyhow!("invalid rules:\n  {}", list.join("\n  "))
     })
@@ -177,7 +193,25 @@ pub fn offline_setup(
         CmdbChoice::None => Cmdb::empty(),
     };
     let changes = match changes {
-        Some(p) => read_changes(p)?,
+        Some(p) => {
+            let changes = read_changes(p)?;
+            let unknown = change::unknown_cis(&changes, |ci| cmdb.ci_by_id(ci).is_some());
+            if !unknown.is_empty() {
+                let list: Vec<String> = unknown
+                    .iter()
+                    .map(|e| format!("{}: {e}", p.display()))
+                    .collect();
+                anyhow::bail!(
+                    "invalid change records:
+  {}",
+                    list.join(
+                        "
+  "
+                    )
+                );
+            }
+            changes
+        }
         None => Vec::new(),
     };
     Ok(Offline {

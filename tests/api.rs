@@ -958,6 +958,18 @@ async fn change_calendars_import_in_bulk_and_update_in_place() {
     let dir = tempfile::tempdir().unwrap();
     let mut c = config(dir.path());
     c.limits.max_changes_per_request = 30_000;
+    // A change must name a CI of the CMDB: one with the CIs a calendar
+    // of this size touches.
+    let mut cmdb = String::from("cis:\n  - { id: pg-0, class: database }\n");
+    for i in 0..500 {
+        cmdb.push_str(&format!("  - {{ id: ci-{i} }}\n"));
+    }
+    for i in 0..10_000 {
+        cmdb.push_str(&format!("  - {{ id: moved-{i} }}\n"));
+    }
+    let cmdb_file = dir.path().join("cmdb.yaml");
+    std::fs::write(&cmdb_file, cmdb).unwrap();
+    c.cmdb = Some(cmdb_file);
     let r = start(&c).await;
     let now = chrono::Utc::now();
     let at = |h: i64| {
@@ -987,7 +999,7 @@ async fn change_calendars_import_in_bulk_and_update_in_place() {
     // The same ids again, moved to other CIs: updated, not duplicated.
     let moved = |i: usize| {
         if i == 7 {
-            // A CI of the shipped CMDB (deploy/cmdb.yaml), so alerts bind to it.
+            // Alerts carrying `ci: pg-0` bind to it.
             "pg-0".to_string()
         } else {
             format!("moved-{i}")
@@ -1023,6 +1035,32 @@ async fn change_calendars_import_in_bulk_and_update_in_place() {
             .unwrap()
             .contains("max_changes_per_request")
     );
+    // A change on a CI the CMDB does not have could never apply: the
+    // import is refused, naming each such record; nothing is stored.
+    let (s, v, _) = call(
+        &r,
+        "POST",
+        "/api/v1/changes",
+        changes(3, &|i| if i == 1 { "pg-9".into() } else { "pg-0".into() }),
+        None,
+    )
+    .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+    assert_eq!(
+        v["detail"]["errors"],
+        json!([{"field": "[1].ci", "record": "CHG000001",
+                "message": "unknown CI \"pg-9\": no CI of the CMDB has this id"}]),
+        "{v}"
+    );
+    let (_, list, _) = get(&r, "/api/v1/changes").await;
+    let chg1 = list["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["id"] == "CHG000001")
+        .cloned()
+        .unwrap();
+    assert_eq!(chg1["ci"], "moved-1", "{chg1}");
     r.shutdown().await;
 }
 

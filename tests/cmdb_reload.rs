@@ -248,3 +248,72 @@ async fn cmdb_file_reloads_on_change_and_keeps_state() {
     let (s, v) = get(&base, "/api/v1/problems").await;
     assert_eq!((s, v["problems"].as_array().map(Vec::len)), (200, Some(0)));
 }
+
+/// A second entry of an existing CI id, appended under a running daemon,
+/// is refused as a fresh start and `check` refuse it: the reload fails,
+/// is counted and logged at ERROR with the field and its line, and the
+/// first entry stays in force.
+#[tokio::test]
+async fn a_duplicate_ci_id_fails_the_reload_and_keeps_the_last_good_cmdb() {
+    let dir = tempfile::tempdir().unwrap();
+    let cmdb = dir.path().join("cmdb.yaml");
+    std::fs::write(&cmdb, V1).unwrap();
+    let config = dir.path().join("incidentd.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[cmdb]\nfile = {:?}\nreload_interval = \"200ms\"\n",
+            cmdb.display().to_string()
+        ),
+    )
+    .unwrap();
+    let d = TestDaemon::new(&dir.path().join("data"), dir.path())
+        .arg("--config")
+        .arg(config.display().to_string())
+        .start();
+    let base = d.base.clone();
+    wait_for("readiness", async || get(&base, "/readyz").await.0 == 200).await;
+    let metrics = async || {
+        reqwest::get(format!("{base}/metrics"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    };
+    let reloads = |text: &str, outcome: &str| -> Option<f64> {
+        let series =
+            format!("incidentd_cmdb_reloads_total{{outcome=\"{outcome}\",source=\"file\"}} ");
+        text.lines()
+            .find_map(|l| l.strip_prefix(series.as_str())?.parse().ok())
+    };
+    let before = metrics().await;
+    assert_eq!(reloads(&before, "success"), Some(0.0), "{before}");
+
+    // V1 has five lines; the duplicate is the sixth.
+    let mut text = V1.to_string();
+    text.push_str("  - { id: db, class: queue, match: { job: kafka } }\n");
+    std::fs::write(&cmdb, &text).unwrap();
+    wait_for("the failed reload to be counted", async || {
+        reloads(&metrics().await, "failure") == Some(1.0)
+    })
+    .await;
+    let text = metrics().await;
+    assert_eq!(reloads(&text, "success"), Some(0.0), "{text}");
+    assert!(text.contains("incidentd_cmdb_cis 2\n"), "{text}");
+    // The first entry is still the one in force.
+    let (s, ci) = get(&base, "/api/v1/cis/db").await;
+    assert_eq!(s, 200, "{ci}");
+    assert_eq!(ci["class"], "database", "{ci}");
+    let log = d.log_text();
+    let line = log
+        .lines()
+        .find(|l| l.contains("CMDB reload failed"))
+        .unwrap_or_else(|| panic!("no reload error in the log:\n{log}"));
+    assert!(line.contains("ERROR"), "{line}");
+    assert!(
+        line.contains(":6: cis[2] (db).id: duplicate CI id \"db\" (first at cis[0])"),
+        "{line}"
+    );
+    assert!(!log.contains("CMDB reloaded"), "{log}");
+}

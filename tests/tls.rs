@@ -733,7 +733,7 @@ backoff_max = "500ms"
     d.stop();
     let log = std::fs::read_to_string(dir.path().join("incidentd-secrets.log")).expect("log");
     assert!(
-        log.contains("outbound delivery failed"),
+        log.contains("failed, will retry"),
         "the failures were logged:\n{log}"
     );
     assert!(incident.contains("outbound_retrying"), "{incident}");

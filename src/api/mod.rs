@@ -189,7 +189,10 @@ impl IntoResponse for ApiError {
             ),
             ApiError::Changes(errs) => (
                 StatusCode::BAD_REQUEST,
-                json!({ "errors": errs.iter().map(|e| json!({ "field": e.field, "message": e.message })).collect::<Vec<_>>() }),
+                json!({ "errors": errs.iter().map(|e| match &e.record {
+                    Some(r) => json!({ "field": e.field, "record": r, "message": e.message }),
+                    None => json!({ "field": e.field, "message": e.message }),
+                }).collect::<Vec<_>>() }),
                 None,
             ),
             ApiError::CiNotFound(id) => (StatusCode::NOT_FOUND, json!({ "id": id }), None),
@@ -1492,20 +1495,31 @@ async fn post_changes(
 ) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
     authorize(&st, &headers, Need::Operate)?;
     let body = body.bytes()?;
-    let changes = tokio::task::spawn_blocking(move || crate::change::parse_changes(&body))
-        .await
-        .map_err(|e| ApiError::Internal(e.to_string()))?
-        .map_err(ApiError::Changes)?;
-    if changes.len() > st.max_changes {
-        return Err(ApiError::Changes(vec![crate::change::ChangeError {
-            field: "body".into(),
-            message: format!(
-                "{} change records; at most {} per request (limits.max_changes_per_request)",
+    let cmdb = match st.cmdb.read() {
+        Ok(g) => g.clone(),
+        Err(p) => p.into_inner().clone(),
+    };
+    let max = st.max_changes;
+    let changes = tokio::task::spawn_blocking(move || {
+        let changes = crate::change::parse_changes(&body)?;
+        if changes.len() > max {
+            return Err(vec![crate::change::ChangeError::body(format!(
+                "{} change records; at most {max} per request (limits.max_changes_per_request)",
                 changes.len(),
-                st.max_changes
-            ),
-        }]));
-    }
+            ))]);
+        }
+        // A change on a CI no alert can bind to never applies: refused,
+        // naming each record, rather than accepted and silently useless.
+        let unknown = crate::change::unknown_cis(&changes, |ci| cmdb.ci_by_id(ci).is_some());
+        if unknown.is_empty() {
+            Ok(changes)
+        } else {
+            Err(unknown)
+        }
+    })
+    .await
+    .map_err(|e| ApiError::Internal(e.to_string()))?
+    .map_err(ApiError::Changes)?;
     let _one_at_a_time = st.changes_lock.lock().await;
     // Durable first, in small transactions that let ingest's commits in
     // between; then the next calendar, built off the engine task and put

@@ -10,7 +10,7 @@ use crate::config::outbound::{DestinationConfig, DestinationKind};
 use crate::config::{self, Config, KafkaConfig, Secret};
 use crate::domain::Timestamp;
 use crate::incident::Engine;
-use crate::offline::{initial_cmdb, load_rules};
+use crate::offline::{daemon_rules, initial_cmdb};
 use crate::outbound::Credential;
 use crate::rules::RuleSet;
 use crate::store::{DynStore, PgStore, Restore, SqliteOptions, SqliteStore};
@@ -55,7 +55,7 @@ pub(super) async fn build(
     metrics: &Metrics,
     now: Timestamp,
 ) -> Result<Parts> {
-    let rules = Arc::new(load_rules(&cfg.rules_dir)?);
+    let rules = Arc::new(daemon_rules(cfg)?);
     metrics
         .rules_loaded
         .set(i64::try_from(rules.len()).unwrap_or(0));

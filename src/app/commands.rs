@@ -12,17 +12,27 @@ pub async fn serve(config: Option<PathBuf>, overrides: Overrides) -> Result<Exit
     Ok(ExitCode::SUCCESS)
 }
 
-/// `incidentd check`: every problem on stderr; exit 1 if there is any.
-pub fn check(config: Option<PathBuf>, overrides: Overrides) -> Result<ExitCode> {
-    let problems = super::check(config, overrides)?;
-    if problems.is_empty() {
-        println!("ok: config and rules are valid");
+/// `incidentd check`: warnings and errors on stderr, each on its line;
+/// exit 1 if there is any error, else what was checked on stdout.
+pub fn check(
+    config: Option<PathBuf>,
+    overrides: Overrides,
+    changes: Option<PathBuf>,
+) -> Result<ExitCode> {
+    let report = super::check(config, overrides, changes.as_deref())?;
+    for w in &report.warnings {
+        eprintln!("warning: {w}");
+    }
+    if report.errors.is_empty() {
+        for line in &report.checked {
+            println!("ok: {line}");
+        }
         return Ok(ExitCode::SUCCESS);
     }
-    for p in &problems {
+    for p in &report.errors {
         eprintln!("error: {p}");
     }
-    eprintln!("{} error(s)", problems.len());
+    eprintln!("{} error(s)", report.errors.len());
     Ok(ExitCode::from(1))
 }
 

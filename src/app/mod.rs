@@ -15,7 +15,7 @@ pub use crate::offline::{
     CmdbChoice, Offline, ReplayResult, load_cmdb, offline_setup, read_changes, replay,
     replay_bodies,
 };
-pub use check::check;
+pub use check::{CheckReport, check};
 pub use serve::serve;
 
 use crate::cmdb::SharedCmdb;

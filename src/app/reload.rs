@@ -51,7 +51,8 @@ impl CmdbReloader {
             sources.file_mtime = mtime(p);
             sources.file = std::fs::read_to_string(p)
                 .ok()
-                .and_then(|t| cmdb::parse_file(&p.display().to_string(), &t).ok());
+                .and_then(|t| cmdb::load_text(&p.display().to_string(), &t).ok())
+                .map(|(file, _)| file);
         }
         CmdbReloader {
             inner: Arc::new(Inner {
@@ -82,11 +83,16 @@ impl CmdbReloader {
             return;
         }
         let name = path.display().to_string();
+        let shown = name.clone();
+        // Validated alone, exactly as at start and by `check` (duplicate
+        // ids included): merging with other sources would otherwise let a
+        // second entry of an id silently replace the first.
         let parsed = tokio::task::spawn_blocking(move || {
             std::fs::read_to_string(&path)
                 .map_err(|e| vec![format!("{name}: {e}")])
                 .and_then(|t| {
-                    cmdb::parse_file(&name, &t)
+                    cmdb::load_text(&name, &t)
+                        .map(|(file, _)| file)
                         .map_err(|es| es.iter().map(ToString::to_string).collect())
                 })
         })
@@ -104,7 +110,12 @@ impl CmdbReloader {
                     .cmdb_reloads
                     .with_label_values(&["file", "failure"])
                     .inc();
-                tracing::error!(errors = %errs.join("; "), "CMDB file invalid; keeping the last good CMDB");
+                tracing::error!(
+                    file = %shown,
+                    errors = errs.len(),
+                    "CMDB reload failed; keeping the last good CMDB: {}",
+                    errs.join("; ")
+                );
             }
             Err(e) => tracing::error!(error = %e, "CMDB reload task failed"),
         }

@@ -8,7 +8,7 @@ use super::reload::CmdbReloader;
 use crate::config::{self, Config, Overrides};
 use crate::domain::SystemClock;
 use crate::incident::task;
-use crate::offline::load_rules;
+use crate::offline::daemon_rules;
 use crate::store::DynStore;
 use crate::telemetry::{self, Metrics};
 use anyhow::{Context, Result};
@@ -170,7 +170,8 @@ pub(super) async fn run(
     }
     // Rules are checked before anything is served: their errors need the
     // operator, not a retry (the CMDB is checked when the pipeline starts).
-    load_rules(&cfg.rules_dir)?;
+    let rule_count = daemon_rules(&cfg)?.len();
+    let local = listener.local_addr().unwrap_or(cfg.listen);
     let metrics = Metrics::new();
     let stopping = CancellationToken::new();
     {
@@ -219,6 +220,11 @@ pub(super) async fn run(
         return Ok(());
     };
     let running = super::start_with(&cfg, Arc::new(SystemClock), store, metrics).await?;
+    let cmdb = match running.cmdb.read() {
+        Ok(g) => g.clone(),
+        Err(p) => p.into_inner().clone(),
+    };
+    log_summary(&cfg, local, tls.is_some(), &cmdb, rule_count);
     match routes.write() {
         Ok(mut g) => *g = running.router.clone(),
         Err(p) => *p.into_inner() = running.router.clone(),
@@ -263,6 +269,122 @@ pub(super) async fn run(
     running.shutdown().await;
     tracing::info!("stopped");
     served
+}
+
+/// What an operator needs from the first screen of the log: where to
+/// point Alertmanager (the exact URL), where the record is, what the CMDB,
+/// the rules and the destinations are, whether Kafka is on. INFO lines,
+/// one topic each, so they read as a block and grep one by one.
+fn log_summary(
+    cfg: &Config,
+    local: std::net::SocketAddr,
+    tls: bool,
+    cmdb: &crate::cmdb::Cmdb,
+    rules: usize,
+) {
+    let base = base_url(local, tls, host_name().as_deref());
+    let webhooks_off = cfg.kafka.as_ref().is_some_and(|k| k.ingest_topic.is_none());
+    tracing::info!(listen = %local, "incidentd ready: listening on {base}");
+    if webhooks_off {
+        tracing::info!(
+            "  webhooks: off ([kafka] consumes external topics only; set kafka.ingest_topic to take them)"
+        );
+    } else {
+        let url = format!("{base}/api/v1/alerts/alertmanager");
+        tracing::info!(webhook_url = %url, "  Alertmanager webhook URL: {url}");
+    }
+    let store = match &cfg.store {
+        config::StoreBackend::Sqlite => {
+            format!("sqlite {}", cfg.data_dir.join("incidentd.db").display())
+        }
+        config::StoreBackend::Postgres { url, .. } => {
+            format!("postgres {}", crate::net::redact_url(url))
+        }
+    };
+    tracing::info!("  store: {store}");
+    let (cis, services) = (cmdb.len(), cmdb.services().len());
+    match cfg.cmdb.as_ref().filter(|p| p.exists()) {
+        Some(p) => tracing::info!(
+            cis,
+            services,
+            "  CMDB: {} ({cis} CIs, {services} services{})",
+            p.display(),
+            if cfg.servicenow.is_some() {
+                ", with ServiceNow sync"
+            } else {
+                ""
+            }
+        ),
+        None if cfg.servicenow.is_some() => tracing::info!(
+            cis,
+            services,
+            "  CMDB: from ServiceNow sync only ({cis} CIs, {services} services so far)"
+        ),
+        None => tracing::info!(
+            cis = 0,
+            "  CMDB: none (alerts bind to no CI; pass --cmdb or set cmdb.file)"
+        ),
+    }
+    tracing::info!(rules, "  rules: {rules} from {}", cfg.rules_dir.display());
+    let destinations: Vec<String> = cfg
+        .outbound
+        .iter()
+        .map(|d| format!("{} ({})", d.name, d.kind.as_str()))
+        .collect();
+    if destinations.is_empty() {
+        tracing::info!(
+            destinations = 0,
+            "  destinations: none (incidents are kept here only)"
+        );
+    } else {
+        tracing::info!(
+            destinations = destinations.len(),
+            "  destinations: {}",
+            destinations.join(", ")
+        );
+    }
+    match &cfg.kafka {
+        None => tracing::info!(kafka = false, "  kafka: off"),
+        Some(k) => {
+            let topics: Vec<&str> = k
+                .ingest_topic
+                .iter()
+                .map(String::as_str)
+                .chain(k.topics.iter().map(|t| t.name.as_str()))
+                .collect();
+            tracing::info!(
+                kafka = true, brokers = %k.brokers, group = %k.group_id,
+                "  kafka: on, brokers {}, group {}, topics {}{}",
+                k.brokers,
+                k.group_id,
+                topics.join(", "),
+                if k.ingest_topic.is_some() { " (distributed: webhooks go through the ingest topic)" } else { "" }
+            );
+        }
+    }
+}
+
+/// The base URL clients use: the bound address, or this host's name when
+/// bound to every address (0.0.0.0 is no address to paste elsewhere).
+fn base_url(local: std::net::SocketAddr, tls: bool, host: Option<&str>) -> String {
+    let scheme = if tls { "https" } else { "http" };
+    let port = local.port();
+    match (local.ip().is_unspecified(), host) {
+        (true, Some(h)) => format!("{scheme}://{h}:{port}"),
+        (true, None) => format!("{scheme}://<this host>:{port}"),
+        (false, _) => match local {
+            std::net::SocketAddr::V4(a) => format!("{scheme}://{}:{port}", a.ip()),
+            std::net::SocketAddr::V6(a) => format!("{scheme}://[{}]:{port}", a.ip()),
+        },
+    }
+}
+
+/// The kernel's host name (Linux), read once at start.
+fn host_name() -> Option<String> {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
 }
 
 async fn wait_for_stop_signal() {
@@ -326,8 +448,8 @@ async fn reload_on_sighup(
                 () = cancel.cancelled() => return,
                 r = hup.recv() => if r.is_none() { return },
             }
-            let dir = cfg.rules_dir.clone();
-            let loaded = tokio::task::spawn_blocking(move || load_rules(&dir)).await;
+            let c = cfg.clone();
+            let loaded = tokio::task::spawn_blocking(move || daemon_rules(&c)).await;
             match loaded {
                 Ok(Ok(rules)) => {
                     let n = rules.len();
@@ -363,5 +485,25 @@ async fn reload_on_sighup(
     #[cfg(not(unix))]
     {
         let _ = (cfg, engine, metrics, cmdb, tls, cancel);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::base_url;
+
+    #[test]
+    fn the_base_url_is_one_to_paste() {
+        let a = |s: &str| s.parse().unwrap();
+        assert_eq!(
+            base_url(a("127.0.0.1:9797"), false, Some("h")),
+            "http://127.0.0.1:9797"
+        );
+        assert_eq!(
+            base_url(a("0.0.0.0:9797"), true, Some("incidents-1")),
+            "https://incidents-1:9797"
+        );
+        assert_eq!(base_url(a("[::]:80"), false, None), "http://<this host>:80");
+        assert_eq!(base_url(a("[::1]:9797"), false, None), "http://[::1]:9797");
     }
 }

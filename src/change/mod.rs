@@ -41,61 +41,179 @@ pub struct ChangeRecord {
     pub summary: String,
 }
 
+/// One problem of one change record, named by its path in the body
+/// (`[3].ci`) and, when it has a usable one, the record's id.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{field}: {message}")]
+#[error("{}: {message}", self.located_field())]
 pub struct ChangeError {
     pub field: String,
     pub message: String,
+    /// The record's `id`, when it has one.
+    pub record: Option<String>,
 }
 
+impl ChangeError {
+    fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+        ChangeError {
+            field: field.into(),
+            message: message.into(),
+            record: None,
+        }
+    }
+
+    /// An error about the whole body or request.
+    pub fn body(message: impl Into<String>) -> Self {
+        ChangeError::new("body", message)
+    }
+
+    /// The field with the record's id after its index: `[3] (CHG1).ci`.
+    pub fn located_field(&self) -> String {
+        match (&self.record, self.field.find(']')) {
+            (Some(id), Some(end)) => {
+                format!("{} ({id}){}", &self.field[..=end], &self.field[end + 1..])
+            }
+            _ => self.field.clone(),
+        }
+    }
+}
+
+/// Fields every record must have.
+const REQUIRED: [&str; 5] = ["id", "ci", "state", "start", "end"];
+
 /// Parse a JSON array of change records (the API body and `--changes` file),
-/// reporting every invalid record.
+/// reporting every problem of every invalid record.
 pub fn parse_changes(body: &[u8]) -> Result<Vec<ChangeRecord>, Vec<ChangeError>> {
     let raw: Vec<serde_json::Value> = match serde_json::from_slice::<serde_json::Value>(body) {
         Ok(serde_json::Value::Array(v)) => v,
         Ok(v @ serde_json::Value::Object(_)) => vec![v],
         Ok(_) => {
-            return Err(vec![ChangeError {
-                field: "body".into(),
-                message: "expected a change record or an array of them".into(),
-            }]);
+            return Err(vec![ChangeError::body(
+                "expected a change record or an array of them",
+            )]);
         }
-        Err(e) => {
-            return Err(vec![ChangeError {
-                field: "body".into(),
-                message: format!("not valid JSON: {e}"),
-            }]);
-        }
+        Err(e) => return Err(vec![ChangeError::body(format!("not valid JSON: {e}"))]),
     };
     let mut out = Vec::with_capacity(raw.len());
     let mut errs = Vec::new();
     for (i, v) in raw.into_iter().enumerate() {
-        match serde_path_to_error::deserialize::<_, crate::domain::Obj<ChangeRecord>>(v)
-            .map(|o| o.0)
-        {
-            Ok(c) if c.id.trim().is_empty() => errs.push(ChangeError {
-                field: format!("[{i}].id"),
-                message: "must not be empty".into(),
-            }),
-            Ok(c) if c.ci.trim().is_empty() => errs.push(ChangeError {
-                field: format!("[{i}].ci"),
-                message: "must not be empty".into(),
-            }),
-            Ok(c) if c.end < c.start => errs.push(ChangeError {
-                field: format!("[{i}].end"),
-                message: "ends before it starts".into(),
-            }),
+        match record(i, v) {
             Ok(c) => out.push(c),
-            Err(e) => errs.push(ChangeError {
-                field: match e.path().to_string().as_str() {
-                    "." => format!("[{i}]"),
-                    p => format!("[{i}].{p}"),
-                },
-                message: e.into_inner().to_string(),
-            }),
+            Err(more) => errs.extend(more),
         }
     }
     if errs.is_empty() { Ok(out) } else { Err(errs) }
+}
+
+/// One record, with every problem it has.
+fn record(i: usize, v: serde_json::Value) -> Result<ChangeRecord, Vec<ChangeError>> {
+    use serde_json::Value;
+    let id = v
+        .get("id")
+        .and_then(Value::as_str)
+        .filter(|s| !s.trim().is_empty())
+        .map(str::to_string);
+    let at = |p: &str| match p {
+        "." | "" => format!("[{i}]"),
+        p => format!("[{i}].{p}"),
+    };
+    let mut errs = Vec::new();
+    let parsed = serde_path_to_error::deserialize::<_, crate::domain::Obj<ChangeRecord>>(v.clone())
+        .map(|o| o.0);
+    let whole = match (parsed, &v) {
+        (Ok(c), _) => {
+            errs.extend(semantic(i, &v));
+            if errs.is_empty() {
+                return Ok(c);
+            }
+            None
+        }
+        (Err(e), Value::Object(_)) => Some(e),
+        (Err(e), _) => {
+            errs.push(ChangeError::new(
+                at(&e.path().to_string()),
+                e.into_inner().to_string(),
+            ));
+            None
+        }
+    };
+    if let (Some(whole), Value::Object(m)) = (whole, &v) {
+        // serde stopped at the first problem: each key read alone, beside
+        // valid stand-ins for the others, finds all of them.
+        for (k, val) in m {
+            let mut probe = serde_json::json!({
+                "id": "probe", "ci": "probe", "state": "approved",
+                "start": "2000-01-01T00:00:00Z", "end": "2000-01-01T00:00:00Z",
+            });
+            probe[k.as_str()] = val.clone();
+            if let Err(e) = serde_path_to_error::deserialize::<_, ChangeRecord>(probe) {
+                let field = match e.path().to_string().as_str() {
+                    "." | "" => at(k),
+                    p => at(p),
+                };
+                errs.push(ChangeError::new(field, e.into_inner().to_string()));
+            }
+        }
+        for f in REQUIRED {
+            if !m.contains_key(f) {
+                errs.push(ChangeError::new(at("."), format!("missing field `{f}`")));
+            }
+        }
+        errs.extend(semantic(i, &v));
+        if errs.is_empty() {
+            errs.push(ChangeError::new(
+                at(&whole.path().to_string()),
+                whole.into_inner().to_string(),
+            ));
+        }
+    }
+    for e in &mut errs {
+        e.record.clone_from(&id);
+    }
+    Err(errs)
+}
+
+/// What the types allow and a change calendar cannot mean: empty ids, a
+/// window that ends before it starts. Read from the fields that parse.
+fn semantic(i: usize, v: &serde_json::Value) -> Vec<ChangeError> {
+    let mut errs = Vec::new();
+    for f in ["id", "ci"] {
+        if v.get(f)
+            .and_then(serde_json::Value::as_str)
+            .is_some_and(|s| s.trim().is_empty())
+        {
+            errs.push(ChangeError::new(format!("[{i}].{f}"), "must not be empty"));
+        }
+    }
+    let time = |f: &str| {
+        v.get(f)
+            .and_then(|t| serde_json::from_value::<Timestamp>(t.clone()).ok())
+    };
+    if let (Some(start), Some(end)) = (time("start"), time("end"))
+        && end < start
+    {
+        errs.push(ChangeError::new(
+            format!("[{i}].end"),
+            "ends before it starts",
+        ));
+    }
+    errs
+}
+
+/// The records whose CI the CMDB does not know (`known` says which ids it
+/// does): such a change can never apply, since alerts only bind to CMDB
+/// CIs, and accepting it would let an operator believe planned work is
+/// covered when every alert of it will page.
+pub fn unknown_cis(records: &[ChangeRecord], known: impl Fn(&str) -> bool) -> Vec<ChangeError> {
+    records
+        .iter()
+        .enumerate()
+        .filter(|(_, c)| !known(&c.ci))
+        .map(|(i, c)| ChangeError {
+            field: format!("[{i}].ci"),
+            message: format!("unknown CI {:?}: no CI of the CMDB has this id", c.ci),
+            record: Some(c.id.clone()),
+        })
+        .collect()
 }
 
 /// Change records by CI, for event-time lookups.
@@ -277,5 +395,43 @@ mod tests {
         let fields: Vec<&str> = errs.iter().map(|e| e.field.as_str()).collect();
         assert_eq!(fields, vec!["[0].id", "[1].state", "[2].end"]);
         assert!(errs[1].message.contains("maybe"));
+    }
+
+    /// serde stops at a record's first problem; every one is reported,
+    /// named by the record's id.
+    #[test]
+    fn every_problem_of_a_record_is_reported() {
+        let errs = parse_changes(
+            br#"[{"id":"CHG7","ci":"","state":"maybe","start":"2026-03-02T10:00:00Z","end":"2026-03-02T09:00:00Z","owner":"x"},
+                 {"ci":"db","state":"approved","start":"yesterday","end":"2026-03-02T09:00:00Z"}]"#,
+        )
+        .unwrap_err();
+        let shown: Vec<String> = errs.iter().map(ToString::to_string).collect();
+        let has = |needle: &str| shown.iter().any(|e| e.contains(needle));
+        assert!(
+            has("[0] (CHG7).state: unknown variant `maybe`"),
+            "{shown:#?}"
+        );
+        assert!(has("[0] (CHG7).owner: unknown field `owner`"), "{shown:#?}");
+        assert!(has("[0] (CHG7).ci: must not be empty"), "{shown:#?}");
+        assert!(has("[0] (CHG7).end: ends before it starts"), "{shown:#?}");
+        assert!(has("[1].start: "), "{shown:#?}");
+        assert!(has("[1]: missing field `id`"), "{shown:#?}");
+        assert_eq!(shown.len(), 6, "{shown:#?}");
+    }
+
+    #[test]
+    fn a_change_on_a_ci_the_cmdb_lacks_is_named() {
+        let changes = parse_changes(
+            br#"[{"id":"C1","ci":"db","state":"approved","start":"2026-03-02T08:00:00Z","end":"2026-03-02T09:00:00Z"},
+                 {"id":"C2","ci":"pg-9","state":"approved","start":"2026-03-02T08:00:00Z","end":"2026-03-02T09:00:00Z"}]"#,
+        )
+        .unwrap();
+        let errs = unknown_cis(&changes, |ci| ci == "db");
+        assert_eq!(errs.len(), 1);
+        assert_eq!(
+            errs[0].to_string(),
+            "[1] (C2).ci: unknown CI \"pg-9\": no CI of the CMDB has this id"
+        );
     }
 }

@@ -166,12 +166,17 @@ impl Cmdb {
             if s.id.trim().is_empty() {
                 err(&mut errs, format!("{at}.id"), "must not be empty".into());
             }
-            if service_by_id.insert(s.id.clone(), i).is_some() {
+            if let Some(&first) = service_by_id.get(&s.id) {
                 err(
                     &mut errs,
                     format!("{at}.id"),
-                    format!("duplicate service id {:?}", s.id),
+                    format!(
+                        "duplicate service id {:?} (first at services[{first}])",
+                        s.id
+                    ),
                 );
+            } else {
+                service_by_id.insert(s.id.clone(), i);
             }
             let tier = match s.tier {
                 None => 3,
@@ -244,7 +249,7 @@ impl Cmdb {
             });
         }
 
-        let mut by_id = FxHashMap::default();
+        let mut by_id: FxHashMap<String, CiIdx> = FxHashMap::default();
         for (i, c) in file.cis.iter().enumerate() {
             if c.id.trim().is_empty() {
                 err(
@@ -254,11 +259,11 @@ impl Cmdb {
                 );
             }
             // The first CI with an id keeps it, so a duplicate cannot redirect edges.
-            if by_id.contains_key(&c.id) {
+            if let Some(first) = by_id.get(&c.id) {
                 err(
                     &mut errs,
                     format!("cis[{i}].id"),
-                    format!("duplicate CI id {:?}", c.id),
+                    format!("duplicate CI id {:?} (first at cis[{}])", c.id, first.0),
                 );
             } else {
                 by_id.insert(c.id.clone(), CiIdx(i as u32));
@@ -412,6 +417,11 @@ impl Cmdb {
 
     pub fn warnings(&self) -> &[CmdbError] {
         &self.warnings
+    }
+
+    /// Let the loader add lines and entry ids to the warnings.
+    pub(super) fn annotate_warnings(&mut self, f: impl FnMut(&mut CmdbError)) {
+        self.warnings.iter_mut().for_each(f);
     }
 
     pub fn len(&self) -> usize {

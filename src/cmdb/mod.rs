@@ -5,6 +5,7 @@
 //! new one and swaps it in.
 
 mod graph;
+mod load;
 mod model;
 pub mod servicenow;
 
@@ -14,13 +15,23 @@ pub use model::{CiRecord, CmdbFile, ServiceRecord, SlaRecord, SloRecord};
 
 use std::path::Path;
 
-/// One problem in a CMDB source, named by its path in the document.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{source_name}: {field}: {message}")]
+/// One problem in a CMDB source, named by its path in the document
+/// (`cis[62].depends_on[0]`), with the line it is on and the id of the CI
+/// or service it belongs to when those are known, so that an operator
+/// finds it in a file of hundreds of entries.
+///
+/// Displays as `cmdb.yaml:530: cis[62] (pg-3).depends_on[0]: unknown CI "pg-9"`.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CmdbError {
     pub source_name: String,
+    /// The path in the document; `line L column C` or `document` when the
+    /// text is not YAML far enough to have one.
     pub field: String,
     pub message: String,
+    /// 1-based line of the field in the source.
+    pub line: Option<usize>,
+    /// The `id` of the entry (`cis[N]`, `services[N]`) the field is in.
+    pub entry_id: Option<String>,
 }
 
 impl CmdbError {
@@ -29,9 +40,34 @@ impl CmdbError {
             source_name: source_name.to_string(),
             field: field.into(),
             message: message.into(),
+            line: None,
+            entry_id: None,
+        }
+    }
+
+    /// The field with the entry's id after its index: `cis[62] (pg-3).depends_on[0]`.
+    pub fn located_field(&self) -> String {
+        let Some(id) = &self.entry_id else {
+            return self.field.clone();
+        };
+        match self.field.find(']') {
+            Some(end) => format!("{} ({id}){}", &self.field[..=end], &self.field[end + 1..]),
+            None => self.field.clone(),
         }
     }
 }
+
+impl std::fmt::Display for CmdbError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.source_name)?;
+        if let Some(l) = self.line {
+            write!(f, ":{l}")?;
+        }
+        write!(f, ": {}: {}", self.located_field(), self.message)
+    }
+}
+
+impl std::error::Error for CmdbError {}
 
 /// Read and validate a `cmdb.yaml` file.
 pub fn load_file(path: &Path) -> Result<Cmdb, Vec<CmdbError>> {
@@ -43,24 +79,22 @@ pub fn load_file(path: &Path) -> Result<Cmdb, Vec<CmdbError>> {
 
 /// Parse and validate CMDB YAML text.
 pub fn parse_yaml(source_name: &str, text: &str) -> Result<Cmdb, Vec<CmdbError>> {
-    Cmdb::build(source_name, parse_file(source_name, text)?)
+    load_text(source_name, text).map(|(_, cmdb)| cmdb)
 }
 
-/// Parse the exchange format without building the graph (to merge sources).
-pub fn parse_file(source_name: &str, text: &str) -> Result<CmdbFile, Vec<CmdbError>> {
-    let de = serde_yaml_ng::Deserializer::from_str(text);
-    serde_path_to_error::deserialize(de).map_err(|e| {
-        // The field's path when the YAML was read far enough to have one
-        // (`cis[3].depends_on`), else where the text went wrong.
-        let path = e.path().to_string();
-        let inner = e.into_inner();
-        let at = match (path.as_str(), inner.location()) {
-            ("." | "" | "?", Some(l)) => format!("line {} column {}", l.line(), l.column()),
-            ("." | "" | "?", None) => "document".into(),
-            (p, _) => p.to_string(),
-        };
-        vec![CmdbError::new(source_name, at, inner.to_string())]
-    })
+/// Parse and validate CMDB YAML text: the exchange format as read (to
+/// merge with other sources) and the graph it makes alone. Start, `check`
+/// and reload all come through here, so a file one of them refuses the
+/// others refuse too. Every error of the file is reported at once.
+pub fn load_text(source_name: &str, text: &str) -> Result<(CmdbFile, Cmdb), Vec<CmdbError>> {
+    load::load_text(source_name, text)
+}
+
+/// Only read the exchange format (serde's first error; no graph checks):
+/// what the loader's first pass does, kept apart for the benchmarks. A
+/// file going into service is read with [`load_text`].
+pub fn parse_file(source_name: &str, text: &str) -> Result<CmdbFile, CmdbError> {
+    load::parse_only(source_name, text)
 }
 
 /// Merge sources: later ones win for a service or CI id they share.

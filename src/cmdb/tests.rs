@@ -148,29 +148,82 @@ cis:
     let errs = parse_yaml("bad.yaml", bad).unwrap_err();
     let shown: Vec<String> = errs.iter().map(ToString::to_string).collect();
     let has = |needle: &str| shown.iter().any(|e| e.contains(needle));
+    // Each names its line and the id of its entry.
     assert!(
-        has("bad.yaml: services[0].tier: must be 1..=5, got 9"),
+        has("bad.yaml:4: services[0] (a).tier: must be 1..=5, got 9"),
         "{shown:#?}"
     );
     assert!(
-        has("services[1].id: duplicate service id \"a\""),
+        has("bad.yaml:5: services[1] (a).id: duplicate service id \"a\" (first at services[0])"),
         "{shown:#?}"
     );
     assert!(
-        has("cis[0].service: unknown service \"nope\""),
+        has("bad.yaml:7: cis[0] (x).service: unknown service \"nope\""),
         "{shown:#?}"
     );
     assert!(
-        has("cis[0].depends_on[1]: unknown CI \"ghost\""),
+        has("bad.yaml:7: cis[0] (x).depends_on[1]: unknown CI \"ghost\""),
         "{shown:#?}"
     );
-    assert!(has("cis[3].id: duplicate CI id \"x\""), "{shown:#?}");
     assert!(
-        has("cis[4].depends_on[0]: CI \"w\" depends on itself"),
+        has("bad.yaml:10: cis[3] (x).id: duplicate CI id \"x\" (first at cis[0])"),
+        "{shown:#?}"
+    );
+    assert!(
+        has("bad.yaml:11: cis[4] (w).depends_on[0]: CI \"w\" depends on itself"),
         "{shown:#?}"
     );
     assert!(has("depends_on cycle: x → y → z → x"), "{shown:#?}");
     assert!(shown.len() >= 7);
+    // The fields themselves stay paths into the document.
+    assert!(errs.iter().any(|e| e.field == "cis[0].depends_on[1]"));
+}
+
+/// An unknown key used to end validation (serde stops at the first
+/// problem): every error of the file is reported, whatever its kind.
+#[test]
+fn an_unknown_key_does_not_hide_the_other_errors() {
+    let bad = "version: 1
+services:
+  - id: shop
+    tier: 1
+cis:
+  - id: pg-0
+    class: database
+    colour: blue
+  - id: pg-1
+    depends_on: [pg-9]
+  - id: pg-2
+    service: nope
+    hostnames: pg-2-a
+  - id: pg-0
+  - class: orphan
+";
+    let errs = parse_yaml("cmdb.yaml", bad).unwrap_err();
+    let shown: Vec<String> = errs.iter().map(ToString::to_string).collect();
+    let has = |needle: &str| shown.iter().any(|e| e.contains(needle));
+    assert!(
+        has("cmdb.yaml:8: cis[0] (pg-0).colour: unknown field `colour`"),
+        "{shown:#?}"
+    );
+    assert!(
+        has("cmdb.yaml:10: cis[1] (pg-1).depends_on[0]: unknown CI \"pg-9\""),
+        "{shown:#?}"
+    );
+    assert!(
+        has("cmdb.yaml:12: cis[2] (pg-2).service: unknown service \"nope\""),
+        "{shown:#?}"
+    );
+    assert!(has("cmdb.yaml:13: cis[2] (pg-2).hostnames:"), "{shown:#?}");
+    assert!(
+        has("cmdb.yaml:14: cis[3] (pg-0).id: duplicate CI id \"pg-0\" (first at cis[0])"),
+        "{shown:#?}"
+    );
+    assert!(
+        has("cmdb.yaml:15: cis[4]: missing field `id`"),
+        "{shown:#?}"
+    );
+    assert_eq!(shown.len(), 6, "{shown:#?}");
 }
 
 #[test]
@@ -211,12 +264,16 @@ fn ambiguous_match_and_shared_hostnames_are_warnings() {
 
 #[test]
 fn merge_lets_later_sources_win() {
-    let a = parse_file(
+    let (a, _) = load_text(
         "a",
         "services: [{ id: s, tier: 2 }]\ncis: [{ id: x, class: host }, { id: y }]\n",
     )
     .unwrap();
-    let b = parse_file("b", "cis: [{ id: x, class: database, service: s }]\n").unwrap();
+    let (b, _) = load_text(
+        "b",
+        "services: [{ id: s, tier: 1 }]\ncis: [{ id: x, class: database, service: s }]\n",
+    )
+    .unwrap();
     let m = merge(vec![a, b]);
     assert_eq!(m.cis.len(), 2);
     assert_eq!(m.cis[0].class.as_deref(), Some("database"));

@@ -4,6 +4,7 @@ mod fingerprint;
 mod labels;
 pub mod outbox;
 mod time;
+pub mod yaml;
 
 pub use fingerprint::Fingerprint;
 pub use labels::{LabelSet, instance_host};

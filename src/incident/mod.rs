@@ -127,8 +127,8 @@ pub enum EngineError {
     },
 }
 
-/// Counters for `/metrics`; monotonic.
-/// Durations the engine measured, drained into histograms after each batch.
+/// Durations the engine measured, drained into histograms after each
+/// batch, and the lifecycle events the engine task logs.
 #[derive(Debug, Default)]
 pub struct Observations {
     /// Opening to acknowledgement (MTTA).
@@ -137,6 +137,78 @@ pub struct Observations {
     pub resolved_after: Vec<f64>,
     /// One rule-set evaluation each.
     pub rule_seconds: Vec<f64>,
+    /// What happened to incidents, in order.
+    pub events: Vec<LifecycleEvent>,
+}
+
+/// A step in an incident's life, as the on-call engineer reads it in the
+/// log: recorded by the engine (pure), logged by its task.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Lifecycle {
+    Opened,
+    /// Priority raised (never lowered) from this.
+    PriorityRaised {
+        from: Priority,
+    },
+    /// A late alert upstream became the root cause; the root before.
+    Rerooted {
+        from: Option<String>,
+    },
+    /// Folded into that incident (this one is resolved with it).
+    MergedInto {
+        into: IncidentId,
+    },
+    /// Took that incident's alerts over.
+    Absorbed {
+        from: IncidentId,
+    },
+    Acknowledged {
+        by: String,
+    },
+    OnHold {
+        reason: String,
+        by: String,
+    },
+    Resumed {
+        by: String,
+    },
+    /// Why: all alerts resolved (auto), or by whom.
+    Resolved {
+        why: String,
+    },
+    Reopened {
+        alertname: String,
+    },
+}
+
+impl Lifecycle {
+    /// Short name for the `event` field of the log line.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Lifecycle::Opened => "opened",
+            Lifecycle::PriorityRaised { .. } => "priority_changed",
+            Lifecycle::Rerooted { .. } => "rerooted",
+            Lifecycle::MergedInto { .. } => "merged",
+            Lifecycle::Absorbed { .. } => "absorbed",
+            Lifecycle::Acknowledged { .. } => "acknowledged",
+            Lifecycle::OnHold { .. } => "on_hold",
+            Lifecycle::Resumed { .. } => "resumed",
+            Lifecycle::Resolved { .. } => "resolved",
+            Lifecycle::Reopened { .. } => "reopened",
+        }
+    }
+}
+
+/// A [`Lifecycle`] step with the incident as it stood at the end of its
+/// batch (an incident opens and gets its first priority in one call).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LifecycleEvent {
+    pub incident: IncidentId,
+    pub what: Lifecycle,
+    pub priority: Priority,
+    pub state: IncidentState,
+    pub root_ci: Option<String>,
+    pub title: String,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -270,6 +342,9 @@ pub struct Engine {
     /// Measured with the monotonic clock for telemetry only: no decision
     /// depends on it, so replay stays deterministic.
     rule_seconds: Vec<f64>,
+    /// Lifecycle steps since the last `take_lifecycle` (empty, and no
+    /// allocation, while alerts only repeat or join).
+    lifecycle: Vec<(IncidentId, Lifecycle)>,
     /// Incidents changed in the current batch.
     upserts: FxHashSet<IncidentId>,
     /// Engine time of the last memory sweep.
@@ -356,6 +431,7 @@ impl Engine {
             acked_after: Vec::new(),
             resolved_after: Vec::new(),
             rule_seconds: Vec::new(),
+            lifecycle: Vec::new(),
             upserts: FxHashSet::default(),
             last_sweep: Timestamp::MIN,
             stats: Stats::default(),
@@ -616,13 +692,34 @@ impl Engine {
         }
     }
 
-    /// Durations recorded since the last call, for the histograms.
+    /// Durations and lifecycle steps recorded since the last call, for
+    /// the histograms and the log.
     pub fn take_lifecycle(&mut self) -> Observations {
+        let events = std::mem::take(&mut self.lifecycle)
+            .into_iter()
+            .filter_map(|(id, what)| {
+                let inc = &self.incidents.get(&id)?.inc;
+                Some(LifecycleEvent {
+                    incident: id,
+                    what,
+                    priority: inc.priority,
+                    state: inc.state,
+                    root_ci: inc.root_ci.clone(),
+                    title: inc.title.clone(),
+                })
+            })
+            .collect();
         Observations {
             acked_after: std::mem::take(&mut self.acked_after),
             resolved_after: std::mem::take(&mut self.resolved_after),
             rule_seconds: std::mem::take(&mut self.rule_seconds),
+            events,
         }
+    }
+
+    /// Record a lifecycle step for the log.
+    fn lived(&mut self, id: IncidentId, what: Lifecycle) {
+        self.lifecycle.push((id, what));
     }
 
     /// Ops produced since the last call, as batch `seq`.
@@ -982,6 +1079,12 @@ impl Engine {
             format!("acknowledged by {actor}"),
             Some(actor.to_string()),
         );
+        self.lived(
+            id,
+            Lifecycle::Acknowledged {
+                by: actor.to_string(),
+            },
+        );
         self.save_incident(id, now);
         Ok(self.incidents[&id].inc.clone())
     }
@@ -1036,6 +1139,13 @@ impl Engine {
             ),
             Some(actor.to_string()),
         );
+        self.lived(
+            id,
+            Lifecycle::OnHold {
+                reason: reason.to_string(),
+                by: actor.to_string(),
+            },
+        );
         self.save_incident(id, now);
         Ok(self.incidents[&id].inc.clone())
     }
@@ -1059,6 +1169,12 @@ impl Engine {
             TimelineKind::Resumed,
             format!("resumed by {actor} after hold ({reason})"),
             Some(actor.to_string()),
+        );
+        self.lived(
+            id,
+            Lifecycle::Resumed {
+                by: actor.to_string(),
+            },
         );
         self.save_incident(id, now);
         Ok(self.incidents[&id].inc.clone())
@@ -1123,6 +1239,7 @@ impl Engine {
             self.due.remove(&(due, id));
         }
         self.stats.incidents_resolved += 1;
+        self.lived(id, Lifecycle::Resolved { why: why.clone() });
         self.timeline(id, at, TimelineKind::Resolved, why, actor);
         self.record_problem(id, at, now);
         self.save_incident(id, now);

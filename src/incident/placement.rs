@@ -321,6 +321,7 @@ impl Engine {
             || "no CMDB CI (unbound alert)".to_string(),
             |c| format!("root cause CI {}", self.cmdb.ci(c).id),
         );
+        self.lived(id, super::Lifecycle::Opened);
         self.timeline(
             id,
             at,
@@ -415,6 +416,12 @@ impl Engine {
         if let Some(t) = self.incidents.get_mut(&id) {
             t.inc.title = title_for(alert);
         }
+        self.lived(
+            id,
+            super::Lifecycle::Rerooted {
+                from: (!old.is_empty()).then(|| old.clone()),
+            },
+        );
         self.timeline(
             id,
             alert.starts_at,
@@ -564,6 +571,8 @@ impl Engine {
             ),
             None,
         );
+        self.lived(from, super::Lifecycle::MergedInto { into });
+        self.lived(into, super::Lifecycle::Absorbed { from });
         self.save_incident(from, now);
         self.save_incident(into, now);
     }
@@ -585,6 +594,12 @@ impl Engine {
             alert.fingerprint
         );
         self.timeline(id, alert.starts_at, TimelineKind::Reopened, msg, None);
+        self.lived(
+            id,
+            super::Lifecycle::Reopened {
+                alertname: alert.alertname().to_string(),
+            },
+        );
         self.save_incident(id, now);
     }
 
@@ -646,6 +661,8 @@ impl Engine {
             let old = t.inc.priority;
             t.inc.priority = target;
             t.inc.impact = t.inc.impact.min(impact);
+            self.lifecycle
+                .push((id, super::Lifecycle::PriorityRaised { from: old }));
             self.timeline(
                 id,
                 at,

@@ -2,7 +2,7 @@
 //! metrics: the engine knows what its numbers mean, telemetry only
 //! registers and renders them.
 
-use super::{Engine, Observations, Stats};
+use super::{Engine, Lifecycle, LifecycleEvent, Observations, Stats};
 use crate::cmdb::Cmdb;
 use crate::domain::{IncidentState, Priority, Timestamp};
 use crate::telemetry::{BOUND_HOW, Metrics, SLA_KINDS, SLA_OUTCOMES};
@@ -18,6 +18,46 @@ pub fn observe(metrics: &Metrics, o: &Observations) {
     }
     for s in &o.rule_seconds {
         metrics.rule_evaluation_seconds.observe(*s);
+    }
+}
+
+/// One INFO line per lifecycle step: the incident's id, priority, root
+/// CI and title as fields, and a sentence a person reads at 3 a.m.
+pub fn log_lifecycle(events: &[LifecycleEvent]) {
+    for e in events {
+        let id = e.incident.0;
+        let root = e.root_ci.as_deref().unwrap_or("none");
+        let what = match &e.what {
+            Lifecycle::Opened => "opened".to_string(),
+            Lifecycle::PriorityRaised { from } => {
+                format!("priority raised {from} → {}", e.priority)
+            }
+            Lifecycle::Rerooted { from } => format!(
+                "re-rooted: root cause is now {root} (was {})",
+                from.as_deref().unwrap_or("none")
+            ),
+            Lifecycle::MergedInto { into } => format!("merged into incident {into}"),
+            Lifecycle::Absorbed { from } => format!("absorbed incident {from}"),
+            Lifecycle::Acknowledged { by } => format!("acknowledged by {by}"),
+            Lifecycle::OnHold { reason, by } => format!("on hold ({reason}) by {by}"),
+            Lifecycle::Resumed { by } => format!("resumed by {by}"),
+            Lifecycle::Resolved { why } => format!("resolved ({why})"),
+            Lifecycle::Reopened { alertname } => {
+                format!("reopened: {alertname} fired again within the reopen window")
+            }
+        };
+        tracing::info!(
+            target: "incidentd::incident",
+            incident = id,
+            event = e.what.as_str(),
+            priority = %e.priority,
+            state = e.state.as_str(),
+            root_ci = root,
+            title = %e.title,
+            "incident {id} {what}: {} {:?}, root CI {root}",
+            e.priority,
+            e.title,
+        );
     }
 }
 

@@ -640,3 +640,70 @@ fn silent_alerts_expire_after_the_alert_timeout() {
         "fires again"
     );
 }
+
+/// Each step of an incident's life is recorded once for the log (with the
+/// incident as it stands after the batch); repeats record nothing.
+#[test]
+fn lifecycle_steps_are_recorded_for_the_log() {
+    let whats = |e: &mut Engine| -> Vec<Lifecycle> {
+        e.take_lifecycle()
+            .events
+            .into_iter()
+            .map(|ev| ev.what)
+            .collect()
+    };
+    let id = IncidentId(1);
+    let mut e = engine();
+    e.ingest(vec![firing(DOWN_A_OTHER_JOB, 0)], at(0));
+    let opened = e.take_lifecycle().events;
+    assert_eq!(opened.len(), 1, "{opened:?}");
+    let first = e.incident(id).unwrap().priority;
+    assert_eq!(opened[0].what, Lifecycle::Opened);
+    assert_eq!(opened[0].incident, id);
+    assert_eq!(
+        opened[0].priority, first,
+        "the priority decided in the same call"
+    );
+    assert_eq!(opened[0].title, "HostDown on a");
+    // A repeat changes nothing, and says nothing.
+    e.ingest(vec![firing(DOWN_A_OTHER_JOB, 0)], at(1));
+    assert!(whats(&mut e).is_empty());
+    // A more urgent alert joins: raised.
+    e.ingest(vec![firing(DOWN_A, 2)], at(2));
+    assert_eq!(whats(&mut e), [Lifecycle::PriorityRaised { from: first }]);
+    assert!(e.incident(id).unwrap().priority < first);
+    e.acknowledge(id, "alice", at(3)).unwrap();
+    e.hold(id, "awaiting_vendor", "alice", at(4)).unwrap();
+    e.resume(id, "bob", at(5)).unwrap();
+    e.resolve(id, "carol", at(6)).unwrap();
+    assert_eq!(
+        whats(&mut e),
+        [
+            Lifecycle::Acknowledged { by: "alice".into() },
+            Lifecycle::OnHold {
+                reason: "awaiting_vendor".into(),
+                by: "alice".into()
+            },
+            Lifecycle::Resumed { by: "bob".into() },
+            Lifecycle::Resolved {
+                why: "resolved by carol".into()
+            },
+        ]
+    );
+    // Resolved by its alerts, then a re-fire within the window reopens it.
+    let mut e = engine();
+    e.ingest(vec![firing(DOWN_A, 0), resolved(DOWN_A, 0, 1)], at(1));
+    e.tick(at(7));
+    let steps = whats(&mut e);
+    assert!(
+        matches!(&steps[..], [Lifecycle::Opened, Lifecycle::Resolved { why }] if why.starts_with("auto-resolved: all 1 alerts resolved")),
+        "{steps:?}"
+    );
+    e.ingest(vec![firing(DOWN_A, 30)], at(30));
+    assert_eq!(
+        whats(&mut e),
+        [Lifecycle::Reopened {
+            alertname: "HostDown".into()
+        }]
+    );
+}

@@ -148,25 +148,46 @@ impl Breaker {
         }
     }
 
-    /// Has it opened since the last success (open or half-open now)?
-    pub fn tripped(&self) -> bool {
-        self.open_until.is_some()
-    }
-
-    pub fn on_success(&mut self) {
+    /// A success; whether it closed a breaker that had opened (the
+    /// half-open probe went through), which the sender says once.
+    pub fn on_success(&mut self) -> bool {
         self.failures = 0;
-        self.open_until = None;
+        self.open_until.take().is_some()
     }
 
     /// A retryable failure (5xx, 429, no answer); a request refused for
-    /// good (other 4xx) says nothing about the destination's health.
-    pub fn on_failure(&mut self, now: Timestamp) {
+    /// good (other 4xx) says nothing about the destination's health. How
+    /// the breaker moved, if it did: the sender logs each move, not each
+    /// failure of an outage.
+    pub fn on_failure(&mut self, now: Timestamp) -> Option<Trip> {
         self.failures = self.failures.saturating_add(1);
-        let half_open = self.open_until.is_some_and(|t| now >= t);
+        let was = self.state(now);
+        let half_open = was == BreakerState::HalfOpen;
         if half_open || self.failures >= self.threshold {
-            self.open_until = Some(now.saturating_add(self.cool_down));
+            let until = now.saturating_add(self.cool_down);
+            self.open_until = Some(until);
+            return match was {
+                BreakerState::Closed => Some(Trip::Opened {
+                    failures: self.failures,
+                    until,
+                }),
+                BreakerState::HalfOpen => Some(Trip::ProbeFailed { until }),
+                // Another failure of a call that went out before it
+                // opened: still open, nothing new to say.
+                BreakerState::Open => None,
+            };
         }
+        None
     }
+}
+
+/// A move of the breaker on a failure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Trip {
+    /// `failures` in a row: open, no calls until `until`.
+    Opened { failures: u32, until: Timestamp },
+    /// The half-open probe failed: open again until `until`.
+    ProbeFailed { until: Timestamp },
 }
 
 #[cfg(test)]
@@ -258,21 +279,35 @@ mod tests {
     fn the_breaker_opens_cools_down_and_probes() {
         let t = |s: i64| Timestamp(s * 1000);
         let mut br = Breaker::new(3, S(30));
-        br.on_failure(t(0));
-        br.on_failure(t(1));
+        assert_eq!(br.on_failure(t(0)), None);
+        assert_eq!(br.on_failure(t(1)), None);
         assert_eq!(br.state(t(1)), BreakerState::Closed);
-        br.on_failure(t(2));
+        // Each move is reported once, for the log.
+        assert_eq!(
+            br.on_failure(t(2)),
+            Some(Trip::Opened {
+                failures: 3,
+                until: t(32)
+            })
+        );
         assert_eq!(br.state(t(2)), BreakerState::Open);
         assert_eq!(br.allow(t(10)), Err(t(32)));
+        // A call that left before it opened fails too: no new move.
+        assert_eq!(br.on_failure(t(3)), None);
+        assert_eq!(br.allow(t(10)), Err(t(33)));
         // After the cool-down one probe may go; its failure opens again.
-        assert_eq!(br.state(t(32)), BreakerState::HalfOpen);
-        assert_eq!(br.allow(t(32)), Ok(()));
-        br.on_failure(t(33));
-        assert_eq!(br.allow(t(40)), Err(t(63)));
-        // A successful probe closes it.
-        br.on_success();
+        assert_eq!(br.state(t(33)), BreakerState::HalfOpen);
+        assert_eq!(br.allow(t(33)), Ok(()));
+        assert_eq!(
+            br.on_failure(t(34)),
+            Some(Trip::ProbeFailed { until: t(64) })
+        );
+        assert_eq!(br.allow(t(40)), Err(t(64)));
+        // A successful probe closes it, and says so once.
+        assert!(br.on_success());
         assert_eq!(br.state(t(64)), BreakerState::Closed);
-        br.on_failure(t(64));
+        assert!(!br.on_success());
+        assert_eq!(br.on_failure(t(64)), None);
         assert_eq!(br.state(t(64)), BreakerState::Closed);
     }
 }

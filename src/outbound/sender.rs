@@ -13,7 +13,7 @@ use super::destination::Credential;
 use super::link::{Bases, Link};
 use super::owned::Ownership;
 use super::poller::Poller;
-use super::retry::{self, Breaker, BreakerState, Outcome};
+use super::retry::{self, Breaker, BreakerState, Outcome, Trip};
 use super::settings::DestinationConfig;
 use crate::domain::{Clock, IncidentId, TimelineEntry, TimelineKind, Timestamp};
 use crate::incident::actions::Actions;
@@ -314,6 +314,10 @@ impl Sender {
 
     async fn deliver(&mut self, row: OutboxRow) -> Result<(), StoreError> {
         let kind = row.message.kind;
+        let incident = row.message.incident.id.0;
+        if self.breaker().state(self.clock.now()) == BreakerState::HalfOpen {
+            tracing::info!(destination = %self.cfg.name, outbox_id = row.id, incident, event = kind.as_str(), "circuit breaker half-open: one probe call to {} ({})", self.cfg.name, self.cfg.kind.as_str());
+        }
         let Some(answer) = self.link.destination().deliver(&self.link, &row).await? else {
             // Nothing for this destination to hear of the event.
             return self
@@ -334,8 +338,7 @@ impl Sender {
         let detail = answer.detail;
         match outcome {
             Outcome::Delivered => {
-                let recovered = self.breaker().tripped();
-                self.breaker().on_success();
+                let recovered = self.breaker().on_success();
                 self.count(kind, "success");
                 self.metrics
                     .last_success
@@ -346,7 +349,7 @@ impl Sender {
                 // so, in the same transaction.
                 let note = answer.note.map(|why| {
                     self.count_failure(FailureReason::HttpStatus);
-                    tracing::warn!(destination = %self.cfg.name, message = row.id, error = %why, "outbound update delivered; its follow-up was refused");
+                    tracing::warn!(destination = %self.cfg.name, outbox_id = row.id, incident, event = kind.as_str(), error = %why, "outbound update delivered to {}; its follow-up was refused: {why}", self.cfg.name);
                     (
                         row.message.incident.id,
                         TimelineEntry {
@@ -370,21 +373,49 @@ impl Sender {
                     // the outage goes now (still paced by the limiter),
                     // not up to `backoff_max` later.
                     let woken = self.store.outbox_wake(&self.cfg.name, now).await?;
-                    tracing::info!(destination = %self.cfg.name, backlog = woken, "destination recovered; sending its backlog");
+                    // The backlog is every message not delivered yet: those
+                    // woken from a backoff and those that were due already
+                    // (`woken` alone said 0 while messages waited).
+                    // A failed count only costs the figure: the delivery
+                    // is recorded already.
+                    let shards = self.ownership.shards();
+                    let backlog = match self.store.outbox_depth(shards.as_deref()).await {
+                        Ok(depths) => Some(
+                            depths
+                                .into_iter()
+                                .find(|(d, _)| *d == self.cfg.name)
+                                .map_or(0, |(_, n)| n),
+                        ),
+                        Err(e) => {
+                            tracing::warn!(destination = %self.cfg.name, error = %e, "counting the backlog");
+                            None
+                        }
+                    };
+                    let left = backlog.map_or_else(
+                        || "its backlog goes now".to_string(),
+                        |n| format!("{n} message(s) still to send"),
+                    );
+                    tracing::info!(destination = %self.cfg.name, incident, backlog, woken, "destination {} recovered: the half-open probe succeeded, circuit breaker closed; {left}", self.cfg.name);
                 }
             }
             Outcome::Retry(after) => {
-                self.breaker().on_failure(now);
+                let trip = self.breaker().on_failure(now);
                 if let Some(ra) = answer.retry_after {
                     self.pause_until = Some(now.saturating_add(ra));
                 }
                 self.count(kind, "retry");
                 self.count_failure(answer.reason);
-                let error = match answer.status {
-                    Some(s) => format!("HTTP {s}: {detail}"),
-                    None => detail,
-                };
-                tracing::warn!(destination = %self.cfg.name, message = row.id, incident = row.message.incident.id.0, attempt = row.attempts + 1, retry_in = ?after, reason = answer.reason.as_str(), %error, "outbound delivery failed; will retry");
+                let error = failure_text(answer.status, &detail);
+                tracing::warn!(destination = %self.cfg.name, outbox_id = row.id, incident, event = kind.as_str(), status = answer.status, attempt = row.attempts + 1, retry_in = ?after, reason = answer.reason.as_str(), %error, "outbound delivery to {} failed, will retry: {error}", self.cfg.name);
+                match trip {
+                    Some(Trip::Opened { failures, until }) => {
+                        tracing::warn!(destination = %self.cfg.name, failures, cool_down = ?self.cfg.breaker_cool_down, until = %until, "circuit breaker of {} open after {failures} failures in a row: no calls until {until}, then one probe", self.cfg.name)
+                    }
+                    Some(Trip::ProbeFailed { until }) => {
+                        tracing::warn!(destination = %self.cfg.name, incident, until = %until, "circuit breaker of {}: the half-open probe failed ({error}); open again until {until}", self.cfg.name)
+                    }
+                    None => {}
+                }
                 // The timeline hears of the first failure and of each new
                 // cause, not of every retry of an outage.
                 let note = (row.last_error.as_deref() != Some(error.as_str())).then(|| {
@@ -421,7 +452,7 @@ impl Sender {
                 } else {
                     format!("{why}: {detail}")
                 };
-                tracing::warn!(destination = %self.cfg.name, message = row.id, error = %why, "outbound delivery refused; not retried");
+                tracing::warn!(destination = %self.cfg.name, outbox_id = row.id, incident, event = kind.as_str(), status = answer.status, reason = answer.reason.as_str(), error = %why, "outbound delivery to {} refused, not retried: {why}", self.cfg.name);
                 let note = TimelineEntry {
                     at: now,
                     kind: TimelineKind::OutboundFailed,
@@ -441,6 +472,17 @@ impl Sender {
         }
         self.set_breaker();
         Ok(())
+    }
+}
+
+/// A failed call as the log, the outbox and the timeline say it: the HTTP
+/// status and what the API answered, or the transport's whole cause.
+fn failure_text(status: Option<u16>, detail: &str) -> String {
+    match (status, detail.is_empty()) {
+        (Some(s), true) => format!("HTTP {s} (empty answer)"),
+        (Some(s), false) => format!("HTTP {s}: {detail}"),
+        (None, true) => "no answer".to_string(),
+        (None, false) => detail.to_string(),
     }
 }
 

@@ -10,39 +10,14 @@ use super::cel_cond::Condition;
 use super::matcher::Matcher;
 use super::template::{self, Template};
 use super::{Actions, Rule, RuleError};
+pub(crate) use crate::domain::yaml::{Seg, locate, render_path};
 use crate::domain::{Level, Priority};
-use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_yaml_ng::{Mapping, Value};
-use std::fmt;
 use std::path::Path;
 use std::sync::Arc;
 
 const RULE_FIELDS: &str = "name, description, matchers, match, when, actions, stop";
 const ACTION_FIELDS: &str = "suppress, open, priority, impact, urgency, assign, runbook, notify";
-
-/// One step of a path into the YAML document.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Seg {
-    Key(String),
-    Index(usize),
-}
-
-/// `rules[3].actions.priority`.
-pub(crate) fn render_path(path: &[Seg]) -> String {
-    let mut s = String::new();
-    for seg in path {
-        match seg {
-            Seg::Key(k) => {
-                if !s.is_empty() {
-                    s.push('.');
-                }
-                s.push_str(k);
-            }
-            Seg::Index(i) => s.push_str(&format!("[{i}]")),
-        }
-    }
-    s
-}
 
 /// Path of rule `index` of a file.
 pub(crate) fn rule_path(index: usize) -> Vec<Seg> {
@@ -584,74 +559,5 @@ fn kind(v: &Value) -> &'static str {
         Value::Sequence(_) => "a list",
         Value::Mapping(_) => "a mapping",
         Value::Tagged(_) => "a tagged value",
-    }
-}
-
-/// The 1-based line of the node at `path` in `text` (or of the deepest
-/// existing node on the way, for a missing field).
-///
-/// The YAML value tree keeps no positions, but serde_yaml_ng stamps a custom
-/// error with the position of the node being read when it is raised, so
-/// this re-reads the text, walking down `path`, and raises one on arrival.
-/// Only run for problems, so its cost does not matter.
-pub(crate) fn locate(text: &str, path: &[Seg]) -> Option<usize> {
-    let de = serde_yaml_ng::Deserializer::from_str(text);
-    match Probe(path).deserialize(de) {
-        Ok(()) => None,
-        Err(e) => e.location().map(|l| l.line()),
-    }
-}
-
-struct Probe<'p>(&'p [Seg]);
-
-/// Raised on arrival; only its position matters.
-const HERE: &str = "here";
-
-impl<'de> DeserializeSeed<'de> for Probe<'_> {
-    type Value = ();
-    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
-        d.deserialize_any(self)
-    }
-}
-
-impl<'de> Visitor<'de> for Probe<'_> {
-    type Value = ();
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("any YAML node")
-    }
-
-    // Scalars use the default methods, which fail: arriving at a scalar, or
-    // being unable to go further down, both mean "this is the node".
-
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
-        if let Some((Seg::Key(want), rest)) = self.0.split_first() {
-            while let Some(key) = map.next_key::<Value>()? {
-                if key.as_str() == Some(want.as_str()) {
-                    return map.next_value_seed(Probe(rest));
-                }
-                map.next_value::<IgnoredAny>()?;
-            }
-        }
-        Err(de::Error::custom(HERE))
-    }
-
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
-        if let Some((Seg::Index(want), rest)) = self.0.split_first() {
-            let mut i = 0;
-            loop {
-                if i == *want {
-                    return match seq.next_element_seed(Probe(rest))? {
-                        Some(()) => Ok(()),
-                        None => Err(de::Error::custom(HERE)),
-                    };
-                }
-                if seq.next_element::<IgnoredAny>()?.is_none() {
-                    break;
-                }
-                i += 1;
-            }
-        }
-        Err(de::Error::custom(HERE))
     }
 }

@@ -312,6 +312,16 @@ impl RuleSet {
     /// order. Subdirectories (`rules/tests/`) and hidden files (editor
     /// swap files) are skipped. Reports every error of every file.
     pub fn load_dir(dir: &Path) -> Result<RuleSet, Vec<RuleError>> {
+        RuleSet::load_dir_for(dir, None)
+    }
+
+    /// [`RuleSet::load_dir`], and with `destinations` (the configured
+    /// outbound destinations' names) a `notify` naming another is an error:
+    /// it would notify nobody, silently.
+    pub fn load_dir_for(
+        dir: &Path,
+        destinations: Option<&[String]>,
+    ) -> Result<RuleSet, Vec<RuleError>> {
         let entries = std::fs::read_dir(dir).map_err(|e| {
             vec![RuleError::file(
                 dir,
@@ -350,7 +360,7 @@ impl RuleSet {
                 Err(e) => errors.push(RuleError::file(&path, None, format!("cannot read: {e}"))),
             }
         }
-        let loaded = RuleSet::from_sources(&sources);
+        let loaded = RuleSet::from_sources_for(&sources, destinations);
         match (loaded, errors.is_empty()) {
             (Ok(mut set), true) => {
                 if sources.is_empty() {
@@ -373,6 +383,15 @@ impl RuleSet {
     /// Builds a rule set from file contents, in the given order; the paths
     /// are only used in messages.
     pub fn from_sources(files: &[(PathBuf, String)]) -> Result<RuleSet, Vec<RuleError>> {
+        RuleSet::from_sources_for(files, None)
+    }
+
+    /// [`RuleSet::from_sources`], checking `notify` against `destinations`
+    /// when given (see [`RuleSet::load_dir_for`]).
+    pub fn from_sources_for(
+        files: &[(PathBuf, String)],
+        destinations: Option<&[String]>,
+    ) -> Result<RuleSet, Vec<RuleError>> {
         let mut env = None;
         let mut errors = Vec::new();
         let mut warnings = Vec::new();
@@ -409,6 +428,9 @@ impl RuleSet {
             } else {
                 first.insert(name, (path, text, *pos));
             }
+        }
+        if let Some(known) = destinations {
+            errors.extend(unknown_destinations(&rules, files, known));
         }
         if !errors.is_empty() {
             // Reading order: by file, then by line.
@@ -455,6 +477,16 @@ impl RuleSet {
                 warnings.push(warn(
                     r,
                     "has no actions and no stop: it only records that it matched".to_string(),
+                ));
+            }
+            if r.is_catch_all()
+                && let Some(reason) = &r.actions.suppress
+            {
+                warnings.push(warn(
+                    r,
+                    format!(
+                        "has no matchers and no condition: it suppresses every alert ({reason:?}), so no incident will ever open"
+                    ),
                 ));
             }
             if r.stop && r.is_catch_all() {
@@ -519,6 +551,48 @@ impl RuleSet {
         }
         d
     }
+}
+
+/// Every `notify` of `rules` that names no configured destination, with
+/// its line (looked up only for these: each lookup re-reads the file).
+fn unknown_destinations(
+    rules: &[Rule],
+    files: &[(PathBuf, String)],
+    known: &[String],
+) -> Vec<RuleError> {
+    let mut out = Vec::new();
+    for r in rules {
+        for (j, name) in r.actions.notify.iter().enumerate() {
+            if known.iter().any(|k| k == name) {
+                continue;
+            }
+            let mut path = file::rule_path(r.position);
+            path.extend([
+                file::Seg::Key("actions".into()),
+                file::Seg::Key("notify".into()),
+                file::Seg::Index(j),
+            ]);
+            let line = files
+                .iter()
+                .find(|(p, _)| *p == r.file)
+                .and_then(|(_, text)| file::locate(text, &path));
+            let configured = if known.is_empty() {
+                "none is configured".to_string()
+            } else {
+                format!("configured: {}", known.join(", "))
+            };
+            out.push(RuleError {
+                file: r.file.clone(),
+                line,
+                rule: Some(r.name.to_string()),
+                field: format!("actions.notify[{j}]"),
+                message: format!(
+                    "unknown destination {name:?}: no [[outbound.destinations]] has this name ({configured}), so it would notify nobody"
+                ),
+            });
+        }
+    }
+    out
 }
 
 /// Two `=` matchers on one label with different values can never both hold.

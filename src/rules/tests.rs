@@ -768,3 +768,57 @@ fn rule_sets_can_be_shared_across_tasks() {
     assert_send_sync::<RuleSet>();
     assert_send_sync::<Decision>();
 }
+
+/// A `notify` naming no configured destination would notify nobody: with
+/// the destinations known (serve, check), it is an error at its line.
+#[test]
+fn notify_must_name_a_configured_destination() {
+    let yaml = r#"rules:
+  - name: dba
+    matchers: ['team="dba"']
+    actions:
+      notify: [slack-dba, pagerduty-dba]
+  - name: single
+    actions:
+      priority: P3
+      notify: slak-ops
+"#;
+    let files = [(PathBuf::from("rules/n.yaml"), yaml.to_string())];
+    // Offline (replay, rule tests) nothing is sent: not checked.
+    assert!(RuleSet::from_sources(&files).is_ok());
+    let known = vec!["slack-dba".to_string(), "slack-ops".to_string()];
+    let errs = RuleSet::from_sources_for(&files, Some(&known)).unwrap_err();
+    assert_eq!(
+        shown(&errs),
+        "rules/n.yaml:5: rule \"dba\": actions.notify[1]: unknown destination \"pagerduty-dba\": no [[outbound.destinations]] has this name (configured: slack-dba, slack-ops), so it would notify nobody\n\
+         rules/n.yaml:9: rule \"single\": actions.notify[0]: unknown destination \"slak-ops\": no [[outbound.destinations]] has this name (configured: slack-dba, slack-ops), so it would notify nobody"
+    );
+    let known = vec![
+        "slack-dba".to_string(),
+        "pagerduty-dba".to_string(),
+        "slak-ops".to_string(),
+    ];
+    assert!(RuleSet::from_sources_for(&files, Some(&known)).is_ok());
+}
+
+#[test]
+fn a_rule_that_suppresses_everything_is_a_warning() {
+    let set = load(
+        r#"rules:
+  - name: mute
+    actions:
+      suppress: "maintenance"
+  - name: mute-heartbeats
+    matchers: ['alertname="Watchdog"']
+    actions:
+      suppress: "heartbeat"
+"#,
+    );
+    let w: Vec<String> = set.warnings().iter().map(ToString::to_string).collect();
+    assert_eq!(
+        w,
+        [
+            "rules/test.yaml:2: rule \"mute\": has no matchers and no condition: it suppresses every alert (\"maintenance\"), so no incident will ever open"
+        ]
+    );
+}

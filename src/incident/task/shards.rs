@@ -130,7 +130,9 @@ impl Shards {
             {
                 groups.push((*shard, more));
             }
-            crate::incident::projection::observe(metrics, &e.take_lifecycle());
+            let lived = e.take_lifecycle();
+            crate::incident::projection::observe(metrics, &lived);
+            crate::incident::projection::log_lifecycle(&lived.events);
             let prev = self.prev.entry(*shard).or_default();
             crate::incident::projection::sync_engine(metrics, prev, &e.stats);
             *prev = e.stats.clone();
@@ -374,7 +376,9 @@ fn apply(
                 if let Some((_, ops)) = e.take_batch() {
                     shards.revoked_ops.push((shard, ops));
                 }
-                crate::incident::projection::observe(metrics, &e.take_lifecycle());
+                let lived = e.take_lifecycle();
+                crate::incident::projection::observe(metrics, &lived);
+                crate::incident::projection::log_lifecycle(&lived.events);
                 let prev = shards.prev.remove(&shard).unwrap_or_default();
                 crate::incident::projection::sync_engine(metrics, &prev, &e.stats);
                 tracing::info!(shard, "shard revoked; state flushed");
