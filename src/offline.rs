@@ -51,6 +51,9 @@ pub struct ReplayResult {
     /// Alerts refused alone (as live ingest would), with the label of
     /// their body.
     pub rejected: Vec<(String, normalize::Rejected)>,
+    /// Deliveries each incident's alerts received, repeats included (the
+    /// incident's `alert_count` counts distinct alerts).
+    pub deliveries: std::collections::HashMap<crate::domain::IncidentId, u64>,
 }
 
 /// Run recorded bodies (JSON lines or whole JSON documents) through the full
@@ -133,10 +136,18 @@ pub async fn replay_bodies(setup: Offline, bodies: Vec<(String, Vec<u8>)>) -> Re
         .await?;
     incidents.reverse();
     let problems = store.list_problems().await?;
+    let mut deliveries = std::collections::HashMap::with_capacity(incidents.len());
+    for inc in &incidents {
+        let alerts = store
+            .incident_alerts(inc.id, crate::store::Page::ALL)
+            .await?;
+        deliveries.insert(inc.id, alerts.iter().map(|a| a.deliveries).sum());
+    }
     Ok(ReplayResult {
         incidents,
         problems,
         rejected,
+        deliveries,
     })
 }
 

@@ -324,11 +324,11 @@ pub async fn run_file(file: &Path, cli_config: Option<&Path>, out: &mut String) 
                 Ok(r) => {
                     let mut got = r.incidents;
                     got.sort_by_key(|inc| (inc.opened_at, inc.id));
-                    let diffs = compare(&case.expect.incidents, &got);
+                    let diffs = compare(&case.expect.incidents, &got, &r.deliveries);
                     if diffs.is_empty() {
                         diffs
                     } else {
-                        with_got(diffs, &got)
+                        with_got(diffs, &got, &r.deliveries)
                     }
                 }
             },
@@ -467,7 +467,10 @@ fn check_alert(a: &mut JsonMap, at: &str, starts: &str, ends: &str) -> Result<()
 }
 
 /// Every difference between expected and actual incidents.
-fn compare(want: &[Expected], got: &[Incident]) -> Vec<String> {
+/// Deliveries per incident, as replay counted them.
+type Deliveries = std::collections::HashMap<crate::domain::IncidentId, u64>;
+
+fn compare(want: &[Expected], got: &[Incident], deliveries: &Deliveries) -> Vec<String> {
     let mut diffs = Vec::new();
     if want.len() != got.len() {
         diffs.push(format!(
@@ -509,7 +512,7 @@ fn compare(want: &[Expected], got: &[Incident]) -> Vec<String> {
         d.one(
             "deliveries",
             w.deliveries.as_ref(),
-            &g.alert_count,
+            &deliveries.get(&g.id).copied().unwrap_or(0),
             ToString::to_string,
         );
         d.set("rules", w.rules.as_deref(), &g.rules);
@@ -541,12 +544,17 @@ fn compare(want: &[Expected], got: &[Incident]) -> Vec<String> {
 }
 
 /// After the differences: what the rules did produce.
-fn with_got(mut diffs: Vec<String>, got: &[Incident]) -> Vec<String> {
+fn with_got(mut diffs: Vec<String>, got: &[Incident], deliveries: &Deliveries) -> Vec<String> {
     diffs.push(match got.len() {
         0 => "got no incidents".to_string(),
         n => format!("got {n} incident{}:", if n == 1 { "" } else { "s" }),
     });
-    diffs.extend(got.iter().map(|g| format!("  - {}", as_expectation(g))));
+    diffs.extend(got.iter().map(|g| {
+        format!(
+            "  - {}",
+            as_expectation(g, deliveries.get(&g.id).copied().unwrap_or(0))
+        )
+    }));
     diffs
 }
 
@@ -611,7 +619,7 @@ fn list<S: AsRef<str>>(items: &[S]) -> String {
 }
 
 /// One incident as a YAML flow mapping in the expectation format.
-fn as_expectation(g: &Incident) -> String {
+fn as_expectation(g: &Incident, deliveries: u64) -> String {
     let fps: Vec<String> = g
         .alert_fingerprints
         .iter()
@@ -629,7 +637,7 @@ fn as_expectation(g: &Incident) -> String {
         g.urgency.get(),
         g.alert_fingerprints.len(),
         list(&fps),
-        g.alert_count,
+        deliveries,
         list(&g.rules),
         list(&g.links.runbooks),
         g.assignment_group.as_deref().map_or("null".into(), quote),
