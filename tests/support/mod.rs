@@ -547,3 +547,15 @@ pub async fn wide_outage(r: &incidentd::app::Running) -> serde_json::Value {
     );
     d
 }
+
+/// Deliveries the alerts of incident `id` received, repeats included (the
+/// incident's `alert_count` counts distinct alerts).
+pub async fn deliveries(r: &incidentd::app::Running, id: incidentd::domain::IncidentId) -> u64 {
+    r.store
+        .incident_alerts(id, incidentd::store::Page::ALL)
+        .await
+        .expect("store readable")
+        .iter()
+        .map(|a| a.deliveries)
+        .sum()
+}
