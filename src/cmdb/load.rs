@@ -144,7 +144,8 @@ fn loose(src: &str, doc: &Value) -> (CmdbFile, Vec<CmdbError>) {
             Some(list @ "cis") => file.cis = entries(src, list, v, &mut errs),
             Some(other) => errs.push(CmdbError::new(
                 src,
-                other,
+                // An empty key names no field: the document as a whole.
+                if other.is_empty() { "document" } else { other },
                 format!("unknown field `{other}`, expected one of `version`, `services`, `cis`"),
             )),
             None => errs.push(CmdbError::new(
