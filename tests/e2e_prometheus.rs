@@ -244,6 +244,35 @@ async fn start_prometheus(
 
 /// `incidentd serve` on 127.0.0.1:`port` with the config `toml` (and
 /// `cmdb`), data under `dir`; waits until it is ready.
+/// A real Alertmanager on `config`, listening on `port`, ready.
+async fn start_alertmanager(
+    bin: &Path,
+    dir: &Path,
+    config: &Path,
+    port: u16,
+    http: &reqwest::Client,
+    children: &mut Children,
+) {
+    let data = dir.join("alertmanager-data");
+    std::fs::create_dir(&data).expect("mkdir alertmanager data");
+    let mut cmd = Command::new(bin);
+    cmd.arg(format!("--config.file={}", config.display()))
+        .arg(format!("--storage.path={}", data.display()))
+        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+        // Empty: no gossip cluster, so no peer wait and no extra port.
+        .arg("--cluster.listen-address=")
+        .current_dir(dir);
+    children.spawn("alertmanager", cmd, dir);
+    support::wait_http_ok(
+        "alertmanager /-/ready",
+        http,
+        &format!("http://127.0.0.1:{port}/-/ready"),
+        START_TIMEOUT,
+        children,
+    )
+    .await;
+}
+
 async fn start_incidentd(
     dir: &Path,
     base: &str,
@@ -427,24 +456,7 @@ receivers:
             repeat = if silence.is_some() { "2s" } else { "1h" },
         ),
     );
-    let am_data = dir.join("alertmanager-data");
-    std::fs::create_dir(&am_data).expect("mkdir alertmanager data");
-    let mut cmd = Command::new(&alertmanager_bin);
-    cmd.arg(format!("--config.file={}", am_config.display()))
-        .arg(format!("--storage.path={}", am_data.display()))
-        .arg(format!("--web.listen-address=127.0.0.1:{am_port}"))
-        // Empty: no gossip cluster, so no peer wait and no extra port.
-        .arg("--cluster.listen-address=")
-        .current_dir(dir);
-    children.spawn("alertmanager", cmd, dir);
-    support::wait_http_ok(
-        "alertmanager /-/ready",
-        &http,
-        &format!("{am}/-/ready"),
-        START_TIMEOUT,
-        children,
-    )
-    .await;
+    start_alertmanager(&alertmanager_bin, dir, &am_config, am_port, &http, children).await;
 
     // 3. Prometheus: scrapes the flag and incidentd every second, evaluates
     // the alerting rule every second, notifies Alertmanager.
@@ -1142,12 +1154,6 @@ async fn the_shipped_alertmanager_config_delivers() {
 }
 
 async fn run_shipped(dir: &Path, children: &mut Children) {
-    let alertmanager_bin = support::find_program(&[
-        "/usr/bin/prometheus-alertmanager",
-        "prometheus-alertmanager",
-        "alertmanager",
-    ])
-    .unwrap_or_else(|| panic!("prometheus-alertmanager is not installed (.ci/run installs it)"));
     let http = reqwest::Client::builder()
         .no_proxy()
         .timeout(Duration::from_secs(5))
@@ -1172,23 +1178,13 @@ async fn run_shipped(dir: &Path, children: &mut Children) {
         &config,
         &shipped.replace("127.0.0.1:9797", &format!("127.0.0.1:{inc_port}")),
     );
-    let am_data = dir.join("alertmanager-data");
-    std::fs::create_dir(&am_data).expect("mkdir alertmanager data");
-    let mut cmd = Command::new(&alertmanager_bin);
-    cmd.arg(format!("--config.file={}", config.display()))
-        .arg(format!("--storage.path={}", am_data.display()))
-        .arg(format!("--web.listen-address=127.0.0.1:{am_port}"))
-        .arg("--cluster.listen-address=")
-        .current_dir(dir);
-    children.spawn("alertmanager", cmd, dir);
-    support::wait_http_ok(
-        "alertmanager /-/ready",
-        &http,
-        &format!("{am}/-/ready"),
-        START_TIMEOUT,
-        children,
-    )
-    .await;
+    let alertmanager_bin = support::find_program(&[
+        "/usr/bin/prometheus-alertmanager",
+        "prometheus-alertmanager",
+        "alertmanager",
+    ])
+    .unwrap_or_else(|| panic!("prometheus-alertmanager is not installed (.ci/run installs it)"));
+    start_alertmanager(&alertmanager_bin, dir, &config, am_port, &http, children).await;
     // As `amtool alert add` posts it.
     let posted = http
         .post(format!("{am}/api/v2/alerts"))

@@ -15,6 +15,31 @@ fn text(v: &Value) -> &str {
     v.as_str().unwrap_or("-")
 }
 
+/// Items joined by commas, or `-` when there are none.
+fn joined<S: AsRef<str>>(items: &[S]) -> String {
+    if items.is_empty() {
+        return "-".to_string();
+    }
+    items
+        .iter()
+        .map(AsRef::as_ref)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Services with their tiers (`fraud (tier 1), reporting (tier 2)`), or `-`.
+fn tiered(v: &Value) -> String {
+    let services: Vec<String> = v
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|s| format!("{} (tier {})", text(&s["id"]), s["tier"]))
+                .collect()
+        })
+        .unwrap_or_default();
+    joined(&services)
+}
+
 fn time(v: &Value) -> Option<DateTime<Utc>> {
     v.as_str()
         .and_then(|s| DateTime::parse_from_rfc3339(s).ok())
@@ -259,23 +284,7 @@ pub fn incident_detail(v: &Value, now: DateTime<Utc>, width: usize) -> String {
         let _ = writeln!(o, "Resolved:     {}", stamp(&v["resolved_at"]));
     }
     let _ = writeln!(o, "Root CI:      {}", text(&v["root_ci"]));
-    let services: Vec<String> = v["impact_detail"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .map(|s| format!("{} (tier {})", text(&s["id"]), s["tier"]))
-                .collect()
-        })
-        .unwrap_or_default();
-    let _ = writeln!(
-        o,
-        "Services:     {}",
-        if services.is_empty() {
-            "-".to_string()
-        } else {
-            services.join(", ")
-        }
-    );
+    let _ = writeln!(o, "Services:     {}", tiered(&v["impact_detail"]));
     let _ = writeln!(
         o,
         "Impact:       {}   Urgency: {}   Assignment group: {}",
@@ -536,11 +545,7 @@ pub fn ci_detail(v: &Value) -> String {
             .as_array()
             .map(|a| a.iter().filter_map(Value::as_str).collect())
             .unwrap_or_default();
-        if items.is_empty() {
-            "-".to_string()
-        } else {
-            items.join(", ")
-        }
+        joined(&items)
     };
     let mut o = String::new();
     let _ = writeln!(o, "CI {}", text(&v["id"]));
@@ -555,38 +560,14 @@ pub fn ci_detail(v: &Value) -> String {
         .as_object()
         .map(|m| m.iter().map(|(k, x)| format!("{k}={}", text(x))).collect())
         .unwrap_or_default();
-    let _ = writeln!(
-        o,
-        "Match labels:      {}",
-        if matches.is_empty() {
-            "-".to_string()
-        } else {
-            matches.join(", ")
-        }
-    );
+    let _ = writeln!(o, "Match labels:      {}", joined(&matches));
     if let Some(r) = v["runbook"].as_str() {
         let _ = writeln!(o, "Runbook:           {r}");
     }
     let _ = writeln!(o, "Depends on:        {}", list(&v["depends_on"]));
     let _ = writeln!(o, "Upstream (all):    {}", list(&v["upstream"]));
     let _ = writeln!(o, "Dependents:        {}", list(&v["dependents"]));
-    let hurt: Vec<String> = v["impacted_services"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .map(|s| format!("{} (tier {})", text(&s["id"]), s["tier"]))
-                .collect()
-        })
-        .unwrap_or_default();
-    let _ = writeln!(
-        o,
-        "Its failure hurts: {}",
-        if hurt.is_empty() {
-            "-".to_string()
-        } else {
-            hurt.join(", ")
-        }
-    );
+    let _ = writeln!(o, "Its failure hurts: {}", tiered(&v["impacted_services"]));
     o
 }
 

@@ -432,7 +432,10 @@ impl ServiceNow {
             return Ok(Some(found));
         }
         let id = match sys_id(&found.json) {
-            Some(id) if id != old_id && !closed(&found.json) => id,
+            Some(id) if id != old_id && !closed(&found.json) => {
+                link.remember(row, &id).await?;
+                id
+            }
             _ => {
                 let (values, mut notes) = match self.resolve(link, row).await {
                     Resolved::Values(v, n) => (v, n),
@@ -465,7 +468,6 @@ impl ServiceNow {
                 id
             }
         };
-        link.remember(row, &id).await?;
         let note = work_note(inc, kind);
         Ok(Some(
             link.call(
