@@ -25,25 +25,32 @@ async fn wait_for(what: &str, ok: impl AsyncFnMut() -> bool) {
     support::wait_until(what, Duration::from_secs(20), ok).await;
 }
 
-#[tokio::test]
-async fn cmdb_file_reloads_on_change_and_keeps_state() {
-    let dir = tempfile::tempdir().unwrap();
-    let cmdb = dir.path().join("cmdb.yaml");
+/// A daemon watching `dir/cmdb.yaml` (written with [`V1`]) every 200 ms,
+/// with `extra` configuration; the daemon and the CMDB's path.
+fn watching(dir: &std::path::Path, extra: &str) -> (support::daemon::Running, std::path::PathBuf) {
+    let cmdb = dir.join("cmdb.yaml");
     std::fs::write(&cmdb, V1).unwrap();
-    let config = dir.path().join("incidentd.toml");
+    let config = dir.join("incidentd.toml");
     std::fs::write(
         &config,
         format!(
-            // The alerts carry fixed 2026-03 dates: kept as given.
-            "[cmdb]\nfile = {:?}\nreload_interval = \"200ms\"\n[limits]\nmax_alert_age = \"100y\"\n",
+            "[cmdb]\nfile = {:?}\nreload_interval = \"200ms\"\n{extra}",
             cmdb.display().to_string()
         ),
     )
     .unwrap();
-    let d = TestDaemon::new(&dir.path().join("data"), dir.path())
+    let d = TestDaemon::new(&dir.join("data"), dir)
         .arg("--config")
         .arg(config.display().to_string())
         .start();
+    (d, cmdb)
+}
+
+#[tokio::test]
+async fn cmdb_file_reloads_on_change_and_keeps_state() {
+    let dir = tempfile::tempdir().unwrap();
+    // The alerts carry fixed 2026-03 dates: kept as given.
+    let (d, cmdb) = watching(dir.path(), "[limits]\nmax_alert_age = \"100y\"\n");
     let base = d.base.clone();
     wait_for("readiness", async || get(&base, "/readyz").await.0 == 200).await;
     assert_eq!(get(&base, "/api/v1/cis/api").await.0, 200);
@@ -256,21 +263,7 @@ async fn cmdb_file_reloads_on_change_and_keeps_state() {
 #[tokio::test]
 async fn a_duplicate_ci_id_fails_the_reload_and_keeps_the_last_good_cmdb() {
     let dir = tempfile::tempdir().unwrap();
-    let cmdb = dir.path().join("cmdb.yaml");
-    std::fs::write(&cmdb, V1).unwrap();
-    let config = dir.path().join("incidentd.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[cmdb]\nfile = {:?}\nreload_interval = \"200ms\"\n",
-            cmdb.display().to_string()
-        ),
-    )
-    .unwrap();
-    let d = TestDaemon::new(&dir.path().join("data"), dir.path())
-        .arg("--config")
-        .arg(config.display().to_string())
-        .start();
+    let (d, cmdb) = watching(dir.path(), "");
     let base = d.base.clone();
     wait_for("readiness", async || get(&base, "/readyz").await.0 == 200).await;
     let metrics = async || {
