@@ -23,3 +23,4 @@ pub mod ruletest;
 pub mod slo;
 pub mod store;
 pub mod telemetry;
+pub mod ui;

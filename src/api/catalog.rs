@@ -16,59 +16,101 @@ use std::collections::BTreeMap;
 
 /// SLA targets of a service per priority, in seconds (absent: none).
 #[derive(Debug, Serialize, PartialEq)]
-pub(super) struct SlaTargets {
-    response_seconds: BTreeMap<&'static str, u64>,
-    resolution_seconds: BTreeMap<&'static str, u64>,
+pub struct SlaTargets {
+    pub response_seconds: BTreeMap<&'static str, u64>,
+    pub resolution_seconds: BTreeMap<&'static str, u64>,
 }
 
 /// One SLO with its figures as of the request (the same as the
 /// `incidentd_slo_*` series a scrape at that instant would show).
 #[derive(Debug, Serialize, PartialEq)]
-pub(super) struct SloView {
-    name: String,
+pub struct SloView {
+    pub name: String,
     /// Target availability as a ratio (0.999).
-    objective: f64,
-    window_seconds: u64,
+    pub objective: f64,
+    pub window_seconds: u64,
     /// The figures, `null` until the SLO book has been built with this
     /// SLO (a catalog reloaded within the last `slo.refresh`).
-    figures: Option<SloFiguresView>,
+    pub figures: Option<SloFiguresView>,
 }
 
 #[derive(Debug, Serialize, PartialEq)]
-pub(super) struct SloFiguresView {
+pub struct SloFiguresView {
     /// Availability over the window (1 − bad / valid).
-    sli: f64,
+    pub sli: f64,
     /// Share of the error budget left; below 0 once overspent.
-    error_budget_remaining: f64,
-    bad_seconds: f64,
-    valid_seconds: f64,
+    pub error_budget_remaining: f64,
+    pub bad_seconds: f64,
+    pub valid_seconds: f64,
     /// Error ratio over each window divided by the budget (1 − objective),
     /// by window (`5m` … `3d`, and `slo` for the SLO's own window).
-    burn_rates: BTreeMap<&'static str, f64>,
+    pub burn_rates: BTreeMap<&'static str, f64>,
 }
 
 #[derive(Debug, Serialize, PartialEq)]
-pub(super) struct ServiceView {
-    id: String,
-    name: String,
-    tier: u8,
-    owner: Option<String>,
-    sla: SlaTargets,
-    slos: Vec<SloView>,
+pub struct ServiceView {
+    pub id: String,
+    pub name: String,
+    pub tier: u8,
+    pub owner: Option<String>,
+    pub sla: SlaTargets,
+    pub slos: Vec<SloView>,
     /// Active (open or acknowledged) incidents impacting it.
-    open_incidents: u64,
+    pub open_incidents: u64,
     /// The most urgent priority among them.
-    highest_priority: Option<Priority>,
+    pub highest_priority: Option<Priority>,
+    /// Of the SLA timers decided over the last 30 days (met, or breached)
+    /// of incidents impacting it, the share met; `null` when none was.
+    pub sla_compliance: Option<f64>,
 }
 
-/// Every service of the catalog with its SLOs' figures at `now` and the
-/// active incidents among `incidents` that impact it.
-pub(super) fn services_view(
+/// How far back SLA compliance looks.
+pub const SLA_COMPLIANCE_WINDOW: std::time::Duration = std::time::Duration::from_secs(30 * 86_400);
+
+/// Per service, SLA timers met and decided (met or breached) among
+/// `recent` (incidents open at some time in the compliance window).
+fn sla_record(
+    cmdb: &Cmdb,
+    recent: &[Incident],
+    now: Timestamp,
+    pause_on: &[String],
+) -> BTreeMap<String, (u64, u64)> {
+    use crate::slo::sla::SlaStatus;
+    let mut out: BTreeMap<String, (u64, u64)> = BTreeMap::new();
+    for inc in recent {
+        for s in &inc.impacted_services {
+            let one = [s.clone()];
+            let mut single = inc.clone();
+            single.impacted_services = one.to_vec();
+            let sla = crate::slo::sla::incident_sla(cmdb, &single, now, pause_on);
+            for t in [sla.response, sla.resolution].into_iter().flatten() {
+                let e = out.entry(s.clone()).or_default();
+                match t.status {
+                    SlaStatus::Met => {
+                        e.0 += 1;
+                        e.1 += 1;
+                    }
+                    SlaStatus::Breached => e.1 += 1,
+                    _ => {}
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Every service of the catalog with its SLOs' figures at `now`, the
+/// active incidents among `incidents` that impact it, and its SLA
+/// compliance over `recent`.
+pub(crate) fn services_view(
     cmdb: &Cmdb,
     book: &SloBook,
     incidents: &[Incident],
+    recent: &[Incident],
     now: Timestamp,
+    pause_on: &[String],
 ) -> Vec<ServiceView> {
+    let record = sla_record(cmdb, recent, now, pause_on);
     let mut open: BTreeMap<&str, (u64, Option<Priority>)> = BTreeMap::new();
     for inc in incidents.iter().filter(|i| i.state.is_active()) {
         for s in &inc.impacted_services {
@@ -126,6 +168,10 @@ pub(super) fn services_view(
                 slos,
                 open_incidents: count,
                 highest_priority: top,
+                sla_compliance: record
+                    .get(&s.id)
+                    .filter(|(_, decided)| *decided > 0)
+                    .map(|(met, decided)| *met as f64 / *decided as f64),
             }
         })
         .collect()
@@ -138,13 +184,33 @@ pub(super) async fn list_services(
 ) -> Result<Json<serde_json::Value>, ApiError> {
     check_api_token(&st, &headers)?;
     let now = st.clock.now();
+    let services = catalog(&st, now).await?;
+    Ok(Json(json!({ "services": services, "as_of": now })))
+}
+
+/// The service catalog with its figures at `now` (the API and the web
+/// board's services page).
+pub(crate) async fn catalog(
+    st: &super::AppState,
+    now: Timestamp,
+) -> Result<Vec<ServiceView>, ApiError> {
     // Every active incident, without its fingerprints: those "open at
     // some time since now", of any priority (P5 and more urgent).
     let incidents = st.store.slo_incidents(now, Priority::ALL[4]).await?;
-    let cmdb = shared_cmdb(&st);
+    let recent = st
+        .store
+        .slo_incidents(now.saturating_sub(SLA_COMPLIANCE_WINDOW), Priority::ALL[4])
+        .await?;
+    let cmdb = shared_cmdb(st);
     let book = st.slo.book();
-    let services = services_view(&cmdb, &book, &incidents, now);
-    Ok(Json(json!({ "services": services, "as_of": now })))
+    Ok(services_view(
+        &cmdb,
+        &book,
+        &incidents,
+        &recent,
+        now,
+        &st.sla_pause_on,
+    ))
 }
 
 #[derive(Deserialize)]
@@ -284,7 +350,7 @@ cis:
             incident(2, &["shop"], IncidentState::Acknowledged),
             incident(1, &["blog"], IncidentState::Resolved),
         ];
-        let v = services_view(&c, &book, &open, now);
+        let v = services_view(&c, &book, &open, &open, now, &[]);
         assert_eq!(v.len(), 2);
         let shop = &v[0];
         assert_eq!(
@@ -309,7 +375,7 @@ cis:
         );
         assert!(blog.slos.is_empty());
         // A catalog newer than the book: the SLO is listed without figures.
-        let empty = services_view(&c, &SloBook::default(), &[], now);
+        let empty = services_view(&c, &SloBook::default(), &[], &[], now, &[]);
         assert_eq!(empty[0].slos[0].figures, None);
         assert_eq!(empty[0].open_incidents, 0);
     }

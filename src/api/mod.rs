@@ -7,6 +7,9 @@ mod alerts;
 mod catalog;
 mod openapi;
 
+pub use catalog::ServiceView as ServiceSummary;
+pub(crate) use catalog::catalog as service_catalog;
+
 use crate::domain::{Incident, IncidentId, IncidentState, Source, TimelineEntry};
 use crate::incident::EngineError;
 use crate::incident::actions::{self, ActError, Action, Actions, Outcome};
@@ -113,9 +116,11 @@ fn conflict(e: &EngineError) -> Option<serde_json::Value> {
     Some(json!({ "id": id.0, "reason": reason }))
 }
 
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let (status, detail, retry_after) = match &self {
+impl ApiError {
+    /// The status, the JSON detail and the `Retry-After` seconds this error
+    /// is answered with.
+    fn parts(&self) -> (StatusCode, serde_json::Value, Option<u64>) {
+        match self {
             ApiError::Invalid(e) => (
                 StatusCode::BAD_REQUEST,
                 serde_json::to_value(e).unwrap_or_default(),
@@ -214,15 +219,27 @@ impl IntoResponse for ApiError {
                 json!({ "store": "lost" }),
                 Some(30),
             ),
-            ApiError::Store(e) => {
-                tracing::error!(error = %e, "store read failed");
-                (
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    serde_json::Value::Null,
-                    Some(5),
-                )
-            }
-        };
+            ApiError::Store(_) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                serde_json::Value::Null,
+                Some(5),
+            ),
+        }
+    }
+
+    /// The status this error is answered with (the web board's pages
+    /// answer with the same).
+    pub fn status(&self) -> StatusCode {
+        self.parts().0
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        if let ApiError::Store(e) = &self {
+            tracing::error!(error = %e, "store read failed");
+        }
+        let (status, detail, retry_after) = self.parts();
         let message = match &self {
             ApiError::Invalid(e) => e.to_string(),
             other => other.to_string(),
@@ -315,6 +332,8 @@ pub struct AppState {
     /// One change import at a time: each builds the next calendar from the
     /// one in force.
     pub changes_lock: tokio::sync::Mutex<()>,
+    /// The web board (`ui.enabled`), its keys and links.
+    pub ui: crate::ui::UiSettings,
 }
 
 /// Change records stored per transaction of a bulk import.
@@ -346,6 +365,18 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
         .map(str::trim)
 }
 
+/// The token whose secret is `got`, comparing every token in constant
+/// time whatever matched.
+pub(crate) fn token_of<'a>(st: &'a AppState, got: &[u8]) -> Option<&'a ApiToken> {
+    let mut found: Option<&ApiToken> = None;
+    for t in &st.api_tokens {
+        if bool::from(subtle::ConstantTimeEq::ct_eq(got, t.secret.as_slice())) {
+            found = Some(t);
+        }
+    }
+    found
+}
+
 /// Who is asking, if tokens are configured (`None`: the API is open);
 /// 401 without a known token, 403 for a reader that means to act. Every
 /// token is compared, in constant time each, whatever matched.
@@ -354,13 +385,7 @@ fn authorize(st: &AppState, headers: &HeaderMap, need: Need) -> Result<Option<St
         return Ok(None);
     }
     let got = bearer(headers).unwrap_or_default().as_bytes();
-    let mut found: Option<&ApiToken> = None;
-    for t in &st.api_tokens {
-        if bool::from(subtle::ConstantTimeEq::ct_eq(got, t.secret.as_slice())) {
-            found = Some(t);
-        }
-    }
-    let t = found.ok_or(ApiError::Unauthorized)?;
+    let t = token_of(st, got).ok_or(ApiError::Unauthorized)?;
     if need == Need::Operate && !t.operator {
         return Err(ApiError::Forbidden(t.name.clone()));
     }
@@ -501,7 +526,11 @@ fn allowed_methods(methods: &[&'static str]) -> Vec<&'static str> {
 
 pub fn router(state: Shared) -> Router {
     let limit = state.max_body_bytes;
-    let mut router = Router::new();
+    let mut router = if state.ui.config.enabled {
+        crate::ui::routes()
+    } else {
+        Router::new()
+    };
     for route in routes() {
         let allowed = allowed_methods(route.methods);
         router = router.route(
@@ -988,6 +1017,11 @@ async fn list_incidents(
         })
         .collect();
     Ok(Json(json!({ "incidents": items, "next_before": next })))
+}
+
+/// The CMDB in force, for the web board.
+pub(crate) fn cmdb_of(st: &AppState) -> Arc<crate::cmdb::Cmdb> {
+    shared_cmdb(st)
 }
 
 /// The CMDB in force (a poisoned lock still holds a valid CMDB: writers

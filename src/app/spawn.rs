@@ -138,6 +138,22 @@ pub(super) async fn spawn(
         quarantine,
         max_changes: cfg.limits.max_changes_per_request,
         changes_lock: tokio::sync::Mutex::new(()),
+        ui: crate::ui::UiSettings::new(
+            cfg.ui.clone(),
+            cfg.listen_tls.is_some(),
+            cfg.outbound
+                .iter()
+                .map(|d| crate::ui::TicketTarget {
+                    name: d.name.clone(),
+                    kind: d.kind.as_str(),
+                    url: d.url.clone(),
+                })
+                .collect(),
+            // Other instances' changes reach this one's store, not its
+            // engine: live pages refresh every 2 s as well.
+            cfg.kafka.as_ref().map(|_| Duration::from_secs(2)),
+            cancel.clone(),
+        ),
     });
     let router = api::guarded(
         api::router(state),

@@ -57,6 +57,22 @@ pub struct RawConfig {
     pub cmdb: RawCmdb,
     pub kafka: Option<RawKafka>,
     pub limits: RawLimits,
+    pub ui: RawUi,
+}
+
+/// `[ui]`: the web incident board served at `/`.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawUi {
+    pub enabled: Option<bool>,
+    /// A header set by a trusted authenticating reverse proxy (oauth2-proxy:
+    /// `X-Forwarded-User`) naming the signed-in user.
+    pub trusted_proxy_header: Option<String>,
+    /// What users signed in by the proxy may do: `read` or `operator`.
+    pub proxy_access: Option<String>,
+    /// Where users reach the board (`https://incidentd.example.com`): the
+    /// details links of Slack, ServiceNow, Jira, PagerDuty and Opsgenie.
+    pub public_url: Option<String>,
 }
 
 /// `[limits]`: what one alert, one request and the daemon's memory may
@@ -350,6 +366,96 @@ pub struct Config {
     /// Finished outbox messages older than this are deleted.
     pub outbound_retention: Duration,
     pub limits: Limits,
+    pub ui: UiConfig,
+}
+
+/// `[ui]`, validated.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UiConfig {
+    pub enabled: bool,
+    /// Lower-case header name.
+    pub trusted_proxy_header: Option<String>,
+    pub proxy_operator: bool,
+    /// Without a trailing slash.
+    pub public_url: Option<String>,
+}
+
+impl Default for UiConfig {
+    fn default() -> Self {
+        UiConfig {
+            enabled: true,
+            trusted_proxy_header: None,
+            proxy_operator: false,
+            public_url: None,
+        }
+    }
+}
+
+impl UiConfig {
+    /// The board's page of incident `id`, when the public URL is known.
+    pub fn incident_url(&self, id: i64) -> Option<String> {
+        self.public_url
+            .as_ref()
+            .map(|u| format!("{u}/incidents/{id}"))
+    }
+}
+
+fn ui(errs: &mut Vec<FieldError>, raw: &RawUi) -> UiConfig {
+    let mut err = |field: &str, message: String| {
+        errs.push(FieldError {
+            field: format!("ui.{field}"),
+            message,
+        })
+    };
+    let trusted_proxy_header = raw.trusted_proxy_header.as_ref().and_then(|h| {
+        let ok = !h.is_empty()
+            && h.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        if ok {
+            Some(h.to_ascii_lowercase())
+        } else {
+            err(
+                "trusted_proxy_header",
+                format!("{h:?} is not a header name (e.g. X-Forwarded-User)"),
+            );
+            None
+        }
+    });
+    let proxy_operator = match raw.proxy_access.as_deref() {
+        None | Some("read") => false,
+        Some("operator") => true,
+        Some(other) => {
+            err(
+                "proxy_access",
+                format!("must be \"read\" or \"operator\", got {other:?}"),
+            );
+            false
+        }
+    };
+    if raw.proxy_access.is_some() && trusted_proxy_header.is_none() {
+        err(
+            "proxy_access",
+            "needs ui.trusted_proxy_header (whom the proxy signed in)".into(),
+        );
+    }
+    let public_url = raw.public_url.as_ref().and_then(|u| {
+        let t = u.trim_end_matches('/');
+        if (t.starts_with("https://") || t.starts_with("http://")) && t.len() > 8 {
+            Some(t.to_string())
+        } else {
+            err(
+                "public_url",
+                format!("{u:?} must be an http:// or https:// URL"),
+            );
+            None
+        }
+    });
+    UiConfig {
+        enabled: raw.enabled.unwrap_or(true),
+        trusted_proxy_header,
+        proxy_operator,
+        public_url,
+    }
 }
 
 /// `[limits]`, validated.
@@ -855,6 +961,17 @@ pub fn validate(raw: RawConfig, o: &Overrides) -> Result<Config, Vec<FieldError>
         (Some(p), _) | (None, Some(p)) => (Some(p), true),
         (None, None) => (Some(PathBuf::from("deploy/cmdb.yaml")), false),
     };
+    let ui = ui(&mut errs, &raw.ui);
+    // Every destination links to the incident's page on the board unless
+    // it names its own link.
+    let mut outbound = outbound;
+    if let Some(u) = &ui.public_url {
+        for d in &mut outbound {
+            if d.incident_url.is_none() {
+                d.incident_url = Some(format!("{u}/incidents/{{id}}"));
+            }
+        }
+    }
     let log_level = raw.log_level.clone().unwrap_or_else(|| "info".into());
     if tracing_subscriber::EnvFilter::try_new(&log_level).is_err() {
         errs.push(FieldError {
@@ -906,6 +1023,7 @@ pub fn validate(raw: RawConfig, o: &Overrides) -> Result<Config, Vec<FieldError>
         outbound,
         outbound_retention,
         limits,
+        ui,
     })
 }
 

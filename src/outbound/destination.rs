@@ -181,6 +181,7 @@ pub fn build(cfg: &DestinationConfig, credential: Credential) -> Arc<dyn Destina
         DestinationKind::ServiceNow { fields, .. } => Arc::new(super::servicenow::ServiceNow::new(
             fields.clone(),
             credential,
+            cfg.incident_url.clone(),
         )),
         DestinationKind::Jira {
             target,
@@ -194,6 +195,7 @@ pub fn build(cfg: &DestinationConfig, credential: Credential) -> Arc<dyn Destina
             resolution: resolution.clone(),
             deployment: *deployment,
             credential,
+            details_url: cfg.incident_url.clone(),
         }),
     }
 }

@@ -55,7 +55,7 @@ fn priority_name(inc: &Incident) -> &'static str {
     ["Highest", "High", "Medium", "Low", "Lowest"][usize::from(inc.priority.get() - 1)]
 }
 
-fn description(inc: &Incident) -> String {
+fn description(inc: &Incident, details_url: Option<&str>) -> String {
     let mut d = format!(
         "Opened by incidentd (incident {}, {}) at {}.\nRoot cause CI: {}\nImpacted services: {}",
         inc.id.0,
@@ -67,6 +67,10 @@ fn description(inc: &Incident) -> String {
     for r in &inc.links.runbooks {
         d.push_str("\nRunbook: ");
         d.push_str(r);
+    }
+    if let Some(u) = details_url {
+        d.push_str("\nDetails: ");
+        d.push_str(&super::incident_link(u, inc));
     }
     // Jira's limit for a text field.
     truncate(&d, 32_767)
@@ -92,7 +96,7 @@ fn ticket_summary(inc: &Incident) -> String {
 /// `requestFieldValues` are the request type's fields), and `labels` is
 /// rarely one of them; the label is added by the platform API afterwards
 /// ([`label`]).
-pub fn create(inc: &Incident, target: &Target) -> Request {
+pub fn create(inc: &Incident, target: &Target, details_url: Option<&str>) -> Request {
     let label = external_key(inc);
     let title = ticket_summary(inc);
     match target {
@@ -106,7 +110,7 @@ pub fn create(inc: &Incident, target: &Target) -> Request {
                 "requestTypeId": request_type_id,
                 "requestFieldValues": {
                     "summary": title,
-                    "description": description(inc),
+                    "description": description(inc, details_url),
                 },
             }),
         ),
@@ -117,7 +121,7 @@ pub fn create(inc: &Incident, target: &Target) -> Request {
                     "project": { "key": key },
                     "issuetype": { "name": issue_type },
                     "summary": title,
-                    "description": description(inc),
+                    "description": description(inc, details_url),
                     "labels": [label],
                     "priority": { "name": priority_name(inc) },
                 }
@@ -268,6 +272,9 @@ pub struct Jira {
     pub resolution: String,
     pub deployment: Deployment,
     pub credential: Credential,
+    /// The incident's page on the web board (`{id}` replaced), in the
+    /// description.
+    pub details_url: Option<String>,
 }
 
 impl Destination for Jira {
@@ -294,7 +301,7 @@ impl Destination for Jira {
                 .ticket(row, || TicketCalls {
                     lookup: search(inc, self.deployment),
                     found: Box::new(found_key),
-                    create: create(inc, &self.target),
+                    create: create(inc, &self.target, self.details_url.as_deref()),
                     created: Box::new(created_key),
                     no_id: "the create answered without an issue key",
                 })
@@ -366,10 +373,20 @@ mod tests {
             service_desk_id: "4".into(),
             request_type_id: "27".into(),
         };
-        let c = create(&inc, &sd);
+        let c = create(
+            &inc,
+            &sd,
+            Some("https://incidentd.example.com/incidents/{id}"),
+        );
         assert_eq!(c.path, "/rest/servicedeskapi/request");
         let b = c.body.expect("body");
         assert_eq!(b["serviceDeskId"], "4");
+        assert!(
+            b["requestFieldValues"]["description"].as_str().is_some_and(
+                |d| d.ends_with("\nDetails: https://incidentd.example.com/incidents/42")
+            ),
+            "{b}"
+        );
         // Only the fields every request type has.
         let fields: Vec<&String> = b["requestFieldValues"]
             .as_object()
@@ -391,7 +408,7 @@ mod tests {
             key: "OPS".into(),
             issue_type: "Incident".into(),
         };
-        let p = create(&inc, &project);
+        let p = create(&inc, &project, None);
         assert_eq!(p.path, "/rest/api/2/issue");
         let b = p.body.expect("body");
         assert_eq!(b["fields"]["project"]["key"], "OPS");

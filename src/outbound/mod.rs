@@ -130,6 +130,12 @@ pub fn severity(p: Priority) -> &'static str {
 }
 
 /// Shared facts every destination's details carry.
+/// A destination's link to the incident (`{id}` replaced by its id): its
+/// page on the web board, where `ui.public_url` or `incident_url` says.
+pub fn incident_link(template: &str, inc: &Incident) -> String {
+    template.replace("{id}", &inc.id.0.to_string())
+}
+
 pub fn details(inc: &Incident) -> serde_json::Value {
     serde_json::json!({
         "incident_id": inc.id.0,

@@ -218,10 +218,11 @@ pub fn create(
     fields: &Fields,
     values: &[(String, String)],
     notes: &[String],
+    details_url: Option<&str>,
 ) -> Request {
     let description = match &fields.description {
         Some(t) => t.render(inc),
-        None => description(inc),
+        None => description(inc, details_url),
     };
     let mut body = json!({
         "short_description": truncate(&one_line(&fields.short_description.render(inc)), SHORT_DESCRIPTION_MAX),
@@ -288,7 +289,7 @@ fn one_line(s: &str) -> String {
         .collect()
 }
 
-fn description(inc: &Incident) -> String {
+fn description(inc: &Incident, details_url: Option<&str>) -> String {
     let mut d = format!(
         "Opened by incidentd (incident {}) at {}.\nRoot cause CI: {}\nImpacted services: {}\nCIs: {}",
         inc.id.0,
@@ -300,6 +301,10 @@ fn description(inc: &Incident) -> String {
     for r in &inc.links.runbooks {
         d.push_str("\nRunbook: ");
         d.push_str(r);
+    }
+    if let Some(u) = details_url {
+        d.push_str("\nDetails: ");
+        d.push_str(&super::incident_link(u, inc));
     }
     d
 }
@@ -322,6 +327,9 @@ const MISSING_FOR_MS: i64 = 300_000;
 pub struct ServiceNow {
     pub fields: Fields,
     pub credential: Credential,
+    /// The incident's page on the web board (`{id}` replaced), in the
+    /// built-in description.
+    pub details_url: Option<String>,
     /// (field, name) → the `sys_id` it names (`None`: no record), and
     /// until when that is trusted.
     refs: Mutex<HashMap<(String, String), Named>>,
@@ -339,10 +347,11 @@ enum Resolved {
 }
 
 impl ServiceNow {
-    pub fn new(fields: Fields, credential: Credential) -> ServiceNow {
+    pub fn new(fields: Fields, credential: Credential, details_url: Option<String>) -> ServiceNow {
         ServiceNow {
             fields,
             credential,
+            details_url,
             refs: Mutex::new(HashMap::new()),
         }
     }
@@ -450,7 +459,16 @@ impl ServiceNow {
                     ),
                 );
                 let made = link
-                    .call(&create(inc, &self.fields, &values, &notes), row.id)
+                    .call(
+                        &create(
+                            inc,
+                            &self.fields,
+                            &values,
+                            &notes,
+                            self.details_url.as_deref(),
+                        ),
+                        row.id,
+                    )
                     .await;
                 if !made.ok() {
                     return Ok(Some(made));
@@ -507,7 +525,13 @@ impl Destination for ServiceNow {
                         .ticket(row, || TicketCalls {
                             lookup: lookup(inc),
                             found: Box::new(sys_id),
-                            create: create(inc, &self.fields, &values, &notes),
+                            create: create(
+                                inc,
+                                &self.fields,
+                                &values,
+                                &notes,
+                                self.details_url.as_deref(),
+                            ),
                             created: Box::new(sys_id),
                             no_id: "the create answered without a sys_id",
                         })
@@ -599,7 +623,9 @@ mod tests {
                 ("caller_id".to_string(), "svc-incidentd".to_string()),
             ]
         );
-        let c = create(&inc, &fields, &values, &[]).body.expect("body");
+        let c = create(&inc, &fields, &values, &[], None)
+            .body
+            .expect("body");
         assert_eq!(c["correlation_id"], "incidentd-42");
         assert_eq!(c["short_description"], "[P1] PostgresDown on pg-0");
         assert_eq!(
@@ -613,6 +639,7 @@ mod tests {
             &fields,
             &[],
             &["caller_id \"x\" names no sys_user record".into()],
+            Some("https://incidentd.example.com/incidents/{id}"),
         )
         .body
         .expect("body");
@@ -620,6 +647,12 @@ mod tests {
             noted["work_notes"]
                 .as_str()
                 .is_some_and(|n| n.contains("names no sys_user"))
+        );
+        assert!(
+            noted["description"].as_str().is_some_and(
+                |d| d.ends_with("\nDetails: https://incidentd.example.com/incidents/42")
+            ),
+            "{noted}"
         );
         let r = update(
             &inc,
@@ -689,7 +722,7 @@ mod tests {
         let mut fields = Fields::defaults(None);
         fields.put("category", Template::parse("database").expect("t"));
         fields.put("u_services", Template::parse("{services}").expect("t"));
-        let c = create(&inc, &fields, &fields.values(&inc), &[])
+        let c = create(&inc, &fields, &fields.values(&inc), &[], None)
             .body
             .expect("body");
         assert_eq!(

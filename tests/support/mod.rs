@@ -6,6 +6,7 @@
 //! every helper, hence the `dead_code` allowance.
 #![allow(dead_code)]
 
+pub mod browser;
 pub mod contracts;
 pub mod daemon;
 pub mod drain;

@@ -113,6 +113,8 @@ pub struct EngineHandle {
     /// Like `committed`, counters included: every effect (repeat counts
     /// too) of batches up to this one is durable.
     pub(super) all_durable: watch::Receiver<u64>,
+    /// Counts commits that changed an incident, a problem or a change.
+    pub(super) incidents: watch::Receiver<u64>,
     pub(super) durable_timeout: Duration,
     pub(super) store_healthy: Arc<AtomicBool>,
 }
@@ -122,6 +124,12 @@ impl EngineHandle {
     /// senders wake on it).
     pub fn commits(&self) -> watch::Receiver<u64> {
         self.committed.clone()
+    }
+
+    /// Moves after each commit that changed what an incident view shows
+    /// (the web board's live updates).
+    pub fn incident_changes(&self) -> watch::Receiver<u64> {
+        self.incidents.clone()
     }
 
     /// Hand events to the (single) engine and wait until their effect is

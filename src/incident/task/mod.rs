@@ -61,6 +61,7 @@ pub fn spawn(
     let (committed_tx, committed_rx) = watch::channel(0u64);
     let (all_tx, all_rx) = watch::channel(0u64);
     let healthy = Arc::new(AtomicBool::new(true));
+    let (incidents_tx, incidents_rx) = watch::channel(0u64);
     let shards = shards::Shards::new(engines, proto);
     tracker.spawn(shards::engine_loop(
         shards,
@@ -78,7 +79,10 @@ pub fn spawn(
         writer::Watermarks {
             committed: committed_tx,
             all_durable: all_tx,
-            healthy: healthy.clone(),
+            signals: writer::Signals {
+                healthy: healthy.clone(),
+                incidents: Arc::new(incidents_tx),
+            },
         },
         metrics,
         tracker,
@@ -88,6 +92,7 @@ pub fn spawn(
         tx,
         committed: committed_rx,
         all_durable: all_rx,
+        incidents: incidents_rx,
         durable_timeout: opts.durable_timeout,
         store_healthy: healthy,
     }

@@ -18,7 +18,33 @@ use tokio_util::sync::CancellationToken;
 pub(super) struct Watermarks {
     pub committed: watch::Sender<u64>,
     pub all_durable: watch::Sender<u64>,
+    pub signals: Signals,
+}
+
+/// What every commit reports: whether commits succeed, and a count of the
+/// commits that changed an incident (the web board's live updates wait on
+/// it; repeats alone do not move it).
+#[derive(Clone)]
+pub(super) struct Signals {
     pub healthy: Arc<AtomicBool>,
+    pub incidents: Arc<watch::Sender<u64>>,
+}
+
+/// Whether committing `ops` changes what an incident view shows.
+fn changes_incidents(ops: &[StoreOp]) -> bool {
+    ops.iter().any(|op| {
+        matches!(
+            op,
+            StoreOp::UpsertIncident(_)
+                | StoreOp::Timeline { .. }
+                | StoreOp::LinkAlert { .. }
+                | StoreOp::UpdateAlert(_)
+                | StoreOp::MoveAlerts { .. }
+                | StoreOp::UpsertProblem(_)
+                | StoreOp::SetProblem { .. }
+                | StoreOp::UpsertChange(_)
+        )
+    })
 }
 
 /// Start the writer that suits `store` on `tracker`.
@@ -80,7 +106,7 @@ async fn writer_loop(
     let Watermarks {
         committed,
         all_durable,
-        healthy,
+        signals,
     } = marks;
     // Coalesced repeat counters nobody waits for: written after, and in
     // between, the changes that senders wait on (they only ever grow, so
@@ -105,7 +131,7 @@ async fn writer_loop(
             let has_mark = counters.iter().any(|q| matches!(q, Queued::FlushMark(_)));
             loop {
                 let chunk = take_counters(&mut counters);
-                if !chunk.is_empty() && !commit(&*store, &chunk, &metrics, &healthy, &cancel).await
+                if !chunk.is_empty() && !commit(&*store, &chunk, &metrics, &signals, &cancel).await
                 {
                     return;
                 }
@@ -132,7 +158,7 @@ async fn writer_loop(
                             Queued::FlushMark(_) => None,
                         })
                         .collect();
-                    commit(&*store, &rest, &metrics, &healthy, &cancel).await;
+                    commit(&*store, &rest, &metrics, &signals, &cancel).await;
                     return;
                 }
             }
@@ -142,7 +168,7 @@ async fn writer_loop(
                 return; // channel closed and nothing left
             }
             let chunk = take_counters(&mut counters);
-            if commit(&*store, &chunk, &metrics, &healthy, &cancel).await {
+            if commit(&*store, &chunk, &metrics, &signals, &cancel).await {
                 settle_marks(&mut counters);
             }
             continue;
@@ -171,7 +197,7 @@ async fn writer_loop(
                 Err(_) => break,
             }
         }
-        let ok = ops.is_empty() || commit(&*store, &ops, &metrics, &healthy, &cancel).await;
+        let ok = ops.is_empty() || commit(&*store, &ops, &metrics, &signals, &cancel).await;
         if !ok {
             return;
         }
@@ -207,7 +233,7 @@ async fn lanes_writer_loop(
     let Watermarks {
         committed,
         all_durable,
-        healthy,
+        signals,
     } = marks;
     let n = store.write_lanes().max(1);
     // Seq of the last batch each lane finished, published by the lanes.
@@ -224,7 +250,7 @@ async fn lanes_writer_loop(
             lane_rx,
             done_tx.clone(),
             metrics.clone(),
-            healthy.clone(),
+            signals.clone(),
             cancel.clone(),
         )));
     }
@@ -317,7 +343,7 @@ async fn lane_loop(
     mut rx: mpsc::Receiver<LaneWork>,
     done: Arc<watch::Sender<Vec<u64>>>,
     metrics: Metrics,
-    healthy: Arc<AtomicBool>,
+    signals: Signals,
     cancel: CancellationToken,
 ) {
     while let Some(first) = rx.recv().await {
@@ -332,7 +358,7 @@ async fn lane_loop(
                 Err(_) => break,
             }
         }
-        if !commit(&*store, &ops, &metrics, &healthy, &cancel).await {
+        if !commit(&*store, &ops, &metrics, &signals, &cancel).await {
             // Wake the coordinator so it sees this lane has stopped.
             done.send_modify(|_| ());
             return;
@@ -380,9 +406,10 @@ async fn commit(
     store: &dyn IncidentLog,
     ops: &[StoreOp],
     metrics: &Metrics,
-    healthy: &AtomicBool,
+    signals: &Signals,
     cancel: &CancellationToken,
 ) -> bool {
+    let healthy = &*signals.healthy;
     let mut backoff = Duration::from_millis(50);
     loop {
         let started = std::time::Instant::now();
@@ -394,6 +421,9 @@ async fn commit(
                 metrics.store_batch_ops.observe(ops.len() as f64);
                 if !healthy.swap(true, Ordering::Relaxed) {
                     tracing::info!("store commits succeed again");
+                }
+                if changes_incidents(ops) {
+                    signals.incidents.send_modify(|n| *n += 1);
                 }
                 return true;
             }
