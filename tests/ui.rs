@@ -466,3 +466,40 @@ async fn a_board_of_a_thousand_incidents_stays_small() {
         &html[at..at + 700]
     );
 }
+
+/// A browser with the board open keeps an event stream open; SIGTERM must
+/// not wait for it (the server drains open requests for up to
+/// `http.request_timeout`).
+#[tokio::test]
+async fn an_open_board_does_not_hold_up_a_stop() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut d = support::daemon::TestDaemon::new(&dir.path().join("data"), dir.path()).start();
+    d.wait_ready(Duration::from_secs(30)).await;
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .expect("client");
+    let mut stream = client
+        .get(format!("{}/ui/events", d.base))
+        .send()
+        .await
+        .expect("event stream");
+    assert_eq!(stream.status(), reqwest::StatusCode::OK);
+    let first = stream.chunk().await.expect("a chunk").expect("open");
+    assert!(first.starts_with(b"retry:"));
+    let asked = std::time::Instant::now();
+    support::daemon::signal(d.pid(), "TERM");
+    let ended = tokio::time::timeout(Duration::from_secs(10), async {
+        while let Ok(Some(_)) = stream.chunk().await {}
+    })
+    .await;
+    assert!(ended.is_ok(), "the stream outlived the stop");
+    while d.exited().is_none() {
+        assert!(
+            asked.elapsed() < Duration::from_secs(10),
+            "incidentd took more than 10 s to stop with a board open:\n{}",
+            d.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

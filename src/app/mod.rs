@@ -38,6 +38,10 @@ pub struct Running {
     pub tracker: TaskTracker,
     pub cancel: CancellationToken,
     pub cmdb: SharedCmdb,
+    /// Ends the web board's event streams (a child of `cancel`): the
+    /// server cancels it when it starts to drain, so that open browsers
+    /// do not hold a graceful stop for the whole drain time.
+    pub streams: CancellationToken,
 }
 
 /// A pipeline dropped without `shutdown` (a failing test, a start error

@@ -255,6 +255,15 @@ pub(super) async fn run(
             .spawn(reloader.sync_servicenow(sn, running.cancel.clone()));
     }
     {
+        // A stop ends the board's event streams first: they never finish
+        // by themselves, and the server waits for open requests.
+        let (stop, streams) = (stopping.clone(), running.streams.clone());
+        tokio::spawn(async move {
+            stop.cancelled().await;
+            streams.cancel();
+        });
+    }
+    {
         // The pipeline stopping by itself (a fatal error) stops the server.
         let (stop, cancel) = (stopping.clone(), running.cancel.clone());
         tokio::spawn(async move {

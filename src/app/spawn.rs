@@ -111,6 +111,7 @@ pub(super) async fn spawn(
         clock.clone(),
         cancel.clone(),
     ));
+    let streams = cancel.child_token();
     let state = Arc::new(AppState {
         cmdb: shared_cmdb.clone(),
         engine: handle.clone(),
@@ -152,7 +153,7 @@ pub(super) async fn spawn(
             // Other instances' changes reach this one's store, not its
             // engine: live pages refresh every 2 s as well.
             cfg.kafka.as_ref().map(|_| Duration::from_secs(2)),
-            cancel.clone(),
+            streams.clone(),
         ),
     });
     let router = api::guarded(
@@ -167,6 +168,7 @@ pub(super) async fn spawn(
         tracker,
         cancel,
         cmdb: shared_cmdb,
+        streams,
     })
 }
 

@@ -349,14 +349,15 @@ fn must_see(v: &Visit, path: &str) -> Result<Viewer, UiError> {
 }
 
 /// A page, whole or (for the board's script) its body alone.
+/// A page's title, its navigation entry, and whether it updates live.
+struct Meta<'a>(&'a str, Nav, bool);
+
 fn render(
     st: &AppState,
     headers: &HeaderMap,
     v: Visit,
     viewer: &Viewer,
-    title: &str,
-    nav: Nav,
-    live: bool,
+    Meta(title, nav, live): Meta<'_>,
     body: Markup,
 ) -> Response {
     if headers.contains_key(PARTIAL) {
@@ -447,9 +448,7 @@ async fn board(
         &headers,
         v,
         &viewer,
-        "Incidents",
-        Nav::Board,
-        true,
+        Meta("Incidents", Nav::Board, true),
         body,
     ))
 }
@@ -530,9 +529,7 @@ async fn incident(
         &headers,
         v,
         &viewer,
-        &title,
-        Nav::Board,
-        true,
+        Meta(&title, Nav::Board, true),
         body,
     ))
 }
@@ -690,9 +687,7 @@ async fn services(State(st): State<Shared>, headers: HeaderMap) -> Result<Respon
         &headers,
         v,
         &viewer,
-        "Services",
-        Nav::Services,
-        true,
+        Meta("Services", Nav::Services, true),
         body,
     ))
 }
@@ -711,9 +706,7 @@ async fn problems(State(st): State<Shared>, headers: HeaderMap) -> Result<Respon
         &headers,
         v,
         &viewer,
-        "Problems",
-        Nav::Problems,
-        true,
+        Meta("Problems", Nav::Problems, true),
         body,
     ))
 }
@@ -726,16 +719,14 @@ async fn changes(State(st): State<Shared>, headers: HeaderMap) -> Result<Respons
         .list_changes()
         .await
         .map_err(crate::api::ApiError::from)?;
-    list.sort_by(|a, b| b.start.cmp(&a.start));
+    list.sort_by_key(|c| std::cmp::Reverse(c.start));
     let body = view::changes(&list, st.clock.now());
     Ok(render(
         &st,
         &headers,
         v,
         &viewer,
-        "Changes",
-        Nav::Changes,
-        false,
+        Meta("Changes", Nav::Changes, false),
         body,
     ))
 }
@@ -755,9 +746,7 @@ async fn cis(
         &headers,
         v,
         &viewer,
-        "CMDB",
-        Nav::Cmdb,
-        false,
+        Meta("CMDB", Nav::Cmdb, false),
         body,
     ))
 }
@@ -794,9 +783,7 @@ async fn ci(
         &headers,
         v,
         &viewer,
-        &id,
-        Nav::Cmdb,
-        true,
+        Meta(&id, Nav::Cmdb, true),
         body,
     ))
 }

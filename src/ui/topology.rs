@@ -157,7 +157,7 @@ pub fn svg(cmdb: &Cmdb, inc: &Incident) -> Option<String> {
     let mut out = String::with_capacity(4096);
     let _ = write!(
         out,
-        "<svg class=\"topology\" viewBox=\"0 0 {width} {height}\" role=\"img\" aria-label=\"Topology: root cause, alerting CIs and impacted services\" xmlns=\"http://www.w3.org/2000/svg\">"
+        "<svg class=\"topology\" width=\"{width}\" height=\"{height}\" viewBox=\"0 0 {width} {height}\" role=\"img\" aria-label=\"Topology: root cause, alerting CIs and impacted services\" xmlns=\"http://www.w3.org/2000/svg\">"
     );
     let _ = write!(
         out,

@@ -100,12 +100,20 @@ pub fn layout(p: &Page<'_>, body: Markup) -> Markup {
 pub fn human(ms: i64) -> String {
     let s = ms.max(0) / 1000;
     let (d, h, m, sec) = (s / 86_400, s % 86_400 / 3_600, s % 3_600 / 60, s % 60);
+    // The larger unit, and the next one when it is not zero.
+    let two = |a: i64, ua: &str, b: i64, ub: &str| {
+        if b == 0 {
+            format!("{a}{ua}")
+        } else {
+            format!("{a}{ua} {b}{ub}")
+        }
+    };
     if d > 0 {
-        format!("{d}d {h}h")
+        two(d, "d", h, "h")
     } else if h > 0 {
-        format!("{h}h {m}m")
+        two(h, "h", m, "m")
     } else if m > 0 {
-        format!("{m}m {sec}s")
+        two(m, "m", sec, "s")
     } else {
         format!("{sec}s")
     }
@@ -438,7 +446,7 @@ fn board_row(item: &BoardItem, now: Timestamp, out: &mut String) {
     let (class, word) = sla_word(&item.sla);
     let _ = write!(
         out,
-        "<td>{}<td><time data-since={}>{}</time><td class=\"sla {class}\">{word}\n",
+        "<td>{}<td data-since={}>{}<td class=s-{class}>{word}",
         inc.alert_count,
         inc.opened_at.0,
         human(now.0 - inc.opened_at.0),
@@ -492,7 +500,7 @@ fn timer(name: &str, t: &Option<SlaTimer>, now: Timestamp) -> Markup {
                         SlaStatus::Warning50 => ("warn", "50% used"),
                         SlaStatus::Running => ("ok", "running"),
                     };
-                    p { span class={"sla " (class)} { (word) } @if t.paused { " · paused (on hold)" } }
+                    p { span class={"s-" (class)} { (word) } @if t.paused { " · paused (on hold)" } }
                     p { "Target " (human(i64::try_from(t.target_seconds).unwrap_or(i64::MAX).saturating_mul(1000)))
                         ", used " (human(i64::try_from(t.elapsed_seconds).unwrap_or(i64::MAX).saturating_mul(1000))) }
                     @if matches!(t.status, SlaStatus::Running | SlaStatus::Warning50 | SlaStatus::Warning75) && !t.paused {
@@ -907,5 +915,7 @@ mod tests {
         assert_eq!(human(61_000), "1m 1s");
         assert_eq!(human(3_720_000), "1h 2m");
         assert_eq!(human(90_000_000), "1d 1h");
+        assert_eq!(human(30 * 86_400_000), "30d");
+        assert_eq!(human(900_000), "15m");
     }
 }

@@ -50,8 +50,14 @@ fn is_transient(err: &Value) -> bool {
     matches!(
         err["error"].as_str(),
         Some("no such element" | "stale element reference")
-    )
+    ) || err["message"]
+        .as_str()
+        .is_some_and(|m| m.contains(DETACHED))
 }
+
+/// How Chromium reports, as an "unknown error", an element the page
+/// replaced between finding and reading it: stale, in other words.
+const DETACHED: &str = "does not belong to the document";
 
 /// One WebDriver session's address; cheap to clone into every [`Element`].
 #[derive(Clone)]
@@ -312,6 +318,33 @@ impl Browser {
         self.wire.post("/execute/sync", body).await
     }
 
+    /// The text of the first element matching `css`, read again if a live
+    /// update replaced the element meanwhile (panics if none within 5 s).
+    pub async fn text_of(&self, css: &str) -> String {
+        let start = Instant::now();
+        loop {
+            if let Some(e) = self.try_find(css).await
+                && let Some(t) = e.try_text().await
+            {
+                return t;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(5),
+                "no element {css:?} to read at {}",
+                self.url().await
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Emulates the system's colour scheme (`dark` or `light`) for
+    /// `prefers-color-scheme`, through chromedriver's DevTools passthrough.
+    pub async fn color_scheme(&self, scheme: &str) {
+        let body = json!({"cmd": "Emulation.setEmulatedMedia", "params": {
+            "features": [{"name": "prefers-color-scheme", "value": scheme}]}});
+        self.wire.post("/goog/cdp/execute", body).await;
+    }
+
     /// The viewport as a PNG at `path` (parent directories created).
     pub async fn screenshot(&self, path: &Path) {
         let b64 = self.wire.get_str("/screenshot").await;
@@ -373,7 +406,8 @@ impl Browser {
                         .or_else(|| p.downcast_ref::<&str>().copied())
                         .unwrap_or("");
                     if !(msg.contains("\"no such element\"")
-                        || msg.contains("\"stale element reference\""))
+                        || msg.contains("\"stale element reference\"")
+                        || msg.contains(DETACHED))
                     {
                         std::panic::resume_unwind(p);
                     }

@@ -6,17 +6,18 @@
     var s = Math.max(0, Math.round(ms / 1000));
     var d = Math.floor(s / 86400), h = Math.floor(s % 86400 / 3600),
         m = Math.floor(s % 3600 / 60), sec = s % 60;
-    if (d) return d + "d " + h + "h";
-    if (h) return h + "h " + m + "m";
-    if (m) return m + "m " + sec + "s";
+    function two(a, ua, b, ub) { return b ? a + ua + " " + b + ub : a + ua; }
+    if (d) return two(d, "d", h, "h");
+    if (h) return two(h, "h", m, "m");
+    if (m) return two(m, "m", sec, "s");
     return sec + "s";
   }
   function tick() {
     var now = Date.now() + skew;
-    document.querySelectorAll("time[data-since]").forEach(function (t) {
+    document.querySelectorAll("[data-since]").forEach(function (t) {
       t.textContent = human(now - Number(t.dataset.since));
     });
-    document.querySelectorAll("time[data-until]").forEach(function (t) {
+    document.querySelectorAll("[data-until]").forEach(function (t) {
       var left = Number(t.dataset.until) - now;
       t.textContent = left >= 0 ? "in " + human(left) : human(-left) + " overdue";
     });
