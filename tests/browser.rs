@@ -171,6 +171,23 @@ async fn a_webhook_appears_live_then_auto_resolves_and_leaves() {
     b.quit().await;
 }
 
+/// A daemon whose API needs the operator token `alice`, with one firing
+/// alert `name` on `service`'s CI posted by Alertmanager.
+async fn guarded_daemon(dir: &Path, name: &str, service: &str) -> Running {
+    let op = dir.join("op.token");
+    std::fs::write(&op, format!("{OPERATOR}\n")).expect("write");
+    let d = daemon(dir, &format!("[api.operator_tokens]\nalice = {op:?}\n")).await;
+    let now = chrono::Utc::now().to_rfc3339();
+    let alert = webhook(
+        "firing",
+        name,
+        json!({"service": service, "severity": "critical"}),
+        &now,
+    );
+    post(&d.base, "/api/v1/alerts/alertmanager", &alert, None).await;
+    d
+}
+
 /// Sign in through the form, as a person does.
 async fn sign_in(b: &Browser, base: &str, token: &str) {
     b.goto(&format!("{base}/")).await;
@@ -185,26 +202,7 @@ async fn acknowledge_hold_resume_and_resolve_from_the_incident_page() {
         return;
     }
     let dir = tempfile::tempdir().expect("tempdir");
-    let op = dir.path().join("op.token");
-    std::fs::write(&op, format!("{OPERATOR}\n")).expect("write");
-    let d = daemon(
-        dir.path(),
-        &format!("[api.operator_tokens]\nalice = {op:?}\n"),
-    )
-    .await;
-    let now = chrono::Utc::now().to_rfc3339();
-    post(
-        &d.base,
-        "/api/v1/alerts/alertmanager",
-        &webhook(
-            "firing",
-            "PricingLatencyHigh",
-            json!({"service": "pricing-api", "severity": "critical"}),
-            &now,
-        ),
-        None,
-    )
-    .await;
+    let d = guarded_daemon(dir.path(), "PricingLatencyHigh", "pricing-api").await;
     let list = get(&d.base, "/api/v1/incidents", Some(OPERATOR)).await;
     let id = list["incidents"][0]["id"].as_i64().expect("an incident");
     let b = Browser::start(DESKTOP.0, DESKTOP.1).await;
@@ -497,26 +495,7 @@ async fn without_a_token_the_board_asks_for_one_and_leaks_nothing() {
         return;
     }
     let dir = tempfile::tempdir().expect("tempdir");
-    let op = dir.path().join("op.token");
-    std::fs::write(&op, format!("{OPERATOR}\n")).expect("write");
-    let d = daemon(
-        dir.path(),
-        &format!("[api.operator_tokens]\nalice = {op:?}\n"),
-    )
-    .await;
-    let now = chrono::Utc::now().to_rfc3339();
-    post(
-        &d.base,
-        "/api/v1/alerts/alertmanager",
-        &webhook(
-            "firing",
-            "ConfidentialPayrollOutage",
-            json!({"service": "fraud-api", "severity": "critical"}),
-            &now,
-        ),
-        None,
-    )
-    .await;
+    let d = guarded_daemon(dir.path(), "ConfidentialPayrollOutage", "fraud-api").await;
     let b = Browser::start(DESKTOP.0, DESKTOP.1).await;
     for path in ["/", "/incidents/1", "/services", "/cis/pg-0"] {
         b.goto(&format!("{}{path}", d.base)).await;
