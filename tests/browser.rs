@@ -448,6 +448,24 @@ async fn an_overspent_error_budget_is_red_on_the_services_page() {
         .find(|id| !hurt.iter().any(|h| h == id) && *id != "fraud")
         .expect("a service the outage does not touch")
         .to_string();
+    // The SLO figures follow the store every `slo.refresh`: wait until the
+    // API shows the budget spent, as the page will.
+    let spent = Instant::now();
+    loop {
+        let catalog = get(&d.base, "/api/v1/services", None).await;
+        let left = catalog["services"]
+            .as_array()
+            .and_then(|v| v.iter().find(|s| s["id"] == "fraud"))
+            .and_then(|s| s["slos"][0]["figures"]["error_budget_remaining"].as_f64());
+        if left.is_some_and(|l| l < 0.0) {
+            break;
+        }
+        assert!(
+            spent.elapsed() < Duration::from_secs(30),
+            "the API never showed fraud's budget overspent: {catalog}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     let b = Browser::start(DESKTOP.0, DESKTOP.1).await;
     b.goto(&format!("{}/services", d.base)).await;
     let row = b

@@ -18,6 +18,8 @@ const LAYERS: &[&[&str]] = &[
     &["outbound"],
     &["ingest"],
     &["api", "config"],
+    // The web board: pages over the API's state.
+    &["ui"],
     // Loading rules, CMDB and changes from files; replay on event time.
     &["offline"],
     // Rule tests (`incidentd test`): drive the pipeline offline.

@@ -332,8 +332,6 @@ pub struct AppState {
     /// One change import at a time: each builds the next calendar from the
     /// one in force.
     pub changes_lock: tokio::sync::Mutex<()>,
-    /// The web board (`ui.enabled`), its keys and links.
-    pub ui: crate::ui::UiSettings,
 }
 
 /// Change records stored per transaction of a bulk import.
@@ -526,11 +524,7 @@ fn allowed_methods(methods: &[&'static str]) -> Vec<&'static str> {
 
 pub fn router(state: Shared) -> Router {
     let limit = state.max_body_bytes;
-    let mut router = if state.ui.config.enabled {
-        crate::ui::routes()
-    } else {
-        Router::new()
-    };
+    let mut router = Router::new();
     for route in routes() {
         let allowed = allowed_methods(route.methods);
         router = router.route(

@@ -139,27 +139,31 @@ pub(super) async fn spawn(
         quarantine,
         max_changes: cfg.limits.max_changes_per_request,
         changes_lock: tokio::sync::Mutex::new(()),
-        ui: crate::ui::UiSettings::new(
-            cfg.ui.clone(),
-            cfg.listen_tls.is_some(),
-            cfg.outbound
-                .iter()
-                .map(|d| crate::ui::TicketTarget {
-                    name: d.name.clone(),
-                    kind: d.kind.as_str(),
-                    url: d.url.clone(),
-                })
-                .collect(),
-            // Other instances' changes reach this one's store, not its
-            // engine: live pages refresh every 2 s as well.
-            cfg.kafka.as_ref().map(|_| Duration::from_secs(2)),
-            streams.clone(),
-        ),
     });
-    let router = api::guarded(
-        api::router(state),
-        cfg.request_timeout + Duration::from_secs(1),
+    let ui = crate::ui::UiSettings::new(
+        cfg.ui.clone(),
+        cfg.listen_tls.is_some(),
+        cfg.outbound
+            .iter()
+            .map(|d| crate::ui::TicketTarget {
+                name: d.name.clone(),
+                kind: d.kind.as_str(),
+                url: d.url.clone(),
+            })
+            .collect(),
+        // Other instances' changes reach this one's store, not its
+        // engine: live pages refresh every 2 s as well.
+        cfg.kafka.as_ref().map(|_| Duration::from_secs(2)),
+        streams.clone(),
     );
+    // The web board's pages beside the API (whose fallback answers the
+    // rest in JSON).
+    let routes = if cfg.ui.enabled {
+        crate::ui::router(state.clone(), ui).merge(api::router(state))
+    } else {
+        api::router(state)
+    };
+    let router = api::guarded(routes, cfg.request_timeout + Duration::from_secs(1));
     Ok(Running {
         router,
         store,

@@ -140,10 +140,28 @@ fn random_key() -> [u8; 32] {
     key
 }
 
-type Shared = Arc<AppState>;
+/// The board's state: the API's, and its own.
+pub struct Ui {
+    api: Arc<AppState>,
+    settings: UiSettings,
+}
 
-/// The board's routes, merged into the API's router.
-pub fn routes() -> Router<Shared> {
+impl std::ops::Deref for Ui {
+    type Target = AppState;
+    fn deref(&self) -> &AppState {
+        &self.api
+    }
+}
+
+type Shared = Arc<Ui>;
+
+/// The board's routes on the API's state; the wiring merges them with the
+/// API's router (which keeps its JSON fallback).
+pub fn router(api: Arc<AppState>, settings: UiSettings) -> Router {
+    routes().with_state(Arc::new(Ui { api, settings }))
+}
+
+fn routes() -> Router<Shared> {
     Router::new()
         .route("/", get(board))
         .route("/incidents/{id}", get(incident))
@@ -220,6 +238,7 @@ impl IntoResponse for UiError {
                         live: false,
                         now: Timestamp(0),
                         viewer: None,
+                        every: None,
                     },
                     view::message("Something went wrong", &e.to_string()),
                     None,
@@ -234,6 +253,7 @@ impl IntoResponse for UiError {
                 live: false,
                 now: Timestamp(0),
                 viewer: None,
+                every: None,
             },
             view::message(title, &self.to_string()),
             None,
@@ -287,11 +307,11 @@ struct Visit {
     set_cookie: Option<String>,
 }
 
-fn ui(st: &AppState) -> &UiSettings {
-    &st.ui
+fn ui(st: &Ui) -> &UiSettings {
+    &st.settings
 }
 
-fn visit(st: &AppState, headers: &HeaderMap) -> Visit {
+fn visit(st: &Ui, headers: &HeaderMap) -> Visit {
     let u = ui(st);
     let (session, set_cookie) = match cookie(headers, SESSION_COOKIE)
         .filter(|s| s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit()))
@@ -353,7 +373,7 @@ fn must_see(v: &Visit, path: &str) -> Result<Viewer, UiError> {
 struct Meta<'a>(&'a str, Nav, bool);
 
 fn render(
-    st: &AppState,
+    st: &Ui,
     headers: &HeaderMap,
     v: Visit,
     viewer: &Viewer,
@@ -369,6 +389,8 @@ fn render(
         live,
         now: st.clock.now(),
         viewer: Some(viewer),
+        // The SLO figures move with time, not only with incidents.
+        every: (nav == Nav::Services).then_some(30),
     };
     page_response(StatusCode::OK, &p, body, v.set_cookie)
 }
@@ -393,7 +415,7 @@ fn path_and_query(path: &str, raw: Option<&str>) -> String {
 }
 
 /// The active incidents with their SLA timers, most urgent first.
-async fn board_items(st: &AppState) -> Result<Vec<view::BoardItem>, UiError> {
+async fn board_items(st: &Ui) -> Result<Vec<view::BoardItem>, UiError> {
     let incidents = st
         .store
         .list_incidents(IncidentQuery {
@@ -550,12 +572,7 @@ fn ticket_url(t: &TicketTarget, reference: &str) -> Option<String> {
 /// Whether a state-changing request comes from this site's own pages: the
 /// browser says where it was sent from (`Sec-Fetch-Site`, `Origin`), and
 /// the form carries the session's token.
-fn check_form(
-    st: &AppState,
-    headers: &HeaderMap,
-    v: &Visit,
-    csrf: Option<&str>,
-) -> Result<(), UiError> {
+fn check_form(st: &Ui, headers: &HeaderMap, v: &Visit, csrf: Option<&str>) -> Result<(), UiError> {
     if let Some(site) = headers.get("sec-fetch-site").and_then(|h| h.to_str().ok())
         && site != "same-origin"
         && site != "none"
@@ -828,6 +845,7 @@ fn login_page(
         live: false,
         now: Timestamp(0),
         viewer: None,
+        every: None,
     };
     page_response(status, &p, view::login(csrf, next, error), set_cookie)
 }

@@ -43,6 +43,9 @@ pub struct Page<'a> {
     pub live: bool,
     pub now: Timestamp,
     pub viewer: Option<&'a Viewer>,
+    /// Seconds between refreshes besides the live events (figures that
+    /// move with time, like burn rates).
+    pub every: Option<u32>,
 }
 
 /// The whole document around `body`.
@@ -90,7 +93,7 @@ pub fn layout(p: &Page<'_>, body: Markup) -> Markup {
                         }
                     }
                 }
-                main #main data-live[p.live] data-now=(p.now.0) { (body) }
+                main #main data-live[p.live] data-every=[p.every] data-now=(p.now.0) { (body) }
             }
         }
     }

@@ -52,6 +52,7 @@
       .catch(function () {})
       .then(function () { busy = false; if (pending) refresh(); });
   }
+  if (main.dataset.every) setInterval(refresh, Number(main.dataset.every) * 1000);
   var es = new EventSource("/ui/events");
   es.addEventListener("changed", refresh);
   es.addEventListener("open", function () { document.body.classList.remove("offline"); });
