@@ -213,9 +213,7 @@ async fn acknowledge_hold_resume_and_resolve_from_the_incident_page() {
         Duration::from_secs(5),
     )
     .await;
-    b.find(&format!("#board a[href=\"/incidents/{id}\"]"))
-        .await
-        .click()
+    b.click_on(&format!("#board a[href=\"/incidents/{id}\"]"))
         .await;
     b.wait_text("h1", "PricingLatencyHigh", Duration::from_secs(5))
         .await;
@@ -251,7 +249,7 @@ async fn acknowledge_hold_resume_and_resolve_from_the_incident_page() {
         field.prop("value").await == json!("awaiting_vendor")
     })
     .await;
-    b.find("#do-hold").await.click().await;
+    b.click_on("#do-hold").await;
     b.wait_text("#note", "Put on hold by alice", Duration::from_secs(5))
         .await;
     let inc = api(&inc_path).await;
@@ -265,7 +263,7 @@ async fn acknowledge_hold_resume_and_resolve_from_the_incident_page() {
     .await;
     screenshots(&b, "incident-on-hold").await;
 
-    b.find("#do-resume").await.click().await;
+    b.click_on("#do-resume").await;
     b.wait_text("#note", "Resumed by alice", Duration::from_secs(5))
         .await;
     let inc = api(&inc_path).await;
@@ -274,7 +272,7 @@ async fn acknowledge_hold_resume_and_resolve_from_the_incident_page() {
         "{inc}"
     );
 
-    b.find("#do-resolve").await.click().await;
+    b.click_on("#do-resolve").await;
     b.wait_text("#note", "Resolved by alice", Duration::from_secs(5))
         .await;
     let inc = api(&inc_path).await;
@@ -327,31 +325,37 @@ async fn a_database_storm_is_one_incident_rooted_at_the_database() {
     assert_eq!(rows.len(), 1);
     assert!(b.text_of("#board tbody tr").await.contains("pg-0"));
     b.goto(&format!("{}/incidents/{id}", d.base)).await;
-    let root = b.find("#topology g.node.root").await;
-    assert_eq!(root.attr("data-ci").await.as_deref(), Some("pg-0"));
-    // Highlighted: filled, unlike the alerting CIs.
-    let fill = b
+    // Read in one script: a live update may replace the page meanwhile.
+    let topo = b
         .exec(
-            "return getComputedStyle(document.querySelector('#topology g.node.root rect')).fill;",
+            "const q = s => document.querySelector(s);
+             const all = s => [...document.querySelectorAll(s)];
+             return {
+               root: all('#topology g.node.root').map(g => g.dataset.ci),
+               rootFill: getComputedStyle(q('#topology g.node.root rect')).fill,
+               alerting: all('#topology g.node.alerting').map(g => g.dataset.ci),
+               alertingFill: getComputedStyle(q('#topology g.node.alerting rect')).fill,
+               services: all('#topology g.service').map(g => g.dataset.service),
+             };",
             vec![],
         )
         .await;
-    let other = b
-        .exec(
-            "return getComputedStyle(document.querySelector('#topology g.node.alerting rect')).fill;",
-            vec![],
-        )
-        .await;
-    assert_ne!(fill, other, "the root is not highlighted");
-    let alerting = b.find_all("#topology g.node.alerting").await;
-    assert!(!alerting.is_empty());
-    let services: Vec<String> = {
-        let mut v = Vec::new();
-        for g in b.find_all("#topology g.service").await {
-            v.push(g.attr("data-service").await.unwrap_or_default());
-        }
-        v
-    };
+    // Highlighted: the root alone, filled unlike the alerting CIs.
+    assert_eq!(topo["root"], json!(["pg-0"]), "{topo}");
+    assert_ne!(
+        topo["rootFill"], topo["alertingFill"],
+        "the root is not highlighted: {topo}"
+    );
+    assert!(
+        topo["alerting"].as_array().is_some_and(|a| !a.is_empty()),
+        "{topo}"
+    );
+    let services: Vec<String> = topo["services"]
+        .as_array()
+        .expect("services")
+        .iter()
+        .filter_map(|s| s.as_str().map(str::to_string))
+        .collect();
     let expected: Vec<String> = inc["impacted_services"]
         .as_array()
         .expect("services")
@@ -389,16 +393,16 @@ async fn a_database_storm_is_one_incident_rooted_at_the_database() {
     screenshots(&b, "incident-storm-dark").await;
     b.color_scheme("light").await;
     // The CMDB page of the root: what depends on it, its incident.
-    b.find("#topology g.node.root").await.click().await;
+    b.click_on("#topology g.node.root").await;
     b.wait_text("h1", "pg-0", Duration::from_secs(5)).await;
-    assert!(
-        b.find("#recent")
-            .await
-            .text()
-            .await
-            .contains(&format!("#{id}"))
-    );
-    assert!(!b.find_all("#dependents li").await.is_empty());
+    assert!(b.text_of("#recent").await.contains(&format!("#{id}")));
+    let dependents = b
+        .exec(
+            "return document.querySelectorAll('#dependents li').length;",
+            vec![],
+        )
+        .await;
+    assert!(dependents.as_u64().is_some_and(|n| n > 0), "{dependents}");
     screenshots(&b, "ci").await;
     b.goto(&format!("{}/cis", d.base)).await;
     screenshots(&b, "cmdb").await;
@@ -475,16 +479,28 @@ async fn an_overspent_error_budget_is_red_on_the_services_page() {
             Duration::from_secs(10),
         )
         .await;
-    let bar = row.find(".budget").await;
-    assert!(bar.attr("class").await.is_some_and(|c| c.contains("over")));
-    let label_color = row
-        .find(".budget-label.over")
-        .await
-        .css_value("color")
+    let _ = row;
+    // Read in one script: a live update may replace the page meanwhile.
+    let look = b
+        .exec(
+            "const row = document.querySelector('#services tr[data-service=\"fraud\"]');
+             const bar = row.querySelector('.budget');
+             return {
+               class: bar.className,
+               bar: getComputedStyle(bar).backgroundColor,
+               label: getComputedStyle(row.querySelector('.budget-label.over')).color,
+             };",
+            vec![],
+        )
         .await;
-    let bar_color = bar.css_value("background-color").await;
-    for c in [&label_color, &bar_color] {
+    assert!(
+        look["class"].as_str().is_some_and(|c| c.contains("over")),
+        "{look}"
+    );
+    for c in [&look["label"], &look["bar"]] {
         let rgb: Vec<u32> = c
+            .as_str()
+            .unwrap_or_default()
             .trim_start_matches("rgba(")
             .trim_start_matches("rgb(")
             .trim_end_matches(')')
@@ -498,9 +514,7 @@ async fn an_overspent_error_budget_is_red_on_the_services_page() {
     }
     // A service the outage does not touch keeps its budget.
     let other = b
-        .find(&format!("#services tr[data-service=\"{untouched}\"]"))
-        .await
-        .text()
+        .text_of(&format!("#services tr[data-service=\"{untouched}\"]"))
         .await;
     assert!(other.contains("100% left"), "{other}");
     screenshots(&b, "services").await;

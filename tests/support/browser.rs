@@ -304,6 +304,32 @@ impl Browser {
     pub async fn try_find(&self, css: &str) -> Option<Element> {
         self.wire.maybe_find("", css).await
     }
+    /// Clicks the first element matching `css`, found again if a live
+    /// update replaced it between finding and clicking (panics if none
+    /// can be clicked within 5 s).
+    pub async fn click_on(&self, css: &str) {
+        let start = Instant::now();
+        loop {
+            if let Some(e) = self.try_find(css).await {
+                match e
+                    .wire
+                    .try_cmd(Method::POST, &e.path("/click"), Some(json!({})))
+                    .await
+                {
+                    Ok(_) => return,
+                    Err(err) if is_transient(&err) => {}
+                    Err(err) => panic!("click on {css:?}: {err}"),
+                }
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(5),
+                "nothing to click matches {css:?} at {}",
+                self.url().await
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     /// The focused element (the body when none is): keys go there.
     pub async fn active(&self) -> Element {
         self.wire.element(&self.wire.get("/element/active").await)
