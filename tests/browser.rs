@@ -225,14 +225,15 @@ async fn acknowledge_hold_resume_and_resolve_from_the_incident_page() {
     // button, and Enter presses it.
     let mut reached = false;
     for _ in 0..40 {
-        b.press_tab().await;
-        if b.active().await.attr("id").await.as_deref() == Some("do-ack") {
+        b.press_key(browser::TAB).await;
+        let focused = b.exec("return document.activeElement.id;", vec![]).await;
+        if focused == json!("do-ack") {
             reached = true;
             break;
         }
     }
     assert!(reached, "the acknowledge button is not reachable with Tab");
-    b.active().await.send_keys(browser::ENTER).await;
+    b.press_key(browser::ENTER).await;
     b.wait_text("#note", "Acknowledged by alice", Duration::from_secs(5))
         .await;
     let inc = api(&inc_path).await;

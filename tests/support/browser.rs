@@ -330,6 +330,15 @@ impl Browser {
         }
     }
 
+    /// Presses and releases `key` (a WebDriver key code such as [`TAB`] or
+    /// [`ENTER`]) on whatever has the focus, as a keyboard does: no
+    /// element reference that a live update could make stale.
+    pub async fn press_key(&self, key: &str) {
+        let body = json!({"actions": [{"type": "key", "id": "keyboard", "actions": [
+            {"type": "keyDown", "value": key}, {"type": "keyUp", "value": key}]}]});
+        self.wire.post("/actions", body).await;
+    }
+
     /// The focused element (the body when none is): keys go there.
     pub async fn active(&self) -> Element {
         self.wire.element(&self.wire.get("/element/active").await)
