@@ -78,10 +78,10 @@ fn sla_record(
     use crate::slo::sla::SlaStatus;
     let mut out: BTreeMap<String, (u64, u64)> = BTreeMap::new();
     for inc in recent {
+        // The incident against one service's targets at a time.
+        let mut single = inc.clone();
         for s in &inc.impacted_services {
-            let one = [s.clone()];
-            let mut single = inc.clone();
-            single.impacted_services = one.to_vec();
+            single.impacted_services = vec![s.clone()];
             let sla = crate::slo::sla::incident_sla(cmdb, &single, now, pause_on);
             for t in [sla.response, sla.resolution].into_iter().flatten() {
                 let e = out.entry(s.clone()).or_default();

@@ -3,6 +3,7 @@
 //! root's failure hurts, laid out in rows by distance from the root. Pure:
 //! CMDB and incident in, SVG text out.
 
+use super::view::{cut as short, esc};
 use crate::cmdb::{CiIdx, Cmdb};
 use crate::domain::Incident;
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -49,30 +50,6 @@ fn path_up(cmdb: &Cmdb, from: CiIdx, to: CiIdx) -> Option<Vec<CiIdx>> {
         }
     }
     None
-}
-
-/// Escapes text for SVG/HTML.
-fn esc(s: &str, out: &mut String) {
-    for ch in s.chars() {
-        match ch {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-}
-
-fn short(s: &str, max: usize) -> String {
-    if s.chars().count() <= max {
-        s.to_string()
-    } else {
-        let mut t: String = s.chars().take(max.saturating_sub(1)).collect();
-        t.push('…');
-        t
-    }
 }
 
 /// The SVG of `inc`'s topology, or `None` when it has no CI in the CMDB.

@@ -456,7 +456,8 @@ fn board_row(item: &BoardItem, now: Timestamp, out: &mut String) {
     );
 }
 
-fn cut(s: &str, max: usize) -> String {
+/// `s` cut to `max` characters, the last one an ellipsis when cut.
+pub(super) fn cut(s: &str, max: usize) -> String {
     if s.chars().count() <= max {
         s.to_string()
     } else {
@@ -631,7 +632,7 @@ pub fn incident(p: &IncidentPage<'_>) -> Markup {
         h2 { "Timeline" }
         ol.timeline #timeline {
             @for e in p.timeline {
-                li data-kind=(kind(e)) {
+                li data-kind=(e.kind.as_str()) {
                     time datetime=(e.at.to_rfc3339()) { (when(e.at)) }
                     (e.message)
                     @if let Some(a) = &e.actor { " — " span.actor { (a) } }
@@ -639,13 +640,6 @@ pub fn incident(p: &IncidentPage<'_>) -> Markup {
             }
         }
     }
-}
-
-fn kind(e: &TimelineEntry) -> String {
-    serde_json::to_value(e.kind)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_string))
-        .unwrap_or_default()
 }
 
 /// The services page: every catalog service with its SLOs.
