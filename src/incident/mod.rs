@@ -1314,18 +1314,33 @@ impl Engine {
         let _ = now;
     }
 
-    /// Advance time: resolve incidents whose hold has passed, forget state
-    /// that is no longer needed.
+    /// Advance time: resolve every incident whose hold has passed, then the
+    /// periodic upkeep (SLA marks, forgetting state no longer needed).
     pub fn tick(&mut self, now: Timestamp) {
+        self.settle_due(now, usize::MAX);
+        self.housekeep(now);
+    }
+
+    /// Auto-resolve at most `limit` incidents whose hold has ended; true
+    /// when more are due. The daemon calls it after every command batch
+    /// with a small limit, so that a storm that resolved together (and
+    /// comes due together a hold later) is written as several small
+    /// commits between senders' changes, not one that they all wait on.
+    pub fn settle_due(&mut self, now: Timestamp, limit: usize) -> bool {
+        let mut settled = 0;
         while let Some(&(due, id)) = self.due.first() {
             if due > now {
-                break;
+                return false;
+            }
+            if settled == limit {
+                return true;
             }
             self.due.pop_first();
             let ready = self.incidents.get(&id).is_some_and(|t| {
                 t.inc.state.is_active() && t.firing == 0 && t.resolve_due == Some(due)
             });
             if ready {
+                settled += 1;
                 let hold = self
                     .incidents
                     .get(&id)
@@ -1352,6 +1367,11 @@ impl Engine {
                 );
             }
         }
+        false
+    }
+
+    /// The periodic part of [`Engine::tick`] without the due timers.
+    pub fn housekeep(&mut self, now: Timestamp) {
         self.check_sla(now);
         // Sweeping walks every alert: do it every 30 s of engine time, not
         // on every tick (replay ticks once per body).

@@ -22,7 +22,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (3, include_str!("migrations/sqlite/0003_shard.sql")),
     (4, include_str!("migrations/sqlite/0004_outbox.sql")),
     (5, include_str!("migrations/sqlite/0005_outbox_shard.sql")),
-    (6, include_str!("migrations/sqlite/0006_hot_path_indexes.sql")),
+    (
+        6,
+        include_str!("migrations/sqlite/0006_hot_path_indexes.sql"),
+    ),
 ];
 
 /// WAL pages (4 KiB) after which a commit checkpoints: the WAL file grows to

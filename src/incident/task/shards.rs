@@ -156,6 +156,10 @@ impl Shards {
     }
 }
 
+/// Auto-resolves written per store batch at most (each is an incident row,
+/// a timeline entry and its outbox messages).
+const DUE_PER_BATCH: usize = 256;
+
 #[allow(clippy::too_many_arguments)]
 pub(super) async fn engine_loop(
     mut shards: Shards,
@@ -175,6 +179,8 @@ pub(super) async fn engine_loop(
         .checked_sub(tick_interval)
         .unwrap_or_else(tokio::time::Instant::now);
     let mut revoked: Vec<oneshot::Sender<u64>> = Vec::new();
+    // More auto-resolves are due than one batch takes.
+    let mut more_due = false;
     loop {
         shards.prepare();
         tokio::select! {
@@ -198,15 +204,23 @@ pub(super) async fn engine_loop(
                 metrics.engine_batch_seconds.observe(started.elapsed().as_secs_f64());
             }
             _ = tick.tick() => {}
+            () = std::future::ready(()), if more_due => {}
+        }
+        // Due auto-resolves after every batch of commands, a bounded number
+        // per batch: a storm that ended together comes due together, and
+        // one commit of thousands of resolves would hold up every sender.
+        let now = clock.now();
+        more_due = false;
+        for e in shards.engines.values_mut() {
+            more_due |= e.settle_due(now, DUE_PER_BATCH);
         }
         // Due ticks run after commands too: under sustained load the
         // command branch always wins, and timers, counter flushes (hence
         // `all_durable` and Kafka offsets) must not starve.
         if last_tick.elapsed() >= tick_interval {
             last_tick = tokio::time::Instant::now();
-            let now = clock.now();
             for e in shards.engines.values_mut() {
-                e.tick(now);
+                e.housekeep(now);
             }
             metrics.engine_ticks.inc();
             if last_flush.elapsed() >= flush_interval {
