@@ -169,6 +169,64 @@ fn auto_resolve_after_hold_and_refire_within_hold_continues() {
 }
 
 #[test]
+fn a_storm_that_ended_together_is_auto_resolved_a_bounded_number_at_a_time() {
+    let mut e = engine();
+    let hosts: Vec<String> = (0..600).map(|i| format!("h{i}:9100")).collect();
+    let fire: Vec<Event> = hosts
+        .iter()
+        .map(|h| firing(&[("alertname", "HostDown"), ("instance", h)], 0))
+        .collect();
+    let end: Vec<Event> = hosts
+        .iter()
+        .map(|h| resolved(&[("alertname", "HostDown"), ("instance", h)], 0, 10))
+        .collect();
+    e.ingest(fire, at(0));
+    e.ingest(end, at(10));
+    let _ = e.take_batch();
+    let resolved_now = |e: &Engine| {
+        states(e)
+            .iter()
+            .filter(|s| s.1 == IncidentState::Resolved)
+            .count()
+    };
+    assert!(!e.settle_due(at(14), 256), "nothing due within the hold");
+    assert_eq!(resolved_now(&e), 0);
+    assert!(e.settle_due(at(16), 256), "600 due, 256 taken: more remain");
+    assert_eq!(resolved_now(&e), 256);
+    let (_, ops) = e.take_batch().unwrap();
+    let upserts = ops
+        .iter()
+        .filter(|o| matches!(o, StoreOp::UpsertIncident(_)))
+        .count();
+    assert_eq!(upserts, 256, "one batch holds the bounded share only");
+    assert!(e.settle_due(at(16), 256));
+    assert!(!e.settle_due(at(16), 256), "the last 88 end the backlog");
+    assert_eq!(resolved_now(&e), 600);
+}
+
+#[test]
+fn tick_resolves_every_due_incident_at_once() {
+    let mut e = engine();
+    let hosts: Vec<String> = (0..300).map(|i| format!("h{i}:9100")).collect();
+    for h in &hosts {
+        e.ingest(
+            vec![firing(&[("alertname", "HostDown"), ("instance", h)], 0)],
+            at(0),
+        );
+        e.ingest(
+            vec![resolved(
+                &[("alertname", "HostDown"), ("instance", h)],
+                0,
+                1,
+            )],
+            at(1),
+        );
+    }
+    e.tick(at(7));
+    assert!(states(&e).iter().all(|s| s.1 == IncidentState::Resolved));
+}
+
+#[test]
 fn reopen_within_window_new_incident_after() {
     let mut e = engine();
     e.ingest(vec![firing(DOWN_A, 0), resolved(DOWN_A, 0, 1)], at(1));
