@@ -315,7 +315,8 @@ impl Engine {
             holds: Vec::new(),
             auto_resolve_at: None,
         };
-        self.incidents.insert(id, Tracked::new(inc, None, at));
+        self.incidents
+            .insert(id, Box::new(Tracked::new(inc, None, at)));
         self.add_key(id, key);
         let root = ci.map_or_else(
             || "no CMDB CI (unbound alert)".to_string(),
