@@ -9,16 +9,13 @@
 //!
 //! Run: `cargo bench --bench board`.
 
-use axum::body::Body;
-use axum::http::{Request, StatusCode, header};
+#[path = "support/mod.rs"]
+mod support;
+
+use axum::http::StatusCode;
 use criterion::{Criterion, criterion_group, criterion_main};
-use http_body_util::BodyExt;
-use incidentd::app::{self, Running};
-use incidentd::config::{self, Overrides, RawConfig};
-use incidentd::domain::SystemClock;
+use incidentd::app::Running;
 use std::fmt::Write as _;
-use std::sync::Arc;
-use tower::ServiceExt;
 
 const SERVICES: usize = 100;
 const INCIDENTS: usize = 1_000;
@@ -43,36 +40,11 @@ fn cmdb_yaml() -> String {
     y
 }
 
-async fn request(r: &Running, method: &str, uri: &str, body: String) -> (StatusCode, Vec<u8>) {
-    let req = Request::builder()
-        .method(method)
-        .uri(uri)
-        .header(header::CONTENT_TYPE, "application/json")
-        .body(Body::from(body))
-        .expect("request");
-    let resp = r.router.clone().oneshot(req).await.expect("response");
-    let status = resp.status();
-    let bytes = resp.into_body().collect().await.expect("body").to_bytes();
-    (status, bytes.to_vec())
-}
-
 async fn setup(dir: &std::path::Path) -> Running {
-    let cmdb = dir.join("cmdb.yaml");
-    std::fs::write(&cmdb, cmdb_yaml()).expect("write cmdb");
-    let mut cfg = config::validate(
-        RawConfig::default(),
-        &Overrides {
-            data_dir: Some(dir.join("data")),
-            rules_dir: Some(dir.join("no-rules")),
-            cmdb: Some(cmdb),
-            ..Overrides::default()
-        },
-    )
-    .expect("config");
-    cfg.limits.alert.max_alerts = INCIDENTS;
-    let r = app::start(&cfg, Arc::new(SystemClock))
-        .await
-        .expect("daemon starts");
+    let r = support::start(dir, &cmdb_yaml(), |cfg| {
+        cfg.limits.alert.max_alerts = INCIDENTS
+    })
+    .await;
     let start = chrono::Utc::now() - chrono::Duration::minutes(30);
     let starts_at = start.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
     let alerts: Vec<serde_json::Value> = (0..INCIDENTS)
@@ -87,14 +59,7 @@ async fn setup(dir: &std::path::Path) -> Running {
             })
         })
         .collect();
-    let (s, body) = request(
-        &r,
-        "POST",
-        "/api/v1/alerts",
-        serde_json::Value::Array(alerts).to_string(),
-    )
-    .await;
-    assert_eq!(s, StatusCode::OK, "{}", String::from_utf8_lossy(&body));
+    support::post_alerts(&r, alerts).await;
     r
 }
 
@@ -106,27 +71,28 @@ fn benches(c: &mut Criterion) {
         .expect("runtime");
     let dir = tempfile::tempdir().expect("tempdir");
     let r = rt.block_on(setup(dir.path()));
-    let (s, body) = rt.block_on(request(&r, "GET", "/", String::new()));
+    let (s, body) = rt.block_on(support::request(&r, "GET", "/", String::new()));
     assert_eq!(s, StatusCode::OK);
     let rows = String::from_utf8_lossy(&body)
         .matches("<tr class=P")
         .count();
     assert_eq!(rows, INCIDENTS, "every incident on the board");
     eprintln!("board: {} bytes, {rows} incidents", body.len());
-    let (_, page) = rt.block_on(request(&r, "GET", "/incidents/500", String::new()));
+    let (_, page) = rt.block_on(support::request(&r, "GET", "/incidents/500", String::new()));
     eprintln!("incident page: {} bytes", page.len());
     let mut g = c.benchmark_group("board");
     g.sample_size(30);
     g.bench_function("board_1000_active_incidents", |b| {
         b.iter(|| {
-            let (s, body) = rt.block_on(request(&r, "GET", "/", String::new()));
+            let (s, body) = rt.block_on(support::request(&r, "GET", "/", String::new()));
             assert_eq!(s, StatusCode::OK);
             std::hint::black_box(body.len())
         })
     });
     g.bench_function("incident_page", |b| {
         b.iter(|| {
-            let (s, body) = rt.block_on(request(&r, "GET", "/incidents/500", String::new()));
+            let (s, body) =
+                rt.block_on(support::request(&r, "GET", "/incidents/500", String::new()));
             assert_eq!(s, StatusCode::OK);
             std::hint::black_box(body.len())
         })

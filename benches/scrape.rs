@@ -11,17 +11,14 @@
 //!
 //! Run: `cargo bench --bench scrape`.
 
-use axum::body::Body;
-use axum::http::{Request, StatusCode, header};
+#[path = "support/mod.rs"]
+mod support;
+
+use axum::http::StatusCode;
 use criterion::{Criterion, criterion_group, criterion_main};
-use http_body_util::BodyExt;
-use incidentd::app::{self, Running};
-use incidentd::config::{self, Overrides, RawConfig};
-use incidentd::domain::SystemClock;
+use incidentd::app::Running;
 use std::fmt::Write as _;
-use std::sync::Arc;
 use std::time::Duration;
-use tower::ServiceExt;
 
 const SERVICES: usize = 500;
 const INCIDENTS: usize = 10_000;
@@ -46,38 +43,12 @@ fn cmdb_yaml() -> String {
     y
 }
 
-async fn request(r: &Running, method: &str, uri: &str, body: String) -> (StatusCode, Vec<u8>) {
-    let req = Request::builder()
-        .method(method)
-        .uri(uri)
-        .header(header::CONTENT_TYPE, "application/json")
-        .body(Body::from(body))
-        .expect("request");
-    let resp = r.router.clone().oneshot(req).await.expect("response");
-    let status = resp.status();
-    let bytes = resp.into_body().collect().await.expect("body").to_bytes();
-    (status, bytes.to_vec())
-}
-
 async fn setup(dir: &std::path::Path) -> Running {
-    let cmdb = dir.join("cmdb.yaml");
-    std::fs::write(&cmdb, cmdb_yaml()).expect("write cmdb");
-    let mut cfg = config::validate(
-        RawConfig::default(),
-        &Overrides {
-            data_dir: Some(dir.join("data")),
-            // No rules: every alert opens its incident.
-            rules_dir: Some(dir.join("no-rules")),
-            cmdb: Some(cmdb),
-            ..Overrides::default()
-        },
-    )
-    .expect("config");
-    cfg.slo.refresh = Duration::from_millis(500);
-    cfg.queue_capacity = 100_000;
-    let r = app::start(&cfg, Arc::new(SystemClock))
-        .await
-        .expect("daemon starts");
+    let r = support::start(dir, &cmdb_yaml(), |cfg| {
+        cfg.slo.refresh = Duration::from_millis(500);
+        cfg.queue_capacity = 100_000;
+    })
+    .await;
     let start = chrono::Utc::now() - chrono::Duration::minutes(30);
     let starts_at = start.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
     for chunk in (0..INCIDENTS).collect::<Vec<_>>().chunks(1000) {
@@ -91,20 +62,13 @@ async fn setup(dir: &std::path::Path) -> Running {
                 })
             })
             .collect();
-        let (s, body) = request(
-            &r,
-            "POST",
-            "/api/v1/alerts",
-            serde_json::Value::Array(alerts).to_string(),
-        )
-        .await;
-        assert_eq!(s, StatusCode::OK, "{}", String::from_utf8_lossy(&body));
+        support::post_alerts(&r, alerts).await;
     }
     // Wait until the gauges (engine tick, 1 s) and the SLO book (500 ms)
     // have caught up with every incident.
     let mut seen = (0, 0);
     for _ in 0..200 {
-        let (_, text) = request(&r, "GET", "/metrics", String::new()).await;
+        let (_, text) = support::request(&r, "GET", "/metrics", String::new()).await;
         let text = String::from_utf8(text).expect("utf-8");
         let open: i64 = text
             .lines()
@@ -136,7 +100,7 @@ fn benches(c: &mut Criterion) {
         .expect("runtime");
     let dir = tempfile::tempdir().expect("tempdir");
     let r = rt.block_on(setup(dir.path()));
-    let (_, body) = rt.block_on(request(&r, "GET", "/metrics", String::new()));
+    let (_, body) = rt.block_on(support::request(&r, "GET", "/metrics", String::new()));
     let lines = body.iter().filter(|b| **b == b'\n').count();
     eprintln!(
         "scrape: {} bytes, {lines} lines, {SERVICES} services, {INCIDENTS} open incidents",
@@ -146,7 +110,7 @@ fn benches(c: &mut Criterion) {
     g.sample_size(30);
     g.bench_function("metrics_500_services_10k_incidents", |b| {
         b.iter(|| {
-            let (s, body) = rt.block_on(request(&r, "GET", "/metrics", String::new()));
+            let (s, body) = rt.block_on(support::request(&r, "GET", "/metrics", String::new()));
             assert_eq!(s, StatusCode::OK);
             std::hint::black_box(body.len())
         })

@@ -280,9 +280,8 @@ struct Tracked {
     priority_set: Option<Priority>,
     /// The incident as outbound destinations last heard of it (only kept
     /// when destinations are configured): the next batch tells them what
-    /// changed since.
-    /// Boxed: most engines have no destinations, and 544 bytes inline in
-    /// every tracked incident cost ~700 B of RSS each with the map's slack.
+    /// changed since. Boxed: most engines have no destinations, and 544
+    /// bytes inline in every tracked incident cost ~700 B of RSS each.
     notified: Option<Box<Incident>>,
 }
 
