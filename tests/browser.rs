@@ -351,18 +351,15 @@ async fn a_database_storm_is_one_incident_rooted_at_the_database() {
         topo["alerting"].as_array().is_some_and(|a| !a.is_empty()),
         "{topo}"
     );
-    let services: Vec<String> = topo["services"]
-        .as_array()
-        .expect("services")
-        .iter()
-        .filter_map(|s| s.as_str().map(str::to_string))
-        .collect();
-    let expected: Vec<String> = inc["impacted_services"]
-        .as_array()
-        .expect("services")
-        .iter()
-        .filter_map(|s| s.as_str().map(str::to_string))
-        .collect();
+    let strings = |v: &Value| -> Vec<String> {
+        v.as_array()
+            .expect("services")
+            .iter()
+            .filter_map(|s| s.as_str().map(str::to_string))
+            .collect()
+    };
+    let services = strings(&topo["services"]);
+    let expected = strings(&inc["impacted_services"]);
     assert!(!expected.is_empty());
     assert_eq!(services, expected);
     let listed = b.text_of("#services").await;

@@ -18,7 +18,7 @@ use serde_json::{Value, json};
 const CHROMIUM: &str = "/usr/bin/chromium";
 /// The key under which W3C WebDriver passes element references.
 pub const ELEMENT_KEY: &str = "element-6066-11e4-a52e-4f735466cecf";
-/// WebDriver key codes for `send_keys`.
+/// WebDriver key codes for `send_keys` and `press_key`.
 pub const TAB: &str = "\u{E004}";
 pub const ENTER: &str = "\u{E007}";
 pub const ESCAPE: &str = "\u{E00C}";
@@ -339,13 +339,6 @@ impl Browser {
         self.wire.post("/actions", body).await;
     }
 
-    /// The focused element (the body when none is): keys go there.
-    pub async fn active(&self) -> Element {
-        self.wire.element(&self.wire.get("/element/active").await)
-    }
-    pub async fn press_tab(&self) {
-        self.active().await.send_keys(TAB).await;
-    }
     /// Runs `script` (a function body; `arguments[i]` are `args`, pass
     /// elements as [`Element::json`]); its return value.
     pub async fn exec(&self, script: &str, args: Vec<Value>) -> Value {
