@@ -11,7 +11,10 @@ the load, e.g. a config with
 Sends REQUESTS (default 5,000) Alertmanager webhooks of 20 distinct firing
 alerts each (9 labels, 3 annotations: every alert its own incident, the
 worst shape), then prints VmRSS idle, right after the load, 5 s and 20 s
-later, and the growth per alert at 20 s. Loopback only.
+later, and the growth per alert at 20 s; and the marginal cost: the growth
+from 5 s after the first half of the load to 20 s after the second, per
+alert of the second half (fixed caps such as SQLite's page cache are full
+by then, so this is what each further active alert costs). Loopback only.
 """
 import json
 import sys
@@ -41,7 +44,11 @@ for _ in range(100):
 idle = rss_kib()
 now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 names = ["HostDown", "DiskFull", "HighCPU", "HighMemory", "ServiceDown"]
+half = None
 for r in range(requests):
+    if r == requests // 2:
+        time.sleep(5)
+        half = rss_kib()
     alerts = []
     for k in range(20):
         i = r * 20 + k
@@ -78,4 +85,5 @@ time.sleep(15)
 after20 = rss_kib()
 print(f"alerts={n} idle={idle / 1024:.1f}MiB loaded={loaded / 1024:.1f}MiB "
       f"after5s={after5 / 1024:.1f}MiB after20s={after20 / 1024:.1f}MiB "
-      f"per_alert={(after20 - idle) * 1024 / n:.0f}B")
+      f"half={half / 1024:.1f}MiB per_alert={(after20 - idle) * 1024 / n:.0f}B "
+      f"marginal={(after20 - half) * 1024 / (n - requests // 2 * 20):.0f}B")

@@ -486,7 +486,7 @@ fn compare(want: &[Expected], got: &[Incident], deliveries: &Deliveries) -> Vec<
             out: &mut diffs,
         };
         d.one("title", w.title.as_ref(), &g.title, |s| quote(s));
-        d.one("key", w.key.as_ref(), &g.key, |s| quote(s));
+        d.one("key", w.key.as_ref(), &g.key.to_string(), |s| quote(s));
         d.one("state", w.state.as_ref(), &g.state, |s| s.as_str().into());
         d.one("priority", w.priority.as_ref(), &g.priority, |p| {
             p.to_string()
@@ -581,10 +581,16 @@ impl Diff<'_> {
         }
     }
 
-    fn set(&mut self, field: &str, want: Option<&[String]>, got: &[String]) {
+    fn set<G: AsRef<str>>(&mut self, field: &str, want: Option<&[String]>, got: &[G]) {
         let Some(want) = want else { return };
-        let missing: Vec<&String> = want.iter().filter(|w| !got.contains(w)).collect();
-        let extra: Vec<&String> = got.iter().filter(|g| !want.contains(g)).collect();
+        let missing: Vec<&String> = want
+            .iter()
+            .filter(|w| !got.iter().any(|g| g.as_ref() == w.as_str()))
+            .collect();
+        let extra: Vec<&G> = got
+            .iter()
+            .filter(|g| !want.iter().any(|w| w == g.as_ref()))
+            .collect();
         if missing.is_empty() && extra.is_empty() {
             return;
         }

@@ -323,7 +323,7 @@ async fn restart_resumes_from_committed_offsets_without_duplicates() {
     })
     .await;
     let incidents = active_incidents(&r).await;
-    let mut keys: Vec<&str> = incidents.iter().map(|i| i.key.as_str()).collect();
+    let mut keys: Vec<&str> = incidents.iter().map(|i| &*i.key).collect();
     keys.sort_unstable();
     keys.dedup();
     assert_eq!(keys.len(), 30, "one incident per key, none doubled");

@@ -147,7 +147,7 @@ async fn produce_consume_commit_restart_resume() {
     .await;
     wait_lag_zero(&brokers, &group, &topic, 3).await;
     let all = incidents(&r).await;
-    let mut keys: Vec<&str> = all.iter().map(|i| i.key.as_str()).collect();
+    let mut keys: Vec<&str> = all.iter().map(|i| &*i.key).collect();
     keys.sort_unstable();
     keys.dedup();
     assert_eq!(keys.len(), 60, "one incident per key, none doubled");

@@ -118,7 +118,7 @@ on_every_backend!(
 fn incident(id: i64, state: IncidentState, count: u64) -> Incident {
     Incident {
         id: IncidentId(id),
-        key: format!("k{id}"),
+        key: format!("k{id}").into(),
         state,
         priority: Priority::new(3).unwrap(),
         impact: Level::MEDIUM,
@@ -352,7 +352,7 @@ async fn hostile_text_round_trips(db: Db) {
         let id = i as i64 + 1;
         let mut inc = incident(id, IncidentState::Open, 1);
         inc.title = text.to_string();
-        inc.key = format!("{text}-{id}");
+        inc.key = format!("{text}-{id}").into();
         inc.acknowledged_by = Some(text.to_string());
         inc.cis = vec![text.to_string()];
         ops.push(StoreOp::UpsertIncident(Box::new(inc)));
@@ -497,7 +497,7 @@ async fn load_state_by_shard(db: Db) {
         i.shard = shard;
         if state == IncidentState::Resolved {
             i.resolved_at = Some(Timestamp(5_000));
-            i.signature = Some(format!("sig{id}"));
+            i.signature = Some(format!("sig{id}").into());
         }
         i
     };
@@ -850,7 +850,7 @@ async fn postgres_key_conflict_between_shards_is_stored_apart() {
         .await
         .expect("the other shard's batch is stored, not refused");
     let stored = store.get_incident(IncidentId(4097)).await.unwrap().unwrap();
-    assert_eq!(stored.key, "HostDown|host:a#4097");
+    assert_eq!(&*stored.key, "HostDown|host:a#4097");
     assert_eq!(stored.alert_fingerprints, vec![Fingerprint(9)]);
     assert_eq!(
         store
@@ -858,7 +858,8 @@ async fn postgres_key_conflict_between_shards_is_stored_apart() {
             .await
             .unwrap()
             .unwrap()
-            .key,
+            .key
+            .as_ref(),
         "HostDown|host:a"
     );
     // Later updates of the newcomer keep its stored key.
@@ -866,7 +867,7 @@ async fn postgres_key_conflict_between_shards_is_stored_apart() {
     store.apply(&[upsert(b.clone())]).await.unwrap();
     let stored = store.get_incident(IncidentId(4097)).await.unwrap().unwrap();
     assert_eq!(
-        (stored.key.as_str(), stored.alert_count),
+        (&*stored.key, stored.alert_count),
         ("HostDown|host:a#4097", 5)
     );
     // Same shard: an engine bug, refused by the database.
@@ -1270,7 +1271,7 @@ async fn firing_alerts_are_listed_by_suppression_name_and_ci(db: Db) {
 async fn incidents_are_filtered_by_priority_and_service(db: Db) {
     let mk = |id: i64, p: u8, services: &[&str]| {
         let mut i = incident(id, IncidentState::Open, 1);
-        i.key = format!("k{id}");
+        i.key = format!("k{id}").into();
         i.priority = Priority::new(p).unwrap();
         i.impacted_services = services.iter().map(|s| s.to_string()).collect();
         upsert(i)

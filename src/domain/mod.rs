@@ -322,7 +322,8 @@ impl TimelineKind {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Links {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub runbooks: Vec<String>,
+    /// Shared with the engine's other incidents that name the same runbook.
+    pub runbooks: Vec<std::sync::Arc<str>>,
     /// The change this incident is related to (first one found).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub change: Option<String>,
@@ -366,7 +367,7 @@ pub struct Problem {
 pub struct Incident {
     pub id: IncidentId,
     /// Correlation key: at most one active incident per key.
-    pub key: String,
+    pub key: std::sync::Arc<str>,
     pub state: IncidentState,
     pub priority: Priority,
     pub impact: Level,
@@ -392,12 +393,13 @@ pub struct Incident {
     pub reopen_count: u32,
     pub flapping: bool,
     /// Rule names that acted on this incident.
-    pub rules: Vec<String>,
+    /// Shared with the rule set (one allocation per rule, not per incident).
+    pub rules: Vec<std::sync::Arc<str>>,
     pub links: Links,
     /// Root CI and alert name: what makes incidents "the same again" for
     /// problem management and knowledge.
     #[serde(default)]
-    pub signature: Option<String>,
+    pub signature: Option<std::sync::Arc<str>>,
     /// Work shard that owns this incident: 0 on a single instance; with
     /// Kafka, the topic partition whose engine keeps it (see `ingest::kafka`).
     #[serde(default)]

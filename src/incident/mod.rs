@@ -253,23 +253,57 @@ pub struct IngestOutcome {
     pub open_seq: u64,
 }
 
+/// `Option<Timestamp>` in 8 bytes instead of 16 (`Timestamp::MIN`, which
+/// no event time is, stands for none).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct MaybeTime(Timestamp);
+
+impl MaybeTime {
+    const NONE: MaybeTime = MaybeTime(Timestamp::MIN);
+    fn of(t: Option<Timestamp>) -> MaybeTime {
+        t.map_or(MaybeTime::NONE, MaybeTime)
+    }
+    fn get(self) -> Option<Timestamp> {
+        (self != MaybeTime::NONE).then_some(self.0)
+    }
+}
+
+/// `Option<CiIdx>` in 4 bytes instead of 8 (no CMDB has `u32::MAX` CIs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct MaybeCi(u32);
+
+impl MaybeCi {
+    const NONE: MaybeCi = MaybeCi(u32::MAX);
+    fn of(c: Option<CiIdx>) -> MaybeCi {
+        c.map_or(MaybeCi::NONE, |c| MaybeCi(c.0))
+    }
+    fn get(self) -> Option<CiIdx> {
+        (self != MaybeCi::NONE).then_some(CiIdx(self.0))
+    }
+}
+
+/// One per incident in memory, boxed. Kept within mimalloc's 640-byte size
+/// class (the next is 768): with every alert its own incident that is
+/// ~6 % of the RSS per active alert (BENCHMARKS.md entry 18). Hence the
+/// compact optional fields, the auto-resolve time kept only in
+/// `inc.auto_resolve_at`, and the destinations' copy in `Engine::notified`.
 struct Tracked {
     inc: Incident,
     /// Alerts of this incident currently firing.
     firing: u32,
     /// Latest end among its resolved alerts (event time).
-    last_end: Option<Timestamp>,
-    resolve_due: Option<Timestamp>,
+    last_end: MaybeTime,
     /// Engine time at which it resolved, for memory retention.
-    resolved_seen: Option<Timestamp>,
+    resolved_seen: MaybeTime,
     /// Topology view (indexes into the current CMDB; remapped on reload).
-    root: Option<CiIdx>,
+    root: MaybeCi,
     cis: Vec<CiIdx>,
     /// Earliest and latest start of its alerts (event time).
     first: Timestamp,
     last: Timestamp,
-    /// Correlation keys (CI + alert name) that lead here.
-    keys: Vec<Box<str>>,
+    /// Correlation keys (CI + alert name) that lead here (interned: the
+    /// same allocations as the alerts' keys and `Engine::by_key`).
+    keys: Vec<Arc<str>>,
     /// Most urgent explicit rule priority / impact seen.
     rule_priority: Option<Priority>,
     rule_impact: Option<Level>,
@@ -278,23 +312,20 @@ struct Tracked {
     cmdb_impact: Level,
     /// Set once the first priority is decided; after that it only rises.
     priority_set: Option<Priority>,
-    /// The incident as outbound destinations last heard of it (only kept
-    /// when destinations are configured): the next batch tells them what
-    /// changed since. Boxed: most engines have no destinations, and 544
-    /// bytes inline in every tracked incident cost ~700 B of RSS each.
-    notified: Option<Box<Incident>>,
 }
 
+#[cfg(target_pointer_width = "64")]
+const _: () = assert!(std::mem::size_of::<Tracked>() <= 640);
+
 impl Tracked {
-    fn new(inc: Incident, root: Option<CiIdx>, at: Timestamp) -> Tracked {
-        let key: Box<str> = inc.key.clone().into_boxed_str();
+    /// `key` is the incident's stored key (`inc.key`), interned.
+    fn new(inc: Incident, key: Arc<str>, root: Option<CiIdx>, at: Timestamp) -> Tracked {
         Tracked {
             inc,
             firing: 0,
-            last_end: None,
-            resolve_due: None,
-            resolved_seen: None,
-            root,
+            last_end: MaybeTime::NONE,
+            resolved_seen: MaybeTime::NONE,
+            root: MaybeCi::of(root),
             cis: root.into_iter().collect(),
             first: at,
             last: at,
@@ -304,7 +335,6 @@ impl Tracked {
             assigned_by_rule: false,
             cmdb_impact: Level::MEDIUM,
             priority_set: None,
-            notified: None,
         }
     }
 }
@@ -326,7 +356,16 @@ pub struct Engine {
     active_counted: usize,
     active_counted_at: u64,
     /// Key → the latest incident with that key (active or recently resolved).
-    by_key: FxHashMap<Box<str>, IncidentId>,
+    by_key: FxHashMap<Arc<str>, IncidentId>,
+    /// Each incident as outbound destinations last heard of it (only kept
+    /// when destinations are configured): the next batch tells them what
+    /// changed since. Beside `incidents`, not in it: most engines have none.
+    notified: FxHashMap<IncidentId, Box<Incident>>,
+    /// Texts many incidents carry (runbook URLs), one allocation each;
+    /// those no incident holds any more leave at the memory sweep.
+    shared: FxHashSet<Arc<str>>,
+    /// The key of an alert not yet placed (no allocation per new alert).
+    unplaced: Arc<str>,
     due: BTreeSet<(Timestamp, IncidentId)>,
     next_id: i64,
     /// Work shard this engine owns, and the id stride that keeps the ids of
@@ -391,24 +430,44 @@ fn title_for(alert: &Alert) -> String {
     }
 }
 
-fn runbooks_of(alert: &Alert, decision: &Decision) -> Vec<String> {
-    let mut out: Vec<String> = Vec::new();
+fn runbooks_of<'a>(alert: &'a Alert, decision: &'a Decision) -> Vec<&'a str> {
+    let mut out: Vec<&str> = Vec::new();
     for key in ["runbook_url", "runbook"] {
         if let Some(u) = alert.annotations.get(key).filter(|u| !u.is_empty()) {
-            out.push(u.to_string());
+            out.push(u);
         }
     }
-    out.extend(decision.runbooks.iter().cloned());
+    out.extend(decision.runbooks.iter().map(String::as_str));
     out
+}
+
+/// Put `s` in `v` once, shared (rule names come shared from the rule set).
+fn push_shared(v: &mut Vec<Arc<str>>, s: &Arc<str>) -> bool {
+    if v.contains(s) {
+        false
+    } else {
+        push_tight(v, s.clone());
+        true
+    }
 }
 
 fn push_unique(v: &mut Vec<String>, s: &str) -> bool {
     if v.iter().any(|x| x == s) {
         false
     } else {
-        v.push(s.to_string());
+        push_tight(v, s.to_string());
         true
     }
+}
+
+/// Push, but give a list's first element room for one only: most lists
+/// of an incident (CIs, rules, runbooks, alerts) keep one element, and
+/// `Vec`'s first growth to four costs 3x that in every active incident.
+pub(crate) fn push_tight<T>(v: &mut Vec<T>, x: T) {
+    if v.capacity() == 0 {
+        v.reserve_exact(1);
+    }
+    v.push(x);
 }
 
 impl Engine {
@@ -424,6 +483,9 @@ impl Engine {
             active_counted: 0,
             active_counted_at: 0,
             by_key: FxHashMap::default(),
+            unplaced: Arc::from(""),
+            notified: FxHashMap::default(),
+            shared: FxHashSet::default(),
             due: BTreeSet::new(),
             next_id: 1,
             shard: 0,
@@ -467,6 +529,19 @@ impl Engine {
     /// Rebuild live state from the store after a restart.
     pub fn restore(&mut self, snap: Snapshot, now: Timestamp) {
         self.next_id = self.next_id.max(self.next_id_above(snap.max_incident_id));
+        // Restored keys are interned as placed ones are: one allocation per
+        // distinct key, shared by its alerts, incidents and the index.
+        let mut interned: FxHashSet<Arc<str>> = FxHashSet::default();
+        let mut intern = move |s: &str| -> Arc<str> {
+            match interned.get(s) {
+                Some(k) => k.clone(),
+                None => {
+                    let k: Arc<str> = s.into();
+                    interned.insert(k.clone());
+                    k
+                }
+            }
+        };
         for a in snap.alerts {
             let st = AlertState::restored(
                 a.status,
@@ -474,23 +549,28 @@ impl Engine {
                 a.ends_at,
                 a.last_seen,
                 a.incident,
-                a.key.into_boxed_str(),
+                intern(&a.key),
                 a.suppressed,
                 a.flapping,
                 a.deliveries,
             );
             self.table.insert(a.fingerprint, st);
         }
-        let mut merged: Vec<(Box<str>, IncidentId)> = Vec::new();
-        for inc in snap.incidents {
+        let mut merged: Vec<(Arc<str>, IncidentId)> = Vec::new();
+        for mut inc in snap.incidents {
+            inc.key = intern(&inc.key);
+            if let Some(sig) = &inc.signature {
+                inc.signature = Some(intern(sig));
+            }
             let id = inc.id;
             let active = inc.state.is_active();
             if let Some(target) = inc.links.merged_into {
-                merged.push((inc.key.clone().into_boxed_str(), target));
+                merged.push((inc.key.clone(), target));
             }
             let (mut firing, mut last_end) = (0u32, None::<Timestamp>);
             let (mut first, mut last) = (inc.opened_at, inc.opened_at);
-            let mut keys: Vec<Box<str>> = vec![inc.key.clone().into_boxed_str()];
+            let own = inc.key.clone();
+            let mut keys: Vec<Arc<str>> = vec![own.clone()];
             for fp in &inc.alert_fingerprints {
                 if let Some(st) = self.table.get(fp).filter(|st| st.incident == Some(id)) {
                     match st.status {
@@ -509,29 +589,29 @@ impl Engine {
                     self.by_key.insert(k.clone(), id);
                 }
             }
-            let mut t = Tracked::new(inc, None, first);
+            let mut t = Tracked::new(inc, own, None, first);
             t.firing = firing;
-            t.last_end = last_end;
+            t.last_end = MaybeTime::of(last_end);
             t.last = last;
             t.keys = keys;
-            t.resolved_seen = (!active).then_some(now);
+            t.resolved_seen = MaybeTime::of((!active).then_some(now));
             t.cmdb_impact = t.inc.impact;
             t.priority_set = Some(t.inc.priority);
             // What the store holds was written with its outbox rows: the
             // destinations have heard of it (or will, from the outbox).
             if !self.cfg.outbound.is_empty() {
-                t.notified = Some(Box::new(t.inc.clone()));
-            }
-            if active && firing == 0 {
-                let end = last_end.unwrap_or(t.inc.opened_at);
-                let due = end.saturating_add(self.hold_for(&t.inc));
-                t.resolve_due = Some(due);
-                self.due.insert((due, id));
+                self.notified.insert(id, Box::new(t.inc.clone()));
             }
             // Rows written before the field existed (or by a run with
             // another hold) are put right on the next save; memory is
             // right from now on.
-            t.inc.auto_resolve_at = t.resolve_due;
+            t.inc.auto_resolve_at = None;
+            if active && firing == 0 {
+                let end = last_end.unwrap_or(t.inc.opened_at);
+                let due = end.saturating_add(self.hold_for(&t.inc));
+                t.inc.auto_resolve_at = Some(due);
+                self.due.insert((due, id));
+            }
             self.incidents.insert(id, Box::new(t));
         }
         for (key, target) in merged {
@@ -552,7 +632,7 @@ impl Engine {
     fn remap_topology(&mut self) {
         let cmdb = self.cmdb.clone();
         for t in self.incidents.values_mut() {
-            t.root = t.inc.root_ci.as_deref().and_then(|r| cmdb.ci_by_id(r));
+            t.root = MaybeCi::of(t.inc.root_ci.as_deref().and_then(|r| cmdb.ci_by_id(r)));
             t.cis = t.inc.cis.iter().filter_map(|c| cmdb.ci_by_id(c)).collect();
         }
     }
@@ -725,6 +805,16 @@ impl Engine {
         self.lifecycle.push((id, what));
     }
 
+    /// `s`, shared with every other holder of the same text.
+    fn share(&mut self, s: &str) -> Arc<str> {
+        if let Some(k) = self.shared.get(s) {
+            return k.clone();
+        }
+        let k: Arc<str> = s.into();
+        self.shared.insert(k.clone());
+        k
+    }
+
     /// Ops produced since the last call, as batch `seq`.
     pub fn take_batch(&mut self) -> Option<(u64, Vec<StoreOp>)> {
         if !self.has_pending() {
@@ -740,7 +830,8 @@ impl Engine {
                 if outbound {
                     // The outbox rows ride in the same batch, so they are
                     // committed in the same transaction as the change.
-                    for kind in crate::domain::outbox::changes(t.notified.as_deref(), &t.inc) {
+                    let before = self.notified.get(&id).map(|b| &**b);
+                    for kind in crate::domain::outbox::changes(before, &t.inc) {
                         for (name, routes) in self.cfg.outbound.iter() {
                             let by_rule = t.inc.links.notify.iter().any(|n| n == name);
                             if by_rule || crate::domain::outbox::any_matches(routes, &t.inc, kind) {
@@ -755,7 +846,7 @@ impl Engine {
                             }
                         }
                     }
-                    t.notified = Some(Box::new(t.inc.clone()));
+                    self.notified.insert(id, Box::new(t.inc.clone()));
                 }
             }
         }
@@ -794,9 +885,11 @@ impl Engine {
     fn save_incident(&mut self, id: IncidentId, now: Timestamp) {
         if let Some(t) = self.incidents.get_mut(&id) {
             t.inc.updated_at = now;
-            // Every change of `resolve_due` is followed by a save: the
-            // stored incident tells when the hold ends.
-            t.inc.auto_resolve_at = t.resolve_due.filter(|_| t.inc.state.is_active());
+            // `auto_resolve_at` is the engine's own due time (the stored
+            // incident tells when the hold ends); never on a closed one.
+            if !t.inc.state.is_active() {
+                t.inc.auto_resolve_at = None;
+            }
             // Written once per batch however often it changed (take_batch).
             self.upserts.insert(id);
         }
@@ -896,8 +989,7 @@ impl Engine {
             Observation::New => {
                 self.stats.new_alerts += 1;
                 out.new += 1;
-                let key = correlate::correlation_key(&alert);
-                let mut st = AlertState::new(&alert, now, key.into_boxed_str());
+                let mut st = AlertState::new(&alert, now, self.unplaced.clone());
                 if self.place(&alert, &mut st, now, true) {
                     out.suppressed += 1;
                 }
@@ -951,7 +1043,7 @@ impl Engine {
             Some(id) if !st.suppressed => {
                 if let Some(t) = self.incidents.get_mut(&id) {
                     t.firing += 1;
-                    if let Some(due) = t.resolve_due.take() {
+                    if let Some(due) = t.inc.auto_resolve_at.take() {
                         self.due.remove(&(due, id));
                     }
                 }
@@ -1018,10 +1110,10 @@ impl Engine {
             .map_or(hold, |t| self.hold_for(&t.inc));
         if let Some(t) = self.incidents.get_mut(&id) {
             t.firing = t.firing.saturating_sub(1);
-            t.last_end = t.last_end.max(Some(end));
+            t.last_end = MaybeTime::of(t.last_end.get().max(Some(end)));
             if t.firing == 0 {
-                let due = t.last_end.unwrap_or(end).saturating_add(hold);
-                if let Some(old) = t.resolve_due.replace(due) {
+                let due = t.last_end.get().unwrap_or(end).saturating_add(hold);
+                if let Some(old) = t.inc.auto_resolve_at.replace(due) {
                     self.due.remove(&(old, id));
                 }
                 self.due.insert((due, id));
@@ -1230,7 +1322,7 @@ impl Engine {
         if let Some(h) = t.inc.holds.last_mut().filter(|h| h.end.is_none()) {
             h.end = Some(at.max(h.start));
         }
-        t.resolved_seen = Some(now);
+        t.resolved_seen = MaybeTime(now);
         let sla = crate::slo::sla::incident_sla(&self.cmdb, &t.inc, now, &self.cfg.sla_pause_on);
         if unanswered {
             // Resolved before anyone acknowledged: that was the response.
@@ -1239,7 +1331,7 @@ impl Engine {
         count_sla(&mut self.stats, 1, sla.resolution.as_ref());
         self.resolved_after
             .push(seconds_between(t.inc.opened_at, at));
-        if let Some(due) = t.resolve_due.take() {
+        if let Some(due) = t.inc.auto_resolve_at.take() {
             self.due.remove(&(due, id));
         }
         self.stats.incidents_resolved += 1;
@@ -1341,7 +1433,7 @@ impl Engine {
             }
             self.due.pop_first();
             let ready = self.incidents.get(&id).is_some_and(|t| {
-                t.inc.state.is_active() && t.firing == 0 && t.resolve_due == Some(due)
+                t.inc.state.is_active() && t.firing == 0 && t.inc.auto_resolve_at == Some(due)
             });
             if ready {
                 settled += 1;
@@ -1357,7 +1449,7 @@ impl Engine {
                 let at = self
                     .incidents
                     .get(&id)
-                    .and_then(|t| t.last_end)
+                    .and_then(|t| t.last_end.get())
                     .unwrap_or(due);
                 self.do_resolve(
                     id,
@@ -1390,11 +1482,16 @@ impl Engine {
         let before = self.incidents.len();
         let upserts = &self.upserts;
         self.incidents.retain(|id, t| {
-            upserts.contains(id) || t.resolved_seen.is_none_or(|seen| now.since(seen) <= window)
+            upserts.contains(id)
+                || t.resolved_seen
+                    .get()
+                    .is_none_or(|seen| now.since(seen) <= window)
         });
         if self.incidents.len() != before {
             let incidents = &self.incidents;
             self.by_key.retain(|_, id| incidents.contains_key(id));
+            self.notified.retain(|id, _| incidents.contains_key(id));
+            self.shared.retain(|s| Arc::strong_count(s) > 1);
         }
         let incidents = &self.incidents;
         self.table.evict(now, self.cfg.alert_retention, |st| {

@@ -4,7 +4,8 @@
 //! assignment, problem links. Part of the pure engine.
 
 use super::{
-    Engine, Tracked, counted, push_unique, runbooks_of, title_for, update_of, urgency_from_severity,
+    Engine, MaybeCi, MaybeTime, Tracked, counted, push_shared, push_tight, push_unique,
+    runbooks_of, title_for, update_of, urgency_from_severity,
 };
 use crate::cmdb::CiIdx;
 use crate::correlate::{self, topology};
@@ -15,6 +16,7 @@ use crate::domain::{
 };
 use crate::rules::{CiFacts, Decision, IncidentFacts, RuleInput, ServiceFacts};
 use crate::store::{AlertRecord, StoreOp};
+use std::sync::Arc;
 
 /// Impact from the business services hurt: the highest tier and how many.
 pub fn impact_of(services: &[ServiceImpact]) -> Level {
@@ -60,7 +62,13 @@ impl Engine {
         }
         let ci = binding.map(|b| b.ci);
         let ci_id = ci.map(|c| self.cmdb.ci(c).id.clone());
-        st.key = correlate::correlation_key_for(alert, ci_id.as_deref()).into_boxed_str();
+        let key = correlate::correlation_key_for(alert, ci_id.as_deref());
+        if *st.key != *key {
+            st.key = match self.by_key.get_key_value(key.as_str()) {
+                Some((k, _)) => k.clone(),
+                None => key.into(),
+            };
+        }
         let in_change = ci_id
             .as_deref()
             .and_then(|id| self.changes.active(id, alert.starts_at))
@@ -143,7 +151,7 @@ impl Engine {
     fn assign_incident(
         &mut self,
         alert: &Alert,
-        key: &str,
+        key: &Arc<str>,
         ci: Option<CiIdx>,
         previous: Option<IncidentId>,
         decision: &Decision,
@@ -158,7 +166,7 @@ impl Engine {
                     .filter(|(_, t)| t.inc.state.is_active())
                     .map(|(id, t)| topology::IncidentTopo {
                         id: *id,
-                        root: t.root,
+                        root: t.root.get(),
                         cis: &t.cis,
                         first: t.first,
                         last: t.last,
@@ -254,30 +262,30 @@ impl Engine {
                 .get(id)
                 .is_some_and(|t| t.inc.state.is_active())
         });
-        let stored_key = if taken {
-            format!("{key}@{}", at.to_rfc3339())
+        let stored_key: Arc<str> = if taken {
+            format!("{key}@{}", at.to_rfc3339()).into()
         } else {
-            key.to_string()
+            key.clone()
         };
-        let id = self.open(alert, &stored_key, key, ci, now);
+        let id = self.open(alert, stored_key, key, ci, now);
         self.join(id, alert, ci, decision, now);
         id
     }
 
-    fn add_key(&mut self, id: IncidentId, key: &str) {
-        self.by_key.insert(key.into(), id);
+    fn add_key(&mut self, id: IncidentId, key: &Arc<str>) {
+        self.by_key.insert(key.clone(), id);
         if let Some(t) = self.incidents.get_mut(&id)
-            && !t.keys.iter().any(|k| &**k == key)
+            && !t.keys.contains(key)
         {
-            t.keys.push(key.into());
+            t.keys.push(key.clone());
         }
     }
 
     fn open(
         &mut self,
         alert: &Alert,
-        stored_key: &str,
-        key: &str,
+        stored_key: Arc<str>,
+        key: &Arc<str>,
         ci: Option<CiIdx>,
         now: Timestamp,
     ) -> IncidentId {
@@ -287,7 +295,7 @@ impl Engine {
         let at = alert.starts_at;
         let inc = Incident {
             id,
-            key: stored_key.to_string(),
+            key: stored_key.clone(),
             state: IncidentState::Open,
             priority: Priority::ALL[4],
             impact: Level::LOW,
@@ -316,7 +324,7 @@ impl Engine {
             auto_resolve_at: None,
         };
         self.incidents
-            .insert(id, Box::new(Tracked::new(inc, None, at)));
+            .insert(id, Box::new(Tracked::new(inc, stored_key, None, at)));
         self.add_key(id, key);
         let root = ci.map_or_else(
             || "no CMDB CI (unbound alert)".to_string(),
@@ -366,7 +374,7 @@ impl Engine {
         let Some(t) = self.incidents.get_mut(&id) else {
             return;
         };
-        t.root = ci;
+        t.root = MaybeCi::of(ci);
         if let Some(c) = ci
             && !t.cis.contains(&c)
         {
@@ -382,6 +390,11 @@ impl Engine {
         if !t.assigned_by_rule && owner.is_some() {
             t.inc.assignment_group = owner;
         }
+        // Without a CI the signature is the correlation key: share it.
+        let signature: Arc<str> = match t.keys.iter().find(|k| ***k == *signature) {
+            Some(k) => k.clone(),
+            None => signature.into(),
+        };
         t.inc.signature = Some(signature);
         t.inc.links.similar = similar;
         if problem.is_some() && t.inc.links.problem.is_none() {
@@ -478,7 +491,7 @@ impl Engine {
             return;
         }
         self.stats.incidents_merged += 1;
-        if let Some(due) = src.resolve_due.take() {
+        if let Some(due) = src.inc.auto_resolve_at.take() {
             self.due.remove(&(due, from));
         }
         let moved = std::mem::take(&mut src.inc.alert_fingerprints);
@@ -500,7 +513,7 @@ impl Engine {
             dst.inc.alert_count = dst.inc.alert_fingerprints.len() as u64;
             dst.first = dst.first.min(src.first);
             dst.last = dst.last.max(src.last);
-            dst.last_end = dst.last_end.max(src.last_end);
+            dst.last_end = MaybeTime::of(dst.last_end.get().max(src.last_end.get()));
             for c in &src.cis {
                 if !dst.cis.contains(c) {
                     dst.cis.push(*c);
@@ -510,13 +523,13 @@ impl Engine {
                 push_unique(&mut dst.inc.cis, c);
             }
             for r in &src.inc.links.runbooks {
-                push_unique(&mut dst.inc.links.runbooks, r);
+                push_shared(&mut dst.inc.links.runbooks, r);
             }
             for d in &src.inc.links.notify {
                 push_unique(&mut dst.inc.links.notify, d);
             }
             for r in &src.inc.rules {
-                push_unique(&mut dst.inc.rules, r);
+                push_shared(&mut dst.inc.rules, r);
             }
             if dst.inc.links.change.is_none() {
                 dst.inc.links.change = src.inc.links.change.clone();
@@ -549,7 +562,7 @@ impl Engine {
         src.inc.state = IncidentState::Resolved;
         src.inc.resolved_at = Some(at);
         src.inc.links.merged_into = Some(into);
-        src.resolved_seen = Some(now);
+        src.resolved_seen = MaybeTime(now);
         let old_root = src.inc.root_ci.clone().unwrap_or_default();
         self.incidents.insert(from, src);
         self.timeline(
@@ -587,7 +600,7 @@ impl Engine {
         t.inc.acknowledged_at = None;
         t.inc.acknowledged_by = None;
         t.inc.reopen_count += 1;
-        t.resolved_seen = None;
+        t.resolved_seen = MaybeTime::NONE;
         self.stats.incidents_reopened += 1;
         let msg = format!(
             "reopened: alert {} ({}) fired again within the reopen window",
@@ -689,13 +702,18 @@ impl Engine {
             |(l, _)| *l,
         );
         let ci_runbook = ci.and_then(|c| self.cmdb.ci(c).runbook.clone());
+        let runbooks: Vec<Arc<str>> = runbooks_of(alert, decision)
+            .into_iter()
+            .chain(ci_runbook.as_deref())
+            .map(|r| self.share(r))
+            .collect();
         let ci_id = ci.map(|c| self.cmdb.ci(c).id.clone());
         let mut entries: Vec<(TimelineKind, String)> = Vec::new();
         let Some(t) = self.incidents.get_mut(&id) else {
             return;
         };
         t.firing += 1;
-        if let Some(due) = t.resolve_due.take() {
+        if let Some(due) = t.inc.auto_resolve_at.take() {
             self.due.remove(&(due, id));
         }
         // An alert that began before the incident did (a root cause whose
@@ -726,7 +744,7 @@ impl Engine {
             push_unique(&mut t.inc.cis, c);
         }
         if !t.inc.alert_fingerprints.contains(&alert.fingerprint) {
-            t.inc.alert_fingerprints.push(alert.fingerprint);
+            push_tight(&mut t.inc.alert_fingerprints, alert.fingerprint);
             t.inc.alert_count = t.inc.alert_fingerprints.len() as u64;
             self.ops.push(StoreOp::LinkAlert {
                 incident: id,
@@ -756,14 +774,14 @@ impl Engine {
                 format!("assigned to {group} by rule {rule}"),
             ));
         }
-        for rb in runbooks_of(alert, decision).into_iter().chain(ci_runbook) {
-            push_unique(&mut t.inc.links.runbooks, &rb);
+        for rb in &runbooks {
+            push_shared(&mut t.inc.links.runbooks, rb);
         }
         for d in &decision.notify {
             push_unique(&mut t.inc.links.notify, d);
         }
         for rule in &decision.matched {
-            if push_unique(&mut t.inc.rules, rule) {
+            if push_shared(&mut t.inc.rules, rule) {
                 entries.push((
                     TimelineKind::RuleApplied,
                     format!(

@@ -192,7 +192,7 @@ impl PgStore {
             .clone();
         let keys: Vec<&str> = active
             .iter()
-            .map(|i| map.get(&i.id).unwrap_or(&i.key).as_str())
+            .map(|i| map.get(&i.id).map_or(&*i.key, String::as_str))
             .collect();
         let holders: Vec<(String, i64, i64)> = sqlx::query_as(
             "SELECT key, id, shard FROM incidents WHERE key = ANY($1) AND state <> 'resolved'",
@@ -206,7 +206,10 @@ impl PgStore {
             .collect();
         let mut changed = false;
         for inc in &active {
-            let key = map.get(&inc.id).cloned().unwrap_or_else(|| inc.key.clone());
+            let key = map
+                .get(&inc.id)
+                .cloned()
+                .unwrap_or_else(|| inc.key.to_string());
             match holder.get(&key) {
                 Some(&(owner, _)) if owner == inc.id.0 => {}
                 // Within one shard a second active incident is an engine
@@ -352,7 +355,7 @@ async fn upsert_incidents(
            flapping = EXCLUDED.flapping, extra = EXCLUDED.extra, shard = EXCLUDED.shard",
     )
     .bind(col(rows, |i| i.id.0))
-    .bind(col(rows, |i| text(rekeyed.get(&i.id).unwrap_or(&i.key))))
+    .bind(col(rows, |i| text(rekeyed.get(&i.id).map_or(&*i.key, String::as_str))))
     .bind(col(rows, |i| i.state.as_str()))
     .bind(col(rows, |i| i64::from(i.priority.get())))
     .bind(col(rows, |i| i64::from(i.impact.get())))

@@ -19,13 +19,13 @@ pub(super) struct Extra {
     #[serde(default)]
     impacted_services: Vec<String>,
     #[serde(default)]
-    rules: Vec<String>,
+    rules: Vec<std::sync::Arc<str>>,
     #[serde(default)]
     links: Links,
     #[serde(default)]
     impact_detail: Vec<ServiceImpact>,
     #[serde(default)]
-    signature: Option<String>,
+    signature: Option<std::sync::Arc<str>>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     sla_marks: Vec<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -180,7 +180,7 @@ pub(super) fn incident_from_row(r: &impl Cols) -> Result<Incident, StoreError> {
     let prio = r.int("priority")?;
     Ok(Incident {
         id: IncidentId(r.int("id")?),
-        key: r.text("key")?,
+        key: r.text("key")?.into(),
         state: parse_state(&r.text("state")?)?,
         priority: u8::try_from(prio)
             .ok()

@@ -117,6 +117,12 @@ impl FileGuard {
     }
 }
 
+/// Page cache per connection, in KiB (SQLite's negative `cache_size`).
+/// 8 MB, not 32: the stream benchmark was no slower with it, and 24 MB less
+/// is ~240 B per active alert at 100k (BENCHMARKS.md entry 18); the OS page
+/// cache holds the rest of the database anyway.
+const CACHE_KIB: &str = "-8000";
+
 impl SqliteStore {
     /// Open (creating if needed) `dir/incidentd.db` and migrate it.
     pub async fn open_dir(dir: &Path, opts: SqliteOptions) -> Result<SqliteStore, StoreError> {
@@ -135,7 +141,7 @@ impl SqliteStore {
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(sync)
             .busy_timeout(Duration::from_secs(10))
-            .pragma("cache_size", "-32000");
+            .pragma("cache_size", CACHE_KIB);
         // The writer thread bounds durable ingest (BENCHMARKS.md entry 17):
         // statement journals (every multi-row upsert needs one) in memory
         // instead of a temporary file each, and checkpoints every
