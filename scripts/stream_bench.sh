@@ -65,9 +65,11 @@ wait_ready() { # URL
     return 1
 }
 
-# metric NAME PORT: the value of an unlabelled series on /metrics.
+# metric NAME PORT: the value of an unlabelled series on /metrics. awk reads
+# to the end: exiting early made curl fail writing (exit 23), which under
+# pipefail ended the whole script before the run's line was printed.
 metric() {
-    curl -fsS "http://127.0.0.1:$2/metrics" | awk -v n="$1" '$1 == n { print $2; exit }'
+    curl -fsS "http://127.0.0.1:$2/metrics" | awk -v n="$1" '$1 == n && !done { print $2; done = 1 }'
 }
 
 # run SYSTEM C URL BODIES: one load run against $PID; prints the result line.
