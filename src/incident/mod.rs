@@ -318,8 +318,8 @@ struct Tracked {
 const _: () = assert!(std::mem::size_of::<Tracked>() <= 640);
 
 impl Tracked {
-    /// `key` is the incident's stored key (`inc.key`), interned.
-    fn new(inc: Incident, key: Arc<str>, root: Option<CiIdx>, at: Timestamp) -> Tracked {
+    fn new(inc: Incident, root: Option<CiIdx>, at: Timestamp) -> Tracked {
+        let key = inc.key.clone();
         Tracked {
             inc,
             firing: 0,
@@ -349,7 +349,7 @@ pub struct Engine {
     problems: ProblemBook,
     table: AlertTable,
     /// Boxed values: a map keeps ~30 % of its slots empty, and a slot
-    /// of a 700-byte `Tracked` inline would cost that much for nothing.
+    /// of a 640-byte `Tracked` inline would cost that much for nothing.
     incidents: FxHashMap<IncidentId, Box<Tracked>>,
     /// Active incidents at the last SLA check, and `incidents_created`
     /// then (see [`Engine::load`]).
@@ -439,6 +439,16 @@ fn runbooks_of<'a>(alert: &'a Alert, decision: &'a Decision) -> Vec<&'a str> {
     }
     out.extend(decision.runbooks.iter().map(String::as_str));
     out
+}
+
+/// The one allocation of `s` in `set`, made on first sight.
+fn intern_in(set: &mut FxHashSet<Arc<str>>, s: &str) -> Arc<str> {
+    if let Some(k) = set.get(s) {
+        return k.clone();
+    }
+    let k: Arc<str> = s.into();
+    set.insert(k.clone());
+    k
 }
 
 /// Put `s` in `v` once, shared (rule names come shared from the rule set).
@@ -532,16 +542,7 @@ impl Engine {
         // Restored keys are interned as placed ones are: one allocation per
         // distinct key, shared by its alerts, incidents and the index.
         let mut interned: FxHashSet<Arc<str>> = FxHashSet::default();
-        let mut intern = move |s: &str| -> Arc<str> {
-            match interned.get(s) {
-                Some(k) => k.clone(),
-                None => {
-                    let k: Arc<str> = s.into();
-                    interned.insert(k.clone());
-                    k
-                }
-            }
-        };
+        let mut intern = |s: &str| intern_in(&mut interned, s);
         for a in snap.alerts {
             let st = AlertState::restored(
                 a.status,
@@ -569,8 +570,7 @@ impl Engine {
             }
             let (mut firing, mut last_end) = (0u32, None::<Timestamp>);
             let (mut first, mut last) = (inc.opened_at, inc.opened_at);
-            let own = inc.key.clone();
-            let mut keys: Vec<Arc<str>> = vec![own.clone()];
+            let mut keys: Vec<Arc<str>> = vec![inc.key.clone()];
             for fp in &inc.alert_fingerprints {
                 if let Some(st) = self.table.get(fp).filter(|st| st.incident == Some(id)) {
                     match st.status {
@@ -589,7 +589,7 @@ impl Engine {
                     self.by_key.insert(k.clone(), id);
                 }
             }
-            let mut t = Tracked::new(inc, own, None, first);
+            let mut t = Tracked::new(inc, None, first);
             t.firing = firing;
             t.last_end = MaybeTime::of(last_end);
             t.last = last;
@@ -807,12 +807,7 @@ impl Engine {
 
     /// `s`, shared with every other holder of the same text.
     fn share(&mut self, s: &str) -> Arc<str> {
-        if let Some(k) = self.shared.get(s) {
-            return k.clone();
-        }
-        let k: Arc<str> = s.into();
-        self.shared.insert(k.clone());
-        k
+        intern_in(&mut self.shared, s)
     }
 
     /// Ops produced since the last call, as batch `seq`.

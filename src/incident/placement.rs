@@ -295,7 +295,7 @@ impl Engine {
         let at = alert.starts_at;
         let inc = Incident {
             id,
-            key: stored_key.clone(),
+            key: stored_key,
             state: IncidentState::Open,
             priority: Priority::ALL[4],
             impact: Level::LOW,
@@ -324,7 +324,7 @@ impl Engine {
             auto_resolve_at: None,
         };
         self.incidents
-            .insert(id, Box::new(Tracked::new(inc, stored_key, None, at)));
+            .insert(id, Box::new(Tracked::new(inc, None, at)));
         self.add_key(id, key);
         let root = ci.map_or_else(
             || "no CMDB CI (unbound alert)".to_string(),
