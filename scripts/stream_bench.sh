@@ -10,7 +10,7 @@
 # when installed, a fresh Prometheus Alertmanager, each loaded for DURATION
 # seconds with wrk through ../shared/bench/load.sh. Prints one line per
 # system and connection count:
-#   system=incidentd c=8 alerts/s=… p50=… p99=… cpu=…% rss=…MB reqs=… [commits=… commit_s=…]
+#   system=incidentd c=8 alerts/s=… p50=… p99=… cpu=…% rss=…MB reqs=… [commits=… commit_s=… rss_rest=…MB]
 # and fails if a run had errors or wrapped around the stream.
 #
 # Environment (all optional):
@@ -130,7 +130,11 @@ TOML
     line=$(run incidentd "$c" "http://127.0.0.1:$PORT/api/v1/alerts/alertmanager" "$STREAM/amwebhook.jsonl")
     commits=$(metric incidentd_store_commit_duration_seconds_count "$PORT")
     commit_s=$(metric incidentd_store_commit_duration_seconds_sum "$PORT")
-    echo "$line commits=${commits:-?} commit_s=${commit_s:-?}"
+    # Resident memory once the load has stopped and the tables caught up
+    # with the journal (what a quiet daemon holds after a burst).
+    sleep 5
+    rest=$(awk '/^VmRSS/ { printf "%.1f", $2 / 1024 }' "/proc/$PID/status" 2>/dev/null || echo "?")
+    echo "$line commits=${commits:-?} commit_s=${commit_s:-?} rss_rest=${rest}MB"
     check_wrap "$line"
     if [[ -n "${PERF:-}" ]]; then kill -INT "$PERF_PID" 2>/dev/null || true; wait "$PERF_PID" 2>/dev/null || true; fi
     if grep -q 'ERROR' "$W/incidentd-$c.log"; then

@@ -737,9 +737,18 @@ backoff_max = "500ms"
         "the failures were logged:\n{log}"
     );
     assert!(incident.contains("outbound_retrying"), "{incident}");
+    // The database, its WAL and the journal's segments.
     let mut db = Vec::new();
-    for f in std::fs::read_dir(dir.path().join("data")).expect("data dir") {
-        db.extend(std::fs::read(f.expect("entry").path()).expect("read db file"));
+    let mut dirs = vec![dir.path().join("data")];
+    while let Some(d) = dirs.pop() {
+        for f in std::fs::read_dir(&d).expect("data dir") {
+            let p = f.expect("entry").path();
+            if p.is_dir() {
+                dirs.push(p);
+            } else {
+                db.extend(std::fs::read(&p).expect("read db file"));
+            }
+        }
     }
     let db = String::from_utf8_lossy(&db);
     assert!(db.contains("will retry"), "the database holds the errors");

@@ -58,6 +58,12 @@ impl Running {
         self.cancel.cancel();
         self.tracker.close();
         self.tracker.wait().await;
+        // A stopped daemon leaves every table complete (a copy of the
+        // database taken now holds everything); if this fails, the next
+        // start projects the rest from the journal.
+        if let Err(e) = self.store.settle().await {
+            tracing::warn!(error = %e, "stopping with journal records not yet in the tables; the next start applies them");
+        }
     }
 }
 

@@ -4,6 +4,7 @@
 //! lets several instances (Kafka shards) share one database.
 
 mod batch;
+mod journal;
 mod postgres;
 mod rows;
 mod sql;
@@ -42,6 +43,8 @@ pub enum StoreError {
         "the database file {0}; writes are refused so that nothing goes into a file no restart would see: put it back (or restore the backup) and restart"
     )]
     Lost(String),
+    #[error("journal: {0}")]
+    Journal(String),
     #[error("cannot create data directory {path}: {source}")]
     DataDir {
         path: String,
@@ -275,6 +278,13 @@ pub trait IncidentLog: Send + Sync + 'static {
     fn load_state(&self, what: Restore) -> BoxFuture<'_, Result<Snapshot, StoreError>>;
     /// Cheap round trip for `/readyz`.
     fn ping(&self) -> BoxFuture<'_, Result<(), StoreError>>;
+    /// Wait until every batch applied so far is where reads find it (a
+    /// store that acknowledges at a journal projects behind it): before a
+    /// clean exit, so that a copy of the database taken after a stop holds
+    /// everything.
+    fn settle(&self) -> BoxFuture<'_, Result<(), StoreError>> {
+        Box::pin(async { Ok(()) })
+    }
     /// Whether the store is still the one that was opened: a database file
     /// deleted or replaced under the daemon would otherwise take writes
     /// that no restart ever sees. Cheap (a `stat` and a header read);

@@ -11,8 +11,9 @@ use crate::domain::{
 use serde::{Deserialize, Serialize};
 use sqlx::{ColumnIndex, Decode, Row, Type};
 
-/// Lists and links that ride along in `incidents.extra`.
-#[derive(Serialize, Deserialize, Default)]
+/// Lists and links that ride along in `incidents.extra` (read back; written
+/// through [`ExtraRef`]).
+#[derive(Deserialize, Default)]
 pub(super) struct Extra {
     #[serde(default)]
     cis: Vec<String>,
@@ -34,17 +35,39 @@ pub(super) struct Extra {
     auto_resolve_at: Option<Timestamp>,
 }
 
+/// [`Extra`] borrowed from an incident: the same JSON without copying its
+/// lists (written for every incident change, while senders wait).
+#[derive(Serialize)]
+struct ExtraRef<'a> {
+    cis: &'a [String],
+    impacted_services: &'a [String],
+    rules: &'a [std::sync::Arc<str>],
+    links: &'a Links,
+    impact_detail: &'a [ServiceImpact],
+    signature: &'a Option<std::sync::Arc<str>>,
+    #[serde(skip_serializing_if = "empty")]
+    sla_marks: &'a [String],
+    #[serde(skip_serializing_if = "empty")]
+    holds: &'a [Hold],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    auto_resolve_at: Option<Timestamp>,
+}
+
+fn empty<T>(v: &&[T]) -> bool {
+    v.is_empty()
+}
+
 /// `incidents.extra` of an incident, as JSON text.
 pub(super) fn extra_json(inc: &Incident) -> String {
-    to_json(&Extra {
-        cis: inc.cis.clone(),
-        impacted_services: inc.impacted_services.clone(),
-        rules: inc.rules.clone(),
-        links: inc.links.clone(),
-        impact_detail: inc.impact_detail.clone(),
-        signature: inc.signature.clone(),
-        sla_marks: inc.sla_marks.clone(),
-        holds: inc.holds.clone(),
+    to_json(&ExtraRef {
+        cis: &inc.cis,
+        impacted_services: &inc.impacted_services,
+        rules: &inc.rules,
+        links: &inc.links,
+        impact_detail: &inc.impact_detail,
+        signature: &inc.signature,
+        sla_marks: &inc.sla_marks,
+        holds: &inc.holds,
         auto_resolve_at: inc.auto_resolve_at,
     })
 }

@@ -1,7 +1,9 @@
-//! Embedded SQLite store (WAL). One writer connection applies batches; a
-//! small pool serves reads concurrently, which WAL allows.
+//! Embedded SQLite store (WAL). A batch is durable once appended to the
+//! journal (`journal.rs`); one writer connection projects the journal into
+//! the tables, and a small pool serves reads concurrently, which WAL allows.
 
 use super::batch::{Grouped, group};
+use super::journal::{Journal, run_script};
 use super::rows::{change_state_str, count_to_db, extra_json, fp_to_db, to_json};
 use super::sql::{self, Arg, Dialect, SqlBackend, Stmt};
 use super::{BoxFuture, IncidentLog, Restore, Snapshot, StoreError, StoreOp};
@@ -14,6 +16,7 @@ use sqlx::sqlite::{
 };
 use std::path::Path;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 const MIGRATIONS: &[(i64, &str)] = &[
@@ -26,6 +29,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
         6,
         include_str!("migrations/sqlite/0006_hot_path_indexes.sql"),
     ),
+    (7, include_str!("migrations/sqlite/0007_journal.sql")),
 ];
 
 /// WAL pages (4 KiB) after which a commit checkpoints: the WAL file grows to
@@ -50,6 +54,9 @@ pub enum Synchronous {
 pub struct SqliteOptions {
     pub synchronous: Synchronous,
     pub read_connections: u32,
+    /// Acknowledge a batch once appended to the journal, projecting it into
+    /// the tables behind (see `journal.rs`); off: once committed to them.
+    pub journal: bool,
 }
 
 impl Default for SqliteOptions {
@@ -57,6 +64,7 @@ impl Default for SqliteOptions {
         SqliteOptions {
             synchronous: Synchronous::Full,
             read_connections: 4,
+            journal: true,
         }
     }
 }
@@ -65,11 +73,13 @@ pub struct SqliteStore {
     writer: SqlitePool,
     reader: SqlitePool,
     /// The file opened (none in memory), to notice it deleted or replaced.
-    file: Option<FileGuard>,
+    file: Option<Arc<FileGuard>>,
+    /// The durability point when on (file stores by default).
+    journal: Option<Journal>,
 }
 
 /// The identity of the database file at open: device and inode.
-struct FileGuard {
+pub(super) struct FileGuard {
     path: std::path::PathBuf,
     id: (u64, u64),
     /// Why the file is no longer ours; set once, never cleared.
@@ -87,7 +97,7 @@ fn file_id(path: &Path) -> std::io::Result<(u64, u64)> {
 
 impl FileGuard {
     /// `Err(reason)` once the file at the path is not the one opened.
-    fn check(&self, header: bool) -> Result<(), String> {
+    pub(super) fn check(&self, header: bool) -> Result<(), String> {
         if let Some(why) = self.lost.get() {
             return Err(why.clone());
         }
@@ -154,23 +164,48 @@ impl SqliteStore {
                     .pragma("wal_autocheckpoint", WAL_CHECKPOINT_PAGES),
             )
             .await?;
-        migrate(&writer).await?;
+        // Journal records hold SQL for the schema they were written under:
+        // recover them before any later migration changes it.
+        migrate(
+            &writer,
+            if opts.journal {
+                JOURNAL_SCHEMA
+            } else {
+                i64::MAX
+            },
+        )
+        .await?;
         let reader = SqlitePoolOptions::new()
             .max_connections(opts.read_connections.max(1))
             .connect_with(base.read_only(true))
             .await?;
-        let file = Some(FileGuard {
+        let file = Some(Arc::new(FileGuard {
             id: file_id(&path).map_err(|source| StoreError::DataDir {
                 path: path.display().to_string(),
                 source,
             })?,
             path,
             lost: std::sync::OnceLock::new(),
-        });
+        }));
+        let journal = if opts.journal {
+            Some(
+                Journal::open(
+                    dir.join("journal"),
+                    opts.synchronous == Synchronous::Full,
+                    writer.clone(),
+                    file.clone(),
+                )
+                .await?,
+            )
+        } else {
+            None
+        };
+        migrate(&writer, i64::MAX).await?;
         Ok(SqliteStore {
             writer,
             reader,
             file,
+            journal,
         })
     }
 
@@ -184,21 +219,32 @@ impl SqliteStore {
             .max_lifetime(None)
             .connect_with(opts)
             .await?;
-        migrate(&pool).await?;
+        migrate(&pool, i64::MAX).await?;
         Ok(SqliteStore {
             writer: pool.clone(),
             reader: pool,
             file: None,
+            journal: None,
         })
     }
 
+    /// Close the pools once every journal record is in the tables.
     pub async fn close(&self) {
+        if let Some(j) = &self.journal
+            && let Err(e) = j.caught_up().await
+        {
+            tracing::warn!(error = %e, "closing with journal records not yet in the tables; the next start applies them");
+        }
         self.writer.close().await;
         self.reader.close().await;
     }
 }
 
-async fn migrate(pool: &SqlitePool) -> Result<(), StoreError> {
+/// The migration that creates `journal_state`.
+const JOURNAL_SCHEMA: i64 = 7;
+
+/// Apply the migrations not yet applied, up to version `upto`.
+async fn migrate(pool: &SqlitePool, upto: i64) -> Result<(), StoreError> {
     sqlx::query(
         "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)",
     )
@@ -208,7 +254,7 @@ async fn migrate(pool: &SqlitePool) -> Result<(), StoreError> {
         .fetch_all(pool)
         .await?;
     for (version, sql) in MIGRATIONS {
-        if done.contains(version) {
+        if done.contains(version) || *version > upto {
             continue;
         }
         let mut tx = pool.begin().await?;
@@ -250,12 +296,16 @@ impl Sql {
             }
             self.0.push_str("' AS TEXT)");
         } else {
+            // Whole runs between quotes, not a push per character: the
+            // batch's text is built while its senders wait.
             self.0.push('\'');
-            for ch in v.chars() {
-                if ch == '\'' {
-                    self.0.push('\'');
-                }
-                self.0.push(ch);
+            let mut parts = v.split('\'');
+            if let Some(first) = parts.next() {
+                self.0.push_str(first);
+            }
+            for part in parts {
+                self.0.push_str("''");
+                self.0.push_str(part);
             }
             self.0.push('\'');
         }
@@ -268,7 +318,10 @@ impl Sql {
         }
     }
     fn int(&mut self, v: i64) -> &mut Self {
-        self.0.push_str(&v.to_string());
+        use std::fmt::Write;
+        // Into the text directly (no String per number); writing to a
+        // String cannot fail.
+        let _ = write!(self.0, "{v}");
         self
     }
     fn opt_int(&mut self, v: Option<i64>) -> &mut Self {
@@ -293,9 +346,18 @@ impl Sql {
     }
 }
 
+/// A batch as one transaction.
 fn script(g: &Grouped<'_>) -> String {
     let mut q = Sql(String::with_capacity(64 * 1024));
     q.raw("BEGIN IMMEDIATE;\n");
+    body(g, &mut q);
+    q.raw("COMMIT;");
+    q.0
+}
+
+/// A batch's statements, without a transaction (the journal's record: the
+/// projector runs many in one).
+fn body(g: &Grouped<'_>, q: &mut Sql) {
     for rows in g.incidents.chunks(ROWS_PER_STATEMENT) {
         q.raw(
             "INSERT INTO incidents (id, key, state, priority, impact, urgency, title, root_ci, assignment_group, \
@@ -577,8 +639,16 @@ fn script(g: &Grouped<'_>) -> String {
              deliveries = MAX(alerts.deliveries, v.deliveries) FROM v WHERE alerts.fingerprint = v.fp;\n",
         );
     }
-    q.raw("COMMIT;");
-    q.0
+}
+
+impl SqliteStore {
+    /// Everything appended so far is in the tables (at once without a journal).
+    async fn caught_up(&self) -> Result<(), StoreError> {
+        match &self.journal {
+            Some(j) => j.caught_up().await,
+            None => Ok(()),
+        }
+    }
 }
 
 impl IncidentLog for SqliteStore {
@@ -592,20 +662,12 @@ impl IncidentLog for SqliteStore {
             if let Some(f) = &self.file {
                 f.check(false).map_err(StoreError::Lost)?;
             }
-            let sql = script(&group(ops));
-            let mut conn = self.writer.acquire().await?;
-            if let Err(e) = sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
-                .execute(&mut *conn)
-                .await
-            {
-                // The script stopped part-way inside its transaction: undo it
-                // so the connection goes back to the pool clean.
-                if let Err(rb) = sqlx::raw_sql("ROLLBACK").execute(&mut *conn).await {
-                    tracing::debug!(error = %rb, "rollback after a failed batch");
-                }
-                return Err(e.into());
+            if let Some(j) = &self.journal {
+                let mut q = Sql(String::with_capacity(64 * 1024));
+                body(&group(ops), &mut q);
+                return j.append(q.0).await;
             }
-            Ok(())
+            run_script(&self.writer, script(&group(ops))).await
         })
     }
 
@@ -616,9 +678,16 @@ impl IncidentLog for SqliteStore {
     fn ping(&self) -> BoxFuture<'_, Result<(), StoreError>> {
         Box::pin(async move {
             self.integrity()?;
+            if let Some(why) = self.journal.as_ref().and_then(Journal::failing) {
+                return Err(StoreError::Journal(why));
+            }
             sqlx::query("SELECT 1").execute(&self.reader).await?;
             Ok(())
         })
+    }
+
+    fn settle(&self) -> BoxFuture<'_, Result<(), StoreError>> {
+        Box::pin(self.caught_up())
     }
 
     fn integrity(&self) -> Result<(), StoreError> {
@@ -638,7 +707,10 @@ impl SqlBackend for SqliteStore {
     const DIALECT: Dialect = Dialect::Sqlite;
 
     fn fetch<'a>(&'a self, st: Stmt<'a>) -> BoxFuture<'a, Result<Vec<SqliteRow>, StoreError>> {
-        Box::pin(async move { Ok(query(st)?.fetch_all(&self.reader).await?) })
+        Box::pin(async move {
+            self.caught_up().await?;
+            Ok(query(st)?.fetch_all(&self.reader).await?)
+        })
     }
 
     fn fetch_consistent<'a>(
@@ -648,6 +720,7 @@ impl SqlBackend for SqliteStore {
         Box::pin(async move {
             // On the writer: every batch committed before is seen, and no
             // batch commits between the statements.
+            self.caught_up().await?;
             let mut tx = self.writer.begin().await?;
             let mut out = Vec::with_capacity(sts.len());
             for st in sts {
@@ -660,6 +733,9 @@ impl SqlBackend for SqliteStore {
 
     fn execute<'a>(&'a self, sts: Vec<Stmt<'a>>) -> BoxFuture<'a, Result<u64, StoreError>> {
         Box::pin(async move {
+            // After the batches appended before: rows they create or change
+            // are there to update, and this write lands after theirs.
+            self.caught_up().await?;
             let mut tx = self.writer.begin().await?;
             let mut first = None;
             for st in sts {

@@ -1,0 +1,749 @@
+//! The SQLite store's durability point. Each batch becomes one checksummed
+//! record appended to a segment file under `data_dir/journal/` (and
+//! fsynced under `synchronous = full`); a projector applies the records to
+//! the tables behind it, many per transaction, and notes in the same
+//! transaction how far it got (`journal_state`).
+//!
+//! Why: a sender used to wait while the one writer connection executed
+//! every statement of its batch and committed it (WAL frames, statement
+//! parsing and the fsync of a small transaction bounded durable ingest at
+//! 8 connections; BENCHMARKS.md entries 17–19). Now it waits for one
+//! sequential write, and the tables catch up in transactions that write
+//! each hot page once for many batches. Reads wait until the projection
+//! reaches what was appended before they started, so no read is older than
+//! what its caller was told is durable.
+//!
+//! Recovery (at open): the records after `journal_state.seq` are projected
+//! before anything else runs; a record cut short by a crash was never
+//! acknowledged (its append had not returned) and is ignored.
+
+use super::StoreError;
+use super::sqlite::FileGuard;
+use sqlx::SqlitePool;
+use std::fs::{File, OpenOptions};
+use std::io::{ErrorKind, Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
+
+/// A segment is closed, and a new one started, beyond this size; a closed
+/// segment is deleted once all of it is projected.
+const SEGMENT_BYTES: u64 = 64 << 20;
+
+/// Script text per projection transaction at most. Larger transactions
+/// were not cheaper per byte (statement execution dominates, not the
+/// commit): at 4 MiB a projection took ~570 ms and the process held ~330 MB
+/// at the end of a stream run (SQLite's allocations for thousands of
+/// prepared statements at once), at 1 MiB it settled at ~50 KB per
+/// transaction (it keeps up) and ~100 MB (BENCHMARKS.md entry 19).
+const PROJECT_BYTES: usize = 1 << 20;
+
+/// Appended but not yet projected, in KiB, before appends wait. The tables
+/// may trail the journal by this much: a read waits for it (~1 s of
+/// projection at most), and a burst beyond it is paced by the projection,
+/// not hidden in memory (32 MiB kept ~50 MB more resident after a burst
+/// and let a 10 s benchmark run 4 s ahead of the tables).
+const BACKLOG_KIB: u32 = 8 << 10;
+
+/// Record header: body length (u32), CRC-32C of sequence and body (u32),
+/// sequence number (u64), all little-endian.
+const HEADER: usize = 16;
+
+const CRC: crc::Crc<u32> = crc::Crc::<u32>::new(&crc::CRC_32_ISCSI);
+
+fn checksum(seq: u64, body: &[u8]) -> u32 {
+    let mut d = CRC.digest();
+    d.update(&seq.to_le_bytes());
+    d.update(body);
+    d.finalize()
+}
+
+/// One record: its sequence number and the SQL it projects to.
+#[derive(Debug, Clone, PartialEq)]
+pub(super) struct Record {
+    pub seq: u64,
+    pub body: String,
+}
+
+/// A record's header.
+fn header(seq: u64, body: &[u8]) -> std::io::Result<[u8; HEADER]> {
+    let len = u32::try_from(body.len())
+        .map_err(|_| std::io::Error::new(ErrorKind::InvalidInput, "batch larger than 4 GiB"))?;
+    let mut h = [0u8; HEADER];
+    h[..4].copy_from_slice(&len.to_le_bytes());
+    h[4..8].copy_from_slice(&checksum(seq, body).to_le_bytes());
+    h[8..].copy_from_slice(&seq.to_le_bytes());
+    Ok(h)
+}
+
+#[cfg(test)]
+fn encode(seq: u64, body: &[u8]) -> std::io::Result<Vec<u8>> {
+    let mut buf = header(seq, body)?.to_vec();
+    buf.extend_from_slice(body);
+    Ok(buf)
+}
+
+/// The records of one segment's bytes, up to the first that is cut short
+/// or fails its checksum (the tail of a write a crash interrupted), and
+/// whether such a tail was found.
+fn decode(mut bytes: &[u8]) -> (Vec<Record>, bool) {
+    let mut out = Vec::new();
+    while !bytes.is_empty() {
+        let Some((head, rest)) = bytes.split_at_checked(HEADER) else {
+            return (out, true);
+        };
+        let word = |i: usize| u32::from_le_bytes([head[i], head[i + 1], head[i + 2], head[i + 3]]);
+        let (len, crc) = (word(0) as usize, word(4));
+        let mut seq = [0u8; 8];
+        seq.copy_from_slice(&head[8..16]);
+        let seq = u64::from_le_bytes(seq);
+        let Some((body, rest)) = rest.split_at_checked(len) else {
+            return (out, true);
+        };
+        if checksum(seq, body) != crc {
+            return (out, true);
+        }
+        let Ok(body) = String::from_utf8(body.to_vec()) else {
+            return (out, true);
+        };
+        out.push(Record { seq, body });
+        bytes = rest;
+    }
+    (out, false)
+}
+
+fn segment_name(first: u64) -> String {
+    format!("{first:020}.log")
+}
+
+/// Segment files under `dir`, oldest first (names sort by first sequence).
+fn segments(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+    let mut out: Vec<PathBuf> = std::fs::read_dir(dir)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "log"))
+        .collect();
+    out.sort();
+    Ok(out)
+}
+
+fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+/// The segment being written.
+struct Open {
+    file: File,
+    path: PathBuf,
+    len: u64,
+    last: u64,
+}
+
+/// Writes records in sequence; owned by one lock, so that sequence order,
+/// file order and the projector's queue order are the same.
+pub(super) struct Appender {
+    dir: PathBuf,
+    sync: bool,
+    /// `SEGMENT_BYTES` (smaller in tests).
+    segment_bytes: u64,
+    current: Option<Open>,
+    /// Closed segments and the last sequence each holds.
+    closed: Vec<(PathBuf, u64)>,
+    next_seq: u64,
+}
+
+impl Appender {
+    fn new(dir: PathBuf, sync: bool, next_seq: u64) -> Appender {
+        Appender {
+            dir,
+            sync,
+            segment_bytes: SEGMENT_BYTES,
+            current: None,
+            closed: Vec::new(),
+            next_seq,
+        }
+    }
+
+    /// Append one record and make it durable (under `sync`); its sequence.
+    /// On failure nothing of it is left behind to recover (the caller
+    /// retries the batch under the next number), or the segment is closed
+    /// with the remains at its end, where recovery stops reading it.
+    fn append(&mut self, body: &[u8]) -> std::io::Result<u64> {
+        let limit = self.segment_bytes;
+        if let Some(cur) = self.current.take_if(|c| c.len >= limit) {
+            self.closed.push((cur.path, cur.last));
+        }
+        let cur = match &mut self.current {
+            Some(c) => c,
+            None => {
+                let path = self.dir.join(segment_name(self.next_seq));
+                let file = OpenOptions::new()
+                    .append(true)
+                    .create_new(true)
+                    .open(&path)?;
+                if self.sync {
+                    sync_dir(&self.dir)?;
+                }
+                self.current.insert(Open {
+                    file,
+                    path,
+                    len: 0,
+                    last: self.next_seq.saturating_sub(1),
+                })
+            }
+        };
+        let seq = self.next_seq;
+        let head = header(seq, body)?;
+        // Two writes, not a copy of the body: a torn pair is what the
+        // checksum is for.
+        let written = cur
+            .file
+            .write_all(&head)
+            .and_then(|()| cur.file.write_all(body))
+            .and_then(|()| {
+                if self.sync {
+                    cur.file.sync_data()
+                } else {
+                    Ok(())
+                }
+            });
+        if let Err(e) = written {
+            let undone = cur
+                .file
+                .set_len(cur.len)
+                .and_then(|()| cur.file.sync_data());
+            if undone.is_err()
+                && let Some(c) = self.current.take()
+            {
+                self.closed.push((c.path, c.last.max(seq)));
+            }
+            return Err(e);
+        }
+        cur.len += (HEADER + body.len()) as u64;
+        cur.last = seq;
+        self.next_seq += 1;
+        Ok(seq)
+    }
+
+    /// Delete the closed segments whose records are all projected.
+    fn release(&mut self, projected: u64) {
+        self.closed.retain(|(path, last)| {
+            if *last > projected {
+                return true;
+            }
+            match std::fs::remove_file(path) {
+                Ok(()) => false,
+                Err(e) if e.kind() == ErrorKind::NotFound => false,
+                Err(e) => {
+                    tracing::warn!(path = %path.display(), error = %e, "cannot delete a projected journal segment");
+                    true
+                }
+            }
+        });
+    }
+}
+
+fn lock(a: &Mutex<Appender>) -> MutexGuard<'_, Appender> {
+    // A panic while holding it left at worst a record that recovery
+    // ignores; the appender itself stays consistent.
+    a.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// How far the tables are, and why the projection fails if it does.
+#[derive(Debug, Clone, Default)]
+struct Progress {
+    projected: u64,
+    failing: Option<Arc<str>>,
+}
+
+/// An appended record waiting for the projector, holding its share of the
+/// backlog until it is in the tables.
+struct Pending {
+    seq: u64,
+    body: String,
+    _room: OwnedSemaphorePermit,
+}
+
+pub(super) struct Journal {
+    dir: PathBuf,
+    /// The data directory's journal is ours alone (see [`exclusive`]).
+    _lock: Arc<File>,
+    appender: Arc<Mutex<Appender>>,
+    queue: mpsc::UnboundedSender<Pending>,
+    backlog: Arc<Semaphore>,
+    appended: Arc<AtomicU64>,
+    progress: watch::Receiver<Progress>,
+}
+
+/// The projection of `bodies` with the note of how far it reaches, as one
+/// transaction.
+fn transaction<'a>(bodies: impl Iterator<Item = &'a str>, last: u64) -> String {
+    let mut sql = String::from("BEGIN IMMEDIATE;\n");
+    for b in bodies {
+        sql.push_str(b);
+    }
+    sql.push_str(&format!(
+        "UPDATE journal_state SET seq = {last} WHERE id = 1;\nCOMMIT;"
+    ));
+    sql
+}
+
+/// Run one script that is one transaction on the writer; if it stops
+/// part-way, undo it so that the connection goes back to the pool clean.
+pub(super) async fn run_script(writer: &SqlitePool, sql: String) -> Result<(), StoreError> {
+    let mut conn = writer.acquire().await?;
+    if let Err(e) = sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+        .execute(&mut *conn)
+        .await
+    {
+        if let Err(rb) = sqlx::raw_sql("ROLLBACK").execute(&mut *conn).await {
+            tracing::debug!(error = %rb, "rollback after a failed batch");
+        }
+        return Err(e.into());
+    }
+    Ok(())
+}
+
+impl Journal {
+    /// Project what an earlier run appended and did not project, then
+    /// start appending after it.
+    pub(super) async fn open(
+        dir: PathBuf,
+        sync: bool,
+        writer: SqlitePool,
+        guard: Option<Arc<FileGuard>>,
+    ) -> Result<Journal, StoreError> {
+        let io = |what: &str, e: std::io::Error| {
+            StoreError::Journal(format!("{what} {}: {e}", dir.display()))
+        };
+        std::fs::create_dir_all(&dir).map_err(|e| io("creating", e))?;
+        let lock = Arc::new(exclusive(&dir, LOCK_WAIT).await?);
+        let projected = recover(&dir, &writer).await?;
+        let appender = Arc::new(Mutex::new(Appender::new(dir.clone(), sync, projected + 1)));
+        let (queue, rx) = mpsc::unbounded_channel();
+        let (tx, progress) = watch::channel(Progress {
+            projected,
+            failing: None,
+        });
+        tokio::spawn(project(
+            rx,
+            writer,
+            tx,
+            appender.clone(),
+            guard,
+            lock.clone(),
+        ));
+        Ok(Journal {
+            dir,
+            _lock: lock,
+            appender,
+            queue,
+            backlog: Arc::new(Semaphore::new(BACKLOG_KIB as usize)),
+            appended: Arc::new(AtomicU64::new(projected)),
+            progress,
+        })
+    }
+
+    /// Append `body` (a batch's SQL, without its transaction) durably.
+    pub(super) async fn append(&self, body: String) -> Result<(), StoreError> {
+        let kib = u32::try_from(body.len() / 1024 + 1)
+            .unwrap_or(u32::MAX)
+            .min(BACKLOG_KIB);
+        let room = self
+            .backlog
+            .clone()
+            .acquire_many_owned(kib)
+            .await
+            .map_err(|_| StoreError::Journal("the journal is closed".into()))?;
+        let appender = self.appender.clone();
+        let queue = self.queue.clone();
+        let appended = self.appended.clone();
+        let done = tokio::task::spawn_blocking(move || {
+            let mut a = lock(&appender);
+            let seq = a.append(body.as_bytes())?;
+            appended.store(seq, Ordering::Release);
+            // In the lock: the projector sees records in sequence order. It
+            // stops only when the store is dropped, with this sender.
+            let _ = queue.send(Pending {
+                seq,
+                body,
+                _room: room,
+            });
+            Ok::<(), std::io::Error>(())
+        })
+        .await
+        .map_err(|e| StoreError::Journal(format!("appending: {e}")))?;
+        done.map_err(|e| StoreError::Journal(format!("appending to {}: {e}", self.dir.display())))
+    }
+
+    /// Wait until everything appended before this call is in the tables;
+    /// an error while the projection fails.
+    pub(super) async fn caught_up(&self) -> Result<(), StoreError> {
+        let target = self.appended.load(Ordering::Acquire);
+        let mut rx = self.progress.clone();
+        let p = rx
+            .wait_for(|p| p.projected >= target || p.failing.is_some())
+            .await
+            .map_err(|_| StoreError::Journal("the journal's projector stopped".into()))?
+            .clone();
+        match p.failing {
+            Some(why) if p.projected < target => Err(StoreError::Journal(format!(
+                "the tables are behind the journal: {why}"
+            ))),
+            _ => Ok(()),
+        }
+    }
+
+    /// Why the projection currently fails, if it does.
+    pub(super) fn failing(&self) -> Option<String> {
+        self.progress.borrow().failing.as_deref().map(str::to_owned)
+    }
+}
+
+/// How long an open waits for the journal's lock: a store of the same
+/// process closing, or a daemon being stopped, lets go within it.
+const LOCK_WAIT: Duration = Duration::from_secs(10);
+
+/// Take the journal's lock (`dir/LOCK`), waiting up to `LOCK_WAIT`. Two
+/// daemons on one data directory would recover and delete each other's
+/// records; the second one is refused instead.
+async fn exclusive(dir: &Path, wait: Duration) -> Result<File, StoreError> {
+    let path = dir.join("LOCK");
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| StoreError::Journal(format!("opening {}: {e}", path.display())))?;
+    let started = tokio::time::Instant::now();
+    loop {
+        match file.try_lock() {
+            Ok(()) => return Ok(file),
+            Err(std::fs::TryLockError::WouldBlock) if started.elapsed() < wait => {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(StoreError::Journal(format!(
+                    "{} is locked by another incidentd using this data directory",
+                    path.display()
+                )));
+            }
+            Err(std::fs::TryLockError::Error(e)) => {
+                return Err(StoreError::Journal(format!(
+                    "locking {}: {e}",
+                    path.display()
+                )));
+            }
+        }
+    }
+}
+
+/// Project the records after `journal_state.seq` found under `dir`, then
+/// delete every segment; the last sequence in the tables.
+async fn recover(dir: &Path, writer: &SqlitePool) -> Result<u64, StoreError> {
+    let io = |e: std::io::Error| StoreError::Journal(format!("reading {}: {e}", dir.display()));
+    let seq: i64 = sqlx::query_scalar("SELECT seq FROM journal_state WHERE id = 1")
+        .fetch_one(writer)
+        .await?;
+    let mut projected = u64::try_from(seq).unwrap_or(0);
+    let files = segments(dir).map_err(io)?;
+    let mut todo = Vec::new();
+    for path in &files {
+        let mut bytes = Vec::new();
+        File::open(path)
+            .and_then(|mut f| f.read_to_end(&mut bytes))
+            .map_err(io)?;
+        let (records, torn) = decode(&bytes);
+        if torn {
+            tracing::warn!(segment = %path.display(), records = records.len(), "journal segment ends in a record cut short (a write a crash interrupted, never acknowledged); ignored");
+        }
+        todo.extend(records.into_iter().filter(|r| r.seq > projected));
+    }
+    // Records follow the database's point without a gap; otherwise the
+    // database is not the one the journal was written for (a restored
+    // backup older than the journal): the records in between went with
+    // the database they were projected into, and the later ones cannot be
+    // applied alone.
+    if let Some(gap) = todo
+        .iter()
+        .zip(projected + 1..)
+        .position(|(r, want)| r.seq != want)
+    {
+        let aside = dir.with_extension(format!("stale-{}", todo[gap].seq));
+        tracing::error!(
+            database_at = projected + gap as u64, journal_next = todo[gap].seq, moved_to = %aside.display(),
+            "the journal does not continue the database (restored from a backup?); the records from the gap on are set aside, not applied"
+        );
+        todo.truncate(gap);
+        apply_all(writer, &todo, &mut projected).await?;
+        std::fs::rename(dir, &aside).map_err(io)?;
+        std::fs::create_dir_all(dir).map_err(io)?;
+        return Ok(projected);
+    }
+    apply_all(writer, &todo, &mut projected).await?;
+    if !todo.is_empty() {
+        tracing::info!(
+            records = todo.len(),
+            up_to = projected,
+            "journal recovered into the tables"
+        );
+    }
+    for path in &files {
+        std::fs::remove_file(path).map_err(io)?;
+    }
+    Ok(projected)
+}
+
+/// Project `records` (in sequence) in transactions of `PROJECT_BYTES`.
+async fn apply_all(
+    writer: &SqlitePool,
+    records: &[Record],
+    projected: &mut u64,
+) -> Result<(), StoreError> {
+    let mut start = 0;
+    while start < records.len() {
+        let mut end = start;
+        let mut bytes = 0;
+        while end < records.len() && (end == start || bytes < PROJECT_BYTES) {
+            bytes += records[end].body.len();
+            end += 1;
+        }
+        let last = records[end - 1].seq;
+        let part = records[start..end].iter().map(|r| r.body.as_str());
+        run_script(writer, transaction(part, last)).await?;
+        *projected = last;
+        start = end;
+    }
+    Ok(())
+}
+
+/// The projector: apply queued records in large transactions, in order,
+/// retrying a failed one until it succeeds (its records are durable in
+/// the journal; dropping them would lose acknowledged alerts).
+async fn project(
+    mut rx: mpsc::UnboundedReceiver<Pending>,
+    writer: SqlitePool,
+    progress: watch::Sender<Progress>,
+    appender: Arc<Mutex<Appender>>,
+    guard: Option<Arc<FileGuard>>,
+    // Held until the last queued record is projected: a store opened again
+    // in the same process must not recover the same records meanwhile.
+    _lock: Arc<File>,
+) {
+    while let Some(first) = rx.recv().await {
+        let mut bytes = first.body.len();
+        let mut batch = vec![first];
+        while bytes < PROJECT_BYTES {
+            match rx.try_recv() {
+                Ok(p) => {
+                    bytes += p.body.len();
+                    batch.push(p);
+                }
+                Err(_) => break,
+            }
+        }
+        let last = batch.last().map_or(0, |p| p.seq);
+        let sql = transaction(batch.iter().map(|p| p.body.as_str()), last);
+        let mut backoff = Duration::from_millis(50);
+        loop {
+            // Never into a database file that is no longer at its path:
+            // the records stay in the journal for a restart.
+            let done = match guard.as_ref().map(|g| g.check(false)) {
+                Some(Err(why)) => Err(StoreError::Lost(why)),
+                _ => run_script(&writer, sql.clone()).await,
+            };
+            match done {
+                Ok(()) => break,
+                Err(e) => {
+                    let why: Arc<str> = e.to_string().into();
+                    if progress.borrow().failing.as_deref() != Some(&*why) {
+                        tracing::error!(error = %why, up_to = last, "projecting the journal into the tables failed; retrying (the records are safe in the journal)");
+                    }
+                    progress.send_modify(|p| p.failing = Some(why));
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+        progress.send_modify(|p| {
+            p.projected = last;
+            p.failing = None;
+        });
+        drop(batch);
+        let a = appender.clone();
+        if let Err(e) = tokio::task::spawn_blocking(move || lock(&a).release(last)).await {
+            tracing::warn!(error = %e, "releasing projected journal segments");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_round_trip_and_a_torn_tail_is_ignored() {
+        let mut bytes = encode(7, b"INSERT 1;").expect("encode");
+        bytes.extend(encode(8, "UPDATE 'é';".as_bytes()).expect("encode"));
+        let (r, torn) = decode(&bytes);
+        assert!(!torn);
+        assert_eq!(
+            r,
+            vec![
+                Record {
+                    seq: 7,
+                    body: "INSERT 1;".into()
+                },
+                Record {
+                    seq: 8,
+                    body: "UPDATE 'é';".into()
+                }
+            ]
+        );
+        // Cut anywhere inside the second record: the first survives.
+        let one = encode(7, b"INSERT 1;").expect("encode").len();
+        for cut in one + 1..bytes.len() {
+            let (r, torn) = decode(&bytes[..cut]);
+            assert!(torn, "cut at {cut}");
+            assert_eq!(r.len(), 1, "cut at {cut}");
+        }
+        // A flipped bit in the body fails the checksum.
+        let mut bad = bytes.clone();
+        let last = bad.len() - 1;
+        bad[last] ^= 1;
+        let (r, torn) = decode(&bad);
+        assert!(torn);
+        assert_eq!(r.len(), 1);
+    }
+
+    #[test]
+    fn segments_rotate_and_are_deleted_once_projected() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut a = Appender::new(dir.path().to_path_buf(), true, 1);
+        a.segment_bytes = 1000;
+        let big = vec![b'x'; 500];
+        for _ in 0..5 {
+            a.append(&big).expect("append");
+        }
+        // 2 records per segment before it passes the size: 3 segments.
+        assert_eq!(segments(dir.path()).expect("list").len(), 3);
+        assert_eq!(a.closed.iter().map(|c| c.1).collect::<Vec<_>>(), [2, 4]);
+        a.release(3);
+        assert_eq!(segments(dir.path()).expect("list").len(), 2);
+        a.release(5);
+        let left = segments(dir.path()).expect("list");
+        assert_eq!(left.len(), 1, "the open segment stays");
+        assert!(left[0].ends_with(segment_name(5)));
+    }
+
+    fn timeline_row(seq: u64) -> String {
+        format!(
+            "INSERT INTO timeline (incident_id, at, kind, message) VALUES (1, {seq}, 'assigned', 'record {seq}');\n"
+        )
+    }
+
+    async fn open(dir: &Path) -> crate::store::SqliteStore {
+        crate::store::SqliteStore::open_dir(dir, crate::store::SqliteOptions::default())
+            .await
+            .expect("open")
+    }
+
+    async fn rows(dir: &Path) -> (Vec<String>, i64) {
+        let pool = SqlitePool::connect(&format!("sqlite://{}", dir.join("incidentd.db").display()))
+            .await
+            .expect("db");
+        let msgs: Vec<String> = sqlx::query_scalar("SELECT message FROM timeline ORDER BY id")
+            .fetch_all(&pool)
+            .await
+            .expect("timeline");
+        let seq: i64 = sqlx::query_scalar("SELECT seq FROM journal_state")
+            .fetch_one(&pool)
+            .await
+            .expect("journal_state");
+        pool.close().await;
+        (msgs, seq)
+    }
+
+    /// A crash left records 1–3 appended (3 cut short) and none projected:
+    /// the next open applies 1 and 2 once, and a further open nothing.
+    #[tokio::test]
+    async fn recovery_applies_what_a_crash_left_exactly_once() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        open(dir.path()).await.close().await;
+        let jdir = dir.path().join("journal");
+        let mut bytes = Vec::new();
+        for seq in 1..=3 {
+            bytes.extend(encode(seq, timeline_row(seq).as_bytes()).expect("encode"));
+        }
+        bytes.truncate(bytes.len() - 5);
+        std::fs::write(jdir.join(segment_name(1)), &bytes).expect("segment");
+        let store = open(dir.path()).await;
+        store.close().await;
+        drop(store);
+        let (msgs, seq) = rows(dir.path()).await;
+        assert_eq!(msgs, ["record 1", "record 2"]);
+        assert_eq!(seq, 2);
+        assert!(
+            segments(&jdir).expect("list").is_empty(),
+            "recovered segments deleted"
+        );
+        // Records already in the tables are skipped, even if a segment
+        // survived (a crash between the projection and the deletion).
+        let mut again = encode(2, timeline_row(2).as_bytes()).expect("encode");
+        again.extend(encode(3, timeline_row(3).as_bytes()).expect("encode"));
+        std::fs::write(jdir.join(segment_name(2)), &again).expect("segment");
+        open(dir.path()).await.close().await;
+        let (msgs, seq) = rows(dir.path()).await;
+        assert_eq!(msgs, ["record 1", "record 2", "record 3"]);
+        assert_eq!(seq, 3);
+    }
+
+    /// A database restored from a backup older than the journal's start:
+    /// the journal is set aside, not applied over it.
+    #[tokio::test]
+    async fn a_journal_that_does_not_continue_the_database_is_set_aside() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        open(dir.path()).await.close().await;
+        let jdir = dir.path().join("journal");
+        let mut bytes = encode(8, timeline_row(8).as_bytes()).expect("encode");
+        bytes.extend(encode(9, timeline_row(9).as_bytes()).expect("encode"));
+        std::fs::write(jdir.join(segment_name(8)), &bytes).expect("segment");
+        let store = open(dir.path()).await;
+        let (msgs, seq) = rows(dir.path()).await;
+        assert!(msgs.is_empty(), "{msgs:?}");
+        assert_eq!(seq, 0);
+        assert!(
+            dir.path()
+                .join("journal.stale-8")
+                .join(segment_name(8))
+                .exists()
+        );
+        // Appends go on after the database's point.
+        let ops = [crate::store::StoreOp::Timeline {
+            incident: crate::domain::IncidentId(1),
+            entry: crate::domain::TimelineEntry {
+                at: crate::domain::Timestamp::from_millis(5),
+                kind: crate::domain::TimelineKind::Assigned,
+                message: "after".into(),
+                actor: None,
+            },
+        }];
+        crate::store::IncidentLog::apply(&store, &ops)
+            .await
+            .expect("apply");
+        store.close().await;
+        let (msgs, seq) = rows(dir.path()).await;
+        assert_eq!(msgs, ["after"]);
+        assert_eq!(seq, 1);
+    }
+
+    #[tokio::test]
+    async fn a_second_owner_of_the_journal_is_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let _first = exclusive(dir.path(), Duration::ZERO).await.expect("first");
+        let second = exclusive(dir.path(), Duration::from_millis(100)).await;
+        let err = second.expect_err("refused").to_string();
+        assert!(err.contains("locked by another incidentd"), "{err}");
+    }
+}
