@@ -477,8 +477,14 @@ async fn recover(dir: &Path, writer: &SqlitePool) -> Result<u64, StoreError> {
         );
         todo.truncate(gap);
         apply_all(writer, &todo, &mut projected).await?;
-        std::fs::rename(dir, &aside).map_err(io)?;
-        std::fs::create_dir_all(dir).map_err(io)?;
+        // The segments move; the directory (and the lock held on its
+        // `LOCK`) stays.
+        std::fs::create_dir_all(&aside).map_err(io)?;
+        for path in &files {
+            if let Some(name) = path.file_name() {
+                std::fs::rename(path, aside.join(name)).map_err(io)?;
+            }
+        }
         return Ok(projected);
     }
     apply_all(writer, &todo, &mut projected).await?;
@@ -719,6 +725,8 @@ mod tests {
                 .join(segment_name(8))
                 .exists()
         );
+        assert!(segments(&jdir).expect("list").is_empty(), "moved out");
+        assert!(jdir.join("LOCK").exists(), "the locked file stays in place");
         // Appends go on after the database's point.
         let ops = [crate::store::StoreOp::Timeline {
             incident: crate::domain::IncidentId(1),
