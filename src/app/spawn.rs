@@ -297,7 +297,8 @@ impl Ctx<'_> {
 
 /// Watch the store's files: a database deleted or replaced under the
 /// daemon is found within seconds, said once at ERROR and counted; from
-/// then on `/readyz` and ingest answer 503 and nothing is written.
+/// then on `/readyz` and ingest answer 503 and nothing is written. Also
+/// reports how far the tables trail the journal.
 async fn watch_store(store: DynStore, metrics: Metrics, cancel: CancellationToken) {
     let mut tick = tokio::time::interval(Duration::from_secs(2));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -305,6 +306,11 @@ async fn watch_store(store: DynStore, metrics: Metrics, cancel: CancellationToke
         tokio::select! {
             () = cancel.cancelled() => return,
             _ = tick.tick() => {}
+        }
+        if let Some(b) = store.journal_backlog() {
+            metrics
+                .store_journal_backlog
+                .set(i64::try_from(b).unwrap_or(i64::MAX));
         }
         let s = store.clone();
         let checked = tokio::task::spawn_blocking(move || s.integrity()).await;

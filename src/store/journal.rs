@@ -395,6 +395,12 @@ impl Journal {
         }
     }
 
+    /// Appended and not yet projected, to the KiB (the backlog's permits).
+    pub(super) fn backlog_bytes(&self) -> u64 {
+        let free = self.backlog.available_permits() as u64;
+        u64::from(BACKLOG_KIB).saturating_sub(free) * 1024
+    }
+
     /// Why the projection currently fails, if it does.
     pub(super) fn failing(&self) -> Option<String> {
         self.progress.borrow().failing.as_deref().map(str::to_owned)
@@ -740,6 +746,14 @@ mod tests {
         crate::store::IncidentLog::apply(&store, &ops)
             .await
             .expect("apply");
+        crate::store::IncidentLog::settle(&store)
+            .await
+            .expect("settle");
+        assert_eq!(
+            crate::store::IncidentLog::journal_backlog(&store),
+            Some(0),
+            "nothing left to project"
+        );
         store.close().await;
         let (msgs, seq) = rows(dir.path()).await;
         assert_eq!(msgs, ["after"]);

@@ -278,6 +278,11 @@ pub trait IncidentLog: Send + Sync + 'static {
     fn load_state(&self, what: Restore) -> BoxFuture<'_, Result<Snapshot, StoreError>>;
     /// Cheap round trip for `/readyz`.
     fn ping(&self) -> BoxFuture<'_, Result<(), StoreError>>;
+    /// Bytes acknowledged and not yet where reads find them (a store that
+    /// projects a journal behind its acknowledgements); `None` otherwise.
+    fn journal_backlog(&self) -> Option<u64> {
+        None
+    }
     /// Wait until every batch applied so far is where reads find it (a
     /// store that acknowledges at a journal projects behind it): before a
     /// clean exit, so that a copy of the database taken after a stop holds

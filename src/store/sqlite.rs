@@ -690,6 +690,10 @@ impl IncidentLog for SqliteStore {
         Box::pin(self.caught_up())
     }
 
+    fn journal_backlog(&self) -> Option<u64> {
+        self.journal.as_ref().map(Journal::backlog_bytes)
+    }
+
     fn integrity(&self) -> Result<(), StoreError> {
         match &self.file {
             Some(f) => f.check(true).map_err(StoreError::Lost),

@@ -60,6 +60,8 @@ pub struct Metrics {
     pub store_errors: IntCounter,
     /// The database file found deleted, replaced or overwritten.
     pub store_lost: IntCounter,
+    /// SQLite: acknowledged SQL not yet in the tables (reads wait for it).
+    pub store_journal_backlog: IntGauge,
     pub request_seconds: HistogramVec,
     pub incidents_merged: IntCounter,
     pub problems_opened: IntCounter,
@@ -399,6 +401,14 @@ impl Metrics {
             store_lost: counter(
                 "incidentd_store_lost_total",
                 "Times the database file was found deleted, replaced or overwritten under the daemon (writes are then refused).",
+            ),
+            store_journal_backlog: reg(
+                &r,
+                IntGauge::new(
+                    "incidentd_store_journal_backlog_bytes",
+                    "SQLite: batches acknowledged (in the journal) and not yet projected into the tables, as SQL text; reads wait for them.",
+                )
+                .expect("valid metric"),
             ),
             request_seconds: reg(
                 &r,
