@@ -35,8 +35,7 @@ const SEGMENT_BYTES: u64 = 64 << 20;
 /// Script text per projection transaction at most. Larger transactions
 /// were not cheaper per byte (statement execution dominates, not the
 /// commit): at 4 MiB a projection took ~570 ms and the process held ~330 MB
-/// at the end of a stream run (SQLite's allocations for thousands of
-/// prepared statements at once), at 1 MiB it settled at ~50 KB per
+/// at the end of a stream run; at 1 MiB it settled at ~50 KB per
 /// transaction (it keeps up) and ~100 MB (BENCHMARKS.md entry 19).
 const PROJECT_BYTES: usize = 1 << 20;
 
@@ -261,7 +260,9 @@ struct Progress {
 /// backlog until it is in the tables.
 struct Pending {
     seq: u64,
-    body: String,
+    /// Shared with the statement that runs it (sqlx takes `Arc<String>`
+    /// without a copy).
+    body: Arc<String>,
     _room: OwnedSemaphorePermit,
 }
 
@@ -299,6 +300,83 @@ pub(super) async fn run_script(writer: &SqlitePool, sql: String) -> Result<(), S
     {
         if let Err(rb) = sqlx::raw_sql("ROLLBACK").execute(&mut *conn).await {
             tracing::debug!(error = %rb, "rollback after a failed batch");
+        }
+        return Err(e.into());
+    }
+    Ok(())
+}
+
+/// SQL text per statement round trip of a projection: records are joined
+/// up to this, so that a typical projection is one round trip. One round
+/// trip per record made projections slow enough to fill the backlog (p99
+/// at 8 connections ~50 ms instead of ~9; BENCHMARKS.md entry 19).
+const CHUNK_BYTES: usize = 256 << 10;
+
+/// Project queued records as one transaction, noting how far it reaches.
+async fn project_batch(
+    writer: &SqlitePool,
+    batch: &[Pending],
+    last: u64,
+) -> Result<(), StoreError> {
+    let mut conn = writer.acquire().await?;
+    let ran: Result<(), sqlx::Error> = async {
+        let end = format!("UPDATE journal_state SET seq = {last} WHERE id = 1;\nCOMMIT;");
+        let mut begun = false;
+        let mut ended = false;
+        let mut i = 0;
+        while i < batch.len() {
+            if batch[i].body.len() >= CHUNK_BYTES {
+                // A large record alone: sent as it is, not copied.
+                if !begun {
+                    sqlx::raw_sql("BEGIN IMMEDIATE").execute(&mut *conn).await?;
+                    begun = true;
+                }
+                sqlx::raw_sql(sqlx::AssertSqlSafe(batch[i].body.clone()))
+                    .execute(&mut *conn)
+                    .await?;
+                i += 1;
+                continue;
+            }
+            let mut j = i;
+            let mut len = 0;
+            while j < batch.len()
+                && batch[j].body.len() < CHUNK_BYTES
+                && (j == i || len + batch[j].body.len() <= CHUNK_BYTES)
+            {
+                len += batch[j].body.len();
+                j += 1;
+            }
+            let mut sql = String::with_capacity(len + 20 + end.len());
+            if !begun {
+                sql.push_str("BEGIN IMMEDIATE;\n");
+                begun = true;
+            }
+            for p in &batch[i..j] {
+                sql.push_str(&p.body);
+            }
+            if j == batch.len() {
+                sql.push_str(&end);
+                ended = true;
+            }
+            sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+                .execute(&mut *conn)
+                .await?;
+            i = j;
+        }
+        if !ended {
+            if !begun {
+                sqlx::raw_sql("BEGIN IMMEDIATE").execute(&mut *conn).await?;
+            }
+            sqlx::raw_sql(sqlx::AssertSqlSafe(end))
+                .execute(&mut *conn)
+                .await?;
+        }
+        Ok(())
+    }
+    .await;
+    if let Err(e) = ran {
+        if let Err(rb) = sqlx::raw_sql("ROLLBACK").execute(&mut *conn).await {
+            tracing::debug!(error = %rb, "rollback after a failed projection");
         }
         return Err(e.into());
     }
@@ -367,7 +445,7 @@ impl Journal {
             // stops only when the store is dropped, with this sender.
             let _ = queue.send(Pending {
                 seq,
-                body,
+                body: Arc::new(body),
                 _room: room,
             });
             Ok::<(), std::io::Error>(())
@@ -556,14 +634,13 @@ async fn project(
             }
         }
         let last = batch.last().map_or(0, |p| p.seq);
-        let sql = transaction(batch.iter().map(|p| p.body.as_str()), last);
         let mut backoff = Duration::from_millis(50);
         loop {
             // Never into a database file that is no longer at its path:
             // the records stay in the journal for a restart.
             let done = match guard.as_ref().map(|g| g.check(false)) {
                 Some(Err(why)) => Err(StoreError::Lost(why)),
-                _ => run_script(&writer, sql.clone()).await,
+                _ => project_batch(&writer, &batch, last).await,
             };
             match done {
                 Ok(()) => break,
@@ -767,5 +844,46 @@ mod tests {
         let second = exclusive(dir.path(), Duration::from_millis(100)).await;
         let err = second.expect_err("refused").to_string();
         assert!(err.contains("locked by another incidentd"), "{err}");
+    }
+
+    fn note(message: String) -> crate::store::StoreOp {
+        crate::store::StoreOp::Timeline {
+            incident: crate::domain::IncidentId(1),
+            entry: crate::domain::TimelineEntry {
+                at: crate::domain::Timestamp::from_millis(5),
+                kind: crate::domain::TimelineKind::Assigned,
+                message,
+                actor: None,
+            },
+        }
+    }
+
+    /// Records larger than a round trip's text go alone, smaller ones are
+    /// joined; either way one transaction, in order.
+    #[tokio::test]
+    async fn large_and_small_records_project_in_order() {
+        use crate::store::IncidentLog;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = open(dir.path()).await;
+        let big = "x".repeat(CHUNK_BYTES + 10);
+        for m in [
+            "a".to_string(),
+            big.clone(),
+            "b".into(),
+            "c".into(),
+            big.clone(),
+        ] {
+            store.apply(&[note(m)]).await.expect("apply");
+        }
+        store.settle().await.expect("settle");
+        store.close().await;
+        let (msgs, seq) = rows(dir.path()).await;
+        let short: Vec<&str> = msgs
+            .iter()
+            .map(|m| if m.len() > 1 { "big" } else { m.as_str() })
+            .collect();
+        assert_eq!(short, ["a", "big", "b", "c", "big"]);
+        assert!(msgs[1] == big && msgs[4] == big);
+        assert_eq!(seq, 5);
     }
 }
