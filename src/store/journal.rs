@@ -59,11 +59,12 @@ fn checksum(seq: u64, body: &[u8]) -> u32 {
     d.finalize()
 }
 
-/// One record: its sequence number and the SQL it projects to.
-#[derive(Debug, Clone, PartialEq)]
-pub(super) struct Record {
-    pub seq: u64,
-    pub body: String,
+/// Where one record's body lies in its segment's bytes.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Span {
+    seq: u64,
+    at: u64,
+    len: u32,
 }
 
 /// A record's header.
@@ -77,6 +78,10 @@ fn header(seq: u64, body: &[u8]) -> std::io::Result<[u8; HEADER]> {
     Ok(h)
 }
 
+fn head_len(head: &[u8; HEADER]) -> u32 {
+    u32::from_le_bytes([head[0], head[1], head[2], head[3]])
+}
+
 #[cfg(test)]
 fn encode(seq: u64, body: &[u8]) -> std::io::Result<Vec<u8>> {
     let mut buf = header(seq, body)?.to_vec();
@@ -84,31 +89,34 @@ fn encode(seq: u64, body: &[u8]) -> std::io::Result<Vec<u8>> {
     Ok(buf)
 }
 
-/// The records of one segment's bytes, up to the first that is cut short
-/// or fails its checksum (the tail of a write a crash interrupted), and
-/// whether such a tail was found.
-fn decode(mut bytes: &[u8]) -> (Vec<Record>, bool) {
+/// The records of one segment's bytes, up to the first that is cut short,
+/// fails its checksum or is not text (the tail of a write a crash
+/// interrupted), and whether such a tail was found.
+fn decode(bytes: &[u8]) -> (Vec<Span>, bool) {
     let mut out = Vec::new();
-    while !bytes.is_empty() {
-        let Some((head, rest)) = bytes.split_at_checked(HEADER) else {
+    let mut at = 0;
+    while at < bytes.len() {
+        let Some(head) = bytes.get(at..at + HEADER) else {
             return (out, true);
         };
         let word = |i: usize| u32::from_le_bytes([head[i], head[i + 1], head[i + 2], head[i + 3]]);
-        let (len, crc) = (word(0) as usize, word(4));
+        let (len, crc) = (word(0), word(4));
         let mut seq = [0u8; 8];
         seq.copy_from_slice(&head[8..16]);
         let seq = u64::from_le_bytes(seq);
-        let Some((body, rest)) = rest.split_at_checked(len) else {
+        let start = at + HEADER;
+        let Some(body) = bytes.get(start..start + len as usize) else {
             return (out, true);
         };
-        if checksum(seq, body) != crc {
+        if checksum(seq, body) != crc || std::str::from_utf8(body).is_err() {
             return (out, true);
         }
-        let Ok(body) = String::from_utf8(body.to_vec()) else {
-            return (out, true);
-        };
-        out.push(Record { seq, body });
-        bytes = rest;
+        out.push(Span {
+            seq,
+            at: start as u64,
+            len,
+        });
+        at = start + len as usize;
     }
     (out, false)
 }
@@ -133,7 +141,9 @@ fn sync_dir(dir: &Path) -> std::io::Result<()> {
 
 /// The segment being written.
 struct Open {
-    file: File,
+    /// Shared with the records queued for the projector, which read their
+    /// bodies back from it.
+    file: Arc<File>,
     path: PathBuf,
     len: u64,
     last: u64,
@@ -164,11 +174,11 @@ impl Appender {
         }
     }
 
-    /// Append one record and make it durable (under `sync`); its sequence.
+    /// Append one record and make it durable (under `sync`); where it is.
     /// On failure nothing of it is left behind to recover (the caller
     /// retries the batch under the next number), or the segment is closed
     /// with the remains at its end, where recovery stops reading it.
-    fn append(&mut self, body: &[u8]) -> std::io::Result<u64> {
+    fn append(&mut self, body: &[u8]) -> std::io::Result<Loc> {
         let limit = self.segment_bytes;
         if let Some(cur) = self.current.take_if(|c| c.len >= limit) {
             self.closed.push((cur.path, cur.last));
@@ -178,6 +188,7 @@ impl Appender {
             None => {
                 let path = self.dir.join(segment_name(self.next_seq));
                 let file = OpenOptions::new()
+                    .read(true)
                     .append(true)
                     .create_new(true)
                     .open(&path)?;
@@ -185,7 +196,7 @@ impl Appender {
                     sync_dir(&self.dir)?;
                 }
                 self.current.insert(Open {
-                    file,
+                    file: Arc::new(file),
                     path,
                     len: 0,
                     last: self.next_seq.saturating_sub(1),
@@ -196,10 +207,10 @@ impl Appender {
         let head = header(seq, body)?;
         // Two writes, not a copy of the body: a torn pair is what the
         // checksum is for.
-        let written = cur
-            .file
+        let mut file = &*cur.file;
+        let written = file
             .write_all(&head)
-            .and_then(|()| cur.file.write_all(body))
+            .and_then(|()| file.write_all(body))
             .and_then(|()| {
                 if self.sync {
                     cur.file.sync_data()
@@ -219,10 +230,16 @@ impl Appender {
             }
             return Err(e);
         }
+        let loc = Loc {
+            seq,
+            file: cur.file.clone(),
+            at: cur.len + HEADER as u64,
+            len: head_len(&head),
+        };
         cur.len += (HEADER + body.len()) as u64;
         cur.last = seq;
         self.next_seq += 1;
-        Ok(seq)
+        Ok(loc)
     }
 
     /// Delete the closed segments whose records are all projected.
@@ -256,14 +273,30 @@ struct Progress {
     failing: Option<Arc<str>>,
 }
 
+/// A record in its segment: the projector reads its body back from the
+/// file (the operating system's page cache), so that no batch text stays
+/// in memory until projected. Kept in memory, those texts and the joined
+/// projection texts left ~35 MB more resident after 100k alerts (freed
+/// memory the allocator kept; BENCHMARKS.md entries 19 and 20).
+struct Loc {
+    seq: u64,
+    file: Arc<File>,
+    /// Offset of the body in the file.
+    at: u64,
+    len: u32,
+}
+
 /// An appended record waiting for the projector, holding its share of the
 /// backlog until it is in the tables.
 struct Pending {
-    seq: u64,
-    /// Shared with the statement that runs it (sqlx takes `Arc<String>`
-    /// without a copy).
-    body: Arc<String>,
+    loc: Loc,
     _room: OwnedSemaphorePermit,
+}
+
+impl std::borrow::Borrow<Loc> for Pending {
+    fn borrow(&self) -> &Loc {
+        &self.loc
+    }
 }
 
 pub(super) struct Journal {
@@ -275,19 +308,6 @@ pub(super) struct Journal {
     backlog: Arc<Semaphore>,
     appended: Arc<AtomicU64>,
     progress: watch::Receiver<Progress>,
-}
-
-/// The projection of `bodies` with the note of how far it reaches, as one
-/// transaction.
-fn transaction<'a>(bodies: impl Iterator<Item = &'a str>, last: u64) -> String {
-    let mut sql = String::from("BEGIN IMMEDIATE;\n");
-    for b in bodies {
-        sql.push_str(b);
-    }
-    sql.push_str(&format!(
-        "UPDATE journal_state SET seq = {last} WHERE id = 1;\nCOMMIT;"
-    ));
-    sql
 }
 
 /// Run one script that is one transaction on the writer; if it stops
@@ -312,64 +332,71 @@ pub(super) async fn run_script(writer: &SqlitePool, sql: String) -> Result<(), S
 /// at 8 connections ~50 ms instead of ~9; BENCHMARKS.md entry 19).
 const CHUNK_BYTES: usize = 256 << 10;
 
-/// Project queued records as one transaction, noting how far it reaches.
-async fn project_batch(
+/// Project `records` (in sequence, the last one `last`) as one
+/// transaction that also notes how far it reaches; `buf` is the text
+/// buffer kept between projections.
+async fn project_batch<L: std::borrow::Borrow<Loc>>(
     writer: &SqlitePool,
-    batch: &[Pending],
-    last: u64,
+    records: &[L],
+    buf: &mut Vec<u8>,
 ) -> Result<(), StoreError> {
+    let Some(last) = records.last().map(|r| r.borrow().seq) else {
+        return Ok(());
+    };
+    let end = format!("UPDATE journal_state SET seq = {last} WHERE id = 1;\nCOMMIT;");
     let mut conn = writer.acquire().await?;
-    let ran: Result<(), sqlx::Error> = async {
-        let end = format!("UPDATE journal_state SET seq = {last} WHERE id = 1;\nCOMMIT;");
-        let mut begun = false;
-        let mut ended = false;
-        let mut i = 0;
-        while i < batch.len() {
-            if batch[i].body.len() >= CHUNK_BYTES {
-                // A large record alone: sent as it is, not copied.
-                if !begun {
-                    sqlx::raw_sql("BEGIN IMMEDIATE").execute(&mut *conn).await?;
-                    begun = true;
-                }
-                sqlx::raw_sql(sqlx::AssertSqlSafe(batch[i].body.clone()))
-                    .execute(&mut *conn)
-                    .await?;
-                i += 1;
-                continue;
-            }
+    let mut i = 0;
+    let ran: Result<(), StoreError> = async {
+        while i < records.len() {
+            // One round trip: the records up to `CHUNK_BYTES` (a larger
+            // one alone), read back into the buffer.
             let mut j = i;
             let mut len = 0;
-            while j < batch.len()
-                && batch[j].body.len() < CHUNK_BYTES
-                && (j == i || len + batch[j].body.len() <= CHUNK_BYTES)
-            {
-                len += batch[j].body.len();
+            while j < records.len() {
+                let l = records[j].borrow().len as usize;
+                if j > i && len + l > CHUNK_BYTES {
+                    break;
+                }
+                len += l;
                 j += 1;
             }
-            let mut sql = String::with_capacity(len + 20 + end.len());
-            if !begun {
-                sql.push_str("BEGIN IMMEDIATE;\n");
-                begun = true;
+            let chunk: Vec<(Arc<File>, u64, u32)> = records[i..j]
+                .iter()
+                .map(|r| {
+                    let r = r.borrow();
+                    (r.file.clone(), r.at, r.len)
+                })
+                .collect();
+            let mut text = std::mem::take(buf);
+            text.clear();
+            if i == 0 {
+                text.extend_from_slice(b"BEGIN IMMEDIATE;\n");
             }
-            for p in &batch[i..j] {
-                sql.push_str(&p.body);
+            let mut text = tokio::task::spawn_blocking(move || read_bodies(&chunk, text))
+                .await
+                .map_err(|e| StoreError::Journal(format!("reading the journal: {e}")))?
+                .map_err(|e| StoreError::Journal(format!("reading the journal: {e}")))?;
+            if j == records.len() {
+                text.extend_from_slice(end.as_bytes());
             }
-            if j == batch.len() {
-                sql.push_str(&end);
-                ended = true;
-            }
-            sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+            let sql = Arc::new(String::from_utf8(text).map_err(|_| {
+                StoreError::Journal(format!(
+                    "journal records {}..={} are not text",
+                    records[i].borrow().seq,
+                    records[j - 1].borrow().seq
+                ))
+            })?);
+            sqlx::raw_sql(sqlx::AssertSqlSafe(sql.clone()))
                 .execute(&mut *conn)
                 .await?;
+            // Kept for the next round trip unless it grew for a large
+            // record.
+            if let Ok(s) = Arc::try_unwrap(sql)
+                && s.capacity() <= 2 * CHUNK_BYTES
+            {
+                *buf = s.into_bytes();
+            }
             i = j;
-        }
-        if !ended {
-            if !begun {
-                sqlx::raw_sql("BEGIN IMMEDIATE").execute(&mut *conn).await?;
-            }
-            sqlx::raw_sql(sqlx::AssertSqlSafe(end))
-                .execute(&mut *conn)
-                .await?;
         }
         Ok(())
     }
@@ -378,9 +405,20 @@ async fn project_batch(
         if let Err(rb) = sqlx::raw_sql("ROLLBACK").execute(&mut *conn).await {
             tracing::debug!(error = %rb, "rollback after a failed projection");
         }
-        return Err(e.into());
+        return Err(e);
     }
     Ok(())
+}
+
+/// Append the bodies at `locs` to `text`.
+fn read_bodies(locs: &[(Arc<File>, u64, u32)], mut text: Vec<u8>) -> std::io::Result<Vec<u8>> {
+    use std::os::unix::fs::FileExt;
+    for (file, at, len) in locs {
+        let start = text.len();
+        text.resize(start + *len as usize, 0);
+        file.read_exact_at(&mut text[start..], *at)?;
+    }
+    Ok(text)
 }
 
 impl Journal {
@@ -437,21 +475,22 @@ impl Journal {
         let appender = self.appender.clone();
         let queue = self.queue.clone();
         let appended = self.appended.clone();
-        let done = tokio::task::spawn_blocking(move || {
+        let (done, body) = tokio::task::spawn_blocking(move || {
             let mut a = lock(&appender);
-            let seq = a.append(body.as_bytes())?;
-            appended.store(seq, Ordering::Release);
-            // In the lock: the projector sees records in sequence order. It
-            // stops only when the store is dropped, with this sender.
-            let _ = queue.send(Pending {
-                seq,
-                body: Arc::new(body),
-                _room: room,
+            let done = a.append(body.as_bytes()).map(|loc| {
+                appended.store(loc.seq, Ordering::Release);
+                // In the lock: the projector sees records in sequence
+                // order. It stops only when the store is dropped, with
+                // this sender.
+                let _ = queue.send(Pending { loc, _room: room });
             });
-            Ok::<(), std::io::Error>(())
+            (done, body)
         })
         .await
         .map_err(|e| StoreError::Journal(format!("appending: {e}")))?;
+        // Freed on the thread that made it, where the allocator reuses it
+        // for the next batch at once.
+        drop(body);
         done.map_err(|e| StoreError::Journal(format!("appending to {}: {e}", self.dir.display())))
     }
 
@@ -535,14 +574,24 @@ async fn recover(dir: &Path, writer: &SqlitePool) -> Result<u64, StoreError> {
     let mut todo = Vec::new();
     for path in &files {
         let mut bytes = Vec::new();
-        File::open(path)
-            .and_then(|mut f| f.read_to_end(&mut bytes))
-            .map_err(io)?;
-        let (records, torn) = decode(&bytes);
+        let mut file = File::open(path).map_err(io)?;
+        file.read_to_end(&mut bytes).map_err(io)?;
+        let (spans, torn) = decode(&bytes);
         if torn {
-            tracing::warn!(segment = %path.display(), records = records.len(), "journal segment ends in a record cut short (a write a crash interrupted, never acknowledged); ignored");
+            tracing::warn!(segment = %path.display(), records = spans.len(), "journal segment ends in a record cut short (a write a crash interrupted, never acknowledged); ignored");
         }
-        todo.extend(records.into_iter().filter(|r| r.seq > projected));
+        let file = Arc::new(file);
+        todo.extend(
+            spans
+                .into_iter()
+                .filter(|r| r.seq > projected)
+                .map(|r| Loc {
+                    seq: r.seq,
+                    file: file.clone(),
+                    at: r.at,
+                    len: r.len,
+                }),
+        );
     }
     // Records follow the database's point without a gap; otherwise the
     // database is not the one the journal was written for (a restored
@@ -585,24 +634,24 @@ async fn recover(dir: &Path, writer: &SqlitePool) -> Result<u64, StoreError> {
     Ok(projected)
 }
 
-/// Project `records` (in sequence) in transactions of `PROJECT_BYTES`.
+/// Project `records` (in sequence) in transactions of `PROJECT_BYTES`, as
+/// the projector does.
 async fn apply_all(
     writer: &SqlitePool,
-    records: &[Record],
+    records: &[Loc],
     projected: &mut u64,
 ) -> Result<(), StoreError> {
+    let mut buf = Vec::new();
     let mut start = 0;
     while start < records.len() {
         let mut end = start;
         let mut bytes = 0;
         while end < records.len() && (end == start || bytes < PROJECT_BYTES) {
-            bytes += records[end].body.len();
+            bytes += records[end].len as usize;
             end += 1;
         }
-        let last = records[end - 1].seq;
-        let part = records[start..end].iter().map(|r| r.body.as_str());
-        run_script(writer, transaction(part, last)).await?;
-        *projected = last;
+        project_batch(writer, &records[start..end], &mut buf).await?;
+        *projected = records[end - 1].seq;
         start = end;
     }
     Ok(())
@@ -621,26 +670,27 @@ async fn project(
     // in the same process must not recover the same records meanwhile.
     _lock: Arc<File>,
 ) {
+    let mut buf = Vec::with_capacity(CHUNK_BYTES + 4096);
     while let Some(first) = rx.recv().await {
-        let mut bytes = first.body.len();
+        let mut bytes = first.loc.len as usize;
         let mut batch = vec![first];
         while bytes < PROJECT_BYTES {
             match rx.try_recv() {
                 Ok(p) => {
-                    bytes += p.body.len();
+                    bytes += p.loc.len as usize;
                     batch.push(p);
                 }
                 Err(_) => break,
             }
         }
-        let last = batch.last().map_or(0, |p| p.seq);
+        let last = batch.last().map_or(0, |p| p.loc.seq);
         let mut backoff = Duration::from_millis(50);
         loop {
             // Never into a database file that is no longer at its path:
             // the records stay in the journal for a restart.
             let done = match guard.as_ref().map(|g| g.check(false)) {
                 Some(Err(why)) => Err(StoreError::Lost(why)),
-                _ => project_batch(&writer, &batch, last).await,
+                _ => project_batch(&writer, &batch, &mut buf).await,
             };
             match done {
                 Ok(()) => break,
@@ -677,18 +727,18 @@ mod tests {
         bytes.extend(encode(8, "UPDATE 'é';".as_bytes()).expect("encode"));
         let (r, torn) = decode(&bytes);
         assert!(!torn);
+        let bodies: Vec<(u64, &[u8])> = r
+            .iter()
+            .map(|s| {
+                (
+                    s.seq,
+                    &bytes[s.at as usize..(s.at + u64::from(s.len)) as usize],
+                )
+            })
+            .collect();
         assert_eq!(
-            r,
-            vec![
-                Record {
-                    seq: 7,
-                    body: "INSERT 1;".into()
-                },
-                Record {
-                    seq: 8,
-                    body: "UPDATE 'é';".into()
-                }
-            ]
+            bodies,
+            [(7, &b"INSERT 1;"[..]), (8, "UPDATE 'é';".as_bytes())]
         );
         // Cut anywhere inside the second record: the first survives.
         let one = encode(7, b"INSERT 1;").expect("encode").len();
