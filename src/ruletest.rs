@@ -485,7 +485,9 @@ fn compare(want: &[Expected], got: &[Incident], deliveries: &Deliveries) -> Vec<
             at: i,
             out: &mut diffs,
         };
-        d.one("title", w.title.as_ref(), &g.title, |s| quote(s));
+        d.one("title", w.title.as_ref(), &g.title.to_string(), |s| {
+            quote(s)
+        });
         d.one("key", w.key.as_ref(), &g.key.to_string(), |s| quote(s));
         d.one("state", w.state.as_ref(), &g.state, |s| s.as_str().into());
         d.one("priority", w.priority.as_ref(), &g.priority, |p| {
@@ -520,7 +522,7 @@ fn compare(want: &[Expected], got: &[Incident], deliveries: &Deliveries) -> Vec<
         d.one(
             "assignment_group",
             w.assignment_group.as_ref(),
-            &g.assignment_group,
+            &g.assignment_group.as_deref().map(str::to_owned),
             |o| o.as_deref().map_or("null".into(), quote),
         );
         d.one(

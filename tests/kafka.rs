@@ -191,7 +191,7 @@ async fn topic_alerts_become_incidents_bad_messages_are_dead_lettered_offsets_co
         (v.len() == 5).then_some(v)
     })
     .await;
-    let titles: Vec<&str> = incidents.iter().map(|i| i.title.as_str()).collect();
+    let titles: Vec<&str> = incidents.iter().map(|i| &*i.title).collect();
     for name in [
         "KafkaHighLatency",
         "KafkaQueueFull",

@@ -134,7 +134,7 @@ async fn titles(r: &Running) -> Vec<String> {
         .await
         .expect("store")
         .into_iter()
-        .map(|i| i.title)
+        .map(|i| i.title.into())
         .collect()
 }
 

@@ -123,13 +123,13 @@ fn incident(id: i64, state: IncidentState, count: u64) -> Incident {
         priority: Priority::new(3).unwrap(),
         impact: Level::MEDIUM,
         urgency: Level::MEDIUM,
-        title: format!("incident {id}"),
+        title: format!("incident {id}").into(),
         root_ci: None,
-        cis: vec![],
-        impacted_services: vec![],
-        impact_detail: vec![],
+        cis: ThinVec::new(),
+        impacted_services: ThinVec::new(),
+        impact_detail: ThinVec::new(),
         assignment_group: None,
-        alert_fingerprints: vec![],
+        alert_fingerprints: ThinVec::new(),
         alert_count: count,
         opened_at: Timestamp(1_000),
         acknowledged_at: None,
@@ -138,12 +138,12 @@ fn incident(id: i64, state: IncidentState, count: u64) -> Incident {
         updated_at: Timestamp(1_000),
         reopen_count: 0,
         flapping: false,
-        rules: vec![],
+        rules: ThinVec::new(),
         links: Links::default(),
         signature: None,
         shard: 0,
-        sla_marks: Vec::new(),
-        holds: Vec::new(),
+        sla_marks: ThinVec::new(),
+        holds: ThinVec::new(),
         auto_resolve_at: None,
     }
 }
@@ -351,10 +351,10 @@ async fn hostile_text_round_trips(db: Db) {
     for (i, text) in nasty.iter().enumerate() {
         let id = i as i64 + 1;
         let mut inc = incident(id, IncidentState::Open, 1);
-        inc.title = text.to_string();
+        inc.title = (*text).into();
         inc.key = format!("{text}-{id}").into();
-        inc.acknowledged_by = Some(text.to_string());
-        inc.cis = vec![text.to_string()];
+        inc.acknowledged_by = Some((*text).into());
+        inc.cis = thin_vec![text.to_string()];
         ops.push(StoreOp::UpsertIncident(Box::new(inc)));
         let mut a = record(i as u64, id);
         a.labels = [("alertname".to_string(), text.to_string())]
@@ -386,7 +386,7 @@ async fn hostile_text_round_trips(db: Db) {
             .await
             .unwrap()
             .expect("incident stored");
-        assert_eq!(inc.title, *text);
+        assert_eq!(&*inc.title, *text);
         assert_eq!(inc.acknowledged_by.as_deref(), Some(text.as_str()));
         assert_eq!(inc.cis, std::slice::from_ref(text));
         let tl = store.timeline(id, Page::ALL).await.unwrap();
@@ -641,10 +641,10 @@ async fn reads_and_problem_links(db: Db) {
     let store = &*db.store;
     store.ping().await.unwrap();
     let mut rich = incident(1, IncidentState::Acknowledged, 3);
-    rich.cis = vec!["db-1".into(), "web-1".into()];
+    rich.cis = thin_vec!["db-1".into(), "web-1".into()];
     rich.signature = Some("sig".into());
-    rich.links.runbooks = vec!["https://runbooks/x".into()];
-    rich.impact_detail = vec![ServiceImpact {
+    rich.links.runbooks = thin_vec!["https://runbooks/x".into()];
+    rich.impact_detail = thin_vec![ServiceImpact {
         id: "shop".into(),
         tier: 1,
     }];
@@ -898,7 +898,7 @@ async fn slo_incidents_are_the_qualifying_ones_open_since(db: Db) {
         );
         i.priority = Priority::new(p).unwrap();
         i.resolved_at = resolved.map(Timestamp);
-        i.impacted_services = vec!["shop".into(), "blog".into()];
+        i.impacted_services = thin_vec!["shop".into(), "blog".into()];
         upsert(i)
     };
     let ops = [
@@ -952,7 +952,7 @@ async fn outbox_is_written_with_its_change_and_finished_once(db: Db) {
     use incidentd::domain::outbox::EventKind;
     let store = &*db.store;
     let mut inc = incident(1, IncidentState::Open, 1);
-    inc.title = db.stored("pg-0 down \0 (nul)");
+    inc.title = db.stored("pg-0 down \0 (nul)").into();
     let mut acked = inc.clone();
     acked.state = IncidentState::Acknowledged;
     acked.acknowledged_at = Some(Timestamp(2_000));

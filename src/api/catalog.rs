@@ -81,7 +81,7 @@ fn sla_record(
         // The incident against one service's targets at a time.
         let mut single = inc.clone();
         for s in &inc.impacted_services {
-            single.impacted_services = vec![s.clone()];
+            single.impacted_services = crate::domain::thin_vec![s.clone()];
             let sla = crate::slo::sla::incident_sla(cmdb, &single, now, pause_on);
             for t in [sla.response, sla.resolution].into_iter().flatten() {
                 let e = out.entry(s.clone()).or_default();

@@ -318,28 +318,33 @@ impl TimelineKind {
     }
 }
 
+/// Lists of the in-memory incident are `ThinVec`s: one word each instead
+/// of three, because the engine keeps every active incident and most of its
+/// lists are empty or short (BENCHMARKS.md entry 20).
+pub use thin_vec::{ThinVec, thin_vec};
+
 /// Links an incident carries to other records.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Links {
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "ThinVec::is_empty")]
     /// Shared with the engine's other incidents that name the same runbook.
-    pub runbooks: Vec<std::sync::Arc<str>>,
+    pub runbooks: ThinVec<std::sync::Arc<str>>,
     /// The change this incident is related to (first one found).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub change: Option<String>,
+    pub change: Option<Box<str>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub problem: Option<String>,
+    pub problem: Option<Box<str>>,
     /// Set when this incident was folded into another one (a root cause
     /// found later): the incident that now holds its alerts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub merged_into: Option<IncidentId>,
     /// Earlier incidents with the same signature, newest first (knowledge).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub similar: Vec<IncidentId>,
+    #[serde(default, skip_serializing_if = "ThinVec::is_empty")]
+    pub similar: ThinVec<IncidentId>,
     /// Outbound destinations a rule's `notify` named for this incident
     /// (besides those whose routes select it).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub notify: Vec<String>,
+    #[serde(default, skip_serializing_if = "ThinVec::is_empty")]
+    pub notify: ThinVec<String>,
 }
 
 /// A business service an incident hurts, with its tier (1 = most critical).
@@ -355,7 +360,7 @@ pub struct ServiceImpact {
 pub struct Problem {
     pub id: String,
     pub signature: String,
-    pub root_ci: Option<String>,
+    pub root_ci: Option<Box<str>>,
     pub alertname: String,
     pub state: String,
     pub opened_at: Timestamp,
@@ -372,29 +377,29 @@ pub struct Incident {
     pub priority: Priority,
     pub impact: Level,
     pub urgency: Level,
-    pub title: String,
-    pub root_ci: Option<String>,
-    pub cis: Vec<String>,
+    pub title: Box<str>,
+    pub root_ci: Option<Box<str>>,
+    pub cis: ThinVec<String>,
     /// Ids of the business services downstream of the root CI, sorted.
-    pub impacted_services: Vec<String>,
+    pub impacted_services: ThinVec<String>,
     /// The same services with their tiers.
     #[serde(default)]
-    pub impact_detail: Vec<ServiceImpact>,
-    pub assignment_group: Option<String>,
-    pub alert_fingerprints: Vec<Fingerprint>,
+    pub impact_detail: ThinVec<ServiceImpact>,
+    pub assignment_group: Option<Box<str>>,
+    pub alert_fingerprints: ThinVec<Fingerprint>,
     /// Distinct alerts in this incident (`alert_fingerprints`); repeats
     /// and resolutions do not count again. 0 once merged into another.
     pub alert_count: u64,
     pub opened_at: Timestamp,
     pub acknowledged_at: Option<Timestamp>,
-    pub acknowledged_by: Option<String>,
+    pub acknowledged_by: Option<Box<str>>,
     pub resolved_at: Option<Timestamp>,
     pub updated_at: Timestamp,
     pub reopen_count: u32,
     pub flapping: bool,
     /// Rule names that acted on this incident.
     /// Shared with the rule set (one allocation per rule, not per incident).
-    pub rules: Vec<std::sync::Arc<str>>,
+    pub rules: ThinVec<std::sync::Arc<str>>,
     pub links: Links,
     /// Root CI and alert name: what makes incidents "the same again" for
     /// problem management and knowledge.
@@ -408,12 +413,12 @@ pub struct Incident {
     /// `resolution_breached`, …), so each is recorded once, also across
     /// restarts (stored with the incident, not shown by the API).
     #[serde(skip)]
-    pub sla_marks: Vec<String>,
+    pub sla_marks: ThinVec<String>,
     /// Times the incident was on hold, oldest first; the last one is still
     /// running when its `end` is unset. Holds whose reason is in
     /// `sla.pause_on` stop the SLA clocks.
     #[serde(default)]
-    pub holds: Vec<Hold>,
+    pub holds: ThinVec<Hold>,
     /// While every alert of an active incident has resolved and the
     /// auto-resolve hold (`incident.auto_resolve_hold`) runs: when the
     /// incident will resolve unless an alert fires again (event time).
@@ -472,11 +477,11 @@ impl Incident {
             urgency: Level::HIGH,
             title: "t".into(),
             root_ci: None,
-            cis: vec![],
-            impacted_services: vec![],
-            impact_detail: vec![],
+            cis: ThinVec::new(),
+            impacted_services: ThinVec::new(),
+            impact_detail: ThinVec::new(),
             assignment_group: None,
-            alert_fingerprints: vec![],
+            alert_fingerprints: ThinVec::new(),
             alert_count: 1,
             opened_at: Timestamp(0),
             acknowledged_at: None,
@@ -485,12 +490,12 @@ impl Incident {
             updated_at: Timestamp(0),
             reopen_count: 0,
             flapping: false,
-            rules: vec![],
+            rules: ThinVec::new(),
             links: Links::default(),
             signature: None,
             shard: 0,
-            sla_marks: Vec::new(),
-            holds: Vec::new(),
+            sla_marks: ThinVec::new(),
+            holds: ThinVec::new(),
             auto_resolve_at: None,
         }
     }

@@ -136,7 +136,7 @@ mod tests {
     fn incident() -> Incident {
         let mut i = Incident::test_default();
         i.priority = Priority::new(1).expect("P1");
-        i.impacted_services = vec!["checkout".into(), "search".into()];
+        i.impacted_services = vec!["checkout".into(), "search".into()].into();
         i.opened_at = Timestamp(1_795_000_000_000);
         i
     }

@@ -21,7 +21,7 @@ use crate::correlate;
 use crate::dedup::{AlertState, AlertTable, FlapPolicy, Observation};
 use crate::domain::{
     Alert, AlertStatus, Fingerprint, Incident, IncidentId, IncidentState, LabelSet, Level,
-    Priority, PriorityMatrix, TimelineEntry, TimelineKind, Timestamp,
+    Priority, PriorityMatrix, ThinVec, TimelineEntry, TimelineKind, Timestamp, thin_vec,
 };
 use crate::normalize::Event;
 use crate::rules::{Decision, RuleSet};
@@ -297,13 +297,13 @@ struct Tracked {
     resolved_seen: MaybeTime,
     /// Topology view (indexes into the current CMDB; remapped on reload).
     root: MaybeCi,
-    cis: Vec<CiIdx>,
+    cis: ThinVec<CiIdx>,
     /// Earliest and latest start of its alerts (event time).
     first: Timestamp,
     last: Timestamp,
     /// Correlation keys (CI + alert name) that lead here (interned: the
     /// same allocations as the alerts' keys and `Engine::by_key`).
-    keys: Vec<Arc<str>>,
+    keys: ThinVec<Arc<str>>,
     /// Most urgent explicit rule priority / impact seen.
     rule_priority: Option<Priority>,
     rule_impact: Option<Level>,
@@ -315,7 +315,7 @@ struct Tracked {
 }
 
 #[cfg(target_pointer_width = "64")]
-const _: () = assert!(std::mem::size_of::<Tracked>() <= 640);
+const _: () = assert!(std::mem::size_of::<Tracked>() <= 384);
 
 impl Tracked {
     fn new(inc: Incident, root: Option<CiIdx>, at: Timestamp) -> Tracked {
@@ -329,7 +329,7 @@ impl Tracked {
             cis: root.into_iter().collect(),
             first: at,
             last: at,
-            keys: vec![key],
+            keys: thin_vec![key],
             rule_priority: None,
             rule_impact: None,
             assigned_by_rule: false,
@@ -452,7 +452,7 @@ fn intern_in(set: &mut FxHashSet<Arc<str>>, s: &str) -> Arc<str> {
 }
 
 /// Put `s` in `v` once, shared (rule names come shared from the rule set).
-fn push_shared(v: &mut Vec<Arc<str>>, s: &Arc<str>) -> bool {
+fn push_shared(v: &mut ThinVec<Arc<str>>, s: &Arc<str>) -> bool {
     if v.contains(s) {
         false
     } else {
@@ -461,7 +461,7 @@ fn push_shared(v: &mut Vec<Arc<str>>, s: &Arc<str>) -> bool {
     }
 }
 
-fn push_unique(v: &mut Vec<String>, s: &str) -> bool {
+fn push_unique(v: &mut ThinVec<String>, s: &str) -> bool {
     if v.iter().any(|x| x == s) {
         false
     } else {
@@ -472,8 +472,8 @@ fn push_unique(v: &mut Vec<String>, s: &str) -> bool {
 
 /// Push, but give a list's first element room for one only: most lists
 /// of an incident (CIs, rules, runbooks, alerts) keep one element, and
-/// `Vec`'s first growth to four costs 3x that in every active incident.
-pub(crate) fn push_tight<T>(v: &mut Vec<T>, x: T) {
+/// a list's first growth to four costs 3x that in every active incident.
+pub(crate) fn push_tight<T>(v: &mut ThinVec<T>, x: T) {
     if v.capacity() == 0 {
         v.reserve_exact(1);
     }
@@ -593,7 +593,7 @@ impl Engine {
             t.firing = firing;
             t.last_end = MaybeTime::of(last_end);
             t.last = last;
-            t.keys = keys;
+            t.keys = keys.into();
             t.resolved_seen = MaybeTime::of((!active).then_some(now));
             t.cmdb_impact = t.inc.impact;
             t.priority_set = Some(t.inc.priority);
@@ -787,8 +787,8 @@ impl Engine {
                     what,
                     priority: inc.priority,
                     state: inc.state,
-                    root_ci: inc.root_ci.clone(),
-                    title: inc.title.clone(),
+                    root_ci: inc.root_ci.as_deref().map(str::to_owned),
+                    title: inc.title.to_string(),
                 })
             })
             .collect();
@@ -1161,7 +1161,7 @@ impl Engine {
         let sla = crate::slo::sla::incident_sla(&self.cmdb, &t.inc, now, &self.cfg.sla_pause_on);
         count_sla(&mut self.stats, 0, sla.response.as_ref());
         self.acked_after.push(seconds_between(t.inc.opened_at, now));
-        t.inc.acknowledged_by = Some(actor.to_string());
+        t.inc.acknowledged_by = Some(actor.into());
         self.timeline(
             id,
             now,
@@ -1371,7 +1371,7 @@ impl Engine {
             for inc in &p.incidents {
                 match self.incidents.get_mut(inc) {
                     Some(x) => {
-                        x.inc.links.problem = Some(p.id.clone());
+                        x.inc.links.problem = Some(p.id.as_str().into());
                         self.upserts.insert(*inc);
                     }
                     None => elsewhere.push(*inc),
@@ -1389,7 +1389,7 @@ impl Engine {
             if let Some(x) = self.incidents.get_mut(&id)
                 && x.inc.links.problem.is_none()
             {
-                x.inc.links.problem = Some(pid.clone());
+                x.inc.links.problem = Some(pid.as_str().into());
                 self.timeline(
                     id,
                     at,

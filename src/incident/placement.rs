@@ -11,7 +11,7 @@ use crate::cmdb::CiIdx;
 use crate::correlate::{self, topology};
 use crate::dedup::AlertState;
 use crate::domain::{
-    Alert, Incident, IncidentId, IncidentState, Level, Links, Priority, ServiceImpact,
+    Alert, Incident, IncidentId, IncidentState, Level, Links, Priority, ServiceImpact, ThinVec,
     TimelineKind, Timestamp,
 };
 use crate::rules::{CiFacts, Decision, IncidentFacts, RuleInput, ServiceFacts};
@@ -300,13 +300,13 @@ impl Engine {
             priority: Priority::ALL[4],
             impact: Level::LOW,
             urgency: Level::LOW,
-            title: title_for(alert),
+            title: title_for(alert).into(),
             root_ci: None,
-            cis: Vec::new(),
-            impacted_services: Vec::new(),
-            impact_detail: Vec::new(),
+            cis: ThinVec::new(),
+            impacted_services: ThinVec::new(),
+            impact_detail: ThinVec::new(),
             assignment_group: None,
-            alert_fingerprints: Vec::new(),
+            alert_fingerprints: ThinVec::new(),
             alert_count: 0,
             opened_at: at,
             acknowledged_at: None,
@@ -315,12 +315,12 @@ impl Engine {
             updated_at: now,
             reopen_count: 0,
             flapping: false,
-            rules: Vec::new(),
+            rules: ThinVec::new(),
             links: Links::default(),
             signature: None,
             shard: self.shard,
-            sla_marks: Vec::new(),
-            holds: Vec::new(),
+            sla_marks: ThinVec::new(),
+            holds: ThinVec::new(),
             auto_resolve_at: None,
         };
         self.incidents
@@ -380,15 +380,15 @@ impl Engine {
         {
             t.cis.push(c);
         }
-        t.inc.root_ci = root_id.clone();
+        t.inc.root_ci = root_id.as_deref().map(Box::from);
         if let Some(r) = &root_id {
             push_unique(&mut t.inc.cis, r);
         }
         t.cmdb_impact = ci.map(|_| impact_of(&services)).unwrap_or(default_impact);
         t.inc.impacted_services = services.iter().map(|s| s.id.clone()).collect();
-        t.inc.impact_detail = services;
+        t.inc.impact_detail = services.into();
         if !t.assigned_by_rule && owner.is_some() {
-            t.inc.assignment_group = owner;
+            t.inc.assignment_group = owner.map(Box::from);
         }
         // Without a CI the signature is the correlation key: share it.
         let signature: Arc<str> = match t.keys.iter().find(|k| ***k == *signature) {
@@ -396,9 +396,9 @@ impl Engine {
             None => signature.into(),
         };
         t.inc.signature = Some(signature);
-        t.inc.links.similar = similar;
+        t.inc.links.similar = similar.into();
         if problem.is_some() && t.inc.links.problem.is_none() {
-            t.inc.links.problem = problem.clone();
+            t.inc.links.problem = problem.as_deref().map(Box::from);
         }
         if let Some(p) = problem {
             self.timeline(
@@ -423,17 +423,17 @@ impl Engine {
         let before: Vec<String> = self
             .incidents
             .get(&id)
-            .map(|t| t.inc.impacted_services.clone())
+            .map(|t| t.inc.impacted_services.to_vec())
             .unwrap_or_default();
         self.set_root(id, Some(ci), alert, now);
         // The title names the cause, not the first symptom that opened it.
         if let Some(t) = self.incidents.get_mut(&id) {
-            t.inc.title = title_for(alert);
+            t.inc.title = title_for(alert).into();
         }
         self.lived(
             id,
             super::Lifecycle::Rerooted {
-                from: (!old.is_empty()).then(|| old.clone()),
+                from: (!old.is_empty()).then(|| old.to_string()),
             },
         );
         self.timeline(
@@ -449,7 +449,7 @@ impl Engine {
         let after: Vec<String> = self
             .incidents
             .get(&id)
-            .map(|t| t.inc.impacted_services.clone())
+            .map(|t| t.inc.impacted_services.to_vec())
             .unwrap_or_default();
         if after != before {
             self.timeline(
@@ -768,7 +768,7 @@ impl Engine {
             && !t.assigned_by_rule
         {
             t.assigned_by_rule = true;
-            t.inc.assignment_group = Some(group.clone());
+            t.inc.assignment_group = Some(group.as_str().into());
             entries.push((
                 TimelineKind::Assigned,
                 format!("assigned to {group} by rule {rule}"),
@@ -836,7 +836,7 @@ impl Engine {
             return;
         }
         if tr.inc.links.change.is_none() {
-            tr.inc.links.change = Some(change.clone());
+            tr.inc.links.change = Some(change.as_str().into());
         }
         let msg = format!(
             "change-related: alert {} ({}) fired {when} change {change} on {on}",

@@ -124,7 +124,7 @@ impl ProblemBook {
             let p = Problem {
                 id: format!("PRB{:07}", self.next),
                 signature: signature.to_string(),
-                root_ci: root_ci.map(str::to_string),
+                root_ci: root_ci.map(Box::from),
                 alertname: alertname.to_string(),
                 state: "open".into(),
                 opened_at: at,

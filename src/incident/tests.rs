@@ -109,7 +109,7 @@ fn opens_one_incident_and_dedups_repeats() {
         Priority::new(2).unwrap(),
         "critical + default impact medium = P2"
     );
-    assert_eq!(inc.title, "HostDown on a");
+    assert_eq!(&*inc.title, "HostDown on a");
 }
 
 #[test]
@@ -683,7 +683,7 @@ fn silent_alerts_expire_after_the_alert_timeout() {
     assert!(
         e.incidents
             .values()
-            .any(|t| t.inc.title == "HostDown on b" && t.inc.state == IncidentState::Open),
+            .any(|t| &*t.inc.title == "HostDown on b" && t.inc.state == IncidentState::Open),
         "the re-sent alert stays firing"
     );
     assert_eq!(e.stats.expired, 1);
@@ -694,7 +694,7 @@ fn silent_alerts_expire_after_the_alert_timeout() {
     assert!(
         e.incidents
             .values()
-            .any(|t| t.inc.title == "HostDown on a" && t.inc.state.is_active()),
+            .any(|t| &*t.inc.title == "HostDown on a" && t.inc.state.is_active()),
         "fires again"
     );
 }

@@ -165,10 +165,10 @@ pub(crate) mod tests {
         i.title = "PostgresDown on pg-0".into();
         i.priority = Priority::new(1).expect("P1");
         i.root_ci = Some("pg-0".into());
-        i.impacted_services = vec!["checkout".into(), "search".into()];
+        i.impacted_services = vec!["checkout".into(), "search".into()].into();
         i.assignment_group = Some("team-dba".into());
         i.opened_at = Timestamp(1_795_000_000_000);
-        i.links.runbooks = vec!["https://runbooks.example.com/pg".into()];
+        i.links.runbooks = vec!["https://runbooks.example.com/pg".into()].into();
         i
     }
 

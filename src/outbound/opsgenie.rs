@@ -287,11 +287,11 @@ mod tests {
     #[test]
     fn a_wide_incident_keeps_to_the_documented_limits() {
         let mut inc = incident();
-        inc.title = "x".repeat(2_000);
+        inc.title = "x".repeat(2_000).into();
         inc.impacted_services = (0..40)
             .map(|i| format!("{i:02}-{}", "s".repeat(60)))
             .collect();
-        inc.root_ci = Some("c".repeat(600));
+        inc.root_ci = Some("c".repeat(600).into());
         let team = Responder::parse("team:platform").expect("valid");
         let user = Responder::parse("user:jane@example.com").expect("valid");
         let b = request(&inc, EventKind::Opened, None, &[team, user])
@@ -357,7 +357,7 @@ mod tests {
         );
         let long = {
             let mut i = inc.clone();
-            i.title = "x".repeat(500);
+            i.title = "x".repeat(500).into();
             i
         };
         let b = request(&long, EventKind::Opened, None, &[])

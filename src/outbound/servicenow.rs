@@ -715,7 +715,7 @@ mod tests {
         assert!(!closed(&json!({"result": {"state": "6"}})));
 
         let mut inc = incident();
-        inc.title = "x".repeat(2000);
+        inc.title = "x".repeat(2000).into();
         inc.impacted_services = (0..40)
             .map(|i| format!("service-{i:02}-{}", "s".repeat(80)))
             .collect();

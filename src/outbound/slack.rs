@@ -569,7 +569,7 @@ mod tests {
         assert!(l.starts_with("service-00, service-01"), "{l}");
 
         let mut inc = incident();
-        inc.title = "<db> & ".repeat(700);
+        inc.title = "<db> & ".repeat(700).into();
         inc.impacted_services = (0..40)
             .map(|i| format!("{i:02}-{}", "s".repeat(80)))
             .collect();

@@ -143,14 +143,14 @@ impl Template {
 }
 
 fn value(out: &mut String, v: Var, inc: &Incident) {
-    let opt = |o: &Option<String>| o.clone().unwrap_or_default();
+    let opt = |o: &Option<Box<str>>| o.as_deref().unwrap_or_default().to_string();
     let s = match v {
         Var::Id => {
             let _ = write!(out, "{}", inc.id.0);
             return;
         }
         Var::Key => super::external_key(inc),
-        Var::Title => inc.title.clone(),
+        Var::Title => inc.title.to_string(),
         Var::Priority => inc.priority.to_string(),
         Var::Impact => inc.impact.get().to_string(),
         Var::Urgency => inc.urgency.get().to_string(),

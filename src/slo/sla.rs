@@ -312,7 +312,7 @@ services:
         let mut inc = Incident::test_default();
         inc.state = crate::domain::IncidentState::Acknowledged;
         inc.priority = p1;
-        inc.impacted_services = both.to_vec();
+        inc.impacted_services = both.iter().cloned().collect();
         inc.opened_at = at(0);
         inc.updated_at = at(0);
         // Acknowledged after 12 minutes: the 10-minute response was missed.

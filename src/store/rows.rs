@@ -16,21 +16,21 @@ use sqlx::{ColumnIndex, Decode, Row, Type};
 #[derive(Deserialize, Default)]
 pub(super) struct Extra {
     #[serde(default)]
-    cis: Vec<String>,
+    cis: crate::domain::ThinVec<String>,
     #[serde(default)]
-    impacted_services: Vec<String>,
+    impacted_services: crate::domain::ThinVec<String>,
     #[serde(default)]
-    rules: Vec<std::sync::Arc<str>>,
+    rules: crate::domain::ThinVec<std::sync::Arc<str>>,
     #[serde(default)]
     links: Links,
     #[serde(default)]
-    impact_detail: Vec<ServiceImpact>,
+    impact_detail: crate::domain::ThinVec<ServiceImpact>,
     #[serde(default)]
     signature: Option<std::sync::Arc<str>>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    sla_marks: Vec<String>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    holds: Vec<Hold>,
+    #[serde(default, skip_serializing_if = "crate::domain::ThinVec::is_empty")]
+    sla_marks: crate::domain::ThinVec<String>,
+    #[serde(default, skip_serializing_if = "crate::domain::ThinVec::is_empty")]
+    holds: crate::domain::ThinVec<Hold>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     auto_resolve_at: Option<Timestamp>,
 }
@@ -211,17 +211,17 @@ pub(super) fn incident_from_row(r: &impl Cols) -> Result<Incident, StoreError> {
             .ok_or_else(|| StoreError::Corrupt(format!("priority {prio} out of range")))?,
         impact: level(r.int("impact")?, "impact")?,
         urgency: level(r.int("urgency")?, "urgency")?,
-        title: r.text("title")?,
-        root_ci: r.opt_text("root_ci")?,
+        title: r.text("title")?.into(),
+        root_ci: r.opt_text("root_ci")?.map(Box::from),
         cis: extra.cis,
         impacted_services: extra.impacted_services,
         impact_detail: extra.impact_detail,
-        assignment_group: r.opt_text("assignment_group")?,
-        alert_fingerprints: Vec::new(),
+        assignment_group: r.opt_text("assignment_group")?.map(Box::from),
+        alert_fingerprints: crate::domain::ThinVec::new(),
         alert_count: count_from_db(r.int("alert_count")?),
         opened_at: Timestamp(r.int("opened_at")?),
         acknowledged_at: ts(r.opt_int("acknowledged_at")?),
-        acknowledged_by: r.opt_text("acknowledged_by")?,
+        acknowledged_by: r.opt_text("acknowledged_by")?.map(Box::from),
         resolved_at: ts(r.opt_int("resolved_at")?),
         updated_at: Timestamp(r.int("updated_at")?),
         reopen_count: u32::try_from(r.int("reopen_count")?).unwrap_or(0),

@@ -459,7 +459,7 @@ async fn board(
     let services: Vec<String> = cmdb.services().iter().map(|s| s.id.clone()).collect();
     let mut groups: Vec<String> = items
         .iter()
-        .filter_map(|i| i.incident.assignment_group.clone())
+        .filter_map(|i| i.incident.assignment_group.as_deref().map(str::to_owned))
         .chain(f.group.clone())
         .collect();
     groups.sort();

@@ -269,8 +269,8 @@ cis:
         let c = cmdb();
         let mut inc = Incident::test_default();
         inc.root_ci = Some("db".into());
-        inc.cis = vec!["db".into(), "web".into(), "cms".into(), "lone".into()];
-        inc.impacted_services = vec!["blog".into(), "shop".into()];
+        inc.cis = vec!["db".into(), "web".into(), "cms".into(), "lone".into()].into();
+        inc.impacted_services = vec!["blog".into(), "shop".into()].into();
         let s = svg(&c, &inc).expect("svg");
         assert!(s.contains("class=\"node root\" data-ci=\"db\""), "{s}");
         assert!(s.contains("class=\"node alerting\" data-ci=\"web\""));
@@ -304,7 +304,7 @@ cis:
         inc.root_ci = Some("nope".into());
         assert_eq!(svg(&c, &inc), None);
         inc.root_ci = Some("db".into());
-        inc.impacted_services = vec!["<script>".into()];
+        inc.impacted_services = vec!["<script>".into()].into();
         let s = svg(&c, &inc).expect("svg");
         assert!(!s.contains("<script>"));
         assert!(s.contains("&lt;script&gt;"));

@@ -853,8 +853,8 @@ mod tests {
         i.id = crate::domain::IncidentId(id);
         i.priority = Priority::new(p).expect("priority");
         i.opened_at = Timestamp(opened);
-        i.title = format!("incident <{id}>");
-        i.impacted_services = vec!["shop".into(), "blog".into()];
+        i.title = format!("incident <{id}>").into();
+        i.impacted_services = vec!["shop".into(), "blog".into()].into();
         i.assignment_group = Some("dba".into());
         BoardItem {
             incident: i,
