@@ -21,7 +21,7 @@ use crate::correlate;
 use crate::dedup::{AlertState, AlertTable, FlapPolicy, Observation};
 use crate::domain::{
     Alert, AlertStatus, Fingerprint, Incident, IncidentId, IncidentState, LabelSet, Level,
-    Priority, PriorityMatrix, ThinVec, TimelineEntry, TimelineKind, Timestamp, thin_vec,
+    Priority, PriorityMatrix, ThinVec, TimelineEntry, TimelineKind, Timestamp,
 };
 use crate::normalize::Event;
 use crate::rules::{Decision, RuleSet};
@@ -301,9 +301,12 @@ struct Tracked {
     /// Earliest and latest start of its alerts (event time).
     first: Timestamp,
     last: Timestamp,
-    /// Correlation keys (CI + alert name) that lead here (interned: the
-    /// same allocations as the alerts' keys and `Engine::by_key`).
-    keys: ThinVec<Arc<str>>,
+    /// Correlation keys (CI + alert name) that lead here besides
+    /// `inc.key`, which does unless merged into another incident
+    /// (interned: the same allocations as the alerts' keys and
+    /// `Engine::by_key`). Most incidents have no other: no list
+    /// allocation for them.
+    more_keys: ThinVec<Arc<str>>,
     /// Most urgent explicit rule priority / impact seen.
     rule_priority: Option<Priority>,
     rule_impact: Option<Level>,
@@ -318,8 +321,26 @@ struct Tracked {
 const _: () = assert!(std::mem::size_of::<Tracked>() <= 384);
 
 impl Tracked {
+    /// The keys that lead here.
+    fn keys(&self) -> impl Iterator<Item = &Arc<str>> {
+        self.inc
+            .links
+            .merged_into
+            .is_none()
+            .then_some(&self.inc.key)
+            .into_iter()
+            .chain(self.more_keys.iter())
+    }
+
+    /// Make `key` lead here too.
+    fn add_key(&mut self, key: &Arc<str>) {
+        let first = self.inc.links.merged_into.is_none() && self.inc.key == *key;
+        if !first && !self.more_keys.contains(key) {
+            self.more_keys.push(key.clone());
+        }
+    }
+
     fn new(inc: Incident, root: Option<CiIdx>, at: Timestamp) -> Tracked {
-        let key = inc.key.clone();
         Tracked {
             inc,
             firing: 0,
@@ -329,7 +350,7 @@ impl Tracked {
             cis: root.into_iter().collect(),
             first: at,
             last: at,
-            keys: thin_vec![key],
+            more_keys: ThinVec::new(),
             rule_priority: None,
             rule_impact: None,
             assigned_by_rule: false,
@@ -593,7 +614,9 @@ impl Engine {
             t.firing = firing;
             t.last_end = MaybeTime::of(last_end);
             t.last = last;
-            t.keys = keys.into();
+            for k in &keys {
+                t.add_key(k);
+            }
             t.resolved_seen = MaybeTime::of((!active).then_some(now));
             t.cmdb_impact = t.inc.impact;
             t.priority_set = Some(t.inc.priority);

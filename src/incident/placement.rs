@@ -274,10 +274,8 @@ impl Engine {
 
     fn add_key(&mut self, id: IncidentId, key: &Arc<str>) {
         self.by_key.insert(key.clone(), id);
-        if let Some(t) = self.incidents.get_mut(&id)
-            && !t.keys.contains(key)
-        {
-            t.keys.push(key.clone());
+        if let Some(t) = self.incidents.get_mut(&id) {
+            t.add_key(key);
         }
     }
 
@@ -391,7 +389,7 @@ impl Engine {
             t.inc.assignment_group = owner.map(Box::from);
         }
         // Without a CI the signature is the correlation key: share it.
-        let signature: Arc<str> = match t.keys.iter().find(|k| ***k == *signature) {
+        let signature: Arc<str> = match t.keys().find(|k| ***k == *signature) {
             Some(k) => k.clone(),
             None => signature.into(),
         };
@@ -546,15 +544,13 @@ impl Engine {
                 dst.inc.acknowledged_by = src.inc.acknowledged_by.clone();
             }
         }
-        for k in &src.keys {
+        for k in src.keys() {
             self.by_key.insert(k.clone(), into);
-            if let Some(dst) = self.incidents.get_mut(&into)
-                && !dst.keys.contains(k)
-            {
-                dst.keys.push(k.clone());
+            if let Some(dst) = self.incidents.get_mut(&into) {
+                dst.add_key(k);
             }
         }
-        src.keys.clear();
+        src.more_keys.clear();
         src.firing = 0;
         // Its alerts are the other incident's now (the timeline says how
         // many moved).
