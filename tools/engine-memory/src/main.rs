@@ -7,17 +7,19 @@
 //! its own incident: the worst shape) through the engine with the
 //! repository's rules, dropping the store operations, and prints the heap
 //! the engine keeps per alert: bytes as requested and as mimalloc's size
-//! classes round them (what RSS pays), then the allocation sizes that hold
-//! most of it. Unlike RSS this is exact and repeatable, so it tells which
-//! structure a change to memory per alert has to shrink (BENCHMARKS.md
-//! entry 20); the daemon's RSS adds the store's caches and the allocator's
-//! free pages on top.
+//! classes round them, the process's RSS growth (mimalloc underneath, as
+//! in the daemon), then the allocation sizes that hold most of it. Unlike
+//! the daemon's RSS the first two are exact and repeatable, so they tell
+//! which structure a change to memory per alert has to shrink
+//! (BENCHMARKS.md entry 20); the daemon adds the store, the HTTP side and
+//! their allocations on top.
 
 use incidentd::domain::Timestamp;
 use incidentd::incident::{Engine, EngineConfig};
 use incidentd::normalize::{Intake, parse_alertmanager};
 use incidentd::rules::RuleSet;
-use std::alloc::{GlobalAlloc, Layout, System};
+use mimalloc::MiMalloc;
+use std::alloc::{GlobalAlloc, Layout};
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -51,24 +53,24 @@ fn class(size: usize) -> (usize, usize) {
 
 struct Counting;
 
-// SAFETY: every call is forwarded to `System` unchanged; the counters are
-// only bookkeeping.
+// SAFETY: every call is forwarded to mimalloc (the daemon's allocator)
+// unchanged; the counters are only bookkeeping.
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, l: Layout) -> *mut u8 {
         note(l.size(), 1);
         // SAFETY: forwarded with the caller's layout.
-        unsafe { System.alloc(l) }
+        unsafe { MiMalloc.alloc(l) }
     }
     unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
         note(l.size(), -1);
-        // SAFETY: `p` came from `System` with this layout.
-        unsafe { System.dealloc(p, l) }
+        // SAFETY: `p` came from mimalloc with this layout.
+        unsafe { MiMalloc.dealloc(p, l) }
     }
     unsafe fn realloc(&self, p: *mut u8, l: Layout, new: usize) -> *mut u8 {
         note(l.size(), -1);
         note(new, 1);
         // SAFETY: forwarded with the caller's pointer and layout.
-        unsafe { System.realloc(p, l, new) }
+        unsafe { MiMalloc.realloc(p, l, new) }
     }
 }
 
@@ -79,6 +81,18 @@ fn note(size: usize, sign: i64) {
 
 #[global_allocator]
 static GLOBAL: Counting = Counting;
+
+/// Resident set size of this process, in bytes.
+fn rss() -> i64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<i64>().ok())
+        })
+        .map_or(0, |k| k * 1024)
+}
 
 fn snapshot() -> (i64, Vec<i64>) {
     (
@@ -126,6 +140,7 @@ fn main() {
         .to_string();
     let mut engine = Engine::new(EngineConfig::default(), rules);
     let before = snapshot();
+    let rss_before = rss();
     for r in 0..alerts.div_ceil(20) {
         let b = body(r, &stamp);
         let events = parse_alertmanager(b.as_bytes(), &Intake::offline(now))
@@ -137,6 +152,7 @@ fn main() {
     engine.flush_touches();
     drop(engine.take_batch());
     let after = snapshot();
+    let rss_after = rss();
     let n = engine.active_alerts().max(1) as f64;
     let mut sizes = [0usize; CLASSES];
     for s in (8..1 << 22).step_by(8) {
@@ -154,11 +170,12 @@ fn main() {
         }
     }
     println!(
-        "active alerts {}, incidents {}: {:.0} B requested, {:.0} B in size classes per alert",
+        "active alerts {}, incidents {}: {:.0} B requested, {:.0} B in size classes, RSS {:.0} B per alert",
         engine.active_alerts(),
         engine.tracked_incidents(),
         (after.0 - before.0) as f64 / n,
-        classed
+        classed,
+        (rss_after - rss_before) as f64 / n
     );
     rows.sort_by(|a, b| (b.0 as f64 * b.1).total_cmp(&(a.0 as f64 * a.1)));
     for (size, per) in rows.iter().take(16) {
