@@ -274,10 +274,9 @@ struct Progress {
 }
 
 /// A record in its segment: the projector reads its body back from the
-/// file (the operating system's page cache), so that no batch text stays
-/// in memory until projected. Kept in memory, those texts and the joined
-/// projection texts left ~35 MB more resident after 100k alerts (freed
-/// memory the allocator kept; BENCHMARKS.md entries 19 and 20).
+/// file (the operating system's page cache) into one reused buffer, so
+/// the memory a backlog takes is that buffer, not every batch's text
+/// until projected (BENCHMARKS.md entries 19 and 20).
 struct Loc {
     seq: u64,
     file: Arc<File>,
