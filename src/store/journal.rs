@@ -78,10 +78,6 @@ fn header(seq: u64, body: &[u8]) -> std::io::Result<[u8; HEADER]> {
     Ok(h)
 }
 
-fn head_len(head: &[u8; HEADER]) -> u32 {
-    u32::from_le_bytes([head[0], head[1], head[2], head[3]])
-}
-
 #[cfg(test)]
 fn encode(seq: u64, body: &[u8]) -> std::io::Result<Vec<u8>> {
     let mut buf = header(seq, body)?.to_vec();
@@ -234,7 +230,8 @@ impl Appender {
             seq,
             file: cur.file.clone(),
             at: cur.len + HEADER as u64,
-            len: head_len(&head),
+            // `header` refused a body beyond u32.
+            len: body.len() as u32,
         };
         cur.len += (HEADER + body.len()) as u64;
         cur.last = seq;
@@ -277,6 +274,7 @@ struct Progress {
 /// file (the operating system's page cache) into one reused buffer, so
 /// the memory a backlog takes is that buffer, not every batch's text
 /// until projected (BENCHMARKS.md entries 19 and 20).
+#[derive(Clone)]
 struct Loc {
     seq: u64,
     file: Arc<File>,
@@ -359,13 +357,7 @@ async fn project_batch<L: std::borrow::Borrow<Loc>>(
                 len += l;
                 j += 1;
             }
-            let chunk: Vec<(Arc<File>, u64, u32)> = records[i..j]
-                .iter()
-                .map(|r| {
-                    let r = r.borrow();
-                    (r.file.clone(), r.at, r.len)
-                })
-                .collect();
+            let chunk: Vec<Loc> = records[i..j].iter().map(|r| r.borrow().clone()).collect();
             let mut text = std::mem::take(buf);
             text.clear();
             if i == 0 {
@@ -410,12 +402,12 @@ async fn project_batch<L: std::borrow::Borrow<Loc>>(
 }
 
 /// Append the bodies at `locs` to `text`.
-fn read_bodies(locs: &[(Arc<File>, u64, u32)], mut text: Vec<u8>) -> std::io::Result<Vec<u8>> {
+fn read_bodies(locs: &[Loc], mut text: Vec<u8>) -> std::io::Result<Vec<u8>> {
     use std::os::unix::fs::FileExt;
-    for (file, at, len) in locs {
+    for l in locs {
         let start = text.len();
-        text.resize(start + *len as usize, 0);
-        file.read_exact_at(&mut text[start..], *at)?;
+        text.resize(start + l.len as usize, 0);
+        l.file.read_exact_at(&mut text[start..], l.at)?;
     }
     Ok(text)
 }
