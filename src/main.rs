@@ -10,7 +10,8 @@ use std::process::ExitCode;
 /// mimalloc instead of glibc's allocator: the pipeline allocates per label
 /// and the store writer builds large column arrays per batch; with glibc,
 /// malloc, free and page faults from trimmed arenas took about half of the
-/// daemon's CPU under a Kafka alert storm (BENCHMARKS.md entry 6).
+/// daemon's CPU under a Kafka alert storm (BENCHMARKS.md entry 6). Its v2
+/// (Cargo.toml says why) for memory per active alert (entry 21).
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

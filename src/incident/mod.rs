@@ -593,10 +593,10 @@ impl Engine {
             let (mut first, mut last) = (inc.opened_at, inc.opened_at);
             let mut keys: Vec<Arc<str>> = vec![inc.key.clone()];
             for fp in &inc.alert_fingerprints {
-                if let Some(st) = self.table.get(fp).filter(|st| st.incident == Some(id)) {
+                if let Some(st) = self.table.get(fp).filter(|st| st.incident() == Some(id)) {
                     match st.status {
                         AlertStatus::Firing => firing += 1,
-                        AlertStatus::Resolved => last_end = last_end.max(st.ends_at),
+                        AlertStatus::Resolved => last_end = last_end.max(st.ends_at()),
                     }
                     first = first.min(st.starts_at);
                     last = last.max(st.starts_at);
@@ -938,7 +938,7 @@ impl Engine {
                 } => {
                     let target = fresh
                         .contains(&fingerprint)
-                        .then(|| self.table.get(&fingerprint).and_then(|st| st.incident))
+                        .then(|| self.table.get(&fingerprint).and_then(|st| st.incident()))
                         .flatten();
                     if let Some(id) = target {
                         self.timeline(id, at, TimelineKind::EventTimeClamped, note, None);
@@ -950,7 +950,7 @@ impl Engine {
                     at,
                     actor,
                 } => {
-                    let target = self.table.get(&fingerprint).and_then(|st| st.incident);
+                    let target = self.table.get(&fingerprint).and_then(|st| st.incident());
                     match target {
                         Some(id) => match self.acknowledge(id, &actor, at.max(now)) {
                             Ok(_) => out.changed += 1,
@@ -1052,7 +1052,7 @@ impl Engine {
         let Some(mut st) = self.table.alerts.remove(&fp) else {
             return;
         };
-        let current = st.incident.filter(|id| {
+        let current = st.incident().filter(|id| {
             self.incidents
                 .get(id)
                 .is_some_and(|t| t.inc.state.is_active())
@@ -1083,7 +1083,7 @@ impl Engine {
                 // Its incident is gone (resolved) or it was suppressed: decide
                 // afresh, as for a new alert; rules may have changed since.
                 self.place(alert, &mut st, now, false);
-                if flapping_started && let Some(id) = st.incident {
+                if flapping_started && let Some(id) = st.incident() {
                     self.mark_flapping(id, alert);
                     self.save_incident(id, now);
                 }
@@ -1100,8 +1100,8 @@ impl Engine {
         };
         st.written_seq = self.seq;
         let update = update_of(fp, st, None);
-        let incident = st.incident;
-        let end = st.ends_at.unwrap_or(now);
+        let incident = st.incident();
+        let end = st.ends_at().unwrap_or(now);
         let suppressed = st.suppressed;
         self.ops.push(StoreOp::UpdateAlert(Box::new(update)));
         let Some(id) = incident else { return };
@@ -1513,7 +1513,7 @@ impl Engine {
         }
         let incidents = &self.incidents;
         self.table.evict(now, self.cfg.alert_retention, |st| {
-            st.incident
+            st.incident()
                 .is_some_and(|id| incidents.get(&id).is_some_and(|t| t.inc.state.is_active()))
         });
     }
@@ -1542,9 +1542,9 @@ impl Engine {
             };
             let end = last_seen.max(starts_at);
             st.status = AlertStatus::Resolved;
-            st.ends_at = Some(end);
+            st.set_ends_at(Some(end));
             st.expired = true;
-            let incident = st.incident.filter(|_| !st.suppressed);
+            let incident = st.incident().filter(|_| !st.suppressed);
             self.stats.expired += 1;
             if let Some(id) = incident.filter(|id| {
                 self.incidents
@@ -1593,7 +1593,7 @@ impl Engine {
                     self.table.get(&fp).map(|st| Touch {
                         fingerprint: fp,
                         last_seen: st.last_seen,
-                        deliveries: st.deliveries,
+                        deliveries: u64::from(st.deliveries),
                     })
                 })
                 .collect();
@@ -1625,14 +1625,14 @@ fn update_of(
         fingerprint: fp,
         status: st.status,
         starts_at: st.starts_at,
-        ends_at: st.ends_at,
-        incident: st.incident,
+        ends_at: st.ends_at(),
+        incident: st.incident(),
         key: st.key.to_string(),
         suppressed,
         change: None,
         flapping: st.flapping,
         last_seen: st.last_seen,
-        deliveries: st.deliveries,
+        deliveries: u64::from(st.deliveries),
     }
 }
 

@@ -111,13 +111,14 @@ impl Engine {
             .as_ref()
             .map(|s| (s.rule.to_string(), s.reason.clone()));
         st.suppressed = suppressed.is_some();
-        let previous = st.incident.take();
+        let previous = st.incident();
+        st.set_incident(None);
         if suppressed.is_some() {
             self.stats.suppressed += 1;
         } else if decision.open {
             let id = self.assign_incident(alert, &st.key, ci, previous, &decision, now);
             self.link_changes(id, alert, ci);
-            st.incident = Some(id);
+            st.set_incident(Some(id));
         }
         if first_time {
             self.ops.push(StoreOp::InsertAlert(Box::new(AlertRecord {
@@ -129,14 +130,14 @@ impl Engine {
                 ends_at: alert.ends_at,
                 source: alert.source,
                 generator_url: alert.generator_url.clone(),
-                incident: st.incident,
+                incident: st.incident(),
                 key: st.key.to_string(),
                 suppressed,
                 change: in_change.clone(),
                 flapping: st.flapping,
                 first_seen: now,
                 last_seen: now,
-                deliveries: st.deliveries,
+                deliveries: u64::from(st.deliveries),
                 shard: self.shard,
             })));
         } else {
@@ -495,7 +496,7 @@ impl Engine {
         let moved = std::mem::take(&mut src.inc.alert_fingerprints);
         for fp in &moved {
             if let Some(st) = self.table.get_mut(fp) {
-                st.incident = Some(into);
+                st.set_incident(Some(into));
             }
         }
         self.ops.push(StoreOp::MoveAlerts { from, to: into });

@@ -458,8 +458,9 @@ impl Ctx {
     }
 
     /// Store the offsets of finished batches, oldest first; with `all`,
-    /// wait for every batch in flight.
-    fn settle(&self, consumer: &BaseConsumer<Ctx>, all: bool) {
+    /// wait for every batch in flight. Returns whether any were stored.
+    fn settle(&self, consumer: &BaseConsumer<Ctx>, all: bool) -> bool {
+        let mut stored = false;
         loop {
             let front = {
                 let mut q = self.inflight.lock().unwrap_or_else(|p| p.into_inner());
@@ -470,7 +471,7 @@ impl Ctx {
                     _ => None,
                 }
             };
-            let Some(batch) = front else { return };
+            let Some(batch) = front else { return stored };
             if !self.deps.engine.is_fully_durable(batch.settle_seq)
                 && self
                     .rt
@@ -478,8 +479,9 @@ impl Ctx {
                     .is_err()
             {
                 // Shutting down before the store confirmed: do not store.
-                return;
+                return stored;
             }
+            stored = true;
             let mut tpl = TopicPartitionList::new();
             for ((t, p), next) in &batch.offsets {
                 if let Err(e) =
@@ -730,9 +732,16 @@ impl Runner {
                 }
                 match consumer.poll(wait) {
                     None => {
-                        if deadline.is_none() {
-                            // Idle: store what became durable meanwhile.
-                            ctx.settle(&consumer, false);
+                        // Idle: store what became durable meanwhile and
+                        // commit it now rather than at the next auto-commit
+                        // (up to a second later): caught up means lag 0 for
+                        // whoever watches the group, and nothing to re-read
+                        // after a crash.
+                        if deadline.is_none()
+                            && ctx.settle(&consumer, false)
+                            && let Err(e) = consumer.commit_consumer_state(CommitMode::Async)
+                        {
+                            tracing::debug!(error = %e, "committing offsets when idle");
                         }
                     }
                     Some(Err(e)) => {
