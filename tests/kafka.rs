@@ -281,6 +281,44 @@ async fn topic_alerts_become_incidents_bad_messages_are_dead_lettered_offsets_co
     r.shutdown().await;
 }
 
+/// Caught up means committed: once the consumer is idle, the offsets whose
+/// effects are durable are committed at once, not at the next auto-commit
+/// (an hour away here), so a caught-up group shows no lag.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_consumer_commits_what_is_durable_without_waiting_for_auto_commit() {
+    let Mock {
+        cluster: _cluster,
+        bootstrap,
+        config: mut c,
+        _dir,
+    } = mock(&[("alerts", 2)], "[[kafka.topics]]\nname = \"alerts\"\n");
+    c.kafka
+        .as_mut()
+        .expect("kafka configured")
+        .librdkafka
+        .push(("consumer.auto.commit.interval.ms".into(), "3600000".into()));
+    let p = producer(&bootstrap);
+    let r = start(&c).await;
+    for i in 0..6 {
+        produce(
+            &p,
+            "alerts",
+            &format!("k{i}"),
+            &format!(r#"{{"labels":{{"alertname":"Idle{i}","instance":"idle-{i}:9100"}}}}"#),
+        )
+        .await;
+    }
+    eventually("6 incidents", 30, async || {
+        (active_incidents(&r).await.len() == 6).then_some(())
+    })
+    .await;
+    eventually("zero lag while running", 20, async || {
+        (support::kafka_group_lag(&bootstrap, "incidentd-test", "alerts", 2) == 0).then_some(())
+    })
+    .await;
+    r.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restart_resumes_from_committed_offsets_without_duplicates() {
     let Mock {
