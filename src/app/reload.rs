@@ -27,13 +27,49 @@ struct Inner {
 
 #[derive(Default)]
 struct Sources {
-    file_mtime: Option<SystemTime>,
+    file_stamp: Option<Stamp>,
     file: Option<CmdbFile>,
     servicenow: Option<CmdbFile>,
 }
 
-fn mtime(path: &std::path::Path) -> Option<SystemTime> {
-    std::fs::metadata(path).and_then(|m| m.modified()).ok()
+/// What tells a changed file from the same one: time, size and inode of
+/// what the path resolves to. The inode catches a Kubernetes ConfigMap
+/// update, which points the path at a new file through a `..data` link
+/// swap, even when the new file's time equals the old one's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Stamp {
+    modified: Option<SystemTime>,
+    len: u64,
+    inode: u64,
+}
+
+/// The stamp of what `path` resolves to (symlinks followed); `None` when
+/// it does not exist.
+pub(crate) fn stamp(path: &std::path::Path) -> Option<Stamp> {
+    let m = std::fs::metadata(path).ok()?;
+    #[cfg(unix)]
+    let inode = std::os::unix::fs::MetadataExt::ino(&m);
+    #[cfg(not(unix))]
+    let inode = 0;
+    Some(Stamp {
+        modified: m.modified().ok(),
+        len: m.len(),
+        inode,
+    })
+}
+
+/// The stamps of a rule directory's visible entries (names starting with
+/// `.`, such as a ConfigMap's `..data`, are not rule files), sorted by
+/// name: any file written, added, removed or re-pointed changes it.
+pub(crate) fn dir_stamp(dir: &std::path::Path) -> Option<Vec<(std::ffi::OsString, Stamp)>> {
+    let mut v: Vec<_> = std::fs::read_dir(dir)
+        .ok()?
+        .filter_map(Result::ok)
+        .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
+        .filter_map(|e| Some((e.file_name(), stamp(&e.path())?)))
+        .collect();
+    v.sort_by(|a, b| a.0.cmp(&b.0));
+    Some(v)
 }
 
 impl CmdbReloader {
@@ -48,7 +84,7 @@ impl CmdbReloader {
         // that only a real change triggers a reload.
         let mut sources = Sources::default();
         if let Some(p) = &path {
-            sources.file_mtime = mtime(p);
+            sources.file_stamp = stamp(p);
             sources.file = std::fs::read_to_string(p)
                 .ok()
                 .and_then(|t| cmdb::load_text(&p.display().to_string(), &t).ok())
@@ -71,12 +107,12 @@ impl CmdbReloader {
             return;
         };
         let mut st = self.inner.state.lock().await;
-        let now_mtime = mtime(&path);
-        if !force && now_mtime == st.file_mtime {
+        let now = stamp(&path);
+        if !force && now == st.file_stamp {
             return;
         }
-        st.file_mtime = now_mtime;
-        if now_mtime.is_none() {
+        st.file_stamp = now;
+        if now.is_none() {
             if st.file.is_some() {
                 tracing::warn!(file = %path.display(), "CMDB file is gone; keeping the last good CMDB");
             }
@@ -121,9 +157,10 @@ impl CmdbReloader {
         }
     }
 
-    /// Poll the file's modification time.
+    /// Poll the file's [`Stamp`] every `every` (zero: never; SIGHUP still
+    /// reloads).
     pub async fn watch_file(self, every: Duration, cancel: CancellationToken) {
-        if self.inner.path.is_none() {
+        if self.inner.path.is_none() || every.is_zero() {
             return;
         }
         let mut tick = tokio::time::interval(every);

@@ -41,6 +41,7 @@ pub struct RawConfig {
     pub listen: Option<String>,
     pub data_dir: Option<PathBuf>,
     pub rules_dir: Option<PathBuf>,
+    pub rules_reload_interval: Option<String>,
     pub log_format: Option<String>,
     pub log_level: Option<String>,
     pub http: RawHttp,
@@ -333,7 +334,13 @@ pub struct Config {
     /// True when the path was given (a missing file is then an error); the
     /// default `deploy/cmdb.yaml` may be absent.
     pub cmdb_required: bool,
+    /// How often the CMDB file is checked for a change; zero: only on
+    /// SIGHUP.
     pub cmdb_reload_interval: Duration,
+    /// How often the rule directory is checked for a change (a file
+    /// written, added, removed, or a Kubernetes ConfigMap update swapping
+    /// its `..data` link); zero: only on SIGHUP.
+    pub rules_reload_interval: Duration,
     pub servicenow: Option<ServiceNowConfig>,
     pub log_format: LogFormat,
     pub log_level: String,
@@ -952,6 +959,12 @@ pub fn validate(raw: RawConfig, o: &Overrides) -> Result<Config, Vec<FieldError>
         &raw.cmdb.reload_interval,
         Duration::from_secs(10),
     );
+    let rules_reload_interval = duration(
+        &mut errs,
+        "rules_reload_interval",
+        &raw.rules_reload_interval,
+        Duration::from_secs(10),
+    );
     let servicenow = raw
         .cmdb
         .servicenow
@@ -1000,6 +1013,7 @@ pub fn validate(raw: RawConfig, o: &Overrides) -> Result<Config, Vec<FieldError>
         cmdb,
         cmdb_required,
         cmdb_reload_interval,
+        rules_reload_interval,
         servicenow,
         log_format,
         log_level,
