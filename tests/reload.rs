@@ -7,6 +7,11 @@ use std::time::{Duration, Instant};
 
 mod support;
 
+/// Suppresses every alert named Noisy.
+const QUIET: &str = "rules:\n  - name: quiet\n    matchers: ['alertname=\"Noisy\"']\n    actions:\n      suppress: testing reload\n";
+/// Not a valid rule file (there is no P9).
+const BROKEN: &str = "rules:\n  - name: broken\n    actions:\n      priority: P9\n";
+
 use support::daemon::{TestDaemon, signal};
 
 async fn post(base: &str, name: &str) -> Value {
@@ -57,11 +62,7 @@ async fn sighup_reloads_rules_and_keeps_old_ones_on_error() {
     assert_eq!(metric(&base, "incidentd_rules_loaded ").await, Some(1.0));
 
     // New rules: suppress everything named Noisy.
-    std::fs::write(
-        rules.join("b.yaml"),
-        "rules:\n  - name: quiet\n    matchers: ['alertname=\"Noisy\"']\n    actions:\n      suppress: testing reload\n",
-    )
-    .unwrap();
+    std::fs::write(rules.join("b.yaml"), QUIET).unwrap();
     signal(d.pid(), "HUP");
     wait_for(
         &base,
@@ -74,11 +75,7 @@ async fn sighup_reloads_rules_and_keeps_old_ones_on_error() {
     assert_eq!(v["suppressed"], 1, "{v}");
 
     // A broken file: the reload fails and the two rules stay in force.
-    std::fs::write(
-        rules.join("c.yaml"),
-        "rules:\n  - name: broken\n    actions:\n      priority: P9\n",
-    )
-    .unwrap();
+    std::fs::write(rules.join("c.yaml"), BROKEN).unwrap();
     signal(d.pid(), "HUP");
     wait_for(
         &base,
@@ -165,17 +162,7 @@ async fn rules_and_cmdb_reload_when_their_configmaps_are_updated() {
 
     // The map gains a rule that suppresses Noisy; a.yaml keeps its name
     // and now resolves to a new file.
-    configmap_update(
-        &rules,
-        2,
-        &[
-            ("a.yaml", p1),
-            (
-                "b.yaml",
-                "rules:\n  - name: quiet\n    matchers: ['alertname=\"Noisy\"']\n    actions:\n      suppress: configmap\n",
-            ),
-        ],
-    );
+    configmap_update(&rules, 2, &[("a.yaml", p1), ("b.yaml", QUIET)]);
     wait_for(&base, "incidentd_rules_loaded ", 2.0).await;
     let v = post(&base, "Noisy").await;
     assert_eq!(v["suppressed"], 1, "{v}");
@@ -184,13 +171,7 @@ async fn rules_and_cmdb_reload_when_their_configmaps_are_updated() {
     configmap_update(
         &rules,
         3,
-        &[
-            ("a.yaml", &p1.replace("P1", "P2")),
-            (
-                "b.yaml",
-                "rules:\n  - name: quiet\n    matchers: ['alertname=\"Noisy\"']\n    actions:\n      suppress: configmap\n",
-            ),
-        ],
+        &[("a.yaml", &p1.replace("P1", "P2")), ("b.yaml", QUIET)],
     );
     wait_for(
         &base,
@@ -210,14 +191,7 @@ async fn rules_and_cmdb_reload_when_their_configmaps_are_updated() {
     assert_eq!(list["incidents"][0]["priority"], "P2", "{list}");
 
     // A broken update keeps the rules in force.
-    configmap_update(
-        &rules,
-        4,
-        &[(
-            "a.yaml",
-            "rules:\n  - name: broken\n    actions:\n      priority: P9\n",
-        )],
-    );
+    configmap_update(&rules, 4, &[("a.yaml", BROKEN)]);
     wait_for(
         &base,
         "incidentd_rule_reloads_total{outcome=\"failure\"}",
