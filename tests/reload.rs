@@ -34,6 +34,25 @@ async fn metric(base: &str, line_prefix: &str) -> Option<f64> {
         .and_then(|l| l.rsplit(' ').next()?.parse().ok())
 }
 
+/// Waits until `outcome` ("success" or "failure") reloads were counted.
+async fn reloads(base: &str, outcome: &str, want: f64) {
+    wait_for(
+        base,
+        &format!("incidentd_rule_reloads_total{{outcome=\"{outcome}\"}}"),
+        want,
+    )
+    .await;
+}
+
+async fn get(base: &str, path: &str) -> Value {
+    reqwest::get(format!("{base}{path}"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
 async fn wait_for(base: &str, prefix: &str, want: f64) {
     let deadline = Instant::now() + Duration::from_secs(10);
     while metric(base, prefix).await != Some(want) {
@@ -64,12 +83,7 @@ async fn sighup_reloads_rules_and_keeps_old_ones_on_error() {
     // New rules: suppress everything named Noisy.
     std::fs::write(rules.join("b.yaml"), QUIET).unwrap();
     signal(d.pid(), "HUP");
-    wait_for(
-        &base,
-        "incidentd_rule_reloads_total{outcome=\"success\"}",
-        1.0,
-    )
-    .await;
+    reloads(&base, "success", 1.0).await;
     assert_eq!(metric(&base, "incidentd_rules_loaded ").await, Some(2.0));
     let v = post(&base, "Noisy").await;
     assert_eq!(v["suppressed"], 1, "{v}");
@@ -77,21 +91,11 @@ async fn sighup_reloads_rules_and_keeps_old_ones_on_error() {
     // A broken file: the reload fails and the two rules stay in force.
     std::fs::write(rules.join("c.yaml"), BROKEN).unwrap();
     signal(d.pid(), "HUP");
-    wait_for(
-        &base,
-        "incidentd_rule_reloads_total{outcome=\"failure\"}",
-        1.0,
-    )
-    .await;
+    reloads(&base, "failure", 1.0).await;
     assert_eq!(metric(&base, "incidentd_rules_loaded ").await, Some(2.0));
     let v = post(&base, "Noisy2").await;
     assert_eq!(v["new"], 1);
-    let v: Value = reqwest::get(format!("{base}/api/v1/incidents"))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let v = get(&base, "/api/v1/incidents").await;
     let titles: Vec<&str> = v["incidents"]
         .as_array()
         .unwrap()
@@ -173,52 +177,31 @@ async fn rules_and_cmdb_reload_when_their_configmaps_are_updated() {
         3,
         &[("a.yaml", &p1.replace("P1", "P2")), ("b.yaml", QUIET)],
     );
-    wait_for(
-        &base,
-        "incidentd_rule_reloads_total{outcome=\"success\"}",
-        2.0,
-    )
-    .await;
+    reloads(&base, "success", 2.0).await;
     let v = post(&base, "Fresh").await;
     assert_eq!(v["new"], 1, "{v}");
-    let list: Value = reqwest::get(format!("{base}/api/v1/incidents"))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let list = get(&base, "/api/v1/incidents").await;
     assert_eq!(list["incidents"][0]["title"], "Fresh on h", "{list}");
     assert_eq!(list["incidents"][0]["priority"], "P2", "{list}");
 
     // A broken update keeps the rules in force.
     configmap_update(&rules, 4, &[("a.yaml", BROKEN)]);
-    wait_for(
-        &base,
-        "incidentd_rule_reloads_total{outcome=\"failure\"}",
-        1.0,
-    )
-    .await;
+    reloads(&base, "failure", 1.0).await;
     assert_eq!(metric(&base, "incidentd_rules_loaded ").await, Some(2.0));
 
     // The CMDB's map gains a CI.
-    let cis = async || -> usize {
-        let v: Value = reqwest::get(format!("{base}/api/v1/cis"))
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        v["cis"].as_array().map_or(0, Vec::len)
+    let cis = async || {
+        get(&base, "/api/v1/cis").await["cis"]
+            .as_array()
+            .map_or(0, Vec::len)
     };
     assert_eq!(cis().await, 1);
     configmap_update(&cmdb_dir, 2, &[("cmdb.yaml", CMDB_V2)]);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while cis().await != 2 {
-        assert!(
-            Instant::now() < deadline,
-            "the CMDB update never took effect"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    support::wait_until(
+        "the CMDB update took effect",
+        Duration::from_secs(10),
+        async || cis().await == 2,
+    )
+    .await;
     d.stop();
 }

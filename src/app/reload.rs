@@ -1,11 +1,13 @@
-//! Keeping the CMDB current: re-read the file when it changes (or on
-//! SIGHUP), pull CIs from a ServiceNow-style API on an interval, merge the
-//! sources and swap the new graph into the engine and the API. A source that
-//! fails keeps the last good CMDB and says why.
+//! Keeping the CMDB and the rules current: re-read the CMDB file and the
+//! rule directory when they change (or on SIGHUP), pull CIs from a
+//! ServiceNow-style API on an interval, merge the sources and swap the new
+//! graph into the engine and the API. A source that fails keeps the last
+//! good CMDB (or rules) and says why.
 
 use crate::cmdb::{self, Cmdb, CmdbFile, SharedCmdb, servicenow};
 use crate::config::{Config, Secret, ServiceNowAuth, ServiceNowConfig};
 use crate::incident::task::EngineHandle;
+use crate::offline::daemon_rules;
 use crate::telemetry::Metrics;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -37,7 +39,7 @@ struct Sources {
 /// update, which points the path at a new file through a `..data` link
 /// swap, even when the new file's time equals the old one's.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Stamp {
+struct Stamp {
     modified: Option<SystemTime>,
     len: u64,
     inode: u64,
@@ -45,7 +47,7 @@ pub(crate) struct Stamp {
 
 /// The stamp of what `path` resolves to (symlinks followed); `None` when
 /// it does not exist.
-pub(crate) fn stamp(path: &std::path::Path) -> Option<Stamp> {
+fn stamp(path: &std::path::Path) -> Option<Stamp> {
     let m = std::fs::metadata(path).ok()?;
     #[cfg(unix)]
     let inode = std::os::unix::fs::MetadataExt::ino(&m);
@@ -61,7 +63,7 @@ pub(crate) fn stamp(path: &std::path::Path) -> Option<Stamp> {
 /// The stamps of a rule directory's visible entries (names starting with
 /// `.`, such as a ConfigMap's `..data`, are not rule files), sorted by
 /// name: any file written, added, removed or re-pointed changes it.
-pub(crate) fn dir_stamp(dir: &std::path::Path) -> Option<Vec<(std::ffi::OsString, Stamp)>> {
+fn dir_stamp(dir: &std::path::Path) -> Option<Vec<(std::ffi::OsString, Stamp)>> {
     let mut v: Vec<_> = std::fs::read_dir(dir)
         .ok()?
         .filter_map(Result::ok)
@@ -70,6 +72,81 @@ pub(crate) fn dir_stamp(dir: &std::path::Path) -> Option<Vec<(std::ffi::OsString
         .collect();
     v.sort_by(|a, b| a.0.cmp(&b.0));
     Some(v)
+}
+
+/// Load the rule directory again and swap it in atomically; a bad file
+/// keeps the previous rules.
+pub(super) async fn reload_rules(cfg: &Config, engine: &EngineHandle, metrics: &Metrics) {
+    let c = cfg.clone();
+    let loaded = tokio::task::spawn_blocking(move || daemon_rules(&c)).await;
+    match loaded {
+        Ok(Ok(rules)) => {
+            let n = rules.len();
+            if engine.set_rules(Arc::new(rules)).await.is_ok() {
+                metrics.rules_loaded.set(i64::try_from(n).unwrap_or(0));
+                metrics.rule_reloads.with_label_values(&["success"]).inc();
+                tracing::info!(rules = n, "rules reloaded");
+            }
+        }
+        Ok(Err(e)) => {
+            metrics.rule_reloads.with_label_values(&["failure"]).inc();
+            tracing::error!(error = %e, "rule reload failed; keeping the previous rules");
+        }
+        Err(e) => tracing::error!(error = %e, "rule reload task failed"),
+    }
+}
+
+/// Reload the rules when the rule directory changes: a file written,
+/// added or removed, or a Kubernetes ConfigMap update, which keeps the
+/// names and swaps the `..data` link they resolve through (so the
+/// directory's own time does not change; each file's stamp does).
+pub(super) async fn watch_rules(
+    cfg: Config,
+    engine: EngineHandle,
+    metrics: Metrics,
+    cancel: CancellationToken,
+) {
+    let stamp_of = async |dir: &std::path::Path| {
+        let dir = dir.to_path_buf();
+        tokio::task::spawn_blocking(move || dir_stamp(&dir))
+            .await
+            .ok()
+            .flatten()
+    };
+    let mut every = Every::new(cfg.rules_reload_interval);
+    let mut seen = stamp_of(&cfg.rules_dir).await;
+    while every.tick(&cancel).await {
+        let now = stamp_of(&cfg.rules_dir).await;
+        // A directory that cannot be read (being replaced) is not a change:
+        // the next tick sees what it became.
+        if now.is_some() && now != seen {
+            seen = now;
+            reload_rules(&cfg, &engine, &metrics).await;
+        }
+    }
+}
+
+/// A poll interval: ticks every `every` until `cancel` fires; a zero
+/// `every` never ticks (SIGHUP still reloads).
+struct Every(Option<tokio::time::Interval>);
+
+impl Every {
+    fn new(every: Duration) -> Every {
+        Every((!every.is_zero()).then(|| {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            tick
+        }))
+    }
+
+    /// Wait for the next tick; false once polling is over.
+    async fn tick(&mut self, cancel: &CancellationToken) -> bool {
+        let Some(t) = &mut self.0 else { return false };
+        tokio::select! {
+            () = cancel.cancelled() => false,
+            _ = t.tick() => true,
+        }
+    }
 }
 
 impl CmdbReloader {
@@ -160,16 +237,12 @@ impl CmdbReloader {
     /// Poll the file's [`Stamp`] every `every` (zero: never; SIGHUP still
     /// reloads).
     pub async fn watch_file(self, every: Duration, cancel: CancellationToken) {
-        if self.inner.path.is_none() || every.is_zero() {
+        if self.inner.path.is_none() {
             return;
         }
-        let mut tick = tokio::time::interval(every);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                () = cancel.cancelled() => return,
-                _ = tick.tick() => self.reload_file(false).await,
-            }
+        let mut every = Every::new(every);
+        while every.tick(&cancel).await {
+            self.reload_file(false).await;
         }
     }
 

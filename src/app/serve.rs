@@ -249,7 +249,7 @@ pub(super) async fn run(
             .clone()
             .watch_file(cfg.cmdb_reload_interval, running.cancel.clone()),
     );
-    running.tracker.spawn(watch_rules(
+    running.tracker.spawn(super::reload::watch_rules(
         cfg.clone(),
         running.engine.clone(),
         running.metrics.clone(),
@@ -440,66 +440,6 @@ fn take_hangups() -> Hangups {
     }
 }
 
-/// Load the rule directory again and swap it in atomically; a bad file
-/// keeps the previous rules.
-async fn reload_rules(cfg: &Config, engine: &task::EngineHandle, metrics: &Metrics) {
-    let c = cfg.clone();
-    let loaded = tokio::task::spawn_blocking(move || daemon_rules(&c)).await;
-    match loaded {
-        Ok(Ok(rules)) => {
-            let n = rules.len();
-            if engine.set_rules(Arc::new(rules)).await.is_ok() {
-                metrics.rules_loaded.set(i64::try_from(n).unwrap_or(0));
-                metrics.rule_reloads.with_label_values(&["success"]).inc();
-                tracing::info!(rules = n, "rules reloaded");
-            }
-        }
-        Ok(Err(e)) => {
-            metrics.rule_reloads.with_label_values(&["failure"]).inc();
-            tracing::error!(error = %e, "rule reload failed; keeping the previous rules");
-        }
-        Err(e) => tracing::error!(error = %e, "rule reload task failed"),
-    }
-}
-
-/// Reload the rules when the rule directory changes: a file written,
-/// added or removed, or a Kubernetes ConfigMap update, which keeps the
-/// names and swaps the `..data` link they resolve through (so the
-/// directory's own time does not change; each file's stamp does).
-async fn watch_rules(
-    cfg: Config,
-    engine: task::EngineHandle,
-    metrics: Metrics,
-    cancel: CancellationToken,
-) {
-    let every = cfg.rules_reload_interval;
-    if every.is_zero() {
-        return;
-    }
-    let stamp_of = |dir: std::path::PathBuf| async move {
-        tokio::task::spawn_blocking(move || super::reload::dir_stamp(&dir))
-            .await
-            .ok()
-            .flatten()
-    };
-    let mut seen = stamp_of(cfg.rules_dir.clone()).await;
-    let mut tick = tokio::time::interval(every);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            () = cancel.cancelled() => return,
-            _ = tick.tick() => {}
-        }
-        let now = stamp_of(cfg.rules_dir.clone()).await;
-        // A directory that cannot be read (being replaced) is not a change:
-        // the next tick sees what it became.
-        if now.is_some() && now != seen {
-            seen = now;
-            reload_rules(&cfg, &engine, &metrics).await;
-        }
-    }
-}
-
 /// SIGHUP: reload rules atomically (a bad file keeps the old rules), the
 /// CMDB, and the listener's certificate (a bad one keeps the old; open
 /// connections are not touched either way).
@@ -523,7 +463,7 @@ async fn reload_on_sighup(
                 () = cancel.cancelled() => return,
                 r = hup.recv() => if r.is_none() { return },
             }
-            reload_rules(&cfg, &engine, &metrics).await;
+            super::reload::reload_rules(&cfg, &engine, &metrics).await;
             cmdb.reload_file(true).await;
             if let Some(cell) = &tls {
                 let cell = cell.clone();

@@ -171,23 +171,24 @@ pub(super) struct Appender {
     current: Option<Open>,
     /// Closed segments and the last sequence each holds.
     closed: Vec<(PathBuf, u64)>,
-    /// A projected segment, renamed to [`SPARE`], that the next segment
-    /// reuses: overwriting blocks a file already has makes each synced
+    /// Whether [`SPARE`] holds a projected segment for the next segment
+    /// to reuse: overwriting blocks a file already has makes each synced
     /// append cheaper than growing a new file (0.12 against 0.21 ms per
     /// 16 KiB `dsync` write on the benchmark VM, BENCHMARKS.md entry 21).
-    spare: Option<PathBuf>,
+    spare: bool,
     next_seq: u64,
 }
 
 impl Appender {
     fn new(dir: PathBuf, sync: bool, next_seq: u64) -> Appender {
         Appender {
-            dir,
             sync,
             segment_bytes: SEGMENT_BYTES,
             current: None,
             closed: Vec::new(),
-            spare: None,
+            // One a previous run left is as good as one of ours.
+            spare: dir.join(SPARE).is_file(),
+            dir,
             next_seq,
         }
     }
@@ -208,14 +209,15 @@ impl Appender {
                 // A reused file still holds its old records after what is
                 // written now; recovery stops at the first that does not
                 // continue the sequence from the name.
-                let file = match self.spare.take() {
-                    Some(spare) => std::fs::rename(&spare, &path)
-                        .and_then(|()| OpenOptions::new().read(true).write(true).open(&path)),
-                    None => OpenOptions::new()
+                let file = if std::mem::take(&mut self.spare) {
+                    std::fs::rename(self.dir.join(SPARE), &path)
+                        .and_then(|()| OpenOptions::new().read(true).write(true).open(&path))
+                } else {
+                    OpenOptions::new()
                         .read(true)
                         .write(true)
                         .create_new(true)
-                        .open(&path),
+                        .open(&path)
                 }?;
                 if self.sync {
                     sync_dir(&self.dir)?;
@@ -276,11 +278,10 @@ impl Appender {
             if *last > projected {
                 return true;
             }
-            if self.spare.is_none() {
-                let spare = self.dir.join(SPARE);
-                match std::fs::rename(path, &spare) {
+            if !self.spare {
+                match std::fs::rename(path, self.dir.join(SPARE)) {
                     Ok(()) => {
-                        self.spare = Some(spare);
+                        self.spare = true;
                         return false;
                     }
                     Err(e) => {
@@ -663,11 +664,6 @@ async fn recover(dir: &Path, writer: &SqlitePool) -> Result<u64, StoreError> {
     }
     for path in &files {
         std::fs::remove_file(path).map_err(io)?;
-    }
-    // A spare left by the previous run is not needed to start.
-    match std::fs::remove_file(dir.join(SPARE)) {
-        Err(e) if e.kind() != ErrorKind::NotFound => return Err(io(e)),
-        _ => {}
     }
     Ok(projected)
 }
