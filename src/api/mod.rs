@@ -332,6 +332,10 @@ pub struct AppState {
     /// One change import at a time: each builds the next calendar from the
     /// one in force.
     pub changes_lock: tokio::sync::Mutex<()>,
+    /// Cancelled when a stop was asked and `http.shutdown_delay` runs:
+    /// `/readyz` answers 503 `"stopping": true` while everything else is
+    /// still served, so that load balancers take this instance out first.
+    pub stop_asked: tokio_util::sync::CancellationToken,
 }
 
 /// Change records stored per transaction of a bulk import.
@@ -1477,11 +1481,15 @@ async fn readyz(State(st): State<Shared>) -> Response {
         }
         _ => true,
     };
-    let ready = store_ok && kafka_ok && publish_ok;
+    let stopping = st.stop_asked.is_cancelled();
+    let ready = store_ok && kafka_ok && publish_ok && !stopping;
     let word = |ok: bool| if ok { "ok" } else { "failing" };
     let mut body = json!({ "ready": ready, "store": word(store_ok) });
     if st.kafka.is_some() {
         body["kafka"] = json!(word(kafka_ok && publish_ok));
+    }
+    if stopping {
+        body["stopping"] = json!(true);
     }
     let status = if ready {
         StatusCode::OK

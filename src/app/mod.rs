@@ -42,6 +42,10 @@ pub struct Running {
     /// server cancels it when it starts to drain, so that open browsers
     /// do not hold a graceful stop for the whole drain time.
     pub streams: CancellationToken,
+    /// Cancelled when a stop is asked with `http.shutdown_delay` to wait
+    /// out: `/readyz` answers 503 (`"stopping": true`) while everything
+    /// else is still served.
+    pub stop_asked: CancellationToken,
 }
 
 /// A pipeline dropped without `shutdown` (a failing test, a start error

@@ -6,7 +6,7 @@ use super::build::open_store;
 use super::connect;
 use super::reload::CmdbReloader;
 use crate::config::{self, Config, Overrides};
-use crate::domain::SystemClock;
+use crate::domain::{SystemClock, format_duration};
 use crate::incident::task;
 use crate::offline::daemon_rules;
 use crate::store::DynStore;
@@ -14,7 +14,7 @@ use crate::telemetry::{self, Metrics};
 use anyhow::{Context, Result};
 use std::future::Future;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
@@ -138,24 +138,22 @@ pub async fn serve(config_file: Option<PathBuf>, overrides: Overrides) -> Result
     let cfg = config::load(config_file.as_deref(), &overrides)?;
     telemetry::init_tracing(&cfg.log_level, cfg.log_format == config::LogFormat::Json);
     let hangups = take_hangups();
+    let stops = listen_for_stops();
     let listener = tokio::net::TcpListener::bind(cfg.listen)
         .await
         .with_context(|| format!("binding {}", cfg.listen))?;
-    run(cfg, listener, hangups, async {
-        wait_for_stop_signal().await;
-        tracing::info!("shutting down: finishing requests, flushing state");
-    })
-    .await
+    run(cfg, listener, hangups, stops).await
 }
 
-/// The daemon on a bound listener until `shutdown` resolves (or the
-/// pipeline stops by itself): answers at once, opens the store (retrying),
-/// starts the pipeline and swaps its routes in; then drains and stops.
+/// The daemon on a bound listener until a stop request (or the pipeline
+/// stopping by itself): answers at once, opens the store (retrying),
+/// starts the pipeline and swaps its routes in; then, after
+/// `http.shutdown_delay`, drains and stops.
 pub(super) async fn run(
     cfg: Config,
     listener: tokio::net::TcpListener,
     hangups: Hangups,
-    shutdown: impl Future<Output = ()> + Send + 'static,
+    stops: Stops,
 ) -> Result<()> {
     // The certificate is loaded before anything is served: a broken one
     // stops the start with its cause instead of failing every handshake.
@@ -173,14 +171,18 @@ pub(super) async fn run(
     let rule_count = daemon_rules(&cfg)?.len();
     let local = listener.local_addr().unwrap_or(cfg.listen);
     let metrics = Metrics::new();
+    // Cancelled when the listener is to stop taking connections and drain.
     let stopping = CancellationToken::new();
-    {
-        let stopping = stopping.clone();
-        tokio::spawn(async move {
-            shutdown.await;
-            stopping.cancel();
-        });
-    }
+    // Set once the pipeline's routes serve: from then on a stop request
+    // waits out `http.shutdown_delay` first.
+    let serving: Arc<OnceLock<CancellationToken>> = Arc::default();
+    tokio::spawn(stop_on_request(
+        stops,
+        cfg.shutdown_delay,
+        serving.clone(),
+        stopping.clone(),
+        tokio::time::sleep,
+    ));
     let why = Arc::new(std::sync::RwLock::new(String::new()));
     let routes = Arc::new(std::sync::RwLock::new(starting_router(why.clone())));
     let settings = crate::net::server::ServerSettings {
@@ -225,6 +227,9 @@ pub(super) async fn run(
         Err(p) => p.into_inner().clone(),
     };
     log_summary(&cfg, local, tls.is_some(), &cmdb, rule_count);
+    // Before the swap: once /readyz can answer 200, a stop request waits
+    // out the delay (the cell is set only here, so it cannot be full).
+    let _ = serving.set(running.stop_asked.clone());
     match routes.write() {
         Ok(mut g) => *g = running.router.clone(),
         Err(p) => *p.into_inner() = running.router.clone(),
@@ -402,26 +407,106 @@ fn host_name() -> Option<String> {
         .filter(|h| !h.is_empty())
 }
 
-async fn wait_for_stop_signal() {
+/// Stop requests (SIGTERM, Ctrl-C), one message each; closed when none
+/// can come.
+pub(super) type Stops = tokio::sync::mpsc::Receiver<()>;
+
+/// SIGTERM and SIGINT, taken over before anything is served and passed on
+/// one by one: the first stops the daemon, a second one cuts
+/// `http.shutdown_delay` short.
+fn listen_for_stops() -> Stops {
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
+        let (term, int) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        );
+        if let Err(e) = &term {
+            tracing::warn!(error = %e, "cannot listen for SIGTERM; Ctrl-C (SIGINT) still stops");
+        }
+        if let Err(e) = &int {
+            tracing::warn!(error = %e, "cannot listen for SIGINT; SIGTERM still stops");
+        }
+        let (mut term, mut int) = (term.ok(), int.ok());
+        if term.is_none() && int.is_none() {
+            // `tx` dropped: the channel is closed, no stop request comes.
+            return rx;
+        }
+        tokio::spawn(async move {
+            async fn next(s: &mut Option<tokio::signal::unix::Signal>) -> Option<()> {
+                match s {
+                    Some(s) => s.recv().await,
+                    None => std::future::pending().await,
                 }
             }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
+            loop {
+                tokio::select! {
+                    Some(()) = next(&mut term) => {}
+                    Some(()) = next(&mut int) => {}
+                    else => return,
+                }
+                if tx.send(()).await.is_err() {
+                    return;
+                }
             }
-        }
+        });
     }
     #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
+    tokio::spawn(async move {
+        while tokio::signal::ctrl_c().await.is_ok() {
+            if tx.send(()).await.is_err() {
+                return;
+            }
+        }
+    });
+    rx
+}
+
+/// The stop, as requests come: the first one, once the pipeline serves
+/// (`serving` holds its `stop_asked`), marks it stopping (`/readyz`
+/// answers 503, everything else is still served) and waits `delay`, cut
+/// short by a second request; then `stopping` is cancelled (the listener
+/// stops taking connections and drains). While the store is still opening
+/// nothing is ready to leave a load balancer gracefully: it stops at once,
+/// as it does with a zero delay. `sleep` is the clock (tests pass one they
+/// control). Ends early if `stopping` is cancelled otherwise (the pipeline
+/// failed).
+async fn stop_on_request<S, F>(
+    mut stops: Stops,
+    delay: Duration,
+    serving: Arc<OnceLock<CancellationToken>>,
+    stopping: CancellationToken,
+    sleep: S,
+) where
+    S: FnOnce(Duration) -> F,
+    F: Future<Output = ()>,
+{
+    tokio::select! {
+        () = stopping.cancelled() => return,
+        asked = stops.recv() => if asked.is_none() {
+            // No stop request can come: only the pipeline stops it.
+            return;
+        },
     }
+    if let Some(asked) = serving.get().filter(|_| !delay.is_zero()) {
+        asked.cancel();
+        tracing::info!(
+            delay = %format_duration(delay),
+            "stopping in {}: /readyz answers 503 meanwhile, everything else is served (a second SIGTERM or Ctrl-C stops now)",
+            format_duration(delay)
+        );
+        tokio::select! {
+            () = sleep(delay) => {}
+            Some(()) = stops.recv() => {
+                tracing::info!("second stop request: not waiting for the rest of the delay");
+            }
+            () = stopping.cancelled() => return,
+        }
+    }
+    tracing::info!("shutting down: finishing requests, flushing state");
+    stopping.cancel();
 }
 
 /// SIGHUP, taken over before anything is served: until then its default
@@ -489,7 +574,138 @@ async fn reload_on_sighup(
 
 #[cfg(test)]
 mod tests {
-    use super::base_url;
+    use super::{base_url, stop_on_request};
+    use std::sync::{Arc, Mutex, OnceLock};
+    use std::time::Duration;
+    use tokio::sync::{Notify, mpsc, oneshot};
+    use tokio_util::sync::CancellationToken;
+
+    /// One stop driven by the test: its requests, the pipeline's
+    /// `stop_asked`, the listener's `stopping`, and a clock that moves only
+    /// when `wake` is sent (or dropped).
+    struct Stop {
+        requests: mpsc::Sender<()>,
+        asked: CancellationToken,
+        stopping: CancellationToken,
+        /// Notified when the delay starts.
+        sleeping: Arc<Notify>,
+        slept: Arc<Mutex<Option<Duration>>>,
+        wake: oneshot::Sender<()>,
+        task: tokio::task::JoinHandle<()>,
+    }
+
+    fn stop(delay: Duration, serving: bool) -> Stop {
+        let (requests, rx) = mpsc::channel(4);
+        let asked = CancellationToken::new();
+        let cell = Arc::new(OnceLock::new());
+        if serving {
+            cell.set(asked.clone()).expect("a fresh cell");
+        }
+        let stopping = CancellationToken::new();
+        let sleeping = Arc::new(Notify::new());
+        let slept = Arc::new(Mutex::new(None));
+        let (wake, woken) = oneshot::channel::<()>();
+        let clock = {
+            let (sleeping, slept) = (sleeping.clone(), slept.clone());
+            move |d: Duration| {
+                *slept.lock().expect("not poisoned") = Some(d);
+                sleeping.notify_one();
+                async move {
+                    let _ = woken.await;
+                }
+            }
+        };
+        let task = tokio::spawn(stop_on_request(rx, delay, cell, stopping.clone(), clock));
+        Stop {
+            requests,
+            asked,
+            stopping,
+            sleeping,
+            slept,
+            wake,
+            task,
+        }
+    }
+
+    impl Stop {
+        async fn request(&self) {
+            self.requests.send(()).await.expect("the stop task listens");
+        }
+
+        fn slept(&self) -> Option<Duration> {
+            *self.slept.lock().expect("not poisoned")
+        }
+
+        /// The task's end (a guard against a hang, not a clock).
+        async fn ended(task: tokio::task::JoinHandle<()>) {
+            tokio::time::timeout(Duration::from_secs(10), task)
+                .await
+                .expect("the stop task ended")
+                .expect("the stop task did not panic");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_stop_is_announced_on_readyz_for_the_delay_then_closes_the_listener() {
+        let s = stop(Duration::from_secs(3), true);
+        s.request().await;
+        s.sleeping.notified().await;
+        assert!(s.asked.is_cancelled(), "/readyz says stopping");
+        assert!(!s.stopping.is_cancelled(), "still serving during the delay");
+        assert_eq!(s.slept(), Some(Duration::from_secs(3)));
+        s.wake.send(()).expect("the delay is running");
+        Stop::ended(s.task).await;
+        assert!(s.stopping.is_cancelled());
+    }
+
+    #[tokio::test]
+    async fn a_second_request_cuts_the_delay_short() {
+        let s = stop(Duration::from_secs(60), true);
+        s.request().await;
+        s.sleeping.notified().await;
+        assert!(!s.stopping.is_cancelled());
+        s.request().await;
+        // The clock never moves: only the second request can end it.
+        Stop::ended(s.task).await;
+        assert!(s.stopping.is_cancelled());
+        drop(s.wake);
+    }
+
+    #[tokio::test]
+    async fn without_a_delay_or_before_the_pipeline_serves_it_stops_at_once() {
+        for (delay, serving) in [(Duration::ZERO, true), (Duration::from_secs(3), false)] {
+            let s = stop(delay, serving);
+            s.request().await;
+            let slept = s.slept.clone();
+            Stop::ended(s.task).await;
+            assert!(s.stopping.is_cancelled(), "{delay:?} {serving}");
+            assert!(
+                !s.asked.is_cancelled(),
+                "no 503 window: {delay:?} {serving}"
+            );
+            assert_eq!(
+                *slept.lock().expect("not poisoned"),
+                None,
+                "{delay:?} {serving}"
+            );
+            drop(s.wake);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_pipeline_that_stops_by_itself_ends_the_wait() {
+        let s = stop(Duration::from_secs(60), true);
+        s.request().await;
+        s.sleeping.notified().await;
+        s.stopping.cancel();
+        Stop::ended(s.task).await;
+        drop(s.wake);
+        // With no stop request possible, only the pipeline stops it.
+        let s = stop(Duration::from_secs(60), true);
+        drop(s.requests);
+        Stop::ended(s.task).await;
+        assert!(!s.stopping.is_cancelled() && !s.asked.is_cancelled());
+    }
 
     #[test]
     fn the_base_url_is_one_to_paste() {

@@ -112,6 +112,7 @@ pub(super) async fn spawn(
         cancel.clone(),
     ));
     let streams = cancel.child_token();
+    let stop_asked = CancellationToken::new();
     let state = Arc::new(AppState {
         cmdb: shared_cmdb.clone(),
         engine: handle.clone(),
@@ -139,6 +140,7 @@ pub(super) async fn spawn(
         quarantine,
         max_changes: cfg.limits.max_changes_per_request,
         changes_lock: tokio::sync::Mutex::new(()),
+        stop_asked: stop_asked.clone(),
     });
     let ui = crate::ui::UiSettings::new(
         cfg.ui.clone(),
@@ -173,6 +175,7 @@ pub(super) async fn spawn(
         cancel,
         cmdb: shared_cmdb,
         streams,
+        stop_asked,
     })
 }
 

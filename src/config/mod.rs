@@ -208,6 +208,9 @@ pub struct RawHttp {
     pub header_read_timeout: Option<String>,
     /// Longest a kept-alive connection may sit idle between requests.
     pub idle_timeout: Option<String>,
+    /// How long a stop keeps serving with `/readyz` answering 503, for
+    /// load balancers to take the instance out first.
+    pub shutdown_delay: Option<String>,
     /// HTTPS for the listener: certificate chain and key (PEM), reloaded
     /// on SIGHUP; with `tls_client_ca_file`, clients must present a
     /// certificate signed by one of its CAs.
@@ -351,6 +354,11 @@ pub struct Config {
     pub max_connections: usize,
     pub header_read_timeout: Duration,
     pub idle_timeout: Duration,
+    /// After SIGTERM/Ctrl-C, how long everything is still served with
+    /// `/readyz` answering 503 (load balancers and Kubernetes endpoints
+    /// take the instance out meanwhile) before the listener closes; zero:
+    /// it closes at once.
+    pub shutdown_delay: Duration,
     pub queue_capacity: usize,
     pub alertmanager: SourceConfig,
     pub api_source: SourceConfig,
@@ -733,6 +741,12 @@ pub fn validate(raw: RawConfig, o: &Overrides) -> Result<Config, Vec<FieldError>
             });
         }
     }
+    let shutdown_delay = duration(
+        &mut errs,
+        "http.shutdown_delay",
+        &raw.http.shutdown_delay,
+        Duration::ZERO,
+    );
     let listen_tls = net::server_tls(
         &mut errs,
         raw.http.tls_cert_file.as_ref(),
@@ -1022,6 +1036,7 @@ pub fn validate(raw: RawConfig, o: &Overrides) -> Result<Config, Vec<FieldError>
         max_connections: usize::try_from(max_connections).unwrap_or(usize::MAX),
         header_read_timeout,
         idle_timeout,
+        shutdown_delay,
         queue_capacity: usize::try_from(queue_capacity).unwrap_or(1024),
         alertmanager,
         api_source,
@@ -1609,6 +1624,22 @@ token_file = "/x"
                 "sources.alertmanager"
             ]
         );
+    }
+
+    #[test]
+    fn the_shutdown_delay_defaults_to_none_and_names_itself_when_wrong() {
+        assert_eq!(parse("").unwrap().shutdown_delay, Duration::ZERO);
+        let c = parse("[http]\nshutdown_delay = \"5s\"\n").unwrap();
+        assert_eq!(c.shutdown_delay, Duration::from_secs(5));
+        let e =
+            parse("[http]\nshutdown_delay = \"5 seconds\"\nidle_timeout = \"1ms\"\n").unwrap_err();
+        let ConfigError::Invalid(errs) = e else {
+            panic!("{e}")
+        };
+        let fields: Vec<&str> = errs.iter().map(|e| e.field.as_str()).collect();
+        assert_eq!(fields, ["http.idle_timeout", "http.shutdown_delay"]);
+        let delay = &errs[1];
+        assert!(delay.message.contains("5 seconds"), "{}", delay.message);
     }
 
     #[test]
