@@ -14,8 +14,6 @@ use incidentd::app::Running;
 use incidentd::config::Config;
 use incidentd::store::{IncidentQuery, StateFilter};
 use rdkafka::ClientConfig;
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use std::io::Write as _;
 use std::path::Path;
@@ -43,23 +41,6 @@ fn unique(prefix: &str) -> String {
             .unwrap()
             .as_millis()
     )
-}
-
-async fn create_topic(brokers: &str, name: &str, partitions: i32) {
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .create()
-        .expect("admin client");
-    let res = admin
-        .create_topics(
-            &[NewTopic::new(name, partitions, TopicReplication::Fixed(1))],
-            &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))),
-        )
-        .await
-        .expect("create topics request");
-    for r in res {
-        r.unwrap_or_else(|(t, e)| panic!("creating topic {t}: {e}"));
-    }
 }
 
 fn config(dir: &Path, toml: &str) -> Config {
@@ -115,7 +96,7 @@ async fn produce_consume_commit_restart_resume() {
     let Some(brokers) = brokers() else { return };
     let topic = unique("e2e-alerts");
     let group = unique("e2e-group");
-    create_topic(&brokers, &topic, 3).await;
+    support::create_topic(&brokers, &topic, 3).await;
     let dir = tempfile::tempdir().unwrap();
     let c = config(
         dir.path(),
@@ -166,7 +147,7 @@ async fn distributed_mode_through_the_broker() {
     let Some(brokers) = brokers() else { return };
     let topic = unique("e2e-ingest");
     let group = unique("e2e-ingest-group");
-    create_topic(&brokers, &topic, 2).await;
+    support::create_topic(&brokers, &topic, 2).await;
     let dir = tempfile::tempdir().unwrap();
     let c = config(
         dir.path(),

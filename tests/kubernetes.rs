@@ -802,7 +802,9 @@ struct Pod {
 }
 
 impl Pod {
-    fn lay_out(objs: &[Value], mode: Mode) -> Pod {
+    /// `settings`: configuration lines to replace, by their start (the
+    /// servers the pod would reach, swapped for the test's).
+    fn lay_out(objs: &[Value], mode: Mode, settings: &[(&str, String)]) -> Pod {
         let root = tempfile::tempdir().expect("tempdir");
         let (w, c) = workload(objs, mode);
         let volumes = w["spec"]["template"]["spec"]["volumes"]
@@ -823,6 +825,15 @@ impl Pod {
             }
         };
         let rewrite = |text: &str| -> String {
+            let text: String = text
+                .lines()
+                .map(
+                    |l| match settings.iter().find(|(start, _)| l.starts_with(start)) {
+                        Some((_, line)) => format!("{line}\n"),
+                        None => format!("{l}\n"),
+                    },
+                )
+                .collect();
             text.split('"')
                 .enumerate()
                 .map(|(i, part)| {
@@ -892,32 +903,203 @@ impl Pod {
     }
 }
 
-/// The daemon a test started, killed if the test ends first.
-struct Process(Child, PathBuf);
+/// A pod's daemon the test started, killed if the test ends first.
+struct Process {
+    child: Child,
+    log: PathBuf,
+    base: String,
+    client: reqwest::Client,
+}
+
+impl Pod {
+    /// The real binary with the container's arguments, from the laid-out
+    /// root.
+    fn start(&self) -> Process {
+        assert_eq!(self.args.first().map(String::as_str), Some("serve"));
+        let log = self.root.path().join("incidentd.log");
+        let out = std::fs::File::create(&log).expect("log");
+        let child = Command::new(env!("CARGO_BIN_EXE_incidentd"))
+            .args(&self.args)
+            .current_dir(self.root.path())
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(out.try_clone().expect("log"))
+            .stderr(out)
+            .spawn()
+            .expect("spawn incidentd");
+        Process {
+            child,
+            log,
+            base: format!("http://127.0.0.1:{}", self.port),
+            client: reqwest::Client::builder()
+                .no_proxy()
+                .timeout(Duration::from_secs(5))
+                .build()
+                .expect("client"),
+        }
+    }
+}
+
+impl Process {
+    /// The URL of a probe of the container spec `c` (`livenessProbe`, …).
+    fn probe(&self, c: &Value, probe: &str) -> String {
+        let path = c[probe]["httpGet"]["path"].as_str().expect("probe path");
+        format!("{}{path}", self.base)
+    }
+
+    async fn wait_ready(&mut self, c: &Value) {
+        let ready = self.probe(c, "readinessProbe");
+        support::wait_until(
+            "the readiness probe passes",
+            Duration::from_secs(90),
+            async || {
+                assert!(
+                    self.child.try_wait().ok().flatten().is_none(),
+                    "incidentd exited"
+                );
+                support::get_text(&self.client, &ready)
+                    .await
+                    .is_ok_and(|(s, _)| s == 200)
+            },
+        )
+        .await;
+        let live = self.probe(c, "livenessProbe");
+        assert_eq!(
+            support::get_text(&self.client, &live)
+                .await
+                .expect("live")
+                .0,
+            200
+        );
+    }
+
+    /// Posts one firing Alertmanager alert with `labels` and `token`; the status.
+    async fn alert(&self, labels: Value, token: Option<&str>) -> u16 {
+        let body = serde_json::json!({"version": "4", "alerts": [{"status": "firing",
+            "labels": labels, "startsAt": "2026-03-02T08:00:00Z"}]});
+        let mut req = self
+            .client
+            .post(format!("{}/api/v1/alerts/alertmanager", self.base))
+            .json(&body);
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        req.send().await.expect("post").status().as_u16()
+    }
+
+    /// The active incidents as JSON text (`None`: the API refused).
+    async fn incidents(&self, token: Option<&str>) -> Result<String, u16> {
+        let mut req = self.client.get(format!("{}/api/v1/incidents", self.base));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        let r = req.send().await.expect("get");
+        match r.status().as_u16() {
+            200 => Ok(r.text().await.expect("body")),
+            other => Err(other),
+        }
+    }
+
+    /// SIGTERM as the kubelet sends it: at once not ready, then a clean
+    /// exit within the pod's grace period.
+    async fn terminate(&mut self, c: &Value, grace: u64) {
+        let stopped = Instant::now();
+        support::daemon::signal(self.child.id(), "TERM");
+        let (status, body) = support::get_text(&self.client, &self.probe(c, "readinessProbe"))
+            .await
+            .expect("readyz");
+        assert_eq!(status, 503, "ready while stopping: {body}");
+        let exit = loop {
+            if let Some(s) = self.child.try_wait().expect("wait") {
+                break s;
+            }
+            assert!(
+                stopped.elapsed() < Duration::from_secs(grace),
+                "still running after terminationGracePeriodSeconds ({grace} s)"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        assert!(exit.success(), "exit status {exit}");
+    }
+}
 
 impl Drop for Process {
     fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
         if std::thread::panicking() {
             eprintln!(
-                "--- log ---\n{}",
-                std::fs::read_to_string(&self.1).unwrap_or_default()
+                "--- log ({}) ---\n{}",
+                self.log.display(),
+                std::fs::read_to_string(&self.log).unwrap_or_default()
             );
         }
     }
 }
 
+fn grace(w: &Value) -> u64 {
+    w["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
+        .as_u64()
+        .expect("terminationGracePeriodSeconds")
+}
+
 #[tokio::test]
-async fn the_rendered_single_mode_pod_runs_and_the_distributed_config_checks() {
-    let Some(k) = kustomize("the_rendered_single_mode_pod_runs_and_the_distributed_config_checks")
+async fn the_rendered_single_mode_pod_runs_with_its_mounts_probes_and_secrets() {
+    let Some(k) = kustomize("the_rendered_single_mode_pod_runs_with_its_mounts_probes_and_secrets")
     else {
         return;
     };
-    // Distributed: the configuration and its files pass `check` (the
-    // servers it names are not here to connect to).
+    let objs = objects(&render(&k, "single"));
+    let (w, c) = workload(&objs, Mode::Single);
+    let pod = Pod::lay_out(&objs, Mode::Single, &[]);
+    let mut daemon = pod.start();
+    daemon.wait_ready(c).await;
+
+    // The webhook demands the Secret's token; the API its own.
+    let labels = serde_json::json!({"alertname": "KubeApiDown", "job": "apiserver",
+        "severity": "critical"});
+    assert_eq!(
+        daemon.alert(labels.clone(), None).await,
+        401,
+        "webhook without token"
+    );
+    let status = daemon
+        .alert(labels, Some(pod.secret("webhook-token")))
+        .await;
+    assert_eq!(status, 200, "webhook with the token");
+    assert_eq!(
+        daemon.incidents(None).await,
+        Err(401),
+        "the API without its token"
+    );
+    let text = daemon
+        .incidents(Some(pod.secret("api-token")))
+        .await
+        .expect("incidents");
+    assert!(
+        text.contains("kubernetes-api"),
+        "the incident is bound to the packaged CMDB's CI: {text}"
+    );
+    let (status, metrics) = support::get_text(&daemon.client, &format!("{}/metrics", daemon.base))
+        .await
+        .expect("metrics");
+    assert_eq!(status, 200);
+    assert!(
+        metrics.contains("incidentd_incidents_created_total"),
+        "metrics"
+    );
+    daemon.terminate(c, grace(w)).await;
+}
+
+#[test]
+fn the_rendered_distributed_configuration_passes_check() {
+    let Some(k) = kustomize("the_rendered_distributed_configuration_passes_check") else {
+        return;
+    };
+    // The servers it names are not here: `check` reads every file the
+    // configuration names and validates it, without connecting.
     let objs = objects(&render(&k, "distributed"));
-    let pod = Pod::lay_out(&objs, Mode::Distributed);
+    let pod = Pod::lay_out(&objs, Mode::Distributed, &[]);
     let mut check: Vec<String> = vec!["check".into()];
     check.extend(pod.args.iter().skip(1).cloned());
     let out = Command::new(env!("CARGO_BIN_EXE_incidentd"))
@@ -931,115 +1113,83 @@ async fn the_rendered_single_mode_pod_runs_and_the_distributed_config_checks() {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
+}
 
-    let objs = objects(&render(&k, "single"));
-    let (w, c) = workload(&objs, Mode::Single);
-    let grace = w["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
-        .as_u64()
-        .expect("grace");
-    let pod = Pod::lay_out(&objs, Mode::Single);
-    assert_eq!(pod.args.first().map(String::as_str), Some("serve"));
-    let log = pod.root.path().join("incidentd.log");
-    let out = std::fs::File::create(&log).expect("log");
-    let mut daemon = Process(
-        Command::new(env!("CARGO_BIN_EXE_incidentd"))
-            .args(&pod.args)
-            .current_dir(pod.root.path())
-            .env("NO_COLOR", "1")
-            .stdin(Stdio::null())
-            .stdout(out.try_clone().expect("log"))
-            .stderr(out)
-            .spawn()
-            .expect("spawn incidentd"),
-        log,
+/// Two replicas of the rendered Deployment against the test's PostgreSQL
+/// and Kafka-protocol broker: either takes webhooks, both see the shared
+/// record, and a terminated one hands its partitions to the other.
+#[tokio::test]
+async fn two_rendered_distributed_pods_share_the_work_and_hand_it_over() {
+    let test = "two_rendered_distributed_pods_share_the_work_and_hand_it_over";
+    let Some(k) = kustomize(test) else {
+        return;
+    };
+    let (Ok(pg), Ok(brokers)) = (
+        std::env::var(support::pg::PG_URL_VAR),
+        std::env::var("INCIDENTD_TEST_KAFKA_BROKERS"),
+    ) else {
+        eprintln!(
+            "skipping {test}: needs {} and INCIDENTD_TEST_KAFKA_BROKERS",
+            support::pg::PG_URL_VAR
+        );
+        return;
+    };
+    let db = support::pg::ScratchDb::create(&pg, "k8s").await;
+    let unique = format!("{}-{}", std::process::id(), support::free_ports(1)[0]);
+    let topic = format!("incidentd-ingest-k8s-{unique}");
+    support::create_topic(&brokers, &topic, 2).await;
+    let settings = [
+        ("url = \"postgres://", format!("url = \"{}\"", db.url)),
+        ("brokers = ", format!("brokers = \"{brokers}\"")),
+        (
+            "group_id = ",
+            format!("group_id = \"incidentd-k8s-{unique}\""),
+        ),
+        ("ingest_topic = ", format!("ingest_topic = \"{topic}\"")),
+        (
+            "dead_letter_topic = ",
+            format!("dead_letter_topic = \"{topic}-dead\""),
+        ),
+    ];
+    let objs = objects(&render(&k, "distributed"));
+    let (w, c) = workload(&objs, Mode::Distributed);
+    let (pod_a, pod_b) = (
+        Pod::lay_out(&objs, Mode::Distributed, &settings),
+        Pod::lay_out(&objs, Mode::Distributed, &settings),
     );
-    let base = format!("http://127.0.0.1:{}", pod.port);
-    let client = reqwest::Client::builder()
-        .no_proxy()
-        .timeout(Duration::from_secs(5))
-        .build()
-        .expect("client");
-    let probe = |p: &Value| format!("{base}{}", p["httpGet"]["path"].as_str().expect("path"));
-    let (live, ready) = (probe(&c["livenessProbe"]), probe(&c["readinessProbe"]));
+    let (mut a, mut b) = (pod_a.start(), pod_b.start());
+    a.wait_ready(c).await;
+    b.wait_ready(c).await;
+    let (hook, api) = (pod_a.secret("webhook-token"), pod_a.secret("api-token"));
+
+    // A webhook to either replica becomes an incident both show.
+    let first = serde_json::json!({"alertname": "KubeApiDown", "job": "apiserver"});
+    assert_eq!(a.alert(first, Some(hook)).await, 200);
     support::wait_until(
-        "the readiness probe passes",
+        "replica b shows the incident",
         Duration::from_secs(60),
         async || {
-            assert!(
-                daemon.0.try_wait().ok().flatten().is_none(),
-                "incidentd exited"
-            );
-            support::get_text(&client, &ready)
+            b.incidents(Some(api))
                 .await
-                .is_ok_and(|(s, _)| s == 200)
+                .is_ok_and(|t| t.contains("KubeApiDown"))
         },
     )
     .await;
-    assert_eq!(
-        support::get_text(&client, &live).await.expect("live").0,
-        200
-    );
 
-    // The webhook demands the Secret's token; the API its own.
-    let body = serde_json::json!({"version": "4", "alerts": [{"status": "firing",
-        "labels": {"alertname": "KubeApiDown", "job": "apiserver", "severity": "critical"},
-        "startsAt": "2026-03-02T08:00:00Z"}]});
-    let hook = format!("{base}/api/v1/alerts/alertmanager");
-    let r = client.post(&hook).json(&body).send().await.expect("post");
-    assert_eq!(r.status(), 401, "a webhook without the token");
-    let r = client
-        .post(&hook)
-        .bearer_auth(pod.secret("webhook-token"))
-        .json(&body)
-        .send()
-        .await
-        .expect("post");
-    assert!(
-        r.status().is_success(),
-        "webhook with the token: {}",
-        r.status()
-    );
-    let incidents = format!("{base}/api/v1/incidents");
-    let r = client.get(&incidents).send().await.expect("get");
-    assert_eq!(r.status(), 401, "the API without its token");
-    let list: Value = client
-        .get(&incidents)
-        .bearer_auth(pod.secret("api-token"))
-        .send()
-        .await
-        .expect("get")
-        .json()
-        .await
-        .expect("json");
-    let text = list.to_string();
-    assert!(
-        text.contains("kubernetes-api"),
-        "the incident is bound to the packaged CMDB's CI: {text}"
-    );
-    let (status, metrics) = support::get_text(&client, &format!("{base}/metrics"))
-        .await
-        .expect("metrics");
-    assert_eq!(status, 200);
-    assert!(
-        metrics.contains("incidentd_incidents_created_total"),
-        "metrics"
-    );
-
-    // SIGTERM as the kubelet sends it: not ready at once, exits cleanly
-    // within the grace period.
-    let stopped = Instant::now();
-    support::daemon::signal(daemon.0.id(), "TERM");
-    let (status, body) = support::get_text(&client, &ready).await.expect("readyz");
-    assert_eq!(status, 503, "ready while stopping: {body}");
-    let exit = loop {
-        if let Some(s) = daemon.0.try_wait().expect("wait") {
-            break s;
-        }
-        assert!(
-            stopped.elapsed() < Duration::from_secs(grace),
-            "still running after terminationGracePeriodSeconds ({grace} s)"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
-    assert!(exit.success(), "exit status {exit}");
+    // Replica a terminates: it drains and hands over; b owns every
+    // partition and turns the next webhook into an incident.
+    a.terminate(c, grace(w)).await;
+    let second = serde_json::json!({"alertname": "EtcdNoLeader", "job": "etcd"});
+    assert_eq!(b.alert(second, Some(hook)).await, 200);
+    support::wait_until(
+        "the surviving replica handles it",
+        Duration::from_secs(90),
+        async || {
+            b.incidents(Some(api))
+                .await
+                .is_ok_and(|t| t.contains("EtcdNoLeader") && t.contains("KubeApiDown"))
+        },
+    )
+    .await;
+    b.terminate(c, grace(w)).await;
 }

@@ -300,6 +300,30 @@ pub async fn wait_http_ok(
     .await
 }
 
+/// Creates topic `name` with `partitions` partitions (replication 1) on
+/// the brokers, which must accept it.
+pub async fn create_topic(brokers: &str, name: &str, partitions: i32) {
+    let admin: rdkafka::admin::AdminClient<rdkafka::client::DefaultClientContext> =
+        rdkafka::ClientConfig::new()
+            .set("bootstrap.servers", brokers)
+            .create()
+            .expect("admin client");
+    let res = admin
+        .create_topics(
+            &[rdkafka::admin::NewTopic::new(
+                name,
+                partitions,
+                rdkafka::admin::TopicReplication::Fixed(1),
+            )],
+            &rdkafka::admin::AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))),
+        )
+        .await
+        .expect("create topics request");
+    for r in res {
+        r.unwrap_or_else(|(t, e)| panic!("creating topic {t}: {e}"));
+    }
+}
+
 /// A consumer group's position on a topic: the sum over its partitions of
 /// the committed offsets and of the high watermarks (`None` if the broker
 /// does not answer). Lag is their difference.
