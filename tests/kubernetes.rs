@@ -485,7 +485,7 @@ fn every_variant_renders_and_validates_against_the_schemas() {
 // ----------------------------------------------------------------- checklist
 
 /// The rendered workload of a mode and its one container.
-fn workload<'a>(objs: &'a [Value], mode: Mode) -> (&'a Value, &'a Value) {
+fn workload(objs: &[Value], mode: Mode) -> (&Value, &Value) {
     let kind = match mode {
         Mode::Single => "StatefulSet",
         Mode::Distributed => "Deployment",
