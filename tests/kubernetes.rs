@@ -1052,6 +1052,7 @@ async fn the_rendered_single_mode_pod_runs_with_its_mounts_probes_and_secrets() 
     let objs = objects(&render(&k, "single"));
     let (w, c) = workload(&objs, Mode::Single);
     let pod = Pod::lay_out(&objs, Mode::Single, &[]);
+    let laid_out = files_under(pod.root.path());
     let mut daemon = pod.start();
     daemon.wait_ready(c).await;
 
@@ -1089,6 +1090,41 @@ async fn the_rendered_single_mode_pod_runs_with_its_mounts_probes_and_secrets() 
         "metrics"
     );
     daemon.terminate(c, grace(w)).await;
+
+    // The root filesystem is read-only: everything the daemon wrote is on
+    // a writable mount (its working directory is the root here, so a
+    // relative path would show too).
+    let writable: Vec<&str> = c["volumeMounts"]
+        .as_array()
+        .expect("mounts")
+        .iter()
+        .filter(|m| m["readOnly"] != true)
+        .filter_map(|m| m["mountPath"].as_str())
+        .collect();
+    for file in files_under(pod.root.path()).difference(&laid_out) {
+        let path = format!("/{}", file.display());
+        assert!(
+            path == "/incidentd.log" || writable.iter().any(|m| path.starts_with(m)),
+            "{path} is written outside the writable mounts {writable:?}"
+        );
+    }
+}
+
+/// Every file below `root`, relative to it.
+fn files_under(root: &Path) -> std::collections::BTreeSet<PathBuf> {
+    let mut found = std::collections::BTreeSet::new();
+    let mut dirs = vec![root.to_path_buf()];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(&dir).expect("read_dir").flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                dirs.push(path);
+            } else if let Ok(rel) = path.strip_prefix(root) {
+                found.insert(rel.to_path_buf());
+            }
+        }
+    }
+    found
 }
 
 #[test]
