@@ -60,6 +60,29 @@ enum Cmd {
         #[arg(long)]
         changes: Option<PathBuf>,
     },
+    /// Copy the SQLite database (DIR/incidentd.db) consistently into OUT, also while the daemon runs.
+    ///
+    /// The copy is made with SQLite's VACUUM INTO on a read-only connection: one
+    /// transaction, so it is consistent as of its start, and compact. A daemon starts
+    /// from it (restore: stop the daemon, put the copy in place of incidentd.db, remove
+    /// incidentd.db-wal, incidentd.db-shm and journal/). The journal is not copied: a
+    /// running daemon's tables trail its journal by milliseconds, and those last
+    /// milliseconds may be missing from the copy (a stopped daemon's tables hold
+    /// everything). With OUT `-` the copy goes to stdout, staged in a temporary file in
+    /// the data directory that is unlinked before it is streamed (the data volume needs
+    /// room for one copy). PostgreSQL stores are refused: use pg_dump.
+    Backup {
+        #[arg(long, env = "INCIDENTD_CONFIG")]
+        config: Option<PathBuf>,
+        /// Where the SQLite database lives (default: the config's data_dir, else ./data).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// The store as `serve` takes it: only SQLite is copied.
+        #[arg(long, env = "INCIDENTD_STORE", hide = true)]
+        store: Option<String>,
+        /// A new file (an existing one is never overwritten), or `-` for stdout.
+        out: PathBuf,
+    },
     /// Run recorded alert bodies through the pipeline and print the incidents as JSON.
     Replay {
         #[arg(long)]
@@ -148,6 +171,19 @@ fn main() -> ExitCode {
                     ..Overrides::default()
                 };
                 commands::check(config, overrides, changes)
+            }
+            Cmd::Backup {
+                config,
+                data_dir,
+                store,
+                out,
+            } => {
+                let overrides = Overrides {
+                    data_dir,
+                    store,
+                    ..Overrides::default()
+                };
+                commands::backup(config, overrides, out).await
             }
             Cmd::Replay {
                 config,

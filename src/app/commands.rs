@@ -36,6 +36,32 @@ pub fn check(
     Ok(ExitCode::from(1))
 }
 
+/// `incidentd backup`: the copy in `out` (`-`: on stdout), a one-line
+/// summary on stderr; exit 1 with the reason when refused or failed.
+/// SIGTERM or Ctrl-C stops it without leaving a partial copy in a file.
+pub async fn backup(
+    config: Option<PathBuf>,
+    overrides: Overrides,
+    out: PathBuf,
+) -> Result<ExitCode> {
+    let target = super::backup::Target::parse(out);
+    let partial = match target {
+        super::backup::Target::Stdout => "; what went to stdout is incomplete",
+        super::backup::Target::File(_) => "",
+    };
+    tokio::select! {
+        summary = super::backup::backup(config, overrides, target) => {
+            eprintln!("{}", summary?);
+            Ok(ExitCode::SUCCESS)
+        }
+        () = super::backup::stop_signal() => {
+            // The copy's future is dropped: its file is removed.
+            eprintln!("incidentd: backup interrupted: its partial copy is removed{partial}");
+            Ok(ExitCode::from(130))
+        }
+    }
+}
+
 /// What `incidentd replay` reads.
 pub struct ReplayArgs {
     pub config: Option<PathBuf>,

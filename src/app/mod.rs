@@ -1,8 +1,9 @@
 //! Wiring only: [`build`] reads and checks what the configuration names,
 //! [`spawn`] runs it; [`serve`] adds the listener and signals, [`check`]
-//! validates without starting anything, and [`commands`] is one function
-//! per CLI command.
+//! validates without starting anything, [`backup`] copies the SQLite
+//! record, and [`commands`] is one function per CLI command.
 
+pub mod backup;
 mod build;
 mod check;
 pub mod commands;

@@ -3,6 +3,7 @@
 //! Backends implement [`Store`]: SQLite is the embedded default; PostgreSQL
 //! lets several instances (Kafka shards) share one database.
 
+pub mod backup;
 mod batch;
 mod journal;
 mod postgres;
