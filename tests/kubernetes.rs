@@ -657,6 +657,14 @@ fn rendered_workloads_pass_the_production_checklist() {
                 .filter(|m| path.starts_with(m["mountPath"].as_str().unwrap_or("\0")))
                 .max_by_key(|m| m["mountPath"].as_str().map_or(0, str::len))
         };
+        // The configuration, for `serve` and for commands run in the pod.
+        let config_path = c["env"]
+            .as_array()
+            .and_then(|e| e.iter().find(|v| v["name"] == "INCIDENTD_CONFIG"))
+            .and_then(|v| v["value"].as_str())
+            .unwrap_or_else(|| panic!("{at}: no INCIDENTD_CONFIG"));
+        let config_mount = mount_of(config_path).unwrap_or_else(|| panic!("{at}: {config_path}"));
+        assert_eq!(config_mount["name"], "config", "{at}: {config_path}");
         let tmp = mount_of("/tmp/x").unwrap_or_else(|| panic!("{at}: /tmp is not writable"));
         assert_ne!(tmp["readOnly"], true, "{at}: /tmp read-only");
 
@@ -796,6 +804,8 @@ fn rendered_workloads_pass_the_production_checklist() {
 struct Pod {
     root: tempfile::TempDir,
     args: Vec<String>,
+    /// The container's environment (plain values), paths rewritten.
+    env: Vec<(String, String)>,
     port: u16,
     /// Content of each Secret key written (all made up here).
     secrets: Vec<(String, String)>,
@@ -885,9 +895,21 @@ impl Pod {
             .iter()
             .map(|a| here(a.as_str().expect("arg")))
             .collect();
+        let env = c["env"]
+            .as_array()
+            .map(|e| {
+                e.iter()
+                    .map(|v| {
+                        let value = v["value"].as_str().expect("plain env values only");
+                        (v["name"].as_str().expect("name").to_string(), here(value))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
         Pod {
             root,
             args,
+            env,
             port,
             secrets,
         }
@@ -920,6 +942,7 @@ impl Pod {
         let out = std::fs::File::create(&log).expect("log");
         let child = Command::new(env!("CARGO_BIN_EXE_incidentd"))
             .args(&self.args)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .current_dir(self.root.path())
             .env("NO_COLOR", "1")
             .stdin(Stdio::null())
@@ -1005,10 +1028,19 @@ impl Process {
     async fn terminate(&mut self, c: &Value, grace: u64) {
         let stopped = Instant::now();
         support::daemon::signal(self.child.id(), "TERM");
-        let (status, body) = support::get_text(&self.client, &self.probe(c, "readinessProbe"))
-            .await
-            .expect("readyz");
-        assert_eq!(status, 503, "ready while stopping: {body}");
+        // The signal is handled on the daemon's own time: within the
+        // shutdown delay, /readyz turns 503 while the port still answers.
+        let ready = self.probe(c, "readinessProbe");
+        support::wait_until(
+            "/readyz answers 503 after SIGTERM",
+            Duration::from_secs(5),
+            async || {
+                support::get_text(&self.client, &ready)
+                    .await
+                    .is_ok_and(|(s, _)| s == 503)
+            },
+        )
+        .await;
         let exit = loop {
             if let Some(s) = self.child.try_wait().expect("wait") {
                 break s;
@@ -1089,6 +1121,19 @@ async fn the_rendered_single_mode_pod_runs_with_its_mounts_probes_and_secrets() 
         metrics.contains("incidentd_incidents_created_total"),
         "metrics"
     );
+    // The README's backup, as `kubectl exec` runs it in the pod: the
+    // container's environment finds the configuration and the volume.
+    let out = Command::new(env!("CARGO_BIN_EXE_incidentd"))
+        .args(["backup", "-"])
+        .envs(pod.env.iter().map(|(k, v)| (k, v)))
+        .current_dir(pod.root.path().join("var/lib/incidentd"))
+        .output()
+        .expect("run backup");
+    assert!(
+        out.status.success() && out.stdout.starts_with(b"SQLite format 3\0"),
+        "incidentd backup - in the pod: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     daemon.terminate(c, grace(w)).await;
 
     // The root filesystem is read-only: everything the daemon wrote is on
@@ -1140,6 +1185,7 @@ fn the_rendered_distributed_configuration_passes_check() {
     check.extend(pod.args.iter().skip(1).cloned());
     let out = Command::new(env!("CARGO_BIN_EXE_incidentd"))
         .args(&check)
+        .envs(pod.env.iter().map(|(k, v)| (k, v)))
         .current_dir(pod.root.path())
         .output()
         .expect("run check");
