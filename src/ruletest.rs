@@ -68,6 +68,8 @@
 //! | `rules`            | the set of rules that acted on the incident     |
 //! | `runbooks`         | the set of runbook links                        |
 //! | `assignment_group` | group; `null` asserts there is none            |
+//! | `root_ci`          | root cause CI; `null` asserts there is none     |
+//! | `root_inferred`    | bool: the root CI has no alert of its own       |
 //! | `flapping`         | bool                                            |
 //! | `reopen_count`     | times it was reopened                           |
 //! | `opened_at`        | RFC 3339 time                                   |
@@ -169,6 +171,9 @@ struct Expected {
     runbooks: Option<Vec<String>>,
     #[serde(default, deserialize_with = "nullable")]
     assignment_group: Option<Option<String>>,
+    #[serde(default, deserialize_with = "nullable")]
+    root_ci: Option<Option<String>>,
+    root_inferred: Option<bool>,
     flapping: Option<bool>,
     reopen_count: Option<u32>,
     opened_at: Option<Timestamp>,
@@ -526,6 +531,18 @@ fn compare(want: &[Expected], got: &[Incident], deliveries: &Deliveries) -> Vec<
             |o| o.as_deref().map_or("null".into(), quote),
         );
         d.one(
+            "root_ci",
+            w.root_ci.as_ref(),
+            &g.root_ci.as_deref().map(str::to_owned),
+            |o| o.as_deref().map_or("null".into(), quote),
+        );
+        d.one(
+            "root_inferred",
+            w.root_inferred.as_ref(),
+            &g.root_inferred,
+            bool::to_string,
+        );
+        d.one(
             "flapping",
             w.flapping.as_ref(),
             &g.flapping,
@@ -636,7 +653,8 @@ fn as_expectation(g: &Incident, deliveries: u64) -> String {
     format!(
         "{{title: {}, key: {}, state: {}, priority: {}, impact: {}, urgency: {}, alerts: {}, \
          fingerprints: {}, deliveries: {}, rules: {}, runbooks: {}, assignment_group: {}, \
-         flapping: {}, reopen_count: {}, opened_at: {}, resolved_at: {}}}",
+         root_ci: {}, root_inferred: {}, flapping: {}, reopen_count: {}, opened_at: {}, \
+         resolved_at: {}}}",
         quote(&g.title),
         quote(&g.key),
         g.state.as_str(),
@@ -649,6 +667,8 @@ fn as_expectation(g: &Incident, deliveries: u64) -> String {
         list(&g.rules),
         list(&g.links.runbooks),
         g.assignment_group.as_deref().map_or("null".into(), quote),
+        g.root_ci.as_deref().map_or("null".into(), quote),
+        g.root_inferred,
         g.flapping,
         g.reopen_count,
         time(&g.opened_at),

@@ -128,10 +128,41 @@ async fn a_late_root_cause_absorbs_its_dependents_incidents() {
             .any(|r| &**r == "https://runbooks.example.com/db"),
         "runbook from the CI record"
     );
-    // The dependents' incidents were merged into it (not left open, not paged twice).
+    // The second dependent's alert did not open an incident of its own:
+    // two of db's three dependents alerting named db the inferred root at
+    // once, and db's own alert then confirmed it.
+    assert_eq!(all.len(), 1, "{all:#?}");
+    assert!(!inc.root_inferred, "confirmed by db's own alert");
+}
+
+#[tokio::test]
+async fn a_late_root_cause_takes_over_when_no_root_can_be_inferred() {
+    // Inference off: each dependent opens its own incident, and the late
+    // root merges them.
+    let dir = tempfile::tempdir().unwrap();
+    let cmdb = dir.path().join("cmdb.yaml");
+    std::fs::write(&cmdb, CMDB).unwrap();
+    let config = dir.path().join("incidentd.toml");
+    std::fs::write(&config, "[correlation]\ninfer_min_dependents = 0\n").unwrap();
+    let s = app::offline_setup(
+        Some(config.as_path()),
+        Some(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("rules")),
+        CmdbChoice::File(cmdb),
+        None,
+    )
+    .unwrap();
+    let bodies = vec![
+        app_alert("HighErrorRate", "blog-web", "warning", "08:00:10"),
+        app_alert("HighErrorRate", "search-api", "warning", "08:00:20"),
+        postgres_down("08:00:00"),
+    ];
+    let (all, _) = run(s, bodies).await;
+    let live = with_alerts(&all);
+    assert_eq!(live.len(), 1, "{all:#?}");
+    assert_eq!(live[0].root_ci.as_deref(), Some("db"));
     let merged: Vec<&Incident> = all
         .iter()
-        .filter(|i| i.links.merged_into == Some(inc.id))
+        .filter(|i| i.links.merged_into == Some(live[0].id))
         .collect();
     assert_eq!(merged.len(), 1, "{all:#?}");
     assert_eq!(merged[0].state.as_str(), "resolved");

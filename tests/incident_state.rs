@@ -57,7 +57,10 @@ fn messages(inc: &Value) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn counts_titles_and_answers_tell_the_truth() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut cfg = config_in(dir.path(), "");
+    // Without root inference: with it, db-0 (both symptoms' only
+    // dependency) would be named at the second symptom and nothing would
+    // be merged (tests/correlation.rs covers that).
+    let mut cfg = config_in(dir.path(), "[correlation]\ninfer_min_dependents = 0\n");
     cfg.cmdb = Some(cmdb(dir.path()));
     let r = start(&cfg).await;
     let t0 = chrono::Utc::now() - chrono::Duration::minutes(5);

@@ -26,7 +26,7 @@ fn scenarios() -> Vec<PathBuf> {
         .filter(|p| p.join("expected.json").exists())
         .collect();
     v.sort();
-    assert!(v.len() >= 2, "scenario data missing");
+    assert!(v.len() >= 3, "scenario data missing");
     v
 }
 
@@ -198,6 +198,26 @@ async fn replay_reproduces_every_scenario() {
         let got = replayed(&dir).await;
         let s = score(&dir, &got);
         assert_eq!(s, perfect(s.expected), "{}: {s:?}", dir.display());
+        // A root without an alert of its own is marked as inferred, and
+        // only such a root.
+        let exp: Value =
+            serde_json::from_str(&std::fs::read_to_string(dir.join("expected.json")).unwrap())
+                .unwrap();
+        for e in exp["incidents"].as_array().unwrap() {
+            let first = &e["alert_fingerprints"][0];
+            let holder = got
+                .iter()
+                .find(|i| i["alert_fingerprints"].as_array().unwrap().contains(first))
+                .unwrap();
+            assert_eq!(
+                holder["root_inferred"],
+                e["kind"] == "silent-root",
+                "{}: {} ({}): {holder}",
+                dir.display(),
+                e["root_ci"],
+                e["kind"]
+            );
+        }
         // Every incident explains itself: a root cause and an impact.
         for i in got
             .iter()

@@ -125,6 +125,7 @@ fn incident(id: i64, state: IncidentState, count: u64) -> Incident {
         urgency: Level::MEDIUM,
         title: format!("incident {id}").into(),
         root_ci: None,
+        root_inferred: false,
         cis: ThinVec::new(),
         impacted_services: ThinVec::new(),
         impact_detail: ThinVec::new(),

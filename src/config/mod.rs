@@ -129,6 +129,8 @@ pub struct RawKafkaTopic {
 #[serde(deny_unknown_fields, default)]
 pub struct RawCorrelation {
     pub window: Option<String>,
+    pub infer_min_dependents: Option<usize>,
+    pub infer_min_share: Option<f64>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -627,6 +629,30 @@ pub fn load(file: Option<&Path>, overrides: &Overrides) -> Result<Config, Config
     validate(raw, overrides).map_err(ConfigError::Invalid)
 }
 
+/// `correlation.infer_*`: 0 or 1 dependents turns inference off; the share
+/// is a fraction of the candidate's direct dependents.
+fn infer_settings(
+    errs: &mut Vec<FieldError>,
+    raw: &RawCorrelation,
+) -> crate::correlate::topology::InferSettings {
+    let d = crate::correlate::topology::InferSettings::default();
+    let min_share = match raw.infer_min_share {
+        Some(v) if !(0.0..=1.0).contains(&v) || v.is_nan() => {
+            errs.push(FieldError {
+                field: "correlation.infer_min_share".into(),
+                message: format!("{v} is not a share between 0 and 1"),
+            });
+            d.min_share
+        }
+        Some(v) => v,
+        None => d.min_share,
+    };
+    crate::correlate::topology::InferSettings {
+        min_dependents: raw.infer_min_dependents.unwrap_or(d.min_dependents),
+        min_share,
+    }
+}
+
 fn duration(
     errs: &mut Vec<FieldError>,
     field: &str,
@@ -847,6 +873,7 @@ pub fn validate(raw: RawConfig, o: &Overrides) -> Result<Config, Vec<FieldError>
             &raw.correlation.window,
             d.correlation_window,
         ),
+        infer: infer_settings(&mut errs, &raw.correlation),
         change_grace: duration(
             &mut errs,
             "changes.grace",

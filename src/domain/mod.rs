@@ -379,6 +379,11 @@ pub struct Incident {
     pub urgency: Level,
     pub title: Box<str>,
     pub root_ci: Option<Box<str>>,
+    /// The root CI has no alert of its own: enough of its dependents alert
+    /// at once that it is the likeliest cause (`correlation.infer_*`).
+    /// Turns false when it alerts, or a root that alerts replaces it.
+    #[serde(default)]
+    pub root_inferred: bool,
     pub cis: ThinVec<String>,
     /// Ids of the business services downstream of the root CI, sorted.
     pub impacted_services: ThinVec<String>,
@@ -477,6 +482,7 @@ impl Incident {
             urgency: Level::HIGH,
             title: "t".into(),
             root_ci: None,
+            root_inferred: false,
             cis: ThinVec::new(),
             impacted_services: ThinVec::new(),
             impact_detail: ThinVec::new(),

@@ -48,6 +48,8 @@ pub struct EngineConfig {
     /// Alerts on related CIs join one incident when they start within this
     /// long of its alerts (event time).
     pub correlation_window: Duration,
+    /// When a CI without alerts is named the root of its dependents'.
+    pub infer: crate::correlate::topology::InferSettings,
     /// An alert this long after a change on its CI (or one it depends on)
     /// ended is still change-related.
     pub change_grace: Duration,
@@ -86,6 +88,7 @@ impl Default for EngineConfig {
             matrix: PriorityMatrix::default(),
             default_impact: Level::MEDIUM,
             correlation_window: Duration::from_secs(5 * 60),
+            infer: crate::correlate::topology::InferSettings::default(),
             change_grace: Duration::from_secs(30 * 60),
             problems: ProblemPolicy::default(),
             similar_limit: 5,

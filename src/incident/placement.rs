@@ -235,7 +235,13 @@ impl Engine {
             };
             self.timeline(target, at, TimelineKind::AlertJoined, msg, None);
             if *reroot {
-                self.reroot(target, c, alert, now);
+                self.reroot(target, c, alert, now, None);
+            } else if self
+                .incidents
+                .get(&target)
+                .is_some_and(|t| t.inc.root_inferred && t.root.get() == Some(c))
+            {
+                self.confirm_root(target, alert, now);
             }
             self.add_key(target, key);
             self.join(target, alert, ci, decision, now);
@@ -255,7 +261,49 @@ impl Engine {
                 return id;
             }
         }
-        // 4. Something new. Its stored key must differ from any other active
+        // 4. Several unrelated incidents whose roots share a silent CI
+        // upstream: that CI is the likeliest root (inferred).
+        let mut ambiguous = None;
+        if let (topology::Placement::Open, Some(c)) = (&placement, ci) {
+            match self.infer(c, at) {
+                topology::Inference::Root {
+                    root,
+                    incidents,
+                    alerting,
+                    covered,
+                    dependents,
+                } => {
+                    return self.join_inferred(
+                        root,
+                        &incidents,
+                        &alerting,
+                        (covered, dependents),
+                        (alert, key, c),
+                        decision,
+                        now,
+                    );
+                }
+                topology::Inference::Ambiguous {
+                    candidates,
+                    alerting,
+                } => {
+                    let names = |v: &[CiIdx]| {
+                        v.iter()
+                            .map(|c| self.cmdb.ci(*c).id.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    };
+                    ambiguous = Some(format!(
+                        "no root cause inferred: {} alerting CIs ({}) share the unrelated upstream CIs {}, none of which alerts; which one failed is ambiguous",
+                        alerting.len(),
+                        names(&alerting),
+                        names(&candidates)
+                    ));
+                }
+                topology::Inference::Nothing => {}
+            }
+        }
+        // 5. Something new. Its stored key must differ from any other active
         // incident's (the database allows one active incident per key), so
         // an older live incident with the same key makes it carry its start.
         let taken = self.by_key.get(key).is_some_and(|id| {
@@ -269,8 +317,108 @@ impl Engine {
             key.clone()
         };
         let id = self.open(alert, stored_key, key, ci, now);
+        if let Some(msg) = ambiguous {
+            self.timeline(id, at, TimelineKind::RootCause, msg, None);
+        }
         self.join(id, alert, ci, decision, now);
         id
+    }
+
+    /// [`topology::infer`] over the active incidents.
+    fn infer(&self, c: CiIdx, at: Timestamp) -> topology::Inference {
+        let topos = self
+            .incidents
+            .iter()
+            .filter(|(_, t)| t.inc.state.is_active())
+            .map(|(id, t)| {
+                (
+                    topology::IncidentTopo {
+                        id: *id,
+                        root: t.root.get(),
+                        cis: &t.cis,
+                        first: t.first,
+                        last: t.last,
+                    },
+                    t.inc.root_inferred,
+                )
+            });
+        topology::infer(
+            &self.cmdb,
+            c,
+            at,
+            self.cfg.correlation_window,
+            self.cfg.infer,
+            topos,
+        )
+    }
+
+    /// The alert and the incidents `incidents` (oldest first) become one
+    /// incident rooted at `root`, a CI without an alert of its own.
+    #[allow(clippy::too_many_arguments)]
+    fn join_inferred(
+        &mut self,
+        root: CiIdx,
+        incidents: &[IncidentId],
+        alerting: &[CiIdx],
+        (covered, dependents): (usize, usize),
+        (alert, key, c): (&Alert, &Arc<str>, CiIdx),
+        decision: &Decision,
+        now: Timestamp,
+    ) -> IncidentId {
+        let at = alert.starts_at;
+        let target = incidents[0];
+        for m in incidents[1..].iter().copied() {
+            self.merge(m, target, root, at, now);
+        }
+        let root_id = self.cmdb.ci(root).id.clone();
+        let names: Vec<&str> = alerting
+            .iter()
+            .map(|a| self.cmdb.ci(*a).id.as_str())
+            .collect();
+        let evidence = format!(
+            "{covered} of its {dependents} dependents alert within {} ({}); {root_id} has no alert",
+            crate::domain::format_duration(self.cfg.correlation_window),
+            names.join(", ")
+        );
+        let title = format!("{root_id} suspected: {covered} of its {dependents} dependents alert");
+        self.reroot(target, root, alert, now, Some((&title, &evidence)));
+        let ci_id = self.cmdb.ci(c).id.clone();
+        self.timeline(
+            target,
+            at,
+            TimelineKind::AlertJoined,
+            format!(
+                "alert {} ({}) joined: {ci_id} depends on the inferred root cause {root_id}",
+                alert.alertname(),
+                alert.fingerprint
+            ),
+            None,
+        );
+        self.add_key(target, key);
+        self.join(target, alert, Some(c), decision, now);
+        target
+    }
+
+    /// The inferred root alerts itself: the inference is confirmed and the
+    /// title names its alert.
+    fn confirm_root(&mut self, id: IncidentId, alert: &Alert, now: Timestamp) {
+        let Some(t) = self.incidents.get_mut(&id) else {
+            return;
+        };
+        t.inc.root_inferred = false;
+        t.inc.title = title_for(alert).into();
+        let root = t.inc.root_ci.as_deref().unwrap_or_default().to_string();
+        self.timeline(
+            id,
+            alert.starts_at,
+            TimelineKind::RootCause,
+            format!(
+                "{root} alerts itself ({}): the inferred root cause is confirmed",
+                alert.alertname()
+            ),
+            None,
+        );
+        self.save_incident(id, now);
     }
 
     fn add_key(&mut self, id: IncidentId, key: &Arc<str>) {
@@ -301,6 +449,7 @@ impl Engine {
             urgency: Level::LOW,
             title: title_for(alert).into(),
             root_ci: None,
+            root_inferred: false,
             cis: ThinVec::new(),
             impacted_services: ThinVec::new(),
             impact_detail: ThinVec::new(),
@@ -411,8 +560,16 @@ impl Engine {
         self.save_incident(id, now);
     }
 
-    /// The late root cause: `ci` is upstream of the incident's root.
-    fn reroot(&mut self, id: IncidentId, ci: CiIdx, alert: &Alert, now: Timestamp) {
+    /// The late root cause: `ci` is upstream of the incident's root. With
+    /// `inferred` (title and evidence), `ci` has no alert of its own.
+    fn reroot(
+        &mut self,
+        id: IncidentId,
+        ci: CiIdx,
+        alert: &Alert,
+        now: Timestamp,
+        inferred: Option<(&str, &str)>,
+    ) {
         let old = self
             .incidents
             .get(&id)
@@ -427,7 +584,11 @@ impl Engine {
         self.set_root(id, Some(ci), alert, now);
         // The title names the cause, not the first symptom that opened it.
         if let Some(t) = self.incidents.get_mut(&id) {
-            t.inc.title = title_for(alert).into();
+            t.inc.root_inferred = inferred.is_some();
+            t.inc.title = match inferred {
+                None => title_for(alert).into(),
+                Some((title, _)) => title.into(),
+            };
         }
         self.lived(
             id,
@@ -439,10 +600,15 @@ impl Engine {
             id,
             alert.starts_at,
             TimelineKind::RootCause,
-            format!(
-                "root cause is now {new} (was {old}): {old} depends on it and it alerts ({})",
-                alert.alertname()
-            ),
+            match inferred {
+                None => format!(
+                    "root cause is now {new} (was {old}): {old} depends on it and it alerts ({})",
+                    alert.alertname()
+                ),
+                Some((_, evidence)) => {
+                    format!("root cause inferred: {new} (was {old}): {evidence}")
+                }
+            },
             None,
         );
         let after: Vec<String> = self

@@ -33,6 +33,8 @@ pub(super) struct Extra {
     holds: crate::domain::ThinVec<Hold>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     auto_resolve_at: Option<Timestamp>,
+    #[serde(default)]
+    root_inferred: bool,
 }
 
 /// [`Extra`] borrowed from an incident: the same JSON without copying its
@@ -51,6 +53,12 @@ struct ExtraRef<'a> {
     holds: &'a [Hold],
     #[serde(skip_serializing_if = "Option::is_none")]
     auto_resolve_at: Option<Timestamp>,
+    #[serde(skip_serializing_if = "is_false")]
+    root_inferred: bool,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 fn empty<T>(v: &&[T]) -> bool {
@@ -69,6 +77,7 @@ pub(super) fn extra_json(inc: &Incident) -> String {
         sla_marks: &inc.sla_marks,
         holds: &inc.holds,
         auto_resolve_at: inc.auto_resolve_at,
+        root_inferred: inc.root_inferred,
     })
 }
 
@@ -213,6 +222,7 @@ pub(super) fn incident_from_row(r: &impl Cols) -> Result<Incident, StoreError> {
         urgency: level(r.int("urgency")?, "urgency")?,
         title: r.text("title")?.into(),
         root_ci: r.opt_text("root_ci")?.map(Box::from),
+        root_inferred: extra.root_inferred,
         cis: extra.cis,
         impacted_services: extra.impacted_services,
         impact_detail: extra.impact_detail,
