@@ -784,14 +784,24 @@ fn benches(c: &mut Criterion) {
     let rules = rules();
     let stream = engine_stream(&cmdb, &inc, &mut rng);
     let engine_now = Timestamp::from_millis(T0 + 120_000);
-    let setup = |cmdb: &Arc<Cmdb>| -> Engine {
-        let mut e = Engine::new(EngineConfig::default(), rules.clone());
+    let setup_with = |cmdb: &Arc<Cmdb>, cfg: EngineConfig| -> Engine {
+        let mut e = Engine::new(cfg, rules.clone());
         e.set_cmdb(cmdb.clone());
         for evs in stream.preload.clone() {
             e.ingest(evs, Timestamp::from_millis(T0 + 50_000));
             e.take_batch();
         }
         e
+    };
+    let setup = |cmdb: &Arc<Cmdb>| setup_with(cmdb, EngineConfig::default());
+    // Root inference off: the engine path as before issue 21, for the cost
+    // of inference in one build.
+    let no_inference = || EngineConfig {
+        infer: incidentd::correlate::topology::InferSettings {
+            min_dependents: 0,
+            ..Default::default()
+        },
+        ..EngineConfig::default()
     };
     {
         let mut e = setup(&cmdb);
@@ -819,12 +829,16 @@ fn benches(c: &mut Criterion) {
         .warm_up_time(Duration::from_secs(1))
         .measurement_time(Duration::from_secs(5))
         .throughput(Throughput::Elements(stream.alerts));
-    for (name, graph) in [("with_cmdb", &cmdb), ("no_cmdb", &empty)] {
+    for (name, graph, cfg) in [
+        ("with_cmdb", &cmdb, EngineConfig::default()),
+        ("with_cmdb_no_inference", &cmdb, no_inference()),
+        ("no_cmdb", &empty, EngineConfig::default()),
+    ] {
         g.bench_function(name, |b| {
             b.iter_custom(|iters| {
                 let mut total = Duration::ZERO;
                 for _ in 0..iters {
-                    let mut e = setup(graph);
+                    let mut e = setup_with(graph, cfg.clone());
                     let input = stream.measured.clone();
                     let t = Instant::now();
                     for evs in input {

@@ -295,14 +295,14 @@ async fn live_ingest_matches_replay() {
         let mut cfg = cfg;
         cfg.limits.bounds.max_alert_age = std::time::Duration::from_secs(100 * 365 * 86_400);
         let running = app::start(&cfg, Arc::new(SystemClock)).await.unwrap();
-        let (s, v) = call(
-            &running.router,
-            "POST",
-            "/api/v1/changes",
-            std::fs::read(dir.join("changes.json")).unwrap(),
-        )
-        .await;
-        assert_eq!(s, StatusCode::CREATED, "{v}");
+        let changes = std::fs::read(dir.join("changes.json")).unwrap();
+        let n_changes = serde_json::from_slice::<Vec<Value>>(&changes)
+            .unwrap()
+            .len();
+        if n_changes > 0 {
+            let (s, v) = call(&running.router, "POST", "/api/v1/changes", changes).await;
+            assert_eq!(s, StatusCode::CREATED, "{v}");
+        }
         for line in std::fs::read_to_string(dir.join("alerts.jsonl"))
             .unwrap()
             .lines()
@@ -342,7 +342,7 @@ async fn live_ingest_matches_replay() {
         let (s, v) = call(&running.router, "GET", "/api/v1/changes", vec![]).await;
         assert_eq!(
             (s, v["changes"].as_array().map(Vec::len)),
-            (StatusCode::OK, Some(1))
+            (StatusCode::OK, Some(n_changes))
         );
         running.shutdown().await;
     }

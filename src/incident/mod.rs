@@ -367,6 +367,9 @@ pub struct Engine {
     cfg: EngineConfig,
     rules: Arc<RuleSet>,
     cmdb: Arc<Cmdb>,
+    /// What each CI depends on, as root inference asked it (cleared with
+    /// the CMDB).
+    upstream_cache: FxHashMap<crate::cmdb::CiIdx, Arc<[crate::cmdb::CiIdx]>>,
     /// Shared by every engine of the instance: a bulk import builds the
     /// next book once, off the engine, and swaps it in.
     changes: Arc<ChangeBook>,
@@ -511,6 +514,7 @@ impl Engine {
             cfg,
             rules,
             cmdb: Arc::new(Cmdb::empty()),
+            upstream_cache: FxHashMap::default(),
             changes: Arc::new(ChangeBook::new()),
             problems: ProblemBook::default(),
             incidents: FxHashMap::default(),
@@ -656,6 +660,7 @@ impl Engine {
     }
 
     fn remap_topology(&mut self) {
+        self.upstream_cache.clear();
         let cmdb = self.cmdb.clone();
         for t in self.incidents.values_mut() {
             t.root = MaybeCi::of(t.inc.root_ci.as_deref().and_then(|r| cmdb.ci_by_id(r)));

@@ -325,7 +325,13 @@ impl Engine {
     }
 
     /// [`topology::infer`] over the active incidents.
-    fn infer(&self, c: CiIdx, at: Timestamp) -> topology::Inference {
+    fn infer(&mut self, c: CiIdx, at: Timestamp) -> topology::Inference {
+        let cmdb = &self.cmdb;
+        let cache = &mut self.upstream_cache;
+        // Bounded: distinct CIs asked about, cleared when the CMDB changes.
+        if cache.len() > 65_536 {
+            cache.clear();
+        }
         let topos = self
             .incidents
             .iter()
@@ -343,12 +349,18 @@ impl Engine {
                 )
             });
         topology::infer(
-            &self.cmdb,
+            cmdb,
             c,
             at,
             self.cfg.correlation_window,
             self.cfg.infer,
             topos,
+            |ci| {
+                cache
+                    .entry(ci)
+                    .or_insert_with(|| cmdb.upstream(ci).into())
+                    .clone()
+            },
         )
     }
 
@@ -581,9 +593,21 @@ impl Engine {
             .get(&id)
             .map(|t| t.inc.impacted_services.to_vec())
             .unwrap_or_default();
+        let silent = self
+            .incidents
+            .get(&id)
+            .filter(|t| t.inc.root_inferred)
+            .and_then(|t| t.root.get());
         self.set_root(id, Some(ci), alert, now);
         // The title names the cause, not the first symptom that opened it.
         if let Some(t) = self.incidents.get_mut(&id) {
+            // A root that was only inferred has no alert here: it is not
+            // one of the incident's alerting CIs any more.
+            if let Some(s) = silent.filter(|&s| s != ci) {
+                t.cis.retain(|&c| c != s);
+                let gone = &self.cmdb.ci(s).id;
+                t.inc.cis.retain(|c| c != gone);
+            }
             t.inc.root_inferred = inferred.is_some();
             t.inc.title = match inferred {
                 None => title_for(alert).into(),
