@@ -283,7 +283,12 @@ pub fn incident_detail(v: &Value, now: DateTime<Utc>, width: usize) -> String {
     if !v["resolved_at"].is_null() {
         let _ = writeln!(o, "Resolved:     {}", stamp(&v["resolved_at"]));
     }
-    let _ = writeln!(o, "Root CI:      {}", text(&v["root_ci"]));
+    let inferred = if v["root_inferred"] == true {
+        " (inferred: no alert of its own)"
+    } else {
+        ""
+    };
+    let _ = writeln!(o, "Root CI:      {}{inferred}", text(&v["root_ci"]));
     let _ = writeln!(o, "Services:     {}", tiered(&v["impact_detail"]));
     let _ = writeln!(
         o,
@@ -739,6 +744,18 @@ mod tests {
         ] {
             assert!(out.contains(want), "{want:?} missing:\n{out}");
         }
+    }
+
+    #[test]
+    fn an_inferred_root_says_so() {
+        let mut i = incident();
+        assert!(incident_detail(&i, now(), 120).contains("Root CI:      pg-main\n"));
+        i["root_inferred"] = json!(true);
+        let out = incident_detail(&i, now(), 120);
+        assert!(
+            out.contains("Root CI:      pg-main (inferred: no alert of its own)\n"),
+            "{out}"
+        );
     }
 
     #[test]

@@ -203,6 +203,7 @@ pub fn svg(cmdb: &Cmdb, inc: &Incident) -> Option<String> {
         out.push_str(" (");
         esc(&ci.class, &mut out);
         out.push_str(match role {
+            Role::Root if inc.root_inferred => "): root cause, inferred (no alert of its own)",
             Role::Root if inc.root_ci.is_some() => "): root cause",
             Role::Alerting => "): alerting",
             _ => "): on the dependency path",

@@ -431,6 +431,9 @@ fn board_row(item: &BoardItem, now: Timestamp, out: &mut String) {
     out.push_str("</a><td>");
     if let Some(r) = &inc.root_ci {
         esc(r, out);
+        if inc.root_inferred {
+            out.push_str(" <span class=muted>(inferred)</span>");
+        }
     }
     out.push_str("<td>");
     for (i, s) in inc.impacted_services.iter().take(3).enumerate() {
@@ -550,6 +553,7 @@ pub fn incident(p: &IncidentPage<'_>) -> Markup {
                     dt { "Priority" } dd { (inc.priority.as_str()) " = impact " (level(inc.impact)) " × urgency " (level(inc.urgency)) }
                     dt { "Root cause" } dd #root {
                         @if let Some(r) = &inc.root_ci { a href={"/cis/" (enc(r))} { (r) } } @else { span.muted { "unknown" } }
+                        @if inc.root_inferred { " " span.muted title="No alert of its own: enough of its dependents alert at once" { "(inferred)" } }
                     }
                     dt { "Impacted services" } dd #services {
                         @for s in &inc.impact_detail { span.tag { (s.id) " (tier " (s.tier) ")" } }
