@@ -249,10 +249,18 @@ pub fn infer<'a>(
         if cis.is_empty() || cis.iter().any(|&c| c == ci || cmdb.level(c) <= top) {
             continue;
         }
-        let mut common: Vec<CiIdx> = ups.to_vec();
-        for &c in &cis {
+        // Most incidents nearby share nothing with `ci`: no allocation then.
+        let mut common: Vec<CiIdx> = Vec::new();
+        for (k, &c) in cis.iter().enumerate() {
             let theirs = upstream(c);
-            common.retain(|u| theirs.contains(u));
+            if k == 0 {
+                common.extend(ups.iter().filter(|u| theirs.contains(u)));
+            } else {
+                common.retain(|u| theirs.contains(u));
+            }
+            if common.is_empty() {
+                break;
+            }
         }
         if !common.is_empty() {
             evidence.push(Evidence {
