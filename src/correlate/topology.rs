@@ -166,16 +166,8 @@ impl Default for InferSettings {
 /// that does not alert.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Inference {
-    /// `root` explains the new alert's CI and the roots of `incidents`
-    /// (oldest first): `alerting` distinct CIs in all, under `covered` of its
-    /// `dependents` direct dependents.
-    Root {
-        root: CiIdx,
-        incidents: Vec<IncidentId>,
-        alerting: Vec<CiIdx>,
-        covered: usize,
-        dependents: usize,
-    },
+    /// A CI without alerts explains the new alert's CI and others'.
+    Root(Inferred),
     /// Unrelated CIs (`candidates`) explain the same alerts equally well:
     /// no root is named.
     Ambiguous {
@@ -183,6 +175,19 @@ pub enum Inference {
         alerting: Vec<CiIdx>,
     },
     Nothing,
+}
+
+/// An inferred root cause: `root` explains the new alert's CI and the
+/// alerting CIs of `incidents` (oldest first, never empty): `alerting`
+/// distinct CIs in all, under `covered` of its `dependents` direct
+/// dependents.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Inferred {
+    pub root: CiIdx,
+    pub incidents: Vec<IncidentId>,
+    pub alerting: Vec<CiIdx>,
+    pub covered: usize,
+    pub dependents: usize,
 }
 
 /// A candidate explaining more alerting CIs than the leading one, but not
@@ -374,13 +379,13 @@ pub fn infer<'a>(
     let mut incidents: Vec<IncidentId> = explains.iter().map(|&i| evidence[i].id).collect();
     incidents.sort();
     incidents.dedup();
-    Inference::Root {
+    Inference::Root(Inferred {
         root,
         incidents,
         alerting,
         covered,
         dependents,
-    }
+    })
 }
 
 #[cfg(test)]
@@ -443,9 +448,9 @@ cis:
 
     fn root_of(cmdb: &Cmdb, inf: &Inference) -> Option<(String, Vec<i64>)> {
         match inf {
-            Inference::Root {
+            Inference::Root(Inferred {
                 root, incidents, ..
-            } => Some((
+            }) => Some((
                 cmdb.ci(*root).id.clone(),
                 incidents.iter().map(|i| i.0).collect(),
             )),
@@ -460,12 +465,12 @@ cis:
         // a3 and a4: only db is upstream of both; 2 of its 4 apps.
         let inf = run(&c, "a4", &["a3"], s);
         assert_eq!(root_of(&c, &inf), Some(("db".into(), vec![1])));
-        let Inference::Root {
+        let Inference::Root(Inferred {
             covered,
             dependents,
             alerting,
             ..
-        } = inf
+        }) = inf
         else {
             unreachable!()
         };

@@ -266,22 +266,11 @@ impl Engine {
         let mut ambiguous = None;
         if let (topology::Placement::Open, Some(c)) = (&placement, ci) {
             match self.infer(c, at) {
-                topology::Inference::Root {
-                    root,
-                    incidents,
-                    alerting,
-                    covered,
-                    dependents,
-                } => {
-                    return self.join_inferred(
-                        root,
-                        &incidents,
-                        &alerting,
-                        (covered, dependents),
-                        (alert, key, c),
-                        decision,
-                        now,
-                    );
+                topology::Inference::Root(inferred) => {
+                    if let Some(id) = self.join_inferred(&inferred, (alert, key, c), decision, now)
+                    {
+                        return id;
+                    }
                 }
                 topology::Inference::Ambiguous {
                     candidates,
@@ -364,22 +353,27 @@ impl Engine {
         )
     }
 
-    /// The alert and the incidents `incidents` (oldest first) become one
-    /// incident rooted at `root`, a CI without an alert of its own.
-    #[allow(clippy::too_many_arguments)]
+    /// The alert and the incidents the inference names (oldest first)
+    /// become one incident rooted at a CI without an alert of its own: the
+    /// oldest (already announced) takes the others over. `None` when it
+    /// names no incident.
     fn join_inferred(
         &mut self,
-        root: CiIdx,
-        incidents: &[IncidentId],
-        alerting: &[CiIdx],
-        (covered, dependents): (usize, usize),
+        inferred: &topology::Inferred,
         (alert, key, c): (&Alert, &Arc<str>, CiIdx),
         decision: &Decision,
         now: Timestamp,
-    ) -> IncidentId {
+    ) -> Option<IncidentId> {
+        let topology::Inferred {
+            root,
+            ref incidents,
+            ref alerting,
+            covered,
+            dependents,
+        } = *inferred;
         let at = alert.starts_at;
-        let target = incidents[0];
-        for m in incidents[1..].iter().copied() {
+        let (&target, others) = incidents.split_first()?;
+        for m in others.iter().copied() {
             self.merge(m, target, root, at, now);
         }
         let root_id = self.cmdb.ci(root).id.clone();
@@ -408,7 +402,7 @@ impl Engine {
         );
         self.add_key(target, key);
         self.join(target, alert, Some(c), decision, now);
-        target
+        Some(target)
     }
 
     /// The inferred root alerts itself: the inference is confirmed and the
