@@ -339,6 +339,39 @@ async fn live_ingest_matches_replay() {
             );
             tokio::time::sleep(std::time::Duration::from_millis(200)).await;
         }
+        // Every silent root was named by an inference, and counted.
+        let exp: Value =
+            serde_json::from_str(&std::fs::read_to_string(dir.join("expected.json")).unwrap())
+                .unwrap();
+        let silent = exp["incidents"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["kind"] == "silent-root")
+            .count();
+        let req = Request::builder()
+            .uri("/metrics")
+            .body(Body::empty())
+            .unwrap();
+        let resp = running.router.clone().oneshot(req).await.unwrap();
+        let text = String::from_utf8(
+            resp.into_body()
+                .collect()
+                .await
+                .unwrap()
+                .to_bytes()
+                .to_vec(),
+        )
+        .unwrap();
+        let inferred: f64 = text
+            .lines()
+            .find_map(|l| l.strip_prefix("incidentd_root_inferences_total{outcome=\"inferred\"} "))
+            .map_or(0.0, |v| v.parse().unwrap());
+        assert!(
+            inferred >= silent as f64,
+            "{}: {silent} silent roots, {inferred} inferences counted",
+            dir.display()
+        );
         let (s, v) = call(&running.router, "GET", "/api/v1/changes", vec![]).await;
         assert_eq!(
             (s, v["changes"].as_array().map(Vec::len)),

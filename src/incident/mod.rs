@@ -235,6 +235,8 @@ pub struct Stats {
     pub problems_opened: u64,
     /// New alerts by binding: ci label, match labels, hostname, unbound.
     pub bound: [u64; 4],
+    /// Root inferences: inferred, confirmed, superseded, ambiguous.
+    pub inferences: [u64; 4],
     /// SLA timers that stopped: [response, resolution] × [met, breached].
     pub sla_completed: [[u64; 2]; 2],
 }

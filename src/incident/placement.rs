@@ -282,6 +282,7 @@ impl Engine {
                             .collect::<Vec<_>>()
                             .join(", ")
                     };
+                    self.stats.inferences[3] += 1;
                     ambiguous = Some(format!(
                         "no root cause inferred: {} alerting CIs ({}) share the unrelated upstream CIs {}, none of which alerts; which one failed is ambiguous",
                         alerting.len(),
@@ -387,6 +388,7 @@ impl Engine {
             names.join(", ")
         );
         let title = format!("{root_id} suspected: {covered} of its {dependents} dependents alert");
+        self.stats.inferences[0] += 1;
         self.reroot(target, root, alert, now, Some((&title, &evidence)));
         let ci_id = self.cmdb.ci(c).id.clone();
         self.timeline(
@@ -413,6 +415,7 @@ impl Engine {
         };
         t.inc.root_inferred = false;
         t.inc.title = title_for(alert).into();
+        self.stats.inferences[1] += 1;
         let root = t.inc.root_ci.as_deref().unwrap_or_default().to_string();
         self.timeline(
             id,
@@ -598,6 +601,7 @@ impl Engine {
             // A root that was only inferred has no alert here: it is not
             // one of the incident's alerting CIs any more.
             if let Some(s) = silent.filter(|&s| s != ci) {
+                self.stats.inferences[2] += 1;
                 t.cis.retain(|&c| c != s);
                 let gone = &self.cmdb.ci(s).id;
                 t.inc.cis.retain(|c| c != gone);

@@ -5,7 +5,7 @@
 use super::{Engine, Lifecycle, LifecycleEvent, Observations, Stats};
 use crate::cmdb::Cmdb;
 use crate::domain::{IncidentState, Priority, Timestamp};
-use crate::telemetry::{BOUND_HOW, Metrics, SLA_KINDS, SLA_OUTCOMES};
+use crate::telemetry::{BOUND_HOW, INFERENCE_OUTCOMES, Metrics, SLA_KINDS, SLA_OUTCOMES};
 use prometheus::IntCounter;
 
 /// Lifecycle durations and rule timings into their histograms.
@@ -92,6 +92,12 @@ pub fn sync_engine(metrics: &Metrics, prev: &Stats, now: &Stats) {
     ];
     for (counter, total) in totals {
         counter.inc_by(d(total(prev), total(now)));
+    }
+    for (i, outcome) in INFERENCE_OUTCOMES.iter().enumerate() {
+        metrics
+            .root_inferences
+            .with_label_values(&[outcome])
+            .inc_by(d(prev.inferences[i], now.inferences[i]));
     }
     for (i, how) in BOUND_HOW.iter().enumerate() {
         metrics

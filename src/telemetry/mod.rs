@@ -68,6 +68,7 @@ pub struct Metrics {
     pub cmdb_cis: IntGauge,
     pub cmdb_reloads: IntCounterVec,
     pub alerts_bound: IntCounterVec,
+    pub root_inferences: IntCounterVec,
     pub sla_completed: IntCounterVec,
     pub sla_active: IntGaugeVec,
     pub shards_owned: IntGauge,
@@ -153,6 +154,9 @@ pub struct KafkaMetrics {
 
 /// `Stats::bound` in order.
 pub const BOUND_HOW: [&str; 4] = ["ci_label", "match", "hostname", "unbound"];
+
+/// `outcome` of `incidentd_root_inferences_total`, in `Stats::inferences` order.
+pub const INFERENCE_OUTCOMES: [&str; 4] = ["inferred", "confirmed", "superseded", "ambiguous"];
 /// `Stats::sla_completed` in order.
 pub const SLA_KINDS: [&str; 2] = ["response", "resolution"];
 pub const SLA_OUTCOMES: [&str; 2] = ["met", "breached"];
@@ -444,6 +448,11 @@ impl Metrics {
                 "incidentd_alerts_bound_total",
                 "New alerts by how they were bound to a CI (ci_label, match, hostname, unbound).",
                 &["how"],
+            ),
+            root_inferences: counter_vec(
+                "incidentd_root_inferences_total",
+                "Roots inferred for CIs without alerts, and what became of them (confirmed by their own alert, superseded by another root), and choices left ambiguous.",
+                &["outcome"],
             ),
             sla_completed: counter_vec(
                 "incidentd_sla_completed_total",
