@@ -245,6 +245,7 @@ impl Engine {
             }
             self.add_key(target, key);
             self.join(target, alert, ci, decision, now);
+            self.recount_inferred(target, now);
             return target;
         }
         // 3. A re-fire of this alert within the reopen window reopens.
@@ -405,6 +406,36 @@ impl Engine {
         self.add_key(target, key);
         self.join(target, alert, Some(c), decision, now);
         Some(target)
+    }
+
+    /// An inferred root's title counts its hurt dependents: a dependent
+    /// joining later raises the count.
+    fn recount_inferred(&mut self, id: IncidentId, now: Timestamp) {
+        let Some(t) = self.incidents.get(&id).filter(|t| t.inc.root_inferred) else {
+            return;
+        };
+        let Some(root) = t.root.get() else { return };
+        let cmdb = &self.cmdb;
+        let dependents = cmdb.dependents(root);
+        let covered = dependents
+            .iter()
+            .filter(|&&d| {
+                t.cis
+                    .iter()
+                    .any(|&a| a != root && (a == d || cmdb.is_upstream(d, a)))
+            })
+            .count();
+        let title = format!(
+            "{} suspected: {covered} of its {} dependents alert",
+            cmdb.ci(root).id,
+            dependents.len()
+        );
+        if let Some(t) = self.incidents.get_mut(&id)
+            && *t.inc.title != *title
+        {
+            t.inc.title = title.into();
+            self.save_incident(id, now);
+        }
     }
 
     /// The inferred root alerts itself: the inference is confirmed and the
