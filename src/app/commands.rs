@@ -49,12 +49,13 @@ pub async fn backup(
         super::backup::Target::Stdout => "; what went to stdout is incomplete",
         super::backup::Target::File(_) => "",
     };
+    let mut stops = super::serve::listen_for_stops();
     tokio::select! {
         summary = super::backup::backup(config, overrides, target) => {
             eprintln!("{}", summary?);
             Ok(ExitCode::SUCCESS)
         }
-        () = super::backup::stop_signal() => {
+        Some(()) = stops.recv() => {
             // The copy's future is dropped: its file is removed.
             eprintln!("incidentd: backup interrupted: its partial copy is removed{partial}");
             Ok(ExitCode::from(130))

@@ -414,7 +414,7 @@ pub(super) type Stops = tokio::sync::mpsc::Receiver<()>;
 /// SIGTERM and SIGINT, taken over before anything is served and passed on
 /// one by one: the first stops the daemon, a second one cuts
 /// `http.shutdown_delay` short.
-fn listen_for_stops() -> Stops {
+pub(super) fn listen_for_stops() -> Stops {
     let (tx, rx) = tokio::sync::mpsc::channel(4);
     #[cfg(unix)]
     {

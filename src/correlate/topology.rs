@@ -190,6 +190,28 @@ pub struct Inferred {
     pub dependents: usize,
 }
 
+/// How many of `root`'s direct dependents have an alerting CI at or below
+/// them, of how many: the share of its blast radius visibly hurt.
+pub fn hurt_dependents(
+    cmdb: &Cmdb,
+    root: CiIdx,
+    alerting: &[CiIdx],
+    mut upstream: impl FnMut(CiIdx) -> std::sync::Arc<[CiIdx]>,
+) -> (usize, usize) {
+    let below: Vec<std::sync::Arc<[CiIdx]>> = alerting.iter().map(|&a| upstream(a)).collect();
+    let dependents = cmdb.dependents(root);
+    let covered = dependents
+        .iter()
+        .filter(|&&d| {
+            alerting
+                .iter()
+                .zip(&below)
+                .any(|(&a, up)| a == d || up.contains(&d))
+        })
+        .count();
+    (covered, dependents.len())
+}
+
 /// A candidate explaining more alerting CIs than the leading one, but not
 /// confidently, holds the inference up while its share of hurt dependents
 /// is at least this fraction of the leader's. Chosen on generated storms
@@ -318,20 +340,10 @@ pub fn infer<'a>(
         if alerting.len() < settings.min_dependents {
             continue;
         }
-        let below: Vec<std::sync::Arc<[CiIdx]>> = alerting.iter().map(|&a| upstream(a)).collect();
-        let dependents = cmdb.dependents(*u);
-        let covered = dependents
-            .iter()
-            .filter(|&&d| {
-                alerting
-                    .iter()
-                    .zip(&below)
-                    .any(|(&a, up)| a == d || up.contains(&d))
-            })
-            .count();
-        shares[i] = covered as f64 / dependents.len().max(1) as f64;
-        if (covered as f64) >= settings.min_share * dependents.len() as f64 {
-            confident.push((i, covered, dependents.len()));
+        let (covered, dependents) = hurt_dependents(cmdb, *u, alerting, &mut upstream);
+        shares[i] = covered as f64 / dependents.max(1) as f64;
+        if (covered as f64) >= settings.min_share * dependents as f64 {
+            confident.push((i, covered, dependents));
         }
     }
     let Some(most) = confident.iter().map(|&(i, ..)| candidates[i].1.len()).max() else {

@@ -29,6 +29,19 @@ pub fn impact_of(services: &[ServiceImpact]) -> Level {
     }
 }
 
+/// What a CI depends on, from the engine's cache (filled on first ask).
+fn cached_upstream<'a>(
+    cmdb: &'a crate::cmdb::Cmdb,
+    cache: &'a mut rustc_hash::FxHashMap<CiIdx, Arc<[CiIdx]>>,
+) -> impl FnMut(CiIdx) -> Arc<[CiIdx]> + 'a {
+    move |ci| {
+        cache
+            .entry(ci)
+            .or_insert_with(|| cmdb.upstream(ci).into())
+            .clone()
+    }
+}
+
 impl Engine {
     fn facts_for(&self, key: &str) -> Option<IncidentFacts> {
         let id = self.by_key.get(key)?;
@@ -346,12 +359,7 @@ impl Engine {
             self.cfg.correlation_window,
             self.cfg.infer,
             topos,
-            |ci| {
-                cache
-                    .entry(ci)
-                    .or_insert_with(|| cmdb.upstream(ci).into())
-                    .clone()
-            },
+            cached_upstream(cmdb, cache),
         )
     }
 
@@ -415,20 +423,13 @@ impl Engine {
             return;
         };
         let Some(root) = t.root.get() else { return };
-        let cmdb = &self.cmdb;
-        let dependents = cmdb.dependents(root);
-        let covered = dependents
-            .iter()
-            .filter(|&&d| {
-                t.cis
-                    .iter()
-                    .any(|&a| a != root && (a == d || cmdb.is_upstream(d, a)))
-            })
-            .count();
+        let alerting: Vec<CiIdx> = t.cis.iter().copied().filter(|&a| a != root).collect();
+        let (cmdb, cache) = (&self.cmdb, &mut self.upstream_cache);
+        let (covered, dependents) =
+            topology::hurt_dependents(cmdb, root, &alerting, cached_upstream(cmdb, cache));
         let title = format!(
-            "{} suspected: {covered} of its {} dependents alert",
-            cmdb.ci(root).id,
-            dependents.len()
+            "{} suspected: {covered} of its {dependents} dependents alert",
+            cmdb.ci(root).id
         );
         if let Some(t) = self.incidents.get_mut(&id)
             && *t.inc.title != *title
