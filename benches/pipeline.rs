@@ -130,8 +130,12 @@ struct Driver {
 
 impl Driver {
     fn new(rules: &Arc<RuleSet>) -> Driver {
+        Driver::with(EngineConfig::default(), rules)
+    }
+
+    fn with(cfg: EngineConfig, rules: &Arc<RuleSet>) -> Driver {
         Driver {
-            engine: Engine::new(EngineConfig::default(), rules.clone()),
+            engine: Engine::new(cfg, rules.clone()),
             tick_every: assumed_rate(),
             since_tick: 0,
             ticks: 0,
@@ -216,6 +220,37 @@ fn benches(c: &mut Criterion) {
             total
         });
     });
+
+    // The same with one destination: every change also becomes outbox
+    // rows, new incidents after their settle delay (the delay's queue and
+    // announcement decisions) or at once.
+    for (name, secs) in [("settle_0s", 0), ("settle_30s", 30)] {
+        use incidentd::domain::outbox::{Destination, Settle};
+        let cfg = EngineConfig {
+            outbound: Arc::from([Destination {
+                settle: Settle::uniform(Duration::from_secs(secs)),
+                ..Destination::all("pd")
+            }]),
+            ..EngineConfig::default()
+        };
+        g.bench_function(format!("engine_outbox/{name}"), |b| {
+            b.iter_custom(|iters| {
+                let mut total = Duration::ZERO;
+                for _ in 0..iters {
+                    let input = w.events.clone();
+                    let mut d = Driver::with(cfg.clone(), &rules);
+                    let started = Instant::now();
+                    for (evs, &now) in input.into_iter().zip(&w.nows) {
+                        black_box(d.step(evs, now));
+                    }
+                    black_box(d.finish());
+                    total += started.elapsed();
+                    drop(d);
+                }
+                total
+            });
+        });
+    }
 
     g.bench_function("parse_engine", |b| {
         b.iter_custom(|iters| {

@@ -54,6 +54,49 @@ pub struct ReplayResult {
     /// Deliveries each incident's alerts received, repeats included (the
     /// incident's `alert_count` counts distinct alerts).
     pub deliveries: std::collections::HashMap<crate::domain::IncidentId, u64>,
+    pub summary: ReplaySummary,
+}
+
+/// What the stream amounted to: distinct alerts, incidents opened, and
+/// the incidents that would have been announced (paged) once their settle
+/// delay ended, the rest having been merged away or resolved before then.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+pub struct ReplaySummary {
+    pub alerts: u64,
+    pub incidents: u64,
+    pub pages: u64,
+    pub withheld: u64,
+    /// How long announced incidents waited for their first announcement
+    /// (engine time from opening): median, 95th percentile, longest.
+    pub page_delay_seconds: PageDelays,
+}
+
+/// Quantiles of the wait before the first announcement, in seconds.
+#[derive(Debug, Clone, Copy, PartialEq, Default, serde::Serialize)]
+pub struct PageDelays {
+    pub p50: f64,
+    pub p95: f64,
+    pub max: f64,
+}
+
+impl PageDelays {
+    fn of(delays: &[std::time::Duration]) -> PageDelays {
+        let mut v: Vec<f64> = delays
+            .iter()
+            .map(std::time::Duration::as_secs_f64)
+            .collect();
+        v.sort_by(f64::total_cmp);
+        let q = |p: f64| {
+            v.get(((v.len() as f64 * p).ceil() as usize).saturating_sub(1))
+                .copied()
+                .unwrap_or(0.0)
+        };
+        PageDelays {
+            p50: q(0.5),
+            p95: q(0.95),
+            max: v.last().copied().unwrap_or(0.0),
+        }
+    }
 }
 
 /// Run recorded bodies (JSON lines or whole JSON documents) through the full
@@ -75,7 +118,13 @@ pub async fn replay(setup: Offline, files: &[PathBuf]) -> Result<ReplayResult> {
 /// comes with a label (`file:line`, a test case's item) that errors name.
 pub async fn replay_bodies(setup: Offline, bodies: Vec<(String, Vec<u8>)>) -> Result<ReplayResult> {
     let store = SqliteStore::in_memory().await?;
-    let mut engine = Engine::new(setup.engine, setup.rules);
+    let mut engine = Engine::new(
+        EngineConfig {
+            count_pages: true,
+            ..setup.engine
+        },
+        setup.rules,
+    );
     engine.set_cmdb(setup.cmdb);
     engine.add_changes(setup.changes, true);
     let mut clock = Timestamp::MIN;
@@ -117,9 +166,21 @@ pub async fn replay_bodies(setup: Offline, bodies: Vec<(String, Vec<u8>)>) -> Re
             pending.clear();
         }
     }
-    // Let pending auto-resolve holds expire: the stream has settled.
-    if let Some(due) = engine.last_due() {
-        engine.tick(due.max(clock));
+    // Let the stream settle: announcements and auto-resolve holds come
+    // due in time order, each decided at its own time (a resolve after an
+    // announcement must not withhold it).
+    let horizon = clock.saturating_add(engine.announce_horizon());
+    while let Some(due) = engine.next_due() {
+        let step = due.max(clock);
+        engine.tick(step);
+        if let Some((_, ops)) = engine.take_batch() {
+            pending.extend(ops);
+        }
+        let _ = engine.take_lifecycle();
+        clock = step;
+        if clock > horizon && engine.last_due().is_none_or(|d| d <= clock) {
+            break;
+        }
     }
     engine.flush_touches();
     if let Some((_, ops)) = engine.take_batch() {
@@ -143,11 +204,20 @@ pub async fn replay_bodies(setup: Offline, bodies: Vec<(String, Vec<u8>)>) -> Re
             .await?;
         deliveries.insert(inc.id, alerts.iter().map(|a| a.deliveries).sum());
     }
+    let stats = &engine.stats;
+    let summary = ReplaySummary {
+        alerts: stats.new_alerts,
+        incidents: stats.incidents_created,
+        pages: stats.announcements[0],
+        withheld: stats.announcements[1],
+        page_delay_seconds: PageDelays::of(engine.page_delays()),
+    };
     Ok(ReplayResult {
         incidents,
         problems,
         rejected,
         deliveries,
+        summary,
     })
 }
 

@@ -254,7 +254,7 @@ fn config(dir: &Path, destinations: &str) -> Config {
         format!("[incident]\nauto_resolve_hold = \"0s\"\n\n{destinations}"),
     )
     .expect("write config");
-    config::load(
+    let mut c = config::load(
         Some(&file),
         &Overrides {
             data_dir: Some(dir.join("data")),
@@ -262,7 +262,11 @@ fn config(dir: &Path, destinations: &str) -> Config {
             ..Overrides::default()
         },
     )
-    .expect("valid config")
+    .expect("valid config");
+    if !destinations.contains("settle") {
+        support::announce_at_once(&mut c);
+    }
+    c
 }
 
 fn pagerduty(url: &str, extra: &str) -> String {
@@ -751,6 +755,92 @@ async fn webhooks_are_signed_and_never_follow_redirects() {
     .await;
     assert_eq!(hook.seen().len(), 3, "the redirect was not retried");
     assert!(elsewhere.seen().is_empty(), "the redirect was followed");
+    r.shutdown().await;
+}
+
+/// A storm whose dependents alert before their database does pages once.
+/// Two apps' incidents open, the database's alert joins them 10 s later;
+/// with the default 30 s settle delay the webhook hears of one incident,
+/// rooted at the database, once the delay ends (on a simulated clock),
+/// and never of the incident merged away; the API says who was not told.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_storm_whose_root_alerts_late_pages_once() {
+    let hook = Fake::start(answer(204)).await;
+    let clock = simulated_clock();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cmdb = dir.path().join("cmdb.yaml");
+    std::fs::write(
+        &cmdb,
+        "version: 1\nservices:\n  - {id: shop, tier: 1}\ncis:\n  - {id: db, class: database}\n  - {id: cart, class: application, service: shop, depends_on: [db]}\n  - {id: pay, class: application, service: shop, depends_on: [db]}\n",
+    )
+    .expect("cmdb");
+    let mut cfg = config(
+        dir.path(),
+        &format!(
+            "[outbound]\nsettle = \"30s\"\n[[outbound.destinations]]\nname = \"hook\"\nkind = \"webhook\"\nurl = \"{}/incidentd\"\nsecret = \"s3cret\"\n",
+            hook.url
+        ),
+    );
+    cfg.cmdb = Some(cmdb);
+    let r = app::start(&cfg, clock.clone())
+        .await
+        .expect("daemon starts");
+    let alert = |name: &str, ci: &str| {
+        json!([{"labels": {"alertname": name, "ci": ci, "severity": "critical"},
+                "status": "firing", "startsAt": clock.now().to_rfc3339()}])
+    };
+    for (name, ci) in [("CartErrors", "cart"), ("PayErrors", "pay")] {
+        let (st, v) = call(&r, "POST", "/api/v1/alerts", alert(name, ci)).await;
+        assert_eq!(st, StatusCode::OK, "{v}");
+        clock.advance(Duration::from_secs(2));
+    }
+    let (_, list) = call(&r, "GET", "/api/v1/incidents?state=all", Value::Null).await;
+    let first = list["incidents"].as_array().expect("list");
+    assert!(!first.is_empty(), "{list}");
+    for i in first {
+        assert_eq!(
+            i["unannounced"]["destinations"][0]["destination"], "hook",
+            "waiting for its settle delay: {i}"
+        );
+    }
+    clock.advance(Duration::from_secs(6));
+    let (st, v) = call(&r, "POST", "/api/v1/alerts", alert("PostgresDown", "db")).await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    // Nothing is announced within the delay (the engine ticks meanwhile).
+    clock.advance(Duration::from_secs(19));
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(
+        hook.seen().is_empty(),
+        "announced within the delay: {:?}",
+        hook.seen()
+    );
+    clock.advance(Duration::from_secs(5));
+    let got = hook.wait_accepted(1, "the one announcement").await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(hook.seen().len(), 1, "one page for the storm");
+    let b = got[0].json();
+    assert_eq!(b["event"], "opened", "{b}");
+    assert_eq!(b["incident"]["root_ci"], "db", "{b}");
+    assert_eq!(b["incident"]["alert_count"], 3, "{b}");
+    let announced = b["incident"]["id"].as_i64().expect("id");
+    let (_, list) = call(&r, "GET", "/api/v1/incidents?state=all", Value::Null).await;
+    for i in list["incidents"].as_array().expect("list") {
+        if i["id"].as_i64() == Some(announced) {
+            assert!(i.get("unannounced").is_none(), "told: {i}");
+        } else {
+            assert!(!i["links"]["merged_into"].is_null(), "merged away: {i}");
+            assert_eq!(i["unannounced"]["withheld"], true, "never told: {i}");
+        }
+    }
+    let m = metrics(&r).await;
+    assert!(
+        m.contains("incidentd_incident_announcements_total{outcome=\"announced\"} 1"),
+        "{m}"
+    );
+    assert!(
+        !m.contains("incidentd_incident_announcements_total{outcome=\"withheld\"} 0"),
+        "{m}"
+    );
     r.shutdown().await;
 }
 

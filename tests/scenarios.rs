@@ -178,6 +178,11 @@ async fn replayed(dir: &Path) -> Vec<Value> {
 
 /// The scenario's CMDB and changes with other delivered bodies.
 async fn replayed_bodies(dir: &Path, bodies: &Path) -> Vec<Value> {
+    replayed_summary(dir, bodies).await.0
+}
+
+/// [`replayed_bodies`] with the replay's summary (alerts, incidents, pages).
+async fn replayed_summary(dir: &Path, bodies: &Path) -> (Vec<Value>, Value) {
     let setup = app::offline_setup(
         None,
         Some(root().join("rules")),
@@ -186,18 +191,34 @@ async fn replayed_bodies(dir: &Path, bodies: &Path) -> Vec<Value> {
     )
     .unwrap();
     let out = app::replay(setup, &[bodies.to_path_buf()]).await.unwrap();
-    out.incidents
+    let incidents = out
+        .incidents
         .iter()
         .map(|i| serde_json::to_value(i).unwrap())
-        .collect()
+        .collect();
+    (incidents, serde_json::to_value(out.summary).unwrap())
 }
 
 #[tokio::test]
 async fn replay_reproduces_every_scenario() {
     for dir in scenarios() {
-        let got = replayed(&dir).await;
+        let (got, summary) = replayed_summary(&dir, &dir.join("alerts.jsonl")).await;
         let s = score(&dir, &got);
         assert_eq!(s, perfect(s.expected), "{}: {s:?}", dir.display());
+        // One page per cause: with the default settle delay, the incidents
+        // merged away before it ended were never announced.
+        assert_eq!(
+            (summary["pages"].as_u64(), summary["incidents"].as_u64()),
+            (Some(s.expected as u64), Some(got.len() as u64)),
+            "{}: {summary}",
+            dir.display()
+        );
+        assert_eq!(
+            summary["pages"].as_u64().unwrap() + summary["withheld"].as_u64().unwrap(),
+            got.len() as u64,
+            "{}: every incident was announced or withheld: {summary}",
+            dir.display()
+        );
         // A root without an alert of its own is marked as inferred, and
         // only such a root.
         let exp: Value =

@@ -145,7 +145,8 @@ fn incident(id: i64, state: IncidentState, count: u64) -> Incident {
         shard: 0,
         sla_marks: ThinVec::new(),
         holds: ThinVec::new(),
-        auto_resolve_at: None,
+        auto_resolve_at: incidentd::domain::MaybeTime::NONE,
+        unannounced: None,
     }
 }
 

@@ -72,8 +72,9 @@ pub struct ReplayArgs {
     pub files: Vec<PathBuf>,
 }
 
-/// `incidentd replay`: the incidents and problems as JSON on stdout; each
-/// rejected alert on stderr (the rest of its body goes on).
+/// `incidentd replay`: the incidents, problems and a summary (alerts,
+/// incidents, pages) as JSON on stdout; each rejected alert on stderr (the
+/// rest of its body goes on).
 pub async fn replay(args: ReplayArgs) -> Result<ExitCode> {
     let cmdb = args
         .cmdb
@@ -93,9 +94,11 @@ pub async fn replay(args: ReplayArgs) -> Result<ExitCode> {
     }
     println!(
         "{}",
-        serde_json::to_string_pretty(
-            &serde_json::json!({ "incidents": out.incidents, "problems": out.problems })
-        )?
+        serde_json::to_string_pretty(&serde_json::json!({
+            "incidents": out.incidents,
+            "problems": out.problems,
+            "summary": out.summary,
+        }))?
     );
     Ok(ExitCode::SUCCESS)
 }

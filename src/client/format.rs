@@ -321,6 +321,38 @@ pub fn incident_detail(v: &Value, now: DateTime<Utc>, width: usize) -> String {
             duration((at - now).num_seconds())
         );
     }
+    let u = &v["unannounced"];
+    if let Some(dests) = u["destinations"].as_array().filter(|d| !d.is_empty()) {
+        let names: Vec<String> = dests
+            .iter()
+            .map(|d| {
+                let name = text(&d["destination"]);
+                match time(&d["at"]) {
+                    Some(at) if at > now && u["withheld"] != true => {
+                        format!(
+                            "{name} at {} (in {})",
+                            stamp(&d["at"]),
+                            duration((at - now).num_seconds())
+                        )
+                    }
+                    _ => name.to_string(),
+                }
+            })
+            .collect();
+        let _ = if u["withheld"] == true {
+            writeln!(
+                o,
+                "Announced:    never to {} (merged or resolved within its settle delay)",
+                names.join(", ")
+            )
+        } else {
+            writeln!(
+                o,
+                "Announced:    not yet to {} (settle delay: it may still merge)",
+                names.join(", ")
+            )
+        };
+    }
     let links = &v["links"];
     let mut l: Vec<String> = Vec::new();
     for r in links["runbooks"].as_array().into_iter().flatten() {
@@ -744,6 +776,27 @@ mod tests {
         ] {
             assert!(out.contains(want), "{want:?} missing:\n{out}");
         }
+    }
+
+    #[test]
+    fn an_incident_still_settling_says_who_has_not_heard_of_it() {
+        let mut i = incident();
+        assert!(!incident_detail(&i, now(), 120).contains("Announced:"));
+        i["unannounced"] = json!({"since": "2026-03-02T09:59:50Z",
+            "destinations": [{"destination": "pd", "at": "2026-03-02T10:00:20Z"}]});
+        let out = incident_detail(&i, now(), 120);
+        assert!(
+            out.contains("Announced:    not yet to pd at 2026-03-02 10:00:20 UTC (in 20s) (settle delay: it may still merge)\n"),
+            "{out}"
+        );
+        i["unannounced"]["withheld"] = json!(true);
+        let out = incident_detail(&i, now(), 120);
+        assert!(
+            out.contains(
+                "Announced:    never to pd (merged or resolved within its settle delay)\n"
+            ),
+            "{out}"
+        );
     }
 
     #[test]

@@ -865,8 +865,14 @@ pub fn validate(raw: RawConfig, o: &Overrides) -> Result<Config, Vec<FieldError>
         max_active_incidents: limits.max_active_incidents,
         outbound: outbound
             .iter()
-            .map(|d| (d.name.clone(), d.routes.clone()))
+            .map(|d| crate::domain::outbox::Destination {
+                name: d.name.clone(),
+                routes: d.routes.clone(),
+                settle: d.settle,
+            })
             .collect(),
+        settle: outbound::global_settle(&mut errs, &raw.outbound),
+        count_pages: false,
         correlation_window: duration(
             &mut errs,
             "correlation.window",
@@ -1540,6 +1546,38 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(e.contains("outbound.destinations[0].channel"), "{e}");
+    }
+
+    /// The settle delay: 30 s by default; a destination's own delay over
+    /// `[outbound]`'s, a priority's entry over a plain delay; bad values
+    /// named by field, all at once.
+    #[test]
+    fn settle_delays_by_scope_and_priority() {
+        use crate::domain::Priority;
+        let p = |n| Priority::new(n).expect("priority");
+        let s = |secs| Duration::from_secs(secs);
+        let c = parse("").unwrap();
+        assert_eq!(c.engine.settle.of(p(1)), s(30));
+        let c = parse(
+            "[outbound]\nsettle = \"20s\"\nsettle_by_priority = { P1 = \"5s\" }\n[[outbound.destinations]]\nname = \"a\"\nkind = \"webhook\"\nurl = \"https://h.example.com/x\"\nsecret = \"s\"\n[[outbound.destinations]]\nname = \"b\"\nkind = \"webhook\"\nurl = \"https://h.example.com/y\"\nsecret = \"s\"\nsettle = \"0s\"\nsettle_by_priority = { P5 = \"2m\" }\n",
+        )
+        .unwrap();
+        let (a, b) = (&c.engine.outbound[0].settle, &c.engine.outbound[1].settle);
+        assert_eq!((a.of(p(1)), a.of(p(3))), (s(5), s(20)));
+        assert_eq!((b.of(p(1)), b.of(p(5))), (s(0), s(120)));
+        assert_eq!(c.engine.settle.of(p(2)), s(20));
+        let e = parse(
+            "[outbound]\nsettle = \"2h\"\nsettle_by_priority = { P9 = \"1s\", P2 = \"soon\" }\n",
+        )
+        .unwrap_err()
+        .to_string();
+        for field in [
+            "outbound.settle",
+            "outbound.settle_by_priority.P9",
+            "outbound.settle_by_priority.P2",
+        ] {
+            assert!(e.contains(field), "{field}: {e}");
+        }
     }
 
     #[test]

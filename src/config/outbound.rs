@@ -5,7 +5,7 @@ use super::net::{ClientNet, ProxyConfig, RawProxyFields};
 use super::{FieldError, Secret, duration};
 use crate::domain::Priority;
 use crate::domain::outbox::EventKind;
-use crate::domain::outbox::Route;
+use crate::domain::outbox::{Route, Settle};
 use crate::outbound::retry::Backoff;
 pub use crate::outbound::settings::{DestinationConfig, DestinationKind};
 use serde::Deserialize;
@@ -25,6 +25,10 @@ pub struct RawOutbound {
     pub proxy_password: Option<String>,
     pub proxy_password_file: Option<PathBuf>,
     pub no_proxy: Option<String>,
+    /// How long a new incident waits before destinations hear of it
+    /// (default 30s; "0s": at once), and per priority (`P1 = "0s"`).
+    pub settle: Option<String>,
+    pub settle_by_priority: BTreeMap<String, String>,
     pub destinations: Vec<RawDestination>,
 }
 
@@ -45,6 +49,9 @@ impl RawOutbound {
 pub struct RawDestination {
     pub name: Option<String>,
     pub kind: Option<String>,
+    /// This destination's own settle delay (else `[outbound]`'s).
+    pub settle: Option<String>,
+    pub settle_by_priority: BTreeMap<String, String>,
     pub url: Option<String>,
     pub routing_key: Option<String>,
     pub routing_key_file: Option<PathBuf>,
@@ -293,13 +300,92 @@ fn auth(errs: &mut Vec<FieldError>, at: &str, d: &RawDestination) -> Option<supe
 }
 
 /// Validate every destination, reporting each error with its path.
+/// A new incident waits this long for the rest of its storm by default,
+/// as Alertmanager's `group_wait` does.
+pub const DEFAULT_SETTLE: Duration = Duration::from_secs(30);
+
+/// Longest settle delay accepted: a page held longer is no page.
+const MAX_SETTLE: Duration = Duration::from_secs(3600);
+
+/// `[outbound] settle` and `settle_by_priority`: every priority's delay.
+pub fn global_settle(errs: &mut Vec<FieldError>, raw: &RawOutbound) -> Settle {
+    settle(
+        errs,
+        "outbound",
+        &raw.settle,
+        &raw.settle_by_priority,
+        Settle::uniform(DEFAULT_SETTLE),
+    )
+}
+
+/// A settle delay and its per-priority exceptions at `at`, over `base`
+/// (the enclosing scope's): the nearer scope wins, a priority's own entry
+/// over a plain delay.
+fn settle(
+    errs: &mut Vec<FieldError>,
+    at: &str,
+    plain: &Option<String>,
+    by_priority: &BTreeMap<String, String>,
+    base: Settle,
+) -> Settle {
+    let check = |errs: &mut Vec<FieldError>, field: String, d: Duration| {
+        if d > MAX_SETTLE {
+            errs.push(FieldError {
+                field,
+                message: "at most 1h: an incident announced later than that is announced too late"
+                    .into(),
+            });
+        }
+        d
+    };
+    let mut out = base;
+    if plain.is_some() {
+        let field = format!("{at}.settle");
+        let before = errs.len();
+        let d = duration(errs, &field, plain, DEFAULT_SETTLE);
+        if errs.len() == before {
+            out = Settle::uniform(check(errs, field, d));
+        }
+    }
+    for (p, d) in by_priority {
+        let field = format!("{at}.settle_by_priority.{p}");
+        let Some(prio) = Priority::parse(p) else {
+            errs.push(FieldError {
+                field,
+                message: format!("{p:?}: one of P1..P5"),
+            });
+            continue;
+        };
+        let before = errs.len();
+        let d = duration(errs, &field, &Some(d.clone()), Duration::ZERO);
+        if errs.len() == before {
+            out = out.with(prio, check(errs, field, d));
+        }
+    }
+    out
+}
+
+/// Destinations an incident's announcement is tracked for, one bit each.
+pub const MAX_DESTINATIONS: usize = 64;
+
 pub fn destinations(errs: &mut Vec<FieldError>, raw: &RawOutbound) -> Vec<DestinationConfig> {
     let mut out: Vec<DestinationConfig> = Vec::new();
     let outer_proxy = super::net::proxy(errs, "outbound", raw.proxy_fields(), &ProxyConfig::None);
+    let outer_settle = global_settle(&mut Vec::new(), raw);
+    if raw.destinations.len() > MAX_DESTINATIONS {
+        errs.push(FieldError {
+            field: "outbound.destinations".into(),
+            message: format!(
+                "{} destinations: at most {MAX_DESTINATIONS}",
+                raw.destinations.len()
+            ),
+        });
+    }
     for (i, d) in raw.destinations.iter().enumerate() {
         let at = format!("outbound.destinations[{i}]");
         let at = at.as_str();
         let before = errs.len();
+        let settle = settle(errs, at, &d.settle, &d.settle_by_priority, outer_settle);
         let name = match &d.name {
             Some(n) if crate::domain::check_hold_reason(n).is_ok() => n.clone(),
             Some(n) => {
@@ -663,6 +749,7 @@ pub fn destinations(errs: &mut Vec<FieldError>, raw: &RawOutbound) -> Vec<Destin
                 url,
                 incident_url: d.incident_url.clone(),
                 routes,
+                settle,
                 rate_limit,
                 burst,
                 timeout,

@@ -8,7 +8,9 @@ pub mod yaml;
 
 pub use fingerprint::Fingerprint;
 pub use labels::{LabelSet, instance_host};
-pub use time::{Clock, ManualClock, SystemClock, Timestamp, format_duration, parse_duration};
+pub use time::{
+    Clock, ManualClock, MaybeTime, SystemClock, Timestamp, format_duration, parse_duration,
+};
 
 use serde::{Deserialize, Serialize};
 use std::fmt;
@@ -431,7 +433,38 @@ pub struct Incident {
     /// that every instance's API can tell an on-call engineer why an
     /// incident with no firing alert is still open.
     #[serde(default)]
-    pub auto_resolve_at: Option<Timestamp>,
+    pub auto_resolve_at: MaybeTime,
+    /// Destinations not yet told of this incident: a new incident waits
+    /// out its settle delay (`outbound.settle`) so that one merged into
+    /// another or re-rooted meanwhile never pages. `None` once every
+    /// destination has heard of it (and always without destinations).
+    /// Stored with the incident, so that a restart or a partition
+    /// handover still announces it, once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unannounced: Option<Box<Unannounced>>,
+}
+
+/// Who has not heard of an incident yet, and when they will.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Unannounced {
+    /// When the settle delay started: the incident opened (engine time).
+    pub since: Timestamp,
+    /// Each destination still waiting, with when it is told should the
+    /// incident still stand then (its delay for the incident's priority;
+    /// longer while another incident nearby may yet join it under an
+    /// inferred root).
+    pub destinations: ThinVec<Pending>,
+    /// Its delay ended while it was merged into another incident or
+    /// resolved: these destinations never heard of it (a reopen tells them).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub withheld: bool,
+}
+
+/// One destination waiting to hear of an incident.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Pending {
+    pub destination: String,
+    pub at: Timestamp,
 }
 
 /// An incident on hold for a reason (ITIL "pending"/"on hold": awaiting
@@ -502,7 +535,8 @@ impl Incident {
             shard: 0,
             sla_marks: ThinVec::new(),
             holds: ThinVec::new(),
-            auto_resolve_at: None,
+            auto_resolve_at: MaybeTime::NONE,
+            unannounced: None,
         }
     }
 }

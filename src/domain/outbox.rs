@@ -122,6 +122,56 @@ impl Route {
     }
 }
 
+/// How long a new incident waits before a destination hears of it, by
+/// priority: long enough for the rest of a storm to arrive, so that the
+/// incident it ends up in is the one announced (Alertmanager's
+/// `group_wait` does the same for its groups). Zero: at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Settle([std::time::Duration; 5]);
+
+impl Settle {
+    /// The same delay for every priority.
+    pub fn uniform(d: std::time::Duration) -> Settle {
+        Settle([d; 5])
+    }
+
+    /// This one, with `d` for priority `p`.
+    #[must_use]
+    pub fn with(mut self, p: Priority, d: std::time::Duration) -> Settle {
+        self.0[usize::from(p.get() - 1)] = d;
+        self
+    }
+
+    pub fn of(&self, p: Priority) -> std::time::Duration {
+        self.0[usize::from(p.get() - 1)]
+    }
+
+    /// The longest delay of any priority.
+    pub fn max(&self) -> std::time::Duration {
+        self.0.iter().copied().max().unwrap_or_default()
+    }
+}
+
+/// A destination as the engine sees it: what it hears of, and after
+/// how long a new incident is announced to it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Destination {
+    pub name: String,
+    pub routes: Vec<Route>,
+    pub settle: Settle,
+}
+
+impl Destination {
+    /// Everything, at once (tests).
+    pub fn all(name: &str) -> Destination {
+        Destination {
+            name: name.into(),
+            routes: vec![Route::default()],
+            settle: Settle::default(),
+        }
+    }
+}
+
 /// Routes of one destination: any match sends.
 pub fn any_matches(routes: &[Route], inc: &Incident, kind: EventKind) -> bool {
     routes.iter().any(|r| r.matches(inc, kind))

@@ -59,6 +59,75 @@ impl Timestamp {
     }
 }
 
+/// `Option<Timestamp>` in 8 bytes instead of 16 (`Timestamp::MIN`, which
+/// no event or engine time is, stands for none): for fields of the
+/// incidents the engine keeps in memory. Serialized as the option.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct MaybeTime(Timestamp);
+
+impl Default for MaybeTime {
+    fn default() -> MaybeTime {
+        MaybeTime::NONE
+    }
+}
+
+impl MaybeTime {
+    pub const NONE: MaybeTime = MaybeTime(Timestamp::MIN);
+
+    pub fn of(t: Option<Timestamp>) -> MaybeTime {
+        t.map_or(MaybeTime::NONE, MaybeTime)
+    }
+
+    pub fn at(t: Timestamp) -> MaybeTime {
+        MaybeTime(t)
+    }
+
+    pub fn get(self) -> Option<Timestamp> {
+        (self != MaybeTime::NONE).then_some(self.0)
+    }
+
+    pub fn is_some(self) -> bool {
+        self != MaybeTime::NONE
+    }
+
+    pub fn is_none(self) -> bool {
+        self == MaybeTime::NONE
+    }
+
+    /// For serde's `skip_serializing_if`.
+    pub fn is_none_ref(&self) -> bool {
+        self.is_none()
+    }
+
+    /// The value, leaving none.
+    pub fn take(&mut self) -> Option<Timestamp> {
+        std::mem::replace(self, MaybeTime::NONE).get()
+    }
+
+    /// Set to `t`; the value before.
+    pub fn replace(&mut self, t: Timestamp) -> Option<Timestamp> {
+        std::mem::replace(self, MaybeTime(t)).get()
+    }
+}
+
+impl From<Option<Timestamp>> for MaybeTime {
+    fn from(t: Option<Timestamp>) -> MaybeTime {
+        MaybeTime::of(t)
+    }
+}
+
+impl Serialize for MaybeTime {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.get().serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for MaybeTime {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<MaybeTime, D::Error> {
+        Option::<Timestamp>::deserialize(d).map(MaybeTime::of)
+    }
+}
+
 impl fmt::Display for Timestamp {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.to_rfc3339())

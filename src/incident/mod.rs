@@ -8,6 +8,7 @@
 //! incidents live ingest gave. Memory retention runs on engine time (`now`).
 
 pub mod actions;
+mod announce;
 mod placement;
 pub mod problems;
 mod projection;
@@ -21,7 +22,7 @@ use crate::correlate;
 use crate::dedup::{AlertState, AlertTable, FlapPolicy, Observation};
 use crate::domain::{
     Alert, AlertStatus, Fingerprint, Incident, IncidentId, IncidentState, LabelSet, Level,
-    Priority, PriorityMatrix, ThinVec, TimelineEntry, TimelineKind, Timestamp,
+    MaybeTime, Priority, PriorityMatrix, ThinVec, TimelineEntry, TimelineKind, Timestamp,
 };
 use crate::normalize::Event;
 use crate::rules::{Decision, RuleSet};
@@ -67,7 +68,15 @@ pub struct EngineConfig {
     /// Outbound destinations by name with their routes: each change of an
     /// incident a route matches is written to the outbox for it, in the
     /// batch of the change.
-    pub outbound: Arc<[(String, Vec<crate::domain::outbox::Route>)]>,
+    pub outbound: Arc<[crate::domain::outbox::Destination]>,
+    /// The settle delay without destinations: when an incident would have
+    /// been announced (`incidentd replay`'s pages, the announcement
+    /// counters).
+    pub settle: crate::domain::outbox::Settle,
+    /// Without destinations, still decide when each incident would have
+    /// been announced (replay's pages); the daemon leaves it off, since
+    /// nothing is announced then.
+    pub count_pages: bool,
     /// Alerts held in memory at most (all shards of the instance): a
     /// request that would add more is refused with 503 (`limits.…`).
     pub max_active_alerts: usize,
@@ -95,6 +104,8 @@ impl Default for EngineConfig {
             sla_pause_on: default_pause_on(),
             alert_timeout: Duration::ZERO,
             outbound: Arc::from([]),
+            settle: crate::domain::outbox::Settle::default(),
+            count_pages: false,
         }
     }
 }
@@ -237,6 +248,9 @@ pub struct Stats {
     pub bound: [u64; 4],
     /// Root inferences: inferred, confirmed, superseded, ambiguous.
     pub inferences: [u64; 4],
+    /// New incidents announced to a destination once their settle delay
+    /// ended, and those merged away or resolved before then (withheld).
+    pub announcements: [u64; 2],
     /// SLA timers that stopped: [response, resolution] × [met, breached].
     pub sla_completed: [[u64; 2]; 2],
 }
@@ -256,21 +270,6 @@ pub struct IngestOutcome {
     /// coalesced repeat counters are durable once a full flush at or after
     /// it commits (`EngineHandle::is_fully_durable`).
     pub open_seq: u64,
-}
-
-/// `Option<Timestamp>` in 8 bytes instead of 16 (`Timestamp::MIN`, which
-/// no event time is, stands for none).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct MaybeTime(Timestamp);
-
-impl MaybeTime {
-    const NONE: MaybeTime = MaybeTime(Timestamp::MIN);
-    fn of(t: Option<Timestamp>) -> MaybeTime {
-        t.map_or(MaybeTime::NONE, MaybeTime)
-    }
-    fn get(self) -> Option<Timestamp> {
-        (self != MaybeTime::NONE).then_some(self.0)
-    }
 }
 
 /// `Option<CiIdx>` in 4 bytes instead of 8 (no CMDB has `u32::MAX` CIs).
@@ -390,6 +389,17 @@ pub struct Engine {
     /// when destinations are configured): the next batch tells them what
     /// changed since. Beside `incidents`, not in it: most engines have none.
     notified: FxHashMap<IncidentId, Box<Incident>>,
+    /// Incidents some destination has not heard of yet (settle delay),
+    /// when each is next looked at (entries may be stale: `announce`
+    /// decides from the incident), and the destinations told for the
+    /// first time since the last batch. See `announce.rs`.
+    announcing: FxHashMap<IncidentId, announce::Announcing>,
+    announce_due: announce::DueQueue,
+    told_now: FxHashMap<IncidentId, u64>,
+    /// The latest engine time seen (announcements are decided on it).
+    clock: Timestamp,
+    /// See [`Engine::page_delays`].
+    page_delays: Vec<Duration>,
     /// Texts many incidents carry (runbook URLs), one allocation each;
     /// those no incident holds any more leave at the memory sweep.
     shared: FxHashSet<Arc<str>>,
@@ -525,6 +535,11 @@ impl Engine {
             by_key: FxHashMap::default(),
             unplaced: Arc::from(""),
             notified: FxHashMap::default(),
+            announcing: FxHashMap::default(),
+            announce_due: announce::DueQueue::default(),
+            told_now: FxHashMap::default(),
+            clock: Timestamp::MIN,
+            page_delays: Vec::new(),
             shared: FxHashSet::default(),
             due: BTreeSet::new(),
             next_id: 1,
@@ -633,15 +648,16 @@ impl Engine {
             // destinations have heard of it (or will, from the outbox).
             if !self.cfg.outbound.is_empty() {
                 self.notified.insert(id, Box::new(t.inc.clone()));
+                self.resume_announcing(&t.inc);
             }
             // Rows written before the field existed (or by a run with
             // another hold) are put right on the next save; memory is
             // right from now on.
-            t.inc.auto_resolve_at = None;
+            t.inc.auto_resolve_at = MaybeTime::NONE;
             if active && firing == 0 {
                 let end = last_end.unwrap_or(t.inc.opened_at);
                 let due = end.saturating_add(self.hold_for(&t.inc));
-                t.inc.auto_resolve_at = Some(due);
+                t.inc.auto_resolve_at = MaybeTime::at(due);
                 self.due.insert((due, id));
             }
             self.incidents.insert(id, Box::new(t));
@@ -852,20 +868,39 @@ impl Engine {
         ids.sort();
         let outbound = !self.cfg.outbound.is_empty();
         for id in ids {
+            // Before the row is written: it says who is still waiting.
+            let (first, waiting) = self.announce_for_batch(id);
             if let Some(t) = self.incidents.get_mut(&id) {
                 self.ops
                     .push(StoreOp::UpsertIncident(Box::new(t.inc.clone())));
                 if outbound {
                     // The outbox rows ride in the same batch, so they are
-                    // committed in the same transaction as the change.
+                    // committed in the same transaction as the change. A
+                    // destination told for the first time hears of it as
+                    // it is now; one still waiting, nothing yet.
+                    use crate::domain::outbox::{any_matches, changes};
                     let before = self.notified.get(&id).map(|b| &**b);
-                    for kind in crate::domain::outbox::changes(before, &t.inc) {
-                        for (name, routes) in self.cfg.outbound.iter() {
-                            let by_rule = t.inc.links.notify.iter().any(|n| n == name);
-                            if by_rule || crate::domain::outbox::any_matches(routes, &t.inc, kind) {
+                    let news = changes(before, &t.inc);
+                    let whole = if first == 0 {
+                        Vec::new()
+                    } else {
+                        changes(None, &t.inc)
+                    };
+                    for (k, d) in self.cfg.outbound.iter().enumerate() {
+                        let bit = 1u64 << k;
+                        let kinds = if first & bit != 0 {
+                            &whole
+                        } else if waiting & bit != 0 {
+                            continue;
+                        } else {
+                            &news
+                        };
+                        let by_rule = t.inc.links.notify.iter().any(|n| *n == d.name);
+                        for &kind in kinds {
+                            if by_rule || any_matches(&d.routes, &t.inc, kind) {
                                 self.ops.push(StoreOp::Outbox(Box::new(
                                     crate::store::OutboxMessage {
-                                        destination: name.clone(),
+                                        destination: d.name.clone(),
                                         kind,
                                         at: t.inc.updated_at,
                                         incident: t.inc.clone(),
@@ -916,7 +951,7 @@ impl Engine {
             // `auto_resolve_at` is the engine's own due time (the stored
             // incident tells when the hold ends); never on a closed one.
             if !t.inc.state.is_active() {
-                t.inc.auto_resolve_at = None;
+                t.inc.auto_resolve_at = MaybeTime::NONE;
             }
             // Written once per batch however often it changed (take_batch).
             self.upserts.insert(id);
@@ -925,6 +960,7 @@ impl Engine {
 
     /// Apply a batch of events at engine time `now`.
     pub fn ingest(&mut self, events: Vec<Event>, now: Timestamp) -> IngestOutcome {
+        self.clock = self.clock.max(now);
         let mut out = IngestOutcome::default();
         // Alerts new in this call: a note about one goes on its incident.
         let mut fresh: Vec<crate::domain::Fingerprint> = Vec::new();
@@ -1350,7 +1386,7 @@ impl Engine {
         if let Some(h) = t.inc.holds.last_mut().filter(|h| h.end.is_none()) {
             h.end = Some(at.max(h.start));
         }
-        t.resolved_seen = MaybeTime(now);
+        t.resolved_seen = MaybeTime::at(now);
         let sla = crate::slo::sla::incident_sla(&self.cmdb, &t.inc, now, &self.cfg.sla_pause_on);
         if unanswered {
             // Resolved before anyone acknowledged: that was the response.
@@ -1450,18 +1486,40 @@ impl Engine {
     /// with a small limit, so that a storm that resolved together (and
     /// comes due together a hold later) is written as several small
     /// commits between senders' changes, not one that they all wait on.
+    /// Announcements whose settle delay ended are decided here too, in
+    /// time order with the resolves: one resolved before its delay ended
+    /// is not announced, one resolved after it was.
     pub fn settle_due(&mut self, now: Timestamp, limit: usize) -> bool {
+        let more = self.settle_due_steps(now, limit);
+        self.clock = self.clock.max(now);
+        more
+    }
+
+    /// [`Engine::settle_due`], the clock stepping through each due time.
+    fn settle_due_steps(&mut self, now: Timestamp, limit: usize) -> bool {
         let mut settled = 0;
-        while let Some(&(due, id)) = self.due.first() {
-            if due > now {
+        loop {
+            let resolve = self.due.first().map(|d| d.0).filter(|&d| d <= now);
+            let announce = self.announce_due.first().map(|d| d.0).filter(|&d| d <= now);
+            if resolve.is_none() && announce.is_none() {
                 return false;
             }
-            if settled == limit {
+            if settled >= limit {
                 return true;
             }
-            self.due.pop_first();
+            if let Some(a) = announce
+                && resolve.is_none_or(|r| a <= r)
+            {
+                self.clock = self.clock.max(a);
+                settled += self.announce_due_by(a, 1).0;
+                continue;
+            }
+            let Some((due, id)) = self.due.pop_first() else {
+                return false;
+            };
+            self.clock = self.clock.max(due);
             let ready = self.incidents.get(&id).is_some_and(|t| {
-                t.inc.state.is_active() && t.firing == 0 && t.inc.auto_resolve_at == Some(due)
+                t.inc.state.is_active() && t.firing == 0 && t.inc.auto_resolve_at.get() == Some(due)
             });
             if ready {
                 settled += 1;
@@ -1491,7 +1549,6 @@ impl Engine {
                 );
             }
         }
-        false
     }
 
     /// The periodic part of [`Engine::tick`] without the due timers.
@@ -1519,6 +1576,8 @@ impl Engine {
             let incidents = &self.incidents;
             self.by_key.retain(|_, id| incidents.contains_key(id));
             self.notified.retain(|id, _| incidents.contains_key(id));
+            self.announcing.retain(|id, _| incidents.contains_key(id));
+            self.announce_due.shrink();
             self.shared.retain(|s| Arc::strong_count(s) > 1);
         }
         let incidents = &self.incidents;
@@ -1591,6 +1650,14 @@ impl Engine {
     /// Latest pending auto-resolve, so replay can let every hold expire.
     pub fn last_due(&self) -> Option<Timestamp> {
         self.due.last().map(|(t, _)| *t)
+    }
+
+    /// The next auto-resolve or announcement check (replay steps through
+    /// them after the stream ends).
+    pub fn next_due(&self) -> Option<Timestamp> {
+        let a = self.announce_due.first().map(|(t, _)| t);
+        let r = self.due.first().map(|(t, _)| *t);
+        a.into_iter().chain(r).min()
     }
 
     /// Write coalesced repeat counters (absolute values).

@@ -304,7 +304,7 @@ impl Engine {
                         names(&candidates)
                     ));
                 }
-                topology::Inference::Nothing => {}
+                topology::Inference::Forming { .. } | topology::Inference::Nothing => {}
             }
         }
         // 5. Something new. Its stored key must differ from any other active
@@ -329,7 +329,7 @@ impl Engine {
     }
 
     /// [`topology::infer`] over the active incidents.
-    fn infer(&mut self, c: CiIdx, at: Timestamp) -> topology::Inference {
+    pub(super) fn infer(&mut self, c: CiIdx, at: Timestamp) -> topology::Inference {
         let cmdb = &self.cmdb;
         let cache = &mut self.upstream_cache;
         // Bounded: distinct CIs asked about, cleared when the CMDB changes.
@@ -510,11 +510,13 @@ impl Engine {
             shard: self.shard,
             sla_marks: ThinVec::new(),
             holds: ThinVec::new(),
-            auto_resolve_at: None,
+            auto_resolve_at: MaybeTime::NONE,
+            unannounced: None,
         };
         self.incidents
             .insert(id, Box::new(Tracked::new(inc, None, at)));
         self.add_key(id, key);
+        self.start_announcing(id, now);
         let root = ci.map_or_else(
             || "no CMDB CI (unbound alert)".to_string(),
             |c| format!("root cause CI {}", self.cmdb.ci(c).id),
@@ -710,6 +712,7 @@ impl Engine {
             return;
         }
         self.stats.incidents_merged += 1;
+        self.merge_announcing(from, into);
         if let Some(due) = src.inc.auto_resolve_at.take() {
             self.due.remove(&(due, from));
         }
@@ -779,7 +782,7 @@ impl Engine {
         src.inc.state = IncidentState::Resolved;
         src.inc.resolved_at = Some(at);
         src.inc.links.merged_into = Some(into);
-        src.resolved_seen = MaybeTime(now);
+        src.resolved_seen = MaybeTime::at(now);
         let old_root = src.inc.root_ci.clone().unwrap_or_default();
         self.incidents.insert(from, src);
         self.timeline(

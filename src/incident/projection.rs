@@ -5,7 +5,9 @@
 use super::{Engine, Lifecycle, LifecycleEvent, Observations, Stats};
 use crate::cmdb::Cmdb;
 use crate::domain::{IncidentState, Priority, Timestamp};
-use crate::telemetry::{BOUND_HOW, INFERENCE_OUTCOMES, Metrics, SLA_KINDS, SLA_OUTCOMES};
+use crate::telemetry::{
+    ANNOUNCEMENT_OUTCOMES, BOUND_HOW, INFERENCE_OUTCOMES, Metrics, SLA_KINDS, SLA_OUTCOMES,
+};
 use prometheus::IntCounter;
 
 /// Lifecycle durations and rule timings into their histograms.
@@ -98,6 +100,12 @@ pub fn sync_engine(metrics: &Metrics, prev: &Stats, now: &Stats) {
             .root_inferences
             .with_label_values(&[outcome])
             .inc_by(d(prev.inferences[i], now.inferences[i]));
+    }
+    for (i, outcome) in ANNOUNCEMENT_OUTCOMES.iter().enumerate() {
+        metrics
+            .announcements
+            .with_label_values(&[outcome])
+            .inc_by(d(prev.announcements[i], now.announcements[i]));
     }
     for (i, how) in BOUND_HOW.iter().enumerate() {
         metrics

@@ -577,18 +577,19 @@ cis:
 #[test]
 fn outbox_messages_ride_in_the_batch_of_their_change() {
     use crate::domain::outbox::EventKind;
-    use crate::domain::outbox::Route;
+    use crate::domain::outbox::{Destination, Route, Settle};
     let cfg = EngineConfig {
         auto_resolve_hold: Duration::ZERO,
         outbound: Arc::from([
-            ("all".to_string(), vec![Route::default()]),
-            (
-                "resolutions".to_string(),
-                vec![Route {
+            Destination::all("all"),
+            Destination {
+                name: "resolutions".to_string(),
+                routes: vec![Route {
                     events: vec![EventKind::Resolved],
                     ..Route::default()
                 }],
-            ),
+                settle: Settle::default(),
+            },
         ]),
         ..EngineConfig::default()
     };
@@ -763,5 +764,189 @@ fn lifecycle_steps_are_recorded_for_the_log() {
         [Lifecycle::Reopened {
             alertname: "HostDown".into()
         }]
+    );
+}
+
+/// Engine time `s` seconds after T0.
+fn sec(s: i64) -> Timestamp {
+    Timestamp(T0 + s * 1000)
+}
+
+fn opened_rows(ops: &[StoreOp]) -> Vec<(String, crate::domain::outbox::EventKind, IncidentId)> {
+    ops.iter()
+        .filter_map(|o| match o {
+            StoreOp::Outbox(m) => Some((m.destination.clone(), m.kind, m.incident.id)),
+            _ => None,
+        })
+        .collect()
+}
+
+fn settle_cfg(dests: &[(&str, u64)]) -> EngineConfig {
+    use crate::domain::outbox::{Destination, Settle};
+    EngineConfig {
+        outbound: dests
+            .iter()
+            .map(|(name, secs)| Destination {
+                settle: Settle::uniform(Duration::from_secs(*secs)),
+                ..Destination::all(name)
+            })
+            .collect(),
+        auto_resolve_hold: Duration::ZERO,
+        ..EngineConfig::default()
+    }
+}
+
+/// A dependent alerts first, its database 10 s later: the dependent's
+/// incident is merged or re-rooted within the settle delay, so the
+/// destination hears of one incident, the database's, once its delay ends,
+/// and never of the one merged away (not even its resolution).
+#[test]
+fn only_the_incident_still_standing_when_its_settle_delay_ends_is_announced() {
+    use crate::domain::outbox::EventKind;
+    let cmdb = Arc::new(
+        crate::cmdb::parse_yaml(
+            "test",
+            "version: 1\ncis:\n  - {id: db, class: database}\n  - {id: app, class: application, depends_on: [db]}\n",
+        )
+        .expect("valid CMDB"),
+    );
+    let mut e = Engine::new(settle_cfg(&[("pd", 30)]), Arc::new(RuleSet::empty()));
+    e.set_cmdb(cmdb);
+    let alert = |name: &str, ci: &str, s: i64| {
+        let Event::Alert(mut a) = firing(&[("alertname", name), ("ci", ci)], 0) else {
+            unreachable!()
+        };
+        a.starts_at = sec(s);
+        Event::Alert(a)
+    };
+    let mut rows = Vec::new();
+    e.ingest(vec![alert("AppErrors", "app", 0)], sec(0));
+    let (_, ops) = e.take_batch().expect("a batch");
+    rows.extend(opened_rows(&ops));
+    let first = *e.incidents.keys().next().expect("an incident");
+    let u = e
+        .incident(first)
+        .and_then(|i| i.unannounced.clone())
+        .expect("waiting");
+    assert_eq!((u.since, u.destinations[0].at), (sec(0), sec(30)));
+    e.tick(sec(10));
+    e.ingest(vec![alert("DbDown", "db", 10)], sec(10));
+    while let Some((_, ops)) = e.take_batch() {
+        rows.extend(opened_rows(&ops));
+    }
+    e.tick(sec(29));
+    if let Some((_, ops)) = e.take_batch() {
+        rows.extend(opened_rows(&ops));
+    }
+    assert!(
+        rows.is_empty(),
+        "nothing announced within the delay: {rows:?}"
+    );
+    e.tick(sec(40));
+    let (_, ops) = e.take_batch().expect("a batch");
+    rows.extend(opened_rows(&ops));
+    let standing: Vec<IncidentId> = e
+        .incidents
+        .values()
+        .filter(|t| t.inc.state.is_active())
+        .map(|t| t.inc.id)
+        .collect();
+    assert_eq!(standing.len(), 1, "{:?}", states(&e));
+    assert_eq!(rows, [("pd".to_string(), EventKind::Opened, standing[0])]);
+    let inc = e.incident(standing[0]).expect("standing");
+    assert_eq!(inc.root_ci.as_deref(), Some("db"));
+    assert_eq!((inc.alert_count, inc.unannounced.as_ref()), (2, None));
+    // The dependents' alerts resolve, then the database's: one resolution.
+    e.ingest(
+        vec![Event::Alert(Alert {
+            status: AlertStatus::Resolved,
+            ends_at: Some(sec(100)),
+            ..match alert("AppErrors", "app", 0) {
+                Event::Alert(a) => a,
+                _ => unreachable!(),
+            }
+        })],
+        sec(100),
+    );
+    e.ingest(
+        vec![Event::Alert(Alert {
+            status: AlertStatus::Resolved,
+            ends_at: Some(sec(100)),
+            ..match alert("DbDown", "db", 10) {
+                Event::Alert(a) => a,
+                _ => unreachable!(),
+            }
+        })],
+        sec(100),
+    );
+    e.tick(at(60));
+    while let Some((_, ops)) = e.take_batch() {
+        rows.extend(opened_rows(&ops));
+    }
+    assert_eq!(
+        rows[1..],
+        [("pd".to_string(), EventKind::Resolved, standing[0])]
+    );
+    assert_eq!(e.stats.announcements[0], 1);
+}
+
+/// Each destination waits its own delay; one with none hears at once. The
+/// wait is stored with the incident: an engine restored from the store
+/// (restart, partition handover) tells the waiting destination once, when
+/// its delay ends, and the other nothing again. An incident resolved
+/// before its delay ended is never announced.
+#[tokio::test]
+async fn settle_delays_are_per_destination_and_survive_a_restart() {
+    use crate::domain::outbox::EventKind;
+    use crate::store::prelude::*;
+    let store = crate::store::SqliteStore::in_memory().await.unwrap();
+    let cfg = settle_cfg(&[("chat", 0), ("pd", 60)]);
+    let mut e = Engine::new(cfg.clone(), Arc::new(RuleSet::empty()));
+    e.ingest(vec![firing(DOWN_A, 0)], at(0));
+    let (_, ops) = e.take_batch().expect("a batch");
+    let id = *e.incidents.keys().next().expect("an incident");
+    assert_eq!(
+        opened_rows(&ops),
+        [("chat".to_string(), EventKind::Opened, id)]
+    );
+    store.apply(&ops).await.unwrap();
+    // A blip: fires and resolves within the delay.
+    e.ingest(vec![firing(DOWN_B, 0)], sec(10));
+    e.ingest(vec![resolved(DOWN_B, 0, 0)], sec(12));
+    e.tick(sec(13));
+    let (_, ops) = e.take_batch().expect("a batch");
+    store.apply(&ops).await.unwrap();
+    // Restart 30 s in.
+    let snap = store.load_state(Restore::default()).await.unwrap();
+    let mut again = Engine::new(cfg, Arc::new(RuleSet::empty()));
+    again.restore(snap, sec(30));
+    again.tick(sec(59));
+    assert!(
+        again
+            .take_batch()
+            .is_none_or(|(_, ops)| opened_rows(&ops).is_empty())
+    );
+    again.tick(sec(75));
+    let (_, ops) = again.take_batch().expect("a batch");
+    assert_eq!(
+        opened_rows(&ops),
+        [("pd".to_string(), EventKind::Opened, id)]
+    );
+    assert_eq!(again.incident(id).and_then(|i| i.unannounced.clone()), None);
+    store.apply(&ops).await.unwrap();
+    let blip = again
+        .incidents
+        .values()
+        .find(|t| t.inc.id != id)
+        .map(|t| t.inc.clone())
+        .expect("the blip's incident");
+    assert_eq!(blip.state, IncidentState::Resolved);
+    let u = blip.unannounced.expect("never announced to pd");
+    assert!(u.withheld, "{u:?}");
+    again.tick(sec(200));
+    assert!(
+        again
+            .take_batch()
+            .is_none_or(|(_, ops)| opened_rows(&ops).is_empty())
     );
 }

@@ -91,6 +91,8 @@ pub struct DestinationConfig {
     pub url: String,
     pub incident_url: Option<String>,
     pub routes: Vec<Route>,
+    /// How long a new incident waits before this destination hears of it.
+    pub settle: crate::domain::outbox::Settle,
     /// Requests per second, and how many may go at once after a quiet time.
     pub rate_limit: f64,
     pub burst: u32,

@@ -31,10 +31,12 @@ pub(super) struct Extra {
     sla_marks: crate::domain::ThinVec<String>,
     #[serde(default, skip_serializing_if = "crate::domain::ThinVec::is_empty")]
     holds: crate::domain::ThinVec<Hold>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    auto_resolve_at: Option<Timestamp>,
+    #[serde(default)]
+    auto_resolve_at: crate::domain::MaybeTime,
     #[serde(default)]
     root_inferred: bool,
+    #[serde(default)]
+    unannounced: Option<Box<crate::domain::Unannounced>>,
 }
 
 /// [`Extra`] borrowed from an incident: the same JSON without copying its
@@ -51,10 +53,12 @@ struct ExtraRef<'a> {
     sla_marks: &'a [String],
     #[serde(skip_serializing_if = "empty")]
     holds: &'a [Hold],
-    #[serde(skip_serializing_if = "Option::is_none")]
-    auto_resolve_at: Option<Timestamp>,
+    #[serde(skip_serializing_if = "crate::domain::MaybeTime::is_none_ref")]
+    auto_resolve_at: crate::domain::MaybeTime,
     #[serde(skip_serializing_if = "is_false")]
     root_inferred: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    unannounced: &'a Option<Box<crate::domain::Unannounced>>,
 }
 
 fn is_false(b: &bool) -> bool {
@@ -78,6 +82,7 @@ pub(super) fn extra_json(inc: &Incident) -> String {
         holds: &inc.holds,
         auto_resolve_at: inc.auto_resolve_at,
         root_inferred: inc.root_inferred,
+        unannounced: &inc.unannounced,
     })
 }
 
@@ -242,6 +247,7 @@ pub(super) fn incident_from_row(r: &impl Cols) -> Result<Incident, StoreError> {
         sla_marks: extra.sla_marks,
         holds: extra.holds,
         auto_resolve_at: extra.auto_resolve_at,
+        unannounced: extra.unannounced,
         shard: u32::try_from(r.int("shard")?).unwrap_or(0),
     })
 }

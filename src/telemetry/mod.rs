@@ -69,6 +69,7 @@ pub struct Metrics {
     pub cmdb_reloads: IntCounterVec,
     pub alerts_bound: IntCounterVec,
     pub root_inferences: IntCounterVec,
+    pub announcements: IntCounterVec,
     pub sla_completed: IntCounterVec,
     pub sla_active: IntGaugeVec,
     pub shards_owned: IntGauge,
@@ -157,6 +158,9 @@ pub const BOUND_HOW: [&str; 4] = ["ci_label", "match", "hostname", "unbound"];
 
 /// `outcome` of `incidentd_root_inferences_total`, in `Stats::inferences` order.
 pub const INFERENCE_OUTCOMES: [&str; 4] = ["inferred", "confirmed", "superseded", "ambiguous"];
+/// `outcome` of `incidentd_incident_announcements_total`, in
+/// `Stats::announcements` order.
+pub const ANNOUNCEMENT_OUTCOMES: [&str; 2] = ["announced", "withheld"];
 /// `Stats::sla_completed` in order.
 pub const SLA_KINDS: [&str; 2] = ["response", "resolution"];
 pub const SLA_OUTCOMES: [&str; 2] = ["met", "breached"];
@@ -452,6 +456,11 @@ impl Metrics {
             root_inferences: counter_vec(
                 "incidentd_root_inferences_total",
                 "Roots inferred for CIs without alerts, and what became of them (confirmed by their own alert, superseded by another root), and choices left ambiguous.",
+                &["outcome"],
+            ),
+            announcements: counter_vec(
+                "incidentd_incident_announcements_total",
+                "New incidents announced to destinations once their settle delay (outbound.settle) ended, and those merged into another or resolved before then, never announced (withheld).",
                 &["outcome"],
             ),
             sla_completed: counter_vec(

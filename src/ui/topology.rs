@@ -190,6 +190,8 @@ pub fn svg(cmdb: &Cmdb, inc: &Incident) -> Option<String> {
         let Some((x, y)) = pos.get(c) else { continue };
         let ci = cmdb.ci(*c);
         let class = match role {
+            // Dashed and unfilled: a suspect, not a CI seen failing.
+            Role::Root if inc.root_inferred => "node root inferred",
             Role::Root => "node root",
             Role::Alerting => "node alerting",
             Role::Between => "node between",
@@ -296,6 +298,17 @@ cis:
         };
         assert!(y("db") < y("pool") && y("pool") < y("web"));
         assert_eq!(y("cms"), y("pool"));
+        // An inferred root is drawn apart from one seen failing.
+        inc.root_inferred = true;
+        let s = svg(&c, &inc).expect("svg");
+        assert!(
+            s.contains("class=\"node root inferred\" data-ci=\"db\""),
+            "{s}"
+        );
+        assert!(
+            s.contains("root cause, inferred (no alert of its own)"),
+            "{s}"
+        );
     }
 
     #[test]

@@ -214,7 +214,7 @@ fn state_cell(inc: &Incident, out: &mut String) {
             }
         }
         BoardState::AutoResolving => {
-            if let Some(at) = inc.auto_resolve_at {
+            if let Some(at) = inc.auto_resolve_at.get() {
                 let _ = write!(out, " <time data-until={}></time>", at.0);
             }
         }
@@ -568,6 +568,21 @@ pub fn incident(p: &IncidentPage<'_>) -> Markup {
                     }
                     @if let Some(at) = inc.resolved_at { dt { "Resolved" } dd { (when(at)) } }
                     @if inc.reopen_count > 0 { dt { "Reopened" } dd { (inc.reopen_count) " times" } }
+                    @if let Some(u) = inc.unannounced.as_deref().filter(|u| !u.destinations.is_empty()) {
+                        dt { "Announced" } dd #unannounced {
+                            @if u.withheld {
+                                "never to " (u.destinations.iter().map(|d| d.destination.as_str()).collect::<Vec<_>>().join(", "))
+                                span.muted { " (merged or resolved within its settle delay)" }
+                            } @else {
+                                "not yet: "
+                                @for (i, d) in u.destinations.iter().enumerate() {
+                                    @if i > 0 { ", " }
+                                    (d.destination) " at " (when(d.at))
+                                }
+                                span.muted title="A new incident waits out its settle delay (outbound.settle): one merged into another meanwhile never pages" { " (settle delay)" }
+                            }
+                        }
+                    }
                     @if !inc.rules.is_empty() { dt { "Rules" } dd { (inc.rules.join(", ")) } }
                 }
             }
@@ -596,7 +611,9 @@ pub fn incident(p: &IncidentPage<'_>) -> Markup {
         }
         h2 { "Topology" }
         @match &topo {
-            Some(svg) => { figure #topology { (PreEscaped(svg)) figcaption.muted { "Root cause filled; alerting CIs outlined; impacted business services below." } } }
+            Some(svg) => { figure #topology { (PreEscaped(svg)) figcaption.muted { "Root cause filled"
+                @if inc.root_inferred { " (dashed when inferred: no alert of its own)" }
+                "; alerting CIs outlined; impacted business services below." } } }
             None => { p.muted { "No CI of this incident is in the CMDB." } }
         }
         h2 { "Links" }

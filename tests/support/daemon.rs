@@ -80,10 +80,12 @@ impl TestDaemon {
         self
     }
 
-    /// Runs with `toml` as its configuration file (written beside the log).
+    /// Runs with `toml` as its configuration file (written beside the log);
+    /// its destinations hear of new incidents at once unless it sets a
+    /// settle delay ([`super::settle_at_once`]).
     pub fn config(self, toml: &str) -> Self {
         let file = self.log_dir.join(format!("{}.toml", self.name));
-        std::fs::write(&file, toml).expect("write config");
+        std::fs::write(&file, super::settle_at_once(toml)).expect("write config");
         self.arg("--config").arg(file)
     }
 

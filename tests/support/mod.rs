@@ -451,7 +451,43 @@ pub fn config_in(dir: &Path, toml: &str) -> incidentd::config::Config {
     )
     .expect("config is valid");
     c.engine.auto_resolve_hold = Duration::ZERO;
+    announce_at_once(&mut c);
     c
+}
+
+/// Destinations hear of new incidents at once: the suites about delivery
+/// (retries, order, contracts) are not about the settle delay, which has
+/// tests of its own (`tests/settle.rs`, the engine's unit tests).
+pub fn announce_at_once(c: &mut incidentd::config::Config) {
+    use incidentd::domain::outbox::{Destination, Settle};
+    c.engine.settle = Settle::default();
+    c.engine.outbound = c
+        .engine
+        .outbound
+        .iter()
+        .map(|d| Destination {
+            settle: Settle::default(),
+            ..d.clone()
+        })
+        .collect();
+}
+
+/// [`announce_at_once`] for a daemon started from a configuration file:
+/// `settle = "0s"` in its `[outbound]` table, unless it sets a delay.
+pub fn settle_at_once(toml: &str) -> String {
+    if toml.contains("settle") {
+        return toml.to_string();
+    }
+    match toml.find("[outbound]\n") {
+        Some(i) => {
+            let at = i + "[outbound]\n".len();
+            format!("{}settle = \"0s\"\n{}", &toml[..at], &toml[at..])
+        }
+        None if toml.contains("[[outbound.destinations]]") => {
+            format!("{toml}\n[outbound]\nsettle = \"0s\"\n")
+        }
+        None => toml.to_string(),
+    }
 }
 
 /// A CMDB where one database carries 40 business services (each an
