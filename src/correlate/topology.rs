@@ -543,12 +543,19 @@ cis:
                 incidents: vec![IncidentId(1)]
             }
         );
-        // Two more would be needed at 0.9 (4 of 4): nothing forms.
-        let stricter = InferSettings {
-            min_share: 0.9,
+        // Three alerting CIs needed: a3 and a4 are a group forming under
+        // db; b1 and b2 are all of db2's apps, so none can join: nothing.
+        let three = InferSettings {
+            min_dependents: 3,
             ..s
         };
-        assert_eq!(run(&c, "a4", &["a3"], stricter), Inference::Nothing);
+        assert_eq!(
+            run(&c, "a4", &["a3"], three),
+            Inference::Forming {
+                incidents: vec![IncidentId(1)]
+            }
+        );
+        assert_eq!(run(&c, "b1", &["b2"], three), Inference::Nothing);
         // Off.
         let off = InferSettings {
             min_dependents: 0,

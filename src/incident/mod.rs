@@ -895,7 +895,7 @@ impl Engine {
                         } else {
                             &news
                         };
-                        let by_rule = t.inc.links.notify.iter().any(|n| *n == d.name);
+                        let by_rule = t.inc.links.notify.contains(&d.name);
                         for &kind in kinds {
                             if by_rule || any_matches(&d.routes, &t.inc, kind) {
                                 self.ops.push(StoreOp::Outbox(Box::new(

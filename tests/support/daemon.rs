@@ -34,6 +34,9 @@ pub struct Running {
     pub log: PathBuf,
 }
 
+/// Overrides `[outbound] settle` (the configuration's environment layer).
+const SETTLE_VAR: &str = "INCIDENTD_CONFIG__OUTBOUND__SETTLE";
+
 /// The variables through which a test machine's own settings would reach
 /// the daemon (proxies, CA bundles, log filters): suites that test those
 /// settings start from none of them.
@@ -63,7 +66,10 @@ impl TestDaemon {
             scheme: "http",
             fd_limit: None,
             args: Vec::new(),
-            envs: Vec::new(),
+            // Destinations hear of new incidents at once: the suites about
+            // delivery are not about the settle delay, which has tests of
+            // its own (see `super::announce_at_once`; `settle_default`).
+            envs: vec![(SETTLE_VAR.into(), "0s".into())],
             env_removed: Vec::new(),
             cwd: None,
         }
@@ -80,12 +86,10 @@ impl TestDaemon {
         self
     }
 
-    /// Runs with `toml` as its configuration file (written beside the log);
-    /// its destinations hear of new incidents at once unless it sets a
-    /// settle delay ([`super::settle_at_once`]).
+    /// Runs with `toml` as its configuration file (written beside the log).
     pub fn config(self, toml: &str) -> Self {
         let file = self.log_dir.join(format!("{}.toml", self.name));
-        std::fs::write(&file, super::settle_at_once(toml)).expect("write config");
+        std::fs::write(&file, toml).expect("write config");
         self.arg("--config").arg(file)
     }
 
@@ -113,6 +117,13 @@ impl TestDaemon {
 
     pub fn arg(mut self, a: impl Into<std::ffi::OsString>) -> Self {
         self.args.push(a.into());
+        self
+    }
+
+    /// Keeps the configured settle delay (by default the suite's daemons
+    /// announce new incidents at once).
+    pub fn settle_default(mut self) -> Self {
+        self.envs.retain(|(k, _)| k != SETTLE_VAR);
         self
     }
 

@@ -472,24 +472,6 @@ pub fn announce_at_once(c: &mut incidentd::config::Config) {
         .collect();
 }
 
-/// [`announce_at_once`] for a daemon started from a configuration file:
-/// `settle = "0s"` in its `[outbound]` table, unless it sets a delay.
-pub fn settle_at_once(toml: &str) -> String {
-    if toml.contains("settle") {
-        return toml.to_string();
-    }
-    match toml.find("[outbound]\n") {
-        Some(i) => {
-            let at = i + "[outbound]\n".len();
-            format!("{}settle = \"0s\"\n{}", &toml[..at], &toml[at..])
-        }
-        None if toml.contains("[[outbound.destinations]]") => {
-            format!("{toml}\n[outbound]\nsettle = \"0s\"\n")
-        }
-        None => toml.to_string(),
-    }
-}
-
 /// A CMDB where one database carries 40 business services (each an
 /// application depending on it): the widest outage a destination meets
 /// (alerts with `job="postgres"` bind to it).
