@@ -13,11 +13,14 @@ fn replay(file: &str) -> Vec<Value> {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{file}: {stderr}");
     let v: Value = serde_json::from_slice(&out.stdout).expect("JSON on stdout");
+    // One announcement for the outage, once the settle delay ended.
+    assert_eq!(v["summary"]["pages"], 1, "{file}: {}", v["summary"]);
+    assert_eq!(v["summary"]["alerts"], 3, "{file}: {}", v["summary"]);
     v["incidents"].as_array().expect("incidents").clone()
 }
 
 /// One incident rooted at pg-0, with all three alerts and the fraud
-/// service impacted; the symptom incident opened before the database
+/// service impacted; any incident a symptom opened before the database
 /// alerted is merged into it.
 fn assert_rooted_at_pg0(file: &str, state: &str) {
     let incidents = replay(file);

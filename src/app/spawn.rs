@@ -293,6 +293,7 @@ impl Ctx<'_> {
             ca_file = ?d_cfg.net.tls.ca_file,
             client_cert = d_cfg.net.tls.client_cert.is_some(),
             proxy = %proxy_summary(&d_cfg.net.proxy),
+            settle = %settle_summary(&d_cfg.settle),
             "outbound destination started"
         );
     }
@@ -370,5 +371,21 @@ fn proxy_summary(p: &config::net::ProxyConfig) -> String {
         config::net::ProxyConfig::None => "none".into(),
         config::net::ProxyConfig::Env => "env".into(),
         config::net::ProxyConfig::Url { url, .. } => crate::net::redact_url(url),
+    }
+}
+
+/// A destination's settle delay for the log: one figure, or P1..P5's.
+fn settle_summary(s: &crate::domain::outbox::Settle) -> String {
+    use crate::domain::{Priority, format_duration};
+    let all: Vec<String> = Priority::ALL.iter().map(|p| format_duration(s.of(*p))).collect();
+    if all.iter().all(|d| *d == all[0]) {
+        all[0].clone()
+    } else {
+        Priority::ALL
+            .iter()
+            .zip(&all)
+            .map(|(p, d)| format!("{}={d}", p.as_str()))
+            .collect::<Vec<_>>()
+            .join(",")
     }
 }
