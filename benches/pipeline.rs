@@ -167,6 +167,24 @@ impl Driver {
     }
 }
 
+/// `iters` runs of the decoded workload through fresh drivers, timed
+/// without the decoding and the drop.
+fn engine_runs(w: &Workload, iters: u64, driver: impl Fn() -> Driver) -> Duration {
+    let mut total = Duration::ZERO;
+    for _ in 0..iters {
+        let input = w.events.clone();
+        let mut d = driver();
+        let started = Instant::now();
+        for (evs, &now) in input.into_iter().zip(&w.nows) {
+            black_box(d.step(evs, now));
+        }
+        black_box(d.finish());
+        total += started.elapsed();
+        drop(d);
+    }
+    total
+}
+
 fn benches(c: &mut Criterion) {
     let w = load_workload();
     let rules = rules();
@@ -204,21 +222,7 @@ fn benches(c: &mut Criterion) {
     });
 
     g.bench_function("engine", |b| {
-        b.iter_custom(|iters| {
-            let mut total = Duration::ZERO;
-            for _ in 0..iters {
-                let input = w.events.clone();
-                let mut d = Driver::new(&rules);
-                let started = Instant::now();
-                for (evs, &now) in input.into_iter().zip(&w.nows) {
-                    black_box(d.step(evs, now));
-                }
-                black_box(d.finish());
-                total += started.elapsed();
-                drop(d);
-            }
-            total
-        });
+        b.iter_custom(|iters| engine_runs(&w, iters, || Driver::new(&rules)));
     });
 
     // The same with one destination: every change also becomes outbox
@@ -234,21 +238,7 @@ fn benches(c: &mut Criterion) {
             ..EngineConfig::default()
         };
         g.bench_function(format!("engine_outbox/{name}"), |b| {
-            b.iter_custom(|iters| {
-                let mut total = Duration::ZERO;
-                for _ in 0..iters {
-                    let input = w.events.clone();
-                    let mut d = Driver::with(cfg.clone(), &rules);
-                    let started = Instant::now();
-                    for (evs, &now) in input.into_iter().zip(&w.nows) {
-                        black_box(d.step(evs, now));
-                    }
-                    black_box(d.finish());
-                    total += started.elapsed();
-                    drop(d);
-                }
-                total
-            });
+            b.iter_custom(|iters| engine_runs(&w, iters, || Driver::with(cfg.clone(), &rules)));
         });
     }
 

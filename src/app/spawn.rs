@@ -377,7 +377,10 @@ fn proxy_summary(p: &config::net::ProxyConfig) -> String {
 /// A destination's settle delay for the log: one figure, or P1..P5's.
 fn settle_summary(s: &crate::domain::outbox::Settle) -> String {
     use crate::domain::{Priority, format_duration};
-    let all: Vec<String> = Priority::ALL.iter().map(|p| format_duration(s.of(*p))).collect();
+    let all: Vec<String> = Priority::ALL
+        .iter()
+        .map(|p| format_duration(s.of(*p)))
+        .collect();
     if all.iter().all(|d| *d == all[0]) {
         all[0].clone()
     } else {

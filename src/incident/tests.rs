@@ -857,28 +857,17 @@ fn only_the_incident_still_standing_when_its_settle_delay_ends_is_announced() {
     assert_eq!(inc.root_ci.as_deref(), Some("db"));
     assert_eq!((inc.alert_count, inc.unannounced.as_ref()), (2, None));
     // The dependents' alerts resolve, then the database's: one resolution.
-    e.ingest(
-        vec![Event::Alert(Alert {
+    for (name, ci, s) in [("AppErrors", "app", 0), ("DbDown", "db", 10)] {
+        let Event::Alert(a) = alert(name, ci, s) else {
+            unreachable!()
+        };
+        let end = Alert {
             status: AlertStatus::Resolved,
             ends_at: Some(sec(100)),
-            ..match alert("AppErrors", "app", 0) {
-                Event::Alert(a) => a,
-                _ => unreachable!(),
-            }
-        })],
-        sec(100),
-    );
-    e.ingest(
-        vec![Event::Alert(Alert {
-            status: AlertStatus::Resolved,
-            ends_at: Some(sec(100)),
-            ..match alert("DbDown", "db", 10) {
-                Event::Alert(a) => a,
-                _ => unreachable!(),
-            }
-        })],
-        sec(100),
-    );
+            ..a
+        };
+        e.ingest(vec![Event::Alert(end)], sec(100));
+    }
     e.tick(at(60));
     while let Some((_, ops)) = e.take_batch() {
         rows.extend(opened_rows(&ops));
