@@ -15,7 +15,7 @@
 
 use super::Engine;
 use crate::domain::outbox::Settle;
-use crate::domain::{Incident, IncidentId, Pending, ThinVec, Timestamp, Unannounced};
+use crate::domain::{Incident, IncidentId, Pending, Timestamp, Unannounced};
 use std::time::Duration;
 
 /// An incident some destination has not heard of yet.
@@ -77,14 +77,14 @@ impl DueQueue {
     }
 }
 
-/// The delay of each channel: the destinations', in configuration order,
-/// or the global one.
-fn settles(engine: &Engine) -> Vec<Settle> {
-    if engine.cfg.outbound.is_empty() {
-        vec![engine.cfg.settle]
-    } else {
-        engine.cfg.outbound.iter().map(|d| d.settle).collect()
-    }
+/// The delay of channel `k`: destination `k`'s, or without destinations
+/// the global one.
+fn settle_of(engine: &Engine, k: usize) -> Settle {
+    engine
+        .cfg
+        .outbound
+        .get(k)
+        .map_or(engine.cfg.settle, |d| d.settle)
 }
 
 fn all_bits(n: usize) -> u64 {
@@ -103,7 +103,7 @@ impl Engine {
         if self.cfg.outbound.is_empty() && !self.cfg.count_pages {
             return;
         }
-        let n = settles(self).len();
+        let n = self.cfg.outbound.len().max(1);
         self.announcing.insert(
             id,
             Announcing {
@@ -178,52 +178,47 @@ impl Engine {
         let merged = t.inc.links.merged_into.is_some();
         let prio = t.inc.priority;
         let window = self.cfg.correlation_window;
-        let settles = settles(self);
+        // Borrowed apart from `self`, which the checks below change.
+        let dests = self.cfg.outbound.clone();
+        let global = self.cfg.settle;
+        let channels = dests.len().max(1);
+        let delay = |k: usize| dests.get(k).map_or(global, |d| d.settle).of(prio);
         let waiting = |k: usize| a.left & (1 << k) != 0;
         // Another incident nearby may yet join this one under an inferred
         // root (one more alerting dependent away): the younger ones wait
         // for it, up to the correlation window, after which nothing joins.
         let hold = standing
             && now < a.since.saturating_add(window)
-            && settles.iter().enumerate().any(|(k, s)| {
-                let d = s.of(prio);
+            && (0..channels).any(|k| {
+                let d = delay(k);
                 waiting(k) && !d.is_zero() && a.since.saturating_add(d) <= now
             })
             && self.forming_with_older(id);
+        let due = |k: usize| {
+            let d = delay(k);
+            let plain = a.since.saturating_add(d);
+            if hold && !d.is_zero() {
+                plain.max(a.since.saturating_add(window))
+            } else {
+                plain
+            }
+        };
         let mut told_now = 0u64;
         let mut next: Option<Timestamp> = None;
-        let soonest = |n: &mut Option<Timestamp>, at: Timestamp| {
-            *n = Some(n.map_or(at, |x| x.min(at)));
-        };
-        let mut pending: ThinVec<Pending> = ThinVec::new();
+        let mut soonest = |at: Timestamp| next = Some(next.map_or(at, |x: Timestamp| x.min(at)));
         let mut ended = false;
-        for (k, settle) in settles.iter().enumerate() {
-            if !waiting(k) {
-                continue;
-            }
-            let delay = settle.of(prio);
-            let mut due = a.since.saturating_add(delay);
-            ended |= due <= now;
-            if hold && !delay.is_zero() {
-                due = due.max(a.since.saturating_add(window));
+        for k in (0..channels).filter(|&k| waiting(k)) {
+            let d = delay(k);
+            ended |= a.since.saturating_add(d) <= now;
+            if hold && !d.is_zero() {
                 // Looked at again soon: the group may form or dissolve.
-                soonest(
-                    &mut next,
-                    now.saturating_add(delay.max(Duration::from_secs(1))),
-                );
+                soonest(now.saturating_add(d.max(Duration::from_secs(1))));
             }
+            let due = due(k);
             if due <= now && standing {
                 told_now |= 1 << k;
-                continue;
-            }
-            if due > now {
-                soonest(&mut next, due);
-            }
-            if let Some(d) = self.cfg.outbound.get(k) {
-                pending.push(Pending {
-                    destination: d.name.clone(),
-                    at: due,
-                });
+            } else if due > now {
+                soonest(due);
             }
         }
         a.left &= !told_now;
@@ -242,6 +237,39 @@ impl Engine {
                 self.stats.announcements[1] += 1;
             }
         }
+        // What the incident stores: rebuilt only when it differs (most
+        // calls change nothing, and this runs for every batch an incident
+        // waiting for its announcement is in).
+        let keep = !dests.is_empty() && a.left != 0;
+        let pending = (0..channels).filter(|&k| a.left & (1 << k) != 0);
+        let same = match self
+            .incidents
+            .get(&id)
+            .and_then(|t| t.inc.unannounced.as_deref())
+        {
+            None => !keep,
+            Some(u) => {
+                keep && u.since == a.since
+                    && u.withheld == a.withheld
+                    && u.destinations.len() == pending.clone().count()
+                    && u.destinations
+                        .iter()
+                        .zip(pending.clone())
+                        .all(|(p, k)| p.at == due(k) && p.destination == dests[k].name)
+            }
+        };
+        let stored = (!same && keep).then(|| {
+            Box::new(Unannounced {
+                since: a.since,
+                destinations: pending
+                    .map(|k| Pending {
+                        destination: dests[k].name.clone(),
+                        at: due(k),
+                    })
+                    .collect(),
+                withheld: a.withheld,
+            })
+        });
         // A resolved one is looked at when its delay ends (withheld, unless
         // it reopened); a merged one never again.
         if let Some(n) = next
@@ -251,26 +279,15 @@ impl Engine {
             a.queued = n;
             self.announce_due.insert((n, id));
         }
-        let stored = (!self.cfg.outbound.is_empty() && a.left != 0).then(|| {
-            Box::new(Unannounced {
-                since: a.since,
-                destinations: pending,
-                withheld: a.withheld,
-            })
-        });
         if a.left == 0 {
             self.announcing.remove(&id);
         } else {
             self.announcing.insert(id, a);
         }
-        let mut changed = false;
-        if let Some(t) = self.incidents.get_mut(&id)
-            && t.inc.unannounced != stored
-        {
+        if !same && let Some(t) = self.incidents.get_mut(&id) {
             t.inc.unannounced = stored;
-            changed = true;
         }
-        (told_now, changed)
+        (told_now, !same)
     }
 
     /// Does `id` (not inferred, rooted at an alerting CI) look like one of
@@ -340,9 +357,8 @@ impl Engine {
     /// The settle delay's longest wait: replay runs the clock this far
     /// past the stream so that every announcement is decided.
     pub fn announce_horizon(&self) -> Duration {
-        settles(self)
-            .iter()
-            .map(Settle::max)
+        (0..self.cfg.outbound.len().max(1))
+            .map(|k| settle_of(self, k).max())
             .max()
             .unwrap_or_default()
             .max(self.cfg.correlation_window)

@@ -425,6 +425,13 @@ fn board_row(item: &BoardItem, now: Timestamp, out: &mut String) {
     let p = inc.priority.as_str();
     let _ = write!(out, "<tr class={p}><td>{p}<td>");
     state_cell(inc, out);
+    if inc
+        .unannounced
+        .as_deref()
+        .is_some_and(|u| !u.withheld && !u.destinations.is_empty())
+    {
+        out.push_str(" <span class=muted title=\"Within its settle delay (outbound.settle): destinations hear of it if it still stands then\">not announced yet</span>");
+    }
     let id = inc.id.0;
     let _ = write!(out, "<td><a href=/incidents/{id}>#{id} ");
     esc(&cut(&inc.title, 120), out);
@@ -925,6 +932,33 @@ mod tests {
         let html = board(&items, &f, &[], &[], Timestamp(100)).into_string();
         assert!(html.contains("on hold (awaiting_vendor)"));
         assert!(html.contains("Showing 1 of 2"));
+    }
+
+    /// An incident within its settle delay says so on the board; one
+    /// withheld (merged before it) or announced does not.
+    #[test]
+    fn the_board_marks_incidents_not_announced_yet() {
+        use crate::domain::{Pending, Unannounced};
+        let mut items = vec![item(1, 3, 10), item(2, 1, 50)];
+        items[0].incident.unannounced = Some(Box::new(Unannounced {
+            since: Timestamp(10),
+            destinations: vec![Pending {
+                destination: "pd".into(),
+                at: Timestamp(30_010),
+            }]
+            .into(),
+            withheld: false,
+        }));
+        let html = board(&items, &Filters::default(), &[], &[], Timestamp(100)).into_string();
+        assert_eq!(html.matches("not announced yet").count(), 1, "{html}");
+        items[0]
+            .incident
+            .unannounced
+            .as_mut()
+            .expect("set")
+            .withheld = true;
+        let html = board(&items, &Filters::default(), &[], &[], Timestamp(100)).into_string();
+        assert!(!html.contains("not announced yet"), "{html}");
     }
 
     #[test]
