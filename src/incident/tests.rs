@@ -939,3 +939,59 @@ async fn settle_delays_are_per_destination_and_survive_a_restart() {
             .is_none_or(|(_, ops)| opened_rows(&ops).is_empty())
     );
 }
+
+/// A priority's own delay: the critical alert's incident is announced at
+/// once, the warning's after the plain delay.
+#[test]
+fn a_priority_can_have_its_own_settle_delay() {
+    use crate::domain::outbox::{EventKind, Settle};
+    let probe = |cfg: EngineConfig| {
+        let mut e = Engine::new(cfg, Arc::new(RuleSet::empty()));
+        e.ingest(vec![firing(DOWN_A, 0), firing(DOWN_B, 0)], at(0));
+        let (_, ops) = e.take_batch().expect("a batch");
+        let prio = |t: &str| {
+            e.incidents
+                .values()
+                .find(|x| x.inc.title.contains(t))
+                .map(|x| (x.inc.id, x.inc.priority))
+                .expect("incident")
+        };
+        let rows = opened_rows(&ops);
+        let (a, b) = (prio("on a"), prio("on b"));
+        (rows, a, b, e)
+    };
+    let (_, (_, pa), (_, pb), _) = probe(settle_cfg(&[("pd", 60)]));
+    assert_ne!(pa, pb, "the two alerts' incidents differ in priority");
+    let mut cfg = settle_cfg(&[("pd", 60)]);
+    Arc::make_mut(&mut cfg.outbound)[0].settle =
+        Settle::uniform(Duration::from_secs(60)).with(pa, Duration::ZERO);
+    let (rows, (a, _), (b, _), mut e) = probe(cfg);
+    assert_eq!(rows, [("pd".to_string(), EventKind::Opened, a)]);
+    e.tick(Timestamp(at(0).0 + 59_000));
+    assert!(
+        e.take_batch()
+            .is_none_or(|(_, ops)| opened_rows(&ops).is_empty())
+    );
+    e.tick(Timestamp(at(0).0 + 60_000));
+    let (_, ops) = e.take_batch().expect("a batch");
+    assert_eq!(
+        opened_rows(&ops),
+        [("pd".to_string(), EventKind::Opened, b)]
+    );
+}
+
+/// Waits mostly arrive in due order (a plain queue); others (another
+/// priority's delay, a re-check) still come out in order.
+#[test]
+fn the_announcement_queue_pops_in_due_order() {
+    let mut q = super::announce::DueQueue::default();
+    for (t, id) in [(30, 1), (31, 2), (10, 3), (31, 4), (5, 5), (40, 6)] {
+        q.insert((Timestamp(t), IncidentId(id)));
+    }
+    let mut out = Vec::new();
+    while let Some((t, id)) = q.pop_first() {
+        out.push((t.0, id.0));
+    }
+    assert_eq!(out, [(5, 5), (10, 3), (30, 1), (31, 2), (31, 4), (40, 6)]);
+    assert_eq!(q.first(), None);
+}
