@@ -91,9 +91,12 @@ fn all_bits(n: usize) -> u64 {
     if n >= 64 { u64::MAX } else { (1u64 << n) - 1 }
 }
 
-/// Merged away or resolved: announcing it now would page for nothing.
-fn stands(inc: &Incident) -> bool {
-    inc.state.is_active() && inc.links.merged_into.is_none()
+/// Announcing it now would page for something: active, not merged away,
+/// and an alert still firing (one whose alerts all cleared within its
+/// delay, a blip, waits for its auto-resolve, or for a re-fire, which
+/// announces it).
+fn stands(t: &super::Tracked) -> bool {
+    t.inc.state.is_active() && t.inc.links.merged_into.is_none() && t.firing > 0
 }
 
 impl Engine {
@@ -174,7 +177,8 @@ impl Engine {
             return (0, false);
         };
         let now = self.clock;
-        let standing = stands(&t.inc);
+        let standing = stands(t);
+        let resolved = !t.inc.state.is_active();
         let merged = t.inc.links.merged_into.is_some();
         let prio = t.inc.priority;
         let window = self.cfg.correlation_window;
@@ -229,9 +233,9 @@ impl Engine {
                 self.page_delays.push(now.since(a.since));
             }
         }
-        // Merged away (for good), or its delay ended while resolved: never
+        // Merged away (for good), or its delay ended and it resolved: never
         // told (a reopen still tells: it stands again).
-        if (merged || ended) && !standing && !a.withheld {
+        if (merged || (ended && resolved)) && !a.withheld {
             a.withheld = true;
             if !a.told {
                 self.stats.announcements[1] += 1;

@@ -995,3 +995,71 @@ fn the_announcement_queue_pops_in_due_order() {
     assert_eq!(out, [(5, 5), (10, 3), (30, 1), (31, 2), (31, 4), (40, 6)]);
     assert_eq!(q.first(), None);
 }
+
+/// A blip: its alert clears within the delay. With the auto-resolve hold
+/// still running when the delay ends, it is not announced then; it never
+/// is if it resolves, and is at once if its alert fires again.
+#[test]
+fn a_blip_is_announced_only_if_it_fires_again() {
+    use crate::domain::outbox::EventKind;
+    let cfg = EngineConfig {
+        auto_resolve_hold: Duration::from_secs(300),
+        ..settle_cfg(&[("pd", 30)])
+    };
+    let mut e = Engine::new(cfg, Arc::new(RuleSet::empty()));
+    let mut rows = Vec::new();
+    let run = |e: &mut Engine, now: Timestamp, rows: &mut Vec<_>| {
+        e.tick(now);
+        while let Some((_, ops)) = e.take_batch() {
+            rows.extend(opened_rows(&ops));
+        }
+    };
+    e.ingest(vec![firing(DOWN_A, 0), firing(DOWN_B, 0)], at(0));
+    run(&mut e, at(0), &mut rows);
+    // Both clear 10 s in; B fires again a minute in.
+    let clear = |pairs: &[(&str, &str)]| {
+        let Event::Alert(a) = resolved(pairs, 0, 0) else {
+            unreachable!()
+        };
+        Event::Alert(Alert {
+            ends_at: Some(sec(10)),
+            ..a
+        })
+    };
+    e.ingest(vec![clear(DOWN_A), clear(DOWN_B)], sec(10));
+    run(&mut e, sec(40), &mut rows);
+    let (a, b) = {
+        let id = |t: &str| {
+            e.incidents
+                .values()
+                .find(|x| x.inc.title.contains(t))
+                .map(|x| x.inc.id)
+                .expect("incident")
+        };
+        (id("on a"), id("on b"))
+    };
+    assert!(
+        rows.is_empty(),
+        "nothing while their alerts are clear: {rows:?}"
+    );
+    let Event::Alert(again) = firing(DOWN_B, 0) else {
+        unreachable!()
+    };
+    e.ingest(
+        vec![Event::Alert(Alert {
+            starts_at: sec(60),
+            ..again
+        })],
+        sec(60),
+    );
+    run(&mut e, sec(61), &mut rows);
+    run(&mut e, at(10), &mut rows);
+    assert_eq!(rows, [("pd".to_string(), EventKind::Opened, b)]);
+    let inc_a = e.incident(a).expect("a");
+    assert_eq!(inc_a.state, IncidentState::Resolved);
+    assert!(
+        inc_a.unannounced.as_ref().is_some_and(|u| u.withheld),
+        "{inc_a:?}"
+    );
+    assert_eq!(e.stats.announcements, [1, 1]);
+}
