@@ -345,6 +345,15 @@ pub fn incident_detail(v: &Value, now: DateTime<Utc>, width: usize) -> String {
                 "Announced:    never to {} (merged or resolved within its settle delay)",
                 names.join(", ")
             )
+        } else if dests
+            .iter()
+            .all(|d| time(&d["at"]).is_some_and(|at| at <= now))
+        {
+            writeln!(
+                o,
+                "Announced:    not yet to {} (its alerts cleared within its settle delay: told if one fires again)",
+                names.join(", ")
+            )
         } else {
             writeln!(
                 o,
@@ -787,6 +796,12 @@ mod tests {
         let out = incident_detail(&i, now(), 120);
         assert!(
             out.contains("Announced:    not yet to pd at 2026-03-02 10:00:20 UTC (in 20s) (settle delay: it may still merge)\n"),
+            "{out}"
+        );
+        i["unannounced"]["destinations"][0]["at"] = json!("2026-03-02T09:59:55Z");
+        let out = incident_detail(&i, now(), 120);
+        assert!(
+            out.contains("Announced:    not yet to pd (its alerts cleared within its settle delay: told if one fires again)\n"),
             "{out}"
         );
         i["unannounced"]["withheld"] = json!(true);
