@@ -6,9 +6,10 @@
 //! the moment it opened would page once per dependent. Waiting the delay
 //! out, only the incident that remains is announced, once.
 //!
-//! Each destination is a bit in [`Announcing::left`]; without
-//! destinations one implicit channel with the global delay stands in, so
-//! that `incidentd replay` and the counters can tell what would have paged.
+//! Each destination is a bit in [`Announcing::left`]. Without
+//! destinations nothing is tracked, except by `incidentd replay`
+//! (`EngineConfig::count_pages`): one implicit channel with the global
+//! delay stands in, so that its summary can tell what would have paged.
 //! Decisions run on engine time, in time order with auto-resolves
 //! (see [`Engine::settle_due`]), and are stored with the incident
 //! ([`Incident::unannounced`]) so that a restart or a handover resumes them.
