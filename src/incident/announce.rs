@@ -15,7 +15,7 @@
 //! ([`Incident::unannounced`]) so that a restart or a handover resumes them.
 
 use super::Engine;
-use crate::domain::outbox::Settle;
+use crate::domain::outbox::{Destination, Settle};
 use crate::domain::{Incident, IncidentId, Pending, Timestamp, Unannounced};
 use std::time::Duration;
 
@@ -80,12 +80,8 @@ impl DueQueue {
 
 /// The delay of channel `k`: destination `k`'s, or without destinations
 /// the global one.
-fn settle_of(engine: &Engine, k: usize) -> Settle {
-    engine
-        .cfg
-        .outbound
-        .get(k)
-        .map_or(engine.cfg.settle, |d| d.settle)
+fn settle_of(dests: &[Destination], global: Settle, k: usize) -> Settle {
+    dests.get(k).map_or(global, |d| d.settle)
 }
 
 fn all_bits(n: usize) -> u64 {
@@ -187,7 +183,7 @@ impl Engine {
         let dests = self.cfg.outbound.clone();
         let global = self.cfg.settle;
         let channels = dests.len().max(1);
-        let delay = |k: usize| dests.get(k).map_or(global, |d| d.settle).of(prio);
+        let delay = |k: usize| settle_of(&dests, global, k).of(prio);
         let waiting = |k: usize| a.left & (1 << k) != 0;
         // Another incident nearby may yet join this one under an inferred
         // root (one more alerting dependent away): the younger ones wait
@@ -317,15 +313,12 @@ impl Engine {
     }
 
     /// Check the incidents whose next announcement check is due by `now`,
-    /// at most `limit`; true when more are due.
-    pub(super) fn announce_due_by(&mut self, now: Timestamp, limit: usize) -> (usize, bool) {
+    /// at most `limit`; how many were checked (stale entries not counted).
+    pub(super) fn announce_due_by(&mut self, now: Timestamp, limit: usize) -> usize {
         let mut n = 0;
         while let Some((due, id)) = self.announce_due.first() {
-            if due > now {
-                return (n, false);
-            }
-            if n == limit {
-                return (n, true);
+            if due > now || n == limit {
+                break;
             }
             self.announce_due.pop_first();
             if self.announcing.contains_key(&id) {
@@ -339,7 +332,7 @@ impl Engine {
                 }
             }
         }
-        (n, false)
+        n
     }
 
     /// The destinations an incident's batch tells: `(first time, waiting)`
@@ -363,7 +356,7 @@ impl Engine {
     /// past the stream so that every announcement is decided.
     pub fn announce_horizon(&self) -> Duration {
         (0..self.cfg.outbound.len().max(1))
-            .map(|k| settle_of(self, k).max())
+            .map(|k| settle_of(&self.cfg.outbound, self.cfg.settle, k).max())
             .max()
             .unwrap_or_default()
             .max(self.cfg.correlation_window)

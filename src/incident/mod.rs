@@ -1511,7 +1511,7 @@ impl Engine {
                 && resolve.is_none_or(|r| a <= r)
             {
                 self.clock = self.clock.max(a);
-                settled += self.announce_due_by(a, 1).0;
+                settled += self.announce_due_by(a, 1);
                 continue;
             }
             let Some((due, id)) = self.due.pop_first() else {

@@ -95,24 +95,25 @@ pub fn sync_engine(metrics: &Metrics, prev: &Stats, now: &Stats) {
     for (counter, total) in totals {
         counter.inc_by(d(total(prev), total(now)));
     }
-    for (i, outcome) in INFERENCE_OUTCOMES.iter().enumerate() {
-        metrics
-            .root_inferences
-            .with_label_values(&[outcome])
-            .inc_by(d(prev.inferences[i], now.inferences[i]));
-    }
-    for (i, outcome) in ANNOUNCEMENT_OUTCOMES.iter().enumerate() {
-        metrics
-            .announcements
-            .with_label_values(&[outcome])
-            .inc_by(d(prev.announcements[i], now.announcements[i]));
-    }
-    for (i, how) in BOUND_HOW.iter().enumerate() {
-        metrics
-            .alerts_bound
-            .with_label_values(&[how])
-            .inc_by(d(prev.bound[i], now.bound[i]));
-    }
+    // Counters with one label, a total per label value in order.
+    let by_label = |vec: &prometheus::IntCounterVec, labels: &[&str], prev: &[u64], now: &[u64]| {
+        for ((label, p), n) in labels.iter().zip(prev).zip(now) {
+            vec.with_label_values(&[label]).inc_by(d(*p, *n));
+        }
+    };
+    by_label(
+        &metrics.root_inferences,
+        &INFERENCE_OUTCOMES,
+        &prev.inferences,
+        &now.inferences,
+    );
+    by_label(
+        &metrics.announcements,
+        &ANNOUNCEMENT_OUTCOMES,
+        &prev.announcements,
+        &now.announcements,
+    );
+    by_label(&metrics.alerts_bound, &BOUND_HOW, &prev.bound, &now.bound);
     for (i, sla) in SLA_KINDS.iter().enumerate() {
         for (j, outcome) in SLA_OUTCOMES.iter().enumerate() {
             metrics
