@@ -14,6 +14,7 @@ pub mod dedup;
 pub mod domain;
 pub mod incident;
 pub mod ingest;
+pub mod kpi;
 pub mod net;
 pub mod normalize;
 pub mod offline;

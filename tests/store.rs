@@ -113,6 +113,7 @@ on_every_backend!(
     outbox_is_written_with_its_change_and_finished_once,
     firing_alerts_are_listed_by_suppression_name_and_ci,
     incidents_are_filtered_by_priority_and_service,
+    alerts_are_tallied_by_ci_rule_and_window,
 );
 
 fn incident(id: i64, state: IncidentState, count: u64) -> Incident {
@@ -1308,4 +1309,72 @@ async fn incidents_are_filtered_by_priority_and_service(db: Db) {
     assert_eq!(ids(Some(2), Some("shop")).await, [2]);
     assert_eq!(ids(None, Some("blog")).await, [1]);
     assert!(ids(None, Some("nope")).await.is_empty());
+}
+
+/// `alert_tallies`: alerts started after the widest cut, grouped by the CI
+/// their key names (after an alert name that may hold `|ci:` itself), by
+/// suppressing rule, attached or not, and by band; an attached alert whose
+/// key is its incident's opened it.
+async fn alerts_are_tallied_by_ci_rule_and_window(db: Db) {
+    let mut opened = incident(10, IncidentState::Open, 2);
+    opened.key = "PgDown|ci:db".into();
+    let alert =
+        |fp: u64, name: &str, key: &str, start: i64, incident: Option<i64>, rule: Option<&str>| {
+            let mut a = record(fp, 10);
+            a.labels = [("alertname".to_string(), name.to_string())]
+                .into_iter()
+                .collect();
+            a.key = key.into();
+            a.starts_at = Timestamp(start);
+            a.incident = incident.map(IncidentId);
+            a.suppressed = rule.map(|r| (r.to_string(), "why".to_string()));
+            StoreOp::InsertAlert(Box::new(a))
+        };
+    db.store
+        .apply(&[
+            upsert(opened),
+            alert(1, "PgDown", "PgDown|ci:db", 5_000, Some(10), None),
+            alert(2, "WebDown", "WebDown|ci:web", 4_500, Some(10), None),
+            alert(7, "WebDown", "WebDown|ci:web", 4_600, Some(10), None),
+            alert(
+                3,
+                "Watchdog",
+                "fp:0000000000000003",
+                3_000,
+                None,
+                Some("suppress-heartbeats"),
+            ),
+            alert(4, "Ωmega|ci:x", "Ωmega|ci:x|ci:db", 2_000, None, None),
+            alert(5, "PgDown", "PgDown|ci:db", 500, Some(10), None),
+        ])
+        .await
+        .unwrap();
+    let mut got: Vec<(Option<String>, Option<String>, bool, usize, u64, u64)> = db
+        .store
+        .alert_tallies([Timestamp(4_000), Timestamp(2_500), Timestamp(1_000)])
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|t| {
+            (
+                t.ci,
+                t.suppressed_rule,
+                t.attached,
+                t.band,
+                t.count,
+                t.opened,
+            )
+        })
+        .collect();
+    got.sort();
+    let s = |x: &str| Some(x.to_string());
+    assert_eq!(
+        got,
+        [
+            (None, s("suppress-heartbeats"), false, 1, 1, 0),
+            (s("db"), None, false, 2, 1, 0),
+            (s("db"), None, true, 0, 1, 1),
+            (s("web"), None, true, 0, 2, 0),
+        ]
+    );
 }

@@ -6,6 +6,7 @@
 use super::{ApiError, Shared, check_api_token, next, page, query, shared_cmdb};
 use crate::cmdb::Cmdb;
 use crate::domain::{Incident, Priority, Timestamp};
+use crate::kpi::{KpiBook, Kpis};
 use crate::slo::SloBook;
 use axum::Json;
 use axum::extract::{RawQuery, State};
@@ -62,42 +63,14 @@ pub struct ServiceView {
     /// Of the SLA timers decided over the last 30 days (met, or breached)
     /// of incidents impacting it, the share met; `null` when none was.
     pub sla_compliance: Option<f64>,
+    /// Noise reduction, incidents with MTTA and MTTR, change outcomes and
+    /// SLA compliance by kind, as of the KPI book's last refresh; `null`
+    /// for a service added since.
+    pub kpis: Option<Kpis>,
 }
 
 /// How far back SLA compliance looks.
-pub const SLA_COMPLIANCE_WINDOW: std::time::Duration = std::time::Duration::from_secs(30 * 86_400);
-
-/// Per service, SLA timers met and decided (met or breached) among
-/// `recent` (incidents open at some time in the compliance window).
-fn sla_record(
-    cmdb: &Cmdb,
-    recent: &[Incident],
-    now: Timestamp,
-    pause_on: &[String],
-) -> BTreeMap<String, (u64, u64)> {
-    use crate::slo::sla::SlaStatus;
-    let mut out: BTreeMap<String, (u64, u64)> = BTreeMap::new();
-    for inc in recent {
-        // The incident against one service's targets at a time.
-        let mut single = inc.clone();
-        for s in &inc.impacted_services {
-            single.impacted_services = crate::domain::thin_vec![s.clone()];
-            let sla = crate::slo::sla::incident_sla(cmdb, &single, now, pause_on);
-            for t in [sla.response, sla.resolution].into_iter().flatten() {
-                let e = out.entry(s.clone()).or_default();
-                match t.status {
-                    SlaStatus::Met => {
-                        e.0 += 1;
-                        e.1 += 1;
-                    }
-                    SlaStatus::Breached => e.1 += 1,
-                    _ => {}
-                }
-            }
-        }
-    }
-    out
-}
+pub const SLA_COMPLIANCE_WINDOW: std::time::Duration = crate::kpi::SLA_WINDOW;
 
 /// Every service of the catalog with its SLOs' figures at `now`, the
 /// active incidents among `incidents` that impact it, and its SLA
@@ -105,12 +78,13 @@ fn sla_record(
 pub(crate) fn services_view(
     cmdb: &Cmdb,
     book: &SloBook,
+    kpis: &KpiBook,
     incidents: &[Incident],
     recent: &[Incident],
     now: Timestamp,
     pause_on: &[String],
 ) -> Vec<ServiceView> {
-    let record = sla_record(cmdb, recent, now, pause_on);
+    let record = crate::kpi::sla_tally(cmdb, recent, now, pause_on).by_service;
     let mut open: BTreeMap<&str, (u64, Option<Priority>)> = BTreeMap::new();
     for inc in incidents.iter().filter(|i| i.state.is_active()) {
         for s in &inc.impacted_services {
@@ -170,8 +144,10 @@ pub(crate) fn services_view(
                 highest_priority: top,
                 sla_compliance: record
                     .get(&s.id)
+                    .map(|[r, s]| (r.0 + s.0, r.1 + s.1))
                     .filter(|(_, decided)| *decided > 0)
-                    .map(|(met, decided)| *met as f64 / *decided as f64),
+                    .map(|(met, decided)| met as f64 / decided as f64),
+                kpis: kpis.services.get(&s.id).cloned(),
             }
         })
         .collect()
@@ -185,7 +161,13 @@ pub(super) async fn list_services(
     check_api_token(&st, &headers)?;
     let now = st.clock.now();
     let services = catalog(&st, now).await?;
-    Ok(Json(json!({ "services": services, "as_of": now })))
+    let kpis = st.kpi.book();
+    Ok(Json(json!({
+        "services": services,
+        "as_of": now,
+        "overall": kpis.overall,
+        "kpis_as_of": kpis.as_of,
+    })))
 }
 
 /// The service catalog with its figures at `now` (the API and the web
@@ -203,9 +185,11 @@ pub(crate) async fn catalog(
         .await?;
     let cmdb = shared_cmdb(st);
     let book = st.slo.book();
+    let kpis = st.kpi.book();
     Ok(services_view(
         &cmdb,
         &book,
+        &kpis,
         &incidents,
         &recent,
         now,
@@ -350,7 +334,7 @@ cis:
             incident(2, &["shop"], IncidentState::Acknowledged),
             incident(1, &["blog"], IncidentState::Resolved),
         ];
-        let v = services_view(&c, &book, &open, &open, now, &[]);
+        let v = services_view(&c, &book, &KpiBook::default(), &open, &open, now, &[]);
         assert_eq!(v.len(), 2);
         let shop = &v[0];
         assert_eq!(
@@ -375,7 +359,15 @@ cis:
         );
         assert!(blog.slos.is_empty());
         // A catalog newer than the book: the SLO is listed without figures.
-        let empty = services_view(&c, &SloBook::default(), &[], &[], now, &[]);
+        let empty = services_view(
+            &c,
+            &SloBook::default(),
+            &KpiBook::default(),
+            &[],
+            &[],
+            now,
+            &[],
+        );
         assert_eq!(empty[0].slos[0].figures, None);
         assert_eq!(empty[0].open_incidents, 0);
     }

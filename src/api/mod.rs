@@ -81,6 +81,8 @@ pub enum ApiError {
     Changes(Vec<crate::change::ChangeError>),
     #[error("CI {0:?} not found in the CMDB")]
     CiNotFound(String),
+    #[error("change {0:?} not found")]
+    ChangeNotFound(String),
     #[error("no destination {0:?} takes webhooks (set its inbound_token)")]
     UnknownDestination(String),
     #[error("could not publish to the ingest topic: {0}")]
@@ -200,7 +202,9 @@ impl ApiError {
                 }).collect::<Vec<_>>() }),
                 None,
             ),
-            ApiError::CiNotFound(id) => (StatusCode::NOT_FOUND, json!({ "id": id }), None),
+            ApiError::CiNotFound(id) | ApiError::ChangeNotFound(id) => {
+                (StatusCode::NOT_FOUND, json!({ "id": id }), None)
+            }
             ApiError::UnknownDestination(d) => {
                 (StatusCode::NOT_FOUND, json!({ "destination": d }), None)
             }
@@ -316,6 +320,10 @@ pub struct AppState {
     pub actions: Actions,
     /// SLO figures, computed at each scrape.
     pub slo: Arc<crate::slo::export::SloExporter>,
+    /// The service-management figures (`GET /api/v1/services`, changes).
+    pub kpi: Arc<crate::kpi::export::KpiExporter>,
+    /// `changes.failure_window`, for the changes' timelines.
+    pub kpi_failure_window: Duration,
     /// Hold reasons that stop SLA clocks (`sla.pause_on`).
     pub sla_pause_on: Arc<[String]>,
     /// Destinations whose tickets report back (two-way sync).
@@ -493,6 +501,7 @@ fn routes() -> Vec<Route> {
             &["GET", "POST"],
             post(post_changes).get(list_changes),
         ),
+        r("/api/v1/changes/{id}", &["GET"], get(get_change)),
         r("/api/v1/problems", &["GET"], get(list_problems)),
         r("/api/v1/services", &["GET"], get(catalog::list_services)),
         r("/api/v1/cis", &["GET"], get(catalog::list_cis)),
@@ -1046,6 +1055,8 @@ struct IncidentDetail {
     /// Response and resolution timers against the service catalog's
     /// targets, as of this request.
     sla: crate::slo::sla::IncidentSla,
+    /// Ids of the changes this incident counts against (KPI book).
+    failed_changes: Vec<String>,
     timeline: Vec<TimelineEntry>,
     alerts: Vec<AlertView>,
     /// Offsets of the next pages when these lists were cut
@@ -1153,7 +1164,8 @@ async fn get_incident(
         .get_incident(id)
         .await?
         .ok_or(ApiError::NotFound(id))?;
-    let timeline = st.store.timeline(id, timeline_page).await?;
+    let mut timeline = st.store.timeline(id, timeline_page).await?;
+    let failed_changes = with_change_failures(&st.kpi.book(), &incident, &mut timeline);
     let alerts: Vec<AlertView> = st
         .store
         .incident_alerts(id, alerts_page)
@@ -1172,11 +1184,30 @@ async fn get_incident(
     Ok(Json(IncidentDetail {
         incident,
         sla,
+        failed_changes,
         timeline,
         alerts,
         alerts_next,
         timeline_next,
     }))
+}
+
+/// Put on `timeline` (in time order) an entry for each change the
+/// incident counts against, and return the changes' ids: derived from the
+/// KPI book, so they follow the change calendar and the root as they move.
+pub(crate) fn with_change_failures(
+    book: &crate::kpi::KpiBook,
+    incident: &Incident,
+    timeline: &mut Vec<TimelineEntry>,
+) -> Vec<String> {
+    let mut ids = Vec::new();
+    for v in book.failed_changes(incident.id) {
+        ids.push(v.change.id.clone());
+        let e = v.incident_entry(incident.opened_at);
+        let at = timeline.partition_point(|x| x.at <= e.at);
+        timeline.insert(at, e);
+    }
+    ids
 }
 
 /// What the paged incident listings share: the token, the id and the page.
@@ -1602,13 +1633,88 @@ async fn list_rejected(
     Ok(Json(json!({ "rejected": items, "total": total })))
 }
 
+/// A change record with its outcome from the KPI book; `outcome` is
+/// absent for a record posted since the book's last refresh.
+#[derive(Serialize)]
+pub struct ChangeView {
+    #[serde(flatten)]
+    pub change: crate::change::ChangeRecord,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub outcome: Option<crate::kpi::ChangeOutcome>,
+    pub failed_by: Vec<crate::kpi::FailedBy>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub decided_at: Option<crate::domain::Timestamp>,
+    pub services: Vec<String>,
+}
+
+/// The change records as stored, each with what the KPI book says of it.
+pub fn change_views(
+    changes: Vec<crate::change::ChangeRecord>,
+    book: &crate::kpi::KpiBook,
+) -> Vec<ChangeView> {
+    let known: rustc_hash::FxHashMap<&str, &crate::kpi::ChangeVerdict> = book
+        .changes
+        .iter()
+        .map(|v| (v.change.id.as_str(), v))
+        .collect();
+    changes
+        .into_iter()
+        .map(|c| {
+            // The book's verdict only while it is about this very record
+            // (an update since the refresh may have moved its window).
+            let v = known.get(c.id.as_str()).filter(|v| v.change == c);
+            ChangeView {
+                outcome: v.map(|v| v.outcome),
+                failed_by: v.map(|v| v.failed_by.clone()).unwrap_or_default(),
+                decided_at: v.and_then(|v| v.decided_at),
+                services: v.map(|v| v.services.clone()).unwrap_or_default(),
+                change: c,
+            }
+        })
+        .collect()
+}
+
 async fn list_changes(
     State(st): State<Shared>,
     headers: HeaderMap,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     check_api_token(&st, &headers)?;
     let changes = st.store.list_changes().await?;
-    Ok(Json(json!({ "changes": changes })))
+    let book = st.kpi.book();
+    Ok(Json(json!({
+        "changes": change_views(changes, &book),
+        "as_of": book.as_of,
+    })))
+}
+
+/// `GET /api/v1/changes/{id}`: one change with its outcome and timeline.
+async fn get_change(
+    State(st): State<Shared>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    check_api_token(&st, &headers)?;
+    let found: Vec<_> = st
+        .store
+        .list_changes()
+        .await?
+        .into_iter()
+        .filter(|c| c.id == id)
+        .collect();
+    let book = st.kpi.book();
+    let Some(view) = change_views(found, &book).pop() else {
+        return Err(ApiError::ChangeNotFound(id));
+    };
+    let timeline = book
+        .changes
+        .iter()
+        .find(|v| v.change == view.change)
+        .map(|v| v.timeline(st.kpi_failure_window, book.as_of))
+        .unwrap_or_default();
+    let mut body = serde_json::to_value(&view).map_err(|e| ApiError::Internal(e.to_string()))?;
+    body["timeline"] = json!(timeline);
+    body["as_of"] = json!(book.as_of);
+    Ok(Json(body))
 }
 
 async fn list_problems(

@@ -14,6 +14,7 @@ use crate::incident::actions::{Actions, Forward};
 use crate::incident::task::{self, PipelineOptions};
 use crate::ingest::kafka::{SourceDeps, Windows};
 use crate::ingest::{KafkaSource, Publisher};
+use crate::kpi::export::KpiExporter;
 use crate::outbound::owned::Ownership;
 use crate::slo::export::SloExporter;
 use crate::store::DynStore;
@@ -111,6 +112,28 @@ pub(super) async fn spawn(
         clock.clone(),
         cancel.clone(),
     ));
+    let kpi = Arc::new(KpiExporter::new(metrics.kpi.clone()));
+    if let Err(e) = kpi
+        .refresh(
+            &store,
+            &shared_cmdb,
+            &cfg.kpi,
+            &cfg.engine.sla_pause_on,
+            now,
+        )
+        .await
+    {
+        metrics.kpi.refresh_failures.inc();
+        tracing::warn!(error = %e, "reading the KPI figures from the store");
+    }
+    tracker.spawn(kpi.clone().run(
+        store.clone(),
+        shared_cmdb.clone(),
+        cfg.kpi.clone(),
+        cfg.engine.sla_pause_on.to_vec(),
+        clock.clone(),
+        cancel.clone(),
+    ));
     let streams = cancel.child_token();
     let stop_asked = CancellationToken::new();
     let state = Arc::new(AppState {
@@ -132,6 +155,8 @@ pub(super) async fn spawn(
         kafka: kafka_source,
         actions,
         slo,
+        kpi,
+        kpi_failure_window: cfg.kpi.failure_window,
         sla_pause_on: cfg.engine.sla_pause_on.clone(),
         inbound: parts.inbound,
         alert_limits: cfg.limits.alert,

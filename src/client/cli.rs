@@ -51,7 +51,7 @@ pub struct Conn {
 pub enum ClientCommand {
     /// Incidents of a running daemon: list (the default), show, ack, resolve, hold, resume.
     Incidents(IncidentsArgs),
-    /// The business services with their SLOs, error budgets and active incidents.
+    /// The business services with their SLOs, error budgets, active incidents and ITSM KPIs.
     Services(ServicesArgs),
     /// The CMDB's CIs: list (the default) or show one.
     Cis(CisArgs),

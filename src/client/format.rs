@@ -553,6 +553,76 @@ pub fn services_table(v: &Value, width: usize) -> String {
     t.render(width)
 }
 
+/// The ITSM KPIs of `GET /api/v1/services`: the estate's, then one row
+/// per service (`None` when the daemon sent none).
+pub fn kpis_table(v: &Value, width: usize) -> Option<String> {
+    let list = v["services"].as_array()?;
+    if v["overall"].is_null() {
+        return None;
+    }
+    let mut t = Table::new(
+        &[
+            "SERVICE",
+            "INC 7D",
+            "INC 30D",
+            "MTTA 30D",
+            "MTTR 30D",
+            "SLA MET",
+            "CHANGES 30D",
+            "CHANGE FAIL",
+            "ALERTS 1D",
+            "NOISE CUT 1D",
+            "7D",
+        ],
+        0,
+    );
+    let mean = |x: &Value| {
+        x.as_f64()
+            .map_or_else(|| "-".into(), |s| duration(s.round() as i64))
+    };
+    let row = |name: &str, k: &Value| -> Vec<String> {
+        let inc = &k["incidents"];
+        let ch = &k["changes"]["30d"];
+        let decided = ch["failed"].as_u64().unwrap_or(0) + ch["successful"].as_u64().unwrap_or(0);
+        let sla = match (
+            k["sla_compliance"]["response"].as_f64(),
+            k["sla_compliance"]["resolution"].as_f64(),
+        ) {
+            (None, None) => "-".to_string(),
+            (r, s) => format!(
+                "{}/{}",
+                ratio_percent(&r.map_or(Value::Null, Value::from), 0),
+                ratio_percent(&s.map_or(Value::Null, Value::from), 0)
+            ),
+        };
+        let noise = &k["noise"]["1d"];
+        vec![
+            name.to_string(),
+            inc["7d"]["opened"].as_u64().unwrap_or(0).to_string(),
+            inc["30d"]["opened"].as_u64().unwrap_or(0).to_string(),
+            mean(&inc["30d"]["mtta_seconds"]),
+            mean(&inc["30d"]["mttr_seconds"]),
+            sla,
+            format!("{} of {decided}", ch["failed"].as_u64().unwrap_or(0)),
+            ratio_percent(&ch["failure_ratio"], 0),
+            format!(
+                "{}→{}",
+                noise["alerts"].as_u64().unwrap_or(0),
+                noise["incidents"].as_u64().unwrap_or(0)
+            ),
+            ratio_percent(&noise["reduction_ratio"], 1),
+            ratio_percent(&k["noise"]["7d"]["reduction_ratio"], 1),
+        ]
+    };
+    t.rows.push(row("(all)", &v["overall"]));
+    for s in list {
+        if !s["kpis"].is_null() {
+            t.rows.push(row(text(&s["id"]), &s["kpis"]));
+        }
+    }
+    Some(t.render(width))
+}
+
 /// `GET /api/v1/cis` as a table.
 pub fn cis_table(v: &Value, width: usize) -> String {
     let list = v["cis"].as_array().cloned().unwrap_or_default();
@@ -864,6 +934,27 @@ mod tests {
             assert!(lines[1].contains(want), "{want:?} missing: {}", lines[1]);
         }
         assert!(lines[2].starts_with("blog"), "{out}");
+    }
+
+    #[test]
+    fn kpis_show_the_estate_then_each_service() {
+        let k = json!({
+            "incidents": {"7d": {"opened": 2}, "30d": {"opened": 5, "mtta_seconds": 300.0, "mttr_seconds": 7260.0}},
+            "changes": {"30d": {"failed": 1, "successful": 3, "pending": 1, "failure_ratio": 0.25}},
+            "sla_compliance": {"response": 1.0, "resolution": 0.5},
+            "noise": {"1d": {"alerts": 40, "incidents": 1, "reduction_ratio": 0.975}, "7d": {"reduction_ratio": 0.9}}
+        });
+        let v = json!({"overall": k, "services": [{"id": "pricing", "kpis": k}, {"id": "new", "kpis": null}]});
+        let out = kpis_table(&v, 200).expect("a table");
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(lines.len(), 3, "header, the estate, pricing: {out}");
+        assert!(lines[1].starts_with("(all)"), "{out}");
+        for want in [
+            "5", "5m", "2h01m", "100%/50%", "1 of 4", "25%", "40→1", "97.5%", "90.0%",
+        ] {
+            assert!(lines[2].contains(want), "{want:?} missing: {}", lines[2]);
+        }
+        assert!(kpis_table(&json!({"services": []}), 200).is_none());
     }
 
     #[test]

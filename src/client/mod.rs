@@ -239,7 +239,12 @@ pub async fn run(cmd: ClientCommand) -> Result<String, ClientError> {
             let c = Client::new(&a.conn)?;
             let v = c.get("/api/v1/services", &[]).await?;
             Ok(render(a.conn.output, &v, |v| {
-                format::services_table(v, width())
+                let mut out = format::services_table(v, width());
+                if let Some(k) = format::kpis_table(v, width()) {
+                    out.push_str("\nITSM KPIs (incidents, means and changes over 30 days unless named; SLA met: response/resolution; noise cut: 1 - incidents / alerts not suppressed)\n");
+                    out.push_str(&k);
+                }
+                out
             }))
         }
         ClientCommand::Cis(a) => cis(a).await,

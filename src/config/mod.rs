@@ -53,6 +53,7 @@ pub struct RawConfig {
     pub changes: RawChanges,
     pub problems: RawProblems,
     pub slo: RawSlo,
+    pub kpi: RawKpi,
     pub sla: RawSla,
     pub outbound: outbound::RawOutbound,
     pub cmdb: RawCmdb,
@@ -137,6 +138,14 @@ pub struct RawCorrelation {
 #[serde(deny_unknown_fields, default)]
 pub struct RawChanges {
     pub grace: Option<String>,
+    pub refresh: Option<String>,
+    pub failure_window: Option<String>,
+}
+
+/// `[kpi]`: the service-management figures (README "ITSM KPIs").
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawKpi {
     pub refresh: Option<String>,
 }
 
@@ -377,6 +386,7 @@ pub struct Config {
     pub flush_interval: Duration,
     pub engine: EngineConfig,
     pub slo: SloConfig,
+    pub kpi: crate::kpi::KpiConfig,
     /// Destinations incidents are pushed to (their routes are also in
     /// `engine.outbound`, which writes the outbox).
     pub outbound: Vec<outbound::DestinationConfig>,
@@ -845,6 +855,7 @@ pub fn validate(raw: RawConfig, o: &Overrides) -> Result<Config, Vec<FieldError>
         }),
     };
     let slo = slo(&mut errs, &raw.slo);
+    let kpi = kpi(&mut errs, &raw);
     let outbound = outbound::destinations(&mut errs, &raw.outbound);
     let outbound_retention = duration(
         &mut errs,
@@ -1082,11 +1093,33 @@ pub fn validate(raw: RawConfig, o: &Overrides) -> Result<Config, Vec<FieldError>
         flush_interval,
         engine,
         slo,
+        kpi,
         outbound,
         outbound_retention,
         limits,
         ui,
     })
+}
+
+fn kpi(errs: &mut Vec<FieldError>, raw: &RawConfig) -> crate::kpi::KpiConfig {
+    let d = crate::kpi::KpiConfig::default();
+    let refresh = duration(errs, "kpi.refresh", &raw.kpi.refresh, d.refresh);
+    if refresh.is_zero() {
+        errs.push(FieldError {
+            field: "kpi.refresh".into(),
+            message: "must be positive".into(),
+        });
+    }
+    let failure_window = duration(
+        errs,
+        "changes.failure_window",
+        &raw.changes.failure_window,
+        d.failure_window,
+    );
+    crate::kpi::KpiConfig {
+        failure_window,
+        refresh,
+    }
 }
 
 fn slo(errs: &mut Vec<FieldError>, raw: &RawSlo) -> SloConfig {

@@ -287,6 +287,9 @@ pub enum TimelineKind {
     /// An alert's event time was out of bounds and replaced by its receive
     /// time (`limits.max_clock_skew`, `max_alert_age`).
     EventTimeClamped,
+    /// The incident counts against a change on its root CI or upstream of
+    /// it (shown from the KPI book, not stored).
+    ChangeFailed,
 }
 
 impl TimelineKind {
@@ -316,6 +319,7 @@ impl TimelineKind {
             TimelineKind::OutboundFailed => "outbound_failed",
             TimelineKind::OutboundRetrying => "outbound_retrying",
             TimelineKind::EventTimeClamped => "event_time_clamped",
+            TimelineKind::ChangeFailed => "change_failed",
         }
     }
 }

@@ -350,6 +350,14 @@ pub trait Reads: Send + Sync + 'static {
         id: IncidentId,
         page: Page,
     ) -> BoxFuture<'_, Result<Vec<AlertRecord>, StoreError>>;
+    /// Alerts whose last start is after `cuts[2]`, counted by CI (read
+    /// from the correlation key), suppressing rule, attached to an incident
+    /// or not, and band: 0 when it started after `cuts[0]`, 1 after
+    /// `cuts[1]`, else 2 (the noise figures, `kpi`).
+    fn alert_tallies(
+        &self,
+        cuts: [Timestamp; 3],
+    ) -> BoxFuture<'_, Result<Vec<crate::kpi::AlertTally>, StoreError>>;
     fn count_by_state(&self) -> BoxFuture<'_, Result<Vec<(IncidentState, u64)>, StoreError>>;
     /// Firing alerts, newest start first, as the engine last wrote them
     /// (with the rule and reason of a suppression, and their incident).

@@ -327,3 +327,14 @@ pub(super) fn problem_from_row(r: &impl Cols) -> Result<Problem, StoreError> {
 pub(super) fn state_count_from_row(r: &impl Cols) -> Result<(IncidentState, u64), StoreError> {
     Ok((parse_state(&r.text("state")?)?, count_from_db(r.int("n")?)))
 }
+
+pub(super) fn alert_tally_from_row(r: &impl Cols) -> Result<crate::kpi::AlertTally, StoreError> {
+    Ok(crate::kpi::AlertTally {
+        ci: r.opt_text("ci")?,
+        suppressed_rule: r.opt_text("suppressed_rule")?,
+        attached: r.int("attached")? != 0,
+        band: usize::try_from(r.int("band")?).unwrap_or(2),
+        count: count_from_db(r.int("n")?),
+        opened: count_from_db(r.int("opened")?),
+    })
+}

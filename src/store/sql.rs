@@ -6,8 +6,9 @@
 //! per backend: that is where the two databases differ in what is fast.
 
 use super::rows::{
-    Cols, alert_record_from_row, alert_snapshot_from_row, change_from_row, fp_from_db,
-    incident_from_row, outbox_from_row, problem_from_row, state_count_from_row, timeline_from_row,
+    Cols, alert_record_from_row, alert_snapshot_from_row, alert_tally_from_row, change_from_row,
+    fp_from_db, incident_from_row, outbox_from_row, problem_from_row, state_count_from_row,
+    timeline_from_row,
 };
 use super::{
     AlertQuery, AlertRecord, BoxFuture, Delivery, IncidentQuery, Outbox, OutboxRow, Page, Reads,
@@ -43,6 +44,18 @@ impl Dialect {
                 None => column.to_string(),
             },
         }
+    }
+
+    /// SQL for the CI the correlation key of alert row `a` names
+    /// (`<alertname>|ci:<ci>`, the inverse of `correlate::ci_of_key`),
+    /// NULL for keys by host or fingerprint. Read after the alert's own
+    /// name, which may itself hold `|ci:`.
+    fn ci_of_alert_key(self) -> String {
+        let name = self.json_text("a.labels", &["alertname"]);
+        format!(
+            "CASE WHEN substr(a.corr_key, 1, length({name}) + 4) = {name} || '|ci:' \
+             THEN substr(a.corr_key, length({name}) + 5) END"
+        )
     }
 
     /// SQL that is true when the JSON array at `key` of the JSON object in
@@ -416,6 +429,37 @@ impl<B: SqlBackend> Reads for B {
                 )
                 .await?;
             decode(&rows, alert_record_from_row)
+        })
+    }
+
+    fn alert_tallies(
+        &self,
+        cuts: [Timestamp; 3],
+    ) -> BoxFuture<'_, Result<Vec<crate::kpi::AlertTally>, StoreError>> {
+        Box::pin(async move {
+            // One pass over the table, a handful of groups out: the CIs
+            // times the rules, not the alerts.
+            let ci = B::DIALECT.ci_of_alert_key();
+            // An incident's key is that of the alert that opened it: an
+            // attached alert with its incident's key opened it (counted
+            // once per incident), the others joined it.
+            let rows = self
+                .fetch(
+                    Stmt::new(format!(
+                        "SELECT {ci} AS ci, a.suppressed_rule, \
+                           CAST(CASE WHEN a.incident_id IS NULL THEN 0 ELSE 1 END AS BIGINT) AS attached, \
+                           CAST(CASE WHEN a.starts_at > ? THEN 0 WHEN a.starts_at > ? THEN 1 ELSE 2 END AS BIGINT) AS band, \
+                           COUNT(*) AS n, \
+                           COUNT(DISTINCT CASE WHEN a.corr_key = i.key THEN a.incident_id END) AS opened \
+                         FROM alerts a LEFT JOIN incidents i ON i.id = a.incident_id \
+                         WHERE a.starts_at > ? GROUP BY 1, 2, 3, 4"
+                    ))
+                    .int(cuts[0].millis())
+                    .int(cuts[1].millis())
+                    .int(cuts[2].millis()),
+                )
+                .await?;
+            decode(&rows, alert_tally_from_row)
         })
     }
 

@@ -75,6 +75,7 @@ pub struct Metrics {
     pub shards_owned: IntGauge,
     pub kafka: KafkaMetrics,
     pub slo: SloMetrics,
+    pub kpi: KpiMetrics,
     pub outbound: OutboundMetrics,
 }
 
@@ -136,6 +137,36 @@ pub struct SloMetrics {
     pub burn_rate: GaugeVec,
     pub bad_seconds: CounterVec,
     pub valid_seconds: CounterVec,
+    pub refresh_failures: IntCounter,
+}
+
+/// Service-management KPIs (`kpi`): gauges recomputed from the store, and
+/// the change outcomes decided since the process started. Labels are
+/// bounded by the catalog, the rules and the fixed windows.
+#[derive(Clone)]
+pub struct KpiMetrics {
+    /// `service`, `outcome` (`successful`, `failed`).
+    pub changes: IntCounterVec,
+    /// `service`, `window` (`7d`, `30d`).
+    pub change_failure: GaugeVec,
+    /// `window`, `kind` (`received`, `suppressed`, `correlated`).
+    pub noise_alerts: GaugeVec,
+    /// `window`, `rule`.
+    pub noise_suppressed: GaugeVec,
+    /// `window`.
+    pub noise_incidents: GaugeVec,
+    pub noise_reduction: GaugeVec,
+    /// `service`, `window`, `kind`.
+    pub service_noise_alerts: GaugeVec,
+    /// `service`, `window`.
+    pub service_noise_incidents: GaugeVec,
+    pub service_noise_reduction: GaugeVec,
+    /// `service`, `priority`, `window`.
+    pub service_incidents: GaugeVec,
+    pub service_mtta: GaugeVec,
+    pub service_mttr: GaugeVec,
+    /// `service`, `sla`.
+    pub service_sla_compliance: GaugeVec,
     pub refresh_failures: IntCounter,
 }
 
@@ -591,6 +622,77 @@ impl Metrics {
                 refresh_failures: counter(
                     "incidentd_slo_refresh_failures_total",
                     "Failed reads of SLO downtime from the store (the last intervals stay in use).",
+                ),
+            },
+            kpi: KpiMetrics {
+                changes: counter_vec(
+                    "incidentd_changes_total",
+                    "Change outcomes decided since this process started, by each service the changed CI's failure would impact and outcome (successful, failed).",
+                    &["service", "outcome"],
+                ),
+                change_failure: gauge_vec(
+                    "incidentd_change_failure_ratio",
+                    "Of the changes decided whose window ended within the window (7d, 30d), the share an incident failed, by service.",
+                    &["service", "window"],
+                ),
+                noise_alerts: gauge_vec(
+                    "incidentd_noise_alerts",
+                    "Alerts that started firing within the window (1h, 1d, 7d), by kind: received, suppressed (by a rule), correlated (joined an incident another alert opened).",
+                    &["window", "kind"],
+                ),
+                noise_suppressed: gauge_vec(
+                    "incidentd_noise_suppressed_alerts",
+                    "Alerts that started firing within the window and a rule suppressed, by rule.",
+                    &["window", "rule"],
+                ),
+                noise_incidents: gauge_vec(
+                    "incidentd_noise_incidents",
+                    "Incidents opened within the window (merged ones not counted).",
+                    &["window"],
+                ),
+                noise_reduction: gauge_vec(
+                    "incidentd_noise_reduction_ratio",
+                    "1 - incidents / alerts not suppressed, over the window; absent without such alerts.",
+                    &["window"],
+                ),
+                service_noise_alerts: gauge_vec(
+                    "incidentd_service_noise_alerts",
+                    "incidentd_noise_alerts for the alerts on the service's CIs.",
+                    &["service", "window", "kind"],
+                ),
+                service_noise_incidents: gauge_vec(
+                    "incidentd_service_noise_incidents",
+                    "Incidents impacting the service opened within the window (1h, 1d, 7d).",
+                    &["service", "window"],
+                ),
+                service_noise_reduction: gauge_vec(
+                    "incidentd_service_noise_reduction_ratio",
+                    "1 - incidents impacting the service / alerts on its CIs not suppressed, over the window; absent without such alerts.",
+                    &["service", "window"],
+                ),
+                service_incidents: gauge_vec(
+                    "incidentd_service_incidents_opened",
+                    "Incidents impacting the service opened within the window (7d, 30d), by priority.",
+                    &["service", "priority", "window"],
+                ),
+                service_mtta: gauge_vec(
+                    "incidentd_service_mtta_seconds",
+                    "Mean time to acknowledge of the incidents impacting the service opened within the window, by priority; absent when none was acknowledged.",
+                    &["service", "priority", "window"],
+                ),
+                service_mttr: gauge_vec(
+                    "incidentd_service_mttr_seconds",
+                    "Mean time to resolve of the incidents impacting the service opened within the window, by priority; absent when none was resolved.",
+                    &["service", "priority", "window"],
+                ),
+                service_sla_compliance: gauge_vec(
+                    "incidentd_service_sla_compliance_ratio",
+                    "Of the SLA timers (response, resolution) of incidents impacting the service decided over the last 30 days, the share met; absent when none was decided.",
+                    &["service", "sla"],
+                ),
+                refresh_failures: counter(
+                    "incidentd_kpi_refresh_failures_total",
+                    "Failed reads of the KPI figures from the store (the last figures stay in use).",
                 ),
             },
             outbound: OutboundMetrics {

@@ -506,7 +506,7 @@ async fn incident(
         .incident_alerts(id, alerts_page)
         .await
         .map_err(api)?;
-    let timeline = st
+    let mut timeline = st
         .store
         .timeline(
             id,
@@ -517,6 +517,7 @@ async fn incident(
         )
         .await
         .map_err(api)?;
+    crate::api::with_change_failures(&st.kpi.book(), &inc, &mut timeline);
     let mut tickets = Vec::new();
     for t in &ui(&st).tickets {
         if let Some(r) = st.store.outbound_ref(&t.name, id).await.map_err(api)? {
@@ -698,7 +699,7 @@ async fn services(State(st): State<Shared>, headers: HeaderMap) -> Result<Respon
     let v = visit(&st, &headers);
     let viewer = must_see(&v, "/services")?;
     let list: Vec<ServiceSummary> = crate::api::service_catalog(&st, st.clock.now()).await?;
-    let body = view::services(&list);
+    let body = view::services(&list, &st.kpi.book().overall);
     Ok(render(
         &st,
         &headers,
@@ -737,6 +738,7 @@ async fn changes(State(st): State<Shared>, headers: HeaderMap) -> Result<Respons
         .await
         .map_err(crate::api::ApiError::from)?;
     list.sort_by_key(|c| std::cmp::Reverse(c.start));
+    let list = crate::api::change_views(list, &st.kpi.book());
     let body = view::changes(&list, st.clock.now());
     Ok(render(
         &st,

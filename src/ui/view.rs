@@ -670,8 +670,9 @@ pub fn incident(p: &IncidentPage<'_>) -> Markup {
     }
 }
 
-/// The services page: every catalog service with its SLOs.
-pub fn services(views: &[crate::api::ServiceSummary]) -> Markup {
+/// The services page: every catalog service with its SLOs, then the
+/// service-management KPIs.
+pub fn services(views: &[crate::api::ServiceSummary], overall: &crate::kpi::Kpis) -> Markup {
     html! {
         h1 { "Services" }
         @if views.is_empty() { p.banner { "The CMDB has no services." } }
@@ -696,6 +697,59 @@ pub fn services(views: &[crate::api::ServiceSummary]) -> Markup {
                             } @else { "0" } }
                     }
                     @let _ = first;
+                }
+            }
+        }
+        (kpi_table(views, overall))
+    }
+}
+
+/// Percent with one decimal, or `-`.
+fn pct(v: Option<f64>) -> String {
+    v.map_or_else(|| "-".into(), |v| format!("{:.1}%", v * 100.0))
+}
+
+/// A mean duration, or `-`.
+fn mean(v: Option<f64>) -> String {
+    // Seconds of at most a 30-day window: far inside i64 milliseconds.
+    v.map_or_else(|| "-".into(), |s| human((s * 1000.0) as i64))
+}
+
+/// One row of the KPI table.
+fn kpi_cells(k: &crate::kpi::Kpis) -> Markup {
+    let noise = |w: &str| k.noise.get(w);
+    let inc = |w: &str| k.incidents.get(w);
+    let ch = k.changes.get("30d");
+    html! {
+        td.num { (inc("7d").map_or(0, |f| f.opened)) " / " (inc("30d").map_or(0, |f| f.opened)) }
+        td.num { (mean(inc("30d").and_then(|f| f.mtta_seconds))) }
+        td.num { (mean(inc("30d").and_then(|f| f.mttr_seconds))) }
+        td.num { (pct(k.sla_compliance.get("response").copied())) " / " (pct(k.sla_compliance.get("resolution").copied())) }
+        td.num { @if let Some(c) = ch {
+            (c.failed) " of " (c.failed + c.successful)
+            @if c.pending > 0 { span.muted { " (+" (c.pending) " pending)" } }
+            " · " (pct(c.failure_ratio))
+        } }
+        td.num { @if let Some(n) = noise("1d") { (n.alerts) " → " (n.incidents) } }
+        td.num { (pct(noise("1d").and_then(|n| n.reduction_ratio))) " / " (pct(noise("7d").and_then(|n| n.reduction_ratio))) }
+    }
+}
+
+/// Incidents, MTTA, MTTR, SLA, change failure and noise reduction per
+/// service, with the whole estate's first.
+fn kpi_table(views: &[crate::api::ServiceSummary], overall: &crate::kpi::Kpis) -> Markup {
+    html! {
+        h2 { "ITSM KPIs" }
+        p.muted { "Incidents opened 7d / 30d; mean time to acknowledge and to resolve of those opened in 30d; SLA timers met (response / resolution, 30d); changes failed of those decided in 30d (an incident on the changed CI or downstream within its window or failure window) and the failure rate; alerts → incidents in 1d; noise reduction 1d / 7d (1 − incidents / alerts not suppressed)." }
+        table.wide #kpis {
+            thead { tr { th { "Service" } th { "Incidents" } th { "MTTA" } th { "MTTR" } th { "SLA met" } th { "Change failure" } th { "Alerts → incidents" } th { "Noise reduction" } } }
+            tbody {
+                tr.overall data-service="" { td { strong { "All services" } } (kpi_cells(overall)) }
+                @for s in views {
+                    tr data-service=(s.id) {
+                        td { (s.name) }
+                        @if let Some(k) = &s.kpis { (kpi_cells(k)) } @else { td colspan="7" { span.muted { "not computed yet" } } }
+                    }
                 }
             }
         }
@@ -747,19 +801,34 @@ pub fn problems(list: &[Problem]) -> Markup {
     }
 }
 
-pub fn changes(list: &[crate::change::ChangeRecord], now: Timestamp) -> Markup {
+pub fn changes(list: &[crate::api::ChangeView], now: Timestamp) -> Markup {
+    use crate::kpi::ChangeOutcome;
     html! {
         h1 { "Changes" }
         @if list.is_empty() { p.banner { "No change records (POST them to /api/v1/changes)." } }
         table.wide #changes {
-            thead { tr { th { "Change" } th { "CI" } th { "State" } th { "Window" } th { "Summary" } } }
+            thead { tr { th { "Change" } th { "CI" } th { "State" } th { "Window" } th { "Outcome" } th { "Failed by" } th { "Summary" } } }
             tbody {
-                @for c in list {
-                    tr #(c.id) data-now=[(c.start <= now && now <= c.end).then_some("in-window")] {
+                @for v in list {
+                    @let c = &v.change;
+                    tr #(c.id) data-now=[(c.start <= now && now <= c.end).then_some("in-window")]
+                        data-outcome=[v.outcome.map(ChangeOutcome::as_str)] {
                         td { strong { (c.id) } }
                         td { a href={"/cis/" (enc(&c.ci))} { (c.ci) } }
                         td { (format!("{:?}", c.state).to_lowercase()) }
                         td.nowrap { (when(c.start)) br; "→ " (when(c.end)) }
+                        td { @match v.outcome {
+                            Some(ChangeOutcome::Failed) => { span.outcome.failed { "failed" } }
+                            Some(ChangeOutcome::Successful) => { span.outcome.successful { "successful" } }
+                            Some(ChangeOutcome::Pending) => { span.muted { "pending" } @if let Some(d) = v.decided_at { " " (when(d)) } }
+                            Some(ChangeOutcome::NotImplemented) => { span.muted { "-" } }
+                            None => { span.muted { "not computed yet" } }
+                        } }
+                        td { @for f in &v.failed_by {
+                            a href={"/incidents/" (f.id.0)} title=(f.title) { "#" (f.id.0) }
+                            @if let Some(r) = &f.root_ci { " " span.muted { (r) } }
+                            br;
+                        } }
                         td { (c.summary) }
                     }
                 }

@@ -85,6 +85,9 @@ impl Reads for SlowStore {
     fn incident_alerts(&self, id: IncidentId, page: Page) -> Fut<'_, Vec<AlertRecord>> {
         self.0.incident_alerts(id, page)
     }
+    fn alert_tallies(&self, cuts: [Timestamp; 3]) -> Fut<'_, Vec<crate::kpi::AlertTally>> {
+        self.0.alert_tallies(cuts)
+    }
     fn count_by_state(&self) -> Fut<'_, Vec<(IncidentState, u64)>> {
         self.0.count_by_state()
     }
