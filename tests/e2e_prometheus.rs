@@ -1033,11 +1033,23 @@ scrape_configs:
         let r = prom_query(&http, &prom, &q)
             .await
             .unwrap_or_else(|err| panic!("dashboard query fails: {err}"));
+        // KPI series legitimately absent without data; a KPI end-to-end test checks them with data.
+        let needs_data = [
+            "incidentd_change_failure_ratio",
+            "incidentd_changes_total",
+            "incidentd_noise_suppressed_alerts",
+            "incidentd_noise_reduction_ratio",
+            "incidentd_service_noise_reduction_ratio",
+            "incidentd_service_mtta_seconds",
+            "incidentd_service_mttr_seconds",
+            "incidentd_service_sla_compliance_ratio",
+        ];
         // Gauges are there from the first scrape (Kafka lag only with a
         // Kafka source, outbound series only with destinations); rates need
         // a minute of scrapes, and `> 0` filters.
         let needs_history = ["rate(", "increase(", "> 0", "kafka", "outbound"]
             .iter()
+            .chain(&needs_data)
             .any(|x| q.contains(x));
         assert!(
             needs_history || !r.is_empty(),

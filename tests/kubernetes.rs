@@ -258,6 +258,10 @@ fn generated_files() -> Vec<(String, String)> {
             ),
         ),
         (
+            "monitoring/prometheusrule-kpi.yaml".to_string(),
+            prometheus_rule("incidentd-kpi", "deploy/prometheus/incidentd-kpi.rules.yml"),
+        ),
+        (
             "monitoring/grafana-dashboard.yaml".to_string(),
             dashboard_config_map(),
         ),
@@ -782,7 +786,7 @@ fn rendered_workloads_pass_the_production_checklist() {
                 "{at}: port"
             );
             assert_eq!(m["spec"]["endpoints"][0]["path"], "/metrics", "{at}: path");
-            assert_eq!(of_kind(&objs, "PrometheusRule").len(), 2, "{at}: rules");
+            assert_eq!(of_kind(&objs, "PrometheusRule").len(), 3, "{at}: rules");
             let dash = find(&objs, "ConfigMap", "incidentd-dashboard").expect("dashboard");
             assert_eq!(dash["metadata"]["labels"]["grafana_dashboard"], "1");
             let json: Value = serde_json::from_str(

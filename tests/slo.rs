@@ -479,6 +479,28 @@ async fn the_grafana_dashboard_reads_only_exported_metrics() {
         .set(0);
     // Outbound series exist once a destination is configured.
     r.metrics.known_destinations(["pd"]);
+    // KPI ratios and means exist once there is data (a change decided, an
+    // alert, an incident acknowledged or resolved, an SLA timer stopped).
+    let kpi = &r.metrics.kpi;
+    kpi.change_failure
+        .with_label_values(&["shop", "30d"])
+        .set(0.0);
+    kpi.noise_suppressed
+        .with_label_values(&["1d", "maintenance"])
+        .set(0.0);
+    kpi.noise_reduction.with_label_values(&["1d"]).set(0.0);
+    kpi.service_noise_reduction
+        .with_label_values(&["shop", "1d"])
+        .set(0.0);
+    kpi.service_mtta
+        .with_label_values(&["shop", "P1", "30d"])
+        .set(0.0);
+    kpi.service_mttr
+        .with_label_values(&["shop", "P1", "30d"])
+        .set(0.0);
+    kpi.service_sla_compliance
+        .with_label_values(&["shop", "response"])
+        .set(1.0);
     let scraped = scrape(&r).await;
     r.shutdown().await;
     let mut families = std::collections::BTreeMap::new();
