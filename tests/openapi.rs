@@ -270,6 +270,16 @@ async fn answers_carry_what_their_schemas_require() {
         )
         .await;
     }
+    answers_as_documented(
+        &r,
+        &doc,
+        "POST",
+        "/api/v1/changes",
+        "/api/v1/changes",
+        json!([{"id": "CHG0001", "ci": "shop-db", "state": "approved",
+                "start": "2026-03-02T08:00:00Z", "end": "2026-03-02T09:00:00Z"}]),
+    )
+    .await;
     // A conflict and an unknown id: the error shape.
     answers_as_documented(
         &r,
@@ -306,6 +316,11 @@ async fn answers_carry_what_their_schemas_require() {
         ),
         ("/api/v1/problems", "/api/v1/problems".to_string()),
         ("/api/v1/changes", "/api/v1/changes".to_string()),
+        (
+            "/api/v1/changes/{id}",
+            "/api/v1/changes/CHG0001".to_string(),
+        ),
+        ("/api/v1/changes/{id}", "/api/v1/changes/CHG9".to_string()),
         ("/healthz", "/healthz".to_string()),
         ("/readyz", "/readyz".to_string()),
     ] {
