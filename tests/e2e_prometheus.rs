@@ -1058,6 +1058,364 @@ scrape_configs:
     }
 }
 
+/// The ITSM KPIs of a scripted stretch of weeks (backdated event times),
+/// read through a real Prometheus with the shipped KPI rules: the change
+/// failure rate per service, the noise a 40-alert storm became, MTTR from
+/// the incidents' event times, MTTA as the API reports it, and the change
+/// failure alert pending. The dashboard's KPI row returns data for each of
+/// its queries.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn itsm_kpis_through_prometheus() {
+    const TEST: &str = "itsm_kpis_through_prometheus";
+    let Some(mut s) = Stack::new(TEST) else {
+        return;
+    };
+    time_boxed(TEST, run_kpi(s.tmp.path(), &mut s.children)).await;
+}
+
+async fn run_kpi(dir: &Path, children: &mut Children) {
+    let prometheus_bin = support::find_program(&["/usr/bin/prometheus", "prometheus"])
+        .unwrap_or_else(|| {
+            panic!("INCIDENTD_TEST_E2E=1 but no Prometheus binary: apt-get install prometheus")
+        });
+    let http = reqwest::Client::builder()
+        .no_proxy()
+        .connect_timeout(Duration::from_secs(2))
+        .timeout(Duration::from_secs(5))
+        .build()
+        .expect("http client");
+    let [inc_port, prom_port] = free_ports(2)[..] else {
+        unreachable!("free_ports(2) returns 2 ports")
+    };
+    let inc = format!("http://127.0.0.1:{inc_port}");
+    let prom = format!("http://127.0.0.1:{prom_port}");
+    let mut cmdb_text = String::from(
+        "version: 1
+services:
+  - { id: shop, tier: 1, sla: { response: { P1: 15m }, resolution: { P1: 4h } } }
+  - { id: blog, tier: 1 }
+cis:
+  - { id: db, class: database }
+  - { id: web, class: application, service: shop, depends_on: [db] }
+  - { id: cms, class: application, service: blog, depends_on: [db] }
+  - { id: cdn, class: cdn, service: blog }
+",
+    );
+    for i in 1..=39 {
+        cmdb_text.push_str(&format!(
+            "  - {{ id: app-{i:02}, class: application, service: shop, depends_on: [db] }}\n"
+        ));
+    }
+    let cmdb = dir.join("cmdb.yaml");
+    write(&cmdb, &cmdb_text);
+    start_incidentd(
+        dir,
+        &inc,
+        inc_port,
+        "[kpi]\nrefresh = \"1s\"\n[limits]\nmax_alert_age = \"40d\"\n",
+        Some(&cmdb),
+        &http,
+        children,
+    )
+    .await;
+
+    let now = chrono::Utc::now();
+    let ago = |m: i64| {
+        (now - chrono::Duration::minutes(m)).to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+    };
+    const DAY: i64 = 24 * 60;
+    let post = async |path: &str, body: Value, want: u16| {
+        let resp = http
+            .post(format!("{inc}{path}"))
+            .json(&body)
+            .send()
+            .await
+            .expect("post");
+        assert_eq!(resp.status(), want, "{path}: {:?}", resp.text().await);
+    };
+    let alert = |name: &str, ci: Option<&str>, severity: &str, start: i64, end: Option<i64>| {
+        let mut labels = serde_json::json!({"alertname": name, "severity": severity});
+        if let Some(ci) = ci {
+            labels["ci"] = serde_json::json!(ci);
+        }
+        match end {
+            None => {
+                serde_json::json!({"labels": labels, "status": "firing", "startsAt": ago(start)})
+            }
+            Some(e) => serde_json::json!({"labels": labels, "status": "resolved",
+                                          "startsAt": ago(start), "endsAt": ago(e)}),
+        }
+    };
+    // Ten days ago a change on the database, and an hour after it the
+    // shop's web tier failed for an hour; five days ago a CDN change that
+    // nothing followed.
+    post(
+        "/api/v1/changes",
+        serde_json::json!([
+            {"id": "CHG-1", "ci": "db", "state": "completed", "start": ago(10 * DAY), "end": ago(10 * DAY - 60)},
+            {"id": "CHG-2", "ci": "cdn", "state": "approved", "start": ago(5 * DAY), "end": ago(5 * DAY - 60)}
+        ]),
+        201,
+    )
+    .await;
+    let web = 10 * DAY - 120;
+    post(
+        "/api/v1/alerts",
+        serde_json::json!([alert("HighErrorRate", Some("web"), "critical", web, None)]),
+        200,
+    )
+    .await;
+    post(
+        "/api/v1/alerts",
+        serde_json::json!([alert(
+            "HighErrorRate",
+            Some("web"),
+            "critical",
+            web,
+            Some(web - 60)
+        )]),
+        200,
+    )
+    .await;
+    // Two hours ago the database and 39 applications on it: 40 alerts,
+    // resolved an hour later.
+    let mut storm = vec![alert("PostgresDown", Some("db"), "critical", 120, None)];
+    storm.extend((1..=39).map(|i| {
+        alert(
+            "HighErrorRate",
+            Some(&format!("app-{i:02}")),
+            "critical",
+            120,
+            None,
+        )
+    }));
+    for a in &storm {
+        post("/api/v1/alerts", serde_json::json!([a]), 200).await;
+    }
+    let mut cleared = vec![alert("PostgresDown", Some("db"), "critical", 120, Some(60))];
+    cleared.extend((1..=39).map(|i| {
+        alert(
+            "HighErrorRate",
+            Some(&format!("app-{i:02}")),
+            "critical",
+            120,
+            Some(60),
+        )
+    }));
+    post("/api/v1/alerts", Value::Array(cleared), 200).await;
+    // In the last hour: a heartbeat (suppressed) and a CDN warning, which
+    // someone acknowledges.
+    post(
+        "/api/v1/alerts",
+        serde_json::json!([
+            alert("Watchdog", None, "none", 5, None),
+            alert("CdnLatency", Some("cdn"), "warning", 10, None)
+        ]),
+        200,
+    )
+    .await;
+    let cdn = poll_until("the CDN incident", OPEN_TIMEOUT, children, async || {
+        let all =
+            incidents_of(&get_json(&http, &format!("{inc}/api/v1/incidents?state=all")).await?)?;
+        all.into_iter()
+            .find(|i| i["root_ci"] == "cdn")
+            .ok_or_else(|| "not yet".to_string())
+    })
+    .await;
+    post(
+        &format!("/api/v1/incidents/{}/ack", cdn["id"]),
+        serde_json::json!({"by": "e2e"}),
+        200,
+    )
+    .await;
+
+    // The daemon's own figures, once its book has seen all of it.
+    let services = poll_until(
+        "the KPI book with the storm and the acknowledgement",
+        RESOLVE_TIMEOUT,
+        children,
+        async || {
+            let v = get_json(&http, &format!("{inc}/api/v1/services")).await?;
+            let blog = v["services"]
+                .as_array()
+                .and_then(|l| l.iter().find(|s| s["id"] == "blog"))
+                .cloned()
+                .unwrap_or_default();
+            let acked =
+                blog["kpis"]["incidents"]["30d"]["by_priority"]["P2"]["mtta_seconds"].is_number();
+            let storm_done = v["overall"]["incidents"]["30d"]["mttr_seconds"].is_number()
+                && v["overall"]["noise"]["1d"]["alerts"] == 42;
+            (acked && storm_done)
+                .then_some(())
+                .map(|()| v.clone())
+                .ok_or_else(|| format!("not yet: {}", v["overall"]))
+        },
+    )
+    .await;
+    let all = &services["overall"];
+    assert_eq!(all["noise"]["1d"]["correlated"], 39, "{all}");
+    assert_eq!(all["noise"]["1d"]["incidents"], 2, "{all}");
+    assert_eq!(all["noise"]["1h"]["reduction_ratio"], 0.0, "{all}");
+    let mtta = services["services"]
+        .as_array()
+        .and_then(|l| l.iter().find(|s| s["id"] == "blog"))
+        .and_then(|b| b["kpis"]["incidents"]["30d"]["by_priority"]["P2"]["mtta_seconds"].as_f64())
+        .expect("the blog's P2 MTTA");
+    assert!(
+        mtta >= 600.0,
+        "acknowledged at least 10 minutes after the CDN alert began: {mtta}"
+    );
+
+    let rules =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/prometheus/incidentd-kpi.rules.yml");
+    let prom_config = dir.join("prometheus.yml");
+    write(
+        &prom_config,
+        &format!(
+            "global:
+  scrape_interval: 1s
+  scrape_timeout: 1s
+  evaluation_interval: 1s
+rule_files:
+  - {rules}
+scrape_configs:
+  - job_name: incidentd
+    static_configs:
+      - targets: ['127.0.0.1:{inc_port}']
+",
+            rules = rules.display(),
+        ),
+    );
+    start_prometheus(
+        &prometheus_bin,
+        dir,
+        &prom_config,
+        prom_port,
+        &http,
+        children,
+    )
+    .await;
+
+    // The shipped recordings carry the daemon's figures.
+    let expect = [
+        (
+            r#"service:incidentd_change_failure:ratio_30d{service="shop"}"#,
+            1.0,
+        ),
+        (
+            r#"service:incidentd_change_failure:ratio_30d{service="blog"}"#,
+            0.5,
+        ),
+        ("incidentd:noise_reduction:ratio_1d", 1.0 - 2.0 / 41.0),
+        ("incidentd:noise_reduction:ratio_1h", 0.0),
+        (
+            r#"service:incidentd_mttr_seconds:mean_30d{service="shop",priority="P1"}"#,
+            3600.0,
+        ),
+        (
+            r#"service:incidentd_mtta_seconds:mean_30d{service="blog",priority="P2"}"#,
+            mtta,
+        ),
+        (
+            r#"service:incidentd_sla_compliance:ratio{service="shop",sla="response"}"#,
+            0.0,
+        ),
+        (
+            r#"service:incidentd_sla_compliance:ratio{service="shop",sla="resolution"}"#,
+            1.0,
+        ),
+        (
+            r#"incidentd_noise_alerts{window="1d",kind="received"}"#,
+            42.0,
+        ),
+        (
+            r#"incidentd_noise_suppressed_alerts{window="1h",rule="suppress-heartbeats"}"#,
+            1.0,
+        ),
+    ];
+    for (q, want) in expect {
+        let got = poll_until(
+            &format!("Prometheus to hold {q}"),
+            SCRAPE_UP_TIMEOUT,
+            children,
+            async || {
+                let r = prom_query(&http, &prom, q).await?;
+                r.first()
+                    .map(sample)
+                    .ok_or_else(|| "no sample yet".to_string())
+            },
+        )
+        .await;
+        eprintln!("e2e: {q} = {}", got.1);
+        assert!(
+            (got.1 - want).abs() < 1e-6,
+            "{q}: {} (expected {want})",
+            got.1
+        );
+    }
+    // Both services are above 15 %: the ticket alert is pending (for 1h).
+    let pending = poll_until(
+        "IncidentdChangeFailureRateHigh pending",
+        SCRAPE_UP_TIMEOUT,
+        children,
+        async || {
+            let r = prom_query(
+                &http,
+                &prom,
+                r#"ALERTS{alertname="IncidentdChangeFailureRateHigh",alertstate="pending"}"#,
+            )
+            .await?;
+            if r.len() == 2 {
+                Ok(r)
+            } else {
+                Err(format!("{r:?}"))
+            }
+        },
+    )
+    .await;
+    let mut services: Vec<&str> = pending
+        .iter()
+        .filter_map(|a| a["metric"]["service"].as_str())
+        .collect();
+    services.sort_unstable();
+    assert_eq!(services, ["blog", "shop"]);
+
+    // The dashboard's KPI row, run as Grafana would: data for every query
+    // (counter increases and `> 0` filters need more than one scrape).
+    let dash: Value = serde_json::from_str(
+        &std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/grafana/incidentd-dashboard.json"),
+        )
+        .expect("dashboard file"),
+    )
+    .expect("dashboard JSON");
+    let mut in_row = false;
+    let mut checked = 0;
+    for p in dash["panels"].as_array().expect("panels") {
+        if p["type"] == "row" {
+            in_row = p["title"] == "ITSM KPIs";
+            continue;
+        }
+        if !in_row {
+            continue;
+        }
+        for t in p["targets"].as_array().into_iter().flatten() {
+            let Some(e) = t["expr"].as_str() else {
+                continue;
+            };
+            let q = e.replace("$__range", "1h").replace("$service", ".*");
+            let r = prom_query(&http, &prom, &q)
+                .await
+                .unwrap_or_else(|err| panic!("dashboard query fails: {err}"));
+            if !q.contains("increase(") && !q.contains("> 0") {
+                assert!(!r.is_empty(), "KPI dashboard query returned nothing: {q}");
+            }
+            checked += 1;
+        }
+    }
+    assert!(checked >= 10, "the ITSM KPIs row: {checked} queries");
+}
+
 /// Prometheus (like vmalert and every Alertmanager API client) sending its
 /// alerts straight to incidentd, as to an Alertmanager: it posts to
 /// `/api/v2/alerts`, and the incident opens with the rule's labels and
