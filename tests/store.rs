@@ -1349,32 +1349,30 @@ async fn alerts_are_tallied_by_ci_rule_and_window(db: Db) {
         ])
         .await
         .unwrap();
-    let mut got: Vec<(Option<String>, Option<String>, bool, usize, u64, u64)> = db
+    let mut got = db
         .store
         .alert_tallies([Timestamp(4_000), Timestamp(2_500), Timestamp(1_000)])
         .await
-        .unwrap()
-        .into_iter()
-        .map(|t| {
-            (
-                t.ci,
-                t.suppressed_rule,
-                t.attached,
-                t.band,
-                t.count,
-                t.opened,
-            )
-        })
-        .collect();
+        .unwrap();
     got.sort();
-    let s = |x: &str| Some(x.to_string());
+    let t =
+        |ci: Option<&str>, rule: Option<&str>, attached: bool, band: usize, n: u64, opened: u64| {
+            incidentd::kpi::AlertTally {
+                ci: ci.map(str::to_string),
+                suppressed_rule: rule.map(str::to_string),
+                attached,
+                band,
+                count: n,
+                opened,
+            }
+        };
     assert_eq!(
         got,
         [
-            (None, s("suppress-heartbeats"), false, 1, 1, 0),
-            (s("db"), None, false, 2, 1, 0),
-            (s("db"), None, true, 0, 1, 1),
-            (s("web"), None, true, 0, 2, 0),
+            t(None, Some("suppress-heartbeats"), false, 1, 1, 0),
+            t(Some("db"), None, false, 2, 1, 0),
+            t(Some("db"), None, true, 0, 1, 1),
+            t(Some("web"), None, true, 0, 2, 0),
         ]
     );
 }

@@ -74,7 +74,7 @@ pub const SLA_KINDS: [&str; 2] = ["response", "resolution"];
 /// suppressing rule (or none), attached to an incident or not, whose last
 /// start falls in one band of [`NOISE_WINDOWS`] (0: the last hour, 1: the
 /// rest of the last day, 2: the rest of the week).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct AlertTally {
     /// The CI the alert was bound to (read from its correlation key).
     pub ci: Option<String>,
