@@ -146,6 +146,7 @@ impl KpiExporter {
         pause_on: &[String],
         now: Timestamp,
     ) -> Result<(), KpiError> {
+        let started = std::time::Instant::now();
         let cmdb = cmdb.read().unwrap_or_else(PoisonError::into_inner).clone();
         let changes = store.list_changes().await?;
         let incidents = store
@@ -170,6 +171,9 @@ impl KpiExporter {
         .await
         .map_err(|e| KpiError::Compute(e.to_string()))?;
         self.set_book(book);
+        let took = started.elapsed();
+        self.metrics.refresh_seconds.set(took.as_secs_f64());
+        tracing::debug!(took_ms = took.as_millis(), "KPI figures refreshed");
         Ok(())
     }
 

@@ -2,7 +2,7 @@
 
 use crate::domain::{IncidentState, Priority, Source};
 use prometheus::{
-    CounterVec, Encoder, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter,
+    CounterVec, Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter,
     IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
@@ -168,6 +168,9 @@ pub struct KpiMetrics {
     /// `service`, `sla`.
     pub service_sla_compliance: GaugeVec,
     pub refresh_failures: IntCounter,
+    /// How long the last refresh took (store reads and computation): it
+    /// reads a week of alerts and a month of incidents.
+    pub refresh_seconds: Gauge,
 }
 
 /// Kafka source and publisher health. Labels are bounded: topics come from
@@ -693,6 +696,14 @@ impl Metrics {
                 refresh_failures: counter(
                     "incidentd_kpi_refresh_failures_total",
                     "Failed reads of the KPI figures from the store (the last figures stay in use).",
+                ),
+                refresh_seconds: reg(
+                    &r,
+                    Gauge::with_opts(Opts::new(
+                        "incidentd_kpi_refresh_duration_seconds",
+                        "How long the last refresh of the KPI figures took (store reads and computation).",
+                    ))
+                    .expect("valid metric"),
                 ),
             },
             outbound: OutboundMetrics {
