@@ -543,15 +543,12 @@ impl KpiBook {
         }
 
         // SLA compliance over 30 days, each incident against each service.
-        let recent: Vec<Incident> = standing
+        let sla_since = now.saturating_sub(SLA_WINDOW);
+        let recent = standing
             .iter()
-            .filter(|inc| {
-                inc.resolved_at
-                    .is_none_or(|r| r >= now.saturating_sub(SLA_WINDOW))
-            })
-            .map(|inc| (*inc).clone())
-            .collect();
-        let tally = sla_tally(i.cmdb, &recent, now, i.pause_on);
+            .copied()
+            .filter(|inc| inc.resolved_at.is_none_or(|r| r >= sla_since));
+        let tally = sla_tally(i.cmdb, recent, now, i.pause_on);
         for (s, t) in tally.by_service {
             if let Some(k) = services.get_mut(&s) {
                 k.sla = t;
@@ -613,40 +610,37 @@ pub struct SlaTallies {
 }
 
 /// Each incident's timers against each service it impacts (an incident
-/// answers to every service it hurts, each with its own targets).
-pub fn sla_tally(
+/// answers to every service it hurts, each with its own targets), and
+/// against all of them for the overall figures.
+pub fn sla_tally<'a>(
     cmdb: &Cmdb,
-    recent: &[Incident],
+    recent: impl IntoIterator<Item = &'a Incident>,
     now: Timestamp,
     pause_on: &[String],
 ) -> SlaTallies {
-    use crate::slo::sla::SlaStatus;
-    let mut out = SlaTallies::default();
-    let count = |t: &mut SlaTally, kind: usize, status: SlaStatus| match status {
-        SlaStatus::Met => {
-            t[kind].0 += 1;
-            t[kind].1 += 1;
-        }
-        SlaStatus::Breached => t[kind].1 += 1,
-        _ => {}
-    };
-    for inc in recent {
-        let whole = crate::slo::sla::incident_sla(cmdb, inc, now, pause_on);
-        for (kind, t) in [whole.response, whole.resolution].into_iter().enumerate() {
-            if let Some(t) = t {
-                count(&mut out.overall, kind, t.status);
-            }
-        }
-        let mut single = inc.clone();
-        for s in &inc.impacted_services {
-            single.impacted_services = crate::domain::thin_vec![s.clone()];
-            let sla = crate::slo::sla::incident_sla(cmdb, &single, now, pause_on);
-            let e = out.by_service.entry(s.clone()).or_default();
-            for (kind, t) in [sla.response, sla.resolution].into_iter().enumerate() {
-                if let Some(t) = t {
-                    count(e, kind, t.status);
+    use crate::slo::sla::{IncidentSla, SlaStatus, incident_sla_against};
+    fn count(t: &mut SlaTally, sla: IncidentSla) {
+        for (kind, timer) in [sla.response, sla.resolution].into_iter().enumerate() {
+            match timer.map(|t| t.status) {
+                Some(SlaStatus::Met) => {
+                    t[kind].0 += 1;
+                    t[kind].1 += 1;
                 }
+                Some(SlaStatus::Breached) => t[kind].1 += 1,
+                _ => {}
             }
+        }
+    }
+    let mut out = SlaTallies::default();
+    for inc in recent {
+        count(
+            &mut out.overall,
+            incident_sla_against(cmdb, inc, &inc.impacted_services, now, pause_on),
+        );
+        for s in &inc.impacted_services {
+            let one = std::slice::from_ref(s);
+            let e = out.by_service.entry(s.clone()).or_default();
+            count(e, incident_sla_against(cmdb, inc, one, now, pause_on));
         }
     }
     out

@@ -170,7 +170,19 @@ pub fn incident_sla(
     now: Timestamp,
     pause_on: &[String],
 ) -> IncidentSla {
-    let (response, resolution) = targets(cmdb, &inc.impacted_services, inc.priority);
+    incident_sla_against(cmdb, inc, &inc.impacted_services, now, pause_on)
+}
+
+/// [`incident_sla`] against the targets of `services` only (one service's
+/// own compliance, for the KPIs), whatever else the incident impacts.
+pub fn incident_sla_against(
+    cmdb: &Cmdb,
+    inc: &Incident,
+    services: &[String],
+    now: Timestamp,
+    pause_on: &[String],
+) -> IncidentSla {
+    let (response, resolution) = targets(cmdb, services, inc.priority);
     let responded = inc.acknowledged_at.or(inc.resolved_at);
     let pauses: Vec<Interval> = inc
         .holds
