@@ -176,6 +176,18 @@ fn bench(c: &mut Criterion) {
                 .expect("refresh");
         });
     });
+    // Its parts: the week of alerts grouped in the store, the month of
+    // incidents read and decoded.
+    let cuts = incidentd::kpi::band_starts(Timestamp(now));
+    g.bench_function("alert_tallies_200k", |b| {
+        b.iter(|| rt.block_on(store.alert_tallies(cuts)).expect("tallies"));
+    });
+    g.bench_function("incidents_of_the_month_20k", |b| {
+        b.iter(|| {
+            rt.block_on(store.slo_incidents(Timestamp(now - 31 * DAY), Priority::ALL[4]))
+                .expect("incidents")
+        });
+    });
     g.finish();
     let book = exporter.book();
     eprintln!(
