@@ -114,6 +114,7 @@ on_every_backend!(
     firing_alerts_are_listed_by_suppression_name_and_ci,
     incidents_are_filtered_by_priority_and_service,
     alerts_are_tallied_by_ci_rule_and_window,
+    incidents_since_are_read_page_by_page,
 );
 
 fn incident(id: i64, state: IncidentState, count: u64) -> Incident {
@@ -1375,4 +1376,65 @@ async fn alerts_are_tallied_by_ci_rule_and_window(db: Db) {
             t(Some("web"), None, true, 0, 2, 0),
         ]
     );
+}
+
+/// `incidents_since_page`: the same incidents as `slo_incidents` (every
+/// priority), each once, whatever the page size: active ones by id, then
+/// resolved ones by resolution time (ties by id).
+async fn incidents_since_are_read_page_by_page(db: Db) {
+    let mk = |id: i64, resolved: Option<i64>| {
+        let mut i = incident(
+            id,
+            if resolved.is_some() {
+                IncidentState::Resolved
+            } else {
+                IncidentState::Open
+            },
+            1,
+        );
+        i.resolved_at = resolved.map(Timestamp);
+        upsert(i)
+    };
+    let ops = [
+        mk(1, None),
+        mk(2, Some(5_000)),
+        mk(3, Some(2_000)), // before since: out
+        mk(4, None),
+        mk(5, Some(4_000)), // at since: in
+        mk(6, Some(5_000)), // the same time as 2
+        mk(7, Some(9_000)),
+        mk(8, None),
+        mk(9, Some(3_999)), // out
+    ];
+    db.store.apply(&ops).await.unwrap();
+    let since = Timestamp(4_000);
+    let mut all: Vec<i64> = db
+        .store
+        .slo_incidents(since, Priority::ALL[4])
+        .await
+        .unwrap()
+        .iter()
+        .map(|i| i.id.0)
+        .collect();
+    all.sort_unstable();
+    assert_eq!(all, [1, 2, 4, 5, 6, 7, 8]);
+    for limit in [1, 2, 3, 7, 100] {
+        let mut got = Vec::new();
+        let mut after = incidentd::store::IncidentCursor::Start;
+        loop {
+            let page = db
+                .store
+                .incidents_since_page(since, after, limit)
+                .await
+                .unwrap();
+            assert!(page.len() <= limit as usize);
+            got.extend(page.iter().map(|i| i.id.0));
+            let Some(last) = page.last() else { break };
+            after = incidentd::store::IncidentCursor::after(last);
+            if page.len() < limit as usize {
+                break;
+            }
+        }
+        assert_eq!(got, [1, 4, 8, 5, 2, 6, 7], "pages of {limit}");
+    }
 }

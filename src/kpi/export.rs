@@ -4,12 +4,15 @@
 
 use super::KpiError;
 use super::{
-    ChangeOutcome, Inputs, KpiBook, KpiConfig, Kpis, NOISE_WINDOWS, SLA_KINDS, TREND_WINDOWS,
-    band_starts, incident_horizon,
+    ChangeOutcome, Inputs, KpiBook, KpiBuilder, KpiConfig, Kpis, NOISE_WINDOWS, SLA_KINDS,
+    TREND_WINDOWS, band_starts, incident_horizon,
 };
 use crate::cmdb::SharedCmdb;
 use crate::domain::{Clock, Priority, Timestamp};
-use crate::store::DynStore;
+use crate::store::{DynStore, IncidentCursor};
+
+/// Incidents read per page: a month of them is never held at once.
+const PAGE: u32 = 1000;
 use crate::telemetry::KpiMetrics;
 use prometheus::GaugeVec;
 use rustc_hash::FxHashSet;
@@ -149,27 +152,30 @@ impl KpiExporter {
         let started = std::time::Instant::now();
         let cmdb = cmdb.read().unwrap_or_else(PoisonError::into_inner).clone();
         let changes = store.list_changes().await?;
-        let incidents = store
-            .slo_incidents(incident_horizon(&changes, now), Priority::ALL[4])
-            .await?;
         let alerts = store.alert_tallies(band_starts(now)).await?;
-        let pause_on = pause_on.to_vec();
-        let failure_window = cfg.failure_window;
-        // Thousands of incidents against every service they impact: CPU
-        // work, off the runtime.
-        let book = tokio::task::spawn_blocking(move || {
-            KpiBook::build(&Inputs {
-                cmdb: &cmdb,
-                changes: &changes,
-                incidents: &incidents,
-                alerts: &alerts,
-                pause_on: &pause_on,
-                failure_window,
-                now,
-            })
-        })
-        .await
-        .map_err(|e| KpiError::Compute(e.to_string()))?;
+        let inputs = Inputs {
+            cmdb: &cmdb,
+            changes: &changes,
+            alerts: &alerts,
+            pause_on,
+            failure_window: cfg.failure_window,
+            now,
+        };
+        let since = incident_horizon(&changes, now);
+        let mut b = KpiBuilder::new(&inputs);
+        let mut after = IncidentCursor::Start;
+        loop {
+            let page = store.incidents_since_page(since, after, PAGE).await?;
+            let Some(last) = page.last() else { break };
+            after = IncidentCursor::after(last);
+            // A page of incidents against every service they impact: a
+            // few milliseconds of CPU, between two awaits.
+            page.iter().for_each(|inc| b.add(inc));
+            if page.len() < PAGE as usize {
+                break;
+            }
+        }
+        let book = b.finish();
         self.set_book(book);
         let took = started.elapsed();
         self.metrics.refresh_seconds.set(took.as_secs_f64());

@@ -24,8 +24,6 @@ use std::time::Duration;
 pub enum KpiError {
     #[error(transparent)]
     Store(#[from] crate::store::StoreError),
-    #[error("computing the KPI figures failed: {0}")]
-    Compute(String),
 }
 
 /// `[kpi]` and `changes.failure_window`.
@@ -428,9 +426,6 @@ pub struct KpiBook {
 pub struct Inputs<'a> {
     pub cmdb: &'a Cmdb,
     pub changes: &'a [ChangeRecord],
-    /// At least every incident opened, or open, since
-    /// [`incident_horizon`].
-    pub incidents: &'a [Incident],
     /// The alerts of the last 7 days, grouped ([`AlertTally`]).
     pub alerts: &'a [AlertTally],
     /// Hold reasons that stop the SLA clocks (`sla.pause_on`).
@@ -466,8 +461,46 @@ fn within(t: Timestamp, now: Timestamp, w: Duration) -> bool {
 }
 
 impl KpiBook {
-    pub fn build(i: &Inputs<'_>) -> KpiBook {
-        let now = i.now;
+    /// The book from `i` and the incidents (at least every one opened, or
+    /// open, since [`incident_horizon`]) at once; [`KpiBuilder`] takes them
+    /// page by page.
+    pub fn build(i: &Inputs<'_>, incidents: &[Incident]) -> KpiBook {
+        let mut b = KpiBuilder::new(i);
+        incidents.iter().for_each(|inc| b.add(inc));
+        b.finish()
+    }
+
+    /// The changes an incident failed.
+    pub fn failed_changes(&self, id: IncidentId) -> impl Iterator<Item = &ChangeVerdict> {
+        self.failed_by_incident
+            .get(&id)
+            .into_iter()
+            .flatten()
+            .filter_map(|i| self.changes.get(*i))
+    }
+}
+
+/// Builds a [`KpiBook`] from incidents fed one at a time, so that a month
+/// of them is never held at once (read page by page, the refresh's memory
+/// stays flat: reading them all at once doubled the daemon's RSS under
+/// ingest, BENCHMARKS.md entry 24).
+pub struct KpiBuilder<'a> {
+    i: &'a Inputs<'a>,
+    overall: Kpis,
+    services: BTreeMap<String, Kpis>,
+    overall_sla: SlaTally,
+    service_sla: FxHashMap<String, SlaTally>,
+    /// Planned changes by the id of their CI (indexes into `i.changes`).
+    changes_by_ci: FxHashMap<&'a str, Vec<usize>>,
+    failed_by: Vec<Vec<FailedBy>>,
+    /// Incidents already counted (a page boundary crossed by a state
+    /// change can show one twice).
+    seen: FxHashSet<IncidentId>,
+}
+
+impl<'a> KpiBuilder<'a> {
+    /// Every figure but those of incidents: the noise of the alert tallies.
+    pub fn new(i: &'a Inputs<'a>) -> KpiBuilder<'a> {
         let mut overall = Kpis::empty();
         let mut services: BTreeMap<String, Kpis> = i
             .cmdb
@@ -475,15 +508,8 @@ impl KpiBook {
             .iter()
             .map(|s| (s.id.clone(), Kpis::empty()))
             .collect();
-        // Only incidents that stand: one merged into another is part of it.
-        let standing: Vec<&Incident> = i
-            .incidents
-            .iter()
-            .filter(|inc| inc.links.merged_into.is_none())
-            .collect();
-
-        // Noise: alerts by the service of their CI, incidents by the
-        // services they impact.
+        // Noise: alerts by the service of their CI (incidents, as they come,
+        // by the services they impact).
         for t in i.alerts {
             let service =
                 t.ci.as_deref()
@@ -514,50 +540,122 @@ impl KpiBook {
                 add(k);
             }
         }
-        for inc in &standing {
-            let add = |k: &mut Kpis| {
-                for (name, w) in NOISE_WINDOWS {
-                    if within(inc.opened_at, now, w)
-                        && let Some(n) = k.noise.get_mut(name)
-                    {
-                        n.incidents += 1;
+        let mut changes_by_ci: FxHashMap<&str, Vec<usize>> = FxHashMap::default();
+        for (idx, c) in i.changes.iter().enumerate() {
+            if c.state.is_planned() {
+                changes_by_ci.entry(c.ci.as_str()).or_default().push(idx);
+            }
+        }
+        KpiBuilder {
+            i,
+            overall,
+            services,
+            overall_sla: SlaTally::default(),
+            service_sla: FxHashMap::default(),
+            changes_by_ci,
+            failed_by: vec![Vec::new(); i.changes.len()],
+            seen: FxHashSet::default(),
+        }
+    }
+
+    /// Count one incident (one merged into another is part of it and
+    /// counts through it).
+    pub fn add(&mut self, inc: &Incident) {
+        if inc.links.merged_into.is_some() || !self.seen.insert(inc.id) {
+            return;
+        }
+        let now = self.i.now;
+        let add = |k: &mut Kpis| {
+            for (name, w) in NOISE_WINDOWS {
+                if within(inc.opened_at, now, w)
+                    && let Some(n) = k.noise.get_mut(name)
+                {
+                    n.incidents += 1;
+                }
+            }
+            for (name, w) in TREND_WINDOWS {
+                if within(inc.opened_at, now, w)
+                    && let Some(f) = k.incidents.get_mut(name)
+                {
+                    f.add(inc);
+                    if let Some(p) = f.by_priority.get_mut(inc.priority.as_str()) {
+                        p.add(inc);
                     }
                 }
-                for (name, w) in TREND_WINDOWS {
-                    if within(inc.opened_at, now, w)
-                        && let Some(f) = k.incidents.get_mut(name)
-                    {
-                        f.add(inc);
-                        if let Some(p) = f.by_priority.get_mut(inc.priority.as_str()) {
-                            p.add(inc);
-                        }
-                    }
-                }
-            };
-            add(&mut overall);
-            for s in &inc.impacted_services {
-                if let Some(k) = services.get_mut(s.as_str()) {
-                    add(k);
+            }
+        };
+        add(&mut self.overall);
+        for s in &inc.impacted_services {
+            if let Some(k) = self.services.get_mut(s.as_str()) {
+                add(k);
+            }
+        }
+        // SLA compliance over 30 days, against each service's targets.
+        if inc
+            .resolved_at
+            .is_none_or(|r| r >= now.saturating_sub(SLA_WINDOW))
+        {
+            let t = sla_tally(self.i.cmdb, [inc], now, self.i.pause_on);
+            add_tally(&mut self.overall_sla, t.overall);
+            for (s, t) in t.by_service {
+                add_tally(self.service_sla.entry(s).or_default(), t);
+            }
+        }
+        // The changes it fails: on its root CI or on a CI upstream of it.
+        let Some(root) = inc.root_ci.as_deref() else {
+            return;
+        };
+        let cmdb = self.i.cmdb;
+        let upstream = cmdb
+            .ci_by_id(root)
+            .map(|r| cmdb.upstream(r))
+            .unwrap_or_default();
+        let cis = std::iter::once(root).chain(upstream.iter().map(|c| cmdb.ci(*c).id.as_str()));
+        for ci in cis {
+            for &idx in self.changes_by_ci.get(ci).into_iter().flatten() {
+                let c = &self.i.changes[idx];
+                let closes = c.end.saturating_add(self.i.failure_window);
+                if inc.opened_at >= c.start && inc.opened_at <= closes {
+                    self.failed_by[idx].push(FailedBy {
+                        id: inc.id,
+                        opened_at: inc.opened_at,
+                        root_ci: Some(root.to_string()),
+                        title: inc.title.to_string(),
+                    });
                 }
             }
         }
+    }
 
-        // SLA compliance over 30 days, each incident against each service.
-        let sla_since = now.saturating_sub(SLA_WINDOW);
-        let recent = standing
-            .iter()
-            .copied()
-            .filter(|inc| inc.resolved_at.is_none_or(|r| r >= sla_since));
-        let tally = sla_tally(i.cmdb, recent, now, i.pause_on);
-        for (s, t) in tally.by_service {
+    pub fn finish(self) -> KpiBook {
+        let KpiBuilder {
+            i,
+            mut overall,
+            mut services,
+            overall_sla,
+            service_sla,
+            failed_by,
+            ..
+        } = self;
+        let now = i.now;
+        overall.sla = overall_sla;
+        for (s, t) in service_sla {
             if let Some(k) = services.get_mut(&s) {
                 k.sla = t;
             }
         }
-        overall.sla = tally.overall;
-
-        // Change outcomes.
-        let changes = change_outcomes(i.cmdb, i.changes, &standing, i.failure_window, now);
+        let mut changes: Vec<ChangeVerdict> = i
+            .changes
+            .iter()
+            .zip(failed_by)
+            .map(|(c, mut failed_by)| verdict(i.cmdb, c, &mut failed_by, i.failure_window, now))
+            .collect();
+        changes.sort_by(|a, b| {
+            a.change
+                .start
+                .cmp(&b.change.start)
+                .then_with(|| a.change.id.cmp(&b.change.id))
+        });
         let mut failed_by_incident: FxHashMap<IncidentId, Vec<usize>> = FxHashMap::default();
         for (idx, v) in changes.iter().enumerate() {
             for f in &v.failed_by {
@@ -580,7 +678,6 @@ impl KpiBook {
                 }
             }
         }
-
         overall.finish();
         services.values_mut().for_each(Kpis::finish);
         KpiBook {
@@ -591,14 +688,49 @@ impl KpiBook {
             failed_by_incident,
         }
     }
+}
 
-    /// The changes an incident failed.
-    pub fn failed_changes(&self, id: IncidentId) -> impl Iterator<Item = &ChangeVerdict> {
-        self.failed_by_incident
-            .get(&id)
-            .into_iter()
-            .flatten()
-            .filter_map(|i| self.changes.get(*i))
+fn add_tally(into: &mut SlaTally, t: SlaTally) {
+    for (a, b) in into.iter_mut().zip(t) {
+        a.0 += b.0;
+        a.1 += b.1;
+    }
+}
+
+/// A change's outcome from the incidents found to fail it.
+fn verdict(
+    cmdb: &Cmdb,
+    c: &ChangeRecord,
+    failed_by: &mut Vec<FailedBy>,
+    failure_window: Duration,
+    now: Timestamp,
+) -> ChangeVerdict {
+    failed_by.sort_by_key(|f| (f.opened_at, f.id));
+    let services = cmdb
+        .ci_by_id(&c.ci)
+        .map(|idx| {
+            cmdb.impacted_services(idx)
+                .into_iter()
+                .map(|s| s.id)
+                .collect()
+        })
+        .unwrap_or_default();
+    let closes = c.end.saturating_add(failure_window);
+    let (outcome, decided_at) = if !c.state.is_planned() {
+        (ChangeOutcome::NotImplemented, None)
+    } else if let Some(first) = failed_by.first() {
+        (ChangeOutcome::Failed, Some(first.opened_at))
+    } else if closes < now {
+        (ChangeOutcome::Successful, Some(closes))
+    } else {
+        (ChangeOutcome::Pending, None)
+    };
+    ChangeVerdict {
+        change: c.clone(),
+        outcome,
+        failed_by: std::mem::take(failed_by),
+        decided_at,
+        services,
     }
 }
 
@@ -643,95 +775,6 @@ pub fn sla_tally<'a>(
             count(e, incident_sla_against(cmdb, inc, one, now, pause_on));
         }
     }
-    out
-}
-
-/// Each change's outcome from the incidents that stand.
-pub fn change_outcomes(
-    cmdb: &Cmdb,
-    changes: &[ChangeRecord],
-    incidents: &[&Incident],
-    failure_window: Duration,
-    now: Timestamp,
-) -> Vec<ChangeVerdict> {
-    // Incidents by root CI, oldest first, so each change looks only at the
-    // CIs its failure reaches.
-    let mut by_root: FxHashMap<&str, Vec<&Incident>> = FxHashMap::default();
-    for inc in incidents {
-        if let Some(r) = inc.root_ci.as_deref() {
-            by_root.entry(r).or_default().push(inc);
-        }
-    }
-    for v in by_root.values_mut() {
-        v.sort_by_key(|i| (i.opened_at, i.id));
-    }
-    let mut out: Vec<ChangeVerdict> = changes
-        .iter()
-        .map(|c| {
-            let reach: Vec<&str> = match cmdb.ci_by_id(&c.ci) {
-                Some(idx) => std::iter::once(idx)
-                    .chain(cmdb.downstream(idx))
-                    .map(|x| cmdb.ci(x).id.as_str())
-                    .collect(),
-                None => vec![c.ci.as_str()],
-            };
-            let services = cmdb
-                .ci_by_id(&c.ci)
-                .map(|idx| {
-                    cmdb.impacted_services(idx)
-                        .into_iter()
-                        .map(|s| s.id)
-                        .collect()
-                })
-                .unwrap_or_default();
-            let closes = c.end.saturating_add(failure_window);
-            let mut failed_by: Vec<&Incident> = Vec::new();
-            if c.state.is_planned() {
-                let mut seen: FxHashSet<IncidentId> = FxHashSet::default();
-                for ci in reach {
-                    for inc in by_root.get(ci).into_iter().flatten() {
-                        if inc.opened_at >= c.start
-                            && inc.opened_at <= closes
-                            && seen.insert(inc.id)
-                        {
-                            failed_by.push(inc);
-                        }
-                    }
-                }
-            }
-            failed_by.sort_by_key(|i| (i.opened_at, i.id));
-            let (outcome, decided_at) = if !c.state.is_planned() {
-                (ChangeOutcome::NotImplemented, None)
-            } else if let Some(first) = failed_by.first() {
-                (ChangeOutcome::Failed, Some(first.opened_at))
-            } else if closes < now {
-                (ChangeOutcome::Successful, Some(closes))
-            } else {
-                (ChangeOutcome::Pending, None)
-            };
-            ChangeVerdict {
-                change: c.clone(),
-                outcome,
-                failed_by: failed_by
-                    .iter()
-                    .map(|i| FailedBy {
-                        id: i.id,
-                        opened_at: i.opened_at,
-                        root_ci: i.root_ci.as_deref().map(str::to_string),
-                        title: i.title.to_string(),
-                    })
-                    .collect(),
-                decided_at,
-                services,
-            }
-        })
-        .collect();
-    out.sort_by(|a, b| {
-        a.change
-            .start
-            .cmp(&b.change.start)
-            .then_with(|| a.change.id.cmp(&b.change.id))
-    });
     out
 }
 

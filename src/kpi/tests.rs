@@ -59,15 +59,17 @@ fn build(
     now: i64,
 ) -> KpiBook {
     let cmdb = cmdb();
-    KpiBook::build(&Inputs {
-        cmdb: &cmdb,
-        changes,
+    KpiBook::build(
+        &Inputs {
+            cmdb: &cmdb,
+            changes,
+            alerts,
+            pause_on: &[],
+            failure_window: Duration::from_secs(86_400),
+            now: at(now),
+        },
         incidents,
-        alerts,
-        pause_on: &[],
-        failure_window: Duration::from_secs(86_400),
-        now: at(now),
-    })
+    )
 }
 
 fn outcome(book: &KpiBook, id: &str) -> (ChangeOutcome, Vec<i64>) {

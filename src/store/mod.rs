@@ -325,6 +325,26 @@ pub trait IncidentLog: Send + Sync + 'static {
     }
 }
 
+/// Where a page of [`Reads::incidents_since_page`] ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IncidentCursor {
+    Start,
+    /// After this active incident.
+    Active(IncidentId),
+    /// After this resolved incident (its resolution time and id).
+    Resolved(Timestamp, IncidentId),
+}
+
+impl IncidentCursor {
+    /// Where a page ending with `last` ended.
+    pub fn after(last: &Incident) -> IncidentCursor {
+        match last.resolved_at {
+            Some(t) if !last.state.is_active() => IncidentCursor::Resolved(t, last.id),
+            _ => IncidentCursor::Active(last.id),
+        }
+    }
+}
+
 /// What the API, the SLO exporter and the action service read.
 pub trait Reads: Send + Sync + 'static {
     fn list_problems(&self) -> BoxFuture<'_, Result<Vec<Problem>, StoreError>>;
@@ -350,6 +370,17 @@ pub trait Reads: Send + Sync + 'static {
         id: IncidentId,
         page: Page,
     ) -> BoxFuture<'_, Result<Vec<AlertRecord>, StoreError>>;
+    /// A page of at most `limit` of the incidents [`Reads::slo_incidents`]
+    /// returns (of any priority), in a stable order: the active ones by
+    /// id, then the resolved ones by resolution time and id; `after` is
+    /// where the previous page ended. For reading a month of incidents
+    /// without holding them all (the KPI refresh).
+    fn incidents_since_page(
+        &self,
+        since: Timestamp,
+        after: IncidentCursor,
+        limit: u32,
+    ) -> BoxFuture<'_, Result<Vec<Incident>, StoreError>>;
     /// Alerts whose last start is after `cuts[2]`, counted by CI (read
     /// from the correlation key), suppressing rule, attached to an incident
     /// or not, and band: 0 when it started after `cuts[0]`, 1 after

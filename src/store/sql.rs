@@ -443,6 +443,61 @@ impl<B: SqlBackend> Reads for B {
         })
     }
 
+    fn incidents_since_page(
+        &self,
+        since: Timestamp,
+        after: super::IncidentCursor,
+        limit: u32,
+    ) -> BoxFuture<'_, Result<Vec<Incident>, StoreError>> {
+        use super::IncidentCursor;
+        Box::pin(async move {
+            let mut out = Vec::new();
+            // Each arm uses an index: active incidents by state and id,
+            // resolved ones by resolution time.
+            if let IncidentCursor::Start | IncidentCursor::Active(_) = after {
+                let from = match after {
+                    IncidentCursor::Active(id) => id.0,
+                    _ => i64::MIN,
+                };
+                let rows = self
+                    .fetch(
+                        Stmt::new(format!(
+                            "SELECT {INCIDENT_COLUMNS} FROM incidents \
+                             WHERE state <> 'resolved' AND id > ? ORDER BY id LIMIT ?"
+                        ))
+                        .int(from)
+                        .int(i64::from(limit)),
+                    )
+                    .await?;
+                out = decode(&rows, incident_from_row)?;
+                if out.len() >= limit as usize {
+                    return Ok(out);
+                }
+            }
+            let (t, id) = match after {
+                IncidentCursor::Resolved(t, id) => (t.millis(), id.0),
+                _ => (since.millis().saturating_sub(1), i64::MIN),
+            };
+            let rows = self
+                .fetch(
+                    Stmt::new(format!(
+                        "SELECT {INCIDENT_COLUMNS} FROM incidents \
+                         WHERE state = 'resolved' AND resolved_at >= ? \
+                           AND (resolved_at > ? OR (resolved_at = ? AND id > ?)) \
+                         ORDER BY resolved_at, id LIMIT ?"
+                    ))
+                    .int(since.millis())
+                    .int(t)
+                    .int(t)
+                    .int(id)
+                    .int(i64::from(limit) - out.len() as i64),
+                )
+                .await?;
+            out.extend(decode(&rows, incident_from_row)?);
+            Ok(out)
+        })
+    }
+
     fn alert_tallies(
         &self,
         cuts: [Timestamp; 3],

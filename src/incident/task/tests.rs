@@ -85,6 +85,14 @@ impl Reads for SlowStore {
     fn incident_alerts(&self, id: IncidentId, page: Page) -> Fut<'_, Vec<AlertRecord>> {
         self.0.incident_alerts(id, page)
     }
+    fn incidents_since_page(
+        &self,
+        since: Timestamp,
+        after: crate::store::IncidentCursor,
+        limit: u32,
+    ) -> Fut<'_, Vec<Incident>> {
+        self.0.incidents_since_page(since, after, limit)
+    }
     fn alert_tallies(&self, cuts: [Timestamp; 3]) -> Fut<'_, Vec<crate::kpi::AlertTally>> {
         self.0.alert_tallies(cuts)
     }
