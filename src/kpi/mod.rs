@@ -492,6 +492,9 @@ pub struct KpiBuilder<'a> {
     service_sla: FxHashMap<String, SlaTally>,
     /// Planned changes by the id of their CI (indexes into `i.changes`).
     changes_by_ci: FxHashMap<&'a str, Vec<usize>>,
+    /// For each root CI met, the changes an incident there could fail
+    /// (those on it or on a CI it depends on).
+    reach: FxHashMap<String, Vec<usize>>,
     failed_by: Vec<Vec<FailedBy>>,
     /// Incidents already counted (a page boundary crossed by a state
     /// change can show one twice).
@@ -553,6 +556,7 @@ impl<'a> KpiBuilder<'a> {
             overall_sla: SlaTally::default(),
             service_sla: FxHashMap::default(),
             changes_by_ci,
+            reach: FxHashMap::default(),
             failed_by: vec![Vec::new(); i.changes.len()],
             seen: FxHashSet::default(),
         }
@@ -595,34 +599,52 @@ impl<'a> KpiBuilder<'a> {
             .resolved_at
             .is_none_or(|r| r >= now.saturating_sub(SLA_WINDOW))
         {
-            let t = sla_tally(self.i.cmdb, [inc], now, self.i.pause_on);
-            add_tally(&mut self.overall_sla, t.overall);
-            for (s, t) in t.by_service {
-                add_tally(self.service_sla.entry(s).or_default(), t);
+            use crate::slo::sla::incident_sla_against;
+            let (cmdb, pause_on) = (self.i.cmdb, self.i.pause_on);
+            count_sla(
+                &mut self.overall_sla,
+                incident_sla_against(cmdb, inc, &inc.impacted_services, now, pause_on),
+            );
+            for s in &inc.impacted_services {
+                let sla = incident_sla_against(cmdb, inc, std::slice::from_ref(s), now, pause_on);
+                match self.service_sla.get_mut(s.as_str()) {
+                    Some(t) => count_sla(t, sla),
+                    None => count_sla(self.service_sla.entry(s.clone()).or_default(), sla),
+                }
             }
         }
-        // The changes it fails: on its root CI or on a CI upstream of it.
+        // The changes it fails: on its root CI or on a CI it depends on
+        // (found once per root CI).
         let Some(root) = inc.root_ci.as_deref() else {
             return;
         };
+        if self.changes_by_ci.is_empty() {
+            return;
+        }
         let cmdb = self.i.cmdb;
-        let upstream = cmdb
-            .ci_by_id(root)
-            .map(|r| cmdb.upstream(r))
-            .unwrap_or_default();
-        let cis = std::iter::once(root).chain(upstream.iter().map(|c| cmdb.ci(*c).id.as_str()));
-        for ci in cis {
-            for &idx in self.changes_by_ci.get(ci).into_iter().flatten() {
-                let c = &self.i.changes[idx];
-                let closes = c.end.saturating_add(self.i.failure_window);
-                if inc.opened_at >= c.start && inc.opened_at <= closes {
-                    self.failed_by[idx].push(FailedBy {
-                        id: inc.id,
-                        opened_at: inc.opened_at,
-                        root_ci: Some(root.to_string()),
-                        title: inc.title.to_string(),
-                    });
-                }
+        let by_ci = &self.changes_by_ci;
+        let candidates = self.reach.entry(root.to_string()).or_insert_with(|| {
+            let upstream = cmdb
+                .ci_by_id(root)
+                .map(|r| cmdb.upstream(r))
+                .unwrap_or_default();
+            std::iter::once(root)
+                .chain(upstream.iter().map(|c| cmdb.ci(*c).id.as_str()))
+                .filter_map(|ci| by_ci.get(ci))
+                .flatten()
+                .copied()
+                .collect()
+        });
+        for &idx in candidates.iter() {
+            let c = &self.i.changes[idx];
+            let closes = c.end.saturating_add(self.i.failure_window);
+            if inc.opened_at >= c.start && inc.opened_at <= closes {
+                self.failed_by[idx].push(FailedBy {
+                    id: inc.id,
+                    opened_at: inc.opened_at,
+                    root_ci: Some(root.to_string()),
+                    title: inc.title.to_string(),
+                });
             }
         }
     }
@@ -690,10 +712,18 @@ impl<'a> KpiBuilder<'a> {
     }
 }
 
-fn add_tally(into: &mut SlaTally, t: SlaTally) {
-    for (a, b) in into.iter_mut().zip(t) {
-        a.0 += b.0;
-        a.1 += b.1;
+/// Count a stopped (met or breached) timer of each kind.
+fn count_sla(t: &mut SlaTally, sla: crate::slo::sla::IncidentSla) {
+    use crate::slo::sla::SlaStatus;
+    for (kind, timer) in [sla.response, sla.resolution].into_iter().enumerate() {
+        match timer.map(|t| t.status) {
+            Some(SlaStatus::Met) => {
+                t[kind].0 += 1;
+                t[kind].1 += 1;
+            }
+            Some(SlaStatus::Breached) => t[kind].1 += 1,
+            _ => {}
+        }
     }
 }
 
@@ -750,29 +780,17 @@ pub fn sla_tally<'a>(
     now: Timestamp,
     pause_on: &[String],
 ) -> SlaTallies {
-    use crate::slo::sla::{IncidentSla, SlaStatus, incident_sla_against};
-    fn count(t: &mut SlaTally, sla: IncidentSla) {
-        for (kind, timer) in [sla.response, sla.resolution].into_iter().enumerate() {
-            match timer.map(|t| t.status) {
-                Some(SlaStatus::Met) => {
-                    t[kind].0 += 1;
-                    t[kind].1 += 1;
-                }
-                Some(SlaStatus::Breached) => t[kind].1 += 1,
-                _ => {}
-            }
-        }
-    }
+    use crate::slo::sla::incident_sla_against;
     let mut out = SlaTallies::default();
     for inc in recent {
-        count(
+        count_sla(
             &mut out.overall,
             incident_sla_against(cmdb, inc, &inc.impacted_services, now, pause_on),
         );
         for s in &inc.impacted_services {
             let one = std::slice::from_ref(s);
             let e = out.by_service.entry(s.clone()).or_default();
-            count(e, incident_sla_against(cmdb, inc, one, now, pause_on));
+            count_sla(e, incident_sla_against(cmdb, inc, one, now, pause_on));
         }
     }
     out
