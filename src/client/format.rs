@@ -572,7 +572,7 @@ pub fn kpis_table(v: &Value, width: usize) -> Option<String> {
             "CHANGE FAIL",
             "ALERTS 1D",
             "NOISE CUT 1D",
-            "7D",
+            "NOISE CUT 7D",
         ],
         0,
     );
@@ -615,12 +615,31 @@ pub fn kpis_table(v: &Value, width: usize) -> Option<String> {
         ]
     };
     t.rows.push(row("(all)", &v["overall"]));
+    // Services with nothing in any window are left out (a catalog of
+    // hundreds would bury the few that had something), and counted.
+    let quiet = |k: &Value| {
+        let n = |x: &Value| x.as_u64().unwrap_or(0);
+        let ch = &k["changes"]["30d"];
+        n(&k["incidents"]["30d"]["opened"]) == 0
+            && n(&ch["failed"]) + n(&ch["successful"]) + n(&ch["pending"]) == 0
+            && n(&k["noise"]["7d"]["alerts"]) == 0
+    };
+    let mut hidden = 0;
     for s in list {
-        if !s["kpis"].is_null() {
-            t.rows.push(row(text(&s["id"]), &s["kpis"]));
+        match &s["kpis"] {
+            Value::Null => {}
+            k if quiet(k) => hidden += 1,
+            k => t.rows.push(row(text(&s["id"]), k)),
         }
     }
-    Some(t.render(width))
+    let mut out = t.render(width);
+    if hidden > 0 {
+        let noun = if hidden == 1 { "service" } else { "services" };
+        out.push_str(&format!(
+            "({hidden} {noun} without incidents, changes or alerts in the windows not shown)\n"
+        ));
+    }
+    Some(out)
 }
 
 /// `GET /api/v1/cis` as a table.
@@ -944,10 +963,21 @@ mod tests {
             "sla_compliance": {"response": 1.0, "resolution": 0.5},
             "noise": {"1d": {"alerts": 40, "incidents": 1, "reduction_ratio": 0.975}, "7d": {"reduction_ratio": 0.9}}
         });
-        let v = json!({"overall": k, "services": [{"id": "pricing", "kpis": k}, {"id": "new", "kpis": null}]});
+        let quiet = json!({"incidents": {"30d": {"opened": 0}}, "changes": {"30d": {}}, "noise": {"7d": {"alerts": 0}}});
+        let v = json!({"overall": k, "services": [
+            {"id": "pricing", "kpis": k}, {"id": "new", "kpis": null}, {"id": "blog", "kpis": quiet}
+        ]});
         let out = kpis_table(&v, 200).expect("a table");
         let lines: Vec<&str> = out.lines().collect();
-        assert_eq!(lines.len(), 3, "header, the estate, pricing: {out}");
+        assert_eq!(
+            lines.len(),
+            4,
+            "header, the estate, pricing, the quiet count: {out}"
+        );
+        assert_eq!(
+            lines[3],
+            "(1 service without incidents, changes or alerts in the windows not shown)"
+        );
         assert!(lines[1].starts_with("(all)"), "{out}");
         for want in [
             "5", "5m", "2h01m", "100%/50%", "1 of 4", "25%", "40→1", "97.5%", "90.0%",

@@ -725,10 +725,13 @@ fn kpi_cells(k: &crate::kpi::Kpis) -> Markup {
         td.num { (mean(inc("30d").and_then(|f| f.mtta_seconds))) }
         td.num { (mean(inc("30d").and_then(|f| f.mttr_seconds))) }
         td.num { (pct(k.sla_compliance.get("response").copied())) " / " (pct(k.sla_compliance.get("resolution").copied())) }
-        td.num { @if let Some(c) = ch {
-            (c.failed) " of " (c.failed + c.successful)
-            @if c.pending > 0 { span.muted { " (+" (c.pending) " pending)" } }
-            " · " (pct(c.failure_ratio))
+        td.num { @match ch {
+            Some(c) if c.failed + c.successful + c.pending > 0 => {
+                (c.failed) " of " (c.failed + c.successful)
+                @if c.pending > 0 { span.muted { " (+" (c.pending) " pending)" } }
+                " · " (pct(c.failure_ratio))
+            }
+            _ => { span.muted { "-" } }
         } }
         td.num { @if let Some(n) = noise("1d") { (n.alerts) " → " (n.incidents) } }
         td.num { (pct(noise("1d").and_then(|n| n.reduction_ratio))) " / " (pct(noise("7d").and_then(|n| n.reduction_ratio))) }
