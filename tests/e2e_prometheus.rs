@@ -752,6 +752,66 @@ cis:
   - { id: shop-web, class: app, service: shop }
 "#;
 
+/// The Prometheus binary; the suite is on, so its absence is a failure.
+fn prometheus_bin() -> std::path::PathBuf {
+    support::find_program(&["/usr/bin/prometheus", "prometheus"]).unwrap_or_else(|| {
+        panic!("INCIDENTD_TEST_E2E=1 but no Prometheus binary: apt-get install prometheus")
+    })
+}
+
+/// A client for the local servers (no proxy, short timeouts).
+fn local_http() -> reqwest::Client {
+    reqwest::Client::builder()
+        .no_proxy()
+        .connect_timeout(Duration::from_secs(2))
+        .timeout(Duration::from_secs(5))
+        .build()
+        .expect("http client")
+}
+
+/// Prometheus on `prom_port` scraping incidentd on `inc_port` and
+/// evaluating the shipped `rules` (under `deploy/prometheus/`), both every
+/// second; ready when this returns.
+async fn prometheus_with_shipped_rules(
+    dir: &Path,
+    rules: &str,
+    inc_port: u16,
+    prom_port: u16,
+    http: &reqwest::Client,
+    children: &mut Children,
+) {
+    let rules = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("deploy/prometheus")
+        .join(rules);
+    let prom_config = dir.join("prometheus.yml");
+    write(
+        &prom_config,
+        &format!(
+            "global:
+  scrape_interval: 1s
+  scrape_timeout: 1s
+  evaluation_interval: 1s
+rule_files:
+  - {rules}
+scrape_configs:
+  - job_name: incidentd
+    static_configs:
+      - targets: ['127.0.0.1:{inc_port}']
+",
+            rules = rules.display(),
+        ),
+    );
+    start_prometheus(
+        &prometheus_bin(),
+        dir,
+        &prom_config,
+        prom_port,
+        http,
+        children,
+    )
+    .await;
+}
+
 /// A PromQL instant query; the result vector, or why not.
 async fn prom_query(http: &reqwest::Client, prom: &str, q: &str) -> Result<Vec<Value>, String> {
     let resp = http
@@ -805,16 +865,9 @@ async fn slo_error_budget_through_prometheus() {
 }
 
 async fn run_slo(dir: &Path, children: &mut Children) {
-    let prometheus_bin = support::find_program(&["/usr/bin/prometheus", "prometheus"])
-        .unwrap_or_else(|| {
-            panic!("INCIDENTD_TEST_E2E=1 but no Prometheus binary: apt-get install prometheus")
-        });
-    let http = reqwest::Client::builder()
-        .no_proxy()
-        .connect_timeout(Duration::from_secs(2))
-        .timeout(Duration::from_secs(5))
-        .build()
-        .expect("http client");
+    // Found before anything starts: its absence fails at once.
+    prometheus_bin();
+    let http = local_http();
     let [inc_port, prom_port] = free_ports(2)[..] else {
         unreachable!("free_ports(2) returns 2 ports")
     };
@@ -887,30 +940,10 @@ async fn run_slo(dir: &Path, children: &mut Children) {
 
     // Prometheus scrapes incidentd every second and evaluates the shipped
     // SLO rules every second.
-    let shipped_rules =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/prometheus/incidentd-slo.rules.yml");
-    let prom_config = dir.join("prometheus.yml");
-    write(
-        &prom_config,
-        &format!(
-            "global:
-  scrape_interval: 1s
-  scrape_timeout: 1s
-  evaluation_interval: 1s
-rule_files:
-  - {rules}
-scrape_configs:
-  - job_name: incidentd
-    static_configs:
-      - targets: ['127.0.0.1:{inc_port}']
-",
-            rules = shipped_rules.display(),
-        ),
-    );
-    start_prometheus(
-        &prometheus_bin,
+    prometheus_with_shipped_rules(
         dir,
-        &prom_config,
+        "incidentd-slo.rules.yml",
+        inc_port,
         prom_port,
         &http,
         children,
@@ -1074,16 +1107,8 @@ async fn itsm_kpis_through_prometheus() {
 }
 
 async fn run_kpi(dir: &Path, children: &mut Children) {
-    let prometheus_bin = support::find_program(&["/usr/bin/prometheus", "prometheus"])
-        .unwrap_or_else(|| {
-            panic!("INCIDENTD_TEST_E2E=1 but no Prometheus binary: apt-get install prometheus")
-        });
-    let http = reqwest::Client::builder()
-        .no_proxy()
-        .connect_timeout(Duration::from_secs(2))
-        .timeout(Duration::from_secs(5))
-        .build()
-        .expect("http client");
+    prometheus_bin();
+    let http = local_http();
     let [inc_port, prom_port] = free_ports(2)[..] else {
         unreachable!("free_ports(2) returns 2 ports")
     };
@@ -1266,30 +1291,10 @@ cis:
         "acknowledged at least 10 minutes after the CDN alert began: {mtta}"
     );
 
-    let rules =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/prometheus/incidentd-kpi.rules.yml");
-    let prom_config = dir.join("prometheus.yml");
-    write(
-        &prom_config,
-        &format!(
-            "global:
-  scrape_interval: 1s
-  scrape_timeout: 1s
-  evaluation_interval: 1s
-rule_files:
-  - {rules}
-scrape_configs:
-  - job_name: incidentd
-    static_configs:
-      - targets: ['127.0.0.1:{inc_port}']
-",
-            rules = rules.display(),
-        ),
-    );
-    start_prometheus(
-        &prometheus_bin,
+    prometheus_with_shipped_rules(
         dir,
-        &prom_config,
+        "incidentd-kpi.rules.yml",
+        inc_port,
         prom_port,
         &http,
         children,
