@@ -14,7 +14,7 @@ const LAYERS: &[&[&str]] = &[
     &["store"],
     &["telemetry"],
     &["slo"],
-    &["incident"],
+    &["incident", "kpi"],
     &["outbound"],
     &["ingest"],
     &["api", "config"],

@@ -1358,7 +1358,7 @@ async fn alerts_are_tallied_by_ci_rule_and_window(db: Db) {
     got.sort();
     let t =
         |ci: Option<&str>, rule: Option<&str>, attached: bool, band: usize, n: u64, opened: u64| {
-            incidentd::kpi::AlertTally {
+            incidentd::store::AlertTally {
                 ci: ci.map(str::to_string),
                 suppressed_rule: rule.map(str::to_string),
                 attached,

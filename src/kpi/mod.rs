@@ -68,22 +68,7 @@ pub const SLA_WINDOW: Duration = Duration::from_secs(30 * DAY);
 /// `sla` label values, in [`SlaTally`] order.
 pub const SLA_KINDS: [&str; 2] = ["response", "resolution"];
 
-/// One group of alerts as the store counts them: those on one CI, with one
-/// suppressing rule (or none), attached to an incident or not, whose last
-/// start falls in one band of [`NOISE_WINDOWS`] (0: the last hour, 1: the
-/// rest of the last day, 2: the rest of the week).
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
-pub struct AlertTally {
-    /// The CI the alert was bound to (read from its correlation key).
-    pub ci: Option<String>,
-    pub suppressed_rule: Option<String>,
-    pub attached: bool,
-    pub band: usize,
-    pub count: u64,
-    /// The incidents these alerts opened (an alert whose correlation key
-    /// is its incident's): the other attached alerts joined one.
-    pub opened: u64,
-}
+pub use crate::store::AlertTally;
 
 /// What happened to a change, as far as the record tells.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

@@ -325,6 +325,23 @@ pub trait IncidentLog: Send + Sync + 'static {
     }
 }
 
+/// One group of alerts as the store counts them: those on one CI, with one
+/// suppressing rule (or none), attached to an incident or not, whose last
+/// start falls in one band of `kpi::NOISE_WINDOWS` (0: the last hour, 1: the
+/// rest of the last day, 2: the rest of the week).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct AlertTally {
+    /// The CI the alert was bound to (read from its correlation key).
+    pub ci: Option<String>,
+    pub suppressed_rule: Option<String>,
+    pub attached: bool,
+    pub band: usize,
+    pub count: u64,
+    /// The incidents these alerts opened (an alert whose correlation key
+    /// is its incident's): the other attached alerts joined one.
+    pub opened: u64,
+}
+
 /// Where a page of [`Reads::incidents_since_page`] ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum IncidentCursor {
@@ -384,11 +401,11 @@ pub trait Reads: Send + Sync + 'static {
     /// Alerts whose last start is after `cuts[2]`, counted by CI (read
     /// from the correlation key), suppressing rule, attached to an incident
     /// or not, and band: 0 when it started after `cuts[0]`, 1 after
-    /// `cuts[1]`, else 2 (the noise figures, `kpi`).
+    /// `cuts[1]`, else 2 (the noise figures of the KPIs).
     fn alert_tallies(
         &self,
         cuts: [Timestamp; 3],
-    ) -> BoxFuture<'_, Result<Vec<crate::kpi::AlertTally>, StoreError>>;
+    ) -> BoxFuture<'_, Result<Vec<AlertTally>, StoreError>>;
     fn count_by_state(&self) -> BoxFuture<'_, Result<Vec<(IncidentState, u64)>, StoreError>>;
     /// Firing alerts, newest start first, as the engine last wrote them
     /// (with the rule and reason of a suppression, and their incident).

@@ -328,8 +328,8 @@ pub(super) fn state_count_from_row(r: &impl Cols) -> Result<(IncidentState, u64)
     Ok((parse_state(&r.text("state")?)?, count_from_db(r.int("n")?)))
 }
 
-pub(super) fn alert_tally_from_row(r: &impl Cols) -> Result<crate::kpi::AlertTally, StoreError> {
-    Ok(crate::kpi::AlertTally {
+pub(super) fn alert_tally_from_row(r: &impl Cols) -> Result<super::AlertTally, StoreError> {
+    Ok(super::AlertTally {
         ci: r.opt_text("ci")?,
         suppressed_rule: r.opt_text("suppressed_rule")?,
         attached: r.int("attached")? != 0,

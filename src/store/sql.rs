@@ -501,7 +501,7 @@ impl<B: SqlBackend> Reads for B {
     fn alert_tallies(
         &self,
         cuts: [Timestamp; 3],
-    ) -> BoxFuture<'_, Result<Vec<crate::kpi::AlertTally>, StoreError>> {
+    ) -> BoxFuture<'_, Result<Vec<super::AlertTally>, StoreError>> {
         Box::pin(async move {
             // One pass over the table, a handful of groups out: the CIs
             // times the rules, not the alerts.

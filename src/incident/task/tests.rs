@@ -93,7 +93,7 @@ impl Reads for SlowStore {
     ) -> Fut<'_, Vec<Incident>> {
         self.0.incidents_since_page(since, after, limit)
     }
-    fn alert_tallies(&self, cuts: [Timestamp; 3]) -> Fut<'_, Vec<crate::kpi::AlertTally>> {
+    fn alert_tallies(&self, cuts: [Timestamp; 3]) -> Fut<'_, Vec<crate::store::AlertTally>> {
         self.0.alert_tallies(cuts)
     }
     fn count_by_state(&self) -> Fut<'_, Vec<(IncidentState, u64)>> {
