@@ -65,8 +65,9 @@ pub const TREND_WINDOWS: [(&str, Duration); 2] = [
 /// How far back SLA compliance looks.
 pub const SLA_WINDOW: Duration = Duration::from_secs(30 * DAY);
 
-/// `sla` label values, in [`SlaTally`] order.
-pub const SLA_KINDS: [&str; 2] = ["response", "resolution"];
+/// `sla` label values, in [`SlaTally`] order (the same as
+/// `incidentd_sla_completed_total`'s).
+pub use crate::telemetry::SLA_KINDS;
 
 pub use crate::store::AlertTally;
 
@@ -446,6 +447,7 @@ fn within(t: Timestamp, now: Timestamp, w: Duration) -> bool {
 }
 
 impl KpiBook {
+    #[cfg(test)]
     /// The book from `i` and the incidents (at least every one opened, or
     /// open, since [`incident_horizon`]) at once; [`KpiBuilder`] takes them
     /// page by page.
@@ -473,8 +475,7 @@ pub struct KpiBuilder<'a> {
     i: &'a Inputs<'a>,
     overall: Kpis,
     services: BTreeMap<String, Kpis>,
-    overall_sla: SlaTally,
-    service_sla: FxHashMap<String, SlaTally>,
+    sla: SlaTallies,
     /// Planned changes by the id of their CI (indexes into `i.changes`).
     changes_by_ci: FxHashMap<&'a str, Vec<usize>>,
     /// For each root CI met, the changes an incident there could fail
@@ -538,8 +539,7 @@ impl<'a> KpiBuilder<'a> {
             i,
             overall,
             services,
-            overall_sla: SlaTally::default(),
-            service_sla: FxHashMap::default(),
+            sla: SlaTallies::default(),
             changes_by_ci,
             reach: FxHashMap::default(),
             failed_by: vec![Vec::new(); i.changes.len()],
@@ -584,19 +584,7 @@ impl<'a> KpiBuilder<'a> {
             .resolved_at
             .is_none_or(|r| r >= now.saturating_sub(SLA_WINDOW))
         {
-            use crate::slo::sla::incident_sla_against;
-            let (cmdb, pause_on) = (self.i.cmdb, self.i.pause_on);
-            count_sla(
-                &mut self.overall_sla,
-                incident_sla_against(cmdb, inc, &inc.impacted_services, now, pause_on),
-            );
-            for s in &inc.impacted_services {
-                let sla = incident_sla_against(cmdb, inc, std::slice::from_ref(s), now, pause_on);
-                match self.service_sla.get_mut(s.as_str()) {
-                    Some(t) => count_sla(t, sla),
-                    None => count_sla(self.service_sla.entry(s.clone()).or_default(), sla),
-                }
-            }
+            self.sla.add(self.i.cmdb, inc, now, self.i.pause_on);
         }
         // The changes it fails: on its root CI or on a CI it depends on
         // (found once per root CI).
@@ -639,14 +627,13 @@ impl<'a> KpiBuilder<'a> {
             i,
             mut overall,
             mut services,
-            overall_sla,
-            service_sla,
+            sla,
             failed_by,
             ..
         } = self;
         let now = i.now;
-        overall.sla = overall_sla;
-        for (s, t) in service_sla {
+        overall.sla = sla.overall;
+        for (s, t) in sla.by_service {
             if let Some(k) = services.get_mut(&s) {
                 k.sla = t;
             }
@@ -765,20 +752,31 @@ pub fn sla_tally<'a>(
     now: Timestamp,
     pause_on: &[String],
 ) -> SlaTallies {
-    use crate::slo::sla::incident_sla_against;
     let mut out = SlaTallies::default();
     for inc in recent {
+        out.add(cmdb, inc, now, pause_on);
+    }
+    out
+}
+
+impl SlaTallies {
+    /// Count one incident's stopped timers overall and for each service
+    /// it impacts.
+    fn add(&mut self, cmdb: &Cmdb, inc: &Incident, now: Timestamp, pause_on: &[String]) {
+        use crate::slo::sla::incident_sla_against;
         count_sla(
-            &mut out.overall,
+            &mut self.overall,
             incident_sla_against(cmdb, inc, &inc.impacted_services, now, pause_on),
         );
         for s in &inc.impacted_services {
-            let one = std::slice::from_ref(s);
-            let e = out.by_service.entry(s.clone()).or_default();
-            count_sla(e, incident_sla_against(cmdb, inc, one, now, pause_on));
+            let sla = incident_sla_against(cmdb, inc, std::slice::from_ref(s), now, pause_on);
+            // No key copied for a service already counted.
+            match self.by_service.get_mut(s.as_str()) {
+                Some(t) => count_sla(t, sla),
+                None => count_sla(self.by_service.entry(s.clone()).or_default(), sla),
+            }
         }
     }
-    out
 }
 
 #[cfg(test)]
