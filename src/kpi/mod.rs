@@ -739,7 +739,7 @@ fn verdict(
 /// SLA timers met and decided, per service and overall.
 #[derive(Debug, Default)]
 pub struct SlaTallies {
-    pub by_service: BTreeMap<String, SlaTally>,
+    pub by_service: FxHashMap<String, SlaTally>,
     pub overall: SlaTally,
 }
 
