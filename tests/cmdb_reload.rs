@@ -310,3 +310,87 @@ async fn a_duplicate_ci_id_fails_the_reload_and_keeps_the_last_good_cmdb() {
     );
     assert!(!log.contains("CMDB reloaded"), "{log}");
 }
+
+/// A CMDB rewritten in place, as `cp`, a shell redirect or an editor do
+/// (truncated, then written in pieces), is read once it is whole: never
+/// half-written (a parse failure) nor short of CIs. An emptied file keeps
+/// the last good CMDB rather than unbinding every alert.
+#[tokio::test]
+async fn a_file_rewritten_in_place_is_read_only_when_whole() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let (d, cmdb) = watching(dir.path(), "");
+    let base = d.base.clone();
+    wait_for("readiness", async || get(&base, "/readyz").await.0 == 200).await;
+    let metrics = async || {
+        reqwest::get(format!("{base}/metrics"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    };
+    let reloads = |text: &str, outcome: &str| -> Option<f64> {
+        let series =
+            format!("incidentd_cmdb_reloads_total{{outcome=\"{outcome}\",source=\"file\"}} ");
+        text.lines()
+            .find_map(|l| l.strip_prefix(series.as_str())?.parse().ok())
+    };
+
+    // Emptied: a second of polls (five) changes nothing.
+    std::fs::write(&cmdb, "").unwrap();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let text = metrics().await;
+    assert!(text.contains("incidentd_cmdb_cis 2\n"), "{text}");
+    assert_eq!(reloads(&text, "success"), Some(0.0), "{text}");
+    assert_eq!(reloads(&text, "failure"), Some(0.0), "{text}");
+    assert_eq!(get(&base, "/api/v1/cis/api").await.0, 200);
+    assert!(
+        d.log_text()
+            .contains("CMDB file is empty; keeping the last good CMDB"),
+        "{}",
+        d.log_text()
+    );
+
+    // V2 written in three pieces 40 ms apart, the way a slow writer does,
+    // then V1 at once, several times over: each rewrite is one reload of
+    // the whole file, nothing in between.
+    let mut expected = 0.0;
+    for round in 1..=4 {
+        let mut f = std::fs::File::create(&cmdb).unwrap();
+        let cuts = [0, V2.len() / 3, 2 * V2.len() / 3, V2.len()];
+        for w in cuts.windows(2) {
+            f.write_all(&V2.as_bytes()[w[0]..w[1]]).unwrap();
+            f.flush().unwrap();
+            tokio::time::sleep(Duration::from_millis(40)).await;
+        }
+        drop(f);
+        expected += 1.0;
+        wait_for("V2 to be read", async || {
+            reloads(&metrics().await, "success") >= Some(expected)
+        })
+        .await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let text = metrics().await;
+        assert!(
+            text.contains("incidentd_cmdb_cis 3\n"),
+            "round {round}: {text}"
+        );
+        assert_eq!(
+            reloads(&text, "success"),
+            Some(expected),
+            "round {round}: {text}"
+        );
+        std::fs::write(&cmdb, V1).unwrap();
+        expected += 1.0;
+        wait_for("V1 to be read", async || {
+            reloads(&metrics().await, "success") >= Some(expected)
+        })
+        .await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let text = metrics().await;
+    assert_eq!(reloads(&text, "success"), Some(expected), "{text}");
+    assert_eq!(reloads(&text, "failure"), Some(0.0), "{text}");
+    assert!(text.contains("incidentd_cmdb_cis 2\n"), "{text}");
+}

@@ -60,6 +60,15 @@ fn stamp(path: &std::path::Path) -> Option<Stamp> {
     })
 }
 
+/// How long a changed file must hold still before it is read: a file
+/// rewritten in place (truncated, then written, as `cp`, `echo >` and most
+/// editors do) is empty or half-written for a moment, and reading it then
+/// would swap in a CMDB with CIs missing. A Kubernetes ConfigMap swap is
+/// atomic and only waits this long.
+fn settle(every: Duration) -> Duration {
+    every.min(Duration::from_secs(1)) / 2
+}
+
 /// The stamps of a rule directory's visible entries (names starting with
 /// `.`, such as a ConfigMap's `..data`, are not rule files), sorted by
 /// name: any file written, added, removed or re-pointed changes it.
@@ -119,10 +128,16 @@ pub(super) async fn watch_rules(
         let now = stamp_of(&cfg.rules_dir).await;
         // A directory that cannot be read (being replaced) is not a change:
         // the next tick sees what it became.
-        if now.is_some() && now != seen {
-            seen = now;
-            reload_rules(&cfg, &engine, &metrics).await;
+        if now.is_none() || now == seen {
+            continue;
         }
+        // Still being written: the next tick looks again.
+        tokio::time::sleep(settle(cfg.rules_reload_interval)).await;
+        if stamp_of(&cfg.rules_dir).await != now {
+            continue;
+        }
+        seen = now;
+        reload_rules(&cfg, &engine, &metrics).await;
     }
 }
 
@@ -178,8 +193,11 @@ impl CmdbReloader {
         }
     }
 
-    /// Re-read the file if it changed (or always, with `force`).
-    pub async fn reload_file(&self, force: bool) {
+    /// Re-read the file if it changed (or always, with `force`). A change
+    /// is read only once the file has held still for `settle` (zero: at
+    /// once, as on SIGHUP); one still moving is looked at again on the
+    /// next call.
+    pub async fn reload_file(&self, force: bool, settle: Duration) {
         let Some(path) = self.inner.path.clone() else {
             return;
         };
@@ -188,11 +206,24 @@ impl CmdbReloader {
         if !force && now == st.file_stamp {
             return;
         }
+        if !settle.is_zero() {
+            tokio::time::sleep(settle).await;
+            if stamp(&path) != now {
+                return;
+            }
+        }
         st.file_stamp = now;
-        if now.is_none() {
+        let Some(now) = now else {
             if st.file.is_some() {
                 tracing::warn!(file = %path.display(), "CMDB file is gone; keeping the last good CMDB");
             }
+            return;
+        };
+        // Truncated and not yet written (or emptied by mistake): dropping
+        // every CI would unbind every alert. An intended empty CMDB is
+        // written as `cis: []`.
+        if now.len == 0 && st.file.is_some() {
+            tracing::warn!(file = %path.display(), "CMDB file is empty; keeping the last good CMDB (write `cis: []` for none)");
             return;
         }
         let name = path.display().to_string();
@@ -240,9 +271,10 @@ impl CmdbReloader {
         if self.inner.path.is_none() {
             return;
         }
+        let settle = settle(every);
         let mut every = Every::new(every);
         while every.tick(&cancel).await {
-            self.reload_file(false).await;
+            self.reload_file(false, settle).await;
         }
     }
 

@@ -549,7 +549,7 @@ async fn reload_on_sighup(
                 r = hup.recv() => if r.is_none() { return },
             }
             super::reload::reload_rules(&cfg, &engine, &metrics).await;
-            cmdb.reload_file(true).await;
+            cmdb.reload_file(true, Duration::ZERO).await;
             if let Some(cell) = &tls {
                 let cell = cell.clone();
                 match tokio::task::spawn_blocking(move || cell.reload()).await {
