@@ -1444,6 +1444,7 @@ async fn inbound_webhook(
     })?;
     let parsed = match d.kind {
         "jira" => inbound::jira(&v),
+        "freshservice" => inbound::freshservice(&v),
         _ => inbound::servicenow(&v),
     };
     let update =

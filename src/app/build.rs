@@ -196,6 +196,11 @@ fn credential(d: &DestinationConfig) -> Result<Credential> {
             },
             config::ServiceNowAuth::Bearer(t) => Credential::Bearer(read(t)?),
         },
+        // The API key is the user; the password is not checked ("X").
+        DestinationKind::Freshservice { api_key, .. } => Credential::Basic {
+            user: read(api_key)?,
+            password: "X".into(),
+        },
     })
 }
 

@@ -100,6 +100,15 @@ pub struct RawDestination {
     pub request_type_id: Option<String>,
     pub project: Option<String>,
     pub issue_type: Option<String>,
+    /// Freshservice: who tickets are raised for (`requester_email`, or an
+    /// existing requester's `requester_id`), and the ids of the agent
+    /// group, department, source and workspace they go to.
+    pub requester_email: Option<String>,
+    pub requester_id: Option<i64>,
+    pub group_id: Option<i64>,
+    pub department_id: Option<i64>,
+    pub source: Option<i64>,
+    pub workspace_id: Option<i64>,
     /// Opsgenie: who alerts are for (`team:…`, `user:…`, `escalation:…`,
     /// `schedule:…`); with a global API key, alerts without responders are
     /// unassigned.
@@ -168,6 +177,109 @@ pub struct RawRoute {
     pub events: Vec<String>,
 }
 
+/// A field template at `key`, its error reported.
+fn template(
+    errs: &mut Vec<FieldError>,
+    at: &str,
+    key: &str,
+    v: &str,
+) -> Option<crate::outbound::template::Template> {
+    match crate::outbound::template::Template::parse(v) {
+        Ok(t) => Some(t),
+        Err(m) => {
+            push(errs, at, key, m);
+            None
+        }
+    }
+}
+
+/// Whether `name` can be a ticket field's API name (a-z, 0-9, '_').
+fn field_name_ok(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+}
+
+/// A Freshservice destination's ticket fields: a requester (exactly one
+/// of `requester_email`, `requester_id`), the ids, `category` and
+/// `subcategory` templates, and `fields` as custom fields.
+fn freshservice_fields(
+    errs: &mut Vec<FieldError>,
+    at: &str,
+    d: &RawDestination,
+) -> Option<crate::outbound::freshservice::Fields> {
+    use crate::outbound::freshservice::{Fields, Requester};
+    let requester = match (&d.requester_email, d.requester_id) {
+        (Some(e), None) if e.contains('@') && !e.trim().is_empty() => {
+            Some(Requester::Email(e.trim().to_string()))
+        }
+        (Some(e), None) => {
+            push(
+                errs,
+                at,
+                "requester_email",
+                format!("{e:?}: an email address"),
+            );
+            None
+        }
+        (None, Some(id)) if id > 0 => Some(Requester::Id(id)),
+        _ => {
+            push(
+                errs,
+                at,
+                "requester_email",
+                "set one of requester_email or requester_id: Freshservice tickets need a requester"
+                    .into(),
+            );
+            None
+        }
+    };
+    for (key, v) in [
+        ("requester_id", d.requester_id),
+        ("group_id", d.group_id),
+        ("department_id", d.department_id),
+        ("source", d.source),
+        ("workspace_id", d.workspace_id),
+    ] {
+        if v.is_some_and(|v| v <= 0) {
+            push(errs, at, key, "an id is a positive number".into());
+        }
+    }
+    let category = d
+        .category
+        .as_deref()
+        .and_then(|v| template(errs, at, "category", v));
+    let sub_category = d
+        .subcategory
+        .as_deref()
+        .and_then(|v| template(errs, at, "subcategory", v));
+    let mut custom = Vec::new();
+    for (name, v) in d.fields.iter().flatten() {
+        let key = format!("fields.{name}");
+        if !field_name_ok(name) {
+            push(
+                errs,
+                at,
+                &key,
+                "a custom field's API name is a-z, 0-9 and '_'".into(),
+            );
+        } else if let Some(t) = template(errs, at, &key, v) {
+            custom.push((name.clone(), t));
+        }
+    }
+    Some(Fields {
+        requester: requester?,
+        group_id: d.group_id,
+        department_id: d.department_id,
+        source: d.source,
+        workspace_id: d.workspace_id,
+        category,
+        sub_category,
+        custom,
+    })
+}
+
 /// The ServiceNow ticket fields `d` sets, over the defaults; every
 /// template error and misplaced field reported.
 fn servicenow_fields(
@@ -217,11 +329,7 @@ fn servicenow_fields(
     }
     for (name, v) in d.fields.iter().flatten() {
         let key = format!("fields.{name}");
-        let valid = !name.is_empty()
-            && name
-                .bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
-        if !valid {
+        if !field_name_ok(name) {
             push(errs, at, &key, "a field name is a-z, 0-9 and '_'".into());
         } else if RESERVED.contains(&name.as_str()) {
             push(
@@ -365,6 +473,10 @@ fn settle(
     out
 }
 
+/// The ticketing tools: their tickets are read back, and they send
+/// updates back by webhook.
+const TICKETING: [&str; 3] = ["servicenow", "jira", "freshservice"];
+
 /// Destinations an incident's announcement is tracked for, one bit each.
 pub const MAX_DESTINATIONS: usize = 64;
 
@@ -477,13 +589,20 @@ pub fn destinations(errs: &mut Vec<FieldError>, raw: &RawOutbound) -> Vec<Destin
                     _ => None,
                 }
             }
+            Some("freshservice") => {
+                let api_key = required(errs, at, "api_key", secret(&d.api_key, &d.api_key_file));
+                let fields = freshservice_fields(errs, at, d);
+                api_key
+                    .zip(fields)
+                    .map(|(api_key, fields)| DestinationKind::Freshservice { api_key, fields })
+            }
             Some(other) => {
                 push(
                     errs,
                     at,
                     "kind",
                     format!(
-                        "{other:?}: one of servicenow, jira, pagerduty, opsgenie, slack, webhook"
+                        "{other:?}: one of servicenow, jira, freshservice, pagerduty, opsgenie, slack, webhook"
                     ),
                 );
                 None
@@ -520,9 +639,12 @@ pub fn destinations(errs: &mut Vec<FieldError>, raw: &RawOutbound) -> Vec<Destin
         // 120 events a minute per integration key; a Slack incoming webhook
         // one message a second (short bursts allowed), and so the Web API's
         // chat.postMessage per channel (chat.update, Tier 3, ~50 a minute,
-        // stays under it too); the others 10/s.
+        // stays under it too); Freshservice's smallest plan 100 calls a
+        // minute for the whole account, so 1/s leaves room for its other
+        // integrations; the others 10/s.
         let (default_rate, default_burst) = match d.kind.as_deref() {
             Some("pagerduty") => (2.0, 10),
+            Some("freshservice") => (1.0, 5),
             Some("slack") => (1.0, 3),
             _ => (10.0, 10),
         };
@@ -638,12 +760,15 @@ pub fn destinations(errs: &mut Vec<FieldError>, raw: &RawOutbound) -> Vec<Destin
                 None
             }
         };
-        if inbound_token.is_some() && !matches!(d.kind.as_deref(), Some("servicenow" | "jira")) {
+        if inbound_token.is_some() && !TICKETING.contains(&d.kind.as_deref().unwrap_or("")) {
             push(
                 errs,
                 at,
                 "inbound_token",
-                "only servicenow and jira destinations send updates back".into(),
+                format!(
+                    "only {} destinations send updates back",
+                    TICKETING.join(", ")
+                ),
             );
         }
         if d.kind.as_deref() != Some("pagerduty") {
@@ -686,12 +811,12 @@ pub fn destinations(errs: &mut Vec<FieldError>, raw: &RawOutbound) -> Vec<Destin
             &d.poll_interval,
             Duration::ZERO,
         );
-        if !poll.is_zero() && !matches!(d.kind.as_deref(), Some("servicenow" | "jira")) {
+        if !poll.is_zero() && !TICKETING.contains(&d.kind.as_deref().unwrap_or("")) {
             push(
                 errs,
                 at,
                 "poll_interval",
-                "only servicenow and jira tickets can be read back".into(),
+                format!("only {} tickets can be read back", TICKETING.join(", ")),
             );
         } else if !poll.is_zero() && poll < Duration::from_secs(1) {
             push(
@@ -706,16 +831,43 @@ pub fn destinations(errs: &mut Vec<FieldError>, raw: &RawOutbound) -> Vec<Destin
                 ("assignment_group", d.assignment_group.is_some()),
                 ("close_code", d.close_code.is_some()),
                 ("caller", d.caller.is_some()),
-                ("category", d.category.is_some()),
-                ("subcategory", d.subcategory.is_some()),
                 ("business_service", d.business_service.is_some()),
                 ("cmdb_ci", d.cmdb_ci.is_some()),
                 ("short_description", d.short_description.is_some()),
                 ("description", d.description.is_some()),
-                ("fields", d.fields.is_some()),
             ] {
                 if set {
                     push(errs, at, key, "only for servicenow destinations".into());
+                }
+            }
+        }
+        if d.kind.is_some() && !matches!(d.kind.as_deref(), Some("servicenow" | "freshservice")) {
+            for (key, set) in [
+                ("category", d.category.is_some()),
+                ("subcategory", d.subcategory.is_some()),
+                ("fields", d.fields.is_some()),
+            ] {
+                if set {
+                    push(
+                        errs,
+                        at,
+                        key,
+                        "only for servicenow and freshservice destinations".into(),
+                    );
+                }
+            }
+        }
+        if d.kind.is_some() && d.kind.as_deref() != Some("freshservice") {
+            for (key, set) in [
+                ("requester_email", d.requester_email.is_some()),
+                ("requester_id", d.requester_id.is_some()),
+                ("group_id", d.group_id.is_some()),
+                ("department_id", d.department_id.is_some()),
+                ("source", d.source.is_some()),
+                ("workspace_id", d.workspace_id.is_some()),
+            ] {
+                if set {
+                    push(errs, at, key, "only for freshservice destinations".into());
                 }
             }
         }

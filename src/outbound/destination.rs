@@ -86,10 +86,18 @@ pub trait Destination: Send + Sync + 'static {
 
 /// Reading tickets back, for a ticketing tool that cannot send webhooks.
 pub trait TicketReader: Send + Sync {
+    /// Tickets per query (a query's length is limited).
+    fn batch(&self) -> usize {
+        super::poll::BATCH
+    }
     /// The query for a batch of tickets (incident, ticket id).
     fn query(&self, batch: &[(IncidentId, String)]) -> Request;
-    /// What the answer says happened to those tickets.
-    fn updates(&self, answer: &serde_json::Value) -> Vec<InboundUpdate>;
+    /// What the answer says happened to the batch's tickets.
+    fn updates(
+        &self,
+        batch: &[(IncidentId, String)],
+        answer: &serde_json::Value,
+    ) -> Vec<InboundUpdate>;
 }
 
 /// The delivery of a destination that makes one call per event (the
@@ -197,6 +205,13 @@ pub fn build(cfg: &DestinationConfig, credential: Credential) -> Arc<dyn Destina
             credential,
             details_url: cfg.incident_url.clone(),
         }),
+        DestinationKind::Freshservice { fields, .. } => {
+            Arc::new(super::freshservice::Freshservice {
+                fields: fields.clone(),
+                credential,
+                details_url: cfg.incident_url.clone(),
+            })
+        }
     }
 }
 

@@ -156,6 +156,62 @@ pub fn jira(body: &Value) -> Result<InboundUpdate, InboundError> {
     })
 }
 
+/// A Freshservice Workflow Automator webhook, whose body the operator
+/// writes from placeholders (README, "Freshservice"): `ticket.tags` (a
+/// list or the comma-separated placeholder text) or the `(incidentd-<id>)`
+/// at the end of `ticket.subject` names the incident; `ticket.status`
+/// Resolved (4) or Closed (5) resolves it; an agent on an Open or Pending
+/// ticket acknowledges it (incidentd assigns no agent itself).
+pub fn freshservice(body: &Value) -> Result<InboundUpdate, InboundError> {
+    let t = &body["ticket"];
+    if !t.is_object() {
+        return Err(error("ticket", "required: the ticket's placeholders"));
+    }
+    let from_tags = match &t["tags"] {
+        Value::Array(a) => a.iter().filter_map(Value::as_str).find_map(incident_of),
+        Value::String(s) => s.split([',', ' ']).map(str::trim).find_map(incident_of),
+        _ => None,
+    };
+    let incident = from_tags
+        .or_else(|| {
+            let subject = t["subject"].as_str()?.trim_end();
+            let key = subject.strip_suffix(')')?.rsplit_once('(')?.1;
+            incident_of(key)
+        })
+        .ok_or_else(|| {
+            error(
+                "ticket.tags",
+                "no incidentd-<id> tag (nor one in ticket.subject)",
+            )
+        })?;
+    let status = match &t["status"] {
+        Value::Number(n) => n.as_u64().map(|n| n.to_string()),
+        Value::String(s) => Some(s.trim().to_ascii_lowercase()),
+        _ => None,
+    }
+    .ok_or_else(|| error("ticket.status", "required: a status number or name"))?;
+    let agent = t["agent"]
+        .as_str()
+        .map(str::trim)
+        .filter(|a| !a.is_empty() && !a.starts_with("{{"));
+    let action = match status.as_str() {
+        "4" | "5" | "resolved" | "closed" => Action::Resolve,
+        "2" | "3" | "open" | "pending" if agent.is_some() => Action::Acknowledge,
+        "2" | "3" | "open" | "pending" => Action::None,
+        other => {
+            return Err(error(
+                "ticket.status",
+                &format!("{other:?}: one of Open (2), Pending (3), Resolved (4), Closed (5)"),
+            ));
+        }
+    };
+    Ok(InboundUpdate {
+        incident,
+        action,
+        actor: agent.map_or_else(|| "freshservice".into(), |a| format!("freshservice:{a}")),
+    })
+}
+
 #[cfg(test)]
 mod tests {
 
@@ -186,6 +242,39 @@ mod tests {
 
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn freshservice_placeholders_map_to_actions() {
+        let u = |b: Value| freshservice(&b).map(|u| (u.incident.0, u.action, u.actor));
+        assert_eq!(
+            u(
+                json!({"ticket": {"id": "9", "tags": "vip, incidentd-42", "status": "Resolved", "agent": "Dana"}})
+            ),
+            Ok((42, Action::Resolve, "freshservice:Dana".into()))
+        );
+        assert_eq!(
+            u(json!({"ticket": {"tags": ["incidentd-7"], "status": 2, "agent": "Dana"}})),
+            Ok((7, Action::Acknowledge, "freshservice:Dana".into()))
+        );
+        // No agent (an empty placeholder): nothing to do.
+        assert_eq!(
+            u(json!({"ticket": {"subject": "[P1] x (incidentd-8)", "status": "3", "agent": ""}})),
+            Ok((8, Action::None, "freshservice".into()))
+        );
+        assert_eq!(
+            u(json!({"ticket": {"tags": "", "status": 4}}))
+                .unwrap_err()
+                .field,
+            "ticket.tags"
+        );
+        assert_eq!(
+            u(json!({"ticket": {"tags": "incidentd-1", "status": "Gone"}}))
+                .unwrap_err()
+                .field,
+            "ticket.status"
+        );
+        assert_eq!(u(json!({"id": 1})).unwrap_err().field, "ticket");
+    }
 
     #[test]
     fn servicenow_states_map_to_actions() {

@@ -356,7 +356,11 @@ impl TicketReader for Jira {
         super::poll::jira(&ids, self.deployment)
     }
 
-    fn updates(&self, answer: &serde_json::Value) -> Vec<InboundUpdate> {
+    fn updates(
+        &self,
+        _batch: &[(IncidentId, String)],
+        answer: &serde_json::Value,
+    ) -> Vec<InboundUpdate> {
         super::poll::jira_updates(answer)
     }
 }

@@ -13,6 +13,7 @@
 //! a delivery id that receivers deduplicate on.
 
 pub mod destination;
+pub mod freshservice;
 pub mod inbound;
 pub mod jira;
 pub mod link;

@@ -80,7 +80,7 @@ impl Poller {
                 return;
             }
         };
-        for batch in refs.chunks(super::poll::BATCH) {
+        for batch in refs.chunks(reader.batch().max(1)) {
             if cancel.is_cancelled() || self.breaker_open() {
                 return;
             }
@@ -112,7 +112,7 @@ impl Poller {
                 tracing::warn!(destination = %name, status = ?answer.status, reason = answer.reason.as_str(), error = %answer.detail, "reading tickets back failed; next poll tries again");
                 return;
             }
-            for u in reader.updates(&answer.json) {
+            for u in reader.updates(batch, &answer.json) {
                 // Only the incidents asked about: an answer naming others
                 // does not act on them.
                 if !batch.iter().any(|(i, _)| *i == u.incident) {

@@ -589,7 +589,11 @@ impl TicketReader for ServiceNow {
     /// In Progress set by the integration user itself is ours (basic
     /// auth tells who that is; with a bearer token acknowledgements are
     /// not read back).
-    fn updates(&self, answer: &serde_json::Value) -> Vec<InboundUpdate> {
+    fn updates(
+        &self,
+        _batch: &[(IncidentId, String)],
+        answer: &serde_json::Value,
+    ) -> Vec<InboundUpdate> {
         let ours = match &self.credential {
             Credential::Basic { user, .. } => Some(user.as_str()),
             _ => None,

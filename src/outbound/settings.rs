@@ -39,6 +39,11 @@ pub enum DestinationKind {
         resolution: String,
         deployment: super::jira::Deployment,
     },
+    /// Freshservice: the API key (Basic auth) and the ticket's fields.
+    Freshservice {
+        api_key: Secret,
+        fields: super::freshservice::Fields,
+    },
 }
 
 /// PagerDuty's REST API (`api_token`): what sets an incident's priority
@@ -68,6 +73,7 @@ impl DestinationKind {
             DestinationKind::Webhook { .. } => "webhook",
             DestinationKind::ServiceNow { .. } => "servicenow",
             DestinationKind::Jira { .. } => "jira",
+            DestinationKind::Freshservice { .. } => "freshservice",
         }
     }
 }

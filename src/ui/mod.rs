@@ -566,6 +566,7 @@ fn ticket_url(t: &TicketTarget, reference: &str) -> Option<String> {
             view::enc(&format!("incident.do?sys_id={reference}"))
         )),
         "jira" => Some(format!("{base}/browse/{}", view::enc(reference))),
+        "freshservice" => Some(format!("{base}/a/tickets/{}", view::enc(reference))),
         _ => None,
     }
 }

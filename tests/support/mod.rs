@@ -10,6 +10,7 @@ pub mod browser;
 pub mod contracts;
 pub mod daemon;
 pub mod drain;
+pub mod freshservice;
 pub mod pg;
 pub mod servicenow;
 pub mod tls;

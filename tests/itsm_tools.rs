@@ -1,0 +1,460 @@
+//! The ITSM tools beyond ServiceNow and Jira, each against a fake that
+//! keeps to the vendor's documented contract (`tests/support/…`, citing
+//! its pages): one ticket per incident even when a create's answer is
+//! lost, every update once and in order through an outage and rate
+//! limiting, the ticket's status following the incident's, notes for the
+//! timeline, and changes made in the tool read back (polling, webhooks).
+
+mod support;
+
+use axum::http::StatusCode;
+use serde_json::{Value, json};
+use std::time::{Duration, Instant};
+use support::{call, freshservice, start};
+
+async fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A Freshservice destination at `url` with `extra` settings.
+fn freshservice_config(url: &str, extra: &str) -> String {
+    format!(
+        "[incident]\nauto_resolve_hold = \"0s\"\n\n[[outbound.destinations]]\nname = \"fs\"\nkind = \"freshservice\"\nurl = \"{url}\"\napi_key = \"{}\"\nrequester_email = \"noc@example.com\"\ngroup_id = 7\nsource = {}\ncategory = \"Infrastructure\"\nfields = {{ cf_root_ci = \"{{root_ci}}\", cf_services = \"{{services}}\" }}\nbackoff_base = \"20ms\"\nbackoff_max = \"200ms\"\n{extra}\n",
+        freshservice::API_KEY,
+        freshservice::MONITORING_SOURCE,
+    )
+}
+
+async fn open(r: &incidentd::app::Running, name: &str) -> i64 {
+    support::open_incident(r, name, &format!("{name}:9100"), "critical").await
+}
+
+async fn act_by(r: &incidentd::app::Running, id: i64, action: &str, body: Value) {
+    let (s, v) = call(r, "POST", &format!("/api/v1/incidents/{id}/{action}"), body).await;
+    assert_eq!(s, StatusCode::OK, "{action}: {v}");
+}
+
+/// One Freshservice ticket per incident with everything the account
+/// requires, found again by its tag after a lost create answer; hold,
+/// resume and resolution set Pending, Open and Resolved; every change a
+/// private note, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn freshservice_ticket_follows_the_incident() {
+    let (url, fs) = freshservice::start().await;
+    fs.lock().expect("fs").lose_next_create = true;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = support::config_in(dir.path(), &freshservice_config(&url, ""));
+    let r = start(&cfg).await;
+    let id = open(&r, "CheckoutErrors").await;
+    wait_for("the ticket", || fs.lock().expect("fs").notes.len() == 1).await;
+    act_by(&r, id, "ack", json!({"by": "bob"})).await;
+    act_by(
+        &r,
+        id,
+        "hold",
+        json!({"by": "bob", "reason": "awaiting-vendor"}),
+    )
+    .await;
+    act_by(&r, id, "resume", Value::Null).await;
+    act_by(&r, id, "resolve", json!({"by": "bob"})).await;
+    wait_for("the resolution", || fs.lock().expect("fs").notes.len() == 5).await;
+    let (_, d) = call(&r, "GET", &format!("/api/v1/incidents/{id}"), Value::Null).await;
+    {
+        let s = fs.lock().expect("fs");
+        assert_eq!(
+            s.tickets.len(),
+            1,
+            "one ticket despite the lost create answer"
+        );
+        let t = &s.tickets[0];
+        let tid = t["id"].as_i64().expect("id");
+        assert_eq!(t["email"], "noc@example.com");
+        assert_eq!(
+            t["subject"],
+            format!(
+                "[{}] {} (incidentd-{id})",
+                d["priority"].as_str().expect("priority"),
+                d["title"].as_str().expect("title")
+            )
+        );
+        assert_eq!(t["tags"], json!([format!("incidentd-{id}")]));
+        // P2 is Freshservice's High (3); the ticket ends Resolved (4).
+        assert_eq!(d["priority"], "P2", "{d}");
+        assert_eq!(
+            (t["priority"].as_i64(), t["status"].as_i64()),
+            (Some(3), Some(4))
+        );
+        assert_eq!(t["source"], freshservice::MONITORING_SOURCE);
+        assert_eq!(
+            (t["group_id"].as_i64(), t["category"].as_str()),
+            (Some(7), Some("Infrastructure"))
+        );
+        assert!(t["custom_fields"]["cf_root_ci"].is_string(), "{t}");
+        assert_eq!(
+            s.notes_of(tid),
+            [
+                format!("incidentd opened incident {id}"),
+                "incidentd: acknowledged by bob".into(),
+                "incidentd: on hold (awaiting-vendor) by bob".into(),
+                "incidentd: taken off hold".into(),
+                "incidentd: resolved".into(),
+            ]
+        );
+        assert!(
+            s.notes.iter().all(|(_, _, private)| *private),
+            "{:?}",
+            s.notes
+        );
+        let filter = format!("filter \"tag:'incidentd-{id}'\"");
+        let status = |n: u8| format!("update {tid} {{\"status\":{n}}}");
+        let note = format!("note {tid}");
+        assert_eq!(
+            s.calls,
+            [
+                filter.clone(),
+                "create".into(),
+                // The lost create is found by its tag.
+                filter,
+                note.clone(),
+                note.clone(),
+                status(3),
+                note.clone(),
+                status(2),
+                note.clone(),
+                status(4),
+                note,
+            ]
+        );
+    }
+    assert!(
+        d["timeline"]
+            .as_array()
+            .expect("timeline")
+            .iter()
+            .all(|e| e["kind"] != "outbound_failed"),
+        "{d}"
+    );
+    r.shutdown().await;
+}
+
+/// An outage (503s) and then the account's rate limit (429 +
+/// Retry-After; the destination's own limit raised above the account's so
+/// that it binds) while three incidents are opened, acknowledged and
+/// resolved: every ticket once, each one's notes complete and in order,
+/// and no call made sooner than the 429 asked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn freshservice_outage_and_rate_limit_lose_and_repeat_nothing() {
+    let (url, fs) = freshservice::start().await;
+    {
+        let mut s = fs.lock().expect("fs");
+        s.outage = 6;
+        s.per_window = Some(4);
+        s.window = Duration::from_secs(2);
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = support::config_in(
+        dir.path(),
+        &freshservice_config(
+            &url,
+            "breaker_failures = 100\nrate_limit = 10.0\nburst = 10\n",
+        ),
+    );
+    let r = start(&cfg).await;
+    let mut ids = Vec::new();
+    for name in ["DiskFull", "QueueStuck", "CertExpiry"] {
+        let id = open(&r, name).await;
+        act_by(&r, id, "ack", json!({"by": "ann"})).await;
+        act_by(&r, id, "resolve", json!({"by": "ann"})).await;
+        ids.push(id);
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while fs.lock().expect("fs").notes.len() < 6 {
+        assert!(
+            Instant::now() < deadline,
+            "updates still missing: {:?}",
+            fs.lock().expect("fs").calls
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    {
+        let s = fs.lock().expect("fs");
+        assert!(
+            s.throttled > 0,
+            "the rate limit was never reached: {:?}",
+            s.calls
+        );
+        assert_eq!(s.early, 0, "calls made before Retry-After had passed");
+        assert_eq!(s.tickets.len(), 3, "{:?}", s.calls);
+        for id in ids {
+            let t = s
+                .tickets
+                .iter()
+                .find(|t| t["tags"] == json!([format!("incidentd-{id}")]))
+                .unwrap_or_else(|| panic!("no ticket for {id}"));
+            assert_eq!(t["status"], 4, "{t}");
+            assert_eq!(
+                s.notes_of(t["id"].as_i64().expect("id")),
+                [
+                    "incidentd: acknowledged by ann".to_string(),
+                    "incidentd: resolved".into()
+                ],
+                "ticket of {id}"
+            );
+        }
+    }
+    r.shutdown().await;
+}
+
+/// A ticket resolved by an agent in Freshservice resolves its incident
+/// here, read back by polling (the filter matches tags; tickets are mapped
+/// back by their ids); a Workflow Automator webhook with the destination's
+/// token acknowledges another, and without it is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn freshservice_changes_come_back_by_polling_and_webhook() {
+    let (url, fs) = freshservice::start().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = support::config_in(
+        dir.path(),
+        &freshservice_config(
+            &url,
+            "poll_interval = \"1s\"\ninbound_token = \"fs-hook-t0ken\"\n",
+        ),
+    );
+    let r = start(&cfg).await;
+    let first = open(&r, "PaymentsDown").await;
+    let second = open(&r, "SearchSlow").await;
+    wait_for("both tickets", || fs.lock().expect("fs").tickets.len() == 2).await;
+    {
+        let mut s = fs.lock().expect("fs");
+        let t = s
+            .tickets
+            .iter_mut()
+            .find(|t| t["tags"] == json!([format!("incidentd-{first}")]))
+            .expect("ticket");
+        t["status"] = json!(4);
+        t["responder_id"] = json!(77);
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (_, d) = call(
+            &r,
+            "GET",
+            &format!("/api/v1/incidents/{first}"),
+            Value::Null,
+        )
+        .await;
+        if d["state"] == "resolved" {
+            assert!(
+                d["timeline"]
+                    .as_array()
+                    .expect("timeline")
+                    .iter()
+                    .any(|e| e["kind"] == "resolved" && e["actor"] == "freshservice:agent-77"),
+                "{d}"
+            );
+            break;
+        }
+        assert!(Instant::now() < deadline, "not resolved by the poll: {d}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        fs.lock().expect("fs").calls.iter().any(|c| c.starts_with("filter \"(tag:")
+            && c.ends_with("AND (status:4 OR status:5)\"")),
+        "{:?}",
+        fs.lock().expect("fs").calls
+    );
+    let body = json!({"ticket": {"id": "382", "tags": format!("incidentd-{second}"), "status": "Open", "agent": "Dana"}})
+        .to_string();
+    let (s, v) = support::oneshot(
+        &r.router,
+        "POST",
+        "/api/v1/webhooks/fs",
+        &[],
+        body.clone().into_bytes(),
+    )
+    .await;
+    assert_eq!(
+        s,
+        StatusCode::UNAUTHORIZED,
+        "{}",
+        String::from_utf8_lossy(&v)
+    );
+    let (s, v) = support::oneshot(
+        &r.router,
+        "POST",
+        "/api/v1/webhooks/fs",
+        &[("authorization", "Bearer fs-hook-t0ken")],
+        body.into_bytes(),
+    )
+    .await;
+    let v: Value = serde_json::from_slice(&v).unwrap_or(Value::Null);
+    assert_eq!(
+        (s, v["action"].as_str()),
+        (StatusCode::OK, Some("acknowledged")),
+        "{v}"
+    );
+    let (_, d) = call(
+        &r,
+        "GET",
+        &format!("/api/v1/incidents/{second}"),
+        Value::Null,
+    )
+    .await;
+    assert_eq!(d["acknowledged_by"], "freshservice:Dana", "{d}");
+    r.shutdown().await;
+}
+
+/// The fake refuses what Freshservice refuses, so that a test passing
+/// against it is not passing because it is lenient.
+#[tokio::test]
+async fn the_freshservice_fake_keeps_to_the_contract() {
+    let (url, _fs) = freshservice::start().await;
+    let c = reqwest::Client::new();
+    let send =
+        async |method: reqwest::Method, path: &str, key: Option<&str>, body: Option<Value>| {
+            let mut rb = c.request(method, format!("{url}{path}"));
+            if let Some(k) = key {
+                rb = rb.basic_auth(k, Some("X"));
+            }
+            if let Some(b) = body {
+                rb = rb.json(&b);
+            }
+            let r = rb.send().await.expect("send");
+            let status = r.status().as_u16();
+            (status, r.json::<Value>().await.unwrap_or(Value::Null))
+        };
+    let post = reqwest::Method::POST;
+    let key = Some(freshservice::API_KEY);
+    let good = json!({"email": "noc@example.com", "subject": "s", "description": "d", "status": 2, "priority": 4});
+    assert_eq!(
+        send(
+            post.clone(),
+            "/api/v2/tickets",
+            Some("wrong"),
+            Some(good.clone())
+        )
+        .await
+        .0,
+        401
+    );
+    let (s, v) = send(
+        post.clone(),
+        "/api/v2/tickets",
+        key,
+        Some(json!({"subject": "s"})),
+    )
+    .await;
+    assert_eq!(s, 400);
+    let fields: Vec<&str> = v["errors"]
+        .as_array()
+        .expect("errors")
+        .iter()
+        .filter_map(|e| e["field"].as_str())
+        .collect();
+    assert_eq!(
+        fields,
+        ["requester_id", "description", "status", "priority"],
+        "{v}"
+    );
+    for (field, bad) in [
+        ("priority", json!(5)),
+        ("urgency", json!(4)),
+        ("status", json!(1)),
+        ("source", json!(99)),
+        ("group_id", json!(1)),
+        ("category", json!("Sundry")),
+        ("subject", json!("x".repeat(256))),
+    ] {
+        let mut b = good.clone();
+        b[field] = bad;
+        let (s, v) = send(post.clone(), "/api/v2/tickets", key, Some(b)).await;
+        assert_eq!(
+            (s, v["errors"][0]["field"].as_str()),
+            (400, Some(field)),
+            "{v}"
+        );
+    }
+    let mut b = good.clone();
+    b["custom_fields"] = json!({"cf_nope": "x"});
+    assert_eq!(
+        send(post.clone(), "/api/v2/tickets", key, Some(b)).await.0,
+        400
+    );
+    let (s, v) = send(post.clone(), "/api/v2/tickets", key, Some(good)).await;
+    assert_eq!((s, v["ticket"]["id"].is_number()), (201, true), "{v}");
+    let get = reqwest::Method::GET;
+    assert_eq!(
+        send(
+            get.clone(),
+            "/api/v2/tickets/filter?query=status:2",
+            key,
+            None
+        )
+        .await
+        .0,
+        400
+    );
+    let long = format!("\"{}\"", vec!["status:2"; 60].join(" OR "));
+    assert_eq!(
+        send(
+            get.clone(),
+            &format!("/api/v2/tickets/filter?query={}", urlencode(&long)),
+            key,
+            None
+        )
+        .await
+        .0,
+        400
+    );
+    let (s, v) = send(
+        get.clone(),
+        &format!("/api/v2/tickets/filter?query={}", urlencode("\"status:2\"")),
+        key,
+        None,
+    )
+    .await;
+    assert_eq!((s, v["total"].as_u64()), (200, Some(1)), "{v}");
+    assert!(v["tickets"][0].get("tags").is_none(), "{v}");
+    assert_eq!(send(get, "/helpdesk/tickets.json", key, None).await.0, 404);
+    let (s, _) = send(
+        post,
+        "/api/v2/tickets/99999/notes",
+        key,
+        Some(json!({"body": "x"})),
+    )
+    .await;
+    assert_eq!(s, 404);
+}
+
+fn urlencode(s: &str) -> String {
+    form_urlencoded::byte_serialize(s.as_bytes()).collect()
+}
+
+/// A Freshservice destination without a requester, or with Freshservice
+/// settings on another kind, is refused with each field named.
+#[test]
+fn freshservice_settings_are_checked() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("incidentd.toml");
+    std::fs::write(
+        &file,
+        "[[outbound.destinations]]\nname = \"fs\"\nkind = \"freshservice\"\nurl = \"https://acme.freshservice.com\"\napi_key = \"k\"\ngroup_id = -1\nfields = { \"CF Bad\" = \"x\" }\n\n[[outbound.destinations]]\nname = \"pd\"\nkind = \"pagerduty\"\nrouting_key = \"R0UTINGKEYR0UTINGKEYR0UTINGKEY00\"\nrequester_email = \"a@b.c\"\n",
+    )
+    .expect("write");
+    let e = incidentd::config::load(Some(&file), &incidentd::config::Overrides::default())
+        .expect_err("invalid")
+        .to_string();
+    for needle in [
+        "outbound.destinations[0].requester_email: set one of requester_email or requester_id",
+        "outbound.destinations[0].group_id: an id is a positive number",
+        "outbound.destinations[0].fields.CF Bad",
+        "outbound.destinations[1].requester_email: only for freshservice destinations",
+    ] {
+        assert!(e.contains(needle), "{needle} not in:\n{e}");
+    }
+}
