@@ -10,7 +10,7 @@ mod support;
 use axum::http::StatusCode;
 use serde_json::{Value, json};
 use std::time::{Duration, Instant};
-use support::{call, freshservice, start};
+use support::{call, freshservice, servicedeskplus, start};
 
 async fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -435,15 +435,16 @@ fn urlencode(s: &str) -> String {
     form_urlencoded::byte_serialize(s.as_bytes()).collect()
 }
 
-/// A Freshservice destination without a requester, or with Freshservice
-/// settings on another kind, is refused with each field named.
+/// A Freshservice destination without a requester, a ServiceDesk Plus one
+/// with two kinds of credential or half of one, and either's settings on
+/// another kind are refused, each field named.
 #[test]
-fn freshservice_settings_are_checked() {
+fn ticket_tool_settings_are_checked() {
     let dir = tempfile::tempdir().expect("tempdir");
     let file = dir.path().join("incidentd.toml");
     std::fs::write(
         &file,
-        "[[outbound.destinations]]\nname = \"fs\"\nkind = \"freshservice\"\nurl = \"https://acme.freshservice.com\"\napi_key = \"k\"\ngroup_id = -1\nfields = { \"CF Bad\" = \"x\" }\n\n[[outbound.destinations]]\nname = \"pd\"\nkind = \"pagerduty\"\nrouting_key = \"R0UTINGKEYR0UTINGKEYR0UTINGKEY00\"\nrequester_email = \"a@b.c\"\n",
+        "[[outbound.destinations]]\nname = \"fs\"\nkind = \"freshservice\"\nurl = \"https://acme.freshservice.com\"\napi_key = \"k\"\ngroup_id = -1\nfields = { \"CF Bad\" = \"x\" }\n\n[[outbound.destinations]]\nname = \"pd\"\nkind = \"pagerduty\"\nrouting_key = \"R0UTINGKEYR0UTINGKEYR0UTINGKEY00\"\nrequester_email = \"a@b.c\"\ntechnician_key = \"k\"\n\n[[outbound.destinations]]\nname = \"sdp\"\nkind = \"servicedeskplus\"\nurl = \"https://sdp.example.com\"\ntechnician_key = \"k\"\nclient_id = \"c\"\nimpact_names = { huge = \"x\" }\nfields = { cf_x = \"y\" }\n\n[[outbound.destinations]]\nname = \"sdp2\"\nkind = \"servicedeskplus\"\nurl = \"https://sdpondemand.manageengine.com/app/itdesk\"\nclient_id = \"c\"\n",
     )
     .expect("write");
     let e = incidentd::config::load(Some(&file), &incidentd::config::Overrides::default())
@@ -454,7 +455,363 @@ fn freshservice_settings_are_checked() {
         "outbound.destinations[0].group_id: an id is a positive number",
         "outbound.destinations[0].fields.CF Bad",
         "outbound.destinations[1].requester_email: only for freshservice destinations",
+        "outbound.destinations[1].technician_key: only for servicedeskplus destinations",
+        "outbound.destinations[2].technician_key: set technician_key (on-premises) or client_id",
+        "outbound.destinations[2].impact_names.huge: \"huge\": one of high, medium, low",
+        "outbound.destinations[2].fields.cf_x: a user-defined field's API name",
+        "outbound.destinations[3].client_secret: required",
+        "outbound.destinations[3].refresh_token: required",
     ] {
         assert!(e.contains(needle), "{needle} not in:\n{e}");
     }
+}
+
+/// A ServiceDesk Plus destination at `url` (on-premises, technician key)
+/// with `extra` settings.
+fn sdp_config(url: &str, extra: &str) -> String {
+    format!(
+        "[incident]\nauto_resolve_hold = \"0s\"\n\n[[outbound.destinations]]\nname = \"sdp\"\nkind = \"servicedeskplus\"\nurl = \"{url}\"\nrequester = \"incidentd\"\nassignment_group = \"Database\"\nfields = {{ udf_sline_1 = \"{{key}}\" }}\nbackoff_base = \"20ms\"\nbackoff_max = \"200ms\"\n{extra}\n"
+    )
+}
+
+/// The statuses a ServiceDesk Plus request went through, by `update` call.
+fn sdp_statuses(calls: &[String], id: &str) -> Vec<String> {
+    let prefix = format!("update {id} ");
+    calls
+        .iter()
+        .filter_map(|c| c.strip_prefix(&prefix).map(str::to_string))
+        .collect()
+}
+
+/// One ServiceDesk Plus request per incident (found again by the key in
+/// its subject after a lost create answer), every lookup named as the
+/// instance has it, bodies as `input_data`; acknowledgement, hold, resume
+/// and resolution move its status (a resolution with its resolution text,
+/// a hold with its comment), each with a note hidden from the requester.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn servicedeskplus_request_follows_the_incident() {
+    let (url, sdp) = servicedeskplus::start().await;
+    sdp.lock().expect("sdp").lose_next_create = true;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = support::config_in(
+        dir.path(),
+        &sdp_config(
+            &url,
+            &format!("technician_key = \"{}\"\n", servicedeskplus::TECHNICIAN_KEY),
+        ),
+    );
+    let r = start(&cfg).await;
+    let id = open(&r, "LdapDown").await;
+    wait_for("the request", || sdp.lock().expect("sdp").notes.len() == 1).await;
+    act_by(&r, id, "ack", json!({"by": "bob"})).await;
+    act_by(
+        &r,
+        id,
+        "hold",
+        json!({"by": "bob", "reason": "awaiting-vendor"}),
+    )
+    .await;
+    act_by(&r, id, "resume", Value::Null).await;
+    act_by(&r, id, "resolve", json!({"by": "bob"})).await;
+    wait_for("the resolution", || {
+        sdp.lock().expect("sdp").notes.len() == 5
+    })
+    .await;
+    {
+        let s = sdp.lock().expect("sdp");
+        assert_eq!(
+            s.requests.len(),
+            1,
+            "one request despite the lost create answer"
+        );
+        let q = &s.requests[0];
+        let rid = q["id"].as_str().expect("id").to_string();
+        assert!(
+            q["subject"]
+                .as_str()
+                .is_some_and(|t| t.ends_with(&format!("(incidentd-{id})"))),
+            "{q}"
+        );
+        assert_eq!(q["group"], json!({"name": "Database"}));
+        assert_eq!(q["requester"], json!({"name": "incidentd"}));
+        assert_eq!(
+            q["udf_fields"],
+            json!({"udf_sline_1": format!("incidentd-{id}")})
+        );
+        assert_eq!(q["status"], json!({"name": "Resolved"}));
+        assert!(q["resolution"]["content"].is_string(), "{q}");
+        assert_eq!(
+            sdp_statuses(&s.calls, &rid),
+            ["In Progress", "On Hold", "Open", "Resolved"]
+        );
+        assert_eq!(
+            s.notes_of(&rid),
+            [
+                format!("incidentd opened incident {id}"),
+                "incidentd: acknowledged by bob".into(),
+                "incidentd: on hold (awaiting-vendor) by bob".into(),
+                "incidentd: taken off hold".into(),
+                "incidentd: resolved".into(),
+            ]
+        );
+        assert!(s.notes.iter().all(|(_, _, shown)| !shown), "{:?}", s.notes);
+        assert_eq!(&s.calls[..3], ["search", "create", "search"]);
+    }
+    let (_, d) = call(&r, "GET", &format!("/api/v1/incidents/{id}"), Value::Null).await;
+    assert!(
+        d["timeline"]
+            .as_array()
+            .expect("timeline")
+            .iter()
+            .all(|e| e["kind"] != "outbound_failed"),
+        "{d}"
+    );
+    r.shutdown().await;
+}
+
+/// ServiceDesk Plus Cloud: calls carry an OAuth access token from Zoho
+/// Accounts, fetched with the refresh token and renewed before it expires
+/// (a token lasting a second here), never refused for an expired one. A
+/// destination with a wrong refresh token (Zoho answers 200 with an
+/// error) records the refusal on the incident instead.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn servicedeskplus_cloud_renews_its_oauth_token() {
+    let (url, sdp) = servicedeskplus::start().await;
+    sdp.lock().expect("sdp").token_life = Duration::from_secs(1);
+    let oauth = |refresh: &str| {
+        format!(
+            "client_id = \"{}\"\nclient_secret = \"{}\"\nrefresh_token = \"{refresh}\"\naccounts_url = \"{url}\"\n",
+            servicedeskplus::CLIENT_ID,
+            servicedeskplus::CLIENT_SECRET,
+        )
+    };
+    let good = sdp_config(&url, &oauth(servicedeskplus::REFRESH_TOKEN));
+    let bad = sdp_config(&url, &oauth("revoked"))
+        .replace("[incident]\nauto_resolve_hold = \"0s\"\n\n", "")
+        .replace("name = \"sdp\"", "name = \"sdp-bad\"");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = support::config_in(dir.path(), &format!("{good}\n{bad}"));
+    let r = start(&cfg).await;
+    let id = open(&r, "VpnDown").await;
+    wait_for("the request", || {
+        sdp.lock().expect("sdp").requests.len() == 1
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    act_by(&r, id, "ack", json!({"by": "bob"})).await;
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    act_by(&r, id, "resolve", json!({"by": "bob"})).await;
+    wait_for("the resolution", || {
+        sdp.lock().expect("sdp").requests[0]["status"] == json!({"name": "Resolved"})
+    })
+    .await;
+    {
+        let s = sdp.lock().expect("sdp");
+        assert!(
+            s.tokens_issued() >= 3,
+            "a token per second of use: {:?}",
+            s.calls
+        );
+        assert_eq!(
+            s.unauthorized, 0,
+            "a call went with an expired token: {:?}",
+            s.calls
+        );
+        assert_eq!(s.requests.len(), 1);
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (_, d) = call(&r, "GET", &format!("/api/v1/incidents/{id}"), Value::Null).await;
+        let refused = d["timeline"].as_array().expect("timeline").iter().any(|e| {
+            e["kind"] == "outbound_failed"
+                && e["message"]
+                    .as_str()
+                    .is_some_and(|m| m.starts_with("sdp-bad") && m.contains("no session token"))
+        });
+        if refused {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the refused token is not on the timeline: {d}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    r.shutdown().await;
+}
+
+/// A request resolved by a technician in ServiceDesk Plus resolves its
+/// incident here by polling; a custom trigger's "Invoke URL" body with
+/// the token acknowledges another.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn servicedeskplus_changes_come_back_by_polling_and_webhook() {
+    let (url, sdp) = servicedeskplus::start().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = support::config_in(
+        dir.path(),
+        &sdp_config(
+            &url,
+            &format!(
+                "technician_key = \"{}\"\npoll_interval = \"1s\"\ninbound_token = \"sdp-hook\"\n",
+                servicedeskplus::TECHNICIAN_KEY
+            ),
+        ),
+    );
+    let r = start(&cfg).await;
+    let first = open(&r, "MailQueue").await;
+    let second = open(&r, "PrinterJam").await;
+    wait_for("both requests", || {
+        sdp.lock().expect("sdp").requests.len() == 2
+    })
+    .await;
+    {
+        let mut s = sdp.lock().expect("sdp");
+        let q = s
+            .requests
+            .iter_mut()
+            .find(|q| {
+                q["subject"]
+                    .as_str()
+                    .is_some_and(|t| t.ends_with(&format!("(incidentd-{first})")))
+            })
+            .expect("request");
+        q["status"] = json!({"name": "Resolved"});
+        q["technician"] = json!({"name": "Ravi"});
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (_, d) = call(
+            &r,
+            "GET",
+            &format!("/api/v1/incidents/{first}"),
+            Value::Null,
+        )
+        .await;
+        if d["state"] == "resolved" {
+            assert!(
+                d["timeline"]
+                    .as_array()
+                    .expect("timeline")
+                    .iter()
+                    .any(|e| e["kind"] == "resolved" && e["actor"] == "servicedeskplus:Ravi"),
+                "{d}"
+            );
+            break;
+        }
+        assert!(Instant::now() < deadline, "not resolved by the poll: {d}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let body = json!({"request": {"id": "1802", "subject": format!("[P2] PrinterJam (incidentd-{second})"), "status": "In Progress", "technician": "Ravi"}});
+    let (s, v) = support::oneshot(
+        &r.router,
+        "POST",
+        "/api/v1/webhooks/sdp",
+        &[("authorization", "Bearer sdp-hook")],
+        body.to_string().into_bytes(),
+    )
+    .await;
+    let v: Value = serde_json::from_slice(&v).unwrap_or(Value::Null);
+    assert_eq!(
+        (s, v["action"].as_str()),
+        (StatusCode::OK, Some("acknowledged")),
+        "{v}"
+    );
+    r.shutdown().await;
+}
+
+/// The ServiceDesk Plus fake refuses what the product refuses.
+#[tokio::test]
+async fn the_servicedeskplus_fake_keeps_to_the_contract() {
+    let (url, _sdp) = servicedeskplus::start().await;
+    let c = reqwest::Client::new();
+    let accept = "application/vnd.manageengine.sdp.v3+json";
+    let form = |v: Value| format!("input_data={}", urlencode(&v.to_string()));
+    let post = async |key: &str, accept: &str, ct: &str, body: String| {
+        let r = c
+            .post(format!("{url}/api/v3/requests"))
+            .header("authtoken", key)
+            .header("accept", accept)
+            .header("content-type", ct)
+            .body(body)
+            .send()
+            .await
+            .expect("send");
+        let status = r.status().as_u16();
+        (status, r.json::<Value>().await.unwrap_or(Value::Null))
+    };
+    let fct = "application/x-www-form-urlencoded";
+    let key = servicedeskplus::TECHNICIAN_KEY;
+    let good = json!({"request": {"subject": "s", "priority": {"name": "High"}}});
+    assert_eq!(post("wrong", accept, fct, form(good.clone())).await.0, 401);
+    assert_eq!(
+        post(key, "application/json", fct, form(good.clone()))
+            .await
+            .0,
+        400
+    );
+    let (s, v) = post(key, accept, "application/json", good.to_string()).await;
+    assert_eq!(
+        (s, v["response_status"]["messages"][0]["field"].as_str()),
+        (400, Some("input_data")),
+        "{v}"
+    );
+    for (field, bad) in [
+        ("priority", json!({"name": "P1"})),
+        ("status", json!({"name": "Done"})),
+        ("group", json!({"name": "Nobody"})),
+        ("subject", json!("x".repeat(251))),
+    ] {
+        let mut b = good.clone();
+        b["request"][field] = bad;
+        let (s, v) = post(key, accept, fct, form(b)).await;
+        assert_eq!(
+            (s, v["response_status"]["messages"][0]["field"].as_str()),
+            (400, Some(field)),
+            "{v}"
+        );
+    }
+    let mut b = good.clone();
+    b["request"]["status"] = json!({"name": "Resolved"});
+    let (s, v) = post(key, accept, fct, form(b)).await;
+    assert_eq!(
+        (s, v["response_status"]["messages"][0]["field"].as_str()),
+        (400, Some("resolution")),
+        "{v}"
+    );
+    let (s, v) = post(key, accept, fct, form(good)).await;
+    assert_eq!((s, v["request"]["id"].is_string()), (201, true), "{v}");
+    let list = json!({"list_info": {"row_count": 101}}).to_string();
+    let r = c
+        .get(format!(
+            "{url}/api/v3/requests?input_data={}",
+            urlencode(&list)
+        ))
+        .header("authtoken", key)
+        .header("accept", accept)
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(r.status().as_u16(), 400);
+    let r = c
+        .post(format!("{url}/sdpapi/request/"))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(r.status().as_u16(), 404);
+    let r = c
+        .post(format!("{url}/oauth/v2/token"))
+        .form(&[
+            ("grant_type", "refresh_token"),
+            ("client_id", "x"),
+            ("client_secret", "y"),
+            ("refresh_token", "z"),
+        ])
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(r.status().as_u16(), 200);
+    assert_eq!(
+        r.json::<Value>().await.expect("json")["error"],
+        "invalid_code"
+    );
 }

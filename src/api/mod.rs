@@ -1445,6 +1445,7 @@ async fn inbound_webhook(
     let parsed = match d.kind {
         "jira" => inbound::jira(&v),
         "freshservice" => inbound::freshservice(&v),
+        "servicedeskplus" => inbound::servicedeskplus(&v),
         _ => inbound::servicenow(&v),
     };
     let update =

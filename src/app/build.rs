@@ -196,6 +196,17 @@ fn credential(d: &DestinationConfig) -> Result<Credential> {
             },
             config::ServiceNowAuth::Bearer(t) => Credential::Bearer(read(t)?),
         },
+        DestinationKind::ServiceDeskPlus { auth, .. } => match auth {
+            crate::config::outbound::SdpAuth::TechnicianKey(k) => Credential::Key(read(k)?),
+            crate::config::outbound::SdpAuth::Zoho {
+                client_secret,
+                refresh_token,
+                ..
+            } => Credential::Refresh {
+                client_secret: read(client_secret)?,
+                refresh_token: read(refresh_token)?,
+            },
+        },
         // The API key is the user; the password is not checked ("X").
         DestinationKind::Freshservice { api_key, .. } => Credential::Basic {
             user: read(api_key)?,

@@ -21,6 +21,20 @@ pub struct Call<'a> {
     pub now: Timestamp,
     /// Which configured API it goes to.
     pub base: Base,
+    /// The session token fetched for it (see [`Destination::session`]).
+    pub token: Option<&'a str>,
+}
+
+/// A credential the tool hands out for a while (ServiceDesk Plus Cloud's
+/// OAuth access token, TeamDynamix's JWT): the call that gets one, and how
+/// its answer reads. [`Link`] keeps it until shortly before it expires, or
+/// until a call is answered 401.
+pub trait Session: Send + Sync {
+    /// The call that fetches a token.
+    fn request(&self) -> Request;
+    /// The token and how long it lasts, from that call's answer (`None`:
+    /// the answer holds none; it is a refusal).
+    fn read(&self, answer: &Answer) -> Option<(String, std::time::Duration)>;
 }
 
 pub trait Destination: Send + Sync + 'static {
@@ -35,6 +49,21 @@ pub trait Destination: Send + Sync + 'static {
     /// charset named).
     fn content_type(&self) -> &'static str {
         "application/json"
+    }
+
+    /// A request's body as sent, with its `Content-Type`: JSON by default;
+    /// ServiceDesk Plus takes its JSON as the form field `input_data`.
+    fn encode(&self, req: &Request, body: &serde_json::Value) -> (&'static str, Vec<u8>) {
+        let _ = req;
+        (
+            self.content_type(),
+            serde_json::to_vec(body).unwrap_or_default(),
+        )
+    }
+
+    /// How a session token is fetched, for tools whose calls carry one.
+    fn session(&self) -> Option<&dyn Session> {
+        None
     }
 
     /// What an answer to `req` means, before anyone judges it: an API that
@@ -130,6 +159,11 @@ pub enum Credential {
         password: String,
     },
     Bearer(String),
+    /// An OAuth client's secret and refresh token (ServiceDesk Plus Cloud).
+    Refresh {
+        client_secret: String,
+        refresh_token: String,
+    },
 }
 
 impl Credential {
@@ -138,7 +172,10 @@ impl Credential {
         match self {
             Credential::Basic { user, password } => rb.basic_auth(user, Some(password)),
             Credential::Bearer(token) => rb.bearer_auth(token),
-            Credential::Key(_) | Credential::KeyAndToken { .. } | Credential::None => rb,
+            Credential::Key(_)
+            | Credential::KeyAndToken { .. }
+            | Credential::Refresh { .. }
+            | Credential::None => rb,
         }
     }
 
@@ -205,6 +242,28 @@ pub fn build(cfg: &DestinationConfig, credential: Credential) -> Arc<dyn Destina
             credential,
             details_url: cfg.incident_url.clone(),
         }),
+        DestinationKind::ServiceDeskPlus { auth, fields } => {
+            use super::servicedeskplus::{Auth, ServiceDeskPlus};
+            let auth = match (auth, credential) {
+                (
+                    super::settings::SdpAuth::Zoho { client_id, .. },
+                    Credential::Refresh {
+                        client_secret,
+                        refresh_token,
+                    },
+                ) => Auth::Zoho {
+                    client_id: client_id.clone(),
+                    client_secret,
+                    refresh_token,
+                },
+                (_, c) => Auth::TechnicianKey(c.key()),
+            };
+            Arc::new(ServiceDeskPlus {
+                fields: fields.as_ref().clone(),
+                auth,
+                details_url: cfg.incident_url.clone(),
+            })
+        }
         DestinationKind::Freshservice { fields, .. } => {
             Arc::new(super::freshservice::Freshservice {
                 fields: fields.clone(),

@@ -212,6 +212,48 @@ pub fn freshservice(body: &Value) -> Result<InboundUpdate, InboundError> {
     })
 }
 
+/// A ServiceDesk Plus custom trigger's "Invoke URL" action, whose body the
+/// operator writes from `$` variables (README, "ServiceDesk Plus"): the
+/// `(incidentd-<id>)` at the end of `request.subject` names the incident;
+/// `request.status` Resolved or Closed resolves it, In Progress (or Open
+/// with a technician) acknowledges it.
+pub fn servicedeskplus(body: &Value) -> Result<InboundUpdate, InboundError> {
+    let r = &body["request"];
+    if !r.is_object() {
+        return Err(error("request", "required: the request's variables"));
+    }
+    let incident = r["subject"]
+        .as_str()
+        .and_then(|s| {
+            let key = s.trim_end().strip_suffix(')')?.rsplit_once('(')?.1;
+            incident_of(key)
+        })
+        .ok_or_else(|| error("request.subject", "no (incidentd-<id>) at its end"))?;
+    let status = r["status"]
+        .as_str()
+        .map(|s| s.trim().to_ascii_lowercase())
+        .filter(|s| !s.is_empty())
+        .ok_or_else(|| error("request.status", "required: the status name"))?;
+    let technician = r["technician"]
+        .as_str()
+        .map(str::trim)
+        .filter(|t| !t.is_empty() && !t.starts_with('$'));
+    let action = match status.as_str() {
+        "resolved" | "closed" => Action::Resolve,
+        "in progress" => Action::Acknowledge,
+        "open" if technician.is_some() => Action::Acknowledge,
+        _ => Action::None,
+    };
+    Ok(InboundUpdate {
+        incident,
+        action,
+        actor: technician.map_or_else(
+            || "servicedeskplus".into(),
+            |t| format!("servicedeskplus:{t}"),
+        ),
+    })
+}
+
 #[cfg(test)]
 mod tests {
 
@@ -242,6 +284,33 @@ mod tests {
 
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn servicedeskplus_variables_map_to_actions() {
+        let u = |b: Value| servicedeskplus(&b).map(|u| (u.incident.0, u.action, u.actor));
+        assert_eq!(
+            u(
+                json!({"request": {"id": "9", "subject": "[P1] x (incidentd-42)", "status": "Resolved", "technician": "Ravi"}})
+            ),
+            Ok((42, Action::Resolve, "servicedeskplus:Ravi".into()))
+        );
+        assert_eq!(
+            u(
+                json!({"request": {"subject": "[P1] x (incidentd-7)", "status": "In Progress", "technician": "$technician"}})
+            ),
+            Ok((7, Action::Acknowledge, "servicedeskplus".into()))
+        );
+        assert_eq!(
+            u(json!({"request": {"subject": "[P1] x (incidentd-7)", "status": "Open"}})),
+            Ok((7, Action::None, "servicedeskplus".into()))
+        );
+        assert_eq!(
+            u(json!({"request": {"subject": "no key", "status": "Open"}}))
+                .unwrap_err()
+                .field,
+            "request.subject"
+        );
+    }
 
     #[test]
     fn freshservice_placeholders_map_to_actions() {

@@ -16,6 +16,8 @@ use std::time::Duration;
 pub struct Link {
     /// The destination's configured name.
     pub name: String,
+    /// The session token and when to fetch a new one.
+    session: tokio::sync::Mutex<Option<(String, crate::domain::Timestamp)>>,
     /// The base URLs requests' paths are relative to.
     bases: Bases,
     client: reqwest::Client,
@@ -128,6 +130,7 @@ impl Link {
     ) -> Link {
         Link {
             name,
+            session: tokio::sync::Mutex::new(None),
             bases,
             client,
             dest,
@@ -163,8 +166,64 @@ impl Link {
     }
 
     /// One HTTP call (`delivery` names the outbox row for webhooks), to
-    /// the configured base its request names.
+    /// the configured base its request names, with the session token when
+    /// the destination has sessions (fetched first if none is held, or it
+    /// is about to expire; forgotten when the call is answered 401, so the
+    /// retry fetches a new one).
     pub async fn call(&self, req: &Request, delivery: i64) -> Answer {
+        let Some(session) = self.dest.session() else {
+            return self.send(req, delivery, None).await;
+        };
+        let token = match self.session_token(session, delivery).await {
+            Ok(t) => t,
+            Err(refused) => return refused,
+        };
+        let answer = self.send(req, delivery, Some(&token)).await;
+        if answer.status == Some(401) {
+            *self.session.lock().await = None;
+        }
+        answer
+    }
+
+    /// The held session token, or a new one; the failing answer when none
+    /// could be had.
+    async fn session_token(
+        &self,
+        session: &dyn super::destination::Session,
+        delivery: i64,
+    ) -> Result<String, Answer> {
+        let mut held = self.session.lock().await;
+        let now = self.clock.now();
+        // A minute's margin: a token must not expire between here and the
+        // tool.
+        if let Some((token, renew_at)) = held.as_ref()
+            && now < *renew_at
+        {
+            return Ok(token.clone());
+        }
+        let answer = self.send(&session.request(), delivery, None).await;
+        if !answer.ok() {
+            return Err(answer);
+        }
+        let Some((token, lasts)) = session.read(&answer) else {
+            // A token endpoint that answers 200 without a token (Zoho's
+            // `{"error": "invalid_code"}`) refused the credential.
+            return Err(Answer {
+                status: Some(401),
+                detail: format!("no session token in the answer: {}", answer.detail),
+                ..answer
+            });
+        };
+        let margin = std::time::Duration::from_secs(60).min(lasts / 2);
+        *held = Some((
+            token.clone(),
+            now.saturating_add(lasts.saturating_sub(margin)),
+        ));
+        Ok(token)
+    }
+
+    /// The call itself.
+    async fn send(&self, req: &Request, delivery: i64, token: Option<&str>) -> Answer {
         let base = match req.base {
             Base::Url => self.bases.url.as_str(),
             Base::Api => match &self.bases.api {
@@ -179,24 +238,22 @@ impl Link {
             Method::Put => reqwest::Method::PUT,
             Method::Patch => reqwest::Method::PATCH,
         };
-        let body = req
-            .body
-            .as_ref()
-            .map(|b| serde_json::to_vec(b).unwrap_or_default());
+        let encoded = req.body.as_ref().map(|b| self.dest.encode(req, b));
         let call = Call {
-            body: body.as_deref(),
+            body: encoded.as_ref().map(|(_, b)| b.as_slice()),
             delivery,
             now: self.clock.now(),
             base: req.base,
+            token,
         };
         let mut rb = self
             .client
             .request(method.clone(), &url)
             .header(reqwest::header::ACCEPT, self.dest.accept(&call));
         rb = self.dest.authorize(rb, &call);
-        if let Some(b) = body {
+        if let Some((content_type, b)) = encoded {
             rb = rb
-                .header(reqwest::header::CONTENT_TYPE, self.dest.content_type())
+                .header(reqwest::header::CONTENT_TYPE, content_type)
                 .body(b);
         }
         let started = std::time::Instant::now();

@@ -25,6 +25,7 @@ pub mod poller;
 pub mod retention;
 pub mod retry;
 pub mod sender;
+pub mod servicedeskplus;
 pub mod servicenow;
 pub mod settings;
 pub mod slack;

@@ -39,10 +39,32 @@ pub enum DestinationKind {
         resolution: String,
         deployment: super::jira::Deployment,
     },
+    /// ManageEngine ServiceDesk Plus: a technician key (on-premises) or
+    /// Zoho OAuth (Cloud), and the request's fields.
+    ServiceDeskPlus {
+        auth: SdpAuth,
+        /// Boxed: the largest settings by far, read once at start.
+        fields: Box<super::servicedeskplus::Fields>,
+    },
     /// Freshservice: the API key (Basic auth) and the ticket's fields.
     Freshservice {
         api_key: Secret,
         fields: super::freshservice::Fields,
+    },
+}
+
+/// How a ServiceDesk Plus destination authenticates.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SdpAuth {
+    /// On-premises: a technician's API key.
+    TechnicianKey(Secret),
+    /// Cloud: a Zoho self client and its refresh token, renewed at
+    /// `accounts_url` (the account's data centre: `.com`, `.eu`, `.in`, …).
+    Zoho {
+        client_id: String,
+        client_secret: Secret,
+        refresh_token: Secret,
+        accounts_url: String,
     },
 }
 
@@ -74,6 +96,7 @@ impl DestinationKind {
             DestinationKind::ServiceNow { .. } => "servicenow",
             DestinationKind::Jira { .. } => "jira",
             DestinationKind::Freshservice { .. } => "freshservice",
+            DestinationKind::ServiceDeskPlus { .. } => "servicedeskplus",
         }
     }
 }
@@ -136,6 +159,10 @@ impl DestinationConfig {
             DestinationKind::PagerDuty {
                 rest: Some(rest), ..
             } => Some(&rest.api_url),
+            DestinationKind::ServiceDeskPlus {
+                auth: SdpAuth::Zoho { accounts_url, .. },
+                ..
+            } => Some(accounts_url),
             _ => None,
         }
     }

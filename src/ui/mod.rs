@@ -567,6 +567,10 @@ fn ticket_url(t: &TicketTarget, reference: &str) -> Option<String> {
         )),
         "jira" => Some(format!("{base}/browse/{}", view::enc(reference))),
         "freshservice" => Some(format!("{base}/a/tickets/{}", view::enc(reference))),
+        "servicedeskplus" => Some(format!(
+            "{base}/ui/requests/{}/details",
+            view::enc(reference)
+        )),
         _ => None,
     }
 }

@@ -12,6 +12,7 @@ pub mod daemon;
 pub mod drain;
 pub mod freshservice;
 pub mod pg;
+pub mod servicedeskplus;
 pub mod servicenow;
 pub mod tls;
 
