@@ -10,7 +10,7 @@ mod support;
 use axum::http::StatusCode;
 use serde_json::{Value, json};
 use std::time::{Duration, Instant};
-use support::{call, freshservice, servicedeskplus, start};
+use support::{call, freshservice, servicedeskplus, start, teamdynamix};
 
 async fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -436,15 +436,16 @@ fn urlencode(s: &str) -> String {
 }
 
 /// A Freshservice destination without a requester, a ServiceDesk Plus one
-/// with two kinds of credential or half of one, and either's settings on
-/// another kind are refused, each field named.
+/// with two kinds of credential or half of one, a TeamDynamix one without
+/// its login and ids, and their settings on another kind are refused, each
+/// field named.
 #[test]
 fn ticket_tool_settings_are_checked() {
     let dir = tempfile::tempdir().expect("tempdir");
     let file = dir.path().join("incidentd.toml");
     std::fs::write(
         &file,
-        "[[outbound.destinations]]\nname = \"fs\"\nkind = \"freshservice\"\nurl = \"https://acme.freshservice.com\"\napi_key = \"k\"\ngroup_id = -1\nfields = { \"CF Bad\" = \"x\" }\n\n[[outbound.destinations]]\nname = \"pd\"\nkind = \"pagerduty\"\nrouting_key = \"R0UTINGKEYR0UTINGKEYR0UTINGKEY00\"\nrequester_email = \"a@b.c\"\ntechnician_key = \"k\"\n\n[[outbound.destinations]]\nname = \"sdp\"\nkind = \"servicedeskplus\"\nurl = \"https://sdp.example.com\"\ntechnician_key = \"k\"\nclient_id = \"c\"\nimpact_names = { huge = \"x\" }\nfields = { cf_x = \"y\" }\n\n[[outbound.destinations]]\nname = \"sdp2\"\nkind = \"servicedeskplus\"\nurl = \"https://sdpondemand.manageengine.com/app/itdesk\"\nclient_id = \"c\"\n",
+        "[[outbound.destinations]]\nname = \"fs\"\nkind = \"freshservice\"\nurl = \"https://acme.freshservice.com\"\napi_key = \"k\"\ngroup_id = -1\nfields = { \"CF Bad\" = \"x\" }\n\n[[outbound.destinations]]\nname = \"pd\"\nkind = \"pagerduty\"\nrouting_key = \"R0UTINGKEYR0UTINGKEYR0UTINGKEY00\"\nrequester_email = \"a@b.c\"\ntechnician_key = \"k\"\n\n[[outbound.destinations]]\nname = \"sdp\"\nkind = \"servicedeskplus\"\nurl = \"https://sdp.example.com\"\ntechnician_key = \"k\"\nclient_id = \"c\"\nimpact_names = { huge = \"x\" }\nfields = { cf_x = \"y\" }\n\n[[outbound.destinations]]\nname = \"sdp2\"\nkind = \"servicedeskplus\"\nurl = \"https://sdpondemand.manageengine.com/app/itdesk\"\nclient_id = \"c\"\n\n[[outbound.destinations]]\nname = \"tdx\"\nkind = \"teamdynamix\"\nurl = \"https://acme.teamdynamix.com/TDWebApi\"\n",
     )
     .expect("write");
     let e = incidentd::config::load(Some(&file), &incidentd::config::Overrides::default())
@@ -454,7 +455,12 @@ fn ticket_tool_settings_are_checked() {
         "outbound.destinations[0].requester_email: set one of requester_email or requester_id",
         "outbound.destinations[0].group_id: an id is a positive number",
         "outbound.destinations[0].fields.CF Bad",
-        "outbound.destinations[1].requester_email: only for freshservice destinations",
+        "outbound.destinations[1].requester_email: only for freshservice and teamdynamix destinations",
+        "outbound.destinations[4].beid: required",
+        "outbound.destinations[4].web_services_key: required",
+        "outbound.destinations[4].app_id: required",
+        "outbound.destinations[4].account_id: required",
+        "outbound.destinations[4].requestor_uid: set one of requestor_uid",
         "outbound.destinations[1].technician_key: only for servicedeskplus destinations",
         "outbound.destinations[2].technician_key: set technician_key (on-premises) or client_id",
         "outbound.destinations[2].impact_names.huge: \"huge\": one of high, medium, low",
@@ -814,4 +820,253 @@ async fn the_servicedeskplus_fake_keeps_to_the_contract() {
         r.json::<Value>().await.expect("json")["error"],
         "invalid_code"
     );
+}
+
+/// A TeamDynamix destination at `url` with `extra` settings.
+fn tdx_config(url: &str, extra: &str) -> String {
+    format!(
+        "[incident]\nauto_resolve_hold = \"0s\"\n\n[[outbound.destinations]]\nname = \"tdx\"\nkind = \"teamdynamix\"\nurl = \"{url}\"\nbeid = \"{}\"\nweb_services_key = \"{}\"\napp_id = {}\naccount_id = {}\nrequestor_uid = \"{}\"\nbackoff_base = \"20ms\"\nbackoff_max = \"200ms\"\n{extra}\n",
+        teamdynamix::BEID,
+        teamdynamix::WEB_SERVICES_KEY,
+        teamdynamix::APP_ID,
+        teamdynamix::ACCOUNT_ID,
+        teamdynamix::REQUESTOR_UID,
+    )
+}
+
+/// One TeamDynamix ticket per incident, its type, status and priority ids
+/// looked up by name and status class (once, not per call), found again by
+/// its title's key after a lost create answer; each change one private
+/// feed entry that moves the status (In Process, On Hold, New, Resolved).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn teamdynamix_ticket_follows_the_incident() {
+    let (url, tdx) = teamdynamix::start().await;
+    tdx.lock().expect("tdx").lose_next_create = true;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = support::config_in(dir.path(), &tdx_config(&url, ""));
+    let r = start(&cfg).await;
+    let id = open(&r, "DnsDown").await;
+    wait_for("the ticket", || tdx.lock().expect("tdx").feed.len() == 1).await;
+    act_by(&r, id, "ack", json!({"by": "bob"})).await;
+    act_by(
+        &r,
+        id,
+        "hold",
+        json!({"by": "bob", "reason": "awaiting-vendor"}),
+    )
+    .await;
+    act_by(&r, id, "resume", Value::Null).await;
+    act_by(&r, id, "resolve", json!({"by": "bob"})).await;
+    wait_for("the resolution", || {
+        tdx.lock().expect("tdx").feed.len() == 5
+    })
+    .await;
+    let (_, d) = call(&r, "GET", &format!("/api/v1/incidents/{id}"), Value::Null).await;
+    {
+        let s = tdx.lock().expect("tdx");
+        assert_eq!(
+            s.tickets.len(),
+            1,
+            "one ticket despite the lost create answer"
+        );
+        let t = &s.tickets[0];
+        let tid = t["ID"].as_i64().expect("id");
+        assert!(
+            t["Title"]
+                .as_str()
+                .is_some_and(|x| x.ends_with(&format!("(incidentd-{id})"))),
+            "{t}"
+        );
+        assert_eq!(
+            (t["TypeID"].as_i64(), t["StatusID"].as_i64()),
+            (Some(410), Some(1603))
+        );
+        // P2 is High (2202) by default.
+        assert_eq!(d["priority"], "P2", "{d}");
+        assert_eq!(t["PriorityID"], 2202);
+        assert_eq!(
+            s.feed_of(tid),
+            [
+                (format!("incidentd opened incident {id}"), None),
+                ("incidentd: acknowledged by bob".into(), Some(1602)),
+                (
+                    "incidentd: on hold (awaiting-vendor) by bob".into(),
+                    Some(1605)
+                ),
+                ("incidentd: taken off hold".into(), Some(1601)),
+                ("incidentd: resolved".into(), Some(1603)),
+            ]
+        );
+        assert!(
+            s.feed.iter().all(|(_, _, private, _)| *private),
+            "{:?}",
+            s.feed
+        );
+        assert_eq!(
+            &s.calls[..7],
+            [
+                "login",
+                "types",
+                "statuses",
+                "priorities",
+                "search",
+                "create",
+                "search"
+            ],
+            "{:?}",
+            s.calls
+        );
+        assert_eq!(
+            s.calls.iter().filter(|c| *c == "login").count(),
+            1,
+            "{:?}",
+            s.calls
+        );
+        assert_eq!(
+            s.calls.iter().filter(|c| *c == "types").count(),
+            1,
+            "{:?}",
+            s.calls
+        );
+    }
+    assert!(
+        d["timeline"]
+            .as_array()
+            .expect("timeline")
+            .iter()
+            .all(|e| e["kind"] != "outbound_failed"),
+        "{d}"
+    );
+    r.shutdown().await;
+}
+
+/// The per-method rate limit (429 with `X-RateLimit-Reset`, an RFC 1123
+/// date, no `Retry-After`) and a JWT that expires while three incidents
+/// are opened, acknowledged and resolved: no call before the period's end,
+/// a new login when the token runs out, and every feed entry once, in
+/// order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn teamdynamix_rate_limit_and_expiring_token_lose_nothing() {
+    let (url, tdx) = teamdynamix::start().await;
+    {
+        let mut s = tdx.lock().expect("tdx");
+        s.per_period = 4;
+        s.period = Duration::from_secs(1);
+        s.token_life = Duration::from_secs(2);
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = support::config_in(
+        dir.path(),
+        &tdx_config(
+            &url,
+            "rate_limit = 10.0\nburst = 10\nbreaker_failures = 100\n",
+        ),
+    );
+    let r = start(&cfg).await;
+    let mut ids = Vec::new();
+    for name in ["NtpDrift", "CacheCold", "KeyRotation"] {
+        let id = open(&r, name).await;
+        act_by(&r, id, "ack", json!({"by": "ann"})).await;
+        act_by(&r, id, "resolve", json!({"by": "ann"})).await;
+        ids.push(id);
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while tdx.lock().expect("tdx").feed.len() < 6 {
+        assert!(
+            Instant::now() < deadline,
+            "feed entries missing: {:?}",
+            tdx.lock().expect("tdx").calls
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Long enough for the token to expire, then one more change.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let late = open(&r, "LateOne").await;
+    wait_for("the late ticket", || {
+        tdx.lock().expect("tdx").tickets.len() == 4
+    })
+    .await;
+    {
+        let s = tdx.lock().expect("tdx");
+        assert!(
+            s.throttled > 0,
+            "the rate limit was never reached: {:?}",
+            s.calls
+        );
+        assert_eq!(
+            s.early, 0,
+            "calls made before X-RateLimit-Reset: {:?}",
+            s.calls
+        );
+        assert!(
+            s.logins() >= 2,
+            "no new login after the token expired: {:?}",
+            s.calls
+        );
+        for id in ids {
+            let t = s
+                .tickets
+                .iter()
+                .find(|t| {
+                    t["Title"]
+                        .as_str()
+                        .is_some_and(|x| x.ends_with(&format!("(incidentd-{id})")))
+                })
+                .unwrap_or_else(|| panic!("no ticket for {id}"));
+            let statuses: Vec<Option<i64>> = s
+                .feed_of(t["ID"].as_i64().expect("id"))
+                .into_iter()
+                .map(|(_, st)| st)
+                .collect();
+            assert_eq!(statuses, [Some(1602), Some(1603)], "ticket of {id}");
+        }
+    }
+    let (_, d) = call(&r, "GET", &format!("/api/v1/incidents/{late}"), Value::Null).await;
+    assert!(
+        d["timeline"]
+            .as_array()
+            .expect("timeline")
+            .iter()
+            .all(|e| e["kind"] != "outbound_failed"),
+        "{d}"
+    );
+    r.shutdown().await;
+}
+
+/// A ticket completed in TeamDynamix resolves its incident here, read back
+/// by polling (completed and cancelled tickets of the last day, matched by
+/// id).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn teamdynamix_completed_tickets_resolve_by_polling() {
+    let (url, tdx) = teamdynamix::start().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = support::config_in(dir.path(), &tdx_config(&url, "poll_interval = \"1s\"\n"));
+    let r = start(&cfg).await;
+    let id = open(&r, "BackupFailed").await;
+    wait_for("the ticket", || tdx.lock().expect("tdx").tickets.len() == 1).await;
+    {
+        let mut s = tdx.lock().expect("tdx");
+        let t = &mut s.tickets[0];
+        t["StatusID"] = json!(1604);
+        t["StatusClass"] = json!(3);
+        t["ModifiedFullName"] = json!("Kim Lee");
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (_, d) = call(&r, "GET", &format!("/api/v1/incidents/{id}"), Value::Null).await;
+        if d["state"] == "resolved" {
+            assert!(
+                d["timeline"]
+                    .as_array()
+                    .expect("timeline")
+                    .iter()
+                    .any(|e| e["kind"] == "resolved" && e["actor"] == "teamdynamix:Kim Lee"),
+                "{d}"
+            );
+            break;
+        }
+        assert!(Instant::now() < deadline, "not resolved by the poll: {d}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    r.shutdown().await;
 }

@@ -405,7 +405,7 @@ fn authorize(st: &AppState, headers: &HeaderMap, need: Need) -> Result<Option<St
 /// A ticketing destination allowed to post to `/api/v1/webhooks/{name}`.
 pub struct InboundDestination {
     pub name: String,
-    /// `servicenow` or `jira`.
+    /// The destination kind, whose webhook body it parses.
     pub kind: &'static str,
     /// The bearer token its webhooks send.
     pub token: Option<Vec<u8>>,
@@ -1446,7 +1446,14 @@ async fn inbound_webhook(
         "jira" => inbound::jira(&v),
         "freshservice" => inbound::freshservice(&v),
         "servicedeskplus" => inbound::servicedeskplus(&v),
-        _ => inbound::servicenow(&v),
+        "servicenow" => inbound::servicenow(&v),
+        other => {
+            return Err(ApiError::Invalid(NormalizeError::field(
+                "destination",
+                None,
+                format!("{other} destinations send no webhooks"),
+            )));
+        }
     };
     let update =
         parsed.map_err(|e| ApiError::Invalid(NormalizeError::field(e.field, None, e.message)))?;

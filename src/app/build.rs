@@ -207,6 +207,9 @@ fn credential(d: &DestinationConfig) -> Result<Credential> {
                 refresh_token: read(refresh_token)?,
             },
         },
+        DestinationKind::TeamDynamix {
+            web_services_key, ..
+        } => Credential::Key(read(web_services_key)?),
         // The API key is the user; the password is not checked ("X").
         DestinationKind::Freshservice { api_key, .. } => Credential::Basic {
             user: read(api_key)?,

@@ -119,8 +119,8 @@ pub trait TicketReader: Send + Sync {
     fn batch(&self) -> usize {
         super::poll::BATCH
     }
-    /// The query for a batch of tickets (incident, ticket id).
-    fn query(&self, batch: &[(IncidentId, String)]) -> Request;
+    /// The query for a batch of tickets (incident, ticket id), at `now`.
+    fn query(&self, batch: &[(IncidentId, String)], now: Timestamp) -> Request;
     /// What the answer says happened to the batch's tickets.
     fn updates(
         &self,
@@ -263,6 +263,16 @@ pub fn build(cfg: &DestinationConfig, credential: Credential) -> Arc<dyn Destina
                 auth,
                 details_url: cfg.incident_url.clone(),
             })
+        }
+        DestinationKind::TeamDynamix { beid, fields, .. } => {
+            Arc::new(super::teamdynamix::TeamDynamix::new(
+                fields.clone(),
+                super::teamdynamix::Login {
+                    beid: beid.clone(),
+                    web_services_key: credential.key(),
+                },
+                cfg.incident_url.clone(),
+            ))
         }
         DestinationKind::Freshservice { fields, .. } => {
             Arc::new(super::freshservice::Freshservice {

@@ -289,7 +289,7 @@ impl TicketReader for Freshservice {
 
     /// The batch's tickets that are resolved or closed, by their tags (the
     /// filter cannot match ticket ids).
-    fn query(&self, batch: &[(IncidentId, String)]) -> Request {
+    fn query(&self, batch: &[(IncidentId, String)], _now: crate::domain::Timestamp) -> Request {
         let tags: Vec<String> = batch
             .iter()
             .map(|(i, _)| format!("tag:'incidentd-{}'", i.0))
@@ -454,7 +454,7 @@ mod tests {
         let batch: Vec<(IncidentId, String)> = (0..POLL_BATCH)
             .map(|i| (IncidentId(i64::MAX - i as i64), format!("{}", 100 + i)))
             .collect();
-        let q = f.query(&batch);
+        let q = f.query(&batch, crate::domain::Timestamp(0));
         let query = q.path.split_once("query=").expect("query").1;
         let decoded: String = form_urlencoded::parse(format!("q={query}").as_bytes())
             .map(|(_, v)| v.into_owned())

@@ -351,7 +351,7 @@ impl Destination for Jira {
 }
 
 impl TicketReader for Jira {
-    fn query(&self, batch: &[(IncidentId, String)]) -> Request {
+    fn query(&self, batch: &[(IncidentId, String)], _now: crate::domain::Timestamp) -> Request {
         let ids: Vec<IncidentId> = batch.iter().map(|(i, _)| *i).collect();
         super::poll::jira(&ids, self.deployment)
     }

@@ -174,13 +174,34 @@ impl Link {
         let Some(session) = self.dest.session() else {
             return self.send(req, delivery, None).await;
         };
+        // A 401 means the token ended early (revoked, or expired between
+        // the check and the tool): it is forgotten, and the call made once
+        // more with a new one; a second 401 is the answer.
+        let answer = self.with_session(session, req, delivery).await;
+        if answer.status != Some(401) {
+            return answer;
+        }
+        self.with_session(session, req, delivery).await
+    }
+
+    /// The call with the session token (fetched if need be), forgetting
+    /// the token if it is refused.
+    async fn with_session(
+        &self,
+        session: &dyn super::destination::Session,
+        req: &Request,
+        delivery: i64,
+    ) -> Answer {
         let token = match self.session_token(session, delivery).await {
             Ok(t) => t,
             Err(refused) => return refused,
         };
         let answer = self.send(req, delivery, Some(&token)).await;
         if answer.status == Some(401) {
-            *self.session.lock().await = None;
+            let mut held = self.session.lock().await;
+            if held.as_ref().is_some_and(|(t, _)| *t == token) {
+                *held = None;
+            }
         }
         answer
     }
@@ -265,16 +286,27 @@ impl Link {
         let answer = match answer {
             Ok(resp) => {
                 let status = resp.status().as_u16();
-                let retry_after = resp
-                    .headers()
-                    .get(reqwest::header::RETRY_AFTER)
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(|v| retry::retry_after(v, self.clock.now()));
+                // `Retry-After`, else on a 429 the end of the rate-limit
+                // period (TeamDynamix's `X-RateLimit-Reset`, an HTTP date).
+                let header = |name: &str| {
+                    resp.headers()
+                        .get(name)
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(|v| retry::retry_after(v, self.clock.now()))
+                };
+                let retry_after = header(reqwest::header::RETRY_AFTER.as_str()).or_else(|| {
+                    (status == 429)
+                        .then(|| header("x-ratelimit-reset"))
+                        .flatten()
+                });
                 let text = resp.text().await.unwrap_or_default();
                 Answer {
                     status: Some(status),
                     retry_after,
-                    json: serde_json::from_str(&text).unwrap_or(serde_json::Value::Null),
+                    // A body that is not JSON is kept as a string: a
+                    // token endpoint answers with the token as plain text.
+                    json: serde_json::from_str(&text)
+                        .unwrap_or_else(|_| serde_json::Value::String(text.trim().to_string())),
                     detail: crate::net::redact_text(&super::truncate(text.trim(), 300)),
                     reason: FailureReason::HttpStatus,
                     note: None,

@@ -29,6 +29,7 @@ pub mod servicedeskplus;
 pub mod servicenow;
 pub mod settings;
 pub mod slack;
+pub mod teamdynamix;
 pub mod template;
 pub mod webhook;
 

@@ -85,7 +85,10 @@ impl Poller {
                 return;
             }
             self.limiter.until_ready().await;
-            let answer = self.link.call(&reader.query(batch), 0).await;
+            let answer = self
+                .link
+                .call(&reader.query(batch, self.clock.now()), 0)
+                .await;
             // Labelled as a delivery's answer would be (the next poll is
             // the retry).
             let outcome = match retry::classify(

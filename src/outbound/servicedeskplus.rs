@@ -421,7 +421,7 @@ impl Session for ServiceDeskPlus {
 
 impl TicketReader for ServiceDeskPlus {
     /// The batch's requests that are resolved or closed.
-    fn query(&self, batch: &[(IncidentId, String)]) -> Request {
+    fn query(&self, batch: &[(IncidentId, String)], _now: crate::domain::Timestamp) -> Request {
         let ids: Vec<&str> = batch.iter().map(|(_, id)| id.as_str()).collect();
         let mut done = vec!["Resolved", "Closed"];
         if !done.contains(&self.fields.resolve_status.as_str()) {

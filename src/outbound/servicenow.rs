@@ -581,7 +581,7 @@ impl Destination for ServiceNow {
 }
 
 impl TicketReader for ServiceNow {
-    fn query(&self, batch: &[(IncidentId, String)]) -> Request {
+    fn query(&self, batch: &[(IncidentId, String)], _now: crate::domain::Timestamp) -> Request {
         let ids: Vec<String> = batch.iter().map(|(_, e)| e.clone()).collect();
         super::poll::servicenow(&ids)
     }

@@ -46,6 +46,13 @@ pub enum DestinationKind {
         /// Boxed: the largest settings by far, read once at start.
         fields: Box<super::servicedeskplus::Fields>,
     },
+    /// TeamDynamix: the admin login (BEID and web services key) and the
+    /// ticket's fields.
+    TeamDynamix {
+        beid: String,
+        web_services_key: Secret,
+        fields: super::teamdynamix::Fields,
+    },
     /// Freshservice: the API key (Basic auth) and the ticket's fields.
     Freshservice {
         api_key: Secret,
@@ -97,6 +104,7 @@ impl DestinationKind {
             DestinationKind::Jira { .. } => "jira",
             DestinationKind::Freshservice { .. } => "freshservice",
             DestinationKind::ServiceDeskPlus { .. } => "servicedeskplus",
+            DestinationKind::TeamDynamix { .. } => "teamdynamix",
         }
     }
 }
