@@ -1070,3 +1070,113 @@ async fn teamdynamix_completed_tickets_resolve_by_polling() {
     }
     r.shutdown().await;
 }
+
+/// The StackStorm fake (for the remediation destination) refuses what
+/// st2api refuses and plays its actions as scripted: an execution is
+/// requested, runs, and ends as its action says; one that hangs can be
+/// cancelled, one that ended cannot.
+#[tokio::test]
+async fn the_stackstorm_fake_keeps_to_the_contract() {
+    use support::stackstorm::{API_KEY, Action, Ends};
+    let actions = [
+        (
+            "ops.restart_consumer".to_string(),
+            Action {
+                parameters: vec![("host", true), ("incident", false)],
+                ends: Ends::Succeeds(Duration::from_millis(300), json!({"stdout": "restarted"})),
+            },
+        ),
+        (
+            "ops.hang".to_string(),
+            Action {
+                parameters: vec![],
+                ends: Ends::Hangs,
+            },
+        ),
+    ]
+    .into_iter()
+    .collect();
+    let (api, st2) = support::stackstorm::start(actions).await;
+    let c = reqwest::Client::new();
+    let run = async |key: &str, body: Value| {
+        let r = c
+            .post(format!("{api}/v1/executions"))
+            .header("St2-Api-Key", key)
+            .json(&body)
+            .send()
+            .await
+            .expect("send");
+        let s = r.status().as_u16();
+        (s, r.json::<Value>().await.unwrap_or(Value::Null))
+    };
+    let get = async |path: &str| {
+        let r = c
+            .get(format!("{api}{path}"))
+            .header("St2-Api-Key", API_KEY)
+            .send()
+            .await
+            .expect("send");
+        let s = r.status().as_u16();
+        (s, r.json::<Value>().await.unwrap_or(Value::Null))
+    };
+    let restart = json!({"action": "ops.restart_consumer", "parameters": {"host": "kafka-1"}});
+    assert_eq!(run("wrong", restart.clone()).await.0, 401);
+    let (s, v) = run(API_KEY, json!({"action": "ops.nope"})).await;
+    assert_eq!((s, v["faultstring"].is_string()), (400, true), "{v}");
+    let (s, v) = run(
+        API_KEY,
+        json!({"action": "ops.restart_consumer", "parameters": {}}),
+    )
+    .await;
+    assert_eq!(s, 400, "{v}");
+    let (s, v) = run(
+        API_KEY,
+        json!({"action": "ops.restart_consumer", "parameters": {"host": "h", "x": 1}}),
+    )
+    .await;
+    assert_eq!(s, 400, "{v}");
+    let (s, v) = run(API_KEY, restart).await;
+    assert_eq!((s, v["status"].as_str()), (201, Some("requested")), "{v}");
+    let id = v["id"].as_str().expect("id").to_string();
+    assert_eq!(id.len(), 24);
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    assert_eq!(
+        get(&format!("/v1/executions/{id}")).await.1["status"],
+        "running"
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (_, done) = get(&format!("/v1/executions/{id}")).await;
+    assert_eq!(done["status"], "succeeded", "{done}");
+    assert!(done["end_timestamp"].is_string(), "{done}");
+    assert_eq!(get("/v1/executions/ffffffffffffffffffffffff").await.0, 404);
+    assert_eq!(
+        get("/v1/executions?action=ops.restart_consumer&limit=101")
+            .await
+            .0,
+        400
+    );
+    let (_, list) = get("/v1/executions?action=ops.restart_consumer&limit=10").await;
+    assert_eq!(list.as_array().map(Vec::len), Some(1), "{list}");
+    let (_, hung) = run(API_KEY, json!({"action": "ops.hang"})).await;
+    let hid = hung["id"].as_str().expect("id").to_string();
+    let cancel = async |id: &str| {
+        c.delete(format!("{api}/v1/executions/{id}"))
+            .header("St2-Api-Key", API_KEY)
+            .send()
+            .await
+            .expect("send")
+            .status()
+            .as_u16()
+    };
+    assert_eq!(cancel(&hid).await, 200);
+    assert_eq!(
+        get(&format!("/v1/executions/{hid}")).await.1["status"],
+        "canceled"
+    );
+    assert_eq!(
+        cancel(&id).await,
+        400,
+        "a finished execution cannot be cancelled"
+    );
+    assert_eq!(st2.lock().expect("st2").cancelled(), 1);
+}

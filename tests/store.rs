@@ -1190,6 +1190,61 @@ async fn outbox_is_written_with_its_change_and_finished_once(db: Db) {
     store.apply(&[upsert(done)]).await.unwrap();
     assert!(polled(None).await.is_empty());
 
+    // Remediations being followed: by prefix, taken literally (`_` and
+    // `%` are no wildcards), of resolved incidents too, of the shards
+    // asked for; and a remediation's note lands on the timeline.
+    for (d, i, r) in [
+        ("st2", 1, "run:ab:0:5"),
+        ("st2", 3, "done:cd:0"),
+        ("st2b", 1, "run_x"),
+    ] {
+        store.set_outbound_ref(d, IncidentId(i), r).await.unwrap();
+    }
+    let following = async |d: &str, prefix: &str, shards: Option<&[u32]>| {
+        store
+            .outbound_refs_like(d, prefix, shards, 10)
+            .await
+            .unwrap()
+    };
+    assert_eq!(
+        following("st2", "run:", None).await,
+        [(IncidentId(1), "run:ab:0:5".to_string())]
+    );
+    assert_eq!(following("st2b", "run_", None).await.len(), 1);
+    assert_eq!(following("st2", "run_", None).await.len(), 0);
+    assert_eq!(following("st2b", "r%", None).await.len(), 0);
+    assert_eq!(
+        following("st2", "done:", Some(&[7])).await,
+        [(IncidentId(3), "done:cd:0".to_string())]
+    );
+    assert!(following("st2", "run:", Some(&[7])).await.is_empty());
+    store
+        .timeline_note(
+            IncidentId(3),
+            TimelineEntry {
+                at: Timestamp(10_500),
+                kind: TimelineKind::Remediation,
+                message: "remediation ops.fix succeeded in 4 s".into(),
+                actor: None,
+            },
+        )
+        .await
+        .unwrap();
+    let t = store
+        .timeline(
+            IncidentId(3),
+            Page {
+                offset: 0,
+                limit: 100,
+            },
+        )
+        .await
+        .unwrap();
+    assert!(
+        t.iter().any(|e| e.kind == TimelineKind::Remediation && e.message.ends_with("succeeded in 4 s")),
+        "{t:?}"
+    );
+
     // Retention: finished messages older than the cut go, a batch at a
     // time; pending ones (slack's, and the servicenow one) stay.
     assert_eq!(store.outbox_prune(Timestamp(9_550), 10).await.unwrap(), 2);

@@ -210,6 +210,7 @@ fn credential(d: &DestinationConfig) -> Result<Credential> {
         DestinationKind::TeamDynamix {
             web_services_key, ..
         } => Credential::Key(read(web_services_key)?),
+        DestinationKind::StackStorm { api_key, .. } => Credential::Key(read(api_key)?),
         // The API key is the user; the password is not checked ("X").
         DestinationKind::Freshservice { api_key, .. } => Credential::Basic {
             user: read(api_key)?,

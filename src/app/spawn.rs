@@ -303,6 +303,9 @@ impl Ctx<'_> {
         if let Some(poller) = sender.poller(actions.clone()) {
             self.tracker.spawn(poller.run(self.cancel.clone()));
         }
+        if let Some(follower) = sender.follower(actions.clone()) {
+            self.tracker.spawn(follower.run(self.cancel.clone()));
+        }
         if d_cfg.url.starts_with("https://")
             && let Some(e) = crate::net::tls::trust_problem(&d_cfg.net.tls)
         {

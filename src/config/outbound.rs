@@ -141,6 +141,18 @@ pub struct RawDestination {
     pub account_id: Option<i64>,
     pub requestor_uid: Option<String>,
     pub responsible_group_id: Option<i64>,
+    /// StackStorm: the action (`pack.action`) a remediation runs, its
+    /// parameters (templates), and its guardrails.
+    pub action: Option<String>,
+    pub parameters: Option<BTreeMap<String, String>>,
+    pub dry_run: Option<bool>,
+    pub cool_down: Option<String>,
+    pub max_executions_per_hour: Option<u32>,
+    pub execution_timeout: Option<String>,
+    pub follow_interval: Option<String>,
+    /// StackStorm: `acknowledge` or `resolve` the incident when its
+    /// remediation succeeds.
+    pub resolve_on_success: Option<String>,
     /// Opsgenie: who alerts are for (`team:…`, `user:…`, `escalation:…`,
     /// `schedule:…`); with a global API key, alerts without responders are
     /// unassigned.
@@ -534,6 +546,118 @@ fn teamdynamix(
     })
 }
 
+/// A StackStorm destination's remediation, every error reported.
+fn stackstorm(errs: &mut Vec<FieldError>, at: &str, d: &RawDestination) -> Option<DestinationKind> {
+    use crate::outbound::stackstorm::{OnSuccess, Remediation};
+    let api_key = required(errs, at, "api_key", secret(&d.api_key, &d.api_key_file));
+    let action = match d.action.as_deref().map(str::trim) {
+        Some(a)
+            if a.split_once('.').is_some_and(|(pack, name)| {
+                let ok = |s: &str| {
+                    !s.is_empty()
+                        && s.bytes()
+                            .all(|b| b.is_ascii_alphanumeric() || b"_-.".contains(&b))
+                };
+                ok(pack) && ok(name)
+            }) =>
+        {
+            Some(a.to_string())
+        }
+        Some(a) => {
+            push(
+                errs,
+                at,
+                "action",
+                format!("{a:?}: an action reference, pack.action"),
+            );
+            None
+        }
+        None => {
+            push(
+                errs,
+                at,
+                "action",
+                "required: the action to run (pack.action)".into(),
+            );
+            None
+        }
+    };
+    let mut parameters = Vec::new();
+    for (name, v) in d.parameters.iter().flatten() {
+        let key = format!("parameters.{name}");
+        if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+            push(
+                errs,
+                at,
+                &key,
+                "a parameter name is letters, digits and '_'".into(),
+            );
+        } else if let Some(t) = template(errs, at, &key, v) {
+            parameters.push((name.clone(), t));
+        }
+    }
+    let cool_down = duration(
+        errs,
+        &format!("{at}.cool_down"),
+        &d.cool_down,
+        Duration::from_secs(900),
+    );
+    let execution_timeout = duration(
+        errs,
+        &format!("{at}.execution_timeout"),
+        &d.execution_timeout,
+        Duration::from_secs(600),
+    );
+    if execution_timeout < Duration::from_secs(1) {
+        push(errs, at, "execution_timeout", "must be at least 1s".into());
+    }
+    let follow_every = duration(
+        errs,
+        &format!("{at}.follow_interval"),
+        &d.follow_interval,
+        Duration::from_secs(5),
+    );
+    if follow_every < Duration::from_millis(100) {
+        push(errs, at, "follow_interval", "must be at least 100ms".into());
+    }
+    let per_hour = d.max_executions_per_hour.unwrap_or(20);
+    if per_hour == 0 {
+        push(
+            errs,
+            at,
+            "max_executions_per_hour",
+            "must be at least 1 (dry_run = true runs none)".into(),
+        );
+    }
+    let on_success = match d.resolve_on_success.as_deref() {
+        None => None,
+        Some("resolve") => Some(OnSuccess::Resolve),
+        Some("acknowledge") => Some(OnSuccess::Acknowledge),
+        Some(o) => {
+            push(
+                errs,
+                at,
+                "resolve_on_success",
+                format!("{o:?}: acknowledge or resolve"),
+            );
+            None
+        }
+    };
+    Some(DestinationKind::StackStorm {
+        api_key: api_key?,
+        remediation: Box::new(Remediation {
+            action: action?,
+            parameters,
+            dry_run: d.dry_run.unwrap_or(false),
+            cool_down,
+            per_hour,
+            execution_timeout,
+            follow_every,
+            on_success,
+        }),
+    })
+}
+
 /// The ServiceNow ticket fields `d` sets, over the defaults; every
 /// template error and misplaced field reported.
 fn servicenow_fields(
@@ -861,6 +985,7 @@ pub fn destinations(errs: &mut Vec<FieldError>, raw: &RawOutbound) -> Vec<Destin
                 })
             }
             Some("teamdynamix") => teamdynamix(errs, at, d),
+            Some("stackstorm") => stackstorm(errs, at, d),
             Some("freshservice") => {
                 let api_key = required(errs, at, "api_key", secret(&d.api_key, &d.api_key_file));
                 let fields = freshservice_fields(errs, at, d);
@@ -874,7 +999,7 @@ pub fn destinations(errs: &mut Vec<FieldError>, raw: &RawOutbound) -> Vec<Destin
                     at,
                     "kind",
                     format!(
-                        "{other:?}: one of servicenow, jira, freshservice, servicedeskplus, teamdynamix, pagerduty, opsgenie, slack, webhook"
+                        "{other:?}: one of servicenow, jira, freshservice, servicedeskplus, teamdynamix, pagerduty, stackstorm, opsgenie, slack, webhook"
                     ),
                 );
                 None
@@ -1183,6 +1308,25 @@ pub fn destinations(errs: &mut Vec<FieldError>, raw: &RawOutbound) -> Vec<Destin
                         key,
                         "only for servicedeskplus destinations".into(),
                     );
+                }
+            }
+        }
+        if d.kind.is_some() && d.kind.as_deref() != Some("stackstorm") {
+            for (key, set) in [
+                ("action", d.action.is_some()),
+                ("parameters", d.parameters.is_some()),
+                ("dry_run", d.dry_run.is_some()),
+                ("cool_down", d.cool_down.is_some()),
+                (
+                    "max_executions_per_hour",
+                    d.max_executions_per_hour.is_some(),
+                ),
+                ("execution_timeout", d.execution_timeout.is_some()),
+                ("follow_interval", d.follow_interval.is_some()),
+                ("resolve_on_success", d.resolve_on_success.is_some()),
+            ] {
+                if set {
+                    push(errs, at, key, "only for stackstorm destinations".into());
                 }
             }
         }

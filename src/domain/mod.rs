@@ -284,6 +284,9 @@ pub enum TimelineKind {
     /// A delivery failed and will be retried: the first failure of an
     /// update, and each time the cause changes (outbound).
     OutboundRetrying,
+    /// A remediation (a StackStorm action) was asked for, ran, succeeded,
+    /// failed, timed out or was held back by a guardrail (outbound).
+    Remediation,
     /// An alert's event time was out of bounds and replaced by its receive
     /// time (`limits.max_clock_skew`, `max_alert_age`).
     EventTimeClamped,
@@ -318,6 +321,7 @@ impl TimelineKind {
             TimelineKind::Backdated => "backdated",
             TimelineKind::OutboundFailed => "outbound_failed",
             TimelineKind::OutboundRetrying => "outbound_retrying",
+            TimelineKind::Remediation => "remediation",
             TimelineKind::EventTimeClamped => "event_time_clamped",
             TimelineKind::ChangeFailed => "change_failed",
         }

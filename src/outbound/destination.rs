@@ -264,6 +264,9 @@ pub fn build(cfg: &DestinationConfig, credential: Credential) -> Arc<dyn Destina
                 details_url: cfg.incident_url.clone(),
             })
         }
+        DestinationKind::StackStorm { remediation, .. } => Arc::new(
+            super::stackstorm::StackStorm::new(remediation.as_ref().clone(), credential.key()),
+        ),
         DestinationKind::TeamDynamix { beid, fields, .. } => {
             Arc::new(super::teamdynamix::TeamDynamix::new(
                 fields.clone(),

@@ -165,6 +165,52 @@ impl Link {
             .await
     }
 
+    /// Count a remediation's `outcome` (`incidentd_remediations_total`).
+    pub fn count_remediation(&self, outcome: &str) {
+        self.metrics
+            .remediations
+            .with_label_values(&[&self.name, outcome])
+            .inc();
+    }
+
+    /// Add `message` to `incident`'s timeline as a remediation's progress.
+    pub async fn remediation_note(
+        &self,
+        incident: crate::domain::IncidentId,
+        message: String,
+    ) -> Result<(), StoreError> {
+        let entry = crate::domain::TimelineEntry {
+            at: self.clock.now(),
+            kind: crate::domain::TimelineKind::Remediation,
+            message,
+            actor: None,
+        };
+        self.store.timeline_note(incident, entry).await
+    }
+
+    /// The references at this destination starting with `prefix`.
+    pub async fn refs_like(
+        &self,
+        prefix: &str,
+        shards: Option<&[u32]>,
+        limit: u32,
+    ) -> Result<Vec<(crate::domain::IncidentId, String)>, StoreError> {
+        self.store
+            .outbound_refs_like(&self.name, prefix, shards, limit)
+            .await
+    }
+
+    /// Store `external` as `incident`'s reference here.
+    pub async fn set_ref(
+        &self,
+        incident: crate::domain::IncidentId,
+        external: &str,
+    ) -> Result<(), StoreError> {
+        self.store
+            .set_outbound_ref(&self.name, incident, external)
+            .await
+    }
+
     /// One HTTP call (`delivery` names the outbox row for webhooks), to
     /// the configured base its request names, with the session token when
     /// the destination has sessions (fetched first if none is held, or it
@@ -258,6 +304,7 @@ impl Link {
             Method::Post => reqwest::Method::POST,
             Method::Put => reqwest::Method::PUT,
             Method::Patch => reqwest::Method::PATCH,
+            Method::Delete => reqwest::Method::DELETE,
         };
         let encoded = req.body.as_ref().map(|b| self.dest.encode(req, b));
         let call = Call {

@@ -29,6 +29,7 @@ pub mod servicedeskplus;
 pub mod servicenow;
 pub mod settings;
 pub mod slack;
+pub mod stackstorm;
 pub mod teamdynamix;
 pub mod template;
 pub mod webhook;
@@ -52,6 +53,7 @@ pub enum Method {
     Post,
     Put,
     Patch,
+    Delete,
 }
 
 /// Which of a destination's configured base URLs a request is for. A

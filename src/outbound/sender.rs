@@ -130,6 +130,22 @@ impl Sender {
         })
     }
 
+    /// The task that follows a StackStorm destination's executions to
+    /// their end; a successful one acts through `actions` when configured.
+    pub fn follower(&self, actions: Actions) -> Option<super::stackstorm::Follower> {
+        let super::settings::DestinationKind::StackStorm { remediation, .. } = &self.cfg.kind
+        else {
+            return None;
+        };
+        Some(super::stackstorm::Follower::new(
+            self.link.clone(),
+            remediation.as_ref().clone(),
+            self.clock.clone(),
+            self.ownership.clone(),
+            actions,
+        ))
+    }
+
     fn breaker(&self) -> std::sync::MutexGuard<'_, Breaker> {
         lock(&self.breaker)
     }

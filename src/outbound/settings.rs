@@ -53,6 +53,11 @@ pub enum DestinationKind {
         web_services_key: Secret,
         fields: super::teamdynamix::Fields,
     },
+    /// StackStorm: the API key and the remediation it runs.
+    StackStorm {
+        api_key: Secret,
+        remediation: Box<super::stackstorm::Remediation>,
+    },
     /// Freshservice: the API key (Basic auth) and the ticket's fields.
     Freshservice {
         api_key: Secret,
@@ -105,6 +110,7 @@ impl DestinationKind {
             DestinationKind::Freshservice { .. } => "freshservice",
             DestinationKind::ServiceDeskPlus { .. } => "servicedeskplus",
             DestinationKind::TeamDynamix { .. } => "teamdynamix",
+            DestinationKind::StackStorm { .. } => "stackstorm",
         }
     }
 }

@@ -461,6 +461,24 @@ pub trait Outbox: Send + Sync + 'static {
         &'a self,
         shards: Option<&'a [u32]>,
     ) -> BoxFuture<'a, Result<Vec<(String, u64)>, StoreError>>;
+    /// Add an entry to `incident`'s timeline (a remediation's progress,
+    /// written as it happens, not with an outbox row).
+    fn timeline_note(
+        &self,
+        incident: IncidentId,
+        entry: TimelineEntry,
+    ) -> BoxFuture<'_, Result<(), StoreError>>;
+    /// The references at `destination` that start with `prefix`, of any
+    /// incident (resolved ones too) of `shards` when given: the
+    /// remediations still being followed. Oldest incident first, up to
+    /// `limit`.
+    fn outbound_refs_like<'a>(
+        &'a self,
+        destination: &'a str,
+        prefix: &'a str,
+        shards: Option<&'a [u32]>,
+        limit: u32,
+    ) -> BoxFuture<'a, Result<Vec<(IncidentId, String)>, StoreError>>;
     /// The id `destination` gave `incident` (ServiceNow `sys_id`, Jira key).
     fn outbound_ref<'a>(
         &'a self,

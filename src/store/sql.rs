@@ -750,6 +750,56 @@ impl<B: SqlBackend> Outbox for B {
         })
     }
 
+    fn timeline_note(
+        &self,
+        incident: IncidentId,
+        entry: TimelineEntry,
+    ) -> BoxFuture<'_, Result<(), StoreError>> {
+        Box::pin(async move {
+            self.execute(vec![note_stmt((incident, entry))])
+                .await
+                .map(drop)
+        })
+    }
+
+    fn outbound_refs_like<'a>(
+        &'a self,
+        destination: &'a str,
+        prefix: &'a str,
+        shards: Option<&'a [u32]>,
+        limit: u32,
+    ) -> BoxFuture<'a, Result<Vec<(IncidentId, String)>, StoreError>> {
+        Box::pin(async move {
+            let Some(only) = shard_filter("i.shard", shards) else {
+                return Ok(Vec::new());
+            };
+            // The prefix matched literally: LIKE's wildcards escaped.
+            let pattern = format!(
+                "{}%",
+                prefix
+                    .replace('\\', "\\\\")
+                    .replace('%', "\\%")
+                    .replace('_', "\\_")
+            );
+            let rows = self
+                .fetch(
+                    Stmt::new(format!(
+                        "SELECT r.incident_id, r.external_id FROM outbound_refs r
+                         JOIN incidents i ON i.id = r.incident_id
+                         WHERE r.destination = ? AND r.external_id LIKE ? ESCAPE '\\'{only}
+                         ORDER BY r.incident_id LIMIT ?"
+                    ))
+                    .text(destination)
+                    .text(pattern)
+                    .int(i64::from(limit)),
+                )
+                .await?;
+            decode(&rows, |r| {
+                Ok((IncidentId(r.int("incident_id")?), r.text("external_id")?))
+            })
+        })
+    }
+
     fn outbound_ref<'a>(
         &'a self,
         destination: &'a str,

@@ -121,6 +121,9 @@ pub struct OutboundMetrics {
     /// Two-way sync applied here: `destination`, `via` (`webhook`,
     /// `poll`), `action` (`acknowledged`, `resolved`).
     pub inbound: IntCounterVec,
+    /// Remediations by `destination` and `outcome` (`requested`,
+    /// `held_back`, `dry_run`, `succeeded`, `failed`, `timed_out`).
+    pub remediations: IntCounterVec,
 }
 
 /// `incidentd_outbound_requests_total{outcome}` values.
@@ -719,8 +722,13 @@ impl Metrics {
                 ),
                 inbound: counter_vec(
                     "incidentd_inbound_updates_total",
-                    "Ticket changes from ServiceNow or Jira applied to incidents, by destination, via (webhook, poll) and action (acknowledged, resolved).",
+                    "Ticket changes from the ticketing tools applied to incidents, by destination, via (webhook, poll) and action (acknowledged, resolved).",
                     &["destination", "via", "action"],
+                ),
+                remediations: counter_vec(
+                    "incidentd_remediations_total",
+                    "StackStorm remediations, by destination and outcome (requested, held_back, dry_run, succeeded, failed, timed_out).",
+                    &["destination", "outcome"],
                 ),
                 duration: reg(
                     &r,

@@ -14,6 +14,7 @@ pub mod freshservice;
 pub mod pg;
 pub mod servicedeskplus;
 pub mod servicenow;
+pub mod stackstorm;
 pub mod teamdynamix;
 pub mod tls;
 

@@ -127,6 +127,18 @@ impl Outbox for SlowStore {
     ) -> Fut<'a, Vec<(IncidentId, String)>> {
         self.0.outbound_poll_refs(d, shards, limit)
     }
+    fn outbound_refs_like<'a>(
+        &'a self,
+        d: &'a str,
+        prefix: &'a str,
+        shards: Option<&'a [u32]>,
+        limit: u32,
+    ) -> Fut<'a, Vec<(IncidentId, String)>> {
+        self.0.outbound_refs_like(d, prefix, shards, limit)
+    }
+    fn timeline_note(&self, i: IncidentId, e: TimelineEntry) -> Fut<'_, ()> {
+        self.0.timeline_note(i, e)
+    }
     fn outbox_retry(
         &self,
         id: i64,
