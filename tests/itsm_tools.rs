@@ -20,6 +20,26 @@ async fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
     }
 }
 
+/// Waits until incident `id` is resolved, by `actor` (a ticket changed
+/// in its tool, read back).
+async fn wait_resolved_by(r: &incidentd::app::Running, id: i64, actor: &str) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (_, d) = call(r, "GET", &format!("/api/v1/incidents/{id}"), Value::Null).await;
+        if d["state"] == "resolved" {
+            let by = d["timeline"]
+                .as_array()
+                .expect("timeline")
+                .iter()
+                .any(|e| e["kind"] == "resolved" && e["actor"] == actor);
+            assert!(by, "resolved, not by {actor}: {d}");
+            return;
+        }
+        assert!(Instant::now() < deadline, "not resolved by the poll: {d}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// A Freshservice destination at `url` with `extra` settings.
 fn freshservice_config(url: &str, extra: &str) -> String {
     format!(
@@ -239,29 +259,7 @@ async fn freshservice_changes_come_back_by_polling_and_webhook() {
         t["status"] = json!(4);
         t["responder_id"] = json!(77);
     }
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let (_, d) = call(
-            &r,
-            "GET",
-            &format!("/api/v1/incidents/{first}"),
-            Value::Null,
-        )
-        .await;
-        if d["state"] == "resolved" {
-            assert!(
-                d["timeline"]
-                    .as_array()
-                    .expect("timeline")
-                    .iter()
-                    .any(|e| e["kind"] == "resolved" && e["actor"] == "freshservice:agent-77"),
-                "{d}"
-            );
-            break;
-        }
-        assert!(Instant::now() < deadline, "not resolved by the poll: {d}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_resolved_by(&r, first, "freshservice:agent-77").await;
     assert!(
         fs.lock().expect("fs").calls.iter().any(|c| c.starts_with("filter \"(tag:")
             && c.ends_with("AND (status:4 OR status:5)\"")),
@@ -684,29 +682,7 @@ async fn servicedeskplus_changes_come_back_by_polling_and_webhook() {
         q["status"] = json!({"name": "Resolved"});
         q["technician"] = json!({"name": "Ravi"});
     }
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let (_, d) = call(
-            &r,
-            "GET",
-            &format!("/api/v1/incidents/{first}"),
-            Value::Null,
-        )
-        .await;
-        if d["state"] == "resolved" {
-            assert!(
-                d["timeline"]
-                    .as_array()
-                    .expect("timeline")
-                    .iter()
-                    .any(|e| e["kind"] == "resolved" && e["actor"] == "servicedeskplus:Ravi"),
-                "{d}"
-            );
-            break;
-        }
-        assert!(Instant::now() < deadline, "not resolved by the poll: {d}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_resolved_by(&r, first, "servicedeskplus:Ravi").await;
     let body = json!({"request": {"id": "1802", "subject": format!("[P2] PrinterJam (incidentd-{second})"), "status": "In Progress", "technician": "Ravi"}});
     let (s, v) = support::oneshot(
         &r.router,
@@ -1051,23 +1027,7 @@ async fn teamdynamix_completed_tickets_resolve_by_polling() {
         t["StatusClass"] = json!(3);
         t["ModifiedFullName"] = json!("Kim Lee");
     }
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let (_, d) = call(&r, "GET", &format!("/api/v1/incidents/{id}"), Value::Null).await;
-        if d["state"] == "resolved" {
-            assert!(
-                d["timeline"]
-                    .as_array()
-                    .expect("timeline")
-                    .iter()
-                    .any(|e| e["kind"] == "resolved" && e["actor"] == "teamdynamix:Kim Lee"),
-                "{d}"
-            );
-            break;
-        }
-        assert!(Instant::now() < deadline, "not resolved by the poll: {d}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_resolved_by(&r, id, "teamdynamix:Kim Lee").await;
     r.shutdown().await;
 }
 

@@ -17,7 +17,7 @@ use super::destination::{Credential, Destination, TicketReader, work_note};
 use super::inbound::{Action, InboundUpdate};
 use super::link::{Answer, Link, Ticket, TicketCalls};
 use super::template::Template;
-use super::{EventKind, Method, Request, external_key, summary, truncate};
+use super::{EventKind, Method, Request, external_key};
 use crate::domain::{Incident, IncidentId};
 use crate::store::{BoxFuture, OutboxRow, StoreError};
 use serde_json::{Value, json};
@@ -97,33 +97,12 @@ pub fn html(text: &str) -> String {
 }
 
 fn description(inc: &Incident, details_url: Option<&str>) -> String {
-    let mut d = format!(
-        "Opened by incidentd (incident {}, {}) at {}.\nRoot cause CI: {}\nImpacted services: {}",
-        inc.id.0,
-        inc.priority,
-        inc.opened_at.to_rfc3339(),
-        inc.root_ci.as_deref().unwrap_or("unknown"),
-        inc.impacted_services.join(", "),
-    );
-    for r in &inc.links.runbooks {
-        d.push_str("\nRunbook: ");
-        d.push_str(r);
-    }
-    if let Some(u) = details_url {
-        d.push_str("\nDetails: ");
-        d.push_str(&super::incident_link(u, inc));
-    }
-    html(&d)
+    html(&super::ticket_text(inc, details_url))
 }
 
 /// `[P1] title (incidentd-42)` on one line within 255 characters.
 fn subject(inc: &Incident) -> String {
-    let key = format!(" ({})", external_key(inc));
-    let line: String = summary(inc)
-        .chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .collect();
-    format!("{}{key}", truncate(&line, 255 - key.chars().count()))
+    super::keyed_title(inc, 255)
 }
 
 /// `POST /api/v2/tickets`; the answer is `{"ticket": {"id": …}}`.

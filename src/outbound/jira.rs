@@ -9,7 +9,7 @@
 use super::destination::{Credential, Destination, TicketReader, work_note};
 use super::inbound::InboundUpdate;
 use super::link::{Answer, Link, Ticket, TicketCalls};
-use super::{EventKind, Method, Request, external_key, summary, truncate};
+use super::{EventKind, Method, Request, external_key, truncate};
 use crate::domain::Incident;
 use crate::domain::IncidentId;
 use crate::store::{BoxFuture, OutboxRow, StoreError};
@@ -56,24 +56,8 @@ fn priority_name(inc: &Incident) -> &'static str {
 }
 
 fn description(inc: &Incident, details_url: Option<&str>) -> String {
-    let mut d = format!(
-        "Opened by incidentd (incident {}, {}) at {}.\nRoot cause CI: {}\nImpacted services: {}",
-        inc.id.0,
-        inc.priority,
-        inc.opened_at.to_rfc3339(),
-        inc.root_ci.as_deref().unwrap_or("unknown"),
-        inc.impacted_services.join(", "),
-    );
-    for r in &inc.links.runbooks {
-        d.push_str("\nRunbook: ");
-        d.push_str(r);
-    }
-    if let Some(u) = details_url {
-        d.push_str("\nDetails: ");
-        d.push_str(&super::incident_link(u, inc));
-    }
     // Jira's limit for a text field.
-    truncate(&d, 32_767)
+    truncate(&super::ticket_text(inc, details_url), 32_767)
 }
 
 /// The summary of the ticket: `[P1] title (incidentd-42)`, on one line
@@ -81,12 +65,7 @@ fn description(inc: &Incident, details_url: Option<&str>) -> String {
 /// characters. The key in it is what finds a customer request again when
 /// no label could be set yet.
 fn ticket_summary(inc: &Incident) -> String {
-    let key = format!(" ({})", external_key(inc));
-    let line: String = summary(inc)
-        .chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .collect();
-    format!("{}{key}", truncate(&line, 255 - key.chars().count()))
+    super::keyed_title(inc, 255)
 }
 
 /// The create call; its answer carries `issueKey` (service desk) or `key`.

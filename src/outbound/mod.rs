@@ -124,6 +124,41 @@ pub fn summary(inc: &Incident) -> String {
     format!("[{}] {}", inc.priority, inc.title)
 }
 
+/// A ticket's one-line title, `[P1] title (incidentd-42)`, within `max`
+/// characters: line breaks as spaces (ticket tools refuse them in a title),
+/// and the key kept whole at the end, where a search finds it when no
+/// label or tag could be set.
+pub fn keyed_title(inc: &Incident, max: usize) -> String {
+    let key = format!(" ({})", external_key(inc));
+    let line: String = summary(inc)
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    format!("{}{key}", truncate(&line, max - key.chars().count()))
+}
+
+/// A ticket's plain-text description: who opened it and when, the root
+/// cause, the impacted services, runbooks and the incident's page.
+pub fn ticket_text(inc: &Incident, details_url: Option<&str>) -> String {
+    let mut d = format!(
+        "Opened by incidentd (incident {}, {}) at {}.\nRoot cause CI: {}\nImpacted services: {}",
+        inc.id.0,
+        inc.priority,
+        inc.opened_at.to_rfc3339(),
+        inc.root_ci.as_deref().unwrap_or("unknown"),
+        inc.impacted_services.join(", "),
+    );
+    for r in &inc.links.runbooks {
+        d.push_str("\nRunbook: ");
+        d.push_str(r);
+    }
+    if let Some(u) = details_url {
+        d.push_str("\nDetails: ");
+        d.push_str(&incident_link(u, inc));
+    }
+    d
+}
+
 /// Severity words paging tools use, by priority.
 pub fn severity(p: Priority) -> &'static str {
     match p.get() {

@@ -19,7 +19,7 @@ use super::destination::{Destination, Session, TicketReader, work_note};
 use super::inbound::{Action, InboundUpdate};
 use super::link::{Answer, Link, Ticket, TicketCalls};
 use super::template::Template;
-use super::{EventKind, Method, Request, external_key, summary, truncate};
+use super::{EventKind, Method, Request, external_key};
 use crate::domain::{Incident, IncidentId, Level};
 use crate::store::{BoxFuture, OutboxRow, StoreError};
 use serde_json::{Value, json};
@@ -102,35 +102,11 @@ fn named(name: &str) -> Value {
 
 /// `[P1] title (incidentd-42)` on one line within the subject's limit.
 fn subject(inc: &Incident) -> String {
-    let key = format!(" ({})", external_key(inc));
-    let line: String = summary(inc)
-        .chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .collect();
-    format!(
-        "{}{key}",
-        truncate(&line, MAX_SUBJECT - key.chars().count())
-    )
+    super::keyed_title(inc, MAX_SUBJECT)
 }
 
 fn description(inc: &Incident, details_url: Option<&str>) -> String {
-    let mut d = format!(
-        "Opened by incidentd (incident {}, {}) at {}.\nRoot cause CI: {}\nImpacted services: {}",
-        inc.id.0,
-        inc.priority,
-        inc.opened_at.to_rfc3339(),
-        inc.root_ci.as_deref().unwrap_or("unknown"),
-        inc.impacted_services.join(", "),
-    );
-    for r in &inc.links.runbooks {
-        d.push_str("\nRunbook: ");
-        d.push_str(r);
-    }
-    if let Some(u) = details_url {
-        d.push_str("\nDetails: ");
-        d.push_str(&super::incident_link(u, inc));
-    }
-    super::freshservice::html(&d)
+    super::freshservice::html(&super::ticket_text(inc, details_url))
 }
 
 /// `POST /api/v3/requests`; the answer is `{"request": {"id": "…"}}`.

@@ -19,7 +19,7 @@
 use super::destination::{Destination, Session, TicketReader, work_note};
 use super::inbound::{Action, InboundUpdate};
 use super::link::{Answer, Link, Ticket, TicketCalls};
-use super::{EventKind, Method, Request, external_key, summary, truncate};
+use super::{EventKind, Method, Request, external_key};
 use crate::domain::{Incident, IncidentId, Timestamp};
 use crate::store::{BoxFuture, OutboxRow, StoreError};
 use serde_json::{Value, json};
@@ -136,32 +136,11 @@ fn api(f: &Fields, rest: &str) -> String {
 
 /// `[P1] title (incidentd-42)` on one line within the title's limit.
 fn title(inc: &Incident) -> String {
-    let key = format!(" ({})", external_key(inc));
-    let line: String = summary(inc)
-        .chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .collect();
-    format!("{}{key}", truncate(&line, MAX_TITLE - key.chars().count()))
+    super::keyed_title(inc, MAX_TITLE)
 }
 
 fn description(inc: &Incident, details_url: Option<&str>) -> String {
-    let mut d = format!(
-        "Opened by incidentd (incident {}, {}) at {}.\nRoot cause CI: {}\nImpacted services: {}",
-        inc.id.0,
-        inc.priority,
-        inc.opened_at.to_rfc3339(),
-        inc.root_ci.as_deref().unwrap_or("unknown"),
-        inc.impacted_services.join(", "),
-    );
-    for r in &inc.links.runbooks {
-        d.push_str("\nRunbook: ");
-        d.push_str(r);
-    }
-    if let Some(u) = details_url {
-        d.push_str("\nDetails: ");
-        d.push_str(&super::incident_link(u, inc));
-    }
-    d
+    super::ticket_text(inc, details_url)
 }
 
 /// The create, its notifications off (the feed is the operators').
