@@ -333,6 +333,36 @@ async fn a_dry_run_records_what_would_run() {
     r.shutdown().await;
 }
 
+/// A parameter that renders empty (`{root_ci}` of an incident bound to no
+/// CI) holds the run back rather than aim the action at nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_empty_parameter_holds_the_run_back() {
+    let (api, st2) = support::stackstorm::start(actions()).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = daemon_config(
+        dir.path(),
+        &api,
+        "ops.restart_consumer",
+        "parameters = { incident = \"{key}\", services = \"{root_ci}\" }\n",
+    );
+    let r = start(&cfg).await;
+    let id = support::open_incident(&r, "Unbound", "Unbound:9100", "critical").await;
+    let (steps, _) = wait_steps(&r, id, "held back", |s| !s.is_empty()).await;
+    assert_eq!(
+        steps,
+        [
+            "remediation ops.restart_consumer held back: parameter services is empty for this incident"
+        ]
+    );
+    assert!(
+        st2.lock()
+            .expect("st2")
+            .runs_of("ops.restart_consumer")
+            .is_empty()
+    );
+    r.shutdown().await;
+}
+
 /// Settings: an action that is no `pack.action`, a bad `resolve_on_success`
 /// and a StackStorm setting on another kind are each named.
 #[test]

@@ -341,7 +341,13 @@ impl Destination for StackStorm {
                     return Ok(Some(Answer::done("found the execution of a lost answer")));
                 }
             }
-            let held = held_back(&mut self.guard(), r, ci, now);
+            // A parameter left empty (no root CI, no service) would aim
+            // the action at nothing, or at everything.
+            let empty = params
+                .as_object()
+                .and_then(|m| m.iter().find(|(_, v)| v.as_str() == Some("")))
+                .map(|(k, _)| format!("parameter {k} is empty for this incident"));
+            let held = empty.or_else(|| held_back(&mut self.guard(), r, ci, now));
             if let Some(why) = held {
                 link.remediation_note(inc.id, format!("remediation {action} held back: {why}"))
                     .await?;
