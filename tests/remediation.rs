@@ -20,7 +20,12 @@ fn actions() -> HashMap<String, Action> {
         (
             "ops.restart_consumer",
             Action {
-                parameters: vec![("incident", true), ("priority", false), ("services", false)],
+                parameters: vec![
+                    ("incident", true),
+                    ("priority", false),
+                    ("services", false),
+                    ("host", false),
+                ],
                 ends: Ends::Succeeds(Duration::from_millis(400), json!({"stdout": "restarted"})),
             },
         ),
@@ -113,7 +118,8 @@ async fn wait_steps(
     }
 }
 
-/// A remediation that succeeds: requested once (even though StackStorm's
+/// A remediation that succeeds, its parameters rendered from the incident
+/// and its alert's labels: requested once (even though StackStorm's
 /// answer to the run was lost: the retry finds it), running, succeeded,
 /// each on the timeline; with `resolve_on_success` the incident is then
 /// resolved by the remediation.
@@ -126,7 +132,7 @@ async fn a_successful_remediation_is_followed_and_resolves_the_incident() {
         dir.path(),
         &api,
         "ops.restart_consumer",
-        "resolve_on_success = \"resolve\"\nparameters = { incident = \"{key}\", priority = \"{priority}\" }\n",
+        "resolve_on_success = \"resolve\"\nparameters = { incident = \"{key}\", priority = \"{priority}\", host = \"{label.instance}\" }\n",
     );
     let r = start(&cfg).await;
     let id = support::open_incident(&r, "ConsumerStuck", "ConsumerStuck:9100", "critical").await;
@@ -150,7 +156,9 @@ async fn a_successful_remediation_is_followed_and_resolves_the_incident() {
     let runs = st2.lock().expect("st2").runs_of("ops.restart_consumer");
     assert_eq!(
         runs,
-        [json!({"incident": format!("incidentd-{id}"), "priority": d["priority"]})],
+        [
+            json!({"incident": format!("incidentd-{id}"), "priority": d["priority"], "host": "ConsumerStuck:9100"})
+        ],
         "one execution despite the lost answer"
     );
     let deadline = Instant::now() + Duration::from_secs(20);

@@ -592,8 +592,11 @@ fn stackstorm(errs: &mut Vec<FieldError>, at: &str, d: &RawDestination) -> Optio
                 &key,
                 "a parameter name is letters, digits and '_'".into(),
             );
-        } else if let Some(t) = template(errs, at, &key, v) {
-            parameters.push((name.clone(), t));
+        } else {
+            match crate::outbound::template::Template::parse_with_labels(v) {
+                Ok(t) => parameters.push((name.clone(), t)),
+                Err(m) => push(errs, at, &key, m),
+            }
         }
     }
     let cool_down = duration(

@@ -200,6 +200,14 @@ impl Link {
             .await
     }
 
+    /// The labels of `incident`'s first alert.
+    pub async fn first_alert_labels(
+        &self,
+        incident: crate::domain::IncidentId,
+    ) -> Result<Option<crate::domain::LabelSet>, StoreError> {
+        self.store.first_alert_labels(incident).await
+    }
+
     /// Store `external` as `incident`'s reference here.
     pub async fn set_ref(
         &self,

@@ -23,7 +23,7 @@ use super::destination::Destination;
 use super::link::{Answer, Link};
 use super::template::Template;
 use super::{EventKind, Method, Request};
-use crate::domain::{Clock, Incident, IncidentId, Timestamp};
+use crate::domain::{Clock, Incident, IncidentId, LabelSet, Timestamp};
 use crate::incident::actions::{Action, Actions};
 use crate::incident::task::Operation;
 use crate::store::{BoxFuture, OutboxRow, StoreError};
@@ -110,12 +110,13 @@ impl Ref {
     }
 }
 
-/// The parameters rendered for `inc`, as StackStorm takes them.
-pub fn parameters(r: &Remediation, inc: &Incident) -> Value {
+/// The parameters rendered for `inc` (with its first alert's `labels`),
+/// as StackStorm takes them.
+pub fn parameters(r: &Remediation, inc: &Incident, labels: Option<&LabelSet>) -> Value {
     let m: Map<String, Value> = r
         .parameters
         .iter()
-        .map(|(k, t)| (k.clone(), json!(t.render(inc))))
+        .map(|(k, t)| (k.clone(), json!(t.render_with(inc, labels))))
         .collect();
     Value::Object(m)
 }
@@ -305,7 +306,12 @@ impl Destination for StackStorm {
             if before.as_ref().is_some_and(|x| x.opening() == opening) {
                 return Ok(Some(Answer::done("this opening's remediation ran already")));
             }
-            let params = parameters(r, inc);
+            let labels = if r.parameters.iter().any(|(_, t)| t.uses_labels()) {
+                link.first_alert_labels(inc.id).await?
+            } else {
+                None
+            };
+            let params = parameters(r, inc, labels.as_ref());
             let now = link.now();
             // The cool-down's key: the root CI, else the incident itself.
             let own = format!("incident {}", inc.id.0);

@@ -52,6 +52,9 @@ const VARS: [(&str, Var); 17] = [
 enum Part {
     Text(String),
     Var(Var),
+    /// `{label.NAME}`: a label of the incident's first alert (where the
+    /// alert's labels are at hand: a remediation's parameters).
+    Label(String),
 }
 
 /// A parsed template: text with `{name}` placeholders (`{{` and `}}` are
@@ -66,6 +69,21 @@ impl Template {
     /// The template `s`, or why it is not one (naming the placeholders
     /// there are).
     pub fn parse(s: &str) -> Result<Template, String> {
+        Template::parse_inner(s, false)
+    }
+
+    /// The template `s`, which may also name the labels of the
+    /// incident's first alert, `{label.instance}`.
+    pub fn parse_with_labels(s: &str) -> Result<Template, String> {
+        Template::parse_inner(s, true)
+    }
+
+    /// Whether it names an alert label.
+    pub fn uses_labels(&self) -> bool {
+        self.parts.iter().any(|p| matches!(p, Part::Label(_)))
+    }
+
+    fn parse_inner(s: &str, labels: bool) -> Result<Template, String> {
         let mut parts = Vec::new();
         let mut text = String::new();
         let mut chars = s.chars().peekable();
@@ -88,19 +106,29 @@ impl Template {
                             None => return Err(format!("{s:?}: '{{' without its '}}'")),
                         }
                     }
-                    let Some((_, var)) = VARS.iter().find(|(n, _)| *n == name.trim()) else {
-                        return Err(format!(
-                            "{s:?}: unknown placeholder {{{name}}}; one of {}",
-                            VARS.iter()
-                                .map(|(n, _)| format!("{{{n}}}"))
-                                .collect::<Vec<_>>()
-                                .join(", ")
-                        ));
+                    let label = name.trim().strip_prefix("label.").filter(|l| {
+                        labels
+                            && !l.is_empty()
+                            && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+                    });
+                    let part = match (label, VARS.iter().find(|(n, _)| *n == name.trim())) {
+                        (Some(l), _) => Part::Label(l.to_string()),
+                        (None, Some((_, var))) => Part::Var(*var),
+                        (None, None) => {
+                            return Err(format!(
+                                "{s:?}: unknown placeholder {{{name}}}; one of {}{}",
+                                VARS.iter()
+                                    .map(|(n, _)| format!("{{{n}}}"))
+                                    .collect::<Vec<_>>()
+                                    .join(", "),
+                                if labels { ", {label.NAME}" } else { "" }
+                            ));
+                        }
                     };
                     if !text.is_empty() {
                         parts.push(Part::Text(std::mem::take(&mut text)));
                     }
-                    parts.push(Part::Var(*var));
+                    parts.push(part);
                 }
                 '}' => return Err(format!("{s:?}: '}}' without its '{{' (write '}}}}')")),
                 c => text.push(c),
@@ -131,11 +159,18 @@ impl Template {
     /// The text for `inc`; a placeholder with nothing to say (no root CI,
     /// no problem) is empty.
     pub fn render(&self, inc: &Incident) -> String {
+        self.render_with(inc, None)
+    }
+
+    /// The text for `inc` with `labels` (its first alert's) for the
+    /// `{label.NAME}` placeholders; a label it lacks is empty.
+    pub fn render_with(&self, inc: &Incident, labels: Option<&crate::domain::LabelSet>) -> String {
         let mut out = String::new();
         for p in &self.parts {
             match p {
                 Part::Text(t) => out.push_str(t),
                 Part::Var(v) => value(&mut out, *v, inc),
+                Part::Label(l) => out.push_str(labels.and_then(|s| s.get(l)).unwrap_or_default()),
             }
         }
         out
@@ -173,6 +208,23 @@ fn value(out: &mut String, v: Var, inc: &Incident) {
 mod tests {
     use super::*;
     use crate::outbound::tests::incident;
+
+    #[test]
+    fn labels_only_where_asked_for() {
+        let mut labels = crate::domain::LabelSet::new();
+        labels.insert("instance".into(), "pg-0:9187".into());
+        let t = Template::parse_with_labels("{label.instance} of {key}").expect("labels allowed");
+        assert!(t.uses_labels());
+        let inc = crate::outbound::tests::incident();
+        assert_eq!(
+            t.render_with(&inc, Some(&labels)),
+            "pg-0:9187 of incidentd-42"
+        );
+        assert_eq!(t.render(&inc), " of incidentd-42");
+        let e = Template::parse("{label.instance}").expect_err("not for ticket fields");
+        assert!(e.contains("unknown placeholder {label.instance}"), "{e}");
+        assert!(Template::parse_with_labels("{label.}").is_err());
+    }
 
     #[test]
     fn placeholders_are_filled_and_mistakes_named() {

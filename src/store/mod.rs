@@ -461,6 +461,12 @@ pub trait Outbox: Send + Sync + 'static {
         &'a self,
         shards: Option<&'a [u32]>,
     ) -> BoxFuture<'a, Result<Vec<(String, u64)>, StoreError>>;
+    /// The labels of `incident`'s first alert (a remediation's
+    /// `{label.NAME}` parameters); `None` when it has none.
+    fn first_alert_labels(
+        &self,
+        incident: IncidentId,
+    ) -> BoxFuture<'_, Result<Option<crate::domain::LabelSet>, StoreError>>;
     /// Add an entry to `incident`'s timeline (a remediation's progress,
     /// written as it happens, not with an outbox row).
     fn timeline_note(

@@ -750,6 +750,24 @@ impl<B: SqlBackend> Outbox for B {
         })
     }
 
+    fn first_alert_labels(
+        &self,
+        incident: IncidentId,
+    ) -> BoxFuture<'_, Result<Option<crate::domain::LabelSet>, StoreError>> {
+        Box::pin(async move {
+            let first = Reads::incident_alerts(
+                self,
+                incident,
+                super::Page {
+                    offset: 0,
+                    limit: 1,
+                },
+            )
+            .await?;
+            Ok(first.into_iter().next().map(|a| a.labels))
+        })
+    }
+
     fn timeline_note(
         &self,
         incident: IncidentId,

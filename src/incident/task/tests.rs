@@ -139,6 +139,9 @@ impl Outbox for SlowStore {
     fn timeline_note(&self, i: IncidentId, e: TimelineEntry) -> Fut<'_, ()> {
         self.0.timeline_note(i, e)
     }
+    fn first_alert_labels(&self, i: IncidentId) -> Fut<'_, Option<crate::domain::LabelSet>> {
+        self.0.first_alert_labels(i)
+    }
     fn outbox_retry(
         &self,
         id: i64,
