@@ -1140,3 +1140,103 @@ async fn the_stackstorm_fake_keeps_to_the_contract() {
     );
     assert_eq!(st2.lock().expect("st2").cancelled(), 1);
 }
+
+/// As deployed: every new tool over HTTPS with a certificate from a
+/// private CA the destinations trust by `ca_file` (ServiceDesk Plus Cloud's
+/// token endpoint too); each does its work there. A destination without
+/// that CA refuses the server's certificate and says so on the timeline.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_tools_are_reached_over_https_with_a_private_ca() {
+    use support::stackstorm::{Action, Ends};
+    use support::tls::{TestCa, serve_https, server_config};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ca = TestCa::new("incidentd test CA");
+    let ca_file = ca.write(dir.path(), "ca.pem");
+    let leaf = ca.server(dir.path(), "tools", &["127.0.0.1", "localhost"]);
+    let https = async |router: axum::Router| {
+        serve_https(router, server_config(&leaf, None), "localhost")
+            .await
+            .0
+    };
+    let (fs_router, fs) = freshservice::router();
+    let (sdp_router, sdp) = servicedeskplus::router();
+    let (tdx_router, tdx) = teamdynamix::router();
+    let actions = [(
+        "ops.restart_consumer".to_string(),
+        Action {
+            parameters: vec![("incident", true)],
+            ends: Ends::Succeeds(Duration::from_millis(200), json!({"stdout": "ok"})),
+        },
+    )]
+    .into_iter()
+    .collect();
+    let (st2_router, st2) = support::stackstorm::router(actions);
+    let fs_url = https(fs_router).await;
+    let sdp_url = https(sdp_router).await;
+    let tdx_url = https(tdx_router).await;
+    let st2_url = format!("{}/api", https(st2_router).await);
+    let trust = format!("ca_file = {:?}\n", ca_file.display().to_string());
+    let strip = |c: String| c.replace("[incident]\nauto_resolve_hold = \"0s\"\n\n", "");
+    let config = format!(
+        "[incident]\nauto_resolve_hold = \"0s\"\n\n{}\n{}\n{}\n{}\n[[outbound.destinations]]\nname = \"st2\"\nkind = \"stackstorm\"\nurl = \"{st2_url}\"\napi_key = \"{}\"\naction = \"ops.restart_consumer\"\nparameters = {{ incident = \"{{key}}\" }}\nfollow_interval = \"100ms\"\n{trust}\n{}",
+        strip(freshservice_config(&fs_url, &trust)),
+        strip(sdp_config(
+            &sdp_url,
+            &format!(
+                "client_id = \"{}\"\nclient_secret = \"{}\"\nrefresh_token = \"{}\"\naccounts_url = \"{sdp_url}\"\n{trust}",
+                servicedeskplus::CLIENT_ID,
+                servicedeskplus::CLIENT_SECRET,
+                servicedeskplus::REFRESH_TOKEN
+            ),
+        )),
+        strip(tdx_config(&tdx_url, &trust)),
+        // The same Freshservice account, without the CA.
+        strip(freshservice_config(&fs_url, "")).replace("name = \"fs\"", "name = \"fs-untrusted\""),
+        support::stackstorm::API_KEY,
+        "",
+    );
+    let cfg = support::config_in(dir.path(), &config);
+    let r = start(&cfg).await;
+    let id = open(&r, "TlsEverywhere").await;
+    wait_for("a ticket in each tool and a remediation run", || {
+        fs.lock().expect("fs").tickets.len() == 1
+            && sdp.lock().expect("sdp").requests.len() == 1
+            && tdx.lock().expect("tdx").tickets.len() == 1
+            && st2
+                .lock()
+                .expect("st2")
+                .runs_of("ops.restart_consumer")
+                .len()
+                == 1
+    })
+    .await;
+    assert!(sdp.lock().expect("sdp").tokens_issued() >= 1);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (_, d) = call(&r, "GET", &format!("/api/v1/incidents/{id}"), Value::Null).await;
+        let t = d["timeline"].as_array().expect("timeline");
+        let refused = t.iter().any(|e| {
+            e["kind"] == "outbound_retrying"
+                && e["message"].as_str().is_some_and(|m| {
+                    m.starts_with("fs-untrusted") && m.contains("invalid peer certificate")
+                })
+        });
+        let remediated = t.iter().any(|e| {
+            e["kind"] == "remediation"
+                && e["message"]
+                    .as_str()
+                    .is_some_and(|m| m.contains("succeeded"))
+        });
+        if refused && remediated {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{d}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        fs.lock().expect("fs").tickets.len(),
+        1,
+        "the untrusted destination reached nothing"
+    );
+    r.shutdown().await;
+}

@@ -463,8 +463,8 @@ fn query_error(message: &str) -> Response {
     validation(vec![err("query", message, "invalid_value")])
 }
 
-/// The account on 127.0.0.1: its base URL and its state.
-pub async fn start() -> (String, St) {
+/// The account's routes and its state (serve them over HTTP or HTTPS).
+pub fn router() -> (axum::Router, St) {
     let state: St = Arc::new(Mutex::new(Account::default()));
     let app = axum::Router::new()
         .route(
@@ -587,6 +587,12 @@ pub async fn start() -> (String, St) {
             )
         })
         .with_state(state.clone());
+    (app, state)
+}
+
+/// The fake on 127.0.0.1 over plain HTTP: its base URL and its state.
+pub async fn start() -> (String, St) {
+    let (app, state) = router();
     let url = super::serve(app, "freshservice fake").await;
-    (url, state)
+    (format!("{url}"), state)
 }

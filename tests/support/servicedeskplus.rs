@@ -299,9 +299,9 @@ fn criterion(c: &Value, r: &Value) -> Result<bool, String> {
     })
 }
 
-/// The instance on 127.0.0.1 (Zoho Accounts' token endpoint on the same
-/// server): its base URL and its state.
-pub async fn start() -> (String, St) {
+/// The instance's routes (Zoho Accounts' token endpoint among them) and
+/// its state.
+pub fn router() -> (axum::Router, St) {
     let state: St = Arc::new(Mutex::new(Instance::default()));
     let app = axum::Router::new()
         .route(
@@ -443,6 +443,12 @@ pub async fn start() -> (String, St) {
                 .post(|| async { failed(StatusCode::NOT_FOUND, 4000, None, "the v1 API (/sdpapi/) is retired: use /api/v3/") }),
         )
         .with_state(state.clone());
+    (app, state)
+}
+
+/// The fake on 127.0.0.1 over plain HTTP: its base URL and its state.
+pub async fn start() -> (String, St) {
+    let (app, state) = router();
     let url = super::serve(app, "servicedeskplus fake").await;
-    (url, state)
+    (format!("{url}"), state)
 }

@@ -144,9 +144,8 @@ fn admit(h: &HeaderMap) -> Option<Response> {
     })
 }
 
-/// A StackStorm on 127.0.0.1 with `actions`: its API base URL (ending in
-/// `/api`) and its state.
-pub async fn start(actions: HashMap<String, Action>) -> (String, St) {
+/// A StackStorm with `actions`: its routes (under `/api`) and its state.
+pub fn router(actions: HashMap<String, Action>) -> (axum::Router, St) {
     let state: St = Arc::new(Mutex::new(St2 {
         actions,
         ..St2::default()
@@ -254,6 +253,12 @@ pub async fn start(actions: HashMap<String, Action>) -> (String, St) {
             }),
         )
         .with_state(state.clone());
+    (app, state)
+}
+
+/// The fake on 127.0.0.1 over plain HTTP: its base URL and its state.
+pub async fn start(actions: HashMap<String, Action>) -> (String, St) {
+    let (app, state) = router(actions);
     let url = super::serve(app, "stackstorm fake").await;
     (format!("{url}/api"), state)
 }

@@ -230,9 +230,8 @@ fn check_ticket(t: &Value, q: &HashMap<String, String>) -> Result<(), String> {
     Ok(())
 }
 
-/// The organization on 127.0.0.1: its base URL (the `TDWebApi` root) and
-/// its state.
-pub async fn start() -> (String, St) {
+/// The organization's routes (rooted as `TDWebApi` is) and its state.
+pub fn router() -> (axum::Router, St) {
     let state: St = Arc::new(Mutex::new(Org::default()));
     let app = axum::Router::new()
         .route(
@@ -437,6 +436,12 @@ pub async fn start() -> (String, St) {
             ),
         )
         .with_state(state.clone());
+    (app, state)
+}
+
+/// The fake on 127.0.0.1 over plain HTTP: its base URL and its state.
+pub async fn start() -> (String, St) {
+    let (app, state) = router();
     let url = super::serve(app, "teamdynamix fake").await;
-    (url, state)
+    (format!("{url}"), state)
 }
