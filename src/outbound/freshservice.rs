@@ -15,7 +15,7 @@
 
 use super::destination::{Credential, Destination, TicketReader, work_note};
 use super::inbound::{Action, InboundUpdate};
-use super::link::{Answer, Link, Ticket, TicketCalls};
+use super::link::{Answer, Link, TicketCalls};
 use super::template::Template;
 use super::{EventKind, Method, Request, external_key};
 use crate::domain::{Incident, IncidentId};
@@ -220,40 +220,25 @@ impl Destination for Freshservice {
     }
 
     /// The ticket (stored, else found by its tag, else created), then the
-    /// fields the event changes and a private note. The update goes first:
-    /// setting a status twice is harmless, a note twice is not, and a retry
-    /// after a failed note repeats only the update.
+    /// fields the event changes and a private note.
     fn deliver<'a>(
         &'a self,
         link: &'a Link,
         row: &'a OutboxRow,
     ) -> BoxFuture<'a, Result<Option<Answer>, StoreError>> {
-        Box::pin(async move {
-            let inc = &row.message.incident;
-            let kind = row.message.kind;
-            let ticket = link
-                .ticket(row, || TicketCalls {
-                    lookup: search(inc),
-                    found: Box::new(found_id),
-                    create: create(inc, &self.fields, self.details_url.as_deref()),
-                    created: Box::new(created_id),
-                    no_id: "the create answered without a ticket id",
-                })
-                .await?;
-            let id = match ticket {
-                Ticket::Known(id) => id,
-                Ticket::Created(_, answer) | Ticket::Done(answer) => return Ok(Some(answer)),
-            };
-            if let Some(req) = update(&id, inc, kind) {
-                let updated = link.call(&req, row.id).await;
-                if !updated.ok() {
-                    return Ok(Some(updated));
-                }
-            }
-            Ok(Some(
-                link.call(&note(&id, &work_note(inc, kind)), row.id).await,
-            ))
-        })
+        let inc = &row.message.incident;
+        let kind = row.message.kind;
+        Box::pin(link.update_and_note(
+            row,
+            || TicketCalls {
+                lookup: search(inc),
+                found: Box::new(found_id),
+                create: create(inc, &self.fields, self.details_url.as_deref()),
+                created: Box::new(created_id),
+                no_id: "the create answered without a ticket id",
+            },
+            move |id| (update(id, inc, kind), note(id, &work_note(inc, kind))),
+        ))
     }
 
     fn reader(&self) -> Option<&dyn TicketReader> {

@@ -82,6 +82,19 @@ impl Answer {
         }
     }
 
+    /// An answer with `status` and a JSON body, as a unit test needs one.
+    #[cfg(test)]
+    pub fn with_json(status: u16, json: serde_json::Value) -> Answer {
+        Answer {
+            status: Some(status),
+            retry_after: None,
+            detail: json.to_string(),
+            json,
+            reason: FailureReason::HttpStatus,
+            note: None,
+        }
+    }
+
     /// This (successful) answer, with a follow-up's failure to record.
     pub fn noting(self, why: String) -> Answer {
         Answer {
@@ -421,5 +434,32 @@ impl Link {
             return Ok(Ticket::Created(id, made));
         }
         Ok(Ticket::Known(id))
+    }
+
+    /// The delivery of a tool whose change is an update of the ticket and
+    /// a note (Freshservice, ServiceDesk Plus, TeamDynamix): the ticket
+    /// found or made (a create is all of an opening), then what `change`
+    /// says for its id: the update first, since a status set twice is
+    /// harmless and a note twice is not, so a retry after a failed note
+    /// repeats only the update. The first answer that is not a success
+    /// ends it.
+    pub async fn update_and_note(
+        &self,
+        row: &OutboxRow,
+        calls: impl FnOnce() -> TicketCalls,
+        change: impl FnOnce(&str) -> (Option<Request>, Request),
+    ) -> Result<Option<Answer>, StoreError> {
+        let id = match self.ticket(row, calls).await? {
+            Ticket::Known(id) => id,
+            Ticket::Created(_, answer) | Ticket::Done(answer) => return Ok(Some(answer)),
+        };
+        let (update, note) = change(&id);
+        if let Some(req) = update {
+            let updated = self.call(&req, row.id).await;
+            if !updated.ok() {
+                return Ok(Some(updated));
+            }
+        }
+        Ok(Some(self.call(&note, row.id).await))
     }
 }

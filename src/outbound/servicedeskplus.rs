@@ -17,7 +17,7 @@
 
 use super::destination::{Destination, Session, TicketReader, work_note};
 use super::inbound::{Action, InboundUpdate};
-use super::link::{Answer, Link, Ticket, TicketCalls};
+use super::link::{Answer, Link, TicketCalls};
 use super::template::Template;
 use super::{EventKind, Method, Request, external_key};
 use crate::domain::{Incident, IncidentId, Level};
@@ -325,39 +325,30 @@ impl Destination for ServiceDeskPlus {
     }
 
     /// The request (stored, else found by its subject's key, else
-    /// created), then the fields the event changes and a note; the update
-    /// first, as a status set twice is harmless and a note twice is not.
+    /// created), then the fields the event changes and a note.
     fn deliver<'a>(
         &'a self,
         link: &'a Link,
         row: &'a OutboxRow,
     ) -> BoxFuture<'a, Result<Option<Answer>, StoreError>> {
-        Box::pin(async move {
-            let inc = &row.message.incident;
-            let kind = row.message.kind;
-            let ticket = link
-                .ticket(row, || TicketCalls {
-                    lookup: search(inc),
-                    found: Box::new(found_id),
-                    create: create(inc, &self.fields, self.details_url.as_deref()),
-                    created: Box::new(created_id),
-                    no_id: "the create answered without a request id",
-                })
-                .await?;
-            let id = match ticket {
-                Ticket::Known(id) => id,
-                Ticket::Created(_, answer) | Ticket::Done(answer) => return Ok(Some(answer)),
-            };
-            if let Some(req) = update(&id, inc, kind, &self.fields) {
-                let updated = link.call(&req, row.id).await;
-                if !updated.ok() {
-                    return Ok(Some(updated));
-                }
-            }
-            Ok(Some(
-                link.call(&note(&id, &work_note(inc, kind)), row.id).await,
-            ))
-        })
+        let inc = &row.message.incident;
+        let kind = row.message.kind;
+        Box::pin(link.update_and_note(
+            row,
+            || TicketCalls {
+                lookup: search(inc),
+                found: Box::new(found_id),
+                create: create(inc, &self.fields, self.details_url.as_deref()),
+                created: Box::new(created_id),
+                no_id: "the create answered without a request id",
+            },
+            move |id| {
+                (
+                    update(id, inc, kind, &self.fields),
+                    note(id, &work_note(inc, kind)),
+                )
+            },
+        ))
     }
 
     fn reader(&self) -> Option<&dyn TicketReader> {
@@ -493,14 +484,7 @@ mod tests {
             "{}",
             s.path
         );
-        let answer = |j: Value| Answer {
-            status: Some(200),
-            retry_after: None,
-            json: j,
-            detail: String::new(),
-            reason: crate::net::FailureReason::HttpStatus,
-            note: None,
-        };
+        let answer = |j: Value| Answer::with_json(200, j);
         let limited = d.interpret(
             &req,
             answer(json!({"response_status": {"status_code": 4000, "messages": [{"status_code": 4015}]}})),

@@ -637,14 +637,7 @@ mod tests {
     }
 
     fn answer(status: u16, json: Value) -> Answer {
-        Answer {
-            status: Some(status),
-            retry_after: None,
-            detail: json.to_string(),
-            json,
-            reason: crate::net::FailureReason::HttpStatus,
-            note: None,
-        }
+        Answer::with_json(status, json)
     }
 
     #[test]

@@ -272,6 +272,35 @@ impl StackStorm {
         g.by_ci.insert(ci.to_string(), now);
         g.recent.push_back(now);
     }
+
+    /// Execution `id` runs for this opening of `incident`: stored (so it
+    /// is followed, and not started again), counted by the guardrails,
+    /// told on the timeline.
+    async fn started(
+        &self,
+        link: &Link,
+        incident: IncidentId,
+        id: &str,
+        opening: u32,
+        ci: &str,
+        now: Timestamp,
+    ) -> Result<(), StoreError> {
+        let started = Ref::Running {
+            id: id.to_string(),
+            opening,
+            started: now,
+        };
+        link.set_ref(incident, &started.encode()).await?;
+        self.record(ci, now);
+        let action = &self.remediation.action;
+        link.remediation_note(
+            incident,
+            format!("remediation {action} requested (execution {id})"),
+        )
+        .await?;
+        link.count_remediation("requested");
+        Ok(())
+    }
 }
 
 impl Destination for StackStorm {
@@ -331,19 +360,7 @@ impl Destination for StackStorm {
                 };
                 let since = Timestamp(now.0 - 3_600_000);
                 if let Some(id) = lost_run(&listed.json, &params, since, earlier) {
-                    let started = Ref::Running {
-                        id: id.clone(),
-                        opening,
-                        started: now,
-                    };
-                    link.set_ref(inc.id, &started.encode()).await?;
-                    self.record(ci, now);
-                    link.remediation_note(
-                        inc.id,
-                        format!("remediation {action} requested (execution {id})"),
-                    )
-                    .await?;
-                    link.count_remediation("requested");
+                    self.started(link, inc.id, &id, opening, ci, now).await?;
                     return Ok(Some(Answer::done("found the execution of a lost answer")));
                 }
             }
@@ -379,19 +396,7 @@ impl Destination for StackStorm {
                     "StackStorm answered without an execution id",
                 )));
             };
-            let started = Ref::Running {
-                id: id.clone(),
-                opening,
-                started: now,
-            };
-            link.set_ref(inc.id, &started.encode()).await?;
-            self.record(ci, now);
-            link.remediation_note(
-                inc.id,
-                format!("remediation {action} requested (execution {id})"),
-            )
-            .await?;
-            link.count_remediation("requested");
+            self.started(link, inc.id, &id, opening, ci, now).await?;
             Ok(Some(answer))
         })
     }
@@ -465,70 +470,44 @@ impl Follower {
         started: Timestamp,
     ) -> Result<(), StoreError> {
         let action = self.remediation.action.clone();
-        let done = || Ref::Done {
-            id: id.to_string(),
-            opening,
-        };
         let answer = self
             .link
             .call(&Request::get(format!("/v1/executions/{id}")), 0)
             .await;
-        if answer.status == Some(404) {
-            self.link
-                .remediation_note(
-                    incident,
-                    format!("remediation {action}: execution {id} is gone from StackStorm"),
-                )
-                .await?;
-            return self.link.set_ref(incident, &done().encode()).await;
-        }
-        if !answer.ok() {
+        // How it ended, if it did: the outcome counted and the timeline's
+        // words.
+        let (outcome, said) = if answer.status == Some(404) {
+            (
+                None,
+                format!("remediation {action}: execution {id} is gone from StackStorm"),
+            )
+        } else if !answer.ok() {
             tracing::warn!(destination = %self.link.name, incident = incident.0, execution = id, status = answer.status, error = %answer.detail, "reading a remediation's execution failed; next look tries again");
             return Ok(());
-        }
-        match phase(&answer.json) {
-            Phase::Succeeded { seconds } => {
-                self.told.remove(id);
-                self.link.count_remediation("succeeded");
-                self.link
-                    .remediation_note(
-                        incident,
-                        format!("remediation {action} succeeded in {seconds} s (execution {id})"),
-                    )
-                    .await?;
-                self.link.set_ref(incident, &done().encode()).await?;
-                if let Some(then) = self.remediation.on_success {
-                    let op = match then {
-                        OnSuccess::Acknowledge => Operation::Acknowledge,
-                        OnSuccess::Resolve => Operation::Resolve,
-                    };
-                    let act = Action {
-                        id: incident,
-                        actor: format!("stackstorm:{}", self.link.name),
-                        op,
-                        reason: None,
-                    };
-                    if let Err(e) = self.actions.act(act).await {
-                        tracing::info!(destination = %self.link.name, incident = incident.0, error = %e, "a successful remediation's follow-up changed nothing");
+        } else {
+            match phase(&answer.json) {
+                Phase::Succeeded { seconds } => (
+                    Some("succeeded"),
+                    format!("remediation {action} succeeded in {seconds} s (execution {id})"),
+                ),
+                Phase::Failed { reason } => (
+                    Some("failed"),
+                    format!("remediation {action} failed: {reason} (execution {id})"),
+                ),
+                phase => {
+                    let limit = self.remediation.execution_timeout;
+                    let ran = self.clock.now().0 - started.0;
+                    if ran < i64::try_from(limit.as_millis()).unwrap_or(i64::MAX) {
+                        if phase == Phase::Running && self.told.insert(id.to_string()) {
+                            self.link
+                                .remediation_note(
+                                    incident,
+                                    format!("remediation {action} running (execution {id})"),
+                                )
+                                .await?;
+                        }
+                        return Ok(());
                     }
-                }
-                Ok(())
-            }
-            Phase::Failed { reason } => {
-                self.told.remove(id);
-                self.link.count_remediation("failed");
-                self.link
-                    .remediation_note(
-                        incident,
-                        format!("remediation {action} failed: {reason} (execution {id})"),
-                    )
-                    .await?;
-                self.link.set_ref(incident, &done().encode()).await
-            }
-            phase => {
-                let now = self.clock.now();
-                let limit = self.remediation.execution_timeout;
-                if now.0 - started.0 >= i64::try_from(limit.as_millis()).unwrap_or(i64::MAX) {
                     let cancel = Request {
                         method: Method::Delete,
                         path: format!("/v1/executions/{id}"),
@@ -541,30 +520,44 @@ impl Follower {
                     } else {
                         format!("cancelling it failed: {}", cancelled.detail)
                     };
-                    self.told.remove(id);
-                    self.link.count_remediation("timed_out");
-                    self.link
-                        .remediation_note(
-                            incident,
-                            format!(
-                                "remediation {action} timed out after {}; {how} (execution {id})",
-                                crate::domain::format_duration(limit)
-                            ),
-                        )
-                        .await?;
-                    return self.link.set_ref(incident, &done().encode()).await;
+                    (
+                        Some("timed_out"),
+                        format!(
+                            "remediation {action} timed out after {}; {how} (execution {id})",
+                            crate::domain::format_duration(limit)
+                        ),
+                    )
                 }
-                if phase == Phase::Running && self.told.insert(id.to_string()) {
-                    self.link
-                        .remediation_note(
-                            incident,
-                            format!("remediation {action} running (execution {id})"),
-                        )
-                        .await?;
-                }
-                Ok(())
+            }
+        };
+        self.told.remove(id);
+        if let Some(o) = outcome {
+            self.link.count_remediation(o);
+        }
+        self.link.remediation_note(incident, said).await?;
+        let done = Ref::Done {
+            id: id.to_string(),
+            opening,
+        };
+        self.link.set_ref(incident, &done.encode()).await?;
+        if outcome == Some("succeeded")
+            && let Some(then) = self.remediation.on_success
+        {
+            let op = match then {
+                OnSuccess::Acknowledge => Operation::Acknowledge,
+                OnSuccess::Resolve => Operation::Resolve,
+            };
+            let act = Action {
+                id: incident,
+                actor: format!("stackstorm:{}", self.link.name),
+                op,
+                reason: None,
+            };
+            if let Err(e) = self.actions.act(act).await {
+                tracing::info!(destination = %self.link.name, incident = incident.0, error = %e, "a successful remediation's follow-up changed nothing");
             }
         }
+        Ok(())
     }
 }
 

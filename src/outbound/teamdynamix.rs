@@ -18,7 +18,7 @@
 
 use super::destination::{Destination, Session, TicketReader, work_note};
 use super::inbound::{Action, InboundUpdate};
-use super::link::{Answer, Link, Ticket, TicketCalls};
+use super::link::{Answer, Link, TicketCalls};
 use super::{EventKind, Method, Request, external_key};
 use crate::domain::{Incident, IncidentId, Timestamp};
 use crate::store::{BoxFuture, OutboxRow, StoreError};
@@ -317,31 +317,24 @@ impl Destination for TeamDynamix {
                 Err(answer) => return Ok(Some(answer)),
             };
             let key = external_key(inc);
-            let ticket = link
-                .ticket(row, || TicketCalls {
+            let status = class_for(kind).and_then(|c| ids.status(c));
+            let priority = ids.priorities[usize::from(inc.priority.get() - 1)];
+            link.update_and_note(
+                row,
+                || TicketCalls {
                     lookup: search(inc, &self.fields),
                     found: Box::new(move |a| found(a, &key)),
                     create: create(inc, &self.fields, &ids, self.details_url.as_deref()),
                     created: Box::new(|a| id_of(&a["ID"])),
                     no_id: "the create answered without a ticket ID",
-                })
-                .await?;
-            let id = match ticket {
-                Ticket::Known(id) => id,
-                Ticket::Created(_, answer) | Ticket::Done(answer) => return Ok(Some(answer)),
-            };
-            if kind == EventKind::PriorityChanged {
-                let p = ids.priorities[usize::from(inc.priority.get() - 1)];
-                let patched = link
-                    .call(&patch_priority(&self.fields, &id, p), row.id)
-                    .await;
-                if !patched.ok() {
-                    return Ok(Some(patched));
-                }
-            }
-            let status = class_for(kind).and_then(|c| ids.status(c));
-            let entry = feed(&self.fields, &id, &work_note(inc, kind), status);
-            Ok(Some(link.call(&entry, row.id).await))
+                },
+                |id| {
+                    let patch = (kind == EventKind::PriorityChanged)
+                        .then(|| patch_priority(&self.fields, id, priority));
+                    (patch, feed(&self.fields, id, &work_note(inc, kind), status))
+                },
+            )
+            .await
         })
     }
 
@@ -499,14 +492,7 @@ mod tests {
             },
             None,
         );
-        let answer = |j: Value| Answer {
-            status: Some(200),
-            retry_after: None,
-            json: j,
-            detail: String::new(),
-            reason: crate::net::FailureReason::HttpStatus,
-            note: None,
-        };
+        let answer = |j: Value| Answer::with_json(200, j);
         assert_eq!(
             d.read(&answer(json!("aaa.bbb.ccc"))).map(|t| t.0),
             Some("aaa.bbb.ccc".into())

@@ -594,5 +594,5 @@ pub fn router() -> (axum::Router, St) {
 pub async fn start() -> (String, St) {
     let (app, state) = router();
     let url = super::serve(app, "freshservice fake").await;
-    (format!("{url}"), state)
+    (url, state)
 }

@@ -443,5 +443,5 @@ pub fn router() -> (axum::Router, St) {
 pub async fn start() -> (String, St) {
     let (app, state) = router();
     let url = super::serve(app, "teamdynamix fake").await;
-    (format!("{url}"), state)
+    (url, state)
 }
